@@ -1,0 +1,62 @@
+"""Settings the pure core needs: rule ladders, guardrails, limits.
+
+Plain frozen dataclasses so the core can be tested without any configuration
+machinery; :mod:`streams.config` builds them from the environment.
+Durations are held in microseconds, the unit of every time in the core.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from agents.core.timeutil import MICROS_PER_DAY, MICROS_PER_SECOND
+
+DAY = MICROS_PER_DAY
+HOUR = 3600 * MICROS_PER_SECOND
+
+RULE_SECOND_PURCHASE = "second_purchase"
+RULE_INACTIVITY = "inactivity"
+RULE_OVERDUE = "overdue"
+KNOWN_RULES = (RULE_SECOND_PURCHASE, RULE_INACTIVITY, RULE_OVERDUE)
+
+
+@dataclass(frozen=True, slots=True)
+class LadderSettings:
+    """One rule's ladder: step k (1-based) is due at anchor + steps[k-1]."""
+
+    rule: str
+    steps: tuple[int, ...]
+    enabled: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class CoreSettings:
+    """Everything the domain core is parameterised by."""
+
+    second_purchase: LadderSettings = field(
+        default_factory=lambda: LadderSettings(RULE_SECOND_PURCHASE, (7 * DAY, 14 * DAY, 30 * DAY))
+    )
+    inactivity: LadderSettings = field(
+        default_factory=lambda: LadderSettings(RULE_INACTIVITY, (14 * DAY, 30 * DAY, 60 * DAY))
+    )
+    # Guardrails (applied by agents.core.guardrails; defaults from SPEC section 4).
+    holdout_percent: float = 10.0
+    holdout_salt: str = "retention"
+    min_gap: int = 24 * HOUR
+    frequency_cap: int = 4
+    frequency_window: int = 30 * DAY
+    attribution_window: int = 5 * DAY
+    # Bounds that keep one customer's record small whatever producers send.
+    max_recent_event_ids: int = 512
+    max_recent_order_ids: int = 256
+    max_pending_events: int = 2048
+    max_recent_nudges: int = 32
+    # Events this much later than the newest one a source has sent still count
+    # for decisions made in stream-clock mode (bounded out-of-orderness).
+    stream_allowed_lateness: int = 1 * DAY
+    # Backfill: steps due before this time (micros) are recorded, never emitted.
+    backfill_until: int | None = None
+
+    def ladders(self) -> tuple[LadderSettings, ...]:
+        """Ladders in config order: the order simultaneous firings are emitted in."""
+        return tuple(x for x in (self.second_purchase, self.inactivity) if x.enabled)

@@ -1,0 +1,58 @@
+"""The `retention` command line: one sub-command a module, imported lazily.
+
+Every command has --help; a bad configuration or argument prints one line on
+stderr and exits 2, a failed operation exits 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from streams.config import ConfigError
+
+# command -> (module, help); each module has add_arguments(parser) and run(args) -> int
+COMMANDS: dict[str, tuple[str, str]] = {
+    "local": ("streams.local.cli", "start, stop or inspect the embedded Kafka + Redis on loopback"),
+    "worker": ("streams.commands.worker", "run the Faust worker"),
+    "produce": ("streams.commands.produce", "publish a JSONL file of events"),
+    "replay": ("streams.commands.replay", "produce a JSONL file and advance the stream clock"),
+    "tail": ("streams.commands.tail", "print a topic as JSONL"),
+    "report": ("streams.commands.report", "retention report (live or --from-file)"),
+    "sample": ("streams.commands.sample", "generate a realistic JSONL sample of events"),
+    "demo": ("streams.commands.demo", "run the whole demo on the local stack"),
+    "config": ("streams.commands.config_cmd", "print the effective configuration"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="retention",
+        description="Event-stream retention processor (Kafka + Faust): events in, nudge triggers out.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for name, (module, help_text) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        importlib.import_module(module).add_arguments(p)
+        p.set_defaults(_module=module)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        result: int = importlib.import_module(args._module).run(args)
+        return result
+    except ConfigError as exc:
+        print(f"retention: configuration error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

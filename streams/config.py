@@ -1,0 +1,417 @@
+"""The one typed configuration object.
+
+Sources, lowest precedence first: built-in defaults, the local stack's
+``stack.json`` (written by ``retention local up``), a TOML file named by
+``RETENTION_CONFIG``, then ``RETENTION_*`` environment variables.  A bad value
+raises :class:`ConfigError` naming the variable, at start-up.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from agents.core.settings import CoreSettings, LadderSettings
+from agents.core.timeutil import (
+    MICROS_PER_SECOND,
+    format_duration,
+    parse_duration,
+    parse_timestamp,
+    to_micros,
+)
+
+CLOCKS = ("wall", "stream")
+GUARANTEES = ("at_least_once", "exactly_once")
+SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+
+
+class ConfigError(ValueError):
+    """A configuration value that cannot be used; the message names the setting."""
+
+
+def default_home() -> Path:
+    """Where the local stack keeps its jar cache, data and run files."""
+    env = os.environ.get("RETENTION_HOME")
+    if env:
+        return Path(env).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
+    return base / "retention-processor"
+
+
+@dataclass(frozen=True, slots=True)
+class Topics:
+    """Topic names; every one can be renamed, and a prefix isolates whole deployments."""
+
+    purchases: str = "retention.purchases"
+    sessions: str = "retention.sessions"
+    consents: str = "retention.consents"
+    nudges: str = "retention.nudges"
+    decisions: str = "retention.decisions"
+    outcomes: str = "retention.outcomes"
+    dlq: str = "retention.dlq"
+    # Internal: validated events re-keyed by customer_id, plus clock messages.
+    customer_events: str = "retention.customer-events"
+
+    def inputs(self) -> tuple[str, str, str]:
+        return (self.purchases, self.sessions, self.consents)
+
+    def outputs(self) -> tuple[str, ...]:
+        return (self.nudges, self.decisions, self.outcomes, self.dlq)
+
+    def all(self) -> tuple[str, ...]:
+        return (*self.inputs(), *self.outputs(), self.customer_events)
+
+
+@dataclass(frozen=True, slots=True)
+class KafkaSecurity:
+    """Client security for Kafka; PLAINTEXT on loopback by default."""
+
+    protocol: str = "PLAINTEXT"
+    sasl_mechanism: str = "PLAIN"
+    sasl_username: str | None = None
+    sasl_password: str | None = None
+    ssl_cafile: str | None = None
+    ssl_certfile: str | None = None
+    ssl_keyfile: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """Every setting of a worker and the CLI; see the README's configuration table."""
+
+    kafka: str = "127.0.0.1:9092"
+    kafka_security: KafkaSecurity = field(default_factory=KafkaSecurity)
+    redis: str = "redis://127.0.0.1:6379/0"
+    redis_password: str | None = None
+    redis_prefix: str = "retention:"
+    app_id: str = "retention-processor"
+    topic_prefix: str = ""
+    partitions: int = 4
+    replication_factor: int = 1
+    clock: str = "wall"
+    tick_interval: float = 1.0
+    processing_guarantee: str = "at_least_once"
+    store: str = "rocksdb://"
+    data_dir: Path = field(default_factory=lambda: default_home() / "data")
+    web_host: str = "127.0.0.1"
+    web_port: int = 6066
+    web_enabled: bool = True
+    max_message_bytes: int = 64 * 1024
+    future_tolerance: int = 86400 * MICROS_PER_SECOND
+    core: CoreSettings = field(default_factory=CoreSettings)
+    log_level: str = "info"
+
+    @property
+    def topics(self) -> Topics:
+        base = Topics()
+        if not self.topic_prefix:
+            return base
+        return Topics(**{f.name: self.topic_prefix + getattr(base, f.name) for f in fields(Topics)})
+
+    def describe(self) -> dict[str, Any]:
+        """The effective settings with secrets masked (for `retention config` and logs)."""
+        sec = self.kafka_security
+        return {
+            "kafka": self.kafka,
+            "kafka_security_protocol": sec.protocol,
+            "kafka_sasl_password": "***" if sec.sasl_password else None,
+            "redis": _mask_url(self.redis),
+            "app_id": self.app_id,
+            "topic_prefix": self.topic_prefix,
+            "topics": {f.name: getattr(self.topics, f.name) for f in fields(Topics)},
+            "partitions": self.partitions,
+            "clock": self.clock,
+            "processing_guarantee": self.processing_guarantee,
+            "store": self.store,
+            "data_dir": str(self.data_dir),
+            "web": f"{self.web_host}:{self.web_port}",
+            "second_purchase_steps": [_dur(s) for s in self.core.second_purchase.steps],
+            "inactivity_steps": [_dur(s) for s in self.core.inactivity.steps],
+            "stream_allowed_lateness": _dur(self.core.stream_allowed_lateness),
+            "backfill_until": self.core.backfill_until,
+        }
+
+
+def _dur(micros: int) -> str:
+    from datetime import timedelta
+
+    return format_duration(timedelta(microseconds=micros))
+
+
+def _mask_url(url: str) -> str:
+    if "@" in url and "//" in url:
+        scheme, rest = url.split("//", 1)
+        return f"{scheme}//***@{rest.split('@', 1)[1]}"
+    return url
+
+
+# --- parsing -----------------------------------------------------------------------
+
+def _as_int(name: str, raw: Any, lo: int, hi: int) -> int:
+    try:
+        value = int(raw)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{name} must be a whole number, got {raw!r}") from None
+    if not lo <= value <= hi:
+        raise ConfigError(f"{name} must be between {lo} and {hi}, got {value}")
+    return value
+
+
+def _as_float(name: str, raw: Any, lo: float, hi: float) -> float:
+    try:
+        value = float(raw)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{name} must be a number, got {raw!r}") from None
+    if not lo <= value <= hi:
+        raise ConfigError(f"{name} must be between {lo} and {hi}, got {value}")
+    return value
+
+
+def _as_choice(name: str, raw: Any, choices: tuple[str, ...]) -> str:
+    value = str(raw).strip()
+    if value not in choices:
+        raise ConfigError(f"{name} must be one of {', '.join(choices)}; got {value!r}")
+    return value
+
+
+def _as_bool(name: str, raw: Any) -> bool:
+    if isinstance(raw, bool):
+        return raw
+    text = str(raw).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{name} must be true or false, got {raw!r}")
+
+
+def _as_duration(name: str, raw: Any) -> int:
+    try:
+        value = parse_duration(str(raw))
+    except ValueError as exc:
+        raise ConfigError(f"{name}: {exc}") from None
+    micros = int(value.total_seconds() * MICROS_PER_SECOND)
+    if micros < 0:
+        raise ConfigError(f"{name} must not be negative")
+    return micros
+
+
+def _as_steps(name: str, raw: Any) -> tuple[int, ...]:
+    items = raw if isinstance(raw, list) else [s for s in str(raw).split(",") if s.strip()]
+    if not items:
+        raise ConfigError(f"{name} needs at least one duration, e.g. P7D,P14D,P30D")
+    steps = tuple(_as_duration(name, s) for s in items)
+    if any(s <= 0 for s in steps) or list(steps) != sorted(set(steps)):
+        raise ConfigError(f"{name} must be positive and strictly increasing, got {raw!r}")
+    return steps
+
+
+def _as_hostport(name: str, raw: Any) -> str:
+    value = str(raw).strip()
+    for part in value.split(","):
+        host, _, port = part.rpartition(":")
+        if not host or not port.isdigit():
+            raise ConfigError(f"{name} must be host:port[,host:port...], got {value!r}")
+    return value
+
+
+def _as_time(name: str, raw: Any) -> int:
+    try:
+        return to_micros(parse_timestamp(str(raw)))
+    except ValueError as exc:
+        raise ConfigError(f"{name}: {exc}") from None
+
+
+def load_stack_file(home: Path | None = None) -> dict[str, Any]:
+    """Addresses written by `retention local up`, if a local stack is running."""
+    path = (home or default_home()) / "run" / "stack.json"
+    try:
+        data = orjson.loads(path.read_bytes())
+    except (OSError, orjson.JSONDecodeError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def load_config(
+    env: Mapping[str, str] | None = None, *, use_stack_file: bool = True
+) -> Config:
+    """Build the configuration; raises :class:`ConfigError` on any bad value."""
+    env = dict(os.environ if env is None else env)
+    values: dict[str, Any] = {}
+    if use_stack_file:
+        stack = load_stack_file(Path(env["RETENTION_HOME"]) if env.get("RETENTION_HOME") else None)
+        if stack.get("kafka"):
+            values["kafka"] = stack["kafka"]
+        if stack.get("redis"):
+            values["redis"] = stack["redis"]
+    if env.get("RETENTION_CONFIG"):
+        path = Path(env["RETENTION_CONFIG"])
+        try:
+            data = tomllib.loads(path.read_text())
+        except OSError as exc:
+            raise ConfigError(f"RETENTION_CONFIG: cannot read {path}: {exc.strerror}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"RETENTION_CONFIG: {path} is not valid TOML: {exc}") from None
+        unknown = set(data) - set(ENV_KEYS)
+        if unknown:
+            raise ConfigError(f"RETENTION_CONFIG: unknown settings {sorted(unknown)}")
+        values.update(data)
+    for key in ENV_KEYS:
+        var = "RETENTION_" + key.upper()
+        if var in env and env[var] != "":
+            values[key] = env[var]
+    return _build(values)
+
+
+# Every setting, by its name in the TOML file; the env var is RETENTION_ + upper case.
+ENV_KEYS: dict[str, str] = {
+    "kafka": "Kafka bootstrap servers (host:port,...)",
+    "kafka_security_protocol": "PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL",
+    "kafka_sasl_mechanism": "PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512",
+    "kafka_sasl_username": "SASL user name",
+    "kafka_sasl_password": "SASL password (never logged)",
+    "kafka_ssl_cafile": "CA bundle for TLS",
+    "kafka_ssl_certfile": "client certificate for TLS",
+    "kafka_ssl_keyfile": "client key for TLS",
+    "redis": "Redis URL (redis:// or rediss:// for TLS)",
+    "redis_password": "Redis password (overrides the URL's)",
+    "redis_prefix": "prefix of every Redis key",
+    "app_id": "Faust app id = Kafka consumer group",
+    "topic_prefix": "prefix for every topic name",
+    "partitions": "partitions of the topics the worker creates",
+    "replication_factor": "replication factor of created topics",
+    "clock": "wall (live) or stream (replay/backfill)",
+    "tick_interval": "seconds between wall-clock ticks",
+    "processing_guarantee": "at_least_once or exactly_once",
+    "store": "table store: rocksdb:// or memory://",
+    "data_dir": "worker data directory (RocksDB)",
+    "web_host": "Faust web bind address",
+    "web_port": "Faust web port",
+    "web_enabled": "serve Faust web",
+    "max_message_bytes": "largest accepted input message",
+    "future_tolerance": "how far past the wall clock an event may be dated",
+    "second_purchase_steps": "second_purchase ladder, e.g. P7D,P14D,P30D",
+    "inactivity_steps": "inactivity ladder, e.g. P14D,P30D,P60D",
+    "stream_allowed_lateness": "out-of-orderness tolerated in stream-clock mode",
+    "backfill_until": "RFC 3339 cut-over: steps due before it are not emitted",
+    "holdout_percent": "share of customers in the control group",
+    "holdout_salt": "salt of the holdout hash",
+    "min_gap": "minimum time between delivered nudges",
+    "frequency_cap": "delivered nudges allowed per frequency window",
+    "frequency_window": "window of the frequency cap",
+    "attribution_window": "an order within this after a firing is a conversion",
+    "log_level": "debug, info, warning or error",
+}
+
+
+def _build(v: dict[str, Any]) -> Config:
+    d = Config()
+    core = d.core
+    sec = KafkaSecurity(
+        protocol=_as_choice(
+            "RETENTION_KAFKA_SECURITY_PROTOCOL",
+            v.get("kafka_security_protocol", "PLAINTEXT"),
+            SECURITY_PROTOCOLS,
+        ),
+        sasl_mechanism=_as_choice(
+            "RETENTION_KAFKA_SASL_MECHANISM", v.get("kafka_sasl_mechanism", "PLAIN"), SASL_MECHANISMS
+        ),
+        sasl_username=v.get("kafka_sasl_username"),
+        sasl_password=v.get("kafka_sasl_password"),
+        ssl_cafile=v.get("kafka_ssl_cafile"),
+        ssl_certfile=v.get("kafka_ssl_certfile"),
+        ssl_keyfile=v.get("kafka_ssl_keyfile"),
+    )
+    if sec.protocol.startswith("SASL") and not (sec.sasl_username and sec.sasl_password):
+        raise ConfigError(
+            "RETENTION_KAFKA_SASL_USERNAME and RETENTION_KAFKA_SASL_PASSWORD are required "
+            f"with RETENTION_KAFKA_SECURITY_PROTOCOL={sec.protocol}"
+        )
+    redis = str(v.get("redis", d.redis))
+    if not redis.startswith(("redis://", "rediss://", "unix://")):
+        raise ConfigError(f"RETENTION_REDIS must be a redis://, rediss:// or unix:// URL, got {redis!r}")
+    backfill = v.get("backfill_until")
+    new_core = replace(
+        core,
+        second_purchase=LadderSettings(
+            core.second_purchase.rule,
+            _as_steps("RETENTION_SECOND_PURCHASE_STEPS", v["second_purchase_steps"])
+            if "second_purchase_steps" in v
+            else core.second_purchase.steps,
+        ),
+        inactivity=LadderSettings(
+            core.inactivity.rule,
+            _as_steps("RETENTION_INACTIVITY_STEPS", v["inactivity_steps"])
+            if "inactivity_steps" in v
+            else core.inactivity.steps,
+        ),
+        holdout_percent=_as_float(
+            "RETENTION_HOLDOUT_PERCENT", v.get("holdout_percent", core.holdout_percent), 0, 100
+        ),
+        holdout_salt=str(v.get("holdout_salt", core.holdout_salt)),
+        min_gap=_as_duration("RETENTION_MIN_GAP", v["min_gap"]) if "min_gap" in v else core.min_gap,
+        frequency_cap=_as_int(
+            "RETENTION_FREQUENCY_CAP", v.get("frequency_cap", core.frequency_cap), 1, 1000
+        ),
+        frequency_window=_as_duration("RETENTION_FREQUENCY_WINDOW", v["frequency_window"])
+        if "frequency_window" in v
+        else core.frequency_window,
+        attribution_window=_as_duration("RETENTION_ATTRIBUTION_WINDOW", v["attribution_window"])
+        if "attribution_window" in v
+        else core.attribution_window,
+        stream_allowed_lateness=_as_duration(
+            "RETENTION_STREAM_ALLOWED_LATENESS", v["stream_allowed_lateness"]
+        )
+        if "stream_allowed_lateness" in v
+        else core.stream_allowed_lateness,
+        backfill_until=_as_time("RETENTION_BACKFILL_UNTIL", backfill) if backfill else None,
+    )
+    store = str(v.get("store", d.store))
+    if store not in ("rocksdb://", "memory://"):
+        raise ConfigError(f"RETENTION_STORE must be rocksdb:// or memory://, got {store!r}")
+    topic_prefix = str(v.get("topic_prefix", ""))
+    if topic_prefix and not all(c.isalnum() or c in "._-" for c in topic_prefix):
+        raise ConfigError("RETENTION_TOPIC_PREFIX may hold only letters, digits, '.', '_' and '-'")
+    return Config(
+        kafka=_as_hostport("RETENTION_KAFKA", v.get("kafka", d.kafka)),
+        kafka_security=sec,
+        redis=redis,
+        redis_password=v.get("redis_password"),
+        redis_prefix=str(v.get("redis_prefix", d.redis_prefix)),
+        app_id=str(v.get("app_id", d.app_id)),
+        topic_prefix=topic_prefix,
+        partitions=_as_int("RETENTION_PARTITIONS", v.get("partitions", d.partitions), 1, 1024),
+        replication_factor=_as_int(
+            "RETENTION_REPLICATION_FACTOR", v.get("replication_factor", 1), 1, 16
+        ),
+        clock=_as_choice("RETENTION_CLOCK", v.get("clock", d.clock), CLOCKS),
+        tick_interval=_as_float("RETENTION_TICK_INTERVAL", v.get("tick_interval", 1.0), 0.05, 3600),
+        processing_guarantee=_as_choice(
+            "RETENTION_PROCESSING_GUARANTEE",
+            v.get("processing_guarantee", d.processing_guarantee),
+            GUARANTEES,
+        ),
+        store=store,
+        data_dir=Path(v.get("data_dir", d.data_dir)).expanduser(),
+        web_host=str(v.get("web_host", d.web_host)),
+        web_port=_as_int("RETENTION_WEB_PORT", v.get("web_port", d.web_port), 1, 65535),
+        web_enabled=_as_bool("RETENTION_WEB_ENABLED", v.get("web_enabled", True)),
+        max_message_bytes=_as_int(
+            "RETENTION_MAX_MESSAGE_BYTES", v.get("max_message_bytes", d.max_message_bytes), 256, 1 << 20
+        ),
+        future_tolerance=_as_duration("RETENTION_FUTURE_TOLERANCE", v["future_tolerance"])
+        if "future_tolerance" in v
+        else d.future_tolerance,
+        core=new_core,
+        log_level=_as_choice(
+            "RETENTION_LOG_LEVEL", v.get("log_level", "info"), ("debug", "info", "warning", "error")
+        ),
+    )
