@@ -155,6 +155,7 @@ def _mask_url(url: str) -> str:
 
 # --- parsing -----------------------------------------------------------------------
 
+
 def _as_int(name: str, raw: Any, lo: int, hi: int) -> int:
     try:
         value = int(raw)
@@ -240,9 +241,7 @@ def load_stack_file(home: Path | None = None) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
-def load_config(
-    env: Mapping[str, str] | None = None, *, use_stack_file: bool = True
-) -> Config:
+def load_config(env: Mapping[str, str] | None = None, *, use_stack_file: bool = True) -> Config:
     """Build the configuration; raises :class:`ConfigError` on any bad value."""
     env = dict(os.environ if env is None else env)
     values: dict[str, Any] = {}
@@ -322,7 +321,9 @@ def _build(v: dict[str, Any]) -> Config:
             SECURITY_PROTOCOLS,
         ),
         sasl_mechanism=_as_choice(
-            "RETENTION_KAFKA_SASL_MECHANISM", v.get("kafka_sasl_mechanism", "PLAIN"), SASL_MECHANISMS
+            "RETENTION_KAFKA_SASL_MECHANISM",
+            v.get("kafka_sasl_mechanism", "PLAIN"),
+            SASL_MECHANISMS,
         ),
         sasl_username=v.get("kafka_sasl_username"),
         sasl_password=v.get("kafka_sasl_password"),
@@ -337,7 +338,9 @@ def _build(v: dict[str, Any]) -> Config:
         )
     redis = str(v.get("redis", d.redis))
     if not redis.startswith(("redis://", "rediss://", "unix://")):
-        raise ConfigError(f"RETENTION_REDIS must be a redis://, rediss:// or unix:// URL, got {redis!r}")
+        raise ConfigError(
+            f"RETENTION_REDIS must be a redis://, rediss:// or unix:// URL, got {redis!r}"
+        )
     backfill = v.get("backfill_until")
     new_core = replace(
         core,
@@ -405,7 +408,10 @@ def _build(v: dict[str, Any]) -> Config:
         web_port=_as_int("RETENTION_WEB_PORT", v.get("web_port", d.web_port), 1, 65535),
         web_enabled=_as_bool("RETENTION_WEB_ENABLED", v.get("web_enabled", True)),
         max_message_bytes=_as_int(
-            "RETENTION_MAX_MESSAGE_BYTES", v.get("max_message_bytes", d.max_message_bytes), 256, 1 << 20
+            "RETENTION_MAX_MESSAGE_BYTES",
+            v.get("max_message_bytes", d.max_message_bytes),
+            256,
+            1 << 20,
         ),
         future_tolerance=_as_duration("RETENTION_FUTURE_TOLERANCE", v["future_tolerance"])
         if "future_tolerance" in v

@@ -86,7 +86,9 @@ def parse_timestamp(text: object) -> datetime:
     try:
         parsed = datetime.fromisoformat(normalized)
     except ValueError as exc:
-        raise TimeFormatError("invalid_timestamp", f"occurred_at is not a valid time: {exc}") from exc
+        raise TimeFormatError(
+            "invalid_timestamp", f"occurred_at is not a valid time: {exc}"
+        ) from exc
     return parsed.astimezone(UTC)
 
 

@@ -1,0 +1,168 @@
+"""Strict validation of raw input messages into :class:`schemas.records.Event`.
+
+Every failure is a :class:`ValidationError` with a stable ``code`` (the dead-letter
+error code, counted per code) and a message a producer can act on.
+"""
+
+from __future__ import annotations
+
+import re
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+import orjson
+
+from agents.core.timeutil import TimeFormatError, iso, parse_timestamp, to_micros
+from schemas.records import (
+    CONSENT_OPTED_IN,
+    CONSENT_OPTED_OUT,
+    KIND_CONSENT,
+    KIND_PURCHASE,
+    KIND_SESSION,
+    SCHEMA_CONSENT,
+    SCHEMA_PURCHASE,
+    SCHEMA_SESSION,
+    Event,
+)
+
+MAX_ID_LENGTH = 128
+MAX_TEXT_LENGTH = 256
+
+# Stable error codes: part of the dead-letter contract (schemas/dead_letter.schema.json).
+ERROR_CODES = (
+    "too_large",
+    "invalid_json",
+    "not_an_object",
+    "unknown_schema",
+    "missing_field",
+    "invalid_field",
+    "invalid_timestamp",
+    "naive_timestamp",
+    "future_timestamp",
+)
+
+_CURRENCY = re.compile(r"^[A-Z]{3}$")
+_KIND_BY_SCHEMA = {
+    SCHEMA_PURCHASE: KIND_PURCHASE,
+    SCHEMA_SESSION: KIND_SESSION,
+    SCHEMA_CONSENT: KIND_CONSENT,
+}
+
+
+class ValidationError(ValueError):
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def _text(obj: dict[str, Any], name: str, *, required: bool, limit: int) -> str | None:
+    if name not in obj or obj[name] is None:
+        if required:
+            raise ValidationError("missing_field", f"field '{name}' is required")
+        return None
+    value = obj[name]
+    if not isinstance(value, str):
+        raise ValidationError(
+            "invalid_field", f"field '{name}' must be a string, got {type(value).__name__}"
+        )
+    if required and not value.strip():
+        raise ValidationError("invalid_field", f"field '{name}' must not be empty")
+    if len(value) > limit:
+        raise ValidationError("invalid_field", f"field '{name}' is longer than {limit} characters")
+    return value
+
+
+def _amount(obj: dict[str, Any]) -> str:
+    if "amount" not in obj or obj["amount"] is None:
+        raise ValidationError("missing_field", "field 'amount' is required for purchase/1")
+    raw = obj["amount"]
+    if isinstance(raw, bool) or not isinstance(raw, int | float | str):
+        raise ValidationError(
+            "invalid_field", "field 'amount' must be a number or a decimal string"
+        )
+    try:
+        value = Decimal(str(raw).strip()) if isinstance(raw, str) else Decimal(repr(raw))
+    except InvalidOperation:
+        raise ValidationError(
+            "invalid_field", f"field 'amount' is not a decimal number: {str(raw)[:32]!r}"
+        ) from None
+    if not value.is_finite() or value < 0:
+        raise ValidationError("invalid_field", "field 'amount' must be a finite number >= 0")
+    if abs(value.adjusted()) > 15:
+        raise ValidationError("invalid_field", "field 'amount' is out of range")
+    return str(value.normalize()) if value == value.to_integral() else str(value)
+
+
+def validate(raw: bytes, *, now: int, max_bytes: int, future_tolerance: int) -> Event:
+    """Parse and check one input message; ``now`` is the wall clock in micros.
+
+    The future check uses the wall clock, not the stream clock, so that a replay
+    rejects exactly the same messages however its events are partitioned.
+    """
+    if len(raw) > max_bytes:
+        raise ValidationError("too_large", f"message is {len(raw)} bytes; the limit is {max_bytes}")
+    try:
+        obj = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise ValidationError("invalid_json", f"not valid UTF-8 JSON: {exc}") from None
+    if not isinstance(obj, dict):
+        raise ValidationError("not_an_object", f"expected a JSON object, got {type(obj).__name__}")
+    schema = obj.get("schema")
+    if schema is None:
+        raise ValidationError(
+            "unknown_schema", "field 'schema' is required (purchase/1, session/1 or consent/1)"
+        )
+    kind = _KIND_BY_SCHEMA.get(schema) if isinstance(schema, str) else None
+    if kind is None:
+        raise ValidationError(
+            "unknown_schema",
+            f"unknown schema {str(schema)[:40]!r}; expected purchase/1, session/1 or consent/1",
+        )
+    event_id = _text(obj, "event_id", required=True, limit=MAX_ID_LENGTH)
+    customer_id = _text(obj, "customer_id", required=True, limit=MAX_ID_LENGTH)
+    if "occurred_at" not in obj or obj["occurred_at"] is None:
+        raise ValidationError("missing_field", "field 'occurred_at' is required")
+    try:
+        occurred = to_micros(parse_timestamp(obj["occurred_at"]))
+    except TimeFormatError as exc:
+        raise ValidationError(exc.code, str(exc)) from None
+    if occurred > now + future_tolerance:
+        raise ValidationError(
+            "future_timestamp",
+            f"occurred_at {iso(occurred)} is more than {future_tolerance // 3_600_000_000}h "
+            f"after the processor's clock {iso(now)}",
+        )
+    channel = _text(obj, "channel", required=False, limit=MAX_TEXT_LENGTH)
+    assert event_id is not None and customer_id is not None
+    if kind == KIND_PURCHASE:
+        order_id = _text(obj, "order_id", required=True, limit=MAX_ID_LENGTH)
+        amount = _amount(obj)
+        currency = _text(obj, "currency", required=True, limit=3)
+        if currency is None or not _CURRENCY.match(currency):
+            raise ValidationError(
+                "invalid_field",
+                f"field 'currency' must be an ISO 4217 code like EUR, got {currency!r}",
+            )
+        return Event(
+            kind,
+            event_id,
+            customer_id,
+            occurred,
+            order_id=order_id,
+            amount=amount,
+            currency=currency,
+            channel=channel,
+        )
+    if kind == KIND_SESSION:
+        session_id = _text(obj, "session_id", required=True, limit=MAX_ID_LENGTH)
+        return Event(kind, event_id, customer_id, occurred, session_id=session_id, channel=channel)
+    status = obj.get("status")
+    if status is None:
+        raise ValidationError("missing_field", "field 'status' is required for consent/1")
+    if status not in (CONSENT_OPTED_OUT, CONSENT_OPTED_IN):
+        raise ValidationError(
+            "invalid_field",
+            f"field 'status' must be opted_out or opted_in, got {str(status)[:32]!r}",
+        )
+    return Event(kind, event_id, customer_id, occurred, status=status, channel=channel)
