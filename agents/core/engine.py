@@ -1,0 +1,221 @@
+"""The retention engine: events and clock advances in, firings out.
+
+Time semantics (SPEC section 5).  Each customer record is advanced to a
+*watermark* W supplied by the caller (wall clock, or the partition's stream
+clock).  Events dated after W wait in ``state.pending``; advancing walks time
+forward, applying pending events and firing ladder steps in time order.  A step
+due at D fires before an event dated after D and after an event dated at or
+before D, so a decision at D counts exactly the events with occurred_at <= D.
+That makes the decisions a pure function of the events — which is what lets the
+stream agree with the offline reference and with itself across worker counts,
+restarts and crashes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from agents.core.ids import trigger_id
+from agents.core.settings import (
+    RULE_INACTIVITY,
+    RULE_SECOND_PURCHASE,
+    CoreSettings,
+    LadderSettings,
+)
+from agents.core.state import (
+    STAGE_AT_RISK,
+    STAGE_LAPSED,
+    CustomerState,
+    LadderProgress,
+)
+from agents.core.timeutil import MICROS_PER_DAY, MICROS_PER_SECOND, format_duration, iso
+from schemas.records import Event
+
+
+@dataclass(frozen=True, slots=True)
+class Firing:
+    """A ladder step whose condition held at its due time."""
+
+    customer_id: str
+    rule: str
+    rule_index: int
+    step: int
+    threshold: int
+    anchor_at: int
+    due_at: int
+    backfill: bool
+    context: dict[str, Any]
+
+    @property
+    def trigger_id(self) -> str:
+        return trigger_id(self.customer_id, self.rule, self.step, self.anchor_at)
+
+    @property
+    def threshold_iso(self) -> str:
+        return format_duration(timedelta(microseconds=self.threshold))
+
+    @property
+    def threshold_seconds(self) -> int:
+        return self.threshold // MICROS_PER_SECOND
+
+    def reason(self) -> str:
+        span = _human_span(self.threshold)
+        day = iso(self.anchor_at)[:10]
+        if self.rule == RULE_SECOND_PURCHASE:
+            return f"no second order {span} after the first on {day}"
+        if self.rule == RULE_INACTIVITY:
+            return f"no activity for {span} since {day}"
+        return f"{self.rule} step {self.step}: {span} after {day}"
+
+
+@dataclass(frozen=True, slots=True)
+class Due:
+    due_at: int
+    rule_index: int
+    step: int
+    rule: str
+    anchor_at: int
+    threshold: int
+
+
+class Engine:
+    """Stateless rule engine over :class:`CustomerState` records."""
+
+    def __init__(self, settings: CoreSettings) -> None:
+        self.settings = settings
+        self.ladders: tuple[LadderSettings, ...] = settings.ladders()
+
+    # --- public API ------------------------------------------------------------------
+
+    def ingest(self, state: CustomerState, event: Event, watermark: int) -> list[Firing] | None:
+        """Take one event in; returns the firings it caused, or None for a duplicate.
+
+        An event dated after the watermark waits in ``pending``.  One dated at or
+        before it (late beyond the allowed lateness, or any event under the wall
+        clock) is applied now, after firing whatever fell due before it.
+        """
+        if state.seen(event):
+            return None
+        s = self.settings
+        state.remember(event, s.max_recent_event_ids, s.max_recent_order_ids)
+        if event.occurred_at > watermark and len(state.pending) < s.max_pending_events:
+            _insert_pending(state.pending, event.to_wire())
+            return self.advance(state, watermark)
+        firings = self.advance(state, min(event.occurred_at - 1, watermark))
+        state.apply(event)
+        firings.extend(self.advance(state, watermark))
+        return firings
+
+    def advance(self, state: CustomerState, watermark: int) -> list[Firing]:
+        """Move the customer to ``watermark``: apply pending events, fire due steps."""
+        firings: list[Firing] = []
+        while True:
+            due = self.next_due(state)
+            ev_t = state.pending[0]["t"] if state.pending else None
+            if due is not None and due.due_at <= watermark and (ev_t is None or due.due_at < ev_t):
+                firings.append(self._fire(state, due))
+            elif ev_t is not None and ev_t <= watermark:
+                state.apply(Event.from_wire(state.pending.pop(0)))
+            else:
+                return firings
+
+    def next_due(self, state: CustomerState) -> Due | None:
+        """The earliest step due next under the current facts, if any."""
+        best: Due | None = None
+        for index, ladder in enumerate(self.ladders):
+            anchor = self._anchor(ladder.rule, state)
+            if anchor is None:
+                continue
+            progress = state.ladders.get(ladder.rule)
+            step = progress.step + 1 if progress is not None and progress.anchor == anchor else 1
+            if step > len(ladder.steps):
+                continue  # silent until reset: the anchor has to move first
+            threshold = ladder.steps[step - 1]
+            due = Due(anchor + threshold, index, step, ladder.rule, anchor, threshold)
+            if best is None or (due.due_at, due.rule_index) < (best.due_at, best.rule_index):
+                best = due
+        return best
+
+    def wake_at(self, state: CustomerState) -> int | None:
+        """When this customer next needs the clock: a due step or a pending event."""
+        due = self.next_due(state)
+        candidates = [
+            x
+            for x in (due.due_at if due else None, state.pending[0]["t"] if state.pending else None)
+            if x is not None
+        ]
+        return min(candidates) if candidates else None
+
+    # --- internals ---------------------------------------------------------------------
+
+    @staticmethod
+    def _anchor(rule: str, state: CustomerState) -> int | None:
+        if rule == RULE_SECOND_PURCHASE:
+            return (
+                state.first_order_at
+                if state.orders >= 1 and state.second_order_at is None
+                else None
+            )
+        if rule == RULE_INACTIVITY:
+            return state.last_activity_at if state.orders >= 1 else None
+        return None
+
+    def _fire(self, state: CustomerState, due: Due) -> Firing:
+        state.ladders[due.rule] = LadderProgress(due.anchor_at, due.step)
+        if due.rule == RULE_INACTIVITY:
+            last = due.step == len(self.ladders[due.rule_index].steps)
+            state.stage = STAGE_LAPSED if last else STAGE_AT_RISK
+        state.fired_total += 1
+        backfill = (
+            self.settings.backfill_until is not None and due.due_at < self.settings.backfill_until
+        )
+        return Firing(
+            customer_id=state.customer_id,
+            rule=due.rule,
+            rule_index=due.rule_index,
+            step=due.step,
+            threshold=due.threshold,
+            anchor_at=due.anchor_at,
+            due_at=due.due_at,
+            backfill=backfill,
+            context=context_snapshot(state),
+        )
+
+
+def context_snapshot(state: CustomerState) -> dict[str, Any]:
+    """What a message needs about the customer, as of the firing's due time."""
+    return {
+        "order_count": state.orders,
+        "spend": dict(sorted(state.spend.items())),
+        "first_purchase_at": iso(state.first_order_at)
+        if state.first_order_at is not None
+        else None,
+        "last_purchase_at": iso(state.last_order_at) if state.last_order_at is not None else None,
+        "last_activity_at": iso(state.last_activity_at)
+        if state.last_activity_at is not None
+        else None,
+        "lifecycle_stage": state.stage,
+    }
+
+
+def _insert_pending(pending: list[dict[str, Any]], wire: dict[str, Any]) -> None:
+    # Stable by (time, event_id) so equal-time events apply in one fixed order.
+    key = (wire["t"], wire["e"])
+    lo, hi = 0, len(pending)
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if (pending[mid]["t"], pending[mid]["e"]) <= key:
+            lo = mid + 1
+        else:
+            hi = mid
+    pending.insert(lo, wire)
+
+
+def _human_span(micros: int) -> str:
+    if micros % MICROS_PER_DAY == 0:
+        days = micros // MICROS_PER_DAY
+        return f"{days} day" + ("s" if days != 1 else "")
+    hours = micros / (3600 * MICROS_PER_SECOND)
+    return f"{hours:g} hours"

@@ -1,0 +1,110 @@
+"""The ingest step: raw input bytes -> validated event re-keyed by customer, or a
+dead letter.  Nothing here knows Faust; the agent in :mod:`streams.app` only
+moves bytes between topics and this class.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from collections import Counter
+from collections.abc import Sequence
+
+import orjson
+
+from agents.core.clock import WallClock, source_name
+from agents.core.timeutil import iso, parse_timestamp, to_micros
+from agents.core.validation import ValidationError, validate
+from agents.customer import Output
+from agents.messages import CONTROL_ADVANCE, dumps
+from schemas.records import SCHEMA_DEAD_LETTER
+
+PREVIEW_CHARS = 512
+# Kept whole up to this size; a larger message (already a dead letter for its size)
+# keeps its head, length and hash so the dead letter itself fits in a Kafka record.
+MAX_ORIGINAL_BYTES = 512 * 1024
+
+
+class IngestHandler:
+    def __init__(
+        self,
+        *,
+        customer_topic: str,
+        dlq_topic: str,
+        customer_partitions: int,
+        max_message_bytes: int,
+        future_tolerance: int,
+        wall_clock: WallClock,
+    ) -> None:
+        self.customer_topic = customer_topic
+        self.dlq_topic = dlq_topic
+        self.customer_partitions = customer_partitions
+        self.max_message_bytes = max_message_bytes
+        self.future_tolerance = future_tolerance
+        self.wall_clock = wall_clock
+        self.dead_letters: Counter[str] = Counter()
+        self.accepted = 0
+        self.markers = 0
+
+    def handle(self, raw: bytes | None, topic: str, partition: int, offset: int) -> tuple[list[Output], list[tuple[int, bytes]]]:
+        """Returns (keyed outputs, per-partition control messages)."""
+        src = source_name(topic, partition)
+        raw = raw or b""
+        try:
+            event = validate(
+                raw,
+                now=self.wall_clock(),
+                max_bytes=self.max_message_bytes,
+                future_tolerance=self.future_tolerance,
+            )
+        except ValidationError as exc:
+            if exc.code == "unknown_schema" and CONTROL_ADVANCE.encode() in raw[:64]:
+                try:
+                    return [], self._advance(raw, src)
+                except ValidationError as bad:
+                    exc = bad
+            self.dead_letters[exc.code] += 1
+            return [Output(self.dlq_topic, f"{topic}:{partition}:{offset}", self.dead_letter(raw, exc, topic, partition, offset))], []
+        self.accepted += 1
+        payload = dumps({"type": "ev", "src": src, "ev": event.to_wire()})
+        return [Output(self.customer_topic, event.customer_id, payload)], []
+
+    def _advance(self, raw: bytes, src: str) -> list[tuple[int, bytes]]:
+        obj = orjson.loads(raw)
+        if not isinstance(obj, dict) or obj.get("schema") != CONTROL_ADVANCE:
+            raise ValidationError("unknown_schema", "malformed control/advance record")
+        try:
+            until = to_micros(parse_timestamp(obj.get("until")))
+        except ValueError as exc:
+            raise ValidationError("invalid_timestamp", f"control/advance: {exc}") from None
+        self.markers += 1
+        payload = dumps({"type": "adv", "src": src, "until": until})
+        return [(p, payload) for p in range(self.customer_partitions)]
+
+    def dead_letter(self, raw: bytes, exc: ValidationError, topic: str, partition: int, offset: int) -> bytes:
+        text: str | None
+        try:
+            text = raw[:PREVIEW_CHARS].decode("utf-8")
+        except UnicodeDecodeError:
+            text = None
+        return dumps(
+            {
+                "schema": SCHEMA_DEAD_LETTER,
+                "error_code": exc.code,
+                "error": exc.message,
+                "source": {"topic": topic, "partition": partition, "offset": offset},
+                "original_base64": base64.b64encode(raw[:MAX_ORIGINAL_BYTES]).decode("ascii"),
+                "original_size": len(raw),
+                "original_truncated": len(raw) > MAX_ORIGINAL_BYTES,
+                "original_sha256": hashlib.sha256(raw).hexdigest(),
+                "original_text": text,
+                "received_at": iso(self.wall_clock()),
+            }
+        )
+
+
+def dead_letter_counts(handlers: Sequence[IngestHandler]) -> Counter[str]:
+    total: Counter[str] = Counter()
+    for h in handlers:
+        total.update(h.dead_letters)
+    return total

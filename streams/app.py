@@ -1,0 +1,164 @@
+"""The Faust app: topics, tables and agents wired to the pure core.
+
+Agents only translate: bytes from Kafka go into :class:`agents.ingest.IngestHandler`
+and :class:`agents.customer.CustomerProcessor`; what they return goes back out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterable
+from typing import Any
+
+import faust
+
+from agents.core.clock import WallClock, system_clock
+from agents.core.engine import Engine
+from agents.customer import CustomerProcessor, Output, input_sources
+from agents.ingest import IngestHandler
+from agents.messages import dumps
+from streams.config import Config
+from streams.kafka import ssl_context
+
+log = logging.getLogger(__name__)
+
+
+class TableStore:
+    """:class:`agents.customer.StateStore` over a Faust table of raw bytes."""
+
+    def __init__(self, table: Any) -> None:
+        self.table = table
+
+    def get(self, key: str) -> bytes | None:
+        value = self.table.get(key)
+        return bytes(value) if value is not None else None
+
+    def scan(self, partition: int) -> Iterable[tuple[str, bytes]]:
+        data = self.table.data
+        db_for = getattr(data, "_db_for_partition", None)
+        if db_for is not None:  # RocksDB: one database per partition
+            for key, value in data._visible_items(db_for(partition)):
+                yield key.decode(), value
+        else:  # memory store: one dict; the processor filters by partition
+            for key, value in list(self.table.items()):
+                yield key, value
+
+
+def _credentials(config: Config) -> Any:
+    sec = config.kafka_security
+    if sec.protocol == "PLAINTEXT":
+        return None
+    ctx = ssl_context(config)
+    if sec.protocol.startswith("SASL"):
+        return faust.SASLCredentials(
+            username=sec.sasl_username,
+            password=sec.sasl_password,
+            ssl_context=ctx,
+            mechanism=sec.sasl_mechanism,
+        )
+    return faust.SSLCredentials(ctx)
+
+
+class RetentionApp:
+    """Builds one Faust app for one :class:`Config`."""
+
+    def __init__(self, config: Config, *, wall_clock: WallClock = system_clock) -> None:
+        self.config = config
+        self.wall_clock = wall_clock
+        topics = config.topics
+        self.app = faust.App(
+            config.app_id,
+            broker=[f"kafka://{hp}" for hp in config.kafka.split(",")],
+            broker_credentials=_credentials(config),
+            store=config.store,
+            datadir=str(config.data_dir),
+            processing_guarantee=config.processing_guarantee,
+            topic_partitions=config.partitions,
+            topic_replication_factor=config.replication_factor,
+            topic_allow_declare=True,
+            web_enabled=config.web_enabled,
+            web_bind=config.web_host,
+            web_host=config.web_host,
+            web_port=config.web_port,
+            web_stats_enabled=True,
+            consumer_auto_offset_reset="earliest",
+            producer_max_request_size=2 * 1024 * 1024,
+            key_serializer="raw",
+            value_serializer="raw",
+            logging_config=None,
+        )
+        raw = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
+        self.input_topic = self.app.topic(*topics.inputs(), **raw)
+        self.customer_topic = self.app.topic(topics.customer_events, partitions=config.partitions, **raw)
+        self.outputs = {
+            name: self.app.topic(name, **raw) for name in (*topics.outputs(), topics.customer_events)
+        }
+        self.table = self.app.Table(
+            "customers",
+            partitions=config.partitions,
+            key_type=str,
+            value_type=bytes,
+        )
+        self.store = TableStore(self.table)
+        self.ingest = IngestHandler(
+            customer_topic=topics.customer_events,
+            dlq_topic=topics.dlq,
+            customer_partitions=config.partitions,
+            max_message_bytes=config.max_message_bytes,
+            future_tolerance=config.future_tolerance,
+            wall_clock=wall_clock,
+        )
+        self.processor = CustomerProcessor(
+            Engine(config.core),
+            mode=config.clock,
+            sources=input_sources(topics.inputs(), config.partitions),
+            nudges_topic=topics.nudges,
+            decisions_topic=topics.decisions,
+            wall_clock=wall_clock,
+        )
+        self._wire()
+
+    def _wire(self) -> None:
+        app, cfg = self.app, self.config
+
+        @app.agent(self.input_topic, name="ingest")
+        async def ingest(stream: Any) -> None:
+            async for event in stream.events():
+                m = event.message
+                outputs, controls = self.ingest.handle(event.value, m.topic, m.partition, m.offset)
+                for out in outputs:
+                    await self.outputs[out.topic].send(key=out.key.encode(), value=out.value)
+                for partition, payload in controls:
+                    await self.customer_topic.send(key=b"__control__", value=payload, partition=partition)
+
+        @app.agent(self.customer_topic, name="customers")
+        async def customers(stream: Any) -> None:
+            async for event in stream.events():
+                result = self.processor.handle(event.message.partition, event.value, self.store)
+                if result.outputs:
+                    await self._send_acked(result.outputs)
+                for key, value in result.writes.items():
+                    self.table[key] = value
+
+        @app.timer(interval=cfg.tick_interval, on_leader=True)
+        async def tick() -> None:
+            if cfg.clock != "wall":
+                return
+            payload = dumps({"type": "tick", "now": self.wall_clock()})
+            for partition in range(cfg.partitions):
+                await self.customer_topic.send(key=b"__tick__", value=payload, partition=partition)
+
+        @app.on_partitions_revoked.connect  # type: ignore[untyped-decorator,misc]
+        async def on_revoked(sender: Any, revoked: Any, **kwargs: Any) -> None:
+            name = cfg.topics.customer_events
+            self.processor.revoke(tp.partition for tp in revoked if tp.topic == name)
+
+    async def _send_acked(self, outputs: list[Output]) -> None:
+        # Outputs are acknowledged by the broker *before* the state that produced
+        # them is written: a crash in between replays the event and re-fires with
+        # the same trigger_id (a duplicate), never a lost decision.
+        futures = [
+            await self.outputs[o.topic].send(key=o.key.encode(), value=o.value, force=True) for o in outputs
+        ]
+        await asyncio.gather(*futures)
