@@ -31,8 +31,11 @@ class TableStore:
         self.table = table
 
     def get(self, key: str) -> bytes | None:
-        value = self.table.get(key)
+        value = self.table.get(key.encode())
         return bytes(value) if value is not None else None
+
+    def put(self, key: str, value: bytes) -> None:
+        self.table[key.encode()] = value
 
     def scan(self, partition: int) -> Iterable[tuple[str, bytes]]:
         data = self.table.data
@@ -42,7 +45,7 @@ class TableStore:
                 yield key.decode(), value
         else:  # memory store: one dict; the processor filters by partition
             for key, value in list(self.table.items()):
-                yield key, value
+                yield key.decode(), value
 
 
 def _credentials(config: Config) -> Any:
@@ -97,7 +100,7 @@ class RetentionApp:
         self.table = self.app.Table(
             "customers",
             partitions=config.partitions,
-            key_type=str,
+            key_type=bytes,
             value_type=bytes,
         )
         self.store = TableStore(self.table)
@@ -139,7 +142,7 @@ class RetentionApp:
                 if result.outputs:
                     await self._send_acked(result.outputs)
                 for key, value in result.writes.items():
-                    self.table[key] = value
+                    self.store.put(key, value)
 
         @app.timer(interval=cfg.tick_interval, on_leader=True)
         async def tick() -> None:
