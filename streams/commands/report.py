@@ -1,0 +1,211 @@
+"""retention report: retention numbers and decisions.
+
+``--from-file FILE`` computes them offline with the reference implementation
+(:mod:`agents.offline.reference`), the same numbers the stream is tested against.
+``--decisions --format json`` prints the list of decision objects, one per line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import timedelta
+from pathlib import Path
+from typing import IO, Any
+
+import orjson
+
+from agents.core.settings import CoreSettings
+from agents.core.timeutil import format_duration, iso
+from agents.offline.reference import ReferenceResult, compute_decisions
+from streams.commands._common import fail
+from streams.config import load_config
+from streams.sample import iso_date_or_time
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.description = (
+        "Retention report. With --from-file, computed offline from a JSONL event file by "
+        "the reference implementation the stream is tested against."
+    )
+    parser.add_argument(
+        "--from-file",
+        metavar="FILE",
+        help="JSONL event file ('-' for stdin); without it, the live report (from the tables)",
+    )
+    parser.add_argument(
+        "--until",
+        metavar="T",
+        help="evaluate decisions due at or before T: RFC 3339, YYYY-MM-DD (00:00 UTC) or "
+        "'latest' (default: the latest valid event time in the file)",
+    )
+    parser.add_argument(
+        "--now",
+        metavar="T",
+        help="the processor clock for the future-timestamp check (default: the wall clock)",
+    )
+    parser.add_argument(
+        "--decisions",
+        action="store_true",
+        help="print every decision instead of the summary",
+    )
+    parser.add_argument(
+        "--format",
+        choices=("json", "table"),
+        default="table",
+        help="output format (default: table)",
+    )
+
+
+class _ArgumentError(ValueError):
+    """A bad command-line value (exit 2)."""
+
+
+def _time_arg(name: str, text: str | None) -> int | None:
+    if text is None or text == "latest":
+        return None
+    try:
+        return iso_date_or_time(text)
+    except ValueError as exc:
+        raise _ArgumentError(f"{name}: {exc}") from None
+
+
+@contextmanager
+def _open(name: str) -> Iterator[IO[bytes]]:
+    if name == "-":
+        yield sys.stdin.buffer
+        return
+    with Path(name).open("rb") as handle:
+        yield handle
+
+
+def run(args: argparse.Namespace) -> int:
+    if not args.from_file:
+        return fail(
+            "the live report is not yet available: use --from-file FILE "
+            "(e.g. retention report --from-file events.jsonl)",
+            2,
+        )
+    try:
+        until = _time_arg("--until", args.until)
+        now = _time_arg("--now", args.now)
+    except _ArgumentError as exc:
+        return fail(str(exc), 2)
+    config = load_config()
+    try:
+        with _open(args.from_file) as handle:
+            result = compute_decisions(handle, config, until=until, now=now)
+    except FileNotFoundError:
+        return fail(f"--from-file: no such file: {args.from_file}", 2)
+    except OSError as exc:
+        return fail(f"cannot read {args.from_file}: {exc.strerror}")
+    if args.decisions:
+        text = (
+            decisions_json(result.decisions)
+            if args.format == "json"
+            else decisions_table(result.decisions)
+        )
+    else:
+        data = summary(result, config.core, source=args.from_file)
+        text = (
+            orjson.dumps(data, option=orjson.OPT_INDENT_2).decode() + "\n"
+            if args.format == "json"
+            else summary_table(data)
+        )
+    try:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        pass
+    return 0
+
+
+# --- rendering -----------------------------------------------------------------------
+
+
+def decisions_json(decisions: list[dict[str, Any]]) -> str:
+    """A JSON array with one decision per line: valid JSON that diffs and greps well."""
+    if not decisions:
+        return "[]\n"
+    return "[\n" + ",\n".join(orjson.dumps(d).decode() for d in decisions) + "\n]\n"
+
+
+def decisions_table(decisions: list[dict[str, Any]]) -> str:
+    columns = ("due_at", "customer_id", "rule", "step", "threshold", "anchor_at", "outcome")
+    rows = [[str(d[c]) for c in columns] for d in decisions]
+    return _table(list(columns), rows) + f"{len(decisions)} decisions\n"
+
+
+def summary(result: ReferenceResult, core: CoreSettings, *, source: str) -> dict[str, Any]:
+    """The offline summary: inputs, dead letters, customers, decisions per rule and step."""
+    counts: dict[tuple[str, int], int] = {}
+    for decision in result.decisions:
+        key = (decision["rule"], decision["step"])
+        counts[key] = counts.get(key, 0) + 1
+    by_step = [
+        {
+            "rule": ladder.rule,
+            "step": step,
+            "threshold": format_duration(timedelta(microseconds=threshold)),
+            "count": counts.get((ladder.rule, step), 0),
+        }
+        for ladder in core.ladders()
+        for step, threshold in enumerate(ladder.steps, start=1)
+    ]
+    facts = result.facts.values()
+    return {
+        "source": source,
+        "until": iso(result.until) if result.until is not None else None,
+        "backfill_until": iso(core.backfill_until) if core.backfill_until is not None else None,
+        "lines": result.lines,
+        "events": result.events,
+        "duplicates": result.duplicates,
+        "order_retries": result.order_retries,
+        "dead_letters": {
+            "total": sum(result.dead_letters.values()),
+            "by_code": result.dead_letters,
+        },
+        "customers": result.customers,
+        "customers_with_orders": sum(1 for f in facts if f.order_count >= 1),
+        "decisions": {"total": len(result.decisions), "by_rule_step": by_step},
+    }
+
+
+def summary_table(data: dict[str, Any]) -> str:
+    lines = [f"Retention report (offline) for {data['source']}"]
+    lines.append(f"  decisions due up to {data['until'] or '-'}")
+    if data["backfill_until"]:
+        lines.append(f"  backfill: nothing due before {data['backfill_until']} is emitted")
+    lines.append("")
+    dead = data["dead_letters"]
+    pairs: list[tuple[str, Any]] = [
+        ("lines read", data["lines"]),
+        ("events", data["events"]),
+        ("duplicates (same event_id)", data["duplicates"]),
+        ("order retries (same order_id)", data["order_retries"]),
+        ("dead letters", dead["total"]),
+        *((f"  {code}", n) for code, n in dead["by_code"].items()),
+        ("customers", data["customers"]),
+        ("  with orders", data["customers_with_orders"]),
+        ("decisions", data["decisions"]["total"]),
+    ]
+    width = max(len(label) for label, _ in pairs)
+    lines.extend(f"  {label:<{width}}  {value:>10,}" for label, value in pairs)
+    lines.append("")
+    rows = [
+        [r["rule"], str(r["step"]), r["threshold"], f"{r['count']:,}"]
+        for r in data["decisions"]["by_rule_step"]
+    ]
+    return "\n".join(lines) + "\n" + _table(["rule", "step", "threshold", "decisions"], rows)
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(header)]
+    out = ["  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)).rstrip()]
+    out.append("  ".join("-" * w for w in widths))
+    out.extend(
+        "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows
+    )
+    return "\n".join(out) + "\n"
