@@ -48,7 +48,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "down",
         parents=[common],
         help="stop the local stack",
-        description="Stop the Kafka broker and redis-server that 'up' started (logs and data stay).",
+        description="Stop the Kafka broker and redis-server that 'up' started; logs and data stay.",
     )
     status = actions.add_parser(
         "status",
@@ -149,7 +149,8 @@ def _status(stack: LocalStack, args: argparse.Namespace) -> int:
     ):
         state = "answering" if ready else "running but not answering" if alive else "not running"
         print(f"  {name}: {state}")
-    print(f"See the logs in {stack.run_dir / 'logs'}; 'retention local down' then 'up' restarts it.")
+    print(f"See the logs in {stack.run_dir / 'logs'}.")
+    print("'retention local down' then 'retention local up' restarts it.")
     return 1
 
 

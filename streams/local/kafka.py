@@ -117,7 +117,8 @@ def ensure_jars(cache: Path | None = None, *, say: Say = _say_nothing) -> Path:
             output = "\n".join((result.stdout + result.stderr).splitlines()[-20:])
             shutil.rmtree(cache, ignore_errors=True)
             raise LocalStackError(
-                f"Maven could not download Apache Kafka {KAFKA_VERSION} (exit {result.returncode}); "
+                f"Maven could not download Apache Kafka {KAFKA_VERSION} "
+                f"(exit {result.returncode}); "
                 f"check network access to Maven Central (repo.maven.apache.org).\n{output}"
             )
         (staging / "libs").rename(libs)
@@ -265,7 +266,8 @@ def start_broker(
                 f"formatting Kafka storage in {paths.data_dir} failed (exit {fmt.returncode}):\n"
                 + "\n".join((fmt.stdout + fmt.stderr).splitlines()[-20:])
             )
-    return spawn([*base, MAIN_CLASS, str(paths.properties)], log_path=paths.console_log, cwd=run_dir)
+    argv = [*base, MAIN_CLASS, str(paths.properties)]
+    return spawn(argv, log_path=paths.console_log, cwd=run_dir)
 
 
 def _metadata_request(correlation_id: int) -> bytes:

@@ -120,22 +120,22 @@ def _cmdline(pid: int) -> str | None:
         return None
 
 
-def _reap(pid: int) -> None:
-    """Collect the exit status if ``pid`` is a child we spawned and it has exited."""
-    proc = _CHILDREN.get(pid)
-    if proc is not None and proc.poll() is not None:
-        del _CHILDREN[pid]
-
-
 def pid_matches(pid: int | None, marker: str) -> bool:
-    """True while ``pid`` is alive and its command line contains ``marker``.
+    """True while ``pid`` is alive and is the process that was started with ``marker``.
 
-    The marker (e.g. the path of the run folder) guards against signalling an
-    unrelated process that reused the pid after ours died.
+    A child spawned by this very process is recognised by its handle (its pid
+    cannot be reused before we reap it).  Otherwise its command line must
+    contain ``marker`` (e.g. a path inside the run folder): that guards against
+    signalling an unrelated process that reused the pid after ours died.
     """
     if not pid or pid <= 0:
         return False
-    _reap(pid)
+    child = _CHILDREN.get(pid)
+    if child is not None:
+        if child.poll() is None:
+            return True
+        del _CHILDREN[pid]
+        return False
     cmd = _cmdline(pid)
     return cmd is not None and (cmd == "" or marker in cmd)
 
