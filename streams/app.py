@@ -7,8 +7,10 @@ and :class:`agents.customer.CustomerProcessor`; what they return goes back out.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
-from collections.abc import Iterable
+import os
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 import faust
@@ -22,6 +24,28 @@ from streams.config import Config
 from streams.kafka import ssl_context
 
 log = logging.getLogger(__name__)
+
+
+def crash_only(fn: Callable[[Any], Awaitable[None]]) -> Callable[[Any], Awaitable[None]]:
+    """Exit the process when an agent fails instead of leaving a stalled worker.
+
+    Faust logs a crashed agent and keeps the worker up with nothing consuming.
+    A supervisor (systemd, Kubernetes, the test harness) restarts the process, and
+    at-least-once processing replays from the last committed offset.
+    """
+
+    @functools.wraps(fn)
+    async def wrapper(stream: Any) -> None:
+        try:
+            await fn(stream)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.critical("agent %s crashed; exiting so the worker restarts", fn.__name__, exc_info=True)
+            logging.shutdown()
+            os._exit(70)
+
+    return wrapper
 
 
 class TableStore:
@@ -126,6 +150,7 @@ class RetentionApp:
         app, cfg = self.app, self.config
 
         @app.agent(self.input_topic, name="ingest")
+        @crash_only
         async def ingest(stream: Any) -> None:
             async for event in stream.events():
                 m = event.message
@@ -136,6 +161,7 @@ class RetentionApp:
                     await self.customer_topic.send(key=b"__control__", value=payload, partition=partition)
 
         @app.agent(self.customer_topic, name="customers")
+        @crash_only
         async def customers(stream: Any) -> None:
             async for event in stream.events():
                 result = self.processor.handle(event.message.partition, event.value, self.store)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import ssl
+import time
 from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -39,24 +41,59 @@ def client_kwargs(config: Config) -> dict[str, Any]:
     return kwargs
 
 
-async def ensure_topics(config: Config, names: tuple[str, ...] | None = None) -> list[str]:
-    """Create any missing topic with the configured partitions; returns those created."""
+TABLE_NAMES = ("customers",)
+
+
+def changelog_topics(config: Config) -> tuple[str, ...]:
+    """Faust's changelog topic names for our tables (``{app_id}-{table}-changelog``)."""
+    return tuple(f"{config.app_id}-{name}-changelog" for name in TABLE_NAMES)
+
+
+async def ensure_topics(
+    config: Config, names: tuple[str, ...] | None = None, *, changelogs: bool = False
+) -> list[str]:
+    """Create any missing topic with the configured partitions; returns those created.
+
+    With ``changelogs`` the tables' compacted changelog topics are created too, so
+    that they exist with the right partition count before Faust first writes.
+    """
     admin = AIOKafkaAdminClient(**client_kwargs(config), request_timeout_ms=30000)
     await admin.start()
     try:
         existing = set(await admin.list_topics())
-        wanted = names or config.topics.all()
+        wanted = list(names or config.topics.all())
+        compacted = set(changelog_topics(config)) if changelogs else set()
+        wanted.extend(sorted(compacted))
         missing = [t for t in wanted if t not in existing]
         if missing:
             await admin.create_topics(
                 [
-                    NewTopic(t, num_partitions=config.partitions, replication_factor=config.replication_factor)
+                    NewTopic(
+                        t,
+                        num_partitions=config.partitions,
+                        replication_factor=config.replication_factor,
+                        topic_configs={"cleanup.policy": "compact"} if t in compacted else {},
+                    )
                     for t in missing
                 ]
             )
+            await _wait_for_leaders(admin, missing)
         return missing
     finally:
         await admin.close()
+
+
+async def _wait_for_leaders(admin: AIOKafkaAdminClient, names: list[str], timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        described = await admin.describe_topics(names)
+        if all(
+            t["error_code"] == 0 and t["partitions"] and all(p["leader"] >= 0 for p in t["partitions"])
+            for t in described
+        ):
+            return
+        await asyncio.sleep(0.1)
+    raise TimeoutError(f"topics {names} have no partition leaders after {timeout} s")
 
 
 async def partitions_for(config: Config, topic: str) -> list[int]:

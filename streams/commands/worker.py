@@ -27,7 +27,7 @@ def run(args: argparse.Namespace) -> int:
         config = dataclasses.replace(config, web_port=args.web_port)
     if args.data_dir:
         config = dataclasses.replace(config, data_dir=Path(args.data_dir))
-    asyncio.run(ensure_topics(config))
+    asyncio.run(ensure_topics(config, changelogs=True))
     # asyncio.run closed its loop; Faust wants a current one of its own.
     asyncio.set_event_loop(asyncio.new_event_loop())
     retention = RetentionApp(config)

@@ -1,0 +1,228 @@
+"""Running real `retention worker` processes against the session's broker.
+
+Workers are subprocesses (the way ops run them), each with its own data dir and
+web port, sharing an app id (= consumer group) and a topic prefix per test.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import KafkaError
+
+from streams.config import Config, load_config
+from streams.producer import produce_lines
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Deployment:
+    """One isolated deployment: topic prefix, app id, env, and its workers."""
+
+    kafka: str
+    redis: str
+    prefix: str
+    workdir: Path
+    extra_env: dict[str, str] = field(default_factory=dict)
+    workers: list[WorkerProcess] = field(default_factory=list)
+
+    @property
+    def env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("RETENTION_")}
+        env.update(
+            RETENTION_HOME=str(self.workdir / "home"),
+            RETENTION_KAFKA=self.kafka,
+            RETENTION_REDIS=self.redis,
+            RETENTION_TOPIC_PREFIX=self.prefix,
+            RETENTION_APP_ID=f"{self.prefix}app",
+            RETENTION_REDIS_PREFIX=f"{self.prefix}",
+            RETENTION_CLOCK="stream",
+            RETENTION_LOG_LEVEL="warning",
+            RETENTION_PARTITIONS="4",
+        )
+        env.update(self.extra_env)
+        return env
+
+    @property
+    def config(self) -> Config:
+        return load_config(self.env, use_stack_file=False)
+
+    def start_worker(self, name: str | None = None) -> WorkerProcess:
+        name = name or f"w{len(self.workers) + 1}"
+        worker = WorkerProcess(name, self.workdir / name, self.env)
+        worker.start()
+        self.workers.append(worker)
+        return worker
+
+    def stop_all(self) -> None:
+        for w in self.workers:
+            w.stop()
+
+    async def produce(self, lines: Iterable[bytes], until: str | None = None) -> int:
+        stats = await produce_lines(self.config, list(lines), until=until)
+        return stats.sent
+
+    async def wait_idle(self, timeout: float = 600.0, settle: float = 6.0) -> None:
+        """Wait until the app's group has committed every input and internal message."""
+        await wait_group_caught_up(self.config, timeout=timeout, settle=settle)
+
+    async def read(self, topic: str) -> list[dict[str, Any]]:
+        return [orjson.loads(v) for v in await read_all(self.config, topic)]
+
+
+class WorkerProcess:
+    def __init__(self, name: str, data_dir: Path, env: dict[str, str]) -> None:
+        self.name = name
+        self.data_dir = data_dir
+        self.env = dict(env)
+        self.web_port = free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log_path = data_dir.parent / f"{name}.log"
+
+    def start(self) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        env = dict(
+            self.env, RETENTION_DATA_DIR=str(self.data_dir), RETENTION_WEB_PORT=str(self.web_port)
+        )
+        log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the child
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "streams.cli", "worker"],
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    @property
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def kill9(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)
+
+    def stop(self, timeout: float = 30.0) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        os.killpg(self.proc.pid, signal.SIGTERM)
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill9()
+
+    def log_tail(self, n: int = 40) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
+        except OSError:
+            return ""
+
+
+async def _admin(config: Config) -> AIOKafkaAdminClient:
+    admin = AIOKafkaAdminClient(bootstrap_servers=config.kafka)
+    await admin.start()
+    return admin
+
+
+async def end_offsets(config: Config, topics: Iterable[str]) -> dict[TopicPartition, int]:
+    consumer = AIOKafkaConsumer(bootstrap_servers=config.kafka, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        tps = [
+            TopicPartition(t, p)
+            for t in topics
+            for p in (consumer.partitions_for_topic(t) or set())
+        ]
+        if not tps:
+            await consumer._client.force_metadata_update()
+            tps = [
+                TopicPartition(t, p)
+                for t in topics
+                for p in (consumer.partitions_for_topic(t) or set())
+            ]
+        return dict(await consumer.end_offsets(tps)) if tps else {}
+    finally:
+        await consumer.stop()
+
+
+async def wait_group_caught_up(config: Config, *, timeout: float, settle: float) -> None:
+    topics = (*config.topics.inputs(), config.topics.customer_events)
+    deadline = time.monotonic() + timeout
+    stable_since: float | None = None
+    last: dict[TopicPartition, int] | None = None
+    admin = await _admin(config)
+    try:
+        while time.monotonic() < deadline:
+            ends = await end_offsets(config, topics)
+            try:
+                committed = await admin.list_consumer_group_offsets(config.app_id)
+            except KafkaError:  # coordinator still starting up
+                await asyncio.sleep(1.0)
+                continue
+            done = all(
+                (committed.get(tp).offset if committed.get(tp) else 0) >= end
+                for tp, end in ends.items()
+                if end > 0
+            )
+            if done and ends == last:
+                stable_since = stable_since or time.monotonic()
+                if time.monotonic() - stable_since >= settle:
+                    return
+            else:
+                stable_since = None
+            last = ends
+            await asyncio.sleep(1.0)
+    finally:
+        await admin.close()
+    raise TimeoutError(f"group {config.app_id} did not catch up within {timeout} s")
+
+
+async def read_all(config: Config, topic: str) -> list[bytes]:
+    """Every message of a topic, from the beginning to its current end."""
+    ends = await end_offsets(config, [topic])
+    consumer = AIOKafkaConsumer(bootstrap_servers=config.kafka, enable_auto_commit=False)
+    await consumer.start()
+    out: list[bytes] = []
+    try:
+        tps = [tp for tp, end in ends.items() if end > 0]
+        if not tps:
+            return out
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        remaining = {tp: ends[tp] for tp in tps}
+        while remaining:
+            batch = await consumer.getmany(timeout_ms=1000)
+            for tp, records in batch.items():
+                for rec in records:
+                    if rec.offset < ends[tp]:
+                        out.append(rec.value or b"")
+                if records and records[-1].offset + 1 >= ends[tp]:
+                    remaining.pop(tp, None)
+        return out
+    finally:
+        await consumer.stop()
+
+
+def decision_key(d: dict[str, Any]) -> tuple[str, str, int, str, str]:
+    return (d["customer_id"], d["rule"], int(d["step"]), d["anchor_at"], d["due_at"])
