@@ -282,9 +282,7 @@ class _Generator:
             )
         sessions: list[int] = []
         while rng.random() < PRE_PURCHASE_CONTINUE:
-            s = self._time(first - PRE_PURCHASE_DAYS * DAY, first)
-            if s >= self.start:
-                sessions.append(s)
+            sessions.append(self._time(first - PRE_PURCHASE_DAYS * DAY, first))
         s = first
         while True:
             s += int(rng.expovariate(session_rate) * DAY)
@@ -314,6 +312,8 @@ class _Generator:
         }
         key = self._deliver(t, event)
         if self.opts.retry_rate and rng.random() < self.opts.retry_rate:
+            # A producer retry that regenerates the event_id: same order, same payload and
+            # occurred_at, so the order's time does not hinge on which copy arrives first.
             retry = dict(event, event_id=self._event_id())
             self._push(self._later(t, key), _dumps(retry))
 
