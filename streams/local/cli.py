@@ -95,6 +95,8 @@ def _up(stack: LocalStack, args: argparse.Namespace, default: bool) -> int:
         return 1
     if info.already_running:
         print(f"The local stack is already running (since {info.started_at}):")
+        if args.fresh:
+            _err("--fresh ignored: the stack is running; 'retention local down' first.")
     else:
         print(f"Local stack up in {time.monotonic() - started:.1f} s (run folder {info.run_dir}):")
     print("\n".join(_describe(info)))

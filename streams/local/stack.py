@@ -23,7 +23,6 @@ import fcntl
 import json
 import os
 import shutil
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -266,7 +265,6 @@ class LocalStack:
             kport = kafka_port or next(spare)
             rport = redis_port or next(spare)
             cport = next(spare)
-            started = time.monotonic()
             try:
                 redis_proc = redis.start_redis(
                     self.run_dir, port=rport, redis_server=programs["redis-server"]
@@ -304,7 +302,6 @@ class LocalStack:
                 run_dir=self.run_dir,
             )
             self._write_json(self.stack_file, info.to_json())
-            self.say(f"Kafka and Redis ready in {time.monotonic() - started:.1f} s.")
             return info
 
     # --- down ---------------------------------------------------------------------
@@ -318,9 +315,10 @@ class LocalStack:
             return self._stop_all()
 
     def _stop_all(self) -> list[str]:
+        # Last started, first stopped: the broker before Redis.
         stopped = [
             name
-            for name, (pid, marker) in self._started().items()
+            for name, (pid, marker) in reversed(self._started().items())
             if marker and stop_pid(pid, marker, timeout=STOP_TIMEOUT)
         ]
         for path in (self.stack_file, self.pids_file):
