@@ -30,7 +30,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from streams.config import default_home
-from streams.local.procs import LOOPBACK, LocalStackError, Say, require_programs, spawn, tail
+from streams.local.procs import LOOPBACK, LocalStackError, Say, quiet, require_programs, spawn
 
 KAFKA_VERSION = "3.9.2"
 POM = Path(__file__).with_name("kafka-pom.xml")
@@ -47,10 +47,6 @@ JVM_OPTS = (
     "-Djava.awt.headless=true",
 )
 MAIN_CLASS = "kafka.Kafka"
-
-
-def _say_nothing(_: str) -> None:
-    return None
 
 
 # --- jars ---------------------------------------------------------------------------
@@ -78,7 +74,7 @@ def _file_lock(path: Path) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def ensure_jars(cache: Path | None = None, *, say: Say = _say_nothing) -> Path:
+def ensure_jars(cache: Path | None = None, *, say: Say = quiet) -> Path:
     """Make sure the broker's jars are cached; returns the ``libs`` folder.
 
     Downloads with Maven only when the marker is missing; concurrent callers
@@ -309,10 +305,6 @@ def broker_count(host: str, port: int, *, timeout: float = 2.0) -> int:
 def is_ready(bootstrap: str, *, timeout: float = 2.0) -> bool:
     host, _, port = bootstrap.rpartition(":")
     return broker_count(host, int(port), timeout=timeout) > 0
-
-
-def log_tail(run_dir: Path, lines: int = 15) -> str:
-    return tail(KafkaPaths(run_dir).log, lines)
 
 
 # --- command line: prefetch the jars --------------------------------------------------

@@ -20,6 +20,10 @@ LOOPBACK = "127.0.0.1"
 Say = Callable[[str], None]
 
 
+def quiet(_: str) -> None:
+    """A :data:`Say` that prints nothing."""
+
+
 class LocalStackError(RuntimeError):
     """The local stack could not be started or stopped; the message says why and what to do."""
 

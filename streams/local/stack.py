@@ -23,7 +23,7 @@ import fcntl
 import json
 import os
 import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -36,12 +36,13 @@ from streams.local.procs import (
     LocalStackError,
     Say,
     free_ports,
+    pid_matches,
     port_is_free,
+    quiet,
     require_programs,
     stop_pid,
     wait_until,
 )
-from streams.local.procs import pid_matches as _pid_matches
 
 REDIS_READY_TIMEOUT = 15.0
 STOP_TIMEOUT = 30.0
@@ -50,10 +51,6 @@ STOP_TIMEOUT = 30.0
 def default_run_dir() -> Path:
     """``default_home()/run``: where ``retention local up`` keeps its files."""
     return default_home() / "run"
-
-
-def _quiet(_: str) -> None:
-    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,10 +77,6 @@ class StackInfo:
     @property
     def stack_file(self) -> Path:
         return self.run_dir / "stack.json"
-
-    def env(self) -> dict[str, str]:
-        """The settings that point a worker or the CLI at this stack."""
-        return {"RETENTION_KAFKA": self.kafka, "RETENTION_REDIS": self.redis}
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -148,12 +141,12 @@ class LocalStack:
         *,
         jar_cache: Path | None = None,
         ready_timeout: float = 90.0,
-        say: Say = _quiet,
+        say: Say = quiet,
     ) -> None:
         self.run_dir = (run_dir or default_run_dir()).expanduser().resolve()
         self.jar_cache = jar_cache or kafka.jar_cache_dir()
         self.ready_timeout = ready_timeout
-        self.say: Callable[[str], None] = say
+        self.say = say
 
     # --- files --------------------------------------------------------------------
 
@@ -218,8 +211,8 @@ class LocalStack:
         started = self._started()
         kafka_pid, kafka_marker = started.get("kafka", (0, ""))
         redis_pid, redis_marker = started.get("redis", (0, ""))
-        kafka_alive = bool(kafka_marker) and _pid_matches(kafka_pid, kafka_marker)
-        redis_alive = bool(redis_marker) and _pid_matches(redis_pid, redis_marker)
+        kafka_alive = bool(kafka_marker) and pid_matches(kafka_pid, kafka_marker)
+        redis_alive = bool(redis_marker) and pid_matches(redis_pid, redis_marker)
         kafka_ready = redis_ready = False
         if info is not None:
             kafka_ready = kafka_alive and kafka.is_ready(info.kafka)

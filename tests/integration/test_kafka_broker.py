@@ -7,7 +7,7 @@ import pytest
 from aiokafka import AIOKafkaProducer, ConsumerRecord
 
 from streams.local.stack import StackInfo
-from tests.fixtures.kafka import create_topics, dumps, produce_json, read_topic
+from tests.fixtures.kafka import create_topics, produce_json, read_topic
 
 pytestmark = pytest.mark.integration
 
@@ -47,7 +47,7 @@ async def test_committed_transaction_becomes_visible_to_read_committed_only_on_c
     try:
         await producer.begin_transaction()
         for i in range(5):
-            await producer.send_and_wait(topic, value=dumps({"i": i}))
+            await producer.send_and_wait(topic, value=orjson.dumps({"i": i}))
         # Open transaction: a read_committed consumer must not see anything yet.
         with pytest.raises(TimeoutError):
             await read_topic(
@@ -78,11 +78,11 @@ async def test_aborted_transaction_is_hidden_from_read_committed_consumers(
     await producer.start()
     try:
         await producer.begin_transaction()
-        await producer.send_and_wait(topic, value=dumps({"state": "aborted", "i": 1}))
-        await producer.send_and_wait(topic, value=dumps({"state": "aborted", "i": 2}))
+        await producer.send_and_wait(topic, value=orjson.dumps({"state": "aborted", "i": 1}))
+        await producer.send_and_wait(topic, value=orjson.dumps({"state": "aborted", "i": 2}))
         await producer.abort_transaction()
         async with producer.transaction():
-            await producer.send(topic, value=dumps({"state": "committed", "i": 3}))
+            await producer.send(topic, value=orjson.dumps({"state": "committed", "i": 3}))
     finally:
         await producer.stop()
 
