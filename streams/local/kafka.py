@@ -47,6 +47,7 @@ JVM_OPTS = (
     "-Djava.awt.headless=true",
 )
 MAIN_CLASS = "kafka.Kafka"
+FORMAT_TIMEOUT = 120.0
 
 
 # --- jars ---------------------------------------------------------------------------
@@ -241,6 +242,14 @@ def start_broker(
         f"{libs}{os.sep}*",
     ]
     if not (paths.data_dir / "meta.properties").is_file():
+        _format_storage(base, paths, cwd=run_dir)
+    argv = [*base, MAIN_CLASS, str(paths.properties)]
+    return spawn(argv, log_path=paths.console_log, cwd=run_dir)
+
+
+def _format_storage(base: list[str], paths: KafkaPaths, *, cwd: Path) -> None:
+    """``kafka-storage.sh format`` for a new data folder (a JVM start of a few seconds)."""
+    try:
         fmt = subprocess.run(
             [
                 *base,
@@ -252,18 +261,21 @@ def start_broker(
                 str(paths.properties),
                 "--ignore-formatted",
             ],
-            cwd=run_dir,
+            cwd=cwd,
             stdin=subprocess.DEVNULL,
             capture_output=True,
             text=True,
+            timeout=FORMAT_TIMEOUT,
         )
-        if fmt.returncode != 0:
-            raise LocalStackError(
-                f"formatting Kafka storage in {paths.data_dir} failed (exit {fmt.returncode}):\n"
-                + "\n".join((fmt.stdout + fmt.stderr).splitlines()[-20:])
-            )
-    argv = [*base, MAIN_CLASS, str(paths.properties)]
-    return spawn(argv, log_path=paths.console_log, cwd=run_dir)
+    except subprocess.TimeoutExpired:
+        raise LocalStackError(
+            f"formatting Kafka storage in {paths.data_dir} took over {FORMAT_TIMEOUT:.0f} s"
+        ) from None
+    if fmt.returncode != 0:
+        raise LocalStackError(
+            f"formatting Kafka storage in {paths.data_dir} failed (exit {fmt.returncode}):\n"
+            + "\n".join((fmt.stdout + fmt.stderr).splitlines()[-20:])
+        )
 
 
 def _metadata_request(correlation_id: int) -> bytes:

@@ -304,6 +304,8 @@ class LocalStack:
 
         Idempotent: with nothing running it only tidies the run folder.
         """
+        if not self.run_dir.is_dir():
+            return []
         with self._locked():
             return self._stop_all()
 
