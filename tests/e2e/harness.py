@@ -198,10 +198,12 @@ async def wait_group_caught_up(config: Config, *, timeout: float, settle: float)
     raise TimeoutError(f"group {config.app_id} did not catch up within {timeout} s")
 
 
-async def read_all(config: Config, topic: str) -> list[bytes]:
-    """Every message of a topic, from the beginning to its current end."""
+async def read_all(config: Config, topic: str, isolation_level: str = "read_committed") -> list[bytes]:
+    """Every (committed) message of a topic, from the beginning to its current end."""
     ends = await end_offsets(config, [topic])
-    consumer = AIOKafkaConsumer(bootstrap_servers=config.kafka, enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=config.kafka, enable_auto_commit=False, isolation_level=isolation_level
+    )
     await consumer.start()
     out: list[bytes] = []
     try:
@@ -210,15 +212,18 @@ async def read_all(config: Config, topic: str) -> list[bytes]:
             return out
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
-        remaining = {tp: ends[tp] for tp in tps}
+        remaining = set(tps)
         while remaining:
             batch = await consumer.getmany(timeout_ms=1000)
             for tp, records in batch.items():
                 for rec in records:
                     if rec.offset < ends[tp]:
                         out.append(rec.value or b"")
-                if records and records[-1].offset + 1 >= ends[tp]:
-                    remaining.pop(tp, None)
+            # Transaction markers occupy offsets too: the position, not the last
+            # record, tells when a partition has been read to its end.
+            for tp in list(remaining):
+                if await consumer.position(tp) >= ends[tp]:
+                    remaining.discard(tp)
         return out
     finally:
         await consumer.stop()
