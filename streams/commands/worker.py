@@ -4,9 +4,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
+import logging
+from pathlib import Path
+from typing import Any
 
-from streams.config import load_config
+from streams.config import Config, load_config
 from streams.kafka import ensure_topics
+
+LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -14,23 +20,34 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-dir", help="override RETENTION_DATA_DIR")
 
 
-def run(args: argparse.Namespace) -> int:
-    import dataclasses
-    from pathlib import Path
-
+def make_worker(config: Config) -> Any:
     import faust
 
     from streams.app import RetentionApp
 
+    level = LEVELS[config.log_level]
+
+    class Worker(faust.Worker):  # type: ignore[misc]
+        def on_setup_root_logger(self, logger: logging.Logger, loglevel: int) -> None:
+            super().on_setup_root_logger(logger, loglevel)
+            # Pin the level on the chatty libraries too: a debug record built per
+            # message costs ~9% of the worker's CPU (measured with py-spy).
+            for name in ("", "faust", "mode", "aiokafka", "streams", "agents"):
+                logging.getLogger(name).setLevel(level)
+
+    retention = RetentionApp(config)
+    return Worker(retention.app, loglevel=level)
+
+
+def run(args: argparse.Namespace) -> int:
     config = load_config()
     if args.web_port:
         config = dataclasses.replace(config, web_port=args.web_port)
     if args.data_dir:
         config = dataclasses.replace(config, data_dir=Path(args.data_dir))
+    config.data_dir.mkdir(parents=True, exist_ok=True)
     asyncio.run(ensure_topics(config, changelogs=True))
     # asyncio.run closed its loop; Faust wants a current one of its own.
     asyncio.set_event_loop(asyncio.new_event_loop())
-    retention = RetentionApp(config)
-    worker = faust.Worker(retention.app, loglevel=config.log_level.upper())
-    worker.execute_from_commandline()
+    make_worker(config).execute_from_commandline()
     return 0
