@@ -181,10 +181,14 @@ class CustomerProcessor:
                 self.counters["backfill_silenced"] += 1
                 continue
             outcome = OUTCOME_DELIVERED
-            decision = decision_record(f, fired_at=now, clock=self.mode, outcome=outcome, holdout=False)
+            decision = decision_record(
+                f, fired_at=now, clock=self.mode, outcome=outcome, holdout=False
+            )
             self.decision_counts[(f.rule, f.step, outcome)] += 1
             result.outputs.append(Output(self.decisions_topic, f.customer_id, dumps(decision)))
-            result.outputs.append(Output(self.nudges_topic, f.customer_id, dumps(nudge_record(decision))))
+            result.outputs.append(
+                Output(self.nudges_topic, f.customer_id, dumps(nudge_record(decision)))
+            )
 
 
 def input_sources(topics: Iterable[str], partitions: int) -> list[str]:

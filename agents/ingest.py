@@ -46,7 +46,9 @@ class IngestHandler:
         self.accepted = 0
         self.markers = 0
 
-    def handle(self, raw: bytes | None, topic: str, partition: int, offset: int) -> tuple[list[Output], list[tuple[int, bytes]]]:
+    def handle(
+        self, raw: bytes | None, topic: str, partition: int, offset: int
+    ) -> tuple[list[Output], list[tuple[int, bytes]]]:
         """Returns (keyed outputs, per-partition control messages)."""
         src = source_name(topic, partition)
         raw = raw or b""
@@ -64,7 +66,13 @@ class IngestHandler:
                 except ValidationError as bad:
                     exc = bad
             self.dead_letters[exc.code] += 1
-            return [Output(self.dlq_topic, f"{topic}:{partition}:{offset}", self.dead_letter(raw, exc, topic, partition, offset))], []
+            return [
+                Output(
+                    self.dlq_topic,
+                    f"{topic}:{partition}:{offset}",
+                    self.dead_letter(raw, exc, topic, partition, offset),
+                )
+            ], []
         self.accepted += 1
         payload = dumps({"type": "ev", "src": src, "ev": event.to_wire()})
         return [Output(self.customer_topic, event.customer_id, payload)], []
@@ -81,7 +89,9 @@ class IngestHandler:
         payload = dumps({"type": "adv", "src": src, "until": until})
         return [(p, payload) for p in range(self.customer_partitions)]
 
-    def dead_letter(self, raw: bytes, exc: ValidationError, topic: str, partition: int, offset: int) -> bytes:
+    def dead_letter(
+        self, raw: bytes, exc: ValidationError, topic: str, partition: int, offset: int
+    ) -> bytes:
         text: str | None
         try:
             text = raw[:PREVIEW_CHARS].decode("utf-8")

@@ -27,7 +27,9 @@ CONTROL_ADVANCE = "control/advance"
 OUTCOME_DELIVERED = "delivered"
 
 
-def decision_record(f: Firing, *, fired_at: int, clock: str, outcome: str, holdout: bool) -> dict[str, Any]:
+def decision_record(
+    f: Firing, *, fired_at: int, clock: str, outcome: str, holdout: bool
+) -> dict[str, Any]:
     return {
         "schema": SCHEMA_DECISION,
         "trigger_id": f.trigger_id,

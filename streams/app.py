@@ -11,7 +11,7 @@ import functools
 import logging
 import os
 from collections.abc import Awaitable, Callable, Iterable
-from typing import Any
+from typing import Any, TypedDict
 
 import faust
 
@@ -41,11 +41,22 @@ def crash_only(fn: Callable[[Any], Awaitable[None]]) -> Callable[[Any], Awaitabl
         except asyncio.CancelledError:
             raise
         except Exception:
-            log.critical("agent %s crashed; exiting so the worker restarts", fn.__name__, exc_info=True)
+            log.critical(
+                "agent %s crashed; exiting so the worker restarts", fn.__name__, exc_info=True
+            )
             logging.shutdown()
             os._exit(70)
 
     return wrapper
+
+
+class _RawTopicOptions(TypedDict):
+    """Keyword arguments for ``App.topic``: keys and values stay raw bytes."""
+
+    key_type: type[bytes]
+    value_type: type[bytes]
+    key_serializer: str
+    value_serializer: str
 
 
 class TableStore:
@@ -115,11 +126,19 @@ class RetentionApp:
             value_serializer="raw",
             logging_config=None,
         )
-        raw = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
+        raw: _RawTopicOptions = {
+            "key_type": bytes,
+            "value_type": bytes,
+            "key_serializer": "raw",
+            "value_serializer": "raw",
+        }
         self.input_topic = self.app.topic(*topics.inputs(), **raw)
-        self.customer_topic = self.app.topic(topics.customer_events, partitions=config.partitions, **raw)
+        self.customer_topic = self.app.topic(
+            topics.customer_events, partitions=config.partitions, **raw
+        )
         self.outputs = {
-            name: self.app.topic(name, **raw) for name in (*topics.outputs(), topics.customer_events)
+            name: self.app.topic(name, **raw)
+            for name in (*topics.outputs(), topics.customer_events)
         }
         self.table = self.app.Table(
             "customers",
@@ -158,7 +177,9 @@ class RetentionApp:
                 for out in outputs:
                     await self.outputs[out.topic].send(key=out.key.encode(), value=out.value)
                 for partition, payload in controls:
-                    await self.customer_topic.send(key=b"__control__", value=payload, partition=partition)
+                    await self.customer_topic.send(
+                        key=b"__control__", value=payload, partition=partition
+                    )
 
         @app.agent(self.customer_topic, name="customers")
         @crash_only
@@ -170,7 +191,8 @@ class RetentionApp:
                 for key, value in result.writes.items():
                     self.store.put(key, value)
 
-        @app.timer(interval=cfg.tick_interval, on_leader=True)
+        # Faust's App.timer returns a bare Callable, so the decorator is untyped.
+        @app.timer(interval=cfg.tick_interval, on_leader=True)  # type: ignore[untyped-decorator]
         async def tick() -> None:
             if cfg.clock != "wall":
                 return
@@ -178,7 +200,10 @@ class RetentionApp:
             for partition in range(cfg.partitions):
                 await self.customer_topic.send(key=b"__tick__", value=payload, partition=partition)
 
-        @app.on_partitions_revoked.connect  # type: ignore[untyped-decorator,misc]
+        # Signal.connect is untyped too, and mode types every handler as
+        # (sender, *args, signal=..., **kwargs): it cannot express that
+        # on_partitions_revoked always sends exactly one ``revoked`` argument.
+        @app.on_partitions_revoked.connect  # type: ignore[untyped-decorator,arg-type]
         async def on_revoked(sender: Any, revoked: Any, **kwargs: Any) -> None:
             name = cfg.topics.customer_events
             self.processor.revoke(tp.partition for tp in revoked if tp.topic == name)
@@ -188,6 +213,7 @@ class RetentionApp:
         # them is written: a crash in between replays the event and re-fires with
         # the same trigger_id (a duplicate), never a lost decision.
         futures = [
-            await self.outputs[o.topic].send(key=o.key.encode(), value=o.value, force=True) for o in outputs
+            await self.outputs[o.topic].send(key=o.key.encode(), value=o.value, force=True)
+            for o in outputs
         ]
         await asyncio.gather(*futures)

@@ -30,7 +30,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="retention",
-        description="Event-stream retention processor (Kafka + Faust): events in, nudge triggers out.",
+        description=(
+            "Event-stream retention processor (Kafka + Faust): events in, nudge triggers out."
+        ),
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True

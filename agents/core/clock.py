@@ -2,9 +2,9 @@
 
 A customer partition is fed by every partition of every input topic (the
 *sources*).  In stream-clock mode its watermark is the minimum over the sources
-of (newest event time seen from that source − allowed lateness), raised by any
+of (newest event time seen from that source - allowed lateness), raised by any
 explicit "advance to T" marker from that source.  Taking the minimum over
-sources is what makes the watermark — and so every decision — independent of
+sources is what makes the watermark - and so every decision - independent of
 how fast each input topic happens to be consumed.
 """
 

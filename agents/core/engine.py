@@ -6,7 +6,7 @@ clock).  Events dated after W wait in ``state.pending``; advancing walks time
 forward, applying pending events and firing ladder steps in time order.  A step
 due at D fires before an event dated after D and after an event dated at or
 before D, so a decision at D counts exactly the events with occurred_at <= D.
-That makes the decisions a pure function of the events — which is what lets the
+That makes the decisions a pure function of the events - which is what lets the
 stream agree with the offline reference and with itself across worker counts,
 restarts and crashes.
 """

@@ -4,7 +4,7 @@
 
 * **facts** folded from events (orders, spend, activity, consent).  Every fold is
   commutative (min / max / sum / set), so the facts come out the same whatever the
-  arrival order — the property tests in ``tests/unit/agents/core`` check it;
+  arrival order - the property tests in ``tests/unit/agents/core`` check it;
 * **progress** of each rule's ladder and the events still *pending* because they
   are dated after the clock (see :mod:`agents.core.engine`).
 """

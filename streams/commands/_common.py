@@ -10,7 +10,7 @@ from streams.config import Config, Topics
 
 def resolve_topic(config: Config, name: str) -> str:
     """Accept a short name (``nudges``) or a full topic name."""
-    short = {f.name: getattr(config.topics, f.name) for f in fields(Topics)}
+    short: dict[str, str] = {f.name: getattr(config.topics, f.name) for f in fields(Topics)}
     short.update({k.replace("_", "-"): v for k, v in short.items()})
     return short.get(name, name)
 

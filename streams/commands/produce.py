@@ -14,7 +14,9 @@ from streams.producer import produce_lines
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("file", help="JSONL file, one event object per line ('-' for stdin)")
-    parser.add_argument("--topic", help="send every line to this topic instead of routing by 'schema'")
+    parser.add_argument(
+        "--topic", help="send every line to this topic instead of routing by 'schema'"
+    )
 
 
 def open_lines(name: str) -> list[bytes]:

@@ -52,5 +52,7 @@ def run(args: argparse.Namespace) -> int:
     if until is not None and config.clock != "stream":
         print("note: the worker advances to --until only with RETENTION_CLOCK=stream")
     stats = asyncio.run(produce_lines(config, lines, until=until))
-    print(f"replayed {stats.sent} messages" + (f"; stream clock advanced to {until}" if until else ""))
+    print(
+        f"replayed {stats.sent} messages" + (f"; stream clock advanced to {until}" if until else "")
+    )
     return 0

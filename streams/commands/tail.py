@@ -19,7 +19,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("topic", help="topic name or short name (nudges, decisions, dlq, ...)")
     parser.add_argument("--from-end", action="store_true", help="only new messages")
     parser.add_argument("--max", type=int, default=0, help="stop after N messages")
-    parser.add_argument("--idle", type=float, default=0.0, help="stop after S seconds without messages")
+    parser.add_argument(
+        "--idle", type=float, default=0.0, help="stop after S seconds without messages"
+    )
 
 
 async def tail(args: argparse.Namespace) -> int:

@@ -12,7 +12,12 @@ from typing import Any
 from streams.config import Config, load_config
 from streams.kafka import ensure_topics
 
-LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
+LEVELS = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warning": logging.WARNING,
+    "error": logging.ERROR,
+}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -198,7 +198,9 @@ async def wait_group_caught_up(config: Config, *, timeout: float, settle: float)
     raise TimeoutError(f"group {config.app_id} did not catch up within {timeout} s")
 
 
-async def read_all(config: Config, topic: str, isolation_level: str = "read_committed") -> list[bytes]:
+async def read_all(
+    config: Config, topic: str, isolation_level: str = "read_committed"
+) -> list[bytes]:
     """Every (committed) message of a topic, from the beginning to its current end."""
     ends = await end_offsets(config, [topic])
     consumer = AIOKafkaConsumer(

@@ -31,7 +31,9 @@ def sample_lines() -> list[bytes]:
 
 @pytest.fixture(scope="module")
 def reference(sample_lines: list[bytes]) -> list[dict[str, Any]]:
-    return compute_decisions(sample_lines, Config(), until=to_micros(parse_timestamp(END))).decisions
+    return compute_decisions(
+        sample_lines, Config(), until=to_micros(parse_timestamp(END))
+    ).decisions
 
 
 async def run_stream(dep: Deployment, lines: list[bytes], workers: int) -> list[dict[str, Any]]:
@@ -63,15 +65,20 @@ async def test_one_and_two_workers_match_the_offline_reference(
     expected = keyed(reference)
     assert len(expected) > 10_000  # a real workload, every rule and step present
     assert {(k[1], k[2]) for k in expected} == {
-        ("second_purchase", 1), ("second_purchase", 2), ("second_purchase", 3),
-        ("inactivity", 1), ("inactivity", 2), ("inactivity", 3),
+        ("second_purchase", 1),
+        ("second_purchase", 2),
+        ("second_purchase", 3),
+        ("inactivity", 1),
+        ("inactivity", 2),
+        ("inactivity", 3),
     }
 
     one = keyed(await run_stream(make_deployment(), sample_lines, workers=1))
     missing = set(expected) - set(one)
     extra = set(one) - set(expected)
     assert not missing and not extra, (
-        f"{len(missing)} missing e.g. {sorted(missing)[:3]}, {len(extra)} extra e.g. {sorted(extra)[:3]}"
+        f"{len(missing)} missing e.g. {sorted(missing)[:3]}, "
+        f"{len(extra)} extra e.g. {sorted(extra)[:3]}"
     )
     assert one == expected  # same trigger ids as the reference computes
 
@@ -96,4 +103,6 @@ async def test_decisions_carry_due_time_order_and_readable_reasons(
         dues = [to_micros(parse_timestamp(d["due_at"])) for d in items]
         assert dues == sorted(dues)
     nudges = await deployment.read(deployment.config.topics.nudges)
-    assert Counter(n["trigger_id"] for n in nudges) == Counter(d["trigger_id"] for d in decisions if d["delivered"])
+    assert Counter(n["trigger_id"] for n in nudges) == Counter(
+        d["trigger_id"] for d in decisions if d["delivered"]
+    )
