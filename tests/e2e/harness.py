@@ -6,25 +6,23 @@ web port, sharing an app id (= consumer group) and a topic prefix per test.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import orjson
-from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
-from aiokafka.errors import KafkaError
 
 from streams.config import Config, load_config
+from streams.monitor import end_offsets, read_all, wait_caught_up
 from streams.producer import produce_lines
+
+__all__ = ["Deployment", "WorkerProcess", "decision_key", "end_offsets", "read_all"]
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -84,7 +82,7 @@ class Deployment:
 
     async def wait_idle(self, timeout: float = 600.0, settle: float = 6.0) -> None:
         """Wait until the app's group has committed every input and internal message."""
-        await wait_group_caught_up(self.config, timeout=timeout, settle=settle)
+        await wait_caught_up(self.config, timeout=timeout, settle=settle)
 
     async def read(self, topic: str) -> list[dict[str, Any]]:
         return [orjson.loads(v) for v in await read_all(self.config, topic)]
@@ -137,98 +135,6 @@ class WorkerProcess:
             return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
         except OSError:
             return ""
-
-
-async def _admin(config: Config) -> AIOKafkaAdminClient:
-    admin = AIOKafkaAdminClient(bootstrap_servers=config.kafka)
-    await admin.start()
-    return admin
-
-
-async def end_offsets(config: Config, topics: Iterable[str]) -> dict[TopicPartition, int]:
-    consumer = AIOKafkaConsumer(bootstrap_servers=config.kafka, enable_auto_commit=False)
-    await consumer.start()
-    try:
-        tps = [
-            TopicPartition(t, p)
-            for t in topics
-            for p in (consumer.partitions_for_topic(t) or set())
-        ]
-        if not tps:
-            await consumer._client.force_metadata_update()
-            tps = [
-                TopicPartition(t, p)
-                for t in topics
-                for p in (consumer.partitions_for_topic(t) or set())
-            ]
-        return dict(await consumer.end_offsets(tps)) if tps else {}
-    finally:
-        await consumer.stop()
-
-
-async def wait_group_caught_up(config: Config, *, timeout: float, settle: float) -> None:
-    topics = (*config.topics.inputs(), config.topics.customer_events)
-    deadline = time.monotonic() + timeout
-    stable_since: float | None = None
-    last: dict[TopicPartition, int] | None = None
-    admin = await _admin(config)
-    try:
-        while time.monotonic() < deadline:
-            ends = await end_offsets(config, topics)
-            try:
-                committed = await admin.list_consumer_group_offsets(config.app_id)
-            except KafkaError:  # coordinator still starting up
-                await asyncio.sleep(1.0)
-                continue
-            done = all(
-                (committed.get(tp).offset if committed.get(tp) else 0) >= end
-                for tp, end in ends.items()
-                if end > 0
-            )
-            if done and ends == last:
-                stable_since = stable_since or time.monotonic()
-                if time.monotonic() - stable_since >= settle:
-                    return
-            else:
-                stable_since = None
-            last = ends
-            await asyncio.sleep(1.0)
-    finally:
-        await admin.close()
-    raise TimeoutError(f"group {config.app_id} did not catch up within {timeout} s")
-
-
-async def read_all(
-    config: Config, topic: str, isolation_level: str = "read_committed"
-) -> list[bytes]:
-    """Every (committed) message of a topic, from the beginning to its current end."""
-    ends = await end_offsets(config, [topic])
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=config.kafka, enable_auto_commit=False, isolation_level=isolation_level
-    )
-    await consumer.start()
-    out: list[bytes] = []
-    try:
-        tps = [tp for tp, end in ends.items() if end > 0]
-        if not tps:
-            return out
-        consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
-        remaining = set(tps)
-        while remaining:
-            batch = await consumer.getmany(timeout_ms=1000)
-            for tp, records in batch.items():
-                for rec in records:
-                    if rec.offset < ends[tp]:
-                        out.append(rec.value or b"")
-            # Transaction markers occupy offsets too: the position, not the last
-            # record, tells when a partition has been read to its end.
-            for tp in list(remaining):
-                if await consumer.position(tp) >= ends[tp]:
-                    remaining.discard(tp)
-        return out
-    finally:
-        await consumer.stop()
 
 
 def decision_key(d: dict[str, Any]) -> tuple[str, str, int, str, str]:

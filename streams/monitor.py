@@ -1,0 +1,105 @@
+"""Watching a deployment from outside: offsets, consumer-group progress, topic reads.
+
+Used by the demo, the benchmark and the end-to-end tests, so "the worker has
+caught up" means the same thing everywhere: the app's consumer group has
+committed every message of the input topics and of the internal topic.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterable
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import KafkaError
+
+from streams.config import Config
+from streams.kafka import client_kwargs
+
+
+async def end_offsets(config: Config, topics: Iterable[str]) -> dict[TopicPartition, int]:
+    names = list(topics)
+    consumer = AIOKafkaConsumer(**client_kwargs(config), enable_auto_commit=False)
+    await consumer.start()
+    try:
+        await consumer._client.force_metadata_update()
+        tps = [
+            TopicPartition(t, p) for t in names for p in (consumer.partitions_for_topic(t) or set())
+        ]
+        return dict(await consumer.end_offsets(tps)) if tps else {}
+    finally:
+        await consumer.stop()
+
+
+async def group_lag(config: Config) -> int | None:
+    """Messages of the inputs and the internal topic not yet committed by the app."""
+    topics = (*config.topics.inputs(), config.topics.customer_events)
+    ends = await end_offsets(config, topics)
+    admin = AIOKafkaAdminClient(**client_kwargs(config))
+    await admin.start()
+    try:
+        committed = await admin.list_consumer_group_offsets(config.app_id)
+    except KafkaError:  # the group coordinator is still starting up
+        return None
+    finally:
+        await admin.close()
+    lag = 0
+    for tp, end in ends.items():
+        meta = committed.get(tp)
+        lag += max(0, end - (meta.offset if meta is not None and meta.offset >= 0 else 0))
+    return lag
+
+
+async def wait_caught_up(
+    config: Config, *, timeout: float, settle: float = 6.0, poll: float = 1.0
+) -> float:
+    """Wait until the group's lag is zero and has stayed so for ``settle`` seconds.
+
+    Returns the seconds waited; raises TimeoutError with the last lag seen.
+    """
+    start = time.monotonic()
+    zero_since: float | None = None
+    lag: int | None = None
+    while time.monotonic() - start < timeout:
+        lag = await group_lag(config)
+        if lag == 0:
+            zero_since = zero_since or time.monotonic()
+            if time.monotonic() - zero_since >= settle:
+                return time.monotonic() - start
+        else:
+            zero_since = None
+        await asyncio.sleep(poll)
+    raise TimeoutError(f"group {config.app_id} still has lag {lag} after {timeout} s")
+
+
+async def read_all(
+    config: Config, topic: str, isolation_level: str = "read_committed"
+) -> list[bytes]:
+    """Every (committed) message of a topic, from the beginning to its current end."""
+    ends = await end_offsets(config, [topic])
+    consumer = AIOKafkaConsumer(
+        **client_kwargs(config), enable_auto_commit=False, isolation_level=isolation_level
+    )
+    await consumer.start()
+    out: list[bytes] = []
+    try:
+        tps = [tp for tp, end in ends.items() if end > 0]
+        if not tps:
+            return out
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        remaining = set(tps)
+        while remaining:
+            batch = await consumer.getmany(timeout_ms=1000)
+            for tp, records in batch.items():
+                out.extend(r.value or b"" for r in records if r.offset < ends[tp])
+            # Transaction markers occupy offsets too: the position, not the last
+            # record, tells when a partition has been read to its end.
+            for tp in list(remaining):
+                if await consumer.position(tp) >= ends[tp]:
+                    remaining.discard(tp)
+        return out
+    finally:
+        await consumer.stop()
