@@ -45,11 +45,48 @@ async def group_lag(config: Config) -> int | None:
         return None
     finally:
         await admin.close()
-    lag = 0
+    behind: dict[TopicPartition, int] = {}
     for tp, end in ends.items():
         meta = committed.get(tp)
-        lag += max(0, end - (meta.offset if meta is not None and meta.offset >= 0 else 0))
-    return lag
+        done = meta.offset if meta is not None and meta.offset >= 0 else 0
+        if end > done:
+            behind[tp] = done
+    if not behind:
+        return 0
+    return await _records_between(config, behind, ends)
+
+
+async def _records_between(
+    config: Config, start: dict[TopicPartition, int], ends: dict[TopicPartition, int]
+) -> int:
+    """Count real records in [start, end): with transactions (exactly_once) a
+    commit marker takes the last offset of a partition but is never consumed, so
+    "committed < end" alone would report lag forever."""
+    consumer = AIOKafkaConsumer(
+        **client_kwargs(config), enable_auto_commit=False, isolation_level="read_committed"
+    )
+    await consumer.start()
+    count = 0
+    try:
+        consumer.assign(list(start))
+        for tp, offset in start.items():
+            consumer.seek(tp, offset)
+        pending = set(start)
+        deadline = time.monotonic() + 10
+        while pending and time.monotonic() < deadline:
+            batch = await consumer.getmany(timeout_ms=300)
+            for tp, records in batch.items():
+                count += sum(1 for r in records if r.offset < ends[tp])
+            for tp in list(pending):
+                if await consumer.position(tp) >= ends[tp]:
+                    pending.discard(tp)
+        # Whatever could not be read in time (an open transaction) counts as lag.
+        for tp in pending:
+            position: int = await consumer.position(tp)
+            count += ends[tp] - position
+        return count
+    finally:
+        await consumer.stop()
 
 
 async def wait_caught_up(
