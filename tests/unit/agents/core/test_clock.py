@@ -1,0 +1,97 @@
+"""The stream clock of a customer partition and the manual wall clock."""
+
+from __future__ import annotations
+
+import orjson
+
+from agents.core.clock import NEVER, ManualClock, StreamClock, source_name, system_clock
+from agents.core.settings import DAY, HOUR
+from tests.unit.agents.factories import T0, at
+
+PURCHASES = source_name("retention.purchases", 0)
+SESSIONS = source_name("retention.sessions", 0)
+
+
+def clock(lateness: int = 0) -> StreamClock:
+    return StreamClock((PURCHASES, SESSIONS), lateness)
+
+
+def test_source_names_are_topic_colon_partition() -> None:
+    assert PURCHASES == "retention.purchases:0"
+
+
+def test_a_source_that_has_sent_nothing_holds_the_watermark_back() -> None:
+    c = clock()
+    assert c.watermark() == NEVER
+    c.observe(PURCHASES, at(days=10))
+    assert c.watermark() == NEVER
+
+
+def test_the_watermark_is_the_minimum_over_sources() -> None:
+    c = clock()
+    c.observe(PURCHASES, at(days=10))
+    c.observe(SESSIONS, at(days=3))
+    assert c.watermark() == at(days=3)
+    c.observe(SESSIONS, at(days=12))
+    assert c.watermark() == at(days=10)
+
+
+def test_an_older_event_does_not_move_a_source_back() -> None:
+    c = clock()
+    c.observe(PURCHASES, at(days=10))
+    c.observe(SESSIONS, at(days=10))
+    c.observe(PURCHASES, at(days=2))
+    assert c.watermark() == at(days=10)
+
+
+def test_lateness_is_subtracted() -> None:
+    c = clock(lateness=DAY)
+    c.observe(PURCHASES, at(days=10))
+    c.observe(SESSIONS, at(days=10, hours=6))
+    assert c.watermark() == at(days=9)
+
+
+def test_markers_raise_a_source_and_an_advance_from_every_source_moves_the_clock() -> None:
+    c = clock(lateness=DAY)
+    c.observe(PURCHASES, at(days=10))
+    c.mark(PURCHASES, at(days=40))
+    assert c.watermark() == NEVER  # sessions have said nothing yet
+    c.mark(SESSIONS, at(days=40))
+    assert c.watermark() == at(days=40)
+    c.mark(SESSIONS, at(days=20))  # an older marker changes nothing
+    assert c.watermark() == at(days=40)
+    c.observe(PURCHASES, at(days=45))
+    c.observe(SESSIONS, at(days=45))
+    assert c.watermark() == at(days=44)  # events beyond the marker take over again
+
+
+def test_restore_from_to_dict_gives_the_same_watermark() -> None:
+    c = clock(lateness=HOUR)
+    c.observe(PURCHASES, at(days=3))
+    c.observe(SESSIONS, at(days=5))
+    c.mark(SESSIONS, at(days=9))
+    data = orjson.loads(orjson.dumps(c.to_dict()))
+    restored = StreamClock.restore((PURCHASES, SESSIONS), HOUR, data)
+    assert restored.watermark() == c.watermark() == at(days=3) - HOUR
+    assert restored == c
+
+
+def test_restore_without_data_starts_from_nothing() -> None:
+    assert StreamClock.restore((PURCHASES,), DAY, None).watermark() == NEVER
+
+
+def test_a_clock_with_no_sources_never_advances() -> None:
+    c = StreamClock((), 0)
+    c.observe(PURCHASES, at(days=1))
+    assert c.watermark() == NEVER
+
+
+def test_manual_clock_moves_only_when_told() -> None:
+    wall = ManualClock(T0)
+    assert wall() == wall() == T0
+    wall.advance(90.5)
+    assert wall() == T0 + 90_500_000
+
+
+def test_system_clock_is_micros_since_the_epoch() -> None:
+    assert 1_700_000_000_000_000 < system_clock() < 5_000_000_000_000_000

@@ -1,0 +1,256 @@
+"""Customer state: facts that come out the same whatever the arrival order."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from decimal import Decimal
+from typing import Any
+
+import orjson
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from agents.core.state import MAX_ORDER_TIMES, CustomerState
+from schemas.records import Event
+from tests.unit.agents.factories import OPTED_IN, OPTED_OUT, at, consent, purchase, session
+
+CID = "cus_000481"
+MAX_EVENT_IDS = 512
+MAX_ORDER_IDS = 256
+
+
+def fold(events: list[Event], max_event_ids: int = MAX_EVENT_IDS) -> CustomerState:
+    """What the engine does per event, minus the clock: dedup, remember, apply."""
+    state = CustomerState(customer_id=CID)
+    for event in events:
+        if state.seen(event):
+            continue
+        state.remember(event, max_event_ids, MAX_ORDER_IDS)
+        state.apply(event)
+    return state
+
+
+# --- facts by hand -------------------------------------------------------------------
+
+
+def test_first_and_second_order_are_the_earliest_two_distinct_orders() -> None:
+    late_first = purchase(CID, at(days=1), "ORD-A")
+    latest = purchase(CID, at(days=20), "ORD-C")
+    earliest = purchase(CID, at(days=0), "ORD-B")
+    state = fold([latest, late_first, earliest])
+    assert state.first_order_at == at(days=0)
+    assert state.second_order_at == at(days=1)
+    assert state.last_order_at == at(days=20)
+    assert state.orders == 3
+    assert state.order_times == [at(days=0), at(days=1), at(days=20)]
+
+
+def test_two_orders_on_the_same_instant_are_two_orders() -> None:
+    state = fold([purchase(CID, at(), "ORD-1"), purchase(CID, at(), "ORD-2")])
+    assert state.orders == 2
+    assert state.first_order_at == state.second_order_at == at()
+
+
+def test_spend_is_exact_per_currency() -> None:
+    state = fold(
+        [
+            purchase(CID, at(days=0), amount="19.99"),
+            purchase(CID, at(days=1), amount="0.01"),
+            purchase(CID, at(days=2), amount="0.10"),
+            purchase(CID, at(days=3), amount="120", currency="USD"),
+        ]
+    )
+    assert state.spend == {"EUR": "20.10", "USD": "120"}
+
+
+def test_last_activity_is_the_latest_order_or_session() -> None:
+    state = fold(
+        [
+            session(CID, at(days=9)),
+            purchase(CID, at(days=3)),
+            session(CID, at(days=1)),
+            consent(CID, at(days=30), OPTED_IN),  # consent is not activity
+        ]
+    )
+    assert state.last_session_at == at(days=9)
+    assert state.last_activity_at == at(days=9)
+    assert state.first_seen_at == at(days=1)
+
+
+def test_sessions_alone_make_a_prospect_and_the_first_order_a_new_customer() -> None:
+    state = fold([session(CID, at())])
+    assert (state.stage, state.orders) == ("prospect", 0)
+    state = fold([session(CID, at()), purchase(CID, at(days=1))])
+    assert state.stage == "new"
+    state = fold([session(CID, at()), purchase(CID, at(days=1)), purchase(CID, at(days=2))])
+    assert state.stage == "repeat"
+
+
+def test_consent_latest_by_event_time_wins_not_latest_arrival() -> None:
+    opt_out = consent(CID, at(days=5), OPTED_OUT)
+    opt_in_earlier = consent(CID, at(days=2), OPTED_IN)
+    state = fold([opt_out, opt_in_earlier])
+    assert state.opted_out
+    assert (state.consent_status, state.consent_at) == (OPTED_OUT, at(days=5))
+
+    opt_in_later = consent(CID, at(days=8), OPTED_IN)
+    state = fold([opt_in_later, opt_out, opt_in_earlier])
+    assert not state.opted_out
+    assert (state.consent_status, state.consent_at) == (OPTED_IN, at(days=8))
+
+
+def test_consent_opt_out_wins_a_tie_whichever_arrives_first() -> None:
+    opt_in = consent(CID, at(days=3), OPTED_IN)
+    opt_out = consent(CID, at(days=3), OPTED_OUT)
+    assert fold([opt_in, opt_out]).consent_status == OPTED_OUT
+    assert fold([opt_out, opt_in]).consent_status == OPTED_OUT
+
+
+# --- dedup ---------------------------------------------------------------------------
+
+
+def test_same_event_id_is_seen_and_counted_once() -> None:
+    order = purchase(CID, at(), "ORD-1", event_id="evt-1")
+    state = fold([order, order, order])
+    assert state.orders == 1
+    assert state.spend == {"EUR": "49.90"}
+    assert state.seen(order)
+
+
+def test_same_order_id_under_a_new_event_id_counts_once() -> None:
+    first = purchase(CID, at(), "ORD-1", event_id="evt-1")
+    retry = purchase(CID, at(), "ORD-1", event_id="evt-1-retry")
+    state = fold([first, retry])
+    assert state.seen(retry)
+    assert state.orders == 1
+    assert state.spend == {"EUR": "49.90"}
+
+
+def test_a_session_is_not_deduplicated_by_an_order_id_it_does_not_have() -> None:
+    state = fold([purchase(CID, at(), "ORD-1")])
+    assert not state.seen(session(CID, at(days=1)))
+
+
+def test_recent_ids_are_bounded_and_drop_the_oldest() -> None:
+    state = CustomerState(customer_id=CID)
+    orders = [purchase(CID, at(days=i), f"ORD-{i}", event_id=f"evt-{i}") for i in range(10)]
+    for event in orders:
+        state.remember(event, 4, 3)
+    assert state.recent_event_ids == ["evt-6", "evt-7", "evt-8", "evt-9"]
+    assert state.recent_order_ids == ["ORD-7", "ORD-8", "ORD-9"]
+    assert state.seen(orders[9])
+    # Beyond the window an old id is no longer remembered (the bound is the point).
+    assert not state.seen(orders[0])
+
+
+def test_order_times_keep_the_newest_bounded_window() -> None:
+    n = MAX_ORDER_TIMES + 5
+    state = fold([purchase(CID, at(days=i)) for i in reversed(range(n))])
+    assert state.orders == n
+    assert len(state.order_times) == MAX_ORDER_TIMES
+    assert state.order_times == [at(days=i) for i in range(5, n)]
+    # The earliest two are still exact: they are kept apart from the window.
+    assert (state.first_order_at, state.second_order_at) == (at(days=0), at(days=1))
+
+
+def test_to_dict_from_dict_round_trips_through_json() -> None:
+    state = fold(
+        [
+            purchase(CID, at(), "ORD-1", amount="10.50"),
+            session(CID, at(days=2)),
+            consent(CID, at(days=3), OPTED_OUT),
+        ]
+    )
+    restored = CustomerState.from_dict(orjson.loads(orjson.dumps(state.to_dict())))
+    assert restored == state
+
+
+# --- the permutation property --------------------------------------------------------
+
+
+@st.composite
+def customer_history(draw: st.DrawFn) -> list[Event]:
+    """A customer's events, with producer retries (same content) mixed in."""
+    events: list[Event] = []
+    n = draw(st.integers(1, 14))
+    for i in range(n):
+        t = at(days=draw(st.integers(0, 60)), hours=draw(st.sampled_from([0, 12])))
+        kind = draw(st.sampled_from(["purchase", "purchase", "session", "consent"]))
+        if kind == "purchase":
+            cents = draw(st.integers(0, 50_000))
+            event = purchase(
+                CID,
+                t,
+                f"ORD-{i}",
+                event_id=f"evt-{i}",
+                amount=f"{cents // 100}.{cents % 100:02d}",
+                currency=draw(st.sampled_from(["EUR", "EUR", "USD"])),
+            )
+            if draw(st.booleans()):  # the same order resent under a new event id
+                events.append(replace(event, event_id=f"evt-{i}-retry"))
+        elif kind == "session":
+            event = session(CID, t, event_id=f"evt-{i}")
+        else:
+            event = consent(
+                CID, t, draw(st.sampled_from([OPTED_IN, OPTED_OUT])), event_id=f"evt-{i}"
+            )
+        events.append(event)
+        if draw(st.integers(0, 4)) == 0:  # an exact redelivery
+            events.append(event)
+    return events
+
+
+def expected_facts(events: list[Event]) -> dict[str, Any]:
+    """The facts computed directly from the distinct orders, sessions and consents."""
+    orders = {e.order_id: e for e in events if e.kind == "purchase"}
+    order_times = sorted(e.occurred_at for e in orders.values())
+    sessions = [e.occurred_at for e in events if e.kind == "session"]
+    consents = [e for e in events if e.kind == "consent"]
+    spend: dict[str, Decimal] = {}
+    for e in orders.values():
+        assert e.currency is not None and e.amount is not None
+        spend[e.currency] = spend.get(e.currency, Decimal(0)) + Decimal(e.amount)
+    latest_consent = max(
+        consents, key=lambda e: (e.occurred_at, e.status == OPTED_OUT), default=None
+    )
+    activity = order_times + sessions
+    return {
+        "orders": len(order_times),
+        "first_order_at": order_times[0] if order_times else None,
+        "second_order_at": order_times[1] if len(order_times) > 1 else None,
+        "last_order_at": order_times[-1] if order_times else None,
+        "order_times": order_times[-MAX_ORDER_TIMES:],
+        "spend": {k: Decimal(v) for k, v in sorted(spend.items())},
+        "last_session_at": max(sessions, default=None),
+        "last_activity_at": max(activity, default=None),
+        "first_seen_at": min(e.occurred_at for e in events),
+        "consent_status": latest_consent.status if latest_consent else None,
+        "consent_at": latest_consent.occurred_at if latest_consent else None,
+    }
+
+
+@settings(max_examples=200, deadline=None)
+@given(data=st.data(), events=customer_history())
+def test_any_arrival_order_gives_the_same_facts(data: st.DataObject, events: list[Event]) -> None:
+    shuffled = data.draw(st.permutations(events))
+    in_time_order = sorted(events, key=lambda e: (e.occurred_at, e.event_id))
+    facts = fold(shuffled).facts()
+    assert facts == fold(in_time_order).facts()
+    # ... and they are the right facts, not just consistent ones.
+    facts["spend"] = {k: Decimal(v) for k, v in facts["spend"].items()}
+    assert facts == expected_facts(events)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG state._apply_order: spend is summed in the default 28-digit Decimal context; "
+    "amounts validation accepts (|exponent| <= 15) then round differently by arrival order",
+)
+def test_spend_is_exact_for_every_amount_validation_accepts() -> None:
+    # Not a realistic basket, but both amounts pass validation (see _amount's range check).
+    big = purchase(CID, at(), "ORD-1", amount="100000000000000")
+    tiny = [purchase(CID, at(days=d), f"ORD-{d + 1}", amount="0.00000000000005") for d in (1, 2)]
+    exact = Decimal("100000000000000.0000000000001")
+    assert Decimal(fold([big, *tiny]).spend["EUR"]) == exact
+    assert Decimal(fold([*tiny, big]).spend["EUR"]) == exact

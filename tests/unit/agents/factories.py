@@ -1,0 +1,66 @@
+"""Realistic validated events and times for the agents' unit tests.
+
+Times are microseconds since the epoch, like everywhere inside the processor;
+``T0`` is a Monday morning so reasons read like the ones users see.
+"""
+
+from __future__ import annotations
+
+import itertools
+from datetime import UTC, datetime
+
+from agents.core.settings import DAY, HOUR
+from agents.core.timeutil import to_micros
+from schemas.records import (
+    CONSENT_OPTED_IN,
+    CONSENT_OPTED_OUT,
+    KIND_CONSENT,
+    KIND_PURCHASE,
+    KIND_SESSION,
+    Event,
+)
+
+T0 = to_micros(datetime(2026, 3, 2, 10, 0, tzinfo=UTC))
+OPTED_IN = CONSENT_OPTED_IN
+OPTED_OUT = CONSENT_OPTED_OUT
+
+_serial = itertools.count(1)
+
+
+def at(days: float = 0, hours: float = 0) -> int:
+    """T0 plus a number of days and hours."""
+    return T0 + round(days * DAY) + round(hours * HOUR)
+
+
+def purchase(
+    customer: str,
+    t: int,
+    order_id: str | None = None,
+    *,
+    event_id: str | None = None,
+    amount: str = "49.90",
+    currency: str = "EUR",
+) -> Event:
+    n = next(_serial)
+    return Event(
+        KIND_PURCHASE,
+        event_id or f"evt-p-{n:06d}",
+        customer,
+        t,
+        order_id=order_id or f"ORD-{n:06d}",
+        amount=amount,
+        currency=currency,
+        channel="web",
+    )
+
+
+def session(customer: str, t: int, *, event_id: str | None = None) -> Event:
+    n = next(_serial)
+    return Event(
+        KIND_SESSION, event_id or f"evt-s-{n:06d}", customer, t, session_id=f"sess-{n:06d}"
+    )
+
+
+def consent(customer: str, t: int, status: str, *, event_id: str | None = None) -> Event:
+    n = next(_serial)
+    return Event(KIND_CONSENT, event_id or f"evt-c-{n:06d}", customer, t, status=status)

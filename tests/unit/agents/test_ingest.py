@@ -1,0 +1,183 @@
+"""The ingest step: raw bytes from producers -> customer topic, control, or dead letter."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+import pytest
+
+from agents.core.clock import ManualClock
+from agents.core.timeutil import to_micros
+from agents.ingest import MAX_ORIGINAL_BYTES, IngestHandler, dead_letter_counts
+from schemas.records import Event
+
+NOW = to_micros(datetime(2026, 3, 10, 12, 0, tzinfo=UTC))
+CUSTOMER_TOPIC, DLQ = "retention.customer-events", "retention.dlq"
+PURCHASES = "retention.purchases"
+
+PURCHASE: dict[str, Any] = {
+    "schema": "purchase/1",
+    "event_id": "evt-7f3a9c21",
+    "customer_id": "cus_000481",
+    "occurred_at": "2026-03-02T10:15:00+02:00",
+    "order_id": "ORD-2026-000913",
+    "amount": 59.9,
+    "currency": "EUR",
+}
+
+
+def handler(partitions: int = 4) -> IngestHandler:
+    return IngestHandler(
+        customer_topic=CUSTOMER_TOPIC,
+        dlq_topic=DLQ,
+        customer_partitions=partitions,
+        max_message_bytes=64 * 1024,
+        future_tolerance=86_400_000_000,
+        wall_clock=ManualClock(NOW),
+    )
+
+
+def dead_letter(h: IngestHandler, raw: bytes | None, offset: int = 1041) -> dict[str, Any]:
+    outputs, controls = h.handle(raw, PURCHASES, 3, offset)
+    assert controls == []
+    assert [(o.topic, o.key) for o in outputs] == [(DLQ, f"{PURCHASES}:3:{offset}")]
+    record: dict[str, Any] = orjson.loads(outputs[0].value)
+    return record
+
+
+def test_a_valid_event_goes_to_the_customer_topic_keyed_by_customer() -> None:
+    h = handler()
+    outputs, controls = h.handle(orjson.dumps(PURCHASE), PURCHASES, 3, 1041)
+    assert controls == []
+    assert [(o.topic, o.key) for o in outputs] == [(CUSTOMER_TOPIC, "cus_000481")]
+    message = orjson.loads(outputs[0].value)
+    assert message["type"] == "ev"
+    assert message["src"] == "retention.purchases:3"
+    event = Event.from_wire(message["ev"])
+    assert event.customer_id == "cus_000481"
+    assert event.order_id == "ORD-2026-000913"
+    assert event.occurred_at == to_micros(datetime(2026, 3, 2, 8, 15, tzinfo=UTC))
+    assert h.accepted == 1
+    assert not h.dead_letters
+
+
+def test_an_invalid_event_becomes_a_dead_letter_with_its_source_and_bytes() -> None:
+    raw = orjson.dumps({**PURCHASE, "occurred_at": "2026-03-02T10:15:00"})
+    record = dead_letter(handler(), raw)
+    assert record["schema"] == "dead_letter/1"
+    assert record["error_code"] == "naive_timestamp"
+    assert "no UTC offset" in record["error"]
+    assert record["source"] == {"topic": PURCHASES, "partition": 3, "offset": 1041}
+    assert base64.b64decode(record["original_base64"]) == raw
+    assert record["original_size"] == len(raw)
+    assert record["original_truncated"] is False
+    assert record["original_sha256"] == hashlib.sha256(raw).hexdigest()
+    assert record["original_text"] == raw.decode()
+    assert record["received_at"] == "2026-03-10T12:00:00Z"
+
+
+def test_bytes_that_are_not_utf8_round_trip_through_base64() -> None:
+    raw = b'{"schema": "session/1", "customer_id": "M\xfcller"}'
+    record = dead_letter(handler(), raw)
+    assert record["error_code"] == "invalid_json"
+    assert record["original_text"] is None
+    assert base64.b64decode(record["original_base64"]) == raw
+
+
+def test_a_tombstone_is_a_dead_letter_not_a_crash() -> None:
+    record = dead_letter(handler(), None)
+    assert record["error_code"] == "invalid_json"
+    assert (record["original_base64"], record["original_size"]) == ("", 0)
+
+
+def test_an_oversized_message_keeps_its_head_length_and_hash() -> None:
+    raw = b'{"schema": "purchase/1", "channel": "' + b"x" * (600 * 1024) + b'"}'
+    record = dead_letter(handler(), raw)
+    assert record["error_code"] == "too_large"
+    assert record["original_size"] == len(raw)
+    assert record["original_truncated"] is True
+    assert base64.b64decode(record["original_base64"]) == raw[:MAX_ORIGINAL_BYTES]
+    assert record["original_sha256"] == hashlib.sha256(raw).hexdigest()
+    assert len(record["original_text"]) == 512
+
+
+def test_dead_letters_are_counted_per_code() -> None:
+    h = handler()
+    for raw in [
+        b"not json",
+        b"[1, 2]",
+        orjson.dumps({**PURCHASE, "schema": "refund/1"}),
+        orjson.dumps({**PURCHASE, "currency": "euro"}),
+        orjson.dumps({**PURCHASE, "amount": "-1"}),
+        orjson.dumps(PURCHASE),
+    ]:
+        h.handle(raw, PURCHASES, 0, 7)
+    assert h.dead_letters == {
+        "invalid_json": 1,
+        "not_an_object": 1,
+        "unknown_schema": 1,
+        "invalid_field": 2,
+    }
+    assert h.accepted == 1
+    other = handler()
+    other.handle(b"not json either", PURCHASES, 1, 8)
+    assert dead_letter_counts([h, other]) == {
+        "invalid_json": 2,
+        "not_an_object": 1,
+        "unknown_schema": 1,
+        "invalid_field": 2,
+    }
+
+
+def test_an_advance_record_becomes_one_control_message_per_customer_partition() -> None:
+    h = handler(partitions=4)
+    raw = orjson.dumps({"schema": "control/advance", "until": "2026-04-01T00:00:00+02:00"})
+    outputs, controls = h.handle(raw, "retention.sessions", 2, 99)
+    assert outputs == []
+    assert [p for p, _ in controls] == [0, 1, 2, 3]
+    until = to_micros(datetime(2026, 3, 31, 22, 0, tzinfo=UTC))
+    for _, payload in controls:
+        assert orjson.loads(payload) == {
+            "type": "adv",
+            "src": "retention.sessions:2",
+            "until": until,
+        }
+    assert h.markers == 1
+    assert not h.dead_letters
+
+
+@pytest.mark.parametrize(
+    ("record", "code"),
+    [
+        ({"schema": "control/advance", "until": "next week"}, "invalid_timestamp"),
+        ({"schema": "control/advance", "until": "2026-04-01T00:00:00"}, "invalid_timestamp"),
+        ({"schema": "control/advance"}, "invalid_timestamp"),
+    ],
+)
+def test_a_malformed_advance_record_is_a_dead_letter(record: dict[str, Any], code: str) -> None:
+    h = handler()
+    letter = dead_letter(h, orjson.dumps(record))
+    assert letter["error_code"] == code
+    assert letter["error"].startswith("control/advance: ")
+    assert h.markers == 0
+    assert h.dead_letters == {code: 1}
+
+
+def test_control_looking_text_inside_another_schema_is_not_a_control() -> None:
+    raw = orjson.dumps({"schema": "refund/1", "note": "control/advance"})
+    letter = dead_letter(handler(), raw)
+    assert letter["error_code"] == "unknown_schema"
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG: a timestamp whose UTC instant is outside years 1..9999 raises OverflowError "
+    "out of IngestHandler.handle (crash_only then exits the worker) instead of a dead letter",
+)
+def test_an_out_of_range_timestamp_is_a_dead_letter() -> None:
+    raw = orjson.dumps({**PURCHASE, "occurred_at": "0001-01-01T00:00:00+01:00"})
+    assert dead_letter(handler(), raw)["error_code"] == "invalid_timestamp"
