@@ -23,7 +23,10 @@ from agents.core.state import CustomerState
 from agents.messages import OUTCOME_DELIVERED, decision_record, dumps, nudge_record
 from schemas.records import Event
 
-CLOCK_KEY_PREFIX = "__clock__:"
+# One table holds both kinds of record; the prefixes keep any customer id (which
+# may be any string) from ever colliding with a partition's clock.
+CUSTOMER_KEY_PREFIX = "c/"
+CLOCK_KEY_PREFIX = "clock/"
 # Persist a partition's stream clock at least this often (messages); a stale
 # clock after a crash only delays firings, it never changes them.
 CLOCK_PERSIST_EVERY = 500
@@ -100,12 +103,12 @@ class CustomerProcessor:
         index = DueIndex()
         rebuilt = 0
         for key, value in store.scan(partition):
-            if key.startswith(CLOCK_KEY_PREFIX):
+            if not key.startswith(CUSTOMER_KEY_PREFIX):
                 continue
             state = CustomerState.from_dict(orjson.loads(value))
             if state.partition != partition:
                 continue
-            index.set(key, self.engine.wake_at(state))
+            index.set(state.customer_id, self.engine.wake_at(state))
             rebuilt += 1
         self.counters["index_rebuilds"] += 1
         self.counters["index_rebuilt_customers"] += rebuilt
@@ -151,7 +154,7 @@ class CustomerProcessor:
         for cid, state in states.items():
             state.version += 1
             state.partition = partition
-            result.writes[cid] = orjson.dumps(state.to_dict())
+            result.writes[CUSTOMER_KEY_PREFIX + cid] = orjson.dumps(state.to_dict())
             rt.index.set(cid, self.engine.wake_at(state))
         self._emit(firings, result)
         if self.mode == "stream":
@@ -165,7 +168,7 @@ class CustomerProcessor:
         return rt.clock.watermark() if self.mode == "stream" else self.wall_clock()
 
     def _load(self, cid: str, partition: int, store: StateStore) -> CustomerState:
-        raw = store.get(cid)
+        raw = store.get(CUSTOMER_KEY_PREFIX + cid)
         if raw is None:
             return CustomerState(customer_id=cid, partition=partition)
         return CustomerState.from_dict(orjson.loads(raw))

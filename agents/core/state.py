@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import bisect
 from dataclasses import dataclass, field
-from decimal import Decimal
+from decimal import Decimal, localcontext
 from typing import Any
 
 from schemas.records import (
@@ -104,7 +104,11 @@ class CustomerState:
         bisect.insort(self.order_times, t)
         if len(self.order_times) > MAX_ORDER_TIMES:
             del self.order_times[0]
-        self.spend[currency] = str(Decimal(self.spend.get(currency, "0")) + Decimal(amount))
+        # Wide precision: sums of any amounts validation accepts stay exact, so the
+        # total does not depend on the order they were added in.
+        with localcontext(prec=80):
+            total = Decimal(self.spend.get(currency, "0")) + Decimal(amount)
+        self.spend[currency] = format(total, "f")
         self._touch(t)
         if self.stage == STAGE_PROSPECT:
             self.stage = STAGE_NEW

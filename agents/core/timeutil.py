@@ -89,7 +89,11 @@ def parse_timestamp(text: object) -> datetime:
         raise TimeFormatError(
             "invalid_timestamp", f"occurred_at is not a valid time: {exc}"
         ) from exc
-    return parsed.astimezone(UTC)
+    try:
+        return parsed.astimezone(UTC)
+    except OverflowError:  # e.g. year 0001 with a positive offset
+        message = f"occurred_at is out of range: {text[:64]!r}"
+        raise TimeFormatError("invalid_timestamp", message) from None
 
 
 def to_micros(value: datetime) -> int:

@@ -91,7 +91,8 @@ def _amount(obj: dict[str, Any]) -> str:
         raise ValidationError("invalid_field", "field 'amount' must be a finite number >= 0")
     if abs(value.adjusted()) > 15:
         raise ValidationError("invalid_field", "field 'amount' is out of range")
-    return str(value.normalize()) if value == value.to_integral() else str(value)
+    # Plain notation ("20.00" stays "20.00", never "2E+1"): the producer's string.
+    return format(value, "f")
 
 
 def validate(raw: bytes, *, now: int, max_bytes: int, future_tolerance: int) -> Event:

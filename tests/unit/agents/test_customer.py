@@ -6,7 +6,6 @@ from collections.abc import Iterable
 from typing import Any
 
 import orjson
-import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -14,7 +13,13 @@ from agents.core.clock import ManualClock
 from agents.core.engine import Engine
 from agents.core.settings import DAY, CoreSettings
 from agents.core.state import CustomerState
-from agents.customer import CLOCK_KEY_PREFIX, CustomerProcessor, Result, input_sources
+from agents.customer import (
+    CLOCK_KEY_PREFIX,
+    CUSTOMER_KEY_PREFIX,
+    CustomerProcessor,
+    Result,
+    input_sources,
+)
 from schemas.records import Event
 from tests.unit.agents.factories import T0, at, consent, purchase, session
 
@@ -43,7 +48,7 @@ class DictStore:
         return result
 
     def state(self, cid: str) -> CustomerState:
-        raw = self.data[cid]
+        raw = self.data[CUSTOMER_KEY_PREFIX + cid]
         return CustomerState.from_dict(orjson.loads(raw))
 
 
@@ -101,7 +106,7 @@ def test_events_are_stored_and_wait_for_the_clock_of_every_source() -> None:
     proc, store = processor(), DictStore()
     result = store.commit(proc.handle(0, ev(purchase("cus_a", T0, "ORD-1")), store))
     assert result.outputs == []
-    assert set(result.writes) == {"cus_a"}
+    assert set(result.writes) == {"c/cus_a"}
     state = store.state("cus_a")
     assert (state.partition, state.version) == (0, 1)
     assert len(state.pending) == 1  # sessions and consents have not spoken yet
@@ -351,12 +356,6 @@ def test_decisions_are_the_same_for_any_arrival_order_within_the_lateness(
     assert shuffled == reference
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG customer.CustomerProcessor: customer ids share the store's key space with "
-    "'__clock__:<partition>', so validation lets a producer's customer_id clobber the "
-    "partition clock (and crash _load with KeyError 'customer_id')",
-)
 def test_a_customer_id_that_looks_like_the_clock_key_is_just_a_customer() -> None:
     proc, store = processor(), DictStore()
     run(proc, store, advance_all(at(days=-1)))

@@ -7,7 +7,6 @@ from decimal import Decimal
 from typing import Any
 
 import orjson
-import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -242,11 +241,6 @@ def test_any_arrival_order_gives_the_same_facts(data: st.DataObject, events: lis
     assert facts == expected_facts(events)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG state._apply_order: spend is summed in the default 28-digit Decimal context; "
-    "amounts validation accepts (|exponent| <= 15) then round differently by arrival order",
-)
 def test_spend_is_exact_for_every_amount_validation_accepts() -> None:
     # Not a realistic basket, but both amounts pass validation (see _amount's range check).
     big = purchase(CID, at(), "ORD-1", amount="100000000000000")
