@@ -23,6 +23,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "report": ("streams.commands.report", "retention report (live or --from-file)"),
     "sample": ("streams.commands.sample", "generate a realistic JSONL sample of events"),
     "demo": ("streams.commands.demo", "run the whole demo on the local stack"),
+    "bench": ("streams.commands.bench", "measure worker throughput against raw consume+decode"),
     "config": ("streams.commands.config_cmd", "print the effective configuration"),
 }
 
