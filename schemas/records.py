@@ -142,8 +142,10 @@ class DeadLetter:
     error_code: str
     error: str
     source: SourcePosition
-    original_base64: str
+    original_base64: str  # whole message up to 512 KiB, else its head
     original_size: int
+    original_truncated: bool
+    original_sha256: str
     received_at: str
     original_text: str | None = None
     schema: str = SCHEMA_DEAD_LETTER

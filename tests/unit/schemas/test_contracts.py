@@ -441,11 +441,6 @@ def test_dead_letter_source_matches_schema() -> None:
     assert _fields(SourcePosition) == set(source)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="schemas.records.DeadLetter lacks original_truncated and original_sha256, "
-    "which IngestHandler.dead_letter emits",
-)
 def test_dead_letter_dataclass_matches_builder() -> None:
     assert _fields(DeadLetter) == set(load("dead_letter")["properties"])
 
