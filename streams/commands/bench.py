@@ -10,11 +10,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import dataclasses
 import os
 import platform
-import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -24,8 +21,8 @@ import orjson
 from aiokafka import AIOKafkaConsumer
 
 from agents.core.timeutil import iso
-from streams.commands.demo import start_worker
-from streams.config import Config, load_config
+from streams.commands.demo import start_worker, stop_worker, stream_deployment
+from streams.config import Config
 from streams.kafka import client_kwargs
 from streams.local.procs import LocalStackError
 from streams.local.stack import LocalStack
@@ -53,17 +50,7 @@ def run(args: argparse.Namespace) -> int:
     except LocalStackError as exc:
         print(f"retention bench: {exc}", file=sys.stderr)
         return 1
-    run_id = time.strftime("%Y%m%d%H%M%S")
-    folder = info.run_dir / "bench" / run_id
-    config = dataclasses.replace(
-        load_config(),
-        kafka=info.kafka,
-        redis=info.redis,
-        clock="stream",
-        topic_prefix=f"bench{run_id}.",
-        app_id=f"retention-bench-{run_id}",
-        data_dir=folder / "data",
-    )
+    config, folder = stream_deployment(info, "bench")
     try:
         result = asyncio.run(bench(config, args, folder))
     finally:
@@ -128,12 +115,7 @@ async def bench(config: Config, args: argparse.Namespace, folder: Path) -> dict[
         if first is None or last is None:
             raise RuntimeError(f"the worker did not finish within {args.timeout} s")
     finally:
-        if worker.poll() is None:
-            os.killpg(worker.pid, signal.SIGTERM)
-            try:
-                worker.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(worker.pid, signal.SIGKILL)
+        stop_worker(worker)
     events = sum(1 for line in lines if line.strip())
     worker_rate = events / (last - first)
     return {

@@ -25,7 +25,7 @@ import orjson
 from agents.core.timeutil import iso
 from streams.config import Config, load_config
 from streams.local.procs import LocalStackError
-from streams.local.stack import LocalStack
+from streams.local.stack import LocalStack, StackInfo
 from streams.monitor import end_offsets, read_all, wait_caught_up
 from streams.producer import produce_lines
 from streams.sample import default_end, generate
@@ -58,34 +58,47 @@ def run(args: argparse.Namespace) -> int:
     except LocalStackError as exc:
         print(f"retention demo: {exc}", file=sys.stderr)
         return 1
-    run_id = time.strftime("%Y%m%d%H%M%S")
-    base = load_config()
-    config = dataclasses.replace(
-        base,
-        kafka=info.kafka,
-        redis=info.redis,
-        clock="stream",
-        topic_prefix=f"demo{run_id}.",
-        app_id=f"retention-demo-{run_id}",
-        data_dir=info.run_dir / "demo" / run_id / "data",
-    )
+    config, folder = stream_deployment(info, "demo")
     worker: subprocess.Popen[bytes] | None = None
     try:
-        worker = start_worker(config, info.run_dir / "demo" / run_id)
-        return asyncio.run(demo(config, args, worker)) if worker else 1
+        worker = start_worker(config, folder)
+        return asyncio.run(demo(config, args, worker))
     except KeyboardInterrupt:
         say("\nstopping ...")
         return 0
     finally:
-        if worker is not None and worker.poll() is None:
-            os.killpg(worker.pid, signal.SIGTERM)
-            try:
-                worker.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(worker.pid, signal.SIGKILL)
+        if worker is not None:
+            stop_worker(worker)
         if not was_running:
             stack.down()
             say("local stack stopped")
+
+
+def stream_deployment(info: StackInfo, kind: str) -> tuple[Config, Path]:
+    """A fresh, isolated stream-clock deployment on the local stack (demo, bench):
+    its own topic prefix, consumer group and data dir under the run folder."""
+    run_id = time.strftime("%Y%m%d%H%M%S")
+    folder = info.run_dir / kind / run_id
+    config = dataclasses.replace(
+        load_config(),
+        kafka=info.kafka,
+        redis=info.redis,
+        clock="stream",
+        topic_prefix=f"{kind}{run_id}.",
+        app_id=f"retention-{kind}-{run_id}",
+        data_dir=folder / "data",
+    )
+    return config, folder
+
+
+def stop_worker(worker: subprocess.Popen[bytes]) -> None:
+    if worker.poll() is not None:
+        return
+    os.killpg(worker.pid, signal.SIGTERM)
+    try:
+        worker.wait(30)
+    except subprocess.TimeoutExpired:
+        os.killpg(worker.pid, signal.SIGKILL)
 
 
 def start_worker(config: Config, folder: Path) -> subprocess.Popen[bytes]:
