@@ -21,11 +21,10 @@ import orjson
 from aiokafka import AIOKafkaConsumer
 
 from agents.core.timeutil import iso
-from streams.commands.demo import start_worker, stop_worker, stream_deployment
+from streams.commands.demo import borrowed_stack, start_worker, stop_worker, stream_deployment
 from streams.config import Config
 from streams.kafka import client_kwargs
 from streams.local.procs import LocalStackError
-from streams.local.stack import LocalStack
 from streams.monitor import end_offsets, group_lag
 from streams.producer import produce_lines
 from streams.sample import default_end, generate
@@ -43,19 +42,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    stack = LocalStack(say=print)
-    was_running = stack.status().running
     try:
-        info = stack.up()
+        with borrowed_stack() as info:
+            config, folder = stream_deployment(info, "bench")
+            result = asyncio.run(bench(config, args, folder))
     except LocalStackError as exc:
         print(f"retention bench: {exc}", file=sys.stderr)
         return 1
-    config, folder = stream_deployment(info, "bench")
-    try:
-        result = asyncio.run(bench(config, args, folder))
-    finally:
-        if not was_running:
-            stack.down()
     write_report(Path(args.out), result)
     print(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode())
     return 0

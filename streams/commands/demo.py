@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import dataclasses
 import os
 import signal
@@ -17,6 +18,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -51,24 +53,31 @@ def say(text: str = "") -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    stack = LocalStack(say=say)
-    was_running = stack.status().running
     try:
-        info = stack.up()
+        with borrowed_stack() as info:
+            config, folder = stream_deployment(info, "demo")
+            worker = start_worker(config, folder)
+            try:
+                return asyncio.run(demo(config, args, worker))
+            except KeyboardInterrupt:
+                say("\nstopping ...")
+                return 0
+            finally:
+                stop_worker(worker)
     except LocalStackError as exc:
         print(f"retention demo: {exc}", file=sys.stderr)
         return 1
-    config, folder = stream_deployment(info, "demo")
-    worker: subprocess.Popen[bytes] | None = None
+
+
+@contextlib.contextmanager
+def borrowed_stack() -> Iterator[StackInfo]:
+    """The local stack, started if needed; stopped afterwards only if started here."""
+    stack = LocalStack(say=say)
+    was_running = stack.status().running
+    info = stack.up()
     try:
-        worker = start_worker(config, folder)
-        return asyncio.run(demo(config, args, worker))
-    except KeyboardInterrupt:
-        say("\nstopping ...")
-        return 0
+        yield info
     finally:
-        if worker is not None:
-            stop_worker(worker)
         if not was_running:
             stack.down()
             say("local stack stopped")
