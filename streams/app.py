@@ -161,6 +161,7 @@ class RetentionApp:
             sources=input_sources(topics.inputs(), config.partitions),
             nudges_topic=topics.nudges,
             decisions_topic=topics.decisions,
+            outcomes_topic=topics.outcomes,
             wall_clock=wall_clock,
         )
         self._wire()
