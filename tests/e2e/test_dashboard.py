@@ -1,0 +1,228 @@
+"""The dashboard at /retention/ in headless Chromium (Selenium, Debian's chromium).
+
+The page loads, draws every chart from ``/retention/summary``, shows the same
+numbers as that JSON, refreshes by itself, says so when the summary cannot be
+fetched, and logs nothing to the console. Screenshots go to ``artifacts/``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.request
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agents.core.timeutil import parse_timestamp, to_micros
+from streams.sample import generate
+from tests.fixtures.browser import (
+    PageServer,
+    chromium,
+    console_errors,
+    reference_summary,
+    require_browser,
+    save_screenshot,
+)
+
+pytestmark = [pytest.mark.e2e]
+
+END = "2026-11-01T00:00:00Z"
+CUSTOMERS = 300
+CHARTS = (
+    "ttsp",
+    "triggers",
+    "decisions",
+    "suppression",
+    "lifecycle",
+    "dead-letters",
+    "lag",
+    "lift",
+    "cohorts",
+)
+
+# Reads every chart back from the DOM: state, total, and the values of its marks.
+READ_CHARTS = """
+const out = {};
+for (const fig of document.querySelectorAll('[data-chart]')) {
+  const marks = [...fig.querySelectorAll('.chart [data-value]')]
+    .filter(e => e.matches('rect.bar, circle.point, tr'));
+  out[fig.dataset.chart] = {
+    state: fig.dataset.state,
+    total: Number(fig.dataset.total || 0),
+    marks: marks.map(e => ({
+      kind: e.tagName.toLowerCase(), value: Number(e.dataset.value),
+      label: e.dataset.key || e.dataset.label || e.dataset.outcome || e.dataset.rule
+        || e.dataset.cohort || null,
+    })),
+    text: fig.innerText,
+  };
+}
+return out;
+"""
+
+READ_METRICS = """
+const out = {};
+for (const c of document.querySelectorAll('[data-metric]')) {
+  out[c.dataset.metric] = {value: c.dataset.value, text: c.querySelector('.value').textContent};
+}
+return out;
+"""
+
+
+@pytest.fixture(scope="module")
+def sample_lines() -> list[bytes]:
+    """A few hundred customers over half a year, with the generator's bad messages."""
+    return list(generate(CUSTOMERS, 180, seed=23, end=to_micros(parse_timestamp(END))))
+
+
+def wait_until(what: str, check: Callable[[], Any], timeout: float = 30.0) -> Any:
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = check()
+        if last:
+            return last
+        time.sleep(0.25)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}; last: {last!r}")
+
+
+def charts(driver: Any) -> dict[str, Any]:
+    return dict(driver.execute_script(READ_CHARTS))
+
+
+def metrics(driver: Any) -> dict[str, Any]:
+    return dict(driver.execute_script(READ_METRICS))
+
+
+def drawn(driver: Any) -> dict[str, Any] | None:
+    """The charts once none is still loading, else None."""
+    got = charts(driver)
+    pending = [c for c in CHARTS if got.get(c, {}).get("state") in (None, "loading")]
+    return None if pending else got
+
+
+def assert_page_matches(driver: Any, summary: dict[str, Any]) -> None:
+    """Every chart and headline number on the page equals the summary's."""
+    got = charts(driver)
+    assert {c for c in CHARTS if got[c]["state"] == "error"} == set()
+    report = summary["report"]
+
+    hist = [b["count"] for b in report["ttsp"]["histogram"]]
+    bars = [m["value"] for m in got["ttsp"]["marks"]]
+    assert bars == hist
+    assert got["ttsp"]["total"] == sum(hist)
+
+    points = sum(m["value"] for m in got["triggers"]["marks"])
+    assert points == sum(r["count"] for r in summary["triggers_over_time"])
+
+    segments: Counter[str] = Counter()
+    for m in got["decisions"]["marks"]:
+        segments[m["label"]] += m["value"]
+    outcomes: Counter[str] = Counter()
+    for r in summary["decisions"]:
+        outcomes[r["outcome"]] += r["count"]
+    assert segments == +outcomes
+
+    sup = {m["label"]: m["value"] for m in got["suppression"]["marks"]}
+    assert sup == summary["suppression"]
+    stages = {m["label"]: m["value"] for m in got["lifecycle"]["marks"]}
+    assert stages == report["lifecycle"]
+    dead = {m["label"]: m["value"] for m in got["dead-letters"]["marks"]}
+    assert dead == {k: v for k, v in summary["dead_letters"].items() if v}
+    lag = {m["label"]: m["value"] for m in got["lag"]["marks"]}
+    assert lag == summary["lag"]["by_topic"]
+    assert len(got["lift"]["marks"]) == len(report["lift"])
+    assert len([m for m in got["cohorts"]["marks"] if m["label"] != "overall"]) == len(
+        report["ttsp"]["cohorts"]
+    )
+
+    shown = metrics(driver)
+    counts = summary["counts"]
+    for key in ("customers", "events", "decisions", "delivered", "dead_letters"):
+        assert shown[key]["value"] == str(counts[key]), key
+        assert shown[key]["text"] == f"{counts[key]:,}", key
+    assert shown["lag"]["value"] == str(summary["lag"]["total"])
+
+
+def open_dashboard(driver: Any, base: str, refresh: int = 1) -> dict[str, Any]:
+    driver.get(f"{base}/retention/?refresh={refresh}")
+    got: dict[str, Any] = wait_until("every chart drawn", lambda: drawn(driver))
+    return got
+
+
+def last_updated(driver: Any) -> tuple[str, str]:
+    el = driver.find_element("id", "last-updated")
+    return el.text, el.get_attribute("data-fetches") or "0"
+
+
+def assert_refreshes(driver: Any) -> None:
+    before = last_updated(driver)
+    wait_until("the page to refresh by itself", lambda: last_updated(driver) != before, 10)
+
+
+def assert_no_console_errors(driver: Any) -> None:
+    errors = console_errors(driver)
+    assert not errors, "browser console errors:\n" + "\n".join(e["message"] for e in errors)
+
+
+# --- against the stand-in server (no broker): the page itself ----------------------------
+
+
+def test_page_draws_a_reference_summary_and_survives_a_failing_summary(
+    tmp_path: Path, sample_lines: list[bytes]
+) -> None:
+    require_browser()
+    summary = reference_summary(sample_lines, until=to_micros(parse_timestamp(END)))
+    assert summary["counts"]["decisions"] > 0 and summary["counts"]["dead_letters"] > 0
+    answer: list[dict[str, Any] | int] = [summary]
+
+    with PageServer(lambda: answer[0]) as server, chromium(tmp_path) as driver:
+        got = open_dashboard(driver, server.url)
+        for chart in ("ttsp", "triggers", "decisions", "lifecycle", "dead-letters", "cohorts"):
+            assert got[chart]["state"] == "ready", (chart, got[chart])
+            assert any(m["value"] > 0 for m in got[chart]["marks"]), chart
+        assert got["suppression"]["state"] == "ready"
+        assert_page_matches(driver, summary)
+        assert_refreshes(driver)
+        assert_no_console_errors(driver)
+        assert driver.find_element("id", "banner").get_attribute("hidden") is not None
+
+        # The worker stops answering: a banner says so, the last numbers stay.
+        answer[0] = 503
+        banner = driver.find_element("id", "banner")
+        wait_until("the error banner", banner.is_displayed, 10)
+        assert "HTTP 503" in banner.text and "Trying again every 1 s" in banner.text
+        assert charts(driver)["ttsp"]["state"] == "ready"
+        # Chromium itself logs each failed request; the page adds nothing of its own.
+        assert all("503" in e["message"] for e in console_errors(driver))
+
+        answer[0] = summary
+        wait_until("the banner to go", lambda: not banner.is_displayed(), 10)
+        assert_page_matches(driver, summary)
+        assert_no_console_errors(driver)
+        print(f"\nscreenshot: {save_screenshot(driver, 'dashboard-reference.png')}")
+
+
+def test_page_with_no_data_shows_empty_states(tmp_path: Path) -> None:
+    require_browser()
+    summary = reference_summary([], until=to_micros(parse_timestamp(END)))
+    with PageServer(lambda: summary) as server, chromium(tmp_path) as driver:
+        got = open_dashboard(driver, server.url, refresh=2)
+        for chart in ("ttsp", "triggers", "decisions", "lifecycle", "dead-letters", "lift"):
+            assert got[chart]["state"] == "empty", (chart, got[chart])
+            assert "No data yet" in got[chart]["text"] or "No dead letters" in got[chart]["text"]
+        assert metrics(driver)["customers"]["text"] == "0"
+        assert_no_console_errors(driver)
+
+
+# --- against a real worker fed with a sample ---------------------------------------------------
+
+
+def fetch_summary(base: str) -> dict[str, Any]:
+    with urllib.request.urlopen(f"{base}/retention/summary", timeout=10) as resp:
+        body: dict[str, Any] = json.loads(resp.read())
+        return body
