@@ -18,9 +18,9 @@ import orjson
 
 from agents.core.clock import NEVER, StreamClock, WallClock, source_name
 from agents.core.due_index import DueIndex
-from agents.core.engine import Engine, Firing
+from agents.core.engine import Conversion, Emission, Engine, Firing
 from agents.core.state import CustomerState
-from agents.messages import OUTCOME_DELIVERED, decision_record, dumps, nudge_record
+from agents.messages import decision_record, dumps, nudge_record, outcome_record
 from schemas.records import Event
 
 # One table holds both kinds of record; the prefixes keep any customer id (which
@@ -69,6 +69,7 @@ class CustomerProcessor:
         sources: Iterable[str],
         nudges_topic: str,
         decisions_topic: str,
+        outcomes_topic: str,
         wall_clock: WallClock,
     ) -> None:
         self.engine = engine
@@ -76,6 +77,7 @@ class CustomerProcessor:
         self.sources = tuple(sources)
         self.nudges_topic = nudges_topic
         self.decisions_topic = decisions_topic
+        self.outcomes_topic = outcomes_topic
         self.wall_clock = wall_clock
         self.runtimes: dict[int, PartitionRuntime] = {}
         self.counters: Counter[str] = Counter()
@@ -123,7 +125,7 @@ class CustomerProcessor:
         kind = msg.get("type")
         result = Result()
         states: dict[str, CustomerState] = {}
-        firings: list[Firing] = []
+        firings: list[Emission] = []
         persist_clock = False
         if kind == "ev":
             event = Event.from_wire(msg["ev"])
@@ -173,9 +175,10 @@ class CustomerProcessor:
             return CustomerState(customer_id=cid, partition=partition)
         return CustomerState.from_dict(orjson.loads(raw))
 
-    def _emit(self, firings: list[Firing], result: Result) -> None:
-        if not firings:
+    def _emit(self, emissions: list[Emission], result: Result) -> None:
+        if not emissions:
             return
+        firings = [e for e in emissions if isinstance(e, Firing)]
         # Simultaneous firings go out by (due time, rule order, step): SPEC section 4.
         firings.sort(key=lambda f: (f.due_at, f.customer_id, f.rule_index, f.step))
         now = self.wall_clock()
@@ -183,15 +186,21 @@ class CustomerProcessor:
             if f.backfill:
                 self.counters["backfill_silenced"] += 1
                 continue
-            outcome = OUTCOME_DELIVERED
             decision = decision_record(
-                f, fired_at=now, clock=self.mode, outcome=outcome, holdout=False
+                f, fired_at=now, clock=self.mode, outcome=f.outcome, holdout=f.holdout
             )
-            self.decision_counts[(f.rule, f.step, outcome)] += 1
+            self.decision_counts[(f.rule, f.step, f.outcome)] += 1
             result.outputs.append(Output(self.decisions_topic, f.customer_id, dumps(decision)))
-            result.outputs.append(
-                Output(self.nudges_topic, f.customer_id, dumps(nudge_record(decision)))
-            )
+            if f.delivered:
+                result.outputs.append(
+                    Output(self.nudges_topic, f.customer_id, dumps(nudge_record(decision)))
+                )
+        window = self.engine.settings.attribution_window
+        for c in emissions:
+            if isinstance(c, Conversion):
+                self.counters["outcomes"] += 1
+                record = outcome_record(c, attribution_window=window)
+                result.outputs.append(Output(self.outcomes_topic, c.customer_id, dumps(record)))
 
 
 def input_sources(topics: Iterable[str], partitions: int) -> list[str]:

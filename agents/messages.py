@@ -15,16 +15,17 @@ Input topics additionally accept the control record
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 import orjson
 
-from agents.core.engine import Firing
-from agents.core.timeutil import iso
-from schemas.records import SCHEMA_DECISION, SCHEMA_NUDGE
+from agents.core.engine import Conversion, Firing
+from agents.core.guardrails import OUTCOME_DELIVERED
+from agents.core.timeutil import MICROS_PER_SECOND, format_duration, iso
+from schemas.records import SCHEMA_DECISION, SCHEMA_NUDGE, SCHEMA_OUTCOME
 
 CONTROL_ADVANCE = "control/advance"
-OUTCOME_DELIVERED = "delivered"
 
 
 def decision_record(
@@ -46,6 +47,27 @@ def decision_record(
         "reason": f.reason(),
         "context": f.context,
         "clock": clock,
+    }
+
+
+def outcome_record(c: Conversion, *, attribution_window: int) -> dict[str, Any]:
+    """A conversion on retention.outcomes: once per firing, delivered or holdout."""
+    return {
+        "schema": SCHEMA_OUTCOME,
+        "trigger_id": c.trigger_id,
+        "customer_id": c.customer_id,
+        "rule": c.rule,
+        "step": c.step,
+        "group": c.group,
+        "anchor_at": iso(c.anchor_at),
+        "due_at": iso(c.due_at),
+        "converted_at": iso(c.converted_at),
+        "order_id": c.order_id,
+        "hours_to_convert": c.hours_to_convert,
+        "attribution_window": {
+            "iso": format_duration(timedelta(microseconds=attribution_window)),
+            "seconds": attribution_window // MICROS_PER_SECOND,
+        },
     }
 
 

@@ -16,6 +16,7 @@ SCHEMA_CONSENT = "consent/1"
 SCHEMA_NUDGE = "nudge/1"
 SCHEMA_DECISION = "decision/1"
 SCHEMA_DEAD_LETTER = "dead_letter/1"
+SCHEMA_OUTCOME = "outcome/1"
 INPUT_SCHEMAS = (SCHEMA_PURCHASE, SCHEMA_SESSION, SCHEMA_CONSENT)
 
 KIND_PURCHASE = "purchase"
@@ -126,6 +127,24 @@ class NudgeTrigger:
     reason: str
     context: dict[str, Any]
     schema: str = SCHEMA_NUDGE
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """A conversion attributed to one firing (``outcome/1``), once per firing."""
+
+    trigger_id: str
+    customer_id: str
+    rule: str
+    step: int
+    group: str  # "delivered" or "holdout"
+    anchor_at: str
+    due_at: str
+    converted_at: str
+    order_id: str
+    hours_to_convert: float
+    attribution_window: Threshold
+    schema: str = SCHEMA_OUTCOME
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,7 +17,9 @@ from typing import Any
 
 import orjson
 
+from agents.core.reports import ReportSettings
 from agents.core.settings import CoreSettings, LadderSettings
+from agents.core.state import MAX_ORDER_TIMES
 from agents.core.timeutil import (
     MICROS_PER_SECOND,
     format_duration,
@@ -107,7 +109,15 @@ class Config:
     max_message_bytes: int = 64 * 1024
     future_tolerance: int = 86400 * MICROS_PER_SECOND
     core: CoreSettings = field(default_factory=CoreSettings)
+    clv_lifetime_years: float = 2.0
     log_level: str = "info"
+
+    @property
+    def report(self) -> ReportSettings:
+        """What the retention reports are parameterised by."""
+        return ReportSettings(
+            active_window=self.core.active_window, clv_lifetime_years=self.clv_lifetime_years
+        )
 
     @property
     def topics(self) -> Topics:
@@ -135,6 +145,17 @@ class Config:
             "web": f"{self.web_host}:{self.web_port}",
             "second_purchase_steps": [_dur(s) for s in self.core.second_purchase.steps],
             "inactivity_steps": [_dur(s) for s in self.core.inactivity.steps],
+            "overdue_enabled": self.core.overdue_enabled,
+            "overdue_multiplier": self.core.overdue_multiplier,
+            "overdue_floor": _dur(self.core.overdue_floor),
+            "overdue_min_orders": self.core.overdue_min_orders,
+            "holdout_percent": self.core.holdout_percent,
+            "min_gap": _dur(self.core.min_gap),
+            "frequency_cap": self.core.frequency_cap,
+            "frequency_window": _dur(self.core.frequency_window),
+            "attribution_window": _dur(self.core.attribution_window),
+            "active_window": _dur(self.core.active_window),
+            "clv_lifetime_years": self.clv_lifetime_years,
             "stream_allowed_lateness": _dur(self.core.stream_allowed_lateness),
             "backfill_until": self.core.backfill_until,
         }
@@ -307,6 +328,12 @@ ENV_KEYS: dict[str, str] = {
     "frequency_cap": "delivered nudges allowed per frequency window",
     "frequency_window": "window of the frequency cap",
     "attribution_window": "an order within this after a firing is a conversion",
+    "overdue_enabled": "run the cadence-aware overdue rule",
+    "overdue_multiplier": "overdue fires after this many median gaps without an order",
+    "overdue_floor": "overdue never fires sooner than this after the last order",
+    "overdue_min_orders": "orders a customer needs before overdue applies",
+    "active_window": "an order within this trailing window makes a customer active (CRR)",
+    "clv_lifetime_years": "expected customer lifetime in years (simple CLV)",
     "log_level": "debug, info, warning or error",
 }
 
@@ -376,6 +403,25 @@ def _build(v: dict[str, Any]) -> Config:
         if "stream_allowed_lateness" in v
         else core.stream_allowed_lateness,
         backfill_until=_as_time("RETENTION_BACKFILL_UNTIL", backfill) if backfill else None,
+        overdue_enabled=_as_bool("RETENTION_OVERDUE_ENABLED", v.get("overdue_enabled", True)),
+        overdue_multiplier=_as_float(
+            "RETENTION_OVERDUE_MULTIPLIER",
+            v.get("overdue_multiplier", core.overdue_multiplier),
+            1,
+            100,
+        ),
+        overdue_floor=_as_duration("RETENTION_OVERDUE_FLOOR", v["overdue_floor"])
+        if "overdue_floor" in v
+        else core.overdue_floor,
+        overdue_min_orders=_as_int(
+            "RETENTION_OVERDUE_MIN_ORDERS",
+            v.get("overdue_min_orders", core.overdue_min_orders),
+            2,
+            MAX_ORDER_TIMES,
+        ),
+        active_window=_as_duration("RETENTION_ACTIVE_WINDOW", v["active_window"])
+        if "active_window" in v
+        else core.active_window,
     )
     store = str(v.get("store", d.store))
     if store not in ("rocksdb://", "memory://"):
@@ -417,6 +463,12 @@ def _build(v: dict[str, Any]) -> Config:
         if "future_tolerance" in v
         else d.future_tolerance,
         core=new_core,
+        clv_lifetime_years=_as_float(
+            "RETENTION_CLV_LIFETIME_YEARS",
+            v.get("clv_lifetime_years", d.clv_lifetime_years),
+            0,
+            100,
+        ),
         log_level=_as_choice(
             "RETENTION_LOG_LEVEL", v.get("log_level", "info"), ("debug", "info", "warning", "error")
         ),

@@ -13,25 +13,41 @@ restarts and crashes.
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
+from agents.core.guardrails import (
+    ATTRIBUTED,
+    OUTCOME_BACKFILL,
+    OUTCOME_DELIVERED,
+    Guardrails,
+    delivered_due_times,
+)
 from agents.core.ids import trigger_id
 from agents.core.settings import (
     RULE_INACTIVITY,
+    RULE_OVERDUE,
     RULE_SECOND_PURCHASE,
     CoreSettings,
     LadderSettings,
 )
 from agents.core.state import (
+    F_CONVERTED,
+    F_DUE,
+    F_OUTCOME,
+    F_RULE,
+    F_STEP,
     STAGE_AT_RISK,
     STAGE_LAPSED,
     CustomerState,
     LadderProgress,
 )
 from agents.core.timeutil import MICROS_PER_DAY, MICROS_PER_SECOND, format_duration, iso
-from schemas.records import Event
+from schemas.records import KIND_PURCHASE, Event
+
+MICROS_PER_HOUR = 3600 * MICROS_PER_SECOND
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +63,13 @@ class Firing:
     due_at: int
     backfill: bool
     context: dict[str, Any]
+    # What the guardrails made of it: "delivered" or a suppression reason code.
+    outcome: str = OUTCOME_DELIVERED
+    holdout: bool = False
+
+    @property
+    def delivered(self) -> bool:
+        return self.outcome == OUTCOME_DELIVERED
 
     @property
     def trigger_id(self) -> str:
@@ -67,7 +90,34 @@ class Firing:
             return f"no second order {span} after the first on {day}"
         if self.rule == RULE_INACTIVITY:
             return f"no activity for {span} since {day}"
+        if self.rule == RULE_OVERDUE:
+            return f"no order for {span} (twice their usual gap) since {day}"
         return f"{self.rule} step {self.step}: {span} after {day}"
+
+
+@dataclass(frozen=True, slots=True)
+class Conversion:
+    """An order within the attribution window after a delivered or holdout firing."""
+
+    customer_id: str
+    rule: str
+    step: int
+    anchor_at: int
+    due_at: int
+    group: str  # "delivered" or "holdout"
+    converted_at: int
+    order_id: str
+
+    @property
+    def trigger_id(self) -> str:
+        return trigger_id(self.customer_id, self.rule, self.step, self.anchor_at)
+
+    @property
+    def hours_to_convert(self) -> float:
+        return round((self.converted_at - self.due_at) / MICROS_PER_HOUR, 3)
+
+
+Emission = Firing | Conversion
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,10 +136,15 @@ class Engine:
     def __init__(self, settings: CoreSettings) -> None:
         self.settings = settings
         self.ladders: tuple[LadderSettings, ...] = settings.ladders()
+        self.guardrails = Guardrails(settings)
+
+    def in_holdout(self, customer_id: str) -> bool:
+        """Whether the customer is in the control group (firings never delivered)."""
+        return self.guardrails.in_holdout(customer_id)
 
     # --- public API ------------------------------------------------------------------
 
-    def ingest(self, state: CustomerState, event: Event, watermark: int) -> list[Firing] | None:
+    def ingest(self, state: CustomerState, event: Event, watermark: int) -> list[Emission] | None:
         """Take one event in; returns the firings it caused, or None for a duplicate.
 
         An event dated after the watermark waits in ``pending``.  One dated at or
@@ -103,37 +158,36 @@ class Engine:
         if event.occurred_at > watermark and len(state.pending) < s.max_pending_events:
             _insert_pending(state.pending, event.to_wire())
             return self.advance(state, watermark)
-        firings = self.advance(state, min(event.occurred_at - 1, watermark))
-        state.apply(event)
-        firings.extend(self.advance(state, watermark))
-        return firings
+        out = self.advance(state, min(event.occurred_at - 1, watermark))
+        self._apply(state, event, out)
+        out.extend(self.advance(state, watermark))
+        return out
 
-    def advance(self, state: CustomerState, watermark: int) -> list[Firing]:
+    def advance(self, state: CustomerState, watermark: int) -> list[Emission]:
         """Move the customer to ``watermark``: apply pending events, fire due steps."""
-        firings: list[Firing] = []
+        out: list[Emission] = []
         while True:
             due = self.next_due(state)
             ev_t = state.pending[0]["t"] if state.pending else None
             if due is not None and due.due_at <= watermark and (ev_t is None or due.due_at < ev_t):
-                firings.append(self._fire(state, due))
+                out.append(self._fire(state, due))
             elif ev_t is not None and ev_t <= watermark:
-                state.apply(Event.from_wire(state.pending.pop(0)))
+                self._apply(state, Event.from_wire(state.pending.pop(0)), out)
             else:
-                return firings
+                return out
+
+    def pending(self, state: CustomerState) -> list[Due]:
+        """The next due step of each rule (at most one per rule), by due time."""
+        dues = [d for d in (self._due(i, lad, state) for i, lad in enumerate(self.ladders)) if d]
+        return sorted(dues, key=lambda d: (d.due_at, d.rule_index))
 
     def next_due(self, state: CustomerState) -> Due | None:
         """The earliest step due next under the current facts, if any."""
         best: Due | None = None
         for index, ladder in enumerate(self.ladders):
-            anchor = self._anchor(ladder.rule, state)
-            if anchor is None:
+            due = self._due(index, ladder, state)
+            if due is None:
                 continue
-            progress = state.ladders.get(ladder.rule)
-            step = progress.step + 1 if progress is not None and progress.anchor == anchor else 1
-            if step > len(ladder.steps):
-                continue  # silent until reset: the anchor has to move first
-            threshold = ladder.steps[step - 1]
-            due = Due(anchor + threshold, index, step, ladder.rule, anchor, threshold)
             if best is None or (due.due_at, due.rule_index) < (best.due_at, best.rule_index):
                 best = due
         return best
@@ -150,8 +204,22 @@ class Engine:
 
     # --- internals ---------------------------------------------------------------------
 
-    @staticmethod
-    def _anchor(rule: str, state: CustomerState) -> int | None:
+    def _due(self, index: int, ladder: LadderSettings, state: CustomerState) -> Due | None:
+        anchor = self._anchor(ladder.rule, state)
+        if anchor is None:
+            return None
+        progress = state.ladders.get(ladder.rule)
+        step = progress.step + 1 if progress is not None and progress.anchor == anchor else 1
+        if step > len(ladder.steps):
+            return None  # silent until reset: the anchor has to move first
+        threshold = ladder.steps[step - 1]
+        if ladder.rule == RULE_OVERDUE:
+            threshold = overdue_threshold(
+                state.order_times, self.settings.overdue_multiplier, self.settings.overdue_floor
+            )
+        return Due(anchor + threshold, index, step, ladder.rule, anchor, threshold)
+
+    def _anchor(self, rule: str, state: CustomerState) -> int | None:
         if rule == RULE_SECOND_PURCHASE:
             return (
                 state.first_order_at
@@ -160,7 +228,39 @@ class Engine:
             )
         if rule == RULE_INACTIVITY:
             return state.last_activity_at if state.orders >= 1 else None
+        if rule == RULE_OVERDUE:
+            return state.last_order_at if state.orders >= self.settings.overdue_min_orders else None
         return None
+
+    def _apply(self, state: CustomerState, event: Event, out: list[Emission]) -> None:
+        """Fold an event in; an order may convert earlier firings (attribution)."""
+        if event.kind == KIND_PURCHASE:
+            t = event.occurred_at
+            window = self.settings.attribution_window
+            for f in state.recent_firings:
+                due = f[F_DUE]
+                if (
+                    f[F_OUTCOME] in ATTRIBUTED
+                    and f[F_CONVERTED] is None
+                    and due < t <= due + window
+                ):
+                    f[F_CONVERTED] = t
+                    group = f[F_OUTCOME]
+                    key = f"{f[F_RULE]}/{f[F_STEP]}/{group}"
+                    state.conversion_counts[key] = state.conversion_counts.get(key, 0) + 1
+                    out.append(
+                        Conversion(
+                            customer_id=state.customer_id,
+                            rule=f[F_RULE],
+                            step=f[F_STEP],
+                            anchor_at=f[3],
+                            due_at=due,
+                            group=group,
+                            converted_at=t,
+                            order_id=event.order_id or "",
+                        )
+                    )
+        state.apply(event, self.settings.active_window)
 
     def _fire(self, state: CustomerState, due: Due) -> Firing:
         state.ladders[due.rule] = LadderProgress(due.anchor_at, due.step)
@@ -171,6 +271,18 @@ class Engine:
         backfill = (
             self.settings.backfill_until is not None and due.due_at < self.settings.backfill_until
         )
+        holdout = self.guardrails.in_holdout(state.customer_id)
+        if backfill:
+            # Never emitted, so it must not count toward any guardrail either.
+            outcome = OUTCOME_BACKFILL
+        else:
+            outcome = self.guardrails.judge(
+                state.customer_id,
+                due.due_at,
+                state.opted_out,
+                delivered_due_times(state.recent_firings),
+            )
+            self._remember(state, due, outcome)
         return Firing(
             customer_id=state.customer_id,
             rule=due.rule,
@@ -181,7 +293,38 @@ class Engine:
             due_at=due.due_at,
             backfill=backfill,
             context=context_snapshot(state),
+            outcome=outcome,
+            holdout=holdout,
         )
+
+    def _remember(self, state: CustomerState, due: Due, outcome: str) -> None:
+        key = f"{due.rule}/{due.step}/{outcome}"
+        state.decision_counts[key] = state.decision_counts.get(key, 0) + 1
+        recent = state.recent_firings
+        recent.append([due.due_at, due.rule, due.step, due.anchor_at, outcome, None])
+        # Keep what a guardrail or an attribution can still need (the guard span),
+        # and beyond it only the newest few for lookups; a hard bound keeps the
+        # record small whatever the data.
+        horizon = due.due_at - self.settings.guard_span()
+        keep = self.settings.max_recent_nudges
+        while recent and (
+            (len(recent) > keep and recent[0][F_DUE] <= horizon) or len(recent) > 4 * keep
+        ):
+            del recent[0]
+
+
+def overdue_threshold(order_times: list[int], multiplier: float, floor: int) -> int:
+    """max(floor, multiplier x median gap between consecutive orders), in micros.
+
+    The median of an even number of gaps is the mean of the middle two, rounded
+    down to a microsecond; ``order_times`` is ascending (the newest orders kept).
+    """
+    gaps = sorted(b - a for a, b in itertools.pairwise(order_times))
+    if not gaps:
+        return floor
+    n = len(gaps)
+    median = gaps[n // 2] if n % 2 else (gaps[n // 2 - 1] + gaps[n // 2]) // 2
+    return max(floor, int(median * multiplier))
 
 
 def context_snapshot(state: CustomerState) -> dict[str, Any]:

@@ -46,6 +46,15 @@ class CoreSettings:
     frequency_cap: int = 4
     frequency_window: int = 30 * DAY
     attribution_window: int = 5 * DAY
+    # The cadence-aware rule: with >= overdue_min_orders orders, fire once when no
+    # order came for overdue_multiplier x the median gap between their orders
+    # (never sooner than overdue_floor after the last order).
+    overdue_enabled: bool = True
+    overdue_multiplier: float = 2.0
+    overdue_floor: int = 7 * DAY
+    overdue_min_orders: int = 3
+    # "Active" for the retention rate: an order within this trailing window.
+    active_window: int = 90 * DAY
     # Bounds that keep one customer's record small whatever producers send.
     max_recent_event_ids: int = 512
     max_recent_order_ids: int = 256
@@ -57,6 +66,19 @@ class CoreSettings:
     # Backfill: steps due before this time (micros) are recorded, never emitted.
     backfill_until: int | None = None
 
+    @property
+    def overdue(self) -> LadderSettings:
+        """The overdue rule as a one-step ladder; its threshold is per customer.
+
+        ``steps`` holds the floor; the engine replaces it with
+        max(floor, multiplier x median gap) for each customer.
+        """
+        return LadderSettings(RULE_OVERDUE, (self.overdue_floor,), self.overdue_enabled)
+
     def ladders(self) -> tuple[LadderSettings, ...]:
         """Ladders in config order: the order simultaneous firings are emitted in."""
-        return tuple(x for x in (self.second_purchase, self.inactivity) if x.enabled)
+        return tuple(x for x in (self.second_purchase, self.inactivity, self.overdue) if x.enabled)
+
+    def guard_span(self) -> int:
+        """How far back a firing can still matter to a guardrail or an attribution."""
+        return max(self.min_gap, self.frequency_window, self.attribution_window)

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from decimal import Decimal, localcontext
 from typing import Any
 
+from agents.core.ids import trigger_id
+from agents.core.timeutil import iso
 from schemas.records import (
     CONSENT_OPTED_OUT,
     KIND_CONSENT,
@@ -34,6 +36,12 @@ STAGES = (STAGE_PROSPECT, STAGE_NEW, STAGE_REPEAT, STAGE_AT_RISK, STAGE_LAPSED, 
 
 # Order times kept for the cadence (median gap) of the overdue rule.
 MAX_ORDER_TIMES = 32
+# Activity spans kept for the retention rate (one per break longer than the
+# active window, so only customers who lapse and return very often reach it).
+MAX_ACTIVE_SPANS = 64
+
+# recent_firings entries: [due_at, rule, step, anchor_at, outcome, converted_at | None]
+F_DUE, F_RULE, F_STEP, F_ANCHOR, F_OUTCOME, F_CONVERTED = range(6)
 
 
 @dataclass(slots=True)
@@ -56,6 +64,10 @@ class CustomerState:
     last_order_at: int | None = None
     order_times: list[int] = field(default_factory=list)  # ascending, newest MAX_ORDER_TIMES
     spend: dict[str, str] = field(default_factory=dict)  # currency -> exact decimal string
+    order_currencies: dict[str, int] = field(default_factory=dict)  # currency -> orders
+    # Union of [t, t + active_window) over order times t, merged: "active at B" for
+    # the retention rate is "B falls in a span" (an order within the trailing window).
+    active_spans: list[list[int]] = field(default_factory=list)
     last_session_at: int | None = None
     last_activity_at: int | None = None
     first_seen_at: int | None = None
@@ -67,8 +79,12 @@ class CustomerState:
     pending: list[dict[str, Any]] = field(default_factory=list)  # wire events, by time
     ladders: dict[str, LadderProgress] = field(default_factory=dict)
     stage: str = STAGE_PROSPECT
-    recent_nudges: list[list[Any]] = field(default_factory=list)  # [due, rule, step, delivered]
+    # Firings still relevant to a guardrail or an attribution, oldest first (see F_*).
+    recent_firings: list[list[Any]] = field(default_factory=list)
     fired_total: int = 0
+    # Lifetime counts for the reports: "rule/step/outcome" and "rule/step/group".
+    decision_counts: dict[str, int] = field(default_factory=dict)
+    conversion_counts: dict[str, int] = field(default_factory=dict)
 
     # --- facts -------------------------------------------------------------------
 
@@ -76,12 +92,17 @@ class CustomerState:
     def opted_out(self) -> bool:
         return self.consent_status == CONSENT_OPTED_OUT
 
-    def apply(self, event: Event) -> None:
-        """Fold one (already deduplicated) event into the facts."""
+    def apply(self, event: Event, active_window: int | None = None) -> None:
+        """Fold one (already deduplicated) event into the facts.
+
+        ``active_window`` (micros) also records the order in ``active_spans``.
+        """
         t = event.occurred_at
         self.first_seen_at = t if self.first_seen_at is None else min(self.first_seen_at, t)
         if event.kind == KIND_PURCHASE:
             self._apply_order(t, event.amount or "0", event.currency or "XXX")
+            if active_window is not None:
+                self._add_span(t, t + active_window)
         elif event.kind == KIND_SESSION:
             self.last_session_at = _max(self.last_session_at, t)
             self._touch(t)
@@ -109,11 +130,28 @@ class CustomerState:
         with localcontext(prec=80):
             total = Decimal(self.spend.get(currency, "0")) + Decimal(amount)
         self.spend[currency] = format(total, "f")
+        self.order_currencies[currency] = self.order_currencies.get(currency, 0) + 1
         self._touch(t)
         if self.stage == STAGE_PROSPECT:
             self.stage = STAGE_NEW
         if self.stage == STAGE_NEW and self.orders >= 2:
             self.stage = STAGE_REPEAT
+
+    def _add_span(self, start: int, end: int) -> None:
+        # Union of intervals: commutative, so arrival order does not matter.
+        merged: list[list[int]] = []
+        for s0, e0 in self.active_spans:
+            if e0 < start or s0 > end:
+                merged.append([s0, e0])
+            else:
+                start, end = min(start, s0), max(end, e0)
+        merged.append([start, end])
+        merged.sort()
+        self.active_spans = merged[-MAX_ACTIVE_SPANS:]
+
+    def active_at(self, b: int) -> bool:
+        """An order in (b - active_window, b]: b falls inside a span [t, t + window)."""
+        return any(s0 <= b < e0 for s0, e0 in self.active_spans)
 
     def _touch(self, t: int) -> None:
         """Activity: restarts the inactivity ladder, and lifts at-risk/lapsed stages."""
@@ -153,6 +191,8 @@ class CustomerState:
             "last_order_at": self.last_order_at,
             "order_times": list(self.order_times),
             "spend": dict(sorted(self.spend.items())),
+            "order_currencies": dict(sorted(self.order_currencies.items())),
+            "active_spans": [list(x) for x in self.active_spans],
             "last_session_at": self.last_session_at,
             "last_activity_at": self.last_activity_at,
             "first_seen_at": self.first_seen_at,
@@ -171,8 +211,10 @@ class CustomerState:
             pending=self.pending,
             ladders={k: [v.anchor, v.step] for k, v in self.ladders.items()},
             stage=self.stage,
-            recent_nudges=self.recent_nudges,
+            recent_firings=self.recent_firings,
             fired_total=self.fired_total,
+            decision_counts=self.decision_counts,
+            conversion_counts=self.conversion_counts,
         )
         return d
 
@@ -188,6 +230,8 @@ class CustomerState:
             last_order_at=d.get("last_order_at"),
             order_times=list(d.get("order_times", [])),
             spend=dict(d.get("spend", {})),
+            order_currencies=dict(d.get("order_currencies", {})),
+            active_spans=[list(x) for x in d.get("active_spans", [])],
             last_session_at=d.get("last_session_at"),
             last_activity_at=d.get("last_activity_at"),
             first_seen_at=d.get("first_seen_at"),
@@ -198,9 +242,25 @@ class CustomerState:
             pending=list(d.get("pending", [])),
             ladders={k: LadderProgress(v[0], v[1]) for k, v in d.get("ladders", {}).items()},
             stage=d.get("stage", STAGE_PROSPECT),
-            recent_nudges=list(d.get("recent_nudges", [])),
+            recent_firings=[list(x) for x in d.get("recent_firings", [])],
             fired_total=d.get("fired_total", 0),
+            decision_counts=dict(d.get("decision_counts", {})),
+            conversion_counts=dict(d.get("conversion_counts", {})),
         )
+
+    def recent_decisions(self) -> list[dict[str, Any]]:
+        """The firings this record still remembers, oldest first, for lookups."""
+        return [
+            {
+                "trigger_id": trigger_id(self.customer_id, f[F_RULE], f[F_STEP], f[F_ANCHOR]),
+                "rule": f[F_RULE],
+                "step": f[F_STEP],
+                "due_at": iso(f[F_DUE]),
+                "outcome": f[F_OUTCOME],
+                "converted_at": iso(f[F_CONVERTED]) if f[F_CONVERTED] is not None else None,
+            }
+            for f in self.recent_firings
+        ]
 
 
 def _max(a: int | None, b: int) -> int:

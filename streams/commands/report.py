@@ -17,7 +17,7 @@ from typing import IO, Any
 
 import orjson
 
-from agents.core.settings import CoreSettings
+from agents.core.settings import RULE_OVERDUE, CoreSettings
 from agents.core.timeutil import format_duration, iso
 from agents.offline.reference import ReferenceResult, compute_decisions
 from streams.commands._common import fail
@@ -148,7 +148,7 @@ def summary(result: ReferenceResult, core: CoreSettings, *, source: str) -> dict
         {
             "rule": ladder.rule,
             "step": step,
-            "threshold": format_duration(timedelta(microseconds=threshold)),
+            "threshold": _threshold_label(ladder.rule, threshold, core),
             "count": counts.get((ladder.rule, step), 0),
         }
         for ladder in core.ladders()
@@ -171,6 +171,13 @@ def summary(result: ReferenceResult, core: CoreSettings, *, source: str) -> dict
         "customers_with_orders": sum(1 for f in facts if f.order_count >= 1),
         "decisions": {"total": len(result.decisions), "by_rule_step": by_step},
     }
+
+
+def _threshold_label(rule: str, threshold: int, core: CoreSettings) -> str:
+    text = format_duration(timedelta(microseconds=threshold))
+    if rule == RULE_OVERDUE:  # per customer: the floor or k x their median gap
+        return f"max({text}, {core.overdue_multiplier:g}x median gap)"
+    return text
 
 
 def summary_table(data: dict[str, Any]) -> str:

@@ -25,6 +25,7 @@ from tests.unit.agents.factories import T0, at, consent, purchase, session
 
 INPUTS = ("retention.purchases", "retention.sessions", "retention.consents")
 NUDGES, DECISIONS = "retention.nudges", "retention.decisions"
+OUTCOMES = "retention.outcomes"
 SOURCES = input_sources(INPUTS, 2)
 SRC = {"purchase": "retention.purchases:0", "session": "retention.sessions:0"}
 SRC["consent"] = "retention.consents:0"
@@ -64,6 +65,7 @@ def processor(
         sources=sources,
         nudges_topic=NUDGES,
         decisions_topic=DECISIONS,
+        outcomes_topic=OUTCOMES,
         wall_clock=wall or ManualClock(FIRED_AT),
     )
 

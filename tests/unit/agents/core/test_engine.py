@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from dataclasses import replace
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from agents.core import ids
-from agents.core.engine import Engine, Firing
+from agents.core.engine import Conversion, Emission, Engine, Firing
 from agents.core.settings import DAY, HOUR, CoreSettings, LadderSettings
 from agents.core.state import CustomerState, LadderProgress
 from schemas.records import Event
@@ -27,19 +28,32 @@ def new_state(cid: str = CID) -> CustomerState:
     return CustomerState(customer_id=cid, partition=0)
 
 
-def summary(firings: list[Firing], rule: str | None = None) -> list[Summary]:
-    return [(f.rule, f.step, f.anchor_at, f.due_at) for f in firings if rule in (None, f.rule)]
+def summary(firings: Sequence[Emission], rule: str | None = None) -> list[Summary]:
+    return [
+        (f.rule, f.step, f.anchor_at, f.due_at)
+        for f in firings
+        if isinstance(f, Firing) and rule in (None, f.rule)
+    ]
 
 
-def live(events: list[Event], engine: Engine = ENGINE, until: int = FAR) -> list[Firing]:
+def fires(emitted: list[Emission] | None) -> list[Firing]:
+    """The firings among what the engine emitted (conversions left out)."""
+    return [e for e in emitted or [] if isinstance(e, Firing)]
+
+
+def run(events: list[Event], engine: Engine = ENGINE, until: int = FAR) -> list[Emission]:
     """Feed events in time order, each as soon as the clock reaches it, then run to ``until``."""
     state = new_state()
-    firings: list[Firing] = []
+    firings: list[Emission] = []
     for e in sorted(events, key=lambda e: (e.occurred_at, e.event_id)):
         fired = engine.ingest(state, e, e.occurred_at - 1)
         assert fired is not None
         firings += fired
     return firings + engine.advance(state, until)
+
+
+def live(events: list[Event], engine: Engine = ENGINE, until: int = FAR) -> list[Firing]:
+    return fires(run(events, engine, until))
 
 
 # --- second_purchase -----------------------------------------------------------------
@@ -83,7 +97,7 @@ def test_a_late_order_dated_at_the_due_time_still_counts() -> None:
     state = new_state()
     ENGINE.ingest(state, purchase(CID, T0, "ORD-1"), T0)
     assert summary(ENGINE.advance(state, at(days=13))) == [(SP, 1, T0, at(days=7))]
-    fired = ENGINE.ingest(state, purchase(CID, at(days=14), "ORD-2"), at(days=14))
+    fired = fires(ENGINE.ingest(state, purchase(CID, at(days=14), "ORD-2"), at(days=14)))
     assert fired == []
     assert ENGINE.next_due(state) is not None
     assert ENGINE.next_due(state).rule == INACT  # type: ignore[union-attr]
@@ -94,7 +108,7 @@ def test_an_event_the_clock_already_passed_is_applied_in_time_order() -> None:
     ENGINE.ingest(state, purchase(CID, T0, "ORD-1"), T0)
     # The second order (day 10) only arrives when the clock says day 20: the step
     # due at day 7 still fires (it was before the order), the one at 14 does not.
-    fired = ENGINE.ingest(state, purchase(CID, at(days=10), "ORD-2"), at(days=20))
+    fired = fires(ENGINE.ingest(state, purchase(CID, at(days=10), "ORD-2"), at(days=20)))
     assert fired is not None
     assert summary(fired) == [(SP, 1, T0, at(days=7))]
     assert fired[0].context["order_count"] == 1
@@ -274,12 +288,17 @@ def test_an_event_dated_after_the_watermark_waits_until_the_watermark_passes_it(
     assert len(state.pending) == 1
     assert ENGINE.wake_at(state) == at(days=7)  # the step due before the pending order
 
-    fired = ENGINE.advance(state, at(days=10) - 1)
+    fired = fires(ENGINE.advance(state, at(days=10) - 1))
     assert summary(fired) == [(SP, 1, T0, at(days=7))]
     assert state.orders == 1  # still waiting
     assert ENGINE.wake_at(state) == at(days=10)
 
-    assert ENGINE.advance(state, at(days=10)) == []
+    # The pending order is applied now: no firing, but it converts the day-7 nudge.
+    converted = ENGINE.advance(state, at(days=10))
+    assert summary(converted) == []
+    assert [
+        (c.rule, c.step, c.group, c.converted_at) for c in converted if isinstance(c, Conversion)
+    ] == [(SP, 1, "delivered", at(days=10))]
     assert state.orders == 2
     assert state.pending == []
 
@@ -288,7 +307,7 @@ def test_a_step_due_before_a_pending_event_fires_first_and_sees_the_old_facts() 
     state = new_state()
     ENGINE.ingest(state, purchase(CID, T0, "ORD-1", amount="20.00"), T0)
     ENGINE.ingest(state, purchase(CID, at(days=8), "ORD-2", amount="5.00"), T0)
-    fired = ENGINE.advance(state, at(days=30))
+    fired = fires(ENGINE.advance(state, at(days=30)))
     assert summary(fired, SP) == [(SP, 1, T0, at(days=7))]
     assert fired[0].context["order_count"] == 1
     assert fired[0].context["spend"] == {"EUR": "20.00"}
@@ -320,7 +339,7 @@ def test_backfill_silences_steps_due_before_the_cut_over_but_records_progress() 
     engine = Engine(CoreSettings(backfill_until=at(days=14)))
     state = new_state()
     engine.ingest(state, purchase(CID, T0), T0)
-    firings = engine.advance(state, at(days=30))
+    firings = fires(engine.advance(state, at(days=30)))
     assert [(f.rule, f.step, f.backfill) for f in firings] == [
         (SP, 1, True),
         (SP, 2, False),  # due exactly at the cut-over: not before it
@@ -335,7 +354,7 @@ def test_backfill_progress_means_no_repeat_after_the_cut_over() -> None:
     engine = Engine(CoreSettings(backfill_until=at(days=100)))
     state = new_state()
     engine.ingest(state, purchase(CID, T0), T0)
-    assert all(f.backfill for f in engine.advance(state, at(days=99)))
+    assert all(f.backfill for f in fires(engine.advance(state, at(days=99))))
     assert state.ladders == {SP: LadderProgress(T0, 3), INACT: LadderProgress(T0, 3)}
     assert engine.advance(state, at(days=400)) == []
 
@@ -387,6 +406,6 @@ def test_decisions_do_not_depend_on_arrival_order_within_the_lateness(
         shuffled += ENGINE.advance(state, newest - lateness)
     shuffled += ENGINE.advance(state, end)
 
-    reference = live(events, until=end)
+    reference = run(events, until=end)
     assert summary(shuffled) == summary(reference)
-    assert shuffled == reference  # contexts and all
+    assert shuffled == reference  # contexts, verdicts and conversions too

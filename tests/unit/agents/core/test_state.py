@@ -10,6 +10,7 @@ import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from agents.core.settings import DAY
 from agents.core.state import MAX_ORDER_TIMES, CustomerState
 from schemas.records import Event
 from tests.unit.agents.factories import OPTED_IN, OPTED_OUT, at, consent, purchase, session
@@ -19,6 +20,9 @@ MAX_EVENT_IDS = 512
 MAX_ORDER_IDS = 256
 
 
+ACTIVE_WINDOW = 90 * DAY
+
+
 def fold(events: list[Event], max_event_ids: int = MAX_EVENT_IDS) -> CustomerState:
     """What the engine does per event, minus the clock: dedup, remember, apply."""
     state = CustomerState(customer_id=CID)
@@ -26,7 +30,7 @@ def fold(events: list[Event], max_event_ids: int = MAX_EVENT_IDS) -> CustomerSta
         if state.seen(event):
             continue
         state.remember(event, max_event_ids, MAX_ORDER_IDS)
-        state.apply(event)
+        state.apply(event, ACTIVE_WINDOW)
     return state
 
 
@@ -214,6 +218,16 @@ def expected_facts(events: list[Event]) -> dict[str, Any]:
         consents, key=lambda e: (e.occurred_at, e.status == OPTED_OUT), default=None
     )
     activity = order_times + sessions
+    spans: list[list[int]] = []
+    for t in order_times:  # an order keeps the customer "active" for the window after it
+        if spans and t <= spans[-1][1]:
+            spans[-1][1] = t + ACTIVE_WINDOW
+        else:
+            spans.append([t, t + ACTIVE_WINDOW])
+    currencies: dict[str, int] = {}
+    for e in orders.values():
+        assert e.currency is not None
+        currencies[e.currency] = currencies.get(e.currency, 0) + 1
     return {
         "orders": len(order_times),
         "first_order_at": order_times[0] if order_times else None,
@@ -221,6 +235,8 @@ def expected_facts(events: list[Event]) -> dict[str, Any]:
         "last_order_at": order_times[-1] if order_times else None,
         "order_times": order_times[-MAX_ORDER_TIMES:],
         "spend": {k: Decimal(v) for k, v in sorted(spend.items())},
+        "order_currencies": dict(sorted(currencies.items())),
+        "active_spans": spans,
         "last_session_at": max(sessions, default=None),
         "last_activity_at": max(activity, default=None),
         "first_seen_at": min(e.occurred_at for e in events),

@@ -1,0 +1,78 @@
+"""Guardrails: what happens to a firing before anyone is messaged (SPEC section 4).
+
+Applied to every firing in this order, the first that matches wins and is
+recorded as the decision's outcome:
+
+1. ``holdout`` - the customer is in the control group (a stable hash of the
+   customer id and a salt); recorded, never delivered, not counted in caps;
+2. ``opted_out`` - the latest consent event (by event time) says opted out;
+3. ``min_gap`` - a nudge was delivered less than ``min_gap`` before the due time;
+4. ``frequency_cap`` - ``frequency_cap`` nudges were already delivered with due
+   times in (D - frequency_window, D].
+
+Everything is measured in due times (event time), never in wall time, so a replay
+gives the same verdicts as the live run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from agents.core.ids import holdout_bucket
+from agents.core.settings import CoreSettings
+
+OUTCOME_DELIVERED = "delivered"
+OUTCOME_HOLDOUT = "holdout"
+OUTCOME_OPTED_OUT = "opted_out"
+OUTCOME_MIN_GAP = "min_gap"
+OUTCOME_FREQUENCY_CAP = "frequency_cap"
+# Firings due before the backfill cut-over: kept in state, never emitted or counted.
+OUTCOME_BACKFILL = "backfill"
+OUTCOMES = (
+    OUTCOME_DELIVERED,
+    OUTCOME_HOLDOUT,
+    OUTCOME_OPTED_OUT,
+    OUTCOME_MIN_GAP,
+    OUTCOME_FREQUENCY_CAP,
+)
+SUPPRESSIONS = OUTCOMES[1:]
+# Groups for lift: a conversion is attributed to a delivered or a holdout firing.
+ATTRIBUTED = (OUTCOME_DELIVERED, OUTCOME_HOLDOUT)
+
+
+class Guardrails:
+    """Judges firings for one configuration."""
+
+    def __init__(self, settings: CoreSettings) -> None:
+        self.holdout_percent = settings.holdout_percent
+        self.holdout_salt = settings.holdout_salt
+        self.min_gap = settings.min_gap
+        self.cap = settings.frequency_cap
+        self.window = settings.frequency_window
+
+    def in_holdout(self, customer_id: str) -> bool:
+        return holdout_bucket(customer_id, self.holdout_salt) < self.holdout_percent
+
+    def judge(
+        self, customer_id: str, due_at: int, opted_out: bool, delivered: Sequence[int]
+    ) -> str:
+        """The outcome of a firing due at ``due_at``.
+
+        ``delivered`` holds the due times of the customer's earlier delivered
+        nudges (any order); firings not delivered never count toward gap or cap.
+        """
+        if self.in_holdout(customer_id):
+            return OUTCOME_HOLDOUT
+        if opted_out:
+            return OUTCOME_OPTED_OUT
+        if any(due_at - self.min_gap < t <= due_at for t in delivered):
+            return OUTCOME_MIN_GAP
+        if sum(1 for t in delivered if due_at - self.window < t <= due_at) >= self.cap:
+            return OUTCOME_FREQUENCY_CAP
+        return OUTCOME_DELIVERED
+
+
+def delivered_due_times(recent_firings: Sequence[Sequence[Any]]) -> list[int]:
+    """Due times of the delivered entries of ``CustomerState.recent_firings``."""
+    return [int(f[0]) for f in recent_firings if f[4] == OUTCOME_DELIVERED]

@@ -1,0 +1,395 @@
+"""Retention reports (SPEC section 6): plain functions over one row per customer.
+
+Two paths produce the rows - the live one from the processor's tables
+(:meth:`CustomerRow.from_state`) and the offline one from an event file
+(:mod:`agents.offline.reference`) - and both are aggregated here.  The
+aggregation is checked on small hand-computed cases in the unit tests; the
+end-to-end test checks that both paths give the same rows, hence the same report.
+
+Definitions (all times UTC, durations in days of 24 h):
+
+* TTSP cohort = calendar month of the first order.  ``repeaters`` have a second
+  order by ``as_of``; median (mean of the middle two for an even count), p75 and
+  p90 (nearest rank) of their TTSP in days.  ``repeat_within[N]`` = share of the
+  cohort's buyers whose first order is at least N days before ``as_of`` (so all
+  had N days to come back) that ordered again within N days.
+* RPR = customers with >= 2 orders / customers with >= 1.
+* CRR per calendar month = (E - N) / S0: S0 = customers active just before the
+  month starts, N = customers whose first order falls in the month, E = customers
+  active at its last instant (or at ``as_of`` for the running month).  Active = an
+  order within the trailing ``active_window`` (default 90 days).
+* Simple CLV per currency = average order value x orders per year x expected
+  lifetime in years (a setting, default 2).  Orders per year = orders per buyer /
+  years observed (first order in the data to ``as_of``, at least 30 days).
+* Lift per rule and step = (CR delivered - CR holdout) / CR holdout x 100, where
+  CR = conversions / firings of that group.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+from agents.core.guardrails import OUTCOME_DELIVERED, OUTCOME_HOLDOUT, OUTCOMES
+from agents.core.state import STAGES, CustomerState
+from agents.core.timeutil import MICROS_PER_DAY, iso
+
+SCHEMA_REPORT = "report/1"
+REPEAT_WINDOWS = (30, 60, 90)
+# TTSP histogram buckets in days: [lower, upper), the last one open.
+HISTOGRAM_EDGES = (0, 7, 14, 30, 60, 90, 180)
+YEAR = 365 * MICROS_PER_DAY
+MIN_OBSERVED = 30 * MICROS_PER_DAY
+
+
+@dataclass(frozen=True, slots=True)
+class ReportSettings:
+    active_window: int = 90 * MICROS_PER_DAY
+    clv_lifetime_years: float = 2.0
+
+
+@dataclass(frozen=True, slots=True)
+class CustomerRow:
+    """What the reports need about one customer."""
+
+    customer_id: str
+    orders: int = 0
+    first_order_at: int | None = None
+    second_order_at: int | None = None
+    spend: Mapping[str, str] = field(default_factory=dict)  # currency -> decimal string
+    order_currencies: Mapping[str, int] = field(default_factory=dict)
+    active_spans: tuple[tuple[int, int], ...] = ()  # [start, end) merged, ascending
+    stage: str = "prospect"
+    decision_counts: Mapping[str, int] = field(default_factory=dict)  # "rule/step/outcome"
+    conversion_counts: Mapping[str, int] = field(default_factory=dict)  # "rule/step/group"
+
+    @classmethod
+    def from_state(cls, state: CustomerState) -> CustomerRow:
+        return cls(
+            customer_id=state.customer_id,
+            orders=state.orders,
+            first_order_at=state.first_order_at,
+            second_order_at=state.second_order_at,
+            spend=dict(state.spend),
+            order_currencies=dict(state.order_currencies),
+            active_spans=tuple((s, e) for s, e in state.active_spans),
+            stage=state.stage,
+            decision_counts=dict(state.decision_counts),
+            conversion_counts=dict(state.conversion_counts),
+        )
+
+    def active_at(self, b: int) -> bool:
+        return any(s <= b < e for s, e in self.active_spans)
+
+
+# --- small statistics ----------------------------------------------------------------
+
+
+def median(values: list[float]) -> float | None:
+    if not values:
+        return None
+    xs = sorted(values)
+    n = len(xs)
+    return xs[n // 2] if n % 2 else (xs[n // 2 - 1] + xs[n // 2]) / 2
+
+
+def percentile(values: list[float], p: float) -> float | None:
+    """Nearest-rank percentile: the smallest value with at least p% at or below it."""
+    if not values:
+        return None
+    xs = sorted(values)
+    rank = max(1, math.ceil(p / 100 * len(xs)))
+    return xs[rank - 1]
+
+
+def ratio(num: int | float, den: int | float) -> float | None:
+    return None if den == 0 else num / den
+
+
+def crr(s0: int, n: int, e: int) -> float | None:
+    """Customer retention rate (E - N) / S0; None when nobody was active at the start."""
+    return ratio(e - n, s0)
+
+
+def clv(average_order_value: float, orders_per_year: float, lifetime_years: float) -> float:
+    return average_order_value * orders_per_year * lifetime_years
+
+
+def lift_percent(rate_delivered: float | None, rate_holdout: float | None) -> float | None:
+    if rate_delivered is None or rate_holdout is None or rate_holdout == 0:
+        return None
+    return (rate_delivered - rate_holdout) / rate_holdout * 100
+
+
+def _r(x: float | None, digits: int = 4) -> float | None:
+    return None if x is None else round(x, digits)
+
+
+def _month(t: int) -> str:
+    return datetime.fromtimestamp(t / 1_000_000, UTC).strftime("%Y-%m")
+
+
+def _month_start(year: int, month: int) -> int:
+    return int(datetime(year, month, 1, tzinfo=UTC).timestamp()) * 1_000_000
+
+
+def _months(first: int, last: int) -> list[tuple[str, int, int]]:
+    """Calendar months (label, start, end) from the one holding ``first`` to ``last``'s."""
+    d = datetime.fromtimestamp(first / 1_000_000, UTC)
+    y, m = d.year, d.month
+    out: list[tuple[str, int, int]] = []
+    while True:
+        start = _month_start(y, m)
+        if start > last:
+            return out
+        ny, nm = (y + 1, 1) if m == 12 else (y, m + 1)
+        out.append((f"{y:04d}-{m:02d}", start, _month_start(ny, nm)))
+        y, m = ny, nm
+
+
+# --- the report ----------------------------------------------------------------------
+
+
+def _ttsp_block(rows: list[CustomerRow], as_of: int) -> dict[str, Any]:
+    days = [
+        (r.second_order_at - r.first_order_at) / MICROS_PER_DAY
+        for r in rows
+        if r.first_order_at is not None and r.second_order_at is not None
+    ]
+    within: dict[str, float | None] = {}
+    for n in REPEAT_WINDOWS:
+        horizon = as_of - n * MICROS_PER_DAY
+        mature = [r for r in rows if r.first_order_at is not None and r.first_order_at <= horizon]
+        back = [
+            r
+            for r in mature
+            if r.second_order_at is not None
+            and r.first_order_at is not None
+            and r.second_order_at - r.first_order_at <= n * MICROS_PER_DAY
+        ]
+        within[str(n)] = _r(ratio(len(back), len(mature)))
+    return {
+        "first_time_buyers": len(rows),
+        "repeaters": len(days),
+        "median_days": _r(median(days), 2),
+        "p75_days": _r(percentile(days, 75), 2),
+        "p90_days": _r(percentile(days, 90), 2),
+        "repeat_within": within,
+    }
+
+
+def _histogram(rows: list[CustomerRow]) -> list[dict[str, Any]]:
+    counts = [0] * len(HISTOGRAM_EDGES)
+    for r in rows:
+        if r.first_order_at is None or r.second_order_at is None:
+            continue
+        d = (r.second_order_at - r.first_order_at) / MICROS_PER_DAY
+        i = max(i for i, lo in enumerate(HISTOGRAM_EDGES) if d >= lo)
+        counts[i] += 1
+    out = []
+    for i, lo in enumerate(HISTOGRAM_EDGES):
+        hi = HISTOGRAM_EDGES[i + 1] if i + 1 < len(HISTOGRAM_EDGES) else None
+        label = f"{lo}-{hi} d" if hi is not None else f"{lo}+ d"
+        out.append({"label": label, "lower_days": lo, "upper_days": hi, "count": counts[i]})
+    return out
+
+
+def _crr_block(buyers: list[CustomerRow], as_of: int) -> list[dict[str, Any]]:
+    if not buyers:
+        return []
+    first = min(r.first_order_at for r in buyers if r.first_order_at is not None)
+    out: list[dict[str, Any]] = []
+    for label, start, end in _months(first, as_of):
+        last_instant = min(end - 1, as_of)
+        s0 = sum(1 for r in buyers if r.active_at(start - 1))
+        n = sum(
+            1
+            for r in buyers
+            if r.first_order_at is not None and start <= r.first_order_at <= last_instant
+        )
+        e = sum(1 for r in buyers if r.active_at(last_instant))
+        out.append(
+            {
+                "period": label,
+                "partial": last_instant < end - 1,
+                "s0": s0,
+                "n": n,
+                "e": e,
+                "crr": _r(crr(s0, n, e)),
+            }
+        )
+    return out
+
+
+def _clv_block(buyers: list[CustomerRow], as_of: int, lifetime: float) -> list[dict[str, Any]]:
+    if not buyers:
+        return []
+    first = min(r.first_order_at for r in buyers if r.first_order_at is not None)
+    years = max(as_of - first, MIN_OBSERVED) / YEAR
+    orders = sum(r.orders for r in buyers)
+    per_year = orders / len(buyers) / years
+    spend: dict[str, Decimal] = {}
+    counts: Counter[str] = Counter()
+    for r in buyers:
+        for cur, amount in r.spend.items():
+            spend[cur] = spend.get(cur, Decimal(0)) + Decimal(amount)
+        counts.update(r.order_currencies)
+    out = []
+    for cur in sorted(spend):
+        if counts[cur] == 0:
+            continue
+        aov = float(spend[cur] / counts[cur])
+        out.append(
+            {
+                "currency": cur,
+                "orders": counts[cur],
+                "average_order_value": round(aov, 2),
+                "orders_per_year": round(per_year, 4),
+                "lifetime_years": lifetime,
+                "clv": round(clv(aov, per_year, lifetime), 2),
+            }
+        )
+    return out
+
+
+def _split(key: str) -> tuple[str, int, str]:
+    rule, step, what = key.split("/")
+    return rule, int(step), what
+
+
+def _lift_block(
+    decisions: Counter[tuple[str, int, str]], conversions: Counter[tuple[str, int, str]]
+) -> list[dict[str, Any]]:
+    steps = sorted({(rule, step) for rule, step, _ in decisions})
+    out = []
+    for rule, step in steps:
+        groups: dict[str, dict[str, Any]] = {}
+        rates: dict[str, float | None] = {}
+        for group in (OUTCOME_DELIVERED, OUTCOME_HOLDOUT):
+            firings = decisions[(rule, step, group)]
+            conv = conversions[(rule, step, group)]
+            rates[group] = ratio(conv, firings)
+            groups[group] = {"firings": firings, "conversions": conv, "rate": _r(rates[group])}
+        lift = lift_percent(rates[OUTCOME_DELIVERED], rates[OUTCOME_HOLDOUT])
+        out.append({"rule": rule, "step": step, **groups, "lift_percent": _r(lift, 2)})
+    return out
+
+
+def build_report(
+    rows: Iterable[CustomerRow], *, as_of: int, settings: ReportSettings | None = None
+) -> dict[str, Any]:
+    """The ``report/1`` document (JSON-able) for these customers as of ``as_of``."""
+    settings = settings or ReportSettings()
+    all_rows = sorted(rows, key=lambda r: r.customer_id)
+    buyers = [r for r in all_rows if r.orders >= 1 and r.first_order_at is not None]
+    cohorts: dict[str, list[CustomerRow]] = {}
+    for r in buyers:
+        assert r.first_order_at is not None
+        cohorts.setdefault(_month(r.first_order_at), []).append(r)
+    decisions: Counter[tuple[str, int, str]] = Counter()
+    conversions: Counter[tuple[str, int, str]] = Counter()
+    lifecycle = dict.fromkeys(STAGES, 0)
+    for r in all_rows:
+        lifecycle[r.stage] = lifecycle.get(r.stage, 0) + 1
+        for key, n in r.decision_counts.items():
+            decisions[_split(key)] += n
+        for key, n in r.conversion_counts.items():
+            conversions[_split(key)] += n
+    by_outcome = dict.fromkeys(OUTCOMES, 0)
+    for (_, _, outcome), n in decisions.items():
+        by_outcome[outcome] = by_outcome.get(outcome, 0) + n
+    repeaters = sum(1 for r in buyers if r.orders >= 2)
+    return {
+        "schema": SCHEMA_REPORT,
+        "as_of": iso(as_of),
+        "customers": len(all_rows),
+        "buyers": len(buyers),
+        "ttsp": {
+            "overall": _ttsp_block(buyers, as_of),
+            "cohorts": [
+                {"cohort": label, **_ttsp_block(members, as_of)}
+                for label, members in sorted(cohorts.items())
+            ],
+            "histogram": _histogram(buyers),
+        },
+        "rpr": {
+            "buyers": len(buyers),
+            "repeaters": repeaters,
+            "rate": _r(ratio(repeaters, len(buyers))),
+        },
+        "crr": _crr_block(buyers, as_of),
+        "clv": _clv_block(buyers, as_of, settings.clv_lifetime_years),
+        "lifecycle": lifecycle,
+        "decisions": {"total": sum(decisions.values()), "by_outcome": by_outcome},
+        "lift": _lift_block(decisions, conversions),
+    }
+
+
+def _fmt(x: Any) -> str:
+    if x is None:
+        return "-"
+    if isinstance(x, float):
+        return f"{x:.4g}" if abs(x) < 1000 else f"{x:,.0f}"
+    return str(x)
+
+
+def render_report(report: Mapping[str, Any]) -> str:
+    """A readable text rendering of a ``report/1`` document."""
+    lines = [
+        f"Retention report as of {report['as_of']}",
+        f"customers {report['customers']}, buyers {report['buyers']}",
+        "",
+        "Time to second purchase by first-order month",
+        f"  {'cohort':8} {'buyers':>7} {'repeat':>7} {'median d':>9} {'p75 d':>7} {'p90 d':>7}"
+        f" {'<=30d':>7} {'<=60d':>7} {'<=90d':>7}",
+    ]
+    for c in [*report["ttsp"]["cohorts"], {"cohort": "all", **report["ttsp"]["overall"]}]:
+        w = c["repeat_within"]
+        lines.append(
+            f"  {c['cohort']:8} {c['first_time_buyers']:>7} {c['repeaters']:>7}"
+            f" {_fmt(c['median_days']):>9} {_fmt(c['p75_days']):>7} {_fmt(c['p90_days']):>7}"
+            f" {_fmt(w['30']):>7} {_fmt(w['60']):>7} {_fmt(w['90']):>7}"
+        )
+    rpr = report["rpr"]
+    lines += [
+        "",
+        f"Repeat purchase rate: {_fmt(rpr['rate'])} ({rpr['repeaters']} of {rpr['buyers']})",
+        "",
+        "Customer retention rate (E - N) / S0 by month",
+        f"  {'period':8} {'S0':>7} {'N':>7} {'E':>7} {'CRR':>8}",
+    ]
+    for p in report["crr"]:
+        mark = " (to date)" if p["partial"] else ""
+        lines.append(
+            f"  {p['period']:8} {p['s0']:>7} {p['n']:>7} {p['e']:>7} {_fmt(p['crr']):>8}{mark}"
+        )
+    lines += ["", "Simple CLV = average order value x orders per year x lifetime years"]
+    for c in report["clv"]:
+        lines.append(
+            f"  {c['currency']}: {c['average_order_value']:.2f} x {c['orders_per_year']:.3f}"
+            f" x {c['lifetime_years']:g} = {c['clv']:.2f}"
+        )
+    lines += ["", "Lifecycle stages"]
+    lines += [f"  {stage:12} {n:>7}" for stage, n in report["lifecycle"].items()]
+    dec = report["decisions"]
+    lines += ["", f"Decisions: {dec['total']}"]
+    lines += [f"  {outcome:14} {n:>7}" for outcome, n in dec["by_outcome"].items()]
+    lines += [
+        "",
+        "Lift per rule and step (conversion rate delivered vs holdout)",
+        f"  {'rule':16} {'step':>4} {'delivered':>16} {'holdout':>16} {'lift %':>8}",
+    ]
+    for x in report["lift"]:
+        d, h = x["delivered"], x["holdout"]
+        lines.append(
+            f"  {x['rule']:16} {x['step']:>4}"
+            f" {d['conversions']:>6}/{d['firings']:<6} {_fmt(d['rate']):>3}"
+            f" {h['conversions']:>6}/{h['firings']:<6} {_fmt(h['rate']):>3}"
+            f" {_fmt(x['lift_percent']):>8}"
+        )
+    return "\n".join(lines) + "\n"
