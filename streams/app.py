@@ -10,10 +10,14 @@ import asyncio
 import functools
 import logging
 import os
+import time
+from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, TypedDict
 
 import faust
+import orjson
+from aiokafka.partitioner import DefaultPartitioner
 
 from agents.core.clock import WallClock, system_clock
 from agents.core.engine import Engine
@@ -22,6 +26,8 @@ from agents.ingest import IngestHandler
 from agents.messages import dumps
 from streams.config import Config
 from streams.kafka import ssl_context
+from streams.metrics import Metrics
+from streams.readmodel import ReadModelWriter, connect
 
 log = logging.getLogger(__name__)
 
@@ -119,7 +125,18 @@ class RetentionApp:
             web_bind=config.web_host,
             web_host=config.web_host,
             web_port=config.web_port,
+            # Faust's built-in endpoints, chosen one by one (docs/operations.md):
+            # its stats and assignment pages on (the issue asks for them; counters
+            # only); /table off, because it serves raw customer rows (ids, spend,
+            # consent) to anyone who reaches the port; /router off, because
+            # routing here happens in-process (RetentionApp.owner_of) and the
+            # page only advertises every worker's URL; /graph and /performance
+            # off, as /metrics covers what they would show.
             web_stats_enabled=True,
+            web_tables_enabled=False,
+            web_router_enabled=False,
+            web_graph_enabled=False,
+            web_metrics_enabled=False,
             consumer_auto_offset_reset="earliest",
             producer_max_request_size=2 * 1024 * 1024,
             key_serializer="raw",
@@ -164,7 +181,107 @@ class RetentionApp:
             outcomes_topic=topics.outcomes,
             wall_clock=wall_clock,
         )
+        # Delivered nudges by (UTC date of due time, rule, step), since start.
+        self.triggers_by_day: Counter[tuple[str, str, int]] = Counter()
+        self.metrics = Metrics(self)
+        self.readmodel = ReadModelWriter(
+            connect=lambda: connect(config),
+            prefix=config.redis_prefix,
+            engine=self.processor.engine,
+            wall_clock=wall_clock,
+            owned=self.owned_partitions,
+            ready=self.is_ready,
+            scan=self.store.scan,
+        )
+        self._partitioner = DefaultPartitioner()
         self._wire()
+        if config.web_enabled:
+            from streams.web.views import register
+
+            register(self)
+
+    # --- what the web views and the read model ask --------------------------------
+
+    @property
+    def canonical_url(self) -> str:
+        return str(self.app.conf.canonical_url)
+
+    @property
+    def web_address(self) -> str:
+        return f"{self.config.web_host}:{self.config.web_port}"
+
+    def is_recovering(self) -> bool:
+        tables: Any = self.app.tables  # TableManagerT does not declare .recovery
+        recovery = tables.recovery
+        return bool(recovery.in_recovery)
+
+    def is_ready(self) -> bool:
+        """Table recovery has completed (at least once, and is not running again)."""
+        tables: Any = self.app.tables
+        recovery = tables.recovery
+        return bool(recovery.completed.is_set() and not recovery.in_recovery)
+
+    def owned_partitions(self) -> set[int]:
+        """Customer partitions actively assigned to this worker."""
+        name = self.config.topics.customer_events
+        try:
+            actives = self.app.assignor.assigned_actives()
+        except Exception:  # no assignment yet
+            return set()
+        return {tp.partition for tp in actives if tp.topic == name}
+
+    def partition_of(self, customer_id: str) -> int:
+        """The customer's partition: where ingest's producer sent its events.
+
+        Ingest sends with key ``customer_id`` and the default partitioner, and the
+        table row ``c/<id>`` lives in the changelog partition of the event that
+        wrote it, so it is the murmur2 hash of ``customer_id`` that counts, not
+        of the table key.
+        """
+        parts = list(range(self.config.partitions))
+        return int(self._partitioner(customer_id.encode(), parts, parts))
+
+    def owner_of(self, customer_id: str) -> str | None:
+        """The canonical URL of the worker owning the customer, if known."""
+        partition = self.partition_of(customer_id)
+        changelog = self.table.changelog_topic.get_topic_name()
+        try:
+            hosts = self.app.router.table_metadata(self.table.name)
+        except Exception:  # no assignment yet
+            return None
+        for url, topics in hosts.items():
+            if partition in topics.get(changelog, ()):
+                return str(url)
+        return None
+
+    def consumer_lag(self) -> dict[str, int]:
+        """Messages not yet committed, per topic, on this worker's partitions."""
+        watched = {*self.config.topics.inputs(), self.config.topics.customer_events}
+        lag: Counter[str] = Counter()
+        try:
+            consumer: Any = self.app.consumer  # _committed_offset is not on ConsumerT
+            assignment = consumer.assignment()
+        except Exception:  # not started yet
+            return {}
+        for tp in assignment:
+            if tp.topic not in watched:
+                continue
+            try:
+                high = consumer.highwater(tp)
+            except Exception:  # no fetch position yet
+                continue
+            if high is None:
+                continue
+            committed = consumer._committed_offset.get(tp) or 0
+            lag[tp.topic] += max(0, int(high) - int(committed))
+        return dict(lag)
+
+    def _note_outputs(self, outputs: list[Output]) -> None:
+        nudges = self.config.topics.nudges
+        for o in outputs:
+            if o.topic == nudges:
+                n = orjson.loads(o.value)
+                self.triggers_by_day[(n["due_at"][:10], n["rule"], int(n["step"]))] += 1
 
     def _wire(self) -> None:
         app, cfg = self.app, self.config
@@ -185,12 +302,23 @@ class RetentionApp:
         @app.agent(self.customer_topic, name="customers")
         @crash_only
         async def customers(stream: Any) -> None:
+            clock_keys = (b"__tick__", b"__control__")
+            tick_duration = self.metrics.tick_duration
+            mark = self.readmodel.mark
             async for event in stream.events():
-                result = self.processor.handle(event.message.partition, event.value, self.store)
+                started = time.perf_counter()
+                partition = event.message.partition
+                result = self.processor.handle(partition, event.value, self.store)
                 if result.outputs:
                     await self._send_acked(result.outputs)
+                    self._note_outputs(result.outputs)
                 for key, value in result.writes.items():
                     self.store.put(key, value)
+                    if key.startswith("c/"):
+                        # Only remembered here; the read-model task writes Redis.
+                        mark(partition, key[2:], value)
+                if event.key in clock_keys:
+                    tick_duration.observe(time.perf_counter() - started)
 
         # Faust's App.timer returns a bare Callable, so the decorator is untyped.
         @app.timer(interval=cfg.tick_interval, on_leader=True)  # type: ignore[untyped-decorator]
@@ -207,7 +335,13 @@ class RetentionApp:
         @app.on_partitions_revoked.connect  # type: ignore[untyped-decorator,arg-type]
         async def on_revoked(sender: Any, revoked: Any, **kwargs: Any) -> None:
             name = cfg.topics.customer_events
-            self.processor.revoke(tp.partition for tp in revoked if tp.topic == name)
+            gone = [tp.partition for tp in revoked if tp.topic == name]
+            self.processor.revoke(gone)
+            self.readmodel.revoke(gone)
+
+        @app.task  # type: ignore[untyped-decorator]
+        async def read_model() -> None:
+            await self.readmodel.run()
 
     async def _send_acked(self, outputs: list[Output]) -> None:
         # Outputs are acknowledged by the broker *before* the state that produced

@@ -6,11 +6,15 @@ web port, sharing an app id (= consumer group) and a topic prefix per test.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import socket
 import subprocess
 import sys
+import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -129,6 +133,45 @@ class WorkerProcess:
             self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
             self.kill9()
+
+    @property
+    def web_url(self) -> str:
+        return f"http://127.0.0.1:{self.web_port}"
+
+    @property
+    def address(self) -> str:
+        """host:port as the worker reports itself (``served_by``, ``scope.worker``)."""
+        return f"127.0.0.1:{self.web_port}"
+
+    def get_sync(self, path: str, timeout: float = 10.0) -> tuple[int, str, bytes]:
+        """GET a path of the worker's web server: (status, content type, body).
+
+        Status 0 means nothing answered (not started yet, or gone)."""
+        try:
+            with urllib.request.urlopen(self.web_url + path, timeout=timeout) as resp:
+                return resp.status, resp.headers.get("Content-Type", ""), resp.read()
+        except urllib.error.HTTPError as err:
+            return err.code, err.headers.get("Content-Type", ""), err.read()
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            return 0, "", b""
+
+    async def get(self, path: str, timeout: float = 10.0) -> tuple[int, str, bytes]:
+        return await asyncio.to_thread(self.get_sync, path, timeout)
+
+    async def get_json(self, path: str) -> Any:
+        status, _, body = await self.get(path)
+        assert status == 200, (path, status, body[:300])
+        return orjson.loads(body)
+
+    async def wait_ready(self, timeout: float = 120.0) -> None:
+        """Wait until /health/ready answers 200 (tables recovered)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if (await self.get("/health/ready", timeout=2))[0] == 200:
+                return
+            assert self.alive, self.log_tail()
+            await asyncio.sleep(0.5)
+        raise TimeoutError(f"{self.name} not ready after {timeout} s\n{self.log_tail()}")
 
     def log_tail(self, n: int = 40) -> str:
         try:

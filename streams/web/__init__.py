@@ -1,0 +1,1 @@
+"""The worker's own web views (``streams.web.views``) and dashboard files (``static/``)."""

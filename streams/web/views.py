@@ -1,0 +1,195 @@
+"""The worker's own HTTP endpoints, served by Faust web next to its stats.
+
+* ``GET /retention/customers/{id}``: one customer, answered by the worker that owns
+  the customer's partition (other workers forward the request there);
+* ``GET /retention/summary``: this worker's counts, decisions, lag and report;
+* ``GET /health/live``, ``GET /health/ready``: liveness, and readiness after table
+  recovery;
+* ``GET /metrics``: Prometheus text format;
+* ``GET /retention/`` and ``GET /retention/static/{name}``: the dashboard files.
+"""
+
+from __future__ import annotations
+
+import mimetypes
+import re
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import aiohttp
+import orjson
+from faust import web
+
+from agents.core.state import CustomerState
+from streams.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from streams.readmodel import in_holdout, pending_nudges
+from streams.web.summary import build_summary
+
+if TYPE_CHECKING:
+    from streams.app import RetentionApp
+
+STATIC_DIR = Path(__file__).resolve().parent / "static"
+# A forwarded lookup carries this header; a worker that receives it answers
+# itself or fails, so two workers with different views of the assignment (during
+# a rebalance) can never bounce a request between them.
+ROUTED_HEADER = "X-Retention-Routed-By"
+FORWARD_TIMEOUT = aiohttp.ClientTimeout(total=10)
+# Dedup bookkeeping: bulky and of no use to a person looking at a customer.
+HIDDEN_STATE_FIELDS = ("recent_event_ids", "recent_order_ids")
+SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+CONTENT_TYPES = {
+    ".html": "text/html; charset=utf-8",
+    ".js": "text/javascript; charset=utf-8",
+    ".mjs": "text/javascript; charset=utf-8",
+    ".css": "text/css; charset=utf-8",
+    ".json": "application/json",
+    ".svg": "image/svg+xml",
+    ".png": "image/png",
+    ".ico": "image/x-icon",
+    ".map": "application/json",
+    ".txt": "text/plain; charset=utf-8",
+}
+SUMMARY_CACHE_SECONDS = 1.0
+
+
+def json_bytes(obj: Any) -> bytes:
+    return orjson.dumps(obj, option=orjson.OPT_NON_STR_KEYS)
+
+
+def customer_view(rapp: RetentionApp, raw: bytes) -> dict[str, Any]:
+    """The lookup's JSON for one stored state."""
+    state = CustomerState.from_dict(orjson.loads(raw))
+    shown = {k: v for k, v in state.to_dict().items() if k not in HIDDEN_STATE_FIELDS}
+    recent = getattr(state, "recent_decisions", None)
+    return {
+        "customer_id": state.customer_id,
+        "state": shown,
+        "pending": pending_nudges(rapp.processor.engine, state),
+        "recent_decisions": list(recent()) if recent is not None else [],
+        "holdout": in_holdout(rapp.processor.engine, state.customer_id),
+        "served_by": rapp.web_address,
+    }
+
+
+def static_file(name: str) -> Path | None:
+    """The file of the static folder called ``name``, or None; never outside it."""
+    if not SAFE_NAME.match(name) or ".." in name:
+        return None
+    path = (STATIC_DIR / name).resolve()
+    if path.parent != STATIC_DIR or not path.is_file():
+        return None
+    return path
+
+
+def content_type(path: Path) -> str:
+    known = CONTENT_TYPES.get(path.suffix.lower())
+    if known:
+        return known
+    guessed, _ = mimetypes.guess_type(path.name)
+    return guessed or "application/octet-stream"
+
+
+def register(rapp: RetentionApp) -> None:
+    """Add the views to ``rapp.app`` (call before the worker starts)."""
+    app = rapp.app
+    summary_cache: dict[str, Any] = {}
+
+    class Base(web.View):  # type: ignore[misc]
+        def send_json(self, obj: Any, status: int = 200) -> web.Response:
+            return self.bytes(json_bytes(obj), content_type="application/json", status=status)
+
+        def send_bytes(
+            self, body: bytes, ctype: str, headers: dict[str, str] | None = None
+        ) -> web.Response:
+            # aiohttp refuses a charset inside ``content_type=`` for a bytes body,
+            # but keeps a full Content-Type header as given.
+            return self.bytes(body, headers={"Content-Type": ctype, **(headers or {})})
+
+    @app.page("/retention/customers/{customer_id}")  # type: ignore[untyped-decorator]
+    class Customer(Base):
+        async def get(self, request: web.Request, customer_id: str) -> web.Response:
+            if not rapp.is_ready():
+                return self.send_json({"error": "not ready: tables are recovering"}, 503)
+            owner = rapp.owner_of(customer_id)
+            if owner is None:
+                return self.send_json({"error": "partition owner unknown (rebalancing)"}, 503)
+            if owner != rapp.canonical_url:
+                if request.headers.get(ROUTED_HEADER):
+                    return self.send_json(
+                        {"error": "ownership changed while routing; retry", "owner": owner}, 503
+                    )
+                return await self.forward(request, owner)
+            raw = rapp.store.get("c/" + customer_id)
+            if raw is None:
+                return self.send_json(
+                    {"error": "unknown customer", "customer_id": customer_id}, 404
+                )
+            return self.send_json(customer_view(rapp, raw))
+
+        async def forward(self, request: web.Request, owner: str) -> web.Response:
+            url = owner.rstrip("/") + str(request.rel_url)
+            try:
+                async with app.http_client.get(
+                    url, headers={ROUTED_HEADER: rapp.web_address}, timeout=FORWARD_TIMEOUT
+                ) as resp:
+                    body = await resp.read()
+                    return self.bytes(body, content_type=resp.content_type, status=resp.status)
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                return self.send_json(
+                    {"error": f"owner {owner} did not answer: {exc!r}", "owner": owner}, 502
+                )
+
+    @app.page("/retention/summary")  # type: ignore[untyped-decorator]
+    class Summary(Base):
+        async def get(self, request: web.Request) -> web.Response:
+            # Building it scans this worker's table partitions: a short cache
+            # keeps a dashboard refreshing every second from doing that twice.
+            now = time.monotonic()
+            if summary_cache.get("at", -1e9) + SUMMARY_CACHE_SECONDS < now:
+                summary_cache["body"] = json_bytes(build_summary(rapp))
+                summary_cache["at"] = now
+            body: bytes = summary_cache["body"]
+            return self.bytes(body, content_type="application/json")
+
+    @app.page("/health/live")  # type: ignore[untyped-decorator]
+    class Live(Base):
+        async def get(self, request: web.Request) -> web.Response:
+            # Answering at all proves the event loop runs; a crashed agent exits
+            # the process (streams.app.crash_only), so there is no "alive but dead".
+            return self.send_json({"status": "live", "worker": rapp.web_address})
+
+    @app.page("/health/ready")  # type: ignore[untyped-decorator]
+    class Ready(Base):
+        async def get(self, request: web.Request) -> web.Response:
+            ready = rapp.is_ready()
+            body = {
+                "ready": ready,
+                "worker": rapp.web_address,
+                "recovering": rapp.is_recovering(),
+                "partitions": sorted(rapp.owned_partitions()),
+            }
+            return self.send_json(body, 200 if ready else 503)
+
+    @app.page("/metrics")  # type: ignore[untyped-decorator]
+    class Metrics(Base):
+        async def get(self, request: web.Request) -> web.Response:
+            return self.send_bytes(rapp.metrics.render(), METRICS_CONTENT_TYPE)
+
+    @app.page("/retention/")  # type: ignore[untyped-decorator]
+    class Dashboard(Base):
+        async def get(self, request: web.Request) -> web.Response:
+            return self.file("dashboard.html")
+
+        def file(self, name: str) -> web.Response:
+            path = static_file(name)
+            if path is None:
+                return self.send_json({"error": "not found", "name": name}, 404)
+            return self.send_bytes(
+                path.read_bytes(), content_type(path), {"Cache-Control": "no-cache"}
+            )
+
+    @app.page("/retention/static/{name}")  # type: ignore[untyped-decorator]
+    class Static(Dashboard):
+        async def get(self, request: web.Request, name: str) -> web.Response:  # type: ignore[override]
+            return self.file(name)
