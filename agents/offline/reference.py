@@ -22,11 +22,22 @@ Semantics (the stream implements the same):
   step k of anchor ``a_i`` is due at ``D = a_i + th_k`` and fires iff
   ``(i == n or D < a_{i+1}) and D <= until``. Customers without an order never
   get this rule.
+* ``overdue``: with ``o_1 <= ... <= o_n`` the order times, each distinct order
+  time ``a`` with at least ``overdue_min_orders`` orders at or before it is an
+  anchor; with ``g`` the median gap between consecutive orders among the newest
+  32 orders at or before ``a`` (mean of the middle two, floored to a microsecond,
+  for an even count), it is due at ``D = a + max(floor, int(g * k))`` and fires iff
+  no order falls in ``(a, D]`` and ``D <= until``.
 * Backfill: with ``backfill_until`` set, firings due before it are not emitted.
 * Output order: (due time, customer_id, rule order in config, step).
-
-Guardrails (holdout, opt-out, gaps, caps) are applied by :func:`apply_guardrails`
-after the complete firing list is built; for now it delivers everything.
+* Guardrails (:func:`apply_guardrails`), per customer in that order: holdout
+  (hash bucket < holdout_percent), opted_out (latest consent at or before D, an
+  opt-out winning a tie), min_gap (a delivered firing due in (D - gap, D]),
+  frequency_cap (>= cap delivered firings due in (D - window, D]).
+* Conversions: a delivered or holdout firing due at D converts on the earliest
+  counted order (ties: smaller event_id) with ``D < t <= D + attribution_window``.
+* Lifecycle stage: the same small state machine the stream runs, walked over the
+  customer's timeline (events at or before a due time come before that firing).
 """
 
 from __future__ import annotations
@@ -39,17 +50,25 @@ from decimal import Decimal
 from typing import Any, Protocol
 
 from agents.core import ids
+from agents.core.reports import CustomerRow
 from agents.core.settings import (
     RULE_INACTIVITY,
+    RULE_OVERDUE,
     RULE_SECOND_PURCHASE,
     CoreSettings,
     LadderSettings,
 )
 from agents.core.timeutil import MICROS_PER_SECOND, format_duration, iso
 from agents.core.validation import ValidationError, validate
-from schemas.records import KIND_CONSENT, KIND_PURCHASE, KIND_SESSION
+from schemas.records import CONSENT_OPTED_OUT, KIND_CONSENT, KIND_PURCHASE, KIND_SESSION
 
 OUTCOME_DELIVERED = "delivered"
+OUTCOME_HOLDOUT = "holdout"
+OUTCOME_OPTED_OUT = "opted_out"
+OUTCOME_MIN_GAP = "min_gap"
+OUTCOME_FREQUENCY_CAP = "frequency_cap"
+# Order times the stream keeps per customer for the cadence (see agents.core.state).
+CADENCE_ORDERS = 32
 
 
 class ReferenceConfig(Protocol):
@@ -82,6 +101,11 @@ class CustomerFacts:
     consents: tuple[tuple[int, str], ...]
     spend: Decimal
     events: int
+    # (occurred_at, event_id, order_id) of each counted order, ascending.
+    orders: tuple[tuple[int, str, str], ...] = ()
+    # (occurred_at, event_id) of each counted session, ascending.
+    sessions: tuple[tuple[int, str], ...] = ()
+    spend_by_currency: tuple[tuple[str, Decimal, int], ...] = ()  # currency, amount, orders
 
     @property
     def order_count(self) -> int:
@@ -125,20 +149,24 @@ class _CustomerLog:
 
     customer_id: str
     event_ids: set[str] = field(default_factory=set)
-    orders: dict[str, int] = field(default_factory=dict)
-    sessions: list[int] = field(default_factory=list)
+    orders: dict[str, tuple[int, str]] = field(default_factory=dict)  # order_id -> (t, event_id)
+    sessions: list[tuple[int, str]] = field(default_factory=list)
     consents: list[tuple[int, str]] = field(default_factory=list)
-    spend: Decimal = Decimal(0)
+    spend: dict[str, tuple[Decimal, int]] = field(default_factory=dict)
     events: int = 0
 
     def facts(self) -> CustomerFacts:
+        orders = sorted((t, e, o) for o, (t, e) in self.orders.items())
         return CustomerFacts(
             customer_id=self.customer_id,
-            order_times=tuple(sorted(self.orders.values())),
-            session_times=tuple(sorted(self.sessions)),
+            order_times=tuple(t for t, _, _ in orders),
+            session_times=tuple(sorted(t for t, _ in self.sessions)),
             consents=tuple(sorted(self.consents, key=lambda c: c[0])),
-            spend=self.spend,
+            spend=sum((a for a, _ in self.spend.values()), Decimal(0)),
             events=self.events,
+            orders=tuple(orders),
+            sessions=tuple(sorted(self.sessions)),
+            spend_by_currency=tuple((c, a, n) for c, (a, n) in sorted(self.spend.items())),
         )
 
 
@@ -210,23 +238,207 @@ def inactivity_firings(
     return out
 
 
-RuleFunction = Callable[[CustomerFacts, LadderSettings, int, int], list[Firing]]
+def overdue_firings(
+    facts: CustomerFacts, ladder: LadderSettings, rule_order: int, until: int, core: CoreSettings
+) -> list[Firing]:
+    """No order for k x the customer's median gap (at least the floor) after their last."""
+    times = list(facts.order_times)
+    out: list[Firing] = []
+    for anchor in sorted(set(times)):
+        upto = [t for t in times if t <= anchor]
+        if len(upto) < core.overdue_min_orders:
+            continue
+        kept = upto[-CADENCE_ORDERS:]
+        gaps = sorted(kept[i + 1] - kept[i] for i in range(len(kept) - 1))
+        n = len(gaps)
+        if n == 0:
+            continue
+        mid = gaps[n // 2] if n % 2 == 1 else (gaps[n // 2 - 1] + gaps[n // 2]) // 2
+        threshold = max(core.overdue_floor, int(mid * core.overdue_multiplier))
+        due = anchor + threshold
+        following = next((t for t in times if t > anchor), None)
+        if (following is None or due < following) and due <= until:
+            out.append(
+                Firing(facts.customer_id, ladder.rule, rule_order, 1, threshold, anchor, due)
+            )
+    return out
+
+
+RuleFunction = Callable[[CustomerFacts, LadderSettings, int, int, CoreSettings], list[Firing]]
 
 RULES: dict[str, RuleFunction] = {
-    RULE_SECOND_PURCHASE: second_purchase_firings,
-    RULE_INACTIVITY: inactivity_firings,
+    RULE_SECOND_PURCHASE: lambda f, lad, order, until, _: second_purchase_firings(
+        f, lad, order, until
+    ),
+    RULE_INACTIVITY: lambda f, lad, order, until, _: inactivity_firings(f, lad, order, until),
+    RULE_OVERDUE: overdue_firings,
 }
+
+
+def _opted_out_at(consents: tuple[tuple[int, str], ...], due: int) -> bool:
+    latest: tuple[int, bool] | None = None
+    for t, status in consents:
+        if t <= due:
+            key = (t, status == CONSENT_OPTED_OUT)
+            latest = key if latest is None or key > latest else latest
+    return latest is not None and latest[1]
 
 
 def apply_guardrails(
     firings: list[Firing], facts: dict[str, CustomerFacts], core: CoreSettings
 ) -> list[tuple[Firing, Verdict]]:
-    """Give every firing (already in output order) its verdict.
+    """Give every firing (already in output order) its verdict, SPEC section 4."""
+    delivered: dict[str, list[int]] = {}
+    out: list[tuple[Firing, Verdict]] = []
+    for f in firings:
+        holdout = ids.holdout_bucket(f.customer_id, core.holdout_salt) < core.holdout_percent
+        sent = delivered.setdefault(f.customer_id, [])
+        if holdout:
+            outcome = OUTCOME_HOLDOUT
+        elif _opted_out_at(facts[f.customer_id].consents, f.due):
+            outcome = OUTCOME_OPTED_OUT
+        elif sent and f.due - sent[-1] < core.min_gap:
+            outcome = OUTCOME_MIN_GAP
+        elif len([t for t in sent if t > f.due - core.frequency_window]) >= core.frequency_cap:
+            outcome = OUTCOME_FREQUENCY_CAP
+        else:
+            outcome = OUTCOME_DELIVERED
+            sent.append(f.due)
+        out.append((f, Verdict(outcome == OUTCOME_DELIVERED, outcome, holdout)))
+    return out
 
-    The guardrails of SPEC section 4 (holdout, opted_out, min_gap, frequency_cap)
-    will walk each customer's firings in this order; until then all are delivered.
+
+@dataclass(frozen=True, slots=True)
+class Conversion:
+    """The first order within the attribution window after a delivered/holdout firing."""
+
+    firing: Firing
+    group: str
+    converted_at: int
+    order_id: str
+
+
+def conversions(
+    judged: list[tuple[Firing, Verdict]], facts: dict[str, CustomerFacts], core: CoreSettings
+) -> list[Conversion]:
+    out: list[Conversion] = []
+    for f, verdict in judged:
+        if verdict.outcome not in (OUTCOME_DELIVERED, OUTCOME_HOLDOUT):
+            continue
+        window_end = f.due + core.attribution_window
+        hit = next(
+            ((t, o) for t, _, o in facts[f.customer_id].orders if f.due < t <= window_end), None
+        )
+        if hit is not None:
+            out.append(Conversion(f, verdict.outcome, hit[0], hit[1]))
+    return out
+
+
+def outcome_dict(c: Conversion, core: CoreSettings) -> dict[str, Any]:
+    """The JSON form of one conversion, field for field what retention.outcomes carries."""
+    f = c.firing
+    return {
+        "schema": "outcome/1",
+        "trigger_id": ids.trigger_id(f.customer_id, f.rule, f.step, f.anchor),
+        "customer_id": f.customer_id,
+        "rule": f.rule,
+        "step": f.step,
+        "group": c.group,
+        "anchor_at": iso(f.anchor),
+        "due_at": iso(f.due),
+        "converted_at": iso(c.converted_at),
+        "order_id": c.order_id,
+        "hours_to_convert": round((c.converted_at - f.due) / (3600 * MICROS_PER_SECOND), 3),
+        "attribution_window": {
+            "iso": format_duration(timedelta(microseconds=core.attribution_window)),
+            "seconds": core.attribution_window // MICROS_PER_SECOND,
+        },
+    }
+
+
+def lifecycle_stage(facts: CustomerFacts, inactivity: list[Firing], steps: int) -> str:
+    """Walk the customer's timeline through the stage machine of SPEC section 6.
+
+    prospect -> new (first order) -> repeat (second order); an inactivity step
+    makes the customer at_risk, its last step lapsed; activity after that brings
+    them back (new/repeat from at_risk, reactivated from lapsed).
     """
-    return [(firing, DELIVERED) for firing in firings]
+    timeline: list[tuple[int, int, str, str]] = []
+    for t, e, _ in facts.orders:
+        timeline.append((t, 0, e, "order"))
+    for t, e in facts.sessions:
+        timeline.append((t, 0, e, "session"))
+    for f in inactivity:
+        # A step due at D comes after every event at D (sort key 1 > 0).
+        timeline.append((f.due, 1, "", "last" if f.step == steps else "step"))
+    stage, orders, last_activity = "prospect", 0, None
+    for t, _, _, kind in sorted(timeline):
+        if kind == "order":
+            orders += 1
+            if stage == "prospect":
+                stage = "new"
+            if stage == "new" and orders >= 2:
+                stage = "repeat"
+        if kind in ("order", "session"):
+            if last_activity is None or t > last_activity:
+                last_activity = t
+                if stage == "lapsed":
+                    stage = "reactivated"
+                elif stage == "at_risk":
+                    stage = "repeat" if orders >= 2 else "new"
+        elif kind == "step":
+            stage = "at_risk"
+        elif kind == "last":
+            stage = "lapsed"
+    return stage
+
+
+def report_rows(
+    facts: dict[str, CustomerFacts],
+    all_firings: list[Firing],
+    judged: list[tuple[Firing, Verdict]],
+    converted: list[Conversion],
+    core: CoreSettings,
+) -> list[CustomerRow]:
+    """One :class:`CustomerRow` per customer, built from the file alone."""
+    inactivity: dict[str, list[Firing]] = {}
+    for f in all_firings:
+        if f.rule == RULE_INACTIVITY:
+            inactivity.setdefault(f.customer_id, []).append(f)
+    decided: dict[str, dict[str, int]] = {}
+    for f, v in judged:
+        key = f"{f.rule}/{f.step}/{v.outcome}"
+        counts = decided.setdefault(f.customer_id, {})
+        counts[key] = counts.get(key, 0) + 1
+    won: dict[str, dict[str, int]] = {}
+    for c in converted:
+        key = f"{c.firing.rule}/{c.firing.step}/{c.group}"
+        counts = won.setdefault(c.firing.customer_id, {})
+        counts[key] = counts.get(key, 0) + 1
+    rows = []
+    steps = len(core.inactivity.steps)
+    for cid, fx in facts.items():
+        spans: list[list[int]] = []
+        for t in fx.order_times:
+            if spans and t <= spans[-1][1]:
+                spans[-1][1] = t + core.active_window
+            else:
+                spans.append([t, t + core.active_window])
+        rows.append(
+            CustomerRow(
+                customer_id=cid,
+                orders=fx.order_count,
+                first_order_at=fx.first_order,
+                second_order_at=fx.second_order,
+                spend={c: format(a, "f") for c, a, _ in fx.spend_by_currency},
+                order_currencies={c: n for c, _, n in fx.spend_by_currency},
+                active_spans=tuple((a, b) for a, b in spans),
+                stage=lifecycle_stage(fx, inactivity.get(cid, []), steps),
+                decision_counts=decided.get(cid, {}),
+                conversion_counts=won.get(cid, {}),
+            )
+        )
+    return rows
 
 
 def decision_dict(firing: Firing, verdict: Verdict) -> dict[str, Any]:
@@ -255,6 +467,8 @@ class ReferenceResult:
 
     decisions: list[dict[str, Any]]
     firings: list[tuple[Firing, Verdict]]
+    outcomes: list[dict[str, Any]]
+    rows: list[CustomerRow]
     dead_letters: dict[str, int]
     events: int  # valid events that changed something (after both kinds of dedup)
     duplicates: int  # valid lines whose event_id the customer had sent before
@@ -320,10 +534,12 @@ def compute_decisions(
             if event.order_id in log.orders:
                 order_retries += 1
                 continue
-            log.orders[event.order_id] = event.occurred_at
-            log.spend += Decimal(event.amount)
+            log.orders[event.order_id] = (event.occurred_at, event.event_id)
+            currency = event.currency or "XXX"
+            amount, n = log.spend.get(currency, (Decimal(0), 0))
+            log.spend[currency] = (amount + Decimal(event.amount), n + 1)
         elif event.kind == KIND_SESSION:
-            log.sessions.append(event.occurred_at)
+            log.sessions.append((event.occurred_at, event.event_id))
         elif event.kind == KIND_CONSENT:
             assert event.status is not None
             log.consents.append((event.occurred_at, event.status))
@@ -339,7 +555,8 @@ def compute_decisions(
             if rule is None:
                 continue
             for customer in facts.values():
-                firings.extend(rule(customer, ladder, rule_order, horizon))
+                firings.extend(rule(customer, ladder, rule_order, horizon, core))
+    every_firing = list(firings)
     if core.backfill_until is not None:
         cut_over = core.backfill_until
         # Backfill loads history without firing: these never happened, so they
@@ -347,9 +564,12 @@ def compute_decisions(
         firings = [f for f in firings if f.due >= cut_over]
     firings.sort(key=Firing.sort_key)
     judged = apply_guardrails(firings, facts, core)
+    converted = conversions(judged, facts, core)
     return ReferenceResult(
         decisions=[decision_dict(f, v) for f, v in judged],
         firings=judged,
+        outcomes=[outcome_dict(c, core) for c in converted],
+        rows=report_rows(facts, every_firing, judged, converted, core),
         dead_letters=dict(sorted(dead_letters.items())),
         events=events,
         duplicates=duplicates,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import statistics
 import subprocess
 import sys
 from dataclasses import replace
@@ -442,6 +443,16 @@ def test_decisions_match_the_rules_evaluated_at_each_due_time(lines: list[bytes]
                 n_orders, last = _state_at(events, d)
                 if d <= until and n_orders >= 1 and last == anchor:
                     expected.add((customer, "inactivity", step, anchor, d))
+        for anchor in set(orders):
+            upto = [t for t in orders if t <= anchor]
+            if len(upto) < 3:
+                continue
+            gaps = [b - a for a, b in itertools.pairwise(upto[-32:])]
+            # median of the gaps, an even count's floored to a microsecond
+            threshold = max(7 * DAY, 2 * int(statistics.median(gaps)))
+            d = anchor + threshold
+            if d <= until and max(t for t in orders if t <= d) == anchor:
+                expected.add((customer, "overdue", 1, anchor, d))
     result = run(lines, until)
     got = {(f.customer_id, f.rule, f.step, f.anchor, f.due) for f, _ in result.firings}
     assert got == expected
