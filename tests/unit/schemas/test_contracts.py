@@ -23,18 +23,27 @@ from jsonschema import Draft202012Validator
 
 import schemas
 from agents.core.clock import ManualClock
-from agents.core.engine import Engine, Firing
+from agents.core.engine import Conversion, Engine, Firing
+from agents.core.guardrails import OUTCOME_DELIVERED
 from agents.core.settings import DAY, CoreSettings
 from agents.core.state import CustomerState
 from agents.core.timeutil import to_micros
 from agents.core.validation import ERROR_CODES, ValidationError, validate
 from agents.ingest import IngestHandler
-from agents.messages import OUTCOME_DELIVERED, decision_record, nudge_record
-from schemas.records import DeadLetter, Decision, Event, NudgeTrigger, SourcePosition, Threshold
+from agents.messages import decision_record, nudge_record, outcome_record
+from schemas.records import (
+    DeadLetter,
+    Decision,
+    Event,
+    NudgeTrigger,
+    Outcome,
+    SourcePosition,
+    Threshold,
+)
 
 SCHEMA_DIR = Path(schemas.__file__).parent
 INPUTS = ("purchase", "session", "consent")
-OUTPUTS = ("decision", "nudge", "dead_letter")
+OUTPUTS = ("decision", "nudge", "dead_letter", "outcome")
 NOW = to_micros(datetime(2026, 3, 10, 12, 0, tzinfo=UTC))
 FAR_FUTURE = 2**62  # disables the future_timestamp check
 HUGE = 1 << 30  # disables the too_large check
@@ -315,9 +324,28 @@ def real_firings() -> list[Firing]:
     session = _event("session", 2, T0 + 2 * DAY, session_id="s1", channel="app")
     assert engine.ingest(state, first, T0) == []
     assert engine.ingest(state, session, T0 + 2 * DAY) == []
-    firings = engine.advance(state, T0 + 40 * DAY)
+    firings = [f for f in engine.advance(state, T0 + 40 * DAY) if isinstance(f, Firing)]
     assert {(f.rule, f.step) for f in firings} >= {("second_purchase", 1), ("inactivity", 1)}
     return firings
+
+
+def real_outcomes() -> list[dict[str, Any]]:
+    """Conversions of a delivered and of a holdout customer, built by the real engine."""
+    out = []
+    for percent, cid in ((0.0, "cus_000481"), (100.0, "cus_000482")):
+        engine = Engine(CoreSettings(holdout_percent=percent))
+        state = CustomerState(customer_id=cid, partition=0)
+        first = Event("purchase", "evt-1", cid, T0, order_id="o1", amount="20", currency="EUR")
+        engine.ingest(state, first, T0)
+        engine.advance(state, T0 + 7 * DAY)
+        late = T0 + 9 * DAY + 1_500_000
+        order = Event("purchase", "evt-2", cid, late, order_id="o2", amount="0", currency="EUR")
+        emitted = engine.ingest(state, order, late) or []
+        (conversion,) = [c for c in emitted if isinstance(c, Conversion)]
+        record = outcome_record(conversion, attribution_window=5 * DAY)
+        out.append(orjson.loads(orjson.dumps(record)))
+    assert [o["group"] for o in out] == ["delivered", "holdout"]
+    return out
 
 
 def real_decisions() -> list[dict[str, Any]]:
@@ -381,6 +409,25 @@ def test_decision_schema_ties_delivered_to_outcome() -> None:
     assert not VALIDATORS["decision"].is_valid(d | {"delivered": False})
     assert not VALIDATORS["decision"].is_valid(d | {"unexpected": 1})
     assert not VALIDATORS["nudge"].is_valid(nudge_record(d) | {"clock": "wall"})
+
+
+def test_outcome_records_validate() -> None:
+    outcomes = real_outcomes()
+    for o in outcomes:
+        _assert_valid("outcome", o)
+        assert o["hours_to_convert"] == 48.0  # two days and 1.5 s after the day-7 firing
+    assert set(load("outcome")["required"]) == set(outcomes[0])
+    assert not VALIDATORS["outcome"].is_valid(outcomes[0] | {"group": "min_gap"})
+
+
+def test_outcome_dataclass_matches_schema() -> None:
+    assert _fields(Outcome) == set(load("outcome")["properties"])
+    o = real_outcomes()[0]
+    record = Outcome(
+        **{k: v for k, v in o.items() if k != "attribution_window"},
+        attribution_window=Threshold(**o["attribution_window"]),
+    )
+    _assert_valid("outcome", dataclasses.asdict(record))
 
 
 def test_dead_letter_records_validate() -> None:
