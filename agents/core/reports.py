@@ -139,13 +139,16 @@ def _month_start(year: int, month: int) -> int:
 
 
 def _months(first: int, last: int) -> list[tuple[str, int, int]]:
-    """Calendar months (label, start, end) from the one holding ``first`` to ``last``'s."""
+    """Calendar months (label, start, end) from the one holding ``first`` to ``last``'s.
+
+    A month starting exactly at ``last`` has no time in it yet and is left out.
+    """
     d = datetime.fromtimestamp(first / 1_000_000, UTC)
     y, m = d.year, d.month
     out: list[tuple[str, int, int]] = []
     while True:
         start = _month_start(y, m)
-        if start > last:
+        if start > last or (start == last and out):
             return out
         ny, nm = (y + 1, 1) if m == 12 else (y, m + 1)
         out.append((f"{y:04d}-{m:02d}", start, _month_start(ny, nm)))

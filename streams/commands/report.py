@@ -1,14 +1,20 @@
 """retention report: retention numbers and decisions.
 
-``--from-file FILE`` computes them offline with the reference implementation
-(:mod:`agents.offline.reference`), the same numbers the stream is tested against.
-``--decisions --format json`` prints the list of decision objects, one per line.
+Without ``--from-file`` the live report: the customer table read from its
+changelog topic (every partition, whichever workers own them), as of the stream
+clock every partition has reached (stream mode) or now (wall mode).
+``--from-file FILE`` computes the same report offline with the reference
+implementation (:mod:`agents.offline.reference`), the numbers the stream is
+tested against.  ``--decisions --format json`` prints the offline decisions, one
+per line.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import timedelta
@@ -16,13 +22,18 @@ from pathlib import Path
 from typing import IO, Any
 
 import orjson
+from aiokafka.errors import KafkaConnectionError
 
+from agents.core.guardrails import OUTCOMES
+from agents.core.reports import CustomerRow, build_report, render_report
 from agents.core.settings import RULE_OVERDUE, CoreSettings
 from agents.core.timeutil import format_duration, iso
 from agents.offline.reference import ReferenceResult, compute_decisions
 from streams.commands._common import fail
-from streams.config import load_config
+from streams.config import Config, load_config
+from streams.kafka import changelog_topics
 from streams.sample import iso_date_or_time
+from streams.tables import read_table
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -45,6 +56,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--now",
         metavar="T",
         help="the processor clock for the future-timestamp check (default: the wall clock)",
+    )
+    parser.add_argument(
+        "--as-of",
+        metavar="T",
+        help="report as of T (default: the evaluation horizon; live: the stream clock or now)",
     )
     parser.add_argument(
         "--decisions",
@@ -81,19 +97,59 @@ def _open(name: str) -> Iterator[IO[bytes]]:
         yield handle
 
 
-def run(args: argparse.Namespace) -> int:
-    if not args.from_file:
-        return fail(
-            "the live report is not yet available: use --from-file FILE "
-            "(e.g. retention report --from-file events.jsonl)",
-            2,
+def live_report(config: Config, as_of: int | None = None) -> dict[str, Any]:
+    """The report/1 document from the tables (their changelog), plus where it came from."""
+    snapshot = asyncio.run(read_table(config))
+    if as_of is None:
+        as_of = snapshot.stream_watermark(config.partitions) if config.clock == "stream" else None
+        if as_of is None:
+            as_of = time.time_ns() // 1000
+    rows = [CustomerRow.from_state(s) for s in snapshot.customers.values()]
+    return {
+        "source": "live",
+        "changelog": changelog_topics(config)[0],
+        "records": snapshot.records,
+        "clock": config.clock,
+        "report": build_report(rows, as_of=as_of, settings=config.report),
+    }
+
+
+def _run_live(args: argparse.Namespace, config: Config, as_of: int | None) -> int:
+    if args.decisions:
+        return fail("--decisions needs --from-file (decisions live on the decisions topic)", 2)
+    try:
+        data = live_report(config, as_of)
+    except KafkaConnectionError as exc:
+        return fail(f"cannot reach Kafka at {config.kafka}: {exc}")
+    if args.format == "json":
+        text = orjson.dumps(data, option=orjson.OPT_INDENT_2).decode() + "\n"
+    else:
+        text = (
+            f"Retention report (live, from {data['changelog']}, {data['records']:,} records)\n\n"
+            + render_report(data["report"])
         )
+    return _write(text)
+
+
+def _write(text: str) -> int:
+    try:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        pass
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
     try:
         until = _time_arg("--until", args.until)
         now = _time_arg("--now", args.now)
+        as_of = _time_arg("--as-of", args.as_of)
     except _ArgumentError as exc:
         return fail(str(exc), 2)
     config = load_config()
+    if not args.from_file:
+        return _run_live(args, config, as_of)
     try:
         with _open(args.from_file) as handle:
             result = compute_decisions(handle, config, until=until, now=now)
@@ -109,17 +165,16 @@ def run(args: argparse.Namespace) -> int:
         )
     else:
         data = summary(result, config.core, source=args.from_file)
+        horizon = as_of if as_of is not None else result.until
+        if horizon is not None:
+            data["report"] = build_report(result.rows, as_of=horizon, settings=config.report)
         text = (
             orjson.dumps(data, option=orjson.OPT_INDENT_2).decode() + "\n"
             if args.format == "json"
             else summary_table(data)
+            + ("\n" + render_report(data["report"]) if "report" in data else "")
         )
-    try:
-        sys.stdout.write(text)
-        sys.stdout.flush()
-    except BrokenPipeError:
-        pass
-    return 0
+    return _write(text)
 
 
 # --- rendering -----------------------------------------------------------------------
@@ -169,7 +224,14 @@ def summary(result: ReferenceResult, core: CoreSettings, *, source: str) -> dict
         },
         "customers": result.customers,
         "customers_with_orders": sum(1 for f in facts if f.order_count >= 1),
-        "decisions": {"total": len(result.decisions), "by_rule_step": by_step},
+        "decisions": {
+            "total": len(result.decisions),
+            "by_rule_step": by_step,
+            "by_outcome": {
+                o: sum(1 for d in result.decisions if d["outcome"] == o) for o in OUTCOMES
+            },
+        },
+        "outcomes": len(result.outcomes),
     }
 
 

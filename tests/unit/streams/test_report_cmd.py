@@ -240,7 +240,7 @@ def test_a_generated_sample_round_trips(tmp_path: Path, capsys: pytest.CaptureFi
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        ([], "not yet available: use --from-file"),
+        (["--decisions"], "--decisions needs --from-file"),
         (["--from-file", "/no/such/file.jsonl"], "no such file"),
         (["--from-file", "-", "--until", "soon"], "--until"),
         (["--from-file", "-", "--until", "2026-03-01T00:00:00"], "UTC offset"),
