@@ -7,6 +7,7 @@ fetched, and logs nothing to the console. Screenshots go to ``artifacts/``.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 import urllib.request
@@ -18,7 +19,10 @@ from typing import Any
 import pytest
 
 from agents.core.timeutil import parse_timestamp, to_micros
+from agents.offline.reference import compute_decisions
+from streams.config import Config
 from streams.sample import generate
+from tests.e2e.harness import Deployment
 from tests.fixtures.browser import (
     PageServer,
     chromium,
@@ -150,7 +154,15 @@ def assert_page_matches(driver: Any, summary: dict[str, Any]) -> None:
 
 def open_dashboard(driver: Any, base: str, refresh: int = 1) -> dict[str, Any]:
     driver.get(f"{base}/retention/?refresh={refresh}")
-    got: dict[str, Any] = wait_until("every chart drawn", lambda: drawn(driver))
+    try:
+        got: dict[str, Any] = wait_until("every chart drawn", lambda: drawn(driver))
+    except AssertionError as exc:
+        banner = driver.find_element("id", "banner").text
+        states = {k: v["state"] for k, v in charts(driver).items()}
+        logs = "\n".join(e["message"] for e in driver.get_log("browser"))
+        raise AssertionError(
+            f"{exc}\nbanner: {banner!r}\ncharts: {states}\nconsole:\n{logs}"
+        ) from None
     return got
 
 
@@ -226,3 +238,60 @@ def fetch_summary(base: str) -> dict[str, Any]:
     with urllib.request.urlopen(f"{base}/retention/summary", timeout=10) as resp:
         body: dict[str, Any] = json.loads(resp.read())
         return body
+
+
+def summary_when_settled(base: str, timeout: float = 60.0) -> dict[str, Any]:
+    """The worker's summary once two reads a few seconds apart agree on the numbers."""
+
+    def stable_part(s: dict[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in s.items() if k not in ("generated_at", "read_model")}
+
+    previous: dict[str, Any] | None = None
+
+    def settled() -> dict[str, Any] | None:
+        nonlocal previous
+        try:
+            current = fetch_summary(base)
+        except OSError:
+            return None
+        same = previous is not None and stable_part(previous) == stable_part(current)
+        previous = current
+        return current if same and current["counts"]["decisions"] > 0 else None
+
+    result: dict[str, Any] = wait_until("a settled /retention/summary", settled, timeout)
+    return result
+
+
+@pytest.mark.integration
+async def test_dashboard_of_a_worker_fed_with_a_sample(
+    deployment: Deployment, sample_lines: list[bytes], tmp_path: Path
+) -> None:
+    require_browser()
+    until = to_micros(parse_timestamp(END))
+    reference = compute_decisions(sample_lines, Config(), until=until)
+    worker = deployment.start_worker()
+    await deployment.produce(sample_lines, until=END)
+    await deployment.wait_idle(timeout=300)
+    assert worker.alive, worker.log_tail()
+    base = f"http://127.0.0.1:{worker.web_port}"
+    summary = await asyncio.to_thread(summary_when_settled, base)
+    assert summary["counts"]["customers"] == reference.customers
+
+    with chromium(tmp_path) as driver:
+        got = open_dashboard(driver, base, refresh=2)
+        # The charts have data: histogram bars, points over time, stages, reasons.
+        assert got["ttsp"]["state"] == "ready", got["ttsp"]
+        assert sum(m["value"] for m in got["ttsp"]["marks"]) > 0
+        assert got["triggers"]["state"] == "ready" and got["triggers"]["marks"], got["triggers"]
+        assert got["lifecycle"]["state"] == "ready" and got["lifecycle"]["total"] > 0
+        assert got["suppression"]["state"] == "ready" and got["suppression"]["marks"]
+        assert got["decisions"]["state"] == "ready"
+        # The page shows what the worker's summary says (read again now, after the page did).
+        assert_page_matches(driver, fetch_summary(base))
+        shown = metrics(driver)["customers"]["text"]
+        assert shown == f"{reference.customers:,}"
+        assert_refreshes(driver)
+        assert_no_console_errors(driver)
+        assert driver.find_element("id", "banner").get_attribute("hidden") is not None
+        path = save_screenshot(driver, "dashboard.png")
+        print(f"\nscreenshot: {path}")
