@@ -24,7 +24,9 @@ from typing import Any
 
 import orjson
 
+from agents.core.guardrails import SUPPRESSIONS
 from agents.core.timeutil import iso
+from streams.commands.report import live_report
 from streams.config import Config, load_config
 from streams.local.procs import LocalStackError
 from streams.local.stack import LocalStack, StackInfo
@@ -153,9 +155,13 @@ async def demo(config: Config, args: argparse.Namespace, worker: subprocess.Pope
         return 1
     say(f"processed in {time.monotonic() - t0:.1f} s\n")
     await summary(config, len(lines))
+    say(f"\ndashboard: {dashboard_url(config)}")
     if args.exit_after_summary:
         return 0
-    say(f"\nFaust web: http://{config.web_host}:{config.web_port}/  (Ctrl-C stops everything)")
+    say(
+        f"Faust web: http://{config.web_host}:{config.web_port}/  "
+        "(the worker keeps running; Ctrl-C stops everything)"
+    )
     while worker.poll() is None:
         await asyncio.sleep(1)
     return 1
@@ -183,7 +189,27 @@ async def summary(config: Config, sent: int) -> None:
     for (rule, step), n in sorted(per_step.items()):
         say(f"    {rule:<17} step {step}  {n:>6}")
     outcomes = Counter(d["outcome"] for d in decisions)
-    say("outcomes               " + ", ".join(f"{k} {v}" for k, v in sorted(outcomes.items())))
+    say(f"delivered              {outcomes['delivered']:>8}")
+    say(f"suppressed             {sum(outcomes.values()) - outcomes['delivered']:>8}   by reason:")
+    for reason in SUPPRESSIONS:
+        say(f"    {reason:<22}{outcomes[reason]:>6}")
+    conversions = [orjson.loads(v) for v in await read_all(config, topics.outcomes)]
+    say(f"conversions            {len(conversions):>8}   (orders within the attribution window)")
+    report = (await asyncio.to_thread(live_report, config))["report"]
+    say(f"repeat purchase rate   {report['rpr']['rate'] or 0:>8.1%}")
+    ttsp = report["ttsp"]["overall"]
+    if ttsp["median_days"] is not None:
+        say(f"median days to 2nd order {ttsp['median_days']:>6}")
+    say("lifecycle stages       " + ", ".join(f"{k} {v}" for k, v in report["lifecycle"].items()))
+    say("\nlift per rule and step (conversion rate, delivered vs holdout control group):")
+    for x in report["lift"]:
+        d, h = x["delivered"], x["holdout"]
+        lift = "   n/a" if x["lift_percent"] is None else f"{x['lift_percent']:+6.1f}%"
+        rule = f"{x['rule']:<17} step {x['step']}"
+        say(
+            f"    {rule}  delivered {d['conversions']:>4}/{d['firings']:<5}"
+            f" holdout {h['conversions']:>4}/{h['firings']:<5} lift {lift}"
+        )
     say("\nexample triggers:")
     for ex in _examples(nudges):
         head = f"  {ex['due_at'][:10]}  {ex['customer_id']:<12} {ex['rule']}#{ex['step']}"
@@ -191,7 +217,12 @@ async def summary(config: Config, sent: int) -> None:
         say(f"      trigger_id {ex['trigger_id']}")
     say("\nwhere to look next:")
     say(f"  retention tail nudges      (with RETENTION_TOPIC_PREFIX={config.topic_prefix})")
+    say("  retention report            (the live report from the tables)")
     say("  retention report --from-file FILE   (the offline reference)")
+
+
+def dashboard_url(config: Config) -> str:
+    return f"http://{config.web_host}:{config.web_port}/retention/"
 
 
 def _examples(nudges: list[dict[str, Any]]) -> list[dict[str, Any]]:

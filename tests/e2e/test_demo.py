@@ -38,6 +38,13 @@ def test_demo_prints_a_summary_and_stops_what_it_started(tmp_path: Path) -> None
     assert re.search(r"^customers\s+400$", out, re.MULTILINE)
     assert "dead letters" in out and "second_purchase   step 1" in out
     assert out.count("trigger_id ") == 5
+    # Guardrails and lift are on screen: every suppression reason, the control group.
+    for reason in ("holdout", "opted_out", "min_gap", "frequency_cap"):
+        assert re.search(rf"^\s+{reason}\s+\d+$", out, re.MULTILINE), reason
+    assert re.search(r"^suppressed\s+[1-9]\d*", out, re.MULTILINE)
+    assert re.search(r"second_purchase\s+step 1\s+delivered\s+\d+/[1-9]\d*\s+holdout", out)
+    assert "lifecycle stages" in out
+    assert re.search(r"^dashboard: http://127\.0\.0\.1:\d+/retention/$", out, re.MULTILINE)
     assert "local stack stopped" in out
     # Nothing left running from the demo's own stack.
     assert not (tmp_path / "home" / "run" / "stack.json").exists()
