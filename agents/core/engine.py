@@ -91,7 +91,8 @@ class Firing:
         if self.rule == RULE_INACTIVITY:
             return f"no activity for {span} since {day}"
         if self.rule == RULE_OVERDUE:
-            return f"no order for {span} (twice their usual gap) since {day}"
+            # The threshold is per customer (k x their median gap, or the floor).
+            return f"no order for {span} since {day}, overdue for their usual rhythm"
         return f"{self.rule} step {self.step}: {span} after {day}"
 
 

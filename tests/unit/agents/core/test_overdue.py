@@ -204,10 +204,6 @@ def test_multiplier_floor_and_minimum_orders_are_configurable(
     assert got == [(at(days=a), th * DAY, at(days=d)) for a, th, d in expected]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Firing.reason() hard-codes 'twice their usual gap' whatever the multiplier or floor",
-)
 @pytest.mark.parametrize(
     ("overrides", "days", "threshold"),
     [
