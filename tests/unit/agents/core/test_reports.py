@@ -1,0 +1,368 @@
+"""Retention reports (SPEC section 6) on small cases worked out by hand."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from agents.core.reports import (
+    CustomerRow,
+    ReportSettings,
+    build_report,
+    clv,
+    crr,
+    lift_percent,
+    median,
+    percentile,
+    render_report,
+)
+from agents.core.settings import DAY
+from agents.core.state import STAGES
+from agents.core.timeutil import to_micros
+
+
+def t(y: int, m: int, d: int, h: int = 0) -> int:
+    return to_micros(datetime(y, m, d, h, tzinfo=UTC))
+
+
+def buyer(cid: str, first: int, *, orders: int = 1, **kw: Any) -> CustomerRow:
+    return CustomerRow(customer_id=cid, orders=orders, first_order_at=first, **kw)
+
+
+# --- the small formulas ----------------------------------------------------------------
+
+
+def test_crr_of_the_spec_example_is_0_7917_not_the_published_0_85() -> None:
+    # (E - N) / S0 = (1100 - 150) / 1200 = 950 / 1200
+    value = crr(1200, 150, 1100)
+    assert value is not None
+    assert round(value, 4) == 0.7917
+    assert round(value, 2) != 0.85
+
+
+def test_crr_without_anyone_active_at_the_start_is_undefined() -> None:
+    assert crr(0, 3, 3) is None
+
+
+def test_clv_of_the_spec_example() -> None:
+    assert clv(100, 4, 2) == 800
+
+
+def test_lift_percent() -> None:
+    assert lift_percent(0.30, 0.20) == pytest.approx(50.0)
+    assert lift_percent(0.10, 0.20) == pytest.approx(-50.0)
+    assert lift_percent(0.30, 0.0) is None
+    assert lift_percent(None, 0.2) is None
+    assert lift_percent(0.2, None) is None
+
+
+def test_median_and_nearest_rank_percentiles() -> None:
+    assert median([]) is None
+    assert median([5.0]) == 5.0
+    assert median([3.0, 1.0, 2.0]) == 2.0
+    assert median([4.0, 1.0, 3.0, 2.0]) == 2.5
+    xs = [float(x) for x in range(1, 11)]  # 1..10
+    assert percentile(xs, 75) == 8.0  # ceil(7.5) = 8th value
+    assert percentile(xs, 90) == 9.0
+    assert percentile(xs, 100) == 10.0
+    assert percentile([7.0], 90) == 7.0
+    assert percentile([], 50) is None
+
+
+# --- CRR per month -----------------------------------------------------------------------
+
+DEC1, JAN1, FEB1, MAR1, APR1 = (
+    t(2025, 12, 1),
+    t(2026, 1, 1),
+    t(2026, 2, 1),
+    t(2026, 3, 1),
+    t(2026, 4, 1),
+)
+CRR_AS_OF = t(2026, 3, 15)
+
+
+def crr_rows() -> list[CustomerRow]:
+    return [
+        # a: one order on Dec 10, active until Mar 10
+        buyer("a", t(2025, 12, 10), active_spans=((t(2025, 12, 10), t(2026, 3, 10)),)),
+        # b: first order Jan 20 (new in January), 3 orders
+        buyer("b", t(2026, 1, 20), orders=3, active_spans=((t(2026, 1, 20), t(2026, 4, 20)),)),
+        # c: an order at the very first instant of December; span ends exactly at March 1
+        buyer("c", DEC1, active_spans=((DEC1, MAR1),)),
+        # d: active in December, lapsed through January, back on Feb 10
+        buyer(
+            "d",
+            t(2025, 12, 5),
+            orders=2,
+            active_spans=((t(2025, 12, 5), t(2026, 1, 5)), (t(2026, 2, 10), t(2026, 3, 12))),
+        ),
+        # p: sessions only - not a buyer, in no count
+        CustomerRow(customer_id="p"),
+    ]
+
+
+def test_crr_per_month_across_month_boundaries() -> None:
+    report = build_report(crr_rows(), as_of=CRR_AS_OF)
+    got = [(p["period"], p["s0"], p["n"], p["e"], p["crr"], p["partial"]) for p in report["crr"]]
+    assert got == [
+        # Dec: nobody active on Nov 30; a, c, d are new and active on Dec 31.
+        ("2025-12", 0, 3, 3, None, False),
+        # Jan: a, c, d active at the start; b new; d lapsed by Jan 31: (3 - 1) / 3
+        ("2026-01", 3, 1, 3, 0.6667, False),
+        # Feb: a, b, c at the start; nobody new; d is back, c's span runs to the
+        # last microsecond of February: (4 - 0) / 3
+        ("2026-02", 3, 0, 4, 1.3333, False),
+        # Mar (to Mar 15): a, b, c, d at the start; only b still active: 1 / 4
+        ("2026-03", 4, 0, 1, 0.25, True),
+    ]
+
+
+def test_a_span_ending_at_the_month_start_is_not_active_in_that_month() -> None:
+    rows = [buyer("c", DEC1, active_spans=((DEC1, MAR1),))]
+    march = build_report(rows, as_of=t(2026, 3, 20))["crr"][-1]
+    assert (march["period"], march["s0"], march["e"]) == ("2026-03", 1, 0)
+    assert march["crr"] == 0.0
+
+
+# --- RPR ---------------------------------------------------------------------------------
+
+
+def test_repeat_purchase_rate_counts_buyers_only() -> None:
+    rpr = build_report(crr_rows(), as_of=CRR_AS_OF)["rpr"]
+    # buyers a, b, c, d; repeaters b (3 orders) and d (2); p has no order
+    assert rpr == {"buyers": 4, "repeaters": 2, "rate": 0.5}
+
+
+def test_repeat_purchase_rate_without_buyers_is_null() -> None:
+    report = build_report([CustomerRow(customer_id="p")], as_of=CRR_AS_OF)
+    assert report["rpr"] == {"buyers": 0, "repeaters": 0, "rate": None}
+    assert report["crr"] == [] and report["clv"] == []
+    assert (report["customers"], report["buyers"]) == (1, 0)
+
+
+# --- CLV ---------------------------------------------------------------------------------
+
+
+def clv_rows() -> list[CustomerRow]:
+    # Two buyers, 4 orders each of 100 EUR on average, observed for exactly one year
+    # (the earliest first order to as_of): AOV 100, 4 orders per year.
+    start = t(2025, 1, 1)
+    return [
+        buyer("x", start, orders=4, spend={"EUR": "400.00"}, order_currencies={"EUR": 4}),
+        buyer(
+            "y",
+            start + 100 * DAY,
+            orders=4,
+            spend={"EUR": "350.00"},
+            order_currencies={"EUR": 4},
+        ),
+        buyer(
+            "z",
+            start + 200 * DAY,
+            orders=4,
+            spend={"EUR": "250.00", "USD": "90.00"},
+            order_currencies={"EUR": 2, "USD": 2},
+        ),
+    ]
+
+
+def test_clv_100_x_4_x_2_is_800() -> None:
+    # EUR: 400 + 350 + 250 = 1000 over 4 + 4 + 2 = 10 orders -> AOV 100;
+    # 12 orders / 3 buyers / 1 year = 4 per year; lifetime 2 years.
+    as_of = t(2025, 1, 1) + 365 * DAY
+    (eur, usd) = build_report(clv_rows(), as_of=as_of)["clv"]
+    assert (eur["currency"], eur["orders"], eur["average_order_value"]) == ("EUR", 10, 100.0)
+    assert (eur["orders_per_year"], eur["lifetime_years"], eur["clv"]) == (4.0, 2.0, 800.0)
+    assert (usd["currency"], usd["orders"], usd["average_order_value"], usd["clv"]) == (
+        "USD",
+        2,
+        45.0,
+        360.0,
+    )
+
+
+def test_clv_lifetime_is_a_setting_and_half_a_year_doubles_the_rate() -> None:
+    as_of = t(2025, 1, 1) + 365 * DAY
+    three = build_report(clv_rows(), as_of=as_of, settings=ReportSettings(clv_lifetime_years=3))
+    assert three["clv"][0]["clv"] == 1200.0
+    rows = [buyer("x", t(2025, 1, 1), orders=4, spend={"EUR": "400"}, order_currencies={"EUR": 4})]
+    half = build_report(rows, as_of=t(2025, 1, 1) + 365 * DAY // 2)["clv"][0]
+    assert (half["orders_per_year"], half["clv"]) == (8.0, 1600.0)
+
+
+# --- lift ----------------------------------------------------------------------------------
+
+
+def lift_rows() -> list[CustomerRow]:
+    return [
+        CustomerRow(
+            customer_id="r1",
+            decision_counts={
+                "second_purchase/1/delivered": 60,
+                "second_purchase/1/holdout": 100,
+                "second_purchase/1/min_gap": 7,
+                "inactivity/2/delivered": 10,
+            },
+            conversion_counts={"second_purchase/1/delivered": 18, "second_purchase/1/holdout": 20},
+        ),
+        CustomerRow(
+            customer_id="r2",
+            decision_counts={
+                "second_purchase/1/delivered": 40,
+                "inactivity/2/holdout": 5,
+                "overdue/1/opted_out": 3,
+            },
+            conversion_counts={"second_purchase/1/delivered": 12, "inactivity/2/delivered": 1},
+        ),
+    ]
+
+
+def test_lift_per_rule_and_step_with_group_sizes() -> None:
+    lift = {
+        (x["rule"], x["step"]): x for x in build_report(lift_rows(), as_of=t(2026, 1, 1))["lift"]
+    }
+    sp = lift["second_purchase", 1]
+    # delivered 30 / 100 = 0.3, holdout 20 / 100 = 0.2 -> (0.3 - 0.2) / 0.2 = +50 %
+    assert sp["delivered"] == {"firings": 100, "conversions": 30, "rate": 0.3}
+    assert sp["holdout"] == {"firings": 100, "conversions": 20, "rate": 0.2}
+    assert sp["lift_percent"] == 50.0
+    # holdout converted 0 of 5: a zero base, no lift
+    inact = lift["inactivity", 2]
+    assert inact["delivered"] == {"firings": 10, "conversions": 1, "rate": 0.1}
+    assert inact["holdout"] == {"firings": 5, "conversions": 0, "rate": 0.0}
+    assert inact["lift_percent"] is None
+    # only suppressed firings: no group has any, no rate, no lift
+    od = lift["overdue", 1]
+    assert od["delivered"]["rate"] is None and od["holdout"]["rate"] is None
+    assert od["lift_percent"] is None
+
+
+def test_decision_totals_by_outcome() -> None:
+    decisions = build_report(lift_rows(), as_of=t(2026, 1, 1))["decisions"]
+    assert decisions["total"] == 60 + 100 + 7 + 10 + 40 + 5 + 3
+    assert decisions["by_outcome"] == {
+        "delivered": 110,
+        "holdout": 105,
+        "opted_out": 3,
+        "min_gap": 7,
+        "frequency_cap": 0,
+    }
+
+
+# --- TTSP ----------------------------------------------------------------------------------
+
+TTSP_AS_OF = t(2026, 6, 1, 10)
+
+
+def ttsp_rows() -> list[CustomerRow]:
+    def two(cid: str, first: int, days: float | None) -> CustomerRow:
+        second = None if days is None else first + int(days * DAY)
+        return buyer(cid, first, orders=1 if days is None else 2, second_order_at=second)
+
+    return [
+        # cohort 2026-01, all at least 90 days old by June 1
+        two("a", t(2026, 1, 5, 10), 10),
+        two("b", t(2026, 1, 10, 10), 30),  # exactly 30 days: within 30
+        two("c", t(2026, 1, 15, 10), 40),
+        two("d", t(2026, 1, 20, 10), 100),
+        two("e", t(2026, 1, 25, 10), None),
+        # cohort 2026-05: f exactly 30 days before as_of (mature for 30), g too young
+        two("f", t(2026, 5, 2, 10), 10),
+        two("g", t(2026, 5, 20, 10), None),
+    ]
+
+
+def test_ttsp_per_first_order_cohort() -> None:
+    ttsp = build_report(ttsp_rows(), as_of=TTSP_AS_OF)["ttsp"]
+    jan, may = ttsp["cohorts"]
+    # January: TTSP 10, 30, 40, 100 d -> median (30 + 40) / 2, p75 3rd of 4, p90 4th of 4
+    assert jan == {
+        "cohort": "2026-01",
+        "first_time_buyers": 5,
+        "repeaters": 4,
+        "median_days": 35.0,
+        "p75_days": 40.0,
+        "p90_days": 100.0,
+        "repeat_within": {"30": 0.4, "60": 0.6, "90": 0.6},
+    }
+    # May: f is mature for 30 days only, g for none.
+    assert may == {
+        "cohort": "2026-05",
+        "first_time_buyers": 2,
+        "repeaters": 1,
+        "median_days": 10.0,
+        "p75_days": 10.0,
+        "p90_days": 10.0,
+        "repeat_within": {"30": 1.0, "60": None, "90": None},
+    }
+    # Everyone: 10, 10, 30, 40, 100 -> median 30, p75 4th of 5, p90 5th of 5;
+    # within 30: a, b, f of the six mature buyers (not g); 60/90: 3 of the five in January.
+    assert ttsp["overall"] == {
+        "first_time_buyers": 7,
+        "repeaters": 5,
+        "median_days": 30.0,
+        "p75_days": 40.0,
+        "p90_days": 100.0,
+        "repeat_within": {"30": 0.5, "60": 0.6, "90": 0.6},
+    }
+
+
+def test_ttsp_histogram_buckets_are_lower_inclusive() -> None:
+    first = t(2026, 1, 1)
+    ttsp_days = [0, 7 - 1e-6, 7, 13.5, 30, 59, 60, 90, 179, 180, 400]
+    rows = [
+        buyer(f"h{i}", first, orders=2, second_order_at=first + round(d * DAY))
+        for i, d in enumerate(ttsp_days)
+    ]
+    rows.append(buyer("single", first))
+    histogram = build_report(rows, as_of=t(2027, 6, 1))["ttsp"]["histogram"]
+    assert [(h["lower_days"], h["upper_days"], h["count"]) for h in histogram] == [
+        (0, 7, 2),
+        (7, 14, 2),
+        (14, 30, 0),
+        (30, 60, 2),
+        (60, 90, 1),
+        (90, 180, 2),
+        (180, None, 2),
+    ]
+    assert sum(h["count"] for h in histogram) == len(ttsp_days)
+
+
+# --- lifecycle and rendering -----------------------------------------------------------------
+
+
+def test_lifecycle_stage_counts_include_every_stage() -> None:
+    stages = ["new", "new", "repeat", "at_risk", "lapsed", "reactivated", "prospect"]
+    rows = [CustomerRow(customer_id=f"s{i}", stage=s) for i, s in enumerate(stages)]
+    lifecycle = build_report(rows, as_of=t(2026, 1, 1))["lifecycle"]
+    assert lifecycle == {
+        "prospect": 1,
+        "new": 2,
+        "repeat": 1,
+        "at_risk": 1,
+        "lapsed": 1,
+        "reactivated": 1,
+    }
+    assert set(lifecycle) == set(STAGES)
+
+
+def test_render_report_shows_the_key_numbers() -> None:
+    rows = [*crr_rows(), *lift_rows()]
+    report = build_report(rows, as_of=CRR_AS_OF)
+    text = render_report(report)
+    assert report["schema"] == "report/1"
+    assert "2026-03-15T00:00:00Z" in text
+    for period in ("2025-12", "2026-01", "2026-02", "2026-03"):
+        assert period in text
+    assert "0.6667" in text and "1.333" in text and "0.25" in text  # CRR
+    assert "(2 of 4)" in text  # RPR repeaters of buyers
+    assert "30/100" in text and "20/100" in text  # lift group sizes
+    assert "50" in text.split("Lift per rule and step")[1]
+    assert "(to date)" in text  # the running month is marked
+
+
+def test_render_report_shows_clv_arithmetic() -> None:
+    text = render_report(build_report(clv_rows(), as_of=t(2025, 1, 1) + 365 * DAY))
+    assert "100.00" in text and "800.00" in text
