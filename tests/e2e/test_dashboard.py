@@ -262,9 +262,23 @@ def summary_when_settled(base: str, timeout: float = 60.0) -> dict[str, Any]:
     return result
 
 
+def eventually_matches(driver: Any, base: str, tries: int = 5) -> None:
+    for attempt in range(tries):
+        try:
+            assert_page_matches(driver, fetch_summary(base))
+            return
+        except AssertionError:
+            if attempt == tries - 1:
+                raise
+            time.sleep(2.5)
+
+
 @pytest.mark.integration
 async def test_dashboard_of_a_worker_fed_with_a_sample(
-    deployment: Deployment, sample_lines: list[bytes], tmp_path: Path
+    deployment: Deployment,
+    sample_lines: list[bytes],
+    tmp_path: Path,
+    record_property: Callable[[str, object], None],
 ) -> None:
     require_browser()
     until = to_micros(parse_timestamp(END))
@@ -286,12 +300,14 @@ async def test_dashboard_of_a_worker_fed_with_a_sample(
         assert got["lifecycle"]["state"] == "ready" and got["lifecycle"]["total"] > 0
         assert got["suppression"]["state"] == "ready" and got["suppression"]["marks"]
         assert got["decisions"]["state"] == "ready"
-        # The page shows what the worker's summary says (read again now, after the page did).
-        assert_page_matches(driver, fetch_summary(base))
+        # The page shows what the worker's summary says (read again after the page did;
+        # a refresh may land in between, so a few tries).
+        eventually_matches(driver, base)
         shown = metrics(driver)["customers"]["text"]
         assert shown == f"{reference.customers:,}"
         assert_refreshes(driver)
         assert_no_console_errors(driver)
         assert driver.find_element("id", "banner").get_attribute("hidden") is not None
         path = save_screenshot(driver, "dashboard.png")
+        record_property("screenshot", str(path))
         print(f"\nscreenshot: {path}")
