@@ -631,7 +631,7 @@
     }, 0);
     setReady(box, [table("lift",
       ["Rule and step", "Nudged", "Bought again", "Holdout", "Bought again", "Lift"], rows),
-    html("p", { "class": "note" }, ["\u2013 = not enough data yet (for example, an empty holdout group)."])], total);
+    html("p", { "class": "note" }, ["\u2013 = cannot be computed yet: the holdout group is empty or nobody in it bought again."])], total);
   }
 
   function drawCohorts(s) {
