@@ -102,6 +102,13 @@ class WorkerCollector(Collector):
         rm_age.add_metric([], rm.oldest_age)
         yield rm_age
 
+        rm_resync = GaugeMetricFamily(
+            "retention_read_model_resync_partitions",
+            "Owned partitions waiting to be resynced to Redis from the table",
+        )
+        rm_resync.add_metric([], len(rm.resync))
+        yield rm_resync
+
         rm_up = GaugeMetricFamily(
             "retention_read_model_redis_up", "1 when the last Redis write succeeded"
         )
