@@ -149,24 +149,34 @@ class _CustomerLog:
 
     customer_id: str
     event_ids: set[str] = field(default_factory=set)
-    orders: dict[str, tuple[int, str]] = field(default_factory=dict)  # order_id -> (t, event_id)
+    # order_id -> (t, event_id, currency, amount) of the first event carrying it
+    orders: dict[str, tuple[int, str, str, Decimal]] = field(default_factory=dict)
     sessions: list[tuple[int, str]] = field(default_factory=list)
     consents: list[tuple[int, str]] = field(default_factory=list)
-    spend: dict[str, tuple[Decimal, int]] = field(default_factory=dict)
     events: int = 0
 
-    def facts(self) -> CustomerFacts:
-        orders = sorted((t, e, o) for o, (t, e) in self.orders.items())
+    def facts(self, until: int | None = None) -> CustomerFacts:
+        """The facts, counting only events dated at or before ``until`` if given."""
+
+        def keep(t: int) -> bool:
+            return until is None or t <= until
+
+        orders = sorted((t, e, o) for o, (t, e, _, _) in self.orders.items() if keep(t))
+        spend: dict[str, tuple[Decimal, int]] = {}
+        for t, _, currency, amount in self.orders.values():
+            if keep(t):
+                total, n = spend.get(currency, (Decimal(0), 0))
+                spend[currency] = (total + amount, n + 1)
         return CustomerFacts(
             customer_id=self.customer_id,
             order_times=tuple(t for t, _, _ in orders),
-            session_times=tuple(sorted(t for t, _ in self.sessions)),
-            consents=tuple(sorted(self.consents, key=lambda c: c[0])),
-            spend=sum((a for a, _ in self.spend.values()), Decimal(0)),
+            session_times=tuple(sorted(t for t, _ in self.sessions if keep(t))),
+            consents=tuple(sorted((c for c in self.consents if keep(c[0])), key=lambda c: c[0])),
+            spend=sum((a for a, _ in spend.values()), Decimal(0)),
             events=self.events,
             orders=tuple(orders),
-            sessions=tuple(sorted(self.sessions)),
-            spend_by_currency=tuple((c, a, n) for c, (a, n) in sorted(self.spend.items())),
+            sessions=tuple(sorted(x for x in self.sessions if keep(x[0]))),
+            spend_by_currency=tuple((c, a, n) for c, (a, n) in sorted(spend.items())),
         )
 
 
@@ -534,10 +544,12 @@ def compute_decisions(
             if event.order_id in log.orders:
                 order_retries += 1
                 continue
-            log.orders[event.order_id] = (event.occurred_at, event.event_id)
-            currency = event.currency or "XXX"
-            amount, n = log.spend.get(currency, (Decimal(0), 0))
-            log.spend[currency] = (amount + Decimal(event.amount), n + 1)
+            log.orders[event.order_id] = (
+                event.occurred_at,
+                event.event_id,
+                event.currency or "XXX",
+                Decimal(event.amount),
+            )
         elif event.kind == KIND_SESSION:
             log.sessions.append((event.occurred_at, event.event_id))
         elif event.kind == KIND_CONSENT:
@@ -564,12 +576,19 @@ def compute_decisions(
         firings = [f for f in firings if f.due >= cut_over]
     firings.sort(key=Firing.sort_key)
     judged = apply_guardrails(firings, facts, core)
-    converted = conversions(judged, facts, core)
+    # Conversions and report rows as of the horizon: an event after it has not
+    # happened yet from the report's point of view.
+    seen = (
+        {cid: log.facts(until=horizon) for cid, log in logs.items()}
+        if horizon is not None
+        else facts
+    )
+    converted = conversions(judged, seen, core)
     return ReferenceResult(
         decisions=[decision_dict(f, v) for f, v in judged],
         firings=judged,
         outcomes=[outcome_dict(c, core) for c in converted],
-        rows=report_rows(facts, every_firing, judged, converted, core),
+        rows=report_rows(seen, every_firing, judged, converted, core),
         dead_letters=dict(sorted(dead_letters.items())),
         events=events,
         duplicates=duplicates,
