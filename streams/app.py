@@ -123,7 +123,9 @@ class RetentionApp:
             topic_allow_declare=True,
             web_enabled=config.web_enabled,
             web_bind=config.web_host,
-            web_host=config.web_host,
+            # The address other workers use to reach this one (routed lookups);
+            # binding 0.0.0.0 needs a reachable name here.
+            web_host=config.web_advertised_host or config.web_host,
             web_port=config.web_port,
             # Faust's built-in endpoints, chosen one by one (docs/operations.md):
             # its stats and assignment pages on (the issue asks for them; counters
@@ -208,7 +210,8 @@ class RetentionApp:
 
     @property
     def web_address(self) -> str:
-        return f"{self.config.web_host}:{self.config.web_port}"
+        host = self.config.web_advertised_host or self.config.web_host
+        return f"{host}:{self.config.web_port}"
 
     def is_recovering(self) -> bool:
         tables: Any = self.app.tables  # TableManagerT does not declare .recovery

@@ -105,6 +105,7 @@ class Config:
     data_dir: Path = field(default_factory=lambda: default_home() / "data")
     web_host: str = "127.0.0.1"
     web_port: int = 6066
+    web_advertised_host: str | None = None
     web_enabled: bool = True
     max_message_bytes: int = 64 * 1024
     future_tolerance: int = 86400 * MICROS_PER_SECOND
@@ -315,6 +316,7 @@ ENV_KEYS: dict[str, str] = {
     "data_dir": "worker data directory (RocksDB)",
     "web_host": "Faust web bind address",
     "web_port": "Faust web port",
+    "web_advertised_host": "host name other workers use to reach this one (default: web_host)",
     "web_enabled": "serve Faust web",
     "max_message_bytes": "largest accepted input message",
     "future_tolerance": "how far past the wall clock an event may be dated",
@@ -452,6 +454,7 @@ def _build(v: dict[str, Any]) -> Config:
         data_dir=Path(v.get("data_dir", d.data_dir)).expanduser(),
         web_host=str(v.get("web_host", d.web_host)),
         web_port=_as_int("RETENTION_WEB_PORT", v.get("web_port", d.web_port), 1, 65535),
+        web_advertised_host=v.get("web_advertised_host") or None,
         web_enabled=_as_bool("RETENTION_WEB_ENABLED", v.get("web_enabled", True)),
         max_message_bytes=_as_int(
             "RETENTION_MAX_MESSAGE_BYTES",
