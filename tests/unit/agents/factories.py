@@ -9,7 +9,9 @@ from __future__ import annotations
 import itertools
 from datetime import UTC, datetime
 
+from agents.core.engine import Emission, Engine
 from agents.core.settings import DAY, HOUR
+from agents.core.state import CustomerState
 from agents.core.timeutil import to_micros
 from schemas.records import (
     CONSENT_OPTED_IN,
@@ -64,3 +66,15 @@ def session(customer: str, t: int, *, event_id: str | None = None) -> Event:
 def consent(customer: str, t: int, status: str, *, event_id: str | None = None) -> Event:
     n = next(_serial)
     return Event(KIND_CONSENT, event_id or f"evt-c-{n:06d}", customer, t, status=status)
+
+
+def feed_in_time_order(
+    engine: Engine, state: CustomerState, events: list[Event], until: int
+) -> list[Emission]:
+    """Each event taken in as the clock reaches it (time order), then advance to ``until``."""
+    out: list[Emission] = []
+    for e in sorted(events, key=lambda e: (e.occurred_at, e.event_id)):
+        got = engine.ingest(state, e, e.occurred_at - 1)
+        assert got is not None, f"{e.event_id} was taken for a duplicate"
+        out += got
+    return out + engine.advance(state, until)

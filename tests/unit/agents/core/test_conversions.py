@@ -16,7 +16,7 @@ from agents.core.ids import holdout_bucket, trigger_id
 from agents.core.settings import DAY, HOUR, CoreSettings, LadderSettings
 from agents.core.state import CustomerState
 from schemas.records import Event
-from tests.unit.agents.factories import OPTED_OUT, T0, at, consent, purchase
+from tests.unit.agents.factories import OPTED_OUT, T0, at, consent, feed_in_time_order, purchase
 
 SP = "second_purchase"
 CID = next(c for c in (f"cus_{n:06d}" for n in itertools.count()) if holdout_bucket(c, "r") >= 10)
@@ -39,12 +39,7 @@ def engine(*steps: int, **overrides: Any) -> Engine:
 
 def run(events: list[Event], eng: Engine, until: int) -> tuple[list[Emission], CustomerState]:
     state = CustomerState(customer_id=CID, partition=0)
-    out: list[Emission] = []
-    for e in sorted(events, key=lambda e: (e.occurred_at, e.event_id)):
-        got = eng.ingest(state, e, e.occurred_at - 1)
-        assert got is not None
-        out += got
-    return out + eng.advance(state, until), state
+    return feed_in_time_order(eng, state, events, until), state
 
 
 def conversions(emitted: list[Emission]) -> list[Conversion]:

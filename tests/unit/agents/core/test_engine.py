@@ -14,7 +14,15 @@ from agents.core.engine import Conversion, Emission, Engine, Firing
 from agents.core.settings import DAY, HOUR, CoreSettings, LadderSettings
 from agents.core.state import CustomerState, LadderProgress
 from schemas.records import Event
-from tests.unit.agents.factories import OPTED_OUT, T0, at, consent, purchase, session
+from tests.unit.agents.factories import (
+    OPTED_OUT,
+    T0,
+    at,
+    consent,
+    feed_in_time_order,
+    purchase,
+    session,
+)
 
 CID = "cus_000481"
 ENGINE = Engine(CoreSettings())
@@ -43,13 +51,7 @@ def fires(emitted: list[Emission] | None) -> list[Firing]:
 
 def run(events: list[Event], engine: Engine = ENGINE, until: int = FAR) -> list[Emission]:
     """Feed events in time order, each as soon as the clock reaches it, then run to ``until``."""
-    state = new_state()
-    firings: list[Emission] = []
-    for e in sorted(events, key=lambda e: (e.occurred_at, e.event_id)):
-        fired = engine.ingest(state, e, e.occurred_at - 1)
-        assert fired is not None
-        firings += fired
-    return firings + engine.advance(state, until)
+    return feed_in_time_order(engine, new_state(), events, until)
 
 
 def live(events: list[Event], engine: Engine = ENGINE, until: int = FAR) -> list[Firing]:

@@ -20,7 +20,15 @@ from agents.core.ids import holdout_bucket
 from agents.core.settings import DAY, HOUR, CoreSettings, LadderSettings
 from agents.core.state import CustomerState
 from schemas.records import Event
-from tests.unit.agents.factories import OPTED_IN, OPTED_OUT, T0, at, consent, purchase
+from tests.unit.agents.factories import (
+    OPTED_IN,
+    OPTED_OUT,
+    T0,
+    at,
+    consent,
+    feed_in_time_order,
+    purchase,
+)
 
 MINUTE = 60 * 1_000_000
 SALT = "retention"
@@ -61,12 +69,7 @@ def outcomes(emitted: Sequence[Emission]) -> list[tuple[int, int, str]]:
 def run(engine: Engine, events: list[Event], until: int, cid: str = CID) -> list[Emission]:
     """Events in time order, each taken in as the clock reaches it; then advance to ``until``."""
     state = CustomerState(customer_id=cid, partition=0)
-    out: list[Emission] = []
-    for e in sorted(events, key=lambda e: (e.occurred_at, e.event_id)):
-        got = engine.ingest(state, e, e.occurred_at - 1)
-        assert got is not None
-        out += got
-    return out + engine.advance(state, until)
+    return feed_in_time_order(engine, state, events, until)
 
 
 # --- holdout -------------------------------------------------------------------------

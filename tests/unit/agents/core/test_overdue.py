@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from agents.core.engine import Emission, Engine, Firing, overdue_threshold
 from agents.core.settings import DAY, HOUR, CoreSettings, LadderSettings
 from agents.core.state import CustomerState
-from tests.unit.agents.factories import T0, at, purchase, session
+from tests.unit.agents.factories import T0, at, feed_in_time_order, purchase, session
 
 CID = "cus_000481"  # not in the default 10% control group (the engine tests use it too)
 OVERDUE = "overdue"
@@ -44,12 +44,7 @@ def orders_on(*days: float) -> list[Any]:
 def run(events: list[Any], until: int, eng: Engine | None = None) -> list[Emission]:
     eng = eng or engine()
     state = CustomerState(customer_id=CID, partition=0)
-    out: list[Emission] = []
-    for e in sorted(events, key=lambda e: (e.occurred_at, e.event_id)):
-        got = eng.ingest(state, e, e.occurred_at - 1)
-        assert got is not None
-        out += got
-    return out + eng.advance(state, until)
+    return feed_in_time_order(eng, state, events, until)
 
 
 def overdue(emitted: list[Emission]) -> list[Fired]:
