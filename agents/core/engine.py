@@ -361,5 +361,7 @@ def _human_span(micros: int) -> str:
     if micros % MICROS_PER_DAY == 0:
         days = micros // MICROS_PER_DAY
         return f"{days} day" + ("s" if days != 1 else "")
+    if micros >= 2 * MICROS_PER_DAY:  # a per-customer threshold: 8.9 days, not 213.685 hours
+        return f"{micros / MICROS_PER_DAY:.1f} days"
     hours = micros / (3600 * MICROS_PER_SECOND)
     return f"{hours:g} hours"

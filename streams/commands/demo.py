@@ -216,8 +216,9 @@ async def summary(config: Config, sent: int) -> None:
         say(f"{head}: {ex['reason']}")
         say(f"      trigger_id {ex['trigger_id']}")
     say("\nwhere to look next:")
-    say(f"  retention tail nudges      (with RETENTION_TOPIC_PREFIX={config.topic_prefix})")
-    say("  retention report            (the live report from the tables)")
+    env = f"RETENTION_TOPIC_PREFIX={config.topic_prefix} RETENTION_APP_ID={config.app_id}"
+    say(f"  {env} RETENTION_CLOCK=stream retention report   (live, from the tables)")
+    say(f"  {env} retention tail nudges")
     say("  retention report --from-file FILE   (the offline reference)")
 
 

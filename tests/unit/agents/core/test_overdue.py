@@ -213,3 +213,10 @@ def test_reason_does_not_claim_twice_the_usual_gap_when_it_is_not(
     (firing,) = [f for f in run(orders_on(*days), at(days=100), eng) if isinstance(f, Firing)]
     assert firing.threshold == threshold * DAY
     assert "twice" not in firing.reason()
+
+
+def test_reason_gives_a_per_customer_threshold_in_days() -> None:
+    # gaps of 4.45 days -> due 8.9 days after the last order: read in days, not hours
+    (firing,) = [f for f in run(orders_on(0, 4.45, 8.9), at(days=100)) if isinstance(f, Firing)]
+    assert firing.threshold == int(8.9 * DAY)
+    assert firing.reason().startswith("no order for 8.9 days since ")
