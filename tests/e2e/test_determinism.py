@@ -5,10 +5,13 @@ conversions, same report figures (SPEC sections 4-6)."""
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
+import orjson
 import pytest
 
 from agents.core.reports import build_report
@@ -186,3 +189,14 @@ async def test_decisions_carry_due_time_order_and_readable_reasons(
     assert Counter(n["trigger_id"] for n in out["nudges"]) == Counter(
         d["trigger_id"] for d in decisions if d["delivered"]
     )
+    # The CLI's live report is the same document, in JSON and as a table.
+    cli = [sys.executable, "-m", "streams.cli", "report"]
+    as_json = subprocess.run(
+        [*cli, "--format", "json"], env=deployment.env, capture_output=True, timeout=120
+    )
+    assert as_json.returncode == 0, as_json.stderr.decode()
+    assert orjson.loads(as_json.stdout)["report"] == out["report"]
+    table = subprocess.run(cli, env=deployment.env, capture_output=True, text=True, timeout=120)
+    assert table.returncode == 0, table.stderr
+    buyers = out["report"]["rpr"]["buyers"]
+    assert "Repeat purchase rate: " in table.stdout and f"of {buyers})" in table.stdout
