@@ -30,11 +30,11 @@ from agents.core.clock import WallClock
 from agents.core.engine import Engine
 from agents.core.state import CustomerState
 from agents.core.timeutil import iso
+from agents.customer import CUSTOMER_KEY_PREFIX
 from streams.config import Config
 
 log = logging.getLogger(__name__)
 
-CUSTOMER_KEY_PREFIX = "c/"  # the table's key prefix (agents.customer)
 
 # Every field of a customer hash, always all present ("" = no value).
 FIELDS: tuple[str, ...] = (
@@ -70,18 +70,9 @@ def customer_key(prefix: str, customer_id: str) -> str:
 
 def pending_nudges(engine: Engine, state: CustomerState) -> list[dict[str, Any]]:
     """The next due step of each rule, soonest first."""
-    pending = getattr(engine, "pending", None)
-    if pending is not None:
-        dues = list(pending(state))
-    else:  # older core without Engine.pending: only the soonest step is known
-        due = engine.next_due(state)
-        dues = [due] if due is not None else []
-    return [{"rule": d.rule, "step": d.step, "due_at": iso(d.due_at)} for d in dues]
-
-
-def in_holdout(engine: Engine, customer_id: str) -> bool:
-    fn = getattr(engine, "in_holdout", None)
-    return bool(fn(customer_id)) if fn is not None else False
+    return [
+        {"rule": d.rule, "step": d.step, "due_at": iso(d.due_at)} for d in engine.pending(state)
+    ]
 
 
 def _time(t: int | None) -> str:
@@ -98,7 +89,7 @@ def hash_fields(state: CustomerState, engine: Engine, *, now: int) -> dict[str, 
         "last_activity_at": _time(state.last_activity_at),
         "pending": orjson.dumps(pending_nudges(engine, state)).decode(),
         "opted_out": "1" if state.opted_out else "0",
-        "holdout": "1" if in_holdout(engine, state.customer_id) else "0",
+        "holdout": "1" if engine.in_holdout(state.customer_id) else "0",
         "version": str(state.version),
         "updated_at": iso(now),
     }

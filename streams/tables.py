@@ -9,6 +9,7 @@ offline reference.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 import orjson
@@ -38,35 +39,44 @@ class TableSnapshot:
         return min(marks)
 
 
-async def read_table(config: Config) -> TableSnapshot:
-    """Read the customers table's changelog to its current end."""
+async def changelog_batches(config: Config) -> AsyncIterator[list[tuple[bytes, bytes | None]]]:
+    """The customer table's changelog from the beginning to its current end, as
+    batches of (key, value) records in offset order per partition (None = a tombstone)."""
     topic = changelog_topics(config)[0]
-    ends = await end_offsets(config, [topic])
-    latest: dict[bytes, bytes | None] = {}
-    snapshot = TableSnapshot()
+    ends = {tp: end for tp, end in (await end_offsets(config, [topic])).items() if end > 0}
+    if not ends:
+        return
     consumer = AIOKafkaConsumer(
         **client_kwargs(config), enable_auto_commit=False, isolation_level="read_committed"
     )
     await consumer.start()
     try:
-        tps = [tp for tp, end in ends.items() if end > 0]
-        if tps:
-            consumer.assign(tps)
-            await consumer.seek_to_beginning(*tps)
-            remaining = set(tps)
-            while remaining:
-                batch = await consumer.getmany(timeout_ms=1000, max_records=10_000)
-                for tp, records in batch.items():
-                    for r in records:
-                        if r.offset < ends[tp] and r.key is not None:
-                            latest[r.key] = r.value
-                            snapshot.records += 1
-                # Transaction markers take offsets too: the position tells the end.
-                for tp in list(remaining):
-                    if await consumer.position(tp) >= ends[tp]:
-                        remaining.discard(tp)
+        consumer.assign(list(ends))
+        await consumer.seek_to_beginning(*ends)
+        remaining = set(ends)
+        while remaining:
+            batch = await consumer.getmany(timeout_ms=1000, max_records=10_000)
+            yield [
+                (r.key, r.value)
+                for tp, records in batch.items()
+                for r in records
+                if r.offset < ends[tp] and r.key is not None
+            ]
+            # Transaction markers take offsets too: the position tells the end.
+            for tp in list(remaining):
+                if await consumer.position(tp) >= ends[tp]:
+                    remaining.discard(tp)
     finally:
         await consumer.stop()
+
+
+async def read_table(config: Config) -> TableSnapshot:
+    """Read the customers table's changelog to its current end."""
+    latest: dict[bytes, bytes | None] = {}
+    snapshot = TableSnapshot()
+    async for batch in changelog_batches(config):
+        snapshot.records += len(batch)
+        latest.update(batch)
     sources = input_sources(config.topics.inputs(), config.partitions)
     lateness = config.core.stream_allowed_lateness
     for raw_key, value in latest.items():

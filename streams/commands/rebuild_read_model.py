@@ -14,14 +14,13 @@ import sys
 import time
 from dataclasses import dataclass
 
-from aiokafka import AIOKafkaConsumer
 from redis.exceptions import RedisError
 
 from agents.core.engine import Engine
+from agents.customer import CUSTOMER_KEY_PREFIX
 from streams.config import Config, load_config
-from streams.kafka import changelog_topics, client_kwargs
-from streams.monitor import end_offsets
-from streams.readmodel import CUSTOMER_KEY_PREFIX, HashWriter, connect
+from streams.readmodel import HashWriter, connect
+from streams.tables import changelog_batches
 
 # Records coalesced per customer before a write: bounds memory on any table size.
 CHUNK = 5000
@@ -49,46 +48,28 @@ class RebuildStats:
 
 async def rebuild(config: Config, *, replace: bool = False) -> RebuildStats:
     stats = RebuildStats()
-    topic = changelog_topics(config)[0]
     client = connect(config)
     await client.ping()  # fail early and clearly when Redis is not there
     writer = HashWriter(client, config.redis_prefix, Engine(config.core))
     if replace:
         async for key in client.scan_iter(match=f"{config.redis_prefix}customer:*", count=1000):
             stats.deleted += int(await client.unlink(key))
-    ends = {tp: end for tp, end in (await end_offsets(config, [topic])).items() if end > 0}
-    consumer = AIOKafkaConsumer(
-        **client_kwargs(config), enable_auto_commit=False, isolation_level="read_committed"
-    )
-    await consumer.start()
     seen: set[str] = set()
+    chunk: dict[str, bytes] = {}
     try:
-        if ends:
-            consumer.assign(list(ends))
-            await consumer.seek_to_beginning(*ends)
-        remaining = set(ends)
-        chunk: dict[str, bytes] = {}
-        while remaining:
-            batch = await consumer.getmany(timeout_ms=1000)
-            for tp, records in batch.items():
-                for r in records:
-                    if r.offset >= ends[tp]:
-                        continue
-                    stats.records += 1
-                    key = (r.key or b"").decode("utf-8", "replace")
-                    # Clock rows and tombstones are not customers.
-                    if not key.startswith(CUSTOMER_KEY_PREFIX) or r.value is None:
-                        continue
-                    chunk[key] = r.value
-                    seen.add(key)
+        async for batch in changelog_batches(config):
+            for raw_key, value in batch:
+                stats.records += 1
+                key = raw_key.decode("utf-8", "replace")
+                # Clock rows and tombstones are not customers.
+                if not key.startswith(CUSTOMER_KEY_PREFIX) or value is None:
+                    continue
+                chunk[key] = value
+                seen.add(key)
             if len(chunk) >= CHUNK:
                 await _write(writer, chunk, stats)
-            for tp in list(remaining):
-                if await consumer.position(tp) >= ends[tp]:
-                    remaining.discard(tp)
         await _write(writer, chunk, stats)
     finally:
-        await consumer.stop()
         await client.aclose()
     stats.customers = len(seen)
     return stats

@@ -13,22 +13,24 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from agents.core import reports
 from agents.core.clock import NEVER
-from agents.core.state import STAGES, CustomerState
+from agents.core.guardrails import OUTCOME_DELIVERED, SUPPRESSIONS
+from agents.core.reports import CustomerRow
+from agents.core.state import CustomerState
 from agents.core.timeutil import iso
+from agents.customer import CUSTOMER_KEY_PREFIX
 
 if TYPE_CHECKING:
     from streams.app import RetentionApp
 
 SCHEMA_SUMMARY = "summary/1"
-OUTCOME_DELIVERED = "delivered"
-SUPPRESSIONS = ("holdout", "opted_out", "min_gap", "frequency_cap")
 
 
 def owned_states(rapp: RetentionApp) -> Iterator[CustomerState]:
     for partition in sorted(rapp.owned_partitions()):
         for key, value in rapp.store.scan(partition):
-            if not key.startswith("c/"):
+            if not key.startswith(CUSTOMER_KEY_PREFIX):
                 continue
             state = CustomerState.from_dict(orjson.loads(value))
             if state.partition == partition:  # a memory store scans every partition
@@ -36,48 +38,8 @@ def owned_states(rapp: RetentionApp) -> Iterator[CustomerState]:
 
 
 def build_report(rapp: RetentionApp, states: list[CustomerState], as_of: int) -> dict[str, Any]:
-    try:
-        from agents.core import reports
-    except ImportError:  # the reports module is not there yet: same keys, no figures
-        return placeholder_report(states, as_of)
-    rows = [reports.CustomerRow.from_state(s) for s in states]
-    report: dict[str, Any] = reports.build_report(
-        rows,
-        as_of=as_of,
-        settings=rapp.config.report,  # type: ignore[attr-defined]
-    )
-    return report
-
-
-def placeholder_report(states: list[CustomerState], as_of: int) -> dict[str, Any]:
-    empty_ttsp: dict[str, Any] = {
-        "first_time_buyers": 0,
-        "repeaters": 0,
-        "median_days": None,
-        "p75_days": None,
-        "p90_days": None,
-        "repeat_within": {"30": None, "60": None, "90": None},
-    }
-    stages = Counter(s.stage for s in states)
-    buyers = sum(1 for s in states if s.orders >= 1)
-    repeaters = sum(1 for s in states if s.orders >= 2)
-    return {
-        "schema": "report/1",
-        "as_of": iso(as_of),
-        "customers": len(states),
-        "buyers": buyers,
-        "ttsp": {"overall": empty_ttsp, "cohorts": [], "histogram": []},
-        "rpr": {
-            "buyers": buyers,
-            "repeaters": repeaters,
-            "rate": repeaters / buyers if buyers else None,
-        },
-        "crr": [],
-        "clv": [],
-        "lifecycle": {stage: stages.get(stage, 0) for stage in STAGES},
-        "decisions": {"total": 0, "by_outcome": {}},
-        "lift": [],
-    }
+    rows = [CustomerRow.from_state(s) for s in states]
+    return reports.build_report(rows, as_of=as_of, settings=rapp.config.report)
 
 
 def build_summary(rapp: RetentionApp) -> dict[str, Any]:

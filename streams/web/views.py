@@ -23,7 +23,7 @@ from faust import web
 
 from agents.core.state import CustomerState
 from streams.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
-from streams.readmodel import in_holdout, pending_nudges
+from streams.readmodel import pending_nudges
 from streams.web.summary import build_summary
 
 if TYPE_CHECKING:
@@ -61,13 +61,12 @@ def customer_view(rapp: RetentionApp, raw: bytes) -> dict[str, Any]:
     """The lookup's JSON for one stored state."""
     state = CustomerState.from_dict(orjson.loads(raw))
     shown = {k: v for k, v in state.to_dict().items() if k not in HIDDEN_STATE_FIELDS}
-    recent = getattr(state, "recent_decisions", None)
     return {
         "customer_id": state.customer_id,
         "state": shown,
         "pending": pending_nudges(rapp.processor.engine, state),
-        "recent_decisions": list(recent()) if recent is not None else [],
-        "holdout": in_holdout(rapp.processor.engine, state.customer_id),
+        "recent_decisions": state.recent_decisions(),
+        "holdout": rapp.processor.engine.in_holdout(state.customer_id),
         "served_by": rapp.web_address,
     }
 

@@ -21,10 +21,8 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from aiokafka import AIOKafkaConsumer
 
 from streams.config import Config, load_config
-from streams.kafka import changelog_topics, client_kwargs
 from streams.monitor import end_offsets, read_all, wait_caught_up
 from streams.producer import produce_lines
 
@@ -184,34 +182,3 @@ class WorkerProcess:
 
 def decision_key(d: dict[str, Any]) -> tuple[str, str, int, str, str]:
     return (d["customer_id"], d["rule"], int(d["step"]), d["anchor_at"], d["due_at"])
-
-
-async def read_changelog(config: Config) -> dict[str, bytes]:
-    """The customer table as its changelog holds it: newest value per key, to the end."""
-    topic = changelog_topics(config)[0]
-    ends = {tp: end for tp, end in (await end_offsets(config, [topic])).items() if end > 0}
-    table: dict[str, bytes] = {}
-    if not ends:
-        return table
-    consumer = AIOKafkaConsumer(**client_kwargs(config), enable_auto_commit=False)
-    await consumer.start()
-    try:
-        consumer.assign(list(ends))
-        await consumer.seek_to_beginning(*ends)
-        remaining = set(ends)
-        while remaining:
-            batch = await consumer.getmany(timeout_ms=1000)
-            for tp, records in batch.items():
-                for r in records:
-                    if r.offset >= ends[tp] or r.key is None:
-                        continue
-                    if r.value is None:
-                        table.pop(r.key.decode(), None)
-                    else:
-                        table[r.key.decode()] = r.value
-            for tp in list(remaining):
-                if await consumer.position(tp) >= ends[tp]:
-                    remaining.discard(tp)
-    finally:
-        await consumer.stop()
-    return table

@@ -25,13 +25,13 @@ from streams.kafka import changelog_topics, client_kwargs, ensure_topics
 from streams.local.redis import ping, start_redis, url_for
 from streams.readmodel import STATE_FIELDS, hash_fields
 from streams.sample import generate
+from streams.tables import read_table
 from tests.e2e.harness import (
     ROOT,
     Deployment,
     WorkerProcess,
     decision_key,
     free_port,
-    read_changelog,
 )
 from tests.e2e.test_ops import metric_values
 
@@ -106,16 +106,14 @@ def read_model_current(v: dict[str, float]) -> bool:
 
 async def assert_read_model_equals_table(config: Config, client: aioredis.Redis) -> int:
     """Every customer of the table has a hash with exactly its fields; no other hash."""
-    table = await read_changelog(config)
+    table = await read_table(config)
     engine = Engine(config.core)
     expected: dict[str, dict[str, str]] = {}
-    for key, value in table.items():
-        if key.startswith("c/"):
-            state = CustomerState.from_dict(orjson.loads(value))
-            fields = hash_fields(state, engine, now=0)
-            expected[f"{config.redis_prefix}customer:{state.customer_id}"] = {
-                k: fields[k] for k in STATE_FIELDS
-            }
+    for state in table.customers.values():
+        fields = hash_fields(state, engine, now=0)
+        expected[f"{config.redis_prefix}customer:{state.customer_id}"] = {
+            k: fields[k] for k in STATE_FIELDS
+        }
     keys = {k.decode() async for k in client.scan_iter(match=f"{config.redis_prefix}customer:*")}
     assert keys == set(expected), (len(keys - set(expected)), len(set(expected) - keys))
     pipe = client.pipeline(transaction=False)
