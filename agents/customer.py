@@ -5,14 +5,24 @@ and the due index, both rebuilt from the tables when the partition is (re)
 assigned and dropped on revocation.  It speaks bytes in and bytes out through a
 small :class:`StateStore` protocol, so it runs the same over a Faust table and
 over a dict in unit tests.
+
+Work is batched (docs/design.md, "The batched hot path"): the agent *feeds* a
+partition's messages in offset order and then *steps* the processor in slices
+of bounded work.  Each slice returns its outputs and one coalesced write per
+touched row; the agent sends the outputs, awaits their acknowledgements once,
+then writes the rows.  Inside a partition the work runs in exactly the order a
+message-at-a-time loop would use (a message, then every customer its clock
+advance made due, then the next message), and customer states touched earlier
+in the slice are reused, so decisions never depend on where a batch or slice
+boundary falls.
 """
 
 from __future__ import annotations
 
-from collections import Counter
-from collections.abc import Callable, Iterable
+from collections import Counter, deque
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 import orjson
 
@@ -20,7 +30,14 @@ from agents.core.clock import NEVER, StreamClock, WallClock, source_name
 from agents.core.due_index import DueIndex
 from agents.core.engine import Conversion, Emission, Engine, Firing
 from agents.core.state import CustomerState
-from agents.messages import decision_record, dumps, nudge_record, outcome_record
+from agents.core.timeutil import iso
+from agents.messages import (
+    dead_letter_record,
+    decision_record,
+    dumps,
+    nudge_record,
+    outcome_record,
+)
 from schemas.records import Event
 
 # One table holds both kinds of record; the prefixes keep any customer id (which
@@ -30,6 +47,12 @@ CLOCK_KEY_PREFIX = "clock/"
 # Persist a partition's stream clock at least this often (messages); a stale
 # clock after a crash only delays firings, it never changes them.
 CLOCK_PERSIST_EVERY = 500
+# Units of work (a message, or one due customer) per slice: bounds the time the
+# event loop is held by one call, e.g. when a clock advance makes thousands of
+# customers due at once.
+SLICE_WORK = 500
+# Dead-letter code for a message on the internal topic that cannot be read.
+CODE_INTERNAL = "invalid_internal_message"
 
 
 class StateStore(Protocol):
@@ -49,6 +72,8 @@ class Output:
 class Result:
     outputs: list[Output] = field(default_factory=list)
     writes: dict[str, bytes] = field(default_factory=dict)
+    # Delivered nudges by (UTC date of due time, rule, step), for the dashboard.
+    delivered: Counter[tuple[str, str, int]] = field(default_factory=Counter)
 
 
 @dataclass(slots=True)
@@ -58,6 +83,12 @@ class PartitionRuntime:
     index: DueIndex
     watermark: int = NEVER
     since_persist: int = 0
+    # Fed and not yet processed: ("m", offset, value) or ("d", customer_id, watermark).
+    work: deque[tuple[str, Any, Any]] = field(default_factory=deque)
+
+
+class BadMessage(Exception):
+    """A message on the internal topic that the processor cannot read."""
 
 
 class CustomerProcessor:
@@ -70,18 +101,24 @@ class CustomerProcessor:
         nudges_topic: str,
         decisions_topic: str,
         outcomes_topic: str,
+        dlq_topic: str,
+        internal_topic: str,
         wall_clock: WallClock,
     ) -> None:
         self.engine = engine
         self.mode = mode
         self.sources = tuple(sources)
+        self._known_sources = frozenset(self.sources)
         self.nudges_topic = nudges_topic
         self.decisions_topic = decisions_topic
         self.outcomes_topic = outcomes_topic
+        self.dlq_topic = dlq_topic
+        self.internal_topic = internal_topic
         self.wall_clock = wall_clock
         self.runtimes: dict[int, PartitionRuntime] = {}
         self.counters: Counter[str] = Counter()
         self.decision_counts: Counter[tuple[str, int, str]] = Counter()
+        self.dead_letters: Counter[str] = Counter()
 
     # --- partition lifecycle ---------------------------------------------------------
 
@@ -119,55 +156,155 @@ class CustomerProcessor:
 
     # --- messages ----------------------------------------------------------------------
 
-    def handle(self, partition: int, value: bytes, store: StateStore) -> Result:
+    def feed(
+        self, partition: int, messages: Iterable[tuple[int, bytes | None]], store: StateStore
+    ) -> None:
+        """Queue (offset, value) messages of one partition, in offset order."""
+        work = self.runtime(partition, store).work
+        work.extend(("m", offset, value) for offset, value in messages)
+
+    def has_work(self, partition: int) -> bool:
+        rt = self.runtimes.get(partition)
+        return bool(rt is not None and rt.work)
+
+    def step(self, partition: int, store: StateStore, limit: int = SLICE_WORK) -> Result:
+        """Process up to ``limit`` units of queued work; one write per touched row."""
         rt = self.runtime(partition, store)
-        msg = orjson.loads(value)
-        kind = msg.get("type")
         result = Result()
-        states: dict[str, CustomerState] = {}
-        firings: list[Emission] = []
+        states: dict[str, CustomerState] = {}  # loaded in this slice (a cache)
+        dirty: dict[str, None] = {}  # changed in this slice, in first-touch order
         persist_clock = False
-        if kind == "ev":
-            event = Event.from_wire(msg["ev"])
-            if self.mode == "stream":
-                rt.clock.observe(msg["src"], event.occurred_at)
-            wm = self._watermark(rt)
-            state = self._load(event.customer_id, partition, store)
-            fired = self.engine.ingest(state, event, wm)
-            if fired is None:
-                self.counters["duplicates"] += 1
+        work = rt.work
+        done = 0
+        # A message's firings and those of the customers its clock advance made due
+        # go out together, sorted (see _emit).
+        firings: list[Emission] = []
+        while work and done < limit:
+            done += 1
+            kind, a, b = work.popleft()
+            if kind == "m" and firings:
+                self._emit(firings, result)
+                firings = []
+            if kind == "d":
+                state = self._get(a, partition, store, states)
+                firings.extend(self.engine.advance(state, b))
+                touched: str | None = a
             else:
-                self.counters["events"] += 1
-                states[event.customer_id] = state
-                firings.extend(fired)
-        elif kind == "adv":
-            if self.mode == "stream":
-                rt.clock.mark(msg["src"], int(msg["until"]))
-                persist_clock = True
-        elif kind == "tick":
-            self.counters["ticks"] += 1
-        wm = self._watermark(rt)
-        if wm > rt.watermark:
-            rt.watermark = wm
-            for cid in rt.index.pop_due(wm):
-                state = states.get(cid) or self._load(cid, partition, store)
-                firings.extend(self.engine.advance(state, wm))
-                states[cid] = state
-        for cid, state in states.items():
+                try:
+                    touched, adv = self._message(rt, b, store, states, firings)
+                except BadMessage as exc:
+                    self._dead_letter(result, partition, a, b, str(exc))
+                    touched, adv = None, False
+                persist_clock |= adv
+                if self.mode == "stream":
+                    rt.since_persist += 1
+                wm = self._watermark(rt)
+                if wm > rt.watermark:
+                    rt.watermark = wm
+                    # Due customers run before the next message, as they would one
+                    # message at a time; they may spill into the next slice.
+                    work.extendleft(("d", cid, wm) for cid in reversed(rt.index.pop_due(wm)))
+            if touched is not None:
+                dirty[touched] = None
+                rt.index.set(touched, self.engine.wake_at(states[touched]))
+        self._emit(firings, result)
+        for cid in dirty:
+            state = states[cid]
             state.version += 1
             state.partition = partition
             result.writes[CUSTOMER_KEY_PREFIX + cid] = orjson.dumps(state.to_dict())
-            rt.index.set(cid, self.engine.wake_at(state))
-        self._emit(firings, result)
-        if self.mode == "stream":
-            rt.since_persist += 1
-            if persist_clock or rt.since_persist >= CLOCK_PERSIST_EVERY:
-                rt.since_persist = 0
-                result.writes[CLOCK_KEY_PREFIX + str(partition)] = orjson.dumps(rt.clock.to_dict())
+        if self.mode == "stream" and (persist_clock or rt.since_persist >= CLOCK_PERSIST_EVERY):
+            rt.since_persist = 0
+            result.writes[CLOCK_KEY_PREFIX + str(partition)] = orjson.dumps(rt.clock.to_dict())
         return result
+
+    def handle(self, partition: int, value: bytes, store: StateStore, offset: int = -1) -> Result:
+        """One message, processed to completion (tests and simple callers)."""
+        self.feed(partition, [(offset, value)], store)
+        result = Result()
+        while self.has_work(partition):
+            part = self.step(partition, store, limit=1 << 62)
+            result.outputs.extend(part.outputs)
+            result.writes.update(part.writes)
+            result.delivered.update(part.delivered)
+        return result
+
+    def _message(
+        self,
+        rt: PartitionRuntime,
+        value: bytes | None,
+        store: StateStore,
+        states: dict[str, CustomerState],
+        firings: list[Emission],
+    ) -> tuple[str | None, bool]:
+        """Apply one internal-topic message; returns (customer touched, clock marked)."""
+        try:
+            msg = orjson.loads(value or b"")
+        except orjson.JSONDecodeError as exc:
+            raise BadMessage(f"not JSON: {exc}") from None
+        if not isinstance(msg, dict):
+            raise BadMessage("not a JSON object")
+        kind = msg.get("type")
+        if kind == "ev":
+            src = msg.get("src")
+            try:
+                event = Event.from_wire(msg["ev"])
+            except Exception as exc:  # any shape the wire reader rejects
+                raise BadMessage(f"unreadable event: {exc!r}"[:300]) from None
+            if src not in self._known_sources:
+                raise BadMessage(f"unknown source {src!r}")
+            if self.mode == "stream":
+                rt.clock.observe(src, event.occurred_at)
+            wm = self._watermark(rt)
+            state = self._get(event.customer_id, rt.partition, store, states)
+            fired = self.engine.ingest(state, event, wm)
+            if fired is None:
+                self.counters["duplicates"] += 1
+                return None, False
+            self.counters["events"] += 1
+            firings.extend(fired)
+            return event.customer_id, False
+        if kind == "adv":
+            src, until = msg.get("src"), msg.get("until")
+            if src not in self._known_sources:
+                raise BadMessage(f"advance from unknown source {src!r}")
+            if not isinstance(until, int) or isinstance(until, bool):
+                raise BadMessage(f"advance 'until' must be integer micros, got {until!r}")
+            if self.mode == "stream":
+                rt.clock.mark(src, until)
+                return None, True
+            return None, False
+        if kind == "tick":
+            self.counters["ticks"] += 1
+            return None, False
+        raise BadMessage(f"unknown message type {kind!r}")
+
+    def _dead_letter(
+        self, result: Result, partition: int, offset: int, raw: bytes | None, why: str
+    ) -> None:
+        self.dead_letters[CODE_INTERNAL] += 1
+        record = dead_letter_record(
+            raw or b"",
+            code=CODE_INTERNAL,
+            message=why,
+            topic=self.internal_topic,
+            partition=partition,
+            offset=offset,
+            received_at=self.wall_clock(),
+        )
+        key = f"{self.internal_topic}:{partition}:{offset}"
+        result.outputs.append(Output(self.dlq_topic, key, record))
 
     def _watermark(self, rt: PartitionRuntime) -> int:
         return rt.clock.watermark() if self.mode == "stream" else self.wall_clock()
+
+    def _get(
+        self, cid: str, partition: int, store: StateStore, states: dict[str, CustomerState]
+    ) -> CustomerState:
+        state = states.get(cid)
+        if state is None:
+            state = states[cid] = self._load(cid, partition, store)
+        return state
 
     def _load(self, cid: str, partition: int, store: StateStore) -> CustomerState:
         raw = store.get(CUSTOMER_KEY_PREFIX + cid)
@@ -179,7 +316,7 @@ class CustomerProcessor:
         if not emissions:
             return
         firings = [e for e in emissions if isinstance(e, Firing)]
-        # Simultaneous firings go out by (due time, rule order, step): SPEC section 4.
+        # Simultaneous firings go out by (due time, rule order, step): README "Guardrails".
         firings.sort(key=lambda f: (f.due_at, f.customer_id, f.rule_index, f.step))
         now = self.wall_clock()
         for f in firings:
@@ -192,6 +329,7 @@ class CustomerProcessor:
             self.decision_counts[(f.rule, f.step, f.outcome)] += 1
             result.outputs.append(Output(self.decisions_topic, f.customer_id, dumps(decision)))
             if f.delivered:
+                result.delivered[(iso(f.due_at)[:10], f.rule, f.step)] += 1
                 result.outputs.append(
                     Output(self.nudges_topic, f.customer_id, dumps(nudge_record(decision)))
                 )
@@ -208,4 +346,11 @@ def input_sources(topics: Iterable[str], partitions: int) -> list[str]:
     return [source_name(t, p) for t in topics for p in range(partitions)]
 
 
-ScanFn = Callable[[int], Iterable[tuple[str, bytes]]]
+def group_by_partition(
+    messages: Sequence[tuple[int, int, bytes | None]],
+) -> dict[int, list[tuple[int, bytes | None]]]:
+    """(partition, offset, value) -> {partition: [(offset, value), ...]} in arrival order."""
+    out: dict[int, list[tuple[int, bytes | None]]] = {}
+    for partition, offset, value in messages:
+        out.setdefault(partition, []).append((offset, value))
+    return out

@@ -5,8 +5,6 @@ moves bytes between topics and this class.
 
 from __future__ import annotations
 
-import base64
-import hashlib
 from collections import Counter
 from collections.abc import Sequence
 
@@ -16,13 +14,8 @@ from agents.core.clock import WallClock, source_name
 from agents.core.timeutil import iso, parse_timestamp, to_micros
 from agents.core.validation import ValidationError, validate
 from agents.customer import Output
-from agents.messages import CONTROL_ADVANCE, dumps
-from schemas.records import SCHEMA_DEAD_LETTER
-
-PREVIEW_CHARS = 512
-# Kept whole up to this size; a larger message (already a dead letter for its size)
-# keeps its head, length and hash so the dead letter itself fits in a Kafka record.
-MAX_ORIGINAL_BYTES = 512 * 1024
+from agents.messages import CONTROL_ADVANCE, dead_letter_record, dumps
+from agents.messages import MAX_ORIGINAL_BYTES as MAX_ORIGINAL_BYTES
 
 
 class IngestHandler:
@@ -85,6 +78,15 @@ class IngestHandler:
             until = to_micros(parse_timestamp(obj.get("until")))
         except ValueError as exc:
             raise ValidationError("invalid_timestamp", f"control/advance: {exc}") from None
+        limit = self.wall_clock() + self.future_tolerance
+        if until > limit:
+            # Bounded like any event time: an advance far into the future would
+            # fire every ladder at once (README "Input events").
+            raise ValidationError(
+                "future_timestamp",
+                f"control/advance: until {iso(until)} is after {iso(limit)} "
+                "(now + the future tolerance)",
+            )
         self.markers += 1
         payload = dumps({"type": "adv", "src": src, "until": until})
         return [(p, payload) for p in range(self.customer_partitions)]
@@ -92,24 +94,14 @@ class IngestHandler:
     def dead_letter(
         self, raw: bytes, exc: ValidationError, topic: str, partition: int, offset: int
     ) -> bytes:
-        text: str | None
-        try:
-            text = raw[:PREVIEW_CHARS].decode("utf-8")
-        except UnicodeDecodeError:
-            text = None
-        return dumps(
-            {
-                "schema": SCHEMA_DEAD_LETTER,
-                "error_code": exc.code,
-                "error": exc.message,
-                "source": {"topic": topic, "partition": partition, "offset": offset},
-                "original_base64": base64.b64encode(raw[:MAX_ORIGINAL_BYTES]).decode("ascii"),
-                "original_size": len(raw),
-                "original_truncated": len(raw) > MAX_ORIGINAL_BYTES,
-                "original_sha256": hashlib.sha256(raw).hexdigest(),
-                "original_text": text,
-                "received_at": iso(self.wall_clock()),
-            }
+        return dead_letter_record(
+            raw,
+            code=exc.code,
+            message=exc.message,
+            topic=topic,
+            partition=partition,
+            offset=offset,
+            received_at=self.wall_clock(),
         )
 
 

@@ -15,6 +15,8 @@ Input topics additionally accept the control record
 
 from __future__ import annotations
 
+import base64
+import hashlib
 from datetime import timedelta
 from typing import Any
 
@@ -23,9 +25,14 @@ import orjson
 from agents.core.engine import Conversion, Firing
 from agents.core.guardrails import OUTCOME_DELIVERED
 from agents.core.timeutil import MICROS_PER_SECOND, format_duration, iso
-from schemas.records import SCHEMA_DECISION, SCHEMA_NUDGE, SCHEMA_OUTCOME
+from schemas.records import SCHEMA_DEAD_LETTER, SCHEMA_DECISION, SCHEMA_NUDGE, SCHEMA_OUTCOME
 
 CONTROL_ADVANCE = "control/advance"
+
+PREVIEW_CHARS = 512
+# Kept whole up to this size; a larger message (already a dead letter for its size)
+# keeps its head, length and hash so the dead letter itself fits in a Kafka record.
+MAX_ORIGINAL_BYTES = 512 * 1024
 
 
 def decision_record(
@@ -75,6 +82,38 @@ def nudge_record(decision: dict[str, Any]) -> dict[str, Any]:
     out = {k: v for k, v in decision.items() if k not in ("delivered", "outcome", "clock")}
     out["schema"] = SCHEMA_NUDGE
     return out
+
+
+def dead_letter_record(
+    raw: bytes,
+    *,
+    code: str,
+    message: str,
+    topic: str,
+    partition: int,
+    offset: int,
+    received_at: int,
+) -> bytes:
+    """A ``dead_letter/1`` record: the original bytes, where they came from and why."""
+    text: str | None
+    try:
+        text = raw[:PREVIEW_CHARS].decode("utf-8")
+    except UnicodeDecodeError:
+        text = None
+    return dumps(
+        {
+            "schema": SCHEMA_DEAD_LETTER,
+            "error_code": code,
+            "error": message,
+            "source": {"topic": topic, "partition": partition, "offset": offset},
+            "original_base64": base64.b64encode(raw[:MAX_ORIGINAL_BYTES]).decode("ascii"),
+            "original_size": len(raw),
+            "original_truncated": len(raw) > MAX_ORIGINAL_BYTES,
+            "original_sha256": hashlib.sha256(raw).hexdigest(),
+            "original_text": text,
+            "received_at": iso(received_at),
+        }
+    )
 
 
 def dumps(obj: Any) -> bytes:

@@ -16,15 +16,20 @@ from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, TypedDict
 
 import faust
-import orjson
 from aiokafka.partitioner import DefaultPartitioner
 
 from agents.core.clock import WallClock, system_clock
 from agents.core.engine import Engine
-from agents.customer import CustomerProcessor, Output, input_sources
+from agents.customer import CustomerProcessor, group_by_partition, input_sources
 from agents.ingest import IngestHandler
 from agents.messages import dumps
 from streams.config import Config
+from streams.faust_adapter import (
+    check_version,
+    committed_offsets,
+    event_context,
+    set_producer_buffer_limit,
+)
 from streams.kafka import ssl_context
 from streams.metrics import Metrics
 from streams.readmodel import ReadModelWriter, connect
@@ -108,6 +113,7 @@ class RetentionApp:
     """Builds one Faust app for one :class:`Config`."""
 
     def __init__(self, config: Config, *, wall_clock: WallClock = system_clock) -> None:
+        check_version()
         self.config = config
         self.wall_clock = wall_clock
         topics = config.topics
@@ -181,6 +187,8 @@ class RetentionApp:
             nudges_topic=topics.nudges,
             decisions_topic=topics.decisions,
             outcomes_topic=topics.outcomes,
+            dlq_topic=topics.dlq,
+            internal_topic=topics.customer_events,
             wall_clock=wall_clock,
         )
         # Delivered nudges by (UTC date of due time, rule, step), since start.
@@ -266,6 +274,7 @@ class RetentionApp:
             assignment = consumer.assignment()
         except Exception:  # not started yet
             return {}
+        committed_at = committed_offsets(consumer)
         for tp in assignment:
             if tp.topic not in watched:
                 continue
@@ -275,53 +284,53 @@ class RetentionApp:
                 continue
             if high is None:
                 continue
-            committed = consumer._committed_offset.get(tp) or 0
+            committed = committed_at.get(tp) or 0
             lag[tp.topic] += max(0, int(high) - int(committed))
         return dict(lag)
 
-    def _note_outputs(self, outputs: list[Output]) -> None:
-        nudges = self.config.topics.nudges
-        for o in outputs:
-            if o.topic == nudges:
-                n = orjson.loads(o.value)
-                self.triggers_by_day[(n["due_at"][:10], n["rule"], int(n["step"]))] += 1
-
     def _wire(self) -> None:
         app, cfg = self.app, self.config
+        batch, within = cfg.batch_max, cfg.batch_within
 
         @app.agent(self.input_topic, name="ingest")
         @crash_only
         async def ingest(stream: Any) -> None:
-            async for event in stream.events():
-                m = event.message
-                outputs, controls = self.ingest.handle(event.value, m.topic, m.partition, m.offset)
-                for out in outputs:
-                    await self.outputs[out.topic].send(key=out.key.encode(), value=out.value)
-                for partition, payload in controls:
-                    await self.customer_topic.send(
-                        key=b"__control__", value=payload, partition=partition
-                    )
+            await self._start_batching()
+            handle = self.ingest.handle
+            send = app.producer.send
+            customer_topic = cfg.topics.customer_events
+            async for events in stream.take_events(batch, within=within):
+                acks: list[Awaitable[Any]] = []
+                for event in events:
+                    m = event.message
+                    outputs, controls = handle(event.value, m.topic, m.partition, m.offset)
+                    for out in outputs:
+                        acks.append(
+                            await send(out.topic, out.key.encode(), out.value, None, None, None)
+                        )
+                    for partition, payload in controls:
+                        acks.append(
+                            await send(
+                                customer_topic, b"__control__", payload, partition, None, None
+                            )
+                        )
+                # A failed send raises here and stops the agent (crash_only): the
+                # batch is not acked, so it is consumed again after the restart.
+                await asyncio.gather(*acks)
 
         @app.agent(self.customer_topic, name="customers")
         @crash_only
         async def customers(stream: Any) -> None:
-            clock_keys = (b"__tick__", b"__control__")
-            tick_duration = self.metrics.tick_duration
-            mark = self.readmodel.mark
-            async for event in stream.events():
-                started = time.perf_counter()
-                partition = event.message.partition
-                result = self.processor.handle(partition, event.value, self.store)
-                if result.outputs:
-                    await self._send_acked(result.outputs)
-                    self._note_outputs(result.outputs)
-                for key, value in result.writes.items():
-                    self.store.put(key, value)
-                    if key.startswith("c/"):
-                        # Only remembered here; the read-model task writes Redis.
-                        mark(partition, key[2:], value)
-                if event.key in clock_keys:
-                    tick_duration.observe(time.perf_counter() - started)
+            await self._start_batching()
+            async for events in stream.take_events(batch, within=within):
+                last: dict[int, Any] = {}
+                for event in events:
+                    last[event.message.partition] = event
+                groups = group_by_partition(
+                    [(e.message.partition, e.message.offset, e.value) for e in events]
+                )
+                for partition, messages in groups.items():
+                    await self._process(partition, messages, last[partition])
 
         # Faust's App.timer returns a bare Callable, so the decorator is untyped.
         @app.timer(interval=cfg.tick_interval, on_leader=True)  # type: ignore[untyped-decorator]
@@ -346,12 +355,45 @@ class RetentionApp:
         async def read_model() -> None:
             await self.readmodel.run()
 
-    async def _send_acked(self, outputs: list[Output]) -> None:
-        # Outputs are acknowledged by the broker *before* the state that produced
-        # them is written: a crash in between replays the event and re-fires with
-        # the same trigger_id (a duplicate), never a lost decision.
-        futures = [
-            await self.outputs[o.topic].send(key=o.key.encode(), value=o.value, force=True)
-            for o in outputs
-        ]
-        await asyncio.gather(*futures)
+    async def _start_batching(self) -> None:
+        """Once per agent start: output topics exist, the producer buffer is sized."""
+        # Outputs go through the producer directly (no Topic.send), so declare them.
+        for topic in self.outputs.values():
+            await topic.maybe_declare()
+        # A batch's changelog rows sit in Faust's producer buffer until its sender task
+        # drains them; above the limit the conductor stops to flush on every message.
+        set_producer_buffer_limit(self.app, max(100, 4 * self.config.batch_max))
+
+    async def _process(self, partition: int, messages: list[Any], event: Any) -> None:
+        """One partition's share of a batch, in slices of bounded work.
+
+        Per slice: send every output, await the acknowledgements once, then write
+        the table rows.  An output is acknowledged before the state that produced
+        it is written, so a crash in between replays the events and re-fires with
+        the same trigger_id (a duplicate), never a lost decision.  Between slices
+        the loop gets control back, so a big clock advance does not starve it.
+        """
+        proc, store = self.processor, self.store
+        send = self.app.producer.send
+        mark = self.readmodel.mark
+        table = self.table
+        with event_context(event):  # reads and writes go to this partition
+            proc.feed(partition, messages, store)
+            while proc.has_work(partition):
+                started = time.perf_counter()
+                result = proc.step(partition, store)
+                if result.outputs:
+                    acks = [
+                        await send(o.topic, o.key.encode(), o.value, None, None, None)
+                        for o in result.outputs
+                    ]
+                    await asyncio.gather(*acks)
+                    self.triggers_by_day.update(result.delivered)
+                for key, value in result.writes.items():
+                    table[key.encode()] = value
+                    if key.startswith("c/"):
+                        # Only remembered here; the read-model task writes Redis.
+                        mark(partition, key[2:], value)
+                self.metrics.tick_duration.observe(time.perf_counter() - started)
+                if proc.has_work(partition):
+                    await asyncio.sleep(0)

@@ -6,6 +6,7 @@ from collections.abc import Iterable
 from typing import Any
 
 import orjson
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -26,6 +27,7 @@ from tests.unit.agents.factories import T0, at, consent, purchase, session
 INPUTS = ("retention.purchases", "retention.sessions", "retention.consents")
 NUDGES, DECISIONS = "retention.nudges", "retention.decisions"
 OUTCOMES = "retention.outcomes"
+DLQ, INTERNAL = "retention.dlq", "retention.customer-events"
 SOURCES = input_sources(INPUTS, 2)
 SRC = {"purchase": "retention.purchases:0", "session": "retention.sessions:0"}
 SRC["consent"] = "retention.consents:0"
@@ -66,6 +68,8 @@ def processor(
         nudges_topic=NUDGES,
         decisions_topic=DECISIONS,
         outcomes_topic=OUTCOMES,
+        dlq_topic=DLQ,
+        internal_topic=INTERNAL,
         wall_clock=wall or ManualClock(FIRED_AT),
     )
 
@@ -368,3 +372,95 @@ def test_a_customer_id_that_looks_like_the_clock_key_is_just_a_customer() -> Non
         (odd, "second_purchase", 1, "2026-03-09T10:00:00Z"),
         ("cus_a", "second_purchase", 1, "2026-03-09T10:00:00Z"),
     ]
+
+
+# --- batches and slices ------------------------------------------------------------------
+
+
+def run_batched(
+    proc: CustomerProcessor, store: DictStore, messages: list[bytes], batch: int, limit: int
+) -> list[tuple[str, str, dict[str, Any]]]:
+    """Feed ``batch`` messages at a time and step ``limit`` units a slice, as the agent does."""
+    out = []
+    for i in range(0, len(messages), batch):
+        proc.feed(0, [(i + j, m) for j, m in enumerate(messages[i : i + batch])], store)
+        while proc.has_work(0):
+            result = store.commit(proc.step(0, store, limit=limit))
+            out += [(o.topic, o.key, orjson.loads(o.value)) for o in result.outputs]
+    return out
+
+
+def per_customer(outputs: list[tuple[str, str, dict[str, Any]]]) -> dict[str, list[Any]]:
+    """Outputs in topic order per key: what a keyed topic preserves."""
+    by: dict[str, list[Any]] = {}
+    for topic, key, value in outputs:
+        by.setdefault(key, []).append((topic, value))
+    return by
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    events=partition_history(),
+    batch=st.integers(1, 20),
+    limit=st.integers(1, 12),
+)
+def test_decisions_and_rows_do_not_depend_on_batch_or_slice_boundaries(
+    events: list[Event], batch: int, limit: int
+) -> None:
+    sources = (SRC["purchase"], SRC["session"])
+    core = CoreSettings(stream_allowed_lateness=DAY)
+    steps = [*advance_all(at(days=40), sources), *advance_all(at(days=200), sources)]
+    messages = [*map(ev, events), ev(events[0]), *steps]  # one duplicate too
+    one_by_one, s1 = DictStore(), DictStore()
+    expected = run(processor(core=core, sources=sources), s1, messages)
+    got = run_batched(processor(core=core, sources=sources), one_by_one, messages, batch, limit)
+    assert per_customer(got) == per_customer(expected)
+    rows = {k for k in s1.data if k.startswith(CUSTOMER_KEY_PREFIX)}
+    assert {k for k in one_by_one.data if k.startswith(CUSTOMER_KEY_PREFIX)} == rows
+    for key in rows:
+        a, b = orjson.loads(one_by_one.data[key]), orjson.loads(s1.data[key])
+        a.pop("version"), b.pop("version")  # one bump per slice instead of per message
+        assert a == b
+
+
+def test_a_big_clock_advance_is_processed_in_slices() -> None:
+    proc, store = processor(), DictStore()
+    customers = [f"cus_{i:03d}" for i in range(120)]
+    run(proc, store, [ev(purchase(c, T0, f"ORD-{c}")) for c in customers])
+    proc.feed(0, [(1, m) for m in advance_all(at(days=8))], store)
+    slices = []
+    while proc.has_work(0):
+        slices.append(store.commit(proc.step(0, store, limit=25)))
+    assert len(slices) >= 120 // 25  # no single call fires everyone
+    fired = decisions([(o.topic, o.key, orjson.loads(o.value)) for r in slices for o in r.outputs])
+    assert sorted(c for c, *_ in fired) == customers
+    assert all(len(r.writes) <= 25 + 1 for r in slices)  # rows of the slice + the clock
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"not json",
+        b"[1, 2]",
+        b'{"type": "adv", "src": "retention.purchases:0", "until": "soon"}',
+        b'{"type": "adv", "src": "nowhere:9", "until": 5}',
+        b'{"ev": {}}',
+        b'{"type": "ev", "src": "retention.purchases:0", "ev": {}}',
+        b'{"type": "ev", "src": "retention.purchases:0"}',
+        b'{"type": "mystery"}',
+        b"",
+    ],
+)
+def test_an_unreadable_internal_message_is_a_dead_letter_not_a_crash(raw: bytes) -> None:
+    proc, store = processor(), DictStore()
+    result = proc.handle(0, raw, store, offset=41)
+    [letter] = result.outputs
+    assert (letter.topic, letter.key) == (DLQ, f"{INTERNAL}:0:41")
+    record = orjson.loads(letter.value)
+    assert record["error_code"] == "invalid_internal_message"
+    assert record["source"] == {"topic": INTERNAL, "partition": 0, "offset": 41}
+    assert record["error"]
+    assert proc.dead_letters == {"invalid_internal_message": 1}
+    # The partition goes on working after it.
+    run(proc, store, [ev(purchase("cus_a", T0)), *advance_all(at(days=8))])
+    assert store.state("cus_a").orders == 1

@@ -135,11 +135,11 @@ def test_dead_letters_are_counted_per_code() -> None:
 
 def test_an_advance_record_becomes_one_control_message_per_customer_partition() -> None:
     h = handler(partitions=4)
-    raw = orjson.dumps({"schema": "control/advance", "until": "2026-04-01T00:00:00+02:00"})
+    raw = orjson.dumps({"schema": "control/advance", "until": "2026-03-11T00:00:00+02:00"})
     outputs, controls = h.handle(raw, "retention.sessions", 2, 99)
     assert outputs == []
     assert [p for p, _ in controls] == [0, 1, 2, 3]
-    until = to_micros(datetime(2026, 3, 31, 22, 0, tzinfo=UTC))
+    until = to_micros(datetime(2026, 3, 10, 22, 0, tzinfo=UTC))
     for _, payload in controls:
         assert orjson.loads(payload) == {
             "type": "adv",
@@ -156,6 +156,9 @@ def test_an_advance_record_becomes_one_control_message_per_customer_partition() 
         ({"schema": "control/advance", "until": "next week"}, "invalid_timestamp"),
         ({"schema": "control/advance", "until": "2026-04-01T00:00:00"}, "invalid_timestamp"),
         ({"schema": "control/advance"}, "invalid_timestamp"),
+        # Bounded like an event time: no "fire every ladder at once" far in the future.
+        ({"schema": "control/advance", "until": "9999-12-31T00:00:00Z"}, "future_timestamp"),
+        ({"schema": "control/advance", "until": "2026-04-01T00:00:00+02:00"}, "future_timestamp"),
     ],
 )
 def test_a_malformed_advance_record_is_a_dead_letter(record: dict[str, Any], code: str) -> None:

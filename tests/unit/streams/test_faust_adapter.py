@@ -1,0 +1,102 @@
+"""The Faust internals streams.faust_adapter relies on, checked against the installed Faust.
+
+These fail loudly on a Faust upgrade that moves or changes them: re-read the Faust
+source for each name before raising ``PINNED_FAUST``.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import inspect
+from types import SimpleNamespace
+from typing import Any
+
+import faust
+import faust.streams
+import pytest
+from faust.tables.table import Table
+from faust.transport.consumer import Consumer
+from faust.transport.producer import ProducerBuffer
+
+from streams import faust_adapter
+from streams.faust_adapter import PINNED_FAUST, check_version, event_context
+
+
+def test_the_installed_faust_is_the_pinned_one() -> None:
+    assert faust.__version__ == PINNED_FAUST
+    check_version()  # does not raise
+
+
+def test_check_version_refuses_another_faust(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(faust_adapter, "FAUST_VERSION", "0.16.0")
+    with pytest.raises(RuntimeError, match=r"0\.16\.0.*written against 0\.15\.3"):
+        check_version()
+
+
+class FakeEvent:
+    """What the adapter and Faust read of an event: its message's partition."""
+
+    def __init__(self, partition: int) -> None:
+        self.message = SimpleNamespace(partition=partition, topic="t")
+
+
+def fake_event(partition: int) -> Any:
+    return FakeEvent(partition)
+
+
+def test_event_context_sets_and_restores_the_current_event() -> None:
+    assert isinstance(faust.streams._current_event, contextvars.ContextVar)
+    assert faust.streams.current_event() is None
+    outer, inner = fake_event(1), fake_event(3)
+    with event_context(outer):
+        assert faust.streams.current_event() is outer
+        with event_context(inner):
+            assert faust.streams.current_event() is inner
+        assert faust.streams.current_event() is outer
+    assert faust.streams.current_event() is None
+
+
+def test_a_table_write_takes_its_changelog_partition_from_the_current_event() -> None:
+    # Table.on_key_set -> send_changelog(partition_for_key(key)) -> current_event().
+    assert "self.partition_for_key(key)" in inspect.getsource(Table.on_key_set)
+    source = inspect.getsource(Table.partition_for_key)
+    assert "current_event()" in source and "event.message.partition" in source
+    app = faust.App("adapter-test", store="memory://")
+    table = app.Table("t", partitions=8, key_type=bytes, value_type=bytes)
+    table._verified_source_topics_for_partitions.add("t")  # no consumer in a unit test
+    with pytest.raises(TypeError, match="outside of stream iteration"):
+        table.partition_for_key(b"k")
+    with event_context(fake_event(5)):
+        assert table.partition_for_key(b"k") == 5
+
+
+def test_the_rocksdb_store_reads_and_writes_the_current_events_partition() -> None:
+    from faust.stores import rocksdb
+
+    for name in ("_set", "_get"):
+        source = inspect.getsource(getattr(rocksdb.Store, name))
+        assert "current_event()" in source and "event.message.partition" in source
+
+
+def test_the_producer_buffer_limit_is_the_attribute_the_conductor_checks() -> None:
+    assert ProducerBuffer.max_messages == 100
+    assert "self.size > self.max_messages" in inspect.getsource(ProducerBuffer.wait_until_ebb)
+    app = SimpleNamespace(producer=SimpleNamespace(buffer=SimpleNamespace(max_messages=100)))
+    faust_adapter.set_producer_buffer_limit(app, 8000)
+    assert app.producer.buffer.max_messages == 8000
+
+
+def test_committed_offsets_are_where_the_adapter_reads_them() -> None:
+    assert "self._committed_offset" in inspect.getsource(Consumer.__init__)
+    consumer = SimpleNamespace(_committed_offset={("t", 0): 7})
+    assert faust_adapter.committed_offsets(consumer) == {("t", 0): 7}
+
+
+def test_take_events_acks_after_the_batch_and_leaves_no_current_event() -> None:
+    # The batched agents rely on both: events are acked only once the agent asks
+    # for the next batch, and the agent's task has no current event (so the
+    # adapter must set it for table access).
+    source = inspect.getsource(faust.streams.Stream.take_events)
+    assert "yield list(events)" in source
+    after_yield = source.split("yield list(events)", 1)[1]
+    assert "await self.ack(event)" in after_yield
