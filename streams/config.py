@@ -100,6 +100,9 @@ class Config:
     replication_factor: int = 1
     clock: str = "wall"
     tick_interval: float = 1.0
+    # Messages per agent batch and the longest wait to fill one (docs/benchmarks.md).
+    batch_max: int = 2000
+    batch_within: float = 0.05
     processing_guarantee: str = "at_least_once"
     store: str = "rocksdb://"
     data_dir: Path = field(default_factory=lambda: default_home() / "data")
@@ -140,6 +143,8 @@ class Config:
             "topics": {f.name: getattr(self.topics, f.name) for f in fields(Topics)},
             "partitions": self.partitions,
             "clock": self.clock,
+            "batch_max": self.batch_max,
+            "batch_within": self.batch_within,
             "processing_guarantee": self.processing_guarantee,
             "store": self.store,
             "data_dir": str(self.data_dir),
@@ -311,6 +316,8 @@ ENV_KEYS: dict[str, str] = {
     "replication_factor": "replication factor of created topics",
     "clock": "wall (live) or stream (replay/backfill)",
     "tick_interval": "seconds between wall-clock ticks",
+    "batch_max": "messages an agent takes per batch",
+    "batch_within": "seconds an agent waits to fill a batch",
     "processing_guarantee": "at_least_once or exactly_once",
     "store": "table store: rocksdb:// or memory://",
     "data_dir": "worker data directory (RocksDB)",
@@ -445,6 +452,10 @@ def _build(v: dict[str, Any]) -> Config:
         ),
         clock=_as_choice("RETENTION_CLOCK", v.get("clock", d.clock), CLOCKS),
         tick_interval=_as_float("RETENTION_TICK_INTERVAL", v.get("tick_interval", 1.0), 0.05, 3600),
+        batch_max=_as_int("RETENTION_BATCH_MAX", v.get("batch_max", d.batch_max), 1, 100_000),
+        batch_within=_as_float(
+            "RETENTION_BATCH_WITHIN", v.get("batch_within", d.batch_within), 0.001, 10
+        ),
         processing_guarantee=_as_choice(
             "RETENTION_PROCESSING_GUARANTEE",
             v.get("processing_guarantee", d.processing_guarantee),
