@@ -15,8 +15,10 @@ the workers' figures.
 from __future__ import annotations
 
 import bisect
+import functools
 from collections import Counter
 from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -39,10 +41,24 @@ from agents.core.reports import (
     percentile,
     ratio,
 )
+from agents.core.reports import (
+    _month_start as _months_start,
+)
 from agents.core.state import STAGE_PROSPECT, STAGES
 from agents.core.timeutil import MICROS_PER_DAY, iso
 
 SCHEMA_INPUTS = "report-inputs/1"
+
+
+def _month_index(t: int) -> int:
+    """Months since year 0 of the UTC calendar month holding ``t``."""
+    d = datetime.fromtimestamp(t / 1_000_000, UTC)
+    return d.year * 12 + d.month - 1
+
+
+@functools.lru_cache(maxsize=4096)
+def _month_start(k: int) -> int:
+    return _months_start(k // 12, k % 12 + 1)
 
 
 def _add(into: dict[str, int], counts: Mapping[str, int]) -> None:
@@ -67,9 +83,7 @@ class ReportInputs:
         self.spend: dict[str, Decimal] = {}
         self.order_currencies: dict[str, int] = {}
         self.cohorts: dict[str, dict[str, Any]] = {}
-        # Buyers kept for CRR until finish(): (first order, spans).
-        self._crr_rows: list[tuple[int, list[list[int]]]] = []
-        self.crr: dict[str, list[int]] = {}
+        self.crr: dict[str, list[int]] = {}  # month -> [S0, N, E]
 
     # --- from rows -----------------------------------------------------------------
 
@@ -113,36 +127,47 @@ class ReportInputs:
                 cohort["mature"][i] += 1
                 if gap is not None and gap <= n * MICROS_PER_DAY:
                     cohort["back"][i] += 1
-        self._crr_rows.append((first, d.get("active_spans", [])))
+        self._count_crr(first, d.get("active_spans", []))
+
+    def _count_crr(self, first: int, spans: Iterable[list[int]]) -> None:
+        """Add this buyer to CRR's S0 / N / E of every month it counts in.
+
+        A month's S0 asks "active at its start - 1" (an instant in the month
+        before), E "active at its last instant, or at ``as_of``" and N "first order
+        in it"; each span [lo, hi) is walked over the months it touches, so
+        nothing is kept per customer (and the scan allocates little).
+        """
+        as_of = self.as_of
+        k = _month_index(first)
+        if first <= min(_month_start(k + 1) - 1, as_of):
+            self._crr_cell(k)[1] += 1
+        hit_s0: set[int] = set()
+        hit_e: set[int] = set()
+        for lo, hi in spans:
+            k = _month_index(lo)
+            last = _month_index(min(hi - 1, as_of)) + 1
+            while k <= last and _month_start(k) <= as_of:
+                if lo <= _month_start(k) - 1 < hi:
+                    hit_s0.add(k)
+                if lo <= min(_month_start(k + 1) - 1, as_of) < hi:
+                    hit_e.add(k)
+                k += 1
+        for k in hit_s0:
+            self._crr_cell(k)[0] += 1
+        for k in hit_e:
+            self._crr_cell(k)[2] += 1
+
+    def _crr_cell(self, k: int) -> list[int]:
+        label = f"{k // 12:04d}-{k % 12 + 1:02d}"
+        cell = self.crr.get(label)
+        if cell is None:
+            cell = self.crr[label] = [0, 0, 0]
+        return cell
 
     def finish(self) -> ReportInputs:
-        """Count CRR's S0 / N / E per month for the rows added; call once, last."""
+        """Sort the TTSP gaps (call once, last)."""
         for cohort in self.cohorts.values():
             cohort["ttsp"].sort()
-        if self.first_order_at is None:
-            return self
-        months = _months(self.first_order_at, self.as_of)
-        # Instants at which "active" is asked: start - 1 (S0) and the last instant (E).
-        befores = [start - 1 for _, start, _ in months]
-        lasts = [min(end - 1, self.as_of) for _, _, end in months]
-        s0 = [0] * len(months)
-        e = [0] * len(months)
-        n = [0] * len(months)
-        starts = [start for _, start, _ in months]
-        for first, spans in self._crr_rows:
-            i = bisect.bisect_right(starts, first) - 1
-            if 0 <= i < len(months) and first <= lasts[i]:
-                n[i] += 1
-            for counts, points in ((s0, befores), (e, lasts)):
-                hit: set[int] = set()
-                for lo, hi in spans:  # [lo, hi): the points inside
-                    hit.update(
-                        range(bisect.bisect_left(points, lo), bisect.bisect_left(points, hi))
-                    )
-                for j in hit:
-                    counts[j] += 1
-        self._crr_rows = []
-        self.crr = {label: [s0[i], n[i], e[i]] for i, (label, _, _) in enumerate(months)}
         return self
 
     # --- wire form -----------------------------------------------------------------

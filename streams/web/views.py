@@ -2,7 +2,10 @@
 
 * ``GET /retention/customers/{id}``: one customer, answered by the worker that owns
   the customer's partition (other workers forward the request there);
-* ``GET /retention/summary``: this worker's counts, decisions, lag and report;
+* ``GET /retention/summary[?scope=local|cluster]``: counts, decisions, lag and
+  report of this worker (default) or of every worker (``streams.web.summary``);
+* ``GET /retention/summary/part[?as_of=T]``: this worker's share of a cluster
+  summary (counters, clocks and, with ``as_of``, report inputs);
 * ``GET /health/live``, ``GET /health/ready``: liveness, and readiness after table
   recovery;
 * ``GET /metrics``: Prometheus text format;
@@ -13,7 +16,6 @@ from __future__ import annotations
 
 import mimetypes
 import re
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -24,7 +26,7 @@ from faust import web
 from agents.core.state import CustomerState
 from streams.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from streams.readmodel import pending_nudges
-from streams.web.summary import build_summary
+from streams.web.summary import SCOPES, Summaries
 
 if TYPE_CHECKING:
     from streams.app import RetentionApp
@@ -50,7 +52,6 @@ CONTENT_TYPES = {
     ".map": "application/json",
     ".txt": "text/plain; charset=utf-8",
 }
-SUMMARY_CACHE_SECONDS = 1.0
 
 
 def json_bytes(obj: Any) -> bytes:
@@ -92,7 +93,7 @@ def content_type(path: Path) -> str:
 def register(rapp: RetentionApp) -> None:
     """Add the views to ``rapp.app`` (call before the worker starts)."""
     app = rapp.app
-    summary_cache: dict[str, Any] = {}
+    summaries = Summaries(rapp)
 
     class Base(web.View):  # type: ignore[misc]
         def send_json(self, obj: Any, status: int = 200) -> web.Response:
@@ -142,14 +143,27 @@ def register(rapp: RetentionApp) -> None:
     @app.page("/retention/summary")  # type: ignore[untyped-decorator]
     class Summary(Base):
         async def get(self, request: web.Request) -> web.Response:
-            # Building it scans this worker's table partitions: a short cache
-            # keeps a dashboard refreshing every second from doing that twice.
-            now = time.monotonic()
-            if summary_cache.get("at", -1e9) + SUMMARY_CACHE_SECONDS < now:
-                summary_cache["body"] = json_bytes(build_summary(rapp))
-                summary_cache["at"] = now
-            body: bytes = summary_cache["body"]
-            return self.bytes(body, content_type="application/json")
+            # Served stale-while-revalidate, built off the event loop: see
+            # streams.web.summary and docs/operations.md ("Summary").
+            scope = request.query.get("scope", "local")
+            if scope not in SCOPES:
+                return self.send_json({"error": f"scope must be one of {SCOPES}"}, 400)
+            try:
+                body = await summaries.summary(scope)
+            except RuntimeError as exc:
+                return self.send_json({"error": f"summary unavailable: {exc}"}, 503)
+            age = body["freshness"]["age_seconds"]
+            return self.send_bytes(json_bytes(body), "application/json", {"Age": str(int(age))})
+
+    @app.page("/retention/summary/part")  # type: ignore[untyped-decorator]
+    class SummaryPart(Base):
+        async def get(self, request: web.Request) -> web.Response:
+            raw = request.query.get("as_of")
+            try:
+                as_of = None if raw is None else int(raw)
+            except ValueError:
+                return self.send_json({"error": "as_of must be microseconds since the epoch"}, 400)
+            return self.send_json(await summaries.part(as_of))
 
     @app.page("/health/live")  # type: ignore[untyped-decorator]
     class Live(Base):
