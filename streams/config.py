@@ -32,6 +32,9 @@ CLOCKS = ("wall", "stream")
 GUARANTEES = ("at_least_once", "exactly_once")
 SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+# Steps per ladder: each step is a key in the customer row's counts, so the
+# row stays small (README "Byte budget").
+MAX_LADDER_STEPS = 10
 
 
 class ConfigError(ValueError):
@@ -187,9 +190,9 @@ def _as_int(name: str, raw: Any, lo: int, hi: int) -> int:
     try:
         value = int(raw)
     except (TypeError, ValueError):
-        raise ConfigError(f"{name} must be a whole number, got {raw!r}") from None
+        raise ConfigError(f"{name} must be a whole number, got {str(raw)[:40]!r}") from None
     if not lo <= value <= hi:
-        raise ConfigError(f"{name} must be between {lo} and {hi}, got {value}")
+        raise ConfigError(f"{name} must be between {lo} and {hi}, got {str(value)[:40]}")
     return value
 
 
@@ -197,7 +200,7 @@ def _as_float(name: str, raw: Any, lo: float, hi: float) -> float:
     try:
         value = float(raw)
     except (TypeError, ValueError):
-        raise ConfigError(f"{name} must be a number, got {raw!r}") from None
+        raise ConfigError(f"{name} must be a number, got {str(raw)[:40]!r}") from None
     if not lo <= value <= hi:
         raise ConfigError(f"{name} must be between {lo} and {hi}, got {value}")
     return value
@@ -222,20 +225,21 @@ def _as_bool(name: str, raw: Any) -> bool:
 
 
 def _as_duration(name: str, raw: Any) -> int:
+    # parse_duration is exact and refuses anything over 100 years, so no
+    # duration (or an event time plus a few of them) can overflow a datetime.
     try:
         value = parse_duration(str(raw))
-    except ValueError as exc:
+    except (ValueError, OverflowError) as exc:
         raise ConfigError(f"{name}: {exc}") from None
-    micros = int(value.total_seconds() * MICROS_PER_SECOND)
-    if micros < 0:
-        raise ConfigError(f"{name} must not be negative")
-    return micros
+    return (value.days * 86400 + value.seconds) * MICROS_PER_SECOND + value.microseconds
 
 
 def _as_steps(name: str, raw: Any) -> tuple[int, ...]:
     items = raw if isinstance(raw, list) else [s for s in str(raw).split(",") if s.strip()]
     if not items:
         raise ConfigError(f"{name} needs at least one duration, e.g. P7D,P14D,P30D")
+    if len(items) > MAX_LADDER_STEPS:
+        raise ConfigError(f"{name} may have at most {MAX_LADDER_STEPS} steps, got {len(items)}")
     steps = tuple(_as_duration(name, s) for s in items)
     if any(s <= 0 for s in steps) or list(steps) != sorted(set(steps)):
         raise ConfigError(f"{name} must be positive and strictly increasing, got {raw!r}")
@@ -254,7 +258,7 @@ def _as_hostport(name: str, raw: Any) -> str:
 def _as_time(name: str, raw: Any) -> int:
     try:
         return to_micros(parse_timestamp(str(raw)))
-    except ValueError as exc:
+    except (ValueError, OverflowError) as exc:
         raise ConfigError(f"{name}: {exc}") from None
 
 

@@ -44,7 +44,13 @@ from agents.core.state import (
     CustomerState,
     LadderProgress,
 )
-from agents.core.timeutil import MICROS_PER_DAY, MICROS_PER_SECOND, format_duration, iso
+from agents.core.timeutil import (
+    MAX_DURATION,
+    MICROS_PER_DAY,
+    MICROS_PER_SECOND,
+    format_duration,
+    iso,
+)
 from schemas.records import KIND_PURCHASE, Event
 
 MICROS_PER_HOUR = 3600 * MICROS_PER_SECOND
@@ -315,7 +321,8 @@ class Engine:
 
 
 def overdue_threshold(order_times: list[int], multiplier: float, floor: int) -> int:
-    """max(floor, multiplier x median gap between consecutive orders), in micros.
+    """max(floor, multiplier x median gap between consecutive orders), in micros,
+    at most 100 years (``MAX_DURATION``).
 
     The median of an even number of gaps is the mean of the middle two, rounded
     down to a microsecond; ``order_times`` is ascending (the newest orders kept).
@@ -325,7 +332,9 @@ def overdue_threshold(order_times: list[int], multiplier: float, floor: int) -> 
         return floor
     n = len(gaps)
     median = gaps[n // 2] if n % 2 else (gaps[n // 2 - 1] + gaps[n // 2]) // 2
-    return max(floor, int(median * multiplier))
+    # Capped at the longest duration a setting may hold, so that a due time
+    # stays a representable datetime even for orders centuries apart.
+    return min(max(floor, int(median * multiplier)), MAX_DURATION)
 
 
 def context_snapshot(state: CustomerState) -> dict[str, Any]:

@@ -8,17 +8,29 @@ depends on the producer's machine.
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 _DURATION = re.compile(
-    r"^P(?:(?P<weeks>\d+)W)?(?:(?P<days>\d+)D)?"
-    r"(?:T(?:(?P<hours>\d+)H)?(?:(?P<minutes>\d+)M)?(?:(?P<seconds>\d+(?:\.\d+)?)S)?)?$"
+    r"P(?:(?P<weeks>[0-9]+)W)?(?:(?P<days>[0-9]+)D)?"
+    r"(?:T(?:(?P<hours>[0-9]+)H)?(?:(?P<minutes>[0-9]+)M)?"
+    r"(?:(?P<seconds>[0-9]+)(?:\.(?P<fraction>[0-9]+))?S)?)?",
+    re.ASCII,
 )
+# RFC 3339 (section 5.6), ASCII digits only.  The checks the pattern cannot make
+# (offset range, leap second, calendar) are in parse_timestamp.
 _RFC3339 = re.compile(
-    r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(?:\.\d{1,9})?(?P<offset>[Zz]|[+-]\d{2}:\d{2})?$"
+    r"(?P<date>[0-9]{4}-[0-9]{2}-[0-9]{2})[Tt ]"
+    r"(?P<hour>[0-9]{2}):(?P<minute>[0-9]{2}):(?P<second>[0-9]{2})(?:\.(?P<fraction>[0-9]+))?"
+    r"(?P<offset>[Zz]|(?P<sign>[+-])(?P<oh>[0-9]{2}):(?P<om>[0-9]{2}))?",
+    re.ASCII,
 )
+# The longest duration any setting may hold (100 years): the sum of any event
+# time the processor accepts and a few such durations stays inside the years
+# 1..9999 that datetime can represent.
+MAX_DURATION_DAYS = 36_500
+MAX_DURATION = MAX_DURATION_DAYS * 86_400 * 1_000_000  # micros
 
 
 class TimeFormatError(ValueError):
@@ -33,19 +45,35 @@ def parse_duration(text: str) -> timedelta:
     """Parse an ISO 8601 duration such as ``P14D``, ``PT24H`` or ``P1W``.
 
     Months and years are refused: their length varies, and a threshold must mean
-    the same number of seconds in every replay.
+    the same number of seconds in every replay.  The value is computed exactly
+    (fractions of a second are truncated to the microsecond) and may not exceed
+    :data:`MAX_DURATION_DAYS`; anything longer raises ``ValueError``, never
+    ``OverflowError``.
     """
-    match = _DURATION.match(text.strip()) if isinstance(text, str) else None
-    if not match or text.strip() in ("P", "PT"):
+    match = _DURATION.fullmatch(text.strip()) if isinstance(text, str) else None
+    if not match or text.strip() in ("P", "PT") or text.strip().endswith("T"):
         raise ValueError(f"not an ISO 8601 duration (use e.g. P14D or PT24H): {text!r}")
-    parts = {k: float(v) for k, v in match.groupdict().items() if v is not None}
-    return timedelta(
-        weeks=parts.get("weeks", 0),
-        days=parts.get("days", 0),
-        hours=parts.get("hours", 0),
-        minutes=parts.get("minutes", 0),
-        seconds=parts.get("seconds", 0),
+    groups = {k: v for k, v in match.groupdict().items() if v is not None and k != "fraction"}
+    if any(len(v) > 12 for v in groups.values()):  # no int() of thousands of digits
+        raise ValueError(
+            f"duration {text.strip()[:40]!r} is longer than the maximum of "
+            f"P{MAX_DURATION_DAYS}D (100 years)"
+        )
+    g = {k: int(v) for k, v in groups.items()}
+    fraction = (match.group("fraction") or "")[:6].ljust(6, "0")
+    seconds = (
+        g.get("weeks", 0) * 7 * 86400
+        + g.get("days", 0) * 86400
+        + g.get("hours", 0) * 3600
+        + g.get("minutes", 0) * 60
+        + g.get("seconds", 0)
     )
+    if seconds > MAX_DURATION_DAYS * 86400:
+        raise ValueError(
+            f"duration {text.strip()[:40]!r} is longer than the maximum of "
+            f"P{MAX_DURATION_DAYS}D (100 years)"
+        )
+    return timedelta(seconds=seconds, microseconds=int(fraction))
 
 
 def format_duration(value: timedelta) -> str:
@@ -69,10 +97,17 @@ def format_duration(value: timedelta) -> str:
 
 
 def parse_timestamp(text: object) -> datetime:
-    """Parse an RFC 3339 timestamp with an offset into an aware UTC datetime."""
+    """Parse an RFC 3339 timestamp with an offset into an aware UTC datetime.
+
+    * the offset must be ``Z`` or ``+hh:mm`` / ``-hh:mm`` with hh <= 23, mm <= 59;
+    * more than 6 fractional digits are truncated to the microsecond;
+    * a leap second (``:60``) is read as the last microsecond of that minute
+      (``23:59:60Z`` is ``23:59:59.999999Z``), so it sorts after every earlier
+      instant of the minute and before the next minute.
+    """
     if not isinstance(text, str):
         raise TimeFormatError("invalid_timestamp", "occurred_at must be an RFC 3339 string")
-    match = _RFC3339.match(text)
+    match = _RFC3339.fullmatch(text)
     if not match:
         raise TimeFormatError("invalid_timestamp", f"occurred_at is not RFC 3339: {text[:64]!r}")
     if match.group("offset") is None:
@@ -80,15 +115,25 @@ def parse_timestamp(text: object) -> datetime:
             "naive_timestamp",
             f"occurred_at has no UTC offset (add 'Z' or '+hh:mm'): {text[:64]!r}",
         )
-    normalized = text.replace("z", "Z").replace("Z", "+00:00").replace("t", "T").replace(" ", "T")
-    # datetime.fromisoformat accepts at most 6 fractional digits.
-    normalized = re.sub(r"(\.\d{6})\d+", r"\1", normalized)
+    offset = timedelta(0)
+    if match.group("sign"):
+        oh, om = int(match.group("oh")), int(match.group("om"))
+        if oh > 23 or om > 59:
+            raise TimeFormatError(
+                "invalid_timestamp", f"occurred_at has an impossible UTC offset: {text[:64]!r}"
+            )
+        offset = timedelta(hours=oh, minutes=om) * (-1 if match.group("sign") == "-" else 1)
+    hour, minute, second = (int(match.group(k)) for k in ("hour", "minute", "second"))
+    micros = int((match.group("fraction") or "")[:6].ljust(6, "0"))
+    if second == 60:  # leap second: the last microsecond of the minute
+        second, micros = 59, 999_999
     try:
-        parsed = datetime.fromisoformat(normalized)
+        year, month, day = (int(x) for x in match.group("date").split("-"))
+        parsed = datetime(year, month, day, hour, minute, second, micros, timezone(offset))
     except ValueError as exc:
         raise TimeFormatError(
             "invalid_timestamp", f"occurred_at is not a valid time: {exc}"
-        ) from exc
+        ) from None
     try:
         return parsed.astimezone(UTC)
     except OverflowError:  # e.g. year 0001 with a positive offset

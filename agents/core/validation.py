@@ -6,8 +6,9 @@ error code, counted per code) and a message a producer can act on.
 
 from __future__ import annotations
 
+import math
 import re
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Any
 
 import orjson
@@ -42,6 +43,14 @@ ERROR_CODES = (
 )
 
 _CURRENCY = re.compile(r"^[A-Z]{3}$")
+# Amount bounds (README "Inputs"): they bound the size of every spend total too.
+MAX_AMOUNT_INTEGER_DIGITS = 16
+MAX_AMOUNT_FRACTION_DIGITS = 15
+MIN_AMOUNT = 1e-15  # smallest non-zero JSON number
+_AMOUNT_TEXT = re.compile(
+    rf"[0-9]{{1,{MAX_AMOUNT_INTEGER_DIGITS}}}(?:\.[0-9]{{1,{MAX_AMOUNT_FRACTION_DIGITS}}})?",
+    re.ASCII,
+)
 _KIND_BY_SCHEMA = {
     SCHEMA_PURCHASE: KIND_PURCHASE,
     SCHEMA_SESSION: KIND_SESSION,
@@ -74,6 +83,12 @@ def _text(obj: dict[str, Any], name: str, *, required: bool, limit: int) -> str 
 
 
 def _amount(obj: dict[str, Any]) -> str:
+    """The order value as an exact plain decimal string (README "Inputs").
+
+    A JSON number must be 0 or lie in [1e-15, 1e16).  A string must be a plain
+    decimal of ASCII digits: at most 16 digits before the point and 15 after,
+    no sign, exponent, underscore, space or other digits.
+    """
     if "amount" not in obj or obj["amount"] is None:
         raise ValidationError("missing_field", "field 'amount' is required for purchase/1")
     raw = obj["amount"]
@@ -81,16 +96,28 @@ def _amount(obj: dict[str, Any]) -> str:
         raise ValidationError(
             "invalid_field", "field 'amount' must be a number or a decimal string"
         )
-    try:
-        value = Decimal(str(raw).strip()) if isinstance(raw, str) else Decimal(repr(raw))
-    except InvalidOperation:
-        raise ValidationError(
-            "invalid_field", f"field 'amount' is not a decimal number: {str(raw)[:32]!r}"
-        ) from None
-    if not value.is_finite() or value < 0:
-        raise ValidationError("invalid_field", "field 'amount' must be a finite number >= 0")
-    if abs(value.adjusted()) > 15:
-        raise ValidationError("invalid_field", "field 'amount' is out of range")
+    if isinstance(raw, str):
+        if not _AMOUNT_TEXT.fullmatch(raw):
+            if raw.startswith("-"):
+                raise ValidationError(
+                    "invalid_field", "field 'amount' must be a finite number >= 0, unsigned"
+                )
+            raise ValidationError(
+                "invalid_field",
+                "field 'amount' is not a decimal number: plain ASCII digits "
+                f"(at most {MAX_AMOUNT_INTEGER_DIGITS} before the point and "
+                f"{MAX_AMOUNT_FRACTION_DIGITS} after, no sign), got {raw[:32]!r}",
+            )
+        value = Decimal(raw)
+    else:
+        if isinstance(raw, float) and not math.isfinite(raw):
+            raise ValidationError("invalid_field", "field 'amount' must be a finite number >= 0")
+        if raw < 0:
+            raise ValidationError("invalid_field", "field 'amount' must be a finite number >= 0")
+        if raw >= 10**MAX_AMOUNT_INTEGER_DIGITS or (0 < raw < MIN_AMOUNT):
+            raise ValidationError("invalid_field", "field 'amount' is out of range")
+        # repr: the shortest text that reads back as the same float ("59.9").
+        value = Decimal(repr(raw)).copy_abs()  # -0.0 is 0
     # Plain notation ("20.00" stays "20.00", never "2E+1"): the producer's string.
     return format(value, "f")
 

@@ -26,7 +26,7 @@ Semantics (the stream implements the same):
   time ``a`` with at least ``overdue_min_orders`` orders at or before it is an
   anchor; with ``g`` the median gap between consecutive orders among the newest
   32 orders at or before ``a`` (mean of the middle two, floored to a microsecond,
-  for an even count), it is due at ``D = a + max(floor, int(g * k))`` and fires iff
+  for an even count), it is due at ``D = a + min(max(floor, int(g * k)), 100 years)`` and fires iff
   no order falls in ``(a, D]`` and ``D <= until``.
 * Backfill: with ``backfill_until`` set, firings due before it are not emitted.
 * Output order: (due time, customer_id, rule order in config, step).
@@ -58,7 +58,7 @@ from agents.core.settings import (
     CoreSettings,
     LadderSettings,
 )
-from agents.core.timeutil import MICROS_PER_SECOND, format_duration, iso
+from agents.core.timeutil import MAX_DURATION, MICROS_PER_SECOND, format_duration, iso
 from agents.core.validation import ValidationError, validate
 from schemas.records import CONSENT_OPTED_OUT, KIND_CONSENT, KIND_PURCHASE, KIND_SESSION
 
@@ -264,7 +264,7 @@ def overdue_firings(
         if n == 0:
             continue
         mid = gaps[n // 2] if n % 2 == 1 else (gaps[n // 2 - 1] + gaps[n // 2]) // 2
-        threshold = max(core.overdue_floor, int(mid * core.overdue_multiplier))
+        threshold = min(max(core.overdue_floor, int(mid * core.overdue_multiplier)), MAX_DURATION)
         due = anchor + threshold
         following = next((t for t in times if t > anchor), None)
         if (following is None or due < following) and due <= until:

@@ -127,6 +127,12 @@ VALID = {
     "consent": CONSENT,
     "consent_opted_in": CONSENT | {"status": "opted_in", "channel": "email-footer"},
     "ids_at_limit": SESSION | {"event_id": "e" * 128, "customer_id": "c" * 128},
+    "amount_digits_at_limit": PURCHASE | {"amount": "9" * 16 + "." + "9" * 15},
+    "amount_leading_zeros": PURCHASE | {"amount": "0007.50"},
+    "amount_negative_zero_number": PURCHASE | {"amount": -0.0},
+    "leap_second": SESSION | {"occurred_at": "2016-12-31T23:59:60Z"},
+    "leap_second_with_offset": SESSION | {"occurred_at": "2017-01-01T05:29:60.5+05:30"},
+    "twelve_fraction_digits": SESSION | {"occurred_at": "2026-03-05T19:02:11.123456789012Z"},
 }
 
 
@@ -151,6 +157,29 @@ INVALID = {
     "negative_amount_string": (PURCHASE | {"amount": "-5.00"}, "invalid_field"),
     "amount_not_decimal": (PURCHASE | {"amount": "12,50"}, "invalid_field"),
     "amount_out_of_range": (PURCHASE | {"amount": 1e16}, "invalid_field"),
+    "amount_minus_zero": (PURCHASE | {"amount": "-0"}, "invalid_field"),
+    "amount_plus_sign": (PURCHASE | {"amount": "+5"}, "invalid_field"),
+    "amount_underscore": (PURCHASE | {"amount": "1_000"}, "invalid_field"),
+    "amount_arabic_indic": (PURCHASE | {"amount": "\u0661\u0662"}, "invalid_field"),
+    "amount_fullwidth": (PURCHASE | {"amount": "\uff11\uff12"}, "invalid_field"),
+    "amount_leading_space": (PURCHASE | {"amount": " 5"}, "invalid_field"),
+    "amount_exponent_string": (PURCHASE | {"amount": "1e3"}, "invalid_field"),
+    "amount_17_digits": (PURCHASE | {"amount": "1" * 17}, "invalid_field"),
+    "amount_16_fraction_digits": (PURCHASE | {"amount": "1." + "0" * 16}, "invalid_field"),
+    "amount_40000_digits": (PURCHASE | {"amount": "9" * 40_000}, "invalid_field"),
+    "offset_minutes_60": (
+        PURCHASE | {"occurred_at": "2026-03-02T10:15:00+05:60"},
+        "invalid_timestamp",
+    ),
+    "offset_hours_24": (
+        PURCHASE | {"occurred_at": "2026-03-02T10:15:00+24:00"},
+        "invalid_timestamp",
+    ),
+    "seconds_61": (PURCHASE | {"occurred_at": "2026-03-02T10:15:61Z"}, "invalid_timestamp"),
+    "arabic_indic_year": (
+        SESSION | {"occurred_at": "\u0662\u0660\u0662\u0666-03-05T19:02:11Z"},
+        "invalid_timestamp",
+    ),
     "unknown_schema": (PURCHASE | {"schema": "purchase/2"}, "unknown_schema"),
     "no_schema": (_without(SESSION, "schema"), "unknown_schema"),
     "too_long_id": (PURCHASE | {"order_id": "o" * 129}, "invalid_field"),
@@ -195,7 +224,7 @@ ids = st.one_of(
 def timestamps(draw: st.DrawFn) -> str:
     moment = draw(st.datetimes(datetime(1970, 1, 2), datetime(2100, 1, 1)))
     sep = draw(st.sampled_from("Tt "))
-    digits = draw(st.integers(0, 10))
+    digits = draw(st.integers(0, 12))
     frac = (
         "."
         + "".join(draw(st.lists(st.sampled_from("0123456789"), min_size=digits, max_size=digits)))
@@ -207,21 +236,23 @@ def timestamps(draw: st.DrawFn) -> str:
         st.one_of(
             st.sampled_from(["Z", "z", ""]),
             st.builds(
-                lambda h, m: f"{sign}{h:02d}:{m:02d}", st.integers(0, 23), st.integers(0, 59)
+                lambda h, m: f"{sign}{h:02d}:{m:02d}", st.integers(0, 25), st.integers(0, 61)
             ),
         )
     )
-    return moment.strftime(f"%Y-%m-%d{sep}%H:%M:%S") + frac + offset
+    second = draw(st.sampled_from(["%S", "%S", "%S", "60", "61"]))  # leap second or beyond
+    return moment.strftime(f"%Y-%m-%d{sep}%H:%M:{second}") + frac + offset
 
 
 amounts = st.one_of(
     st.integers(-(2**40), 2**62),
     st.floats(-1e20, 1e20, allow_nan=False, allow_infinity=False),
     st.sampled_from([0, 0.0, 1e-15, 9.9e-16, 1e16, 9999999999999998.0, 10**16 - 1, 10**16]),
-    # Plain decimal strings; "-0"-style strings are a known divergence (see below).
-    st.from_regex(r"-?[0-9]{1,18}(\.[0-9]{1,18})?", fullmatch=True).filter(
-        lambda s: not (s.startswith("-") and set(s) <= set("-0."))
-    ),
+    # Decimal-looking strings, signed or not, with too many digits now and then.
+    st.from_regex(r"[-+]?[0-9]{1,18}(\.[0-9]{0,18})?", fullmatch=True),
+    # Forms Python's Decimal reads but the contract refuses.
+    st.sampled_from(["1_000", " 5", "5 ", "5\n", "1e3", ".5", "\u0665", "\uff15", "-0", "+0"]),
+    st.text(alphabet="0123456789.\u0660\u0669\uff10 _+-eE", max_size=8),
     st.none(),
     st.booleans(),
 )
@@ -295,17 +326,40 @@ def test_validate_accepts_iff_schema_accepts(obj: dict[str, Any]) -> None:
     assert code_accepts(raw) == schema_accepts(orjson.loads(raw)), raw
 
 
-def test_known_leniencies_of_the_code_beyond_the_schema() -> None:
-    """The code accepts a few forms the schema deliberately does not document."""
-    lenient = [
+def test_no_leniencies_left_in_the_code() -> None:
+    """Forms Python itself would read (Decimal, fromisoformat) are refused by both."""
+    refused = [
         PURCHASE | {"amount": "1e3"},
         PURCHASE | {"amount": " 12.50 "},
         PURCHASE | {"amount": "-0"},
+        PURCHASE | {"amount": "+5"},
+        PURCHASE | {"amount": "1_000"},
+        PURCHASE | {"amount": "\u0661\u0662"},
+        PURCHASE | {"amount": "\uff11\uff12"},
         PURCHASE | {"occurred_at": "2026-03-02T10:15:00+05:75"},
+        PURCHASE | {"occurred_at": "2026-03-02T10:15:00+05:60"},
     ]
-    for obj in lenient:
+    for obj in refused:
         raw = orjson.dumps(obj)
-        assert code_accepts(raw) and not schema_accepts(orjson.loads(raw)), obj
+        assert not code_accepts(raw) and not schema_accepts(orjson.loads(raw)), obj
+
+
+def test_the_schema_pattern_cannot_check_the_calendar() -> None:
+    """The one documented gap: the pattern accepts Feb 30, the processor does not."""
+    obj = PURCHASE | {"occurred_at": "2026-02-30T10:15:00Z"}
+    assert schema_accepts(obj) and not code_accepts(orjson.dumps(obj))
+
+
+def test_leap_second_and_long_fractions_read_as_documented() -> None:
+    def micros(text: str) -> int:
+        raw = orjson.dumps(SESSION | {"occurred_at": text})
+        return validate(raw, now=FAR_FUTURE, max_bytes=HUGE, future_tolerance=0).occurred_at
+
+    last = to_micros(datetime(2016, 12, 31, 23, 59, 59, 999_999, tzinfo=UTC))
+    assert micros("2016-12-31T23:59:60Z") == last
+    assert micros("2016-12-31T23:59:60.25Z") == last
+    assert micros("2017-01-01T05:29:60+05:30") == last
+    assert micros("2016-12-31T23:59:59.1234567899999Z") == last - 999_999 + 123_456
 
 
 # --- (d) outputs built by the real builders ---------------------------------------------
