@@ -1,58 +1,105 @@
-"""retention replay FILE [--until T]: publish events, then advance the stream clock."""
+"""retention replay FILE [--until T]: publish a history in event-time order, with the
+stream clock following it, then advance every clock to T.
+
+The file may be in any order (by customer, shuffled, reversed): it is sorted by
+``occurred_at`` in bounded memory first (:mod:`streams.history`), so the
+decisions are those of ``retention report --from-file FILE --decisions --until T``.
+"""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-
-import orjson
+import sys
+from collections.abc import Iterable
+from contextlib import ExitStack
 
 from agents.core.timeutil import iso, parse_timestamp, to_micros
 from streams.commands._common import fail
-from streams.commands.produce import open_lines
 from streams.config import load_config
-from streams.producer import produce_lines
+from streams.history import DEFAULT_RUN_BYTES, event_time, sort_history
+from streams.producer import replay_history
+
+MIB = 1024 * 1024
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.description = (
+        "Publish a JSONL history in event-time order, whatever the order of the file "
+        "(it is sorted on disk in bounded memory), advancing the stream clock as event "
+        "time passes; then advance every partition's clock to --until."
+    )
     parser.add_argument("file", help="JSONL file of events ('-' for stdin)")
     parser.add_argument(
         "--until",
-        help="RFC 3339 time, or 'latest' (the newest event in the file): after the events, "
-        "every partition's stream clock is advanced to it (stream-clock mode)",
+        help="RFC 3339 time, or 'latest' (the newest event in the file): events dated "
+        "after it are not sent, and every partition's stream clock is advanced to it at "
+        "the end (stream-clock mode)",
+    )
+    parser.add_argument(
+        "--sort-memory",
+        type=int,
+        default=DEFAULT_RUN_BYTES // MIB,
+        metavar="MIB",
+        help="memory for each sorted run before it is spilled to a temporary file "
+        f"(default {DEFAULT_RUN_BYTES // MIB})",
+    )
+    parser.add_argument(
+        "--tmpdir", help="directory for the sort's temporary files (default: the system's)"
     )
 
 
-def latest_time(lines: list[bytes]) -> str | None:
+def latest_time(lines: Iterable[bytes]) -> str | None:
+    """The newest ``occurred_at`` among the lines, RFC 3339, or None."""
     best: int | None = None
     for line in lines:
-        try:
-            obj = orjson.loads(line)
-            t = to_micros(parse_timestamp(obj.get("occurred_at")))
-        except (orjson.JSONDecodeError, ValueError, AttributeError):
-            continue
-        best = t if best is None or t > best else best
+        t = event_time(line)
+        if t is not None and (best is None or t > best):
+            best = t
     return iso(best) if best is not None else None
 
 
 def run(args: argparse.Namespace) -> int:
     config = load_config()
-    try:
-        lines = open_lines(args.file)
-    except OSError as exc:
-        return fail(f"cannot read {args.file}: {exc.strerror}")
-    until = args.until
-    if until == "latest":
-        until = latest_time(lines)
-    elif until is not None:
+    until: int | None = None
+    if args.until is not None and args.until != "latest":
         try:
-            until = iso(parse_timestamp(until))
+            until = to_micros(parse_timestamp(args.until))
         except ValueError as exc:
             return fail(f"--until: {exc}", 2)
-    if until is not None and config.clock != "stream":
+    if args.sort_memory < 1:
+        return fail("--sort-memory must be at least 1 (MiB)", 2)
+    if args.until is not None and config.clock != "stream":
         print("note: the worker advances to --until only with RETENTION_CLOCK=stream")
-    stats = asyncio.run(produce_lines(config, lines, until=until))
-    print(
-        f"replayed {stats.sent} messages" + (f"; stream clock advanced to {until}" if until else "")
-    )
+    with ExitStack() as stack:
+        try:
+            source = (
+                sys.stdin.buffer if args.file == "-" else stack.enter_context(open(args.file, "rb"))
+            )
+            history = stack.enter_context(
+                sort_history(
+                    source,
+                    run_bytes=args.sort_memory * MIB,
+                    tmpdir=args.tmpdir,
+                )
+            )
+        except OSError as exc:
+            return fail(f"cannot read {args.file}: {exc.strerror}")
+        if args.until == "latest":
+            until = history.stats.latest
+        step = config.core.stream_allowed_lateness
+        stats = asyncio.run(replay_history(config, history, until=until, step=step))
+    sort = history.stats
+    parts = [f"replayed {stats.sent} messages in event-time order"]
+    if sort.runs:
+        parts.append(f"sorted in {sort.runs} runs on disk")
+    if sort.untimed:
+        parts.append(f"{sort.untimed} lines without a usable occurred_at sent first")
+    if stats.held_back:
+        parts.append(f"{stats.held_back} events dated after --until not sent")
+    if sort.controls_dropped:
+        parts.append(f"{sort.controls_dropped} control/advance lines of the file dropped")
+    if until is not None:
+        parts.append(f"stream clock advanced to {iso(until)}")
+    print("; ".join(parts))
     return 0
