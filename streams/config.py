@@ -29,7 +29,16 @@ from agents.core.timeutil import (
 )
 
 CLOCKS = ("wall", "stream")
-GUARANTEES = ("at_least_once", "exactly_once")
+GUARANTEES = ("at_least_once",)
+# Refused at start-up: under kill -9 it lost decisions with faust-streaming 0.15.3
+# (docs/design.md, "exactly_once: refused").
+EXACTLY_ONCE_REFUSED = (
+    "RETENTION_PROCESSING_GUARANTEE=exactly_once is refused: with faust-streaming 0.15.3 "
+    "it lost decisions when a worker was killed (-9) and restarted (see docs/design.md, "
+    '"exactly_once: refused"). Use at_least_once (the default): a crash can only repeat '
+    "a decision, never lose one, and a repeat carries the same trigger_id, so "
+    "deduplicate on trigger_id downstream."
+)
 SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
 # Steps per ladder: each step is a key in the customer row's counts, so the
@@ -106,6 +115,9 @@ class Config:
     # Messages per agent batch and the longest wait to fill one (docs/benchmarks.md).
     batch_max: int = 2000
     batch_within: float = 0.05
+    producer_linger: float = 0.005
+    producer_batch_bytes: int = 1 << 20
+    commit_interval: float = 2.8
     processing_guarantee: str = "at_least_once"
     store: str = "rocksdb://"
     data_dir: Path = field(default_factory=lambda: default_home() / "data")
@@ -148,6 +160,9 @@ class Config:
             "clock": self.clock,
             "batch_max": self.batch_max,
             "batch_within": self.batch_within,
+            "producer_linger": self.producer_linger,
+            "producer_batch_bytes": self.producer_batch_bytes,
+            "commit_interval": self.commit_interval,
             "processing_guarantee": self.processing_guarantee,
             "store": self.store,
             "data_dir": str(self.data_dir),
@@ -246,6 +261,12 @@ def _as_steps(name: str, raw: Any) -> tuple[int, ...]:
     return steps
 
 
+def _as_guarantee(raw: Any) -> str:
+    if str(raw).strip() == "exactly_once":
+        raise ConfigError(EXACTLY_ONCE_REFUSED)
+    return _as_choice("RETENTION_PROCESSING_GUARANTEE", raw, GUARANTEES)
+
+
 def _as_hostport(name: str, raw: Any) -> str:
     value = str(raw).strip()
     for part in value.split(","):
@@ -322,7 +343,10 @@ ENV_KEYS: dict[str, str] = {
     "tick_interval": "seconds between wall-clock ticks",
     "batch_max": "messages an agent takes per batch",
     "batch_within": "seconds an agent waits to fill a batch",
-    "processing_guarantee": "at_least_once or exactly_once",
+    "producer_linger": "seconds the producer waits to fill a request",
+    "producer_batch_bytes": "largest producer batch per partition (bytes)",
+    "commit_interval": "seconds between offset commits",
+    "processing_guarantee": "at_least_once (exactly_once is refused: see Crash safety)",
     "store": "table store: rocksdb:// or memory://",
     "data_dir": "worker data directory (RocksDB)",
     "web_host": "Faust web bind address",
@@ -460,11 +484,19 @@ def _build(v: dict[str, Any]) -> Config:
         batch_within=_as_float(
             "RETENTION_BATCH_WITHIN", v.get("batch_within", d.batch_within), 0.001, 10
         ),
-        processing_guarantee=_as_choice(
-            "RETENTION_PROCESSING_GUARANTEE",
-            v.get("processing_guarantee", d.processing_guarantee),
-            GUARANTEES,
+        producer_linger=_as_float(
+            "RETENTION_PRODUCER_LINGER", v.get("producer_linger", d.producer_linger), 0, 5
         ),
+        producer_batch_bytes=_as_int(
+            "RETENTION_PRODUCER_BATCH_BYTES",
+            v.get("producer_batch_bytes", d.producer_batch_bytes),
+            1024,
+            16 << 20,
+        ),
+        commit_interval=_as_float(
+            "RETENTION_COMMIT_INTERVAL", v.get("commit_interval", d.commit_interval), 0.1, 600
+        ),
+        processing_guarantee=_as_guarantee(v.get("processing_guarantee", d.processing_guarantee)),
         store=store,
         data_dir=Path(v.get("data_dir", d.data_dir)).expanduser(),
         web_host=str(v.get("web_host", d.web_host)),

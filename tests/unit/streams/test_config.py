@@ -6,6 +6,8 @@ start-up, or a crash of the read-model task when a due time is rendered).
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from agents.core.engine import overdue_threshold
@@ -111,3 +113,28 @@ def test_overdue_threshold_is_capped_so_due_times_stay_representable() -> None:
     assert threshold == MAX_DURATION
     assert iso(now + threshold).startswith("2126-")
     assert from_micros(now + threshold).year == 2126
+
+
+def test_exactly_once_is_refused_with_the_reason_and_the_alternative() -> None:
+    with pytest.raises(ConfigError) as exc:
+        _load(PROCESSING_GUARANTEE="exactly_once")
+    message = str(exc.value)
+    assert message.startswith("RETENTION_PROCESSING_GUARANTEE=exactly_once is refused")
+    assert "lost decisions" in message and "kill" in message
+    assert "docs/design.md" in message
+    assert "at_least_once" in message and "trigger_id" in message
+
+
+def test_exactly_once_is_refused_from_the_toml_file_too(tmp_path: Path) -> None:
+    path = tmp_path / "retention.toml"
+    path.write_text('processing_guarantee = "exactly_once"\n')
+    with pytest.raises(ConfigError, match="exactly_once is refused"):
+        load_config({"RETENTION_CONFIG": str(path)}, use_stack_file=False)
+
+
+def test_at_least_once_is_the_default_and_the_only_guarantee() -> None:
+    assert _load().processing_guarantee == "at_least_once"  # type: ignore[attr-defined]
+    cfg = _load(PROCESSING_GUARANTEE="at_least_once")
+    assert cfg.processing_guarantee == "at_least_once"  # type: ignore[attr-defined]
+    with pytest.raises(ConfigError, match="must be one of at_least_once; got 'twice'"):
+        _load(PROCESSING_GUARANTEE="twice")
