@@ -1,14 +1,18 @@
 """The dashboard at /retention/ in headless Chromium (Selenium, Debian's chromium).
 
-The page loads, draws every chart from ``/retention/summary``, shows the same
-numbers as that JSON, refreshes by itself, says so when the summary cannot be
-fetched, and logs nothing to the console. Screenshots go to ``artifacts/``.
+The page loads, draws every chart from ``/retention/summary?scope=cluster``,
+shows the same numbers as that JSON, refreshes by itself, says so when the
+summary cannot be fetched or a worker did not answer, and logs nothing to the
+console.  With two workers the cluster summary's report equals the offline
+reference's.  Screenshots go to ``artifacts/``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
 import time
 import urllib.request
 from collections import Counter
@@ -18,11 +22,12 @@ from typing import Any
 
 import pytest
 
+from agents.core.reports import build_report
 from agents.core.timeutil import parse_timestamp, to_micros
 from agents.offline.reference import compute_decisions
 from streams.config import Config
 from streams.sample import generate
-from tests.e2e.harness import Deployment
+from tests.e2e.harness import Deployment, WorkerProcess
 from tests.fixtures.browser import (
     PageServer,
     chromium,
@@ -234,24 +239,28 @@ def test_page_with_no_data_shows_empty_states(tmp_path: Path) -> None:
 # --- against a real worker fed with a sample ---------------------------------------------------
 
 
-def fetch_summary(base: str) -> dict[str, Any]:
-    with urllib.request.urlopen(f"{base}/retention/summary", timeout=10) as resp:
+def fetch_summary(base: str, scope: str = "cluster") -> dict[str, Any]:
+    """The summary the page shows (the cluster's, by default)."""
+    with urllib.request.urlopen(f"{base}/retention/summary?scope={scope}", timeout=10) as resp:
         body: dict[str, Any] = json.loads(resp.read())
         return body
 
 
-def summary_when_settled(base: str, timeout: float = 60.0) -> dict[str, Any]:
+def summary_when_settled(
+    base: str, timeout: float = 60.0, scope: str = "cluster"
+) -> dict[str, Any]:
     """The worker's summary once two reads a few seconds apart agree on the numbers."""
 
     def stable_part(s: dict[str, Any]) -> dict[str, Any]:
-        return {k: v for k, v in s.items() if k not in ("generated_at", "read_model")}
+        skip = ("generated_at", "read_model", "freshness")
+        return {k: v for k, v in s.items() if k not in skip}
 
     previous: dict[str, Any] | None = None
 
     def settled() -> dict[str, Any] | None:
         nonlocal previous
         try:
-            current = fetch_summary(base)
+            current = fetch_summary(base, scope)
         except OSError:
             return None
         same = previous is not None and stable_part(previous) == stable_part(current)
@@ -311,3 +320,93 @@ async def test_dashboard_of_a_worker_fed_with_a_sample(
         path = save_screenshot(driver, "dashboard.png")
         record_property("screenshot", str(path))
         print(f"\nscreenshot: {path}")
+
+
+async def two_ready_workers(dep: Deployment) -> list[WorkerProcess]:
+    workers = [dep.start_worker(), dep.start_worker()]
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        owned: list[list[int]] = []
+        for w in workers:
+            status, _, body = await w.get("/health/ready", timeout=2)
+            owned.append(json.loads(body)["partitions"] if status == 200 else [])
+        if all(owned) and sorted(p for ps in owned for p in ps) == [0, 1, 2, 3]:
+            return workers
+        for w in workers:
+            assert w.alive, w.log_tail()
+        await asyncio.sleep(1)
+    raise AssertionError("the two workers never shared the four partitions")
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(600)
+async def test_cluster_summary_of_two_workers_equals_the_reference_and_the_page_shows_it(
+    deployment: Deployment,
+    sample_lines: list[bytes],
+    tmp_path: Path,
+    record_property: Callable[[str, object], None],
+) -> None:
+    require_browser()
+    until = to_micros(parse_timestamp(END))
+    config = Config()
+    reference = compute_decisions(sample_lines, config, until=until)
+    assert reference.until == until
+    expected = build_report(reference.rows, as_of=until, settings=config.report)
+    w1, w2 = await two_ready_workers(deployment)
+    await deployment.produce(sample_lines, until=END)
+    await deployment.wait_idle(timeout=300)
+    bases = [w.web_url for w in (w1, w2)]
+
+    # Each worker alone shows its share; the cluster summary is the whole, from either.
+    local = [await asyncio.to_thread(summary_when_settled, b, 60, "local") for b in bases]
+    assert [s["scope"]["all_partitions"] for s in local] == [False, False]
+    assert sum(s["counts"]["customers"] for s in local) == reference.customers
+    cluster = [await asyncio.to_thread(summary_when_settled, b) for b in bases]
+    for s in cluster:
+        scope = s["scope"]
+        assert scope["scope"] == "cluster" and scope["all_partitions"] is True
+        assert scope["missing_partitions"] == []
+        assert sorted(w["url"] for w in scope["workers"]) == sorted(bases)
+        assert all(w["answered"] and w["error"] is None for w in scope["workers"])
+        # Exactly the offline reference's report: medians and percentiles included.
+        assert s["report"] == expected
+        assert s["counts"]["customers"] == reference.customers
+        assert s["counts"]["decisions"] == sum(x["counts"]["decisions"] for x in local)
+        assert s["counts"]["decisions"] == len(reference.decisions)
+        assert s["freshness"]["age_seconds"] >= 0
+    assert expected["ttsp"]["overall"]["median_days"] is not None
+
+    with chromium(tmp_path) as driver:
+        open_dashboard(driver, bases[0], refresh=2)
+        eventually_matches(driver, bases[0])
+        assert metrics(driver)["customers"]["text"] == f"{reference.customers:,}"
+        scope_text = driver.find_element("id", "scope").text
+        assert "2 of 2 workers" in scope_text and "(all of them)" in scope_text, scope_text
+        assert "old" in driver.find_element("id", "built").text
+        assert driver.find_element("id", "banner").get_attribute("hidden") is not None
+        assert_no_console_errors(driver)
+        path = save_screenshot(driver, "dashboard-cluster.png")
+        record_property("screenshot", str(path))
+        print(f"\nscreenshot: {path}")
+
+        # The second worker freezes: the summary says so and leaves its customers out.
+        assert w2.proc is not None
+        os.killpg(w2.proc.pid, signal.SIGSTOP)
+        try:
+            gone = set(local[1]["scope"]["partitions"])
+
+            def marked() -> dict[str, Any] | None:
+                s = fetch_summary(bases[0])
+                return s if not s["scope"]["all_partitions"] else None
+
+            partial = await asyncio.to_thread(wait_until, "w2 marked as not answering", marked)
+            assert set(partial["scope"]["missing_partitions"]) == gone
+            (silent,) = [w for w in partial["scope"]["workers"] if not w["answered"]]
+            assert silent["url"] == bases[1] and "no answer within" in silent["error"]
+            assert partial["counts"]["customers"] == local[0]["counts"]["customers"]
+            banner = driver.find_element("id", "banner")
+            await asyncio.to_thread(wait_until, "the missing-worker banner", banner.is_displayed)
+            assert "Not every worker answered" in banner.text and bases[1] in banner.text
+            assert "1 of 2 workers" in driver.find_element("id", "scope").text
+        finally:
+            os.killpg(w2.proc.pid, signal.SIGCONT)

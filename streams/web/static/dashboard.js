@@ -9,7 +9,9 @@
   "use strict";
 
   var SVG_NS = "http://www.w3.org/2000/svg";
-  var SUMMARY_URL = "/retention/summary";
+  // The whole cluster by default; ?scope=local shows only the worker serving the page.
+  var SCOPE = new URLSearchParams(window.location.search).get("scope") === "local" ? "local" : "cluster";
+  var SUMMARY_URL = "/retention/summary?scope=" + SCOPE;
   var FETCH_TIMEOUT_MS = 15000;
 
   // Okabe-Ito colours: distinguishable with the common colour-vision deficiencies.
@@ -332,7 +334,7 @@
     });
     if (!rows.length) {
       heading.textContent = "Nudges delivered over time, by rule and step";
-      setEmpty(box, "No data yet: no nudge has been delivered since this worker started.");
+      setEmpty(box, "No data yet: no nudge has been delivered since the workers started.");
       return;
     }
     var days = rows.map(function (r) { return dayIndex(r.date); });
@@ -578,7 +580,7 @@
     });
     var box = chartBox("lag");
     if (!items.length) {
-      setEmpty(box, "No data yet: this worker has no assigned topics.");
+      setEmpty(box, "No data yet: no topics assigned.");
       return;
     }
     var longest = Math.max.apply(null, items.map(function (i) { return i.label.length; }));
@@ -675,6 +677,23 @@
     card.classList.toggle("warn", Boolean(warn));
   }
 
+  function fmtAge(seconds) {
+    var n = Number(seconds);
+    if (!isFinite(n)) return "?";
+    return n < 10 ? n.toFixed(1) + " s" : n < 120 ? Math.round(n) + " s" : Math.round(n / 60) + " min";
+  }
+
+  // Workers that did not answer the cluster summary, for the banner.
+  function missingWorkers(s) {
+    var scope = s.scope || {};
+    if (scope.scope !== "cluster") return null;
+    var gone = (scope.workers || []).filter(function (w) { return !w.answered; });
+    if (!gone.length) return null;
+    return "Not every worker answered: " + gone.map(function (w) {
+      return w.url + " (partitions " + (w.partitions || []).join(", ") + ": " + (w.error || "no answer") + ")";
+    }).join("; ") + ". The numbers leave out their customers.";
+  }
+
   function drawHeader(s) {
     var c = s.counts || {};
     setMetric("customers", num(c.customers), fmtInt(c.customers));
@@ -698,10 +717,33 @@
 
     var scope = s.scope || {};
     var parts = (scope.partitions || []).slice().sort(function (a, b) { return a - b; });
-    var scopeText = "worker " + (scope.worker || "?") + ", " +
-      (parts.length ? "partition" + (parts.length > 1 ? "s " : " ") + parts.join(", ") : "no partitions yet") +
-      (scope.all_partitions ? " (all of them)" : " (its share only; other workers hold the rest)");
-    document.getElementById("scope").textContent = scopeText;
+    var partText = parts.length
+      ? "partition" + (parts.length > 1 ? "s " : " ") + parts.join(", ")
+      : "no partitions yet";
+    var scopeText;
+    if (scope.scope === "cluster") {
+      var workers = scope.workers || [];
+      var answered = workers.filter(function (w) { return w.answered; }).length;
+      scopeText = "cluster: " + answered + " of " + workers.length + " worker" +
+        (workers.length === 1 ? "" : "s") + ", " + partText +
+        (scope.all_partitions ? " (all of them)" : " (missing: " + (scope.missing_partitions || []).join(", ") + ")");
+    } else {
+      scopeText = "worker " + (scope.worker || "?") + ", " + partText +
+        (scope.all_partitions ? " (all of them)" : " (its share only; other workers hold the rest)");
+    }
+    var scopeEl = document.getElementById("scope");
+    scopeEl.textContent = scopeText;
+    scopeEl.setAttribute("data-scope", scope.scope || "local");
+    scopeEl.classList.toggle("warn", scope.scope === "cluster" && !scope.all_partitions);
+    var fresh = s.freshness;
+    var freshEl = document.getElementById("built");
+    if (freshEl) {
+      freshEl.setAttribute("data-age", fresh ? String(fresh.age_seconds) : "");
+      freshEl.textContent = fresh
+        ? fmtAge(fresh.age_seconds) + " old" + (fresh.refreshing ? ", refreshing" : "") +
+          (fresh.last_error ? " (last rebuild failed: " + fresh.last_error + ")" : "")
+        : "\u2013";
+    }
     var clock = s.clock || {};
     document.getElementById("clock").textContent = clock.mode === "wall"
       ? "wall clock" + (clock.watermark ? ", now " + fmtTime(clock.watermark) : "")
@@ -786,7 +828,11 @@
       updated.setAttribute("data-fetches", String(state.fetches));
       updated.setAttribute("data-generated-at", String(s.generated_at || ""));
       updated.setAttribute("title", "summary generated at " + (s.generated_at || "?"));
-      showBanner(failed.length ? "Some charts could not be drawn: " + failed.join(", ") : null);
+      var notes = [];
+      if (failed.length) notes.push("Some charts could not be drawn: " + failed.join(", "));
+      var missing = missingWorkers(s);
+      if (missing) notes.push(missing);
+      showBanner(notes.length ? notes.join(" ") : null);
     }).catch(function (err) {
       var reason = err && err.name === "AbortError" ? "no answer within " + FETCH_TIMEOUT_MS / 1000 + " s"
         : (err && err.message) || String(err);
