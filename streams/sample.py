@@ -14,6 +14,12 @@ retries (same ``order_id``, new ``event_id``), local shuffles, late events (at
 most ``max_lateness`` of event time after events already sent) and a sprinkling of
 malformed messages, one of each kind in :data:`MALFORMED_KINDS` before any repeats.
 
+Off by default (the default output is unchanged), :class:`SampleOptions` also
+gives what real and hostile data do and the defaults never show: events later than
+the stream's allowed lateness, a file grouped by customer (as warehouse exports
+are), purchases re-delivered long after the original, an opt-out and an opt-in of
+one customer at the same instant, and more than three currencies.
+
 Everything is drawn from one ``random.Random(seed)``: the same arguments give the
 same bytes.
 """
@@ -73,6 +79,12 @@ AMOUNT_SIGMA = 0.6
 SHUFFLE_WINDOW = 1 * HOUR
 
 CURRENCIES = ("EUR",) * 8 + ("USD", "GBP")
+# With SampleOptions.currencies above 3, the first (currencies - 3) of these join,
+# each as likely as USD.
+EXTRA_CURRENCIES = (
+    "JPY", "CHF", "SEK", "NOK", "DKK", "PLN", "CZK", "HUF", "AUD", "CAD", "NZD",
+    "SGD", "HKD", "INR", "BRL", "MXN", "ZAR", "TRY", "KRW", "CNY", "ILS", "THB",
+)  # fmt: skip
 PURCHASE_CHANNELS = ("web", "web", "app", "store")
 SESSION_CHANNELS = ("web", "web", "ios", "android")
 CONSENT_CHANNELS = ("email", "preferences")
@@ -107,6 +119,8 @@ DEFAULT_CONSENT_RATE = 0.04
 DEFAULT_PROSPECT_RATE = 0.2
 # The stream tolerates events up to one day late; the sample stays strictly below.
 MAX_ALLOWED_LATENESS = DAY
+DEFAULT_BEYOND_LATENESS = 3 * DAY
+DEFAULT_FAR_DUPLICATE_AFTER = 60 * DAY
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +135,21 @@ class SampleOptions:
     max_lateness: int = DEFAULT_MAX_LATENESS  # micros of event time
     consent_rate: float = DEFAULT_CONSENT_RATE  # share of customers
     prospect_rate: float = DEFAULT_PROSPECT_RATE  # share of customers with sessions only
+    # The blind spots of the defaults (all off by default):
+    # events delivered exactly ``beyond_lateness`` of event time late (over the
+    # stream's allowed lateness, 1 day by default);
+    beyond_lateness_rate: float = 0.0
+    beyond_lateness: int = DEFAULT_BEYOND_LATENESS  # micros
+    # the file grouped by customer (each customer's lines in arrival order);
+    customer_order: bool = False
+    # purchases whose exact line is delivered again ``far_duplicate_after`` later;
+    far_duplicate_rate: float = 0.0  # per purchase
+    far_duplicate_after: int = DEFAULT_FAR_DUPLICATE_AFTER  # micros of event time
+    # consenting customers who also send the opposite consent at the same instant
+    # as their opt-out (in either order);
+    consent_tie_rate: float = 0.0
+    # how many currencies orders use (3: EUR, USD, GBP).
+    currencies: int = 3
 
     def check(self) -> None:
         """Raise ValueError naming the first unusable option."""
@@ -132,6 +161,9 @@ class SampleOptions:
             "shuffle_rate",
             "consent_rate",
             "prospect_rate",
+            "beyond_lateness_rate",
+            "far_duplicate_rate",
+            "consent_tie_rate",
         ):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
@@ -140,6 +172,15 @@ class SampleOptions:
             raise ValueError("late_rate + shuffle_rate must not exceed 1")
         if not 0 <= self.max_lateness < MAX_ALLOWED_LATENESS:
             raise ValueError("max_lateness must be at least 0 and strictly less than one day")
+        if self.beyond_lateness < 1:
+            raise ValueError("beyond_lateness must be positive")
+        if self.far_duplicate_after < 0:
+            raise ValueError("far_duplicate_after must not be negative")
+        if not 3 <= self.currencies <= 3 + len(EXTRA_CURRENCIES):
+            raise ValueError(
+                f"currencies must be between 3 and {3 + len(EXTRA_CURRENCIES)}, "
+                f"got {self.currencies}"
+            )
 
 
 def default_end() -> int:
@@ -203,6 +244,13 @@ class _Generator:
         self.orders = 0
         self.sessions = 0
         self.malformed = 0
+        self.customer = 0  # index of the customer being drawn
+        self.owners: list[int] = []  # customer index of each entry, by seq
+        self.currency_table = (
+            CURRENCIES
+            if opts.currencies == 3
+            else CURRENCIES + EXTRA_CURRENCIES[: opts.currencies - 3]
+        )
 
     # -- helpers ------------------------------------------------------------------
 
@@ -218,6 +266,7 @@ class _Generator:
 
     def _push(self, key: int, line: bytes) -> None:
         self.entries.append((key, self.seq, line))
+        self.owners.append(self.customer)
         self.seq += 1
 
     # -- customers ----------------------------------------------------------------
@@ -226,6 +275,7 @@ class _Generator:
         rng = self.rng
         for index in range(self.customers):
             customer_id = f"cust-{index + 1:07d}"
+            self.customer = index
             offset = rng.choice(OFFSETS_MINUTES) if rng.random() < OFFSET_SHARE else 0
             suffix = _offset_suffix(offset)
             if rng.random() < self.opts.prospect_rate:
@@ -240,11 +290,21 @@ class _Generator:
                 self._session(customer_id, t, offset, suffix)
             if first_seen is not None and rng.random() < self.opts.consent_rate:
                 out_at = self._time(first_seen, self.end)
+                tie = self.opts.consent_tie_rate and rng.random() < self.opts.consent_tie_rate
+                if tie and rng.random() < 0.5:
+                    self._consent(customer_id, out_at, "opted_in", offset, suffix)
+                    tie = False
                 self._consent(customer_id, out_at, "opted_out", offset, suffix)
+                if tie:
+                    self._consent(customer_id, out_at, "opted_in", offset, suffix)
                 if rng.random() < OPT_BACK_IN_SHARE:
                     back_at = self._time(out_at, self.end)
                     self._consent(customer_id, back_at, "opted_in", offset, suffix)
-        self.entries.sort()
+        if self.opts.customer_order:
+            owners = self.owners
+            self.entries.sort(key=lambda e: (owners[e[1]], e[0], e[1]))
+        else:
+            self.entries.sort()
         return self.entries
 
     def _prospect(self) -> list[int]:
@@ -307,7 +367,7 @@ class _Generator:
             "occurred_at": self.clock.render(t, offset, suffix),
             "order_id": f"ord-{self.orders:08d}",
             "amount": amount,
-            "currency": _pick(rng, CURRENCIES),
+            "currency": _pick(rng, self.currency_table),
             "channel": _pick(rng, PURCHASE_CHANNELS),
         }
         key = self._deliver(t, event)
@@ -316,6 +376,9 @@ class _Generator:
             # occurred_at, so the order's time does not hinge on which copy arrives first.
             retry = dict(event, event_id=self._event_id())
             self._push(self._later(t, key), _dumps(retry))
+        if self.opts.far_duplicate_rate and rng.random() < self.opts.far_duplicate_rate:
+            # The very same line again, long after: many other events come in between.
+            self._push(t + self.opts.far_duplicate_after, _dumps(event))
 
     def _session(self, customer_id: str, t: int, offset: int, suffix: str) -> None:
         self.sessions += 1
@@ -358,6 +421,8 @@ class _Generator:
             key = t + rng.randrange(opts.max_lateness + 1)
         elif u < opts.late_rate + opts.shuffle_rate:
             key = t + rng.randrange(min(SHUFFLE_WINDOW, opts.max_lateness) + 1)
+        if opts.beyond_lateness_rate and rng.random() < opts.beyond_lateness_rate:
+            key = t + opts.beyond_lateness
         self._push(key, line)
         if opts.duplicate_rate and rng.random() < opts.duplicate_rate:
             self._push(self._later(t, key), line)
@@ -442,6 +507,7 @@ def iso_date_or_time(text: str) -> int:
 
 
 __all__ = [
+    "EXTRA_CURRENCIES",
     "MALFORMED_KINDS",
     "SampleOptions",
     "default_end",

@@ -7,19 +7,23 @@ import os
 import re
 import sys
 from collections.abc import Iterable
+from dataclasses import fields
 from typing import BinaryIO
 
 from agents.core.timeutil import MICROS_PER_SECOND, iso
 from streams.commands._common import fail
 from streams.sample import (
+    DEFAULT_BEYOND_LATENESS,
     DEFAULT_CONSENT_RATE,
     DEFAULT_DUPLICATE_RATE,
+    DEFAULT_FAR_DUPLICATE_AFTER,
     DEFAULT_LATE_RATE,
     DEFAULT_MALFORMED_RATE,
     DEFAULT_MAX_LATENESS,
     DEFAULT_PROSPECT_RATE,
     DEFAULT_RETRY_RATE,
     DEFAULT_SHUFFLE_RATE,
+    EXTRA_CURRENCIES,
     SampleOptions,
     default_end,
     generate,
@@ -27,8 +31,10 @@ from streams.sample import (
 )
 
 HOUR_MICROS = 3600 * MICROS_PER_SECOND
+DAY_MICROS = 24 * HOUR_MICROS
 WRITE_BATCH = 10_000
-_FIELD = re.compile(r"\b[a-z]+_[a-z_]+\b")
+# The option names in SampleOptions.check's messages, to be shown as flags.
+_FIELD = re.compile(r"\b(?:" + "|".join(f.name for f in fields(SampleOptions)) + r")\b")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -63,6 +69,46 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     people = parser.add_argument_group("customers")
     _rate(people, "--consent-rate", DEFAULT_CONSENT_RATE, "share of customers who opt out")
     _rate(people, "--prospect-rate", DEFAULT_PROSPECT_RATE, "share of session-only prospects")
+    hostile = parser.add_argument_group(
+        "what real and hostile data do (off by default; the default output is unchanged)"
+    )
+    _rate(hostile, "--beyond-lateness-rate", 0.0, "events delivered --beyond-lateness late")
+    hostile.add_argument(
+        "--beyond-lateness",
+        type=float,
+        default=DEFAULT_BEYOND_LATENESS / HOUR_MICROS,
+        metavar="HOURS",
+        help="how late those events are, in event time; more than the stream's allowed "
+        f"lateness (24 h by default) makes them late for it "
+        f"(default {DEFAULT_BEYOND_LATENESS / HOUR_MICROS:g})",
+    )
+    hostile.add_argument(
+        "--customer-order",
+        action="store_true",
+        help="group the file by customer, as warehouse exports are (not by time)",
+    )
+    _rate(hostile, "--far-duplicate-rate", 0.0, "purchases delivered again much later")
+    hostile.add_argument(
+        "--far-duplicate-after",
+        type=float,
+        default=DEFAULT_FAR_DUPLICATE_AFTER / DAY_MICROS,
+        metavar="DAYS",
+        help="how much later, in event time "
+        f"(default {DEFAULT_FAR_DUPLICATE_AFTER / DAY_MICROS:g})",
+    )
+    _rate(
+        hostile,
+        "--consent-tie-rate",
+        0.0,
+        "opting-out customers who also opt in at the same instant",
+    )
+    hostile.add_argument(
+        "--currencies",
+        type=int,
+        default=3,
+        metavar="N",
+        help=f"currencies of the orders, 3 to {3 + len(EXTRA_CURRENCIES)} (default 3)",
+    )
 
 
 def _rate(group: argparse._ArgumentGroup, flag: str, default: float, what: str) -> None:
@@ -102,6 +148,13 @@ def run(args: argparse.Namespace) -> int:
         max_lateness=round(args.max_lateness * HOUR_MICROS),
         consent_rate=args.consent_rate,
         prospect_rate=args.prospect_rate,
+        beyond_lateness_rate=args.beyond_lateness_rate,
+        beyond_lateness=round(args.beyond_lateness * HOUR_MICROS),
+        customer_order=args.customer_order,
+        far_duplicate_rate=args.far_duplicate_rate,
+        far_duplicate_after=round(args.far_duplicate_after * DAY_MICROS),
+        consent_tie_rate=args.consent_tie_rate,
+        currencies=args.currencies,
     )
     try:
         options.check()

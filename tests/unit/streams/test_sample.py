@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -16,7 +17,7 @@ from agents.core.timeutil import to_micros
 from agents.core.validation import ValidationError, validate
 from schemas.records import Event
 from streams.cli import main
-from streams.sample import MALFORMED_KINDS, SampleOptions, generate
+from streams.sample import EXTRA_CURRENCIES, MALFORMED_KINDS, SampleOptions, generate
 
 END = to_micros(datetime(2026, 3, 1, tzinfo=UTC))
 MAX_BYTES = 64 * 1024
@@ -247,3 +248,174 @@ def test_command_rejects_bad_arguments(
     assert main(["sample", "--customers", "5", *flags]) == 2
     err = capsys.readouterr().err
     assert err.startswith("retention: ") and err.count("\n") == 1
+
+
+# --- the blind spots of the defaults (options, off by default) -------------------------
+
+
+def customer_of(line: bytes) -> str | None:
+    try:
+        obj = orjson.loads(line)
+    except orjson.JSONDecodeError:
+        return None
+    return obj.get("customer_id") if isinstance(obj, dict) else None
+
+
+def test_defaults_are_pinned_byte_for_byte() -> None:
+    """The new options are off by default: the default output is what it was."""
+    digest = hashlib.sha256(b"".join(generate(500, 365, seed=1, end=END))).hexdigest()
+    assert digest[:12] == "9d4cc30f2755"
+    off = SampleOptions(
+        beyond_lateness_rate=0,
+        customer_order=False,
+        far_duplicate_rate=0,
+        consent_tie_rate=0,
+        currencies=3,
+    )
+    assert list(generate(200, 60, seed=3, end=END, options=off)) == list(
+        generate(200, 60, seed=3, end=END)
+    )
+
+
+def test_beyond_lateness_delivers_events_later_than_the_allowed_lateness() -> None:
+    opts = SampleOptions(beyond_lateness_rate=0.02, beyond_lateness=3 * DAY)
+    events = [e for _, e in parse(list(generate(500, 120, seed=5, end=END, options=opts))).valid]
+    late = lateness(events)
+    beyond = [x for x in late if x > DAY]
+    assert 0.005 < len(beyond) / len(late) < 0.04
+    assert max(late) <= 3 * DAY and max(late) > 2 * DAY
+    # Off, nothing is later than the 12 h default.
+    default = [e for _, e in parse(list(generate(500, 120, seed=5, end=END))).valid]
+    assert max(lateness(default)) <= 12 * HOUR
+
+
+def test_customer_order_groups_each_customers_lines_in_arrival_order() -> None:
+    arrival = list(generate(300, 90, seed=6, end=END))
+    grouped = list(generate(300, 90, seed=6, end=END, options=SampleOptions(customer_order=True)))
+    assert sorted(grouped) == sorted(arrival)  # the same lines, another order
+    # Each customer's lines form one block (a malformed line without a customer id
+    # may sit inside the block of the customer it was made from).
+    owners = [c for c in (customer_of(line) for line in grouped) if c]
+    runs = [c for i, c in enumerate(owners) if i == 0 or owners[i - 1] != c]
+    assert len(runs) == len(set(runs)) == 300
+    assert runs == sorted(runs)
+    for customer in runs[:50]:
+        assert [x for x in grouped if customer_of(x) == customer] == [
+            x for x in arrival if customer_of(x) == customer
+        ]
+    # Far from time order: the stream clock would see most customers' events late.
+    events = [e for _, e in parse(grouped).valid]
+    assert sum(1 for x in lateness(events) if x > DAY) > 0.5 * len(events)
+
+
+def test_far_duplicates_repeat_a_purchase_line_long_after_the_original() -> None:
+    opts = SampleOptions(far_duplicate_rate=0.05, far_duplicate_after=60 * DAY)
+    lines = list(generate(1000, 365, seed=7, end=END, options=QUIET_FAR(opts)))
+    first: dict[bytes, int] = {}
+    gaps = []
+    for n, line in enumerate(lines):
+        if line in first:
+            gaps.append(n - first[line])
+        else:
+            first[line] = n
+    purchases = sum(1 for line in first if b'"purchase/1"' in line)
+    assert 0.03 < len(gaps) / purchases < 0.07
+    # Mostly thousands of other lines between the original and its copy (less
+    # near the end of the window, where copies pile up at the end of the file).
+    assert sorted(gaps)[len(gaps) // 10] > 300 and sorted(gaps)[len(gaps) // 2] > 1000
+    copies = Counter(lines)
+    assert {e.kind for n, e in parse(lines).valid if copies[lines[n]] > 1} == {"purchase"}
+
+
+def QUIET_FAR(opts: SampleOptions) -> SampleOptions:
+    """The far duplicates alone: no other duplicates or retries to confuse the count."""
+    return SampleOptions(
+        duplicate_rate=0,
+        retry_rate=0,
+        malformed_rate=0,
+        far_duplicate_rate=opts.far_duplicate_rate,
+        far_duplicate_after=opts.far_duplicate_after,
+    )
+
+
+def test_consent_ties_give_an_opt_out_and_an_opt_in_at_the_same_instant() -> None:
+    opts = SampleOptions(consent_rate=0.5, consent_tie_rate=0.5)
+    events = [e for _, e in parse(list(generate(600, 90, seed=9, end=END, options=opts))).valid]
+    at: dict[tuple[str, int], list[str]] = {}
+    for e in events:
+        if e.kind == "consent":
+            assert e.status is not None
+            at.setdefault((e.customer_id, e.occurred_at), []).append(e.status)
+    ties = [s for s in at.values() if set(s) == {"opted_out", "opted_in"}]
+    consenting = {c for c, _ in at}
+    assert 0.3 * len(consenting) < len(ties) < 0.7 * len(consenting)
+    # Both arrival orders occur.
+    assert {tuple(s) for s in ties} >= {("opted_out", "opted_in"), ("opted_in", "opted_out")}
+    default = [e for _, e in parse(list(generate(600, 90, seed=9, end=END))).valid]
+    consents = Counter((e.customer_id, e.occurred_at) for e in default if e.kind == "consent")
+    assert max(consents.values()) == 1
+
+
+def test_more_currencies_when_asked() -> None:
+    def currencies(options: SampleOptions | None = None) -> Counter[str]:
+        events = parse(list(generate(1500, 180, seed=4, end=END, options=options))).valid
+        return Counter(e.currency or "" for _, e in events if e.kind == "purchase")
+
+    assert set(currencies()) == {"EUR", "USD", "GBP"}
+    many = currencies(SampleOptions(currencies=12))
+    assert len(many) == 12 and set(many) >= {"EUR", "USD", "GBP", "JPY", "CHF"}
+    assert many.most_common(1)[0][0] == "EUR"
+    # Every currency is one the processor accepts.
+    assert len(currencies(SampleOptions(currencies=3 + len(EXTRA_CURRENCIES)))) == 25
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        SampleOptions(currencies=2),
+        SampleOptions(currencies=4 + len(EXTRA_CURRENCIES)),
+        SampleOptions(beyond_lateness=0),
+        SampleOptions(far_duplicate_after=-1),
+        SampleOptions(consent_tie_rate=1.5),
+        SampleOptions(beyond_lateness_rate=-0.1),
+    ],
+)
+def test_unusable_hostile_options_are_refused(bad: SampleOptions) -> None:
+    with pytest.raises(ValueError):
+        list(generate(10, 10, seed=1, end=END, options=bad))
+
+
+def test_command_takes_the_hostile_flags(tmp_path: Path) -> None:
+    out = tmp_path / "events.jsonl"
+    args = ["sample", "--customers", "80", "--days", "60", "--end", "2026-03-01"]
+    flags = ["--beyond-lateness-rate", "0.05", "--beyond-lateness", "48", "--customer-order"]
+    flags += ["--far-duplicate-rate", "0.1", "--far-duplicate-after", "20"]
+    flags += ["--consent-tie-rate", "1", "--consent-rate", "0.5", "--currencies", "6"]
+    assert main([*args, *flags, "--out", str(out)]) == 0
+    expected = SampleOptions(
+        beyond_lateness_rate=0.05,
+        beyond_lateness=48 * HOUR,
+        customer_order=True,
+        far_duplicate_rate=0.1,
+        far_duplicate_after=20 * DAY,
+        consent_tie_rate=1,
+        consent_rate=0.5,
+        currencies=6,
+    )
+    lines = list(generate(80, 60, seed=1, end=END, options=expected))
+    assert out.read_bytes() == b"\n".join(lines) + b"\n"
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--currencies", "2"], "--currencies must be between 3 and 25"),
+        (["--consent-tie-rate", "2"], "--consent-tie-rate must be between 0 and 1"),
+        (["--beyond-lateness", "0"], "--beyond-lateness must be positive"),
+    ],
+)
+def test_command_names_the_bad_hostile_flag(
+    flags: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["sample", "--customers", "5", *flags]) == 2
+    assert message in capsys.readouterr().err
