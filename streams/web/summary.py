@@ -45,8 +45,11 @@ log = logging.getLogger(__name__)
 SCHEMA_SUMMARY = "summary/1"
 SCHEMA_PART = "summary-part/1"
 PART_PATH = "/retention/summary/part"
-# A summary is served for this long before a request triggers a rebuild.
+# A summary is served for this long before a request triggers a rebuild...
 MAX_AGE = 1.0
+# ...or longer for a big table: rebuilding takes at most this share of the time,
+# so a dashboard left open does not keep a core (and the GIL) busy.
+BUSY_SHARE = 0.25
 # How long the cluster summary waits for each worker's part.
 PART_TIMEOUT = 5.0
 # The largest part a worker may send (report inputs grow ~15 bytes per repeater).
@@ -349,11 +352,18 @@ async def build_cluster(
 
 class Revalidating:
     """The last value of ``build`` with its age; one rebuild at a time, in the
-    background, started by a request that finds the value older than ``max_age``."""
+    background, started by a request that finds the value older than ``max_age``
+    and than the last build's duration / ``busy_share``."""
 
-    def __init__(self, build: Callable[[], Awaitable[dict[str, Any]]], max_age: float) -> None:
+    def __init__(
+        self,
+        build: Callable[[], Awaitable[dict[str, Any]]],
+        max_age: float,
+        busy_share: float = BUSY_SHARE,
+    ) -> None:
         self.build = build
         self.max_age = max_age
+        self.busy_share = busy_share
         self.value: dict[str, Any] | None = None
         self.built_at = 0.0  # monotonic, when the build that made ``value`` started
         self.build_seconds = 0.0
@@ -379,6 +389,10 @@ class Revalidating:
         return self._task
 
     @property
+    def stale_after(self) -> float:
+        return max(self.max_age, self.build_seconds / self.busy_share)
+
+    @property
     def refreshing(self) -> bool:
         return self._task is not None
 
@@ -388,7 +402,7 @@ class Revalidating:
             await asyncio.shield(self._start())
             if self.value is None:
                 raise RuntimeError(self.last_error or "summary build failed")
-        elif time.monotonic() - self.built_at > self.max_age:
+        elif time.monotonic() - self.built_at > self.stale_after:
             self._start()
         return self.value, time.monotonic() - self.built_at
 
@@ -397,7 +411,7 @@ class Revalidating:
             "built_at": iso(wall_now - int(age * 1_000_000)),
             "age_seconds": round(age, 3),
             "build_seconds": round(self.build_seconds, 3),
-            "max_age_seconds": self.max_age,
+            "stale_after_seconds": round(self.stale_after, 3),
             "refreshing": self.refreshing,
             "last_error": self.last_error,
         }

@@ -156,7 +156,7 @@ class Builds:
 
 async def test_first_request_waits_then_stale_answers_come_at_once() -> None:
     builds = Builds(delay=0.2)
-    cache = Revalidating(builds, max_age=0.3)
+    cache = Revalidating(builds, max_age=0.3, busy_share=1.0)
     value, age = await cache.get()
     assert value == {"n": 1} and age >= 0.2  # the age counts from when the build started
     # Fresh: no rebuild.
@@ -179,7 +179,7 @@ async def test_first_request_waits_then_stale_answers_come_at_once() -> None:
 
 async def test_a_failed_rebuild_keeps_the_last_summary_and_says_why() -> None:
     builds = Builds(delay=0.01)
-    cache = Revalidating(builds, max_age=0.0)
+    cache = Revalidating(builds, max_age=0.0, busy_share=1.0)
     assert (await cache.get())[0] == {"n": 1}
     builds.fail = True
     await cache.get()
@@ -187,6 +187,20 @@ async def test_a_failed_rebuild_keeps_the_last_summary_and_says_why() -> None:
     value, _ = await cache.get()
     assert value == {"n": 1}
     assert "table gone" in (cache.last_error or "")
+
+
+async def test_a_slow_build_is_repeated_only_a_quarter_of_the_time() -> None:
+    builds = Builds(delay=0.1)
+    cache = Revalidating(builds, max_age=0.0)
+    await cache.get()
+    assert cache.stale_after == pytest.approx(0.4, abs=0.05)
+    await asyncio.sleep(0.15)
+    await cache.get()
+    assert builds.started == 1 and not cache.refreshing
+    await asyncio.sleep(0.3)
+    await cache.get()
+    await asyncio.sleep(0)  # let the rebuild start
+    assert builds.started == 2 and cache.refreshing
 
 
 async def test_with_no_summary_yet_a_failing_build_is_an_error() -> None:
