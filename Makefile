@@ -31,7 +31,7 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]'
 	@touch $@
 
-jars: $(STAMP)  ## download the Apache Kafka jars for the local stack (once; needs mvn)
+jars: $(STAMP)  ## download the Apache Kafka jars for the local stack (once; mvn or direct)
 	$(BIN)/python -m streams.local.kafka --fetch
 
 lint: $(STAMP)  ## ruff check + ruff format --check
