@@ -125,6 +125,28 @@ async def test_lookup_is_routed_to_the_owner_and_metrics_parse(deployment: Deplo
     for s in summaries:
         assert s["clock"]["mode"] == "stream" and s["clock"]["watermark"] is not None
         assert s["read_model"]["enabled"] is True
+        assert s["scope"]["scope"] == "local" and s["freshness"]["age_seconds"] >= 0
+
+    # The cluster summary, from either worker, is the whole; it says how old it is.
+    for w in (w1, w2):
+        status, _, body = await w.get("/retention/summary?scope=cluster")
+        assert status == 200
+        cluster = orjson.loads(body)
+        assert cluster["scope"]["all_partitions"] is True
+        assert cluster["counts"]["customers"] == ref.customers
+        assert cluster["counts"]["decisions"] == len(decisions)
+        assert cluster["report"]["customers"] == ref.customers
+        assert {"age_seconds", "built_at", "refreshing"} <= set(cluster["freshness"])
+    # What a worker hands the fan-out: its counters and clocks, report inputs on request.
+    part = await w1.get_json("/retention/summary/part")
+    assert sorted(int(p) for p in part["watermarks"]) == part["partitions"]
+    assert "inputs" not in part
+    part = await w1.get_json("/retention/summary/part?as_of=1800000000000000")
+    assert part["inputs"]["schema"] == "report-inputs/1"
+    assert part["inputs"]["customers"] == summaries[0]["counts"]["customers"]
+    for path in ("/retention/summary?scope=everything", "/retention/summary/part?as_of=soon"):
+        status, _, body = await w1.get(path)
+        assert status == 400 and b"error" in body, path
 
     # Faust's own stats stay on; its table pages (raw customer rows) are off.
     assert (await w1.get("/"))[0] == 200
