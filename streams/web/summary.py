@@ -425,19 +425,21 @@ class Summaries:
         self.local = Revalidating(lambda: build_local(rapp), max_age)
         self.cluster = Revalidating(lambda: build_cluster(rapp, self.inputs_at), max_age)
         self._lock = asyncio.Lock()
-        self._inputs: tuple[int, float, dict[str, Any]] | None = None
+        self._inputs: tuple[int, float, dict[str, Any]] | None = None  # as_of, until, inputs
 
     async def inputs_at(self, as_of: int) -> dict[str, Any]:
         """Report inputs as of ``as_of``: one scan at a time; a recent one for the
         same instant is reused (every worker's cluster summary asks for the same)."""
         async with self._lock:
             cached = self._inputs
-            if cached and cached[0] == as_of and time.monotonic() - cached[1] < MAX_AGE:
+            if cached and cached[0] == as_of and time.monotonic() < cached[1]:
                 return cached[2]
             started = time.monotonic()
             partitions = sorted(self.rapp.owned_partitions())
             inputs = await local_inputs(self.rapp, partitions, as_of)
-            self._inputs = (as_of, started, inputs)
+            took = time.monotonic() - started
+            # Reused like a summary: for MAX_AGE, or longer for a big table.
+            self._inputs = (as_of, started + max(MAX_AGE, took / BUSY_SHARE), inputs)
             return inputs
 
     async def summary(self, scope: str) -> dict[str, Any]:
