@@ -18,6 +18,13 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
+from agents.core.budget import (
+    CODE_CUSTOMER_OVER_BUDGET,
+    CODE_PENDING_OVERFLOW,
+    PENDING_BUDGET,
+    entry_size,
+    state_over_budget,
+)
 from agents.core.guardrails import (
     ATTRIBUTED,
     OUTCOME_BACKFILL,
@@ -43,6 +50,7 @@ from agents.core.state import (
     STAGE_LAPSED,
     CustomerState,
     LadderProgress,
+    pending_entry,
 )
 from agents.core.timeutil import (
     MAX_DURATION,
@@ -128,6 +136,22 @@ Emission = Firing | Conversion
 
 
 @dataclass(frozen=True, slots=True)
+class Refused:
+    """An event the engine did not take in: nothing is folded, fired or queued.
+
+    ``code`` is the dead-letter code: ``pending_overflow`` (the customer already
+    has the most events dated after the clock that pending may hold) or
+    ``customer_over_budget`` (a row from an older version over the byte budget,
+    until its pending events are applied).  Its event id and order id are
+    remembered, so a redelivery is a duplicate (the dead letter is its record);
+    the processor must still write the row.
+    """
+
+    code: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
 class Due:
     due_at: int
     rule_index: int
@@ -151,19 +175,49 @@ class Engine:
 
     # --- public API ------------------------------------------------------------------
 
-    def ingest(self, state: CustomerState, event: Event, watermark: int) -> list[Emission] | None:
-        """Take one event in; returns the firings it caused, or None for a duplicate.
+    def ingest(
+        self, state: CustomerState, event: Event, watermark: int
+    ) -> list[Emission] | Refused | None:
+        """Take one event in; returns the firings it caused, None for a duplicate,
+        or :class:`Refused` when the event cannot be kept (only its ids are remembered).
 
         An event dated after the watermark waits in ``pending``.  One dated at or
         before it (late beyond the allowed lateness, or any event under the wall
-        clock) is applied now, after firing whatever fell due before it.
+        clock) is applied now, after firing whatever fell due before it.  When
+        ``pending`` is full (``max_pending_events`` events or PENDING_BUDGET bytes
+        dated after the watermark) a future-dated event is refused with
+        ``pending_overflow`` - never applied ahead of its time.
         """
         if state.seen(event):
             return None
         s = self.settings
-        state.remember(event, s.max_recent_event_ids, s.max_recent_order_ids)
-        if event.occurred_at > watermark and len(state.pending) < s.max_pending_events:
-            _insert_pending(state.pending, event.to_wire())
+        # Remembered even when refused: the dead letter is the event's record, a
+        # redelivery is a duplicate (as in the offline reference).
+        state.remember(event, s.max_recent_event_ids)
+        if state_over_budget(state):
+            return Refused(
+                CODE_CUSTOMER_OVER_BUDGET,
+                f"customer {state.customer_id[:64]!r} holds {state.pending_bytes()} bytes of "
+                f"pending events, over the budget of {PENDING_BUDGET}; "
+                "events are refused until they are applied",
+            )
+        if event.occurred_at > watermark:
+            entry = pending_entry(event)
+            # Entries at or before the watermark are about to be applied: only
+            # the ones still ahead of it count.
+            ahead = len(state.pending) - _applied_count(state.pending, watermark)
+            size = entry_size(entry)
+            if ahead >= s.max_pending_events or (
+                _bytes_ahead(state, watermark) + size > PENDING_BUDGET
+            ):
+                return Refused(
+                    CODE_PENDING_OVERFLOW,
+                    f"customer {state.customer_id[:64]!r} already has {ahead} events dated "
+                    "after the clock (limits: "
+                    f"{s.max_pending_events} events, {PENDING_BUDGET} bytes); "
+                    "is an input partition silent?",
+                )
+            state.push_pending(entry)
             return self.advance(state, watermark)
         out = self.advance(state, min(event.occurred_at - 1, watermark))
         self._apply(state, event, out)
@@ -179,7 +233,7 @@ class Engine:
             if due is not None and due.due_at <= watermark and (ev_t is None or due.due_at < ev_t):
                 out.append(self._fire(state, due))
             elif ev_t is not None and ev_t <= watermark:
-                self._apply(state, Event.from_wire(state.pending.pop(0)), out)
+                self._apply(state, state.pop_pending(), out)
             else:
                 return out
 
@@ -353,17 +407,21 @@ def context_snapshot(state: CustomerState) -> dict[str, Any]:
     }
 
 
-def _insert_pending(pending: list[dict[str, Any]], wire: dict[str, Any]) -> None:
-    # Stable by (time, event_id) so equal-time events apply in one fixed order.
-    key = (wire["t"], wire["e"])
+def _applied_count(pending: list[dict[str, Any]], watermark: int) -> int:
+    """How many entries (sorted by time) are dated at or before the watermark."""
     lo, hi = 0, len(pending)
     while lo < hi:
         mid = (lo + hi) // 2
-        if (pending[mid]["t"], pending[mid]["e"]) <= key:
+        if pending[mid]["t"] <= watermark:
             lo = mid + 1
         else:
             hi = mid
-    pending.insert(lo, wire)
+    return lo
+
+
+def _bytes_ahead(state: CustomerState, watermark: int) -> int:
+    n = _applied_count(state.pending, watermark)
+    return state.pending_bytes() - sum(entry_size(p) for p in state.pending[:n])
 
 
 def _human_span(micros: int) -> str:

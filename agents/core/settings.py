@@ -56,9 +56,12 @@ class CoreSettings:
     # "Active" for the retention rate: an order within this trailing window.
     active_window: int = 90 * DAY
     # Bounds that keep one customer's record small whatever producers send.
+    # (Order ids are kept for the customer's whole history: agents.core.dedup.)
     max_recent_event_ids: int = 512
-    max_recent_order_ids: int = 256
-    max_pending_events: int = 2048
+    max_recent_order_ids: int = 256  # unused since the lifetime order filter
+    # Events dated after the clock one customer may have waiting (and at most
+    # agents.core.budget.PENDING_BUDGET bytes of them); more are pending_overflow.
+    max_pending_events: int = 1024
     max_recent_nudges: int = 32
     # Events this much later than the newest one a source has sent still count
     # for decisions made in stream-clock mode (bounded out-of-orderness).

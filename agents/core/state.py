@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from decimal import Decimal, localcontext
 from typing import Any
 
+from agents.core.budget import MAX_CURRENCIES, OTHER_CURRENCY, entry_size
+from agents.core.dedup import OrderFilter, RecentIds
 from agents.core.ids import trigger_id
 from agents.core.timeutil import iso
 from schemas.records import (
@@ -74,9 +76,12 @@ class CustomerState:
     consent_status: str | None = None
     consent_at: int | None = None
     # --- bookkeeping ---------------------------------------------------------------
-    recent_event_ids: list[str] = field(default_factory=list)  # oldest first, bounded
-    recent_order_ids: list[str] = field(default_factory=list)  # oldest first, bounded
-    pending: list[dict[str, Any]] = field(default_factory=list)  # wire events, by time
+    # Dedup memory (agents.core.dedup): newest event ids, every order id.
+    event_ids: RecentIds = field(default_factory=RecentIds)
+    order_ids: OrderFilter = field(default_factory=OrderFilter)
+    # Events dated after the clock, by (time, event_id), in the compact form of
+    # pending_entry: only what the engine needs (README "Byte budget").
+    pending: list[dict[str, Any]] = field(default_factory=list)
     ladders: dict[str, LadderProgress] = field(default_factory=dict)
     stage: str = STAGE_PROSPECT
     # Firings still relevant to a guardrail or an attribution, oldest first (see F_*).
@@ -85,6 +90,8 @@ class CustomerState:
     # Lifetime counts for the reports: "rule/step/outcome" and "rule/step/group".
     decision_counts: dict[str, int] = field(default_factory=dict)
     conversion_counts: dict[str, int] = field(default_factory=dict)
+    # Serialised size of ``pending`` (not stored; recomputed after a load).
+    _pending_bytes: int | None = field(default=None, repr=False, compare=False)
 
     # --- facts -------------------------------------------------------------------
 
@@ -127,15 +134,39 @@ class CustomerState:
             del self.order_times[0]
         # Wide precision: sums of any amounts validation accepts stay exact, so the
         # total does not depend on the order they were added in.
-        with localcontext(prec=80):
-            total = Decimal(self.spend.get(currency, "0")) + Decimal(amount)
-        self.spend[currency] = format(total, "f")
-        self.order_currencies[currency] = self.order_currencies.get(currency, 0) + 1
+        currency = self._currency_slot(currency)
+        self._add_spend(currency, amount, 1)
         self._touch(t)
         if self.stage == STAGE_PROSPECT:
             self.stage = STAGE_NEW
         if self.stage == STAGE_NEW and self.orders >= 2:
             self.stage = STAGE_REPEAT
+
+    def _currency_slot(self, currency: str) -> str:
+        """Where an order's spend goes: its own currency while it is among the
+        MAX_CURRENCIES alphabetically smallest seen, else OTHER_CURRENCY.
+
+        The named set is always the smallest codes seen, whatever the arrival
+        order, so the totals do not depend on it."""
+        if currency == OTHER_CURRENCY or currency in self.spend:
+            return currency
+        named = [c for c in self.spend if c != OTHER_CURRENCY]
+        if len(named) < MAX_CURRENCIES:
+            return currency
+        largest = max(named)
+        if currency > largest:
+            return OTHER_CURRENCY
+        moved, orders = self.spend.pop(largest), self.order_currencies.pop(largest, 0)
+        self._add_spend(OTHER_CURRENCY, moved, orders)
+        return currency
+
+    def _add_spend(self, currency: str, amount: str, orders: int) -> None:
+        # Wide precision: sums of any amounts validation accepts stay exact, so the
+        # total does not depend on the order they were added in.
+        with localcontext(prec=80):
+            total = Decimal(self.spend.get(currency, "0")) + Decimal(amount)
+        self.spend[currency] = format(total, "f")
+        self.order_currencies[currency] = self.order_currencies.get(currency, 0) + orders
 
     def _add_span(self, start: int, end: int) -> None:
         # Union of intervals: commutative, so arrival order does not matter.
@@ -166,19 +197,51 @@ class CustomerState:
     # --- dedup ---------------------------------------------------------------------
 
     def seen(self, event: Event) -> bool:
-        """True if this event (or, for a purchase, its order) was already taken in."""
-        if event.event_id in self.recent_event_ids:
-            return True
-        return event.kind == KIND_PURCHASE and event.order_id in self.recent_order_ids
+        """True if this event (or, for a purchase, its order) was already taken in.
 
-    def remember(self, event: Event, max_event_ids: int, max_order_ids: int) -> None:
-        self.recent_event_ids.append(event.event_id)
-        if len(self.recent_event_ids) > max_event_ids:
-            del self.recent_event_ids[: len(self.recent_event_ids) - max_event_ids]
+        Event ids: the newest ``max_recent_event_ids``; order ids: the customer's
+        whole history (agents.core.dedup, with its false-positive rate)."""
+        if event.event_id in self.event_ids:
+            return True
+        return (
+            event.kind == KIND_PURCHASE
+            and event.order_id is not None
+            and event.order_id in self.order_ids
+        )
+
+    def remember(self, event: Event, max_event_ids: int, max_order_ids: int = 0) -> None:
+        """Take the event's ids into the dedup memory (``max_order_ids`` is unused:
+        order ids are kept for the whole history)."""
+        self.event_ids.add(event.event_id, max_event_ids)
         if event.kind == KIND_PURCHASE and event.order_id is not None:
-            self.recent_order_ids.append(event.order_id)
-            if len(self.recent_order_ids) > max_order_ids:
-                del self.recent_order_ids[: len(self.recent_order_ids) - max_order_ids]
+            self.order_ids.add(event.order_id)
+
+    # --- pending -------------------------------------------------------------------
+
+    def pending_bytes(self) -> int:
+        if self._pending_bytes is None:
+            self._pending_bytes = sum(entry_size(p) for p in self.pending)
+        return self._pending_bytes
+
+    def push_pending(self, entry: dict[str, Any]) -> None:
+        """Insert, stable by (time, event_id) so equal-time events apply in one order."""
+        key = (entry["t"], entry["e"])
+        lo, hi = 0, len(self.pending)
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if (self.pending[mid]["t"], self.pending[mid]["e"]) <= key:
+                lo = mid + 1
+            else:
+                hi = mid
+        size = self.pending_bytes() + entry_size(entry)
+        self.pending.insert(lo, entry)
+        self._pending_bytes = size
+
+    def pop_pending(self) -> Event:
+        entry = self.pending.pop(0)
+        if self._pending_bytes is not None:
+            self._pending_bytes -= entry_size(entry)
+        return pending_event(self.customer_id, entry)
 
     # --- snapshots -----------------------------------------------------------------
 
@@ -206,8 +269,8 @@ class CustomerState:
             customer_id=self.customer_id,
             partition=self.partition,
             version=self.version,
-            recent_event_ids=self.recent_event_ids,
-            recent_order_ids=self.recent_order_ids,
+            event_ids=self.event_ids.to_wire(),
+            order_ids=self.order_ids.to_wire(),
             pending=self.pending,
             ladders={k: [v.anchor, v.step] for k, v in self.ladders.items()},
             stage=self.stage,
@@ -237,9 +300,9 @@ class CustomerState:
             first_seen_at=d.get("first_seen_at"),
             consent_status=d.get("consent_status"),
             consent_at=d.get("consent_at"),
-            recent_event_ids=list(d.get("recent_event_ids", [])),
-            recent_order_ids=list(d.get("recent_order_ids", [])),
-            pending=list(d.get("pending", [])),
+            event_ids=_event_ids(d),
+            order_ids=_order_ids(d),
+            pending=[_compact(p) for p in d.get("pending", [])],
             ladders={k: LadderProgress(v[0], v[1]) for k, v in d.get("ladders", {}).items()},
             stage=d.get("stage", STAGE_PROSPECT),
             recent_firings=[list(x) for x in d.get("recent_firings", [])],
@@ -265,3 +328,42 @@ class CustomerState:
 
 def _max(a: int | None, b: int) -> int:
     return b if a is None or b > a else a
+
+
+# What a pending event keeps, by kind: the engine needs the time, the event id
+# (the tie-break of equal times) and what it folds in; never the channel, the
+# session id or the customer id (the row's own).
+_PENDING_KEYS = {
+    KIND_PURCHASE: ("k", "e", "t", "o", "a", "cur"),
+    KIND_SESSION: ("k", "e", "t"),
+    KIND_CONSENT: ("k", "e", "t", "st"),
+}
+
+
+def pending_entry(event: Event) -> dict[str, Any]:
+    """The compact form of an event waiting in ``pending``."""
+    return _compact(event.to_wire())
+
+
+def pending_event(customer_id: str, entry: dict[str, Any]) -> Event:
+    return Event.from_wire({**entry, "c": customer_id})
+
+
+def _compact(wire: dict[str, Any]) -> dict[str, Any]:
+    keys = _PENDING_KEYS.get(wire["k"], ("k", "e", "t"))
+    return {k: wire[k] for k in keys if k in wire}
+
+
+def _event_ids(d: dict[str, Any]) -> RecentIds:
+    if "event_ids" in d:
+        return RecentIds(d["event_ids"])
+    return RecentIds.of(list(d.get("recent_event_ids", [])))  # a row from before hashes
+
+
+def _order_ids(d: dict[str, Any]) -> OrderFilter:
+    if "order_ids" in d:
+        return OrderFilter(d["order_ids"])
+    out = OrderFilter()  # a row from before the lifetime filter: its newest 256 orders
+    for order_id in d.get("recent_order_ids", []):
+        out.add(order_id)
+    return out

@@ -12,7 +12,16 @@ Semantics (the stream implements the same):
   dedup memory: an ``event_id`` the customer has sent before is ignored (first
   occurrence in file order wins); an order counts once, at the ``occurred_at`` of
   the first event (file order) carrying its ``order_id``; later events with that
-  ``order_id`` are ignored entirely, they are not activity either.
+  ``order_id`` are ignored entirely, they are not activity either.  Order ids are
+  remembered for the customer's whole history with the stream's own filter
+  (:mod:`agents.core.dedup`: exact up to 1,024 orders, then a Bloom filter), so a
+  false positive drops the same order in both.
+* Pending overflow: an event that a stream-clock worker replaying the file in
+  event-time order would find with its customer's pending buffer full (see
+  :func:`pending_overflows`) is counted as a ``pending_overflow`` dead letter and
+  left out, as the stream does.
+* Spend per currency: the 16 alphabetically smallest currency codes of the
+  customer keep their own totals; the rest are summed under ``XXX``.
 * Activity = counted orders and sessions; consents are not activity.
 * ``f`` = earliest order time, ``s`` = second-earliest order time (two orders at
   the same instant give ``s == f``).
@@ -46,10 +55,18 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import timedelta
-from decimal import Decimal
+from decimal import Decimal, localcontext
 from typing import Any, Protocol
 
 from agents.core import ids
+from agents.core.budget import (
+    CODE_PENDING_OVERFLOW,
+    MAX_CURRENCIES,
+    OTHER_CURRENCY,
+    PENDING_BUDGET,
+    entry_size,
+)
+from agents.core.dedup import OrderFilter
 from agents.core.reports import CustomerRow
 from agents.core.settings import (
     RULE_INACTIVITY,
@@ -58,9 +75,16 @@ from agents.core.settings import (
     CoreSettings,
     LadderSettings,
 )
+from agents.core.state import pending_entry
 from agents.core.timeutil import MAX_DURATION, MICROS_PER_SECOND, format_duration, iso
 from agents.core.validation import ValidationError, validate
-from schemas.records import CONSENT_OPTED_OUT, KIND_CONSENT, KIND_PURCHASE, KIND_SESSION
+from schemas.records import (
+    CONSENT_OPTED_OUT,
+    KIND_CONSENT,
+    KIND_PURCHASE,
+    KIND_SESSION,
+    Event,
+)
 
 OUTCOME_DELIVERED = "delivered"
 OUTCOME_HOLDOUT = "holdout"
@@ -149,6 +173,9 @@ class _CustomerLog:
 
     customer_id: str
     event_ids: set[str] = field(default_factory=set)
+    # Every order id taken in, with the stream's own bounded filter, so that a
+    # false positive there is one here too (agents.core.dedup).
+    order_filter: OrderFilter = field(default_factory=OrderFilter)
     # order_id -> (t, event_id, currency, amount) of the first event carrying it
     orders: dict[str, tuple[int, str, str, Decimal]] = field(default_factory=dict)
     sessions: list[tuple[int, str]] = field(default_factory=list)
@@ -163,10 +190,12 @@ class _CustomerLog:
 
         orders = sorted((t, e, o) for o, (t, e, _, _) in self.orders.items() if keep(t))
         spend: dict[str, tuple[Decimal, int]] = {}
-        for t, _, currency, amount in self.orders.values():
-            if keep(t):
-                total, n = spend.get(currency, (Decimal(0), 0))
-                spend[currency] = (total + amount, n + 1)
+        with localcontext(prec=80):  # exact, as in the stream
+            for t, _, currency, amount in self.orders.values():
+                if keep(t):
+                    total, n = spend.get(currency, (Decimal(0), 0))
+                    spend[currency] = (total + amount, n + 1)
+            spend = _fold_currencies(spend)
         return CustomerFacts(
             customer_id=self.customer_id,
             order_times=tuple(t for t, _, _ in orders),
@@ -178,6 +207,18 @@ class _CustomerLog:
             sessions=tuple(sorted(x for x in self.sessions if keep(x[0]))),
             spend_by_currency=tuple((c, a, n) for c, (a, n) in sorted(spend.items())),
         )
+
+
+def _fold_currencies(spend: dict[str, tuple[Decimal, int]]) -> dict[str, tuple[Decimal, int]]:
+    """The alphabetically smallest MAX_CURRENCIES codes keep their own totals; every
+    other currency (and XXX itself) is summed under OTHER_CURRENCY."""
+    named = sorted(c for c in spend if c != OTHER_CURRENCY)[:MAX_CURRENCIES]
+    out: dict[str, tuple[Decimal, int]] = {c: spend[c] for c in named}
+    for c, (total, n) in spend.items():
+        if c not in named:
+            t0, n0 = out.get(OTHER_CURRENCY, (Decimal(0), 0))
+            out[OTHER_CURRENCY] = (t0 + total, n0 + n)
+    return out
 
 
 # --- firings -----------------------------------------------------------------------
@@ -468,6 +509,40 @@ def decision_dict(firing: Firing, verdict: Verdict) -> dict[str, Any]:
     }
 
 
+# --- pending overflow --------------------------------------------------------------
+
+
+def pending_overflows(taken: list[Event], core: CoreSettings) -> set[int]:
+    """Indexes (into ``taken``) of the events a stream-clock worker refuses with
+    ``pending_overflow``, under the clock of a time-ordered replay.
+
+    Replayed in event-time order, an event at t finds the clock at t - allowed
+    lateness, so the customer's pending holds their earlier events dated after
+    that; the event is refused when those already number ``max_pending_events``
+    or their entries plus its own exceed PENDING_BUDGET bytes (the engine's own
+    test, with the engine's own entry size).
+    """
+    lateness = core.stream_allowed_lateness
+    if lateness <= 0:
+        return set()
+    order = sorted(range(len(taken)), key=lambda i: (taken[i].occurred_at, i))
+    waiting: dict[str, list[tuple[int, int]]] = {}  # customer -> [(t, size)] by time
+    refused: set[int] = set()
+    for i in order:
+        event = taken[i]
+        clock = event.occurred_at - lateness
+        queue = [x for x in waiting.get(event.customer_id, []) if x[0] > clock]
+        size = entry_size(pending_entry(event))
+        if len(queue) >= core.max_pending_events or (
+            sum(n for _, n in queue) + size > PENDING_BUDGET
+        ):
+            refused.add(i)
+        else:
+            queue.append((event.occurred_at, size))
+        waiting[event.customer_id] = queue
+    return refused
+
+
 # --- the whole file ----------------------------------------------------------------
 
 
@@ -520,6 +595,7 @@ def compute_decisions(
     dead_letters: dict[str, int] = {}
     duplicates = order_retries = events = read = 0
     latest: int | None = None
+    taken: list[Event] = []  # in file order, after both kinds of dedup
     for raw in lines:
         line = raw.rstrip(b"\r\n")
         if not line.strip():
@@ -540,10 +616,22 @@ def compute_decisions(
             continue
         log.event_ids.add(event.event_id)
         if event.kind == KIND_PURCHASE:
-            assert event.order_id is not None and event.amount is not None
-            if event.order_id in log.orders:
+            assert event.order_id is not None
+            if event.order_id in log.order_filter:
                 order_retries += 1
                 continue
+            log.order_filter.add(event.order_id)
+        taken.append(event)
+    refused = pending_overflows(taken, core)
+    if refused:
+        dead_letters[CODE_PENDING_OVERFLOW] = len(refused)
+        dead_letters = dict(sorted(dead_letters.items()))
+    for i, event in enumerate(taken):
+        if i in refused:
+            continue
+        log = logs[event.customer_id]
+        if event.kind == KIND_PURCHASE:
+            assert event.order_id is not None and event.amount is not None
             log.orders[event.order_id] = (
                 event.occurred_at,
                 event.event_id,

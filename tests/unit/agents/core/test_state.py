@@ -135,16 +135,18 @@ def test_a_session_is_not_deduplicated_by_an_order_id_it_does_not_have() -> None
     assert not state.seen(session(CID, at(days=1)))
 
 
-def test_recent_ids_are_bounded_and_drop_the_oldest() -> None:
+def test_event_ids_are_bounded_but_orders_are_remembered_for_life() -> None:
     state = CustomerState(customer_id=CID)
     orders = [purchase(CID, at(days=i), f"ORD-{i}", event_id=f"evt-{i}") for i in range(10)]
     for event in orders:
-        state.remember(event, 4, 3)
-    assert state.recent_event_ids == ["evt-6", "evt-7", "evt-8", "evt-9"]
-    assert state.recent_order_ids == ["ORD-7", "ORD-8", "ORD-9"]
+        state.remember(event, 4)
+    assert len(state.event_ids) == 4
+    assert "evt-9" in state.event_ids and "evt-5" not in state.event_ids
     assert state.seen(orders[9])
-    # Beyond the window an old id is no longer remembered (the bound is the point).
-    assert not state.seen(orders[0])
+    # The first event id is forgotten, but its order is not: a redelivery is a duplicate.
+    assert "evt-0" not in state.event_ids
+    assert state.seen(orders[0])
+    assert not state.seen(purchase(CID, at(days=1), "ORD-new", event_id="evt-0"))
 
 
 def test_order_times_keep_the_newest_bounded_window() -> None:

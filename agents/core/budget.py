@@ -1,0 +1,63 @@
+"""The byte budget of one customer (README "Byte budget").
+
+No sequence of inputs can make a customer's table row or one output record
+larger than :data:`ROW_BUDGET` / :data:`OUTPUT_BUDGET` (256 KiB, a quarter of the
+broker's default 1 MiB ``message.max.bytes``), because every part of the row is
+bounded: ids (128 characters), amounts (16 + 15 digits), the named currencies
+(:data:`MAX_CURRENCIES`, the rest summed under :data:`OTHER_CURRENCY`), the dedup
+memory (:mod:`agents.core.dedup`), the lists in :mod:`agents.core.state`, and the
+events waiting in ``pending`` (at most ``max_pending_events`` and
+:data:`PENDING_BUDGET` bytes).
+
+What is not bounded by construction is a row written by an older version (e.g.
+thousands of raw pending events): :func:`state_over_budget` says so, and the
+engine refuses that customer's new events with ``customer_over_budget`` until
+``pending`` has drained.  The processor can also check every encoded row and
+record with :func:`row_over_budget` / :func:`output_over_budget` before writing.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+if TYPE_CHECKING:
+    from agents.core.state import CustomerState
+
+ROW_BUDGET = 256 * 1024
+OUTPUT_BUDGET = 256 * 1024
+# Serialised bytes of the pending events of one customer.
+PENDING_BUDGET = 128 * 1024
+# Everything in a row but pending is below this (worst case, measured by
+# tests/unit/agents/core/test_budget.py with 128-character escaped ids).
+FIXED_ROW_BOUND = ROW_BUDGET - PENDING_BUDGET
+# Named currencies per customer: the alphabetically smallest MAX_CURRENCIES seen;
+# orders in any other currency count as orders, their spend is summed under
+# OTHER_CURRENCY (ISO 4217 "no currency"), which is also where XXX itself goes.
+MAX_CURRENCIES = 16
+OTHER_CURRENCY = "XXX"
+
+# Dead-letter codes of events the engine refuses (see agents.core.engine.Refused).
+CODE_CUSTOMER_OVER_BUDGET = "customer_over_budget"
+CODE_PENDING_OVERFLOW = "pending_overflow"
+
+
+def entry_size(entry: dict[str, Any]) -> int:
+    """Bytes one pending entry adds to the row (its JSON and a comma)."""
+    return len(orjson.dumps(entry)) + 1
+
+
+def state_over_budget(state: CustomerState) -> bool:
+    """True only for a row from an older version whose pending is over budget."""
+    return state.pending_bytes() > PENDING_BUDGET
+
+
+def row_over_budget(encoded: bytes | int) -> bool:
+    """An encoded table row (or its length) over :data:`ROW_BUDGET`."""
+    return (encoded if isinstance(encoded, int) else len(encoded)) > ROW_BUDGET
+
+
+def output_over_budget(encoded: bytes | int) -> bool:
+    """An encoded output record (or its length) over :data:`OUTPUT_BUDGET`."""
+    return (encoded if isinstance(encoded, int) else len(encoded)) > OUTPUT_BUDGET

@@ -1,0 +1,350 @@
+"""The byte budget of one customer (agents.core.budget, README "Byte budget").
+
+No sequence of valid inputs makes a row or an output record exceed 256 KiB; a
+full pending buffer refuses future-dated events (``pending_overflow``), never
+applies them early; rows written by the previous version still load.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from agents.core.budget import (
+    CODE_CUSTOMER_OVER_BUDGET,
+    CODE_PENDING_OVERFLOW,
+    FIXED_ROW_BOUND,
+    MAX_CURRENCIES,
+    OTHER_CURRENCY,
+    OUTPUT_BUDGET,
+    PENDING_BUDGET,
+    ROW_BUDGET,
+    row_over_budget,
+)
+from agents.core.engine import Engine, Firing, Refused
+from agents.core.settings import DAY, HOUR, CoreSettings, LadderSettings
+from agents.core.state import CustomerState
+from agents.core.timeutil import to_micros
+from agents.messages import decision_record, dumps, nudge_record
+from schemas.records import Event
+
+T0 = to_micros(datetime(2026, 1, 1, tzinfo=UTC))
+# The widest id validation accepts: 128 characters that JSON escapes to 6 bytes.
+WIDE = "\x01" * 128
+
+
+def row_size(state: CustomerState) -> int:
+    return len(orjson.dumps(state.to_dict()))
+
+
+def wide_purchase(n: int, t: int, currency: str = "EUR", cid: str = WIDE) -> Event:
+    return Event(
+        "purchase",
+        f"{n:08d}" + WIDE[8:],
+        cid,
+        t,
+        order_id=f"{n:08d}" + WIDE[8:],
+        amount="9" * 16 + "." + "9" * 15,
+        currency=currency,
+        channel="c" * 256,
+    )
+
+
+def check_records(fired: list[Any] | Refused | None) -> None:
+    if not isinstance(fired, list):
+        return
+    for f in fired:
+        if isinstance(f, Firing):
+            record = decision_record(
+                f, fired_at=T0, clock="stream", outcome=f.outcome, holdout=False
+            )
+            assert len(dumps(record)) <= OUTPUT_BUDGET
+            assert len(dumps(nudge_record(record))) <= OUTPUT_BUDGET
+
+
+# --- the worst case, built on purpose -------------------------------------------------
+
+
+def test_worst_case_row_stays_within_the_budget() -> None:
+    """Every bounded part at its bound at once: wide ids, 40 currencies, 10-step
+    ladders with every outcome, thousands of orders and sessions, full pending."""
+    ten = tuple((i + 1) * DAY for i in range(10))
+    core = CoreSettings(
+        second_purchase=LadderSettings("second_purchase", ten),
+        inactivity=LadderSettings("inactivity", ten),
+        holdout_percent=0.0,
+        min_gap=HOUR,
+        frequency_cap=1000,
+    )
+    engine = Engine(core)
+    state = CustomerState(customer_id=WIDE, partition=0)
+    codes = [a + b + "Q" for a in "ABCDEFGH" for b in "ABCDE"]  # 40 currencies
+    t = T0
+    for n in range(3000):
+        t += (n % 97) * HOUR * 7 + 1  # irregular gaps: ladders fire, anchors move, spans break
+        fired = engine.ingest(state, wide_purchase(n, t, codes[n % len(codes)]), t)
+        assert not isinstance(fired, Refused)
+        check_records(fired)
+    assert len(state.spend) == MAX_CURRENCIES + 1 and OTHER_CURRENCY in state.spend
+    fixed = row_size(state)
+    assert fixed <= FIXED_ROW_BOUND, fixed
+    # Now fill pending with future-dated events until it refuses.
+    refused = 0
+    for n in range(3000, 6000):
+        fired = engine.ingest(state, wide_purchase(n, t + DAY + n, "EUR"), t)
+        refused += isinstance(fired, Refused)
+    assert refused > 0
+    assert state.pending_bytes() <= PENDING_BUDGET
+    assert row_size(state) <= ROW_BUDGET
+    assert not row_over_budget(orjson.dumps(state.to_dict()))
+
+
+# --- any sequence of valid inputs ------------------------------------------------------
+
+ids = st.one_of(st.sampled_from(["a", "b", "c", WIDE]), st.text(min_size=1, max_size=128))
+currencies = st.sampled_from(
+    ["EUR", "USD", "XXX", "AAA", "ZZZ"] + [f"Q{c}{d}" for c in "ABCDEF" for d in "XYZ"]
+)
+
+
+@st.composite
+def feeds(draw: st.DrawFn) -> list[tuple[Event, int]]:
+    """(event, watermark) pairs: a customer with any mix of kinds, times and clocks."""
+    cid = draw(st.sampled_from(["cus-1", WIDE]))
+    out: list[tuple[Event, int]] = []
+    clock = T0
+    for n in range(draw(st.integers(1, 200))):
+        clock += draw(st.integers(0, 3 * DAY))
+        t = clock + draw(st.integers(-10 * DAY, 5 * DAY))
+        kind = draw(st.sampled_from(["purchase", "purchase", "session", "consent"]))
+        eid = draw(ids) if draw(st.integers(0, 9)) == 0 else f"e{n}-" + WIDE[:100]
+        if kind == "purchase":
+            event = Event(
+                kind,
+                eid,
+                cid,
+                t,
+                order_id=draw(ids),
+                currency=draw(currencies),
+                amount=draw(
+                    st.sampled_from(
+                        [
+                            "0",
+                            "10.50",
+                            "9" * 16 + "." + "9" * 15,
+                            "0.0000000000000012345678901234567",
+                        ]
+                    )
+                ),
+                channel=draw(st.sampled_from([None, "w" * 256])),
+            )
+        elif kind == "session":
+            event = Event(kind, eid, cid, t, session_id=draw(ids), channel="x" * 256)
+        else:
+            event = Event(
+                kind, eid, cid, t, status=draw(st.sampled_from(["opted_out", "opted_in"]))
+            )
+        out.append((event, clock))
+    return out
+
+
+SMALL = CoreSettings(
+    second_purchase=LadderSettings("second_purchase", (DAY, 2 * DAY)),
+    inactivity=LadderSettings("inactivity", (DAY, 3 * DAY)),
+    max_pending_events=40,
+    min_gap=HOUR,
+)
+
+
+@settings(
+    max_examples=60,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+@given(feeds())
+def test_any_valid_inputs_keep_row_and_records_within_budget(feed: list[tuple[Event, int]]) -> None:
+    for core in (SMALL, CoreSettings()):
+        engine = Engine(core)
+        state = CustomerState(customer_id=feed[0][0].customer_id, partition=0)
+        for event, clock in feed:
+            fired = engine.ingest(state, event, clock)
+            check_records(fired)
+            if isinstance(fired, Refused):
+                assert fired.code == CODE_PENDING_OVERFLOW
+            # The processor writes the row after every event: it never grows past it.
+            assert row_size(state) <= ROW_BUDGET
+            state = CustomerState.from_dict(orjson.loads(orjson.dumps(state.to_dict())))
+        assert len(state.pending) <= core.max_pending_events
+        assert len([c for c in state.spend if c != OTHER_CURRENCY]) <= MAX_CURRENCIES
+
+
+# --- pending never applied early ------------------------------------------------------
+
+
+def sessions_then_order(n_sessions: int, cap: int) -> tuple[list[Any], list[Any]]:
+    """n future-dated sessions, then an order dated before them, all ahead of the clock."""
+    core = CoreSettings(max_pending_events=cap, holdout_percent=0.0)
+    engine = Engine(core)
+    state = CustomerState(customer_id="cus-p", partition=0)
+    first = Event("purchase", "p0", "cus-p", T0, order_id="o0", amount="5", currency="EUR")
+    assert engine.ingest(state, first, T0) == []
+    results = []
+    for i in range(n_sessions):
+        t = T0 + 20 * DAY + i
+        results.append(
+            engine.ingest(state, Event("session", f"s{i}", "cus-p", t, session_id="x"), T0)
+        )
+    late_order = Event(
+        "purchase", "p1", "cus-p", T0 + 10 * DAY, order_id="o1", amount="5", currency="EUR"
+    )
+    results.append(engine.ingest(state, late_order, T0))
+    fired = engine.advance(state, T0 + 100 * DAY)
+    return results, [(f.rule, f.step, f.due_at) for f in fired if isinstance(f, Firing)]
+
+
+def test_a_full_pending_refuses_deterministically_and_never_applies_early() -> None:
+    cap = 50
+    below, fired_below = sessions_then_order(cap - 1, cap)
+    at, fired_at = sessions_then_order(cap, cap)
+    assert not any(isinstance(r, Refused) for r in below)
+    # At the cap the order is refused - not applied ahead of its time.
+    (refusal,) = [r for r in at if isinstance(r, Refused)]
+    assert (
+        refusal.code == CODE_PENDING_OVERFLOW
+        and "50 events dated after the clock" in refusal.reason
+    )
+    assert at[-1] is refusal
+    # Without the order, second_purchase fires its steps on day 7 and 14 (the
+    # sessions at day 20 are activity, not orders); with it, none.
+    assert [r for r, _, _ in fired_below if r == "second_purchase"] == ["second_purchase"]
+    assert [r for r, _, _ in fired_at if r == "second_purchase"] == ["second_purchase"] * 3
+    # Same input, same outcome, every time.
+    assert sessions_then_order(cap, cap) == (at, fired_at)
+
+
+def test_a_refused_event_changes_nothing_but_the_dedup_memory() -> None:
+    engine = Engine(CoreSettings(max_pending_events=2))
+    state = CustomerState(customer_id="c", partition=0)
+    for i in range(2):
+        assert (
+            engine.ingest(state, Event("session", f"s{i}", "c", T0 + DAY + i, session_id="x"), T0)
+            == []
+        )
+    before = state.to_dict()
+    third = Event("session", "s2", "c", T0 + DAY + 5, session_id="x")
+    assert isinstance(engine.ingest(state, third, T0), Refused)
+    after = state.to_dict()
+    assert {k: v for k, v in after.items() if k != "event_ids"} == {
+        k: v for k, v in before.items() if k != "event_ids"
+    }
+    # The dead letter is its record: a redelivery is a duplicate, even with room.
+    assert engine.ingest(state, third, T0 + DAY + 2) is None
+    fourth = Event("session", "s3", "c", T0 + DAY + 5, session_id="x")
+    assert engine.ingest(state, fourth, T0 + DAY + 2) == []
+    assert state.last_session_at == T0 + DAY + 1 and len(state.pending) == 1
+
+
+def test_pending_keeps_only_what_the_engine_needs() -> None:
+    engine = Engine(CoreSettings())
+    state = CustomerState(customer_id="c", partition=0)
+    order = Event(
+        "purchase", "e1", "c", T0 + DAY, order_id="o1", amount="5", currency="EUR", channel="web"
+    )
+    session = Event("session", "e2", "c", T0 + DAY, session_id="s1", channel="app")
+    engine.ingest(state, order, T0)
+    engine.ingest(state, session, T0)
+    assert state.pending == [
+        {"k": "purchase", "e": "e1", "t": T0 + DAY, "o": "o1", "a": "5", "cur": "EUR"},
+        {"k": "session", "e": "e2", "t": T0 + DAY},
+    ]
+    engine.advance(state, T0 + DAY)
+    assert state.orders == 1 and state.last_session_at == T0 + DAY and state.pending == []
+
+
+# --- rows written by the previous version ---------------------------------------------
+
+
+def old_row(pending: int, wide: bool = False) -> dict[str, Any]:
+    """A row as the version before the byte budget wrote it."""
+    cid = WIDE if wide else "cus-old"
+    return {
+        "customer_id": cid,
+        "partition": 1,
+        "version": 7,
+        "orders": 2,
+        "first_order_at": T0,
+        "second_order_at": T0 + DAY,
+        "last_order_at": T0 + DAY,
+        "order_times": [T0, T0 + DAY],
+        "spend": {"EUR": "30.00"},
+        "order_currencies": {"EUR": 2},
+        "active_spans": [[T0, T0 + 91 * DAY]],
+        "last_session_at": None,
+        "last_activity_at": T0 + DAY,
+        "first_seen_at": T0,
+        "consent_status": None,
+        "consent_at": None,
+        "recent_event_ids": ["e1", "e2"],
+        "recent_order_ids": ["o1", "o2"],
+        "pending": [
+            {
+                "k": "session",
+                "e": f"s{i}" + (WIDE if wide else ""),
+                "c": cid,
+                "t": T0 + 30 * DAY + i,
+                "s": "sess" + (WIDE if wide else ""),
+                "ch": "c" * 256,
+            }
+            for i in range(pending)
+        ],
+        "ladders": {"second_purchase": [T0, 1]},
+        "stage": "repeat",
+        "recent_firings": [],
+        "fired_total": 1,
+        "decision_counts": {"second_purchase/1/delivered": 1},
+        "conversion_counts": {},
+    }
+
+
+def test_rows_of_the_previous_version_load_and_keep_their_meaning() -> None:
+    engine = Engine(CoreSettings())
+    state = CustomerState.from_dict(orjson.loads(orjson.dumps(old_row(3))))
+    assert (state.orders, state.spend, state.version, state.stage) == (
+        2,
+        {"EUR": "30.00"},
+        7,
+        "repeat",
+    )
+    # Its dedup lists still work: event ids and order ids it had seen are duplicates.
+    again = Event("purchase", "e1", "cus-old", T0, order_id="o1", amount="10", currency="EUR")
+    assert engine.ingest(state, again, T0 + 2 * DAY) is None
+    retry = Event("purchase", "e9", "cus-old", T0, order_id="o2", amount="10", currency="EUR")
+    assert engine.ingest(state, retry, T0 + 2 * DAY) is None
+    # Its raw pending events were compacted and still apply at their time.
+    assert state.pending[0] == {"k": "session", "e": "s0", "t": T0 + 30 * DAY}
+    engine.advance(state, T0 + 31 * DAY)
+    assert state.last_session_at == T0 + 30 * DAY + 2 and state.pending == []
+    # Written back in the new form, read again: equal.
+    assert CustomerState.from_dict(orjson.loads(orjson.dumps(state.to_dict()))) == state
+    assert "recent_event_ids" not in state.to_dict()
+
+
+def test_an_old_row_over_budget_is_set_aside_until_its_pending_drains() -> None:
+    engine = Engine(CoreSettings())
+    raw = orjson.dumps(old_row(2048, wide=True))
+    assert len(raw) > 1_000_000  # what the issue saw: a 1.6 MB row
+    state = CustomerState.from_dict(orjson.loads(raw))
+    assert row_size(state) > ROW_BUDGET // 2
+    event = Event("session", "new", WIDE, T0 + 2 * DAY, session_id="x")
+    refused = engine.ingest(state, event, T0 + 2 * DAY)
+    assert isinstance(refused, Refused) and refused.code == CODE_CUSTOMER_OVER_BUDGET
+    engine.advance(state, T0 + 31 * DAY)  # the clock passes its pending events
+    assert state.pending == [] and row_size(state) <= ROW_BUDGET
+    assert engine.ingest(state, event, T0 + 31 * DAY) is None  # the refused one: a duplicate
+    later = Event("session", "newer", WIDE, T0 + 31 * DAY, session_id="x")
+    assert engine.ingest(state, later, T0 + 31 * DAY) == []
+    assert state.last_session_at == T0 + 31 * DAY
