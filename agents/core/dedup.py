@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import base64
 import bisect
+import functools
 import hashlib
 import struct
 
@@ -27,6 +28,7 @@ BLOOM_BITS = 1 << 16  # 8 KiB
 BLOOM_HASHES = 7
 
 
+@functools.lru_cache(maxsize=4096)  # seen() then remember(): one hash per id
 def hash64(text: str) -> int:
     """A stable 64-bit hash of an id (the same in every process and version)."""
     digest = hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=8).digest()

@@ -22,6 +22,7 @@ from agents.core.budget import (
     CODE_CUSTOMER_OVER_BUDGET,
     CODE_PENDING_OVERFLOW,
     PENDING_BUDGET,
+    SAFE_PENDING_ENTRIES,
     entry_size,
     state_over_budget,
 )
@@ -206,9 +207,9 @@ class Engine:
             # Entries at or before the watermark are about to be applied: only
             # the ones still ahead of it count.
             ahead = len(state.pending) - _applied_count(state.pending, watermark)
-            size = entry_size(entry)
             if ahead >= s.max_pending_events or (
-                _bytes_ahead(state, watermark) + size > PENDING_BUDGET
+                ahead >= SAFE_PENDING_ENTRIES  # else it cannot be over: no need to measure
+                and _bytes_ahead(state, watermark) + entry_size(entry) > PENDING_BUDGET
             ):
                 return Refused(
                     CODE_PENDING_OVERFLOW,

@@ -233,9 +233,9 @@ class CustomerState:
                 lo = mid + 1
             else:
                 hi = mid
-        size = self.pending_bytes() + entry_size(entry)
+        if self._pending_bytes is not None:
+            self._pending_bytes += entry_size(entry)
         self.pending.insert(lo, entry)
-        self._pending_bytes = size
 
     def pop_pending(self) -> Event:
         entry = self.pending.pop(0)
