@@ -348,3 +348,37 @@ def test_an_old_row_over_budget_is_set_aside_until_its_pending_drains() -> None:
     later = Event("session", "newer", WIDE, T0 + 31 * DAY, session_id="x")
     assert engine.ingest(state, later, T0 + 31 * DAY) == []
     assert state.last_session_at == T0 + 31 * DAY
+
+
+def test_a_row_written_by_the_version_before_the_budget_loads_and_carries_on() -> None:
+    """data/row_before_budget.json was written by that version's own engine."""
+    from pathlib import Path
+
+    raw = (Path(__file__).parent / "data" / "row_before_budget.json").read_bytes()
+    old = orjson.loads(raw)
+    assert "recent_event_ids" in old and old["pending"][0]["c"] == "cus-pinned"
+    state = CustomerState.from_dict(old)
+    engine = Engine(CoreSettings(holdout_percent=0.0))
+    assert state.facts() == {k: old[k] for k in state.facts()}
+    assert (state.ladders.keys(), state.fired_total) == (
+        {k for k in old["ladders"]},
+        old["fired_total"],
+    )
+    # Seen before: the same event id, and an old order under a new event id.
+    t = 1767225600000000 + 80 * DAY
+    assert engine.ingest(state, Event("session", "s1", "cus-pinned", t, session_id="x"), t) is None
+    retry = Event("purchase", "new", "cus-pinned", t, order_id="ORD-3", amount="1", currency="EUR")
+    assert engine.ingest(state, retry, t) is None
+    # The waiting order (old wire form, with channel and customer id) applies at its time.
+    assert state.pending[0] == {
+        "k": "purchase",
+        "e": "p9",
+        "t": 1767225600000000 + 90 * DAY,
+        "o": "ORD-9",
+        "a": "99",
+        "cur": "EUR",
+    }
+    engine.advance(state, 1767225600000000 + 95 * DAY)
+    assert state.orders == 7 and state.spend["EUR"] == "136.50" and state.pending == []
+    again = CustomerState.from_dict(orjson.loads(orjson.dumps(state.to_dict())))
+    assert again == state
