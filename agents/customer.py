@@ -28,10 +28,11 @@ import orjson
 
 from agents.core.clock import NEVER, StreamClock, WallClock, source_name
 from agents.core.due_index import DueIndex
-from agents.core.engine import Conversion, Emission, Engine, Firing
+from agents.core.engine import Conversion, Emission, Engine, Firing, Refused
 from agents.core.state import CustomerState
 from agents.core.timeutil import iso
 from agents.messages import (
+    BUNDLE,
     dead_letter_record,
     decision_record,
     dumps,
@@ -51,6 +52,8 @@ CLOCK_PERSIST_EVERY = 500
 # event loop is held by one call, e.g. when a clock advance makes thousands of
 # customers due at once.
 SLICE_WORK = 500
+# Customer states kept decoded per partition (least recently used dropped first).
+CACHE_PER_PARTITION = 4096
 # Dead-letter code for a message on the internal topic that cannot be read.
 CODE_INTERNAL = "invalid_internal_message"
 
@@ -83,12 +86,25 @@ class PartitionRuntime:
     index: DueIndex
     watermark: int = NEVER
     since_persist: int = 0
-    # Fed and not yet processed: ("m", offset, value) or ("d", customer_id, watermark).
+    # Fed and not yet processed: ("m", offset, raw value), ("p", offset, an item of a
+    # bundle, parsed) or ("d", customer_id, watermark).
     work: deque[tuple[str, Any, Any]] = field(default_factory=deque)
+    # Recently used customer states, as last written to the table (oldest first):
+    # saves a table read and a decode per event of an active customer.
+    cache: dict[str, CustomerState] = field(default_factory=dict)
 
 
 class BadMessage(Exception):
-    """A message on the internal topic that the processor cannot read."""
+    """A message on the internal topic that becomes a dead letter.
+
+    ``touched`` names a customer whose row must still be written (a refused event
+    whose ids the engine remembered).
+    """
+
+    def __init__(self, message: str, code: str = CODE_INTERNAL, touched: str | None = None):
+        super().__init__(message)
+        self.code = code
+        self.touched = touched
 
 
 class CustomerProcessor:
@@ -191,10 +207,16 @@ class CustomerProcessor:
                 touched: str | None = a
             else:
                 try:
-                    touched, adv = self._message(rt, b, store, states, firings)
+                    msg = self._parse(b) if kind == "m" else b
+                    if kind == "m" and msg.get("type") == BUNDLE:
+                        # Its items run now, in order, each as one message would.
+                        work.extendleft(("p", a, item) for item in reversed(_items(msg)))
+                        continue
+                    touched, adv = self._message(rt, msg, store, states, firings)
                 except BadMessage as exc:
-                    self._dead_letter(result, partition, a, b, str(exc))
-                    touched, adv = None, False
+                    raw = b if kind == "m" else orjson.dumps(b)
+                    self._dead_letter(result, partition, a, raw, exc.code, str(exc))
+                    touched, adv = exc.touched, False
                 persist_clock |= adv
                 if self.mode == "stream":
                     rt.since_persist += 1
@@ -213,6 +235,12 @@ class CustomerProcessor:
             state.version += 1
             state.partition = partition
             result.writes[CUSTOMER_KEY_PREFIX + cid] = orjson.dumps(state.to_dict())
+        cache = rt.cache
+        for cid, state in states.items():
+            cache.pop(cid, None)
+            cache[cid] = state  # newest last
+        while len(cache) > CACHE_PER_PARTITION:
+            del cache[next(iter(cache))]
         if self.mode == "stream" and (persist_clock or rt.since_persist >= CLOCK_PERSIST_EVERY):
             rt.since_persist = 0
             result.writes[CLOCK_KEY_PREFIX + str(partition)] = orjson.dumps(rt.clock.to_dict())
@@ -229,19 +257,25 @@ class CustomerProcessor:
             result.delivered.update(part.delivered)
         return result
 
+    @staticmethod
+    def _parse(value: bytes | None) -> dict[str, Any]:
+        try:
+            msg = orjson.loads(value or b"")
+        except orjson.JSONDecodeError as exc:
+            raise BadMessage(f"not JSON: {exc}") from None
+        if not isinstance(msg, dict):
+            raise BadMessage("not a JSON object")
+        return msg
+
     def _message(
         self,
         rt: PartitionRuntime,
-        value: bytes | None,
+        msg: Any,
         store: StateStore,
         states: dict[str, CustomerState],
         firings: list[Emission],
     ) -> tuple[str | None, bool]:
         """Apply one internal-topic message; returns (customer touched, clock marked)."""
-        try:
-            msg = orjson.loads(value or b"")
-        except orjson.JSONDecodeError as exc:
-            raise BadMessage(f"not JSON: {exc}") from None
         if not isinstance(msg, dict):
             raise BadMessage("not a JSON object")
         kind = msg.get("type")
@@ -261,6 +295,8 @@ class CustomerProcessor:
             if fired is None:
                 self.counters["duplicates"] += 1
                 return None, False
+            if isinstance(fired, Refused):
+                raise BadMessage(fired.reason, fired.code, touched=event.customer_id)
             self.counters["events"] += 1
             firings.extend(fired)
             return event.customer_id, False
@@ -280,12 +316,12 @@ class CustomerProcessor:
         raise BadMessage(f"unknown message type {kind!r}")
 
     def _dead_letter(
-        self, result: Result, partition: int, offset: int, raw: bytes | None, why: str
+        self, result: Result, partition: int, offset: int, raw: bytes | None, code: str, why: str
     ) -> None:
-        self.dead_letters[CODE_INTERNAL] += 1
+        self.dead_letters[code] += 1
         record = dead_letter_record(
             raw or b"",
-            code=CODE_INTERNAL,
+            code=code,
             message=why,
             topic=self.internal_topic,
             partition=partition,
@@ -303,7 +339,11 @@ class CustomerProcessor:
     ) -> CustomerState:
         state = states.get(cid)
         if state is None:
-            state = states[cid] = self._load(cid, partition, store)
+            rt = self.runtimes[partition]
+            state = rt.cache.get(cid)
+            if state is None:
+                state = self._load(cid, partition, store)
+            states[cid] = state
         return state
 
     def _load(self, cid: str, partition: int, store: StateStore) -> CustomerState:
@@ -339,6 +379,13 @@ class CustomerProcessor:
                 self.counters["outcomes"] += 1
                 record = outcome_record(c, attribution_window=window)
                 result.outputs.append(Output(self.outcomes_topic, c.customer_id, dumps(record)))
+
+
+def _items(bundle: dict[str, Any]) -> list[Any]:
+    items = bundle.get("items")
+    if not isinstance(items, list):
+        raise BadMessage("bundle without an 'items' list")
+    return items
 
 
 def input_sources(topics: Iterable[str], partitions: int) -> list[str]:

@@ -22,7 +22,7 @@ from agents.core.clock import WallClock, system_clock
 from agents.core.engine import Engine
 from agents.customer import CustomerProcessor, group_by_partition, input_sources
 from agents.ingest import IngestHandler
-from agents.messages import dumps
+from agents.messages import bundles, dumps
 from streams.config import Config
 from streams.faust_adapter import (
     check_version,
@@ -109,6 +109,49 @@ def _credentials(config: Config) -> Any:
     return faust.SSLCredentials(ctx)
 
 
+def faust_settings(config: Config) -> dict[str, Any]:
+    """The Faust app settings of a worker: the worker and the bench's bare agent share them."""
+    return dict(
+        broker=[f"kafka://{hp}" for hp in config.kafka.split(",")],
+        broker_credentials=_credentials(config),
+        store=config.store,
+        datadir=str(config.data_dir),
+        processing_guarantee=config.processing_guarantee,
+        topic_partitions=config.partitions,
+        topic_replication_factor=config.replication_factor,
+        topic_allow_declare=True,
+        web_enabled=config.web_enabled,
+        web_bind=config.web_host,
+        # The address other workers use to reach this one (routed lookups);
+        # binding 0.0.0.0 needs a reachable name here.
+        web_host=config.web_advertised_host or config.web_host,
+        web_port=config.web_port,
+        # Faust's built-in endpoints, chosen one by one (docs/operations.md):
+        # its stats and assignment pages on (README "Operations"; counters
+        # only); /table off, because it serves raw customer rows (ids, spend,
+        # consent) to anyone who reaches the port; /router off, because
+        # routing here happens in-process (RetentionApp.owner_of) and the
+        # page only advertises every worker's URL; /graph and /performance
+        # off, as /metrics covers what they would show.
+        web_stats_enabled=True,
+        web_tables_enabled=False,
+        web_router_enabled=False,
+        web_graph_enabled=False,
+        web_metrics_enabled=False,
+        consumer_auto_offset_reset="earliest",
+        producer_max_request_size=2 * 1024 * 1024,
+        key_serializer="raw",
+        value_serializer="raw",
+        logging_config=None,
+        # Chosen by measurement (docs/benchmarks.md): a batch's outputs leave in a
+        # few large produce requests rather than one per 16 KiB, and offsets are
+        # committed often enough that a restart replays little.
+        producer_linger=config.producer_linger,
+        producer_max_batch_size=config.producer_batch_bytes,
+        broker_commit_interval=config.commit_interval,
+    )
+
+
 class RetentionApp:
     """Builds one Faust app for one :class:`Config`."""
 
@@ -117,40 +160,7 @@ class RetentionApp:
         self.config = config
         self.wall_clock = wall_clock
         topics = config.topics
-        self.app = faust.App(
-            config.app_id,
-            broker=[f"kafka://{hp}" for hp in config.kafka.split(",")],
-            broker_credentials=_credentials(config),
-            store=config.store,
-            datadir=str(config.data_dir),
-            processing_guarantee=config.processing_guarantee,
-            topic_partitions=config.partitions,
-            topic_replication_factor=config.replication_factor,
-            topic_allow_declare=True,
-            web_enabled=config.web_enabled,
-            web_bind=config.web_host,
-            # The address other workers use to reach this one (routed lookups);
-            # binding 0.0.0.0 needs a reachable name here.
-            web_host=config.web_advertised_host or config.web_host,
-            web_port=config.web_port,
-            # Faust's built-in endpoints, chosen one by one (docs/operations.md):
-            # its stats and assignment pages on (the issue asks for them; counters
-            # only); /table off, because it serves raw customer rows (ids, spend,
-            # consent) to anyone who reaches the port; /router off, because
-            # routing here happens in-process (RetentionApp.owner_of) and the
-            # page only advertises every worker's URL; /graph and /performance
-            # off, as /metrics covers what they would show.
-            web_stats_enabled=True,
-            web_tables_enabled=False,
-            web_router_enabled=False,
-            web_graph_enabled=False,
-            web_metrics_enabled=False,
-            consumer_auto_offset_reset="earliest",
-            producer_max_request_size=2 * 1024 * 1024,
-            key_serializer="raw",
-            value_serializer="raw",
-            logging_config=None,
-        )
+        self.app = faust.App(config.app_id, **faust_settings(config))
         raw: _RawTopicOptions = {
             "key_type": bytes,
             "value_type": bytes,
@@ -204,6 +214,7 @@ class RetentionApp:
             scan=self.store.scan,
         )
         self._partitioner = DefaultPartitioner()
+        self._partitions = list(range(config.partitions))
         self._wire()
         if config.web_enabled:
             from streams.web.views import register
@@ -244,12 +255,12 @@ class RetentionApp:
     def partition_of(self, customer_id: str) -> int:
         """The customer's partition: where ingest's producer sent its events.
 
-        Ingest sends with key ``customer_id`` and the default partitioner, and the
-        table row ``c/<id>`` lives in the changelog partition of the event that
-        wrote it, so it is the murmur2 hash of ``customer_id`` that counts, not
-        of the table key.
+        Ingest bundles each event into the partition this returns (murmur2 of
+        ``customer_id``, as a keyed send with the default partitioner would pick),
+        and the table row ``c/<id>`` lives in the changelog partition of the
+        message that wrote it, so it is this hash that counts, not the table key's.
         """
-        parts = list(range(self.config.partitions))
+        parts = self._partitions
         return int(self._partitioner(customer_id.encode(), parts, parts))
 
     def owner_of(self, customer_id: str) -> str | None:
@@ -301,18 +312,25 @@ class RetentionApp:
             customer_topic = cfg.topics.customer_events
             async for events in stream.take_events(batch, within=within):
                 acks: list[Awaitable[Any]] = []
+                # Valid events and clock markers, per customer partition, in order:
+                # one bundle each per batch (agents/messages.py).
+                routed: dict[int, list[bytes]] = {}
                 for event in events:
                     m = event.message
                     outputs, controls = handle(event.value, m.topic, m.partition, m.offset)
                     for out in outputs:
-                        acks.append(
-                            await send(out.topic, out.key.encode(), out.value, None, None, None)
-                        )
-                    for partition, payload in controls:
-                        acks.append(
-                            await send(
-                                customer_topic, b"__control__", payload, partition, None, None
+                        if out.topic == customer_topic:
+                            routed.setdefault(self.partition_of(out.key), []).append(out.value)
+                        else:
+                            acks.append(
+                                await send(out.topic, out.key.encode(), out.value, None, None, None)
                             )
+                    for partition, payload in controls:
+                        routed.setdefault(partition, []).append(payload)
+                for partition, items in routed.items():
+                    for record in bundles(items):
+                        acks.append(
+                            await send(customer_topic, b"__bundle__", record, partition, None, None)
                         )
                 # A failed send raises here and stops the agent (crash_only): the
                 # batch is not acked, so it is consumed again after the restart.

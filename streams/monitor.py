@@ -33,9 +33,11 @@ async def end_offsets(config: Config, topics: Iterable[str]) -> dict[TopicPartit
         await consumer.stop()
 
 
-async def group_lag(config: Config) -> int | None:
-    """Messages of the inputs and the internal topic not yet committed by the app."""
-    topics = (*config.topics.inputs(), config.topics.customer_events)
+async def group_lag(config: Config, topics: Iterable[str] | None = None) -> int | None:
+    """Messages of ``topics`` (default: the inputs and the internal topic) not yet
+    committed by the app."""
+    if topics is None:
+        topics = (*config.topics.inputs(), config.topics.customer_events)
     ends = await end_offsets(config, topics)
     admin = AIOKafkaAdminClient(**client_kwargs(config))
     await admin.start()

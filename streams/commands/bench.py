@@ -10,8 +10,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import os
 import platform
+import re
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -33,11 +36,12 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--customers", type=int, default=100_000, help="customers (100000)")
+    parser.add_argument("--customers", type=int, default=10_000, help="customers (10000)")
     parser.add_argument("--days", type=int, default=365, help="days of history (365)")
     parser.add_argument(
         "--timeout", type=float, default=7200, help="seconds to wait for the worker"
     )
+    parser.add_argument("--workers", type=int, default=2, help="also run N workers (2; 1 = skip)")
     parser.add_argument("--out", default=str(ROOT / "docs" / "benchmarks.md"))
 
 
@@ -80,6 +84,123 @@ async def raw_ceiling(config: Config, total: int) -> float:
         await consumer.stop()
 
 
+def _child_env(config: Config, **extra: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        RETENTION_KAFKA=config.kafka,
+        RETENTION_REDIS=config.redis,
+        RETENTION_CLOCK="stream",
+        RETENTION_TOPIC_PREFIX=config.topic_prefix,
+        RETENTION_APP_ID=config.app_id,
+        RETENTION_DATA_DIR=str(config.data_dir),
+        RETENTION_LOG_LEVEL="warning",
+        **extra,
+    )
+    return env
+
+
+async def bare_faust(config: Config, folder: Path, total: int, mode: str, timeout: float) -> float:
+    """Messages per second of a bare Faust agent (streams.bench_faust) over the inputs."""
+    out = folder / f"bare-{mode}.json"
+    out.unlink(missing_ok=True)
+    log = open(folder / f"bare-{mode}.log", "ab")  # noqa: SIM115 - owned by the child
+    child = subprocess.Popen(
+        [sys.executable, "-m", "streams.bench_faust"],
+        env=_child_env(
+            config,
+            RETENTION_BENCH_TOTAL=str(total),
+            RETENTION_BENCH_OUT=str(out),
+            RETENTION_BENCH_MODE=mode,
+            RETENTION_WEB_ENABLED="false",
+        ),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        started = time.perf_counter()
+        while not out.exists():
+            if child.poll() is not None and not out.exists():
+                raise RuntimeError(f"the bare Faust agent exited; see {folder}/bare-{mode}.log")
+            if time.perf_counter() - started > timeout:
+                raise RuntimeError(f"the bare Faust agent did not finish within {timeout} s")
+            await asyncio.sleep(0.2)
+        r = orjson.loads(out.read_bytes())
+        return float(r["messages"]) / float(r["seconds"])
+    finally:
+        stop_worker(child)
+
+
+async def run_workers(
+    config: Config, folder: Path, count: int, total: int, timeout: float
+) -> dict[str, Any]:
+    """Start ``count`` workers of one app on the backlog; time until zero lag.
+
+    Returns the seconds from the first committed progress to zero lag on the
+    inputs and the internal topic, the tail (input lag zero to all lag zero: the
+    final ``--until`` advance and what it fires), and the largest "woke up too
+    late" drift Faust logged.
+    """
+    workers = []
+    for i in range(count):
+        sub = folder / f"worker-{i}"
+        cfg = dataclasses.replace(config, data_dir=sub / "data", web_port=config.web_port + i)
+        workers.append((start_worker(cfg, sub), sub))
+    try:
+        first = inputs_done = last = None
+        started = time.perf_counter()
+        inputs = config.topics.inputs()
+        while time.perf_counter() - started < timeout:
+            lag = await group_lag(config)
+            now = time.perf_counter()
+            if lag is not None and first is None and lag < total:
+                first = now
+            if inputs_done is None and first is not None and await group_lag(config, inputs) == 0:
+                inputs_done = now
+            if lag == 0 and first is not None:
+                last = now
+                break
+            for w, sub in workers:
+                if w.poll() is not None:
+                    raise RuntimeError(f"a worker exited; see {sub / 'worker.log'}")
+            await asyncio.sleep(0.25)
+        if first is None or last is None:
+            raise RuntimeError(f"the workers did not finish within {timeout} s")
+    finally:
+        rss = [_peak_rss(w.pid) for w, _ in workers]
+        for w, _ in workers:
+            stop_worker(w)
+    drift = max((_max_drift(sub / "worker.log") for _, sub in workers), default=0.0)
+    return {
+        "seconds": last - first,
+        "tail_seconds": last - (inputs_done or last),
+        "max_drift_seconds": drift,
+        "peak_rss_bytes": max(rss) if rss else 0,
+    }
+
+
+_DRIFT = re.compile(r"woke up too late, with a drift of \+?([0-9.]+)")
+
+
+def _max_drift(log: Path) -> float:
+    try:
+        text = log.read_text(errors="replace")
+    except OSError:
+        return 0.0
+    return max((float(m) for m in _DRIFT.findall(text)), default=0.0)
+
+
+def _peak_rss(pid: int) -> int:
+    """Peak resident set (VmHWM) of a live process, in bytes; 0 if unknown."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError):
+        pass
+    return 0
+
+
 async def bench(config: Config, args: argparse.Namespace, folder: Path) -> dict[str, Any]:
     end = default_end()
     lines = list(generate(args.customers, args.days, seed=7, end=end))
@@ -87,31 +208,20 @@ async def bench(config: Config, args: argparse.Namespace, folder: Path) -> dict[
     await produce_lines(config, lines, until=iso(end))
     produce_rate = len(lines) / (time.perf_counter() - t0)
     total = sum((await end_offsets(config, config.topics.inputs())).values())
+    events = sum(1 for line in lines if line.strip())
+    folder.mkdir(parents=True, exist_ok=True)
+
     ceiling = await raw_ceiling(config, total)
     print(f"raw consume+decode ceiling: {ceiling:,.0f} msg/s over {total} messages")
+    bare = await bare_faust(config, folder, total, "plain", args.timeout)
+    print(f"bare Faust agent: {bare:,.0f} msg/s")
+    bare_batch = await bare_faust(config, folder, total, "batch", args.timeout)
+    print(f"bare Faust agent, take_events: {bare_batch:,.0f} msg/s")
 
-    worker = start_worker(config, folder)
-    try:
-        first = last = None
-        started = time.perf_counter()
-        while time.perf_counter() - started < args.timeout:
-            lag = await group_lag(config)
-            now = time.perf_counter()
-            if lag is not None and first is None and lag < total:
-                first = now
-            if lag == 0 and first is not None:
-                last = now
-                break
-            if worker.poll() is not None:
-                raise RuntimeError(f"the worker exited; see {folder / 'worker.log'}")
-            await asyncio.sleep(0.5)
-        if first is None or last is None:
-            raise RuntimeError(f"the worker did not finish within {args.timeout} s")
-    finally:
-        stop_worker(worker)
-    events = sum(1 for line in lines if line.strip())
-    worker_rate = events / (last - first)
-    return {
+    one = await run_workers(config, folder / "one", 1, total, args.timeout)
+    worker_rate = events / one["seconds"]
+    print(f"worker: {worker_rate:,.0f} events/s")
+    result: dict[str, Any] = {
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, {_cpu()}, "
         f"Python {platform.python_version()}",
@@ -120,10 +230,38 @@ async def bench(config: Config, args: argparse.Namespace, folder: Path) -> dict[
         "input_messages": total,
         "produce_msg_per_s": round(produce_rate),
         "raw_consume_decode_msg_per_s": round(ceiling),
+        "bare_faust_msg_per_s": round(bare),
+        "bare_faust_take_events_msg_per_s": round(bare_batch),
         "worker_events_per_s": round(worker_rate),
-        "worker_seconds": round(last - first, 1),
+        "worker_seconds": round(one["seconds"], 1),
+        "worker_tail_seconds": round(one["tail_seconds"], 1),
+        "worker_max_drift_seconds": one["max_drift_seconds"],
+        "worker_peak_rss_mb": round(one["peak_rss_bytes"] / 2**20),
+        "bytes_per_customer": round(one["peak_rss_bytes"] / max(1, args.customers)),
+        "ratio_worker_to_bare_faust": round(worker_rate / bare, 3),
         "ratio_worker_to_raw": round(worker_rate / ceiling, 4),
+        "settings": {
+            "batch_max": config.batch_max,
+            "batch_within": config.batch_within,
+            "producer_linger": config.producer_linger,
+            "producer_batch_bytes": config.producer_batch_bytes,
+            "commit_interval": config.commit_interval,
+            "partitions": config.partitions,
+        },
     }
+    if args.workers > 1:
+        # A deployment of its own (topics, group, tables) fed the same input.
+        multi_cfg = dataclasses.replace(
+            config,
+            app_id=f"{config.app_id}-x{args.workers}",
+            topic_prefix=f"{config.topic_prefix}x{args.workers}.",
+        )
+        await produce_lines(multi_cfg, lines, until=iso(end))
+        multi = await run_workers(multi_cfg, folder / "multi", args.workers, total, args.timeout)
+        result[f"workers_{args.workers}_events_per_s"] = round(events / multi["seconds"])
+        result["multi_workers"] = args.workers
+        print(f"{args.workers} workers: {events / multi['seconds']:,.0f} events/s")
+    return result
 
 
 def _cpu() -> str:

@@ -122,6 +122,7 @@ def start_worker(config: Config, folder: Path) -> subprocess.Popen[bytes]:
         RETENTION_TOPIC_PREFIX=config.topic_prefix,
         RETENTION_APP_ID=config.app_id,
         RETENTION_DATA_DIR=str(config.data_dir),
+        RETENTION_WEB_PORT=str(config.web_port),
         RETENTION_LOG_LEVEL="warning",
     )
     log = open(folder / "worker.log", "ab")  # noqa: SIM115 - owned by the child
@@ -170,7 +171,10 @@ async def demo(config: Config, args: argparse.Namespace, worker: subprocess.Pope
 async def summary(config: Config, sent: int) -> None:
     topics = config.topics
     inputs = sum((await end_offsets(config, topics.inputs())).values())
-    internal = [orjson.loads(v) for v in await read_all(config, topics.customer_events)]
+    internal: list[dict[str, Any]] = []
+    for v in await read_all(config, topics.customer_events):
+        m = orjson.loads(v)
+        internal.extend(m["items"] if m.get("type") == "bundle" else [m])
     customers = {m["ev"]["c"] for m in internal if m.get("type") == "ev"}
     letters = [orjson.loads(v) for v in await read_all(config, topics.dlq)]
     decisions = [orjson.loads(v) for v in await read_all(config, topics.decisions)]

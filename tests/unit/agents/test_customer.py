@@ -21,6 +21,7 @@ from agents.customer import (
     Result,
     input_sources,
 )
+from agents.messages import bundles
 from schemas.records import Event
 from tests.unit.agents.factories import T0, at, consent, purchase, session
 
@@ -464,3 +465,38 @@ def test_an_unreadable_internal_message_is_a_dead_letter_not_a_crash(raw: bytes)
     # The partition goes on working after it.
     run(proc, store, [ev(purchase("cus_a", T0)), *advance_all(at(days=8))])
     assert store.state("cus_a").orders == 1
+
+
+def bundle(messages: list[bytes]) -> bytes:
+    [record] = bundles(messages)
+    return record
+
+
+def test_a_bundle_is_processed_as_its_messages_one_by_one() -> None:
+    history = [
+        ev(purchase("cus_a", T0, "ORD-1")),
+        ev(session("cus_b", at(days=1))),
+        ev(purchase("cus_b", at(days=2), "ORD-2")),
+        *advance_all(at(days=20)),
+        ev(purchase("cus_a", at(days=21), "ORD-3")),
+        *advance_all(at(days=90)),
+    ]
+    expected_store = DictStore()
+    expected = run(processor(), expected_store, history)
+    store = DictStore()
+    got = run(processor(), store, [bundle(history[:4]), bundle(history[4:])])
+    assert decisions(expected)  # the history fires something
+    assert got == expected
+    assert store.state("cus_a").orders == expected_store.state("cus_a").orders == 2
+
+
+def test_a_bad_item_in_a_bundle_is_a_dead_letter_and_the_others_go_through() -> None:
+    proc, store = processor(), DictStore()
+    record = bundle([b'{"type": "ev", "ev": {}}', ev(purchase("cus_a", T0, "ORD-1"))])
+    result = store.commit(proc.handle(0, record, store, offset=7))
+    [letter] = [o for o in result.outputs if o.topic == DLQ]
+    assert orjson.loads(letter.value)["error_code"] == "invalid_internal_message"
+    run(proc, store, advance_all(at(days=1)))
+    assert store.state("cus_a").orders == 1
+    [broken] = proc.handle(0, b'{"type": "bundle", "items": 5}', store).outputs
+    assert "items" in orjson.loads(broken.value)["error"]
