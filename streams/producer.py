@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
 import orjson
@@ -128,51 +128,63 @@ class ReplayStats(ProduceStats):
     held_back: int = 0  # events dated after ``until``: not sent
 
 
-async def replay_history(
-    config: Config, history: SortedHistory, *, until: int | None, step: int
-) -> ReplayStats:
-    """Publish a sorted history so the stream clock follows the file's time.
+def replay_plan(
+    history: SortedHistory, stats: ReplayStats, *, until: int | None, step: int
+) -> Iterator[tuple[bytes | None, int | None]]:
+    """What the replay sends, in order: ``(line, None)`` for an event line,
+    ``(None, T)`` for a ``control/advance`` to T on every input partition.
 
     The lines without a usable time go first (they only become dead letters).
     Then the events in time order; whenever event time has moved ``step`` past the
-    last marker, every input partition gets ``control/advance`` to just before the
-    next event (``t - 1``): every event sent after a marker is dated after it, so
-    none is late, and the clock keeps up even on partitions that see few events.
-    Events dated after ``until`` are held back (``report --from-file --until T``
-    leaves them out too); at the end every clock is advanced to ``until``.
+    last marker, a marker to just before the next event (``t - 1``): every event
+    sent after a marker is dated after it, so none is late, and the clock keeps up
+    even on partitions that see few events.  Events dated after ``until`` are held
+    back (``report --from-file --until T`` leaves them out too); the last marker is
+    ``until``.
     """
     if step < 1:
         raise ValueError("step must be positive")
+    for line in history.untimed():
+        yield line, None
+    marked: int | None = None
+    for t, line in history.timed():
+        if until is not None and t > until:
+            stats.held_back += 1
+            continue
+        if marked is None:
+            marked = t - 1
+        elif t - 1 - marked >= step:
+            marked = t - 1
+            stats.markers += 1
+            yield None, marked
+        yield line, None
+    if until is not None:
+        stats.markers += 1
+        yield None, until
+
+
+async def replay_history(
+    config: Config, history: SortedHistory, *, until: int | None, step: int
+) -> ReplayStats:
+    """Publish a sorted history so the stream clock follows the file's time
+    (:func:`replay_plan`)."""
+    stats = ReplayStats()
+    plan = replay_plan(history, stats, until=until, step=step)
     await ensure_topics(config)
     partitions = await input_partitions(config)
     producer = _producer(config)
     await producer.start()
-    stats = ReplayStats()
     try:
         sender = _Sender(producer, stats)
-        for line in history.untimed():
-            await sender.event(config, line)
-        marked: int | None = None
-        for t, line in history.timed():
-            if until is not None and t > until:
-                stats.held_back += 1
+        for line, marker_at in plan:
+            if line is not None:
+                await sender.event(config, line)
                 continue
-            if marked is None:
-                marked = t - 1
-            elif t - 1 - marked >= step:
-                marked = t - 1
-                marker = advance_marker(iso(marked))
-                for topic, p in partitions:
-                    await sender.send(topic, marker, partition=p)
-                stats.markers += 1
-            await sender.event(config, line)
-        await sender.flush()
-        if until is not None:
-            marker = advance_marker(iso(until))
+            assert marker_at is not None
+            marker = advance_marker(iso(marker_at))
             for topic, p in partitions:
                 await sender.send(topic, marker, partition=p)
-            await sender.flush()
-            stats.markers += 1
+        await sender.flush()
     finally:
         await producer.stop()
     return stats

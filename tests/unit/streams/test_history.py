@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import random
 from datetime import UTC, datetime
@@ -12,9 +13,11 @@ import pytest
 
 from agents.core.timeutil import iso, to_micros
 from streams.history import SortStats, event_time, sort_history
+from streams.producer import ReplayStats, replay_plan
 from streams.sample import generate
 
 END = to_micros(datetime(2026, 3, 1, tzinfo=UTC))
+DAY = 86_400_000_000
 
 
 def expected_order(lines: list[bytes]) -> list[bytes]:
@@ -150,3 +153,56 @@ def test_memory_stays_bounded_by_the_run_size(tmp_path: Path) -> None:
         tracemalloc.stop()
     assert count == 60_000 and runs > 10
     assert peak < 3_000_000, f"peak {peak / 1e6:.1f} MB"
+
+
+# --- what the replay sends: events in time order, clock markers that are never ahead ---
+
+
+def plan(
+    lines: list[bytes], until: int | None, step: int
+) -> tuple[list[tuple[bytes | None, int | None]], ReplayStats]:
+    stats = ReplayStats()
+    with sort_history(lines, run_bytes=4096) as history:
+        return list(replay_plan(history, stats, until=until, step=step)), stats
+
+
+def test_markers_follow_event_time_and_are_never_ahead_of_an_event(sample: list[bytes]) -> None:
+    until = END - 10 * DAY
+    steps, stats = plan(list(reversed(sample)), until, DAY)
+    marker = None
+    times = []
+    for line, marker_at in steps:
+        if line is None:
+            assert marker_at is not None and (marker is None or marker_at > marker)
+            marker = marker_at
+            continue
+        t = event_time(line)
+        if t is not None:
+            # Dated after every marker before it: the stream never takes it for late.
+            assert marker is None or t > marker
+            times.append(t)
+    assert steps[-1] == (None, until)
+    assert max(times) <= until
+    held = sum(1 for x in sample if (event_time(x) or 0) > until)
+    assert stats.held_back == held > 0
+    # About one marker per day of event time (90 days here), plus the final one.
+    assert 70 <= stats.markers <= 92
+    markers = [m for line, m in steps if line is None and m is not None]
+    assert all(b - a >= DAY for a, b in itertools.pairwise(markers[:-1]))
+
+
+def test_untimed_lines_go_first_and_without_until_there_is_no_final_marker() -> None:
+    lines = [
+        b'{"schema":"session/1","occurred_at":"2026-01-05T00:00:00Z"}',
+        b"not json",
+        b'{"schema":"session/1","occurred_at":"2026-01-01T00:00:00Z"}',
+    ]
+    steps, stats = plan(lines, None, DAY)
+    jan1 = to_micros(datetime(2026, 1, 1, tzinfo=UTC))
+    assert steps == [
+        (b"not json", None),
+        (lines[2], None),
+        (None, jan1 + 4 * DAY - 1),  # four days on: the clock may move to just before
+        (lines[0], None),
+    ]
+    assert stats.held_back == 0 and stats.markers == 1
