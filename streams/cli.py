@@ -25,6 +25,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("streams.commands.demo", "run the whole demo on the local stack"),
     "bench": ("streams.commands.bench", "measure worker throughput against raw consume+decode"),
     "config": ("streams.commands.config_cmd", "print the effective configuration"),
+    "schema": ("streams.commands.schema", "print the AsyncAPI 3.0 contract of every topic"),
     "rebuild-read-model": (
         "streams.commands.rebuild_read_model",
         "repopulate the Redis read model from the customer table's changelog",

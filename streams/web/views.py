@@ -24,6 +24,7 @@ import orjson
 from faust import web
 
 from agents.core.state import CustomerState
+from streams.asyncapi import document as asyncapi_document
 from streams.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from streams.readmodel import pending_nudges
 from streams.web.summary import SCOPES, Summaries
@@ -188,6 +189,11 @@ def register(rapp: RetentionApp) -> None:
     class Metrics(Base):
         async def get(self, request: web.Request) -> web.Response:
             return self.send_bytes(rapp.metrics.render(), METRICS_CONTENT_TYPE)
+
+    @app.page("/retention/asyncapi")  # type: ignore[untyped-decorator]
+    class AsyncApi(Base):  # the topic contract, effective names (streams/asyncapi.py)
+        async def get(self, request: web.Request) -> web.Response:
+            return self.send_json(asyncapi_document(rapp.config.topics))
 
     @app.page("/retention/")  # type: ignore[untyped-decorator]
     class Dashboard(Base):

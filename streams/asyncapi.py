@@ -1,0 +1,202 @@
+"""The AsyncAPI 3.0 contract of every topic, built from the configured topic names.
+
+``schemas/asyncapi.json`` is this document for the default names (a unit test
+keeps the two equal); ``retention schema asyncapi`` prints it with the effective
+names (``RETENTION_TOPIC_PREFIX`` and friends), and a worker serves it at
+``/retention/asyncapi``.  Payloads reference the record schemas in
+``schemas/*.schema.json``; the internal topic's messages are described inline
+(their wire format is documented in ``agents/messages.py``).  See the README
+"Topics and schemas".
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from streams.config import Topics
+
+ASYNCAPI_VERSION = "3.0.0"
+KAFKA_BINDING_VERSION = "0.5.0"
+CONTENT_TYPE = "application/json"
+
+# channel id -> (Topics field, message id, payload schema file, Kafka key)
+INPUTS = {
+    "purchases": ("purchases", "purchase", "purchase.schema.json", "optional"),
+    "sessions": ("sessions", "session", "session.schema.json", "optional"),
+    "consents": ("consents", "consent", "consent.schema.json", "optional"),
+}
+OUTPUTS = {
+    "nudges": ("nudges", "nudge", "nudge.schema.json", "customer_id"),
+    "decisions": ("decisions", "decision", "decision.schema.json", "customer_id"),
+    "outcomes": ("outcomes", "outcome", "outcome.schema.json", "customer_id"),
+    "dlq": ("dlq", "deadLetter", "dead_letter.schema.json", "topic:partition:offset"),
+}
+CUSTOMER_EVENTS = "customerEvents"
+
+DESCRIPTIONS = {
+    "purchases": "Purchase events (purchase/1) from shops and apps.",
+    "sessions": "Session events (session/1): any activity that is not an order.",
+    "consents": "Consent changes (consent/1): opt-in / opt-out for nudges.",
+    "nudges": "Delivered nudge triggers (nudge/1); deduplicate on trigger_id.",
+    "decisions": "Every firing with its outcome, delivered or suppressed (decision/1).",
+    "outcomes": "Conversions attributed to a delivered or holdout firing (outcome/1).",
+    "dlq": "Dead letters (dead_letter/1): error code, message, source position, original bytes.",
+}
+
+KEY_SCHEMAS: dict[str, dict[str, Any]] = {
+    "optional": {
+        "type": ["string", "null"],
+        "description": "Any key or none: the processor re-keys events by customer_id.",
+    },
+    "customer_id": {"type": "string", "description": "The record's customer_id."},
+    "topic:partition:offset": {
+        "type": "string",
+        "pattern": "^.+:[0-9]+:[0-9]+$",
+        "description": "Where the bad message was read: topic:partition:offset.",
+    },
+}
+
+CONTROL_ADVANCE_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["schema", "until"],
+    "properties": {
+        "schema": {"const": "control/advance"},
+        "until": {"type": "string", "format": "date-time"},
+    },
+    "description": "Advance the stream clock to `until` (written by `retention replay --until`).",
+}
+
+# The internal topic's three message kinds (agents/messages.py).
+CUSTOMER_EVENT_SCHEMA: dict[str, Any] = {
+    "oneOf": [
+        {
+            "type": "object",
+            "required": ["type", "src", "ev"],
+            "properties": {
+                "type": {"const": "ev"},
+                "src": {"type": "string", "description": "topic:partition it was read from"},
+                "ev": {"type": "object", "description": "the validated input event"},
+            },
+        },
+        {
+            "type": "object",
+            "required": ["type", "src", "until"],
+            "properties": {
+                "type": {"const": "adv"},
+                "src": {"type": "string"},
+                "until": {"type": "integer", "description": "stream clock, microseconds"},
+            },
+        },
+        {
+            "type": "object",
+            "required": ["type", "now"],
+            "properties": {
+                "type": {"const": "tick"},
+                "now": {"type": "integer", "description": "wall clock, microseconds"},
+            },
+        },
+    ]
+}
+
+
+def _message(name: str, title: str, payload: dict[str, Any], key: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "title": title,
+        "contentType": CONTENT_TYPE,
+        "payload": payload,
+        "bindings": {
+            "kafka": {"key": KEY_SCHEMAS[key], "bindingVersion": KAFKA_BINDING_VERSION},
+        },
+    }
+
+
+def _channel(address: str, description: str, messages: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "address": address,
+        "description": description,
+        "messages": messages,
+        "bindings": {"kafka": {"topic": address, "bindingVersion": KAFKA_BINDING_VERSION}},
+    }
+
+
+def _operation(action: str, channel: str, messages: list[str], summary: str) -> dict[str, Any]:
+    return {
+        "action": action,
+        "channel": {"$ref": f"#/channels/{channel}"},
+        "messages": [{"$ref": f"#/channels/{channel}/messages/{m}"} for m in messages],
+        "summary": summary,
+    }
+
+
+def document(topics: Topics | None = None, *, schema_base: str = "./") -> dict[str, Any]:
+    """The AsyncAPI 3.0 document for ``topics`` (default names when None).
+
+    Operations are the processor's: it *receives* the inputs (published by shops
+    and apps), *sends* the outputs (consumed by messaging services, analytics and
+    ops), and both sends and receives its internal topic.
+    """
+    topics = topics or Topics()
+    channels: dict[str, Any] = {}
+    operations: dict[str, Any] = {}
+    for channel_id, (field, message_id, schema_file, key) in {**INPUTS, **OUTPUTS}.items():
+        address = getattr(topics, field)
+        payload = {"$ref": f"{schema_base}{schema_file}"}
+        messages = {message_id: _message(message_id, DESCRIPTIONS[channel_id], payload, key)}
+        if channel_id in INPUTS:
+            messages["controlAdvance"] = _message(
+                "controlAdvance", "Stream clock marker", CONTROL_ADVANCE_SCHEMA, "optional"
+            )
+        channels[channel_id] = _channel(address, DESCRIPTIONS[channel_id], messages)
+        if channel_id in INPUTS:
+            operations[f"receive{channel_id.capitalize()}"] = _operation(
+                "receive",
+                channel_id,
+                list(messages),
+                f"The ingest agent validates {address}; producers: shops, apps, "
+                "`retention produce` / `replay`.",
+            )
+        else:
+            operations[f"send{channel_id.capitalize()}"] = _operation(
+                "send",
+                channel_id,
+                [message_id],
+                f"The customer agent publishes {address}; consumers: messaging services, "
+                "analytics, ops.",
+            )
+    channels[CUSTOMER_EVENTS] = _channel(
+        topics.customer_events,
+        "Internal: validated events re-keyed by customer_id, stream-clock markers and ticks.",
+        {
+            "customerEvent": _message(
+                "customerEvent", "Internal customer event", CUSTOMER_EVENT_SCHEMA, "customer_id"
+            )
+        },
+    )
+    operations["sendCustomerEvents"] = _operation(
+        "send",
+        CUSTOMER_EVENTS,
+        ["customerEvent"],
+        "The ingest agent re-keys validated events (and clock messages) by customer_id.",
+    )
+    operations["receiveCustomerEvents"] = _operation(
+        "receive",
+        CUSTOMER_EVENTS,
+        ["customerEvent"],
+        "The customer agent keeps each customer's state and fires the rules.",
+    )
+    return {
+        "asyncapi": ASYNCAPI_VERSION,
+        "info": {
+            "title": "retention-processor",
+            "version": "1.0.0",
+            "description": (
+                "Every Kafka topic of the retention processor: input events, nudge triggers, "
+                "decisions, outcomes, dead letters and the internal customer-keyed topic. "
+                "Generated by `retention schema asyncapi` (effective topic names)."
+            ),
+        },
+        "defaultContentType": CONTENT_TYPE,
+        "channels": channels,
+        "operations": operations,
+    }

@@ -1,0 +1,27 @@
+"""retention schema asyncapi: print the AsyncAPI 3.0 contract with the effective topic names."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from streams.asyncapi import document
+from streams.config import load_config
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    kinds = parser.add_subparsers(dest="kind", metavar="KIND")
+    kinds.required = True
+    kinds.add_parser(
+        "asyncapi",
+        help="the AsyncAPI 3.0 document of every topic (JSON, which is also YAML)",
+        description=(
+            "Print the AsyncAPI 3.0 document of every topic with the effective topic names "
+            "(RETENTION_TOPIC_PREFIX applied); payloads reference schemas/*.schema.json."
+        ),
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    print(json.dumps(document(load_config().topics), indent=2))
+    return 0
