@@ -4,15 +4,20 @@ Prometheus /metrics and the dashboard files (issue 5)."""
 from __future__ import annotations
 
 import asyncio
+import json
+import re
 import time
+from pathlib import Path
 
 import orjson
 import pytest
+import yaml
 from aiokafka.partitioner import DefaultPartitioner
 from prometheus_client.parser import text_string_to_metric_families
 
 from agents.core.timeutil import parse_timestamp, to_micros
 from agents.offline.reference import compute_decisions
+from streams.asyncapi import document
 from streams.config import Config
 from streams.sample import generate
 from tests.e2e.harness import Deployment, WorkerProcess
@@ -170,3 +175,89 @@ async def test_dashboard_files_and_no_directory_traversal(deployment: Deployment
         status, _, body = await w.get(path)
         assert status == 404, (path, status)
         assert b"import" not in body
+
+
+# --- ops artefacts (deploy/) and the AsyncAPI document, against a real worker ----------
+
+DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
+# Labels Prometheus itself attaches to every scraped series, and the histogram bucket label.
+SCRAPE_LABELS = {"instance", "job", "le"}
+# A replay that ends with `--until` produces no late events; streams/metrics.py labels
+# retention_late_events by input topic.
+LABELS_WITHOUT_SAMPLES = {"retention_late_events": {"topic"}}
+
+
+def artefact_expressions() -> dict[str, str]:
+    """Every PromQL expression of the Grafana dashboard and the alert rules, by where it is."""
+    exprs: dict[str, str] = {}
+    dashboard = json.loads((DEPLOY / "grafana" / "retention-dashboard.json").read_text())
+    for panel in dashboard["panels"]:
+        for target in panel["targets"]:
+            exprs[f"panel {panel['title']!r} {target['refId']}"] = target["expr"]
+    rules = yaml.safe_load((DEPLOY / "prometheus" / "alerts.yml").read_text())
+    for group in rules["groups"]:
+        for rule in group["rules"]:
+            exprs[f"alert {rule['alert']}"] = rule["expr"]
+    return exprs
+
+
+async def test_dashboard_and_alerts_use_only_exported_metrics_and_asyncapi_is_served(
+    deployment: Deployment,
+) -> None:
+    w = deployment.start_worker()
+    await w.wait_ready()
+    # A sample with duplicates, late and malformed messages, so every labelled family has samples.
+    lines = list(generate(150, 60, seed=11, end=to_micros(parse_timestamp(END))))
+    await deployment.produce(lines, until=END)
+    await deployment.wait_idle(timeout=300)
+
+    status, _, body = await w.get("/metrics")
+    assert status == 200
+    labels_of: dict[str, set[str]] = {}
+    for family in text_string_to_metric_families(body.decode()):
+        for sample in family.samples:
+            labels_of.setdefault(sample.name, set()).update(sample.labels)
+        if not family.samples and family.name in LABELS_WITHOUT_SAMPLES:
+            # Declared on /metrics (HELP/TYPE) but no sample in this run: its code-side labels.
+            labels_of[family.name + "_total"] = LABELS_WITHOUT_SAMPLES[family.name]
+
+    exprs = artefact_expressions()
+    assert len(exprs) >= 20
+    alerts = {where for where in exprs if where.startswith("alert ")}
+    assert {
+        "alert RetentionConsumerLagGrowing",
+        "alert RetentionStreamClockStuck",
+        "alert RetentionDeadLettersRising",
+        "alert RetentionReadModelBehind",
+        "alert RetentionWorkerNotReady",
+        "alert RetentionWorkerDown",
+    } <= alerts
+    used: set[str] = set()
+    for where, expr in exprs.items():
+        names = set(re.findall(r"\bretention_[a-z0-9_]+\b", expr))
+        assert names or "up{" in expr, where
+        for name in names:
+            assert name in labels_of, f"{where}: {name} is not on a worker's /metrics"
+        used |= names
+        exported = set().union(*(labels_of[n] for n in names)) if names else set()
+        grouped = {
+            label.strip()
+            for group in re.findall(r"\bby \(([^)]*)\)", expr)
+            for label in group.split(",")
+        }
+        selected = set(re.findall(r"[{,]\s*([a-z_]+)\s*=~?", expr))
+        for label in (grouped | selected) - SCRAPE_LABELS:
+            assert label in exported, f"{where}: label {label!r} not on {sorted(names)}"
+    # The dashboard covers every family the worker exports.
+    exported_families = {re.sub(r"_(total|bucket|count|sum|created)$", "", n) for n in labels_of}
+    assert {re.sub(r"_(total|bucket)$", "", n) for n in used} == {
+        n for n in exported_families if n.startswith("retention_")
+    }
+
+    # The topic contract, with this deployment's effective (prefixed) topic names.
+    served = await w.get_json("/retention/asyncapi")
+    assert served == document(deployment.config.topics)
+    assert served["asyncapi"] == "3.0.0"
+    assert sorted(c["address"] for c in served["channels"].values()) == sorted(
+        deployment.config.topics.all()
+    )
