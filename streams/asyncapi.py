@@ -49,6 +49,13 @@ KEY_SCHEMAS: dict[str, dict[str, Any]] = {
         "description": "Any key or none: the processor re-keys events by customer_id.",
     },
     "customer_id": {"type": "string", "description": "The record's customer_id."},
+    "internal": {
+        "type": "string",
+        "description": (
+            "customer_id for a single event; __bundle__ for a bundle (its partition is the "
+            "murmur2 of its events' customer_id); __tick__ for a wall-clock tick."
+        ),
+    },
     "topic:partition:offset": {
         "type": "string",
         "pattern": "^.+:[0-9]+:[0-9]+$",
@@ -66,33 +73,47 @@ CONTROL_ADVANCE_SCHEMA: dict[str, Any] = {
     "description": "Advance the stream clock to `until` (written by `retention replay --until`).",
 }
 
-# The internal topic's three message kinds (agents/messages.py).
+_EV: dict[str, Any] = {
+    "type": "object",
+    "required": ["type", "src", "ev"],
+    "properties": {
+        "type": {"const": "ev"},
+        "src": {"type": "string", "description": "topic:partition it was read from"},
+        "ev": {"type": "object", "description": "the validated input event"},
+    },
+}
+_ADV: dict[str, Any] = {
+    "type": "object",
+    "required": ["type", "src", "until"],
+    "properties": {
+        "type": {"const": "adv"},
+        "src": {"type": "string"},
+        "until": {"type": "integer", "description": "stream clock, microseconds"},
+    },
+}
+# The internal topic's message kinds (agents/messages.py).
 CUSTOMER_EVENT_SCHEMA: dict[str, Any] = {
     "oneOf": [
-        {
-            "type": "object",
-            "required": ["type", "src", "ev"],
-            "properties": {
-                "type": {"const": "ev"},
-                "src": {"type": "string", "description": "topic:partition it was read from"},
-                "ev": {"type": "object", "description": "the validated input event"},
-            },
-        },
-        {
-            "type": "object",
-            "required": ["type", "src", "until"],
-            "properties": {
-                "type": {"const": "adv"},
-                "src": {"type": "string"},
-                "until": {"type": "integer", "description": "stream clock, microseconds"},
-            },
-        },
+        _EV,
+        _ADV,
         {
             "type": "object",
             "required": ["type", "now"],
             "properties": {
                 "type": {"const": "tick"},
                 "now": {"type": "integer", "description": "wall clock, microseconds"},
+            },
+        },
+        {
+            "type": "object",
+            "required": ["type", "items"],
+            "properties": {
+                "type": {"const": "bundle"},
+                "items": {
+                    "type": "array",
+                    "items": {"oneOf": [_EV, _ADV]},
+                    "description": "ev/adv messages of one partition, in order",
+                },
             },
         },
     ]
@@ -166,10 +187,11 @@ def document(topics: Topics | None = None, *, schema_base: str = "./") -> dict[s
             )
     channels[CUSTOMER_EVENTS] = _channel(
         topics.customer_events,
-        "Internal: validated events re-keyed by customer_id, stream-clock markers and ticks.",
+        "Internal: validated events per customer partition (single or bundled), "
+        "stream-clock markers and wall-clock ticks.",
         {
             "customerEvent": _message(
-                "customerEvent", "Internal customer event", CUSTOMER_EVENT_SCHEMA, "customer_id"
+                "customerEvent", "Internal customer event", CUSTOMER_EVENT_SCHEMA, "internal"
             )
         },
     )

@@ -75,8 +75,8 @@ def test_one_channel_per_configured_topic_with_its_record_schema_and_key() -> No
         payload = message["payload"]
         if contract is None:
             kinds = {s["properties"]["type"]["const"] for s in payload["oneOf"]}
-            assert kinds == {"ev", "adv", "tick"}  # agents/messages.py
-            assert "customer_id" in key["description"]
+            assert kinds == {"ev", "adv", "tick", "bundle"}  # agents/messages.py
+            assert "__bundle__" in key["description"] and "__tick__" in key["description"]
             continue
         schema_file = ROOT / "schemas" / payload["$ref"].removeprefix("./")
         record_schema = json.loads(schema_file.read_text())
