@@ -86,6 +86,9 @@ class PartitionRuntime:
     index: DueIndex
     watermark: int = NEVER
     since_persist: int = 0
+    # Wall-clock micros when the watermark last moved (0: not yet): a stuck stream
+    # clock shows as a growing gap (README "Operations").
+    advanced_at: int = 0
     # Fed and not yet processed: ("m", offset, raw value), ("p", offset, an item of a
     # bundle, parsed) or ("d", customer_id, watermark).
     work: deque[tuple[str, Any, Any]] = field(default_factory=deque)
@@ -135,6 +138,8 @@ class CustomerProcessor:
         self.counters: Counter[str] = Counter()
         self.decision_counts: Counter[tuple[str, int, str]] = Counter()
         self.dead_letters: Counter[str] = Counter()
+        # Events that arrived after the stream clock passed them, by input topic.
+        self.late: Counter[str] = Counter()
 
     # --- partition lifecycle ---------------------------------------------------------
 
@@ -223,6 +228,7 @@ class CustomerProcessor:
                 wm = self._watermark(rt)
                 if wm > rt.watermark:
                     rt.watermark = wm
+                    rt.advanced_at = self.wall_clock()
                     # Due customers run before the next message, as they would one
                     # message at a time; they may spill into the next slice.
                     work.extendleft(("d", cid, wm) for cid in reversed(rt.index.pop_due(wm)))
@@ -290,6 +296,9 @@ class CustomerProcessor:
             if self.mode == "stream":
                 rt.clock.observe(src, event.occurred_at)
             wm = self._watermark(rt)
+            if self.mode == "stream" and event.occurred_at <= wm:
+                # Later than the allowed lateness: applied at once (README "Time").
+                self.late[src.rpartition(":")[0]] += 1
             state = self._get(event.customer_id, rt.partition, store, states)
             fired = self.engine.ingest(state, event, wm)
             if fired is None:

@@ -24,11 +24,13 @@ from agents.customer import CustomerProcessor, group_by_partition, input_sources
 from agents.ingest import IngestHandler
 from agents.messages import bundles, dumps
 from streams.config import Config
+from streams.faults import FaultInjector
 from streams.faust_adapter import (
     check_version,
     committed_offsets,
     event_context,
     set_producer_buffer_limit,
+    write_rows,
 )
 from streams.kafka import ssl_context
 from streams.metrics import Metrics
@@ -213,6 +215,9 @@ class RetentionApp:
             ready=self.is_ready,
             scan=self.store.scan,
         )
+        self.fault = FaultInjector.from_env()
+        self._in_batch = False  # the customers agent is inside a batch
+        self._revoked: set[int] = set()  # revoked while it was
         self._partitioner = DefaultPartitioner()
         self._partitions = list(range(config.partitions))
         self._wire()
@@ -308,6 +313,7 @@ class RetentionApp:
         async def ingest(stream: Any) -> None:
             await self._start_batching()
             handle = self.ingest.handle
+            fault = self.fault.hit
             send = app.producer.send
             customer_topic = cfg.topics.customer_events
             async for events in stream.take_events(batch, within=within):
@@ -335,6 +341,7 @@ class RetentionApp:
                 # A failed send raises here and stops the agent (crash_only): the
                 # batch is not acked, so it is consumed again after the restart.
                 await asyncio.gather(*acks)
+                fault("ingest_after_sends")
 
         @app.agent(self.customer_topic, name="customers")
         @crash_only
@@ -347,8 +354,17 @@ class RetentionApp:
                 groups = group_by_partition(
                     [(e.message.partition, e.message.offset, e.value) for e in events]
                 )
-                for partition, messages in groups.items():
-                    await self._process(partition, messages, last[partition])
+                changelog: list[Any] = []
+                self._in_batch = True
+                try:
+                    for partition, messages in groups.items():
+                        await self._process(partition, messages, last[partition], changelog)
+                    # Every row of the batch is in the changelog before its events
+                    # are acked (and so before their offsets can be committed).
+                    await asyncio.gather(*changelog)
+                finally:
+                    self._in_batch = False
+                    self._apply_revoked()
 
         # Faust's App.timer returns a bare Callable, so the decorator is untyped.
         @app.timer(interval=cfg.tick_interval, on_leader=True)  # type: ignore[untyped-decorator]
@@ -365,13 +381,22 @@ class RetentionApp:
         @app.on_partitions_revoked.connect  # type: ignore[untyped-decorator,arg-type]
         async def on_revoked(sender: Any, revoked: Any, **kwargs: Any) -> None:
             name = cfg.topics.customer_events
-            gone = [tp.partition for tp in revoked if tp.topic == name]
-            self.processor.revoke(gone)
-            self.readmodel.revoke(gone)
+            # A batch in flight finishes first, as Faust lets an event in flight
+            # finish: dropping its partition's runtime mid-batch would drop the
+            # rest of its queued work (events the batch then acks).
+            self._revoked.update(tp.partition for tp in revoked if tp.topic == name)
+            if not self._in_batch:
+                self._apply_revoked()
 
         @app.task  # type: ignore[untyped-decorator]
         async def read_model() -> None:
             await self.readmodel.run()
+
+    def _apply_revoked(self) -> None:
+        gone, self._revoked = self._revoked, set()
+        if gone:
+            self.processor.revoke(gone)
+            self.readmodel.revoke(gone)
 
     async def _start_batching(self) -> None:
         """Once per agent start: output topics exist, the producer buffer is sized."""
@@ -382,19 +407,22 @@ class RetentionApp:
         # drains them; above the limit the conductor stops to flush on every message.
         set_producer_buffer_limit(self.app, max(100, 4 * self.config.batch_max))
 
-    async def _process(self, partition: int, messages: list[Any], event: Any) -> None:
+    async def _process(
+        self, partition: int, messages: list[Any], event: Any, changelog: list[Any]
+    ) -> None:
         """One partition's share of a batch, in slices of bounded work.
 
         Per slice: send every output, await the acknowledgements once, then write
         the table rows.  An output is acknowledged before the state that produced
         it is written, so a crash in between replays the events and re-fires with
-        the same trigger_id (a duplicate), never a lost decision.  Between slices
-        the loop gets control back, so a big clock advance does not starve it.
+        the same trigger_id (a duplicate), never a lost decision.  The rows'
+        changelog acks are collected in ``changelog``; the batch awaits them
+        before its events are acked.  Between slices the loop gets control back,
+        so a big clock advance does not starve it.
         """
         proc, store = self.processor, self.store
         send = self.app.producer.send
         mark = self.readmodel.mark
-        table = self.table
         with event_context(event):  # reads and writes go to this partition
             proc.feed(partition, messages, store)
             while proc.has_work(partition):
@@ -407,11 +435,14 @@ class RetentionApp:
                     ]
                     await asyncio.gather(*acks)
                     self.triggers_by_day.update(result.delivered)
+                    self.fault.hit("after_sends")
+                rows = [(k.encode(), v) for k, v in result.writes.items()]
+                changelog.extend(write_rows(self.table, partition, rows))
                 for key, value in result.writes.items():
-                    table[key.encode()] = value
                     if key.startswith("c/"):
                         # Only remembered here; the read-model task writes Redis.
                         mark(partition, key[2:], value)
+                self.fault.hit("after_writes")
                 self.metrics.tick_duration.observe(time.perf_counter() - started)
                 if proc.has_work(partition):
                     await asyncio.sleep(0)

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import weakref
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from importlib.metadata import version
 from typing import Any
 
@@ -55,6 +55,26 @@ def event_context(event: Any) -> Iterator[None]:
         yield
     finally:
         faust.streams._current_event.reset(token)
+
+
+def write_rows(table: Any, partition: int, rows: Iterable[tuple[bytes, bytes]]) -> list[Any]:
+    """Write rows to the local store and to the changelog; returns the changelog acks.
+
+    ``table[key] = value`` would do the same but drop the changelog future, and
+    Faust's commit-time producer flush gives up on a 0.1 s gap in its buffer
+    (``ProducerBuffer.flush_atmost``), so offsets could be committed before the
+    rows their events produced reach the changelog.  On a restart, recovery
+    would then replay an older changelog value over the newer local row.  The
+    agent awaits these acks before its batch is acked, so every committed event's
+    row is in the changelog (and its persisted offset in the store) first.
+    Call inside :func:`event_context` for an event of ``partition``.
+    """
+    data = table.data
+    acks = []
+    for key, value in rows:
+        data[key] = value  # the store's partition comes from the current event
+        acks.append(table.send_changelog(partition, key, value))
+    return acks
 
 
 def set_producer_buffer_limit(app: Any, max_messages: int) -> None:

@@ -53,9 +53,36 @@ class WorkerCollector(Collector):
         dead = CounterMetricFamily(
             "retention_dead_letters", "Input messages sent to the DLQ, by code", labels=["code"]
         )
-        for code, n in sorted(ingest.dead_letters.items()):
+        for code, n in sorted((ingest.dead_letters + proc.dead_letters).items()):
             dead.add_metric([code], n)
         yield dead
+
+        late = CounterMetricFamily(
+            "retention_late_events",
+            "Events that arrived after the stream clock had passed them, by input topic",
+            labels=["topic"],
+        )
+        for topic, n in sorted(proc.late.items()):
+            late.add_metric([topic], n)
+        yield late
+
+        clock = GaugeMetricFamily(
+            "retention_stream_clock_seconds",
+            "Stream clock (watermark) of each owned customer partition, Unix seconds",
+            labels=["partition"],
+        )
+        stalled = GaugeMetricFamily(
+            "retention_stream_clock_stalled_seconds",
+            "Wall-clock seconds since the partition's stream clock last moved",
+            labels=["partition"],
+        )
+        now = r.wall_clock()
+        for p, rt in sorted(proc.runtimes.items()):
+            if rt.advanced_at:
+                clock.add_metric([str(p)], rt.watermark / 1e6)
+                stalled.add_metric([str(p)], max(0, now - rt.advanced_at) / 1e6)
+        yield clock
+        yield stalled
 
         decisions = CounterMetricFamily(
             "retention_decisions",

@@ -48,16 +48,26 @@ class StreamClock:
     lateness: int
     newest: dict[str, int] = field(default_factory=dict)
     markers: dict[str, int] = field(default_factory=dict)
+    # The last watermark computed, until a source moves (it is read once or twice
+    # per event, and is a min over every input topic-partition).
+    cached: int | None = field(default=None, repr=False, compare=False)
 
     def observe(self, source: str, occurred_at: int) -> None:
         if occurred_at > self.newest.get(source, NEVER):
             self.newest[source] = occurred_at
+            self.cached = None
 
     def mark(self, source: str, until: int) -> None:
         if until > self.markers.get(source, NEVER):
             self.markers[source] = until
+            self.cached = None
 
     def watermark(self) -> int:
+        if self.cached is None:
+            self.cached = self._compute()
+        return self.cached
+
+    def _compute(self) -> int:
         wm: int | None = None
         for source in self.sources:
             own = max(

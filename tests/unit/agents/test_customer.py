@@ -500,3 +500,15 @@ def test_a_bad_item_in_a_bundle_is_a_dead_letter_and_the_others_go_through() -> 
     assert store.state("cus_a").orders == 1
     [broken] = proc.handle(0, b'{"type": "bundle", "items": 5}', store).outputs
     assert "items" in orjson.loads(broken.value)["error"]
+
+
+def test_events_behind_the_stream_clock_are_counted_per_topic_as_late() -> None:
+    sources = (SRC["purchase"], SRC["session"], SRC["consent"])
+    clocked, store = (
+        processor(core=CoreSettings(stream_allowed_lateness=DAY), sources=sources),
+        DictStore(),
+    )
+    run(clocked, store, advance_all(at(days=10), sources))
+    run(clocked, store, [ev(session("cus_a", at(days=12))), ev(session("cus_b", at(days=3)))])
+    assert clocked.late == {"retention.sessions": 1}
+    assert clocked.runtimes[0].advanced_at == FIRED_AT  # the wall clock when it moved

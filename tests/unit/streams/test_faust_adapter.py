@@ -100,3 +100,23 @@ def test_take_events_acks_after_the_batch_and_leaves_no_current_event() -> None:
     assert "yield list(events)" in source
     after_yield = source.split("yield list(events)", 1)[1]
     assert "await self.ack(event)" in after_yield
+
+
+def test_write_rows_uses_the_store_and_the_changelog_send_the_table_uses() -> None:
+    from faust.tables.base import Collection
+
+    params = list(inspect.signature(Collection.send_changelog).parameters)
+    assert params[:4] == ["self", "partition", "key", "value"]
+    # ManagedUserDict.__setitem__ is the store write plus on_key_set (the changelog).
+    from mode.utils.collections import ManagedUserDict
+
+    setitem = inspect.getsource(ManagedUserDict.__setitem__)
+    assert "self.on_key_set(key, value)" in setitem and "self.data[key] = value" in setitem
+    sent: list[tuple[int, bytes, bytes]] = []
+    table = SimpleNamespace(
+        data={}, send_changelog=lambda p, k, v: sent.append((p, k, v)) or f"ack-{k!r}"
+    )
+    acks = faust_adapter.write_rows(table, 3, [(b"c/a", b"1"), (b"clock/3", b"2")])
+    assert table.data == {b"c/a": b"1", b"clock/3": b"2"}
+    assert sent == [(3, b"c/a", b"1"), (3, b"clock/3", b"2")]
+    assert acks == ["ack-b'c/a'", "ack-b'clock/3'"]
