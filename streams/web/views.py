@@ -39,7 +39,10 @@ STATIC_DIR = Path(__file__).resolve().parent / "static"
 ROUTED_HEADER = "X-Retention-Routed-By"
 FORWARD_TIMEOUT = aiohttp.ClientTimeout(total=10)
 # Dedup bookkeeping: bulky and of no use to a person looking at a customer.
-HIDDEN_STATE_FIELDS = ("recent_event_ids", "recent_order_ids")
+# Dedup memory and raw waiting events (event ids, order ids, amounts, channels)
+# are not for whoever reaches the port; a sender needs the facts, the due steps
+# and the decisions (README "Operations").
+HIDDEN_STATE_FIELDS = ("recent_event_ids", "recent_order_ids", "event_ids", "order_ids", "pending")
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 CONTENT_TYPES = {
     ".html": "text/html; charset=utf-8",
@@ -63,6 +66,7 @@ def customer_view(rapp: RetentionApp, raw: bytes) -> dict[str, Any]:
     """The lookup's JSON for one stored state."""
     state = CustomerState.from_dict(orjson.loads(raw))
     shown = {k: v for k, v in state.to_dict().items() if k not in HIDDEN_STATE_FIELDS}
+    shown["pending_events"] = len(state.pending)
     return {
         "customer_id": state.customer_id,
         "state": shown,

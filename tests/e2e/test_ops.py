@@ -87,6 +87,8 @@ async def test_lookup_is_routed_to_the_owner_and_metrics_parse(deployment: Deplo
         assert got["state"]["partition"] == partition
         assert got["state"]["orders"] == ref.facts[cid].order_count
         assert "recent_event_ids" not in got["state"]
+        assert {"event_ids", "order_ids", "pending"}.isdisjoint(got["state"])
+        assert got["state"]["pending_events"] >= 0
         assert isinstance(got["pending"], list) and isinstance(got["recent_decisions"], list)
         assert isinstance(got["holdout"], bool)
         routed += 1  # one of the two requests went to the worker that does not own it
