@@ -54,6 +54,9 @@ CLOCK_PERSIST_EVERY = 500
 SLICE_WORK = 500
 # Customer states kept decoded per partition (least recently used dropped first).
 CACHE_PER_PARTITION = 4096
+# A partition's stream clock that has not moved for this long while events keep
+# arriving is reported as stuck (README "Time").
+CLOCK_IDLE_TIMEOUT = 300 * 1_000_000
 # Dead-letter code for a message on the internal topic that cannot be read.
 CODE_INTERNAL = "invalid_internal_message"
 
@@ -89,6 +92,7 @@ class PartitionRuntime:
     # Wall-clock micros when the watermark last moved (0: not yet): a stuck stream
     # clock shows as a growing gap (README "Operations").
     advanced_at: int = 0
+    last_event_at: int = 0  # wall-clock micros of the newest event taken in
     # Fed and not yet processed: ("m", offset, raw value), ("p", offset, an item of a
     # bundle, parsed) or ("d", customer_id, watermark).
     work: deque[tuple[str, Any, Any]] = field(default_factory=deque)
@@ -296,6 +300,7 @@ class CustomerProcessor:
             if self.mode == "stream":
                 rt.clock.observe(src, event.occurred_at)
             wm = self._watermark(rt)
+            rt.last_event_at = self.wall_clock()
             if self.mode == "stream" and event.occurred_at <= wm:
                 # Later than the allowed lateness: applied at once (README "Time").
                 self.late[src.rpartition(":")[0]] += 1
@@ -339,6 +344,36 @@ class CustomerProcessor:
         )
         key = f"{self.internal_topic}:{partition}:{offset}"
         result.outputs.append(Output(self.dlq_topic, key, record))
+
+    def clock_warnings(self, idle_timeout: int) -> list[str]:
+        """Partitions whose stream clock has not moved for ``idle_timeout`` micros
+        while events kept arriving, with the input partitions holding it back."""
+        if self.mode != "stream":
+            return []
+        out = []
+        for p, rt in sorted(self.runtimes.items()):
+            if not rt.advanced_at or rt.last_event_at - rt.advanced_at <= idle_timeout:
+                continue
+            wm = rt.clock.watermark()
+            behind = [
+                src
+                for src in self.sources
+                if max(
+                    rt.clock.newest.get(src, NEVER) - rt.clock.lateness,
+                    rt.clock.markers.get(src, NEVER),
+                )
+                <= wm
+            ]
+            shown = ", ".join(behind[:5]) + (
+                f" and {len(behind) - 5} more" if len(behind) > 5 else ""
+            )
+            out.append(
+                f"stream clock of partition {p} stuck at {iso(max(wm, 0))} for "
+                f"{(rt.last_event_at - rt.advanced_at) // 1_000_000} s while events arrive; "
+                f"held back by {shown or 'no source'} (silent input partitions? "
+                "send a control/advance or check the topics' partition counts)"
+            )
+        return out
 
     def _watermark(self, rt: PartitionRuntime) -> int:
         return rt.clock.watermark() if self.mode == "stream" else self.wall_clock()

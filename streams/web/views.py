@@ -24,6 +24,7 @@ import orjson
 from faust import web
 
 from agents.core.state import CustomerState
+from agents.customer import CLOCK_IDLE_TIMEOUT
 from streams.asyncapi import document as asyncapi_document
 from streams.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from streams.readmodel import pending_nudges
@@ -186,6 +187,8 @@ def register(rapp: RetentionApp) -> None:
                 "worker": rapp.web_address,
                 "recovering": rapp.is_recovering(),
                 "partitions": sorted(rapp.owned_partitions()),
+                # Ready, but decisions wait: a stuck stream clock (README "Time").
+                "warnings": rapp.processor.clock_warnings(CLOCK_IDLE_TIMEOUT),
             }
             return self.send_json(body, 200 if ready else 503)
 

@@ -15,6 +15,7 @@ from agents.core.engine import Engine
 from agents.core.settings import DAY, CoreSettings
 from agents.core.state import CustomerState
 from agents.customer import (
+    CLOCK_IDLE_TIMEOUT,
     CLOCK_KEY_PREFIX,
     CUSTOMER_KEY_PREFIX,
     CustomerProcessor,
@@ -512,3 +513,22 @@ def test_events_behind_the_stream_clock_are_counted_per_topic_as_late() -> None:
     run(clocked, store, [ev(session("cus_a", at(days=12))), ev(session("cus_b", at(days=3)))])
     assert clocked.late == {"retention.sessions": 1}
     assert clocked.runtimes[0].advanced_at == FIRED_AT  # the wall clock when it moved
+
+
+def test_a_clock_held_back_by_a_silent_source_is_reported() -> None:
+    wall = ManualClock(FIRED_AT)
+    proc, store = processor(wall=wall), DictStore()
+    quiet = SOURCES[-1]
+    # Every source is at day 100 but one, at day 5: it holds the clock back.
+    run(proc, store, [adv(s, at(days=5 if s == quiet else 100)) for s in SOURCES])
+    assert proc.clock_warnings(CLOCK_IDLE_TIMEOUT) == []
+    for hour in range(0, 24 * 30, 12):  # events keep coming; one source stays silent
+        wall.advance(60)
+        run(proc, store, [ev(session("cus_a", at(days=6, hours=hour)))])
+    [warning] = proc.clock_warnings(CLOCK_IDLE_TIMEOUT)
+    assert "partition 0 stuck at 2026-03-07T10:00:00Z" in warning
+    assert f"held back by {quiet} (" in warning
+    run(proc, store, [adv(quiet, at(days=100))])
+    wall.advance(1)
+    run(proc, store, [ev(session("cus_a", at(days=41)))])
+    assert proc.clock_warnings(CLOCK_IDLE_TIMEOUT) == []
