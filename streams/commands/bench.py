@@ -24,7 +24,13 @@ import orjson
 from aiokafka import AIOKafkaConsumer
 
 from agents.core.timeutil import iso
-from streams.commands.demo import borrowed_stack, start_worker, stop_worker, stream_deployment
+from streams.commands.demo import (
+    borrowed_stack,
+    start_worker,
+    stop_worker,
+    stream_deployment,
+    worker_env,
+)
 from streams.config import Config
 from streams.kafka import client_kwargs
 from streams.local.procs import LocalStackError
@@ -84,21 +90,6 @@ async def raw_ceiling(config: Config, total: int) -> float:
         await consumer.stop()
 
 
-def _child_env(config: Config, **extra: str) -> dict[str, str]:
-    env = dict(os.environ)
-    env.update(
-        RETENTION_KAFKA=config.kafka,
-        RETENTION_REDIS=config.redis,
-        RETENTION_CLOCK="stream",
-        RETENTION_TOPIC_PREFIX=config.topic_prefix,
-        RETENTION_APP_ID=config.app_id,
-        RETENTION_DATA_DIR=str(config.data_dir),
-        RETENTION_LOG_LEVEL="warning",
-        **extra,
-    )
-    return env
-
-
 async def bare_faust(config: Config, folder: Path, total: int, mode: str, timeout: float) -> float:
     """Messages per second of a bare Faust agent (streams.bench_faust) over the inputs."""
     out = folder / f"bare-{mode}.json"
@@ -106,7 +97,7 @@ async def bare_faust(config: Config, folder: Path, total: int, mode: str, timeou
     log = open(folder / f"bare-{mode}.log", "ab")  # noqa: SIM115 - owned by the child
     child = subprocess.Popen(
         [sys.executable, "-m", "streams.bench_faust"],
-        env=_child_env(
+        env=worker_env(
             config,
             RETENTION_BENCH_TOTAL=str(total),
             RETENTION_BENCH_OUT=str(out),

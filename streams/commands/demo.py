@@ -112,8 +112,8 @@ def stop_worker(worker: subprocess.Popen[bytes]) -> None:
         os.killpg(worker.pid, signal.SIGKILL)
 
 
-def start_worker(config: Config, folder: Path) -> subprocess.Popen[bytes]:
-    folder.mkdir(parents=True, exist_ok=True)
+def worker_env(config: Config, **extra: str) -> dict[str, str]:
+    """The environment of a child process that runs ``config`` (worker, bench)."""
     env = dict(os.environ)
     env.update(
         RETENTION_KAFKA=config.kafka,
@@ -124,7 +124,14 @@ def start_worker(config: Config, folder: Path) -> subprocess.Popen[bytes]:
         RETENTION_DATA_DIR=str(config.data_dir),
         RETENTION_WEB_PORT=str(config.web_port),
         RETENTION_LOG_LEVEL="warning",
+        **extra,
     )
+    return env
+
+
+def start_worker(config: Config, folder: Path) -> subprocess.Popen[bytes]:
+    folder.mkdir(parents=True, exist_ok=True)
+    env = worker_env(config)
     log = open(folder / "worker.log", "ab")  # noqa: SIM115 - owned by the child
     say(f"worker starting (log {folder / 'worker.log'})")
     return subprocess.Popen(
