@@ -442,7 +442,8 @@ class RetentionApp:
                     if key.startswith("c/"):
                         # Only remembered here; the read-model task writes Redis.
                         mark(partition, key[2:], value)
-                self.fault.hit("after_writes")
+                if result.outputs:  # count the slices that fired, as after_sends does
+                    self.fault.hit("after_writes")
                 self.metrics.tick_duration.observe(time.perf_counter() - started)
                 if proc.has_work(partition):
                     await asyncio.sleep(0)

@@ -6,7 +6,8 @@ reaches ``<point>`` of the batched hot path (docs/design.md, "Crash safety"):
 * ``ingest_after_sends``: an ingest batch's outputs are acknowledged, the batch is
   not acked yet;
 * ``after_sends``: a slice's outputs are acknowledged, its table rows not written;
-* ``after_writes``: a slice's table rows are written, its events not committed.
+* ``after_writes``: a slice's table rows are written, its events not committed
+  (counting, like ``after_sends``, only slices that had outputs).
 
 Unset (always, outside the tests) it costs one attribute check per slice.
 """

@@ -42,7 +42,7 @@ def history() -> tuple[list[bytes], dict[tuple[str, str, int, str, str], tuple[s
 
 
 # Small batches, so that the n-th hit of each point falls mid-replay.
-@pytest.mark.parametrize("fault", ["ingest_after_sends:20", "after_sends:6", "after_writes:80"])
+@pytest.mark.parametrize("fault", ["ingest_after_sends:20", "after_sends:6", "after_writes:8"])
 async def test_kill9_inside_a_batch_loses_nothing(
     make_deployment: Any,
     history: tuple[list[bytes], dict[tuple[str, str, int, str, str], tuple[str, str, bool]]],
