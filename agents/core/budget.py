@@ -18,12 +18,20 @@ record with :func:`row_over_budget` / :func:`output_over_budget` before writing.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import orjson
 
-if TYPE_CHECKING:
-    from agents.core.state import CustomerState
+
+class HasPending(Protocol):
+    """What the budget reads of a customer state (agents.core.state imports this
+    module, so it names the shape rather than the class)."""
+
+    @property
+    def pending(self) -> list[Any]: ...
+
+    def pending_bytes(self) -> int: ...
+
 
 ROW_BUDGET = 256 * 1024
 OUTPUT_BUDGET = 256 * 1024
@@ -66,7 +74,7 @@ MAX_ENTRY_BYTES = entry_size(
 SAFE_PENDING_ENTRIES = PENDING_BUDGET // MAX_ENTRY_BYTES
 
 
-def state_over_budget(state: CustomerState) -> bool:
+def state_over_budget(state: HasPending) -> bool:
     """True only for a row from an older version whose pending is over budget."""
     if len(state.pending) <= SAFE_PENDING_ENTRIES:
         return False
