@@ -52,11 +52,9 @@ CLOCK_PERSIST_EVERY = 500
 # event loop is held by one call, e.g. when a clock advance makes thousands of
 # customers due at once.
 SLICE_WORK = 500
-# Customer states kept decoded per partition across slices (least recently used
-# dropped first).  Off: with 4,096 the kill -9 tests saw a restarted worker act
-# on states older than its table (a rebalance while the table partition was
-# recovering left stale entries in the cache), so every slice reads the table.
-CACHE_PER_PARTITION = 0
+# Customer states are decoded from the table once per slice, not kept across
+# slices: a cache across slices was tried and left a restarted worker acting on
+# states older than its recovered table (docs/design.md, "The batched hot path").
 # A partition's stream clock that has not moved for this long while events keep
 # arriving is reported as stuck (README "Time").
 CLOCK_IDLE_TIMEOUT = 300 * 1_000_000
@@ -99,9 +97,6 @@ class PartitionRuntime:
     # Fed and not yet processed: ("m", offset, raw value), ("p", offset, an item of a
     # bundle, parsed) or ("d", customer_id, watermark).
     work: deque[tuple[str, Any, Any]] = field(default_factory=deque)
-    # Recently used customer states, as last written to the table (oldest first):
-    # saves a table read and a decode per event of an active customer.
-    cache: dict[str, CustomerState] = field(default_factory=dict)
 
 
 class BadMessage(Exception):
@@ -248,12 +243,6 @@ class CustomerProcessor:
             state.version += 1
             state.partition = partition
             result.writes[CUSTOMER_KEY_PREFIX + cid] = orjson.dumps(state.to_dict())
-        cache = rt.cache
-        for cid, state in states.items():
-            cache.pop(cid, None)
-            cache[cid] = state  # newest last
-        while len(cache) > CACHE_PER_PARTITION:
-            del cache[next(iter(cache))]
         if self.mode == "stream" and (persist_clock or rt.since_persist >= CLOCK_PERSIST_EVERY):
             rt.since_persist = 0
             result.writes[CLOCK_KEY_PREFIX + str(partition)] = orjson.dumps(rt.clock.to_dict())
@@ -386,11 +375,7 @@ class CustomerProcessor:
     ) -> CustomerState:
         state = states.get(cid)
         if state is None:
-            rt = self.runtimes[partition]
-            state = rt.cache.get(cid)
-            if state is None:
-                state = self._load(cid, partition, store)
-            states[cid] = state
+            state = states[cid] = self._load(cid, partition, store)
         return state
 
     def _load(self, cid: str, partition: int, store: StateStore) -> CustomerState:
