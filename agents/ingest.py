@@ -18,7 +18,7 @@ from agents.messages import CONTROL_ADVANCE, dead_letter_record, dumps
 from agents.messages import MAX_ORIGINAL_BYTES as MAX_ORIGINAL_BYTES
 
 
-class IngestHandler:
+class IngestProcessor:
     def __init__(
         self,
         *,
@@ -105,7 +105,7 @@ class IngestHandler:
         )
 
 
-def dead_letter_counts(handlers: Sequence[IngestHandler]) -> Counter[str]:
+def dead_letter_counts(handlers: Sequence[IngestProcessor]) -> Counter[str]:
     total: Counter[str] = Counter()
     for h in handlers:
         total.update(h.dead_letters)

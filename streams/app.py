@@ -1,6 +1,6 @@
 """The Faust app: topics, tables and agents wired to the pure core.
 
-Agents only translate: bytes from Kafka go into :class:`agents.ingest.IngestHandler`
+Agents only translate: bytes from Kafka go into :class:`agents.ingest.IngestProcessor`
 and :class:`agents.customer.CustomerProcessor`; what they return goes back out.
 """
 
@@ -21,7 +21,7 @@ from aiokafka.partitioner import DefaultPartitioner
 from agents.core.clock import WallClock, system_clock
 from agents.core.engine import Engine
 from agents.customer import CustomerProcessor, group_by_partition, input_sources
-from agents.ingest import IngestHandler
+from agents.ingest import IngestProcessor
 from agents.messages import bundles, dumps
 from streams.config import Config
 from streams.faults import FaultInjector
@@ -184,7 +184,7 @@ class RetentionApp:
             value_type=bytes,
         )
         self.store = TableStore(self.table)
-        self.ingest = IngestHandler(
+        self.ingest = IngestProcessor(
             customer_topic=topics.customer_events,
             dlq_topic=topics.dlq,
             customer_partitions=config.partitions,

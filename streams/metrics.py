@@ -1,6 +1,6 @@
 """Prometheus metrics of one worker, served at ``/metrics``.
 
-Counters live where they are counted (the ingest handler, the customer
+Counters live where they are counted (the ingest processor, the customer
 processor, the read-model writer) as plain integers, so the hot path pays for an
 integer increment, not a Prometheus client call.  :class:`WorkerCollector` turns
 them into metric families at scrape time.  Each app gets its own

@@ -20,7 +20,7 @@ from agents.core.state import CustomerState
 from agents.customer import CLOCK_KEY_PREFIX, CUSTOMER_KEY_PREFIX, input_sources
 from streams.config import Config
 from streams.kafka import changelog_topics, client_kwargs
-from streams.monitor import end_offsets
+from streams.offsets import end_offsets
 
 
 @dataclass(slots=True)

@@ -34,7 +34,7 @@ from streams.commands.demo import (
 from streams.config import Config
 from streams.kafka import client_kwargs
 from streams.local.procs import LocalStackError
-from streams.monitor import end_offsets, group_lag
+from streams.offsets import end_offsets, group_lag
 from streams.producer import produce_lines
 from streams.sample import default_end, generate
 

@@ -23,7 +23,7 @@ from typing import Any
 import orjson
 
 from streams.config import Config, load_config
-from streams.monitor import end_offsets, read_all, wait_caught_up
+from streams.offsets import end_offsets, read_all, wait_caught_up
 from streams.producer import produce_lines
 
 __all__ = ["Deployment", "WorkerProcess", "decision_key", "end_offsets", "read_all"]

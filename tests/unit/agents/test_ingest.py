@@ -12,7 +12,7 @@ import pytest
 
 from agents.core.clock import ManualClock
 from agents.core.timeutil import to_micros
-from agents.ingest import MAX_ORIGINAL_BYTES, IngestHandler, dead_letter_counts
+from agents.ingest import MAX_ORIGINAL_BYTES, IngestProcessor, dead_letter_counts
 from schemas.records import Event
 
 NOW = to_micros(datetime(2026, 3, 10, 12, 0, tzinfo=UTC))
@@ -30,8 +30,8 @@ PURCHASE: dict[str, Any] = {
 }
 
 
-def handler(partitions: int = 4) -> IngestHandler:
-    return IngestHandler(
+def handler(partitions: int = 4) -> IngestProcessor:
+    return IngestProcessor(
         customer_topic=CUSTOMER_TOPIC,
         dlq_topic=DLQ,
         customer_partitions=partitions,
@@ -41,7 +41,7 @@ def handler(partitions: int = 4) -> IngestHandler:
     )
 
 
-def dead_letter(h: IngestHandler, raw: bytes | None, offset: int = 1041) -> dict[str, Any]:
+def dead_letter(h: IngestProcessor, raw: bytes | None, offset: int = 1041) -> dict[str, Any]:
     outputs, controls = h.handle(raw, PURCHASES, 3, offset)
     assert controls == []
     assert [(o.topic, o.key) for o in outputs] == [(DLQ, f"{PURCHASES}:3:{offset}")]

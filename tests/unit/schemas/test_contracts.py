@@ -29,7 +29,7 @@ from agents.core.settings import DAY, CoreSettings
 from agents.core.state import CustomerState
 from agents.core.timeutil import to_micros
 from agents.core.validation import ERROR_CODES, ValidationError, validate
-from agents.ingest import IngestHandler
+from agents.ingest import IngestProcessor
 from agents.messages import decision_record, nudge_record, outcome_record
 from schemas.records import (
     DeadLetter,
@@ -419,7 +419,7 @@ def real_decisions() -> list[dict[str, Any]]:
 
 
 def real_dead_letters() -> list[dict[str, Any]]:
-    h = IngestHandler(
+    h = IngestProcessor(
         customer_topic="retention.customer-events",
         dlq_topic="retention.dlq",
         customer_partitions=4,
