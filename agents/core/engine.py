@@ -329,7 +329,6 @@ class Engine:
         if due.rule == RULE_INACTIVITY:
             last = due.step == len(self.ladders[due.rule_index].steps)
             state.stage = STAGE_LAPSED if last else STAGE_AT_RISK
-        state.fired_total += 1
         backfill = (
             self.settings.backfill_until is not None and due.due_at < self.settings.backfill_until
         )

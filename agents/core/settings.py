@@ -17,7 +17,6 @@ HOUR = 3600 * MICROS_PER_SECOND
 RULE_SECOND_PURCHASE = "second_purchase"
 RULE_INACTIVITY = "inactivity"
 RULE_OVERDUE = "overdue"
-KNOWN_RULES = (RULE_SECOND_PURCHASE, RULE_INACTIVITY, RULE_OVERDUE)
 
 
 @dataclass(frozen=True, slots=True)

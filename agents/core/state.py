@@ -86,7 +86,6 @@ class CustomerState:
     stage: str = STAGE_PROSPECT
     # Firings still relevant to a guardrail or an attribution, oldest first (see F_*).
     recent_firings: list[list[Any]] = field(default_factory=list)
-    fired_total: int = 0
     # Lifetime counts for the reports: "rule/step/outcome" and "rule/step/group".
     decision_counts: dict[str, int] = field(default_factory=dict)
     conversion_counts: dict[str, int] = field(default_factory=dict)
@@ -275,7 +274,6 @@ class CustomerState:
             ladders={k: [v.anchor, v.step] for k, v in self.ladders.items()},
             stage=self.stage,
             recent_firings=self.recent_firings,
-            fired_total=self.fired_total,
             decision_counts=self.decision_counts,
             conversion_counts=self.conversion_counts,
         )
@@ -306,7 +304,6 @@ class CustomerState:
             ladders={k: LadderProgress(v[0], v[1]) for k, v in d.get("ladders", {}).items()},
             stage=d.get("stage", STAGE_PROSPECT),
             recent_firings=[list(x) for x in d.get("recent_firings", [])],
-            fired_total=d.get("fired_total", 0),
             decision_counts=dict(d.get("decision_counts", {})),
             conversion_counts=dict(d.get("conversion_counts", {})),
         )
