@@ -27,9 +27,10 @@ Definitions (all times UTC, durations in days of 24 h):
 
 from __future__ import annotations
 
+import bisect
 import math
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -130,11 +131,12 @@ def _r(x: float | None, digits: int = 4) -> float | None:
     return None if x is None else round(x, digits)
 
 
-def _month(t: int) -> str:
+def month_label(t: int) -> str:
+    """The UTC calendar month holding ``t``: ``"2026-03"``."""
     return datetime.fromtimestamp(t / 1_000_000, UTC).strftime("%Y-%m")
 
 
-def _month_start(year: int, month: int) -> int:
+def month_start(year: int, month: int) -> int:
     return int(datetime(year, month, 1, tzinfo=UTC).timestamp()) * 1_000_000
 
 
@@ -147,53 +149,44 @@ def _months(first: int, last: int) -> list[tuple[str, int, int]]:
     y, m = d.year, d.month
     out: list[tuple[str, int, int]] = []
     while True:
-        start = _month_start(y, m)
+        start = month_start(y, m)
         if start > last or (start == last and out):
             return out
         ny, nm = (y + 1, 1) if m == 12 else (y, m + 1)
-        out.append((f"{y:04d}-{m:02d}", start, _month_start(ny, nm)))
+        out.append((f"{y:04d}-{m:02d}", start, month_start(ny, nm)))
         y, m = ny, nm
 
 
-# --- the report ----------------------------------------------------------------------
+# --- the report's blocks, from aggregated counts ----------------------------------------
+#
+# Both ways of making a report, from customer rows here (build_report) and from
+# workers' mergeable counts (streams/web/merge.py), aggregate in their own way and
+# then finish with these functions, so the formulas exist once.
 
 
-def _ttsp_block(rows: list[CustomerRow], as_of: int) -> dict[str, Any]:
-    days = [
-        (r.second_order_at - r.first_order_at) / MICROS_PER_DAY
-        for r in rows
-        if r.first_order_at is not None and r.second_order_at is not None
-    ]
-    within: dict[str, float | None] = {}
-    for n in REPEAT_WINDOWS:
-        horizon = as_of - n * MICROS_PER_DAY
-        mature = [r for r in rows if r.first_order_at is not None and r.first_order_at <= horizon]
-        back = [
-            r
-            for r in mature
-            if r.second_order_at is not None
-            and r.first_order_at is not None
-            and r.second_order_at - r.first_order_at <= n * MICROS_PER_DAY
-        ]
-        within[str(n)] = _r(ratio(len(back), len(mature)))
+def ttsp_summary(
+    buyers: int, days: list[float], mature: list[int], back: list[int]
+) -> dict[str, Any]:
+    """A TTSP block: ``days`` are the repeaters' times to a second order;
+    ``mature[i]`` / ``back[i]`` the buyers with REPEAT_WINDOWS[i] days behind them
+    and those of them who ordered again within that many days."""
     return {
-        "first_time_buyers": len(rows),
+        "first_time_buyers": buyers,
         "repeaters": len(days),
         "median_days": _r(median(days), 2),
         "p75_days": _r(percentile(days, 75), 2),
         "p90_days": _r(percentile(days, 90), 2),
-        "repeat_within": within,
+        "repeat_within": {
+            str(n): _r(ratio(back[i], mature[i])) for i, n in enumerate(REPEAT_WINDOWS)
+        },
     }
 
 
-def _histogram(rows: list[CustomerRow]) -> list[dict[str, Any]]:
+def histogram(days: Iterable[float]) -> list[dict[str, Any]]:
+    """TTSP histogram over HISTOGRAM_EDGES, lower-inclusive buckets."""
     counts = [0] * len(HISTOGRAM_EDGES)
-    for r in rows:
-        if r.first_order_at is None or r.second_order_at is None:
-            continue
-        d = (r.second_order_at - r.first_order_at) / MICROS_PER_DAY
-        i = max(i for i, lo in enumerate(HISTOGRAM_EDGES) if d >= lo)
-        counts[i] += 1
+    for d in days:
+        counts[bisect.bisect_right(HISTOGRAM_EDGES, d) - 1] += 1
     out = []
     for i, lo in enumerate(HISTOGRAM_EDGES):
         hi = HISTOGRAM_EDGES[i + 1] if i + 1 < len(HISTOGRAM_EDGES) else None
@@ -202,20 +195,17 @@ def _histogram(rows: list[CustomerRow]) -> list[dict[str, Any]]:
     return out
 
 
-def _crr_block(buyers: list[CustomerRow], as_of: int) -> list[dict[str, Any]]:
-    if not buyers:
+def crr_block(
+    first: int | None, as_of: int, cell: Callable[[str, int, int], tuple[int, int, int]]
+) -> list[dict[str, Any]]:
+    """CRR per calendar month from the one of the first order to ``as_of``'s;
+    ``cell(label, start, last_instant)`` gives that month's (S0, N, E)."""
+    if first is None:
         return []
-    first = min(r.first_order_at for r in buyers if r.first_order_at is not None)
     out: list[dict[str, Any]] = []
     for label, start, end in _months(first, as_of):
         last_instant = min(end - 1, as_of)
-        s0 = sum(1 for r in buyers if r.active_at(start - 1))
-        n = sum(
-            1
-            for r in buyers
-            if r.first_order_at is not None and start <= r.first_order_at <= last_instant
-        )
-        e = sum(1 for r in buyers if r.active_at(last_instant))
+        s0, n, e = cell(label, start, last_instant)
         out.append(
             {
                 "period": label,
@@ -229,28 +219,30 @@ def _crr_block(buyers: list[CustomerRow], as_of: int) -> list[dict[str, Any]]:
     return out
 
 
-def _clv_block(buyers: list[CustomerRow], as_of: int, lifetime: float) -> list[dict[str, Any]]:
-    if not buyers:
+def clv_block(
+    first: int | None,
+    as_of: int,
+    buyers: int,
+    orders: int,
+    spend: Mapping[str, Decimal],
+    currencies: Mapping[str, int],
+    lifetime: float,
+) -> list[dict[str, Any]]:
+    """Simple CLV per currency: ``orders`` of ``buyers`` since ``first``, with the
+    spend and the order count of each currency."""
+    if first is None or buyers == 0:
         return []
-    first = min(r.first_order_at for r in buyers if r.first_order_at is not None)
     years = max(as_of - first, MIN_OBSERVED) / YEAR
-    orders = sum(r.orders for r in buyers)
-    per_year = orders / len(buyers) / years
-    spend: dict[str, Decimal] = {}
-    counts: Counter[str] = Counter()
-    for r in buyers:
-        for cur, amount in r.spend.items():
-            spend[cur] = spend.get(cur, Decimal(0)) + Decimal(amount)
-        counts.update(r.order_currencies)
+    per_year = orders / buyers / years
     out = []
     for cur in sorted(spend):
-        if counts[cur] == 0:
+        if currencies.get(cur, 0) == 0:
             continue
-        aov = float(spend[cur] / counts[cur])
+        aov = float(spend[cur] / currencies[cur])
         out.append(
             {
                 "currency": cur,
-                "orders": counts[cur],
+                "orders": currencies[cur],
                 "average_order_value": round(aov, 2),
                 "orders_per_year": round(per_year, 4),
                 "lifetime_years": lifetime,
@@ -260,7 +252,8 @@ def _clv_block(buyers: list[CustomerRow], as_of: int, lifetime: float) -> list[d
     return out
 
 
-def _split(key: str) -> tuple[str, int, str]:
+def split_count_key(key: str) -> tuple[str, int, str]:
+    """A stored count key ``"rule/step/outcome"`` -> (rule, step, outcome)."""
     rule, step, what = key.split("/")
     return rule, int(step), what
 
@@ -283,6 +276,85 @@ def _lift_block(
     return out
 
 
+def report_document(
+    *,
+    as_of: int,
+    customers: int,
+    buyers: int,
+    repeaters: int,
+    ttsp: dict[str, Any],
+    crr: list[dict[str, Any]],
+    clv: list[dict[str, Any]],
+    lifecycle: Mapping[str, int],
+    decision_counts: Iterable[tuple[str, int]],
+    conversion_counts: Iterable[tuple[str, int]],
+) -> dict[str, Any]:
+    """The ``report/1`` document from its blocks and the summed count keys."""
+    decisions: Counter[tuple[str, int, str]] = Counter()
+    conversions: Counter[tuple[str, int, str]] = Counter()
+    for key, n in decision_counts:
+        decisions[split_count_key(key)] += n
+    for key, n in conversion_counts:
+        conversions[split_count_key(key)] += n
+    by_outcome = dict.fromkeys(OUTCOMES, 0)
+    for (_, _, outcome), n in decisions.items():
+        by_outcome[outcome] = by_outcome.get(outcome, 0) + n
+    return {
+        "schema": SCHEMA_REPORT,
+        "as_of": iso(as_of),
+        "customers": customers,
+        "buyers": buyers,
+        "ttsp": ttsp,
+        "rpr": {"buyers": buyers, "repeaters": repeaters, "rate": _r(ratio(repeaters, buyers))},
+        "crr": crr,
+        "clv": clv,
+        "lifecycle": dict(lifecycle),
+        "decisions": {"total": sum(decisions.values()), "by_outcome": by_outcome},
+        "lift": _lift_block(decisions, conversions),
+    }
+
+
+# --- the report over customer rows -----------------------------------------------------
+
+
+def _ttsp_block(rows: list[CustomerRow], as_of: int) -> dict[str, Any]:
+    days = [
+        (r.second_order_at - r.first_order_at) / MICROS_PER_DAY
+        for r in rows
+        if r.first_order_at is not None and r.second_order_at is not None
+    ]
+    mature: list[int] = []
+    back: list[int] = []
+    for n in REPEAT_WINDOWS:
+        horizon = as_of - n * MICROS_PER_DAY
+        ripe = [r for r in rows if r.first_order_at is not None and r.first_order_at <= horizon]
+        mature.append(len(ripe))
+        back.append(
+            sum(
+                1
+                for r in ripe
+                if r.second_order_at is not None
+                and r.first_order_at is not None
+                and r.second_order_at - r.first_order_at <= n * MICROS_PER_DAY
+            )
+        )
+    return ttsp_summary(len(rows), days, mature, back)
+
+
+def _crr_cell(buyers: list[CustomerRow]) -> Callable[[str, int, int], tuple[int, int, int]]:
+    def cell(_label: str, start: int, last_instant: int) -> tuple[int, int, int]:
+        s0 = sum(1 for r in buyers if r.active_at(start - 1))
+        n = sum(
+            1
+            for r in buyers
+            if r.first_order_at is not None and start <= r.first_order_at <= last_instant
+        )
+        e = sum(1 for r in buyers if r.active_at(last_instant))
+        return s0, n, e
+
+    return cell
+
+
 def build_report(
     rows: Iterable[CustomerRow], *, as_of: int, settings: ReportSettings | None = None
 ) -> dict[str, Any]:
@@ -293,44 +365,49 @@ def build_report(
     cohorts: dict[str, list[CustomerRow]] = {}
     for r in buyers:
         assert r.first_order_at is not None
-        cohorts.setdefault(_month(r.first_order_at), []).append(r)
-    decisions: Counter[tuple[str, int, str]] = Counter()
-    conversions: Counter[tuple[str, int, str]] = Counter()
+        cohorts.setdefault(month_label(r.first_order_at), []).append(r)
     lifecycle = dict.fromkeys(STAGES, 0)
     for r in all_rows:
         lifecycle[r.stage] = lifecycle.get(r.stage, 0) + 1
-        for key, n in r.decision_counts.items():
-            decisions[_split(key)] += n
-        for key, n in r.conversion_counts.items():
-            conversions[_split(key)] += n
-    by_outcome = dict.fromkeys(OUTCOMES, 0)
-    for (_, _, outcome), n in decisions.items():
-        by_outcome[outcome] = by_outcome.get(outcome, 0) + n
-    repeaters = sum(1 for r in buyers if r.orders >= 2)
-    return {
-        "schema": SCHEMA_REPORT,
-        "as_of": iso(as_of),
-        "customers": len(all_rows),
-        "buyers": len(buyers),
-        "ttsp": {
+    first = min((r.first_order_at for r in buyers if r.first_order_at is not None), default=None)
+    spend: dict[str, Decimal] = {}
+    currencies: Counter[str] = Counter()
+    for r in buyers:
+        for cur, amount in r.spend.items():
+            spend[cur] = spend.get(cur, Decimal(0)) + Decimal(amount)
+        currencies.update(r.order_currencies)
+    gaps = [
+        (r.second_order_at - r.first_order_at) / MICROS_PER_DAY
+        for r in buyers
+        if r.first_order_at is not None and r.second_order_at is not None
+    ]
+    return report_document(
+        as_of=as_of,
+        customers=len(all_rows),
+        buyers=len(buyers),
+        repeaters=sum(1 for r in buyers if r.orders >= 2),
+        ttsp={
             "overall": _ttsp_block(buyers, as_of),
             "cohorts": [
                 {"cohort": label, **_ttsp_block(members, as_of)}
                 for label, members in sorted(cohorts.items())
             ],
-            "histogram": _histogram(buyers),
+            "histogram": histogram(gaps),
         },
-        "rpr": {
-            "buyers": len(buyers),
-            "repeaters": repeaters,
-            "rate": _r(ratio(repeaters, len(buyers))),
-        },
-        "crr": _crr_block(buyers, as_of),
-        "clv": _clv_block(buyers, as_of, settings.clv_lifetime_years),
-        "lifecycle": lifecycle,
-        "decisions": {"total": sum(decisions.values()), "by_outcome": by_outcome},
-        "lift": _lift_block(decisions, conversions),
-    }
+        crr=crr_block(first, as_of, _crr_cell(buyers)),
+        clv=clv_block(
+            first,
+            as_of,
+            len(buyers),
+            sum(r.orders for r in buyers),
+            spend,
+            currencies,
+            settings.clv_lifetime_years,
+        ),
+        lifecycle=lifecycle,
+        decision_counts=(kv for r in all_rows for kv in r.decision_counts.items()),
+        conversion_counts=(kv for r in all_rows for kv in r.conversion_counts.items()),
+    )
 
 
 def _fmt(x: Any) -> str:

@@ -6,46 +6,34 @@ S0 / N / E per month, spend and orders per currency, repeat-within counts per
 cohort) and, for the medians and percentiles, every repeater's time to second
 purchase in integer microseconds per cohort (the only part that grows with the
 data: about 15 bytes of JSON per repeating customer).  :func:`merge_report` adds
-any number of them and computes the report once, with the same formulas as
-:func:`agents.core.reports.build_report`, so the merge of the parts equals the
+any number of them and computes the report once, finishing with the same
+functions as :func:`agents.core.reports.build_report` (``report_document`` and
+the blocks it is made of), so the merge of the parts equals the
 report over all the rows (held to that by property tests), never an average of
 the workers' figures.
 """
 
 from __future__ import annotations
 
-import bisect
 import functools
-from collections import Counter
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from agents.core.guardrails import OUTCOMES
 from agents.core.reports import (
-    HISTOGRAM_EDGES,
-    MIN_OBSERVED,
     REPEAT_WINDOWS,
-    SCHEMA_REPORT,
-    YEAR,
     ReportSettings,
-    _lift_block,
-    _month,
-    _months,
-    _r,
-    _split,
-    clv,
-    crr,
-    median,
-    percentile,
-    ratio,
-)
-from agents.core.reports import (
-    _month_start as _months_start,
+    clv_block,
+    crr_block,
+    histogram,
+    month_label,
+    month_start,
+    report_document,
+    ttsp_summary,
 )
 from agents.core.state import STAGE_PROSPECT, STAGES
-from agents.core.timeutil import MICROS_PER_DAY, iso
+from agents.core.timeutil import MICROS_PER_DAY
 
 SCHEMA_INPUTS = "report-inputs/1"
 
@@ -58,7 +46,7 @@ def _month_index(t: int) -> int:
 
 @functools.lru_cache(maxsize=4096)
 def _month_start(k: int) -> int:
-    return _months_start(k // 12, k % 12 + 1)
+    return month_start(k // 12, k % 12 + 1)
 
 
 def _add(into: dict[str, int], counts: Mapping[str, int]) -> None:
@@ -108,7 +96,7 @@ class ReportInputs:
         for cur, amount in d.get("spend", {}).items():
             self.spend[cur] = self.spend.get(cur, Decimal(0)) + Decimal(amount)
         _add(self.order_currencies, d.get("order_currencies", {}))
-        label = _month(first)
+        label = month_label(first)
         cohort = self.cohorts.get(label)
         if cohort is None:
             cohort = self.cohorts[label] = {
@@ -200,30 +188,7 @@ def report_inputs(states: Iterable[Mapping[str, Any]], as_of: int) -> dict[str, 
 
 
 def _ttsp(buyers: int, gaps: list[int], mature: list[int], back: list[int]) -> dict[str, Any]:
-    days = [g / MICROS_PER_DAY for g in gaps]
-    return {
-        "first_time_buyers": buyers,
-        "repeaters": len(days),
-        "median_days": _r(median(days), 2),
-        "p75_days": _r(percentile(days, 75), 2),
-        "p90_days": _r(percentile(days, 90), 2),
-        "repeat_within": {
-            str(n): _r(ratio(back[i], mature[i])) for i, n in enumerate(REPEAT_WINDOWS)
-        },
-    }
-
-
-def _histogram(gaps: Iterable[int]) -> list[dict[str, Any]]:
-    counts = [0] * len(HISTOGRAM_EDGES)
-    for g in gaps:
-        d = g / MICROS_PER_DAY
-        counts[bisect.bisect_right(HISTOGRAM_EDGES, d) - 1] += 1
-    out = []
-    for i, lo in enumerate(HISTOGRAM_EDGES):
-        hi = HISTOGRAM_EDGES[i + 1] if i + 1 < len(HISTOGRAM_EDGES) else None
-        label = f"{lo}-{hi} d" if hi is not None else f"{lo}+ d"
-        out.append({"label": label, "lower_days": lo, "upper_days": hi, "count": counts[i]})
-    return out
+    return ttsp_summary(buyers, [g / MICROS_PER_DAY for g in gaps], mature, back)
 
 
 def merge_report(
@@ -270,15 +235,6 @@ def merge_report(
             into_crr = crr_counts.setdefault(label, [0, 0, 0])
             for i in range(3):
                 into_crr[i] += counts[i]
-    decisions: Counter[tuple[str, int, str]] = Counter()
-    conversions: Counter[tuple[str, int, str]] = Counter()
-    for key, n in decisions_by_key.items():
-        decisions[_split(key)] += n
-    for key, n in conversions_by_key.items():
-        conversions[_split(key)] += n
-    by_outcome = dict.fromkeys(OUTCOMES, 0)
-    for (_, _, outcome), n in decisions.items():
-        by_outcome[outcome] = by_outcome.get(outcome, 0) + n
     all_gaps = sorted(g for c in cohorts.values() for g in c["ttsp"])
     overall = _ttsp(
         buyers,
@@ -286,74 +242,27 @@ def merge_report(
         [sum(c["mature"][i] for c in cohorts.values()) for i in range(len(REPEAT_WINDOWS))],
         [sum(c["back"][i] for c in cohorts.values()) for i in range(len(REPEAT_WINDOWS))],
     )
-    return {
-        "schema": SCHEMA_REPORT,
-        "as_of": iso(as_of),
-        "customers": customers,
-        "buyers": buyers,
-        "ttsp": {
+
+    def crr_cell(label: str, _start: int, _last: int) -> tuple[int, int, int]:
+        s0, n, e = crr_counts.get(label, (0, 0, 0))
+        return s0, n, e
+
+    return report_document(
+        as_of=as_of,
+        customers=customers,
+        buyers=buyers,
+        repeaters=repeaters,
+        ttsp={
             "overall": overall,
             "cohorts": [
                 {"cohort": label, **_ttsp(c["buyers"], sorted(c["ttsp"]), c["mature"], c["back"])}
                 for label, c in sorted(cohorts.items())
             ],
-            "histogram": _histogram(all_gaps),
+            "histogram": histogram(g / MICROS_PER_DAY for g in all_gaps),
         },
-        "rpr": {"buyers": buyers, "repeaters": repeaters, "rate": _r(ratio(repeaters, buyers))},
-        "crr": _crr(first, as_of, crr_counts),
-        "clv": _clv(first, as_of, buyers, orders, spend, currencies, settings),
-        "lifecycle": lifecycle,
-        "decisions": {"total": sum(decisions.values()), "by_outcome": by_outcome},
-        "lift": _lift_block(decisions, conversions),
-    }
-
-
-def _crr(first: int | None, as_of: int, counts: Mapping[str, list[int]]) -> list[dict[str, Any]]:
-    if first is None:
-        return []
-    out = []
-    for label, _, end in _months(first, as_of):
-        s0, n, e = counts.get(label, (0, 0, 0))
-        out.append(
-            {
-                "period": label,
-                "partial": min(end - 1, as_of) < end - 1,
-                "s0": s0,
-                "n": n,
-                "e": e,
-                "crr": _r(crr(s0, n, e)),
-            }
-        )
-    return out
-
-
-def _clv(
-    first: int | None,
-    as_of: int,
-    buyers: int,
-    orders: int,
-    spend: Mapping[str, Decimal],
-    currencies: Mapping[str, int],
-    settings: ReportSettings,
-) -> list[dict[str, Any]]:
-    if first is None or buyers == 0:
-        return []
-    years = max(as_of - first, MIN_OBSERVED) / YEAR
-    per_year = orders / buyers / years
-    lifetime = settings.clv_lifetime_years
-    out = []
-    for cur in sorted(spend):
-        if currencies.get(cur, 0) == 0:
-            continue
-        aov = float(spend[cur] / currencies[cur])
-        out.append(
-            {
-                "currency": cur,
-                "orders": currencies[cur],
-                "average_order_value": round(aov, 2),
-                "orders_per_year": round(per_year, 4),
-                "lifetime_years": lifetime,
-                "clv": round(clv(aov, per_year, lifetime), 2),
-            }
-        )
-    return out
+        crr=crr_block(first, as_of, crr_cell),
+        clv=clv_block(first, as_of, buyers, orders, spend, currencies, settings.clv_lifetime_years),
+        lifecycle=lifecycle,
+        decision_counts=decisions_by_key.items(),
+        conversion_counts=conversions_by_key.items(),
+    )
