@@ -4,32 +4,41 @@ Sources, lowest precedence first: built-in defaults, the local stack's
 ``stack.json`` (written by ``retention local up``), a TOML file named by
 ``RETENTION_CONFIG``, then ``RETENTION_*`` environment variables.  A bad value
 raises :class:`ConfigError` naming the variable, at start-up.
+
+Each setting is declared once, in :data:`SETTINGS`: its key (the TOML name; the
+environment variable is ``RETENTION_`` + the key in upper case), where its value
+lives in :class:`Config`, its kind (how it is parsed, validated and shown) and its
+help text.  Its default is the dataclass field's (``Config``, ``KafkaSecurity`` or
+the core's ``CoreSettings``).  Loading, :meth:`Config.describe`, ``retention config
+--list`` and the README's configuration table (checked by tests/unit/test_readme.py)
+are derived from that one list.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
+from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import orjson
 
 from agents.core.reports import ReportSettings
-from agents.core.settings import CoreSettings, LadderSettings
+from agents.core.settings import CoreSettings
 from agents.core.state import MAX_ORDER_TIMES
 from agents.core.timeutil import (
     MICROS_PER_SECOND,
     format_duration,
+    iso,
     parse_duration,
     parse_timestamp,
     to_micros,
 )
 
-CLOCKS = ("wall", "stream")
-GUARANTEES = ("at_least_once",)
 # Refused at start-up: under kill -9 it lost decisions with faust-streaming 0.15.3
 # (docs/design.md, "exactly_once: refused").
 EXACTLY_ONCE_REFUSED = (
@@ -39,11 +48,11 @@ EXACTLY_ONCE_REFUSED = (
     "a decision, never lose one, and a repeat carries the same trigger_id, so "
     "deduplicate on trigger_id downstream."
 )
-SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
-SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
 # Steps per ladder: each step is a key in the customer row's counts, so the
 # row stays small (README "Byte budget").
 MAX_LADDER_STEPS = 10
+# Kafka's limit on a topic name; the prefix goes before the longest name we use.
+MAX_TOPIC_NAME = 249
 
 
 class ConfigError(ValueError):
@@ -99,7 +108,7 @@ class KafkaSecurity:
 
 @dataclass(frozen=True, slots=True)
 class Config:
-    """Every setting of a worker and the CLI; see the README's configuration table."""
+    """Every setting of a worker and the CLI; declared in :data:`SETTINGS` below."""
 
     kafka: str = "127.0.0.1:9092"
     kafka_security: KafkaSecurity = field(default_factory=KafkaSecurity)
@@ -146,141 +155,566 @@ class Config:
         return Topics(**{f.name: self.topic_prefix + getattr(base, f.name) for f in fields(Topics)})
 
     def describe(self) -> dict[str, Any]:
-        """The effective settings with secrets masked (for `retention config` and logs)."""
-        sec = self.kafka_security
-        return {
-            "kafka": self.kafka,
-            "kafka_security_protocol": sec.protocol,
-            "kafka_sasl_password": "***" if sec.sasl_password else None,
-            "redis": _mask_url(self.redis),
-            "app_id": self.app_id,
-            "topic_prefix": self.topic_prefix,
-            "topics": {f.name: getattr(self.topics, f.name) for f in fields(Topics)},
-            "partitions": self.partitions,
-            "clock": self.clock,
-            "batch_max": self.batch_max,
-            "batch_within": self.batch_within,
-            "producer_linger": self.producer_linger,
-            "producer_batch_bytes": self.producer_batch_bytes,
-            "commit_interval": self.commit_interval,
-            "processing_guarantee": self.processing_guarantee,
-            "store": self.store,
-            "data_dir": str(self.data_dir),
-            "web": f"{self.web_host}:{self.web_port}",
-            "second_purchase_steps": [_dur(s) for s in self.core.second_purchase.steps],
-            "inactivity_steps": [_dur(s) for s in self.core.inactivity.steps],
-            "overdue_enabled": self.core.overdue_enabled,
-            "overdue_multiplier": self.core.overdue_multiplier,
-            "overdue_floor": _dur(self.core.overdue_floor),
-            "overdue_min_orders": self.core.overdue_min_orders,
-            "holdout_percent": self.core.holdout_percent,
-            "min_gap": _dur(self.core.min_gap),
-            "frequency_cap": self.core.frequency_cap,
-            "frequency_window": _dur(self.core.frequency_window),
-            "attribution_window": _dur(self.core.attribution_window),
-            "active_window": _dur(self.core.active_window),
-            "clv_lifetime_years": self.clv_lifetime_years,
-            "stream_allowed_lateness": _dur(self.core.stream_allowed_lateness),
-            "backfill_until": self.core.backfill_until,
-        }
+        """Every setting's effective value, secrets masked (`retention config`, logs)."""
+        out: dict[str, Any] = {s.key: s.shown(s.value(self)) for s in SETTINGS}
+        out["topics"] = {f.name: getattr(self.topics, f.name) for f in fields(Topics)}
+        return out
 
 
-def _dur(micros: int) -> str:
-    from datetime import timedelta
+# --- kinds: how a setting is parsed, validated and shown ---------------------------
 
+T = TypeVar("T")
+
+
+def _quote(raw: Any) -> str:
+    """The start of a bad value, for an error message (quoted, never dumped whole)."""
+    return repr(str(raw)[:40])
+
+
+def _reason(exc: Exception) -> str:
+    text = str(exc)
+    return text if len(text) <= 150 else text[:150] + "..."
+
+
+@dataclass(frozen=True, slots=True)
+class Kind(Generic[T]):
+    """How one kind of setting is read from TOML or the environment and shown.
+
+    ``parse`` raises :class:`ConfigError` starting with the variable's name;
+    ``show`` gives the JSON value `retention config` prints, which ``parse`` reads
+    back to the same value.
+    """
+
+    def parse(self, name: str, raw: Any) -> T:
+        raise NotImplementedError
+
+    def show(self, value: T) -> Any:
+        return value
+
+
+@dataclass(frozen=True, slots=True)
+class Text(Kind[str]):
+    """Any string (the empty one too, unless ``nonempty``)."""
+
+    nonempty: bool = False
+
+    def parse(self, name: str, raw: Any) -> str:
+        if not isinstance(raw, str):
+            raise ConfigError(f"{name} must be a string, got {_quote(raw)}")
+        if self.nonempty and not raw.strip():
+            raise ConfigError(f"{name} must not be empty")
+        return raw
+
+
+@dataclass(frozen=True, slots=True)
+class OptionalText(Kind[str | None]):
+    """A string, or unset (None) when empty."""
+
+    def parse(self, name: str, raw: Any) -> str | None:
+        if not isinstance(raw, str):
+            raise ConfigError(f"{name} must be a string, got {_quote(raw)}")
+        return raw or None
+
+
+@dataclass(frozen=True, slots=True)
+class Secret(Kind[str | None]):
+    """A password: parsed like :class:`OptionalText`, never shown."""
+
+    def parse(self, name: str, raw: Any) -> str | None:
+        return OptionalText().parse(name, raw)
+
+    def show(self, value: str | None) -> Any:
+        return "***" if value else None
+
+
+@dataclass(frozen=True, slots=True)
+class TopicName(Kind[str]):
+    """A part of Kafka topic names: ASCII letters, digits, '.', '_', '-'."""
+
+    nonempty: bool = True
+
+    def parse(self, name: str, raw: Any) -> str:
+        value = Text(self.nonempty).parse(name, raw)
+        if not re.fullmatch(r"[A-Za-z0-9._-]*", value):
+            raise ConfigError(f"{name} may hold only letters, digits, '.', '_' and '-'")
+        longest = max(len(t) for t in Topics().all())
+        if len(value) + longest > MAX_TOPIC_NAME:
+            raise ConfigError(
+                f"{name} may be at most {MAX_TOPIC_NAME - longest} characters, got {len(value)}"
+            )
+        return value
+
+
+@dataclass(frozen=True, slots=True)
+class Whole(Kind[int]):
+    """A whole number in [lo, hi]."""
+
+    lo: int
+    hi: int
+
+    def parse(self, name: str, raw: Any) -> int:
+        if isinstance(raw, bool | float):
+            raise ConfigError(f"{name} must be a whole number, got {_quote(raw)}")
+        try:
+            value = int(raw)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{name} must be a whole number, got {_quote(raw)}") from None
+        if not self.lo <= value <= self.hi:
+            raise ConfigError(
+                f"{name} must be between {self.lo} and {self.hi}, got {str(value)[:40]}"
+            )
+        return value
+
+
+@dataclass(frozen=True, slots=True)
+class Number(Kind[float]):
+    """A number in [lo, hi] (NaN and infinities are out of range)."""
+
+    lo: float
+    hi: float
+
+    def parse(self, name: str, raw: Any) -> float:
+        if isinstance(raw, bool):
+            raise ConfigError(f"{name} must be a number, got {_quote(raw)}")
+        try:
+            value = float(raw)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{name} must be a number, got {_quote(raw)}") from None
+        if not self.lo <= value <= self.hi:
+            raise ConfigError(f"{name} must be between {self.lo} and {self.hi}, got {value}")
+        return value
+
+
+@dataclass(frozen=True, slots=True)
+class Choice(Kind[str]):
+    """One of a few words; ``refused`` maps a word to the error that explains why not."""
+
+    choices: tuple[str, ...]
+    refused: tuple[tuple[str, str], ...] = ()
+
+    def parse(self, name: str, raw: Any) -> str:
+        value = str(raw).strip()
+        for word, reason in self.refused:
+            if value == word:
+                raise ConfigError(reason)
+        if value not in self.choices:
+            raise ConfigError(
+                f"{name} must be one of {', '.join(self.choices)}; got {_quote(value)}"
+            )
+        return value
+
+
+@dataclass(frozen=True, slots=True)
+class Flag(Kind[bool]):
+    """true/false, yes/no, on/off, 1/0."""
+
+    def parse(self, name: str, raw: Any) -> bool:
+        if isinstance(raw, bool):
+            return raw
+        text = str(raw).strip().lower()
+        if text in ("1", "true", "yes", "on"):
+            return True
+        if text in ("0", "false", "no", "off"):
+            return False
+        raise ConfigError(f"{name} must be true or false, got {_quote(raw)}")
+
+
+def _show_duration(micros: int) -> str:
     return format_duration(timedelta(microseconds=micros))
 
 
-def _mask_url(url: str) -> str:
-    if "@" in url and "//" in url:
-        scheme, rest = url.split("//", 1)
-        return f"{scheme}//***@{rest.split('@', 1)[1]}"
-    return url
+@dataclass(frozen=True, slots=True)
+class Duration(Kind[int]):
+    """An ISO 8601 duration, held in microseconds."""
+
+    def parse(self, name: str, raw: Any) -> int:
+        # parse_duration is exact and refuses anything over 100 years, so no
+        # duration (or an event time plus a few of them) can overflow a datetime.
+        try:
+            value = parse_duration(str(raw))
+        except (ValueError, OverflowError) as exc:
+            raise ConfigError(f"{name}: {_reason(exc)}") from None
+        return (value.days * 86400 + value.seconds) * MICROS_PER_SECOND + value.microseconds
+
+    def show(self, value: int) -> Any:
+        return _show_duration(value)
 
 
-# --- parsing -----------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class Steps(Kind[tuple[int, ...]]):
+    """A ladder: 1 to MAX_LADDER_STEPS positive, strictly increasing durations."""
+
+    def parse(self, name: str, raw: Any) -> tuple[int, ...]:
+        items = raw if isinstance(raw, list) else [s for s in str(raw).split(",") if s.strip()]
+        if not items:
+            raise ConfigError(f"{name} needs at least one duration, e.g. P7D,P14D,P30D")
+        if len(items) > MAX_LADDER_STEPS:
+            raise ConfigError(f"{name} may have at most {MAX_LADDER_STEPS} steps, got {len(items)}")
+        steps = tuple(Duration().parse(name, s) for s in items)
+        if any(s <= 0 for s in steps) or list(steps) != sorted(set(steps)):
+            raise ConfigError(f"{name} must be positive and strictly increasing, got {_quote(raw)}")
+        return steps
+
+    def show(self, value: tuple[int, ...]) -> Any:
+        return [_show_duration(s) for s in value]
 
 
-def _as_int(name: str, raw: Any, lo: int, hi: int) -> int:
-    try:
-        value = int(raw)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{name} must be a whole number, got {str(raw)[:40]!r}") from None
-    if not lo <= value <= hi:
-        raise ConfigError(f"{name} must be between {lo} and {hi}, got {str(value)[:40]}")
-    return value
+@dataclass(frozen=True, slots=True)
+class Instant(Kind[int | None]):
+    """An RFC 3339 time with an offset, held in microseconds; unset when empty."""
+
+    def parse(self, name: str, raw: Any) -> int | None:
+        if raw == "":
+            return None
+        try:
+            return to_micros(parse_timestamp(str(raw)))
+        except (ValueError, OverflowError) as exc:
+            raise ConfigError(f"{name}: {_reason(exc)}") from None
+
+    def show(self, value: int | None) -> Any:
+        return None if value is None else iso(value)
 
 
-def _as_float(name: str, raw: Any, lo: float, hi: float) -> float:
-    try:
-        value = float(raw)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{name} must be a number, got {str(raw)[:40]!r}") from None
-    if not lo <= value <= hi:
-        raise ConfigError(f"{name} must be between {lo} and {hi}, got {value}")
-    return value
+@dataclass(frozen=True, slots=True)
+class HostPorts(Kind[str]):
+    """host:port[,host:port...]"""
+
+    def parse(self, name: str, raw: Any) -> str:
+        value = str(raw).strip()
+        for part in value.split(","):
+            host, _, port = part.rpartition(":")
+            if not host or not port.isdigit():
+                raise ConfigError(f"{name} must be host:port[,host:port...], got {_quote(value)}")
+        return value
 
 
-def _as_choice(name: str, raw: Any, choices: tuple[str, ...]) -> str:
-    value = str(raw).strip()
-    if value not in choices:
-        raise ConfigError(f"{name} must be one of {', '.join(choices)}; got {value!r}")
-    return value
+@dataclass(frozen=True, slots=True)
+class RedisUrl(Kind[str]):
+    """A redis://, rediss:// or unix:// URL; a password in it is masked when shown."""
+
+    def parse(self, name: str, raw: Any) -> str:
+        value = str(raw)
+        if not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ConfigError(
+                f"{name} must be a redis://, rediss:// or unix:// URL, got {_quote(value)}"
+            )
+        return value
+
+    def show(self, value: str) -> Any:
+        if "@" in value and "//" in value:
+            scheme, rest = value.split("//", 1)
+            return f"{scheme}//***@{rest.split('@', 1)[1]}"
+        return value
 
 
-def _as_bool(name: str, raw: Any) -> bool:
-    if isinstance(raw, bool):
-        return raw
-    text = str(raw).strip().lower()
-    if text in ("1", "true", "yes", "on"):
-        return True
-    if text in ("0", "false", "no", "off"):
-        return False
-    raise ConfigError(f"{name} must be true or false, got {raw!r}")
+@dataclass(frozen=True, slots=True)
+class Directory(Kind[Path]):
+    """A directory path; ``~`` is expanded."""
+
+    def parse(self, name: str, raw: Any) -> Path:
+        if not isinstance(raw, str) or not raw.strip():
+            raise ConfigError(f"{name} must be a directory path, got {_quote(raw)}")
+        return Path(raw).expanduser()
+
+    def show(self, value: Path) -> Any:
+        return str(value)
 
 
-def _as_duration(name: str, raw: Any) -> int:
-    # parse_duration is exact and refuses anything over 100 years, so no
-    # duration (or an event time plus a few of them) can overflow a datetime.
-    try:
-        value = parse_duration(str(raw))
-    except (ValueError, OverflowError) as exc:
-        raise ConfigError(f"{name}: {exc}") from None
-    return (value.days * 86400 + value.seconds) * MICROS_PER_SECOND + value.microseconds
+# --- the settings ------------------------------------------------------------------
 
 
-def _as_steps(name: str, raw: Any) -> tuple[int, ...]:
-    items = raw if isinstance(raw, list) else [s for s in str(raw).split(",") if s.strip()]
-    if not items:
-        raise ConfigError(f"{name} needs at least one duration, e.g. P7D,P14D,P30D")
-    if len(items) > MAX_LADDER_STEPS:
-        raise ConfigError(f"{name} may have at most {MAX_LADDER_STEPS} steps, got {len(items)}")
-    steps = tuple(_as_duration(name, s) for s in items)
-    if any(s <= 0 for s in steps) or list(steps) != sorted(set(steps)):
-        raise ConfigError(f"{name} must be positive and strictly increasing, got {raw!r}")
-    return steps
+@dataclass(frozen=True, slots=True)
+class Setting:
+    """One setting: ``key`` in TOML, ``RETENTION_<KEY>`` in the environment.
+
+    ``path`` is where the value lives in :class:`Config` (``core.min_gap``); the
+    default is that dataclass field's.  ``doc_default`` is the README's default
+    where the real one depends on the machine.
+    """
+
+    key: str
+    path: str
+    kind: Kind[Any]
+    help: str
+    doc_default: str | None = None
+
+    @property
+    def env(self) -> str:
+        return "RETENTION_" + self.key.upper()
+
+    def value(self, config: Config) -> Any:
+        obj: Any = config
+        for part in self.path.split("."):
+            obj = getattr(obj, part)
+        return obj
+
+    def default(self) -> Any:
+        return self.value(Config())
+
+    def shown(self, value: Any) -> Any:
+        """The value as `retention config` prints it (secrets masked)."""
+        return self.kind.show(value)
+
+    def default_text(self) -> str:
+        """The default as the README's configuration table writes it."""
+        if self.doc_default is not None:
+            return self.doc_default
+        shown = self.shown(self.default())
+        if shown is None:
+            return "(unset)"
+        if shown == "":
+            return "(none)"
+        if isinstance(shown, bool):
+            return str(shown).lower()
+        if isinstance(shown, list):
+            return ",".join(map(str, shown))
+        return str(shown)
 
 
-def _as_guarantee(raw: Any) -> str:
-    if str(raw).strip() == "exactly_once":
-        raise ConfigError(EXACTLY_ONCE_REFUSED)
-    return _as_choice("RETENTION_PROCESSING_GUARANTEE", raw, GUARANTEES)
+SETTINGS: tuple[Setting, ...] = (
+    Setting("kafka", "kafka", HostPorts(), "Kafka bootstrap servers (host:port,...)"),
+    Setting(
+        "kafka_security_protocol",
+        "kafka_security.protocol",
+        Choice(("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")),
+        "PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL",
+    ),
+    Setting(
+        "kafka_sasl_mechanism",
+        "kafka_security.sasl_mechanism",
+        Choice(("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")),
+        "PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512",
+    ),
+    Setting(
+        "kafka_sasl_username", "kafka_security.sasl_username", OptionalText(), "SASL user name"
+    ),
+    Setting(
+        "kafka_sasl_password",
+        "kafka_security.sasl_password",
+        Secret(),
+        "SASL password (never logged)",
+    ),
+    Setting("kafka_ssl_cafile", "kafka_security.ssl_cafile", OptionalText(), "CA bundle for TLS"),
+    Setting(
+        "kafka_ssl_certfile",
+        "kafka_security.ssl_certfile",
+        OptionalText(),
+        "client certificate for TLS",
+    ),
+    Setting(
+        "kafka_ssl_keyfile", "kafka_security.ssl_keyfile", OptionalText(), "client key for TLS"
+    ),
+    Setting(
+        "redis",
+        "redis",
+        RedisUrl(),
+        "Redis URL (redis:// or rediss:// for TLS) of the read model",
+    ),
+    Setting("redis_password", "redis_password", Secret(), "Redis password (overrides the URL's)"),
+    Setting("redis_prefix", "redis_prefix", Text(), "prefix of every Redis key"),
+    Setting("app_id", "app_id", TopicName(), "Faust app id = Kafka consumer group"),
+    Setting(
+        "topic_prefix", "topic_prefix", TopicName(nonempty=False), "prefix for every topic name"
+    ),
+    Setting(
+        "partitions", "partitions", Whole(1, 1024), "partitions of the topics the worker creates"
+    ),
+    Setting(
+        "replication_factor",
+        "replication_factor",
+        Whole(1, 16),
+        "replication factor of created topics",
+    ),
+    Setting(
+        "clock", "clock", Choice(("wall", "stream")), "wall (live) or stream (replay/backfill)"
+    ),
+    Setting(
+        "tick_interval", "tick_interval", Number(0.05, 3600), "seconds between wall-clock ticks"
+    ),
+    Setting(
+        "batch_max",
+        "batch_max",
+        Whole(1, 100_000),
+        "messages an agent takes per batch (docs/benchmarks.md)",
+    ),
+    Setting(
+        "batch_within",
+        "batch_within",
+        Number(0.001, 10),
+        "seconds an agent waits to fill a batch",
+    ),
+    Setting(
+        "producer_linger",
+        "producer_linger",
+        Number(0, 5),
+        "seconds the producer waits to fill a request",
+    ),
+    Setting(
+        "producer_batch_bytes",
+        "producer_batch_bytes",
+        Whole(1024, 16 << 20),
+        "largest producer batch per partition (bytes)",
+    ),
+    Setting(
+        "commit_interval",
+        "commit_interval",
+        Number(0.1, 600),
+        "seconds between offset commits",
+    ),
+    Setting(
+        "processing_guarantee",
+        "processing_guarantee",
+        Choice(("at_least_once",), refused=(("exactly_once", EXACTLY_ONCE_REFUSED),)),
+        'at_least_once; `exactly_once` is refused at start-up (see "Crash safety")',
+    ),
+    Setting(
+        "store",
+        "store",
+        Choice(("rocksdb://", "memory://")),
+        "table store: rocksdb:// or memory://",
+    ),
+    Setting(
+        "data_dir",
+        "data_dir",
+        Directory(),
+        "worker data directory (RocksDB)",
+        doc_default="~/.cache/retention-processor/data",
+    ),
+    Setting(
+        "web_host", "web_host", Text(nonempty=True), "Faust web bind address (loopback by default)"
+    ),
+    Setting("web_port", "web_port", Whole(1, 65535), "Faust web port"),
+    Setting(
+        "web_advertised_host",
+        "web_advertised_host",
+        OptionalText(),
+        "host name other workers use to reach this one for routed lookups"
+        " (set it when binding 0.0.0.0)",
+        doc_default="(web host)",
+    ),
+    Setting("web_enabled", "web_enabled", Flag(), "serve Faust web"),
+    Setting(
+        "max_message_bytes",
+        "max_message_bytes",
+        Whole(256, 1 << 20),
+        "largest accepted input message",
+    ),
+    Setting(
+        "future_tolerance",
+        "future_tolerance",
+        Duration(),
+        "how far past the wall clock an event may be dated",
+    ),
+    Setting(
+        "second_purchase_steps", "core.second_purchase.steps", Steps(), "second_purchase ladder"
+    ),
+    Setting("inactivity_steps", "core.inactivity.steps", Steps(), "inactivity ladder"),
+    Setting(
+        "stream_allowed_lateness",
+        "core.stream_allowed_lateness",
+        Duration(),
+        "out-of-orderness tolerated in stream-clock mode",
+    ),
+    Setting(
+        "backfill_until",
+        "core.backfill_until",
+        Instant(),
+        "RFC 3339 cut-over: steps due before it are not emitted",
+    ),
+    Setting(
+        "overdue_enabled", "core.overdue_enabled", Flag(), "run the cadence-aware `overdue` rule"
+    ),
+    Setting(
+        "overdue_multiplier",
+        "core.overdue_multiplier",
+        Number(1, 100),
+        "`overdue` fires after this many median gaps without an order",
+    ),
+    Setting(
+        "overdue_floor",
+        "core.overdue_floor",
+        Duration(),
+        "`overdue` never fires sooner than this after the last order",
+    ),
+    Setting(
+        "overdue_min_orders",
+        "core.overdue_min_orders",
+        Whole(2, MAX_ORDER_TIMES),
+        "orders a customer needs before `overdue` applies",
+    ),
+    Setting(
+        "holdout_percent", "core.holdout_percent", Number(0, 100), "control group share (0 to 100)"
+    ),
+    Setting(
+        "holdout_salt",
+        "core.holdout_salt",
+        Text(),
+        "salt of the holdout hash (change it to draw a new control group)",
+    ),
+    Setting("min_gap", "core.min_gap", Duration(), "minimum time between delivered nudges"),
+    Setting(
+        "frequency_cap",
+        "core.frequency_cap",
+        Whole(1, 1000),
+        "delivered nudges allowed per window",
+    ),
+    Setting("frequency_window", "core.frequency_window", Duration(), "window of the frequency cap"),
+    Setting(
+        "attribution_window",
+        "core.attribution_window",
+        Duration(),
+        "an order within this after a firing is a conversion",
+    ),
+    Setting(
+        "active_window",
+        "core.active_window",
+        Duration(),
+        '"active" for the retention rate: an order within this trailing window',
+    ),
+    Setting(
+        "clv_lifetime_years",
+        "clv_lifetime_years",
+        Number(0, 100),
+        "expected customer lifetime in years (simple CLV)",
+    ),
+    Setting(
+        "log_level",
+        "log_level",
+        Choice(("debug", "info", "warning", "error")),
+        "debug, info, warning or error",
+    ),
+)
+BY_KEY: dict[str, Setting] = {s.key: s for s in SETTINGS}
 
 
-def _as_hostport(name: str, raw: Any) -> str:
-    value = str(raw).strip()
-    for part in value.split(","):
-        host, _, port = part.rpartition(":")
-        if not host or not port.isdigit():
-            raise ConfigError(f"{name} must be host:port[,host:port...], got {value!r}")
-    return value
+def _set(obj: Any, path: list[str], value: Any) -> Any:
+    """A copy of the frozen dataclass ``obj`` with the attribute at ``path`` replaced."""
+    head, *rest = path
+    return replace(obj, **{head: _set(getattr(obj, head), rest, value) if rest else value})
 
 
-def _as_time(name: str, raw: Any) -> int:
-    try:
-        return to_micros(parse_timestamp(str(raw)))
-    except (ValueError, OverflowError) as exc:
-        raise ConfigError(f"{name}: {exc}") from None
+def _check(config: Config) -> None:
+    """Rules that involve more than one setting."""
+    sec = config.kafka_security
+    if sec.protocol.startswith("SASL") and not (sec.sasl_username and sec.sasl_password):
+        raise ConfigError(
+            "RETENTION_KAFKA_SASL_USERNAME and RETENTION_KAFKA_SASL_PASSWORD are required "
+            f"with RETENTION_KAFKA_SECURITY_PROTOCOL={sec.protocol}"
+        )
+
+
+def build_config(values: Mapping[str, Any]) -> Config:
+    """A :class:`Config` from raw values by setting key; unnamed settings keep defaults."""
+    config = Config()
+    for key, raw in values.items():
+        setting = BY_KEY[key]
+        value = setting.kind.parse(setting.env, raw)
+        config = _set(config, setting.path.split("."), value)
+    _check(config)
+    return config
+
+
+# --- loading -----------------------------------------------------------------------
 
 
 def load_stack_file(home: Path | None = None) -> dict[str, Any]:
@@ -311,215 +745,11 @@ def load_config(env: Mapping[str, str] | None = None, *, use_stack_file: bool = 
             raise ConfigError(f"RETENTION_CONFIG: cannot read {path}: {exc.strerror}") from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"RETENTION_CONFIG: {path} is not valid TOML: {exc}") from None
-        unknown = set(data) - set(ENV_KEYS)
+        unknown = set(data) - set(BY_KEY)
         if unknown:
             raise ConfigError(f"RETENTION_CONFIG: unknown settings {sorted(unknown)}")
         values.update(data)
-    for key in ENV_KEYS:
-        var = "RETENTION_" + key.upper()
-        if var in env and env[var] != "":
-            values[key] = env[var]
-    return _build(values)
-
-
-# Every setting, by its name in the TOML file; the env var is RETENTION_ + upper case.
-ENV_KEYS: dict[str, str] = {
-    "kafka": "Kafka bootstrap servers (host:port,...)",
-    "kafka_security_protocol": "PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL",
-    "kafka_sasl_mechanism": "PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512",
-    "kafka_sasl_username": "SASL user name",
-    "kafka_sasl_password": "SASL password (never logged)",
-    "kafka_ssl_cafile": "CA bundle for TLS",
-    "kafka_ssl_certfile": "client certificate for TLS",
-    "kafka_ssl_keyfile": "client key for TLS",
-    "redis": "Redis URL (redis:// or rediss:// for TLS)",
-    "redis_password": "Redis password (overrides the URL's)",
-    "redis_prefix": "prefix of every Redis key",
-    "app_id": "Faust app id = Kafka consumer group",
-    "topic_prefix": "prefix for every topic name",
-    "partitions": "partitions of the topics the worker creates",
-    "replication_factor": "replication factor of created topics",
-    "clock": "wall (live) or stream (replay/backfill)",
-    "tick_interval": "seconds between wall-clock ticks",
-    "batch_max": "messages an agent takes per batch",
-    "batch_within": "seconds an agent waits to fill a batch",
-    "producer_linger": "seconds the producer waits to fill a request",
-    "producer_batch_bytes": "largest producer batch per partition (bytes)",
-    "commit_interval": "seconds between offset commits",
-    "processing_guarantee": "at_least_once (exactly_once is refused: see Crash safety)",
-    "store": "table store: rocksdb:// or memory://",
-    "data_dir": "worker data directory (RocksDB)",
-    "web_host": "Faust web bind address",
-    "web_port": "Faust web port",
-    "web_advertised_host": "host name other workers use to reach this one (default: web_host)",
-    "web_enabled": "serve Faust web",
-    "max_message_bytes": "largest accepted input message",
-    "future_tolerance": "how far past the wall clock an event may be dated",
-    "second_purchase_steps": "second_purchase ladder, e.g. P7D,P14D,P30D",
-    "inactivity_steps": "inactivity ladder, e.g. P14D,P30D,P60D",
-    "stream_allowed_lateness": "out-of-orderness tolerated in stream-clock mode",
-    "backfill_until": "RFC 3339 cut-over: steps due before it are not emitted",
-    "holdout_percent": "share of customers in the control group",
-    "holdout_salt": "salt of the holdout hash",
-    "min_gap": "minimum time between delivered nudges",
-    "frequency_cap": "delivered nudges allowed per frequency window",
-    "frequency_window": "window of the frequency cap",
-    "attribution_window": "an order within this after a firing is a conversion",
-    "overdue_enabled": "run the cadence-aware overdue rule",
-    "overdue_multiplier": "overdue fires after this many median gaps without an order",
-    "overdue_floor": "overdue never fires sooner than this after the last order",
-    "overdue_min_orders": "orders a customer needs before overdue applies",
-    "active_window": "an order within this trailing window makes a customer active (CRR)",
-    "clv_lifetime_years": "expected customer lifetime in years (simple CLV)",
-    "log_level": "debug, info, warning or error",
-}
-
-
-def _build(v: dict[str, Any]) -> Config:
-    d = Config()
-    core = d.core
-    sec = KafkaSecurity(
-        protocol=_as_choice(
-            "RETENTION_KAFKA_SECURITY_PROTOCOL",
-            v.get("kafka_security_protocol", "PLAINTEXT"),
-            SECURITY_PROTOCOLS,
-        ),
-        sasl_mechanism=_as_choice(
-            "RETENTION_KAFKA_SASL_MECHANISM",
-            v.get("kafka_sasl_mechanism", "PLAIN"),
-            SASL_MECHANISMS,
-        ),
-        sasl_username=v.get("kafka_sasl_username"),
-        sasl_password=v.get("kafka_sasl_password"),
-        ssl_cafile=v.get("kafka_ssl_cafile"),
-        ssl_certfile=v.get("kafka_ssl_certfile"),
-        ssl_keyfile=v.get("kafka_ssl_keyfile"),
-    )
-    if sec.protocol.startswith("SASL") and not (sec.sasl_username and sec.sasl_password):
-        raise ConfigError(
-            "RETENTION_KAFKA_SASL_USERNAME and RETENTION_KAFKA_SASL_PASSWORD are required "
-            f"with RETENTION_KAFKA_SECURITY_PROTOCOL={sec.protocol}"
-        )
-    redis = str(v.get("redis", d.redis))
-    if not redis.startswith(("redis://", "rediss://", "unix://")):
-        raise ConfigError(
-            f"RETENTION_REDIS must be a redis://, rediss:// or unix:// URL, got {redis!r}"
-        )
-    backfill = v.get("backfill_until")
-    new_core = replace(
-        core,
-        second_purchase=LadderSettings(
-            core.second_purchase.rule,
-            _as_steps("RETENTION_SECOND_PURCHASE_STEPS", v["second_purchase_steps"])
-            if "second_purchase_steps" in v
-            else core.second_purchase.steps,
-        ),
-        inactivity=LadderSettings(
-            core.inactivity.rule,
-            _as_steps("RETENTION_INACTIVITY_STEPS", v["inactivity_steps"])
-            if "inactivity_steps" in v
-            else core.inactivity.steps,
-        ),
-        holdout_percent=_as_float(
-            "RETENTION_HOLDOUT_PERCENT", v.get("holdout_percent", core.holdout_percent), 0, 100
-        ),
-        holdout_salt=str(v.get("holdout_salt", core.holdout_salt)),
-        min_gap=_as_duration("RETENTION_MIN_GAP", v["min_gap"]) if "min_gap" in v else core.min_gap,
-        frequency_cap=_as_int(
-            "RETENTION_FREQUENCY_CAP", v.get("frequency_cap", core.frequency_cap), 1, 1000
-        ),
-        frequency_window=_as_duration("RETENTION_FREQUENCY_WINDOW", v["frequency_window"])
-        if "frequency_window" in v
-        else core.frequency_window,
-        attribution_window=_as_duration("RETENTION_ATTRIBUTION_WINDOW", v["attribution_window"])
-        if "attribution_window" in v
-        else core.attribution_window,
-        stream_allowed_lateness=_as_duration(
-            "RETENTION_STREAM_ALLOWED_LATENESS", v["stream_allowed_lateness"]
-        )
-        if "stream_allowed_lateness" in v
-        else core.stream_allowed_lateness,
-        backfill_until=_as_time("RETENTION_BACKFILL_UNTIL", backfill) if backfill else None,
-        overdue_enabled=_as_bool("RETENTION_OVERDUE_ENABLED", v.get("overdue_enabled", True)),
-        overdue_multiplier=_as_float(
-            "RETENTION_OVERDUE_MULTIPLIER",
-            v.get("overdue_multiplier", core.overdue_multiplier),
-            1,
-            100,
-        ),
-        overdue_floor=_as_duration("RETENTION_OVERDUE_FLOOR", v["overdue_floor"])
-        if "overdue_floor" in v
-        else core.overdue_floor,
-        overdue_min_orders=_as_int(
-            "RETENTION_OVERDUE_MIN_ORDERS",
-            v.get("overdue_min_orders", core.overdue_min_orders),
-            2,
-            MAX_ORDER_TIMES,
-        ),
-        active_window=_as_duration("RETENTION_ACTIVE_WINDOW", v["active_window"])
-        if "active_window" in v
-        else core.active_window,
-    )
-    store = str(v.get("store", d.store))
-    if store not in ("rocksdb://", "memory://"):
-        raise ConfigError(f"RETENTION_STORE must be rocksdb:// or memory://, got {store!r}")
-    topic_prefix = str(v.get("topic_prefix", ""))
-    if topic_prefix and not all(c.isalnum() or c in "._-" for c in topic_prefix):
-        raise ConfigError("RETENTION_TOPIC_PREFIX may hold only letters, digits, '.', '_' and '-'")
-    return Config(
-        kafka=_as_hostport("RETENTION_KAFKA", v.get("kafka", d.kafka)),
-        kafka_security=sec,
-        redis=redis,
-        redis_password=v.get("redis_password"),
-        redis_prefix=str(v.get("redis_prefix", d.redis_prefix)),
-        app_id=str(v.get("app_id", d.app_id)),
-        topic_prefix=topic_prefix,
-        partitions=_as_int("RETENTION_PARTITIONS", v.get("partitions", d.partitions), 1, 1024),
-        replication_factor=_as_int(
-            "RETENTION_REPLICATION_FACTOR", v.get("replication_factor", 1), 1, 16
-        ),
-        clock=_as_choice("RETENTION_CLOCK", v.get("clock", d.clock), CLOCKS),
-        tick_interval=_as_float("RETENTION_TICK_INTERVAL", v.get("tick_interval", 1.0), 0.05, 3600),
-        batch_max=_as_int("RETENTION_BATCH_MAX", v.get("batch_max", d.batch_max), 1, 100_000),
-        batch_within=_as_float(
-            "RETENTION_BATCH_WITHIN", v.get("batch_within", d.batch_within), 0.001, 10
-        ),
-        producer_linger=_as_float(
-            "RETENTION_PRODUCER_LINGER", v.get("producer_linger", d.producer_linger), 0, 5
-        ),
-        producer_batch_bytes=_as_int(
-            "RETENTION_PRODUCER_BATCH_BYTES",
-            v.get("producer_batch_bytes", d.producer_batch_bytes),
-            1024,
-            16 << 20,
-        ),
-        commit_interval=_as_float(
-            "RETENTION_COMMIT_INTERVAL", v.get("commit_interval", d.commit_interval), 0.1, 600
-        ),
-        processing_guarantee=_as_guarantee(v.get("processing_guarantee", d.processing_guarantee)),
-        store=store,
-        data_dir=Path(v.get("data_dir", d.data_dir)).expanduser(),
-        web_host=str(v.get("web_host", d.web_host)),
-        web_port=_as_int("RETENTION_WEB_PORT", v.get("web_port", d.web_port), 1, 65535),
-        web_advertised_host=v.get("web_advertised_host") or None,
-        web_enabled=_as_bool("RETENTION_WEB_ENABLED", v.get("web_enabled", True)),
-        max_message_bytes=_as_int(
-            "RETENTION_MAX_MESSAGE_BYTES",
-            v.get("max_message_bytes", d.max_message_bytes),
-            256,
-            1 << 20,
-        ),
-        future_tolerance=_as_duration("RETENTION_FUTURE_TOLERANCE", v["future_tolerance"])
-        if "future_tolerance" in v
-        else d.future_tolerance,
-        core=new_core,
-        clv_lifetime_years=_as_float(
-            "RETENTION_CLV_LIFETIME_YEARS",
-            v.get("clv_lifetime_years", d.clv_lifetime_years),
-            0,
-            100,
-        ),
-        log_level=_as_choice(
-            "RETENTION_LOG_LEVEL", v.get("log_level", "info"), ("debug", "info", "warning", "error")
-        ),
-    )
+    for setting in SETTINGS:
+        if env.get(setting.env, "") != "":
+            values[setting.key] = env[setting.env]
+    return build_config(values)

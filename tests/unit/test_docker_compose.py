@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 import yaml
 
-from streams.config import ENV_KEYS, Config, load_config
+from streams.config import SETTINGS, Config, load_config
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -41,7 +41,7 @@ def test_services_and_images(compose: dict[str, Any]) -> None:
 
 def test_worker_env_names_are_real_settings(compose: dict[str, Any]) -> None:
     env = _env(compose["services"]["worker"])
-    known = {"RETENTION_" + key.upper() for key in ENV_KEYS}
+    known = {s.env for s in SETTINGS}
     assert set(env) <= known, f"unknown settings: {sorted(set(env) - known)}"
     assert env["RETENTION_KAFKA"] == "kafka:19092"
     assert env["RETENTION_REDIS"] == "redis://redis:6379/0"
