@@ -9,10 +9,13 @@ Semantics (the stream implements the same):
 * Every non-blank line is validated with :func:`agents.core.validation.validate`;
   an invalid line is counted under its error code and skipped.
 * Deduplication is per customer, because that is where the stream keeps its
-  dedup memory: an ``event_id`` the customer has sent before is ignored (first
-  occurrence in file order wins); an order counts once, at the ``occurred_at`` of
-  the first event (file order) carrying its ``order_id``; later events with that
-  ``order_id`` are ignored entirely, they are not activity either.  Order ids are
+  dedup memory, and runs over the valid events in event-time order (file order
+  among equal times), the order in which ``retention replay`` delivers the file:
+  an ``event_id`` the customer has sent before is ignored; an order counts once,
+  at the ``occurred_at`` of the earliest event carrying its ``order_id``; later
+  events with that ``order_id`` are ignored entirely, they are not activity
+  either.  With ``arrival_order=True`` the file's own order is used instead (a
+  live feed's arrival order, as ``retention produce`` sends it).  Order ids are
   remembered for the customer's whole history with the stream's own filter
   (:mod:`agents.core.dedup`: exact up to 1,024 orders, then a Bloom filter), so a
   false positive drops the same order in both.
@@ -581,12 +584,17 @@ def compute_decisions(
     *,
     until: int | None = None,
     now: int | None = None,
+    arrival_order: bool = False,
 ) -> ReferenceResult:
     """Read raw JSONL lines and compute every decision due at or before ``until``.
 
     ``until`` (micros) defaults to the latest ``occurred_at`` of any valid line;
     ``now`` (micros) is the processor clock for the future-timestamp check and
-    defaults to the wall clock.
+    defaults to the wall clock.  Duplicates (an ``event_id`` or ``order_id`` seen
+    before) are resolved in event-time order, file order among equal times, as
+    ``retention replay`` feeds the file; ``arrival_order=True`` resolves them in
+    file order instead, for a file that is the arrival order of a live feed (what
+    ``retention produce`` sends as it is).
     """
     core, max_bytes, future_tolerance = _settings(cfg)
     if now is None:
@@ -595,7 +603,7 @@ def compute_decisions(
     dead_letters: dict[str, int] = {}
     duplicates = order_retries = events = read = 0
     latest: int | None = None
-    taken: list[Event] = []  # in file order, after both kinds of dedup
+    valid: list[Event] = []  # in file order
     for raw in lines:
         line = raw.rstrip(b"\r\n")
         if not line.strip():
@@ -608,9 +616,17 @@ def compute_decisions(
             continue
         if latest is None or event.occurred_at > latest:
             latest = event.occurred_at
-        log = logs.get(event.customer_id)
-        if log is None:
-            log = logs[event.customer_id] = _CustomerLog(event.customer_id)
+        if event.customer_id not in logs:
+            logs[event.customer_id] = _CustomerLog(event.customer_id)
+        valid.append(event)
+    if not arrival_order:
+        # Dedup in the order ``retention replay`` delivers the file: by event time,
+        # file order among equal times (a stable sort), so the result does not
+        # depend on how the file's lines are ordered (README "Replaying history").
+        valid.sort(key=lambda e: e.occurred_at)
+    taken: list[Event] = []  # in dedup order, after both kinds of dedup
+    for event in valid:
+        log = logs[event.customer_id]
         if event.event_id in log.event_ids:
             duplicates += 1
             continue

@@ -206,12 +206,25 @@ def test_duplicates_and_order_retries_count_once() -> None:
     ]
 
 
-def test_an_order_is_dated_by_its_first_event_in_file_order() -> None:
+def test_an_order_is_dated_by_its_earliest_event_whatever_the_file_order() -> None:
+    # As ``retention replay`` delivers the file (by time), the earliest copy counts.
     lines = [
         purchase("hal", T0 + 1 * DAY, "o1", event_id="late-stamp"),
         purchase("hal", T0, "o1", event_id="original"),
     ]
     result = run(lines, until=T0 + 8 * DAY)
+    assert result.facts["hal"].order_times == (T0,)
+    assert fired(result) == [("second_purchase", 1, at(0), at(7))]
+    assert run(lines[::-1], until=T0 + 8 * DAY).decisions == result.decisions
+
+
+def test_in_arrival_order_an_order_is_dated_by_its_first_event_in_the_file() -> None:
+    # A file that is a live feed's arrival order (``retention produce`` sends it as it is).
+    lines = [
+        purchase("hal", T0 + 1 * DAY, "o1", event_id="late-stamp"),
+        purchase("hal", T0, "o1", event_id="original"),
+    ]
+    result = compute_decisions(lines, CORE, until=T0 + 8 * DAY, now=NOW, arrival_order=True)
     assert result.facts["hal"].order_times == (T0 + DAY,)
     assert fired(result) == [("second_purchase", 1, at(1), at(8))]
 
