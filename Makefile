@@ -2,7 +2,10 @@
 #
 # `make test` is the whole suite: install (once), lint, type-check, then every test
 # under tests/ against a real Kafka broker and redis-server that the test session
-# starts and stops itself (see docs/local-stack.md).
+# starts and stops itself (see docs/local-stack.md).  The tiers run alone:
+# `make unit` (no broker, no subprocess), `make integration` (the harness: broker,
+# Redis, local stack), `make e2e` (real worker processes).  README "Running tests"
+# gives their times.
 
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
@@ -17,10 +20,10 @@ PYTHON ?= $(shell for p in python3.13 python3.12 python3.11 python3; do \
 	command -v $$p >/dev/null 2>&1 && $$p -c "import sys; sys.exit(sys.version_info < (3, 11))" \
 	2>/dev/null && { echo $$p; break; }; done)
 
-.PHONY: help venv install jars lint typecheck test unit integration demo bench clean distclean
+.PHONY: help venv install jars lint typecheck test unit integration e2e demo bench clean distclean
 
 help:  ## list the targets
-	@awk -F ':.*## ' '/^[a-z][a-z -]*:.*## / {printf "  %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@awk -F ':.*## ' '/^[a-z][a-z0-9 -]*:.*## / {printf "  %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 venv install: $(STAMP)  ## create .venv (Python 3.11+) and install the package with its dev tools
 
@@ -44,11 +47,14 @@ typecheck: $(STAMP)  ## mypy (strict, settings in pyproject.toml)
 test: $(STAMP) lint typecheck jars  ## lint, type-check and run every test (real Kafka + Redis)
 	$(BIN)/pytest tests
 
-unit: $(STAMP)  ## only the unit tests (no broker)
-	$(BIN)/pytest tests/unit
+unit: $(STAMP)  ## tier 1: unit tests only (no broker, no worker process)
+	$(BIN)/pytest -q tests/unit
 
-integration: $(STAMP) jars  ## only the integration tests (real Kafka + Redis)
+integration: $(STAMP) jars  ## tier 2: the harness against a real Kafka broker + Redis
 	$(BIN)/pytest tests/integration
+
+e2e: $(STAMP) jars  ## tier 3: real worker processes end to end (Kafka + Redis)
+	$(BIN)/pytest tests/e2e
 
 demo: $(STAMP)  ## run the demo on the local stack
 	$(BIN)/retention demo
