@@ -1,7 +1,7 @@
 """The Redis read model: one hash per customer, for messaging services at send time.
 
 Layout and fields are a contract, documented in ``schemas/readmodel.md`` (and
-``schemas/readmodel.schema.json``); :data:`FIELDS` is what the writer writes and a
+``schemas/readmodel.json``); :data:`FIELDS` is what the writer writes and a
 unit test holds the two together.
 
 The customer agent never awaits Redis.  It calls :meth:`ReadModelWriter.mark`

@@ -1,6 +1,6 @@
 """The retention engine: events and clock advances in, firings out.
 
-Time semantics (SPEC section 5).  Each customer record is advanced to a
+Time semantics (README "Time", docs/design.md).  Each customer record is advanced to a
 *watermark* W supplied by the caller (wall clock, or the partition's stream
 clock).  Events dated after W wait in ``state.pending``; advancing walks time
 forward, applying pending events and firing ladder steps in time order.  A step

@@ -1,4 +1,4 @@
-"""Retention reports (SPEC section 6): plain functions over one row per customer.
+"""Retention reports (README "Reports"): plain functions over one row per customer.
 
 Two paths produce the rows - the live one from the processor's tables
 (:meth:`CustomerRow.from_state`) and the offline one from an event file

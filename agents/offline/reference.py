@@ -341,7 +341,7 @@ def _opted_out_at(consents: tuple[tuple[int, str], ...], due: int) -> bool:
 def apply_guardrails(
     firings: list[Firing], facts: dict[str, CustomerFacts], core: CoreSettings
 ) -> list[tuple[Firing, Verdict]]:
-    """Give every firing (already in output order) its verdict, SPEC section 4."""
+    """Give every firing (already in output order) its verdict (README "Guardrails")."""
     delivered: dict[str, list[int]] = {}
     out: list[tuple[Firing, Verdict]] = []
     for f in firings:
@@ -411,7 +411,7 @@ def outcome_dict(c: Conversion, core: CoreSettings) -> dict[str, Any]:
 
 
 def lifecycle_stage(facts: CustomerFacts, inactivity: list[Firing], steps: int) -> str:
-    """Walk the customer's timeline through the stage machine of SPEC section 6.
+    """Walk the customer's timeline through the lifecycle stages (README "Reports").
 
     prospect -> new (first order) -> repeat (second order); an inactivity step
     makes the customer at_risk, its last step lapsed; activity after that brings

@@ -1,6 +1,5 @@
 """kill -9 a worker mid-replay, restart it: no decision is lost, and any
-duplicate carries the same trigger_id (SPEC section 5, ARCHITECTURE: "kill -9
-tests against the real broker are the judge")."""
+duplicate carries the same trigger_id (README "Crash safety")."""
 
 from __future__ import annotations
 

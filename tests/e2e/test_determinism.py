@@ -1,6 +1,6 @@
 """The stream agrees with the offline reference, and with itself across worker
 counts: same decisions with the same guardrail verdicts and trigger ids, same
-conversions, same report figures (SPEC sections 4-6)."""
+conversions, same report figures (README "Rules" to "Reports")."""
 
 from __future__ import annotations
 

@@ -432,7 +432,7 @@ def _state_at(events: list[tuple[str, int]], d: int) -> tuple[int, int | None]:
 @settings(max_examples=200, deadline=None)
 @given(histories())
 def test_decisions_match_the_rules_evaluated_at_each_due_time(lines: list[bytes]) -> None:
-    """SPEC section 4 read literally: a step fires iff its condition holds at D."""
+    """README "Rules" read literally: a step fires iff its condition holds at D."""
     until = T0 + 120 * DAY
     per_customer: dict[str, list[tuple[str, int]]] = {}
     for line in lines:

@@ -1,4 +1,4 @@
-"""The streaming engine agrees with the offline reference (SPEC section 6).
+"""The streaming engine agrees with the offline reference (README "Reports", docs/design.md).
 
 Small multi-customer histories (purchases with same-instant orders and retries of
 an order_id, exact redeliveries, sessions, opt-outs and opt-ins) are written as

@@ -1,4 +1,4 @@
-"""Rule ladders and event-time semantics of the engine (SPEC sections 4 and 5)."""
+"""Rule ladders and event-time semantics of the engine (README "Rules" and "Time")."""
 
 from __future__ import annotations
 

@@ -1,9 +1,9 @@
-"""Guardrails (SPEC section 4): holdout, opted_out, min_gap, frequency_cap and their order.
+"""Guardrails (README "Guardrails"): holdout, opted_out, min_gap, frequency_cap and their order.
 
 Each guardrail is checked on its own and in combination, both through
 :meth:`Guardrails.judge` and end to end through the :class:`Engine` (whose
 firings are driven by short custom ladders so the due times are easy to read).
-Expectations are worked out from the SPEC, never copied from the code.
+Expectations are worked out from the README's rules, never copied from the code.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Retention reports (SPEC section 6) on small cases worked out by hand."""
+"""Retention reports (README "Reports") on small cases worked out by hand."""
 
 from __future__ import annotations
 
