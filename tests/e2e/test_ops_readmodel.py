@@ -1,5 +1,5 @@
 """Readiness during table recovery, and the Redis read model through a Redis outage
-(issue 5), on real workers, the session's broker and a dedicated redis-server."""
+(README "Operations"), on real workers, the session's broker and a dedicated redis-server."""
 
 from __future__ import annotations
 

@@ -336,7 +336,7 @@ def test_rows_of_the_previous_version_load_and_keep_their_meaning() -> None:
 def test_an_old_row_over_budget_is_set_aside_until_its_pending_drains() -> None:
     engine = Engine(CoreSettings())
     raw = orjson.dumps(old_row(2048, wide=True))
-    assert len(raw) > 1_000_000  # what the issue saw: a 1.6 MB row
+    assert len(raw) > 1_000_000  # a row as the engine wrote it before the byte budget: 1.6 MB
     state = CustomerState.from_dict(orjson.loads(raw))
     assert row_size(state) > ROW_BUDGET // 2
     event = Event("session", "new", WIDE, T0 + 2 * DAY, session_id="x")
