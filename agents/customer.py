@@ -65,7 +65,9 @@ CODE_INTERNAL = "invalid_internal_message"
 class StateStore(Protocol):
     def get(self, key: str) -> bytes | None: ...
 
-    def scan(self, partition: int) -> Iterable[tuple[str, bytes]]: ...
+    def scan(self, partition: int) -> Iterable[tuple[str, bytes]]:
+        """Only the rows of ``partition`` (streams.faust_adapter.TableStore)."""
+        ...
 
 
 @dataclass(slots=True)
@@ -168,8 +170,6 @@ class CustomerProcessor:
             if not key.startswith(CUSTOMER_KEY_PREFIX):
                 continue
             state = CustomerState.from_dict(orjson.loads(value))
-            if state.partition != partition:
-                continue
             index.set(state.customer_id, self.engine.wake_at(state))
             rebuilt += 1
         self.counters["index_rebuilds"] += 1

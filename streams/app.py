@@ -1,66 +1,42 @@
-"""The Faust app: topics, tables and agents wired to the pure core.
+"""The worker's assembly: one Faust app with its topics, table, agents and views.
 
-Agents only translate: bytes from Kafka go into :class:`agents.ingest.IngestProcessor`
-and :class:`agents.customer.CustomerProcessor`; what they return goes back out.
+The agents (:mod:`agents.faust_agents`) only translate: bytes from Kafka go into
+:class:`agents.ingest.IngestProcessor` and :class:`agents.customer.CustomerProcessor`;
+what they return goes back out.  Faust internals are used only through
+:mod:`streams.faust_adapter`; what metrics, summary and views read of the worker is
+a :class:`streams.observe.Snapshot` (docs/design.md, "Layout").
 """
 
 from __future__ import annotations
 
-import asyncio
-import functools
-import logging
-import os
-import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Iterable
 from typing import Any, TypedDict
 
+import aiohttp
 import faust
+import orjson
 from aiokafka.partitioner import DefaultPartitioner
 
-from agents.core.clock import WallClock, system_clock
+from agents.core.clock import NEVER, StreamClock, WallClock, system_clock
 from agents.core.engine import Engine
-from agents.customer import CustomerProcessor, group_by_partition, input_sources
+from agents.customer import CLOCK_IDLE_TIMEOUT, CLOCK_KEY_PREFIX, CustomerProcessor, input_sources
+from agents.faust_agents import CustomerAgent, IngestAgent, Send, crash_only
 from agents.ingest import IngestProcessor
-from agents.messages import bundles, dumps
+from agents.messages import dumps
 from streams.config import Config
 from streams.faults import FaultInjector
 from streams.faust_adapter import (
+    TableStore,
     check_version,
     committed_offsets,
-    event_context,
+    recovery_state,
     set_producer_buffer_limit,
-    write_rows,
 )
 from streams.kafka import ssl_context
 from streams.metrics import Metrics
+from streams.observe import PartitionClock, PartitionRows, ReadModelStatus, Snapshot
 from streams.readmodel import ReadModelWriter, connect
-
-log = logging.getLogger(__name__)
-
-
-def crash_only(fn: Callable[[Any], Awaitable[None]]) -> Callable[[Any], Awaitable[None]]:
-    """Exit the process when an agent fails instead of leaving a stalled worker.
-
-    Faust logs a crashed agent and keeps the worker up with nothing consuming.
-    A supervisor (systemd, Kubernetes, the test harness) restarts the process, and
-    at-least-once processing replays from the last committed offset.
-    """
-
-    @functools.wraps(fn)
-    async def wrapper(stream: Any) -> None:
-        try:
-            await fn(stream)
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.critical(
-                "agent %s crashed; exiting so the worker restarts", fn.__name__, exc_info=True
-            )
-            logging.shutdown()
-            os._exit(70)
-
-    return wrapper
 
 
 class _RawTopicOptions(TypedDict):
@@ -70,30 +46,6 @@ class _RawTopicOptions(TypedDict):
     value_type: type[bytes]
     key_serializer: str
     value_serializer: str
-
-
-class TableStore:
-    """:class:`agents.customer.StateStore` over a Faust table of raw bytes."""
-
-    def __init__(self, table: Any) -> None:
-        self.table = table
-
-    def get(self, key: str) -> bytes | None:
-        value = self.table.get(key.encode())
-        return bytes(value) if value is not None else None
-
-    def put(self, key: str, value: bytes) -> None:
-        self.table[key.encode()] = value
-
-    def scan(self, partition: int) -> Iterable[tuple[str, bytes]]:
-        data = self.table.data
-        db_for = getattr(data, "_db_for_partition", None)
-        if db_for is not None:  # RocksDB: one database per partition
-            for key, value in data._visible_items(db_for(partition)):
-                yield key.decode(), value
-        else:  # memory store: one dict; the processor filters by partition
-            for key, value in list(self.table.items()):
-                yield key.decode(), value
 
 
 def _credentials(config: Config) -> Any:
@@ -155,29 +107,29 @@ def faust_settings(config: Config) -> dict[str, Any]:
 
 
 class RetentionApp:
-    """Builds one Faust app for one :class:`Config`."""
+    """Builds one Faust app (:attr:`faust_app`) for one :class:`Config`."""
 
     def __init__(self, config: Config, *, wall_clock: WallClock = system_clock) -> None:
         check_version()
         self.config = config
         self.wall_clock = wall_clock
         topics = config.topics
-        self.app = faust.App(config.app_id, **faust_settings(config))
+        self.faust_app = faust.App(config.app_id, **faust_settings(config))
         raw: _RawTopicOptions = {
             "key_type": bytes,
             "value_type": bytes,
             "key_serializer": "raw",
             "value_serializer": "raw",
         }
-        self.input_topic = self.app.topic(*topics.inputs(), **raw)
-        self.customer_topic = self.app.topic(
+        self.input_topic = self.faust_app.topic(*topics.inputs(), **raw)
+        self.customer_topic = self.faust_app.topic(
             topics.customer_events, partitions=config.partitions, **raw
         )
         self.outputs = {
-            name: self.app.topic(name, **raw)
+            name: self.faust_app.topic(name, **raw)
             for name in (*topics.outputs(), topics.customer_events)
         }
-        self.table = self.app.Table(
+        self.table = self.faust_app.Table(
             "customers",
             partitions=config.partitions,
             key_type=bytes,
@@ -203,9 +155,7 @@ class RetentionApp:
             internal_topic=topics.customer_events,
             wall_clock=wall_clock,
         )
-        # Delivered nudges by (UTC date of due time, rule, step), since start.
-        self.triggers_by_day: Counter[tuple[str, str, int]] = Counter()
-        self.metrics = Metrics(self)
+        self.metrics = Metrics(self.snapshot)
         self.readmodel = ReadModelWriter(
             connect=lambda: connect(config),
             prefix=config.redis_prefix,
@@ -216,43 +166,71 @@ class RetentionApp:
             scan=self.store.scan,
         )
         self.fault = FaultInjector.from_env()
-        self._in_batch = False  # the customers agent is inside a batch
-        self._revoked: set[int] = set()  # revoked while it was
         self._partitioner = DefaultPartitioner()
         self._partitions = list(range(config.partitions))
+        self.ingest_agent = IngestAgent(
+            self.ingest,
+            start=self._start_batching,
+            partition_of=self.partition_of,
+            fault=self.fault.hit,
+            batch_max=config.batch_max,
+            batch_within=config.batch_within,
+        )
+        self.customer_agent = CustomerAgent(
+            self.processor,
+            self.store,
+            start=self._start_batching,
+            revoke=self._revoke,
+            mark=self.readmodel.mark,
+            observe_slice=self.metrics.tick_duration.observe,
+            fault=self.fault.hit,
+            batch_max=config.batch_max,
+            batch_within=config.batch_within,
+        )
         self._wire()
         if config.web_enabled:
             from streams.web.views import register
 
-            register(self)
+            register(self.faust_app, self)
 
-    # --- what the web views and the read model ask --------------------------------
+    # --- what the web views, the summary and the read model ask -------------------------
+
+    @property
+    def engine(self) -> Engine:
+        return self.processor.engine
+
+    @property
+    def http_client(self) -> aiohttp.ClientSession:
+        client: aiohttp.ClientSession = self.faust_app.http_client
+        return client
 
     @property
     def canonical_url(self) -> str:
-        return str(self.app.conf.canonical_url)
+        return str(self.faust_app.conf.canonical_url)
 
     @property
     def web_address(self) -> str:
         host = self.config.web_advertised_host or self.config.web_host
         return f"{host}:{self.config.web_port}"
 
+    @property
+    def triggers_by_day(self) -> Counter[tuple[str, str, int]]:
+        """Delivered nudges by (UTC date of due time, rule, step), since start."""
+        return self.customer_agent.triggers_by_day
+
     def is_recovering(self) -> bool:
-        tables: Any = self.app.tables  # TableManagerT does not declare .recovery
-        recovery = tables.recovery
-        return bool(recovery.in_recovery)
+        return recovery_state(self.faust_app)[1]
 
     def is_ready(self) -> bool:
         """Table recovery has completed (at least once, and is not running again)."""
-        tables: Any = self.app.tables
-        recovery = tables.recovery
-        return bool(recovery.completed.is_set() and not recovery.in_recovery)
+        completed, running = recovery_state(self.faust_app)
+        return completed and not running
 
     def owned_partitions(self) -> set[int]:
         """Customer partitions actively assigned to this worker."""
         name = self.config.topics.customer_events
         try:
-            actives = self.app.assignor.assigned_actives()
+            actives = self.faust_app.assignor.assigned_actives()
         except Exception:  # no assignment yet
             return set()
         return {tp.partition for tp in actives if tp.topic == name}
@@ -268,12 +246,22 @@ class RetentionApp:
         parts = self._partitions
         return int(self._partitioner(customer_id.encode(), parts, parts))
 
+    def owners(self) -> dict[str, list[int]]:
+        """Canonical URL -> customer partitions, from Faust's table metadata."""
+        changelog = self.table.changelog_topic.get_topic_name()
+        try:
+            hosts = self.faust_app.router.table_metadata(self.table.name)
+        except Exception:  # no assignment yet
+            return {}
+        out = {str(url): sorted(t.get(changelog, ())) for url, t in hosts.items()}
+        return {url: ps for url, ps in out.items() if ps}
+
     def owner_of(self, customer_id: str) -> str | None:
         """The canonical URL of the worker owning the customer, if known."""
         partition = self.partition_of(customer_id)
         changelog = self.table.changelog_topic.get_topic_name()
         try:
-            hosts = self.app.router.table_metadata(self.table.name)
+            hosts = self.faust_app.router.table_metadata(self.table.name)
         except Exception:  # no assignment yet
             return None
         for url, topics in hosts.items():
@@ -281,12 +269,21 @@ class RetentionApp:
                 return str(url)
         return None
 
+    def customer_row(self, customer_id: str) -> bytes | None:
+        return self.store.get("c/" + customer_id)
+
+    def partition_rows(self, partitions: Iterable[int]) -> list[PartitionRows]:
+        return self.store.rows_for_thread(partitions)
+
+    def metrics_text(self) -> bytes:
+        return self.metrics.render()
+
     def consumer_lag(self) -> dict[str, int]:
         """Messages not yet committed, per topic, on this worker's partitions."""
         watched = {*self.config.topics.inputs(), self.config.topics.customer_events}
         lag: Counter[str] = Counter()
         try:
-            consumer: Any = self.app.consumer  # _committed_offset is not on ConsumerT
+            consumer: Any = self.faust_app.consumer
             assignment = consumer.assignment()
         except Exception:  # not started yet
             return {}
@@ -304,67 +301,72 @@ class RetentionApp:
             lag[tp.topic] += max(0, int(high) - int(committed))
         return dict(lag)
 
+    def snapshot(self) -> Snapshot:
+        """The worker's counters, partitions and clocks now (streams.observe)."""
+        proc, ingest, rm = self.processor, self.ingest, self.readmodel
+        completed, running = recovery_state(self.faust_app)
+        owned = tuple(sorted(self.owned_partitions()))
+        stream = self.config.clock == "stream"
+        return Snapshot(
+            at=self.wall_clock(),
+            worker=self.web_address,
+            url=self.canonical_url,
+            clock_mode=self.config.clock,
+            ready=completed and not running,
+            recovering=running,
+            owned=owned,
+            accepted=ingest.accepted,
+            events=proc.counters["events"],
+            duplicates=proc.counters["duplicates"],
+            outcomes=proc.counters["outcomes"],
+            ingest_dead_letters=dict(ingest.dead_letters),
+            customer_dead_letters=dict(proc.dead_letters),
+            late=dict(proc.late),
+            decisions=dict(proc.decision_counts),
+            triggers_by_day=dict(self.triggers_by_day),
+            clocks=tuple(
+                PartitionClock(p, rt.watermark, rt.advanced_at, len(rt.index))
+                for p, rt in sorted(proc.runtimes.items())
+            ),
+            watermarks=self._watermarks(owned) if stream else {},
+            lag=self.consumer_lag(),
+            read_model=ReadModelStatus(
+                redis_up=rm.redis_up,
+                lag=rm.lag,
+                oldest_age=rm.oldest_age,
+                resync_partitions=len(rm.resync),
+                written=rm.written,
+                skipped=rm.skipped,
+                errors=rm.errors,
+                last_flush_at=rm.last_flush_at,
+            ),
+            clock_warnings=tuple(proc.clock_warnings(CLOCK_IDLE_TIMEOUT)),
+        )
+
+    def _watermarks(self, owned: Iterable[int]) -> dict[int, int | None]:
+        """Each owned partition's stream clock: the live one, else the stored one."""
+        proc = self.processor
+        out: dict[int, int | None] = {}
+        for p in owned:
+            rt = proc.runtimes.get(p)
+            mark = rt.watermark if rt is not None else NEVER
+            if mark <= NEVER:
+                raw = self.store.get(CLOCK_KEY_PREFIX + str(p))
+                if raw is not None:
+                    lateness = proc.engine.settings.stream_allowed_lateness
+                    clock = StreamClock.restore(proc.sources, lateness, orjson.loads(raw))
+                    mark = clock.watermark()
+            out[p] = mark if mark > NEVER else None
+        return out
+
+    # --- wiring ---------------------------------------------------------------------------
+
     def _wire(self) -> None:
-        app, cfg = self.app, self.config
-        batch, within = cfg.batch_max, cfg.batch_within
-
-        @app.agent(self.input_topic, name="ingest")
-        @crash_only
-        async def ingest(stream: Any) -> None:
-            await self._start_batching()
-            handle = self.ingest.handle
-            fault = self.fault.hit
-            send = app.producer.send
-            customer_topic = cfg.topics.customer_events
-            async for events in stream.take_events(batch, within=within):
-                acks: list[Awaitable[Any]] = []
-                # Valid events and clock markers, per customer partition, in order:
-                # one bundle each per batch (agents/messages.py).
-                routed: dict[int, list[bytes]] = {}
-                for event in events:
-                    m = event.message
-                    outputs, controls = handle(event.value, m.topic, m.partition, m.offset)
-                    for out in outputs:
-                        if out.topic == customer_topic:
-                            routed.setdefault(self.partition_of(out.key), []).append(out.value)
-                        else:
-                            acks.append(
-                                await send(out.topic, out.key.encode(), out.value, None, None, None)
-                            )
-                    for partition, payload in controls:
-                        routed.setdefault(partition, []).append(payload)
-                for partition, items in routed.items():
-                    for record in bundles(items):
-                        acks.append(
-                            await send(customer_topic, b"__bundle__", record, partition, None, None)
-                        )
-                # A failed send raises here and stops the agent (crash_only): the
-                # batch is not acked, so it is consumed again after the restart.
-                await asyncio.gather(*acks)
-                fault("ingest_after_sends")
-
-        @app.agent(self.customer_topic, name="customers")
-        @crash_only
-        async def customers(stream: Any) -> None:
-            await self._start_batching()
-            async for events in stream.take_events(batch, within=within):
-                last: dict[int, Any] = {}
-                for event in events:
-                    last[event.message.partition] = event
-                groups = group_by_partition(
-                    [(e.message.partition, e.message.offset, e.value) for e in events]
-                )
-                changelog: list[Any] = []
-                self._in_batch = True
-                try:
-                    for partition, messages in groups.items():
-                        await self._process(partition, messages, last[partition], changelog)
-                    # Every row of the batch is in the changelog before its events
-                    # are acked (and so before their offsets can be committed).
-                    await asyncio.gather(*changelog)
-                finally:
-                    self._in_batch = False
-                    self._apply_revoked()
+        app, cfg = self.faust_app, self.config
+        app.agent(self.input_topic, name="ingest")(crash_only("ingest", self.ingest_agent.run))
+        app.agent(self.customer_topic, name="customers")(
+            crash_only("customers", self.customer_agent.run)
+        )
 
         # Faust's App.timer returns a bare Callable, so the decorator is untyped.
         @app.timer(interval=cfg.tick_interval, on_leader=True)  # type: ignore[untyped-decorator]
@@ -381,69 +383,26 @@ class RetentionApp:
         @app.on_partitions_revoked.connect  # type: ignore[untyped-decorator,arg-type]
         async def on_revoked(sender: Any, revoked: Any, **kwargs: Any) -> None:
             name = cfg.topics.customer_events
-            # A batch in flight finishes first, as Faust lets an event in flight
-            # finish: dropping its partition's runtime mid-batch would drop the
-            # rest of its queued work (events the batch then acks).
-            self._revoked.update(tp.partition for tp in revoked if tp.topic == name)
-            if not self._in_batch:
-                self._apply_revoked()
+            self.customer_agent.partitions_revoked(
+                tp.partition for tp in revoked if tp.topic == name
+            )
 
         @app.task  # type: ignore[untyped-decorator]
         async def read_model() -> None:
             await self.readmodel.run()
 
-    def _apply_revoked(self) -> None:
-        gone, self._revoked = self._revoked, set()
-        if gone:
-            self.processor.revoke(gone)
-            self.readmodel.revoke(gone)
+    def _revoke(self, gone: set[int]) -> None:
+        self.processor.revoke(gone)
+        self.readmodel.revoke(gone)
 
-    async def _start_batching(self) -> None:
-        """Once per agent start: output topics exist, the producer buffer is sized."""
+    async def _start_batching(self) -> Send:
+        """Once per agent start: output topics exist, the producer buffer is sized;
+        returns the producer's send."""
         # Outputs go through the producer directly (no Topic.send), so declare them.
         for topic in self.outputs.values():
             await topic.maybe_declare()
         # A batch's changelog rows sit in Faust's producer buffer until its sender task
         # drains them; above the limit the conductor stops to flush on every message.
-        set_producer_buffer_limit(self.app, max(100, 4 * self.config.batch_max))
-
-    async def _process(
-        self, partition: int, messages: list[Any], event: Any, changelog: list[Any]
-    ) -> None:
-        """One partition's share of a batch, in slices of bounded work.
-
-        Per slice: send every output, await the acknowledgements once, then write
-        the table rows.  An output is acknowledged before the state that produced
-        it is written, so a crash in between replays the events and re-fires with
-        the same trigger_id (a duplicate), never a lost decision.  The rows'
-        changelog acks are collected in ``changelog``; the batch awaits them
-        before its events are acked.  Between slices the loop gets control back,
-        so a big clock advance does not starve it.
-        """
-        proc, store = self.processor, self.store
-        send = self.app.producer.send
-        mark = self.readmodel.mark
-        with event_context(event):  # reads and writes go to this partition
-            proc.feed(partition, messages, store)
-            while proc.has_work(partition):
-                started = time.perf_counter()
-                result = proc.step(partition, store)
-                if result.outputs:
-                    acks = [
-                        await send(o.topic, o.key.encode(), o.value, None, None, None)
-                        for o in result.outputs
-                    ]
-                    await asyncio.gather(*acks)
-                    self.triggers_by_day.update(result.delivered)
-                    self.fault.hit("after_sends")
-                rows = [(k.encode(), v) for k, v in result.writes.items()]
-                changelog.extend(write_rows(self.table, partition, rows))
-                for key, value in result.writes.items():
-                    if key.startswith("c/"):
-                        # Only remembered here; the read-model task writes Redis.
-                        mark(partition, key[2:], value)
-                if result.outputs:  # count the slices that fired, as after_sends does
-                    self.fault.hit("after_writes")
-                self.metrics.tick_duration.observe(time.perf_counter() - started)
-                if proc.has_work(partition):
-                    await asyncio.sleep(0)
+        set_producer_buffer_limit(self.faust_app, max(100, 4 * self.config.batch_max))
+        send: Send = self.faust_app.producer.send
+        return send

@@ -12,7 +12,13 @@ Faust 0.15 does not offer as public API:
 * **the producer buffer's flush threshold.**  ``ProducerBuffer.max_messages``
   (100) makes the conductor flush table changelog messages on every message once
   more than 100 are buffered, which a batch of table writes always exceeds;
-* **the committed offsets** behind the consumer-lag figure.
+* **the committed offsets** behind the consumer-lag figure;
+* **one partition of a table at a time** (:class:`TableStore`): RocksDB keeps a
+  database per partition (``Store._db_for_partition``, ``_visible_items``); the
+  memory store is one dict, with the partition of each recovered key in
+  ``Store._key_partition``;
+* **the table recovery state** behind readiness (``TableManager.recovery``, not
+  declared on ``TableManagerT``).
 
 ``tests/unit/streams/test_faust_adapter.py`` checks each of these against the
 installed Faust and fails loudly on an upgrade: re-read the Faust source for
@@ -23,7 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import weakref
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from importlib.metadata import version
 from typing import Any
 
@@ -85,3 +91,91 @@ def set_producer_buffer_limit(app: Any, max_messages: int) -> None:
 def committed_offsets(consumer: Any) -> dict[Any, int]:
     """The consumer's last committed offset per topic-partition."""
     return dict(consumer._committed_offset)
+
+
+# --- tables: one partition at a time, recovery --------------------------------------
+
+
+class TableStore:
+    """A Faust table of raw bytes, read and written one partition at a time.
+
+    :meth:`scan` yields only the rows of the partition asked for, whichever the
+    store, so no caller filters rows by partition (the shape of quix-streams'
+    ``StorePartition``).  RocksDB has a database per partition; the memory store
+    is one dict, so this remembers the partition of every row written through
+    :meth:`write` and takes that of recovered rows from the store.
+    """
+
+    def __init__(self, table: Any) -> None:
+        self.table = table
+        # Memory store: partition of each row written here (recovered rows: the store's).
+        self._written: dict[bytes, int] = {}
+
+    @property
+    def is_rocksdb(self) -> bool:
+        return hasattr(self.table.data, "_db_for_partition")
+
+    def get(self, key: str) -> bytes | None:
+        value = self.table.get(key.encode())
+        return bytes(value) if value is not None else None
+
+    def put(self, key: str, value: bytes) -> None:
+        self.table[key.encode()] = value
+
+    def within(self, event: Any) -> contextlib.AbstractContextManager[None]:
+        """Reads and writes go to the partition of ``event`` (:func:`event_context`)."""
+        return event_context(event)
+
+    def write(self, partition: int, rows: Sequence[tuple[bytes, bytes]]) -> list[Any]:
+        """:func:`write_rows` to ``partition``; returns the changelog acks."""
+        if not self.is_rocksdb:
+            for key, _ in rows:
+                self._written[key] = partition
+        return write_rows(self.table, partition, rows)
+
+    def scan(self, partition: int) -> Iterator[tuple[str, bytes]]:
+        """The partition's rows.  RocksDB: a live iterator, readable in another
+        thread; memory store: iterate it on the event loop (see :meth:`rows_for_thread`)."""
+        data = self.table.data
+        if self.is_rocksdb:
+            for key, value in data._visible_items(data._db_for_partition(partition)):
+                yield key.decode(), value
+            return
+        of = self._partition_of(data)
+        for key, value in list(data.items()):
+            if of(key) == partition:
+                yield key.decode(), value
+
+    def rows_for_thread(
+        self, partitions: Iterable[int]
+    ) -> list[tuple[int, Iterable[tuple[str, bytes]]]]:
+        """Each partition's rows, safe to read in another thread while the agent
+        writes: RocksDB iterators read a consistent view; a dict must not change
+        while it is iterated, so the memory store's rows are copied here, in one pass."""
+        wanted = list(partitions)
+        if self.is_rocksdb:
+            return [(p, self.scan(p)) for p in wanted]
+        data = self.table.data
+        of = self._partition_of(data)
+        out: dict[int, list[tuple[str, bytes]]] = {p: [] for p in wanted}
+        for key, value in list(data.items()):
+            p = of(key)
+            rows = out.get(p) if p is not None else None
+            if rows is not None:
+                rows.append((key.decode(), value))
+        return list(out.items())
+
+    def _partition_of(self, data: Any) -> Callable[[bytes], int | None]:
+        written, recovered = self._written, data._key_partition
+
+        def of(key: bytes) -> int | None:
+            p = written.get(key)
+            return recovered.get(key) if p is None else p
+
+        return of
+
+
+def recovery_state(app: Any) -> tuple[bool, bool]:
+    """(table recovery has completed at least once, recovery is running now)."""
+    recovery = app.tables.recovery
+    return bool(recovery.completed.is_set()), bool(recovery.in_recovery)

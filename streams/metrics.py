@@ -3,21 +3,21 @@
 Counters live where they are counted (the ingest processor, the customer
 processor, the read-model writer) as plain integers, so the hot path pays for an
 integer increment, not a Prometheus client call.  :class:`WorkerCollector` turns
-them into metric families at scrape time.  Each app gets its own
-``CollectorRegistry`` so several apps in one process (tests) never clash.
+the worker's :class:`streams.observe.Snapshot` into metric families at scrape
+time.  Each app gets its own ``CollectorRegistry`` so several apps in one process
+(tests) never clash.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from collections import Counter
+from collections.abc import Callable, Iterator
 
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-if TYPE_CHECKING:
-    from streams.app import RetentionApp
+from streams.observe import Snapshot
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -27,18 +27,18 @@ TICK_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.
 
 
 class WorkerCollector(Collector):
-    def __init__(self, rapp: RetentionApp) -> None:
-        self.rapp = rapp
+    def __init__(self, snapshot: Callable[[], Snapshot]) -> None:
+        self.snapshot = snapshot
 
     def collect(self) -> Iterator[Metric]:
-        r = self.rapp
-        proc, ingest, rm = r.processor, r.ingest, r.readmodel
+        s = self.snapshot()
+        rm = s.read_model
 
         accepted = CounterMetricFamily(
             "retention_events_accepted",
             "Input messages that passed validation and went to the customer topic",
         )
-        accepted.add_metric([], ingest.accepted)
+        accepted.add_metric([], s.accepted)
         yield accepted
 
         processed = CounterMetricFamily(
@@ -46,14 +46,15 @@ class WorkerCollector(Collector):
             "Events taken into customer state, by result",
             labels=["result"],
         )
-        processed.add_metric(["applied"], proc.counters["events"])
-        processed.add_metric(["duplicate"], proc.counters["duplicates"])
+        processed.add_metric(["applied"], s.events)
+        processed.add_metric(["duplicate"], s.duplicates)
         yield processed
 
         dead = CounterMetricFamily(
             "retention_dead_letters", "Input messages sent to the DLQ, by code", labels=["code"]
         )
-        for code, n in sorted((ingest.dead_letters + proc.dead_letters).items()):
+        codes = Counter(s.ingest_dead_letters) + Counter(s.customer_dead_letters)
+        for code, n in sorted(codes.items()):
             dead.add_metric([code], n)
         yield dead
 
@@ -62,7 +63,7 @@ class WorkerCollector(Collector):
             "Events that arrived after the stream clock had passed them, by input topic",
             labels=["topic"],
         )
-        for topic, n in sorted(proc.late.items()):
+        for topic, n in sorted(s.late.items()):
             late.add_metric([topic], n)
         yield late
 
@@ -76,11 +77,10 @@ class WorkerCollector(Collector):
             "Wall-clock seconds since the partition's stream clock last moved",
             labels=["partition"],
         )
-        now = r.wall_clock()
-        for p, rt in sorted(proc.runtimes.items()):
-            if rt.advanced_at:
-                clock.add_metric([str(p)], rt.watermark / 1e6)
-                stalled.add_metric([str(p)], max(0, now - rt.advanced_at) / 1e6)
+        for c in s.clocks:
+            if c.advanced_at:
+                clock.add_metric([str(c.partition)], c.watermark / 1e6)
+                stalled.add_metric([str(c.partition)], max(0, s.at - c.advanced_at) / 1e6)
         yield clock
         yield stalled
 
@@ -89,18 +89,18 @@ class WorkerCollector(Collector):
             "Rule firings by rule, step and outcome (delivered or a suppression reason)",
             labels=["rule", "step", "outcome"],
         )
-        for (rule, step, outcome), n in sorted(proc.decision_counts.items()):
+        for (rule, step, outcome), n in sorted(s.decisions.items()):
             decisions.add_metric([rule, str(step), outcome], n)
         yield decisions
 
         due = GaugeMetricFamily(
             "retention_due_index_size", "Customers waiting in the due index of owned partitions"
         )
-        due.add_metric([], sum(len(rt.index) for rt in proc.runtimes.values()))
+        due.add_metric([], sum(c.due for c in s.clocks))
         yield due
 
         owned = GaugeMetricFamily("retention_partitions_owned", "Customer partitions owned")
-        owned.add_metric([], len(r.owned_partitions()))
+        owned.add_metric([], len(s.owned))
         yield owned
 
         lag = GaugeMetricFamily(
@@ -108,12 +108,12 @@ class WorkerCollector(Collector):
             "Messages not yet committed on the partitions this worker consumes",
             labels=["topic"],
         )
-        for topic, n in sorted(r.consumer_lag().items()):
+        for topic, n in sorted(s.lag.items()):
             lag.add_metric([topic], n)
         yield lag
 
         ready = GaugeMetricFamily("retention_ready", "1 when table recovery is complete")
-        ready.add_metric([], 1.0 if r.is_ready() else 0.0)
+        ready.add_metric([], 1.0 if s.ready else 0.0)
         yield ready
 
         rm_lag = GaugeMetricFamily(
@@ -133,7 +133,7 @@ class WorkerCollector(Collector):
             "retention_read_model_resync_partitions",
             "Owned partitions waiting to be resynced to Redis from the table",
         )
-        rm_resync.add_metric([], len(rm.resync))
+        rm_resync.add_metric([], rm.resync_partitions)
         yield rm_resync
 
         rm_up = GaugeMetricFamily(
@@ -161,9 +161,9 @@ class WorkerCollector(Collector):
 class Metrics:
     """The registry of one app and the instruments observed directly."""
 
-    def __init__(self, rapp: RetentionApp) -> None:
+    def __init__(self, snapshot: Callable[[], Snapshot]) -> None:
         self.registry = CollectorRegistry(auto_describe=False)
-        self.registry.register(WorkerCollector(rapp))
+        self.registry.register(WorkerCollector(snapshot))
         self.tick_duration = Histogram(
             "retention_tick_duration_seconds",
             "Time to handle one clock message (tick or advance), firing and publishing "

@@ -140,11 +140,12 @@ class ReadModelWriter:
     """The worker's background writer: a coalescing dirty set flushed to Redis.
 
     ``owned()`` gives the customer partitions this worker owns right now and
-    ``ready()`` says whether table recovery is complete; ``scan(p)`` iterates a
-    partition's table rows.  Partitions that become owned are resynced from the
-    table in the background (the version guard makes that harmless when Redis is
-    already current); dirty entries of revoked partitions are dropped, because the
-    new owner resyncs them from its recovered table.
+    ``ready()`` says whether table recovery is complete; ``scan(p)`` iterates the
+    rows of partition ``p`` (and only those: streams.faust_adapter.TableStore).
+    Partitions that become owned are resynced from the table in the background
+    (the version guard makes that harmless when Redis is already current); dirty
+    entries of revoked partitions are dropped, because the new owner resyncs them
+    from its recovered table.
     """
 
     def __init__(
@@ -309,9 +310,6 @@ class ReadModelWriter:
                 if partition not in self.known:
                     break  # revoked while we were writing: the new owner resyncs it
                 if not key.startswith(CUSTOMER_KEY_PREFIX):
-                    continue
-                # A memory store scans every partition (standby copies included).
-                if orjson.loads(value).get("partition") != partition:
                     continue
                 cid = key[len(CUSTOMER_KEY_PREFIX) :]
                 if cid not in self.dirty:  # a dirty entry is at least as new

@@ -41,7 +41,7 @@ def make_worker(config: Config) -> Any:
                 logging.getLogger(name).setLevel(level)
 
     retention = RetentionApp(config)
-    return Worker(retention.app, loglevel=level)
+    return Worker(retention.faust_app, loglevel=level)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -11,9 +11,11 @@ Two scopes (docs/operations.md, "Summary"):
   not answer within :data:`PART_TIMEOUT` is listed with the error, and its
   partitions as missing.
 
-Reading the table never runs on the event loop: the rows are scanned, decoded
-and reduced in a worker thread (RocksDB: straight from its per-partition
-databases; the memory store: from a copy taken on the loop).  Summaries are
+Everything here reads the worker through :mod:`streams.observe` (its snapshot and
+:class:`~streams.observe.ObservedWorker`), never the Faust app.  Reading the table
+never runs on the event loop: the rows are scanned, decoded and reduced in a
+worker thread (RocksDB: straight from its per-partition databases; the memory
+store: from a copy taken on the loop, see streams/faust_adapter.py).  Summaries are
 served stale-while-revalidate (:class:`Revalidating`): the last one is answered
 at once with its age, and a request that finds it older than :data:`MAX_AGE`
 starts one rebuild in the background.
@@ -26,19 +28,17 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import aiohttp
 import orjson
 
-from agents.core.clock import NEVER, StreamClock
 from agents.core.guardrails import OUTCOME_DELIVERED, SUPPRESSIONS
 from agents.core.timeutil import iso
-from agents.customer import CLOCK_KEY_PREFIX, CUSTOMER_KEY_PREFIX
+from agents.customer import CUSTOMER_KEY_PREFIX
+from streams.config import Config
+from streams.observe import ObservedWorker, PartitionRows, Snapshot
 from streams.web.merge import ReportInputs, merge_report
-
-if TYPE_CHECKING:
-    from streams.app import RetentionApp
 
 log = logging.getLogger(__name__)
 
@@ -60,40 +60,23 @@ SCOPES = ("local", "cluster")
 # --- one worker's part ----------------------------------------------------------------
 
 
-def _watermarks(rapp: RetentionApp, owned: Iterable[int]) -> dict[int, int | None]:
-    """Each owned partition's stream clock: the live one, else the stored one."""
-    proc = rapp.processor
-    out: dict[int, int | None] = {}
-    for p in owned:
-        rt = proc.runtimes.get(p)
-        mark = rt.watermark if rt is not None else NEVER
-        if mark <= NEVER:
-            raw = rapp.store.get(CLOCK_KEY_PREFIX + str(p))
-            if raw is not None:
-                lateness = proc.engine.settings.stream_allowed_lateness
-                mark = StreamClock.restore(proc.sources, lateness, orjson.loads(raw)).watermark()
-        out[p] = mark if mark > NEVER else None
-    return out
-
-
-def local_part(rapp: RetentionApp) -> dict[str, Any]:
+def local_part(worker: ObservedWorker, snap: Snapshot | None = None) -> dict[str, Any]:
     """This worker's counters and clocks (cheap: no table scan)."""
-    proc, ingest, rm = rapp.processor, rapp.ingest, rapp.readmodel
-    owned = sorted(rapp.owned_partitions())
-    marks = _watermarks(rapp, owned) if rapp.config.clock == "stream" else {}
+    s = snap or worker.snapshot()
+    rm = s.read_model
     return {
         "schema": SCHEMA_PART,
-        "worker": rapp.web_address,
-        "url": rapp.canonical_url,
-        "partitions": owned,
-        "watermarks": {str(p): m for p, m in marks.items()},
-        "events": proc.counters["events"],
-        "duplicates": proc.counters["duplicates"],
-        "outcomes": proc.counters["outcomes"],
-        "decisions": [[r, s, o, n] for (r, s, o), n in sorted(proc.decision_counts.items())],
-        "triggers": [[d, r, s, n] for (d, r, s), n in sorted(rapp.triggers_by_day.items())],
-        "dead_letters": dict(sorted(ingest.dead_letters.items())),
-        "lag": rapp.consumer_lag(),
+        "worker": s.worker,
+        "url": s.url,
+        "partitions": list(s.owned),
+        "watermarks": {str(p): m for p, m in s.watermarks.items()},
+        "events": s.events,
+        "duplicates": s.duplicates,
+        "outcomes": s.outcomes,
+        "decisions": [[r, st, o, n] for (r, st, o), n in sorted(s.decisions.items())],
+        "triggers": [[d, r, st, n] for (d, r, st), n in sorted(s.triggers_by_day.items())],
+        "dead_letters": dict(sorted(s.ingest_dead_letters.items())),
+        "lag": dict(s.lag),
         "read_model": {
             "redis_up": rm.redis_up,
             "lag": rm.lag,
@@ -102,38 +85,19 @@ def local_part(rapp: RetentionApp) -> dict[str, Any]:
     }
 
 
-def _is_rocksdb(rapp: RetentionApp) -> bool:
-    return getattr(rapp.table.data, "_db_for_partition", None) is not None
-
-
-def _reduce(
-    items: Iterable[tuple[int, Iterable[tuple[str, bytes]]]], owned: set[int], as_of: int
-) -> dict[str, Any]:
+def _reduce(items: Iterable[PartitionRows], as_of: int) -> dict[str, Any]:
     acc = ReportInputs(as_of)
-    for partition, rows in items:
+    for _, rows in items:  # each partition's own rows (streams.faust_adapter.TableStore)
         for key, value in rows:
-            if not key.startswith(CUSTOMER_KEY_PREFIX):
-                continue
-            d = orjson.loads(value)
-            p = d.get("partition")
-            # A memory store scans every partition at once.
-            if p in owned and (partition < 0 or p == partition):
-                acc.add_state(d)
+            if key.startswith(CUSTOMER_KEY_PREFIX):
+                acc.add_state(orjson.loads(value))
     return acc.finish().to_json()
 
 
-async def local_inputs(rapp: RetentionApp, partitions: list[int], as_of: int) -> dict[str, Any]:
+async def local_inputs(worker: ObservedWorker, partitions: list[int], as_of: int) -> dict[str, Any]:
     """Report inputs over this worker's rows of ``partitions``, built off the loop."""
-    owned = set(partitions)
-    if _is_rocksdb(rapp):
-        # RocksDB iterators read a consistent view while the agent keeps writing.
-        items: list[tuple[int, Iterable[tuple[str, bytes]]]] = [
-            (p, rapp.store.scan(p)) for p in partitions
-        ]
-    else:
-        # A dict must not change while it is iterated: copy it here, reduce there.
-        items = [(-1, list(rapp.store.scan(0)))] if partitions else []
-    return await asyncio.to_thread(_reduce, items, owned, as_of)
+    items = worker.partition_rows(partitions)
+    return await asyncio.to_thread(_reduce, items, as_of)
 
 
 # --- summaries from parts ---------------------------------------------------------------
@@ -149,7 +113,8 @@ def stream_as_of(parts: Iterable[Mapping[str, Any]]) -> int | None:
 
 
 def summary_of(
-    rapp: RetentionApp,
+    config: Config,
+    worker: str,
     parts: list[dict[str, Any]],
     inputs: list[dict[str, Any]],
     *,
@@ -178,24 +143,22 @@ def summary_of(
     known = [m for p in parts for m in p["watermarks"].values() if m is not None]
     watermark = min(known) if known else None
     flushes = [p["read_model"]["last_flush_at"] for p in parts]
-    report = merge_report(inputs, as_of=as_of, settings=rapp.config.report)
+    report = merge_report(inputs, as_of=as_of, settings=config.report)
     scope_doc: dict[str, Any] = {
         "scope": scope,
-        "worker": rapp.web_address,
+        "worker": worker,
         "partitions": partitions,
-        "all_partitions": partitions == list(range(rapp.config.partitions)),
+        "all_partitions": partitions == list(range(config.partitions)),
     }
     if workers is not None:
         scope_doc["workers"] = workers
-        scope_doc["missing_partitions"] = sorted(
-            set(range(rapp.config.partitions)) - set(partitions)
-        )
+        scope_doc["missing_partitions"] = sorted(set(range(config.partitions)) - set(partitions))
     return {
         "schema": SCHEMA_SUMMARY,
         "generated_at": iso(now),
         "scope": scope_doc,
         "clock": {
-            "mode": rapp.config.clock,
+            "mode": config.clock,
             "watermark": iso(watermark) if watermark is not None else None,
         },
         "counts": {
@@ -230,30 +193,21 @@ def summary_of(
     }
 
 
-async def build_local(rapp: RetentionApp) -> dict[str, Any]:
+async def build_local(worker: ObservedWorker) -> dict[str, Any]:
     """This worker's summary; the report is as of its partitions' stream clock
     (stream mode, once every owned partition has one) or now."""
-    now = rapp.wall_clock()
-    part = local_part(rapp)
-    as_of = (stream_as_of([part]) if rapp.config.clock == "stream" else None) or now
-    inputs = await local_inputs(rapp, part["partitions"], as_of)
+    config = worker.config
+    snap = worker.snapshot()
+    now = snap.at
+    part = local_part(worker, snap)
+    as_of = (stream_as_of([part]) if config.clock == "stream" else None) or now
+    inputs = await local_inputs(worker, part["partitions"], as_of)
     return await asyncio.to_thread(
-        summary_of, rapp, [part], [inputs], scope="local", as_of=as_of, now=now
+        summary_of, config, snap.worker, [part], [inputs], scope="local", as_of=as_of, now=now
     )
 
 
 # --- the cluster fan-out ------------------------------------------------------------------
-
-
-def customer_owners(rapp: RetentionApp) -> dict[str, list[int]]:
-    """Canonical URL -> customer partitions, from Faust's table metadata."""
-    changelog = rapp.table.changelog_topic.get_topic_name()
-    try:
-        hosts = rapp.app.router.table_metadata(rapp.table.name)
-    except Exception:  # no assignment yet
-        return {}
-    out = {str(url): sorted(t.get(changelog, ())) for url, t in hosts.items()}
-    return {url: ps for url, ps in out.items() if ps}
 
 
 class PartError(Exception):
@@ -286,21 +240,22 @@ async def _get_json(
 
 
 async def build_cluster(
-    rapp: RetentionApp, local_inputs_at: Callable[[int], Awaitable[dict[str, Any]]]
+    worker: ObservedWorker, local_inputs_at: Callable[[int], Awaitable[dict[str, Any]]]
 ) -> dict[str, Any]:
     """The cluster summary: two rounds over the partition owners - counters and
     clocks (to agree on ``as_of``), then everyone's report inputs at that instant."""
-    now = rapp.wall_clock()
-    me = rapp.canonical_url
-    owners = customer_owners(rapp)
+    config = worker.config
+    snap = worker.snapshot()
+    now, me = snap.at, snap.url
+    owners = worker.owners()
     if not owners:
-        owners = {me: sorted(rapp.owned_partitions())}
-    session = rapp.app.http_client
+        owners = {me: list(snap.owned)}
+    session = worker.http_client
     errors: dict[str, str] = {}
 
     async def ask(url: str, as_of: int | None) -> dict[str, Any]:
         if url == me:
-            part = local_part(rapp)
+            part = local_part(worker)
             if as_of is not None:
                 part["inputs"] = await local_inputs_at(as_of)
             return part
@@ -319,7 +274,7 @@ async def build_cluster(
 
     urls = sorted(owners)
     as_of = now
-    if rapp.config.clock == "stream":
+    if config.clock == "stream":
         first = await round_(urls, None)
         as_of = stream_as_of(first.values()) or now
         urls = sorted(first)
@@ -337,7 +292,8 @@ async def build_cluster(
     answered = [parts[u] for u in sorted(parts)]
     return await asyncio.to_thread(
         summary_of,
-        rapp,
+        config,
+        snap.worker,
         answered,
         [p["inputs"] for p in answered],
         scope="cluster",
@@ -420,10 +376,10 @@ class Revalidating:
 class Summaries:
     """The worker's summaries (local and cluster) and its part for the fan-out."""
 
-    def __init__(self, rapp: RetentionApp, max_age: float = MAX_AGE) -> None:
-        self.rapp = rapp
-        self.local = Revalidating(lambda: build_local(rapp), max_age)
-        self.cluster = Revalidating(lambda: build_cluster(rapp, self.inputs_at), max_age)
+    def __init__(self, worker: ObservedWorker, max_age: float = MAX_AGE) -> None:
+        self.worker = worker
+        self.local = Revalidating(lambda: build_local(worker), max_age)
+        self.cluster = Revalidating(lambda: build_cluster(worker, self.inputs_at), max_age)
         self._lock = asyncio.Lock()
         self._inputs: tuple[int, float, dict[str, Any]] | None = None  # as_of, until, inputs
 
@@ -435,8 +391,8 @@ class Summaries:
             if cached and cached[0] == as_of and time.monotonic() < cached[1]:
                 return cached[2]
             started = time.monotonic()
-            partitions = sorted(self.rapp.owned_partitions())
-            inputs = await local_inputs(self.rapp, partitions, as_of)
+            partitions = list(self.worker.snapshot().owned)
+            inputs = await local_inputs(self.worker, partitions, as_of)
             took = time.monotonic() - started
             # Reused like a summary: for MAX_AGE, or longer for a big table.
             self._inputs = (as_of, started + max(MAX_AGE, took / BUSY_SHARE), inputs)
@@ -445,10 +401,10 @@ class Summaries:
     async def summary(self, scope: str) -> dict[str, Any]:
         cache = self.cluster if scope == "cluster" else self.local
         value, age = await cache.get()
-        return {**value, "freshness": cache.freshness(age, self.rapp.wall_clock())}
+        return {**value, "freshness": cache.freshness(age, self.worker.wall_clock())}
 
     async def part(self, as_of: int | None) -> dict[str, Any]:
-        part = local_part(self.rapp)
+        part = local_part(self.worker)
         if as_of is not None:
             part["inputs"] = await self.inputs_at(as_of)
         return part

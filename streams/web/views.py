@@ -10,6 +10,10 @@
   recovery;
 * ``GET /metrics``: Prometheus text format;
 * ``GET /retention/`` and ``GET /retention/static/{name}``: the dashboard files.
+
+They read the worker through :class:`streams.observe.ObservedWorker` and its
+snapshot, so they are tested in-process without a broker
+(tests/unit/streams/web/test_views.py).
 """
 
 from __future__ import annotations
@@ -17,21 +21,18 @@ from __future__ import annotations
 import mimetypes
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import aiohttp
 import orjson
 from faust import web
 
 from agents.core.state import CustomerState
-from agents.customer import CLOCK_IDLE_TIMEOUT
 from streams.asyncapi import document as asyncapi_document
 from streams.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from streams.observe import ObservedWorker
 from streams.readmodel import pending_nudges
 from streams.web.summary import SCOPES, Summaries
-
-if TYPE_CHECKING:
-    from streams.app import RetentionApp
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 # A forwarded lookup carries this header; a worker that receives it answers
@@ -63,7 +64,7 @@ def json_bytes(obj: Any) -> bytes:
     return orjson.dumps(obj, option=orjson.OPT_NON_STR_KEYS)
 
 
-def customer_view(rapp: RetentionApp, raw: bytes) -> dict[str, Any]:
+def customer_view(worker: ObservedWorker, raw: bytes) -> dict[str, Any]:
     """The lookup's JSON for one stored state."""
     state = CustomerState.from_dict(orjson.loads(raw))
     shown = {k: v for k, v in state.to_dict().items() if k not in HIDDEN_STATE_FIELDS}
@@ -71,10 +72,10 @@ def customer_view(rapp: RetentionApp, raw: bytes) -> dict[str, Any]:
     return {
         "customer_id": state.customer_id,
         "state": shown,
-        "pending": pending_nudges(rapp.processor.engine, state),
+        "pending": pending_nudges(worker.engine, state),
         "recent_decisions": state.recent_decisions(),
-        "holdout": rapp.processor.engine.in_holdout(state.customer_id),
-        "served_by": rapp.web_address,
+        "holdout": worker.engine.in_holdout(state.customer_id),
+        "served_by": worker.web_address,
     }
 
 
@@ -96,10 +97,9 @@ def content_type(path: Path) -> str:
     return guessed or "application/octet-stream"
 
 
-def register(rapp: RetentionApp) -> None:
-    """Add the views to ``rapp.app`` (call before the worker starts)."""
-    app = rapp.app
-    summaries = Summaries(rapp)
+def register(app: Any, worker: ObservedWorker) -> None:
+    """Add the views of ``worker`` to the Faust app ``app`` (call before it starts)."""
+    summaries = Summaries(worker)
 
     class Base(web.View):  # type: ignore[misc]
         def send_json(self, obj: Any, status: int = 200) -> web.Response:
@@ -115,29 +115,30 @@ def register(rapp: RetentionApp) -> None:
     @app.page("/retention/customers/{customer_id}")  # type: ignore[untyped-decorator]
     class Customer(Base):
         async def get(self, request: web.Request, customer_id: str) -> web.Response:
-            if not rapp.is_ready():
+            snap = worker.snapshot()
+            if not snap.ready:
                 return self.send_json({"error": "not ready: tables are recovering"}, 503)
-            owner = rapp.owner_of(customer_id)
+            owner = worker.owner_of(customer_id)
             if owner is None:
                 return self.send_json({"error": "partition owner unknown (rebalancing)"}, 503)
-            if owner != rapp.canonical_url:
+            if owner != snap.url:
                 if request.headers.get(ROUTED_HEADER):
                     return self.send_json(
                         {"error": "ownership changed while routing; retry", "owner": owner}, 503
                     )
                 return await self.forward(request, owner)
-            raw = rapp.store.get("c/" + customer_id)
+            raw = worker.customer_row(customer_id)
             if raw is None:
                 return self.send_json(
                     {"error": "unknown customer", "customer_id": customer_id}, 404
                 )
-            return self.send_json(customer_view(rapp, raw))
+            return self.send_json(customer_view(worker, raw))
 
         async def forward(self, request: web.Request, owner: str) -> web.Response:
             url = owner.rstrip("/") + str(request.rel_url)
             try:
-                async with app.http_client.get(
-                    url, headers={ROUTED_HEADER: rapp.web_address}, timeout=FORWARD_TIMEOUT
+                async with worker.http_client.get(
+                    url, headers={ROUTED_HEADER: worker.web_address}, timeout=FORWARD_TIMEOUT
                 ) as resp:
                     body = await resp.read()
                     return self.bytes(body, content_type=resp.content_type, status=resp.status)
@@ -175,32 +176,32 @@ def register(rapp: RetentionApp) -> None:
     class Live(Base):
         async def get(self, request: web.Request) -> web.Response:
             # Answering at all proves the event loop runs; a crashed agent exits
-            # the process (streams.app.crash_only), so there is no "alive but dead".
-            return self.send_json({"status": "live", "worker": rapp.web_address})
+            # the process (agents.faust_agents.crash_only): no "alive but dead".
+            return self.send_json({"status": "live", "worker": worker.web_address})
 
     @app.page("/health/ready")  # type: ignore[untyped-decorator]
     class Ready(Base):
         async def get(self, request: web.Request) -> web.Response:
-            ready = rapp.is_ready()
+            snap = worker.snapshot()
             body = {
-                "ready": ready,
-                "worker": rapp.web_address,
-                "recovering": rapp.is_recovering(),
-                "partitions": sorted(rapp.owned_partitions()),
+                "ready": snap.ready,
+                "worker": snap.worker,
+                "recovering": snap.recovering,
+                "partitions": list(snap.owned),
                 # Ready, but decisions wait: a stuck stream clock (README "Time").
-                "warnings": rapp.processor.clock_warnings(CLOCK_IDLE_TIMEOUT),
+                "warnings": list(snap.clock_warnings),
             }
-            return self.send_json(body, 200 if ready else 503)
+            return self.send_json(body, 200 if snap.ready else 503)
 
     @app.page("/metrics")  # type: ignore[untyped-decorator]
-    class Metrics(Base):
+    class MetricsPage(Base):
         async def get(self, request: web.Request) -> web.Response:
-            return self.send_bytes(rapp.metrics.render(), METRICS_CONTENT_TYPE)
+            return self.send_bytes(worker.metrics_text(), METRICS_CONTENT_TYPE)
 
     @app.page("/retention/asyncapi")  # type: ignore[untyped-decorator]
     class AsyncApi(Base):  # the topic contract, effective names (streams/asyncapi.py)
         async def get(self, request: web.Request) -> web.Response:
-            return self.send_json(asyncapi_document(rapp.config.topics))
+            return self.send_json(asyncapi_document(worker.config.topics))
 
     @app.page("/retention/")  # type: ignore[untyped-decorator]
     class Dashboard(Base):

@@ -37,7 +37,7 @@ FIRED_AT = at(days=500)  # the wall clock: only used for fired_at in stream mode
 
 
 class DictStore:
-    """The StateStore protocol over a dict, as the memory table behaves."""
+    """The StateStore protocol over a dict: ``scan`` yields one partition's rows."""
 
     def __init__(self, data: dict[str, bytes] | None = None) -> None:
         self.data = dict(data or {})
@@ -46,7 +46,12 @@ class DictStore:
         return self.data.get(key)
 
     def scan(self, partition: int) -> Iterable[tuple[str, bytes]]:
-        return list(self.data.items())
+        def of(key: str, value: bytes) -> int:
+            if key.startswith(CUSTOMER_KEY_PREFIX):
+                return int(orjson.loads(value)["partition"])
+            return int(key.rpartition("/")[2])  # clock/<partition>
+
+        return [(k, v) for k, v in self.data.items() if of(k, v) == partition]
 
     def commit(self, result: Result) -> Result:
         self.data.update(result.writes)

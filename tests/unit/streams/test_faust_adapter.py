@@ -120,3 +120,61 @@ def test_write_rows_uses_the_store_and_the_changelog_send_the_table_uses() -> No
     assert table.data == {b"c/a": b"1", b"clock/3": b"2"}
     assert sent == [(3, b"c/a", b"1"), (3, b"clock/3", b"2")]
     assert acks == ["ack-b'c/a'", "ack-b'clock/3'"]
+
+
+# --- tables one partition at a time, recovery state ------------------------------------
+
+
+def test_the_rocksdb_store_has_one_database_per_partition_read_by_visible_items() -> None:
+    from faust.stores import rocksdb
+
+    assert "self._dbs[partition]" in inspect.getsource(rocksdb.Store._db_for_partition)
+    visible = inspect.getsource(rocksdb.Store._visible_items)
+    assert "db.items()" in visible and "self.offset_key" in visible  # the offset row hidden
+
+
+def test_the_memory_store_keeps_the_partition_of_each_recovered_key() -> None:
+    from faust.stores import memory
+
+    assert "self._key_partition" in inspect.getsource(memory.Store.__post_init__)
+    batch = inspect.getsource(memory.Store._create_batch_iterator)
+    assert "self._key_partition[key] = event.message.partition" in batch
+
+
+def test_table_recovery_state_is_where_the_adapter_reads_it() -> None:
+    from faust.tables.manager import TableManager
+    from faust.tables.recovery import Recovery
+
+    assert isinstance(TableManager.__dict__["recovery"], property)
+    assert "self.completed = Event()" in inspect.getsource(Recovery.__init__)
+    assert "self.in_recovery = True" in inspect.getsource(Recovery._set_recovery_started)
+    app = faust.App("adapter-recovery-test", store="memory://")
+    assert faust_adapter.recovery_state(app) == (False, False)  # not started
+    app.tables.recovery.completed.set()
+    assert faust_adapter.recovery_state(app) == (True, False)
+    app.tables.recovery.in_recovery = True
+    assert faust_adapter.recovery_state(app) == (True, True)
+
+
+def test_a_memory_table_scans_one_partition_written_or_recovered() -> None:
+    app = faust.App("adapter-store-test", store="memory://")
+    table = app.Table("customers", partitions=4, key_type=bytes, value_type=bytes)
+    store = faust_adapter.TableStore(table)
+    assert not store.is_rocksdb
+    with store.within(fake_event(2)):
+        acks = store.write(2, [(b"c/a", b"1"), (b"clock/2", b"2")])
+    assert len(acks) == 2  # the changelog sends, buffered until a producer drains them
+    recovered = SimpleNamespace(
+        key=b"c/b", value=b"3", message=SimpleNamespace(partition=1, value=b"3")
+    )
+    table.data.apply_changelog_batch([recovered], lambda k: k, lambda v: v)
+
+    assert list(store.scan(2)) == [("c/a", b"1"), ("clock/2", b"2")]
+    assert list(store.scan(1)) == [("c/b", b"3")]
+    assert list(store.scan(0)) == []
+    assert store.rows_for_thread([0, 1, 2]) == [
+        (0, []),
+        (1, [("c/b", b"3")]),
+        (2, [("c/a", b"1"), ("clock/2", b"2")]),
+    ]
+    assert store.get("c/b") == b"3" and store.get("c/missing") is None

@@ -1,11 +1,14 @@
-"""/metrics text: the Prometheus parser reads it back with the counters' values."""
+"""/metrics text from a worker snapshot: the Prometheus parser reads it back with the
+counters' values (no Faust app: streams.metrics reads only streams.observe)."""
 
 from __future__ import annotations
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from streams.app import RetentionApp
-from streams.config import load_config
+from streams.metrics import Metrics
+from streams.observe import PartitionClock, ReadModelStatus, Snapshot
+
+NOW = 1_772_000_000_000_000
 
 
 def parse(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -16,21 +19,33 @@ def parse(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     return out
 
 
-def test_metrics_parse_and_carry_the_worker_counters() -> None:
-    rapp = RetentionApp(load_config({"RETENTION_STORE": "memory://"}, use_stack_file=False))
-    rapp.ingest.accepted = 12
-    rapp.ingest.dead_letters.update({"invalid_json": 2, "missing_field": 1})
-    rapp.processor.counters.update({"events": 10, "duplicates": 2})
-    rapp.processor.decision_counts.update(
-        {("inactivity", 1, "delivered"): 3, ("second_purchase", 2, "holdout"): 1}
-    )
-    rapp.readmodel.mark(0, "c-1", b"{}")
-    rapp.metrics.tick_duration.observe(0.004)
+def snapshot(**kw: object) -> Snapshot:
+    base: dict[str, object] = {
+        "at": NOW,
+        "worker": "127.0.0.1:6066",
+        "url": "http://127.0.0.1:6066",
+        "clock_mode": "stream",
+    }
+    return Snapshot(**{**base, **kw})  # type: ignore[arg-type]
 
-    values = parse(rapp.metrics.render().decode())
+
+def test_metrics_parse_and_carry_the_worker_counters() -> None:
+    snap = snapshot(
+        accepted=12,
+        ingest_dead_letters={"invalid_json": 2, "missing_field": 1},
+        events=10,
+        duplicates=2,
+        decisions={("inactivity", 1, "delivered"): 3, ("second_purchase", 2, "holdout"): 1},
+        read_model=ReadModelStatus(lag=1),
+    )
+    metrics = Metrics(lambda: snap)
+    metrics.tick_duration.observe(0.004)
+
+    values = parse(metrics.render().decode())
 
     assert values[("retention_events_accepted_total", ())] == 12
     assert values[("retention_events_processed_total", (("result", "duplicate"),))] == 2
+    assert values[("retention_events_processed_total", (("result", "applied"),))] == 10
     assert values[("retention_dead_letters_total", (("code", "invalid_json"),))] == 2
     key = (("outcome", "holdout"), ("rule", "second_purchase"), ("step", "2"))
     assert values[("retention_decisions_total", key)] == 1
@@ -39,3 +54,53 @@ def test_metrics_parse_and_carry_the_worker_counters() -> None:
     assert values[("retention_tick_duration_seconds_bucket", (("le", "0.005"),))] == 1
     assert values[("retention_due_index_size", ())] == 0
     assert values[("retention_ready", ())] == 0  # no table recovered: not started
+
+
+def test_clocks_partitions_lag_and_read_model_come_from_the_snapshot() -> None:
+    snap = snapshot(
+        ready=True,
+        owned=(0, 2),
+        clocks=(
+            PartitionClock(0, watermark=NOW - 60_000_000, advanced_at=NOW - 30_000_000, due=4),
+            PartitionClock(2, watermark=0, advanced_at=0, due=1),  # never moved: no clock
+        ),
+        lag={"retention.purchases": 7},
+        late={"retention.sessions": 2},
+        ingest_dead_letters={"invalid_json": 2},
+        customer_dead_letters={"invalid_json": 1, "invalid_internal_message": 4},
+        read_model=ReadModelStatus(redis_up=True, resync_partitions=1, written=5, skipped=2),
+    )
+    values = parse(Metrics(lambda: snap).render().decode())
+
+    assert values[("retention_ready", ())] == 1
+    assert values[("retention_partitions_owned", ())] == 2
+    assert values[("retention_due_index_size", ())] == 5
+    assert (
+        values[("retention_stream_clock_seconds", (("partition", "0"),))]
+        == (NOW - 60_000_000) / 1e6
+    )
+    assert values[("retention_stream_clock_stalled_seconds", (("partition", "0"),))] == 30
+    assert ("retention_stream_clock_seconds", (("partition", "2"),)) not in values
+    assert values[("retention_consumer_lag", (("topic", "retention.purchases"),))] == 7
+    assert values[("retention_late_events_total", (("topic", "retention.sessions"),))] == 2
+    # Ingest's and the customer processor's dead letters add up by code.
+    assert values[("retention_dead_letters_total", (("code", "invalid_json"),))] == 3
+    key = (("code", "invalid_internal_message"),)
+    assert values[("retention_dead_letters_total", key)] == 4
+    assert values[("retention_read_model_redis_up", ())] == 1
+    assert values[("retention_read_model_resync_partitions", ())] == 1
+    assert values[("retention_read_model_writes_total", (("result", "skipped"),))] == 2
+
+
+def test_each_scrape_takes_a_new_snapshot() -> None:
+    taken: list[int] = []
+
+    def source() -> Snapshot:
+        taken.append(1)
+        return snapshot(accepted=len(taken))
+
+    metrics = Metrics(source)
+    first = parse(metrics.render().decode())
+    second = parse(metrics.render().decode())
+    assert first[("retention_events_accepted_total", ())] == 1
+    assert second[("retention_events_accepted_total", ())] == 2

@@ -6,15 +6,17 @@ from __future__ import annotations
 import asyncio
 import time
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
+import faust
 import orjson
 import pytest
 from rocksdict import Options, Rdict
 
 from agents.core.reports import CustomerRow, build_report
 from agents.core.state import CustomerState
-from streams.app import TableStore
+from streams.faust_adapter import TableStore
 from streams.web.merge import merge_report
 from streams.web.summary import Revalidating, local_inputs
 from tests.unit.streams.web.synthetic import END, customer_states
@@ -44,11 +46,11 @@ class Table:
 
 
 class Worker:
-    """What ``local_inputs`` reads of a RetentionApp: its table and store."""
+    """What ``local_inputs`` reads of a worker: its partitions' rows, off the loop."""
 
-    def __init__(self, data: Any) -> None:
-        self.table = Table(data)
-        self.store = TableStore(self.table)
+    def __init__(self, table: Any) -> None:
+        self.store = TableStore(table)
+        self.partition_rows = self.store.rows_for_thread
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +70,7 @@ def rocks(tmp_path_factory: pytest.TempPathFactory, records: list[dict[str, Any]
     for d in records:
         data.dbs[d["partition"]][f"c/{d['customer_id']}".encode()] = orjson.dumps(d)
     data.dbs[0][b"clock/0"] = b"{}"
-    return Worker(data)
+    return Worker(Table(data))
 
 
 async def max_loop_gap(work: Any) -> tuple[Any, float]:
@@ -122,15 +124,19 @@ async def test_only_the_asked_partitions_count(
 
 
 async def test_memory_store_rows_are_copied_then_reduced(records: list[dict[str, Any]]) -> None:
-    class MemoryTable:
-        data = object()  # no per-partition databases
-
-        def items(self) -> list[tuple[bytes, bytes]]:
-            return [(f"c/{d['customer_id']}".encode(), orjson.dumps(d)) for d in records[:999]]
-
-    worker = Worker(None)
-    worker.table = MemoryTable()  # type: ignore[assignment]
-    worker.store = TableStore(worker.table)
+    # Faust's memory store, its rows restored from the changelog (as on a restart).
+    app = faust.App("summary-test", store="memory://")
+    table = app.Table("customers", partitions=PARTITIONS, key_type=bytes, value_type=bytes)
+    changelog = [
+        SimpleNamespace(
+            key=f"c/{d['customer_id']}".encode(),
+            value=orjson.dumps(d),
+            message=SimpleNamespace(partition=d["partition"], value=b"row"),
+        )
+        for d in records[:999]
+    ]
+    table.data.apply_changelog_batch(changelog, lambda k: k, lambda v: v)
+    worker = Worker(table)
     inputs = await local_inputs(worker, [0, 2], END)  # type: ignore[arg-type]
     assert inputs["customers"] == sum(1 for d in records[:999] if d["partition"] in (0, 2))
 

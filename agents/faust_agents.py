@@ -1,0 +1,233 @@
+"""The worker's two Faust agents, thin loops around the processors they feed.
+
+* :class:`IngestAgent` (input topics): each batch of raw events goes through
+  :class:`agents.ingest.IngestProcessor`; dead letters are sent as they come, valid
+  events and clock markers leave as one bundle per customer partition
+  (agents/messages.py);
+* :class:`CustomerAgent` (the internal topic): each batch is grouped by partition
+  and run through :class:`agents.customer.CustomerProcessor` in slices: outputs
+  sent and acknowledged, then the rows written (docs/design.md, "The batched hot
+  path").
+
+Neither imports Faust: :mod:`streams.app` registers them on its Faust app
+(``app.agent(topic)(crash_only(agent.run))``) and hands them what they need - the
+producer's ``send``, the table (:class:`streams.faust_adapter.TableStore`), the
+fault points - so the pure processors stay beside them and ``agents.core`` keeps no
+Faust, Kafka or Redis import.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import os
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from contextlib import AbstractContextManager
+from typing import Any, Protocol
+
+from agents.customer import CustomerProcessor, group_by_partition
+from agents.ingest import IngestProcessor
+from agents.messages import bundles
+
+log = logging.getLogger(__name__)
+
+# Faust's ``Producer.send(topic, key, value, partition, timestamp, headers)``: it
+# returns, once the message is buffered, the future of its acknowledgement.
+Send = Callable[[str, bytes | None, bytes, int | None, Any, Any], Awaitable[Awaitable[Any]]]
+AgentRun = Callable[[Any], Awaitable[None]]
+
+
+class CustomerTable(Protocol):
+    """The customer table as the customers agent uses it (streams.faust_adapter.TableStore)."""
+
+    def get(self, key: str) -> bytes | None: ...
+
+    def scan(self, partition: int) -> Iterable[tuple[str, bytes]]: ...
+
+    def write(self, partition: int, rows: Sequence[tuple[bytes, bytes]]) -> list[Any]: ...
+
+    def within(self, event: Any) -> AbstractContextManager[None]:
+        """Table reads and writes go to the partition of ``event``."""
+        ...
+
+
+def crash_only(name: str, fn: AgentRun) -> AgentRun:
+    """Exit the process when an agent fails instead of leaving a stalled worker.
+
+    Faust logs a crashed agent and keeps the worker up with nothing consuming.
+    A supervisor (systemd, Kubernetes, the test harness) restarts the process, and
+    at-least-once processing replays from the last committed offset.
+    """
+
+    @functools.wraps(fn)
+    async def wrapper(stream: Any) -> None:
+        try:
+            await fn(stream)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.critical("agent %s crashed; exiting so the worker restarts", name, exc_info=True)
+            logging.shutdown()
+            os._exit(70)
+
+    return wrapper
+
+
+class IngestAgent:
+    """Input topics -> dead letters and per-partition bundles on the internal topic."""
+
+    def __init__(
+        self,
+        processor: IngestProcessor,
+        *,
+        start: Callable[[], Awaitable[Send]],
+        partition_of: Callable[[str], int],
+        fault: Callable[[str], None],
+        batch_max: int,
+        batch_within: float,
+    ) -> None:
+        self.processor = processor
+        self.start = start  # once per agent start; returns the producer's send
+        self.partition_of = partition_of
+        self.fault = fault
+        self.batch_max = batch_max
+        self.batch_within = batch_within
+
+    async def run(self, stream: Any) -> None:
+        send = await self.start()
+        handle = self.processor.handle
+        partition_of = self.partition_of
+        customer_topic = self.processor.customer_topic
+        async for events in stream.take_events(self.batch_max, within=self.batch_within):
+            acks: list[Awaitable[Any]] = []
+            # Valid events and clock markers, per customer partition, in order:
+            # one bundle each per batch (agents/messages.py).
+            routed: dict[int, list[bytes]] = {}
+            for event in events:
+                m = event.message
+                outputs, controls = handle(event.value, m.topic, m.partition, m.offset)
+                for out in outputs:
+                    if out.topic == customer_topic:
+                        routed.setdefault(partition_of(out.key), []).append(out.value)
+                    else:
+                        acks.append(
+                            await send(out.topic, out.key.encode(), out.value, None, None, None)
+                        )
+                for partition, payload in controls:
+                    routed.setdefault(partition, []).append(payload)
+            for partition, items in routed.items():
+                for record in bundles(items):
+                    acks.append(
+                        await send(customer_topic, b"__bundle__", record, partition, None, None)
+                    )
+            # A failed send raises here and stops the agent (crash_only): the
+            # batch is not acked, so it is consumed again after the restart.
+            await asyncio.gather(*acks)
+            self.fault("ingest_after_sends")
+
+
+class CustomerAgent:
+    """The internal topic -> decisions, nudges, outcomes, dead letters and table rows."""
+
+    def __init__(
+        self,
+        processor: CustomerProcessor,
+        table: CustomerTable,
+        *,
+        start: Callable[[], Awaitable[Send]],
+        revoke: Callable[[set[int]], None],
+        mark: Callable[[int, str, bytes], None],
+        observe_slice: Callable[[float], None],
+        fault: Callable[[str], None],
+        batch_max: int,
+        batch_within: float,
+    ) -> None:
+        self.processor = processor
+        self.table = table
+        self.start = start
+        self.revoke = revoke  # drops the partitions' runtimes (processor, read model)
+        self.mark = mark  # a customer row written: the read model writes it to Redis
+        self.observe_slice = observe_slice  # seconds one slice took
+        self.fault = fault
+        self.batch_max = batch_max
+        self.batch_within = batch_within
+        # Delivered nudges by (UTC date of due time, rule, step), since start.
+        self.triggers_by_day: Counter[tuple[str, str, int]] = Counter()
+        self._in_batch = False  # inside a batch
+        self._revoked: set[int] = set()  # revoked while it was
+
+    async def run(self, stream: Any) -> None:
+        send = await self.start()
+        async for events in stream.take_events(self.batch_max, within=self.batch_within):
+            last: dict[int, Any] = {}
+            for event in events:
+                last[event.message.partition] = event
+            groups = group_by_partition(
+                [(e.message.partition, e.message.offset, e.value) for e in events]
+            )
+            changelog: list[Any] = []
+            self._in_batch = True
+            try:
+                for partition, messages in groups.items():
+                    await self._process(send, partition, messages, last[partition], changelog)
+                # Every row of the batch is in the changelog before its events
+                # are acked (and so before their offsets can be committed).
+                await asyncio.gather(*changelog)
+            finally:
+                self._in_batch = False
+                self._apply_revoked()
+
+    def partitions_revoked(self, partitions: Iterable[int]) -> None:
+        """Rebalance: a batch in flight finishes first, as Faust lets an event in
+        flight finish: dropping its partition's runtime mid-batch would drop the
+        rest of its queued work (events the batch then acks)."""
+        self._revoked.update(partitions)
+        if not self._in_batch:
+            self._apply_revoked()
+
+    def _apply_revoked(self) -> None:
+        gone, self._revoked = self._revoked, set()
+        if gone:
+            self.revoke(gone)
+
+    async def _process(
+        self, send: Send, partition: int, messages: list[Any], event: Any, changelog: list[Any]
+    ) -> None:
+        """One partition's share of a batch, in slices of bounded work.
+
+        Per slice: send every output, await the acknowledgements once, then write
+        the table rows.  An output is acknowledged before the state that produced
+        it is written, so a crash in between replays the events and re-fires with
+        the same trigger_id (a duplicate), never a lost decision.  The rows'
+        changelog acks are collected in ``changelog``; the batch awaits them
+        before its events are acked.  Between slices the loop gets control back,
+        so a big clock advance does not starve it.
+        """
+        proc, table, mark, fault = self.processor, self.table, self.mark, self.fault
+        with table.within(event):  # reads and writes go to this partition
+            proc.feed(partition, messages, table)
+            while proc.has_work(partition):
+                started = time.perf_counter()
+                result = proc.step(partition, table)
+                if result.outputs:
+                    acks = [
+                        await send(o.topic, o.key.encode(), o.value, None, None, None)
+                        for o in result.outputs
+                    ]
+                    await asyncio.gather(*acks)
+                    self.triggers_by_day.update(result.delivered)
+                    fault("after_sends")
+                rows = [(k.encode(), v) for k, v in result.writes.items()]
+                changelog.extend(table.write(partition, rows))
+                for key, value in result.writes.items():
+                    if key.startswith("c/"):
+                        # Only remembered here; the read-model task writes Redis.
+                        mark(partition, key[2:], value)
+                if result.outputs:  # count the slices that fired, as after_sends does
+                    fault("after_writes")
+                self.observe_slice(time.perf_counter() - started)
+                if proc.has_work(partition):
+                    await asyncio.sleep(0)
