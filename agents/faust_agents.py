@@ -10,7 +10,7 @@
   path").
 
 Neither imports Faust: :mod:`streams.app` registers them on its Faust app
-(``app.agent(topic)(crash_only(agent.run))``) and hands them what they need - the
+(``app.agent(topic)(crash_only(name, agent.run))``) and hands them what they need: the
 producer's ``send``, the table (:class:`streams.faust_adapter.TableStore`), the
 fault points - so the pure processors stay beside them and ``agents.core`` keeps no
 Faust, Kafka or Redis import.

@@ -1,5 +1,5 @@
 """The ingest step: raw input bytes -> validated event re-keyed by customer, or a
-dead letter.  Nothing here knows Faust; the agent in :mod:`streams.app` only
+dead letter.  Nothing here knows Faust; the agent in :mod:`agents.faust_agents` only
 moves bytes between topics and this class.
 """
 

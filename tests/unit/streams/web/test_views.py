@@ -1,0 +1,307 @@
+"""The worker's wiring and web views in-process: a real RetentionApp on ``memory://``,
+its agents driven with batches of raw input, its views served by aiohttp; no broker.
+
+Only the Kafka side is played by the test: the producer's sends are recorded and
+acknowledged at once (so are the table's changelog sends), and the batches come
+from a list instead of a consumer.  Everything between - ingest, bundles, the
+customers agent, the Faust memory table, the read model's marks, the snapshot,
+metrics, summary and lookup - is the worker's own code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterable, Sequence
+from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
+from typing import Any
+
+import orjson
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+from prometheus_client.parser import text_string_to_metric_families
+
+from agents.core.clock import ManualClock
+from agents.core.timeutil import to_micros
+from agents.faust_agents import Send
+from streams.app import RetentionApp
+from streams.config import load_config
+
+T0 = datetime(2026, 3, 1, 10, 0, tzinfo=UTC)
+NOW = to_micros(datetime(2026, 6, 1, 12, 0, tzinfo=UTC))
+PARTITIONS = 2
+CUSTOMERS = ("cus_a", "cus_b", "cus_c")
+HIDDEN = {"recent_event_ids", "recent_order_ids", "event_ids", "order_ids", "pending"}
+
+
+class Stream:
+    """What the agents read of a Faust stream: batches of events."""
+
+    def __init__(self, batches: Iterable[list[Any]]) -> None:
+        self.batches = list(batches)
+
+    async def take_events(self, max_: int, within: float) -> AsyncIterator[list[Any]]:
+        for batch in self.batches:
+            yield batch
+
+
+class Event:
+    """A consumed message as the agents read it (weak-referenceable, as Faust's is)."""
+
+    def __init__(self, topic: str, partition: int, offset: int, value: bytes) -> None:
+        self.value = value
+        self.message = SimpleNamespace(topic=topic, partition=partition, offset=offset)
+
+
+class Broker:
+    """The Kafka side: records every send and acknowledges it at once."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, bytes | None, bytes, int | None]] = []
+
+    async def send(
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes,
+        partition: int | None,
+        timestamp: Any,
+        headers: Any,
+    ) -> asyncio.Future[None]:
+        self.sent.append((topic, key, value, partition))
+        ack: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        ack.set_result(None)
+        return ack
+
+    def on(self, topic: str) -> list[tuple[bytes | None, bytes, int | None]]:
+        return [(k, v, p) for t, k, v, p in self.sent if t == topic]
+
+
+class AckedTable:
+    """The worker's TableStore, its changelog sends acknowledged as a broker would."""
+
+    def __init__(self, store: Any) -> None:
+        self.store = store
+        self.get, self.scan, self.within = store.get, store.scan, store.within
+
+    def write(self, partition: int, rows: Sequence[tuple[bytes, bytes]]) -> list[Any]:
+        acks: list[Any] = self.store.write(partition, rows)
+        for ack in acks:
+            ack.set_result(None)
+        return acks
+
+
+class OwnsEverything(RetentionApp):
+    """A worker that was assigned every partition (there is no broker to assign them)."""
+
+    def owned_partitions(self) -> set[int]:
+        return set(range(self.config.partitions))
+
+    def owner_of(self, customer_id: str) -> str | None:
+        return self.canonical_url
+
+
+def day(n: int) -> str:
+    """Day ``n`` of the history (day 1: 2026-03-01), 10:00 UTC."""
+    return (T0 + timedelta(days=n - 1)).isoformat().replace("+00:00", "Z")
+
+
+def purchase(cid: str, n: int, on: int) -> bytes:
+    return orjson.dumps(
+        {
+            "schema": "purchase/1",
+            "event_id": f"evt-{cid}-{n}",
+            "customer_id": cid,
+            "occurred_at": day(on),
+            "order_id": f"ORD-{cid}-{n}",
+            "amount": 20.0,
+            "currency": "EUR",
+        }
+    )
+
+
+def advance(on: int) -> bytes:
+    return orjson.dumps({"schema": "control/advance", "until": day(on)})
+
+
+class Worker:
+    """A RetentionApp, its broker stand-in and its wall clock."""
+
+    def __init__(self) -> None:
+        self.clock = ManualClock(NOW)
+        config = load_config(
+            {
+                "RETENTION_STORE": "memory://",
+                "RETENTION_CLOCK": "stream",
+                "RETENTION_PARTITIONS": str(PARTITIONS),
+                "RETENTION_HOLDOUT_PERCENT": "0",
+            },
+            use_stack_file=False,
+        )
+        self.app = OwnsEverything(config, wall_clock=self.clock)
+        self.broker = Broker()
+        self.offsets: dict[tuple[str, int], int] = {}
+
+        async def start() -> Send:
+            return self.broker.send
+
+        self.app.ingest_agent.start = start
+        self.app.customer_agent.start = start
+        self.app.customer_agent.table = AckedTable(self.app.store)
+
+    def recovered(self) -> None:
+        """Table recovery completed (what Faust's Recovery service sets)."""
+        tables: Any = self.app.faust_app.tables  # TableManagerT does not declare .recovery
+        tables.recovery.completed.set()
+
+    def _event(self, topic: str, partition: int, value: bytes) -> Any:
+        offset = self.offsets.get((topic, partition), 0)
+        self.offsets[(topic, partition)] = offset + 1
+        return Event(topic, partition, offset, value)
+
+    async def feed(self, inputs: list[tuple[str, int, bytes]]) -> None:
+        """One batch of input messages through the ingest agent, then what it sent to
+        the internal topic through the customers agent."""
+        internal = self.app.config.topics.customer_events
+        before = len(self.broker.on(internal))
+        batch = [self._event(t, p, v) for t, p, v in inputs]
+        await self.app.ingest_agent.run(Stream([batch]))
+        bundles = [
+            self._event(internal, p or 0, v) for _, v, p in self.broker.on(internal)[before:]
+        ]
+        await self.app.customer_agent.run(Stream([bundles]))
+
+
+def metrics(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+@pytest.fixture
+async def worker() -> AsyncIterator[Worker]:
+    yield Worker()
+
+
+@pytest.fixture
+async def client(worker: Worker) -> AsyncIterator[TestClient[Any, Any]]:
+    web: Any = worker.app.faust_app.web  # Faust's aiohttp driver: its aiohttp Application
+    async with TestClient(TestServer(web.web_app)) as c:
+        yield c
+
+
+async def test_before_recovery_the_worker_is_live_but_not_ready(
+    worker: Worker, client: TestClient[Any, Any]
+) -> None:
+    live = await client.get("/health/live")
+    assert live.status == 200
+    assert await live.json() == {"status": "live", "worker": worker.app.web_address}
+    ready = await client.get("/health/ready")
+    assert ready.status == 503
+    assert await ready.json() == {
+        "ready": False,
+        "worker": worker.app.web_address,
+        "recovering": False,
+        "partitions": [0, 1],
+        "warnings": [],
+    }
+    lookup = await client.get("/retention/customers/cus_a")
+    assert lookup.status == 503
+    assert (await lookup.json())["error"] == "not ready: tables are recovering"
+    text = (await (await client.get("/metrics")).read()).decode()
+    assert metrics(text)[("retention_ready", ())] == 0
+
+
+async def test_events_flow_through_the_agents_into_lookup_summary_and_metrics(
+    worker: Worker, client: TestClient[Any, Any]
+) -> None:
+    topics = worker.app.config.topics
+    worker.recovered()
+    inputs = [
+        (topics.purchases, i % PARTITIONS, purchase(c, 1, 1)) for i, c in enumerate(CUSTOMERS)
+    ]
+    inputs.append((topics.purchases, 0, b"{not json"))
+    await worker.feed(inputs)
+    # Every input partition's clock to day 40: the ladders' first steps fall due.
+    sources = [(t, p) for t in topics.inputs() for p in range(PARTITIONS)]
+    await worker.feed([(t, p, advance(40)) for t, p in sources])
+
+    decisions = worker.broker.on(topics.decisions)
+    nudges = worker.broker.on(topics.nudges)
+    assert decisions and nudges  # the first steps fired
+    assert len(worker.broker.on(topics.dlq)) == 1
+
+    # The lookup: the stored state, without the dedup memory and raw waiting events.
+    lookup = await client.get("/retention/customers/cus_b")
+    assert lookup.status == 200
+    body = await lookup.json()
+    assert set(body) == {
+        "customer_id",
+        "state",
+        "pending",
+        "recent_decisions",
+        "holdout",
+        "served_by",
+    }
+    assert body["customer_id"] == "cus_b" and body["served_by"] == worker.app.web_address
+    assert body["state"]["orders"] == 1 and body["state"]["pending_events"] == 0
+    assert not HIDDEN & set(body["state"])
+    assert body["recent_decisions"] and body["holdout"] is False
+    missing = await client.get("/retention/customers/nobody")
+    assert missing.status == 404
+    assert await missing.json() == {"error": "unknown customer", "customer_id": "nobody"}
+
+    # The summary counts what the agents did, over the memory table's rows.
+    resp = await client.get("/retention/summary")
+    assert resp.status == 200 and "Age" in resp.headers
+    summary = await resp.json()
+    assert summary["schema"] == "summary/1"
+    assert summary["scope"]["partitions"] == [0, 1] and summary["scope"]["all_partitions"]
+    assert summary["clock"]["mode"] == "stream"
+    assert summary["clock"]["watermark"] is not None
+    counts = summary["counts"]
+    assert counts["customers"] == len(CUSTOMERS) and counts["events"] == len(CUSTOMERS)
+    assert counts["decisions"] == len(decisions) and counts["delivered"] == len(nudges)
+    assert counts["dead_letters"] == 1
+    assert sum(t["count"] for t in summary["triggers_over_time"]) == len(nudges)
+    part = await (await client.get("/retention/summary/part")).json()
+    assert part["schema"] == "summary-part/1" and part["partitions"] == [0, 1]
+    assert (await client.get("/retention/summary?scope=everything")).status == 400
+
+    # /metrics says the same.
+    resp = await client.get("/metrics")
+    assert resp.headers["Content-Type"].startswith("text/plain; version=0.0.4")
+    values = metrics((await resp.read()).decode())
+    assert values[("retention_events_accepted_total", ())] == len(CUSTOMERS)
+    assert values[("retention_events_processed_total", (("result", "applied"),))] == 3
+    assert values[("retention_dead_letters_total", (("code", "invalid_json"),))] == 1
+    fired = sum(v for (name, _), v in values.items() if name == "retention_decisions_total")
+    assert fired == len(decisions)
+    assert values[("retention_partitions_owned", ())] == PARTITIONS
+    assert values[("retention_read_model_lag", ())] == len(CUSTOMERS)  # no Redis: all waiting
+    assert values[("retention_tick_duration_seconds_count", ())] >= 2
+    assert values[("retention_ready", ())] == 1
+
+
+async def test_ready_warns_of_a_stream_clock_held_back_by_a_silent_partition(
+    worker: Worker, client: TestClient[Any, Any]
+) -> None:
+    topics = worker.app.config.topics
+    worker.recovered()
+    quiet = (topics.consents, 1)
+    sources = [(t, p) for t in topics.inputs() for p in range(PARTITIONS)]
+    await worker.feed([(t, p, advance(5 if (t, p) == quiet else 30)) for t, p in sources])
+    ready = await (await client.get("/health/ready")).json()
+    assert ready["ready"] is True and ready["warnings"] == []
+    for n in range(2, 9):  # events keep coming for 7 minutes; one partition stays silent
+        worker.clock.advance(60)
+        await worker.feed([(topics.purchases, 0, purchase("cus_a", n, 6))])
+    resp = await client.get("/health/ready")
+    assert resp.status == 200  # ready: the warning does not take the worker out
+    # Only cus_a's partition takes events: only its clock is stuck while they arrive.
+    [warning] = (await resp.json())["warnings"]
+    p = worker.app.partition_of("cus_a")
+    assert f"stream clock of partition {p} stuck at 2026-03-05T10:00:00Z for 420 s" in warning
+    assert f"held back by {topics.consents}:1 (" in warning
