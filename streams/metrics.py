@@ -11,7 +11,7 @@ time.  Each app gets its own ``CollectorRegistry`` so several apps in one proces
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -26,6 +26,29 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 TICK_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
+Family = type[CounterMetricFamily] | type[GaugeMetricFamily]
+
+
+def family(
+    kind: Family, name: str, doc: str, samples: Iterable[tuple[Sequence[str], float]], *labels: str
+) -> Metric:
+    """One metric family with its samples ((label values, value) pairs)."""
+    out = kind(name, doc, labels=list(labels))
+    for values, value in samples:
+        out.add_metric(list(values), value)
+    return out
+
+
+def one(value: float) -> list[tuple[Sequence[str], float]]:
+    """The single sample of an unlabelled family."""
+    return [((), value)]
+
+
+def by(counts: Mapping[str, int]) -> list[tuple[Sequence[str], float]]:
+    """One sample per key, sorted."""
+    return [((key,), n) for key, n in sorted(counts.items())]
+
+
 class WorkerCollector(Collector):
     def __init__(self, snapshot: Callable[[], Snapshot]) -> None:
         self.snapshot = snapshot
@@ -33,129 +56,119 @@ class WorkerCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         s = self.snapshot()
         rm = s.read_model
+        counter, gauge = CounterMetricFamily, GaugeMetricFamily
+        moved = [c for c in s.clocks if c.advanced_at]
+        dead = Counter(s.ingest_dead_letters) + Counter(s.customer_dead_letters)
 
-        accepted = CounterMetricFamily(
+        yield family(
+            counter,
             "retention_events_accepted",
             "Input messages that passed validation and went to the customer topic",
+            one(s.accepted),
         )
-        accepted.add_metric([], s.accepted)
-        yield accepted
-
-        processed = CounterMetricFamily(
+        yield family(
+            counter,
             "retention_events_processed",
             "Events taken into customer state, by result",
-            labels=["result"],
+            [(("applied",), s.events), (("duplicate",), s.duplicates)],
+            "result",
         )
-        processed.add_metric(["applied"], s.events)
-        processed.add_metric(["duplicate"], s.duplicates)
-        yield processed
-
-        dead = CounterMetricFamily(
-            "retention_dead_letters", "Input messages sent to the DLQ, by code", labels=["code"]
+        yield family(
+            counter,
+            "retention_dead_letters",
+            "Input messages sent to the DLQ, by code",
+            by(dead),
+            "code",
         )
-        codes = Counter(s.ingest_dead_letters) + Counter(s.customer_dead_letters)
-        for code, n in sorted(codes.items()):
-            dead.add_metric([code], n)
-        yield dead
-
-        late = CounterMetricFamily(
+        yield family(
+            counter,
             "retention_late_events",
             "Events that arrived after the stream clock had passed them, by input topic",
-            labels=["topic"],
+            by(s.late),
+            "topic",
         )
-        for topic, n in sorted(s.late.items()):
-            late.add_metric([topic], n)
-        yield late
-
-        clock = GaugeMetricFamily(
+        yield family(
+            gauge,
             "retention_stream_clock_seconds",
             "Stream clock (watermark) of each owned customer partition, Unix seconds",
-            labels=["partition"],
+            [((str(c.partition),), c.watermark / 1e6) for c in moved],
+            "partition",
         )
-        stalled = GaugeMetricFamily(
+        yield family(
+            gauge,
             "retention_stream_clock_stalled_seconds",
             "Wall-clock seconds since the partition's stream clock last moved",
-            labels=["partition"],
+            [((str(c.partition),), max(0, s.at - c.advanced_at) / 1e6) for c in moved],
+            "partition",
         )
-        for c in s.clocks:
-            if c.advanced_at:
-                clock.add_metric([str(c.partition)], c.watermark / 1e6)
-                stalled.add_metric([str(c.partition)], max(0, s.at - c.advanced_at) / 1e6)
-        yield clock
-        yield stalled
-
-        decisions = CounterMetricFamily(
+        yield family(
+            counter,
             "retention_decisions",
             "Rule firings by rule, step and outcome (delivered or a suppression reason)",
-            labels=["rule", "step", "outcome"],
+            [((r, str(st), o), n) for (r, st, o), n in sorted(s.decisions.items())],
+            "rule",
+            "step",
+            "outcome",
         )
-        for (rule, step, outcome), n in sorted(s.decisions.items()):
-            decisions.add_metric([rule, str(step), outcome], n)
-        yield decisions
-
-        due = GaugeMetricFamily(
-            "retention_due_index_size", "Customers waiting in the due index of owned partitions"
+        yield family(
+            gauge,
+            "retention_due_index_size",
+            "Customers waiting in the due index of owned partitions",
+            one(sum(c.due for c in s.clocks)),
         )
-        due.add_metric([], sum(c.due for c in s.clocks))
-        yield due
-
-        owned = GaugeMetricFamily("retention_partitions_owned", "Customer partitions owned")
-        owned.add_metric([], len(s.owned))
-        yield owned
-
-        lag = GaugeMetricFamily(
+        yield family(
+            gauge, "retention_partitions_owned", "Customer partitions owned", one(len(s.owned))
+        )
+        yield family(
+            gauge,
             "retention_consumer_lag",
             "Messages not yet committed on the partitions this worker consumes",
-            labels=["topic"],
+            by(s.lag),
+            "topic",
         )
-        for topic, n in sorted(s.lag.items()):
-            lag.add_metric([topic], n)
-        yield lag
-
-        ready = GaugeMetricFamily("retention_ready", "1 when table recovery is complete")
-        ready.add_metric([], 1.0 if s.ready else 0.0)
-        yield ready
-
-        rm_lag = GaugeMetricFamily(
-            "retention_read_model_lag", "Customers whose newest state is not in Redis yet"
+        yield family(
+            gauge,
+            "retention_ready",
+            "1 when table recovery is complete",
+            one(1.0 if s.ready else 0.0),
         )
-        rm_lag.add_metric([], rm.lag)
-        yield rm_lag
-
-        rm_age = GaugeMetricFamily(
+        yield family(
+            gauge,
+            "retention_read_model_lag",
+            "Customers whose newest state is not in Redis yet",
+            one(rm.lag),
+        )
+        yield family(
+            gauge,
             "retention_read_model_lag_seconds",
             "Age of the oldest customer change not yet written to Redis",
+            one(rm.oldest_age),
         )
-        rm_age.add_metric([], rm.oldest_age)
-        yield rm_age
-
-        rm_resync = GaugeMetricFamily(
+        yield family(
+            gauge,
             "retention_read_model_resync_partitions",
             "Owned partitions waiting to be resynced to Redis from the table",
+            one(rm.resync_partitions),
         )
-        rm_resync.add_metric([], rm.resync_partitions)
-        yield rm_resync
-
-        rm_up = GaugeMetricFamily(
-            "retention_read_model_redis_up", "1 when the last Redis write succeeded"
+        yield family(
+            gauge,
+            "retention_read_model_redis_up",
+            "1 when the last Redis write succeeded",
+            one(1.0 if rm.redis_up else 0.0),
         )
-        rm_up.add_metric([], 1.0 if rm.redis_up else 0.0)
-        yield rm_up
-
-        rm_writes = CounterMetricFamily(
+        yield family(
+            counter,
             "retention_read_model_writes",
             "Customer hashes sent to Redis, by result (skipped: Redis already as new)",
-            labels=["result"],
+            [(("written",), rm.written), (("skipped",), rm.skipped)],
+            "result",
         )
-        rm_writes.add_metric(["written"], rm.written)
-        rm_writes.add_metric(["skipped"], rm.skipped)
-        yield rm_writes
-
-        rm_errors = CounterMetricFamily(
-            "retention_read_model_errors", "Failed read-model flushes (Redis errors)"
+        yield family(
+            counter,
+            "retention_read_model_errors",
+            "Failed read-model flushes (Redis errors)",
+            one(rm.errors),
         )
-        rm_errors.add_metric([], rm.errors)
-        yield rm_errors
 
 
 class Metrics:
