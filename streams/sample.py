@@ -121,6 +121,7 @@ DEFAULT_PROSPECT_RATE = 0.2
 MAX_ALLOWED_LATENESS = DAY
 DEFAULT_BEYOND_LATENESS = 3 * DAY
 DEFAULT_FAR_DUPLICATE_AFTER = 60 * DAY
+DEFAULT_RESTAMP_AFTER = 2 * HOUR
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,6 +146,11 @@ class SampleOptions:
     # purchases whose exact line is delivered again ``far_duplicate_after`` later;
     far_duplicate_rate: float = 0.0  # per purchase
     far_duplicate_after: int = DEFAULT_FAR_DUPLICATE_AFTER  # micros of event time
+    # purchases re-sent with a new event_id AND a new ``occurred_at``, ``restamp_after``
+    # later (a retry stamped when it was sent): which copy counts then depends on
+    # the order they are read in (README "Byte budget, pending and deduplication");
+    restamped_retry_rate: float = 0.0  # per purchase
+    restamp_after: int = DEFAULT_RESTAMP_AFTER  # micros of event time
     # consenting customers who also send the opposite consent at the same instant
     # as their opt-out (in either order);
     consent_tie_rate: float = 0.0
@@ -164,6 +170,7 @@ class SampleOptions:
             "beyond_lateness_rate",
             "far_duplicate_rate",
             "consent_tie_rate",
+            "restamped_retry_rate",
         ):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
@@ -176,6 +183,8 @@ class SampleOptions:
             raise ValueError("beyond_lateness must be positive")
         if self.far_duplicate_after < 0:
             raise ValueError("far_duplicate_after must not be negative")
+        if self.restamp_after < 1:
+            raise ValueError("restamp_after must be positive")
         if not 3 <= self.currencies <= 3 + len(EXTRA_CURRENCIES):
             raise ValueError(
                 f"currencies must be between 3 and {3 + len(EXTRA_CURRENCIES)}, "
@@ -376,6 +385,15 @@ class _Generator:
             # occurred_at, so the order's time does not hinge on which copy arrives first.
             retry = dict(event, event_id=self._event_id())
             self._push(self._later(t, key), _dumps(retry))
+        if self.opts.restamped_retry_rate and rng.random() < self.opts.restamped_retry_rate:
+            # The same order sent again later under a new event_id and its own send time.
+            when = min(t + self.opts.restamp_after, self.end)
+            restamped = dict(
+                event,
+                event_id=self._event_id(),
+                occurred_at=self.clock.render(when, offset, suffix),
+            )
+            self._push(when, _dumps(restamped))
         if self.opts.far_duplicate_rate and rng.random() < self.opts.far_duplicate_rate:
             # The very same line again, long after: many other events come in between.
             self._push(t + self.opts.far_duplicate_after, _dumps(event))

@@ -3,8 +3,9 @@
 sorted by customer (as warehouse exports are), shuffled, reversed.
 
 The history uses the generator's hostile options too: events later than the
-allowed lateness, purchases re-delivered long after, opt-out and opt-in at the
-same instant, six currencies.  Each case is one worker on its own topic prefix,
+allowed lateness, purchases re-delivered long after, orders re-sent under a new
+event id stamped two hours later (which copy counts must not depend on the
+file's order), opt-out and opt-in at the same instant, six currencies.  Each case is one worker on its own topic prefix,
 fed by the real `retention replay` command with a sort memory small enough that
 the file is spilled to disk in several runs.
 """
@@ -40,6 +41,7 @@ OPTIONS = SampleOptions(
     consent_rate=0.1,
     consent_tie_rate=0.3,
     currencies=6,
+    restamped_retry_rate=0.02,
 )
 
 REPLAY = [sys.executable, "-m", "streams.cli", "replay"]

@@ -195,6 +195,8 @@ def test_zero_rates_give_a_clean_time_sorted_file() -> None:
         SampleOptions(max_lateness=-1),
         SampleOptions(duplicate_rate=1.5),
         SampleOptions(late_rate=0.7, shuffle_rate=0.7),
+        SampleOptions(restamped_retry_rate=2.0),
+        SampleOptions(restamp_after=0),
     ],
 )
 def test_unusable_options_are_refused(bad: SampleOptions) -> None:
@@ -419,3 +421,25 @@ def test_command_names_the_bad_hostile_flag(
 ) -> None:
     assert main(["sample", "--customers", "5", *flags]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_restamped_retries_resend_an_order_later_under_a_new_id_and_time() -> None:
+    opts = SampleOptions(
+        duplicate_rate=0, retry_rate=0, malformed_rate=0, restamped_retry_rate=0.05
+    )
+    parsed = parse(list(generate(1000, 180, seed=3, end=END, options=opts)))
+    by_order: dict[str, list[tuple[int, Event]]] = {}
+    for n, e in parsed.valid:
+        if e.kind == "purchase":
+            assert e.order_id is not None
+            by_order.setdefault(e.order_id, []).append((n, e))
+    twice = [copies for copies in by_order.values() if len(copies) > 1]
+    assert 0.03 < len(twice) / len(by_order) < 0.07
+    for copies in twice:
+        (_, first), (_, retry) = sorted(copies, key=lambda c: c[1].occurred_at)
+        # A new event id, stamped two hours later (or at the end of the window).
+        assert retry.event_id != first.event_id
+        assert retry.occurred_at - first.occurred_at in (2 * HOUR, END - first.occurred_at)
+        assert (retry.amount, retry.currency) == (first.amount, first.currency)
+    # Arrival order: the original may be delivered late, after its retry.
+    assert any(c[0][1].occurred_at > c[1][1].occurred_at for c in twice)
