@@ -5,9 +5,10 @@ sorted by customer (as warehouse exports are), shuffled, reversed.
 The history uses the generator's hostile options too: events later than the
 allowed lateness, purchases re-delivered long after, orders re-sent under a new
 event id stamped two hours later (which copy counts must not depend on the
-file's order), opt-out and opt-in at the same instant, six currencies.  Each case is one worker on its own topic prefix,
-fed by the real `retention replay` command with a sort memory small enough that
-the file is spilled to disk in several runs.
+file's order), opt-out and opt-in at the same instant, six currencies.  Each
+case is one worker on its own topic prefix, fed by the real `retention replay`
+command with a sort memory small enough that the file is spilled to disk in
+several runs.
 """
 
 from __future__ import annotations
