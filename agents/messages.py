@@ -55,9 +55,12 @@ def bundles(items: list[bytes], max_bytes: int = BUNDLE_MAX_BYTES) -> list[bytes
 
 
 PREVIEW_CHARS = 512
-# Kept whole up to this size; a larger message (already a dead letter for its size)
-# keeps its head, length and hash so the dead letter itself fits in a Kafka record.
-MAX_ORIGINAL_BYTES = 512 * 1024
+# Kept whole up to this size; a larger message keeps its head, length and hash, so
+# that the dead letter itself (base64 is 4/3 of the bytes) stays within the output
+# budget of agents/core/budget.py (README "Byte budget").
+MAX_ORIGINAL_BYTES = 160 * 1024
+# The error text is cut too: it may quote a field of any length.
+MAX_ERROR_CHARS = 1024
 
 
 def decision_record(
@@ -129,7 +132,7 @@ def dead_letter_record(
         {
             "schema": SCHEMA_DEAD_LETTER,
             "error_code": code,
-            "error": message,
+            "error": message[:MAX_ERROR_CHARS],
             "source": {"topic": topic, "partition": partition, "offset": offset},
             "original_base64": base64.b64encode(raw[:MAX_ORIGINAL_BYTES]).decode("ascii"),
             "original_size": len(raw),

@@ -160,7 +160,7 @@ class DeadLetter:
     error_code: str
     error: str
     source: SourcePosition
-    original_base64: str  # whole message up to 512 KiB, else its head
+    original_base64: str  # whole message up to 160 KiB, else its head
     original_size: int
     original_truncated: bool
     original_sha256: str
