@@ -19,9 +19,11 @@ boundary falls.
 
 from __future__ import annotations
 
+import re
 from collections import Counter, deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import orjson
@@ -30,7 +32,8 @@ from agents.core.clock import NEVER, StreamClock, WallClock, source_name
 from agents.core.due_index import DueIndex
 from agents.core.engine import Conversion, Emission, Engine, Firing, Refused
 from agents.core.state import CustomerState
-from agents.core.timeutil import iso
+from agents.core.timeutil import iso, to_micros
+from agents.core.validation import MAX_ID_LENGTH, MAX_TEXT_LENGTH
 from agents.messages import (
     BUNDLE,
     dead_letter_record,
@@ -39,7 +42,14 @@ from agents.messages import (
     nudge_record,
     outcome_record,
 )
-from schemas.records import Event
+from schemas.records import (
+    CONSENT_OPTED_IN,
+    CONSENT_OPTED_OUT,
+    KIND_CONSENT,
+    KIND_PURCHASE,
+    KIND_SESSION,
+    Event,
+)
 
 # One table holds both kinds of record; the prefixes keep any customer id (which
 # may be any string) from ever colliding with a partition's clock.
@@ -283,12 +293,9 @@ class CustomerProcessor:
         kind = msg.get("type")
         if kind == "ev":
             src = msg.get("src")
-            try:
-                event = Event.from_wire(msg["ev"])
-            except Exception as exc:  # any shape the wire reader rejects
-                raise BadMessage(f"unreadable event: {exc!r}"[:300]) from None
-            if src not in self._known_sources:
-                raise BadMessage(f"unknown source {src!r}")
+            event = read_wire_event(msg.get("ev"))
+            if not isinstance(src, str) or src not in self._known_sources:
+                raise BadMessage(f"unknown source {src!r}"[:300])
             if self.mode == "stream":
                 rt.clock.observe(src, event.occurred_at)
             wm = self._watermark(rt)
@@ -308,10 +315,10 @@ class CustomerProcessor:
             return event.customer_id, False
         if kind == "adv":
             src, until = msg.get("src"), msg.get("until")
-            if src not in self._known_sources:
-                raise BadMessage(f"advance from unknown source {src!r}")
+            if not isinstance(src, str) or src not in self._known_sources:
+                raise BadMessage(f"advance from unknown source {src!r}"[:300])
             if not isinstance(until, int) or isinstance(until, bool):
-                raise BadMessage(f"advance 'until' must be integer micros, got {until!r}")
+                raise BadMessage(f"advance 'until' must be integer micros, got {until!r}"[:300])
             if self.mode == "stream":
                 rt.clock.mark(src, until)
                 return None, True
@@ -319,7 +326,7 @@ class CustomerProcessor:
         if kind == "tick":
             self.counters["ticks"] += 1
             return None, False
-        raise BadMessage(f"unknown message type {kind!r}")
+        raise BadMessage(f"unknown message type {kind!r}"[:300])
 
     def _dead_letter(
         self, result: Result, partition: int, offset: int, raw: bytes | None, code: str, why: str
@@ -411,6 +418,68 @@ class CustomerProcessor:
                 self.counters["outcomes"] += 1
                 record = outcome_record(c, attribution_window=window)
                 result.outputs.append(Output(self.outcomes_topic, c.customer_id, dumps(record)))
+
+
+_WIRE_AMOUNT = re.compile(r"[0-9]{1,16}(?:\.[0-9]{1,31})?", re.ASCII)
+_WIRE_CURRENCY = re.compile(r"[A-Z]{3}", re.ASCII)
+_TIME_RANGE = (
+    to_micros(datetime.min.replace(tzinfo=UTC)),
+    to_micros(datetime.max.replace(tzinfo=UTC)),
+)
+
+
+def read_wire_event(wire: Any) -> Event:
+    """An ``ev`` item's event, exactly in the shape ingest writes, or BadMessage.
+
+    Ingest only forwards what :func:`agents.core.validation.validate` accepted; a
+    message of any other shape on the internal topic (written by something else)
+    would otherwise reach the engine and the table row with wrong types or sizes
+    and crash the agent on every restart (README "Byte budget").  Amounts may
+    carry up to 31 fraction digits: the plain form of a JSON number >= 1e-15.
+    """
+    if not isinstance(wire, dict):
+        raise BadMessage(f"event must be an object, got {type(wire).__name__}")
+    kind = wire.get("k")
+    if not isinstance(kind, str) or kind not in _WIRE_FIELDS:
+        raise BadMessage(f"unknown event kind {kind!r}"[:300])
+    t = wire.get("t")
+    if not isinstance(t, int) or isinstance(t, bool) or not _TIME_RANGE[0] <= t <= _TIME_RANGE[1]:
+        raise BadMessage(f"event time must be integer micros in years 1-9999, got {t!r}"[:300])
+    channel = wire.get("ch")
+    if channel is not None and (not isinstance(channel, str) or len(channel) > MAX_TEXT_LENGTH):
+        raise BadMessage("event channel must be a string of at most 256 characters")
+    fields: dict[str, str] = {}
+    for name in ("e", "c", *_WIRE_FIELDS[kind]):
+        value = wire.get(name)
+        if not isinstance(value, str):
+            raise BadMessage(f"event field {name!r} must be a string, got {value!r}"[:300])
+        if name in _WIRE_IDS and not (0 < len(value) <= MAX_ID_LENGTH and value.strip()):
+            raise BadMessage(
+                f"event field {name!r} must be a non-blank id of at most 128 characters"
+            )
+        fields[name] = value
+    if kind == KIND_PURCHASE and not (
+        _WIRE_AMOUNT.fullmatch(fields["a"]) and _WIRE_CURRENCY.fullmatch(fields["cur"])
+    ):
+        raise BadMessage(f"purchase amount or currency malformed: {fields['a'][:40]!r}")
+    if kind == KIND_CONSENT and fields["st"] not in (CONSENT_OPTED_OUT, CONSENT_OPTED_IN):
+        raise BadMessage(f"consent status {fields['st'][:40]!r} unknown")
+    return Event(
+        kind,
+        fields["e"],
+        fields["c"],
+        t,
+        order_id=fields.get("o"),
+        amount=fields.get("a"),
+        currency=fields.get("cur"),
+        session_id=fields.get("s"),
+        status=fields.get("st"),
+        channel=channel,
+    )
+
+
+_WIRE_FIELDS = {KIND_PURCHASE: ("o", "a", "cur"), KIND_SESSION: ("s",), KIND_CONSENT: ("st",)}
+_WIRE_IDS = frozenset({"e", "c", "o", "s"})
 
 
 def _items(bundle: dict[str, Any]) -> list[Any]:
