@@ -50,6 +50,10 @@ test: $(STAMP) lint typecheck jars  ## lint, type-check and run every test (real
 unit: $(STAMP)  ## tier 1: unit tests only (no broker, no worker process)
 	$(BIN)/pytest -q tests/unit
 
+.PHONY: fuzz
+fuzz: $(STAMP)  ## the pure-path fuzz (tests/unit/agents/test_fuzz_pipeline.py), 10,000 examples a test
+	RETENTION_FUZZ_PROFILE=long $(BIN)/pytest -q tests/unit/agents/test_fuzz_pipeline.py
+
 integration: $(STAMP) jars  ## tier 2: the harness against a real Kafka broker + Redis
 	$(BIN)/pytest tests/integration
 
