@@ -92,6 +92,13 @@ class Topics:
     def all(self) -> tuple[str, ...]:
         return (*self.inputs(), *self.outputs(), self.customer_events)
 
+    def resolve(self, name: str) -> str:
+        """A short name (``nudges``, ``customer_events`` or ``customer-events``) or a full
+        topic name, as the CLI takes it."""
+        short = {f.name: getattr(self, f.name) for f in fields(Topics)}
+        short.update({k.replace("_", "-"): v for k, v in short.items()})
+        return str(short.get(name, name))
+
 
 @dataclass(frozen=True, slots=True)
 class KafkaSecurity:

@@ -26,12 +26,12 @@ import orjson
 
 from agents.core.guardrails import SUPPRESSIONS
 from agents.core.timeutil import iso
-from streams.commands.report import live_report
 from streams.config import Config, load_config
 from streams.local.procs import LocalStackError
 from streams.local.stack import LocalStack, StackInfo
 from streams.offsets import end_offsets, read_all, wait_caught_up
 from streams.producer import produce_lines
+from streams.reporting import live_report
 from streams.sample import default_end, generate
 
 

@@ -7,7 +7,7 @@ import asyncio
 import sys
 from pathlib import Path
 
-from streams.commands._common import fail, resolve_topic
+from streams.commands._common import fail
 from streams.config import load_config
 from streams.producer import produce_lines
 
@@ -31,7 +31,7 @@ def run(args: argparse.Namespace) -> int:
         lines = open_lines(args.file)
     except OSError as exc:
         return fail(f"cannot read {args.file}: {exc.strerror}")
-    topic = resolve_topic(config, args.topic) if args.topic else None
+    topic = config.topics.resolve(args.topic) if args.topic else None
     stats = asyncio.run(produce_lines(config, lines, topic=topic))
     parts = ", ".join(f"{t}={n}" for t, n in sorted(stats.by_topic.items()))
     print(f"produced {stats.sent} messages to {config.kafka} ({parts})")

@@ -27,8 +27,8 @@ from streams.sample import (
     SampleOptions,
     default_end,
     generate,
-    iso_date_or_time,
 )
+from streams.timeargs import date_or_time
 
 HOUR_MICROS = 3600 * MICROS_PER_SECOND
 DAY_MICROS = 24 * HOUR_MICROS
@@ -136,7 +136,7 @@ def run(args: argparse.Namespace) -> int:
     if args.days < 1:
         return fail("--days must be at least 1", 2)
     try:
-        end = iso_date_or_time(args.end) if args.end else default_end()
+        end = date_or_time(args.end) if args.end else default_end()
     except ValueError as exc:
         return fail(f"--end: {exc}", 2)
     options = SampleOptions(

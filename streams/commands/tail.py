@@ -10,7 +10,6 @@ import time
 import orjson
 from aiokafka import AIOKafkaConsumer
 
-from streams.commands._common import resolve_topic
 from streams.config import load_config
 from streams.kafka import client_kwargs
 
@@ -26,7 +25,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 async def tail(args: argparse.Namespace) -> int:
     config = load_config()
-    topic = resolve_topic(config, args.topic)
+    topic = config.topics.resolve(args.topic)
     consumer = AIOKafkaConsumer(
         topic,
         **client_kwargs(config),

@@ -17,8 +17,8 @@ import pytest
 from agents.core.reports import build_report
 from agents.core.timeutil import MICROS_PER_DAY, iso, parse_timestamp, to_micros
 from agents.offline.reference import ReferenceResult, compute_decisions
-from streams.commands.report import live_report
 from streams.config import Config, load_config
+from streams.reporting import live_report
 from streams.sample import generate
 from tests.e2e.harness import Deployment, decision_key
 

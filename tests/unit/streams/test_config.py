@@ -370,3 +370,11 @@ def test_retention_config_list_names_every_variable_with_its_default(
     assert [line.split()[0] for line in lines] == [s.env for s in SETTINGS]
     assert "RETENTION_MIN_GAP" in lines[[s.key for s in SETTINGS].index("min_gap")]
     assert any(line.split()[:2] == ["RETENTION_MIN_GAP", "P1D"] for line in lines)
+
+
+def test_the_cli_takes_short_topic_names_with_the_prefix_applied() -> None:
+    topics = Config(topic_prefix="acme.").topics
+    assert topics.resolve("nudges") == "acme.retention.nudges"
+    assert topics.resolve("customer-events") == topics.resolve("customer_events")
+    assert topics.resolve("customer_events") == "acme.retention.customer-events"
+    assert topics.resolve("some.other.topic") == "some.other.topic"
