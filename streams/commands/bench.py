@@ -24,19 +24,19 @@ import orjson
 from aiokafka import AIOKafkaConsumer
 
 from agents.core.timeutil import iso
-from streams.commands.demo import (
-    borrowed_stack,
-    start_worker,
-    stop_worker,
-    stream_deployment,
-    worker_env,
-)
 from streams.config import Config
 from streams.kafka import client_kwargs
 from streams.local.procs import LocalStackError
 from streams.offsets import end_offsets, group_lag
 from streams.producer import produce_lines
 from streams.sample import default_end, generate
+from streams.workers import (
+    borrowed_stack,
+    start_worker,
+    stop_worker,
+    stream_deployment,
+    worker_env,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 

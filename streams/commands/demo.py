@@ -10,29 +10,31 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
-import dataclasses
 import os
-import signal
 import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import orjson
 
 from agents.core.guardrails import SUPPRESSIONS
 from agents.core.timeutil import iso
-from streams.config import Config, load_config
+from streams.config import Config
 from streams.local.procs import LocalStackError
-from streams.local.stack import LocalStack, StackInfo
 from streams.offsets import end_offsets, read_all, wait_caught_up
 from streams.producer import produce_lines
 from streams.reporting import live_report
 from streams.sample import default_end, generate
+from streams.workers import (
+    borrowed_stack,
+    dashboard_url,
+    say,
+    start_worker,
+    stop_worker,
+    stream_deployment,
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -50,10 +52,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--timeout", type=float, default=900, help="seconds to wait for the worker")
 
 
-def say(text: str = "") -> None:
-    print(text, flush=True)
-
-
 def run(args: argparse.Namespace) -> int:
     try:
         with borrowed_stack() as info:
@@ -69,78 +67,6 @@ def run(args: argparse.Namespace) -> int:
     except LocalStackError as exc:
         print(f"retention demo: {exc}", file=sys.stderr)
         return 1
-
-
-@contextlib.contextmanager
-def borrowed_stack() -> Iterator[StackInfo]:
-    """The local stack, started if needed; stopped afterwards only if started here."""
-    stack = LocalStack(say=say)
-    was_running = stack.status().running
-    info = stack.up()
-    try:
-        yield info
-    finally:
-        if not was_running:
-            stack.down()
-            say("local stack stopped")
-
-
-def stream_deployment(info: StackInfo, kind: str) -> tuple[Config, Path]:
-    """A fresh, isolated stream-clock deployment on the local stack (demo, bench):
-    its own topic prefix, consumer group and data dir under the run folder."""
-    run_id = time.strftime("%Y%m%d%H%M%S")
-    folder = info.run_dir / kind / run_id
-    config = dataclasses.replace(
-        load_config(),
-        kafka=info.kafka,
-        redis=info.redis,
-        clock="stream",
-        topic_prefix=f"{kind}{run_id}.",
-        app_id=f"retention-{kind}-{run_id}",
-        data_dir=folder / "data",
-    )
-    return config, folder
-
-
-def stop_worker(worker: subprocess.Popen[bytes]) -> None:
-    if worker.poll() is not None:
-        return
-    os.killpg(worker.pid, signal.SIGTERM)
-    try:
-        worker.wait(30)
-    except subprocess.TimeoutExpired:
-        os.killpg(worker.pid, signal.SIGKILL)
-
-
-def worker_env(config: Config, **extra: str) -> dict[str, str]:
-    """The environment of a child process that runs ``config`` (worker, bench)."""
-    env = dict(os.environ)
-    env.update(
-        RETENTION_KAFKA=config.kafka,
-        RETENTION_REDIS=config.redis,
-        RETENTION_CLOCK="stream",
-        RETENTION_TOPIC_PREFIX=config.topic_prefix,
-        RETENTION_APP_ID=config.app_id,
-        RETENTION_DATA_DIR=str(config.data_dir),
-        RETENTION_WEB_PORT=str(config.web_port),
-        RETENTION_LOG_LEVEL="warning",
-        **extra,
-    )
-    return env
-
-
-def start_worker(config: Config, folder: Path) -> subprocess.Popen[bytes]:
-    folder.mkdir(parents=True, exist_ok=True)
-    env = worker_env(config)
-    log = open(folder / "worker.log", "ab")  # noqa: SIM115 - owned by the child
-    say(f"worker starting (log {folder / 'worker.log'})")
-    return subprocess.Popen(
-        [sys.executable, "-m", "streams.cli", "worker"],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
 
 
 async def demo(config: Config, args: argparse.Namespace, worker: subprocess.Popen[bytes]) -> int:
@@ -231,10 +157,6 @@ async def summary(config: Config, sent: int) -> None:
     say(f"  {env} RETENTION_CLOCK=stream retention report   (live, from the tables)")
     say(f"  {env} retention tail nudges")
     say("  retention report --from-file FILE   (the offline reference)")
-
-
-def dashboard_url(config: Config) -> str:
-    return f"http://{config.web_host}:{config.web_port}/retention/"
 
 
 def _examples(nudges: list[dict[str, Any]]) -> list[dict[str, Any]]:
