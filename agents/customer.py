@@ -39,7 +39,6 @@ from agents.messages import (
     dead_letter_record,
     decision_record,
     dumps,
-    nudge_record,
     outcome_record,
 )
 from schemas.records import (
@@ -342,7 +341,7 @@ class CustomerProcessor:
             received_at=self.wall_clock(),
         )
         key = f"{self.internal_topic}:{partition}:{offset}"
-        result.outputs.append(Output(self.dlq_topic, key, record))
+        result.outputs.append(Output(self.dlq_topic, key, dumps(record.to_dict())))
 
     def clock_warnings(self, idle_timeout: int) -> list[str]:
         """Partitions whose stream clock has not moved for ``idle_timeout`` micros
@@ -406,18 +405,22 @@ class CustomerProcessor:
                 f, fired_at=now, clock=self.mode, outcome=f.outcome, holdout=f.holdout
             )
             self.decision_counts[(f.rule, f.step, f.outcome)] += 1
-            result.outputs.append(Output(self.decisions_topic, f.customer_id, dumps(decision)))
+            result.outputs.append(
+                Output(self.decisions_topic, f.customer_id, dumps(decision.to_dict()))
+            )
             if f.delivered:
                 result.delivered[(iso(f.due_at)[:10], f.rule, f.step)] += 1
                 result.outputs.append(
-                    Output(self.nudges_topic, f.customer_id, dumps(nudge_record(decision)))
+                    Output(self.nudges_topic, f.customer_id, dumps(decision.nudge_dict()))
                 )
         window = self.engine.settings.attribution_window
         for c in emissions:
             if isinstance(c, Conversion):
                 self.counters["outcomes"] += 1
                 record = outcome_record(c, attribution_window=window)
-                result.outputs.append(Output(self.outcomes_topic, c.customer_id, dumps(record)))
+                result.outputs.append(
+                    Output(self.outcomes_topic, c.customer_id, dumps(record.to_dict()))
+                )
 
 
 _WIRE_AMOUNT = re.compile(r"[0-9]{1,16}(?:\.[0-9]{1,31})?", re.ASCII)

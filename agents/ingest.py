@@ -94,7 +94,7 @@ class IngestProcessor:
     def dead_letter(
         self, raw: bytes, exc: ValidationError, topic: str, partition: int, offset: int
     ) -> bytes:
-        return dead_letter_record(
+        record = dead_letter_record(
             raw,
             code=exc.code,
             message=exc.message,
@@ -103,6 +103,7 @@ class IngestProcessor:
             offset=offset,
             received_at=self.wall_clock(),
         )
+        return dumps(record.to_dict())
 
 
 def dead_letter_counts(handlers: Sequence[IngestProcessor]) -> Counter[str]:

@@ -22,15 +22,14 @@ from __future__ import annotations
 
 import base64
 import hashlib
-from datetime import timedelta
 from typing import Any
 
 import orjson
 
 from agents.core.engine import Conversion, Firing
 from agents.core.guardrails import OUTCOME_DELIVERED
-from agents.core.timeutil import MICROS_PER_SECOND, format_duration, iso
-from schemas.records import SCHEMA_DEAD_LETTER, SCHEMA_DECISION, SCHEMA_NUDGE, SCHEMA_OUTCOME
+from agents.core.timeutil import duration_record, iso
+from schemas.records import DeadLetter, Decision, Outcome, SourcePosition
 
 CONTROL_ADVANCE = "control/advance"
 BUNDLE = "bundle"
@@ -65,51 +64,41 @@ MAX_ERROR_CHARS = 1024
 
 def decision_record(
     f: Firing, *, fired_at: int, clock: str, outcome: str, holdout: bool
-) -> dict[str, Any]:
-    return {
-        "schema": SCHEMA_DECISION,
-        "trigger_id": f.trigger_id,
-        "customer_id": f.customer_id,
-        "rule": f.rule,
-        "step": f.step,
-        "threshold": {"iso": f.threshold_iso, "seconds": f.threshold_seconds},
-        "anchor_at": iso(f.anchor_at),
-        "due_at": iso(f.due_at),
-        "fired_at": iso(fired_at),
-        "delivered": outcome == OUTCOME_DELIVERED,
-        "outcome": outcome,
-        "holdout": holdout,
-        "reason": f.reason(),
-        "context": f.context,
-        "clock": clock,
-    }
+) -> Decision:
+    """The ``decision/1`` record of a firing; ``nudge_dict()`` is its ``nudge/1``."""
+    return Decision(
+        trigger_id=f.trigger_id,
+        customer_id=f.customer_id,
+        rule=f.rule,
+        step=f.step,
+        threshold=duration_record(f.threshold),
+        anchor_at=iso(f.anchor_at),
+        due_at=iso(f.due_at),
+        fired_at=iso(fired_at),
+        holdout=holdout,
+        reason=f.reason(),
+        context=f.context,
+        delivered=outcome == OUTCOME_DELIVERED,
+        outcome=outcome,
+        clock=clock,
+    )
 
 
-def outcome_record(c: Conversion, *, attribution_window: int) -> dict[str, Any]:
+def outcome_record(c: Conversion, *, attribution_window: int) -> Outcome:
     """A conversion on retention.outcomes: once per firing, delivered or holdout."""
-    return {
-        "schema": SCHEMA_OUTCOME,
-        "trigger_id": c.trigger_id,
-        "customer_id": c.customer_id,
-        "rule": c.rule,
-        "step": c.step,
-        "group": c.group,
-        "anchor_at": iso(c.anchor_at),
-        "due_at": iso(c.due_at),
-        "converted_at": iso(c.converted_at),
-        "order_id": c.order_id,
-        "hours_to_convert": c.hours_to_convert,
-        "attribution_window": {
-            "iso": format_duration(timedelta(microseconds=attribution_window)),
-            "seconds": attribution_window // MICROS_PER_SECOND,
-        },
-    }
-
-
-def nudge_record(decision: dict[str, Any]) -> dict[str, Any]:
-    out = {k: v for k, v in decision.items() if k not in ("delivered", "outcome", "clock")}
-    out["schema"] = SCHEMA_NUDGE
-    return out
+    return Outcome(
+        trigger_id=c.trigger_id,
+        customer_id=c.customer_id,
+        rule=c.rule,
+        step=c.step,
+        group=c.group,
+        anchor_at=iso(c.anchor_at),
+        due_at=iso(c.due_at),
+        converted_at=iso(c.converted_at),
+        order_id=c.order_id,
+        hours_to_convert=c.hours_to_convert,
+        attribution_window=duration_record(attribution_window),
+    )
 
 
 def dead_letter_record(
@@ -121,26 +110,23 @@ def dead_letter_record(
     partition: int,
     offset: int,
     received_at: int,
-) -> bytes:
+) -> DeadLetter:
     """A ``dead_letter/1`` record: the original bytes, where they came from and why."""
     text: str | None
     try:
         text = raw[:PREVIEW_CHARS].decode("utf-8")
     except UnicodeDecodeError:
         text = None
-    return dumps(
-        {
-            "schema": SCHEMA_DEAD_LETTER,
-            "error_code": code,
-            "error": message[:MAX_ERROR_CHARS],
-            "source": {"topic": topic, "partition": partition, "offset": offset},
-            "original_base64": base64.b64encode(raw[:MAX_ORIGINAL_BYTES]).decode("ascii"),
-            "original_size": len(raw),
-            "original_truncated": len(raw) > MAX_ORIGINAL_BYTES,
-            "original_sha256": hashlib.sha256(raw).hexdigest(),
-            "original_text": text,
-            "received_at": iso(received_at),
-        }
+    return DeadLetter(
+        error_code=code,
+        error=message[:MAX_ERROR_CHARS],
+        source=SourcePosition(topic, partition, offset),
+        original_base64=base64.b64encode(raw[:MAX_ORIGINAL_BYTES]).decode("ascii"),
+        original_size=len(raw),
+        original_truncated=len(raw) > MAX_ORIGINAL_BYTES,
+        original_sha256=hashlib.sha256(raw).hexdigest(),
+        original_text=text,
+        received_at=iso(received_at),
     )
 
 

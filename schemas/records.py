@@ -1,14 +1,17 @@
 """Python records for every message contract; the JSON Schemas beside this file
 describe the same shapes and ``tests/unit/schemas`` checks that they agree.
 
+The processor builds every output record (decision, nudge, outcome, dead letter)
+from these classes and turns it into JSON with ``to_dict`` only when it is sent.
+
 Times are RFC 3339 strings on the wire and integer microseconds since the epoch
 inside the processor.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 SCHEMA_PURCHASE = "purchase/1"
 SCHEMA_SESSION = "session/1"
@@ -85,13 +88,24 @@ class Event:
 
 @dataclass(frozen=True, slots=True)
 class Threshold:
+    """A duration as the outputs carry it: ISO 8601 and whole seconds."""
+
     iso: str
     seconds: int
 
+    def to_dict(self) -> dict[str, Any]:
+        return {"iso": self.iso, "seconds": self.seconds}
 
-@dataclass(frozen=True, slots=True)
-class Decision:
-    """One firing of one ladder step, delivered or suppressed (``decision/1``)."""
+
+# The output records below are built once per firing, conversion or rejected
+# message, on the customer agent's hot path: plain slots dataclasses (a frozen
+# one's __init__ costs about twice as much) with a hand-written ``to_dict``, the
+# wire form, whose keys are exactly the JSON Schema's (tests/unit/schemas).
+
+
+@dataclass(slots=True)
+class Trigger:
+    """What ``decision/1`` and ``nudge/1`` both say about one firing of one ladder step."""
 
     trigger_id: str
     customer_id: str
@@ -101,34 +115,60 @@ class Decision:
     anchor_at: str
     due_at: str
     fired_at: str
-    delivered: bool
-    outcome: str  # "delivered" or a suppression reason code
     holdout: bool
     reason: str  # one human line
-    context: dict[str, Any] = field(default_factory=dict)
-    clock: str = "wall"
-    schema: str = SCHEMA_DECISION
+    context: dict[str, Any]
+
+    def trigger_dict(self, schema: str) -> dict[str, Any]:
+        return {
+            "schema": schema,
+            "trigger_id": self.trigger_id,
+            "customer_id": self.customer_id,
+            "rule": self.rule,
+            "step": self.step,
+            "threshold": self.threshold.to_dict(),
+            "anchor_at": self.anchor_at,
+            "due_at": self.due_at,
+            "fired_at": self.fired_at,
+            "holdout": self.holdout,
+            "reason": self.reason,
+            "context": self.context,
+        }
 
 
-@dataclass(frozen=True, slots=True)
-class NudgeTrigger:
+@dataclass(slots=True)
+class NudgeTrigger(Trigger):
     """A delivered trigger for messaging services (``nudge/1``)."""
 
-    trigger_id: str
-    customer_id: str
-    rule: str
-    step: int
-    threshold: Threshold
-    anchor_at: str
-    due_at: str
-    fired_at: str
-    holdout: bool
-    reason: str
-    context: dict[str, Any]
-    schema: str = SCHEMA_NUDGE
+    schema: ClassVar[str] = SCHEMA_NUDGE
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.trigger_dict(SCHEMA_NUDGE)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
+class Decision(Trigger):
+    """One firing of one ladder step, delivered or suppressed (``decision/1``)."""
+
+    delivered: bool
+    outcome: str  # "delivered" or a suppression reason code
+    clock: str  # "wall" or "stream"
+    schema: ClassVar[str] = SCHEMA_DECISION
+
+    def to_dict(self) -> dict[str, Any]:
+        out = self.trigger_dict(SCHEMA_DECISION)
+        out["delivered"] = self.delivered
+        out["outcome"] = self.outcome
+        out["clock"] = self.clock
+        return out
+
+    def nudge_dict(self) -> dict[str, Any]:
+        """The ``nudge/1`` record of this (delivered) decision: what
+        ``NudgeTrigger.to_dict`` gives for its trigger fields."""
+        return self.trigger_dict(SCHEMA_NUDGE)
+
+
+@dataclass(slots=True)
 class Outcome:
     """A conversion attributed to one firing (``outcome/1``), once per firing."""
 
@@ -143,19 +183,38 @@ class Outcome:
     order_id: str
     hours_to_convert: float
     attribution_window: Threshold
-    schema: str = SCHEMA_OUTCOME
+    schema: ClassVar[str] = SCHEMA_OUTCOME
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "schema": SCHEMA_OUTCOME,
+            "trigger_id": self.trigger_id,
+            "customer_id": self.customer_id,
+            "rule": self.rule,
+            "step": self.step,
+            "group": self.group,
+            "anchor_at": self.anchor_at,
+            "due_at": self.due_at,
+            "converted_at": self.converted_at,
+            "order_id": self.order_id,
+            "hours_to_convert": self.hours_to_convert,
+            "attribution_window": self.attribution_window.to_dict(),
+        }
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class SourcePosition:
     topic: str
     partition: int
     offset: int
 
+    def to_dict(self) -> dict[str, Any]:
+        return {"topic": self.topic, "partition": self.partition, "offset": self.offset}
 
-@dataclass(frozen=True, slots=True)
+
+@dataclass(slots=True)
 class DeadLetter:
-    """A rejected input message with everything needed to find and fix it."""
+    """A rejected input message with everything needed to find and fix it (``dead_letter/1``)."""
 
     error_code: str
     error: str
@@ -164,6 +223,20 @@ class DeadLetter:
     original_size: int
     original_truncated: bool
     original_sha256: str
+    original_text: str | None  # the first 512 bytes, if they are UTF-8
     received_at: str
-    original_text: str | None = None
-    schema: str = SCHEMA_DEAD_LETTER
+    schema: ClassVar[str] = SCHEMA_DEAD_LETTER
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "schema": SCHEMA_DEAD_LETTER,
+            "error_code": self.error_code,
+            "error": self.error,
+            "source": self.source.to_dict(),
+            "original_base64": self.original_base64,
+            "original_size": self.original_size,
+            "original_truncated": self.original_truncated,
+            "original_sha256": self.original_sha256,
+            "original_text": self.original_text,
+            "received_at": self.received_at,
+        }

@@ -7,8 +7,11 @@ depends on the producer's machine.
 
 from __future__ import annotations
 
+import functools
 import re
 from datetime import UTC, datetime, timedelta, timezone
+
+from schemas.records import Threshold
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -94,6 +97,15 @@ def format_duration(value: timedelta) -> str:
         if seconds or not (hours or minutes):
             out += f"{seconds}S"
     return out
+
+
+@functools.lru_cache(maxsize=4096)
+def duration_record(micros: int) -> Threshold:
+    """A duration (micros) as the outputs carry it: ISO 8601 and whole seconds.
+
+    Cached: the ladder steps and the attribution window are a handful of values,
+    and a record is built for every firing."""
+    return Threshold(format_duration(timedelta(microseconds=micros)), micros // MICROS_PER_SECOND)
 
 
 def parse_timestamp(text: object) -> datetime:

@@ -79,7 +79,13 @@ from agents.core.settings import (
     LadderSettings,
 )
 from agents.core.state import pending_entry
-from agents.core.timeutil import MAX_DURATION, MICROS_PER_SECOND, format_duration, iso
+from agents.core.timeutil import (
+    MAX_DURATION,
+    MICROS_PER_SECOND,
+    duration_record,
+    format_duration,
+    iso,
+)
 from agents.core.validation import ValidationError, validate
 from schemas.records import (
     CONSENT_OPTED_OUT,
@@ -87,6 +93,7 @@ from schemas.records import (
     KIND_PURCHASE,
     KIND_SESSION,
     Event,
+    Outcome,
 )
 
 OUTCOME_DELIVERED = "delivered"
@@ -391,23 +398,19 @@ def conversions(
 def outcome_dict(c: Conversion, core: CoreSettings) -> dict[str, Any]:
     """The JSON form of one conversion, field for field what retention.outcomes carries."""
     f = c.firing
-    return {
-        "schema": "outcome/1",
-        "trigger_id": ids.trigger_id(f.customer_id, f.rule, f.step, f.anchor),
-        "customer_id": f.customer_id,
-        "rule": f.rule,
-        "step": f.step,
-        "group": c.group,
-        "anchor_at": iso(f.anchor),
-        "due_at": iso(f.due),
-        "converted_at": iso(c.converted_at),
-        "order_id": c.order_id,
-        "hours_to_convert": round((c.converted_at - f.due) / (3600 * MICROS_PER_SECOND), 3),
-        "attribution_window": {
-            "iso": format_duration(timedelta(microseconds=core.attribution_window)),
-            "seconds": core.attribution_window // MICROS_PER_SECOND,
-        },
-    }
+    return Outcome(
+        trigger_id=ids.trigger_id(f.customer_id, f.rule, f.step, f.anchor),
+        customer_id=f.customer_id,
+        rule=f.rule,
+        step=f.step,
+        group=c.group,
+        anchor_at=iso(f.anchor),
+        due_at=iso(f.due),
+        converted_at=iso(c.converted_at),
+        order_id=c.order_id,
+        hours_to_convert=round((c.converted_at - f.due) / (3600 * MICROS_PER_SECOND), 3),
+        attribution_window=duration_record(core.attribution_window),
+    ).to_dict()
 
 
 def lifecycle_stage(facts: CustomerFacts, inactivity: list[Firing], steps: int) -> str:

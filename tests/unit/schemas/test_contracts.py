@@ -30,7 +30,7 @@ from agents.core.state import CustomerState
 from agents.core.timeutil import to_micros
 from agents.core.validation import ERROR_CODES, ValidationError, validate
 from agents.ingest import IngestProcessor
-from agents.messages import decision_record, nudge_record, outcome_record
+from agents.messages import decision_record, outcome_record
 from schemas.records import (
     DeadLetter,
     Decision,
@@ -397,25 +397,29 @@ def real_outcomes() -> list[dict[str, Any]]:
         emitted = engine.ingest(state, order, late) or []
         (conversion,) = [c for c in emitted if isinstance(c, Conversion)]
         record = outcome_record(conversion, attribution_window=5 * DAY)
-        out.append(orjson.loads(orjson.dumps(record)))
+        out.append(orjson.loads(orjson.dumps(record.to_dict())))
     assert [o["group"] for o in out] == ["delivered", "holdout"]
     return out
 
 
-def real_decisions() -> list[dict[str, Any]]:
+def real_decision_records() -> list[Decision]:
     now = T0 + 40 * DAY + 123
     return [
-        orjson.loads(
-            orjson.dumps(
-                decision_record(f, fired_at=now, clock=clock, outcome=outcome, holdout=holdout)
-            )
-        )
+        decision_record(f, fired_at=now, clock=clock, outcome=outcome, holdout=holdout)
         for f in real_firings()
         for clock, outcome, holdout in (
             ("wall", OUTCOME_DELIVERED, False),
             ("stream", "holdout", True),
         )
     ]
+
+
+def real_decisions() -> list[dict[str, Any]]:
+    return [orjson.loads(orjson.dumps(d.to_dict())) for d in real_decision_records()]
+
+
+def real_nudges() -> list[dict[str, Any]]:
+    return [orjson.loads(orjson.dumps(d.nudge_dict())) for d in real_decision_records()]
 
 
 def real_dead_letters() -> list[dict[str, Any]]:
@@ -450,19 +454,22 @@ def _assert_valid(name: str, record: dict[str, Any]) -> None:
 
 
 def test_decision_and_nudge_records_validate() -> None:
-    decisions = real_decisions()
-    for d in decisions:
+    decisions, nudges = real_decisions(), real_nudges()
+    for d, n in zip(decisions, nudges, strict=True):
         _assert_valid("decision", d)
-        _assert_valid("nudge", nudge_record(d))
+        _assert_valid("nudge", n)
+        assert n == {k: v for k, v in d.items() if k not in ("delivered", "outcome", "clock")} | {
+            "schema": "nudge/1"
+        }
     assert set(load("decision")["required"]) == set(decisions[0])
-    assert set(load("nudge")["required"]) == set(nudge_record(decisions[0]))
+    assert set(load("nudge")["required"]) == set(nudges[0])
 
 
 def test_decision_schema_ties_delivered_to_outcome() -> None:
-    d = real_decisions()[0]
+    d, n = real_decisions()[0], real_nudges()[0]
     assert not VALIDATORS["decision"].is_valid(d | {"delivered": False})
     assert not VALIDATORS["decision"].is_valid(d | {"unexpected": 1})
-    assert not VALIDATORS["nudge"].is_valid(nudge_record(d) | {"clock": "wall"})
+    assert not VALIDATORS["nudge"].is_valid(n | {"clock": "wall"})
 
 
 def test_outcome_records_validate() -> None:
@@ -472,16 +479,6 @@ def test_outcome_records_validate() -> None:
         assert o["hours_to_convert"] == 48.0  # two days and 1.5 s after the day-7 firing
     assert set(load("outcome")["required"]) == set(outcomes[0])
     assert not VALIDATORS["outcome"].is_valid(outcomes[0] | {"group": "min_gap"})
-
-
-def test_outcome_dataclass_matches_schema() -> None:
-    assert _fields(Outcome) == set(load("outcome")["properties"])
-    o = real_outcomes()[0]
-    record = Outcome(
-        **{k: v for k, v in o.items() if k != "attribution_window"},
-        attribution_window=Threshold(**o["attribution_window"]),
-    )
-    _assert_valid("outcome", dataclasses.asdict(record))
 
 
 def test_dead_letter_records_validate() -> None:
@@ -530,30 +527,67 @@ def test_event_fields_match_input_schemas() -> None:
         assert {WIRE_KEYS[k] for k in wire} == set(load(name)["required"]) | {"channel"}
 
 
-def test_decision_and_nudge_dataclasses_match_schemas() -> None:
-    assert _fields(Decision) == set(load("decision")["properties"])
-    assert _fields(NudgeTrigger) == set(load("nudge")["properties"])
-    threshold = load("decision")["properties"]["threshold"]["properties"]
-    assert _fields(Threshold) == set(threshold)
+# Each output record's one typed definition and its JSON Schema: the same keys, all
+# required, the same schema constant, the same nested objects.
+OUTPUT_RECORDS: dict[str, type[Any]] = {
+    "decision": Decision,
+    "nudge": NudgeTrigger,
+    "outcome": Outcome,
+    "dead_letter": DeadLetter,
+}
+NESTED = {
+    ("decision", "threshold"): Threshold,
+    ("nudge", "threshold"): Threshold,
+    ("outcome", "attribution_window"): Threshold,
+    ("dead_letter", "source"): SourcePosition,
+}
 
 
-def test_dead_letter_source_matches_schema() -> None:
-    source = load("dead_letter")["properties"]["source"]["properties"]
-    assert _fields(SourcePosition) == set(source)
+def _keys(cls: type[Any]) -> set[str]:
+    """The wire keys a record class declares: its fields and its ``schema`` constant."""
+    return _fields(cls) | {"schema"}
 
 
-def test_dead_letter_dataclass_matches_builder() -> None:
-    assert _fields(DeadLetter) == set(load("dead_letter")["properties"])
+@pytest.mark.parametrize("name", OUTPUTS)
+def test_output_record_classes_match_schemas(name: str) -> None:
+    cls, schema = OUTPUT_RECORDS[name], load(name)
+    assert _keys(cls) == set(schema["properties"]) == set(schema["required"])
+    assert cls.schema == schema["properties"]["schema"]["const"] == f"{name}/1"
+    for (record, key), nested in NESTED.items():
+        if record == name:
+            sub = schema["properties"][key]
+            assert _fields(nested) == set(sub["properties"]) == set(sub["required"])
 
 
-def test_dataclass_records_serialise_to_valid_outputs() -> None:
-    d = real_decisions()[0]
-    decision = Decision(
-        **{k: v for k, v in d.items() if k != "threshold"}, threshold=Threshold(**d["threshold"])
-    )
-    _assert_valid("decision", dataclasses.asdict(decision))
-    nudge = NudgeTrigger(
-        **{k: v for k, v in nudge_record(d).items() if k != "threshold"},
-        threshold=Threshold(**d["threshold"]),
-    )
-    _assert_valid("nudge", dataclasses.asdict(nudge))
+def test_every_output_record_class_is_checked() -> None:
+    import schemas.records as records
+
+    declared = {
+        cls
+        for cls in vars(records).values()
+        if isinstance(cls, type) and dataclasses.is_dataclass(cls) and hasattr(cls, "schema")
+    }
+    assert declared == set(OUTPUT_RECORDS.values())
+
+
+def test_to_dict_writes_exactly_the_declared_keys() -> None:
+    """The wire form of each real record is its class's keys, nested objects included."""
+    decision = real_decision_records()[0]
+    conversion_records = real_outcomes()
+    letters = real_dead_letters()
+    assert set(decision.to_dict()) == _keys(Decision)
+    assert set(decision.to_dict()["threshold"]) == _fields(Threshold)
+    assert set(decision.nudge_dict()) == _keys(NudgeTrigger)
+    assert set(conversion_records[0]) == _keys(Outcome)
+    assert set(conversion_records[0]["attribution_window"]) == _fields(Threshold)
+    assert set(letters[0]) == _keys(DeadLetter)
+    assert set(letters[0]["source"]) == _fields(SourcePosition)
+
+
+def test_a_nudge_trigger_is_the_trigger_part_of_its_decision() -> None:
+    """What the customer agent sends as a nudge (``Decision.nudge_dict``) is the
+    ``NudgeTrigger`` record of the decision's trigger fields."""
+    for d in real_decision_records():
+        nudge = NudgeTrigger(**{f: getattr(d, f) for f in _fields(NudgeTrigger)})
+        assert nudge.to_dict() == d.nudge_dict()
+        _assert_valid("nudge", orjson.loads(orjson.dumps(nudge.to_dict())))

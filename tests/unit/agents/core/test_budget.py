@@ -29,7 +29,7 @@ from agents.core.engine import Engine, Firing, Refused
 from agents.core.settings import DAY, HOUR, CoreSettings, LadderSettings
 from agents.core.state import CustomerState
 from agents.core.timeutil import to_micros
-from agents.messages import decision_record, dumps, nudge_record
+from agents.messages import decision_record, dumps
 from schemas.records import Event
 
 T0 = to_micros(datetime(2026, 1, 1, tzinfo=UTC))
@@ -62,8 +62,8 @@ def check_records(fired: list[Any] | Refused | None) -> None:
             record = decision_record(
                 f, fired_at=T0, clock="stream", outcome=f.outcome, holdout=False
             )
-            assert len(dumps(record)) <= OUTPUT_BUDGET
-            assert len(dumps(nudge_record(record))) <= OUTPUT_BUDGET
+            assert len(dumps(record.to_dict())) <= OUTPUT_BUDGET
+            assert len(dumps(record.nudge_dict())) <= OUTPUT_BUDGET
 
 
 # --- the worst case, built on purpose -------------------------------------------------
