@@ -42,15 +42,12 @@ from agents.core.settings import (
     LadderSettings,
 )
 from agents.core.state import (
-    F_CONVERTED,
-    F_DUE,
-    F_OUTCOME,
-    F_RULE,
-    F_STEP,
     STAGE_AT_RISK,
     STAGE_LAPSED,
+    CountKey,
     CustomerState,
     LadderProgress,
+    RecentFiring,
     pending_entry,
 )
 from agents.core.timeutil import (
@@ -300,24 +297,19 @@ class Engine:
             t = event.occurred_at
             window = self.settings.attribution_window
             for f in state.recent_firings:
-                due = f[F_DUE]
-                if (
-                    f[F_OUTCOME] in ATTRIBUTED
-                    and f[F_CONVERTED] is None
-                    and due < t <= due + window
-                ):
-                    f[F_CONVERTED] = t
-                    group = f[F_OUTCOME]
-                    key = f"{f[F_RULE]}/{f[F_STEP]}/{group}"
+                due = f.due_at
+                if f.outcome in ATTRIBUTED and f.converted_at is None and due < t <= due + window:
+                    f.converted_at = t
+                    key = CountKey(f.rule, f.step, f.outcome)
                     state.conversion_counts[key] = state.conversion_counts.get(key, 0) + 1
                     out.append(
                         Conversion(
                             customer_id=state.customer_id,
-                            rule=f[F_RULE],
-                            step=f[F_STEP],
-                            anchor_at=f[3],
+                            rule=f.rule,
+                            step=f.step,
+                            anchor_at=f.anchor_at,
                             due_at=due,
-                            group=group,
+                            group=f.outcome,
                             converted_at=t,
                             order_id=event.order_id or "",
                         )
@@ -359,17 +351,17 @@ class Engine:
         )
 
     def _remember(self, state: CustomerState, due: Due, outcome: str) -> None:
-        key = f"{due.rule}/{due.step}/{outcome}"
+        key = CountKey(due.rule, due.step, outcome)
         state.decision_counts[key] = state.decision_counts.get(key, 0) + 1
         recent = state.recent_firings
-        recent.append([due.due_at, due.rule, due.step, due.anchor_at, outcome, None])
+        recent.append(RecentFiring(due.due_at, due.rule, due.step, due.anchor_at, outcome))
         # Keep what a guardrail or an attribution can still need (the guard span),
         # and beyond it only the newest few for lookups; a hard bound keeps the
         # record small whatever the data.
         horizon = due.due_at - self.settings.guard_span()
         keep = self.settings.max_recent_nudges
         while recent and (
-            (len(recent) > keep and recent[0][F_DUE] <= horizon) or len(recent) > 4 * keep
+            (len(recent) > keep and recent[0].due_at <= horizon) or len(recent) > 4 * keep
         ):
             del recent[0]
 

@@ -17,10 +17,10 @@ gives the same verdicts as the live run.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 from agents.core.ids import holdout_bucket
 from agents.core.settings import CoreSettings
+from agents.core.state import RecentFiring
 
 OUTCOME_DELIVERED = "delivered"
 OUTCOME_HOLDOUT = "holdout"
@@ -73,6 +73,6 @@ class Guardrails:
         return OUTCOME_DELIVERED
 
 
-def delivered_due_times(recent_firings: Sequence[Sequence[Any]]) -> list[int]:
+def delivered_due_times(recent_firings: Sequence[RecentFiring]) -> list[int]:
     """Due times of the delivered entries of ``CustomerState.recent_firings``."""
-    return [int(f[0]) for f in recent_firings if f[4] == OUTCOME_DELIVERED]
+    return [f.due_at for f in recent_firings if f.outcome == OUTCOME_DELIVERED]

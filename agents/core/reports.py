@@ -37,7 +37,7 @@ from decimal import Decimal
 from typing import Any
 
 from agents.core.guardrails import OUTCOME_DELIVERED, OUTCOME_HOLDOUT, OUTCOMES
-from agents.core.state import STAGES, CustomerState
+from agents.core.state import STAGES, CountKey, CustomerState
 from agents.core.timeutil import MICROS_PER_DAY, iso
 
 SCHEMA_REPORT = "report/1"
@@ -66,8 +66,8 @@ class CustomerRow:
     order_currencies: Mapping[str, int] = field(default_factory=dict)
     active_spans: tuple[tuple[int, int], ...] = ()  # [start, end) merged, ascending
     stage: str = "prospect"
-    decision_counts: Mapping[str, int] = field(default_factory=dict)  # "rule/step/outcome"
-    conversion_counts: Mapping[str, int] = field(default_factory=dict)  # "rule/step/group"
+    decision_counts: Mapping[CountKey, int] = field(default_factory=dict)  # by outcome
+    conversion_counts: Mapping[CountKey, int] = field(default_factory=dict)  # by group
 
     @classmethod
     def from_state(cls, state: CustomerState) -> CustomerRow:
@@ -252,14 +252,17 @@ def clv_block(
     return out
 
 
-def split_count_key(key: str) -> tuple[str, int, str]:
-    """A stored count key ``"rule/step/outcome"`` -> (rule, step, outcome)."""
-    rule, step, what = key.split("/")
-    return rule, int(step), what
+def sum_counts(counts: Iterable[Mapping[CountKey, int]]) -> Counter[CountKey]:
+    """Lifetime counts added up; a key counted 0 times stays (its step is listed)."""
+    total: Counter[CountKey] = Counter()
+    for c in counts:
+        for key, n in c.items():
+            total[key] += n
+    return total
 
 
 def _lift_block(
-    decisions: Counter[tuple[str, int, str]], conversions: Counter[tuple[str, int, str]]
+    decisions: Counter[CountKey], conversions: Counter[CountKey]
 ) -> list[dict[str, Any]]:
     steps = sorted({(rule, step) for rule, step, _ in decisions})
     out = []
@@ -267,8 +270,8 @@ def _lift_block(
         groups: dict[str, dict[str, Any]] = {}
         rates: dict[str, float | None] = {}
         for group in (OUTCOME_DELIVERED, OUTCOME_HOLDOUT):
-            firings = decisions[(rule, step, group)]
-            conv = conversions[(rule, step, group)]
+            firings = decisions[CountKey(rule, step, group)]
+            conv = conversions[CountKey(rule, step, group)]
             rates[group] = ratio(conv, firings)
             groups[group] = {"firings": firings, "conversions": conv, "rate": _r(rates[group])}
         lift = lift_percent(rates[OUTCOME_DELIVERED], rates[OUTCOME_HOLDOUT])
@@ -286,16 +289,10 @@ def report_document(
     crr: list[dict[str, Any]],
     clv: list[dict[str, Any]],
     lifecycle: Mapping[str, int],
-    decision_counts: Iterable[tuple[str, int]],
-    conversion_counts: Iterable[tuple[str, int]],
+    decisions: Counter[CountKey],
+    conversions: Counter[CountKey],
 ) -> dict[str, Any]:
-    """The ``report/1`` document from its blocks and the summed count keys."""
-    decisions: Counter[tuple[str, int, str]] = Counter()
-    conversions: Counter[tuple[str, int, str]] = Counter()
-    for key, n in decision_counts:
-        decisions[split_count_key(key)] += n
-    for key, n in conversion_counts:
-        conversions[split_count_key(key)] += n
+    """The ``report/1`` document from its blocks and the summed lifetime counts."""
     by_outcome = dict.fromkeys(OUTCOMES, 0)
     for (_, _, outcome), n in decisions.items():
         by_outcome[outcome] = by_outcome.get(outcome, 0) + n
@@ -405,8 +402,8 @@ def build_report(
             settings.clv_lifetime_years,
         ),
         lifecycle=lifecycle,
-        decision_counts=(kv for r in all_rows for kv in r.decision_counts.items()),
-        conversion_counts=(kv for r in all_rows for kv in r.conversion_counts.items()),
+        decisions=sum_counts(r.decision_counts for r in all_rows),
+        conversions=sum_counts(r.conversion_counts for r in all_rows),
     )
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import bisect
 from dataclasses import dataclass, field
 from decimal import Decimal, localcontext
-from typing import Any
+from typing import Any, NamedTuple
 
 from agents.core.budget import MAX_CURRENCIES, OTHER_CURRENCY, entry_size
 from agents.core.dedup import OrderFilter, RecentIds
@@ -42,8 +42,62 @@ MAX_ORDER_TIMES = 32
 # active window, so only customers who lapse and return very often reach it).
 MAX_ACTIVE_SPANS = 64
 
-# recent_firings entries: [due_at, rule, step, anchor_at, outcome, converted_at | None]
-F_DUE, F_RULE, F_STEP, F_ANCHOR, F_OUTCOME, F_CONVERTED = range(6)
+
+@dataclass(slots=True)
+class RecentFiring:
+    """A firing the record still remembers, for the guardrails, the attribution of
+    conversions and lookups.  Stored in the row as the list
+    ``[due_at, rule, step, anchor_at, outcome, converted_at | None]`` (docs/design.md)."""
+
+    due_at: int
+    rule: str
+    step: int
+    anchor_at: int
+    outcome: str  # "delivered" or a suppression reason code
+    converted_at: int | None = None  # the converting order's time, once attributed
+
+
+class CountKey(NamedTuple):
+    """A lifetime count's key: rule, step and the decision's outcome (or, for a
+    conversion, its group).  Stored in the row as the string ``"rule/step/what"``."""
+
+    rule: str
+    step: int
+    what: str
+
+    def to_wire(self) -> str:
+        return _count_key_wire(self)
+
+    @staticmethod
+    def parse(key: str) -> CountKey:
+        return _parse_count_key(key)
+
+
+# A row holds a few of the few dozen keys there are (rules x steps x outcomes) and is
+# decoded and encoded on every slice that touches it: both directions are memoised
+# (bounded: a hostile row cannot grow them past _MAX_MEMO).
+_WIRE: dict[CountKey, str] = {}
+_PARSED: dict[str, CountKey] = {}
+_MAX_MEMO = 4096
+
+
+def _count_key_wire(key: CountKey) -> str:
+    wire = _WIRE.get(key)
+    if wire is None:
+        wire = f"{key.rule}/{key.step}/{key.what}"
+        if len(_WIRE) < _MAX_MEMO:
+            _WIRE[key] = wire
+    return wire
+
+
+def _parse_count_key(wire: str) -> CountKey:
+    key = _PARSED.get(wire)
+    if key is None:
+        rule, step, what = wire.split("/")
+        key = CountKey(rule, int(step), what)
+        if len(_PARSED) < _MAX_MEMO:
+            _PARSED[wire] = key
+    return key
 
 
 @dataclass(slots=True)
@@ -84,11 +138,11 @@ class CustomerState:
     pending: list[dict[str, Any]] = field(default_factory=list)
     ladders: dict[str, LadderProgress] = field(default_factory=dict)
     stage: str = STAGE_PROSPECT
-    # Firings still relevant to a guardrail or an attribution, oldest first (see F_*).
-    recent_firings: list[list[Any]] = field(default_factory=list)
-    # Lifetime counts for the reports: "rule/step/outcome" and "rule/step/group".
-    decision_counts: dict[str, int] = field(default_factory=dict)
-    conversion_counts: dict[str, int] = field(default_factory=dict)
+    # Firings still relevant to a guardrail or an attribution, oldest first.
+    recent_firings: list[RecentFiring] = field(default_factory=list)
+    # Lifetime counts for the reports: by (rule, step, outcome) and (rule, step, group).
+    decision_counts: dict[CountKey, int] = field(default_factory=dict)
+    conversion_counts: dict[CountKey, int] = field(default_factory=dict)
     # Serialised size of ``pending`` (not stored; recomputed after a load).
     _pending_bytes: int | None = field(default=None, repr=False, compare=False)
 
@@ -273,9 +327,12 @@ class CustomerState:
             pending=self.pending,
             ladders={k: [v.anchor, v.step] for k, v in self.ladders.items()},
             stage=self.stage,
-            recent_firings=self.recent_firings,
-            decision_counts=self.decision_counts,
-            conversion_counts=self.conversion_counts,
+            recent_firings=[
+                [f.due_at, f.rule, f.step, f.anchor_at, f.outcome, f.converted_at]
+                for f in self.recent_firings
+            ],
+            decision_counts=_wire_counts(self.decision_counts),
+            conversion_counts=_wire_counts(self.conversion_counts),
         )
         return d
 
@@ -303,21 +360,21 @@ class CustomerState:
             pending=[_compact(p) for p in d.get("pending", [])],
             ladders={k: LadderProgress(v[0], v[1]) for k, v in d.get("ladders", {}).items()},
             stage=d.get("stage", STAGE_PROSPECT),
-            recent_firings=[list(x) for x in d.get("recent_firings", [])],
-            decision_counts=dict(d.get("decision_counts", {})),
-            conversion_counts=dict(d.get("conversion_counts", {})),
+            recent_firings=[RecentFiring(*x) for x in d.get("recent_firings", [])],
+            decision_counts=_counts(d.get("decision_counts", {})),
+            conversion_counts=_counts(d.get("conversion_counts", {})),
         )
 
     def recent_decisions(self) -> list[dict[str, Any]]:
         """The firings this record still remembers, oldest first, for lookups."""
         return [
             {
-                "trigger_id": trigger_id(self.customer_id, f[F_RULE], f[F_STEP], f[F_ANCHOR]),
-                "rule": f[F_RULE],
-                "step": f[F_STEP],
-                "due_at": iso(f[F_DUE]),
-                "outcome": f[F_OUTCOME],
-                "converted_at": iso(f[F_CONVERTED]) if f[F_CONVERTED] is not None else None,
+                "trigger_id": trigger_id(self.customer_id, f.rule, f.step, f.anchor_at),
+                "rule": f.rule,
+                "step": f.step,
+                "due_at": iso(f.due_at),
+                "outcome": f.outcome,
+                "converted_at": iso(f.converted_at) if f.converted_at is not None else None,
             }
             for f in self.recent_firings
         ]
@@ -349,6 +406,16 @@ def pending_event(customer_id: str, entry: dict[str, Any]) -> Event:
 def _compact(wire: dict[str, Any]) -> dict[str, Any]:
     keys = _PENDING_KEYS.get(wire["k"], ("k", "e", "t"))
     return {k: wire[k] for k in keys if k in wire}
+
+
+def _counts(stored: dict[str, int]) -> dict[CountKey, int]:
+    memo = _PARSED  # the memo looked up inline: this runs for every row loaded
+    return {(memo.get(k) or _parse_count_key(k)): n for k, n in stored.items()}
+
+
+def _wire_counts(counts: dict[CountKey, int]) -> dict[str, int]:
+    memo = _WIRE
+    return {(memo.get(k) or _count_key_wire(k)): n for k, n in counts.items()}
 
 
 def _event_ids(d: dict[str, Any]) -> RecentIds:

@@ -78,7 +78,7 @@ from agents.core.settings import (
     CoreSettings,
     LadderSettings,
 )
-from agents.core.state import pending_entry
+from agents.core.state import CountKey, pending_entry
 from agents.core.timeutil import (
     MAX_DURATION,
     MICROS_PER_SECOND,
@@ -462,14 +462,14 @@ def report_rows(
     for f in all_firings:
         if f.rule == RULE_INACTIVITY:
             inactivity.setdefault(f.customer_id, []).append(f)
-    decided: dict[str, dict[str, int]] = {}
+    decided: dict[str, dict[CountKey, int]] = {}
     for f, v in judged:
-        key = f"{f.rule}/{f.step}/{v.outcome}"
+        key = CountKey(f.rule, f.step, v.outcome)
         counts = decided.setdefault(f.customer_id, {})
         counts[key] = counts.get(key, 0) + 1
-    won: dict[str, dict[str, int]] = {}
+    won: dict[str, dict[CountKey, int]] = {}
     for c in converted:
-        key = f"{c.firing.rule}/{c.firing.step}/{c.group}"
+        key = CountKey(c.firing.rule, c.firing.step, c.group)
         counts = won.setdefault(c.firing.customer_id, {})
         counts[key] = counts.get(key, 0) + 1
     rows = []

@@ -16,6 +16,7 @@ the workers' figures.
 from __future__ import annotations
 
 import functools
+from collections import Counter
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -32,7 +33,7 @@ from agents.core.reports import (
     report_document,
     ttsp_summary,
 )
-from agents.core.state import STAGE_PROSPECT, STAGES
+from agents.core.state import STAGE_PROSPECT, STAGES, CountKey
 from agents.core.timeutil import MICROS_PER_DAY
 
 SCHEMA_INPUTS = "report-inputs/1"
@@ -47,6 +48,11 @@ def _month_index(t: int) -> int:
 @functools.lru_cache(maxsize=4096)
 def _month_start(k: int) -> int:
     return month_start(k // 12, k % 12 + 1)
+
+
+def _parsed(counts: Mapping[str, int]) -> Counter[CountKey]:
+    """Count keys as the rows and the wire form write them (``"rule/step/what"``)."""
+    return Counter({CountKey.parse(key): n for key, n in counts.items()})
 
 
 def _add(into: dict[str, int], counts: Mapping[str, int]) -> None:
@@ -263,6 +269,6 @@ def merge_report(
         crr=crr_block(first, as_of, crr_cell),
         clv=clv_block(first, as_of, buyers, orders, spend, currencies, settings.clv_lifetime_years),
         lifecycle=lifecycle,
-        decision_counts=decisions_by_key.items(),
-        conversion_counts=conversions_by_key.items(),
+        decisions=_parsed(decisions_by_key),
+        conversions=_parsed(conversions_by_key),
     )

@@ -14,7 +14,7 @@ import pytest
 from agents.core.engine import Conversion, Emission, Engine, Firing
 from agents.core.ids import holdout_bucket, trigger_id
 from agents.core.settings import DAY, HOUR, CoreSettings, LadderSettings
-from agents.core.state import CustomerState
+from agents.core.state import CountKey, CustomerState
 from schemas.records import Event
 from tests.unit.agents.factories import OPTED_OUT, T0, at, consent, feed_in_time_order, purchase
 
@@ -75,8 +75,8 @@ def test_an_order_inside_the_window_converts_a_delivered_firing() -> None:
     )
     assert c.hours_to_convert == 30.0
     assert c.trigger_id == f.trigger_id == trigger_id(CID, SP, 1, T0)
-    assert state.conversion_counts == {f"{SP}/1/delivered": 1}
-    assert state.decision_counts == {f"{SP}/1/delivered": 1}
+    assert state.conversion_counts == {CountKey(SP, 1, "delivered"): 1}
+    assert state.decision_counts == {CountKey(SP, 1, "delivered"): 1}
 
 
 @pytest.mark.parametrize(
@@ -94,7 +94,7 @@ def test_the_attribution_window_is_d_exclusive_to_d_plus_5_days_inclusive(
 ) -> None:
     emitted, state = run(first_and(D + offset), engine(), at(days=60))
     assert [c.converted_at for c in conversions(emitted)] == ([D + offset] if converts else [])
-    assert state.conversion_counts == ({f"{SP}/1/delivered": 1} if converts else {})
+    assert state.conversion_counts == ({CountKey(SP, 1, "delivered"): 1} if converts else {})
 
 
 def test_an_order_exactly_at_d_is_counted_before_the_firing_so_nothing_converts() -> None:
@@ -121,7 +121,7 @@ def test_the_window_is_configurable() -> None:
 def test_a_second_order_in_the_window_does_not_convert_the_firing_twice() -> None:
     emitted, state = run(first_and(D + 1 * DAY, D + 2 * DAY), engine(), at(days=60))
     assert [(c.converted_at, c.order_id) for c in conversions(emitted)] == [(D + 1 * DAY, "ORD-1")]
-    assert state.conversion_counts == {f"{SP}/1/delivered": 1}
+    assert state.conversion_counts == {CountKey(SP, 1, "delivered"): 1}
 
 
 def test_one_order_converts_each_earlier_firing_in_its_window_once() -> None:
@@ -133,7 +133,10 @@ def test_one_order_converts_each_earlier_firing_in_its_window_once() -> None:
         (1, at(days=4)),
         (2, at(days=4)),
     ]
-    assert state.conversion_counts == {f"{SP}/1/delivered": 1, f"{SP}/2/delivered": 1}
+    assert state.conversion_counts == {
+        CountKey(SP, 1, "delivered"): 1,
+        CountKey(SP, 2, "delivered"): 1,
+    }
 
 
 def test_a_late_order_still_converts_by_its_event_time() -> None:
@@ -156,7 +159,7 @@ def test_a_duplicate_order_does_not_convert_again() -> None:
     retry = eng.ingest(state, purchase(CID, D + 2 * DAY, "ORD-1", event_id="evt-retry"), D + DAY)
     assert first is not None and len(conversions(first)) == 1
     assert retry is None
-    assert state.conversion_counts == {f"{SP}/1/delivered": 1}
+    assert state.conversion_counts == {CountKey(SP, 1, "delivered"): 1}
 
 
 # --- groups ----------------------------------------------------------------------------
@@ -166,8 +169,8 @@ def test_a_holdout_firing_converts_into_the_holdout_group() -> None:
     emitted, state = run(first_and(D + DAY), engine(holdout_percent=100.0), at(days=60))
     assert [f.outcome for f in firings(emitted)] == ["holdout"]
     assert [c.group for c in conversions(emitted)] == ["holdout"]
-    assert state.conversion_counts == {f"{SP}/1/holdout": 1}
-    assert state.decision_counts == {f"{SP}/1/holdout": 1}
+    assert state.conversion_counts == {CountKey(SP, 1, "holdout"): 1}
+    assert state.decision_counts == {CountKey(SP, 1, "holdout"): 1}
 
 
 def test_an_opted_out_firing_never_converts() -> None:
@@ -176,7 +179,7 @@ def test_an_opted_out_firing_never_converts() -> None:
     assert [f.outcome for f in firings(emitted)] == ["opted_out"]
     assert conversions(emitted) == []
     assert state.conversion_counts == {}
-    assert state.decision_counts == {f"{SP}/1/opted_out": 1}
+    assert state.decision_counts == {CountKey(SP, 1, "opted_out"): 1}
 
 
 def test_a_min_gap_firing_never_converts() -> None:
@@ -184,8 +187,8 @@ def test_a_min_gap_firing_never_converts() -> None:
     emitted, state = run(first_and(at(days=2)), eng, at(days=60))
     assert [f.outcome for f in firings(emitted)] == ["delivered", "min_gap"]
     assert [(c.step, c.group) for c in conversions(emitted)] == [(1, "delivered")]
-    assert state.decision_counts == {f"{SP}/1/delivered": 1, f"{SP}/2/min_gap": 1}
-    assert state.conversion_counts == {f"{SP}/1/delivered": 1}
+    assert state.decision_counts == {CountKey(SP, 1, "delivered"): 1, CountKey(SP, 2, "min_gap"): 1}
+    assert state.conversion_counts == {CountKey(SP, 1, "delivered"): 1}
 
 
 def test_a_frequency_capped_firing_never_converts() -> None:
@@ -193,7 +196,7 @@ def test_a_frequency_capped_firing_never_converts() -> None:
     emitted, state = run(first_and(at(days=2, hours=1)), eng, at(days=60))
     assert [f.outcome for f in firings(emitted)] == ["delivered", "frequency_cap"]
     assert [(c.step, c.group) for c in conversions(emitted)] == [(1, "delivered")]
-    assert state.conversion_counts == {f"{SP}/1/delivered": 1}
+    assert state.conversion_counts == {CountKey(SP, 1, "delivered"): 1}
 
 
 def test_counts_add_up_across_a_history() -> None:
@@ -201,6 +204,6 @@ def test_counts_add_up_across_a_history() -> None:
     # is off and second_purchase is cancelled: the lifetime counts show just that.
     emitted, state = run(first_and(at(days=8)), engine(7 * DAY, 14 * DAY), at(days=60))
     assert [(f.step, f.outcome) for f in firings(emitted)] == [(1, "delivered")]
-    assert state.decision_counts == {f"{SP}/1/delivered": 1}
-    assert state.conversion_counts == {f"{SP}/1/delivered": 1}
+    assert state.decision_counts == {CountKey(SP, 1, "delivered"): 1}
+    assert state.conversion_counts == {CountKey(SP, 1, "delivered"): 1}
     assert [d["converted_at"] for d in state.recent_decisions()] == ["2026-03-10T10:00:00Z"]

@@ -18,7 +18,7 @@ from agents.core.engine import Emission, Engine, Firing
 from agents.core.guardrails import Guardrails
 from agents.core.ids import holdout_bucket
 from agents.core.settings import DAY, HOUR, CoreSettings, LadderSettings
-from agents.core.state import CustomerState
+from agents.core.state import CountKey, CustomerState
 from schemas.records import Event
 from tests.unit.agents.factories import (
     OPTED_IN,
@@ -84,8 +84,8 @@ def test_holdout_firings_are_recorded_never_delivered() -> None:
         (1, "holdout", True, False),
         (2, "holdout", True, False),
     ]
-    assert state.decision_counts == {f"{SP}/1/holdout": 1, f"{SP}/2/holdout": 1}
-    assert [f[4] for f in state.recent_firings] == ["holdout", "holdout"]
+    assert state.decision_counts == {CountKey(SP, 1, "holdout"): 1, CountKey(SP, 2, "holdout"): 1}
+    assert [f.outcome for f in state.recent_firings] == ["holdout", "holdout"]
 
 
 def test_a_non_holdout_customer_is_delivered_and_flagged_so() -> None:

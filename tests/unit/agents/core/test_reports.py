@@ -19,7 +19,7 @@ from agents.core.reports import (
     render_report,
 )
 from agents.core.settings import DAY
-from agents.core.state import STAGES
+from agents.core.state import STAGES, CountKey
 from agents.core.timeutil import to_micros
 
 
@@ -200,21 +200,27 @@ def lift_rows() -> list[CustomerRow]:
         CustomerRow(
             customer_id="r1",
             decision_counts={
-                "second_purchase/1/delivered": 60,
-                "second_purchase/1/holdout": 100,
-                "second_purchase/1/min_gap": 7,
-                "inactivity/2/delivered": 10,
+                CountKey("second_purchase", 1, "delivered"): 60,
+                CountKey("second_purchase", 1, "holdout"): 100,
+                CountKey("second_purchase", 1, "min_gap"): 7,
+                CountKey("inactivity", 2, "delivered"): 10,
             },
-            conversion_counts={"second_purchase/1/delivered": 18, "second_purchase/1/holdout": 20},
+            conversion_counts={
+                CountKey("second_purchase", 1, "delivered"): 18,
+                CountKey("second_purchase", 1, "holdout"): 20,
+            },
         ),
         CustomerRow(
             customer_id="r2",
             decision_counts={
-                "second_purchase/1/delivered": 40,
-                "inactivity/2/holdout": 5,
-                "overdue/1/opted_out": 3,
+                CountKey("second_purchase", 1, "delivered"): 40,
+                CountKey("inactivity", 2, "holdout"): 5,
+                CountKey("overdue", 1, "opted_out"): 3,
             },
-            conversion_counts={"second_purchase/1/delivered": 12, "inactivity/2/delivered": 1},
+            conversion_counts={
+                CountKey("second_purchase", 1, "delivered"): 12,
+                CountKey("inactivity", 2, "delivered"): 1,
+            },
         ),
     ]
 

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from agents.core.settings import DAY
-from agents.core.state import MAX_ORDER_TIMES, CustomerState
+from agents.core.state import MAX_ORDER_TIMES, CountKey, CustomerState, RecentFiring
 from schemas.records import Event
 from tests.unit.agents.factories import OPTED_IN, OPTED_OUT, at, consent, purchase, session
 
@@ -169,6 +169,30 @@ def test_to_dict_from_dict_round_trips_through_json() -> None:
     )
     restored = CustomerState.from_dict(orjson.loads(orjson.dumps(state.to_dict())))
     assert restored == state
+
+
+def test_recent_firings_and_count_keys_are_stored_as_lists_and_strings() -> None:
+    """The typed objects of the core are written in the row format older workers read:
+    ``[due_at, rule, step, anchor_at, outcome, converted_at]`` and ``"rule/step/what"``."""
+    state = CustomerState(customer_id=CID)
+    state.recent_firings = [
+        RecentFiring(at(days=7), "second_purchase", 1, at(), "delivered", at(days=8)),
+        RecentFiring(at(days=14), "inactivity", 2, at(days=1), "min_gap"),
+    ]
+    state.decision_counts = {CountKey("second_purchase", 1, "delivered"): 2}
+    state.conversion_counts = {CountKey("second_purchase", 1, "holdout"): 1}
+    stored = orjson.loads(orjson.dumps(state.to_dict()))
+    assert stored["recent_firings"] == [
+        [at(days=7), "second_purchase", 1, at(), "delivered", at(days=8)],
+        [at(days=14), "inactivity", 2, at(days=1), "min_gap", None],
+    ]
+    assert stored["decision_counts"] == {"second_purchase/1/delivered": 2}
+    assert stored["conversion_counts"] == {"second_purchase/1/holdout": 1}
+    restored = CustomerState.from_dict(stored)
+    assert restored == state
+    assert restored.recent_firings[1].converted_at is None
+    assert CountKey.parse("overdue/3/opted_out") == ("overdue", 3, "opted_out")
+    assert CountKey("overdue", 3, "opted_out").to_wire() == "overdue/3/opted_out"
 
 
 # --- the permutation property --------------------------------------------------------
