@@ -22,14 +22,16 @@ from __future__ import annotations
 
 import base64
 import hashlib
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import orjson
 
-from agents.core.engine import Conversion, Firing
 from agents.core.guardrails import OUTCOME_DELIVERED
 from agents.core.timeutil import duration_record, iso
 from schemas.records import DeadLetter, Decision, Outcome, SourcePosition
+
+if TYPE_CHECKING:
+    from agents.core.engine import Firing
 
 CONTROL_ADVANCE = "control/advance"
 BUNDLE = "bundle"
@@ -84,7 +86,34 @@ def decision_record(
     )
 
 
-def outcome_record(c: Conversion, *, attribution_window: int) -> Outcome:
+class AttributedConversion(Protocol):
+    """A conversion as both the engine and the offline reference describe it
+    (``agents.core.engine.Conversion``, ``agents.offline.reference.Conversion``);
+    times in micros."""
+
+    @property
+    def trigger_id(self) -> str: ...
+    @property
+    def customer_id(self) -> str: ...
+    @property
+    def rule(self) -> str: ...
+    @property
+    def step(self) -> int: ...
+    @property
+    def group(self) -> str: ...
+    @property
+    def anchor_at(self) -> int: ...
+    @property
+    def due_at(self) -> int: ...
+    @property
+    def converted_at(self) -> int: ...
+    @property
+    def order_id(self) -> str: ...
+    @property
+    def hours_to_convert(self) -> float: ...
+
+
+def outcome_record(c: AttributedConversion, *, attribution_window: int) -> Outcome:
     """A conversion on retention.outcomes: once per firing, delivered or holdout."""
     return Outcome(
         trigger_id=c.trigger_id,

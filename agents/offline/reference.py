@@ -3,6 +3,8 @@
 This is the oracle the streaming engine is tested against, so it shares none of
 the streaming machinery and is written as plainly as possible: read every line,
 keep each customer's deduplicated events, sort them by time, walk the ladders.
+(Only the JSON form of an outcome is shared: :func:`agents.messages.outcome_record`
+renders the conversions this module computes.)
 
 Semantics (the stream implements the same):
 
@@ -82,18 +84,17 @@ from agents.core.state import CountKey, pending_entry
 from agents.core.timeutil import (
     MAX_DURATION,
     MICROS_PER_SECOND,
-    duration_record,
     format_duration,
     iso,
 )
 from agents.core.validation import ValidationError, validate
+from agents.messages import outcome_record
 from schemas.records import (
     CONSENT_OPTED_OUT,
     KIND_CONSENT,
     KIND_PURCHASE,
     KIND_SESSION,
     Event,
-    Outcome,
 )
 
 OUTCOME_DELIVERED = "delivered"
@@ -378,6 +379,35 @@ class Conversion:
     converted_at: int
     order_id: str
 
+    # The firing's side, named as agents.messages.outcome_record reads a conversion.
+    @property
+    def customer_id(self) -> str:
+        return self.firing.customer_id
+
+    @property
+    def rule(self) -> str:
+        return self.firing.rule
+
+    @property
+    def step(self) -> int:
+        return self.firing.step
+
+    @property
+    def anchor_at(self) -> int:
+        return self.firing.anchor
+
+    @property
+    def due_at(self) -> int:
+        return self.firing.due
+
+    @property
+    def trigger_id(self) -> str:
+        return ids.trigger_id(self.customer_id, self.rule, self.step, self.anchor_at)
+
+    @property
+    def hours_to_convert(self) -> float:
+        return round((self.converted_at - self.due_at) / (3600 * MICROS_PER_SECOND), 3)
+
 
 def conversions(
     judged: list[tuple[Firing, Verdict]], facts: dict[str, CustomerFacts], core: CoreSettings
@@ -396,21 +426,9 @@ def conversions(
 
 
 def outcome_dict(c: Conversion, core: CoreSettings) -> dict[str, Any]:
-    """The JSON form of one conversion, field for field what retention.outcomes carries."""
-    f = c.firing
-    return Outcome(
-        trigger_id=ids.trigger_id(f.customer_id, f.rule, f.step, f.anchor),
-        customer_id=f.customer_id,
-        rule=f.rule,
-        step=f.step,
-        group=c.group,
-        anchor_at=iso(f.anchor),
-        due_at=iso(f.due),
-        converted_at=iso(c.converted_at),
-        order_id=c.order_id,
-        hours_to_convert=round((c.converted_at - f.due) / (3600 * MICROS_PER_SECOND), 3),
-        attribution_window=duration_record(core.attribution_window),
-    ).to_dict()
+    """The JSON form of one conversion, field for field what retention.outcomes carries
+    (the record the customer agent sends, built by the same function)."""
+    return outcome_record(c, attribution_window=core.attribution_window).to_dict()
 
 
 def lifecycle_stage(facts: CustomerFacts, inactivity: list[Firing], steps: int) -> str:

@@ -384,6 +384,8 @@ def test_the_reference_imports_no_streaming_machinery() -> None:
         "roots = {m.split('.')[0] for m in sys.modules}\n"
         "bad = roots & {'faust', 'aiokafka', 'redis', 'mode'}\n"
         "assert not bad, bad\n"
+        "engine = {'agents.core.engine', 'agents.customer'} & set(sys.modules)\n"
+        "assert not engine, engine\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
 
