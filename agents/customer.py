@@ -64,9 +64,6 @@ SLICE_WORK = 500
 # Customer states are decoded from the table once per slice, not kept across
 # slices: a cache across slices was tried and left a restarted worker acting on
 # states older than its recovered table (docs/design.md, "The batched hot path").
-# A partition's stream clock that has not moved for this long while events keep
-# arriving is reported as stuck (README "Time").
-CLOCK_IDLE_TIMEOUT = 300 * 1_000_000
 # Dead-letter code for a message on the internal topic that cannot be read.
 CODE_INTERNAL = "invalid_internal_message"
 

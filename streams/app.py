@@ -20,7 +20,7 @@ from aiokafka.partitioner import DefaultPartitioner
 
 from agents.core.clock import NEVER, StreamClock, WallClock, system_clock
 from agents.core.engine import Engine
-from agents.customer import CLOCK_IDLE_TIMEOUT, CLOCK_KEY_PREFIX, CustomerProcessor, input_sources
+from agents.customer import CLOCK_KEY_PREFIX, CustomerProcessor, input_sources
 from agents.faust_agents import CustomerAgent, IngestAgent, Send, crash_only
 from agents.ingest import IngestProcessor
 from agents.messages import dumps
@@ -340,7 +340,7 @@ class RetentionApp:
                 errors=rm.errors,
                 last_flush_at=rm.last_flush_at,
             ),
-            clock_warnings=tuple(proc.clock_warnings(CLOCK_IDLE_TIMEOUT)),
+            clock_warnings=tuple(proc.clock_warnings(self.config.clock_idle_timeout)),
         )
 
     def _watermarks(self, owned: Iterable[int]) -> dict[int, int | None]:

@@ -143,6 +143,9 @@ class Config:
     web_enabled: bool = True
     max_message_bytes: int = 64 * 1024
     future_tolerance: int = 86400 * MICROS_PER_SECOND
+    # A stream clock that has not moved for this long while events arrive is
+    # reported as stuck (README "Time").
+    clock_idle_timeout: int = 300 * MICROS_PER_SECOND
     core: CoreSettings = field(default_factory=CoreSettings)
     clv_lifetime_years: float = 2.0
     log_level: str = "info"
@@ -621,6 +624,12 @@ SETTINGS: tuple[Setting, ...] = (
         "core.stream_allowed_lateness",
         Duration(),
         "out-of-orderness tolerated in stream-clock mode",
+    ),
+    Setting(
+        "clock_idle_timeout",
+        "clock_idle_timeout",
+        Duration(),
+        "a stream clock not moving for this long while events arrive is reported as stuck",
     ),
     Setting(
         "backfill_until",

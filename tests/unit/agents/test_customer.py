@@ -15,7 +15,6 @@ from agents.core.engine import Engine
 from agents.core.settings import DAY, CoreSettings
 from agents.core.state import CustomerState
 from agents.customer import (
-    CLOCK_IDLE_TIMEOUT,
     CLOCK_KEY_PREFIX,
     CUSTOMER_KEY_PREFIX,
     CustomerProcessor,
@@ -518,6 +517,9 @@ def test_events_behind_the_stream_clock_are_counted_per_topic_as_late() -> None:
     run(clocked, store, [ev(session("cus_a", at(days=12))), ev(session("cus_b", at(days=3)))])
     assert clocked.late == {"retention.sessions": 1}
     assert clocked.runtimes[0].advanced_at == FIRED_AT  # the wall clock when it moved
+
+
+CLOCK_IDLE_TIMEOUT = 300 * 1_000_000  # RETENTION_CLOCK_IDLE_TIMEOUT's default
 
 
 def test_a_clock_held_back_by_a_silent_source_is_reported() -> None:

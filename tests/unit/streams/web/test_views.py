@@ -127,7 +127,7 @@ def advance(on: int) -> bytes:
 class Worker:
     """A RetentionApp, its broker stand-in and its wall clock."""
 
-    def __init__(self) -> None:
+    def __init__(self, **env: str) -> None:
         self.clock = ManualClock(NOW)
         config = load_config(
             {
@@ -135,6 +135,7 @@ class Worker:
                 "RETENTION_CLOCK": "stream",
                 "RETENTION_PARTITIONS": str(PARTITIONS),
                 "RETENTION_HOLDOUT_PERCENT": "0",
+                **env,
             },
             use_stack_file=False,
         )
@@ -305,3 +306,20 @@ async def test_ready_warns_of_a_stream_clock_held_back_by_a_silent_partition(
     p = worker.app.partition_of("cus_a")
     assert f"stream clock of partition {p} stuck at 2026-03-05T10:00:00Z for 420 s" in warning
     assert f"held back by {topics.consents}:1 (" in warning
+
+
+async def test_the_stuck_clock_warning_waits_for_the_configured_idle_timeout() -> None:
+    worker = Worker(RETENTION_CLOCK_IDLE_TIMEOUT="PT30M")
+    async with TestClient(TestServer(worker.app.faust_app.web.web_app)) as client:  # type: ignore[attr-defined]
+        topics = worker.app.config.topics
+        worker.recovered()
+        sources = [(t, p) for t in topics.inputs() for p in range(PARTITIONS)]
+        await worker.feed([(t, p, advance(5 if t == topics.consents else 30)) for t, p in sources])
+        for n in range(2, 9):  # 7 minutes: stuck by the default of 5, not by 30
+            worker.clock.advance(60)
+            await worker.feed([(topics.purchases, 0, purchase("cus_a", n, 6))])
+        assert (await (await client.get("/health/ready")).json())["warnings"] == []
+        worker.clock.advance(25 * 60)
+        await worker.feed([(topics.purchases, 0, purchase("cus_a", 10, 6))])
+        [warning] = (await (await client.get("/health/ready")).json())["warnings"]
+        assert "for 1920 s while events arrive" in warning
