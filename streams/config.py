@@ -255,44 +255,43 @@ class TopicName(Kind[str]):
         return value
 
 
+N = TypeVar("N", int, float)
+
+
+def _in_range(
+    name: str, raw: Any, convert: type[N], what: str, refused: tuple[type, ...], lo: N, hi: N
+) -> N:
+    if isinstance(raw, refused):
+        raise ConfigError(f"{name} must be {what}, got {_quote(raw)}")
+    try:
+        value = convert(raw)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{name} must be {what}, got {_quote(raw)}") from None
+    if not lo <= value <= hi:
+        raise ConfigError(f"{name} must be between {lo} and {hi}, got {str(value)[:40]}")
+    return value
+
+
 @dataclass(frozen=True, slots=True)
 class Whole(Kind[int]):
-    """A whole number in [lo, hi]."""
+    """A whole number in [lo, hi] (not a TOML float or boolean)."""
 
     lo: int
     hi: int
 
     def parse(self, name: str, raw: Any) -> int:
-        if isinstance(raw, bool | float):
-            raise ConfigError(f"{name} must be a whole number, got {_quote(raw)}")
-        try:
-            value = int(raw)
-        except (TypeError, ValueError):
-            raise ConfigError(f"{name} must be a whole number, got {_quote(raw)}") from None
-        if not self.lo <= value <= self.hi:
-            raise ConfigError(
-                f"{name} must be between {self.lo} and {self.hi}, got {str(value)[:40]}"
-            )
-        return value
+        return _in_range(name, raw, int, "a whole number", (bool, float), self.lo, self.hi)
 
 
 @dataclass(frozen=True, slots=True)
 class Number(Kind[float]):
-    """A number in [lo, hi] (NaN and infinities are out of range)."""
+    """A number in [lo, hi] (NaN and infinities are out of range; not a boolean)."""
 
     lo: float
     hi: float
 
     def parse(self, name: str, raw: Any) -> float:
-        if isinstance(raw, bool):
-            raise ConfigError(f"{name} must be a number, got {_quote(raw)}")
-        try:
-            value = float(raw)
-        except (TypeError, ValueError):
-            raise ConfigError(f"{name} must be a number, got {_quote(raw)}") from None
-        if not self.lo <= value <= self.hi:
-            raise ConfigError(f"{name} must be between {self.lo} and {self.hi}, got {value}")
-        return value
+        return _in_range(name, raw, float, "a number", (bool,), self.lo, self.hi)
 
 
 @dataclass(frozen=True, slots=True)
