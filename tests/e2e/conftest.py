@@ -9,6 +9,7 @@ import pytest
 
 from streams.local.stack import StackInfo
 from tests.e2e.harness import Deployment
+from tests.fixtures.kafka import RestartableStack
 
 
 @pytest.fixture
@@ -43,3 +44,14 @@ def make_deployment(local_stack: StackInfo, tmp_path: Path) -> Iterator[object]:
     finally:
         for dep in made:
             dep.stop_all()
+
+
+@pytest.fixture
+def restartable_stack(tmp_path: Path) -> Iterator[RestartableStack]:
+    """A broker + redis-server of this test's own, whose broker it may stop and start."""
+    stack = RestartableStack(tmp_path / "own-stack")
+    try:
+        stack.up()
+        yield stack
+    finally:
+        stack.down()
