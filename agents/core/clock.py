@@ -54,13 +54,23 @@ class StreamClock:
 
     def observe(self, source: str, occurred_at: int) -> None:
         if occurred_at > self.newest.get(source, NEVER):
+            self._moved(source)
             self.newest[source] = occurred_at
-            self.cached = None
 
     def mark(self, source: str, until: int) -> None:
         if until > self.markers.get(source, NEVER):
+            self._moved(source)
             self.markers[source] = until
-            self.cached = None
+
+    def _moved(self, source: str) -> None:
+        """Call before ``source`` moves forward: drop the cached watermark unless
+        the source was above it (then it is not the minimum, and stays above)."""
+        if self.cached is not None and self._own(source) > self.cached:
+            return
+        self.cached = None
+
+    def _own(self, source: str) -> int:
+        return max(self.newest.get(source, NEVER) - self.lateness, self.markers.get(source, NEVER))
 
     def watermark(self) -> int:
         if self.cached is None:

@@ -164,11 +164,28 @@ def from_micros(value: int) -> datetime:
 
 
 def iso(value: datetime | int) -> str:
-    """RFC 3339 in UTC with a ``Z`` suffix (micros given as int are converted)."""
+    """RFC 3339 in UTC with a ``Z`` suffix (micros given as int are converted).
+
+    Exactly ``datetime.isoformat()``'s text (fraction only when non-zero); ints
+    take a fast path, as every output record formats several of them.
+    """
     if isinstance(value, int):
-        value = from_micros(value)
+        days, rest = divmod(value, MICROS_PER_DAY)
+        seconds, micros = divmod(rest, 1_000_000)
+        minutes, second = divmod(seconds, 60)
+        hour, minute = divmod(minutes, 60)
+        if micros:
+            return f"{_day(days)}T{hour:02d}:{minute:02d}:{second:02d}.{micros:06d}Z"
+        return f"{_day(days)}T{hour:02d}:{minute:02d}:{second:02d}Z"
     text = value.astimezone(UTC).isoformat()
     return text.replace("+00:00", "Z")
+
+
+@functools.lru_cache(maxsize=4096)
+def _day(days: int) -> str:
+    """The date ``days`` after the epoch (OverflowError outside years 1..9999, as
+    :func:`from_micros`)."""
+    return (EPOCH + timedelta(days=days)).date().isoformat()
 
 
 MICROS_PER_SECOND = 1_000_000
