@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter, deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -76,6 +76,10 @@ class StateStore(Protocol):
         ...
 
 
+# (customer_id, partition, store) -> the customer's state at the start of a slice.
+Loader = Callable[[str, int, StateStore], CustomerState]
+
+
 @dataclass(slots=True)
 class Output:
     topic: str
@@ -89,6 +93,9 @@ class Result:
     writes: dict[str, bytes] = field(default_factory=dict)
     # Delivered nudges by (UTC date of due time, rule, step), for the dashboard.
     delivered: Counter[tuple[str, str, int]] = field(default_factory=Counter)
+    # Every customer state the slice read or changed, as of its end: the next
+    # slice's ``carry`` while this slice's rows are not written yet.
+    states: dict[str, CustomerState] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -196,11 +203,24 @@ class CustomerProcessor:
         rt = self.runtimes.get(partition)
         return bool(rt is not None and rt.work)
 
-    def step(self, partition: int, store: StateStore, limit: int = SLICE_WORK) -> Result:
-        """Process up to ``limit`` units of queued work; one write per touched row."""
+    def step(
+        self,
+        partition: int,
+        store: StateStore,
+        limit: int = SLICE_WORK,
+        carry: Mapping[str, CustomerState] | None = None,
+    ) -> Result:
+        """Process up to ``limit`` units of queued work; one write per touched row.
+
+        ``carry`` is the previous slice's ``Result.states`` when its rows are not
+        in ``store`` yet (the agent computes a slice while the previous one's
+        outputs are being acknowledged): states are taken from it before the
+        store, so the result is the one a single longer slice would give.
+        """
         rt = self.runtime(partition, store)
         result = Result()
-        states: dict[str, CustomerState] = {}  # loaded in this slice (a cache)
+        states = result.states  # read or changed in this slice
+        load = self._loader(carry) if carry else self._load
         dirty: dict[str, None] = {}  # changed in this slice, in first-touch order
         persist_clock = False
         work = rt.work
@@ -215,7 +235,7 @@ class CustomerProcessor:
                 self._emit(firings, result)
                 firings = []
             if kind == "d":
-                state = self._get(a, partition, store, states)
+                state = self._get(a, partition, store, states, load)
                 firings.extend(self.engine.advance(state, b))
                 touched: str | None = a
             else:
@@ -225,7 +245,7 @@ class CustomerProcessor:
                         # Its items run now, in order, each as one message would.
                         work.extendleft(("p", a, item) for item in reversed(_items(msg)))
                         continue
-                    touched, adv = self._message(rt, msg, store, states, firings)
+                    touched, adv = self._message(rt, msg, store, states, firings, load)
                 except BadMessage as exc:
                     raw = b if kind == "m" else orjson.dumps(b)
                     self._dead_letter(result, partition, a, raw, exc.code, str(exc))
@@ -282,6 +302,7 @@ class CustomerProcessor:
         store: StateStore,
         states: dict[str, CustomerState],
         firings: list[Emission],
+        load: Loader,
     ) -> tuple[str | None, bool]:
         """Apply one internal-topic message; returns (customer touched, clock marked)."""
         if not isinstance(msg, dict):
@@ -299,7 +320,7 @@ class CustomerProcessor:
             if self.mode == "stream" and event.occurred_at <= wm:
                 # Later than the allowed lateness: applied at once (README "Time").
                 self.late[src.rpartition(":")[0]] += 1
-            state = self._get(event.customer_id, rt.partition, store, states)
+            state = self._get(event.customer_id, rt.partition, store, states, load)
             fired = self.engine.ingest(state, event, wm)
             if fired is None:
                 self.counters["duplicates"] += 1
@@ -374,12 +395,24 @@ class CustomerProcessor:
         return rt.clock.watermark() if self.mode == "stream" else self.wall_clock()
 
     def _get(
-        self, cid: str, partition: int, store: StateStore, states: dict[str, CustomerState]
+        self,
+        cid: str,
+        partition: int,
+        store: StateStore,
+        states: dict[str, CustomerState],
+        load: Loader,
     ) -> CustomerState:
         state = states.get(cid)
         if state is None:
-            state = states[cid] = self._load(cid, partition, store)
+            state = states[cid] = load(cid, partition, store)
         return state
+
+    def _loader(self, carry: Mapping[str, CustomerState]) -> Loader:
+        def load(cid: str, partition: int, store: StateStore) -> CustomerState:
+            state = carry.get(cid)
+            return state if state is not None else self._load(cid, partition, store)
+
+        return load
 
     def _load(self, cid: str, partition: int, store: StateStore) -> CustomerState:
         raw = store.get(CUSTOMER_KEY_PREFIX + cid)

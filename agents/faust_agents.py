@@ -28,7 +28,7 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from contextlib import AbstractContextManager
 from typing import Any, Protocol
 
-from agents.customer import CustomerProcessor, group_by_partition
+from agents.customer import CustomerProcessor, Result, group_by_partition
 from agents.ingest import IngestProcessor
 from agents.messages import bundles
 
@@ -47,7 +47,9 @@ class CustomerTable(Protocol):
 
     def scan(self, partition: int) -> Iterable[tuple[str, bytes]]: ...
 
-    def write(self, partition: int, rows: Sequence[tuple[bytes, bytes]]) -> list[Any]: ...
+    async def write(
+        self, partition: int, rows: Sequence[tuple[bytes, bytes]]
+    ) -> list[Awaitable[Any]]: ...
 
     def within(self, event: Any) -> AbstractContextManager[None]:
         """Table reads and writes go to the partition of ``event``."""
@@ -201,33 +203,50 @@ class CustomerAgent:
         Per slice: send every output, await the acknowledgements once, then write
         the table rows.  An output is acknowledged before the state that produced
         it is written, so a crash in between replays the events and re-fires with
-        the same trigger_id (a duplicate), never a lost decision.  The rows'
-        changelog acks are collected in ``changelog``; the batch awaits them
-        before its events are acked.  Between slices the loop gets control back,
-        so a big clock advance does not starve it.
+        the same trigger_id (a duplicate), never a lost decision.  The next slice
+        is computed while a slice's acknowledgements are on their way (from the
+        previous slice's states, its ``carry``), so the loop does not idle a
+        produce round trip per slice (docs/performance.md).  The rows' changelog
+        acks are collected in ``changelog``; the batch awaits them before its
+        events are acked.  Between slices the loop gets control back, so a big
+        clock advance does not starve it.
         """
-        proc, table, mark, fault = self.processor, self.table, self.mark, self.fault
+        proc, table = self.processor, self.table
         with table.within(event):  # reads and writes go to this partition
             proc.feed(partition, messages, table)
+            inflight: tuple[Result, list[Any]] | None = None
             while proc.has_work(partition):
                 started = time.perf_counter()
-                result = proc.step(partition, table)
-                if result.outputs:
-                    acks = [
-                        await send(o.topic, o.key.encode(), o.value, None, None, None)
-                        for o in result.outputs
-                    ]
-                    await asyncio.gather(*acks)
-                    self.triggers_by_day.update(result.delivered)
-                    fault("after_sends")
-                rows = [(k.encode(), v) for k, v in result.writes.items()]
-                changelog.extend(table.write(partition, rows))
-                for key, value in result.writes.items():
-                    if key.startswith("c/"):
-                        # Only remembered here; the read-model task writes Redis.
-                        mark(partition, key[2:], value)
-                if result.outputs:  # count the slices that fired, as after_sends does
-                    fault("after_writes")
+                result = proc.step(partition, table, carry=inflight[0].states if inflight else None)
+                acks = [
+                    await send(o.topic, o.key.encode(), o.value, None, None, None)
+                    for o in result.outputs
+                ]
+                if inflight is not None:
+                    await self._finish(partition, *inflight, changelog)
+                inflight = (result, acks)
                 self.observe_slice(time.perf_counter() - started)
                 if proc.has_work(partition):
                     await asyncio.sleep(0)
+            if inflight is not None:
+                await self._finish(partition, *inflight, changelog)
+
+    async def _finish(
+        self, partition: int, result: Result, acks: list[Any], changelog: list[Any]
+    ) -> None:
+        """A slice's outputs are acknowledged: write its rows (inside the
+        partition's ``table.within``)."""
+        if result.outputs:
+            # A failed send raises here and stops the agent (crash_only).
+            await asyncio.gather(*acks)
+            self.triggers_by_day.update(result.delivered)
+            self.fault("after_sends")
+        rows = [(k.encode(), v) for k, v in result.writes.items()]
+        changelog.extend(await self.table.write(partition, rows))
+        mark = self.mark
+        for key, value in result.writes.items():
+            if key.startswith("c/"):
+                # Only remembered here; the read-model task writes Redis.
+                mark(partition, key[2:], value)
+        if result.outputs:  # count the slices that fired, as after_sends does
+            self.fault("after_writes")

@@ -23,7 +23,8 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaConsumer
 
-from agents.core.timeutil import iso
+from agents.core.timeutil import iso, parse_timestamp, to_micros
+from streams.bench_report import percentile, write_report
 from streams.config import Config
 from streams.kafka import client_kwargs
 from streams.local.procs import LocalStackError
@@ -48,6 +49,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--timeout", type=float, default=7200, help="seconds to wait for the worker"
     )
     parser.add_argument("--workers", type=int, default=2, help="also run N workers (2; 1 = skip)")
+    parser.add_argument(
+        "--recovery",
+        action="store_true",
+        help="also time a worker recovering the whole table on an empty data dir",
+    )
+    parser.add_argument(
+        "--wall-clock-latency",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also measure, in wall-clock mode, the delay from due time to the nudge for "
+        "N customers whose first step falls due during the run (0 = skip)",
+    )
+    parser.add_argument(
+        "--skip-bare",
+        action="store_true",
+        help="skip the raw and bare-Faust lines (no ratios; for the large-scale figures)",
+    )
     parser.add_argument("--out", default=str(ROOT / "docs" / "benchmarks.md"))
 
 
@@ -192,6 +211,135 @@ def _peak_rss(pid: int) -> int:
     return 0
 
 
+def _start(config: Config, folder: Path, **env: str) -> subprocess.Popen[bytes]:
+    """A worker of ``config`` (``start_worker``, with ``RETENTION_*`` overrides)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    log = open(folder / "worker.log", "ab")  # noqa: SIM115 - owned by the child
+    return subprocess.Popen(
+        [sys.executable, "-m", "streams.cli", "worker"],
+        env={**worker_env(config), **env},
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+
+
+async def _ready(config: Config, worker: subprocess.Popen[bytes], timeout: float) -> float:
+    """Seconds until the worker's ``/health/ready`` answers 200 (tables recovered)."""
+    import aiohttp
+
+    url = f"http://127.0.0.1:{config.web_port}/health/ready"
+    started = time.perf_counter()
+    async with aiohttp.ClientSession() as http:
+        while time.perf_counter() - started < timeout:
+            if worker.poll() is not None:
+                raise RuntimeError("the worker exited before it was ready")
+            with contextlib.suppress(aiohttp.ClientError, asyncio.TimeoutError):
+                async with http.get(url, timeout=aiohttp.ClientTimeout(total=2)) as resp:
+                    if resp.status == 200:
+                        return time.perf_counter() - started
+            await asyncio.sleep(0.1)
+    raise RuntimeError(f"the worker was not ready within {timeout} s")
+
+
+async def recovery(config: Config, folder: Path, timeout: float) -> dict[str, Any]:
+    """Start a worker of the processed deployment on an empty data dir: the time from
+    process start to ready is the recovery of the whole table from its changelog."""
+    changelog = f"{config.app_id}-customers-changelog"
+    rows = sum((await end_offsets(config, [changelog])).values())
+    cfg = dataclasses.replace(config, data_dir=folder / "data")
+    worker = _start(cfg, folder)
+    try:
+        seconds = await _ready(cfg, worker, timeout)
+        rss = _peak_rss(worker.pid)
+    finally:
+        stop_worker(worker)
+    return {"seconds": seconds, "changelog_messages": rows, "peak_rss_bytes": rss}
+
+
+async def wall_clock_latency(
+    config: Config, folder: Path, customers: int, timeout: float
+) -> dict[str, Any]:
+    """Due time -> nudge on ``retention.nudges`` under the wall clock.
+
+    A deployment of its own with ``RETENTION_CLOCK=wall``: once its worker is
+    ready, ``customers`` first orders are produced, dated so that each one's first
+    second-purchase step (7 days) falls due at a distinct instant of a window that
+    starts after they are all in; the delay of a nudge is its Kafka timestamp (set
+    when the worker sends it) minus its ``due_at``.
+    """
+    cfg = dataclasses.replace(
+        config,
+        clock="wall",
+        app_id=f"{config.app_id}-wall",
+        topic_prefix=f"{config.topic_prefix}wall.",
+    )
+    worker = _start(cfg, folder, RETENTION_CLOCK="wall")
+    try:
+        await _ready(cfg, worker, timeout)
+        lead = 15 + customers / 5_000  # seconds: every order is in before the first is due
+        window = max(30.0, customers / 1_000)
+        start = int((time.time() + lead) * 1_000_000)
+        step = int(window * 1_000_000) // max(1, customers)
+        seven_days = 7 * 86_400 * 1_000_000
+        lines = [
+            orjson.dumps(
+                {
+                    "schema": "purchase/1",
+                    "event_id": f"wall-{i:08d}",
+                    "customer_id": f"wall-{i:08d}",
+                    "occurred_at": iso(start + i * step - seven_days),
+                    "order_id": f"wall-order-{i:08d}",
+                    "amount": "10.00",
+                    "currency": "EUR",
+                    "channel": "web",
+                }
+            )
+            for i in range(customers)
+        ]
+        await produce_lines(cfg, lines)
+        delays = await _nudge_delays(cfg, window + lead + 60, quiet=10.0)
+    finally:
+        stop_worker(worker)
+    return {
+        "customers": customers,
+        "nudges": len(delays),
+        "p50_seconds": percentile(delays, 0.50),
+        "p99_seconds": percentile(delays, 0.99),
+        "max_seconds": max(delays, default=0.0),
+        "tick_interval": cfg.tick_interval,
+    }
+
+
+async def _nudge_delays(config: Config, timeout: float, quiet: float) -> list[float]:
+    """Seconds from due_at to the Kafka timestamp of every nudge, until ``quiet``
+    seconds pass without one after the first (or ``timeout``)."""
+    consumer = AIOKafkaConsumer(
+        config.topics.nudges,
+        **client_kwargs(config),
+        group_id=None,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+    )
+    await consumer.start()
+    delays: list[float] = []
+    try:
+        started = last = time.perf_counter()
+        while time.perf_counter() - started < timeout:
+            batch = await consumer.getmany(timeout_ms=500)
+            now = time.perf_counter()
+            for records in batch.values():
+                for rec in records:
+                    due = to_micros(parse_timestamp(orjson.loads(rec.value or b"{}")["due_at"]))
+                    delays.append(rec.timestamp / 1000 - due / 1_000_000)
+                    last = now
+            if delays and now - last > quiet:
+                break
+    finally:
+        await consumer.stop()
+    return delays
+
+
 async def bench(config: Config, args: argparse.Namespace, folder: Path) -> dict[str, Any]:
     end = default_end()
     lines = list(generate(args.customers, args.days, seed=7, end=end))
@@ -202,12 +350,14 @@ async def bench(config: Config, args: argparse.Namespace, folder: Path) -> dict[
     events = sum(1 for line in lines if line.strip())
     folder.mkdir(parents=True, exist_ok=True)
 
-    ceiling = await raw_ceiling(config, total)
-    print(f"raw consume+decode ceiling: {ceiling:,.0f} msg/s over {total} messages")
-    bare = await bare_faust(config, folder, total, "plain", args.timeout)
-    print(f"bare Faust agent: {bare:,.0f} msg/s")
-    bare_batch = await bare_faust(config, folder, total, "batch", args.timeout)
-    print(f"bare Faust agent, take_events: {bare_batch:,.0f} msg/s")
+    ceiling = bare = bare_batch = 0.0
+    if not args.skip_bare:
+        ceiling = await raw_ceiling(config, total)
+        print(f"raw consume+decode ceiling: {ceiling:,.0f} msg/s over {total} messages")
+        bare = await bare_faust(config, folder, total, "plain", args.timeout)
+        print(f"bare Faust agent: {bare:,.0f} msg/s")
+        bare_batch = await bare_faust(config, folder, total, "batch", args.timeout)
+        print(f"bare Faust agent, take_events: {bare_batch:,.0f} msg/s")
 
     one = await run_workers(config, folder / "one", 1, total, args.timeout)
     worker_rate = events / one["seconds"]
@@ -229,8 +379,8 @@ async def bench(config: Config, args: argparse.Namespace, folder: Path) -> dict[
         "worker_max_drift_seconds": one["max_drift_seconds"],
         "worker_peak_rss_mb": round(one["peak_rss_bytes"] / 2**20),
         "bytes_per_customer": round(one["peak_rss_bytes"] / max(1, args.customers)),
-        "ratio_worker_to_bare_faust": round(worker_rate / bare, 3),
-        "ratio_worker_to_raw": round(worker_rate / ceiling, 4),
+        "ratio_worker_to_bare_faust": round(worker_rate / bare, 3) if bare else None,
+        "ratio_worker_to_raw": round(worker_rate / ceiling, 4) if ceiling else None,
         "settings": {
             "batch_max": config.batch_max,
             "batch_within": config.batch_within,
@@ -240,6 +390,25 @@ async def bench(config: Config, args: argparse.Namespace, folder: Path) -> dict[
             "partitions": config.partitions,
         },
     }
+    if args.recovery:
+        rec = await recovery(config, folder / "recovery", args.timeout)
+        result["recovery"] = {
+            "seconds": round(rec["seconds"], 1),
+            "changelog_messages": rec["changelog_messages"],
+            "peak_rss_mb": round(rec["peak_rss_bytes"] / 2**20),
+        }
+        print(f"recovery on an empty data dir: {rec['seconds']:.1f} s to ready")
+    if args.wall_clock_latency:
+        lat = await wall_clock_latency(
+            config, folder / "wall", args.wall_clock_latency, args.timeout
+        )
+        result["wall_clock_latency"] = {
+            k: round(v, 3) if isinstance(v, float) else v for k, v in lat.items()
+        }
+        print(
+            f"wall clock: {lat['nudges']} nudges, due -> nudge p50 {lat['p50_seconds']:.2f} s, "
+            f"p99 {lat['p99_seconds']:.2f} s"
+        )
     if args.workers > 1:
         # A deployment of its own (topics, group, tables) fed the same input.
         multi_cfg = dataclasses.replace(
@@ -263,65 +432,3 @@ def _cpu() -> str:
     except OSError:
         pass
     return platform.processor() or "unknown CPU"
-
-
-def write_report(path: Path, r: dict[str, Any]) -> None:
-    (ROOT / "artifacts").mkdir(exist_ok=True)
-    (ROOT / "artifacts" / "bench.json").write_bytes(orjson.dumps(r, option=orjson.OPT_INDENT_2))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    st = r["settings"]
-    multi = ""
-    if "multi_workers" in r:
-        n = r["multi_workers"]
-        multi = (
-            f"| {n} workers of one app (same machine) | "
-            f"{r[f'workers_{n}_events_per_s']:,} events/s |\n"
-        )
-    path.write_text(
-        f"""# Benchmarks
-
-Written by `make bench` (`retention bench --customers {r["customers"]}`); the latest run
-is below, and `artifacts/bench.json` holds the same figures.  Compare ratios, not
-absolute rates: every line below was measured in one run on a shared machine.
-
-## Method
-
-1. `retention local up` (single-node Kafka 3.9.2 + Redis on loopback, same machine).
-2. A generated sample (`retention sample`: {r["customers"]} customers, {r["days"]} days) is
-   produced to the input topics, with a `control/advance` marker at the end.
-3. **Raw ceiling**: a bare aiokafka `getmany` + `orjson.loads` loop reads the input topics.
-4. **Bare Faust agent** (`streams/bench_faust.py`): one Faust app with the worker's own
-   settings, one agent over the input topics that only decodes (`async for value in
-   stream`, then the same with `take_events`): what Faust itself costs per message.
-5. **Worker**: one `retention worker` (stream clock, at-least-once, RocksDB, guardrails,
-   conversions, read model, metrics and web on) processes the backlog; throughput =
-   events / (first committed progress to zero lag on the input and internal topics,
-   polled every 0.25 s).  *Tail* = from zero input lag to zero lag overall (the
-   internal topic's backlog, the final `--until` advance and what it fires).
-6. **2 workers**: the same input in a deployment of its own, two worker processes of
-   one app sharing its {st["partitions"]} partitions.
-
-## Latest run ({r["date"]})
-
-Machine: {r["machine"]}
-
-| figure | value |
-|---|---|
-| input messages | {r["input_messages"]:,} |
-| produce rate (CLI producer) | {r["produce_msg_per_s"]:,} msg/s |
-| raw consume + decode ceiling | {r["raw_consume_decode_msg_per_s"]:,} msg/s |
-| bare Faust agent (`async for`) | {r["bare_faust_msg_per_s"]:,} msg/s |
-| bare Faust agent (`take_events`) | {r["bare_faust_take_events_msg_per_s"]:,} msg/s |
-| worker end-to-end | {r["worker_events_per_s"]:,} events/s ({r["worker_seconds"]} s) |
-{multi}| tail after the inputs are consumed | {r["worker_tail_seconds"]} s |
-| largest "woke up too late" drift in the worker log | {r["worker_max_drift_seconds"]} s |
-| worker peak RSS | {r["worker_peak_rss_mb"]} MiB ({r["bytes_per_customer"]:,} bytes per customer) |
-| **worker / bare Faust agent** | **{r["ratio_worker_to_bare_faust"]:.3f}** |
-| worker / raw ceiling | {r["ratio_worker_to_raw"]:.4f} |
-
-Settings: batch_max {st["batch_max"]}, batch_within {st["batch_within"]} s, producer linger
-{st["producer_linger"]} s, producer batch {st["producer_batch_bytes"]:,} bytes, commit interval
-{st["commit_interval"]} s.  See `docs/performance.md` for where the time goes, what
-each setting did when measured, and the levers left.
-"""
-    )

@@ -384,15 +384,31 @@ def test_a_customer_id_that_looks_like_the_clock_key_is_just_a_customer() -> Non
 
 
 def run_batched(
-    proc: CustomerProcessor, store: DictStore, messages: list[bytes], batch: int, limit: int
+    proc: CustomerProcessor,
+    store: DictStore,
+    messages: list[bytes],
+    batch: int,
+    limit: int,
+    pipelined: bool = False,
 ) -> list[tuple[str, str, dict[str, Any]]]:
-    """Feed ``batch`` messages at a time and step ``limit`` units a slice, as the agent does."""
+    """Feed ``batch`` messages at a time and step ``limit`` units a slice, as the agent
+    does; ``pipelined``: a slice's rows are committed only after the next slice ran
+    (with the previous slice's states as its carry)."""
     out = []
     for i in range(0, len(messages), batch):
         proc.feed(0, [(i + j, m) for j, m in enumerate(messages[i : i + batch])], store)
+        previous: Result | None = None
         while proc.has_work(0):
-            result = store.commit(proc.step(0, store, limit=limit))
+            result = proc.step(0, store, limit=limit, carry=previous.states if previous else None)
             out += [(o.topic, o.key, orjson.loads(o.value)) for o in result.outputs]
+            if pipelined:
+                if previous is not None:
+                    store.commit(previous)
+                previous = result
+            else:
+                store.commit(result)
+        if previous is not None:
+            store.commit(previous)
     return out
 
 
@@ -409,9 +425,10 @@ def per_customer(outputs: list[tuple[str, str, dict[str, Any]]]) -> dict[str, li
     events=partition_history(),
     batch=st.integers(1, 20),
     limit=st.integers(1, 12),
+    pipelined=st.booleans(),
 )
 def test_decisions_and_rows_do_not_depend_on_batch_or_slice_boundaries(
-    events: list[Event], batch: int, limit: int
+    events: list[Event], batch: int, limit: int, pipelined: bool
 ) -> None:
     sources = (SRC["purchase"], SRC["session"])
     core = CoreSettings(stream_allowed_lateness=DAY)
@@ -419,7 +436,9 @@ def test_decisions_and_rows_do_not_depend_on_batch_or_slice_boundaries(
     messages = [*map(ev, events), ev(events[0]), *steps]  # one duplicate too
     one_by_one, s1 = DictStore(), DictStore()
     expected = run(processor(core=core, sources=sources), s1, messages)
-    got = run_batched(processor(core=core, sources=sources), one_by_one, messages, batch, limit)
+    got = run_batched(
+        processor(core=core, sources=sources), one_by_one, messages, batch, limit, pipelined
+    )
     assert per_customer(got) == per_customer(expected)
     rows = {k for k in s1.data if k.startswith(CUSTOMER_KEY_PREFIX)}
     assert {k for k in one_by_one.data if k.startswith(CUSTOMER_KEY_PREFIX)} == rows

@@ -6,6 +6,7 @@ source for each name before raising ``PINNED_FAUST``.
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import inspect
 from types import SimpleNamespace
@@ -17,6 +18,7 @@ import pytest
 from faust.tables.table import Table
 from faust.transport.consumer import Consumer
 from faust.transport.producer import ProducerBuffer
+from faust.types import TP
 
 from streams import faust_adapter
 from streams.faust_adapter import PINNED_FAUST, check_version, event_context
@@ -102,24 +104,59 @@ def test_take_events_acks_after_the_batch_and_leaves_no_current_event() -> None:
     assert "await self.ack(event)" in after_yield
 
 
-def test_write_rows_uses_the_store_and_the_changelog_send_the_table_uses() -> None:
+def test_write_rows_sends_what_the_tables_changelog_send_would_and_persists_the_offset() -> None:
     from faust.tables.base import Collection
 
-    params = list(inspect.signature(Collection.send_changelog).parameters)
-    assert params[:4] == ["self", "partition", "key", "value"]
+    # What write_rows replaces, per row: send_changelog(partition, key, value) to the
+    # changelog topic, whose ack callback sets the store's persisted offset.
+    send_changelog = inspect.getsource(Collection.send_changelog)
+    assert "self.changelog_topic.send_soon(" in send_changelog
+    assert "callback=self._on_changelog_sent" in send_changelog
+    on_sent = inspect.getsource(Collection._on_changelog_sent)
+    assert "self.data.set_persisted_offset(res.topic_partition, res.offset)" in on_sent
     # ManagedUserDict.__setitem__ is the store write plus on_key_set (the changelog).
     from mode.utils.collections import ManagedUserDict
 
     setitem = inspect.getsource(ManagedUserDict.__setitem__)
     assert "self.on_key_set(key, value)" in setitem and "self.data[key] = value" in setitem
-    sent: list[tuple[int, bytes, bytes]] = []
+    # The producer's send(topic, key, value, partition, timestamp, headers).
+    from faust.transport.drivers.aiokafka import Producer
+
+    params = list(inspect.signature(Producer.send).parameters)
+    assert params[:7] == ["self", "topic", "key", "value", "partition", "timestamp", "headers"]
+
+    sent: list[tuple[str, bytes, bytes, int]] = []
+    persisted: list[tuple[Any, int]] = []
+
+    class Store(dict[bytes, bytes]):
+        def set_persisted_offset(self, tp: Any, offset: int) -> None:
+            persisted.append((tp, offset))
+
+    async def send(topic: str, key: bytes, value: bytes, partition: int, *_: Any) -> Any:
+        sent.append((topic, key, value, partition))
+        fut = asyncio.get_running_loop().create_future()
+        fut.set_result(SimpleNamespace(offset=40 + len(sent)))
+        return fut
+
     table = SimpleNamespace(
-        data={}, send_changelog=lambda p, k, v: sent.append((p, k, v)) or f"ack-{k!r}"
+        data=Store(),
+        changelog_topic=SimpleNamespace(get_topic_name=lambda: "app-customers-changelog"),
+        app=SimpleNamespace(producer=SimpleNamespace(send=send)),
     )
-    acks = faust_adapter.write_rows(table, 3, [(b"c/a", b"1"), (b"clock/3", b"2")])
-    assert table.data == {b"c/a": b"1", b"clock/3": b"2"}
-    assert sent == [(3, b"c/a", b"1"), (3, b"clock/3", b"2")]
-    assert acks == ["ack-b'c/a'", "ack-b'clock/3'"]
+
+    async def scenario() -> None:
+        acks = await faust_adapter.write_rows(table, 3, [(b"c/a", b"1"), (b"clock/3", b"2")])
+        assert table.data == {b"c/a": b"1", b"clock/3": b"2"}
+        assert sent == [
+            ("app-customers-changelog", b"c/a", b"1", 3),
+            ("app-customers-changelog", b"clock/3", b"2", 3),
+        ]
+        assert persisted == []  # only once the acks are in
+        await asyncio.gather(*acks)
+        assert persisted == [(TP("app-customers-changelog", 3), 42)]
+        assert await faust_adapter.write_rows(table, 3, []) == []
+
+    asyncio.run(scenario())
 
 
 # --- tables one partition at a time, recovery state ------------------------------------
@@ -161,9 +198,21 @@ def test_a_memory_table_scans_one_partition_written_or_recovered() -> None:
     table = app.Table("customers", partitions=4, key_type=bytes, value_type=bytes)
     store = faust_adapter.TableStore(table)
     assert not store.is_rocksdb
-    with store.within(fake_event(2)):
-        acks = store.write(2, [(b"c/a", b"1"), (b"clock/2", b"2")])
-    assert len(acks) == 2  # the changelog sends, buffered until a producer drains them
+    sent: list[tuple[str, bytes, int]] = []
+
+    async def send(topic: str, key: bytes, value: bytes, partition: int, *_: Any) -> Any:
+        sent.append((topic, key, partition))
+        return asyncio.get_running_loop().create_future()
+
+    app.producer.send = send  # no broker in a unit test
+
+    async def write() -> list[Any]:
+        with store.within(fake_event(2)):
+            return await store.write(2, [(b"c/a", b"1"), (b"clock/2", b"2")])
+
+    acks = asyncio.run(write())
+    assert len(acks) == 1  # one awaitable: every row's changelog ack, then the offset
+    assert [(k, p) for _, k, p in sent] == [(b"c/a", 2), (b"clock/2", 2)]
     recovered = SimpleNamespace(
         key=b"c/b", value=b"3", message=SimpleNamespace(partition=1, value=b"3")
     )

@@ -67,10 +67,10 @@ class Broker:
         partition: int | None,
         timestamp: Any,
         headers: Any,
-    ) -> asyncio.Future[None]:
+    ) -> asyncio.Future[Any]:
         self.sent.append((topic, key, value, partition))
-        ack: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        ack.set_result(None)
+        ack: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        ack.set_result(SimpleNamespace(offset=len(self.sent)))  # RecordMetadata's offset
         return ack
 
     def on(self, topic: str) -> list[tuple[bytes | None, bytes, int | None]]:
@@ -80,14 +80,14 @@ class Broker:
 class AckedTable:
     """The worker's TableStore, its changelog sends acknowledged as a broker would."""
 
-    def __init__(self, store: Any) -> None:
+    def __init__(self, store: Any, broker: Broker) -> None:
         self.store = store
         self.get, self.scan, self.within = store.get, store.scan, store.within
+        # The changelog rows leave through the producer (streams.faust_adapter.write_rows).
+        store.table.app.producer.send = broker.send
 
-    def write(self, partition: int, rows: Sequence[tuple[bytes, bytes]]) -> list[Any]:
-        acks: list[Any] = self.store.write(partition, rows)
-        for ack in acks:
-            ack.set_result(None)
+    async def write(self, partition: int, rows: Sequence[tuple[bytes, bytes]]) -> list[Any]:
+        acks: list[Any] = await self.store.write(partition, rows)
         return acks
 
 
@@ -148,7 +148,7 @@ class Worker:
 
         self.app.ingest_agent.start = start
         self.app.customer_agent.start = start
-        self.app.customer_agent.table = AckedTable(self.app.store)
+        self.app.customer_agent.table = AckedTable(self.app.store, self.broker)
 
     def recovered(self) -> None:
         """Table recovery completed (what Faust's Recovery service sets)."""
