@@ -59,6 +59,7 @@ def write_report(path: Path, r: dict[str, Any]) -> None:
             kept = "\n" + KEPT + old.split(KEPT, 1)[1]
     st = r["settings"]
     extra = _extra_lines(r)
+    inline = r.get("bare_faust_inline_drain_msg_per_s", 0)
     multi = ""
     if "multi_workers" in r:
         n = r["multi_workers"]
@@ -101,6 +102,7 @@ Machine: {r["machine"]}
 | raw consume + decode ceiling | {r["raw_consume_decode_msg_per_s"]:,} msg/s |
 | bare Faust agent (`async for`) | {r["bare_faust_msg_per_s"]:,} msg/s |
 | bare Faust agent (`take_events`) | {r["bare_faust_take_events_msg_per_s"]:,} msg/s |
+| bare Faust agent (`async for`, inline drain loop) | {inline:,} msg/s |
 | worker end-to-end | {r["worker_events_per_s"]:,} events/s ({r["worker_seconds"]} s) |
 {multi}| tail after the inputs are consumed | {r["worker_tail_seconds"]} s |
 | largest "woke up too late" drift in the worker log | {r["worker_max_drift_seconds"]} s |

@@ -227,3 +227,74 @@ def test_a_memory_table_scans_one_partition_written_or_recovered() -> None:
         (2, [("c/a", b"1"), ("clock/2", b"2")]),
     ]
     assert store.get("c/b") == b"3" and store.get("c/missing") is None
+
+
+def test_the_inline_drain_loop_is_fausts_own_but_for_the_callback() -> None:
+    # InlineDrainConsumer copies Consumer._drain_messages of 0.15.3: the lines it
+    # keeps and the one it replaces must still be there, or the copy is stale.
+    source = inspect.getsource(Consumer._drain_messages)
+    for line in (
+        "await self.wait_first(\n                                callback(message), "
+        "self.suspend_flow.wait()",
+        "if gap > 1 and r_offset:",
+        "if self._n_acked >= commit_every:",
+        "set_read_offset(tp, offset)",
+        "yield_every = 100",
+    ):
+        assert line in source, line
+    # What the inline check relies on: every place the conductor's callback can
+    # suspend (flow control, the producer buffer, the callback lock, a full queue).
+    from faust.transport.conductor import Conductor, ConductorCompiler
+
+    on_message = inspect.getsource(ConductorCompiler.build)
+    for name in ("await acquire_flow_control()", "await wait_until_producer_ebb()"):
+        assert name in on_message
+    assert "if queue.full():" in on_message
+    assert "async with self._tp_to_callback_lock:" in inspect.getsource(
+        Conductor._compile_message_handler
+    )
+    assert "self.size > self.max_messages" in inspect.getsource(ProducerBuffer.wait_until_ebb)
+
+
+def test_the_inline_check_refuses_whenever_the_callback_could_block() -> None:
+    class Queue:
+        def __init__(self) -> None:
+            self.is_full = False
+
+        def full(self) -> bool:
+            return self.is_full
+
+    queue = Queue()
+    suspend = asyncio.Event()
+    lock = asyncio.Lock()
+    flow = SimpleNamespace(active=True)
+    buffer = SimpleNamespace(size=0, max_messages=100)
+    app = SimpleNamespace(
+        topics=SimpleNamespace(
+            _tp_index={("t", 0): [SimpleNamespace(queue=queue)]}, _tp_to_callback_lock=lock
+        ),
+        flow_control=SimpleNamespace(is_active=lambda: flow.active),
+        producer=SimpleNamespace(buffer=buffer),
+    )
+    safe = faust_adapter._inline_safe(app, SimpleNamespace(suspend_flow=suspend))
+    assert safe(("t", 0)) and safe(("t", 9))
+    queue.is_full = True
+    assert not safe(("t", 0))
+    queue.is_full = False
+    buffer.size = 101
+    assert not safe(("t", 0))
+    buffer.size = 0
+    flow.active = False
+    assert not safe(("t", 0))
+    flow.active = True
+    suspend.set()
+    assert not safe(("t", 0))
+    suspend.clear()
+    assert safe(("t", 0))
+
+
+def test_use_inline_drain_makes_the_app_build_the_inline_consumer() -> None:
+    app = faust.App("adapter-inline", store="memory://", broker="kafka://localhost:1")
+    faust_adapter.use_inline_drain(app)
+    assert app.transport.Consumer.__name__ == "InlineDrainConsumer"
+    assert issubclass(app.transport.Consumer, Consumer)
