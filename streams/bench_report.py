@@ -25,6 +25,10 @@ def percentile(values: list[float], q: float) -> float:
 KEPT = "<!-- kept by make bench: text below is not rewritten -->"
 
 
+def _rate(value: int) -> str:
+    return f"{value:,} msg/s" if value else "not measured"
+
+
 def _ratio(value: float | None, digits: int) -> str:
     return "not measured" if value is None else f"{value:.{digits}f}"
 
@@ -99,10 +103,10 @@ Machine: {r["machine"]}
 |---|---|
 | input messages | {r["input_messages"]:,} |
 | produce rate (CLI producer) | {r["produce_msg_per_s"]:,} msg/s |
-| raw consume + decode ceiling | {r["raw_consume_decode_msg_per_s"]:,} msg/s |
-| bare Faust agent (`async for`) | {r["bare_faust_msg_per_s"]:,} msg/s |
-| bare Faust agent (`take_events`) | {r["bare_faust_take_events_msg_per_s"]:,} msg/s |
-| bare Faust agent (`async for`, inline drain loop) | {inline:,} msg/s |
+| raw consume + decode ceiling | {_rate(r["raw_consume_decode_msg_per_s"])} |
+| bare Faust agent (`async for`) | {_rate(r["bare_faust_msg_per_s"])} |
+| bare Faust agent (`take_events`) | {_rate(r["bare_faust_take_events_msg_per_s"])} |
+| bare Faust agent (`async for`, inline drain loop) | {_rate(inline)} |
 | worker end-to-end | {r["worker_events_per_s"]:,} events/s ({r["worker_seconds"]} s) |
 {multi}| tail after the inputs are consumed | {r["worker_tail_seconds"]} s |
 | largest "woke up too late" drift in the worker log | {r["worker_max_drift_seconds"]} s |

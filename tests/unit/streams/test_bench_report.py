@@ -58,6 +58,7 @@ def test_the_report_keeps_the_text_after_the_marker_and_writes_json_beside_it(
 def test_skipped_lines_and_the_large_scale_figures_show_in_the_table(tmp_path: Path) -> None:
     out = tmp_path / "big.md"
     r = result(
+        bare_faust_msg_per_s=0,
         ratio_worker_to_bare_faust=None,
         ratio_worker_to_raw=None,
         recovery={"seconds": 41.5, "changelog_messages": 250000, "peak_rss_mb": 900},
@@ -73,6 +74,7 @@ def test_skipped_lines_and_the_large_scale_figures_show_in_the_table(tmp_path: P
     bench.write_report(out, r)
     text = out.read_text()
     assert "| **worker / bare Faust agent** | **not measured** |" in text
+    assert "| bare Faust agent (`async for`) | not measured |" in text
     assert "empty data dir (start to ready) | 41.5 s (250,000 changelog messages) |" in text
     assert "p50 / p99 / max (900 nudges) | 0.61 / 1.2 / 1.4 s |" in text
     assert bench.KEPT not in text  # nothing to keep in a new file
