@@ -263,14 +263,9 @@ class RetentionApp:
     def owner_of(self, customer_id: str) -> str | None:
         """The canonical URL of the worker owning the customer, if known."""
         partition = self.partition_of(customer_id)
-        changelog = self.table.changelog_topic.get_topic_name()
-        try:
-            hosts = self.faust_app.router.table_metadata(self.table.name)
-        except Exception:  # no assignment yet
-            return None
-        for url, topics in hosts.items():
-            if partition in topics.get(changelog, ()):
-                return str(url)
+        for url, partitions in self.owners().items():
+            if partition in partitions:
+                return url
         return None
 
     def customer_row(self, customer_id: str) -> bytes | None:
