@@ -323,3 +323,46 @@ async def test_the_stuck_clock_warning_waits_for_the_configured_idle_timeout() -
         await worker.feed([(topics.purchases, 0, purchase("cus_a", 10, 6))])
         [warning] = (await (await client.get("/health/ready")).json())["warnings"]
         assert "for 1920 s while events arrive" in warning
+
+
+async def test_a_lookup_is_answered_by_the_owner_and_never_bounced_back() -> None:
+    config = load_config(
+        {"RETENTION_STORE": "memory://", "RETENTION_PARTITIONS": str(PARTITIONS)},
+        use_stack_file=False,
+    )
+    app = RetentionApp(config)
+    tables: Any = app.faust_app.tables
+    tables.recovery.completed.set()
+    web: Any = app.faust_app.web
+    async with TestClient(TestServer(web.web_app)) as client:
+        other = str(client.make_url("")).rstrip("/")  # "another worker": this very server
+        me = app.canonical_url
+        assert other != me
+        ids = [f"cus_{i}" for i in range(20)]
+        theirs = next(c for c in ids if app.partition_of(c) == 0)
+        mine = next(c for c in ids if app.partition_of(c) == 1)
+        # Faust's changelog distribution, as a rebalance leaves it.
+        changelog = app.table.changelog_topic.get_topic_name()
+        app.faust_app.assignor.changelog_distribution = {
+            other: {changelog: [0]},
+            me: {changelog: [1]},
+        }
+        assert app.owners() == {other: [0], me: [1]}
+        assert (app.owner_of(theirs), app.owner_of(mine)) == (other, me)
+
+        # Not ours: forwarded to the owner, marked as routed; the owner (which here
+        # still sees another owner) refuses to route it again.
+        resp = await client.get(f"/retention/customers/{theirs}")
+        assert resp.status == 503
+        assert await resp.json() == {
+            "error": "ownership changed while routing; retry",
+            "owner": other,
+        }
+        # Ours: answered from the local table.
+        resp = await client.get(f"/retention/customers/{mine}")
+        assert resp.status == 404 and (await resp.json())["customer_id"] == mine
+        # No assignment at all: the owner is unknown.
+        app.faust_app.assignor.changelog_distribution = {}
+        resp = await client.get(f"/retention/customers/{mine}")
+        assert resp.status == 503
+        assert (await resp.json())["error"] == "partition owner unknown (rebalancing)"
