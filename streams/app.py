@@ -170,6 +170,8 @@ class RetentionApp:
             scan=self.store.scan,
         )
         self.fault = FaultInjector.from_env()
+        # Topic -> warning from the start-up partition-count check (streams.kafka).
+        self.partition_warnings: dict[str, str] = {}
         self._partitioner = DefaultPartitioner()
         self._partitions = list(range(config.partitions))
         self.ingest_agent = IngestAgent(
@@ -340,6 +342,7 @@ class RetentionApp:
                 last_flush_at=rm.last_flush_at,
             ),
             clock_warnings=tuple(proc.clock_warnings(self.config.clock_idle_timeout)),
+            partition_warnings=dict(self.partition_warnings),
         )
 
     def _watermarks(self, owned: Iterable[int]) -> dict[int, int | None]:

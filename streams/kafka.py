@@ -100,6 +100,55 @@ async def _wait_for_leaders(
     raise TimeoutError(f"topics {names} have no partition leaders after {timeout} s")
 
 
+async def partition_counts(config: Config, names: tuple[str, ...]) -> dict[str, int]:
+    """The partition count of each named topic that exists."""
+    admin = AIOKafkaAdminClient(**client_kwargs(config), request_timeout_ms=30000)
+    await admin.start()
+    try:
+        described = await admin.describe_topics(list(names))
+        return {t["topic"]: len(t["partitions"]) for t in described if t["error_code"] == 0}
+    finally:
+        await admin.close()
+
+
+def partition_mismatches(config: Config, counts: dict[str, int]) -> dict[str, str]:
+    """Topic -> warning, for each topic the worker reads whose partition count is not
+    ``RETENTION_PARTITIONS`` (README "Time", "A stuck clock")."""
+    n = config.partitions
+    inputs = config.topics.inputs()
+    out: dict[str, str] = {}
+    for topic in (*inputs, config.topics.customer_events, *changelog_topics(config)):
+        have = counts.get(topic)
+        if have is None or have == n:
+            continue
+        if topic not in inputs:
+            effect = (
+                f"customers are routed to {n} partitions of it; "
+                "recreate it (and the worker's data) with the configured count"
+            )
+        elif have < n:
+            effect = (
+                f"in stream-clock mode every customer partition waits for input partitions "
+                f"{have}-{n - 1}, which never send, so the stream clock never moves and no "
+                f"decision fires; recreate the topic with {n} partitions or set "
+                f"RETENTION_PARTITIONS={have} on a fresh deployment"
+            )
+        else:
+            effect = (
+                f"events on its partitions {n}-{have - 1} come from no known input partition "
+                "and become dead letters (invalid_internal_message); set RETENTION_PARTITIONS "
+                f"to {have} on a fresh deployment or recreate the topic with {n} partitions"
+            )
+        out[topic] = f"topic {topic} has {have} partitions, RETENTION_PARTITIONS is {n}: {effect}"
+    return out
+
+
+async def check_partitions(config: Config) -> dict[str, str]:
+    """Start-up check: :func:`partition_mismatches` of the topics as they are now."""
+    names = (*config.topics.inputs(), config.topics.customer_events, *changelog_topics(config))
+    return partition_mismatches(config, await partition_counts(config, names))
+
+
 async def partitions_for(config: Config, topic: str) -> list[int]:
     admin = AIOKafkaAdminClient(**client_kwargs(config), request_timeout_ms=30000)
     await admin.start()

@@ -102,6 +102,13 @@ class WorkerCollector(Collector):
             "partition",
         )
         yield family(
+            gauge,
+            "retention_partition_mismatch",
+            "1 for a topic whose partition count is not RETENTION_PARTITIONS (start-up check)",
+            [((t,), 1.0) for t in sorted(s.partition_warnings)],
+            "topic",
+        )
+        yield family(
             counter,
             "retention_decisions",
             "Rule firings by rule, step and outcome (delivered or a suppression reason)",

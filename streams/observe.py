@@ -78,6 +78,8 @@ class Snapshot:
     lag: Mapping[str, int] = field(default_factory=dict)  # uncommitted messages, by topic
     read_model: ReadModelStatus = ReadModelStatus()
     clock_warnings: tuple[str, ...] = ()  # README "Time": stuck stream clocks
+    # Start-up check: topic -> warning, for a partition count not the configured one.
+    partition_warnings: Mapping[str, str] = field(default_factory=dict)
 
 
 class ObservedWorker(Protocol):

@@ -10,7 +10,9 @@ from pathlib import Path
 from typing import Any
 
 from streams.config import Config, load_config
-from streams.kafka import ensure_topics
+from streams.kafka import check_partitions, ensure_topics
+
+log = logging.getLogger(__name__)
 
 LEVELS = {
     "debug": logging.DEBUG,
@@ -25,7 +27,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-dir", help="override RETENTION_DATA_DIR")
 
 
-def make_worker(config: Config) -> Any:
+def make_worker(config: Config, partition_warnings: dict[str, str] | None = None) -> Any:
     import faust
 
     from streams.app import RetentionApp
@@ -41,6 +43,7 @@ def make_worker(config: Config) -> Any:
                 logging.getLogger(name).setLevel(level)
 
     retention = RetentionApp(config)
+    retention.partition_warnings = dict(partition_warnings or {})
     return Worker(retention.faust_app, loglevel=level)
 
 
@@ -52,7 +55,12 @@ def run(args: argparse.Namespace) -> int:
         config = dataclasses.replace(config, data_dir=Path(args.data_dir))
     config.data_dir.mkdir(parents=True, exist_ok=True)
     asyncio.run(ensure_topics(config, changelogs=True))
+    # A topic with the wrong partition count holds the stream clock back for good
+    # or dead-letters events: say so at start, in /health/ready and in /metrics.
+    mismatches = asyncio.run(check_partitions(config))
+    for warning in mismatches.values():
+        log.warning("%s", warning)
     # asyncio.run closed its loop; Faust wants a current one of its own.
     asyncio.set_event_loop(asyncio.new_event_loop())
-    make_worker(config).execute_from_commandline()
+    make_worker(config, mismatches).execute_from_commandline()
     return 0

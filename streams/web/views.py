@@ -189,7 +189,7 @@ def register(app: Any, worker: ObservedWorker) -> None:
                 "recovering": snap.recovering,
                 "partitions": list(snap.owned),
                 # Ready, but decisions wait: a stuck stream clock (README "Time").
-                "warnings": list(snap.clock_warnings),
+                "warnings": [*snap.clock_warnings, *snap.partition_warnings.values()],
             }
             return self.send_json(body, 200 if snap.ready else 503)
 
