@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import orjson
 import pytest
@@ -31,6 +32,7 @@ from tests.e2e.harness import (
     published,
     wait_published,
 )
+from tests.fixtures.kafka import RestartableStack
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration]
 
@@ -110,6 +112,90 @@ async def test_second_worker_joins_mid_replay_then_first_is_killed(
         published_before_kill=killed_at,
     )
     assert counts.lost == 0
+
+
+@pytest.mark.timeout(600)
+async def test_restart_on_an_empty_data_dir_recovers_from_the_changelog(
+    make_deployment: Callable[..., Deployment], history: tuple[list[bytes], Expected]
+) -> None:
+    lines, expected = history
+    dep = make_deployment(**FAST_TAKEOVER)
+    topics = dep.config.topics
+    w = dep.start_worker()
+    half = len(lines) // 2
+    await dep.produce(lines[:half], until=marker_before(lines[half:]))
+    await wait_published(dep, topics.decisions, len(expected.decisions) // 10, [w])
+    # Kill once the group has committed internal messages (every ~3 s): those are
+    # not replayed, so their effect on the table can only come back from the changelog.
+    deadline = time.monotonic() + 60
+    while (done := await committed(dep, topics.customer_events)) == 0:
+        assert time.monotonic() < deadline, f"nothing committed\n{w.log_tail()}"
+        await asyncio.sleep(0.2)
+    w.kill9()
+    killed_at = await published(dep, topics.decisions)
+    w.wipe_data()
+    assert not w.data_dir.exists()
+    w.start()
+    await w.wait_ready()
+    await dep.produce(lines[half:], until=END)
+    await dep.wait_idle(timeout=400)
+    assert w.alive, w.log_tail()
+    await compare_with_reference(
+        dep,
+        expected,
+        "restart_on_empty_data_dir",
+        published_before_kill=killed_at,
+        internal_committed_before_kill=done,
+    )
+
+
+@pytest.mark.timeout(600)
+async def test_broker_stopped_and_restarted_mid_replay(
+    restartable_stack: RestartableStack,
+    unique_prefix: str,
+    tmp_path: Path,
+    history: tuple[list[bytes], Expected],
+) -> None:
+    lines, expected = history
+    info = restartable_stack.info
+    assert info is not None
+    dep = Deployment(info.kafka, info.redis, unique_prefix, tmp_path / "dep", FAST_TAKEOVER)
+    topic = dep.config.topics.decisions
+    w = dep.start_worker()
+    try:
+        await dep.produce(lines, until=END)
+        await wait_published(dep, topic, len(expected.decisions) // 10, [w])
+        stopped_at = await published(dep, topic)
+        down_for = restartable_stack.stop_broker()
+        await asyncio.sleep(10)  # the broker stays down for a while
+        survived_outage = w.alive
+        up_in = await asyncio.to_thread(restartable_stack.start_broker)
+        restarts = 0
+        # A supervisor's job (systemd, Kubernetes): start the worker again if it exited.
+        deadline = time.monotonic() + 400
+        while True:
+            if not w.alive:
+                restarts += 1
+                assert restarts <= 3, f"worker keeps exiting\n{w.log_tail()}"
+                w.start()
+            try:
+                await dep.wait_idle(timeout=30)
+                break
+            except TimeoutError:
+                assert time.monotonic() < deadline, w.log_tail()
+        assert w.alive, w.log_tail()
+        await compare_with_reference(
+            dep,
+            expected,
+            "broker_restart_mid_replay",
+            published_before_stop=stopped_at,
+            broker_stop_seconds=round(down_for, 1),
+            broker_ready_seconds=round(up_in, 1),
+            worker_survived_outage=survived_outage,
+            worker_restarts=restarts,
+        )
+    finally:
+        dep.stop_all()
 
 
 # --- wall-clock mode -------------------------------------------------------------
