@@ -198,6 +198,40 @@ async def test_broker_stopped_and_restarted_mid_replay(
         dep.stop_all()
 
 
+@pytest.mark.timeout(600)
+async def test_sigterm_mid_stream_then_restart(
+    make_deployment: Callable[..., Deployment], history: tuple[list[bytes], Expected]
+) -> None:
+    lines, expected = history
+    dep = make_deployment()
+    topic = dep.config.topics.decisions
+    w = dep.start_worker()
+    # The stream keeps flowing while the worker is stopped and restarted.
+    feeder = asyncio.create_task(dep.produce_paced(lines, chunks=10, pause=1.0, until=END))
+    await wait_published(dep, topic, len(expected.decisions) // 10, [w])
+    started = time.monotonic()
+    w.stop(timeout=30)
+    took = time.monotonic() - started
+    assert w.proc is not None
+    code = w.proc.returncode
+    stopped_at = await published(dep, topic)
+    assert not feeder.done() and stopped_at < len(expected.decisions), "stopped too late"
+    # A graceful stop: the worker exits by itself (not the kill -9 after 30 s).
+    assert code != -9, f"no graceful stop within 30 s\n{w.log_tail()}"
+    w.start()
+    await feeder
+    await dep.wait_idle(timeout=400)
+    assert w.alive, w.log_tail()
+    await compare_with_reference(
+        dep,
+        expected,
+        "sigterm_then_restart",
+        published_before_stop=stopped_at,
+        exit_code=code,
+        stop_seconds=round(took, 1),
+    )
+
+
 # --- wall-clock mode -------------------------------------------------------------
 
 # A year of history squeezed into a few seconds of wall time, and ladders in
