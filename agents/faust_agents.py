@@ -87,7 +87,7 @@ class IngestAgent:
         *,
         start: Callable[[], Awaitable[Send]],
         partition_of: Callable[[str], int],
-        fault: Callable[[str], None],
+        fault: Callable[[str, int], None],
         batch_max: int,
         batch_within: float,
     ) -> None:
@@ -128,7 +128,7 @@ class IngestAgent:
             # A failed send raises here and stops the agent (crash_only): the
             # batch is not acked, so it is consumed again after the restart.
             await asyncio.gather(*acks)
-            self.fault("ingest_after_sends")
+            self.fault("ingest_after_sends", 1)
 
 
 class CustomerAgent:
@@ -143,7 +143,7 @@ class CustomerAgent:
         revoke: Callable[[set[int]], None],
         mark: Callable[[int, str, bytes], None],
         observe_slice: Callable[[float], None],
-        fault: Callable[[str], None],
+        fault: Callable[[str, int], None],
         batch_max: int,
         batch_within: float,
     ) -> None:
@@ -240,7 +240,7 @@ class CustomerAgent:
             # A failed send raises here and stops the agent (crash_only).
             await asyncio.gather(*acks)
             self.triggers_by_day.update(result.delivered)
-            self.fault("after_sends")
+            self.fault("after_sends", len(result.outputs))
         rows = [(k.encode(), v) for k, v in result.writes.items()]
         changelog.extend(await self.table.write(partition, rows))
         mark = self.mark
@@ -248,5 +248,5 @@ class CustomerAgent:
             if key.startswith("c/"):
                 # Only remembered here; the read-model task writes Redis.
                 mark(partition, key[2:], value)
-        if result.outputs:  # count the slices that fired, as after_sends does
-            self.fault("after_writes")
+        if result.outputs:  # counts outputs, as after_sends does (streams/faults.py)
+            self.fault("after_writes", len(result.outputs))

@@ -1,13 +1,17 @@
 """Fault injection for the crash tests: kill -9 this process at a named point.
 
-``RETENTION_FAULT=<point>:<n>`` makes the worker SIGKILL itself the n-th time it
-reaches ``<point>`` of the batched hot path (docs/design.md, "Crash safety"):
+``RETENTION_FAULT=<point>:<n>`` makes the worker SIGKILL itself at ``<point>`` of
+the batched hot path (docs/design.md, "Crash safety") once its count reaches n:
 
 * ``ingest_after_sends``: an ingest batch's outputs are acknowledged, the batch is
-  not acked yet;
+  not acked yet (counts batches);
 * ``after_sends``: a slice's outputs are acknowledged, its table rows not written;
-* ``after_writes``: a slice's table rows are written, its events not committed
-  (counting, like ``after_sends``, only slices that had outputs).
+* ``after_writes``: a slice's table rows are written, its events not committed.
+
+The two slice points count *outputs* (decisions, nudges, outcomes, dead letters):
+how many slices a replay takes depends on how many messages each batch happens
+to find, so a slice count can land after the last decision; an output count lands
+at the same place in the decisions whatever the timing.
 
 Unset (always, outside the tests) it costs one attribute check per slice.
 """
@@ -36,9 +40,9 @@ class FaultInjector:
     def from_env(cls, env: Mapping[str, str] = os.environ) -> FaultInjector:
         return cls(env.get("RETENTION_FAULT"))
 
-    def hit(self, point: str) -> None:
+    def hit(self, point: str, weight: int = 1) -> None:
         if point != self.point:
             return
-        self.seen += 1
-        if self.seen == self.at:
+        before, self.seen = self.seen, self.seen + weight
+        if before < self.at <= self.seen:
             os.kill(os.getpid(), signal.SIGKILL)
