@@ -33,7 +33,7 @@ from agents.core.due_index import DueIndex
 from agents.core.engine import Conversion, Emission, Engine, Firing, Refused
 from agents.core.state import CustomerState
 from agents.core.timeutil import iso, to_micros
-from agents.core.validation import MAX_ID_LENGTH, MAX_TEXT_LENGTH
+from agents.core.validation import CODE_FUTURE_TIMESTAMP, MAX_ID_LENGTH, MAX_TEXT_LENGTH
 from agents.messages import (
     BUNDLE,
     dead_letter_record,
@@ -140,6 +140,7 @@ class CustomerProcessor:
         dlq_topic: str,
         internal_topic: str,
         wall_clock: WallClock,
+        future_tolerance: int,
     ) -> None:
         self.engine = engine
         self.mode = mode
@@ -151,6 +152,9 @@ class CustomerProcessor:
         self.dlq_topic = dlq_topic
         self.internal_topic = internal_topic
         self.wall_clock = wall_clock
+        # Internal-topic events and advances are bounded like ingest's inputs:
+        # at most this far after the wall clock (README "Time").
+        self.future_tolerance = future_tolerance
         self.runtimes: dict[int, PartitionRuntime] = {}
         self.counters: Counter[str] = Counter()
         self.decision_counts: Counter[tuple[str, int, str]] = Counter()
@@ -310,13 +314,14 @@ class CustomerProcessor:
         kind = msg.get("type")
         if kind == "ev":
             src = msg.get("src")
-            event = read_wire_event(msg.get("ev"))
+            now = self.wall_clock()
+            event = read_wire_event(msg.get("ev"), latest=now + self.future_tolerance)
             if not isinstance(src, str) or src not in self._known_sources:
                 raise BadMessage(f"unknown source {src!r}"[:300])
             if self.mode == "stream":
                 rt.clock.observe(src, event.occurred_at)
             wm = self._watermark(rt)
-            rt.last_event_at = self.wall_clock()
+            rt.last_event_at = now
             if self.mode == "stream" and event.occurred_at <= wm:
                 # Later than the allowed lateness: applied at once (README "Time").
                 self.late[src.rpartition(":")[0]] += 1
@@ -336,10 +341,19 @@ class CustomerProcessor:
                 raise BadMessage(f"advance from unknown source {src!r}"[:300])
             if not isinstance(until, int) or isinstance(until, bool):
                 raise BadMessage(f"advance 'until' must be integer micros, got {until!r}"[:300])
-            if self.mode == "stream":
-                rt.clock.mark(src, until)
-                return None, True
-            return None, False
+            if self.mode != "stream":
+                return None, False  # the wall clock ignores advances
+            latest = self.wall_clock() + self.future_tolerance
+            if until > latest:
+                # Written by something other than ingest (which bounds it the same
+                # way): an advance far ahead would fire every ladder at once.
+                raise BadMessage(
+                    f"advance: until {_when(until)} is after {iso(latest)} "
+                    "(now + the future tolerance)",
+                    CODE_FUTURE_TIMESTAMP,
+                )
+            rt.clock.mark(src, until)
+            return None, True
         if kind == "tick":
             self.counters["ticks"] += 1
             return None, False
@@ -461,7 +475,12 @@ _TIME_RANGE = (
 )
 
 
-def read_wire_event(wire: Any) -> Event:
+def _when(t: int) -> str:
+    """``t`` (micros) in RFC 3339 when a datetime holds it, else as a number."""
+    return iso(t) if _TIME_RANGE[0] <= t <= _TIME_RANGE[1] else f"{t} micros"[:40]
+
+
+def read_wire_event(wire: Any, *, latest: int) -> Event:
     """An ``ev`` item's event, exactly in the shape ingest writes, or BadMessage.
 
     Ingest only forwards what :func:`agents.core.validation.validate` accepted; a
@@ -469,6 +488,9 @@ def read_wire_event(wire: Any) -> Event:
     would otherwise reach the engine and the table row with wrong types or sizes
     and crash the agent on every restart (README "Byte budget").  Amounts may
     carry up to 31 fraction digits: the plain form of a JSON number >= 1e-15.
+    An event dated after ``latest`` (the wall clock + the future tolerance, the
+    bound ingest applies) is a ``future_timestamp`` dead letter (README "Time");
+    only the future is bounded, so replays of old history are not.
     """
     if not isinstance(wire, dict):
         raise BadMessage(f"event must be an object, got {type(wire).__name__}")
@@ -478,6 +500,11 @@ def read_wire_event(wire: Any) -> Event:
     t = wire.get("t")
     if not isinstance(t, int) or isinstance(t, bool) or not _TIME_RANGE[0] <= t <= _TIME_RANGE[1]:
         raise BadMessage(f"event time must be integer micros in years 1-9999, got {t!r}"[:300])
+    if t > latest:
+        raise BadMessage(
+            f"event time {iso(t)} is after {_when(latest)} (now + the future tolerance)",
+            CODE_FUTURE_TIMESTAMP,
+        )
     channel = wire.get("ch")
     if channel is not None and (not isinstance(channel, str) or len(channel) > MAX_TEXT_LENGTH):
         raise BadMessage("event channel must be a string of at most 256 characters")

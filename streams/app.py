@@ -158,6 +158,7 @@ class RetentionApp:
             dlq_topic=topics.dlq,
             internal_topic=topics.customer_events,
             wall_clock=wall_clock,
+            future_tolerance=config.future_tolerance,
         )
         self.metrics = Metrics(self.snapshot)
         self.readmodel = ReadModelWriter(

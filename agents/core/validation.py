@@ -42,6 +42,10 @@ ERROR_CODES = (
     "future_timestamp",
 )
 
+# An event time (or control/advance) later than the wall clock + the future
+# tolerance; the customers agent applies the same bound to its internal topic.
+CODE_FUTURE_TIMESTAMP = "future_timestamp"
+
 _CURRENCY = re.compile(r"^[A-Z]{3}$")
 # Amount bounds (README "Inputs"): they bound the size of every spend total too.
 MAX_AMOUNT_INTEGER_DIGITS = 16
@@ -157,7 +161,7 @@ def validate(raw: bytes, *, now: int, max_bytes: int, future_tolerance: int) -> 
         raise ValidationError(exc.code, str(exc)) from None
     if occurred > now + future_tolerance:
         raise ValidationError(
-            "future_timestamp",
+            CODE_FUTURE_TIMESTAMP,
             f"occurred_at {iso(occurred)} is more than {future_tolerance // 3_600_000_000}h "
             f"after the processor's clock {iso(now)}",
         )

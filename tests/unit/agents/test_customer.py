@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -14,6 +15,7 @@ from agents.core.clock import ManualClock
 from agents.core.engine import Engine
 from agents.core.settings import DAY, CoreSettings
 from agents.core.state import CustomerState
+from agents.core.timeutil import to_micros
 from agents.customer import (
     CLOCK_KEY_PREFIX,
     CUSTOMER_KEY_PREFIX,
@@ -66,6 +68,7 @@ def processor(
     core: CoreSettings | None = None,
     wall: ManualClock | None = None,
     sources: Iterable[str] = SOURCES,
+    future_tolerance: int = DAY,
 ) -> CustomerProcessor:
     return CustomerProcessor(
         Engine(core or CoreSettings()),
@@ -77,6 +80,7 @@ def processor(
         dlq_topic=DLQ,
         internal_topic=INTERNAL,
         wall_clock=wall or ManualClock(FIRED_AT),
+        future_tolerance=future_tolerance,
     )
 
 
@@ -558,3 +562,92 @@ def test_a_clock_held_back_by_a_silent_source_is_reported() -> None:
     wall.advance(1)
     run(proc, store, [ev(session("cus_a", at(days=41)))])
     assert proc.clock_warnings(CLOCK_IDLE_TIMEOUT) == []
+
+
+# --- the internal topic is bounded like ingest's inputs (README "Input events") ---------
+
+YEAR_9999 = to_micros(datetime(9999, 12, 31, tzinfo=UTC))
+
+
+def letters(outputs: list[tuple[str, str, dict[str, Any]]]) -> list[str]:
+    return [d["error_code"] for t, _, d in outputs if t == DLQ]
+
+
+def test_an_internal_advance_to_year_9999_is_a_dead_letter_and_fires_nothing() -> None:
+    proc, store = processor(), DictStore()
+    run(proc, store, [ev(purchase("cus_a", T0, "ORD-1")), *advance_all(at(days=1))])
+    before = proc.runtimes[0].clock.watermark()
+    # Something other than ingest writes one integer advance per source, far ahead.
+    out = run(proc, store, advance_all(YEAR_9999))
+    assert letters(out) == ["future_timestamp"] * len(SOURCES)
+    assert decisions(out) == []  # no ladder fired at once
+    assert proc.runtimes[0].clock.watermark() == before
+    assert "until 9999-12-31T00:00:00" in next(d for t, _, d in out if t == DLQ)["error"]
+    # The ladder still fires when the clock gets there honestly.
+    assert decisions(run(proc, store, advance_all(at(days=8))))
+
+
+def test_an_internal_event_dated_after_now_plus_the_tolerance_is_a_dead_letter() -> None:
+    proc, store = processor(), DictStore()
+    out = run(proc, store, [ev(purchase("cus_a", YEAR_9999, "ORD-1"))])
+    assert letters(out) == ["future_timestamp"]
+    assert CUSTOMER_KEY_PREFIX + "cus_a" not in store.data  # no row, nothing pending
+    assert proc.dead_letters == {"future_timestamp": 1}
+    assert proc.counters["events"] == 0
+
+
+@pytest.mark.parametrize("mode", ["stream", "wall"])
+def test_the_internal_bound_is_inclusive_like_ingest(mode: str) -> None:
+    proc, store = processor(mode=mode), DictStore()
+    limit = FIRED_AT + DAY  # the wall clock + the future tolerance
+    out = run(proc, store, [ev(session("cus_a", limit)), ev(session("cus_b", limit + 1))])
+    assert letters(out) == ["future_timestamp"]
+    assert CUSTOMER_KEY_PREFIX + "cus_a" in store.data
+    assert CUSTOMER_KEY_PREFIX + "cus_b" not in store.data
+    if mode == "stream":
+        assert letters(run(proc, store, [adv(SOURCES[0], limit)])) == []
+        assert letters(run(proc, store, [adv(SOURCES[0], limit + 1)])) == ["future_timestamp"]
+
+
+def test_the_internal_bound_follows_the_wall_clock_and_the_configured_tolerance() -> None:
+    wall = ManualClock(FIRED_AT)
+    proc, store = processor(wall=wall, future_tolerance=7 * DAY), DictStore()
+    later = FIRED_AT + 10 * DAY
+    assert letters(run(proc, store, [ev(session("cus_a", later))])) == ["future_timestamp"]
+    wall.now += 3 * DAY  # the same message, once the wall clock has caught up
+    assert letters(run(proc, store, [ev(session("cus_a", later))])) == []
+    assert store.state("cus_a").pending  # waits for its time, like any event
+
+
+def test_an_advance_beyond_any_datetime_is_a_readable_dead_letter() -> None:
+    proc, store = processor(), DictStore()
+    [(topic, _, letter)] = run(proc, store, [adv(SOURCES[0], 2**62)])
+    assert topic == DLQ and letter["error_code"] == "future_timestamp"
+    assert f"{2**62} micros" in letter["error"]
+
+
+def test_old_history_on_the_internal_topic_is_not_bounded() -> None:
+    """Only the future is bounded: a stream-mode replay of 1998 fires as it did."""
+    old = to_micros(datetime(1998, 5, 15, tzinfo=UTC))
+    proc, store = processor(), DictStore()
+    out = run(
+        proc,
+        store,
+        [ev(purchase("cus_a", old, "ORD-1")), *advance_all(old + 60 * DAY)],
+    )
+    assert letters(out) == []
+    assert [r for _, r, _, _ in decisions(out)]  # the ladders fired in 1998
+    assert all(d.startswith("1998-") for *_, d in decisions(out))
+
+
+def test_the_worker_bounds_its_internal_topic_by_the_configured_tolerance() -> None:
+    """RETENTION_FUTURE_TOLERANCE reaches the customers agent through the one Config."""
+    from streams.app import RetentionApp
+    from streams.config import load_config
+
+    env = {"RETENTION_STORE": "memory://", "RETENTION_FUTURE_TOLERANCE": "PT2H"}
+    app = RetentionApp(load_config(env, use_stack_file=False), wall_clock=ManualClock(FIRED_AT))
+    proc, store = app.processor, DictStore()
+    assert proc.future_tolerance == app.ingest.future_tolerance == 2 * 3_600_000_000
+    out = run(proc, store, [ev(session("cus_a", FIRED_AT + 3 * 3_600_000_000))])
+    assert letters(out) == ["future_timestamp"]

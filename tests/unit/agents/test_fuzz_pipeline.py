@@ -53,7 +53,7 @@ from agents.core.engine import Engine
 from agents.core.settings import DAY, HOUR, CoreSettings, LadderSettings
 from agents.core.state import CustomerState
 from agents.core.timeutil import to_micros
-from agents.core.validation import ERROR_CODES
+from agents.core.validation import CODE_FUTURE_TIMESTAMP, ERROR_CODES
 from agents.customer import (
     CLOCK_KEY_PREFIX,
     CODE_INTERNAL,
@@ -160,6 +160,7 @@ class Pipeline:
             dlq_topic=DLQ,
             internal_topic=INTERNAL,
             wall_clock=self.wall,
+            future_tolerance=FUTURE_TOLERANCE,
         )
         self.stores = {p: DictStore() for p in range(PARTITIONS)}
         self.queued: dict[int, list[bytes | None]] = {p: [] for p in range(PARTITIONS)}
@@ -199,9 +200,13 @@ class Pipeline:
 
     # --- the internal topic ------------------------------------------------------------
 
-    def poison(self, partition: int, raw: bytes | None, dead_letters: int) -> None:
+    def poison(self, partition: int, raw: bytes | None, dead_letters: Counter[str]) -> None:
+        """``dead_letters``: the codes the message makes; FUTURE_ADV counts in stream mode."""
         self.queued[partition].append(None if raw is None else bytes(raw))  # not a Blob
-        self.sent["poison"] += dead_letters
+        self.sent["poison"] += dead_letters[CODE_INTERNAL]
+        self.sent["poison_future"] += dead_letters[CODE_FUTURE_TIMESTAMP]
+        if self.mode == "stream":  # the wall clock ignores advances
+            self.sent["poison_future"] += dead_letters[FUTURE_ADV]
 
     def tick(self) -> None:
         payload = orjson.dumps({"type": "tick", "now": self.wall()})
@@ -266,6 +271,8 @@ class Pipeline:
         assert self.ingest.markers * PARTITIONS == self.sent["adv"]
         proc = self.proc
         assert proc.dead_letters[CODE_INTERNAL] == self.sent["poison"]
+        # Ingest bounds what it forwards, so only poison is ever past the bound here.
+        assert proc.dead_letters[CODE_FUTURE_TIMESTAMP] == self.sent["poison_future"]
         refused = sum(proc.dead_letters[c] for c in ENGINE_CODES)
         events, duplicates = proc.counters["events"], proc.counters["duplicates"]
         assert events + duplicates + refused == self.sent["ev"]
@@ -597,11 +604,34 @@ NOT_WIRE: dict[str, list[Any]] = {
 }
 
 
+# An advance past the future tolerance: a dead letter in stream mode, ignored in wall mode.
+FUTURE_ADV = "future_adv"
+# Past the wall clock + the future tolerance however far the examples move the wall clock.
+FAR_AHEAD = [to_micros(datetime(9999, 12, 31, tzinfo=UTC)), NOW + 10_000 * DAY]
+
+
 @st.composite
-def poison_items(draw: st.DrawFn) -> Any:
-    """One item the customers agent cannot use (each one dead letter)."""
+def poison_items(draw: st.DrawFn) -> tuple[Any, str | None]:
+    """One item the customers agent cannot use, with the dead letter it makes."""
     src = draw(st.sampled_from(SOURCES))
-    choice = draw(st.integers(0, 9))
+    choice = draw(st.integers(0, 11))
+    if choice == 10:
+        wire = _wire(draw) | {"t": draw(st.sampled_from(FAR_AHEAD))}
+        return {"type": "ev", "src": src, "ev": wire}, CODE_FUTURE_TIMESTAMP
+    if choice == 11:
+        until = draw(st.sampled_from([*FAR_AHEAD, 2**62, 2**63 - 1]))
+        return {"type": "adv", "src": src, "until": until}, FUTURE_ADV
+    return draw(_unreadable(src, choice))
+
+
+@st.composite
+def _unreadable(draw: st.DrawFn, src: str, choice: int) -> tuple[Any, str | None]:
+    item = draw(_unreadable_item(src, choice))
+    return item, None if item == {"type": "bundle", "items": []} else CODE_INTERNAL
+
+
+@st.composite
+def _unreadable_item(draw: st.DrawFn, src: str, choice: int) -> Any:
     if choice == 0:
         return draw(st.sampled_from([None, 5, "ev", [], ["ev"]]))
     if choice == 1:
@@ -632,8 +662,8 @@ def poison_items(draw: st.DrawFn) -> Any:
 
 
 @st.composite
-def poison(draw: st.DrawFn) -> tuple[int, bytes | None, int]:
-    """(internal partition, value, dead letters it makes)."""
+def poison(draw: st.DrawFn) -> tuple[int, bytes | None, Counter[str]]:
+    """(internal partition, value, the dead letters it makes by code)."""
     partition = draw(st.integers(0, PARTITIONS - 1))
     choice = draw(st.integers(0, 5))
     if choice == 0:
@@ -645,18 +675,21 @@ def poison(draw: st.DrawFn) -> tuple[int, bytes | None, int]:
         )
         try:
             if isinstance(orjson.loads(raw or b""), dict):
-                return partition, b"[]", 1
+                return partition, b"[]", Counter({CODE_INTERNAL: 1})
         except orjson.JSONDecodeError:
             pass
-        return partition, raw, 1
+        return partition, raw, Counter({CODE_INTERNAL: 1})
     if choice == 1:
         bad = draw(st.sampled_from([None, "x", 5, {}, {"items": []}]))
-        return partition, to_json({"type": "bundle", "items": bad}), 1
+        return partition, to_json({"type": "bundle", "items": bad}), Counter({CODE_INTERNAL: 1})
     if choice == 2:
-        items = draw(st.lists(poison_items(), min_size=0, max_size=4))
-        return partition, short(to_json({"type": "bundle", "items": items})), len(items)
-    item = draw(poison_items())
-    return partition, short(to_json(item)), 0 if item == {"type": "bundle", "items": []} else 1
+        drawn = draw(st.lists(poison_items(), min_size=0, max_size=4))
+        items = [item for item, _ in drawn]
+        # Inside a bundle a nested (even empty) bundle is unreadable too.
+        codes = Counter(code or CODE_INTERNAL for _, code in drawn)
+        return partition, short(to_json({"type": "bundle", "items": items})), codes
+    item, code = draw(poison_items())
+    return partition, short(to_json(item)), Counter([code] if code else [])
 
 
 # --- programs --------------------------------------------------------------------------
