@@ -184,9 +184,12 @@ async def test_dashboard_files_and_no_directory_traversal(deployment: Deployment
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 # Labels Prometheus itself attaches to every scraped series, and the histogram bucket label.
 SCRAPE_LABELS = {"instance", "job", "le"}
-# A replay that ends with `--until` produces no late events; streams/metrics.py labels
-# retention_late_events by input topic.
-LABELS_WITHOUT_SAMPLES = {"retention_late_events": {"topic"}}
+# A replay that ends with `--until` produces no late events, and topics made by the
+# worker have the right partition count; streams/metrics.py labels both by topic.
+LABELS_WITHOUT_SAMPLES = {
+    "retention_late_events": {"topic"},
+    "retention_partition_mismatch": {"topic"},
+}
 
 
 def artefact_expressions() -> dict[str, str]:
@@ -221,7 +224,8 @@ async def test_dashboard_and_alerts_use_only_exported_metrics_and_asyncapi_is_se
             labels_of.setdefault(sample.name, set()).update(sample.labels)
         if not family.samples and family.name in LABELS_WITHOUT_SAMPLES:
             # Declared on /metrics (HELP/TYPE) but no sample in this run: its code-side labels.
-            labels_of[family.name + "_total"] = LABELS_WITHOUT_SAMPLES[family.name]
+            suffix = "_total" if family.type == "counter" else ""
+            labels_of[family.name + suffix] = LABELS_WITHOUT_SAMPLES[family.name]
 
     exprs = artefact_expressions()
     assert len(exprs) >= 20
@@ -233,6 +237,8 @@ async def test_dashboard_and_alerts_use_only_exported_metrics_and_asyncapi_is_se
         "alert RetentionReadModelBehind",
         "alert RetentionWorkerNotReady",
         "alert RetentionWorkerDown",
+        "alert RetentionPartitionMismatch",
+        "alert RetentionReadModelErrors",
     } <= alerts
     used: set[str] = set()
     for where, expr in exprs.items():
