@@ -440,7 +440,7 @@ class CustomerProcessor:
         firings = [e for e in emissions if isinstance(e, Firing)]
         # Simultaneous firings go out by (due time, rule order, step): README "Guardrails".
         firings.sort(key=lambda f: (f.due_at, f.customer_id, f.rule_index, f.step))
-        now = self.wall_clock()
+        now = iso(self.wall_clock())  # one fired_at for the message's firings
         for f in firings:
             if f.backfill:
                 self.counters["backfill_silenced"] += 1
@@ -453,7 +453,7 @@ class CustomerProcessor:
                 Output(self.decisions_topic, f.customer_id, dumps(decision.to_dict()))
             )
             if f.delivered:
-                result.delivered[(iso(f.due_at)[:10], f.rule, f.step)] += 1
+                result.delivered[(decision.due_at[:10], f.rule, f.step)] += 1
                 result.outputs.append(
                     Output(self.nudges_topic, f.customer_id, dumps(decision.nudge_dict()))
                 )

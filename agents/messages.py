@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import orjson
 
 from agents.core.guardrails import OUTCOME_DELIVERED
+from agents.core.ids import trigger_id_at
 from agents.core.timeutil import duration_record, iso
 from schemas.records import DeadLetter, Decision, Outcome, SourcePosition
 
@@ -65,20 +66,25 @@ MAX_ERROR_CHARS = 1024
 
 
 def decision_record(
-    f: Firing, *, fired_at: int, clock: str, outcome: str, holdout: bool
+    f: Firing, *, fired_at: int | str, clock: str, outcome: str, holdout: bool
 ) -> Decision:
-    """The ``decision/1`` record of a firing; ``nudge_dict()`` is its ``nudge/1``."""
+    """The ``decision/1`` record of a firing; ``nudge_dict()`` is its ``nudge/1``.
+
+    ``fired_at`` is micros or, when the caller formats it once for many firings,
+    its ``iso`` text.
+    """
+    anchor = iso(f.anchor_at)  # formatted once: the trigger id and the reason use it too
     return Decision(
-        trigger_id=f.trigger_id,
+        trigger_id=trigger_id_at(f.customer_id, f.rule, f.step, anchor),
         customer_id=f.customer_id,
         rule=f.rule,
         step=f.step,
         threshold=duration_record(f.threshold),
-        anchor_at=iso(f.anchor_at),
+        anchor_at=anchor,
         due_at=iso(f.due_at),
-        fired_at=iso(fired_at),
+        fired_at=fired_at if isinstance(fired_at, str) else iso(fired_at),
         holdout=holdout,
-        reason=f.reason(),
+        reason=f.reason(anchor),
         context=f.context,
         delivered=outcome == OUTCOME_DELIVERED,
         outcome=outcome,

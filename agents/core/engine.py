@@ -95,9 +95,10 @@ class Firing:
     def threshold_seconds(self) -> int:
         return self.threshold // MICROS_PER_SECOND
 
-    def reason(self) -> str:
+    def reason(self, anchor_iso: str | None = None) -> str:
+        """One human line; ``anchor_iso`` is ``iso(self.anchor_at)`` if the caller has it."""
         span = _human_span(self.threshold)
-        day = iso(self.anchor_at)[:10]
+        day = (anchor_iso or iso(self.anchor_at))[:10]
         if self.rule == RULE_SECOND_PURCHASE:
             return f"no second order {span} after the first on {day}"
         if self.rule == RULE_INACTIVITY:
@@ -226,10 +227,13 @@ class Engine:
         """Move the customer to ``watermark``: apply pending events, fire due steps."""
         out: list[Emission] = []
         while True:
-            due = self.next_due(state)
+            due = self._next_due_at(state)
             ev_t = state.pending[0]["t"] if state.pending else None
-            if due is not None and due.due_at <= watermark and (ev_t is None or due.due_at < ev_t):
-                out.append(self._fire(state, due))
+            if due is not None and due[0] <= watermark and (ev_t is None or due[0] < ev_t):
+                index = due[1]
+                step = self._due(index, self.ladders[index], state)
+                assert step is not None
+                out.append(self._fire(state, step))
             elif ev_t is not None and ev_t <= watermark:
                 self._apply(state, state.pop_pending(), out)
             else:
@@ -242,24 +246,43 @@ class Engine:
 
     def next_due(self, state: CustomerState) -> Due | None:
         """The earliest step due next under the current facts, if any."""
-        best: Due | None = None
+        best = self._next_due_at(state)
+        if best is None:
+            return None
+        index = best[1]
+        return self._due(index, self.ladders[index], state)
+
+    def _next_due_at(self, state: CustomerState) -> tuple[int, int] | None:
+        """(due_at, rule_index) of :meth:`next_due`, without building a :class:`Due`
+        per rule: this runs on every step of :meth:`advance` and every ``wake_at``."""
+        best: tuple[int, int] | None = None
         for index, ladder in enumerate(self.ladders):
-            due = self._due(index, ladder, state)
-            if due is None:
+            anchor = self._anchor(ladder.rule, state)
+            if anchor is None:
                 continue
-            if best is None or (due.due_at, due.rule_index) < (best.due_at, best.rule_index):
-                best = due
+            progress = state.ladders.get(ladder.rule)
+            step = progress.step + 1 if progress is not None and progress.anchor == anchor else 1
+            if step > len(ladder.steps):
+                continue
+            if ladder.rule == RULE_OVERDUE:
+                threshold = overdue_threshold(
+                    state.order_times, self.settings.overdue_multiplier, self.settings.overdue_floor
+                )
+            else:
+                threshold = ladder.steps[step - 1]
+            due_at = anchor + threshold
+            # Ties go to the lower rule index, which comes first here.
+            if best is None or due_at < best[0]:
+                best = (due_at, index)
         return best
 
     def wake_at(self, state: CustomerState) -> int | None:
         """When this customer next needs the clock: a due step or a pending event."""
-        due = self.next_due(state)
-        candidates = [
-            x
-            for x in (due.due_at if due else None, state.pending[0]["t"] if state.pending else None)
-            if x is not None
-        ]
-        return min(candidates) if candidates else None
+        due = self._next_due_at(state)
+        if state.pending:
+            t: int = state.pending[0]["t"]
+            return t if due is None or t < due[0] else due[0]
+        return None if due is None else due[0]
 
     # --- internals ---------------------------------------------------------------------
 

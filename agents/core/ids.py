@@ -8,13 +8,30 @@ import uuid
 from agents.core.timeutil import iso
 
 TRIGGER_NAMESPACE = uuid.UUID("6f1d3c1e-4b7a-5e0f-9c2d-7a1e0b5c3d21")
+# uuid5 is SHA-1 over the namespace's bytes, then the name: the namespace part is
+# hashed once here and copied per id (every decision, nudge and outcome has one).
+_NAMESPACE_SHA1 = hashlib.sha1(TRIGGER_NAMESPACE.bytes, usedforsecurity=False)
+# RFC 4122 version 5 and variant bits, as uuid.UUID(bytes=..., version=5) sets them.
+_CLEAR = ~((0xC000 << 48) | (0xF000 << 64))
+_SET = (0x8000 << 48) | (5 << 76)
 
 
 def trigger_id(customer_id: str, rule: str, step: int, anchor_at: int) -> str:
     """UUIDv5 of (customer, rule, step, anchor): the same firing always gets the same id."""
-    return str(
-        uuid.uuid5(TRIGGER_NAMESPACE, f"{customer_id}\x1f{rule}\x1f{step}\x1f{iso(anchor_at)}")
-    )
+    return trigger_id_at(customer_id, rule, step, iso(anchor_at))
+
+
+def trigger_id_at(customer_id: str, rule: str, step: int, anchor_iso: str) -> str:
+    """:func:`trigger_id` with the anchor already formatted by ``iso``.
+
+    Exactly ``str(uuid.uuid5(TRIGGER_NAMESPACE, name))`` (property-tested), without
+    building a ``uuid.UUID``.
+    """
+    digest = _NAMESPACE_SHA1.copy()
+    digest.update(f"{customer_id}\x1f{rule}\x1f{step}\x1f{anchor_iso}".encode())
+    value = (int.from_bytes(digest.digest()[:16], "big") & _CLEAR) | _SET
+    h = f"{value:032x}"
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 def holdout_bucket(customer_id: str, salt: str) -> float:

@@ -357,7 +357,7 @@ class CustomerState:
             consent_at=d.get("consent_at"),
             event_ids=_event_ids(d),
             order_ids=_order_ids(d),
-            pending=[_compact(p) for p in d.get("pending", [])],
+            pending=[_loaded_entry(p) for p in d.get("pending", [])],
             ladders={k: LadderProgress(v[0], v[1]) for k, v in d.get("ladders", {}).items()},
             stage=d.get("stage", STAGE_PROSPECT),
             recent_firings=[RecentFiring(*x) for x in d.get("recent_firings", [])],
@@ -406,6 +406,27 @@ def pending_event(customer_id: str, entry: dict[str, Any]) -> Event:
 def _compact(wire: dict[str, Any]) -> dict[str, Any]:
     keys = _PENDING_KEYS.get(wire["k"], ("k", "e", "t"))
     return {k: wire[k] for k in keys if k in wire}
+
+
+# The key sequences _compact produces, by kind (every ordered subset of the kind's
+# keys): an entry read back from a row in one of them is already compact.  A row
+# holds up to hundreds of pending entries and is decoded on every slice that
+# touches its customer.
+_COMPACT_SHAPES: dict[str, frozenset[tuple[str, ...]]] = {
+    kind: frozenset(
+        tuple(k for i, k in enumerate(keys) if mask >> i & 1) for mask in range(1 << len(keys))
+    )
+    for kind, keys in _PENDING_KEYS.items()
+}
+
+
+def _loaded_entry(entry: dict[str, Any]) -> dict[str, Any]:
+    """A pending entry of a row being decoded: the parsed dict itself (owned by
+    nobody else) when already compact, else :func:`_compact` of it."""
+    shapes = _COMPACT_SHAPES.get(entry["k"])
+    if shapes is not None and tuple(entry) in shapes:
+        return entry
+    return _compact(entry)
 
 
 def _counts(stored: dict[str, int]) -> dict[CountKey, int]:

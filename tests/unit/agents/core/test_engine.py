@@ -13,6 +13,7 @@ from agents.core import ids
 from agents.core.engine import Conversion, Emission, Engine, Firing
 from agents.core.settings import DAY, HOUR, CoreSettings, LadderSettings
 from agents.core.state import CustomerState, LadderProgress
+from agents.core.timeutil import iso
 from schemas.records import Event
 from tests.unit.agents.factories import (
     OPTED_OUT,
@@ -411,3 +412,53 @@ def test_decisions_do_not_depend_on_arrival_order_within_the_lateness(
     reference = run(events, until=end)
     assert summary(shuffled) == summary(reference)
     assert shuffled == reference  # contexts, verdicts and conversions too
+
+
+# --- the fast paths the hot loop takes (docs/performance.md) --------------------------
+
+
+@given(
+    cid=st.text(max_size=40),
+    rule=st.sampled_from([SP, INACT, "overdue"]),
+    step=st.integers(1, 9),
+    anchor=st.integers(-62_135_596_800_000_000, 253_402_300_799_999_999),
+)
+def test_trigger_id_is_the_uuid5_of_its_name(cid: str, rule: str, step: int, anchor: int) -> None:
+    """ids.trigger_id builds the UUIDv5 text itself: it must be what uuid.uuid5 gives,
+    or a replay by an older version would not deduplicate against this one's ids."""
+    name = f"{cid}\x1f{rule}\x1f{step}\x1f{iso(anchor)}"
+    try:
+        expected = str(uuid.uuid5(ids.TRIGGER_NAMESPACE, name))
+    except UnicodeEncodeError:  # a lone surrogate: no id either way
+        return
+    assert ids.trigger_id(cid, rule, step, anchor) == expected
+
+
+# Equal ladders, so that rules tie on their due time (the lower rule index wins).
+TIED = Engine(
+    CoreSettings(
+        second_purchase=LadderSettings(SP, (14 * DAY, 30 * DAY, 60 * DAY)),
+        overdue_min_orders=2,
+        overdue_floor=14 * DAY,
+    )
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(events=history(), lag=st.integers(0, 40))
+def test_next_due_and_wake_at_agree_with_the_pending_steps(events: list[Event], lag: int) -> None:
+    """next_due and wake_at skip building a Due per rule: same answers as pending()."""
+    state = new_state()
+
+    def check() -> None:
+        dues = TIED.pending(state)
+        assert TIED.next_due(state) == (dues[0] if dues else None)
+        candidates = [d.due_at for d in dues[:1]] + [p["t"] for p in state.pending[:1]]
+        assert TIED.wake_at(state) == (min(candidates) if candidates else None)
+
+    for e in sorted(events, key=lambda e: e.occurred_at):
+        watermark = e.occurred_at - lag * DAY  # some events wait in pending
+        TIED.ingest(state, e, watermark)
+        check()
+        TIED.advance(state, watermark + 20 * DAY)  # fire some steps
+        check()

@@ -11,7 +11,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from agents.core.settings import DAY
-from agents.core.state import MAX_ORDER_TIMES, CountKey, CustomerState, RecentFiring
+from agents.core.state import (
+    MAX_ORDER_TIMES,
+    CountKey,
+    CustomerState,
+    RecentFiring,
+    _compact,
+)
 from schemas.records import Event
 from tests.unit.agents.factories import OPTED_IN, OPTED_OUT, at, consent, purchase, session
 
@@ -290,3 +296,29 @@ def test_spend_is_exact_for_every_amount_validation_accepts() -> None:
     exact = Decimal("100000000000000.0000000000001")
     assert Decimal(fold([big, *tiny]).spend["EUR"]) == exact
     assert Decimal(fold([*tiny, big]).spend["EUR"]) == exact
+
+
+_ENTRY_KEYS = ("k", "e", "t", "o", "a", "cur", "s", "st", "ch", "c")
+
+
+@given(
+    kind=st.sampled_from(["purchase", "session", "consent", "other"]),
+    keys=st.permutations(_ENTRY_KEYS[1:]).flatmap(
+        lambda ks: st.integers(0, len(ks)).map(lambda n: ks[:n])
+    ),
+    kind_first=st.booleans(),
+)
+def test_a_loaded_pending_entry_is_what_compacting_it_gives(
+    kind: str, keys: list[str], kind_first: bool
+) -> None:
+    """from_dict keeps an already compact pending entry as parsed (the fast path):
+    the state, and the row it writes back, must equal the compacted entry's, keys in
+    the same order."""
+    order = ["k", *keys] if kind_first else [*keys, "k"]
+    entry = {k: (kind if k == "k" else 7 if k == "t" else f"v-{k}") for k in order}
+    row = CustomerState(customer_id="c1").to_dict()
+    row["pending"] = [entry]
+    loaded = CustomerState.from_dict(orjson.loads(orjson.dumps(row))).pending[0]
+    expected = _compact(entry)
+    assert loaded == expected
+    assert list(loaded) == list(expected)
