@@ -23,7 +23,7 @@ from agents.core.guardrails import SUPPRESSIONS
 from agents.core.timeutil import iso
 from streams.config import Config
 from streams.local.procs import LocalStackError
-from streams.offsets import end_offsets, read_all, wait_caught_up
+from streams.offsets import end_offsets, group_lag, read_all
 from streams.producer import produce_lines
 from streams.reporting import live_report
 from streams.sample import default_end, generate
@@ -80,14 +80,17 @@ async def demo(config: Config, args: argparse.Namespace, worker: subprocess.Pope
     await produce_lines(config, lines, until=iso(end))
     say(f"replayed to {config.kafka} in {time.monotonic() - t0:.1f} s; waiting for the worker ...")
     try:
-        await wait_caught_up(config, timeout=args.timeout)
+        caught_up = await caught_up_at(config, timeout=args.timeout)
     except TimeoutError as exc:
         print(f"retention demo: {exc}", file=sys.stderr)
         return 1
     if worker.poll() is not None:
         print("retention demo: the worker stopped; see its log", file=sys.stderr)
         return 1
-    say(f"processed in {time.monotonic() - t0:.1f} s\n")
+    say(
+        f"processed in {caught_up - t0:.1f} s (replay start to zero lag; "
+        f"no new lag for {SETTLE:.0f} s after)\n"
+    )
     await summary(config, len(lines))
     say(f"\ndashboard: {dashboard_url(config)}")
     if args.exit_after_summary:
@@ -99,6 +102,31 @@ async def demo(config: Config, args: argparse.Namespace, worker: subprocess.Pope
     while worker.poll() is None:
         await asyncio.sleep(1)
     return 1
+
+
+# Zero lag must last this long to count as caught up (a partition can show zero lag
+# for a moment, e.g. before the worker's first commit); the wait is not processing.
+SETTLE = 6.0
+POLL = 0.25
+
+
+async def caught_up_at(config: Config, *, timeout: float) -> float:
+    """When (``time.monotonic()``) the group's lag reached zero and then stayed zero
+    for SETTLE seconds: the moment the worker had processed everything."""
+    start = time.monotonic()
+    zero_since: float | None = None
+    lag: int | None = None
+    while time.monotonic() - start < timeout:
+        lag = await group_lag(config)
+        now = time.monotonic()
+        if lag == 0:
+            zero_since = zero_since or now
+            if now - zero_since >= SETTLE:
+                return zero_since
+        else:
+            zero_since = None
+        await asyncio.sleep(POLL)
+    raise TimeoutError(f"group {config.app_id} still has lag {lag} after {timeout} s")
 
 
 async def summary(config: Config, sent: int) -> None:
