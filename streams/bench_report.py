@@ -64,6 +64,13 @@ def write_report(path: Path, r: dict[str, Any]) -> None:
     st = r["settings"]
     extra = _extra_lines(r)
     inline = r.get("bare_faust_inline_drain_msg_per_s", 0)
+    cpu = ""
+    if r.get("worker_cpu_seconds"):
+        per_event = r["worker_cpu_seconds"] / max(1, r["input_messages"]) * 1e6
+        cpu = (
+            f"| worker CPU (user + system) | {r['worker_cpu_seconds']} s "
+            f"({per_event:,.0f} µs per input message) |\n"
+        )
     multi = ""
     if "multi_workers" in r:
         n = r["multi_workers"]
@@ -111,7 +118,7 @@ Machine: {r["machine"]}
 {multi}| tail after the inputs are consumed | {r["worker_tail_seconds"]} s |
 | largest "woke up too late" drift in the worker log | {r["worker_max_drift_seconds"]} s |
 | worker peak RSS | {r["worker_peak_rss_mb"]} MiB ({r["bytes_per_customer"]:,} bytes per customer) |
-{extra}| **worker / bare Faust agent** | **{_ratio(r["ratio_worker_to_bare_faust"], 3)}** |
+{cpu}{extra}| **worker / bare Faust agent** | **{_ratio(r["ratio_worker_to_bare_faust"], 3)}** |
 | worker / raw ceiling | {_ratio(r["ratio_worker_to_raw"], 4)} |
 
 Settings: batch_max {st["batch_max"]}, batch_within {st["batch_within"]} s, producer linger

@@ -178,6 +178,7 @@ async def run_workers(
             raise RuntimeError(f"the workers did not finish within {timeout} s")
     finally:
         rss = [_peak_rss(w.pid) for w, _ in workers]
+        cpu = [_cpu_seconds(w.pid) for w, _ in workers]
         for w, _ in workers:
             stop_worker(w)
     drift = max((_max_drift(sub / "worker.log") for _, sub in workers), default=0.0)
@@ -186,6 +187,7 @@ async def run_workers(
         "tail_seconds": last - (inputs_done or last),
         "max_drift_seconds": drift,
         "peak_rss_bytes": max(rss) if rss else 0,
+        "cpu_seconds": sum(cpu),
     }
 
 
@@ -198,6 +200,16 @@ def _max_drift(log: Path) -> float:
     except OSError:
         return 0.0
     return max((float(m) for m in _DRIFT.findall(text)), default=0.0)
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds a live process has used; 0 if unknown.  Steadier
+    than a rate on a shared machine: other load stretches the wall clock, not this."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return 0.0
 
 
 def _peak_rss(pid: int) -> int:
@@ -381,6 +393,7 @@ async def bench(config: Config, args: argparse.Namespace, folder: Path) -> dict[
         "worker_tail_seconds": round(one["tail_seconds"], 1),
         "worker_max_drift_seconds": one["max_drift_seconds"],
         "worker_peak_rss_mb": round(one["peak_rss_bytes"] / 2**20),
+        "worker_cpu_seconds": round(one["cpu_seconds"], 1),
         "bytes_per_customer": round(one["peak_rss_bytes"] / max(1, args.customers)),
         "ratio_worker_to_bare_faust": round(worker_rate / bare, 3) if bare else None,
         "ratio_worker_to_raw": round(worker_rate / ceiling, 4) if ceiling else None,

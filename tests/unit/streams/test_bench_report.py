@@ -85,3 +85,11 @@ def test_percentiles_are_read_off_the_sorted_delays() -> None:
     assert bench.percentile(delays, 0.5) == 51.0
     assert bench.percentile(delays, 0.99) == 100.0
     assert bench.percentile([], 0.5) == 0.0
+
+
+def test_the_worker_cpu_seconds_show_per_input_message(tmp_path: Path) -> None:
+    out = tmp_path / "bench.md"
+    bench.write_report(out, result(worker_cpu_seconds=12.3))
+    assert "| worker CPU (user + system) | 12.3 s (9,968 µs per input message) |" in out.read_text()
+    bench.write_report(out, result())  # an older result without the figure: no line
+    assert "worker CPU" not in out.read_text()
