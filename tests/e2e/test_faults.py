@@ -114,6 +114,68 @@ async def test_second_worker_joins_mid_replay_then_first_is_killed(
     assert counts.lost == 0
 
 
+@pytest.mark.timeout(300)
+async def test_second_worker_joins_mid_replay_then_first_is_stopped_gracefully(
+    make_deployment: Callable[..., Deployment], history: tuple[list[bytes], Expected]
+) -> None:
+    """A rolling restart's shape: w2 joins under load, then w1 gets SIGTERM while the
+    replay goes on, so w2 takes every partition (a graceful leave, no session timeout)."""
+    lines, expected = history
+    dep = make_deployment(**FAST_TAKEOVER)
+    topic = dep.config.topics.decisions
+    a, b = len(lines) * 3 // 10, len(lines) * 5 // 10
+    w1 = dep.start_worker()
+    await w1.wait_ready()
+    await dep.produce(lines[:a], until=marker_before(lines[a:]))
+    await wait_published(dep, topic, 1, [w1])
+    w2 = dep.start_worker()
+    feeder = asyncio.create_task(
+        dep.produce_paced(lines[a:b], chunks=10, pause=0.5, until=marker_before(lines[b:]))
+    )
+    await w2.wait_ready()
+    deadline = time.monotonic() + 120
+    while await owned(w2) == 0:
+        assert time.monotonic() < deadline, f"w2 got no partition\n{w2.log_tail()}"
+        await asyncio.sleep(0.5)
+    await feeder
+    shared = (await owned(w1), await owned(w2))
+    before = await published(dep, topic)
+    # The rest of the replay lasts >= 9.5 s; w1 is stopped once it is under way.
+    feeder = asyncio.create_task(dep.produce_paced(lines[b:], chunks=20, pause=0.5, until=END))
+    await wait_published(dep, topic, before + 50, [w1, w2])
+    started = time.monotonic()
+    w1.stop(timeout=30)
+    took = time.monotonic() - started
+    assert w1.proc is not None
+    code = w1.proc.returncode
+    stopped_at = await published(dep, topic)
+    assert not feeder.done() and stopped_at < len(expected.decisions), "stopped too late"
+    assert code != -9, f"no graceful stop within 30 s\n{w1.log_tail()}"
+    # w2 takes over every partition while the replay is still being produced.
+    deadline = time.monotonic() + 60
+    while await owned(w2) != dep.config.partitions:
+        assert time.monotonic() < deadline, f"w2 did not take over\n{w2.log_tail()}"
+        await asyncio.sleep(0.2)
+    took_over = time.monotonic() - started
+    replay_running_at_takeover = not feeder.done()
+    await feeder
+    await dep.wait_idle(timeout=300)
+    assert w2.alive, w2.log_tail()
+    assert await owned(w2) == dep.config.partitions
+    counts = await compare_with_reference(
+        dep,
+        expected,
+        "second_worker_joins_then_first_sigterm",
+        partitions_w1_w2=list(shared),
+        published_before_stop=stopped_at,
+        exit_code=code,
+        stop_seconds=round(took, 1),
+        takeover_seconds=round(took_over, 1),
+        replay_running_at_takeover=replay_running_at_takeover,
+    )
+    assert counts.lost == 0
+
+
 @pytest.mark.timeout(600)
 async def test_restart_on_an_empty_data_dir_recovers_from_the_changelog(
     make_deployment: Callable[..., Deployment], history: tuple[list[bytes], Expected]
