@@ -6,8 +6,9 @@
   (agents/messages.py);
 * :class:`CustomerAgent` (the internal topic): each batch is grouped by partition
   and run through :class:`agents.customer.CustomerProcessor` in slices: outputs
-  sent and acknowledged, then the rows written (docs/design.md, "The batched hot
-  path").
+  sent and acknowledged, then the rows written to the changelog; at the end of the
+  batch, once those are acknowledged, to the local store (docs/design.md, "The
+  batched hot path", "Crash safety").
 
 Neither imports Faust: :mod:`streams.app` registers them on its Faust app
 (``app.agent(topic)(crash_only(name, agent.run))``) and hands them what they need: the
@@ -49,7 +50,13 @@ class CustomerTable(Protocol):
 
     async def write(
         self, partition: int, rows: Sequence[tuple[bytes, bytes]]
-    ) -> list[Awaitable[Any]]: ...
+    ) -> list[Awaitable[Any]]:
+        """Send rows to the changelog; readable at once, in the local store at :meth:`settle`."""
+        ...
+
+    def settle(self, partition: int) -> None:
+        """The partition's written rows, acknowledged, go to the local store."""
+        ...
 
     def within(self, event: Any) -> AbstractContextManager[None]:
         """Table reads and writes go to the partition of ``event``."""
@@ -78,6 +85,37 @@ def crash_only(name: str, fn: AgentRun) -> AgentRun:
     return wrapper
 
 
+# Exit code when a stop will not wait for the batch in flight (see finish_before_stop).
+EXIT_STOPPED_MID_BATCH = 75
+
+
+async def finish_before_stop(batch: Awaitable[None]) -> None:
+    """Run one batch to its end even when the agent is cancelled meanwhile.
+
+    A worker stop (SIGTERM) cancels the agent's task; Faust then closes the
+    ``take_events`` generator, whose ``finally`` acks every event of the batch in
+    flight, processed or not, and the consumer commits them on its way out: the
+    rest of the batch would never be processed (README "Crash safety").  So a
+    cancelled agent first lets its batch finish (outputs acknowledged, rows in the
+    changelog and the table) and only then stops.  Cancelled a second time (the
+    stop will not wait), the process exits at once, without acking anything: the
+    batch is consumed again after the restart, as after a kill -9.
+    """
+    task = asyncio.ensure_future(batch)
+    try:
+        await asyncio.shield(task)
+    except asyncio.CancelledError:
+        if task.cancelled():
+            raise
+        try:
+            await task
+        except asyncio.CancelledError:
+            log.critical("stopped twice while a batch was in flight; exiting without acking it")
+            logging.shutdown()
+            os._exit(EXIT_STOPPED_MID_BATCH)
+        raise
+
+
 class IngestAgent:
     """Input topics -> dead letters and per-partition bundles on the internal topic."""
 
@@ -100,35 +138,38 @@ class IngestAgent:
 
     async def run(self, stream: Any) -> None:
         send = await self.start()
+        async for events in stream.take_events(self.batch_max, within=self.batch_within):
+            await finish_before_stop(self._batch(send, events))
+
+    async def _batch(self, send: Send, events: Sequence[Any]) -> None:
         handle = self.processor.handle
         partition_of = self.partition_of
         customer_topic = self.processor.customer_topic
-        async for events in stream.take_events(self.batch_max, within=self.batch_within):
-            acks: list[Awaitable[Any]] = []
-            # Valid events and clock markers, per customer partition, in order:
-            # one bundle each per batch (agents/messages.py).
-            routed: dict[int, list[bytes]] = {}
-            for event in events:
-                m = event.message
-                outputs, controls = handle(event.value, m.topic, m.partition, m.offset)
-                for out in outputs:
-                    if out.topic == customer_topic:
-                        routed.setdefault(partition_of(out.key), []).append(out.value)
-                    else:
-                        acks.append(
-                            await send(out.topic, out.key.encode(), out.value, None, None, None)
-                        )
-                for partition, payload in controls:
-                    routed.setdefault(partition, []).append(payload)
-            for partition, items in routed.items():
-                for record in bundles(items):
+        acks: list[Awaitable[Any]] = []
+        # Valid events and clock markers, per customer partition, in order:
+        # one bundle each per batch (agents/messages.py).
+        routed: dict[int, list[bytes]] = {}
+        for event in events:
+            m = event.message
+            outputs, controls = handle(event.value, m.topic, m.partition, m.offset)
+            for out in outputs:
+                if out.topic == customer_topic:
+                    routed.setdefault(partition_of(out.key), []).append(out.value)
+                else:
                     acks.append(
-                        await send(customer_topic, b"__bundle__", record, partition, None, None)
+                        await send(out.topic, out.key.encode(), out.value, None, None, None)
                     )
-            # A failed send raises here and stops the agent (crash_only): the
-            # batch is not acked, so it is consumed again after the restart.
-            await asyncio.gather(*acks)
-            self.fault("ingest_after_sends", 1)
+            for partition, payload in controls:
+                routed.setdefault(partition, []).append(payload)
+        for partition, items in routed.items():
+            for record in bundles(items):
+                acks.append(
+                    await send(customer_topic, b"__bundle__", record, partition, None, None)
+                )
+        # A failed send raises here and stops the agent (crash_only): the
+        # batch is not acked, so it is consumed again after the restart.
+        await asyncio.gather(*acks)
+        self.fault("ingest_after_sends", 1)
 
 
 class CustomerAgent:
@@ -164,23 +205,33 @@ class CustomerAgent:
     async def run(self, stream: Any) -> None:
         send = await self.start()
         async for events in stream.take_events(self.batch_max, within=self.batch_within):
-            last: dict[int, Any] = {}
-            for event in events:
-                last[event.message.partition] = event
-            groups = group_by_partition(
-                [(e.message.partition, e.message.offset, e.value) for e in events]
-            )
-            changelog: list[Any] = []
-            self._in_batch = True
-            try:
-                for partition, messages in groups.items():
-                    await self._process(send, partition, messages, last[partition], changelog)
-                # Every row of the batch is in the changelog before its events
-                # are acked (and so before their offsets can be committed).
-                await asyncio.gather(*changelog)
-            finally:
-                self._in_batch = False
-                self._apply_revoked()
+            await finish_before_stop(self._batch(send, events))
+
+    async def _batch(self, send: Send, events: Sequence[Any]) -> None:
+        last: dict[int, Any] = {}
+        for event in events:
+            last[event.message.partition] = event
+        groups = group_by_partition(
+            [(e.message.partition, e.message.offset, e.value) for e in events]
+        )
+        changelog: list[Any] = []
+        self._in_batch = True
+        try:
+            for partition, messages in groups.items():
+                await self._process(send, partition, messages, last[partition], changelog)
+            # Every row of the batch is in the changelog before its events
+            # are acked (and so before their offsets can be committed), and
+            # only then in the local store: the store stays a prefix of the
+            # changelog, so a kill -9 never leaves it torn on restart
+            # (docs/design.md, "Crash safety").
+            await asyncio.gather(*changelog)
+            for partition in groups:
+                with self.table.within(last[partition]):
+                    self.table.settle(partition)
+            self.fault("after_batch", 1)
+        finally:
+            self._in_batch = False
+            self._apply_revoked()
 
     def partitions_revoked(self, partitions: Iterable[int]) -> None:
         """Rebalance: a batch in flight finishes first, as Faust lets an event in
@@ -234,8 +285,8 @@ class CustomerAgent:
     async def _finish(
         self, partition: int, result: Result, acks: list[Any], changelog: list[Any]
     ) -> None:
-        """A slice's outputs are acknowledged: write its rows (inside the
-        partition's ``table.within``)."""
+        """A slice's outputs are acknowledged: write its rows to the changelog
+        (readable from the table at once; in the local store at the batch's end)."""
         if result.outputs:
             # A failed send raises here and stops the agent (crash_only).
             await asyncio.gather(*acks)

@@ -34,6 +34,7 @@ from streams.faust_adapter import (
     recovery_state,
     set_producer_buffer_limit,
     use_inline_drain,
+    use_replaying_consumer,
 )
 from streams.kafka import ssl_context
 from streams.metrics import Metrics
@@ -118,7 +119,10 @@ class RetentionApp:
         topics = config.topics
         self.faust_app = faust.App(config.app_id, **faust_settings(config))
         if os.environ.get("RETENTION_INLINE_DRAIN") == "1":  # measured, off: docs/performance.md
-            use_inline_drain(self.faust_app)
+            use_inline_drain(self.faust_app)  # rewinds never-committed partitions too
+        else:
+            # Replays what a restart before the first commit would skip (README "Crash safety").
+            use_replaying_consumer(self.faust_app)
         raw: _RawTopicOptions = {
             "key_type": bytes,
             "value_type": bytes,

@@ -6,7 +6,10 @@ the batched hot path (docs/design.md, "Crash safety") once its count reaches n:
 * ``ingest_after_sends``: an ingest batch's outputs are acknowledged, the batch is
   not acked yet (counts batches);
 * ``after_sends``: a slice's outputs are acknowledged, its table rows not written;
-* ``after_writes``: a slice's table rows are written, its events not committed.
+* ``after_writes``: a slice's table rows are written to the changelog, not yet to
+  the local store, its events not committed;
+* ``after_batch``: a customer batch's rows are in the changelog and the local
+  store, its events not acked nor committed (counts batches).
 
 The two slice points count *outputs* (decisions, nudges, outcomes, dead letters):
 how many slices a replay takes depends on how many messages each batch happens
@@ -22,7 +25,7 @@ import os
 import signal
 from collections.abc import Mapping
 
-POINTS = ("ingest_after_sends", "after_sends", "after_writes")
+POINTS = ("ingest_after_sends", "after_sends", "after_writes", "after_batch")
 
 
 class FaultInjector:

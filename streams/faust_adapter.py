@@ -9,9 +9,10 @@ Faust 0.15 does not offer as public API:
   ``Stream.take_events`` the agent's task has none (faust-streaming issues #497
   and #300), so :func:`event_context` sets it to an event of the partition whose
   rows are being read or written;
-* **the changelog written directly.**  :func:`write_rows` sends a batch's rows
-  to the table's changelog topic through the producer and sets the store's
-  persisted offset once per partition, as Faust's per-row path would leave it;
+* **the changelog written directly, then the store.**  :func:`send_rows` sends a
+  batch's rows to the table's changelog topic through the producer;
+  :func:`apply_rows` writes them to the local store only once they are
+  acknowledged, and sets the store's persisted changelog offset;
 * **the producer buffer's flush threshold.**  ``ProducerBuffer.max_messages``
   (100) makes the conductor flush table changelog messages on every message once
   more than 100 are buffered, which a batch of table writes always exceeds;
@@ -21,7 +22,13 @@ Faust 0.15 does not offer as public API:
   memory store is one dict, with the partition of each recovered key in
   ``Store._key_partition``;
 * **the table recovery state** behind readiness (``TableManager.recovery``, not
-  declared on ``TableManagerT``).
+  declared on ``TableManagerT``);
+* **a consumer that rewinds partitions never committed** (:class:`ReplayingConsumer`):
+  Faust drops what it fetched while flow is stopped (a rebalance, table recovery)
+  and seeks back to the committed offsets to read it again, but aiokafka's
+  ``seek_to_committed`` does not move a partition whose committed offset is
+  missing or 0, so those messages were never read again: events lost after a
+  restart that came before the first commit (README "Crash safety").
 
 ``tests/unit/streams/test_faust_adapter.py`` checks each of these against the
 installed Faust and fails loudly on an upgrade: re-read the Faust source for
@@ -33,7 +40,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import weakref
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from importlib.metadata import version
 from typing import Any, cast
 
@@ -69,44 +76,50 @@ def event_context(event: Any) -> Iterator[None]:
         faust.streams._current_event.reset(token)
 
 
-async def write_rows(
+async def send_rows(
     table: Any, partition: int, rows: Iterable[tuple[bytes, bytes]]
-) -> list[Awaitable[Any]]:
-    """Write rows to the local store and to the changelog; returns one awaitable
-    that completes once every row is acknowledged by the broker.
+) -> Awaitable[int] | None:
+    """Send rows to the table's changelog partition ``partition``; returns an
+    awaitable of the highest offset, once every row is acknowledged (None: no rows).
 
-    The rows leave through the app's producer directly, to the changelog partition
-    ``partition`` (``table.send_changelog`` would go through Faust's producer
-    buffer, a ``FutureMessage`` and a callback per row: about 8 % of the worker's
-    time in a profile, docs/performance.md).  When the acks are in, the store's
-    persisted changelog offset is set once for the partition, to the highest
-    offset, as Faust's per-row callback (``Collection._on_changelog_sent``) would
-    leave it.  A crash before that leaves an older persisted offset: recovery
-    then reads more of the changelog, never less.
-
-    Faust's commit-time producer flush gives up on a 0.1 s gap in its buffer
-    (``ProducerBuffer.flush_atmost``), so without awaiting these acks offsets
-    could be committed before the rows their events produced reach the
-    changelog; on a restart, recovery would replay an older changelog value over
-    the newer local row.  The agent awaits the returned awaitable before its
-    batch is acked.  Call inside :func:`event_context` for an event of
-    ``partition`` (the store's partition database comes from the current event).
+    The rows leave through the app's producer directly (``table.send_changelog``
+    would go through Faust's producer buffer, a ``FutureMessage`` and a callback
+    per row: about 8 % of the worker's time in a profile, docs/performance.md).
+    Nothing is written to the local store here: see :func:`apply_rows`.
     """
-    data = table.data
     topic = table.changelog_topic.get_topic_name()
     send = table.app.producer.send
-    acks = []
+    acks = [await send(topic, key, value, partition, None, None) for key, value in rows]
+    if not acks:
+        return None
+    return _highest_offset(acks)
+
+
+async def _highest_offset(acks: list[Awaitable[Any]]) -> int:
+    return max(int(m.offset) for m in await asyncio.gather(*acks))
+
+
+def apply_rows(
+    table: Any, partition: int, rows: Iterable[tuple[bytes, bytes]], offset: int
+) -> None:
+    """Write acknowledged changelog rows to the local store, then set the store's
+    persisted changelog offset to ``offset`` (the highest of theirs).
+
+    Only rows already in the changelog reach the local store, so the store is
+    always a prefix of the changelog and its persisted offset never lags its
+    rows.  Were rows written locally first (as Faust's per-row path does) and the
+    offset later, a kill -9 in between leaves local rows newer than the offset;
+    recovery on restart then replays the changelog from that offset over *some*
+    of them, a torn store (a customer row older than the partition's stream
+    clock) that re-fires ladders differently from the reference (README "Crash
+    safety").  A kill while this runs leaves the old offset: recovery replays
+    these rows again, in order.  Call inside :func:`event_context` for an event
+    of ``partition`` (the store's partition database comes from the current event).
+    """
+    data = table.data
     for key, value in rows:
         data[key] = value
-        acks.append(await send(topic, key, value, partition, None, None))
-    if not acks:
-        return []
-    return [_persisted_when_acked(data, TP(topic, partition), acks)]
-
-
-async def _persisted_when_acked(data: Any, tp: TP, acks: list[Awaitable[Any]]) -> None:
-    metadata = await asyncio.gather(*acks)
-    data.set_persisted_offset(tp, max(m.offset for m in metadata))
+    data.set_persisted_offset(TP(table.changelog_topic.get_topic_name(), partition), offset)
 
 
 def set_producer_buffer_limit(app: Any, max_messages: int) -> None:
@@ -130,23 +143,34 @@ class TableStore:
     ``StorePartition``).  RocksDB has a database per partition; the memory store
     is one dict, so this remembers the partition of every row written through
     :meth:`write` and takes that of recovered rows from the store.
+
+    A write goes to the changelog at once and to the local store only when
+    :meth:`settle` is called, after its acknowledgements (:func:`apply_rows` says
+    why).  In between the rows are *unsettled*: held here, and every read
+    (:meth:`get`, :meth:`scan`, :meth:`rows_for_thread`) sees them over the store.
     """
 
     def __init__(self, table: Any) -> None:
         self.table = table
         # Memory store: partition of each row written here (recovered rows: the store's).
         self._written: dict[bytes, int] = {}
+        # Sent to the changelog, not yet in the local store: every row, and by partition.
+        self._unsettled: dict[bytes, bytes] = {}
+        self._unsettled_in: dict[int, dict[bytes, bytes]] = {}
+        # Per partition: the pending acknowledgements' highest offsets, as they come in.
+        self._offsets: dict[int, list[int]] = {}
+        self._waiting: dict[int, int] = {}  # acknowledgements not yet in
 
     @property
     def is_rocksdb(self) -> bool:
         return hasattr(self.table.data, "_db_for_partition")
 
     def get(self, key: str) -> bytes | None:
-        value = self.table.get(key.encode())
+        raw = key.encode()
+        value = self._unsettled.get(raw)
+        if value is None:
+            value = self.table.get(raw)
         return bytes(value) if value is not None else None
-
-    def put(self, key: str, value: bytes) -> None:
-        self.table[key.encode()] = value
 
     def within(self, event: Any) -> contextlib.AbstractContextManager[None]:
         """Reads and writes go to the partition of ``event`` (:func:`event_context`)."""
@@ -155,24 +179,62 @@ class TableStore:
     async def write(
         self, partition: int, rows: Sequence[tuple[bytes, bytes]]
     ) -> list[Awaitable[Any]]:
-        """:func:`write_rows` to ``partition``; returns the changelog acks."""
-        if not self.is_rocksdb:
-            for key, _ in rows:
+        """:func:`send_rows` to ``partition``; returns the changelog acks.  The rows
+        are read from here until :meth:`settle` writes them to the local store."""
+        if not rows:
+            return []
+        mine = self._unsettled_in.setdefault(partition, {})
+        for key, value in rows:
+            self._unsettled[key] = mine[key] = value
+            if not self.is_rocksdb:
                 self._written[key] = partition
-        return await write_rows(self.table, partition, rows)
+        highest = await send_rows(self.table, partition, rows)
+        if highest is None:
+            return []
+        self._waiting[partition] = self._waiting.get(partition, 0) + 1
+        return [self._acked(partition, highest)]
+
+    async def _acked(self, partition: int, highest: Awaitable[int]) -> None:
+        offset = await highest
+        self._offsets.setdefault(partition, []).append(offset)
+        self._waiting[partition] -= 1
+
+    def settle(self, partition: int) -> None:
+        """Write the partition's acknowledged rows to the local store (:func:`apply_rows`).
+
+        Call once every ack :meth:`write` returned for the partition is awaited,
+        inside :meth:`within` for an event of the partition."""
+        if self._waiting.get(partition):
+            raise RuntimeError(f"settle({partition}) before its changelog acks are in")
+        rows = self._unsettled_in.pop(partition, None)
+        if not rows:
+            return
+        del self._waiting[partition]
+        apply_rows(self.table, partition, rows.items(), max(self._offsets.pop(partition)))
+        unsettled = self._unsettled
+        for key in rows:
+            del unsettled[key]
 
     def scan(self, partition: int) -> Iterator[tuple[str, bytes]]:
         """The partition's rows.  RocksDB: a live iterator, readable in another
-        thread; memory store: iterate it on the event loop (see :meth:`rows_for_thread`)."""
+        thread; memory store: iterate it on the event loop (see :meth:`rows_for_thread`).
+        Unsettled rows are those as of the call."""
+        return self._scan(partition, dict(self._unsettled_in.get(partition, {})))
+
+    def _scan(self, partition: int, unsettled: dict[bytes, bytes]) -> Iterator[tuple[str, bytes]]:
         data = self.table.data
         if self.is_rocksdb:
-            for key, value in data._visible_items(data._db_for_partition(partition)):
+            local: Iterable[tuple[bytes, bytes]] = data._visible_items(
+                data._db_for_partition(partition)
+            )
+        else:
+            of = self._partition_of(data)
+            local = [(k, v) for k, v in list(data.items()) if of(k) == partition]
+        for key, value in local:
+            if key not in unsettled:
                 yield key.decode(), value
-            return
-        of = self._partition_of(data)
-        for key, value in list(data.items()):
-            if of(key) == partition:
-                yield key.decode(), value
+        for key, value in unsettled.items():
+            yield key.decode(), value
 
     def rows_for_thread(
         self, partitions: Iterable[int]
@@ -185,13 +247,15 @@ class TableStore:
             return [(p, self.scan(p)) for p in wanted]
         data = self.table.data
         of = self._partition_of(data)
-        out: dict[int, list[tuple[str, bytes]]] = {p: [] for p in wanted}
+        rows: dict[int, dict[bytes, bytes]] = {p: {} for p in wanted}
         for key, value in list(data.items()):
             p = of(key)
-            rows = out.get(p) if p is not None else None
-            if rows is not None:
-                rows.append((key.decode(), value))
-        return list(out.items())
+            mine = rows.get(p) if p is not None else None
+            if mine is not None:
+                mine[key] = value
+        for p, mine in rows.items():
+            mine.update(self._unsettled_in.get(p, {}))
+        return [(p, [(k.decode(), v) for k, v in mine.items()]) for p, mine in rows.items()]
 
     def _partition_of(self, data: Any) -> Callable[[bytes], int | None]:
         written, recovered = self._written, data._key_partition
@@ -241,12 +305,61 @@ def _inline_safe(app: Any, consumer: Any) -> Callable[[Any], bool]:
     return safe
 
 
+# --- rewinding partitions that were never committed ------------------------------------
+
+
+async def seek_to_committed_or_beginning(
+    thread: Any, changelogs: Collection[str] = ()
+) -> dict[Any, int | None]:
+    """What ``Consumer.seek_to_committed`` should do: every assigned partition to
+    its committed offset, and one with none (or 0) to its beginning.
+
+    aiokafka's ``seek_to_committed`` only seeks ``if offset and offset > 0``; on
+    the others the fetch position stays wherever prefetching left it, past the
+    messages Faust dropped when it stopped the flow.  ``thread`` is the aiokafka
+    transport's consumer thread (``Consumer._thread``).  Table changelog
+    partitions (``changelogs``: topic names) are never committed; table recovery
+    positions them itself, so they are left alone.
+    """
+    committed: dict[Any, int | None] = dict(await thread.seek_to_committed())
+    never = [tp for tp, offset in committed.items() if not offset and tp.topic not in changelogs]
+    if never:
+        # The worker's reset policy is "earliest" (streams/app.py): replay, never skip.
+        await thread.seek_to_beginning(*never)
+    return committed
+
+
+def replaying_consumer() -> type[Any]:
+    """The aiokafka transport's Consumer, rewinding never-committed partitions."""
+    from faust.transport.drivers.aiokafka import Consumer
+
+    class ReplayingConsumer(Consumer):  # type: ignore[misc]
+        async def seek_to_committed(self) -> Mapping[TP, int]:
+            changelogs = self.app.tables.changelog_topics
+            return cast(
+                Mapping[TP, int], await seek_to_committed_or_beginning(self._thread, changelogs)
+            )
+
+    return ReplayingConsumer
+
+
+def use_replaying_consumer(app: Any) -> None:
+    """Make ``app`` create its consumer with :func:`replaying_consumer` (before start)."""
+    app.transport.Consumer = replaying_consumer()
+
+
 def inline_drain_consumer() -> type[Any]:
     """The aiokafka transport's Consumer with the inline drain loop."""
     from faust.transport.drivers.aiokafka import Consumer
     from mode import Service
 
     class InlineDrainConsumer(Consumer):  # type: ignore[misc]
+        async def seek_to_committed(self) -> Mapping[TP, int]:  # as ReplayingConsumer's
+            changelogs = self.app.tables.changelog_topics
+            return cast(
+                Mapping[TP, int], await seek_to_committed_or_beginning(self._thread, changelogs)
+            )
+
         async def _drain_messages(self, fetcher: Any) -> None:  # pragma: no cover
             # Faust 0.15.3's loop (faust/transport/consumer.py), but the callback.
             callback = self.callback

@@ -6,7 +6,7 @@ import signal
 
 import pytest
 
-from streams.faults import FaultInjector
+from streams.faults import POINTS, FaultInjector
 
 
 @pytest.fixture
@@ -39,7 +39,7 @@ def test_counting_hits_is_the_default_weight(kills: list[int]) -> None:
 
 def test_unset_never_kills(kills: list[int]) -> None:
     fault = FaultInjector.from_env({})
-    for point in ("ingest_after_sends", "after_sends", "after_writes"):
+    for point in POINTS:
         fault.hit(point, 10**9)
     assert kills == []
 

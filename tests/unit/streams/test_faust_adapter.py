@@ -104,11 +104,11 @@ def test_take_events_acks_after_the_batch_and_leaves_no_current_event() -> None:
     assert "await self.ack(event)" in after_yield
 
 
-def test_write_rows_sends_what_the_tables_changelog_send_would_and_persists_the_offset() -> None:
+def test_send_rows_sends_what_the_tables_changelog_send_would_and_apply_rows_persists() -> None:
     from faust.tables.base import Collection
 
-    # What write_rows replaces, per row: send_changelog(partition, key, value) to the
-    # changelog topic, whose ack callback sets the store's persisted offset.
+    # What send_rows + apply_rows replace, per row: send_changelog(partition, key,
+    # value) to the changelog topic, whose ack callback sets the store's persisted offset.
     send_changelog = inspect.getsource(Collection.send_changelog)
     assert "self.changelog_topic.send_soon(" in send_changelog
     assert "callback=self._on_changelog_sent" in send_changelog
@@ -125,10 +125,32 @@ def test_write_rows_sends_what_the_tables_changelog_send_would_and_persists_the_
     params = list(inspect.signature(Producer.send).parameters)
     assert params[:7] == ["self", "topic", "key", "value", "partition", "timestamp", "headers"]
 
+    table, sent, persisted = fake_table()
+
+    async def scenario() -> None:
+        highest = await faust_adapter.send_rows(table, 3, [(b"c/a", b"1"), (b"clock/3", b"2")])
+        assert sent == [
+            ("app-customers-changelog", b"c/a", b"1", 3),
+            ("app-customers-changelog", b"clock/3", b"2", 3),
+        ]
+        assert table.data == {} and persisted == []  # sent, not in the local store
+        assert highest is not None and await highest == 42
+        faust_adapter.apply_rows(table, 3, [(b"c/a", b"1"), (b"clock/3", b"2")], 42)
+        assert table.data == {b"c/a": b"1", b"clock/3": b"2"}
+        assert persisted == [(TP("app-customers-changelog", 3), 42)]
+        assert await faust_adapter.send_rows(table, 3, []) is None
+
+    asyncio.run(scenario())
+
+
+def fake_table() -> tuple[Any, list[tuple[str, bytes, bytes, int]], list[tuple[Any, int]]]:
+    """A table whose producer acks every send at offset 40 + sends so far."""
     sent: list[tuple[str, bytes, bytes, int]] = []
     persisted: list[tuple[Any, int]] = []
 
     class Store(dict[bytes, bytes]):
+        _key_partition: dict[bytes, int] = {}
+
         def set_persisted_offset(self, tp: Any, offset: int) -> None:
             persisted.append((tp, offset))
 
@@ -143,18 +165,33 @@ def test_write_rows_sends_what_the_tables_changelog_send_would_and_persists_the_
         changelog_topic=SimpleNamespace(get_topic_name=lambda: "app-customers-changelog"),
         app=SimpleNamespace(producer=SimpleNamespace(send=send)),
     )
+    table.get = table.data.get
+    return table, sent, persisted
+
+
+def test_written_rows_are_read_before_they_settle_and_stored_only_after() -> None:
+    # The local store is only ever a prefix of the changelog: a row reaches it
+    # once acknowledged, at settle(), with the persisted offset of the highest ack.
+    table, sent, persisted = fake_table()
+    store = faust_adapter.TableStore(table)
+    assert sent == []
 
     async def scenario() -> None:
-        acks = await faust_adapter.write_rows(table, 3, [(b"c/a", b"1"), (b"clock/3", b"2")])
-        assert table.data == {b"c/a": b"1", b"clock/3": b"2"}
-        assert sent == [
-            ("app-customers-changelog", b"c/a", b"1", 3),
-            ("app-customers-changelog", b"clock/3", b"2", 3),
-        ]
-        assert persisted == []  # only once the acks are in
-        await asyncio.gather(*acks)
-        assert persisted == [(TP("app-customers-changelog", 3), 42)]
-        assert await faust_adapter.write_rows(table, 3, []) == []
+        first = await store.write(1, [(b"c/a", b"1"), (b"clock/1", b"c1")])
+        second = await store.write(1, [(b"c/a", b"2")])
+        assert table.data == {}  # nothing local yet
+        assert store.get("c/a") == b"2" and store.get("clock/1") == b"c1"
+        assert sorted(store.scan(1)) == [("c/a", b"2"), ("clock/1", b"c1")]
+        assert list(store.scan(0)) == []
+        with pytest.raises(RuntimeError, match="before its changelog acks"):
+            store.settle(1)
+        await asyncio.gather(*first, *second)
+        store.settle(1)
+        assert table.data == {b"c/a": b"2", b"clock/1": b"c1"}
+        assert persisted == [(TP("app-customers-changelog", 1), 43)]
+        store.settle(1)  # nothing unsettled: no second offset write
+        assert len(persisted) == 1
+        assert store.get("c/a") == b"2"
 
     asyncio.run(scenario())
 
@@ -202,16 +239,23 @@ def test_a_memory_table_scans_one_partition_written_or_recovered() -> None:
 
     async def send(topic: str, key: bytes, value: bytes, partition: int, *_: Any) -> Any:
         sent.append((topic, key, partition))
-        return asyncio.get_running_loop().create_future()
+        ack = asyncio.get_running_loop().create_future()
+        ack.set_result(SimpleNamespace(offset=len(sent)))
+        return ack
 
     app.producer.send = send  # no broker in a unit test
 
-    async def write() -> list[Any]:
+    async def write() -> None:
         with store.within(fake_event(2)):
-            return await store.write(2, [(b"c/a", b"1"), (b"clock/2", b"2")])
+            acks = await store.write(2, [(b"c/a", b"1"), (b"clock/2", b"2")])
+            assert len(acks) == 1  # one awaitable: every row's changelog ack
+            assert list(store.scan(2)) == [("c/a", b"1"), ("clock/2", b"2")]  # unsettled
+            assert dict(table.data) == {}
+            await asyncio.gather(*acks)
+            store.settle(2)
+        assert dict(table.data) == {b"c/a": b"1", b"clock/2": b"2"}
 
-    acks = asyncio.run(write())
-    assert len(acks) == 1  # one awaitable: every row's changelog ack, then the offset
+    asyncio.run(write())
     assert [(k, p) for _, k, p in sent] == [(b"c/a", 2), (b"clock/2", 2)]
     recovered = SimpleNamespace(
         key=b"c/b", value=b"3", message=SimpleNamespace(partition=1, value=b"3")
@@ -298,3 +342,72 @@ def test_use_inline_drain_makes_the_app_build_the_inline_consumer() -> None:
     faust_adapter.use_inline_drain(app)
     assert app.transport.Consumer.__name__ == "InlineDrainConsumer"
     assert issubclass(app.transport.Consumer, Consumer)
+
+
+# --- rewinding partitions never committed ---------------------------------------------
+
+
+def test_aiokafka_does_not_rewind_a_partition_never_committed_and_faust_relies_on_it() -> None:
+    # Why ReplayingConsumer exists: Faust drops what it fetched while flow was
+    # stopped and seeks back to the committed offsets; aiokafka skips partitions
+    # whose committed offset is None or 0, so those messages were never re-read.
+    from aiokafka import AIOKafkaConsumer
+    from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
+    from faust.transport.drivers.aiokafka import Consumer as AIOConsumer
+
+    assert "if offset and offset > 0:" in inspect.getsource(AIOKafkaConsumer.seek_to_committed)
+    getmany = inspect.getsource(Consumer.getmany)
+    assert "Seek back to committed offsets" in getmany and "await self.perform_seek()" in getmany
+    assert "await self.seek_to_committed()" in inspect.getsource(Consumer.perform_seek)
+    assert "self._thread.seek_to_committed()" in inspect.getsource(AIOConsumer.seek_to_committed)
+    for name in ("seek_to_committed", "seek_to_beginning"):
+        assert callable(getattr(AIOKafkaConsumerThread, name))
+    from faust.tables.manager import TableManager
+
+    assert isinstance(TableManager.__dict__["changelog_topics"], property)
+    assert issubclass(faust_adapter.replaying_consumer(), AIOConsumer)
+    assert issubclass(faust_adapter.inline_drain_consumer(), AIOConsumer)
+
+
+def test_partitions_never_committed_are_rewound_to_their_beginning() -> None:
+    calls: list[tuple[str, tuple[Any, ...]]] = []
+
+    never, zero, some = TP("never", 0), TP("zero", 1), TP("some", 2)
+    changelog = TP("app-customers-changelog", 0)  # never committed, by design
+
+    class Thread:
+        async def seek_to_committed(self) -> dict[TP, int | None]:
+            calls.append(("committed", ()))
+            return {never: None, zero: 0, some: 7, changelog: None}
+
+        async def seek_to_beginning(self, *tps: TP) -> None:
+            calls.append(("beginning", tps))
+
+    committed = asyncio.run(
+        faust_adapter.seek_to_committed_or_beginning(Thread(), {"app-customers-changelog"})
+    )
+    assert committed == {never: None, zero: 0, some: 7, changelog: None}
+    # Table recovery positions the changelog itself: it is not rewound.
+    assert calls == [("committed", ()), ("beginning", (never, zero))]
+
+    class AllCommitted(Thread):
+        async def seek_to_committed(self) -> dict[TP, int | None]:
+            return {some: 7}
+
+    calls.clear()
+    asyncio.run(faust_adapter.seek_to_committed_or_beginning(AllCommitted()))
+    assert calls == []  # nothing to rewind: no extra seek
+
+
+def test_the_worker_uses_the_replaying_consumer(monkeypatch: pytest.MonkeyPatch) -> None:
+    from streams.app import RetentionApp
+    from streams.config import Config
+
+    monkeypatch.delenv("RETENTION_INLINE_DRAIN", raising=False)
+    app = RetentionApp(Config())
+    assert app.faust_app.transport.Consumer.__name__ == "ReplayingConsumer"
+    monkeypatch.setenv("RETENTION_INLINE_DRAIN", "1")
+    inline = RetentionApp(Config())
+    consumer = inline.faust_app.transport.Consumer
+    assert consumer.__name__ == "InlineDrainConsumer"
+    assert consumer.seek_to_committed.__qualname__.startswith("inline_drain_consumer.")

@@ -83,7 +83,8 @@ class AckedTable:
     def __init__(self, store: Any, broker: Broker) -> None:
         self.store = store
         self.get, self.scan, self.within = store.get, store.scan, store.within
-        # The changelog rows leave through the producer (streams.faust_adapter.write_rows).
+        self.settle = store.settle
+        # The changelog rows leave through the producer (streams.faust_adapter.send_rows).
         store.table.app.producer.send = broker.send
 
     async def write(self, partition: int, rows: Sequence[tuple[bytes, bytes]]) -> list[Any]:
