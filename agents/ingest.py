@@ -81,7 +81,7 @@ class IngestProcessor:
         limit = self.wall_clock() + self.future_tolerance
         if until > limit:
             # Bounded like any event time: an advance far into the future would
-            # fire every ladder at once (README "Input events").
+            # fire every ladder at once (README "Time").
             raise ValidationError(
                 "future_timestamp",
                 f"control/advance: until {iso(until)} is after {iso(limit)} "

@@ -43,10 +43,10 @@ from agents.core.timeutil import (
 # (docs/design.md, "exactly_once: refused").
 EXACTLY_ONCE_REFUSED = (
     "RETENTION_PROCESSING_GUARANTEE=exactly_once is refused: with faust-streaming 0.15.3 "
-    "it lost decisions when a worker was killed (-9) and restarted (see docs/design.md, "
-    '"exactly_once: refused"). Use at_least_once (the default): a crash can only repeat '
-    "a decision, never lose one, and a repeat carries the same trigger_id, so "
-    "deduplicate on trigger_id downstream."
+    "it lost decisions when a worker was killed (-9) and restarted "
+    '(see docs/design.md, "exactly_once: refused"). Use at_least_once (the default): '
+    "a crash can only repeat a decision, never lose one, and a repeat carries the same "
+    "trigger_id, so deduplicate on trigger_id downstream."
 )
 # Steps per ladder: each step is a key in the customer row's counts, so the
 # row stays small (README "Byte budget").

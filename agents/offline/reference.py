@@ -643,7 +643,7 @@ def compute_decisions(
     if not arrival_order:
         # Dedup in the order ``retention replay`` delivers the file: by event time,
         # file order among equal times (a stable sort), so the result does not
-        # depend on how the file's lines are ordered (README "Replaying history").
+        # depend on how the file's lines are ordered (README "Time").
         valid.sort(key=lambda e: e.occurred_at)
     taken: list[Event] = []  # in dedup order, after both kinds of dedup
     for event in valid:

@@ -1,6 +1,6 @@
 """``summary/1``: what the workers know, for the dashboard and for people.
 
-Two scopes (docs/operations.md, "Summary"):
+Two scopes (docs/operations.md, "summary/1"):
 
 * ``local``: this worker's counters (since it started) and the report over the
   table partitions it owns;

@@ -151,7 +151,7 @@ def register(app: Any, worker: ObservedWorker) -> None:
     class Summary(Base):
         async def get(self, request: web.Request) -> web.Response:
             # Served stale-while-revalidate, built off the event loop: see
-            # streams.web.summary and docs/operations.md ("Summary").
+            # streams.web.summary and docs/operations.md ("summary/1").
             scope = request.query.get("scope", "local")
             if scope not in SCOPES:
                 return self.send_json({"error": f"scope must be one of {SCOPES}"}, 400)

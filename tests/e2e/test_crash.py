@@ -28,11 +28,9 @@ END = "2026-11-01T00:00:00Z"
 REPORT = Path(__file__).resolve().parents[2] / "artifacts" / "crash-results.json"
 
 
-# exactly_once is left out on purpose: see docs/crash-tests.md for what it did
-# under kill -9 (a lost and a wrong decision when the local store was reused).
 # exactly_once is not a parameter: the worker refuses it at start-up (README
 # "Crash safety"; docs/design.md, "exactly_once: refused" says what it did under
-# this test).
+# this test: a lost and a wrong decision when the local store was reused).
 @pytest.mark.parametrize("guarantee", ["at_least_once"])
 async def test_kill9_mid_replay_loses_no_decision(make_deployment: Any, guarantee: str) -> None:
     lines = list(generate(4000, 365, seed=5, end=to_micros(parse_timestamp(END))))

@@ -564,7 +564,7 @@ def test_a_clock_held_back_by_a_silent_source_is_reported() -> None:
     assert proc.clock_warnings(CLOCK_IDLE_TIMEOUT) == []
 
 
-# --- the internal topic is bounded like ingest's inputs (README "Input events") ---------
+# --- the internal topic is bounded like ingest's inputs (README "Time") -----------------
 
 YEAR_9999 = to_micros(datetime(9999, 12, 31, tzinfo=UTC))
 
