@@ -256,7 +256,8 @@ async def test_dashboard_and_alerts_use_only_exported_metrics_and_asyncapi_is_se
         selected = set(re.findall(r"[{,]\s*([a-z_]+)\s*=~?", expr))
         for label in (grouped | selected) - SCRAPE_LABELS:
             assert label in exported, f"{where}: label {label!r} not on {sorted(names)}"
-    # The dashboard covers every family the worker exports.
+    # Panels and rules together cover every family the worker exports (the dashboard
+    # alone: tests/unit/streams/test_dashboard.py).
     exported_families = {re.sub(r"_(total|bucket|count|sum|created)$", "", n) for n in labels_of}
     assert {re.sub(r"_(total|bucket)$", "", n) for n in used} == {
         n for n in exported_families if n.startswith("retention_")
