@@ -21,9 +21,8 @@ from aiokafka.partitioner import DefaultPartitioner
 
 from agents.core.clock import NEVER, StreamClock, WallClock, system_clock
 from agents.core.engine import Engine
-from agents.customer import CLOCK_KEY_PREFIX, CustomerProcessor, input_sources
+from agents.customer import CLOCK_KEY_PREFIX
 from agents.faust_agents import CustomerAgent, IngestAgent, Send, crash_only
-from agents.ingest import IngestProcessor
 from agents.messages import dumps
 from streams.config import Config
 from streams.faults import FaultInjector
@@ -39,6 +38,7 @@ from streams.faust_adapter import (
 from streams.kafka import ssl_context
 from streams.metrics import Metrics
 from streams.observe import PartitionClock, PartitionRows, ReadModelStatus, Snapshot
+from streams.processors import build_processors
 from streams.readmodel import ReadModelWriter, connect
 
 
@@ -144,26 +144,7 @@ class RetentionApp:
             value_type=bytes,
         )
         self.store = TableStore(self.table)
-        self.ingest = IngestProcessor(
-            customer_topic=topics.customer_events,
-            dlq_topic=topics.dlq,
-            customer_partitions=config.partitions,
-            max_message_bytes=config.max_message_bytes,
-            future_tolerance=config.future_tolerance,
-            wall_clock=wall_clock,
-        )
-        self.processor = CustomerProcessor(
-            Engine(config.core),
-            mode=config.clock,
-            sources=input_sources(topics.inputs(), config.partitions),
-            nudges_topic=topics.nudges,
-            decisions_topic=topics.decisions,
-            outcomes_topic=topics.outcomes,
-            dlq_topic=topics.dlq,
-            internal_topic=topics.customer_events,
-            wall_clock=wall_clock,
-            future_tolerance=config.future_tolerance,
-        )
+        self.ingest, self.processor = build_processors(config, wall_clock)
         self.metrics = Metrics(self.snapshot)
         self.readmodel = ReadModelWriter(
             connect=lambda: connect(config),

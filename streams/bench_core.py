@@ -17,18 +17,18 @@ import hashlib
 import re
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 import orjson
 from aiokafka.partitioner import DefaultPartitioner
 
 from agents.core.clock import system_clock
-from agents.core.engine import Engine
 from agents.core.timeutil import iso
-from agents.customer import CustomerProcessor, input_sources
 from agents.ingest import IngestProcessor
 from agents.messages import bundles
 from streams.config import load_config
+from streams.processors import build_processors
 from streams.producer import advance_marker, route
 from streams.sample import default_end, generate
 
@@ -52,7 +52,8 @@ class DictStore:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    config = load_config(use_stack_file=False)
+    # The worker's processors (streams.processors), in stream-clock mode.
+    config = replace(load_config(use_stack_file=False), partitions=args.partitions, clock="stream")
     topics = config.topics
     parts = list(range(args.partitions))
     partitioner = DefaultPartitioner()
@@ -63,26 +64,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         messages.append((topic, partitioner(key, parts, parts) if key else 0, line))
     marker = advance_marker(iso(end))
     messages += [(t, p, marker) for t in topics.inputs() for p in parts]
-    ingest = IngestProcessor(
-        customer_topic=topics.customer_events,
-        dlq_topic=topics.dlq,
-        customer_partitions=args.partitions,
-        max_message_bytes=config.max_message_bytes,
-        future_tolerance=config.future_tolerance,
-        wall_clock=system_clock,
-    )
-    proc = CustomerProcessor(
-        Engine(config.core),
-        mode="stream",
-        sources=input_sources(topics.inputs(), args.partitions),
-        nudges_topic=topics.nudges,
-        decisions_topic=topics.decisions,
-        outcomes_topic=topics.outcomes,
-        dlq_topic=topics.dlq,
-        internal_topic=topics.customer_events,
-        wall_clock=system_clock,
-        future_tolerance=config.future_tolerance,
-    )
+    ingest, proc = build_processors(config, system_clock)
     store = DictStore()
     # The multiset of outputs: their order across partitions, and of simultaneous
     # firings within a bundle, follows batch boundaries (agents/customer.py, _emit).
