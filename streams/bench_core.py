@@ -51,7 +51,9 @@ class DictStore:
         ]
 
 
-def run(args: argparse.Namespace) -> dict[str, Any]:
+def run(args: argparse.Namespace, rows: list[bytes] | None = None) -> dict[str, Any]:
+    """The run's figures; ``rows``, when given, receives every customer row written,
+    in order (``python -m streams.bench_readmodel`` writes them to Redis)."""
     # The worker's processors (streams.processors), in stream-clock mode.
     config = replace(load_config(use_stack_file=False), partitions=args.partitions, clock="stream")
     topics = config.topics
@@ -85,6 +87,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 for o in result.outputs:
                     value = _WALL_TIMES.sub(b"", o.value)
                     output_hashes.append(hashlib.sha256(o.topic.encode() + b"\0" + value).digest())
+                if rows is not None:
+                    rows += (v for k, v in result.writes.items() if k.startswith("c/"))
                 store.rows.update(result.writes)
         customer_cpu += time.process_time() - t1
     outputs_digest = hashlib.sha256(b"".join(sorted(output_hashes)))
@@ -124,13 +128,18 @@ def _ingest(
     return routed
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m streams.bench_core", description=__doc__)
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The sample's and the batches' options (``python -m streams.bench_readmodel`` too)."""
     parser.add_argument("--customers", type=int, default=10_000)
     parser.add_argument("--days", type=int, default=365)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--batch", type=int, default=2000)
     parser.add_argument("--partitions", type=int, default=4)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m streams.bench_core", description=__doc__)
+    add_arguments(parser)
     print(orjson.dumps(run(parser.parse_args(argv)), option=orjson.OPT_INDENT_2).decode())
 
 
