@@ -7,7 +7,7 @@ unit test holds the two together.
 The customer agent never awaits Redis.  It calls :meth:`ReadModelWriter.mark`
 after each table write (a dict assignment, so repeated updates of one customer
 coalesce into one Redis write), and a background task flushes the dirty set in
-pipelined batches.  Every write goes through a Lua script that only writes when
+batches, one Lua script call per batch that writes each hash only when
 the stored ``version`` is lower than the new one, which makes writes idempotent
 and lets a resync, a rebuild and the live writer race without ever putting an
 older state over a newer one.
@@ -28,7 +28,7 @@ from redis.exceptions import RedisError
 
 from agents.core.clock import WallClock
 from agents.core.engine import Engine
-from agents.core.state import CustomerState
+from agents.core.state import STAGE_PROSPECT, CustomerState, LadderProgress
 from agents.core.timeutil import iso
 from agents.customer import CUSTOMER_KEY_PREFIX
 from streams.config import Config
@@ -52,15 +52,24 @@ FIELDS: tuple[str, ...] = (
 # ``updated_at`` is when the hash was written, not part of the table state.
 STATE_FIELDS: tuple[str, ...] = tuple(f for f in FIELDS if f != "updated_at")
 
-# KEYS[1] = hash key; ARGV[1] = new version; ARGV[2..] = field, value pairs.
-# Returns 1 when written, 0 when the stored version is already as new or newer.
-WRITE_IF_NEWER = """
-local cur = redis.call('HGET', KEYS[1], 'version')
-if cur and tonumber(cur) >= tonumber(ARGV[1]) then
-  return 0
+# The version guard, for a whole batch in one call: KEYS[i] = the hash key of row
+# i; ARGV[1] = a JSON array whose i-th item is [new version, field, value, ...] for
+# KEYS[i].  Each row, in order, is written only when the stored ``version`` is lower
+# than its own; returns how many were written.  One command per batch rather than
+# one per hash: the client packs a key and a share of one JSON text per row instead
+# of 22 arguments (docs/performance.md, "The read model's writes").
+WRITE_ALL_IF_NEWER = """
+local rows = cjson.decode(ARGV[1])
+local written = 0
+for i, key in ipairs(KEYS) do
+  local row = rows[i]
+  local cur = redis.call('HGET', key, 'version')
+  if not (cur and tonumber(cur) >= tonumber(row[1])) then
+    redis.call('HSET', key, unpack(row, 2))
+    written = written + 1
+  end
 end
-redis.call('HSET', KEYS[1], unpack(ARGV, 2))
-return 1
+return written
 """
 
 
@@ -95,6 +104,27 @@ def hash_fields(state: CustomerState, engine: Engine, *, now: int) -> dict[str, 
     }
 
 
+def row_fields(raw: bytes, engine: Engine, *, now: int) -> dict[str, str]:
+    """:func:`hash_fields` of a serialised table row, without decoding the parts of
+    the row the hash does not show (dedup memory, pending events, firings, counts):
+    the flush runs this for every changed customer."""
+    d = orjson.loads(raw)
+    state = CustomerState(
+        customer_id=d["customer_id"],
+        version=d.get("version", 0),
+        orders=d.get("orders", 0),
+        first_order_at=d.get("first_order_at"),
+        second_order_at=d.get("second_order_at"),
+        last_order_at=d.get("last_order_at"),
+        order_times=d.get("order_times", []),
+        last_activity_at=d.get("last_activity_at"),
+        consent_status=d.get("consent_status"),
+        ladders={k: LadderProgress(v[0], v[1]) for k, v in d.get("ladders", {}).items()},
+        stage=d.get("stage", STAGE_PROSPECT),
+    )
+    return hash_fields(state, engine, now=now)
+
+
 def connect(config: Config) -> aioredis.Redis:
     """An asyncio client for the configured URL (redis://, rediss:// for TLS, unix://).
 
@@ -109,31 +139,29 @@ def connect(config: Config) -> aioredis.Redis:
 
 
 class HashWriter:
-    """Writes customer states with the version guard, in pipelined batches."""
+    """Writes customer states with the version guard, a batch per script call."""
 
     def __init__(self, client: aioredis.Redis, prefix: str, engine: Engine) -> None:
         self.client = client
         self.prefix = prefix
         self.engine = engine
-        self.script = client.register_script(WRITE_IF_NEWER)
+        self.script = client.register_script(WRITE_ALL_IF_NEWER)
 
     async def write(self, states: Sequence[bytes], now: int) -> tuple[int, int]:
         """Write serialised states; returns (written, skipped as not newer)."""
         if not states:
             return 0, 0
-        pipe = self.client.pipeline(transaction=False)
+        keys: list[str] = []
+        rows: list[list[str]] = []
         for raw in states:
-            state = CustomerState.from_dict(orjson.loads(raw))
-            fields = hash_fields(state, self.engine, now=now)
-            args: list[str] = [fields["version"]]
-            for name, value in fields.items():
-                args += (name, value)
-            await self.script(
-                keys=[customer_key(self.prefix, state.customer_id)], args=args, client=pipe
-            )
-        results = await pipe.execute()
-        written = sum(1 for r in results if int(r) == 1)
-        return written, len(results) - written
+            fields = row_fields(raw, self.engine, now=now)
+            keys.append(customer_key(self.prefix, fields["customer_id"]))
+            row = [fields["version"]]
+            for item in fields.items():
+                row += item
+            rows.append(row)
+        written = int(await self.script(keys=keys, args=[orjson.dumps(rows)]))
+        return written, len(rows) - written
 
 
 class ReadModelWriter:

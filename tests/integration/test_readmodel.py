@@ -12,7 +12,7 @@ from agents.core.engine import Engine
 from agents.core.state import CustomerState
 from streams.config import Config
 from streams.local.stack import StackInfo
-from streams.readmodel import HashWriter, ReadModelWriter
+from streams.readmodel import HashWriter, ReadModelWriter, customer_key, hash_fields
 
 pytestmark = pytest.mark.integration
 
@@ -83,3 +83,42 @@ async def test_the_background_writer_resyncs_owned_partitions_and_flushes_marks(
     assert (await client.hgetall(f"{unique_prefix}customer:a7"))["orders"] == "2"
     assert writer._writer is not None
     await writer._writer.client.aclose()
+
+
+# The per-hash script the batched one replaced (one EVALSHA per hash, in a pipeline).
+ONE_HASH_IF_NEWER = """
+local cur = redis.call('HGET', KEYS[1], 'version')
+if cur and tonumber(cur) >= tonumber(ARGV[1]) then
+  return 0
+end
+redis.call('HSET', KEYS[1], unpack(ARGV, 2))
+return 1
+"""
+
+
+async def test_a_batch_leaves_redis_as_one_script_call_per_hash_did(
+    client: aioredis.Redis, unique_prefix: str
+) -> None:
+    engine = Engine(Config().core)
+    odd = ["c\x00nul", 'q"uo\\te', "new\nline", "ünï 🎉", "\u2028sep", "c/1", "x" * 128]
+    rows = [raw(cid, v, orders=1 + v % 3) for v in (3, 1, 3, 5, 4) for cid in odd]
+    rows += [raw(f"n{i}", 1 + i % 4, orders=1 + i % 5) for i in range(300)]
+    rows += [raw("n7", 9), raw("n7", 2), raw("n8", 1)]  # a newer, an older, a repeat
+    reference = client.register_script(ONE_HASH_IF_NEWER)
+    old, new = f"{unique_prefix}old:", f"{unique_prefix}new:"
+    writer = HashWriter(client, new, engine)
+    for start in range(0, len(rows), 97):
+        chunk = rows[start : start + 97]
+        pipe = client.pipeline(transaction=False)
+        for r in chunk:
+            fields = hash_fields(CustomerState.from_dict(orjson.loads(r)), engine, now=T0)
+            args = [fields["version"], *(x for item in fields.items() for x in item)]
+            await reference(keys=[customer_key(old, fields["customer_id"])], args=args, client=pipe)
+        results = [int(r) for r in await pipe.execute()]
+        assert await writer.write(chunk, T0) == (sum(results), len(results) - sum(results))
+    old_keys = sorted([k async for k in client.scan_iter(match=f"{old}*")])
+    assert len(old_keys) == len(odd) + 300
+    for key in old_keys:
+        stored = await client.hgetall(key)
+        assert await client.hgetall(new + key[len(old) :]) == stored, key
+    assert len([k async for k in client.scan_iter(match=f"{new}*")]) == len(old_keys)
