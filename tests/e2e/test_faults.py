@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import orjson
@@ -69,22 +70,33 @@ async def committed(dep: Deployment, topic: str) -> int:
     return sum(max(0, m.offset) for tp, m in offsets.items() if tp.topic == topic)
 
 
-@pytest.mark.timeout(600)
-async def test_second_worker_joins_mid_replay_then_first_is_killed(
-    make_deployment: Callable[..., Deployment], history: tuple[list[bytes], Expected]
-) -> None:
-    lines, expected = history
+@dataclass
+class Joined:
+    """Two workers sharing the partitions after the second joined mid-replay."""
+
+    dep: Deployment
+    w1: WorkerProcess
+    w2: WorkerProcess
+    shared: tuple[int, int]  # partitions owned by w1 and by w2 once w2 has joined
+    published: int  # decisions on the decisions topic by then
+
+
+async def second_worker_joins_mid_replay(
+    make_deployment: Callable[..., Deployment], lines: list[bytes], b: int, chunks: int
+) -> Joined:
+    """w1 replays the first 30 % of ``lines``; w2 joins while ``lines`` up to ``b`` are
+    produced paced in ``chunks`` (the group rebalances under load).  Returns once w2
+    owns a partition and that part of the replay is produced."""
     dep = make_deployment(**FAST_TAKEOVER)
     topic = dep.config.topics.decisions
-    a, b = len(lines) * 3 // 10, len(lines) * 6 // 10
+    a = len(lines) * 3 // 10
     w1 = dep.start_worker()
     await w1.wait_ready()
     await dep.produce(lines[:a], until=marker_before(lines[a:]))
     await wait_published(dep, topic, 1, [w1])
-    # w2 joins while the replay goes on: the group rebalances under load.
     w2 = dep.start_worker()
     feeder = asyncio.create_task(
-        dep.produce_paced(lines[a:b], chunks=20, pause=0.5, until=marker_before(lines[b:]))
+        dep.produce_paced(lines[a:b], chunks=chunks, pause=0.5, until=marker_before(lines[b:]))
     )
     await w2.wait_ready()
     deadline = time.monotonic() + 120
@@ -92,11 +104,22 @@ async def test_second_worker_joins_mid_replay_then_first_is_killed(
         assert time.monotonic() < deadline, f"w2 got no partition\n{w2.log_tail()}"
         await asyncio.sleep(0.5)
     await feeder
-    before_join_done = await published(dep, topic)
     shared = (await owned(w1), await owned(w2))
+    return Joined(dep, w1, w2, shared, await published(dep, topic))
+
+
+@pytest.mark.timeout(600)
+async def test_second_worker_joins_mid_replay_then_first_is_killed(
+    make_deployment: Callable[..., Deployment], history: tuple[list[bytes], Expected]
+) -> None:
+    lines, expected = history
+    b = len(lines) * 6 // 10
+    joined = await second_worker_joins_mid_replay(make_deployment, lines, b, chunks=20)
+    dep, w1, w2, shared = joined.dep, joined.w1, joined.w2, joined.shared
+    topic = dep.config.topics.decisions
     # The rest of the replay, and kill -9 of the first worker once it is under way.
     feeder = asyncio.create_task(dep.produce(lines[b:], until=END))
-    await wait_published(dep, topic, before_join_done + 50, [w1, w2])
+    await wait_published(dep, topic, joined.published + 50, [w1, w2])
     w1.kill9()
     killed_at = await published(dep, topic)
     assert killed_at < len(expected.decisions), "killed too late to prove anything"
@@ -128,28 +151,13 @@ async def test_second_worker_joins_mid_replay_then_first_is_stopped_gracefully(
     """A rolling restart's shape: w2 joins under load, then w1 gets SIGTERM while the
     replay goes on, so w2 takes every partition (a graceful leave, no session timeout)."""
     lines, expected = history
-    dep = make_deployment(**FAST_TAKEOVER)
+    b = len(lines) * 5 // 10
+    joined = await second_worker_joins_mid_replay(make_deployment, lines, b, chunks=10)
+    dep, w1, w2, shared = joined.dep, joined.w1, joined.w2, joined.shared
     topic = dep.config.topics.decisions
-    a, b = len(lines) * 3 // 10, len(lines) * 5 // 10
-    w1 = dep.start_worker()
-    await w1.wait_ready()
-    await dep.produce(lines[:a], until=marker_before(lines[a:]))
-    await wait_published(dep, topic, 1, [w1])
-    w2 = dep.start_worker()
-    feeder = asyncio.create_task(
-        dep.produce_paced(lines[a:b], chunks=10, pause=0.5, until=marker_before(lines[b:]))
-    )
-    await w2.wait_ready()
-    deadline = time.monotonic() + 120
-    while await owned(w2) == 0:
-        assert time.monotonic() < deadline, f"w2 got no partition\n{w2.log_tail()}"
-        await asyncio.sleep(0.5)
-    await feeder
-    shared = (await owned(w1), await owned(w2))
-    before = await published(dep, topic)
     # The rest of the replay lasts >= 9.5 s; w1 is stopped once it is under way.
     feeder = asyncio.create_task(dep.produce_paced(lines[b:], chunks=20, pause=0.5, until=END))
-    await wait_published(dep, topic, before + 50, [w1, w2])
+    await wait_published(dep, topic, joined.published + 50, [w1, w2])
     started = time.monotonic()
     w1.stop(timeout=30)
     took = time.monotonic() - started
