@@ -23,12 +23,15 @@ Faust 0.15 does not offer as public API:
   ``Store._key_partition``;
 * **the table recovery state** behind readiness (``TableManager.recovery``, not
   declared on ``TableManagerT``);
-* **a consumer that rewinds partitions never committed** (:class:`ReplayingConsumer`):
-  Faust drops what it fetched while flow is stopped (a rebalance, table recovery)
-  and seeks back to the committed offsets to read it again, but aiokafka's
-  ``seek_to_committed`` does not move a partition whose committed offset is
-  missing or 0, so those messages were never read again: events lost after a
-  restart that came before the first commit (README "Crash safety").
+* **a consumer that hands messages over only when it is safe**
+  (:class:`ReplayingConsumer`, :class:`_ReplayingMixin`): Faust drops what it
+  fetched while flow is stopped (a rebalance, table recovery) and seeks back to
+  the committed offsets to read it again, but aiokafka's ``seek_to_committed``
+  does not move a partition whose committed offset is missing or 0, so those
+  messages were never read again; and Faust let messages through while a first
+  assignment's table was being recovered and while the stream partitions were
+  being sought after recovery, which lost or skipped messages after a restart
+  (README "Crash safety").
 
 ``tests/unit/streams/test_faust_adapter.py`` checks each of these against the
 installed Faust and fails loudly on an upgrade: re-read the Faust source for
@@ -329,16 +332,78 @@ async def seek_to_committed_or_beginning(
     return committed
 
 
+class _ReplayingMixin:
+    """What :class:`ReplayingConsumer` adds to a Faust consumer (and
+    :class:`InlineDrainConsumer`, which must keep the same semantics): no message
+    is delivered while a table is being recovered or while positions are moved.
+
+    * ``seek_to_committed`` rewinds never-committed partitions
+      (:func:`seek_to_committed_or_beginning`).
+    * ``on_partitions_revoked`` stops the flow at *every* rebalance, before
+      anything else.  Faust stops it only when the consumer had an assignment
+      (``App._on_partitions_revoked``: ``if assignment:``), so on the first join
+      of a worker (or of one that held no partition) the flow stayed on while the
+      new assignment was made fetchable (``Consumer.on_partitions_assigned``:
+      ``_set_active_tps``) and before ``App._on_partitions_assigned`` paused the
+      stream partitions for table recovery: the agents got messages while the
+      table was still being recovered.  Stopped, nothing is fetched until
+      recovery turns the flow on with only the changelog partitions active.
+    * ``perform_seek`` runs with the flow stopped.  When recovery ends, Faust
+      resumes the stream partitions and *then* seeks them to their committed
+      offsets (``Recovery.on_recovery_completed``), with the flow still on from
+      reading the changelogs.  Messages fetched from the old positions were
+      delivered during the seek; once it returned, ``perform_seek`` set the read
+      offsets back to the committed ones, so the next message from the old fetch
+      looked like a jump and was recorded as a gap (``Consumer._add_gap``) that
+      commits skip, and the messages in the gap, fetched again, were dropped as
+      already read.  Measured by ``tests/e2e/test_crash_batch.py`` (kill -9
+      mid-batch, immediate restart): whole bundles of the internal topic never
+      processed, their events arriving only when ingest re-sent them, after the
+      stream clock had passed them (inactivity steps fired early), and offsets
+      never acked (a worker whose commits stalled).  README "Crash safety".
+    """
+
+    # Provided by the Faust consumer it is mixed into (annotations only: no
+    # attribute here may shadow the consumer's).
+    app: Any
+    _thread: Any
+    flow_active: bool
+    stop_flow: Callable[[], None]
+    resume_flow: Callable[[], None]
+
+    async def seek_to_committed(self) -> Mapping[TP, int]:
+        changelogs = self.app.tables.changelog_topics
+        return cast(
+            Mapping[TP, int], await seek_to_committed_or_beginning(self._thread, changelogs)
+        )
+
+    async def on_partitions_revoked(self, revoked: set[TP]) -> None:
+        self.stop_flow()
+        await super().on_partitions_revoked(revoked)  # type: ignore[misc]
+
+    async def perform_seek(self) -> None:
+        # One seek at a time: holding the flow makes a fetch that was in flight
+        # return to Consumer.getmany with the flow stopped, which seeks again.
+        lock = self.__dict__.get("_seek_lock")
+        if lock is None:
+            lock = self.__dict__["_seek_lock"] = asyncio.Lock()
+        async with lock:
+            active = self.flow_active
+            self.stop_flow()
+            try:
+                await super().perform_seek()  # type: ignore[misc]
+            finally:
+                if active:
+                    self.resume_flow()
+
+
 def replaying_consumer() -> type[Any]:
-    """The aiokafka transport's Consumer, rewinding never-committed partitions."""
+    """The aiokafka transport's Consumer, rewinding never-committed partitions and
+    holding the flow from the start of every rebalance (:class:`_ReplayingMixin`)."""
     from faust.transport.drivers.aiokafka import Consumer
 
-    class ReplayingConsumer(Consumer):  # type: ignore[misc]
-        async def seek_to_committed(self) -> Mapping[TP, int]:
-            changelogs = self.app.tables.changelog_topics
-            return cast(
-                Mapping[TP, int], await seek_to_committed_or_beginning(self._thread, changelogs)
-            )
+    class ReplayingConsumer(_ReplayingMixin, Consumer):  # type: ignore[misc]
+        pass
 
     return ReplayingConsumer
 
@@ -353,13 +418,7 @@ def inline_drain_consumer() -> type[Any]:
     from faust.transport.drivers.aiokafka import Consumer
     from mode import Service
 
-    class InlineDrainConsumer(Consumer):  # type: ignore[misc]
-        async def seek_to_committed(self) -> Mapping[TP, int]:  # as ReplayingConsumer's
-            changelogs = self.app.tables.changelog_topics
-            return cast(
-                Mapping[TP, int], await seek_to_committed_or_beginning(self._thread, changelogs)
-            )
-
+    class InlineDrainConsumer(_ReplayingMixin, Consumer):  # type: ignore[misc]
         async def _drain_messages(self, fetcher: Any) -> None:  # pragma: no cover
             # Faust 0.15.3's loop (faust/transport/consumer.py), but the callback.
             callback = self.callback

@@ -41,26 +41,14 @@ def history() -> tuple[list[bytes], dict[tuple[str, str, int, str, str], tuple[s
     return lines, expected
 
 
-KNOWN_LOSS = pytest.mark.xfail(
-    reason=(
-        "known bug, open: a kill -9 mid-batch, then an immediate restart, still gives "
-        "in about half the runs tens of decisions that differ from the reference "
-        "(inactivity steps fired before an event that precedes them: the restored "
-        "stream clock is ahead of a customer row); a restart after a pause of a few "
-        "seconds held in 6 of 6 runs.  See README 'Crash safety'."
-    ),
-    strict=False,
-)
-
-
 # Small batches; the slice points count outputs (streams/faults.py), so the kill
 # lands mid-replay however the batches happen to be cut.
 @pytest.mark.parametrize(
     "fault",
     [
         "ingest_after_sends:20",
-        pytest.param("after_sends:4000", marks=KNOWN_LOSS),
-        pytest.param("after_writes:8000", marks=KNOWN_LOSS),
+        "after_sends:4000",
+        "after_writes:8000",
         "after_batch:1",
     ],
 )

@@ -410,4 +410,142 @@ def test_the_worker_uses_the_replaying_consumer(monkeypatch: pytest.MonkeyPatch)
     inline = RetentionApp(Config())
     consumer = inline.faust_app.transport.Consumer
     assert consumer.__name__ == "InlineDrainConsumer"
-    assert consumer.seek_to_committed.__qualname__.startswith("inline_drain_consumer.")
+    for name in ("seek_to_committed", "on_partitions_revoked"):
+        assert getattr(consumer, name) is getattr(faust_adapter._ReplayingMixin, name)
+
+
+# --- the flow held from the start of every rebalance ---------------------------------
+
+
+def test_faust_leaves_the_flow_running_through_a_first_assignment() -> None:
+    # Why _ReplayingMixin.on_partitions_revoked exists: Faust stops the flow on a
+    # rebalance only when the consumer had an assignment, and the consumer makes
+    # the new assignment fetchable before the app pauses it for table recovery.
+    from faust.app.base import App
+
+    revoked = inspect.getsource(App._on_partitions_revoked)
+    assert "if assignment:" in revoked
+    assert revoked.index("if assignment:") < revoked.index("T(consumer.stop_flow)()")
+    assigned = inspect.getsource(Consumer.on_partitions_assigned)
+    assert assigned.index("self._set_active_tps(assigned)") < assigned.index(
+        "self._on_partitions_assigned"
+    )
+    assert "T(consumer.pause_partitions)(assigned)" in inspect.getsource(
+        App._on_partitions_assigned
+    )
+    assert "if not self.flow_active:" in inspect.getsource(Consumer._wait_next_records)
+    for consumer in (faust_adapter.replaying_consumer(), faust_adapter.inline_drain_consumer()):
+        for name in ("on_partitions_revoked", "perform_seek"):
+            assert getattr(consumer, name) is getattr(faust_adapter._ReplayingMixin, name)
+        for name in ("stop_flow", "resume_flow"):  # the mixin shadows nothing
+            assert getattr(consumer, name) is getattr(Consumer, name)
+
+
+def test_faust_seeks_stream_partitions_after_resuming_them_with_the_flow_on() -> None:
+    # Why _ReplayingMixin.perform_seek holds the flow: when table recovery ends,
+    # Faust resumes the stream partitions and only then seeks them to their
+    # committed offsets, with the flow on (recovery turned it on to read the
+    # changelogs); messages fetched meanwhile are delivered, and the read offsets
+    # they moved are overwritten once the seek returns, so the next jump in
+    # offsets is recorded as a gap that commits skip.
+    from faust.tables.recovery import Recovery
+
+    done = inspect.getsource(Recovery.on_recovery_completed)
+    assert done.index("consumer.resume_partitions(") < done.index("consumer.perform_seek()")
+    assert done.index("consumer.perform_seek()") < done.index("consumer.resume_flow()")
+    seek = inspect.getsource(Consumer.perform_seek)
+    assert seek.index("await self.seek_to_committed()") < seek.index("read_offset.update(")
+    drain = inspect.getsource(Consumer._drain_messages)
+    assert "await self._add_gap(tp, r_offset + 1, offset)" in drain
+    assert "if not self.flow_active:" in inspect.getsource(Consumer.getmany)
+
+
+def test_every_rebalance_stops_the_flow_before_faust_handles_the_revocation() -> None:
+    class FaustConsumer:  # the two methods the mixin relies on
+        def __init__(self) -> None:
+            self.flow_active = True
+            self.seen: list[tuple[bool, set[TP]]] = []
+
+        def stop_flow(self) -> None:
+            self.flow_active = False
+
+        async def on_partitions_revoked(self, revoked: set[TP]) -> None:
+            self.seen.append((self.flow_active, revoked))
+
+    class Held(faust_adapter._ReplayingMixin, FaustConsumer):
+        pass
+
+    consumer = Held()
+    asyncio.run(consumer.on_partitions_revoked(set()))  # a first join: nothing held yet
+    assert consumer.seen == [(False, set())]
+    assert not consumer.flow_active  # table recovery resumes it
+
+
+def test_a_seek_runs_with_the_flow_stopped_and_leaves_it_as_it_was() -> None:
+    class FaustConsumer:
+        def __init__(self, active: bool) -> None:
+            self.flow_active = active
+            self.during: list[bool] = []
+
+        def stop_flow(self) -> None:
+            self.flow_active = False
+
+        def resume_flow(self) -> None:
+            self.flow_active = True
+
+        async def perform_seek(self) -> None:
+            self.during.append(self.flow_active)
+
+    class Held(faust_adapter._ReplayingMixin, FaustConsumer):
+        pass
+
+    after_recovery = Held(active=True)  # Recovery.on_recovery_completed
+    asyncio.run(after_recovery.perform_seek())
+    assert after_recovery.during == [False] and after_recovery.flow_active
+    in_a_rebalance = Held(active=False)  # Consumer.getmany while the flow is stopped
+    asyncio.run(in_a_rebalance.perform_seek())
+    assert in_a_rebalance.during == [False] and not in_a_rebalance.flow_active
+
+    class Failing(Held):
+        pass
+
+    async def boom(self: Any) -> None:
+        raise RuntimeError("seek failed")
+
+    FaustConsumer.perform_seek = boom  # type: ignore[method-assign]
+    failing = Failing(active=True)
+    with pytest.raises(RuntimeError):
+        asyncio.run(failing.perform_seek())
+    assert failing.flow_active  # not left stopped by a failed seek
+
+
+def test_seeks_do_not_overlap() -> None:
+    # Holding the flow makes a fetch in flight come back to Consumer.getmany with
+    # the flow stopped, and getmany then seeks too: the two run one after the other.
+    class FaustConsumer:
+        def __init__(self) -> None:
+            self.flow_active = True
+            self.running = 0
+            self.most = 0
+
+        def stop_flow(self) -> None:
+            self.flow_active = False
+
+        def resume_flow(self) -> None:
+            self.flow_active = True
+
+        async def perform_seek(self) -> None:
+            self.running += 1
+            self.most = max(self.most, self.running)
+            await asyncio.sleep(0.01)
+            self.running -= 1
+
+    class Held(faust_adapter._ReplayingMixin, FaustConsumer):
+        pass
+
+    async def both(consumer: Held) -> None:
+        await asyncio.gather(consumer.perform_seek(), consumer.perform_seek())
+
+    consumer = Held()
+    asyncio.run(both(consumer))
+    assert consumer.most == 1 and consumer.flow_active
