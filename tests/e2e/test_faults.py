@@ -139,11 +139,6 @@ async def test_second_worker_joins_mid_replay_then_first_is_killed(
 
 # Open (README "Crash safety"): before finish_before_stop 1 run of 3 gave one decision
 # the reference lacks; with it 1 of 2 runs still failed (clean-clone CI, 2026-12-02).
-@pytest.mark.xfail(
-    reason="known bug, open: a graceful stop during a rebalance under load sometimes "
-    "changes a decision; see README 'Crash safety'",
-    strict=False,
-)
 @pytest.mark.timeout(300)
 async def test_second_worker_joins_mid_replay_then_first_is_stopped_gracefully(
     make_deployment: Callable[..., Deployment], history: tuple[list[bytes], Expected]
