@@ -8,6 +8,7 @@ of Faust or Kafka is imported (docs/design.md, "Layout").
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import NamedTuple
 
 from agents.core.clock import WallClock
@@ -22,9 +23,13 @@ class Processors(NamedTuple):
     customer: CustomerProcessor
 
 
-def build_processors(config: Config, wall_clock: WallClock) -> Processors:
+def build_processors(
+    config: Config, wall_clock: WallClock, sources: Iterable[str] | None = None
+) -> Processors:
     """Ingest and customer processors for ``config``'s topics, partition count and
-    clock mode; both read ``wall_clock`` (the future-timestamp bound, wall ticks)."""
+    clock mode; both read ``wall_clock`` (the future-timestamp bound, wall ticks).
+    ``sources``, the input partitions that move the stream clock, are every
+    partition of every input topic unless given (the unit tests narrow them)."""
     topics = config.topics
     ingest = IngestProcessor(
         customer_topic=topics.customer_events,
@@ -37,7 +42,7 @@ def build_processors(config: Config, wall_clock: WallClock) -> Processors:
     customer = CustomerProcessor(
         Engine(config.core),
         mode=config.clock,
-        sources=input_sources(topics.inputs(), config.partitions),
+        sources=input_sources(topics.inputs(), config.partitions) if sources is None else sources,
         nudges_topic=topics.nudges,
         decisions_topic=topics.decisions,
         outcomes_topic=topics.outcomes,

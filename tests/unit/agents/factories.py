@@ -7,10 +7,13 @@ Times are microseconds since the epoch, like everywhere inside the processor;
 from __future__ import annotations
 
 import itertools
+from collections.abc import Iterable
 from datetime import UTC, datetime
+from typing import Any
 
+from agents.core.clock import WallClock
 from agents.core.engine import Emission, Engine
-from agents.core.settings import DAY, HOUR
+from agents.core.settings import DAY, HOUR, CoreSettings
 from agents.core.state import CustomerState
 from agents.core.timeutil import to_micros
 from schemas.records import (
@@ -21,12 +24,25 @@ from schemas.records import (
     KIND_SESSION,
     Event,
 )
+from streams.config import Config
+from streams.processors import Processors, build_processors
 
 T0 = to_micros(datetime(2026, 3, 2, 10, 0, tzinfo=UTC))
 OPTED_IN = CONSENT_OPTED_IN
 OPTED_OUT = CONSENT_OPTED_OUT
 
 _serial = itertools.count(1)
+
+# A purchase as a producer writes it on retention.purchases (README "Inputs").
+PURCHASE_WIRE: dict[str, Any] = {
+    "schema": "purchase/1",
+    "event_id": "evt-7f3a9c21",
+    "customer_id": "cus_000481",
+    "occurred_at": "2026-03-02T10:15:00+02:00",
+    "order_id": "ORD-2026-000913",
+    "amount": 59.9,
+    "currency": "EUR",
+}
 
 
 def at(days: float = 0, hours: float = 0) -> int:
@@ -78,3 +94,34 @@ def feed_in_time_order(
         assert got is not None, f"{e.event_id} was taken for a duplicate"
         out += got
     return out + engine.advance(state, until)
+
+
+def lag_needed(arrivals: list[Event]) -> int:
+    """The smallest lateness that is strictly more than any event is late by."""
+    newest, worst = arrivals[0].occurred_at, 0
+    for e in arrivals:
+        worst = max(worst, newest - e.occurred_at)
+        newest = max(newest, e.occurred_at)
+    return worst + 1
+
+
+def processors(
+    wall: WallClock,
+    *,
+    mode: str = "stream",
+    core: CoreSettings | None = None,
+    partitions: int = 2,
+    max_message_bytes: int = 64 * 1024,
+    future_tolerance: int = DAY,
+    sources: Iterable[str] | None = None,
+) -> Processors:
+    """The ingest and customer processors as the worker builds them
+    (streams/processors.py), on the default topic names."""
+    config = Config(
+        partitions=partitions,
+        clock=mode,
+        core=core or CoreSettings(),
+        max_message_bytes=max_message_bytes,
+        future_tolerance=future_tolerance,
+    )
+    return build_processors(config, wall, sources)

@@ -12,7 +12,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from agents.core.clock import ManualClock
-from agents.core.engine import Engine
 from agents.core.settings import DAY, CoreSettings
 from agents.core.state import CustomerState
 from agents.core.timeutil import to_micros
@@ -25,7 +24,7 @@ from agents.customer import (
 )
 from agents.messages import bundles
 from schemas.records import Event
-from tests.unit.agents.factories import T0, at, consent, purchase, session
+from tests.unit.agents.factories import T0, at, consent, lag_needed, processors, purchase, session
 
 INPUTS = ("retention.purchases", "retention.sessions", "retention.consents")
 NUDGES, DECISIONS = "retention.nudges", "retention.decisions"
@@ -70,18 +69,10 @@ def processor(
     sources: Iterable[str] = SOURCES,
     future_tolerance: int = DAY,
 ) -> CustomerProcessor:
-    return CustomerProcessor(
-        Engine(core or CoreSettings()),
-        mode=mode,
-        sources=sources,
-        nudges_topic=NUDGES,
-        decisions_topic=DECISIONS,
-        outcomes_topic=OUTCOMES,
-        dlq_topic=DLQ,
-        internal_topic=INTERNAL,
-        wall_clock=wall or ManualClock(FIRED_AT),
-        future_tolerance=future_tolerance,
-    )
+    wall = wall or ManualClock(FIRED_AT)
+    return processors(
+        wall, mode=mode, core=core, future_tolerance=future_tolerance, sources=sources
+    ).customer
 
 
 def ev(event: Event, src: str | None = None) -> bytes:
@@ -344,14 +335,6 @@ def partition_history(draw: st.DrawFn) -> list[Event]:
         else:
             events.append(session(cid, t, event_id=f"evt-{i}"))
     return events
-
-
-def lag_needed(arrivals: list[Event]) -> int:
-    newest, worst = arrivals[0].occurred_at, 0
-    for e in arrivals:
-        worst = max(worst, newest - e.occurred_at)
-        newest = max(newest, e.occurred_at)
-    return worst + 1
 
 
 @settings(max_examples=100, deadline=None)

@@ -49,7 +49,6 @@ from agents.core.budget import (
     ROW_BUDGET,
 )
 from agents.core.clock import ManualClock
-from agents.core.engine import Engine
 from agents.core.settings import DAY, HOUR, CoreSettings, LadderSettings
 from agents.core.state import CustomerState
 from agents.core.timeutil import to_micros
@@ -58,13 +57,12 @@ from agents.customer import (
     CLOCK_KEY_PREFIX,
     CODE_INTERNAL,
     CUSTOMER_KEY_PREFIX,
-    CustomerProcessor,
     Result,
     input_sources,
 )
-from agents.ingest import IngestProcessor
 from agents.messages import bundles
 from schemas.records import KIND_PURCHASE, KIND_SESSION, Event
+from tests.unit.agents.factories import processors
 
 # --- profiles --------------------------------------------------------------------------
 
@@ -142,25 +140,14 @@ class Pipeline:
     offsets: Counter[str] = field(default_factory=Counter)
 
     def __post_init__(self) -> None:
-        self.ingest = IngestProcessor(
-            customer_topic=INTERNAL,
-            dlq_topic=DLQ,
-            customer_partitions=PARTITIONS,
+        self.ingest, self.proc = processors(
+            self.wall,
+            mode=self.mode,
+            core=self.core,
+            partitions=PARTITIONS,
             max_message_bytes=MAX_MESSAGE_BYTES,
             future_tolerance=FUTURE_TOLERANCE,
-            wall_clock=self.wall,
-        )
-        self.proc = CustomerProcessor(
-            Engine(self.core),
-            mode=self.mode,
             sources=SOURCES,
-            nudges_topic=NUDGES,
-            decisions_topic=DECISIONS,
-            outcomes_topic=OUTCOMES,
-            dlq_topic=DLQ,
-            internal_topic=INTERNAL,
-            wall_clock=self.wall,
-            future_tolerance=FUTURE_TOLERANCE,
         )
         self.stores = {p: DictStore() for p in range(PARTITIONS)}
         self.queued: dict[int, list[bytes | None]] = {p: [] for p in range(PARTITIONS)}

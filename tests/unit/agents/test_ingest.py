@@ -14,31 +14,17 @@ from agents.core.clock import ManualClock
 from agents.core.timeutil import to_micros
 from agents.ingest import MAX_ORIGINAL_BYTES, IngestProcessor, dead_letter_counts
 from schemas.records import Event
+from tests.unit.agents.factories import PURCHASE_WIRE, processors
 
 NOW = to_micros(datetime(2026, 3, 10, 12, 0, tzinfo=UTC))
 CUSTOMER_TOPIC, DLQ = "retention.customer-events", "retention.dlq"
 PURCHASES = "retention.purchases"
 
-PURCHASE: dict[str, Any] = {
-    "schema": "purchase/1",
-    "event_id": "evt-7f3a9c21",
-    "customer_id": "cus_000481",
-    "occurred_at": "2026-03-02T10:15:00+02:00",
-    "order_id": "ORD-2026-000913",
-    "amount": 59.9,
-    "currency": "EUR",
-}
+PURCHASE = PURCHASE_WIRE
 
 
 def handler(partitions: int = 4) -> IngestProcessor:
-    return IngestProcessor(
-        customer_topic=CUSTOMER_TOPIC,
-        dlq_topic=DLQ,
-        customer_partitions=partitions,
-        max_message_bytes=64 * 1024,
-        future_tolerance=86_400_000_000,
-        wall_clock=ManualClock(NOW),
-    )
+    return processors(ManualClock(NOW), partitions=partitions).ingest
 
 
 def dead_letter(h: IngestProcessor, raw: bytes | None, offset: int = 1041) -> dict[str, Any]:

@@ -29,7 +29,6 @@ from agents.core.settings import DAY, CoreSettings
 from agents.core.state import CustomerState
 from agents.core.timeutil import to_micros
 from agents.core.validation import ERROR_CODES, ValidationError, validate
-from agents.ingest import IngestProcessor
 from agents.messages import decision_record, outcome_record
 from schemas.records import (
     DeadLetter,
@@ -40,6 +39,7 @@ from schemas.records import (
     SourcePosition,
     Threshold,
 )
+from tests.unit.agents.factories import PURCHASE_WIRE, processors
 
 SCHEMA_DIR = Path(schemas.__file__).parent
 INPUTS = ("purchase", "session", "consent")
@@ -91,15 +91,7 @@ def test_every_schema_file_is_covered() -> None:
 
 # --- (b) realistic samples --------------------------------------------------------------
 
-PURCHASE: dict[str, Any] = {
-    "schema": "purchase/1",
-    "event_id": "evt-7f3a9c21",
-    "customer_id": "cus_000481",
-    "occurred_at": "2026-03-02T10:15:00+02:00",
-    "order_id": "ORD-2026-000913",
-    "amount": 59.9,
-    "currency": "EUR",
-}
+PURCHASE = PURCHASE_WIRE
 SESSION: dict[str, Any] = {
     "schema": "session/1",
     "event_id": "evt-a9d0e311",
@@ -423,14 +415,7 @@ def real_nudges() -> list[dict[str, Any]]:
 
 
 def real_dead_letters() -> list[dict[str, Any]]:
-    h = IngestProcessor(
-        customer_topic="retention.customer-events",
-        dlq_topic="retention.dlq",
-        customer_partitions=4,
-        max_message_bytes=64 * 1024,
-        future_tolerance=DAY,
-        wall_clock=ManualClock(NOW),
-    )
+    h = processors(ManualClock(NOW), partitions=4).ingest
     bad = [
         b"",
         b"\xff\xfe not utf-8",

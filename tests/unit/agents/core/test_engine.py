@@ -21,6 +21,7 @@ from tests.unit.agents.factories import (
     at,
     consent,
     feed_in_time_order,
+    lag_needed,
     purchase,
     session,
 )
@@ -379,15 +380,6 @@ def history(draw: st.DrawFn) -> list[Event]:
         else:
             events.append(consent(CID, t, OPTED_OUT, event_id=f"evt-{i}"))
     return events
-
-
-def lag_needed(arrivals: list[Event]) -> int:
-    """The smallest lateness that is strictly more than any event is late by."""
-    newest, worst = arrivals[0].occurred_at, 0
-    for e in arrivals:
-        worst = max(worst, newest - e.occurred_at)
-        newest = max(newest, e.occurred_at)
-    return worst + 1
 
 
 @settings(max_examples=200, deadline=None)

@@ -13,22 +13,14 @@ from hypothesis import strategies as st
 
 from agents.core.timeutil import to_micros
 from agents.core.validation import ERROR_CODES, ValidationError, validate
+from tests.unit.agents.factories import PURCHASE_WIRE
 
 NOW = to_micros(datetime(2026, 3, 10, 12, 0, tzinfo=UTC))
 DAY_US = 86_400_000_000
 LIMIT = 64 * 1024
 _DROP = object()
 
-PURCHASE: dict[str, Any] = {
-    "schema": "purchase/1",
-    "event_id": "evt-7f3a9c21",
-    "customer_id": "cus_000481",
-    "occurred_at": "2026-03-02T10:15:00+02:00",
-    "order_id": "ORD-2026-000913",
-    "amount": "59.90",
-    "currency": "EUR",
-    "channel": "web",
-}
+PURCHASE = PURCHASE_WIRE | {"amount": "59.90", "channel": "web"}
 SESSION: dict[str, Any] = {
     "schema": "session/1",
     "event_id": "evt-1b2c3d4e",
