@@ -73,49 +73,40 @@ CONTROL_ADVANCE_SCHEMA: dict[str, Any] = {
     "description": "Advance the stream clock to `until` (written by `retention replay --until`).",
 }
 
-_EV: dict[str, Any] = {
-    "type": "object",
-    "required": ["type", "src", "ev"],
-    "properties": {
-        "type": {"const": "ev"},
-        "src": {"type": "string", "description": "topic:partition it was read from"},
-        "ev": {"type": "object", "description": "the validated input event"},
-    },
-}
-_ADV: dict[str, Any] = {
-    "type": "object",
-    "required": ["type", "src", "until"],
-    "properties": {
-        "type": {"const": "adv"},
-        "src": {"type": "string"},
-        "until": {"type": "integer", "description": "stream clock, microseconds"},
-    },
-}
+
+def _internal(kind: str, **properties: dict[str, Any]) -> dict[str, Any]:
+    """An internal-topic message of this ``type``; every property is required."""
+    return {
+        "type": "object",
+        "required": ["type", *properties],
+        "properties": {"type": {"const": kind}, **properties},
+    }
+
+
+_EV = _internal(
+    "ev",
+    src={"type": "string", "description": "topic:partition it was read from"},
+    ev={"type": "object", "description": "the validated input event"},
+)
+_ADV = _internal(
+    "adv",
+    src={"type": "string"},
+    until={"type": "integer", "description": "stream clock, microseconds"},
+)
 # The internal topic's message kinds (agents/messages.py).
 CUSTOMER_EVENT_SCHEMA: dict[str, Any] = {
     "oneOf": [
         _EV,
         _ADV,
-        {
-            "type": "object",
-            "required": ["type", "now"],
-            "properties": {
-                "type": {"const": "tick"},
-                "now": {"type": "integer", "description": "wall clock, microseconds"},
+        _internal("tick", now={"type": "integer", "description": "wall clock, microseconds"}),
+        _internal(
+            "bundle",
+            items={
+                "type": "array",
+                "items": {"oneOf": [_EV, _ADV]},
+                "description": "ev/adv messages of one partition, in order",
             },
-        },
-        {
-            "type": "object",
-            "required": ["type", "items"],
-            "properties": {
-                "type": {"const": "bundle"},
-                "items": {
-                    "type": "array",
-                    "items": {"oneOf": [_EV, _ADV]},
-                    "description": "ev/adv messages of one partition, in order",
-                },
-            },
-        },
+        ),
     ]
 }
 
