@@ -58,13 +58,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     _rate(rates, "--malformed-rate", DEFAULT_MALFORMED_RATE, "malformed messages")
     _rate(rates, "--late-rate", DEFAULT_LATE_RATE, "events delivered up to --max-lateness late")
     _rate(rates, "--shuffle-rate", DEFAULT_SHUFFLE_RATE, "events shuffled locally (within 1h)")
-    rates.add_argument(
+    _span(
+        rates,
         "--max-lateness",
-        type=float,
-        default=DEFAULT_MAX_LATENESS / HOUR_MICROS,
-        metavar="HOURS",
-        help="most event time an event may arrive after newer ones; under 24 "
-        f"(default {DEFAULT_MAX_LATENESS / HOUR_MICROS:g})",
+        DEFAULT_MAX_LATENESS,
+        HOUR_MICROS,
+        "most event time an event may arrive after newer ones; under 24",
     )
     people = parser.add_argument_group("customers")
     _rate(people, "--consent-rate", DEFAULT_CONSENT_RATE, "share of customers who opt out")
@@ -73,14 +72,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "what real and hostile data do (off by default; the default output is unchanged)"
     )
     _rate(hostile, "--beyond-lateness-rate", 0.0, "events delivered --beyond-lateness late")
-    hostile.add_argument(
+    _span(
+        hostile,
         "--beyond-lateness",
-        type=float,
-        default=DEFAULT_BEYOND_LATENESS / HOUR_MICROS,
-        metavar="HOURS",
-        help="how late those events are, in event time; more than the stream's allowed "
-        f"lateness (24 h by default) makes them late for it "
-        f"(default {DEFAULT_BEYOND_LATENESS / HOUR_MICROS:g})",
+        DEFAULT_BEYOND_LATENESS,
+        HOUR_MICROS,
+        "how late those events are, in event time; more than the stream's allowed "
+        "lateness (24 h by default) makes them late for it",
     )
     hostile.add_argument(
         "--customer-order",
@@ -88,13 +86,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="group the file by customer, as warehouse exports are (not by time)",
     )
     _rate(hostile, "--far-duplicate-rate", 0.0, "purchases delivered again much later")
-    hostile.add_argument(
+    _span(
+        hostile,
         "--far-duplicate-after",
-        type=float,
-        default=DEFAULT_FAR_DUPLICATE_AFTER / DAY_MICROS,
-        metavar="DAYS",
-        help="how much later, in event time "
-        f"(default {DEFAULT_FAR_DUPLICATE_AFTER / DAY_MICROS:g})",
+        DEFAULT_FAR_DUPLICATE_AFTER,
+        DAY_MICROS,
+        "how much later, in event time",
     )
     _rate(
         hostile,
@@ -113,6 +110,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _rate(group: argparse._ArgumentGroup, flag: str, default: float, what: str) -> None:
     group.add_argument(flag, type=float, default=default, metavar="P", help=f"{what} ({default:g})")
+
+
+def _span(group: argparse._ArgumentGroup, flag: str, default: int, unit: int, what: str) -> None:
+    """A length of event time given in hours or days (``unit``, in micros)."""
+    group.add_argument(
+        flag,
+        type=float,
+        default=default / unit,
+        metavar="HOURS" if unit == HOUR_MICROS else "DAYS",
+        help=f"{what} (default {default / unit:g})",
+    )
 
 
 def _write(lines: Iterable[bytes], out: BinaryIO) -> int:
