@@ -59,12 +59,20 @@ def report(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, st
     return code, captured.out, captured.err
 
 
+def decisions_json(
+    capsys: pytest.CaptureFixture[str], events_file: Path, *args: str
+) -> tuple[int, str]:
+    """``retention report --from-file FILE --decisions --format json ARGS``: code, stdout."""
+    code, out, _ = report(
+        capsys, "--from-file", str(events_file), "--decisions", "--format", "json", *args
+    )
+    return code, out
+
+
 def test_decisions_as_json_are_the_references_list(
     events_file: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    code, out, _ = report(
-        capsys, "--from-file", str(events_file), "--decisions", "--format", "json"
-    )
+    code, out = decisions_json(capsys, events_file)
     assert code == 0
     decisions = json.loads(out)
     # until defaults to the latest valid event: carol's session at T0 + 15 days.
@@ -93,30 +101,12 @@ def test_decisions_as_json_are_the_references_list(
 
 
 def test_until_moves_the_horizon(events_file: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, _ = report(
-        capsys,
-        "--from-file",
-        str(events_file),
-        "--decisions",
-        "--format",
-        "json",
-        "--until",
-        iso(T0 + 30 * DAY),
-    )
+    code, out = decisions_json(capsys, events_file, "--until", iso(T0 + 30 * DAY))
     assert code == 0
     steps = {(d["customer_id"], d["rule"], d["step"]) for d in json.loads(out)}
     assert ("alice", "second_purchase", 3) in steps
     assert ("bob", "inactivity", 1) in steps  # anchored at bob's second order, due T0 + 24d
-    code, out, _ = report(
-        capsys,
-        "--from-file",
-        str(events_file),
-        "--decisions",
-        "--format",
-        "json",
-        "--until",
-        "2026-03-01",
-    )
+    code, out = decisions_json(capsys, events_file, "--until", "2026-03-01")
     assert (code, json.loads(out)) == (0, [])
 
 
@@ -177,9 +167,7 @@ def test_settings_come_from_the_environment(
 ) -> None:
     monkeypatch.setenv("RETENTION_SECOND_PURCHASE_STEPS", "P3D")
     monkeypatch.setenv("RETENTION_BACKFILL_UNTIL", iso(T0 + 4 * DAY))
-    code, out, _ = report(
-        capsys, "--from-file", str(events_file), "--decisions", "--format", "json"
-    )
+    code, out = decisions_json(capsys, events_file)
     assert code == 0
     # Both P3D steps fall before the cut-over; only alice's inactivity step is left.
     assert [(d["customer_id"], d["rule"], d["threshold"]) for d in json.loads(out)] == [
