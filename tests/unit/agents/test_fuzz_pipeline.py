@@ -38,6 +38,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
+import pytest
 from aiokafka.partitioner import DefaultPartitioner
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
@@ -742,20 +743,13 @@ def fuzz(mode: str, core: CoreSettings, ops: list[tuple[str, Any]]) -> None:
 cores = st.sampled_from([SHORT, CoreSettings()])
 
 
+@pytest.mark.parametrize("mode", ["stream", "wall"])
 @FUZZ
-@given(programs(with_poison=False), cores)
-def test_stream_clock_any_input_is_used_or_a_dead_letter(
-    ops: list[tuple[str, Any]], core: CoreSettings
+@given(ops=programs(with_poison=False), core=cores)
+def test_any_input_is_used_or_a_dead_letter(
+    mode: str, ops: list[tuple[str, Any]], core: CoreSettings
 ) -> None:
-    fuzz("stream", core, ops)
-
-
-@FUZZ
-@given(programs(with_poison=False), cores)
-def test_wall_clock_any_input_is_used_or_a_dead_letter(
-    ops: list[tuple[str, Any]], core: CoreSettings
-) -> None:
-    fuzz("wall", core, ops)
+    fuzz(mode, core, ops)
 
 
 @FUZZ
