@@ -28,7 +28,7 @@ from redis.exceptions import RedisError
 
 from agents.core.clock import WallClock
 from agents.core.engine import Engine
-from agents.core.state import STAGE_PROSPECT, CustomerState, LadderProgress
+from agents.core.state import CustomerState
 from agents.core.timeutil import iso
 from agents.customer import CUSTOMER_KEY_PREFIX
 from streams.config import Config
@@ -108,20 +108,7 @@ def row_fields(raw: bytes, engine: Engine, *, now: int) -> dict[str, str]:
     """:func:`hash_fields` of a serialised table row, without decoding the parts of
     the row the hash does not show (dedup memory, pending events, firings, counts):
     the flush runs this for every changed customer."""
-    d = orjson.loads(raw)
-    state = CustomerState(
-        customer_id=d["customer_id"],
-        version=d.get("version", 0),
-        orders=d.get("orders", 0),
-        first_order_at=d.get("first_order_at"),
-        second_order_at=d.get("second_order_at"),
-        last_order_at=d.get("last_order_at"),
-        order_times=d.get("order_times", []),
-        last_activity_at=d.get("last_activity_at"),
-        consent_status=d.get("consent_status"),
-        ladders={k: LadderProgress(v[0], v[1]) for k, v in d.get("ladders", {}).items()},
-        stage=d.get("stage", STAGE_PROSPECT),
-    )
+    state = CustomerState.summary_from_dict(orjson.loads(raw))
     return hash_fields(state, engine, now=now)
 
 

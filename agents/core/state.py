@@ -365,6 +365,27 @@ class CustomerState:
             conversion_counts=_counts(d.get("conversion_counts", {})),
         )
 
+    @classmethod
+    def summary_from_dict(cls, d: dict[str, Any]) -> CustomerState:
+        """Only what the read model's hash shows (orders, times, ladders, stage,
+        consent, version): :meth:`from_dict` without the dedup memory, pending
+        events, firings and counts, which cost most of a row's decode.  Read the
+        same fields the same way as :meth:`from_dict` (a unit test holds the two
+        hashes equal on every row of a core run)."""
+        return cls(
+            customer_id=d["customer_id"],
+            version=d.get("version", 0),
+            orders=d.get("orders", 0),
+            first_order_at=d.get("first_order_at"),
+            second_order_at=d.get("second_order_at"),
+            last_order_at=d.get("last_order_at"),
+            order_times=d.get("order_times", []),
+            last_activity_at=d.get("last_activity_at"),
+            consent_status=d.get("consent_status"),
+            ladders={k: LadderProgress(v[0], v[1]) for k, v in d.get("ladders", {}).items()},
+            stage=d.get("stage", STAGE_PROSPECT),
+        )
+
     def recent_decisions(self) -> list[dict[str, Any]]:
         """The firings this record still remembers, oldest first, for lookups."""
         return [
