@@ -674,7 +674,11 @@ class _GuardedBatch:
 
     def __iter__(self) -> Iterator[Any]:
         batch, guard = self._batch, self._guard
-        first = max(int(batch.base_offset), int(guard.owner.next_fetch_offset))
+        # v0/v1 message sets (LegacyRecordBatch) have no base offset nor timestamp.
+        base = getattr(batch, "base_offset", None)
+        first = int(guard.owner.next_fetch_offset)
+        if base is not None:
+            first = max(first, int(base))
         try:
             if guard.owner._check_crcs and not batch.validate_crc():
                 raise ValueError("the batch's CRC does not match its contents")
@@ -692,5 +696,7 @@ class _GuardedBatch:
                 else f"{type(exc).__name__}: {exc}"
             )
             guard.registry.add(tp.topic, tp.partition, UndecodableBatch(first, last, why))
-            raw = guard.raw_batch(int(batch.base_offset))
-            yield _StandIn(last, int(batch.first_timestamp), 0, None, raw, None, ())
+            # A v2 batch starts with its base offset, a v0/v1 wrapper with its last.
+            raw = guard.raw_batch(last if base is None else int(base))
+            timestamp = int(getattr(batch, "first_timestamp", -1))
+            yield _StandIn(last, timestamp, 0, None, raw, None, ())

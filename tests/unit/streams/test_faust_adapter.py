@@ -672,6 +672,28 @@ def test_a_fetch_from_inside_a_batch_covers_only_the_offsets_not_read(guarded: A
     assert guarded.pop("shop.purchases", 2, 14)[:2] == (12, 14)
 
 
+def test_v1_message_sets_pass_and_a_corrupt_one_becomes_one_record(guarded: Any) -> None:
+    from aiokafka.record.legacy_records import LegacyRecordBatchBuilder
+
+    def message_set(base: int, count: int) -> bytearray:
+        builder = LegacyRecordBatchBuilder(magic=1, compression_type=0, batch_size=1 << 20)
+        for i in range(count):
+            builder.append(base + i, timestamp=1_000, key=None, value=b'{"n":%d}' % (base + i))
+        return bytearray(builder.build())
+
+    corrupt = message_set(2, 1)
+    corrupt[-1] ^= 0xFF
+    got = _fetch("shop.purchases", bytes(message_set(0, 2) + corrupt + message_set(3, 1)))
+    assert [(m.offset, m.value) for m in got if m.offset != 2] == [
+        (0, b'{"n":0}'),
+        (1, b'{"n":1}'),
+        (3, b'{"n":3}'),
+    ]
+    first, last, why = guarded.pop("shop.purchases", 2, 2)
+    assert (first, last) == (2, 2) and "CRC" in why
+    assert [m.value for m in got if m.offset == 2] == [bytes(corrupt)]
+
+
 def test_other_topics_still_raise(guarded: Any) -> None:
     from aiokafka.errors import UnsupportedCodecError
 
