@@ -385,6 +385,28 @@ def test_an_old_row_over_budget_is_set_aside_until_its_pending_drains() -> None:
     assert state.last_session_at == T0 + 31 * DAY
 
 
+def test_a_row_that_remembers_128_firings_loads_and_keeps_what_the_guardrails_need() -> None:
+    """The row format of ``recent_firings`` is unchanged: a row written when the record
+    kept its newest 128 firings loads as it is, its delivered nudge still counts, and
+    the next firing trims the list to what is still needed."""
+    row = old_row(0)  # two orders, the last at T0 + 1 day: inactivity step 1 due at day 15
+    delivered_at = T0 + 15 * DAY - HOUR
+    # The delivered nudge first, then 127 suppressed firings: a 129th would have
+    # pushed it out of the old record.
+    row["recent_firings"] = [[delivered_at, "second_purchase", 3, T0, "delivered", None]] + [
+        [delivered_at + i, "second_purchase", 3, T0 + i, "min_gap", None] for i in range(1, 128)
+    ]
+    engine = Engine(CoreSettings(holdout_percent=0.0))
+    state = CustomerState.from_dict(orjson.loads(orjson.dumps(row)))
+    assert len(state.recent_firings) == 128
+    fired = [f for f in engine.advance(state, T0 + 16 * DAY) if isinstance(f, Firing)]
+    assert [(f.rule, f.due_at, f.outcome) for f in fired] == [
+        ("inactivity", T0 + 15 * DAY, "min_gap")
+    ]
+    assert len(state.recent_firings) == engine.memory.lookup + 1
+    assert state.recent_firings[0].due_at == delivered_at
+
+
 def test_a_row_written_by_the_version_before_the_budget_loads_and_carries_on() -> None:
     """data/row_before_budget.json was written by that version's own engine."""
     from pathlib import Path
