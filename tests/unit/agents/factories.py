@@ -180,6 +180,21 @@ class BusyCase:
     events: list[Event]  # in time order
     until: int
 
+    def __repr__(self) -> str:
+        # Short enough for a falsifying example: kind, customer and seconds after T0.
+        who = {c: str(i) for i, c in enumerate(GUARD_CUSTOMERS)}
+        events = " ".join(
+            f"{e.kind[0]}{who.get(e.customer_id, '?')}@{(e.occurred_at - T0) // MICROS_PER_SECOND}"
+            for e in self.events
+        )
+        return (
+            f"BusyCase({self.raw!r}, until=T0+{(self.until - T0) // MICROS_PER_SECOND}s, {events})"
+        )
+
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
+        """How hypothesis prints it (it would list every field of a dataclass)."""
+        printer.text(repr(self))
+
 
 @st.composite
 def busy_cases(draw: st.DrawFn) -> BusyCase:

@@ -456,7 +456,8 @@ def test_no_remembered_firing_is_wider_than_the_budget_assumes() -> None:
 
 def test_the_default_settings_remember_a_few_dozen_firings() -> None:
     # 32 for lookups, the cap of 4, and for attribution within 5 days: 3
-    # second_purchase steps, 1 overdue, inactivity 3 x 51 // 14 + 3 = 6.
+    # second_purchase steps, 1 overdue, and for inactivity the most of k x 51 days
+    # // step k (51 = 5 + 60 - 14; k = 1: 3) plus its 3 steps.
     assert firing_memory(CoreSettings()) == FiringMemory(lookup=32, guard=4, attribution=10)
     assert firing_memory(CoreSettings()).bytes <= FIRINGS_BUDGET // 10
 
