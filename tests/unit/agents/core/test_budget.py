@@ -517,7 +517,7 @@ class Unforgetting(Engine):
 def test_the_firing_memory_bound_holds_for_any_accepted_ladder(case: BusyCase) -> None:
     """Fed in time order, no customer ever needs more firings remembered than
     :func:`firing_memory` says (so none is dropped), and the row's firings stay in
-    their byte budget after every event."""
+    their byte budget after every event; the row read back decides the same."""
     unforgetting, engine = Unforgetting(case.core), Engine(case.core)
     assert firing_memory(case.core).fits  # the configuration accepted it
     states = {c: CustomerState(customer_id=c) for c in GUARD_CUSTOMERS}
@@ -528,6 +528,12 @@ def test_the_firing_memory_bound_holds_for_any_accepted_ladder(case: BusyCase) -
         state = states[e.customer_id]
         assert len(state.recent_firings) <= engine.memory.entries
         assert firings_size(state) <= FIRINGS_BUDGET
+        # The processor writes the row and reads it back for the next event.
+        states[e.customer_id] = CustomerState.from_dict(orjson.loads(orjson.dumps(state.to_dict())))
     if case.core.frequency_window > 0:
         assert unforgetting.most_sent <= case.core.frequency_cap
     assert unforgetting.most_open <= engine.memory.attribution
+    for c in GUARD_CUSTOMERS:
+        kept, every = states[c], complete[c]
+        assert kept.decision_counts == every.decision_counts
+        assert kept.conversion_counts == every.conversion_counts
