@@ -27,6 +27,7 @@ from typing import Any, Generic, TypeVar
 
 import orjson
 
+from agents.core.budget import MAX_FIRINGS, firing_memory
 from agents.core.reports import ReportSettings
 from agents.core.settings import CoreSettings
 from agents.core.state import MAX_ORDER_TIMES
@@ -716,6 +717,29 @@ def _check(config: Config) -> None:
             "RETENTION_KAFKA_SASL_USERNAME and RETENTION_KAFKA_SASL_PASSWORD are required "
             f"with RETENTION_KAFKA_SECURITY_PROTOCOL={sec.protocol}"
         )
+    _check_firing_memory(config.core)
+
+
+def _check_firing_memory(core: CoreSettings) -> None:
+    """Refuse guardrails and ladders whose firing memory cannot fit a customer's row:
+    the gap, the cap and the attribution would otherwise forget what they need
+    (README "Guardrails", agents.core.budget.firing_memory)."""
+    memory = firing_memory(core)
+    if memory.fits:
+        return
+    need = (
+        f"a customer's row would have to remember up to {memory.entries:,} firings "
+        f"({memory.guard:,} for the cap, {memory.attribution:,} for attribution, "
+        f"{memory.lookup} for lookups), more than the {MAX_FIRINGS:,} its byte budget holds"
+    )
+    if memory.guard >= memory.attribution:
+        raise ConfigError(f"RETENTION_FREQUENCY_CAP={core.frequency_cap}: {need}; lower the cap")
+    shortest = _show_duration(core.inactivity.steps[0])
+    raise ConfigError(
+        f"RETENTION_ATTRIBUTION_WINDOW={_show_duration(core.attribution_window)} with "
+        f"RETENTION_INACTIVITY_STEPS starting at {shortest}: {need}; shorten the window, "
+        "lengthen the first inactivity step or set RETENTION_HOLDOUT_PERCENT=0"
+    )
 
 
 def build_config(values: Mapping[str, Any]) -> Config:
