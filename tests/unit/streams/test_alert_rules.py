@@ -51,7 +51,11 @@ def rendered() -> dict[str, set[str]]:
         customer_dead_letters={"future_timestamp": 1},
         late={"retention.sessions": 1},
         decisions={("inactivity", 1, "delivered"): 1},
-        clocks=(PartitionClock(0, watermark=NOW - 10**6, advanced_at=NOW - 10**6, due=1),),
+        clocks=(
+            PartitionClock(
+                0, watermark=NOW - 10**6, advanced_at=NOW - 10**6, due=1, since=NOW - 10**6
+            ),
+        ),
         lag={"retention.purchases": 5},
         read_model=ReadModelStatus(redis_up=True, lag=1, oldest_age=2.0, errors=1, written=1),
         partition_warnings={"retention.consents": "3 partitions, RETENTION_PARTITIONS is 4"},
