@@ -39,6 +39,11 @@ class PartitionClock:
     since: int = 0
     stuck: int = 0  # micros it has not moved while events wait on it (README "Time")
 
+    @property
+    def started(self) -> bool:
+        """The clock has a value (it moved at least once since the partition was assigned)."""
+        return self.advanced_at != 0
+
 
 @dataclass(frozen=True, slots=True)
 class ReadModelStatus:

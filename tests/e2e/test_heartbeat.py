@@ -79,6 +79,8 @@ async def test_a_clock_that_never_starts_is_reported_and_the_heartbeat_starts_it
     stuck = {k: v for k, v in values.items() if k.startswith("retention_stream_clock_stuck")}
     assert len(stuck) == 4  # every customer partition got events: each is seen
     assert not any(k.startswith("retention_stream_clock_seconds") for k in values)
+    clocks = (await first.get_json("/health/ready"))["stream_clocks"]
+    assert [(c["partition"], c["started"]) for c in clocks] == [(p, False) for p in range(4)]
 
     async def warned() -> bool:
         ready = await first.get_json("/health/ready")

@@ -208,6 +208,7 @@ async def test_before_recovery_the_worker_is_live_but_not_ready(
         "recovering": False,
         "partitions": [0, 1],
         "warnings": [],
+        "stream_clocks": [],  # no event yet
     }
     lookup = await client.get("/retention/customers/cus_a")
     assert lookup.status == 503
@@ -340,6 +341,8 @@ async def test_a_clock_that_never_starts_shows_from_the_first_event_and_the_hear
     assert values[("retention_stream_clock_stalled_seconds", label)] == 0
     assert values[("retention_stream_clock_stuck_seconds", label)] == 0
     assert ("retention_stream_clock_seconds", label) not in values  # it has no value
+    ready = await (await client.get("/health/ready")).json()
+    assert {"partition": p, "started": False, "stuck_seconds": 0} in ready["stream_clocks"]
     worker.clock.advance(360)  # six quiet minutes: nothing more arrives
     values = metrics((await (await client.get("/metrics")).read()).decode())
     assert values[("retention_stream_clock_stuck_seconds", label)] == 360
@@ -363,7 +366,9 @@ async def test_a_clock_that_never_starts_shows_from_the_first_event_and_the_hear
     values = metrics((await (await client.get("/metrics")).read()).decode())
     assert values[("retention_stream_clock_stuck_seconds", label)] == 0
     assert values[("retention_stream_clock_seconds", label)] == marker_seconds(marker)
-    assert (await (await client.get("/health/ready")).json())["warnings"] == []
+    ready = await (await client.get("/health/ready")).json()
+    assert ready["warnings"] == []
+    assert {"partition": p, "started": True, "stuck_seconds": 0} in ready["stream_clocks"]
     # The purchases were dated day 2: their first steps are due and have fired.
     assert worker.broker.on(topics.decisions)
 
