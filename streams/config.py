@@ -719,8 +719,14 @@ def _set(obj: Any, path: list[str], value: Any) -> Any:
     return replace(obj, **{head: _set(getattr(obj, head), rest, value) if rest else value})
 
 
+# The shortest heartbeat: each one is a record to every input partition (README "Time").
+MIN_STREAM_HEARTBEAT = MICROS_PER_SECOND
+
+
 def _check(config: Config) -> None:
     """Rules that involve more than one setting."""
+    if 0 < config.stream_heartbeat < MIN_STREAM_HEARTBEAT:
+        raise ConfigError("RETENTION_STREAM_HEARTBEAT must be PT0S (off) or at least PT1S")
     sec = config.kafka_security
     if sec.protocol.startswith("SASL") and not (sec.sasl_username and sec.sasl_password):
         raise ConfigError(
