@@ -418,7 +418,7 @@ class RetentionApp:
             if partition not in self._stuck_logged:
                 log.warning("%s", warning)
         for partition in sorted(self._stuck_logged - stuck.keys()):
-            log.warning("stream clock of partition %d is no longer stuck", partition)
+            log.info("stream clock of partition %d is no longer stuck", partition)
         self._stuck_logged = set(stuck)
 
     def heartbeat_marker(self) -> bytes:
