@@ -144,9 +144,13 @@ class Config:
     web_enabled: bool = True
     max_message_bytes: int = 64 * 1024
     future_tolerance: int = 86400 * MICROS_PER_SECOND
-    # A stream clock that has not moved for this long while events arrive is
-    # reported as stuck (README "Time").
+    # A stream clock that has not moved for this long while events wait on it
+    # (never started: since its first event) is reported as stuck (README "Time").
     clock_idle_timeout: int = 300 * MICROS_PER_SECOND
+    # Stream mode, live: the leader advances every input partition to now - the
+    # allowed lateness this often (0: off, the default, since it would make a
+    # replayed history late; README "Time", "Heartbeat").
+    stream_heartbeat: int = 0
     core: CoreSettings = field(default_factory=CoreSettings)
     clv_lifetime_years: float = 2.0
     log_level: str = "info"
@@ -629,7 +633,14 @@ SETTINGS: tuple[Setting, ...] = (
         "clock_idle_timeout",
         "clock_idle_timeout",
         Duration(),
-        "a stream clock not moving for this long while events arrive is reported as stuck",
+        "a stream clock not moving for this long while events wait on it is reported as stuck",
+    ),
+    Setting(
+        "stream_heartbeat",
+        "stream_heartbeat",
+        Duration(),
+        "stream mode, live only: advance every input partition to now minus the allowed "
+        "lateness this often (PT0S: off)",
     ),
     Setting(
         "backfill_until",
@@ -709,8 +720,14 @@ def _set(obj: Any, path: list[str], value: Any) -> Any:
     return replace(obj, **{head: _set(getattr(obj, head), rest, value) if rest else value})
 
 
+# The shortest heartbeat: each one is a record to every input partition (README "Time").
+MIN_STREAM_HEARTBEAT = MICROS_PER_SECOND
+
+
 def _check(config: Config) -> None:
     """Rules that involve more than one setting."""
+    if 0 < config.stream_heartbeat < MIN_STREAM_HEARTBEAT:
+        raise ConfigError("RETENTION_STREAM_HEARTBEAT must be PT0S (off) or at least PT1S")
     sec = config.kafka_security
     if sec.protocol.startswith("SASL") and not (sec.sasl_username and sec.sasl_password):
         raise ConfigError(

@@ -423,3 +423,11 @@ def test_the_cli_takes_short_topic_names_with_the_prefix_applied() -> None:
     assert topics.resolve("customer-events") == topics.resolve("customer_events")
     assert topics.resolve("customer_events") == "acme.retention.customer-events"
     assert topics.resolve("some.other.topic") == "some.other.topic"
+
+
+def test_the_stream_heartbeat_is_off_by_default_and_at_least_a_second() -> None:
+    # README "Time", "Heartbeat": it writes to every input partition each time.
+    assert _load().stream_heartbeat == 0
+    assert _load(STREAM_HEARTBEAT="PT1M").stream_heartbeat == 60_000_000
+    with pytest.raises(ConfigError, match=r"^RETENTION_STREAM_HEARTBEAT must be PT0S \(off\)"):
+        _load(STREAM_HEARTBEAT="PT0.1S")
