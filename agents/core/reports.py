@@ -32,7 +32,7 @@ from __future__ import annotations
 import bisect
 import math
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -165,16 +165,25 @@ def _months(first: int, last: int, candidates: Iterable[int]) -> list[tuple[str,
     return out
 
 
-def crr_months(first_order_at: int, spans: Iterable[Sequence[int]], as_of: int) -> set[int]:
-    """The months whose S0, N or E one buyer can count in: the month of the first
-    order and, for each active span [lo, hi), the months it touches up to
-    ``as_of`` and the one after (whose S0 looks at the instant before it starts).
-    """
-    out = {month_of(first_order_at)}
-    for lo, hi in spans:
-        last = month_of(min(hi - 1, as_of)) + 1
-        out.update(range(month_of(lo), last + 1))
-    return out
+def crr_months(buyers: Iterable[CustomerRow], as_of: int) -> Iterator[int]:
+    """The months whose S0, N or E a buyer can count in, ascending, each once: the
+    month of a first order and, for each active span [lo, hi), the months it
+    touches up to ``as_of`` and the one after (whose S0 looks at the instant
+    before it starts).  The spans' month ranges are merged first, so the cost is
+    the number of spans and of months with data, whatever the spans' lengths."""
+    ranges: list[tuple[int, int]] = []
+    for r in buyers:
+        if r.first_order_at is not None:
+            k = month_of(r.first_order_at)
+            ranges.append((k, k))
+        for lo, hi in r.active_spans:
+            ranges.append((month_of(lo), month_of(min(hi - 1, as_of)) + 1))
+    ranges.sort()
+    done = None  # the last month yielded
+    for lo, hi in ranges:
+        start = lo if done is None else max(lo, done + 1)
+        yield from range(start, hi + 1)
+        done = hi if done is None else max(done, hi)
 
 
 # --- the report's blocks, from aggregated counts ----------------------------------------
@@ -425,17 +434,7 @@ def build_report(
             ],
             "histogram": histogram(gaps),
         },
-        crr=crr_block(
-            first,
-            as_of,
-            (
-                k
-                for r in buyers
-                if r.first_order_at is not None
-                for k in crr_months(r.first_order_at, r.active_spans, as_of)
-            ),
-            _crr_cell(buyers),
-        ),
+        crr=crr_block(first, as_of, crr_months(buyers, as_of), _crr_cell(buyers)),
         clv=clv_block(
             first,
             as_of,
