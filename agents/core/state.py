@@ -296,17 +296,22 @@ class CustomerState:
         key = entry_key(entry)
         if self.spill and key > self.spill.first_key():
             self.spill.insert(entry, limits or UNLIMITED)
-            return
-        lo = bisect.bisect_right(self.pending, key, key=entry_key)
-        if self._pending_bytes is not None:
-            self._pending_bytes += entry_size(entry)
-        self.pending.insert(lo, entry)
+        else:
+            lo = bisect.bisect_right(self.pending, key, key=entry_key)
+            if self._pending_bytes is not None:
+                self._pending_bytes += entry_size(entry)
+            self.pending.insert(lo, entry)
         if limits is not None:
-            while len(self.pending) > 1 and self._head_over(limits):
-                size = self.pending_bytes()
-                last = self.pending.pop()
-                self._pending_bytes = size - entry_size(last)
-                self.spill.insert(last, limits)
+            self._fit_head(limits)
+
+    def _fit_head(self, limits: PendingLimits) -> None:
+        """Move the row's latest entries to the overflow rows until the row's share
+        (entries and the overflow index, whose first keys change) fits."""
+        while len(self.pending) > 1 and self._head_over(limits):
+            size = self.pending_bytes()
+            last = self.pending.pop()
+            self._pending_bytes = size - entry_size(last)
+            self.spill.insert(last, limits)
 
     def _head_over(self, limits: PendingLimits) -> bool:
         return (
@@ -325,6 +330,8 @@ class CustomerState:
                 room.head_events, room.head_bytes - self.spill.index_bytes()
             )
             self._pending_bytes = None
+            if limits is not None:
+                self._fit_head(limits)
         return pending_event(self.customer_id, entry)
 
     # --- snapshots -----------------------------------------------------------------
