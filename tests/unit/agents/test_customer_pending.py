@@ -24,11 +24,12 @@ from agents.core.budget import CODE_PENDING_OVERFLOW, ROW_BUDGET
 from agents.core.clock import ManualClock
 from agents.core.settings import DAY, HOUR, CoreSettings
 from agents.core.timeutil import iso
-from agents.customer import CUSTOMER_KEY_PREFIX, PENDING_KEY_PREFIX, Result
+from agents.core.state import CustomerState
+from agents.customer import CUSTOMER_KEY_PREFIX, PENDING_KEY_PREFIX, CustomerProcessor, Result
 from agents.messages import bundles
 from agents.offline.reference import compute_decisions
 from streams.config import Config
-from tests.unit.agents.factories import T0, processors
+from tests.unit.agents.factories import T0, processors, purchase, session
 
 TOPICS = {
     "purchase/1": "retention.purchases",
@@ -185,3 +186,46 @@ def test_one_input_partition_consumed_first_decides_as_lock_step_and_the_referen
     # The busy customers decide too (today's main refused their events past 1,024).
     mine = {d["customer_id"] for d in reference.decisions}
     assert {"busy-always", "busy-burst"} <= mine
+
+
+# Small overflow rows, so that a few hundred waiting events fill several.
+SMALL = CoreSettings(max_pending_events=4, pending_chunk_bytes=8000, max_pending_bytes=64_000)
+
+
+def test_a_crash_between_any_two_row_writes_loses_no_waiting_event() -> None:
+    """Overflow rows go first, the customer row next, emptied rows last: killed
+    after any prefix of a slice's writes and restarted (the slice's messages are
+    delivered again), the customer ends with every event applied."""
+    events = [
+        purchase("c", T0 + i * HOUR) if i % 10 == 0 else session("c", T0 + i * HOUR)
+        for i in range(400)
+    ]
+    random.Random(3).shuffle(events)
+    msgs = [
+        (i, orjson.dumps({"type": "ev", "src": "retention.sessions:0", "ev": e.to_wire()}))
+        for i, e in enumerate(events)
+    ]
+    sources = [f"{t}:{p}" for t in TOPICS.values() for p in range(PARTITIONS)]
+    end = [(0, orjson.dumps({"type": "adv", "src": s, "until": T0 + 20 * DAY})) for s in sources]
+
+    def customers() -> CustomerProcessor:
+        return processors(ManualClock(NOW), core=SMALL, partitions=PARTITIONS).customer
+
+    first, store = customers(), Store()
+    first.feed(0, msgs[:200], store)
+    store.data.update(first.step(0, store, limit=1 << 30).writes)
+    assert orjson.loads(store.data["c/c"])["spill"]["n"] > 100  # the clock has not moved
+    before = dict(store.data)
+    first.feed(0, msgs[200:], store)
+    writes = list(first.step(0, store, limit=1 << 30).writes.items())
+    assert [k for k, _ in writes].index("c/c") not in (0, len(writes) - 1)
+    for cut in range(len(writes) + 1):
+        crashed = Store()
+        crashed.data = before | dict(writes[:cut])
+        again = customers()
+        again.feed(0, msgs[200:] + end, crashed)
+        while again.has_work(0):
+            crashed.data.update(again.step(0, crashed).writes)
+        state = CustomerState.from_dict(orjson.loads(crashed.data["c/c"]))
+        assert state.pending_count() == 0
+        assert (state.orders, state.last_session_at) == (40, T0 + 399 * HOUR), cut
