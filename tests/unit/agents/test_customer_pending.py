@@ -23,8 +23,8 @@ from aiokafka.partitioner import DefaultPartitioner
 from agents.core.budget import CODE_PENDING_OVERFLOW, ROW_BUDGET
 from agents.core.clock import ManualClock
 from agents.core.settings import DAY, HOUR, CoreSettings
-from agents.core.timeutil import iso
 from agents.core.state import CustomerState
+from agents.core.timeutil import iso
 from agents.customer import CUSTOMER_KEY_PREFIX, PENDING_KEY_PREFIX, CustomerProcessor, Result
 from agents.messages import bundles
 from agents.offline.reference import compute_decisions
