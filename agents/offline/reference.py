@@ -658,6 +658,7 @@ def compute_decisions(
         if event.kind == KIND_PURCHASE:
             assert event.order_id is not None
             if event.order_id in log.order_filter:
+                log.event_ids.add(event.event_id)  # a retry of a counted order
                 order_retries += 1
                 continue
         if cap.refuses(event):
