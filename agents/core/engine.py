@@ -21,6 +21,7 @@ from typing import Any
 from agents.core.budget import (
     CODE_CUSTOMER_OVER_BUDGET,
     CODE_PENDING_OVERFLOW,
+    MAX_ENTRY_BYTES,
     PENDING_BUDGET,
     entry_size,
     max_index_bytes,
@@ -208,7 +209,11 @@ class Engine:
             # exactly the events ahead of the clock, as the offline reference does.
             out = self.advance(state, watermark)
             entry = pending_entry(event)
-            if state.pending_total_bytes() + entry_size(entry) > s.max_pending_bytes:
+            if (
+                # Below this count even the widest entries fit: no need to measure.
+                (state.pending_count() + 1) * MAX_ENTRY_BYTES > s.max_pending_bytes
+                and state.pending_total_bytes() + entry_size(entry) > s.max_pending_bytes
+            ):
                 return Refused(
                     CODE_PENDING_OVERFLOW,
                     f"customer {state.customer_id[:64]!r} already has "

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal, localcontext
 from typing import Any, NamedTuple
 
-from agents.core.budget import MAX_CURRENCIES, OTHER_CURRENCY, entry_size
+from agents.core.budget import MAX_CURRENCIES, MAX_ENTRY_BYTES, OTHER_CURRENCY, entry_size
 from agents.core.dedup import OrderFilter, RecentIds
 from agents.core.ids import trigger_id
 from agents.core.pending import UNLIMITED, PendingLimits, Spill, entry_key
@@ -314,16 +314,17 @@ class CustomerState:
             self.spill.insert(last, limits)
 
     def _head_over(self, limits: PendingLimits) -> bool:
-        return (
-            len(self.pending) > limits.head_events
-            or self.pending_bytes() + self.spill.index_bytes() > limits.head_bytes
-        )
+        if len(self.pending) > limits.head_events:
+            return True
+        room = limits.head_bytes - self.spill.index_bytes()
+        # Few enough that even the widest entries fit: no need to measure them.
+        return len(self.pending) * MAX_ENTRY_BYTES > room and self.pending_bytes() > room
 
     def pop_pending(self, limits: PendingLimits | None = None) -> Event:
         entry = self.pending.pop(0)
         if self._pending_bytes is not None:
             self._pending_bytes -= entry_size(entry)
-        if not self.pending and self.spill:
+        while not self.pending and self.spill:
             # The head always holds the earliest waiting event: refill it.
             room = limits or UNLIMITED
             self.pending = self.spill.take(
