@@ -43,7 +43,7 @@ PENDING_BUDGET = 128 * 1024
 # Entries of one overflow row (a row of the same table, key "p/<slot>/<customer>").
 PENDING_CHUNK_BUDGET = 128 * 1024
 # The hostile-input cap: bytes of waiting entries per customer, row and overflow
-# rows together (about 40,000 purchases or 70,000 sessions with short ids).  Only
+# rows together (about 40,000 purchases or 75,000 sessions with 12-character ids).  Only
 # past it is an event dated after the clock refused (pending_overflow).
 MAX_PENDING_BYTES = 4 * 1024 * 1024
 # Everything in a row but pending is below this (worst case, measured by
