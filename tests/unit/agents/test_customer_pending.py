@@ -28,6 +28,7 @@ from agents.core.timeutil import iso
 from agents.customer import CUSTOMER_KEY_PREFIX, PENDING_KEY_PREFIX, CustomerProcessor, Result
 from agents.messages import bundles
 from agents.offline.reference import compute_decisions
+from schemas.records import Event
 from streams.config import Config
 from tests.unit.agents.factories import T0, processors, purchase, session
 
@@ -229,3 +230,38 @@ def test_a_crash_between_any_two_row_writes_loses_no_waiting_event() -> None:
         state = CustomerState.from_dict(orjson.loads(crashed.data["c/c"]))
         assert state.pending_count() == 0
         assert (state.orders, state.last_session_at) == (40, T0 + 399 * HOUR), cut
+
+
+def test_an_event_refused_at_the_cap_and_sent_again_is_applied() -> None:
+    """Past the hostile-input cap an event is a ``pending_overflow`` dead letter;
+    the same event sent again once the clock has moved is applied (today's main
+    remembered its ids, so the re-send was dropped as a duplicate for good)."""
+    core = CoreSettings(max_pending_events=4, max_pending_bytes=2000)
+    customers = processors(ManualClock(NOW), core=core, partitions=PARTITIONS).customer
+    store = Store()
+    order = purchase("c", T0 + 100 * HOUR, "ORD-1")
+
+    def ev(e: Event) -> bytes:
+        return orjson.dumps({"type": "ev", "src": "retention.sessions:0", "ev": e.to_wire()})
+
+    def deliver(messages: list[bytes]) -> Counter[str]:
+        customers.feed(0, list(enumerate(messages)), store)
+        dead: Counter[str] = Counter()
+        while customers.has_work(0):
+            result = customers.step(0, store)
+            store.data.update(result.writes)
+            for o in result.outputs:
+                if o.topic == "retention.dlq":
+                    dead[orjson.loads(o.value)["error_code"]] += 1
+        return dead
+
+    sessions = [ev(session("c", T0 + i * HOUR)) for i in range(60)]
+    # The other input partitions are silent: the clock stays put and the cap fills.
+    assert deliver([*sessions, ev(order)])[CODE_PENDING_OVERFLOW] > 1
+    sources = [f"{t}:{p}" for t in TOPICS.values() for p in range(PARTITIONS)]
+    advance = [orjson.dumps({"type": "adv", "src": s, "until": T0 + 5 * DAY}) for s in sources]
+    assert not deliver(advance)
+    assert CustomerState.from_dict(orjson.loads(store.data["c/c"])).orders == 0
+    assert not deliver([ev(order)])  # sent again: applied, not a duplicate
+    state = CustomerState.from_dict(orjson.loads(store.data["c/c"]))
+    assert (state.orders, state.last_order_at) == (1, T0 + 100 * HOUR)
