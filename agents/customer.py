@@ -59,6 +59,9 @@ from schemas.records import (
 # may be any string) from ever colliding with a partition's clock.
 CUSTOMER_KEY_PREFIX = "c/"
 CLOCK_KEY_PREFIX = "clock/"
+# A customer's pending events beyond its row's share: "p/<slot>/<customer_id>"
+# (agents.core.pending; README "Byte budget").
+PENDING_KEY_PREFIX = "p/"
 # Persist a partition's stream clock at least this often (messages); a stale
 # clock after a crash only delays firings, it never changes them.
 CLOCK_PERSIST_EVERY = 500
@@ -279,11 +282,19 @@ class CustomerProcessor:
                 dirty[touched] = None
                 rt.index.set(touched, self.engine.wake_at(states[touched]))
         self._emit(firings, result)
+        writes = result.writes
         for cid in dirty:
             state = states[cid]
             state.version += 1
             state.partition = partition
-            result.writes[CUSTOMER_KEY_PREFIX + cid] = orjson.dumps(state.to_dict())
+            # Overflow rows first, the row that names them next, emptied ones last:
+            # a crash between any two leaves the row's chunks intact (agents.core.pending).
+            chunks, emptied = state.spill.flush()
+            for slot, chunk in chunks.items():
+                writes[pending_key(slot, cid)] = chunk
+            writes[CUSTOMER_KEY_PREFIX + cid] = orjson.dumps(state.to_dict())
+            for slot in emptied:
+                writes[pending_key(slot, cid)] = EMPTY_CHUNK
         if self.mode == "stream" and (persist_clock or rt.since_persist >= CLOCK_PERSIST_EVERY):
             rt.since_persist = 0
             result.writes[CLOCK_KEY_PREFIX + str(partition)] = orjson.dumps(rt.clock.to_dict())
@@ -345,6 +356,7 @@ class CustomerProcessor:
                 self.counters["duplicates"] += 1
                 return None, False
             if isinstance(fired, Refused):
+                firings.extend(fired.emitted)
                 raise BadMessage(fired.reason, fired.code, touched=event.customer_id)
             self.counters["events"] += 1
             firings.extend(fired)
@@ -470,8 +482,11 @@ class CustomerProcessor:
     def _load(self, cid: str, partition: int, store: StateStore) -> CustomerState:
         raw = store.get(CUSTOMER_KEY_PREFIX + cid)
         if raw is None:
-            return CustomerState(customer_id=cid, partition=partition)
-        return CustomerState.from_dict(orjson.loads(raw))
+            state = CustomerState(customer_id=cid, partition=partition)
+        else:
+            state = CustomerState.from_dict(orjson.loads(raw))
+        state.spill.fetch = _chunk_reader(cid, store)
+        return state
 
     def _emit(self, emissions: list[Emission], result: Result) -> None:
         if not emissions:
@@ -592,6 +607,22 @@ def _items(bundle: dict[str, Any]) -> list[Any]:
     if not isinstance(items, list):
         raise BadMessage("bundle without an 'items' list")
     return items
+
+
+# What an overflow row no longer named by its customer's row holds.
+EMPTY_CHUNK = b"[]"
+
+
+def pending_key(slot: int, customer_id: str) -> str:
+    return f"{PENDING_KEY_PREFIX}{slot}/{customer_id}"
+
+
+def _chunk_reader(cid: str, store: StateStore) -> Callable[[int], list[dict[str, Any]] | None]:
+    def fetch(slot: int) -> list[dict[str, Any]] | None:
+        raw = store.get(pending_key(slot, cid))
+        return None if raw is None else list(orjson.loads(raw))
+
+    return fetch
 
 
 def input_sources(topics: Iterable[str], partitions: int) -> list[str]:

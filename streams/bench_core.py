@@ -47,7 +47,8 @@ class DictStore:
         return [
             (key, value)
             for key, value in self.rows.items()
-            if key == f"clock/{partition}" or orjson.loads(value).get("partition") == partition
+            if key == f"clock/{partition}"
+            or (key.startswith("c/") and orjson.loads(value).get("partition") == partition)
         ]
 
 

@@ -9,7 +9,9 @@ memory (:mod:`agents.core.dedup`), the lists in :mod:`agents.core.state`, the
 firings the record remembers (at most :func:`firing_memory` of them, which a
 configuration may only set within :data:`FIRINGS_BUDGET` bytes), and the events
 waiting in ``pending`` (at most ``max_pending_events`` and :data:`PENDING_BUDGET`
-bytes).
+bytes with the index of the overflow rows; the later ones wait in overflow rows
+of :data:`PENDING_CHUNK_BUDGET` bytes each, up to the hostile-input cap
+:data:`MAX_PENDING_BYTES`: :mod:`agents.core.pending`).
 
 What is not bounded by construction is a row written by an older version (e.g.
 thousands of raw pending events): :func:`state_over_budget` says so, and the
@@ -40,8 +42,15 @@ class HasPending(Protocol):
 
 ROW_BUDGET = 256 * 1024
 OUTPUT_BUDGET = 256 * 1024
-# Serialised bytes of the pending events of one customer.
+# Serialised bytes of the pending events kept in one customer's row, with the
+# index of its overflow rows.
 PENDING_BUDGET = 128 * 1024
+# Entries of one overflow row (a row of the same table, key "p/<slot>/<customer>").
+PENDING_CHUNK_BUDGET = 128 * 1024
+# The hostile-input cap: bytes of waiting entries per customer, row and overflow
+# rows together (about 40,000 purchases or 75,000 sessions with 12-character ids).  Only
+# past it is an event dated after the clock refused (pending_overflow).
+MAX_PENDING_BYTES = 4 * 1024 * 1024
 # Everything in a row but pending is below this (worst case, measured by
 # tests/unit/agents/core/test_budget.py with 128-character escaped ids).
 FIXED_ROW_BOUND = ROW_BUDGET - PENDING_BUDGET
@@ -77,6 +86,18 @@ MAX_ENTRY_BYTES = entry_size(
     }
 )
 SAFE_PENDING_ENTRIES = PENDING_BUDGET // MAX_ENTRY_BYTES
+
+
+# One overflow index row at its widest: [slot, time, 128-character escaped id].
+MAX_INDEX_ROW_BYTES = len(orjson.dumps([999_999, -(2**62), _WIDE])) + 1
+
+
+def max_index_bytes(cap: int, chunk_bytes: int) -> int:
+    """The largest the overflow index can get under ``cap`` bytes of waiting
+    entries: a chunk is split in two when it passes ``chunk_bytes`` and only the
+    first chunk ever shrinks, so every other holds at least half of it."""
+    least = max((chunk_bytes - MAX_ENTRY_BYTES) // 2, 1)
+    return (2 + cap // least) * MAX_INDEX_ROW_BYTES + 64
 
 
 def state_over_budget(state: HasPending) -> bool:

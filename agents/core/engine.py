@@ -21,10 +21,11 @@ from typing import Any
 from agents.core.budget import (
     CODE_CUSTOMER_OVER_BUDGET,
     CODE_PENDING_OVERFLOW,
+    MAX_ENTRY_BYTES,
     PENDING_BUDGET,
-    SAFE_PENDING_ENTRIES,
     entry_size,
     firing_memory,
+    max_index_bytes,
     state_over_budget,
 )
 from agents.core.guardrails import (
@@ -35,6 +36,7 @@ from agents.core.guardrails import (
     delivered_due_times,
 )
 from agents.core.ids import trigger_id
+from agents.core.pending import PendingLimits
 from agents.core.settings import (
     RULE_INACTIVITY,
     RULE_OVERDUE,
@@ -139,16 +141,17 @@ Emission = Firing | Conversion
 class Refused:
     """An event the engine did not take in: nothing is folded, fired or queued.
 
-    ``code`` is the dead-letter code: ``pending_overflow`` (the customer already
-    has the most events dated after the clock that pending may hold) or
+    ``code`` is the dead-letter code: ``pending_overflow`` (the customer's events
+    dated after the clock would pass the hostile-input cap) or
     ``customer_over_budget`` (a row from an older version over the byte budget,
-    until its pending events are applied).  Its event id and order id are
-    remembered, so a redelivery is a duplicate (the dead letter is its record);
-    the processor must still write the row.
+    until its pending events are applied).  Its ids are not remembered, so a
+    re-send is taken in once there is room.  ``emitted`` are firings that fell due
+    before it (the processor sends them and writes the row).
     """
 
     code: str
     reason: str
+    emitted: tuple[Emission, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,6 +174,7 @@ class Engine:
         # What a record remembers of its firings (README "Guardrails").
         self.memory = firing_memory(settings)
         self._guard_span = settings.guard_span()
+        self.pending_limits = pending_limits(settings)
 
     def in_holdout(self, customer_id: str) -> bool:
         """Whether the customer is in the control group (firings never delivered)."""
@@ -182,21 +186,20 @@ class Engine:
         self, state: CustomerState, event: Event, watermark: int
     ) -> list[Emission] | Refused | None:
         """Take one event in; returns the firings it caused, None for a duplicate,
-        or :class:`Refused` when the event cannot be kept (only its ids are remembered).
+        or :class:`Refused` when the event cannot be kept (nothing of it is kept,
+        its ids included, so a re-send is taken in like a new event).
 
-        An event dated after the watermark waits in ``pending``.  One dated at or
-        before it (late beyond the allowed lateness, or any event under the wall
-        clock) is applied now, after firing whatever fell due before it.  When
-        ``pending`` is full (``max_pending_events`` events or PENDING_BUDGET bytes
-        dated after the watermark) a future-dated event is refused with
-        ``pending_overflow`` - never applied ahead of its time.
+        An event dated after the watermark waits in ``pending`` (the row's share,
+        then overflow rows: agents.core.pending).  One dated at or before it (late
+        beyond the allowed lateness, or any event under the wall clock) is applied
+        now, after firing whatever fell due before it.  Only when the customer's
+        waiting events would pass the hostile-input cap (``max_pending_bytes``) is
+        a future-dated event refused with ``pending_overflow`` - never applied
+        ahead of its time.
         """
         if state.seen(event):
             return None
         s = self.settings
-        # Remembered even when refused: the dead letter is the event's record, a
-        # redelivery is a duplicate (as in the offline reference).
-        state.remember(event, s.max_recent_event_ids)
         if state_over_budget(state):
             return Refused(
                 CODE_CUSTOMER_OVER_BUDGET,
@@ -205,23 +208,28 @@ class Engine:
                 "events are refused until they are applied",
             )
         if event.occurred_at > watermark:
+            # What falls due up to the watermark goes first (the event is later), so
+            # every entry still waiting afterwards is dated after it: the cap counts
+            # exactly the events ahead of the clock, as the offline reference does.
+            out = self.advance(state, watermark)
             entry = pending_entry(event)
-            # Entries at or before the watermark are about to be applied: only
-            # the ones still ahead of it count.
-            ahead = len(state.pending) - _applied_count(state.pending, watermark)
-            if ahead >= s.max_pending_events or (
-                ahead >= SAFE_PENDING_ENTRIES  # else it cannot be over: no need to measure
-                and _bytes_ahead(state, watermark) + entry_size(entry) > PENDING_BUDGET
+            if (
+                # Below this count even the widest entries fit: no need to measure.
+                (state.pending_count() + 1) * MAX_ENTRY_BYTES > s.max_pending_bytes
+                and state.pending_total_bytes() + entry_size(entry) > s.max_pending_bytes
             ):
                 return Refused(
                     CODE_PENDING_OVERFLOW,
-                    f"customer {state.customer_id[:64]!r} already has {ahead} events dated "
-                    "after the clock (limits: "
-                    f"{s.max_pending_events} events, {PENDING_BUDGET} bytes); "
+                    f"customer {state.customer_id[:64]!r} already has "
+                    f"{state.pending_count()} events ({state.pending_total_bytes()} bytes) "
+                    f"dated after the clock (cap: {s.max_pending_bytes} bytes); "
                     "is an input partition silent?",
+                    tuple(out),
                 )
-            state.push_pending(entry)
-            return self.advance(state, watermark)
+            state.remember(event, s.max_recent_event_ids)
+            state.push_pending(entry, self.pending_limits)
+            return out
+        state.remember(event, s.max_recent_event_ids)
         out = self.advance(state, min(event.occurred_at - 1, watermark))
         self._apply(state, event, out)
         out.extend(self.advance(state, watermark))
@@ -239,7 +247,7 @@ class Engine:
                 assert step is not None
                 out.append(self._fire(state, step))
             elif ev_t is not None and ev_t <= watermark:
-                self._apply(state, state.pop_pending(), out)
+                self._apply(state, state.pop_pending(self.pending_limits), out)
             else:
                 return out
 
@@ -423,6 +431,20 @@ def _newest(recent: list[RecentFiring], indexes: list[int], n: int) -> list[int]
     return sorted(indexes, key=lambda i: (recent[i].due_at, i))[-n:]
 
 
+def pending_limits(settings: CoreSettings) -> PendingLimits:
+    """The row's share of the pending queue and the size of an overflow row, checked
+    against the byte budget (README "Byte budget"): however the hostile-input cap
+    is filled, the overflow index stays within half the row's pending budget."""
+    index = max_index_bytes(settings.max_pending_bytes, settings.pending_chunk_bytes)
+    if index > PENDING_BUDGET // 2 or settings.pending_chunk_bytes > PENDING_BUDGET:
+        raise ValueError(
+            f"max_pending_bytes {settings.max_pending_bytes} with overflow rows of "
+            f"{settings.pending_chunk_bytes} bytes could need a {index}-byte index: "
+            f"over half of {PENDING_BUDGET}"
+        )
+    return PendingLimits(settings.max_pending_events, PENDING_BUDGET, settings.pending_chunk_bytes)
+
+
 def overdue_threshold(order_times: list[int], multiplier: float, floor: int) -> int:
     """max(floor, multiplier x median gap between consecutive orders), in micros,
     at most 100 years (``MAX_DURATION``).
@@ -454,23 +476,6 @@ def context_snapshot(state: CustomerState) -> dict[str, Any]:
         else None,
         "lifecycle_stage": state.stage,
     }
-
-
-def _applied_count(pending: list[dict[str, Any]], watermark: int) -> int:
-    """How many entries (sorted by time) are dated at or before the watermark."""
-    lo, hi = 0, len(pending)
-    while lo < hi:
-        mid = (lo + hi) // 2
-        if pending[mid]["t"] <= watermark:
-            lo = mid + 1
-        else:
-            hi = mid
-    return lo
-
-
-def _bytes_ahead(state: CustomerState, watermark: int) -> int:
-    n = _applied_count(state.pending, watermark)
-    return state.pending_bytes() - sum(entry_size(p) for p in state.pending[:n])
 
 
 def _human_span(micros: int) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from agents.core.budget import MAX_PENDING_BYTES, PENDING_CHUNK_BUDGET
 from agents.core.timeutil import MICROS_PER_DAY, MICROS_PER_SECOND
 
 DAY = MICROS_PER_DAY
@@ -58,9 +59,13 @@ class CoreSettings:
     # (Order ids are kept for the customer's whole history: agents.core.dedup.)
     max_recent_event_ids: int = 512
     max_recent_order_ids: int = 256  # unused since the lifetime order filter
-    # Events dated after the clock one customer may have waiting (and at most
-    # agents.core.budget.PENDING_BUDGET bytes of them); more are pending_overflow.
+    # Events dated after the clock kept in one customer's row (and at most
+    # agents.core.budget.PENDING_BUDGET bytes of them); later ones wait in overflow
+    # rows of pending_chunk_bytes each (agents.core.pending).  Only past
+    # max_pending_bytes in all (the hostile-input cap) is an event pending_overflow.
     max_pending_events: int = 1024
+    max_pending_bytes: int = MAX_PENDING_BYTES
+    pending_chunk_bytes: int = PENDING_CHUNK_BUDGET
     # The newest firings a record keeps for the customer lookup, whatever their
     # outcome (beyond what the guardrails and the attribution need: agents.core.budget).
     max_recent_nudges: int = 32

@@ -16,9 +16,10 @@ from dataclasses import dataclass, field
 from decimal import Decimal, localcontext
 from typing import Any, NamedTuple
 
-from agents.core.budget import MAX_CURRENCIES, OTHER_CURRENCY, entry_size
+from agents.core.budget import MAX_CURRENCIES, MAX_ENTRY_BYTES, OTHER_CURRENCY, entry_size
 from agents.core.dedup import OrderFilter, RecentIds
 from agents.core.ids import trigger_id
+from agents.core.pending import UNLIMITED, PendingLimits, Spill, entry_key
 from agents.core.timeutil import iso
 from schemas.records import (
     CONSENT_OPTED_OUT,
@@ -134,8 +135,11 @@ class CustomerState:
     event_ids: RecentIds = field(default_factory=RecentIds)
     order_ids: OrderFilter = field(default_factory=OrderFilter)
     # Events dated after the clock, by (time, event_id), in the compact form of
-    # pending_entry: only what the engine needs (README "Byte budget").
+    # pending_entry: only what the engine needs (README "Byte budget").  The
+    # earliest are kept here (the head); later ones beyond the row's share wait in
+    # overflow rows of the same table (agents.core.pending).
     pending: list[dict[str, Any]] = field(default_factory=list)
+    spill: Spill = field(default_factory=Spill)
     ladders: dict[str, LadderProgress] = field(default_factory=dict)
     stage: str = STAGE_PROSPECT
     # Firings still relevant to a guardrail or an attribution, oldest first.
@@ -276,24 +280,59 @@ class CustomerState:
             self._pending_bytes = sum(entry_size(p) for p in self.pending)
         return self._pending_bytes
 
-    def push_pending(self, entry: dict[str, Any]) -> None:
-        """Insert, stable by (time, event_id) so equal-time events apply in one order."""
-        key = (entry["t"], entry["e"])
-        lo, hi = 0, len(self.pending)
-        while lo < hi:
-            mid = (lo + hi) // 2
-            if (self.pending[mid]["t"], self.pending[mid]["e"]) <= key:
-                lo = mid + 1
-            else:
-                hi = mid
-        if self._pending_bytes is not None:
-            self._pending_bytes += entry_size(entry)
-        self.pending.insert(lo, entry)
+    def pending_count(self) -> int:
+        """Events waiting for the clock, in the row and in overflow rows."""
+        return len(self.pending) + self.spill.events
 
-    def pop_pending(self) -> Event:
+    def pending_total_bytes(self) -> int:
+        """Bytes of every waiting entry (as the hostile-input cap counts them)."""
+        return self.pending_bytes() + self.spill.size
+
+    def push_pending(self, entry: dict[str, Any], limits: PendingLimits | None = None) -> None:
+        """Insert, stable by (time, event_id) so equal-time events apply in one order.
+
+        With ``limits``, the latest entries beyond the row's share move to overflow
+        rows (agents.core.pending); without, everything stays in the row."""
+        key = entry_key(entry)
+        if self.spill and key > self.spill.first_key():
+            self.spill.insert(entry, limits or UNLIMITED)
+        else:
+            lo = bisect.bisect_right(self.pending, key, key=entry_key)
+            if self._pending_bytes is not None:
+                self._pending_bytes += entry_size(entry)
+            self.pending.insert(lo, entry)
+        if limits is not None:
+            self._fit_head(limits)
+
+    def _fit_head(self, limits: PendingLimits) -> None:
+        """Move the row's latest entries to the overflow rows until the row's share
+        (entries and the overflow index, whose first keys change) fits."""
+        while len(self.pending) > 1 and self._head_over(limits):
+            size = self.pending_bytes()
+            last = self.pending.pop()
+            self._pending_bytes = size - entry_size(last)
+            self.spill.insert(last, limits)
+
+    def _head_over(self, limits: PendingLimits) -> bool:
+        if len(self.pending) > limits.head_events:
+            return True
+        room = limits.head_bytes - self.spill.index_bytes()
+        # Few enough that even the widest entries fit: no need to measure them.
+        return len(self.pending) * MAX_ENTRY_BYTES > room and self.pending_bytes() > room
+
+    def pop_pending(self, limits: PendingLimits | None = None) -> Event:
         entry = self.pending.pop(0)
         if self._pending_bytes is not None:
             self._pending_bytes -= entry_size(entry)
+        while not self.pending and self.spill:
+            # The head always holds the earliest waiting event: refill it.
+            room = limits or UNLIMITED
+            self.pending = self.spill.take(
+                room.head_events, room.head_bytes - self.spill.index_bytes()
+            )
+            self._pending_bytes = None
+            if limits is not None:
+                self._fit_head(limits)
         return pending_event(self.customer_id, entry)
 
     # --- snapshots -----------------------------------------------------------------
@@ -334,6 +373,8 @@ class CustomerState:
             decision_counts=_wire_counts(self.decision_counts),
             conversion_counts=_wire_counts(self.conversion_counts),
         )
+        if self.spill:
+            d["spill"] = self.spill.to_wire()
         return d
 
     @classmethod
@@ -358,6 +399,7 @@ class CustomerState:
             event_ids=_event_ids(d),
             order_ids=_order_ids(d),
             pending=[_loaded_entry(p) for p in d.get("pending", [])],
+            spill=Spill.from_wire(d.get("spill")),
             ladders={k: LadderProgress(v[0], v[1]) for k, v in d.get("ladders", {}).items()},
             stage=d.get("stage", STAGE_PROSPECT),
             recent_firings=[RecentFiring(*x) for x in d.get("recent_firings", [])],

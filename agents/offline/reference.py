@@ -23,9 +23,10 @@ Semantics (the stream implements the same):
   (:mod:`agents.core.dedup`: exact up to 1,024 orders, then a Bloom filter), so a
   false positive drops the same order in both.
 * Pending overflow: an event that a stream-clock worker replaying the file in
-  event-time order would find with its customer's pending buffer full (see
-  :func:`pending_overflows`) is counted as a ``pending_overflow`` dead letter and
-  left out, as the stream does.
+  event-time order would find with its customer's waiting events at the
+  hostile-input cap (see :class:`PendingCap`) is counted as a ``pending_overflow``
+  dead letter and left out, as the stream does; its ids are not remembered, so a
+  later copy of it is taken like a new event.
 * Spend per currency: the 16 alphabetically smallest currency codes of the
   customer keep their own totals; the rest are summed under ``XXX``.
 * Activity = counted orders and sessions; consents are not activity.
@@ -57,6 +58,7 @@ Semantics (the stream implements the same):
 
 from __future__ import annotations
 
+import heapq
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -69,7 +71,6 @@ from agents.core.budget import (
     CODE_PENDING_OVERFLOW,
     MAX_CURRENCIES,
     OTHER_CURRENCY,
-    PENDING_BUDGET,
     entry_size,
 )
 from agents.core.dedup import OrderFilter
@@ -540,35 +541,37 @@ def decision_dict(firing: Firing, verdict: Verdict) -> dict[str, Any]:
 # --- pending overflow --------------------------------------------------------------
 
 
-def pending_overflows(taken: list[Event], core: CoreSettings) -> set[int]:
-    """Indexes (into ``taken``) of the events a stream-clock worker refuses with
-    ``pending_overflow``, under the clock of a time-ordered replay.
+class PendingCap:
+    """Which events a stream-clock worker refuses with ``pending_overflow``, under
+    the clock of a time-ordered replay.
 
     Replayed in event-time order, an event at t finds the clock at t - allowed
-    lateness, so the customer's pending holds their earlier events dated after
-    that; the event is refused when those already number ``max_pending_events``
-    or their entries plus its own exceed PENDING_BUDGET bytes (the engine's own
-    test, with the engine's own entry size).
+    lateness, so the customer's earlier events dated after that still wait; the
+    event is refused when their entries plus its own would pass
+    ``max_pending_bytes`` (the hostile-input cap, README "Byte budget"), however
+    the stream stores them (its row and overflow rows are one queue here).
     """
-    lateness = core.stream_allowed_lateness
-    if lateness <= 0:
-        return set()
-    order = sorted(range(len(taken)), key=lambda i: (taken[i].occurred_at, i))
-    waiting: dict[str, list[tuple[int, int]]] = {}  # customer -> [(t, size)] by time
-    refused: set[int] = set()
-    for i in order:
-        event = taken[i]
-        clock = event.occurred_at - lateness
-        queue = [x for x in waiting.get(event.customer_id, []) if x[0] > clock]
+
+    def __init__(self, core: CoreSettings) -> None:
+        self.cap = core.max_pending_bytes
+        self.lateness = core.stream_allowed_lateness
+        # customer -> heap of (time, size) of the events still waiting, and their bytes
+        self.waiting: dict[str, tuple[list[tuple[int, int]], list[int]]] = {}
+
+    def refuses(self, event: Event) -> bool:
+        """Whether ``event`` is refused; if not, it counts as waiting from now on."""
+        if self.lateness <= 0:
+            return False  # the clock is the event's own time: nothing waits
+        heap, total = self.waiting.setdefault(event.customer_id, ([], [0]))
+        clock = event.occurred_at - self.lateness
+        while heap and heap[0][0] <= clock:
+            total[0] -= heapq.heappop(heap)[1]
         size = entry_size(pending_entry(event))
-        if len(queue) >= core.max_pending_events or (
-            sum(n for _, n in queue) + size > PENDING_BUDGET
-        ):
-            refused.add(i)
-        else:
-            queue.append((event.occurred_at, size))
-        waiting[event.customer_id] = queue
-    return refused
+        if total[0] + size > self.cap:
+            return True
+        heapq.heappush(heap, (event.occurred_at, size))
+        total[0] += size
+        return False
 
 
 # --- the whole file ----------------------------------------------------------------
@@ -657,27 +660,29 @@ def compute_decisions(
         # file order among equal times (a stable sort), so the result does not
         # depend on how the file's lines are ordered (README "Time").
         valid.sort(key=lambda e: e.occurred_at)
-    taken: list[Event] = []  # in dedup order, after both kinds of dedup
+    taken: list[Event] = []  # in dedup order, after both kinds of dedup and the cap
+    cap = PendingCap(core)
     for event in valid:
         log = logs[event.customer_id]
         if event.event_id in log.event_ids:
             duplicates += 1
             continue
-        log.event_ids.add(event.event_id)
         if event.kind == KIND_PURCHASE:
             assert event.order_id is not None
             if event.order_id in log.order_filter:
+                log.event_ids.add(event.event_id)  # a retry of a counted order
                 order_retries += 1
                 continue
+        if cap.refuses(event):
+            # A dead letter; its ids are not remembered (a re-send is new).
+            dead_letters[CODE_PENDING_OVERFLOW] = dead_letters.get(CODE_PENDING_OVERFLOW, 0) + 1
+            continue
+        log.event_ids.add(event.event_id)
+        if event.kind == KIND_PURCHASE:
+            assert event.order_id is not None
             log.order_filter.add(event.order_id)
         taken.append(event)
-    refused = pending_overflows(taken, core)
-    if refused:
-        dead_letters[CODE_PENDING_OVERFLOW] = len(refused)
-        dead_letters = dict(sorted(dead_letters.items()))
-    for i, event in enumerate(taken):
-        if i in refused:
-            continue
+    for event in taken:
         log = logs[event.customer_id]
         if event.kind == KIND_PURCHASE:
             assert event.order_id is not None and event.amount is not None

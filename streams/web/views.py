@@ -44,7 +44,14 @@ FORWARD_TIMEOUT = aiohttp.ClientTimeout(total=10)
 # Dedup memory and raw waiting events (event ids, order ids, amounts, channels)
 # are not for whoever reaches the port; a sender needs the facts, the due steps
 # and the decisions (README "Operations").
-HIDDEN_STATE_FIELDS = ("recent_event_ids", "recent_order_ids", "event_ids", "order_ids", "pending")
+HIDDEN_STATE_FIELDS = (
+    "recent_event_ids",
+    "recent_order_ids",
+    "event_ids",
+    "order_ids",
+    "pending",
+    "spill",
+)
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 CONTENT_TYPES = {
     ".html": "text/html; charset=utf-8",
@@ -68,7 +75,7 @@ def customer_view(worker: ObservedWorker, raw: bytes) -> dict[str, Any]:
     """The lookup's JSON for one stored state."""
     state = CustomerState.from_dict(orjson.loads(raw))
     shown = {k: v for k, v in state.to_dict().items() if k not in HIDDEN_STATE_FIELDS}
-    shown["pending_events"] = len(state.pending)
+    shown["pending_events"] = state.pending_count()  # in the row and its overflow rows
     return {
         "customer_id": state.customer_id,
         "state": shown,

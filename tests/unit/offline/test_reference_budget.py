@@ -2,7 +2,9 @@
 
 * pending overflow: fed in event-time order with the stream clock of a replay
   (event time - allowed lateness), the engine refuses exactly the events the
-  reference counts as ``pending_overflow`` and both decide the same;
+  reference counts as ``pending_overflow`` (past the hostile-input cap, whatever
+  part waits in overflow rows) and both decide the same, a refused event sent
+  again included;
 * currencies: 16 named, the rest under XXX, whatever the arrival order;
 * order dedup over the whole history with the same filter.
 """
@@ -16,28 +18,33 @@ import orjson
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from agents.core.budget import CODE_PENDING_OVERFLOW, OTHER_CURRENCY
+from agents.core.budget import CODE_PENDING_OVERFLOW, OTHER_CURRENCY, entry_size
 from agents.core.engine import Engine, Firing, Refused
 from agents.core.reports import CustomerRow
 from agents.core.settings import DAY, HOUR, CoreSettings, LadderSettings
-from agents.core.state import CustomerState
+from agents.core.state import CustomerState, pending_entry
 from agents.core.timeutil import iso, to_micros
 from agents.core.validation import validate
 from agents.offline.reference import compute_decisions
+from schemas.records import Event
 
 T0 = to_micros(datetime(2026, 3, 2, 10, 0, tzinfo=UTC))
 NOW = T0 + 1000 * DAY
+# The hostile-input cap of these tests: room for four sessions with two-digit ids.
+FOUR_SESSIONS = 4 * entry_size(pending_entry(Event("session", "e1", "a", T0, session_id="s")))
 CORE = CoreSettings(
     second_purchase=LadderSettings("second_purchase", (1 * DAY, 2 * DAY, 4 * DAY)),
     inactivity=LadderSettings("inactivity", (2 * DAY, 4 * DAY, 8 * DAY)),
     holdout_percent=30.0,
     frequency_cap=3,
     overdue_floor=1 * DAY,
-    max_pending_events=4,
+    # The row keeps two waiting events; the rest go to overflow rows until the cap.
+    max_pending_events=2,
+    max_pending_bytes=FOUR_SESSIONS,
     stream_allowed_lateness=DAY,
 )
 
-WIDE_PENDING = CoreSettings(max_pending_events=1000)
+WIDE_PENDING = CoreSettings()
 
 
 def line(kind: str, cid: str, t: int, n: int, currency: str = "EUR", order: str = "") -> bytes:
@@ -64,6 +71,7 @@ def engine_run(lines: list[bytes], core: CoreSettings, until: int) -> tuple[list
         if isinstance(out, Refused):
             assert out.code == CODE_PENDING_OVERFLOW
             refused += 1
+            fired += [x for x in out.emitted if isinstance(x, Firing)]  # due before it
         else:
             fired += [x for x in out or [] if isinstance(x, Firing)]
     for state in states.values():
@@ -102,11 +110,25 @@ def test_a_burst_beyond_the_pending_cap_is_refused_the_same_way_in_both() -> Non
     lines += [line("purchase", "a", T0 + 2 * DAY + HOUR, 20)]  # refused too: no 2nd order
     lines += [line("purchase", "b", T0 + i * DAY, 30 + i) for i in range(6)]
     refused = assert_agree(lines)
-    assert refused == 7  # 11 in the burst, 4 kept
+    assert refused == 7  # 11 in the burst, 4 kept (2 in the row, 2 in overflow rows)
     result = compute_decisions(lines, CORE, until=T0 + 40 * DAY, now=NOW)
     assert result.dead_letters == {CODE_PENDING_OVERFLOW: 7}
     fired = {(d["customer_id"], d["rule"], d["step"]) for d in result.decisions}
     assert ("a", "second_purchase", 3) in fired  # the refused order never counted
+
+
+def test_a_refused_order_sent_again_later_counts_in_both() -> None:
+    """The burst's refused order, re-sent by its producer a day later, is a second
+    order (today's main remembered its ids, so the copy was a duplicate for good)."""
+    lines = [line("purchase", "a", T0, 0)]
+    lines += [line("session", "a", T0 + 2 * DAY + i * HOUR // 10, 1 + i) for i in range(10)]
+    lines += [line("purchase", "a", T0 + 2 * DAY + HOUR, 20)]
+    lines += [line("purchase", "a", T0 + 3 * DAY + 2 * HOUR, 20)]  # the same event, again
+    assert assert_agree(lines) == 7
+    result = compute_decisions(lines, CORE, until=T0 + 40 * DAY, now=NOW)
+    assert result.facts["a"].order_count == 2 and result.duplicates == 0
+    fired = {(d["rule"], d["step"]) for d in result.decisions if d["customer_id"] == "a"}
+    assert ("second_purchase", 3) not in fired
 
 
 @st.composite
@@ -117,7 +139,13 @@ def bursty(draw: st.DrawFn) -> list[bytes]:
         t = T0 + draw(st.integers(0, 30)) * DAY + draw(st.integers(0, 5)) * HOUR
         kind = draw(st.sampled_from(["purchase", "session", "session"]))
         currency = draw(st.sampled_from(["EUR", "USD", "XXX", "JPY"]))
-        lines.append(line(kind, cid, t, n, currency, order=f"o{draw(st.integers(0, 40))}"))
+        order = f"o{draw(st.integers(0, 40))}"
+        lines.append(line(kind, cid, t, n, currency, order=order))
+        if draw(st.integers(0, 4)) == 0:
+            # Sent again later (a producer retrying a dead letter): taken in if the
+            # first copy was refused, a duplicate if not.
+            later = t + draw(st.integers(0, 3)) * DAY + draw(st.integers(0, 5)) * HOUR
+            lines.append(line(kind, cid, later, n, currency, order=order))
     # In time order: the reference counts an order at its first line, the stream
     # at its first arrival, and a replay arrives in time order.
     return sorted(lines, key=lambda x: orjson.loads(x)["occurred_at"])
@@ -153,7 +181,7 @@ def test_an_order_redelivered_after_thousands_is_dropped_by_both() -> None:
     lines = [line("purchase", "a", T0 + i * 60_000_000, i) for i in range(2500)]
     lines.append(line("purchase", "a", T0 + 3000 * 60_000_000, 9999, order="o0"))
     lines.append(line("purchase", "a", T0 + 3001 * 60_000_000, 9998, order="o600"))
-    core = CoreSettings(max_pending_events=4000)
+    core = CoreSettings()
     result = compute_decisions(lines, core, until=T0 + 40 * DAY, now=NOW)
     assert result.order_retries == 2 and result.facts["a"].order_count == 2500
     until = T0 + 40 * DAY

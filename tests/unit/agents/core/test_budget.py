@@ -1,8 +1,9 @@
 """The byte budget of one customer (agents.core.budget, README "Byte budget").
 
 No sequence of valid inputs makes a row or an output record exceed 256 KiB; a
-full pending buffer refuses future-dated events (``pending_overflow``), never
-applies them early; rows written by the previous version still load.
+future-dated event is refused (``pending_overflow``) only past the hostile-input
+cap, never applied early, and not remembered; rows written by the previous
+version still load.
 """
 
 from __future__ import annotations
@@ -27,13 +28,14 @@ from agents.core.budget import (
     PENDING_BUDGET,
     ROW_BUDGET,
     FiringMemory,
+    entry_size,
     firing_memory,
     row_over_budget,
 )
 from agents.core.engine import Due, Engine, Firing, Refused
 from agents.core.guardrails import ATTRIBUTED, OUTCOMES
 from agents.core.settings import DAY, HOUR, CoreSettings, LadderSettings
-from agents.core.state import CustomerState, RecentFiring
+from agents.core.state import CustomerState, RecentFiring, pending_entry
 from agents.core.timeutil import to_micros
 from agents.messages import decision_record, dumps
 from schemas.records import Event
@@ -133,7 +135,10 @@ def test_worst_case_row_stays_within_the_budget() -> None:
         fired = engine.ingest(state, wide_purchase(n, t + DAY + n, "EUR"), t)
         refused += isinstance(fired, Refused)
     assert refused > 0
-    assert state.pending_bytes() <= PENDING_BUDGET
+    # The row keeps its share; the rest is in overflow rows, each within the budget.
+    chunks, _ = state.spill.flush()
+    assert len(chunks) > 20 and all(len(c) <= ROW_BUDGET for c in chunks.values())
+    assert state.pending_bytes() + state.spill.index_bytes() <= PENDING_BUDGET
     assert row_size(state) <= ROW_BUDGET
     assert not row_over_budget(orjson.dumps(state.to_dict()))
 
@@ -220,49 +225,58 @@ def test_any_valid_inputs_keep_row_and_records_within_budget(feed: list[tuple[Ev
 # --- pending never applied early ------------------------------------------------------
 
 
-def sessions_then_order(n_sessions: int, cap: int) -> tuple[list[Any], list[Any]]:
-    """n future-dated sessions, then an order dated before them, all ahead of the clock."""
-    core = CoreSettings(max_pending_events=cap, holdout_percent=0.0)
+def session_at(i: int, cid: str = "cus-p") -> Event:
+    return Event("session", f"s{i}", cid, T0 + 20 * DAY + i, session_id="x")
+
+
+LATE_ORDER = Event(
+    "purchase", "p1", "cus-p", T0 + 10 * DAY, order_id="o1", amount="5", currency="EUR"
+)
+
+
+def cap_for(n_sessions: int) -> int:
+    """A hostile-input cap with room for ``n_sessions`` sessions and the late order
+    but one byte short of the order after one more session."""
+    sizes = [entry_size(pending_entry(session_at(i))) for i in range(n_sessions)]
+    return sum(sizes) + entry_size(pending_entry(LATE_ORDER)) - 1
+
+
+def sessions_then_order(n_sessions: int, cap_bytes: int) -> tuple[list[Any], list[Any]]:
+    """n future-dated sessions, then an order dated before them, all ahead of the clock.
+    The row keeps 8 of them; the rest wait in overflow rows."""
+    core = CoreSettings(max_pending_events=8, max_pending_bytes=cap_bytes, holdout_percent=0.0)
     engine = Engine(core)
     state = CustomerState(customer_id="cus-p", partition=0)
     first = Event("purchase", "p0", "cus-p", T0, order_id="o0", amount="5", currency="EUR")
     assert engine.ingest(state, first, T0) == []
-    results = []
-    for i in range(n_sessions):
-        t = T0 + 20 * DAY + i
-        results.append(
-            engine.ingest(state, Event("session", f"s{i}", "cus-p", t, session_id="x"), T0)
-        )
-    late_order = Event(
-        "purchase", "p1", "cus-p", T0 + 10 * DAY, order_id="o1", amount="5", currency="EUR"
-    )
-    results.append(engine.ingest(state, late_order, T0))
+    results = [engine.ingest(state, session_at(i), T0) for i in range(n_sessions)]
+    results.append(engine.ingest(state, LATE_ORDER, T0))
     fired = engine.advance(state, T0 + 100 * DAY)
     return results, [(f.rule, f.step, f.due_at) for f in fired if isinstance(f, Firing)]
 
 
-def test_a_full_pending_refuses_deterministically_and_never_applies_early() -> None:
-    cap = 50
-    below, fired_below = sessions_then_order(cap - 1, cap)
-    at, fired_at = sessions_then_order(cap, cap)
+def test_only_the_hostile_cap_refuses_deterministically_and_never_applies_early() -> None:
+    cap = cap_for(50)
+    below, fired_below = sessions_then_order(49, cap)
+    at, fired_at = sessions_then_order(50, cap)
+    # Far beyond the row's share of 8, nothing is refused below the cap.
     assert not any(isinstance(r, Refused) for r in below)
     # At the cap the order is refused - not applied ahead of its time.
     (refusal,) = [r for r in at if isinstance(r, Refused)]
-    assert (
-        refusal.code == CODE_PENDING_OVERFLOW
-        and "50 events dated after the clock" in refusal.reason
-    )
+    assert refusal.code == CODE_PENDING_OVERFLOW
+    assert "50 events" in refusal.reason and f"cap: {cap} bytes" in refusal.reason
     assert at[-1] is refusal
-    # Without the order, second_purchase fires its steps on day 7 and 14 (the
-    # sessions at day 20 are activity, not orders); with it, none.
+    # Without the order, second_purchase fires its steps on day 7, 14 and 30 (the
+    # sessions at day 20 are activity, not orders); with it, only day 7.
     assert [r for r, _, _ in fired_below if r == "second_purchase"] == ["second_purchase"]
     assert [r for r, _, _ in fired_at if r == "second_purchase"] == ["second_purchase"] * 3
     # Same input, same outcome, every time.
-    assert sessions_then_order(cap, cap) == (at, fired_at)
+    assert sessions_then_order(50, cap) == (at, fired_at)
 
 
-def test_a_refused_event_changes_nothing_but_the_dedup_memory() -> None:
-    engine = Engine(CoreSettings(max_pending_events=2))
+def test_a_refused_event_changes_nothing_and_a_re_send_is_applied() -> None:
+    size = entry_size(pending_entry(Event("session", "s0", "c", T0 + DAY, session_id="x")))
+    engine = Engine(CoreSettings(max_pending_events=1, max_pending_bytes=2 * size))
     state = CustomerState(customer_id="c", partition=0)
     for i in range(2):
         assert (
@@ -272,15 +286,13 @@ def test_a_refused_event_changes_nothing_but_the_dedup_memory() -> None:
     before = state.to_dict()
     third = Event("session", "s2", "c", T0 + DAY + 5, session_id="x")
     assert isinstance(engine.ingest(state, third, T0), Refused)
-    after = state.to_dict()
-    assert {k: v for k, v in after.items() if k != "event_ids"} == {
-        k: v for k, v in before.items() if k != "event_ids"
-    }
-    # The dead letter is its record: a redelivery is a duplicate, even with room.
-    assert engine.ingest(state, third, T0 + DAY + 2) is None
-    fourth = Event("session", "s3", "c", T0 + DAY + 5, session_id="x")
-    assert engine.ingest(state, fourth, T0 + DAY + 2) == []
-    assert state.last_session_at == T0 + DAY + 1 and len(state.pending) == 1
+    assert state.to_dict() == before  # its ids included: nothing of it is kept
+    # Sent again once the clock has applied the first one, it is taken in: the
+    # dead letter was not the end of it (issue: the loss was permanent).
+    assert engine.ingest(state, third, T0 + DAY) == []
+    engine.advance(state, T0 + 2 * DAY)
+    assert state.last_session_at == T0 + DAY + 5 and state.pending_count() == 0
+    assert engine.ingest(state, third, T0 + 2 * DAY) is None  # now it is a duplicate
 
 
 def test_pending_keeps_only_what_the_engine_needs() -> None:
@@ -379,7 +391,9 @@ def test_an_old_row_over_budget_is_set_aside_until_its_pending_drains() -> None:
     assert isinstance(refused, Refused) and refused.code == CODE_CUSTOMER_OVER_BUDGET
     engine.advance(state, T0 + 31 * DAY)  # the clock passes its pending events
     assert state.pending == [] and row_size(state) <= ROW_BUDGET
-    assert engine.ingest(state, event, T0 + 31 * DAY) is None  # the refused one: a duplicate
+    # The refused one was not remembered: sent again, it is taken in.
+    assert engine.ingest(state, event, T0 + 31 * DAY) == []
+    assert state.last_session_at == T0 + 30 * DAY + 2047
     later = Event("session", "newer", WIDE, T0 + 31 * DAY, session_id="x")
     assert engine.ingest(state, later, T0 + 31 * DAY) == []
     assert state.last_session_at == T0 + 31 * DAY
