@@ -27,7 +27,14 @@ from typing import Any, Protocol
 
 import orjson
 
-from agents.core.settings import RULE_INACTIVITY, RULE_OVERDUE, RULE_SECOND_PURCHASE, CoreSettings
+from agents.core.settings import (
+    DEFAULT_MAX_PENDING_BYTES,
+    DEFAULT_PENDING_CHUNK_BYTES,
+    RULE_INACTIVITY,
+    RULE_OVERDUE,
+    RULE_SECOND_PURCHASE,
+    CoreSettings,
+)
 
 
 class HasPending(Protocol):
@@ -45,12 +52,10 @@ OUTPUT_BUDGET = 256 * 1024
 # Serialised bytes of the pending events kept in one customer's row, with the
 # index of its overflow rows.
 PENDING_BUDGET = 128 * 1024
-# Entries of one overflow row (a row of the same table, key "p/<slot>/<customer>").
-PENDING_CHUNK_BUDGET = 128 * 1024
-# The hostile-input cap: bytes of waiting entries per customer, row and overflow
-# rows together (about 40,000 purchases or 75,000 sessions with 12-character ids).  Only
-# past it is an event dated after the clock refused (pending_overflow).
-MAX_PENDING_BYTES = 4 * 1024 * 1024
+# The overflow-row size and the hostile-input cap are the defaults of the core
+# settings (declared there, where this module reads the rules from too).
+PENDING_CHUNK_BUDGET = DEFAULT_PENDING_CHUNK_BYTES
+MAX_PENDING_BYTES = DEFAULT_MAX_PENDING_BYTES
 # Everything in a row but pending is below this (worst case, measured by
 # tests/unit/agents/core/test_budget.py with 128-character escaped ids).
 FIXED_ROW_BOUND = ROW_BUDGET - PENDING_BUDGET

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from agents.core.budget import MAX_PENDING_BYTES, PENDING_CHUNK_BUDGET
 from agents.core.timeutil import MICROS_PER_DAY, MICROS_PER_SECOND
 
 DAY = MICROS_PER_DAY
@@ -18,6 +17,15 @@ HOUR = 3600 * MICROS_PER_SECOND
 RULE_SECOND_PURCHASE = "second_purchase"
 RULE_INACTIVITY = "inactivity"
 RULE_OVERDUE = "overdue"
+
+
+# Entries of one overflow row (a row of the same table, key "p/<slot>/<customer>";
+# agents.core.pending), in serialised bytes.
+DEFAULT_PENDING_CHUNK_BYTES = 128 * 1024
+# The hostile-input cap: bytes of waiting entries per customer, row and overflow
+# rows together (about 40,000 purchases or 75,000 sessions with 12-character ids).
+# Only past it is an event dated after the clock refused (pending_overflow).
+DEFAULT_MAX_PENDING_BYTES = 4 * 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,8 +72,8 @@ class CoreSettings:
     # rows of pending_chunk_bytes each (agents.core.pending).  Only past
     # max_pending_bytes in all (the hostile-input cap) is an event pending_overflow.
     max_pending_events: int = 1024
-    max_pending_bytes: int = MAX_PENDING_BYTES
-    pending_chunk_bytes: int = PENDING_CHUNK_BUDGET
+    max_pending_bytes: int = DEFAULT_MAX_PENDING_BYTES
+    pending_chunk_bytes: int = DEFAULT_PENDING_CHUNK_BYTES
     # The newest firings a record keeps for the customer lookup, whatever their
     # outcome (beyond what the guardrails and the attribution need: agents.core.budget).
     max_recent_nudges: int = 32
