@@ -104,3 +104,16 @@ def test_each_scrape_takes_a_new_snapshot() -> None:
     second = parse(metrics.render().decode())
     assert first[("retention_events_accepted_total", ())] == 1
     assert second[("retention_events_accepted_total", ())] == 2
+
+
+def test_lenient_timestamps_are_exported_by_form_from_zero() -> None:
+    # Both forms have a series before the first one arrives, so an alert or a panel
+    # on rate() sees 0, not "no data" (README "Inputs").
+    idle = parse(Metrics(lambda: snapshot()).render().decode())
+    busy = parse(
+        Metrics(lambda: snapshot(lenient_timestamps={"space_separator": 4})).render().decode()
+    )
+    name = "retention_lenient_timestamps_total"
+    assert idle[(name, (("form", "space_separator"),))] == 0
+    assert idle[(name, (("form", "leap_second"),))] == 0
+    assert busy[(name, (("form", "space_separator"),))] == 4
