@@ -63,6 +63,11 @@ class CustomerTable(Protocol):
         ...
 
 
+# Exit code of a worker that crashed, whatever crashed (an agent, the consumer, any
+# other Faust service): a supervisor restarts it (docs/operations.md).
+EXIT_CRASHED = 70
+
+
 def crash_only(name: str, fn: AgentRun) -> AgentRun:
     """Exit the process when an agent fails instead of leaving a stalled worker.
 
@@ -80,7 +85,7 @@ def crash_only(name: str, fn: AgentRun) -> AgentRun:
         except Exception:
             log.critical("agent %s crashed; exiting so the worker restarts", name, exc_info=True)
             logging.shutdown()
-            os._exit(70)
+            os._exit(EXIT_CRASHED)
 
     return wrapper
 
@@ -116,6 +121,18 @@ async def finish_before_stop(batch: Awaitable[None]) -> None:
         raise
 
 
+class Undecodable(Protocol):
+    """Record batches the consumer could not decode, each handed over as one
+    stand-in record (:func:`streams.faust_adapter.guard_undecodable_batches`)."""
+
+    def __len__(self) -> int: ...
+
+    def pop(self, topic: str, partition: int, offset: int) -> tuple[int, int, str] | None:
+        """(first offset, last offset, why) if the record at this position stands
+        in for an undecodable batch."""
+        ...
+
+
 class IngestAgent:
     """Input topics -> dead letters and per-partition bundles on the internal topic."""
 
@@ -128,8 +145,10 @@ class IngestAgent:
         fault: Callable[[str, int], None],
         batch_max: int,
         batch_within: float,
+        undecodable: Undecodable | None = None,
     ) -> None:
         self.processor = processor
+        self.undecodable = undecodable
         self.start = start  # once per agent start; returns the producer's send
         self.partition_of = partition_of
         self.fault = fault
@@ -149,9 +168,18 @@ class IngestAgent:
         # Valid events and clock markers, per customer partition, in order:
         # one bundle each per batch (agents/messages.py).
         routed: dict[int, list[bytes]] = {}
+        undecodable = self.undecodable
         for event in events:
             m = event.message
-            outputs, controls = handle(event.value, m.topic, m.partition, m.offset)
+            bad = undecodable.pop(m.topic, m.partition, m.offset) if undecodable else None
+            if bad is not None:
+                first, last, why = bad
+                outputs = self.processor.undecodable_batch(
+                    event.value, m.topic, m.partition, first, last, why
+                )
+                controls: list[tuple[int, bytes]] = []
+            else:
+                outputs, controls = handle(event.value, m.topic, m.partition, m.offset)
             for out in outputs:
                 if out.topic == customer_topic:
                     routed.setdefault(partition_of(out.key), []).append(out.value)

@@ -20,6 +20,10 @@ from agents.messages import MAX_ORIGINAL_BYTES as MAX_ORIGINAL_BYTES
 
 log = logging.getLogger(__name__)
 
+# A record batch the consumer could not decode (README "Inputs"): one dead letter
+# for the whole batch, since its messages cannot be told apart.
+CODE_UNDECODABLE_BATCH = "undecodable_batch"
+
 
 class IngestProcessor:
     def __init__(
@@ -49,7 +53,15 @@ class IngestProcessor:
     ) -> tuple[list[Output], list[tuple[int, bytes]]]:
         """Returns (keyed outputs, per-partition control messages)."""
         src = source_name(topic, partition)
-        raw = raw or b""
+        if raw is None:
+            # A tombstone: Kafka's "delete this key", which carries no event.
+            return self._letter(
+                b"",
+                ValidationError("invalid_json", "the message has no value (a tombstone)"),
+                topic,
+                partition,
+                offset,
+            ), []
         lenient_before = self.lenient_timestamps.total()
         try:
             event = validate(
@@ -65,14 +77,7 @@ class IngestProcessor:
                     return [], self._advance(raw, src)
                 except ValidationError as bad:
                     exc = bad
-            self.dead_letters[exc.code] += 1
-            return [
-                Output(
-                    self.dlq_topic,
-                    f"{topic}:{partition}:{offset}",
-                    self.dead_letter(raw, exc, topic, partition, offset),
-                )
-            ], []
+            return self._letter(raw, exc, topic, partition, offset), []
         self.accepted += 1
         if self.lenient_timestamps.total() != lenient_before:
             self._warn_lenient(f"{topic}:{partition}:{offset}")
@@ -92,6 +97,34 @@ class IngestProcessor:
                 total,
                 forms,
             )
+
+    def undecodable_batch(
+        self, raw: bytes, topic: str, partition: int, first: int, last: int, error: str
+    ) -> list[Output]:
+        """The dead letter of a record batch the consumer could not decode: the
+        offsets ``first``..``last`` of the partition, skipped; ``raw`` is the batch."""
+        count = last - first + 1
+        exc = ValidationError(
+            CODE_UNDECODABLE_BATCH,
+            f"the record batch at offsets {first}-{last} ({count} offsets) cannot be "
+            f"decoded ({error}); its messages are skipped. original_base64 holds the "
+            "batch as fetched: re-send its events uncompressed or with gzip, snappy, "
+            "lz4 or zstd",
+        )
+        return self._letter(raw, exc, topic, partition, first, key_offsets=f"{first}-{last}")
+
+    def _letter(
+        self,
+        raw: bytes,
+        exc: ValidationError,
+        topic: str,
+        partition: int,
+        offset: int,
+        key_offsets: str | None = None,
+    ) -> list[Output]:
+        self.dead_letters[exc.code] += 1
+        key = f"{topic}:{partition}:{key_offsets or offset}"
+        return [Output(self.dlq_topic, key, self.dead_letter(raw, exc, topic, partition, offset))]
 
     def _advance(self, raw: bytes, src: str) -> list[tuple[int, bytes]]:
         obj = orjson.loads(raw)

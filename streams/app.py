@@ -30,6 +30,7 @@ from streams.faust_adapter import (
     TableStore,
     check_version,
     committed_offsets,
+    guard_undecodable_batches,
     recovery_state,
     set_producer_buffer_limit,
     use_inline_drain,
@@ -160,6 +161,9 @@ class RetentionApp:
         self.partition_warnings: dict[str, str] = {}
         self._partitioner = DefaultPartitioner()
         self._partitions = list(range(config.partitions))
+        # A batch of an input topic the consumer cannot decode becomes one dead
+        # letter instead of crashing the worker (README "Inputs").
+        self.undecodable = guard_undecodable_batches(topics.inputs())
         self.ingest_agent = IngestAgent(
             self.ingest,
             start=self._start_batching,
@@ -167,6 +171,7 @@ class RetentionApp:
             fault=self.fault.hit,
             batch_max=config.batch_max,
             batch_within=config.batch_within,
+            undecodable=self.undecodable,
         )
         self.customer_agent = CustomerAgent(
             self.processor,

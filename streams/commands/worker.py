@@ -7,7 +7,7 @@ import asyncio
 import dataclasses
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from streams.config import Config, load_config
 from streams.kafka import check_partitions, ensure_topics
@@ -30,11 +30,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def make_worker(config: Config, partition_warnings: dict[str, str] | None = None) -> Any:
     import faust
 
+    from agents.faust_agents import EXIT_CRASHED
     from streams.app import RetentionApp
 
     level = LEVELS[config.log_level]
 
     class Worker(faust.Worker):  # type: ignore[misc]
+        def execute_from_commandline(self) -> NoReturn:
+            try:
+                super().execute_from_commandline()
+            except SystemExit as exc:
+                # mode re-raises a crashed service's error when the loop closes and
+                # exits 1 on it (mode.worker.exiting); a crash is 70 here, the code
+                # supervisors and docs/operations.md know, whatever crashed.
+                if exc.code == crashed_by_mode():
+                    raise SystemExit(EXIT_CRASHED) from exc
+                raise
+            raise SystemExit(0)  # execute_from_commandline always exits
+
         def on_setup_root_logger(self, logger: logging.Logger, loglevel: int) -> None:
             super().on_setup_root_logger(logger, loglevel)
             # Pin the level on the chatty libraries too: a debug record built per
@@ -45,6 +58,13 @@ def make_worker(config: Config, partition_warnings: dict[str, str] | None = None
     retention = RetentionApp(config)
     retention.partition_warnings = dict(partition_warnings or {})
     return Worker(retention.faust_app, loglevel=level)
+
+
+def crashed_by_mode() -> int:
+    """The exit status mode's worker gives a crash (``mode.worker.EX_FAILURE``)."""
+    from mode.worker import EX_FAILURE
+
+    return int(EX_FAILURE)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -104,7 +104,22 @@ def test_bytes_that_are_not_utf8_round_trip_through_base64() -> None:
 def test_a_tombstone_is_a_dead_letter_not_a_crash() -> None:
     record = dead_letter(handler(), None)
     assert record["error_code"] == "invalid_json"
+    assert "tombstone" in record["error"]
     assert (record["original_base64"], record["original_size"]) == ("", 0)
+
+
+def test_an_undecodable_batch_is_one_dead_letter_with_its_offsets_and_bytes() -> None:
+    h = handler()
+    batch = b"\x00\x00\x00\x00\x00\x00\x00\x03" + bytes(range(256)) * 4
+    (out,) = h.undecodable_batch(batch, PURCHASES, 3, 3, 6, "UnsupportedCodecError: snappy")
+    assert (out.topic, out.key) == (DLQ, f"{PURCHASES}:3:3-6")
+    record = orjson.loads(out.value)
+    assert record["error_code"] == "undecodable_batch"
+    assert record["source"] == {"topic": PURCHASES, "partition": 3, "offset": 3}
+    assert "offsets 3-6 (4 offsets)" in record["error"] and "snappy" in record["error"]
+    assert base64.b64decode(record["original_base64"]) == batch
+    assert record["original_sha256"] == hashlib.sha256(batch).hexdigest()
+    assert dead_letter_counts([h]) == {"undecodable_batch": 1}
 
 
 def test_an_oversized_message_keeps_its_head_length_and_hash() -> None:
