@@ -108,7 +108,10 @@ class PartitionRuntime:
     # Wall-clock micros when the watermark last moved (0: not yet): a stuck stream
     # clock shows as a growing gap (README "Operations").
     advanced_at: int = 0
-    last_event_at: int = 0  # wall-clock micros of the newest event taken in
+    # Wall-clock micros of the first and the newest event taken in (0: none yet):
+    # a clock that never starts is stuck from its first event on (README "Time").
+    first_event_at: int = 0
+    last_event_at: int = 0
     # Fed and not yet processed: ("m", offset, raw value), ("p", offset, an item of a
     # bundle, parsed) or ("d", customer_id, watermark).
     work: deque[tuple[str, Any, Any]] = field(default_factory=deque)
@@ -322,6 +325,7 @@ class CustomerProcessor:
                 rt.clock.observe(src, event.occurred_at)
             wm = self._watermark(rt)
             rt.last_event_at = now
+            rt.first_event_at = rt.first_event_at or now
             if self.mode == "stream" and event.occurred_at <= wm:
                 # Later than the allowed lateness: applied at once (README "Time").
                 self.late[src.rpartition(":")[0]] += 1
@@ -375,35 +379,52 @@ class CustomerProcessor:
         key = f"{self.internal_topic}:{partition}:{offset}"
         result.outputs.append(Output(self.dlq_topic, key, dumps(record.to_dict())))
 
-    def clock_warnings(self, idle_timeout: int) -> list[str]:
-        """Partitions whose stream clock has not moved for ``idle_timeout`` micros
-        while events kept arriving, with the input partitions holding it back."""
-        if self.mode != "stream":
-            return []
-        out = []
+    def stuck_for(self, rt: PartitionRuntime, now: int) -> int:
+        """Wall micros the stream clock of ``rt`` has not moved while events it took
+        in wait on it: since it last moved or, if it never has, since its first
+        event; 0 once it moves after the newest event, so an idle partition whose
+        clock caught up is never stuck (README "Time", "A stuck clock")."""
+        if self.mode != "stream" or rt.last_event_at <= rt.advanced_at:
+            return 0
+        return max(0, now - (rt.advanced_at or rt.first_event_at))
+
+    def stuck_clocks(self, idle_timeout: int) -> dict[int, str]:
+        """Partition -> warning, for each stream clock stuck for over ``idle_timeout``
+        micros (:meth:`stuck_for`), naming the input partitions that hold it back."""
+        now = self.wall_clock()
+        out: dict[int, str] = {}
         for p, rt in sorted(self.runtimes.items()):
-            if not rt.advanced_at or rt.last_event_at - rt.advanced_at <= idle_timeout:
+            stuck = self.stuck_for(rt, now)
+            if stuck <= idle_timeout:
                 continue
             wm = rt.clock.watermark()
-            behind = [
-                src
-                for src in self.sources
-                if max(
-                    rt.clock.newest.get(src, NEVER) - rt.clock.lateness,
-                    rt.clock.markers.get(src, NEVER),
-                )
-                <= wm
-            ]
+            behind = [src for src in self.sources if rt.clock.own(src) <= wm]
             shown = ", ".join(behind[:5]) + (
                 f" and {len(behind) - 5} more" if len(behind) > 5 else ""
             )
-            out.append(
+            if wm <= NEVER:
+                # Producers that key by customer_id leave most input partitions of a
+                # customer partition silent, so its clock never starts.
+                out[p] = (
+                    f"stream clock of partition {p} has not started {stuck // 1_000_000} s "
+                    f"after its first event: {len(behind)} of {len(self.sources)} input "
+                    f"partitions sent no event or control/advance ({shown}); on a live "
+                    "deployment set RETENTION_STREAM_HEARTBEAT, else send a control/advance "
+                    'to every input partition (README "Time")'
+                )
+                continue
+            out[p] = (
                 f"stream clock of partition {p} stuck at {iso(max(wm, 0))} for "
-                f"{(rt.last_event_at - rt.advanced_at) // 1_000_000} s while events arrive; "
+                f"{stuck // 1_000_000} s with events waiting; "
                 f"held back by {shown or 'no source'} (silent input partitions? "
-                "send a control/advance or check the topics' partition counts)"
+                "set RETENTION_STREAM_HEARTBEAT, send a control/advance or check the topics' "
+                "partition counts)"
             )
         return out
+
+    def clock_warnings(self, idle_timeout: int) -> list[str]:
+        """The warnings of :meth:`stuck_clocks`, by partition."""
+        return list(self.stuck_clocks(idle_timeout).values())
 
     def _watermark(self, rt: PartitionRuntime) -> int:
         return rt.clock.watermark() if self.mode == "stream" else self.wall_clock()

@@ -9,6 +9,7 @@ a :class:`streams.observe.Snapshot` (docs/design.md, "Layout").
 
 from __future__ import annotations
 
+import logging
 import os
 from collections import Counter
 from collections.abc import Iterable
@@ -21,9 +22,10 @@ from aiokafka.partitioner import DefaultPartitioner
 
 from agents.core.clock import NEVER, StreamClock, WallClock, system_clock
 from agents.core.engine import Engine
+from agents.core.timeutil import MICROS_PER_SECOND, iso
 from agents.customer import CLOCK_KEY_PREFIX
 from agents.faust_agents import CustomerAgent, IngestAgent, Send, crash_only
-from agents.messages import dumps
+from agents.messages import CONTROL_ADVANCE, dumps
 from streams.config import Config
 from streams.faults import FaultInjector
 from streams.faust_adapter import (
@@ -41,6 +43,13 @@ from streams.metrics import Metrics
 from streams.observe import PartitionClock, PartitionRows, ReadModelStatus, Snapshot
 from streams.processors import build_processors
 from streams.readmodel import ReadModelWriter, connect
+
+log = logging.getLogger(__name__)
+
+# Seconds between looks for stream clocks newly stuck, each logged once (README "Time").
+CLOCK_CHECK_INTERVAL = 10.0
+# Key of the heartbeat's control/advance records (inputs take any key): names them in a tail.
+HEARTBEAT_KEY = b"__heartbeat__"
 
 
 class _RawTopicOptions(TypedDict):
@@ -159,6 +168,7 @@ class RetentionApp:
         self.fault = FaultInjector.from_env()
         # Topic -> warning from the start-up partition-count check (streams.kafka).
         self.partition_warnings: dict[str, str] = {}
+        self._stuck_logged: set[int] = set()  # partitions whose stuck clock was logged
         self._partitioner = DefaultPartitioner()
         self._partitions = list(range(config.partitions))
         # A batch of an input topic the consumer cannot decode becomes one dead
@@ -299,8 +309,9 @@ class RetentionApp:
         completed, running = recovery_state(self.faust_app)
         owned = tuple(sorted(self.owned_partitions()))
         stream = self.config.clock == "stream"
+        now = self.wall_clock()
         return Snapshot(
-            at=self.wall_clock(),
+            at=now,
             worker=self.web_address,
             url=self.canonical_url,
             clock_mode=self.config.clock,
@@ -318,7 +329,14 @@ class RetentionApp:
             decisions=dict(proc.decision_counts),
             triggers_by_day=dict(self.triggers_by_day),
             clocks=tuple(
-                PartitionClock(p, rt.watermark, rt.advanced_at, len(rt.index))
+                PartitionClock(
+                    p,
+                    rt.watermark,
+                    rt.advanced_at,
+                    len(rt.index),
+                    since=rt.advanced_at or rt.first_event_at,
+                    stuck=proc.stuck_for(rt, now),
+                )
                 for p, rt in sorted(proc.runtimes.items())
             ),
             watermarks=self._watermarks(owned) if stream else {},
@@ -371,6 +389,20 @@ class RetentionApp:
             for partition in range(cfg.partitions):
                 await self.customer_topic.send(key=b"__tick__", value=payload, partition=partition)
 
+        if cfg.clock == "stream":
+
+            @app.timer(interval=CLOCK_CHECK_INTERVAL)  # type: ignore[untyped-decorator]
+            async def watch_clocks() -> None:
+                self.log_stuck_clocks()
+
+        if cfg.clock == "stream" and cfg.stream_heartbeat > 0:
+
+            @app.timer(  # type: ignore[untyped-decorator]
+                interval=cfg.stream_heartbeat / MICROS_PER_SECOND, on_leader=True
+            )
+            async def heartbeat() -> None:
+                await self.send_heartbeat()
+
         # Signal.connect is untyped too, and mode types every handler as
         # (sender, *args, signal=..., **kwargs): it cannot express that
         # on_partitions_revoked always sends exactly one ``revoked`` argument.
@@ -384,6 +416,40 @@ class RetentionApp:
         @app.task  # type: ignore[untyped-decorator]
         async def read_model() -> None:
             await self.readmodel.run()
+
+    def log_stuck_clocks(self) -> None:
+        """Log each stream clock once when it becomes stuck, and once when it moves again."""
+        stuck = self.processor.stuck_clocks(self.config.clock_idle_timeout)
+        for partition, warning in stuck.items():
+            if partition not in self._stuck_logged:
+                log.warning("%s", warning)
+        for partition in sorted(self._stuck_logged - stuck.keys()):
+            log.info("stream clock of partition %d is no longer stuck", partition)
+        self._stuck_logged = set(stuck)
+
+    def heartbeat_marker(self) -> bytes:
+        """A ``control/advance`` to now minus the allowed lateness (README "Time", "Heartbeat")."""
+        lateness = self.engine.settings.stream_allowed_lateness
+        return dumps({"schema": CONTROL_ADVANCE, "until": iso(self.wall_clock() - lateness)})
+
+    async def send_heartbeat(self) -> None:
+        """Send :meth:`heartbeat_marker` to every partition of every input topic.
+
+        Producers that key by ``customer_id`` leave most input partitions of a
+        customer partition silent, and its stream clock, the minimum over them all,
+        would never start; each partition's marker comes back through ingest like a
+        producer's.  Event time then follows the wall clock, one allowed lateness
+        behind it, so this is for live deployments only.
+        """
+        value = self.heartbeat_marker()
+        send: Send = self.faust_app.producer.send
+        for topic in self.config.topics.inputs():
+            for partition in range(self.config.partitions):
+                try:
+                    ack = await send(topic, HEARTBEAT_KEY, value, partition, None, None)
+                    await ack
+                except Exception as exc:  # e.g. a topic with fewer partitions (README "Time")
+                    log.warning("heartbeat to %s:%d failed: %s", topic, partition, exc)
 
     def _revoke(self, gone: set[int]) -> None:
         self.processor.revoke(gone)

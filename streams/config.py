@@ -27,6 +27,7 @@ from typing import Any, Generic, TypeVar
 
 import orjson
 
+from agents.core.budget import MAX_FIRINGS, firing_memory
 from agents.core.reports import ReportSettings
 from agents.core.settings import CoreSettings
 from agents.core.state import MAX_ORDER_TIMES
@@ -143,9 +144,13 @@ class Config:
     web_enabled: bool = True
     max_message_bytes: int = 64 * 1024
     future_tolerance: int = 86400 * MICROS_PER_SECOND
-    # A stream clock that has not moved for this long while events arrive is
-    # reported as stuck (README "Time").
+    # A stream clock that has not moved for this long while events wait on it
+    # (never started: since its first event) is reported as stuck (README "Time").
     clock_idle_timeout: int = 300 * MICROS_PER_SECOND
+    # Stream mode, live: the leader advances every input partition to now - the
+    # allowed lateness this often (0: off, the default, since it would make a
+    # replayed history late; README "Time", "Heartbeat").
+    stream_heartbeat: int = 0
     core: CoreSettings = field(default_factory=CoreSettings)
     clv_lifetime_years: float = 2.0
     log_level: str = "info"
@@ -628,7 +633,14 @@ SETTINGS: tuple[Setting, ...] = (
         "clock_idle_timeout",
         "clock_idle_timeout",
         Duration(),
-        "a stream clock not moving for this long while events arrive is reported as stuck",
+        "a stream clock not moving for this long while events wait on it is reported as stuck",
+    ),
+    Setting(
+        "stream_heartbeat",
+        "stream_heartbeat",
+        Duration(),
+        "stream mode, live only: advance every input partition to now minus the allowed "
+        "lateness this often (PT0S: off)",
     ),
     Setting(
         "backfill_until",
@@ -708,14 +720,43 @@ def _set(obj: Any, path: list[str], value: Any) -> Any:
     return replace(obj, **{head: _set(getattr(obj, head), rest, value) if rest else value})
 
 
+# The shortest heartbeat: each one is a record to every input partition (README "Time").
+MIN_STREAM_HEARTBEAT = MICROS_PER_SECOND
+
+
 def _check(config: Config) -> None:
     """Rules that involve more than one setting."""
+    if 0 < config.stream_heartbeat < MIN_STREAM_HEARTBEAT:
+        raise ConfigError("RETENTION_STREAM_HEARTBEAT must be PT0S (off) or at least PT1S")
     sec = config.kafka_security
     if sec.protocol.startswith("SASL") and not (sec.sasl_username and sec.sasl_password):
         raise ConfigError(
             "RETENTION_KAFKA_SASL_USERNAME and RETENTION_KAFKA_SASL_PASSWORD are required "
             f"with RETENTION_KAFKA_SECURITY_PROTOCOL={sec.protocol}"
         )
+    _check_firing_memory(config.core)
+
+
+def _check_firing_memory(core: CoreSettings) -> None:
+    """Refuse guardrails and ladders whose firing memory cannot fit a customer's row:
+    the gap, the cap and the attribution would otherwise forget what they need
+    (README "Guardrails", agents.core.budget.firing_memory)."""
+    memory = firing_memory(core)
+    if memory.fits:
+        return
+    need = (
+        f"a customer's row would have to remember up to {memory.entries:,} firings "
+        f"({memory.guard:,} for the cap, {memory.attribution:,} for attribution, "
+        f"{memory.lookup} for lookups), more than the {MAX_FIRINGS:,} its byte budget holds"
+    )
+    if memory.guard >= memory.attribution:
+        raise ConfigError(f"RETENTION_FREQUENCY_CAP={core.frequency_cap}: {need}; lower the cap")
+    shortest = _show_duration(core.inactivity.steps[0])
+    raise ConfigError(
+        f"RETENTION_ATTRIBUTION_WINDOW={_show_duration(core.attribution_window)} with "
+        f"RETENTION_INACTIVITY_STEPS starting at {shortest}: {need}; shorten the window, "
+        "lengthen the first inactivity step or set RETENTION_HOLDOUT_PERCENT=0"
+    )
 
 
 def build_config(values: Mapping[str, Any]) -> Config:

@@ -59,6 +59,7 @@ class WorkerCollector(Collector):
         rm = s.read_model
         counter, gauge = CounterMetricFamily, GaugeMetricFamily
         moved = [c for c in s.clocks if c.advanced_at]
+        seen = [c for c in s.clocks if c.since]
         dead = Counter(s.ingest_dead_letters) + Counter(s.customer_dead_letters)
 
         yield family(
@@ -102,11 +103,21 @@ class WorkerCollector(Collector):
             [((str(c.partition),), c.watermark / 1e6) for c in moved],
             "partition",
         )
+        # From the first event on, so a clock that never starts is seen (README "Time").
         yield family(
             gauge,
             "retention_stream_clock_stalled_seconds",
-            "Wall-clock seconds since the partition's stream clock last moved",
-            [((str(c.partition),), max(0, s.at - c.advanced_at) / 1e6) for c in moved],
+            "Wall-clock seconds since the partition's stream clock last moved "
+            "(never moved: since its first event)",
+            [((str(c.partition),), max(0, s.at - c.since) / 1e6) for c in seen],
+            "partition",
+        )
+        yield family(
+            gauge,
+            "retention_stream_clock_stuck_seconds",
+            "Wall-clock seconds the partition's stream clock has not moved while events "
+            "wait on it (0 once it moves: an idle partition is not stuck)",
+            [((str(c.partition),), c.stuck / 1e6) for c in seen],
             "partition",
         )
         yield family(

@@ -34,6 +34,15 @@ class PartitionClock:
     watermark: int  # micros; NEVER until the clock has a value
     advanced_at: int  # wall-clock micros when the watermark last moved (0: never)
     due: int  # customers waiting in the partition's due index
+    # Wall-clock micros the clock's stall counts from: its last move, else its first
+    # event (0: neither yet), so a clock that never starts shows from the first event.
+    since: int = 0
+    stuck: int = 0  # micros it has not moved while events wait on it (README "Time")
+
+    @property
+    def started(self) -> bool:
+        """The clock has a value (it moved at least once since the partition was assigned)."""
+        return self.advanced_at != 0
 
 
 @dataclass(frozen=True, slots=True)

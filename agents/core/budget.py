@@ -5,9 +5,11 @@ larger than :data:`ROW_BUDGET` / :data:`OUTPUT_BUDGET` (256 KiB, a quarter of th
 broker's default 1 MiB ``message.max.bytes``), because every part of the row is
 bounded: ids (128 characters), amounts (16 + 15 digits), the named currencies
 (:data:`MAX_CURRENCIES`, the rest summed under :data:`OTHER_CURRENCY`), the dedup
-memory (:mod:`agents.core.dedup`), the lists in :mod:`agents.core.state`, and the
-events waiting in ``pending`` (at most ``max_pending_events`` and
-:data:`PENDING_BUDGET` bytes).
+memory (:mod:`agents.core.dedup`), the lists in :mod:`agents.core.state`, the
+firings the record remembers (at most :func:`firing_memory` of them, which a
+configuration may only set within :data:`FIRINGS_BUDGET` bytes), and the events
+waiting in ``pending`` (at most ``max_pending_events`` and :data:`PENDING_BUDGET`
+bytes).
 
 What is not bounded by construction is a row written by an older version (e.g.
 thousands of raw pending events): :func:`state_over_budget` says so, and the
@@ -18,9 +20,12 @@ record with :func:`row_over_budget` / :func:`output_over_budget` before writing.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import orjson
+
+from agents.core.settings import RULE_INACTIVITY, RULE_OVERDUE, RULE_SECOND_PURCHASE, CoreSettings
 
 
 class HasPending(Protocol):
@@ -89,3 +94,101 @@ def row_over_budget(encoded: bytes | int) -> bool:
 def output_over_budget(encoded: bytes | int) -> bool:
     """An encoded output record (or its length) over :data:`OUTPUT_BUDGET`."""
     return (encoded if isinstance(encoded, int) else len(encoded)) > OUTPUT_BUDGET
+
+
+# --- the firings a record remembers ------------------------------------------------
+
+# Bytes of the row's ``recent_firings`` (README "Byte budget"): a configuration whose
+# worst case does not fit is refused at start-up (streams/config.py), so what the
+# guardrails and the attribution need is never dropped to keep a row small.  The
+# rest of the row (dedup memory, counts, spans, ...) stays well below the other
+# FIXED_ROW_BOUND - FIRINGS_BUDGET bytes (tests/unit/agents/core/test_budget.py).
+FIRINGS_BUDGET = 80 * 1024
+# The widest entry [due_at, rule, step, anchor_at, outcome, converted_at] and its
+# comma: times as wide as any int the core holds, the longest rule and outcome
+# names, a two-digit step (a ladder has at most 10).
+MAX_FIRING_ENTRY_BYTES = (
+    len(orjson.dumps([-(2**62), "second_purchase", 99, -(2**62), "frequency_cap", -(2**62)])) + 1
+)
+MAX_FIRINGS = FIRINGS_BUDGET // MAX_FIRING_ENTRY_BYTES
+
+
+@dataclass(frozen=True, slots=True)
+class FiringMemory:
+    """How many firings one customer record may have to remember (README "Guardrails").
+
+    ``guard``: delivered nudges the gap and the cap can still need, the newest
+    ``frequency_cap`` due within max(min gap, window); ``attribution``: delivered or
+    holdout firings an order can still convert (not converted yet, due within the
+    attribution window); ``lookup``: the newest few of any outcome, for the
+    customer lookup.  An entry may be all three: the sum bounds the list.
+    """
+
+    lookup: int
+    guard: int
+    attribution: int
+
+    @property
+    def entries(self) -> int:
+        return self.lookup + self.guard + self.attribution
+
+    @property
+    def bytes(self) -> int:
+        """The most bytes ``recent_firings`` can take in a row."""
+        return self.entries * MAX_FIRING_ENTRY_BYTES
+
+    @property
+    def fits(self) -> bool:
+        return self.bytes <= FIRINGS_BUDGET
+
+
+def firing_memory(core: CoreSettings) -> FiringMemory:
+    """The firings a record must remember under ``core``, derived from its ladders and
+    guardrails, for a customer whose events are applied in time order."""
+    window = core.attribution_window
+    attribution = firings_within(core, window)
+    if core.holdout_percent <= 0:
+        # Nobody is held out: only delivered firings are attributed.
+        sent = delivered_within(core, window)
+        attribution = attribution if sent is None else min(attribution, sent)
+    return FiringMemory(core.max_recent_nudges, core.frequency_cap, attribution)
+
+
+def firings_within(core: CoreSettings, span: int) -> int:
+    """The most firings since a customer's last order with due times in one span.
+
+    An order converts every firing of the attribution window before it, so only
+    firings since the last order can still wait for one.  Since that order:
+    ``second_purchase`` fires at most its steps (one anchor: the first order) and
+    ``overdue`` once (its anchor is the last order).  ``inactivity`` restarts at every
+    session: anchor a fires step k only if the next activity comes later than a +
+    th_k, so anchors whose firings fall in the span lie in [L - th_n, L + span -
+    th_1] and an anchor that fires k steps is followed by a gap longer than th_k.
+    With r = max k / th_k, the anchors but the last fire fewer than r x (span + th_n
+    - th_1) steps between them; the last at most n.
+    """
+    total = 0
+    for ladder in core.ladders():
+        steps = ladder.steps
+        if ladder.rule == RULE_SECOND_PURCHASE:
+            total += len(steps)
+        elif ladder.rule == RULE_OVERDUE:
+            total += 1
+        elif ladder.rule == RULE_INACTIVITY:
+            between = span + steps[-1] - steps[0]
+            total += max(k * between // th for k, th in enumerate(steps, 1)) + len(steps)
+    return total
+
+
+def delivered_within(core: CoreSettings, span: int) -> int | None:
+    """The most delivered nudges with due times in one closed span (None: no bound).
+
+    Every window (x - frequency_window, x] holds at most ``frequency_cap`` of them and
+    ``span // window + 1`` such windows cover the span; delivered nudges are at least
+    ``min_gap`` apart."""
+    bounds = []
+    if core.frequency_window > 0:
+        bounds.append(core.frequency_cap * (span // core.frequency_window + 1))
+    if core.min_gap > 0:
+        bounds.append(span // core.min_gap + 1)
+    return min(bounds) if bounds else None

@@ -65,11 +65,12 @@ class StreamClock:
     def _moved(self, source: str) -> None:
         """Call before ``source`` moves forward: drop the cached watermark unless
         the source was above it (then it is not the minimum, and stays above)."""
-        if self.cached is not None and self._own(source) > self.cached:
+        if self.cached is not None and self.own(source) > self.cached:
             return
         self.cached = None
 
-    def _own(self, source: str) -> int:
+    def own(self, source: str) -> int:
+        """The watermark ``source`` alone allows (NEVER: it sent nothing yet)."""
         return max(self.newest.get(source, NEVER) - self.lateness, self.markers.get(source, NEVER))
 
     def watermark(self) -> int:

@@ -24,6 +24,7 @@ from agents.core.budget import (
     PENDING_BUDGET,
     SAFE_PENDING_ENTRIES,
     entry_size,
+    firing_memory,
     state_over_budget,
 )
 from agents.core.guardrails import (
@@ -169,6 +170,9 @@ class Engine:
         self.settings = settings
         self.ladders: tuple[LadderSettings, ...] = settings.ladders()
         self.guardrails = Guardrails(settings)
+        # What a record remembers of its firings (README "Guardrails").
+        self.memory = firing_memory(settings)
+        self._guard_span = settings.guard_span()
 
     def in_holdout(self, customer_id: str) -> bool:
         """Whether the customer is in the control group (firings never delivered)."""
@@ -380,15 +384,45 @@ class Engine:
         state.decision_counts[key] = state.decision_counts.get(key, 0) + 1
         recent = state.recent_firings
         recent.append(RecentFiring(due.due_at, due.rule, due.step, due.anchor_at, outcome))
-        # Keep what a guardrail or an attribution can still need (the guard span),
-        # and beyond it only the newest few for lookups; a hard bound keeps the
-        # record small whatever the data.
-        horizon = due.due_at - self.settings.guard_span()
-        keep = self.settings.max_recent_nudges
-        while recent and (
-            (len(recent) > keep and recent[0].due_at <= horizon) or len(recent) > 4 * keep
-        ):
-            del recent[0]
+        if len(recent) > self.memory.lookup:
+            recent[:] = self._still_needed(recent, due.due_at)
+
+    def _still_needed(self, recent: list[RecentFiring], now: int) -> list[RecentFiring]:
+        """The firings a guardrail, an attribution or a lookup can still need after a
+        firing due at ``now`` (README "Guardrails"), oldest first.
+
+        Later firings are due at ``now`` or after, and later orders are dated after
+        it, so: delivered nudges due after now - max(gap, window), of which only the
+        newest ``frequency_cap`` can matter; delivered or holdout firings not yet
+        converted and due at or after now - attribution window; and the newest few
+        for lookups.  Each group is bounded by :func:`firing_memory`, which keeps
+        the row in its byte budget; in time order the bounds never bite (only late
+        events can push a group past its bound: its oldest entries go first).
+        """
+        mem = self.memory
+        keep = set(range(max(0, len(recent) - mem.lookup), len(recent)))
+        guard_from = now - self._guard_span
+        sent = [
+            i
+            for i, f in enumerate(recent)
+            if f.outcome == OUTCOME_DELIVERED and f.due_at > guard_from
+        ]
+        keep.update(_newest(recent, sent, mem.guard))
+        attribution_from = now - self.settings.attribution_window
+        open_ = [
+            i
+            for i, f in enumerate(recent)
+            if f.converted_at is None and f.outcome in ATTRIBUTED and f.due_at >= attribution_from
+        ]
+        keep.update(_newest(recent, open_, mem.attribution))
+        return [f for i, f in enumerate(recent) if i in keep]
+
+
+def _newest(recent: list[RecentFiring], indexes: list[int], n: int) -> list[int]:
+    """The ``n`` of ``indexes`` whose firings are due last (by position among equals)."""
+    if n <= 0:
+        return []
+    return sorted(indexes, key=lambda i: (recent[i].due_at, i))[-n:]
 
 
 def overdue_threshold(order_times: list[int], multiplier: float, floor: int) -> int:

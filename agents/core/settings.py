@@ -61,6 +61,8 @@ class CoreSettings:
     # Events dated after the clock one customer may have waiting (and at most
     # agents.core.budget.PENDING_BUDGET bytes of them); more are pending_overflow.
     max_pending_events: int = 1024
+    # The newest firings a record keeps for the customer lookup, whatever their
+    # outcome (beyond what the guardrails and the attribution need: agents.core.budget).
     max_recent_nudges: int = 32
     # Events this much later than the newest one a source has sent still count
     # for decisions made in stream-clock mode (bounded out-of-orderness).
@@ -82,5 +84,5 @@ class CoreSettings:
         return tuple(x for x in (self.second_purchase, self.inactivity, self.overdue) if x.enabled)
 
     def guard_span(self) -> int:
-        """How far back a firing can still matter to a guardrail or an attribution."""
-        return max(self.min_gap, self.frequency_window, self.attribution_window)
+        """How far back a delivered nudge can still matter to the gap or the cap."""
+        return max(self.min_gap, self.frequency_window)

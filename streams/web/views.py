@@ -190,6 +190,17 @@ def register(app: Any, worker: ObservedWorker) -> None:
                 "partitions": list(snap.owned),
                 # Ready, but decisions wait: a stuck stream clock (README "Time").
                 "warnings": [*snap.clock_warnings, *snap.partition_warnings.values()],
+                # Stream mode, from each partition's first event on: has its clock
+                # started, how long have events waited on it (README "Time").
+                "stream_clocks": [
+                    {
+                        "partition": c.partition,
+                        "started": c.started,
+                        "stuck_seconds": c.stuck // 10**6,
+                    }
+                    for c in snap.clocks
+                    if c.since and snap.clock_mode == "stream"
+                ],
             }
             return self.send_json(body, 200 if snap.ready else 503)
 

@@ -547,6 +547,35 @@ def test_a_clock_held_back_by_a_silent_source_is_reported() -> None:
     assert proc.clock_warnings(CLOCK_IDLE_TIMEOUT) == []
 
 
+def test_a_clock_that_never_starts_is_stuck_from_its_first_event_on() -> None:
+    # README "Time", "A stuck clock": producers keyed by customer_id send a customer
+    # partition events from few input partitions, and no control/advance.
+    wall = ManualClock(FIRED_AT)
+    proc, store = processor(wall=wall), DictStore()
+    run(proc, store, [ev(purchase("cus_a", at(days=1), "ORD-1"))])
+    rt = proc.runtimes[0]
+    wall.advance(299)
+    assert proc.stuck_for(rt, wall()) == 299 * 1_000_000  # counted from the first event
+    assert proc.clock_warnings(CLOCK_IDLE_TIMEOUT) == []  # not yet: the idle timeout
+    wall.advance(2)  # no more events: still stuck, and now reported
+    [warning] = proc.clock_warnings(CLOCK_IDLE_TIMEOUT)
+    assert "stream clock of partition 0 has not started 301 s after its first event" in warning
+    assert f"{len(SOURCES) - 1} of {len(SOURCES)} input partitions sent no event" in warning
+    assert "RETENTION_STREAM_HEARTBEAT" in warning
+    run(proc, store, advance_all(at(days=1)))  # a heartbeat, say: the clock starts
+    assert proc.stuck_for(rt, wall()) == 0 and proc.clock_warnings(CLOCK_IDLE_TIMEOUT) == []
+
+
+def test_an_idle_clock_that_caught_up_with_its_events_is_not_stuck() -> None:
+    wall = ManualClock(FIRED_AT)
+    proc, store = processor(wall=wall), DictStore()
+    run(proc, store, [*advance_all(at(days=1)), ev(purchase("cus_a", at(days=1), "ORD-1"))])
+    run(proc, store, advance_all(at(days=2)))  # the clock moves past the last event
+    wall.advance(86_400)  # then a quiet day: idle, not stuck
+    assert proc.stuck_for(proc.runtimes[0], wall()) == 0
+    assert proc.clock_warnings(CLOCK_IDLE_TIMEOUT) == []
+
+
 # --- the internal topic is bounded like ingest's inputs (README "Time") -----------------
 
 YEAR_9999 = to_micros(datetime(9999, 12, 31, tzinfo=UTC))

@@ -32,10 +32,13 @@ from agents.core.ids import holdout_bucket
 from agents.core.reports import CustomerRow
 from agents.core.settings import DAY, HOUR, CoreSettings, LadderSettings
 from agents.core.state import CustomerState
-from agents.core.timeutil import iso, to_micros
+from agents.core.timeutil import iso, parse_timestamp, to_micros
 from agents.core.validation import validate
 from agents.offline.reference import ReferenceResult, compute_decisions
 from schemas.records import Event
+from streams.config import build_config
+from tests.unit.agents import factories as fx
+from tests.unit.agents.factories import GUARD_CUSTOMERS, BusyCase, busy_cases
 
 T0 = to_micros(datetime(2026, 3, 2, 10, 0, tzinfo=UTC))
 NOW = T0 + 1000 * DAY  # the processor's clock for the future-timestamp check
@@ -173,9 +176,9 @@ class Side:
 
 
 def reference_side(
-    lines: list[bytes], until: int, arrival_order: bool = False
+    lines: list[bytes], until: int, arrival_order: bool = False, core: CoreSettings = CORE
 ) -> tuple[Side, ReferenceResult]:
-    result = compute_decisions(lines, CORE, until=until, now=NOW, arrival_order=arrival_order)
+    result = compute_decisions(lines, core, until=until, now=NOW, arrival_order=arrival_order)
     decisions: dict[str, list[Decision]] = {}
     for d in result.decisions:
         decisions.setdefault(d["customer_id"], []).append(
@@ -188,9 +191,11 @@ def reference_side(
     return Side(decisions, conversions, rows), result
 
 
-def engine_side(lines: list[bytes], watermark: Callable[[Event], int], until: int) -> Side:
+def engine_side(
+    lines: list[bytes], watermark: Callable[[Event], int], until: int, core: CoreSettings = CORE
+) -> Side:
     """Each customer's events in file order, each ingested with ``watermark(event)``."""
-    engine = Engine(CORE)
+    engine = Engine(core)
     per_customer: dict[str, list[Event]] = {}
     for line in lines:
         e = _validate(line)
@@ -410,3 +415,86 @@ def test_a_retry_dated_later_counts_at_the_earliest_time_whatever_the_file_order
     # Read as a live feed's arrival order, the reversed file counts the retry's time.
     _, arrival = reference_side(lines[::-1], UNTIL, arrival_order=True)
     assert arrival.facts[A].order_times[:2] == (T0, T0 + 5 * d)
+
+
+# --- guardrails under any ladder the configuration accepts (README "Guardrails") --------
+
+
+def assert_gap_and_cap_hold(decisions: dict[str, list[Decision]], core: CoreSettings) -> None:
+    """For every delivered nudge due at D: fewer than ``frequency_cap`` other delivered
+    nudges due in (D - window, D], and none in (D - min gap, D]."""
+    for cid, made in decisions.items():
+        due = [to_micros(parse_timestamp(d)) for _, d, outcome, _ in made if outcome == "delivered"]
+        for i, d in enumerate(due):
+            others = due[:i] + due[i + 1 :]
+            in_window = [t for t in others if d - core.frequency_window < t <= d]
+            assert len(in_window) < core.frequency_cap, (cid, iso(d), len(in_window))
+            assert not [t for t in others if d - core.min_gap < t <= d], (cid, iso(d))
+
+
+def figure(steps: str, every: int, span: int, **raw: Any) -> BusyCase:
+    """One of issue 17's figures (tests/unit/agents/core/test_guardrails.py): an order,
+    then a session every ``every`` micros for ``span``, nobody held out."""
+    given_raw = {"inactivity_steps": steps, "holdout_percent": 0, **raw}
+    cid = GUARD_CUSTOMERS[1]
+    events = [fx.purchase(cid, T0, "o0", event_id="p0")] + [
+        fx.session(cid, t, event_id=f"s{t}") for t in range(T0 + every, T0 + span + 1, every)
+    ]
+    return BusyCase(given_raw, build_config(given_raw).core, events, T0 + span)
+
+
+def ten(unit: str) -> str:
+    return ",".join(fx.duration(k, unit) for k in range(1, 11))
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(busy_cases())
+@example(figure(ten("H"), 11 * HOUR, 31 * DAY))
+@example(figure(ten("M"), 11 * fx.MINUTE, 3 * DAY))
+@example(figure("PT1M", 2 * fx.MINUTE, 20 * HOUR, min_gap="PT1M", frequency_cap=200))
+def test_gap_and_cap_hold_for_any_accepted_ladder_and_engine_equals_reference(
+    case: BusyCase,
+) -> None:
+    """Short ladders and busy customers make hundreds of firings, mostly suppressed:
+    the stream engine and the reference both keep the gap and the cap, and agree on
+    every decision, conversion and report row."""
+    lines = [fx.line_of(e) for e in case.events]
+    reference, _ = reference_side(lines, case.until, core=case.core)
+    engine = engine_side(lines, live(case.until), case.until, core=case.core)
+    assert_gap_and_cap_hold(reference.decisions, case.core)
+    assert_gap_and_cap_hold(engine.decisions, case.core)
+    assert_same(engine, reference)
+
+
+def needs_more_than_128(case: BusyCase) -> bool:
+    """A min_gap or frequency_cap verdict that rests on a delivered nudge decided more
+    than 128 firings earlier: what a record that kept its newest 128 forgot."""
+    result = compute_decisions(
+        [fx.line_of(e) for e in case.events], case.core, until=case.until, now=NOW
+    )
+    per_customer: dict[str, list[tuple[int, str]]] = {}
+    for d in result.decisions:
+        due = to_micros(parse_timestamp(d["due_at"]))
+        per_customer.setdefault(d["customer_id"], []).append((due, d["outcome"]))
+    core = case.core
+    for made in per_customer.values():
+        for j, (due, outcome) in enumerate(made):
+            span = {"min_gap": core.min_gap, "frequency_cap": core.frequency_window}.get(outcome)
+            if span is None:
+                continue
+            behind = [i for i, (t, o) in enumerate(made[:j]) if o == "delivered" and t > due - span]
+            needed = behind[-1:] if outcome == "min_gap" else behind[-core.frequency_cap :]
+            if needed and j - needed[0] > 128:
+                return True
+    return False
+
+
+def test_the_busy_cases_reach_what_the_record_used_to_forget() -> None:
+    """The property above is only worth something if its histories make verdicts
+    that need a delivered nudge from more than 128 firings back."""
+    found: BusyCase = find(
+        busy_cases(),
+        needs_more_than_128,
+        settings=settings(max_examples=3000, database=None, deadline=None, phases=[Phase.generate]),
+    )
+    assert needs_more_than_128(found)

@@ -2,14 +2,20 @@
 "Operations"): every metric a rule uses, with every label it groups or selects by,
 is on /metrics when every family has samples, so the rules cannot rot when a
 metric is renamed.  Rendered from a Snapshot, no worker (tests/e2e/test_ops.py
-checks the same against a real worker after a replay)."""
+checks the same against a real worker after a replay).  And each rule fires, and
+stays silent, when Prometheus itself evaluates it: ``promtool test rules`` over
+deploy/prometheus/alerts.test.yml (docs/operations.md, "Dashboard and alerts")."""
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
+import subprocess
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -17,6 +23,7 @@ from streams.metrics import Metrics
 from streams.observe import PartitionClock, ReadModelStatus, Snapshot
 
 RULES = Path(__file__).resolve().parents[3] / "deploy" / "prometheus" / "alerts.yml"
+RULE_TESTS = RULES.with_name("alerts.test.yml")
 NOW = 1_772_000_000_000_000
 # Labels Prometheus attaches to every scraped series, and the histogram bucket label.
 SCRAPE_LABELS = {"instance", "job", "le"}
@@ -51,7 +58,11 @@ def rendered() -> dict[str, set[str]]:
         customer_dead_letters={"future_timestamp": 1},
         late={"retention.sessions": 1},
         decisions={("inactivity", 1, "delivered"): 1},
-        clocks=(PartitionClock(0, watermark=NOW - 10**6, advanced_at=NOW - 10**6, due=1),),
+        clocks=(
+            PartitionClock(
+                0, watermark=NOW - 10**6, advanced_at=NOW - 10**6, due=1, since=NOW - 10**6
+            ),
+        ),
         lag={"retention.purchases": 5},
         read_model=ReadModelStatus(redis_up=True, lag=1, oldest_age=2.0, errors=1, written=1),
         partition_warnings={"retention.consents": "3 partitions, RETENTION_PARTITIONS is 4"},
@@ -116,3 +127,36 @@ def test_each_failure_signal_has_a_complete_rule() -> None:
         assert rule["labels"]["severity"] in {"warning", "critical"}, rule["alert"]
         assert rule["annotations"]["summary"], rule["alert"]
         assert re.fullmatch(r"\d+[smhd]", rule["for"]), rule["alert"]
+
+
+def promtool() -> str:
+    """promtool's path; fails under CI (.ci/run installs Debian's prometheus), else skips."""
+    found = shutil.which("promtool")
+    if found:
+        return found
+    message = "promtool is missing: apt-get install prometheus (.ci/run does this)"
+    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+        pytest.fail(message, pytrace=False)
+    pytest.skip(message)
+
+
+def test_every_alert_rule_fires_and_stays_silent_as_its_promtool_tests_say() -> None:
+    done = subprocess.run(
+        [promtool(), "test", "rules", str(RULE_TESTS)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "SUCCESS" in done.stdout
+
+
+def test_every_alert_rule_has_a_firing_and_a_silent_promtool_case() -> None:
+    doc = yaml.safe_load(RULE_TESTS.read_text())
+    assert doc["rule_files"] == [RULES.name]
+    cases = [case for test in doc["tests"] for case in test["alert_rule_test"]]
+    fired = {c["alertname"] for c in cases if c.get("exp_alerts")}
+    silent = {c["alertname"] for c in cases if not c.get("exp_alerts")}
+    names = {rule["alert"] for rule in rules()}
+    assert (names - fired, names - silent) == (set(), set())

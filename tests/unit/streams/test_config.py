@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from agents.core.budget import MAX_FIRINGS
 from agents.core.engine import overdue_threshold
 from agents.core.settings import DAY
 from agents.core.timeutil import MAX_DURATION, MAX_DURATION_DAYS, from_micros, iso, parse_duration
@@ -349,6 +350,50 @@ def test_sasl_needs_a_user_name_and_a_password() -> None:
     assert cfg.kafka_security.sasl_password == "pw"  # type: ignore[attr-defined]
 
 
+HOURLY = ",".join(f"PT{k}H" for k in range(1, 11))
+MINUTELY = ",".join(f"PT{k}M" for k in range(1, 11))
+
+
+@pytest.mark.parametrize(
+    "env",
+    [
+        {"INACTIVITY_STEPS": HOURLY},  # issue 17's hourly ladder, every other default
+        {"FREQUENCY_CAP": "200", "MIN_GAP": "PT1M"},
+        {"INACTIVITY_STEPS": MINUTELY, "HOLDOUT_PERCENT": "0"},  # only delivered attributed
+        {"INACTIVITY_STEPS": MINUTELY, "ATTRIBUTION_WINDOW": "PT6H"},
+    ],
+)
+def test_guardrails_and_ladders_whose_firing_memory_fits_are_accepted(env: dict[str, str]) -> None:
+    assert isinstance(_load(**env), Config)
+
+
+@pytest.mark.parametrize(
+    ("env", "starts", "advice"),
+    [
+        ({"FREQUENCY_CAP": "1000"}, "RETENTION_FREQUENCY_CAP=1000: ", "lower the cap"),
+        (
+            {"INACTIVITY_STEPS": MINUTELY},
+            "RETENTION_ATTRIBUTION_WINDOW=P5D with RETENTION_INACTIVITY_STEPS starting at PT1M: ",
+            "shorten the window",
+        ),
+    ],
+)
+def test_settings_whose_firing_memory_cannot_fit_a_row_are_refused_in_one_line(
+    env: dict[str, str], starts: str, advice: str, tmp_path: Path
+) -> None:
+    """The gap, the cap and the attribution would otherwise have to forget firings they
+    need (README "Guardrails"): refused at start-up, from the environment or the file."""
+    with pytest.raises(ConfigError) as exc:
+        _load(**env)
+    message = str(exc.value)
+    assert message.startswith(starts) and advice in message and "\n" not in message
+    assert f"more than the {MAX_FIRINGS:,} its byte budget holds" in message
+    lines = [f"{k.lower()} = {v if v.isdigit() else repr(v)}" for k, v in env.items()]
+    with pytest.raises(ConfigError) as from_file:
+        _from_toml(tmp_path, "\n".join(lines))
+    assert str(from_file.value) == message
+
+
 def test_retention_config_masks_every_secret() -> None:
     cfg = _load(
         REDIS="redis://svc:hunter2@cache:6379/0",
@@ -378,3 +423,11 @@ def test_the_cli_takes_short_topic_names_with_the_prefix_applied() -> None:
     assert topics.resolve("customer-events") == topics.resolve("customer_events")
     assert topics.resolve("customer_events") == "acme.retention.customer-events"
     assert topics.resolve("some.other.topic") == "some.other.topic"
+
+
+def test_the_stream_heartbeat_is_off_by_default_and_at_least_a_second() -> None:
+    # README "Time", "Heartbeat": it writes to every input partition each time.
+    assert _load().stream_heartbeat == 0
+    assert _load(STREAM_HEARTBEAT="PT1M").stream_heartbeat == 60_000_000
+    with pytest.raises(ConfigError, match=r"^RETENTION_STREAM_HEARTBEAT must be PT0S \(off\)"):
+        _load(STREAM_HEARTBEAT="PT0.1S")

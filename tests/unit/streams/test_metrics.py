@@ -61,7 +61,13 @@ def test_clocks_partitions_lag_and_read_model_come_from_the_snapshot() -> None:
         ready=True,
         owned=(0, 2),
         clocks=(
-            PartitionClock(0, watermark=NOW - 60_000_000, advanced_at=NOW - 30_000_000, due=4),
+            PartitionClock(
+                0,
+                watermark=NOW - 60_000_000,
+                advanced_at=NOW - 30_000_000,
+                due=4,
+                since=NOW - 30_000_000,
+            ),
             PartitionClock(2, watermark=0, advanced_at=0, due=1),  # never moved: no clock
         ),
         lag={"retention.purchases": 7},
@@ -81,6 +87,7 @@ def test_clocks_partitions_lag_and_read_model_come_from_the_snapshot() -> None:
     )
     assert values[("retention_stream_clock_stalled_seconds", (("partition", "0"),))] == 30
     assert ("retention_stream_clock_seconds", (("partition", "2"),)) not in values
+    assert values[("retention_stream_clock_stuck_seconds", (("partition", "0"),))] == 0
     assert values[("retention_consumer_lag", (("topic", "retention.purchases"),))] == 7
     assert values[("retention_late_events_total", (("topic", "retention.sessions"),))] == 2
     # Ingest's and the customer processor's dead letters add up by code.
@@ -104,6 +111,18 @@ def test_each_scrape_takes_a_new_snapshot() -> None:
     second = parse(metrics.render().decode())
     assert first[("retention_events_accepted_total", ())] == 1
     assert second[("retention_events_accepted_total", ())] == 2
+
+
+def test_a_clock_that_never_started_shows_from_its_first_event_on() -> None:
+    # README "Time", "A stuck clock": producers keyed by customer_id leave input
+    # partitions silent; the clock has no value, yet it is seen stuck.
+    never = PartitionClock(
+        3, watermark=-(2**62), advanced_at=0, due=7, since=NOW - 600_000_000, stuck=600_000_000
+    )
+    values = parse(Metrics(lambda: snapshot(clocks=(never,))).render().decode())
+    assert values[("retention_stream_clock_stalled_seconds", (("partition", "3"),))] == 600
+    assert values[("retention_stream_clock_stuck_seconds", (("partition", "3"),))] == 600
+    assert ("retention_stream_clock_seconds", (("partition", "3"),)) not in values
 
 
 def test_lenient_timestamps_are_exported_by_form_from_zero() -> None:

@@ -7,30 +7,46 @@ applies them early; rows written by the previous version still load.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
 import orjson
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from agents.core.budget import (
     CODE_CUSTOMER_OVER_BUDGET,
     CODE_PENDING_OVERFLOW,
+    FIRINGS_BUDGET,
     FIXED_ROW_BOUND,
     MAX_CURRENCIES,
+    MAX_FIRING_ENTRY_BYTES,
     OTHER_CURRENCY,
     OUTPUT_BUDGET,
     PENDING_BUDGET,
     ROW_BUDGET,
+    FiringMemory,
+    firing_memory,
     row_over_budget,
 )
-from agents.core.engine import Engine, Firing, Refused
+from agents.core.engine import Due, Engine, Firing, Refused
+from agents.core.guardrails import ATTRIBUTED, OUTCOMES
 from agents.core.settings import DAY, HOUR, CoreSettings, LadderSettings
-from agents.core.state import CustomerState
+from agents.core.state import CustomerState, RecentFiring
 from agents.core.timeutil import to_micros
 from agents.messages import decision_record, dumps
 from schemas.records import Event
+from streams.config import build_config
+from tests.unit.agents.factories import (
+    GUARD_CUSTOMERS,
+    MINUTE,
+    BusyCase,
+    busy_cases,
+    duration,
+    purchase,
+    session,
+)
 
 T0 = to_micros(datetime(2026, 1, 1, tzinfo=UTC))
 # The widest id validation accepts: 128 characters that JSON escapes to 6 bytes.
@@ -39,6 +55,11 @@ WIDE = "\x01" * 128
 
 def row_size(state: CustomerState) -> int:
     return len(orjson.dumps(state.to_dict()))
+
+
+def firings_size(state: CustomerState) -> int:
+    """Bytes of the firings the row remembers."""
+    return len(orjson.dumps(state.to_dict()["recent_firings"]))
 
 
 def wide_purchase(n: int, t: int, currency: str = "EUR", cid: str = WIDE) -> Event:
@@ -69,17 +90,23 @@ def check_records(fired: list[Any] | Refused | None) -> None:
 # --- the worst case, built on purpose -------------------------------------------------
 
 
+def largest_accepted_cap(core: CoreSettings) -> int:
+    """The highest frequency cap whose firing memory fits with these settings."""
+    return next(c for c in range(1000, 0, -1) if firing_memory(replace(core, frequency_cap=c)).fits)
+
+
 def test_worst_case_row_stays_within_the_budget() -> None:
     """Every bounded part at its bound at once: wide ids, 40 currencies, 10-step
-    ladders with every outcome, thousands of orders and sessions, full pending."""
+    ladders with every outcome, the highest cap the firing memory allows, thousands
+    of orders and sessions, full pending."""
     ten = tuple((i + 1) * DAY for i in range(10))
     core = CoreSettings(
         second_purchase=LadderSettings("second_purchase", ten),
         inactivity=LadderSettings("inactivity", ten),
         holdout_percent=0.0,
         min_gap=HOUR,
-        frequency_cap=1000,
     )
+    core = replace(core, frequency_cap=largest_accepted_cap(core))
     engine = Engine(core)
     state = CustomerState(customer_id=WIDE, partition=0)
     codes = [a + b + "Q" for a in "ABCDEFGH" for b in "ABCDE"]  # 40 currencies
@@ -92,6 +119,14 @@ def test_worst_case_row_stays_within_the_budget() -> None:
     assert len(state.spend) == MAX_CURRENCIES + 1 and OTHER_CURRENCY in state.spend
     fixed = row_size(state)
     assert fixed <= FIXED_ROW_BOUND, fixed
+    # Everything but the firings leaves the firing memory its whole budget; with the
+    # memory full of the widest entries the row is still within its bound.
+    assert fixed - firings_size(state) <= FIXED_ROW_BOUND - FIRINGS_BUDGET
+    widest = RecentFiring(-(2**62), "second_purchase", 10, -(2**62), "frequency_cap", -(2**62))
+    full = CustomerState.from_dict(state.to_dict())
+    full.recent_firings = [widest] * engine.memory.entries
+    assert firings_size(full) <= FIRINGS_BUDGET
+    assert row_size(full) <= FIXED_ROW_BOUND, row_size(full)
     # Now fill pending with future-dated events until it refuses.
     refused = 0
     for n in range(3000, 6000):
@@ -350,6 +385,28 @@ def test_an_old_row_over_budget_is_set_aside_until_its_pending_drains() -> None:
     assert state.last_session_at == T0 + 31 * DAY
 
 
+def test_a_row_that_remembers_128_firings_loads_and_keeps_what_the_guardrails_need() -> None:
+    """The row format of ``recent_firings`` is unchanged: a row written when the record
+    kept its newest 128 firings loads as it is, its delivered nudge still counts, and
+    the next firing trims the list to what is still needed."""
+    row = old_row(0)  # two orders, the last at T0 + 1 day: inactivity step 1 due at day 15
+    delivered_at = T0 + 15 * DAY - HOUR
+    # The delivered nudge first, then 127 suppressed firings: a 129th would have
+    # pushed it out of the old record.
+    row["recent_firings"] = [[delivered_at, "second_purchase", 3, T0, "delivered", None]] + [
+        [delivered_at + i, "second_purchase", 3, T0 + i, "min_gap", None] for i in range(1, 128)
+    ]
+    engine = Engine(CoreSettings(holdout_percent=0.0))
+    state = CustomerState.from_dict(orjson.loads(orjson.dumps(row)))
+    assert len(state.recent_firings) == 128
+    fired = [f for f in engine.advance(state, T0 + 16 * DAY) if isinstance(f, Firing)]
+    assert [(f.rule, f.due_at, f.outcome) for f in fired] == [
+        ("inactivity", T0 + 15 * DAY, "min_gap")
+    ]
+    assert len(state.recent_firings) == engine.memory.lookup + 1
+    assert state.recent_firings[0].due_at == delivered_at
+
+
 def test_a_row_written_by_the_version_before_the_budget_loads_and_carries_on() -> None:
     """data/row_before_budget.json was written by that version's own engine."""
     from pathlib import Path
@@ -381,3 +438,102 @@ def test_a_row_written_by_the_version_before_the_budget_loads_and_carries_on() -
     assert state.orders == 7 and state.spend["EUR"] == "136.50" and state.pending == []
     again = CustomerState.from_dict(orjson.loads(orjson.dumps(state.to_dict())))
     assert again == state
+
+
+# --- the firings a record remembers (README "Guardrails") ------------------------------
+
+
+def test_no_remembered_firing_is_wider_than_the_budget_assumes() -> None:
+    times = (-(2**62), 0, 2**62 - 1)
+    for rule in ("second_purchase", "inactivity", "overdue"):
+        for outcome in OUTCOMES:
+            for step in (1, 10):
+                for t in times:
+                    state = CustomerState(customer_id="c")
+                    state.recent_firings = [RecentFiring(t, rule, step, t, outcome, t)]
+                    assert firings_size(state) - 2 + 1 <= MAX_FIRING_ENTRY_BYTES
+
+
+def test_the_default_settings_remember_a_few_dozen_firings() -> None:
+    # 32 for lookups, the cap of 4, and for attribution within 5 days: 3
+    # second_purchase steps, 1 overdue, and for inactivity the most of k x 51 days
+    # // step k (51 = 5 + 60 - 14; k = 1: 3) plus its 3 steps.
+    assert firing_memory(CoreSettings()) == FiringMemory(lookup=32, guard=4, attribution=10)
+    assert firing_memory(CoreSettings()).bytes <= FIRINGS_BUDGET // 10
+
+
+def ten(unit: str) -> str:
+    return ",".join(duration(k, unit) for k in range(1, 11))
+
+
+def busy_case_of(steps: str, every: int, span: int, **raw: Any) -> BusyCase:
+    """An order, then a session every ``every`` micros for ``span``: one busy customer."""
+    given_raw = {"inactivity_steps": steps, "holdout_salt": "guard", **raw}
+    cid = GUARD_CUSTOMERS[0]
+    events = [purchase(cid, T0, "o0", event_id="p0")] + [
+        session(cid, t, event_id=f"s{t}") for t in range(T0 + every, T0 + span + 1, every)
+    ]
+    return BusyCase(given_raw, build_config(given_raw).core, events, T0 + span)
+
+
+class Unforgetting(Engine):
+    """An engine that forgets nothing, and records the most firings a group of its
+    memory (bounded by :func:`firing_memory`) would have held at once."""
+
+    def __init__(self, core: CoreSettings) -> None:
+        super().__init__(core)
+        self.bound = self.memory
+        self.memory = FiringMemory(10**9, 10**9, 10**9)
+        self.most_open = 0
+        self.most_sent = 0
+
+    def _remember(self, state: CustomerState, due: Due, outcome: str) -> None:
+        super()._remember(state, due, outcome)
+        now, core = due.due_at, self.settings
+        self.most_open = max(
+            self.most_open,
+            sum(
+                1
+                for f in state.recent_firings
+                if f.outcome in ATTRIBUTED
+                and f.converted_at is None
+                and f.due_at >= now - core.attribution_window
+            ),
+        )
+        # Delivered nudges in one cap window: never more than the cap.
+        self.most_sent = max(
+            self.most_sent,
+            sum(
+                1
+                for f in state.recent_firings
+                if f.outcome == "delivered" and now - core.frequency_window < f.due_at <= now
+            ),
+        )
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(busy_cases())
+@example(busy_case_of(ten("M"), 11 * MINUTE, DAY, holdout_percent=100, attribution_window="PT2H"))
+def test_the_firing_memory_bound_holds_for_any_accepted_ladder(case: BusyCase) -> None:
+    """Fed in time order, no customer ever needs more firings remembered than
+    :func:`firing_memory` says (so none is dropped), and the row's firings stay in
+    their byte budget after every event; the row read back decides the same."""
+    unforgetting, engine = Unforgetting(case.core), Engine(case.core)
+    assert firing_memory(case.core).fits  # the configuration accepted it
+    states = {c: CustomerState(customer_id=c) for c in GUARD_CUSTOMERS}
+    complete = {c: CustomerState(customer_id=c) for c in GUARD_CUSTOMERS}
+    for e in case.events:
+        engine.ingest(states[e.customer_id], e, e.occurred_at - 1)
+        unforgetting.ingest(complete[e.customer_id], e, e.occurred_at - 1)
+        state = states[e.customer_id]
+        assert len(state.recent_firings) <= engine.memory.entries
+        assert firings_size(state) <= FIRINGS_BUDGET
+        # The processor writes the row and reads it back for the next event.
+        states[e.customer_id] = CustomerState.from_dict(orjson.loads(orjson.dumps(state.to_dict())))
+    if case.core.frequency_window > 0:
+        assert unforgetting.most_sent <= case.core.frequency_cap
+    assert unforgetting.most_open <= engine.memory.attribution
+    for c in GUARD_CUSTOMERS:
+        kept, every = states[c], complete[c]
+        assert kept.decision_counts == every.decision_counts
+        assert kept.conversion_counts == every.conversion_counts

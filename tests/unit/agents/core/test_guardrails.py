@@ -28,6 +28,7 @@ from tests.unit.agents.factories import (
     consent,
     feed_in_time_order,
     purchase,
+    session,
 )
 
 MINUTE = 60 * 1_000_000
@@ -416,3 +417,73 @@ def test_holdout_bucket_is_in_range_and_deterministic() -> None:
     assert values == [holdout_bucket(f"c{i}", SALT) for i in range(1000)]
     assert Guardrails(CoreSettings(holdout_percent=0.0)).in_holdout(HELD) is False
     assert Guardrails(CoreSettings(holdout_percent=100.0)).in_holdout(CID) is True
+
+
+# --- what the record remembers (README "Guardrails") ------------------------------------
+
+
+def active_customer(every: int, until: int) -> list[Event]:
+    """One order at T0, then a session every ``every`` micros up to ``until``: each
+    session restarts the inactivity ladder, so a short ladder fires all the time."""
+    return [purchase(CID, T0)] + [session(CID, t) for t in range(T0 + every, until + 1, every)]
+
+
+def only_inactivity(*steps: int, **overrides: Any) -> Engine:
+    """An engine whose rules are the inactivity ladder with these steps; nobody held out."""
+    return Engine(
+        CoreSettings(
+            second_purchase=LadderSettings(SP, (365 * DAY,), enabled=False),
+            inactivity=LadderSettings(INACT, tuple(steps)),
+            overdue_enabled=False,
+            holdout_percent=0.0,
+            **overrides,
+        )
+    )
+
+
+def delivered(emitted: Sequence[Emission]) -> list[int]:
+    return [f.due_at for f in emitted if isinstance(f, Firing) and f.delivered]
+
+
+def most_in_a_window(due_times: list[int], window: int) -> int:
+    """The most delivered nudges with due times in one window (D - window, D]."""
+    return max((sum(1 for t in due_times if d - window < t <= d) for d in due_times), default=0)
+
+
+def test_an_hourly_ladder_never_gets_past_the_cap_of_four_in_thirty_days() -> None:
+    """Ten steps PT1H..PT10H and a session every 11 hours: 10 firings per session,
+    hundreds in a month, almost all suppressed.  Four nudges are delivered in the
+    first days; the fifth only once the first has left the 30-day window.  (Before,
+    the record kept its newest 128 firings, suppressed ones included, so delivered
+    nudges were forgotten within days: 21 were delivered in those 31 days.)"""
+    engine = only_inactivity(*(k * HOUR for k in range(1, 11)))
+    until = at(days=31)
+    emitted = run(engine, active_customer(11 * HOUR, until), until)
+    sent = delivered(emitted)
+    assert len([f for f in emitted if isinstance(f, Firing)]) > 600
+    assert most_in_a_window(sent, 30 * DAY) == 4
+    assert len(sent) == 5 and sent[4] - sent[0] >= 30 * DAY
+
+
+def test_a_minute_ladder_gets_at_most_one_nudge_a_day_with_a_one_day_gap() -> None:
+    """Ten steps PT1M..PT10M and a session every 11 minutes for three days: about
+    3,900 firings.  With the default 1-day gap no two delivered nudges are less than
+    a day apart (before: 11 in one day)."""
+    engine = only_inactivity(*(k * MINUTE for k in range(1, 11)))
+    until = at(days=3)
+    sent = delivered(run(engine, active_customer(11 * MINUTE, until), until))
+    assert most_in_a_window(sent, DAY) == 1
+    assert all(b - a >= DAY for a, b in itertools.pairwise(sent))
+    assert len(sent) == 3
+
+
+def test_a_cap_of_200_is_reached_and_holds() -> None:
+    """One step PT1M, a gap of one minute, a cap of 200 a month, and a session every
+    2 minutes for 20 hours: 600 firings; the first 200 are delivered, the rest
+    capped (before: all 600 delivered, the cap above the 128 firings remembered)."""
+    engine = only_inactivity(MINUTE, min_gap=MINUTE, frequency_cap=200)
+    until = at(hours=20)
+    emitted = run(engine, active_customer(2 * MINUTE, until), until)
+    verdicts = [f.outcome for f in emitted if isinstance(f, Firing)]
+    assert {v: verdicts.count(v) for v in set(verdicts)} == {"delivered": 200, "frequency_cap": 400}
+    assert verdicts == ["delivered"] * 200 + ["frequency_cap"] * 400

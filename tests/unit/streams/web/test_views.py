@@ -210,6 +210,7 @@ async def test_before_recovery_the_worker_is_live_but_not_ready(
         "recovering": False,
         "partitions": [0, 1],
         "warnings": [],
+        "stream_clocks": [],  # no event yet
     }
     lookup = await client.get("/retention/customers/cus_a")
     assert lookup.status == 503
@@ -337,7 +338,68 @@ async def test_the_stuck_clock_warning_waits_for_the_configured_idle_timeout() -
         worker.clock.advance(25 * 60)
         await worker.feed([(topics.purchases, 0, purchase("cus_a", 10, 6))])
         [warning] = (await (await client.get("/health/ready")).json())["warnings"]
-        assert "for 1920 s while events arrive" in warning
+        assert "for 1920 s with events waiting" in warning
+
+
+async def test_a_clock_that_never_starts_shows_from_the_first_event_and_the_heartbeat_starts_it(
+    worker: Worker, client: TestClient[Any, Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    # README "Time": a producer keyed by customer_id, no control/advance; only
+    # purchases partition 0 ever sends, so no customer partition's clock starts.
+    topics = worker.app.config.topics
+    worker.recovered()
+    await worker.feed([(topics.purchases, 0, purchase(c, 1, 2)) for c in CUSTOMERS])
+    p = worker.app.partition_of("cus_a")
+    label = (("partition", str(p)),)
+    values = metrics((await (await client.get("/metrics")).read()).decode())
+    assert values[("retention_stream_clock_stalled_seconds", label)] == 0
+    assert values[("retention_stream_clock_stuck_seconds", label)] == 0
+    assert ("retention_stream_clock_seconds", label) not in values  # it has no value
+    ready = await (await client.get("/health/ready")).json()
+    assert {"partition": p, "started": False, "stuck_seconds": 0} in ready["stream_clocks"]
+    worker.clock.advance(360)  # six quiet minutes: nothing more arrives
+    values = metrics((await (await client.get("/metrics")).read()).decode())
+    assert values[("retention_stream_clock_stuck_seconds", label)] == 360
+    resp = await client.get("/health/ready")
+    assert resp.status == 200
+    warnings = (await resp.json())["warnings"]
+    assert f"stream clock of partition {p} has not started 360 s after its first event" in "".join(
+        warnings
+    )
+    with caplog.at_level("WARNING", logger="streams.app"):
+        worker.app.log_stuck_clocks()
+        worker.app.log_stuck_clocks()  # logged once, not at every look
+    logged = [r.getMessage() for r in caplog.records if "has not started" in r.getMessage()]
+    assert len(logged) == len(warnings)
+
+    # The heartbeat: every input partition advanced to now - the allowed lateness.
+    marker = orjson.loads(worker.app.heartbeat_marker())
+    assert marker == {"schema": "control/advance", "until": "2026-05-31T12:06:00Z"}
+    sources = [(t, q) for t in topics.inputs() for q in range(PARTITIONS)]
+    await worker.feed([(t, q, worker.app.heartbeat_marker()) for t, q in sources])
+    values = metrics((await (await client.get("/metrics")).read()).decode())
+    assert values[("retention_stream_clock_stuck_seconds", label)] == 0
+    assert values[("retention_stream_clock_seconds", label)] == marker_seconds(marker)
+    ready = await (await client.get("/health/ready")).json()
+    assert ready["warnings"] == []
+    assert {"partition": p, "started": True, "stuck_seconds": 0} in ready["stream_clocks"]
+    # The purchases were dated day 2: their first steps are due and have fired.
+    assert worker.broker.on(topics.decisions)
+
+
+def marker_seconds(marker: dict[str, str]) -> float:
+    return to_micros(datetime.fromisoformat(marker["until"])) / 1e6
+
+
+async def test_the_heartbeat_sends_its_marker_to_every_input_partition() -> None:
+    worker = Worker(RETENTION_STREAM_HEARTBEAT="PT30S")
+    assert worker.app.config.stream_heartbeat == 30_000_000
+    worker.app.faust_app.producer.send = worker.broker.send
+    await worker.app.send_heartbeat()
+    topics = worker.app.config.topics
+    sent = {(t, p): v for t, _, v, p in worker.broker.sent}
+    assert set(sent) == {(t, p) for t in topics.inputs() for p in range(PARTITIONS)}
+    assert set(sent.values()) == {worker.app.heartbeat_marker()}
 
 
 async def test_a_lookup_is_answered_by_the_owner_and_never_bounced_back() -> None:
