@@ -32,8 +32,13 @@ from agents.core.clock import NEVER, StreamClock, WallClock, source_name
 from agents.core.due_index import DueIndex
 from agents.core.engine import Conversion, Emission, Engine, Firing, Refused
 from agents.core.state import CustomerState
-from agents.core.timeutil import iso, to_micros
-from agents.core.validation import CODE_FUTURE_TIMESTAMP, MAX_ID_LENGTH, MAX_TEXT_LENGTH
+from agents.core.timeutil import DEFAULT_MIN_EVENT_TIME, iso, to_micros
+from agents.core.validation import (
+    CODE_EARLY_TIMESTAMP,
+    CODE_FUTURE_TIMESTAMP,
+    MAX_ID_LENGTH,
+    MAX_TEXT_LENGTH,
+)
 from agents.messages import (
     BUNDLE,
     dead_letter_record,
@@ -144,6 +149,7 @@ class CustomerProcessor:
         internal_topic: str,
         wall_clock: WallClock,
         future_tolerance: int,
+        min_event_time: int = DEFAULT_MIN_EVENT_TIME,
     ) -> None:
         self.engine = engine
         self.mode = mode
@@ -158,6 +164,8 @@ class CustomerProcessor:
         # Internal-topic events and advances are bounded like ingest's inputs:
         # at most this far after the wall clock (README "Time").
         self.future_tolerance = future_tolerance
+        # ...and no earlier than the earliest accepted event time.
+        self.min_event_time = min_event_time
         self.runtimes: dict[int, PartitionRuntime] = {}
         self.counters: Counter[str] = Counter()
         self.decision_counts: Counter[tuple[str, int, str]] = Counter()
@@ -318,7 +326,9 @@ class CustomerProcessor:
         if kind == "ev":
             src = msg.get("src")
             now = self.wall_clock()
-            event = read_wire_event(msg.get("ev"), latest=now + self.future_tolerance)
+            event = read_wire_event(
+                msg.get("ev"), latest=now + self.future_tolerance, earliest=self.min_event_time
+            )
             if not isinstance(src, str) or src not in self._known_sources:
                 raise BadMessage(f"unknown source {src!r}"[:300])
             if self.mode == "stream":
@@ -355,6 +365,14 @@ class CustomerProcessor:
                     f"advance: until {_when(until)} is after {iso(latest)} "
                     "(now + the future tolerance)",
                     CODE_FUTURE_TIMESTAMP,
+                )
+            if until < self.min_event_time:
+                # A clock before every accepted event, e.g. before year 1, would
+                # only make the reports' as-of unreadable (README "Time").
+                raise BadMessage(
+                    f"advance: until {_when(until)} is before the earliest accepted "
+                    f"event time {iso(self.min_event_time)}",
+                    CODE_EARLY_TIMESTAMP,
                 )
             rt.clock.mark(src, until)
             return None, True
@@ -501,7 +519,7 @@ def _when(t: int) -> str:
     return iso(t) if _TIME_RANGE[0] <= t <= _TIME_RANGE[1] else f"{t} micros"[:40]
 
 
-def read_wire_event(wire: Any, *, latest: int) -> Event:
+def read_wire_event(wire: Any, *, latest: int, earliest: int = DEFAULT_MIN_EVENT_TIME) -> Event:
     """An ``ev`` item's event, exactly in the shape ingest writes, or BadMessage.
 
     Ingest only forwards what :func:`agents.core.validation.validate` accepted; a
@@ -510,8 +528,9 @@ def read_wire_event(wire: Any, *, latest: int) -> Event:
     and crash the agent on every restart (README "Byte budget").  Amounts may
     carry up to 31 fraction digits: the plain form of a JSON number >= 1e-15.
     An event dated after ``latest`` (the wall clock + the future tolerance, the
-    bound ingest applies) is a ``future_timestamp`` dead letter (README "Time");
-    only the future is bounded, so replays of old history are not.
+    bound ingest applies) is a ``future_timestamp`` dead letter, one dated before
+    ``earliest`` (RETENTION_MIN_EVENT_TIME, an absolute instant) an
+    ``early_timestamp`` one (README "Time").
     """
     if not isinstance(wire, dict):
         raise BadMessage(f"event must be an object, got {type(wire).__name__}")
@@ -525,6 +544,11 @@ def read_wire_event(wire: Any, *, latest: int) -> Event:
         raise BadMessage(
             f"event time {iso(t)} is after {_when(latest)} (now + the future tolerance)",
             CODE_FUTURE_TIMESTAMP,
+        )
+    if t < earliest:
+        raise BadMessage(
+            f"event time {iso(t)} is before the earliest accepted event time {iso(earliest)}",
+            CODE_EARLY_TIMESTAMP,
         )
     channel = wire.get("ch")
     if channel is not None and (not isinstance(channel, str) or len(channel) > MAX_TEXT_LENGTH):

@@ -12,8 +12,8 @@ from collections.abc import Sequence
 import orjson
 
 from agents.core.clock import WallClock, source_name
-from agents.core.timeutil import iso, parse_timestamp, to_micros
-from agents.core.validation import ValidationError, validate
+from agents.core.timeutil import DEFAULT_MIN_EVENT_TIME, iso, parse_timestamp, to_micros
+from agents.core.validation import ValidationError, early_error, validate
 from agents.customer import Output
 from agents.messages import CONTROL_ADVANCE, dead_letter_record, dumps
 from agents.messages import MAX_ORIGINAL_BYTES as MAX_ORIGINAL_BYTES
@@ -35,6 +35,7 @@ class IngestProcessor:
         max_message_bytes: int,
         future_tolerance: int,
         wall_clock: WallClock,
+        min_event_time: int = DEFAULT_MIN_EVENT_TIME,
     ) -> None:
         self.customer_topic = customer_topic
         self.dlq_topic = dlq_topic
@@ -42,6 +43,8 @@ class IngestProcessor:
         self.max_message_bytes = max_message_bytes
         self.future_tolerance = future_tolerance
         self.wall_clock = wall_clock
+        # The earliest accepted event time, an absolute instant (README "Time").
+        self.min_event_time = min_event_time
         self.dead_letters: Counter[str] = Counter()
         # Accepted timestamps in a form a later version refuses (README "Inputs").
         self.lenient_timestamps: Counter[str] = Counter()
@@ -70,6 +73,7 @@ class IngestProcessor:
                 max_bytes=self.max_message_bytes,
                 future_tolerance=self.future_tolerance,
                 lenient=self.lenient_timestamps,
+                earliest=self.min_event_time,
             )
         except ValidationError as exc:
             if exc.code == "unknown_schema" and CONTROL_ADVANCE.encode() in raw[:64]:
@@ -143,6 +147,10 @@ class IngestProcessor:
                 f"control/advance: until {iso(until)} is after {iso(limit)} "
                 "(now + the future tolerance)",
             )
+        if until < self.min_event_time:
+            # A clock before every accepted event decides nothing; refused like
+            # an event dated there (README "Time").
+            raise early_error("control/advance: until", until, self.min_event_time)
         self.markers += 1
         payload = dumps({"type": "adv", "src": src, "until": until})
         return [(p, payload) for p in range(self.customer_partitions)]

@@ -32,6 +32,7 @@ from agents.core.reports import ReportSettings
 from agents.core.settings import CoreSettings
 from agents.core.state import MAX_ORDER_TIMES
 from agents.core.timeutil import (
+    DEFAULT_MIN_EVENT_TIME,
     MICROS_PER_SECOND,
     format_duration,
     iso,
@@ -144,6 +145,9 @@ class Config:
     web_enabled: bool = True
     max_message_bytes: int = 64 * 1024
     future_tolerance: int = 86400 * MICROS_PER_SECOND
+    # The earliest accepted event time: an absolute instant, never relative to
+    # today (README "Time").
+    min_event_time: int = DEFAULT_MIN_EVENT_TIME
     # A stream clock that has not moved for this long while events wait on it
     # (never started: since its first event) is reported as stuck (README "Time").
     clock_idle_timeout: int = 300 * MICROS_PER_SECOND
@@ -375,10 +379,15 @@ class Steps(Kind[tuple[int, ...]]):
 
 @dataclass(frozen=True, slots=True)
 class Instant(Kind[int | None]):
-    """An RFC 3339 time with an offset, held in microseconds; unset when empty."""
+    """An RFC 3339 time with an offset, held in microseconds; unset when empty
+    (unless ``required``)."""
+
+    required: bool = False
 
     def parse(self, name: str, raw: Any) -> int | None:
         if raw == "":
+            if self.required:
+                raise ConfigError(f"{name} must be an RFC 3339 time such as 1970-01-01T00:00:00Z")
             return None
         try:
             return to_micros(parse_timestamp(str(raw)))
@@ -618,6 +627,13 @@ SETTINGS: tuple[Setting, ...] = (
         "future_tolerance",
         Duration(),
         "how far past the wall clock an event may be dated",
+    ),
+    Setting(
+        "min_event_time",
+        "min_event_time",
+        Instant(required=True),
+        "earliest accepted event time (an absolute RFC 3339 instant); earlier ones are"
+        " `early_timestamp` dead letters",
     ),
     Setting(
         "second_purchase_steps", "core.second_purchase.steps", Steps(), "second_purchase ladder"

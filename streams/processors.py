@@ -38,6 +38,7 @@ def build_processors(
         max_message_bytes=config.max_message_bytes,
         future_tolerance=config.future_tolerance,
         wall_clock=wall_clock,
+        min_event_time=config.min_event_time,
     )
     customer = CustomerProcessor(
         Engine(config.core),
@@ -50,5 +51,6 @@ def build_processors(
         internal_topic=topics.customer_events,
         wall_clock=wall_clock,
         future_tolerance=config.future_tolerance,
+        min_event_time=config.min_event_time,
     )
     return Processors(ingest, customer)

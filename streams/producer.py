@@ -129,7 +129,12 @@ class ReplayStats(ProduceStats):
 
 
 def replay_plan(
-    history: SortedHistory, stats: ReplayStats, *, until: int | None, step: int
+    history: SortedHistory,
+    stats: ReplayStats,
+    *,
+    until: int | None,
+    step: int,
+    earliest: int | None = None,
 ) -> Iterator[tuple[bytes | None, int | None]]:
     """What the replay sends, in order: ``(line, None)`` for an event line,
     ``(None, T)`` for a ``control/advance`` to T on every input partition.
@@ -140,7 +145,8 @@ def replay_plan(
     sent after a marker is dated after it, so none is late, and the clock keeps up
     even on partitions that see few events.  Events dated after ``until`` are held
     back (``report --from-file --until T`` leaves them out too); the last marker is
-    ``until``.
+    ``until``.  No marker goes before ``earliest`` (the earliest accepted event
+    time): the events there are dead letters, and so would such a marker be.
     """
     if step < 1:
         raise ValueError("step must be positive")
@@ -155,8 +161,9 @@ def replay_plan(
             marked = t - 1
         elif t - 1 - marked >= step:
             marked = t - 1
-            stats.markers += 1
-            yield None, marked
+            if earliest is None or marked >= earliest:
+                stats.markers += 1
+                yield None, marked
         yield line, None
     if until is not None:
         stats.markers += 1
@@ -169,7 +176,7 @@ async def replay_history(
     """Publish a sorted history so the stream clock follows the file's time
     (:func:`replay_plan`)."""
     stats = ReplayStats()
-    plan = replay_plan(history, stats, until=until, step=step)
+    plan = replay_plan(history, stats, until=until, step=step, earliest=config.min_event_time)
     await ensure_topics(config)
     partitions = await input_partitions(config)
     producer = _producer(config)

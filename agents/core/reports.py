@@ -17,7 +17,9 @@ Definitions (all times UTC, durations in days of 24 h):
 * CRR per calendar month = (E - N) / S0: S0 = customers active just before the
   month starts, N = customers whose first order falls in the month, E = customers
   active at its last instant (or at ``as_of`` for the running month).  Active = an
-  order within the trailing ``active_window`` (default 90 days).
+  order within the trailing ``active_window`` (default 90 days).  Months where
+  S0, N and E are all 0 are left out, so the rows (and the time to make them)
+  follow the data, not the calendar span from the first order to ``as_of``.
 * Simple CLV per currency = average order value x orders per year x expected
   lifetime in years (a setting, default 2).  Orders per year = orders per buyer /
   years observed (first order in the data to ``as_of``, at least 30 days).
@@ -30,15 +32,20 @@ from __future__ import annotations
 import bisect
 import math
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
 from agents.core.guardrails import OUTCOME_DELIVERED, OUTCOME_HOLDOUT, OUTCOMES
 from agents.core.state import STAGES, CountKey, CustomerState
-from agents.core.timeutil import MICROS_PER_DAY, iso
+from agents.core.timeutil import (
+    MICROS_PER_DAY,
+    iso,
+    month_name,
+    month_of,
+    month_start_at,
+)
 
 SCHEMA_REPORT = "report/1"
 REPEAT_WINDOWS = (30, 60, 90)
@@ -133,28 +140,50 @@ def _r(x: float | None, digits: int = 4) -> float | None:
 
 def month_label(t: int) -> str:
     """The UTC calendar month holding ``t``: ``"2026-03"``."""
-    return datetime.fromtimestamp(t / 1_000_000, UTC).strftime("%Y-%m")
+    return month_name(month_of(t))
 
 
 def month_start(year: int, month: int) -> int:
-    return int(datetime(year, month, 1, tzinfo=UTC).timestamp()) * 1_000_000
+    return month_start_at(year * 12 + month - 1)
 
 
-def _months(first: int, last: int) -> list[tuple[str, int, int]]:
-    """Calendar months (label, start, end) from the one holding ``first`` to ``last``'s.
+def _months(first: int, last: int, candidates: Iterable[int]) -> list[tuple[str, int, int]]:
+    """Calendar months (label, start, end) among ``candidates`` (month numbers, see
+    :func:`agents.core.timeutil.month_of`) from the one holding ``first`` to
+    ``last``'s, ascending.
 
-    A month starting exactly at ``last`` has no time in it yet and is left out.
+    A month starting exactly at ``last`` has no time in it yet and is left out,
+    unless it is the first month.
     """
-    d = datetime.fromtimestamp(first / 1_000_000, UTC)
-    y, m = d.year, d.month
+    lo = month_of(first)
     out: list[tuple[str, int, int]] = []
-    while True:
-        start = month_start(y, m)
-        if start > last or (start == last and out):
-            return out
-        ny, nm = (y + 1, 1) if m == 12 else (y, m + 1)
-        out.append((f"{y:04d}-{m:02d}", start, month_start(ny, nm)))
-        y, m = ny, nm
+    for k in sorted(set(candidates)):
+        start = month_start_at(k)
+        if k < lo or start > last or (start == last and k != lo):
+            continue
+        out.append((month_name(k), start, month_start_at(k + 1)))
+    return out
+
+
+def crr_months(buyers: Iterable[CustomerRow], as_of: int) -> Iterator[int]:
+    """The months whose S0, N or E a buyer can count in, ascending, each once: the
+    month of a first order and, for each active span [lo, hi), the months it
+    touches up to ``as_of`` and the one after (whose S0 looks at the instant
+    before it starts).  The spans' month ranges are merged first, so the cost is
+    the number of spans and of months with data, whatever the spans' lengths."""
+    ranges: list[tuple[int, int]] = []
+    for r in buyers:
+        if r.first_order_at is not None:
+            k = month_of(r.first_order_at)
+            ranges.append((k, k))
+        for lo, hi in r.active_spans:
+            ranges.append((month_of(lo), month_of(min(hi - 1, as_of)) + 1))
+    ranges.sort()
+    done = None  # the last month yielded
+    for lo, hi in ranges:
+        start = lo if done is None else max(lo, done + 1)
+        yield from range(start, hi + 1)
+        done = hi if done is None else max(done, hi)
 
 
 # --- the report's blocks, from aggregated counts ----------------------------------------
@@ -196,16 +225,24 @@ def histogram(days: Iterable[float]) -> list[dict[str, Any]]:
 
 
 def crr_block(
-    first: int | None, as_of: int, cell: Callable[[str, int, int], tuple[int, int, int]]
+    first: int | None,
+    as_of: int,
+    months: Iterable[int],
+    cell: Callable[[str, int, int], tuple[int, int, int]],
 ) -> list[dict[str, Any]]:
-    """CRR per calendar month from the one of the first order to ``as_of``'s;
-    ``cell(label, start, last_instant)`` gives that month's (S0, N, E)."""
+    """CRR per calendar month from the one of the first order to ``as_of``'s, for
+    the ``months`` (numbers, see :func:`agents.core.timeutil.month_of`) that may
+    hold data; ``cell(label, start, last_instant)`` gives that month's (S0, N, E).
+    A month where all three are 0 is left out: a history with one order in 1970
+    and the rest today has a handful of rows, not one per month in between."""
     if first is None:
         return []
     out: list[dict[str, Any]] = []
-    for label, start, end in _months(first, as_of):
+    for label, start, end in _months(first, as_of, months):
         last_instant = min(end - 1, as_of)
         s0, n, e = cell(label, start, last_instant)
+        if s0 == n == e == 0:
+            continue
         out.append(
             {
                 "period": label,
@@ -339,15 +376,21 @@ def _ttsp_block(rows: list[CustomerRow], as_of: int) -> dict[str, Any]:
 
 
 def _crr_cell(buyers: list[CustomerRow]) -> Callable[[str, int, int], tuple[int, int, int]]:
+    """S0 / N / E of a month by binary search, in O(log n) per month.
+
+    A buyer's spans are merged and disjoint, so it is active at b in at most one
+    of them, and the buyers active at b are the spans started at or before b less
+    those ended at or before b."""
+    starts = sorted(s for r in buyers for s, _ in r.active_spans)
+    ends = sorted(e for r in buyers for _, e in r.active_spans)
+    firsts = sorted(r.first_order_at for r in buyers if r.first_order_at is not None)
+
+    def active(b: int) -> int:
+        return bisect.bisect_right(starts, b) - bisect.bisect_right(ends, b)
+
     def cell(_label: str, start: int, last_instant: int) -> tuple[int, int, int]:
-        s0 = sum(1 for r in buyers if r.active_at(start - 1))
-        n = sum(
-            1
-            for r in buyers
-            if r.first_order_at is not None and start <= r.first_order_at <= last_instant
-        )
-        e = sum(1 for r in buyers if r.active_at(last_instant))
-        return s0, n, e
+        n = bisect.bisect_right(firsts, last_instant) - bisect.bisect_left(firsts, start)
+        return active(start - 1), n, active(last_instant)
 
     return cell
 
@@ -391,7 +434,7 @@ def build_report(
             ],
             "histogram": histogram(gaps),
         },
-        crr=crr_block(first, as_of, _crr_cell(buyers)),
+        crr=crr_block(first, as_of, crr_months(buyers, as_of), _crr_cell(buyers)),
         clv=clv_block(
             first,
             as_of,

@@ -3,6 +3,13 @@
 Everything in the core works with timezone-aware UTC datetimes; naive times are
 rejected at the edge (see :mod:`agents.core.validation`) because their meaning
 depends on the producer's machine.
+
+Instants are held as integer microseconds since the epoch, which never overflow;
+only turning one into text or a calendar date can.  The functions here that do
+are total: :func:`iso` writes an instant beyond the years 1..9999 a datetime holds
+as the nearest end of that range, and the month arithmetic (:func:`month_of`,
+:func:`month_start_at`) is plain integer calendar arithmetic, valid for any
+instant (README "Time").
 """
 
 from __future__ import annotations
@@ -14,6 +21,15 @@ from datetime import UTC, datetime, timedelta, timezone
 from schemas.records import Threshold
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+MICROS_PER_SECOND = 1_000_000
+MICROS_PER_DAY = 86_400 * MICROS_PER_SECOND
+# The instants a datetime holds (years 1..9999, UTC), in micros since the epoch.
+TIME_MIN = -62_135_596_800_000_000  # 0001-01-01T00:00:00Z
+TIME_MAX = 253_402_300_799_999_999  # 9999-12-31T23:59:59.999999Z
+# The earliest event time accepted by default (RETENTION_MIN_EVENT_TIME): an
+# absolute instant, never relative to today, so that a replay or a report of old
+# history gives the same answer on any day (README "Time").
+DEFAULT_MIN_EVENT_TIME = 0  # 1970-01-01T00:00:00Z
 
 _DURATION = re.compile(
     r"P(?:(?P<weeks>[0-9]+)W)?(?:(?P<days>[0-9]+)D)?"
@@ -181,17 +197,22 @@ def to_micros(value: datetime) -> int:
 
 
 def from_micros(value: int) -> datetime:
-    return EPOCH + timedelta(microseconds=value)
+    """The UTC datetime of ``value``; an instant beyond the datetime range is the
+    range's nearest end (as :func:`iso` writes it)."""
+    return EPOCH + timedelta(microseconds=min(max(value, TIME_MIN), TIME_MAX))
 
 
 def iso(value: datetime | int) -> str:
     """RFC 3339 in UTC with a ``Z`` suffix (micros given as int are converted).
 
     Exactly ``datetime.isoformat()``'s text (fraction only when non-zero); ints
-    take a fast path, as every output record formats several of them.
+    take a fast path, as every output record formats several of them.  An int
+    beyond the years 1..9999 (a computed instant only: a due time past 9999, a
+    clock before year 1; accepted event times are bounded) is written as the
+    nearest end of that range, never an OverflowError.
     """
     if isinstance(value, int):
-        return _iso_micros(value)
+        return _iso_micros(min(max(value, TIME_MIN), TIME_MAX))
     text = value.astimezone(UTC).isoformat()
     return text.replace("+00:00", "Z")
 
@@ -211,10 +232,59 @@ def _iso_micros(value: int) -> str:
 
 @functools.lru_cache(maxsize=4096)
 def _day(days: int) -> str:
-    """The date ``days`` after the epoch (OverflowError outside years 1..9999, as
-    :func:`from_micros`)."""
+    """The date ``days`` after the epoch (years 1..9999: :func:`iso` clamps first)."""
     return (EPOCH + timedelta(days=days)).date().isoformat()
 
 
-MICROS_PER_SECOND = 1_000_000
-MICROS_PER_DAY = 86_400 * MICROS_PER_SECOND
+# --- calendar months, by integer arithmetic ------------------------------------------
+#
+# Months are numbered k = 12 * year + (month - 1) in the proleptic Gregorian
+# calendar (Howard Hinnant's days_from_civil / civil_from_days), so a report can
+# step through months at either end of the datetime range, or past it, without
+# building a datetime.
+
+
+def _civil(days: int) -> tuple[int, int]:
+    """(year, month) of the day ``days`` after 1970-01-01."""
+    z = days + 719_468
+    era = z // 146_097
+    doe = z - era * 146_097
+    yoe = (doe - doe // 1460 + doe // 36_524 - doe // 146_096) // 365
+    doy = doe - (365 * yoe + yoe // 4 - yoe // 100)
+    mp = (5 * doy + 2) // 153
+    month = mp + 3 if mp < 10 else mp - 9
+    return yoe + era * 400 + (month <= 2), month
+
+
+def _days_from_civil(year: int, month: int) -> int:
+    """Days from 1970-01-01 to the first of ``month`` of ``year``."""
+    y = year - (month <= 2)
+    era = y // 400
+    yoe = y - era * 400
+    doy = (153 * (month + (-3 if month > 2 else 9)) + 2) // 5
+    doe = yoe * 365 + yoe // 4 - yoe // 100 + doy
+    return era * 146_097 + doe - 719_468
+
+
+def month_of(t: int) -> int:
+    """The number ``12 * year + month - 1`` of the UTC calendar month holding ``t``."""
+    year, month = _civil(t // MICROS_PER_DAY)
+    return year * 12 + month - 1
+
+
+def month_start_at(k: int) -> int:
+    """The first instant (micros) of month number ``k`` (see :func:`month_of`)."""
+    year, m0 = divmod(k, 12)
+    return _days_from_civil(year, m0 + 1) * MICROS_PER_DAY
+
+
+def month_name(k: int) -> str:
+    """Month number ``k`` as a report labels it: ``"2026-03"``."""
+    year, m0 = divmod(k, 12)
+    return f"{year:04d}-{m0 + 1:02d}"
+
+
+def month_number(label: str) -> int:
+    """The inverse of :func:`month_name`."""
+    year, _, month = label.rpartition("-")
+    return int(year) * 12 + int(month) - 1

@@ -14,7 +14,14 @@ from typing import Any
 
 import orjson
 
-from agents.core.timeutil import TimeFormatError, iso, lenient_form, parse_timestamp, to_micros
+from agents.core.timeutil import (
+    DEFAULT_MIN_EVENT_TIME,
+    TimeFormatError,
+    iso,
+    lenient_form,
+    parse_timestamp,
+    to_micros,
+)
 from schemas.records import (
     CONSENT_OPTED_IN,
     CONSENT_OPTED_OUT,
@@ -41,11 +48,18 @@ ERROR_CODES = (
     "invalid_timestamp",
     "naive_timestamp",
     "future_timestamp",
+    "early_timestamp",
 )
 
 # An event time (or control/advance) later than the wall clock + the future
 # tolerance; the customers agent applies the same bound to its internal topic.
 CODE_FUTURE_TIMESTAMP = "future_timestamp"
+# An event time (or control/advance) before RETENTION_MIN_EVENT_TIME, an absolute
+# instant: Go's zero time and .NET's DateTime.MinValue (0001-01-01) are what a
+# producer that forgot to set the time sends, and would fire every ladder step at
+# once (README "Time").  Bounded the same way in the customers agent and the
+# offline reference.
+CODE_EARLY_TIMESTAMP = "early_timestamp"
 
 _CURRENCY = re.compile(r"^[A-Z]{3}$")
 # Amount bounds (README "Inputs"): they bound the size of every spend total too.
@@ -127,6 +141,15 @@ def _amount(obj: dict[str, Any]) -> str:
     return format(value, "f")
 
 
+def early_error(what: str, t: int, earliest: int) -> ValidationError:
+    """The ``early_timestamp`` error for ``what`` dated ``t``, before ``earliest``."""
+    return ValidationError(
+        CODE_EARLY_TIMESTAMP,
+        f"{what} {iso(t)} is before the earliest accepted event time {iso(earliest)} "
+        "(RETENTION_MIN_EVENT_TIME; a zero or unset time in the producer?)",
+    )
+
+
 def validate(
     raw: bytes,
     *,
@@ -134,11 +157,14 @@ def validate(
     max_bytes: int,
     future_tolerance: int,
     lenient: Counter[str] | None = None,
+    earliest: int = DEFAULT_MIN_EVENT_TIME,
 ) -> Event:
     """Parse and check one input message; ``now`` is the wall clock in micros.
 
     The future check uses the wall clock, not the stream clock, so that a replay
-    rejects exactly the same messages however its events are partitioned.
+    rejects exactly the same messages however its events are partitioned; the
+    past check uses ``earliest`` (RETENTION_MIN_EVENT_TIME), an absolute instant,
+    so that it rejects the same messages on any day.
     """
     if len(raw) > max_bytes:
         raise ValidationError("too_large", f"message is {len(raw)} bytes; the limit is {max_bytes}")
@@ -173,6 +199,8 @@ def validate(
             f"occurred_at {iso(occurred)} is more than {future_tolerance // 3_600_000_000}h "
             f"after the processor's clock {iso(now)}",
         )
+    if occurred < earliest:
+        raise early_error("occurred_at", occurred, earliest)
     channel = _text(obj, "channel", required=False, limit=MAX_TEXT_LENGTH)
     assert event_id is not None and customer_id is not None
     event = _event(obj, kind, event_id, customer_id, occurred, channel)

@@ -8,8 +8,9 @@ renders the conversions this module computes.)
 
 Semantics (the stream implements the same):
 
-* Every non-blank line is validated with :func:`agents.core.validation.validate`;
-  an invalid line is counted under its error code and skipped.
+* Every non-blank line is validated with :func:`agents.core.validation.validate`,
+  with the stream's bounds (the earliest accepted event time among them); an
+  invalid line is counted under its error code and skipped.
 * Deduplication is per customer, because that is where the stream keeps its
   dedup memory, and runs over the valid events in event-time order (file order
   among equal times), the order in which ``retention replay`` delivers the file:
@@ -117,6 +118,9 @@ class ReferenceConfig(Protocol):
 
     @property
     def future_tolerance(self) -> int: ...
+
+    @property
+    def min_event_time(self) -> int: ...
 
 
 # --- per-customer facts ------------------------------------------------------------
@@ -590,15 +594,17 @@ class ReferenceResult:
     lines: int  # non-blank lines read
 
 
-def _settings(cfg: ReferenceConfig | CoreSettings) -> tuple[CoreSettings, int, int]:
+def _settings(cfg: ReferenceConfig | CoreSettings) -> tuple[CoreSettings, int, int, int]:
+    """The core settings and the input bounds: message size, future tolerance and
+    the earliest accepted event time (README "Time")."""
     if isinstance(cfg, CoreSettings):
         # The input limits' defaults live in the one config object; streams.config is
         # plain Python (no Faust), so importing it keeps this module pure.
         from streams.config import Config
 
         defaults = Config(core=cfg)
-        return cfg, defaults.max_message_bytes, defaults.future_tolerance
-    return cfg.core, cfg.max_message_bytes, cfg.future_tolerance
+        return cfg, defaults.max_message_bytes, defaults.future_tolerance, defaults.min_event_time
+    return cfg.core, cfg.max_message_bytes, cfg.future_tolerance, cfg.min_event_time
 
 
 def compute_decisions(
@@ -619,7 +625,7 @@ def compute_decisions(
     file order instead, for a file that is the arrival order of a live feed (what
     ``retention produce`` sends as it is).
     """
-    core, max_bytes, future_tolerance = _settings(cfg)
+    core, max_bytes, future_tolerance, earliest = _settings(cfg)
     if now is None:
         now = time.time_ns() // 1000
     logs: dict[str, _CustomerLog] = {}
@@ -633,7 +639,13 @@ def compute_decisions(
             continue
         read += 1
         try:
-            event = validate(line, now=now, max_bytes=max_bytes, future_tolerance=future_tolerance)
+            event = validate(
+                line,
+                now=now,
+                max_bytes=max_bytes,
+                future_tolerance=future_tolerance,
+                earliest=earliest,
+            )
         except ValidationError as exc:
             dead_letters[exc.code] = dead_letters.get(exc.code, 0) + 1
             continue

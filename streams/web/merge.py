@@ -15,10 +15,8 @@ the workers' figures.
 
 from __future__ import annotations
 
-import functools
 from collections import Counter
 from collections.abc import Iterable, Mapping
-from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -29,25 +27,19 @@ from agents.core.reports import (
     crr_block,
     histogram,
     month_label,
-    month_start,
     report_document,
     ttsp_summary,
 )
 from agents.core.state import STAGE_PROSPECT, STAGES, CountKey
-from agents.core.timeutil import MICROS_PER_DAY
+from agents.core.timeutil import (
+    MICROS_PER_DAY,
+    month_name,
+    month_number,
+    month_of,
+    month_start_at,
+)
 
 SCHEMA_INPUTS = "report-inputs/1"
-
-
-def _month_index(t: int) -> int:
-    """Months since year 0 of the UTC calendar month holding ``t``."""
-    d = datetime.fromtimestamp(t / 1_000_000, UTC)
-    return d.year * 12 + d.month - 1
-
-
-@functools.lru_cache(maxsize=4096)
-def _month_start(k: int) -> int:
-    return month_start(k // 12, k % 12 + 1)
 
 
 def _parsed(counts: Mapping[str, int]) -> Counter[CountKey]:
@@ -132,18 +124,18 @@ class ReportInputs:
         nothing is kept per customer (and the scan allocates little).
         """
         as_of = self.as_of
-        k = _month_index(first)
-        if first <= min(_month_start(k + 1) - 1, as_of):
+        k = month_of(first)
+        if first <= min(month_start_at(k + 1) - 1, as_of):
             self._crr_cell(k)[1] += 1
         hit_s0: set[int] = set()
         hit_e: set[int] = set()
         for lo, hi in spans:
-            k = _month_index(lo)
-            last = _month_index(min(hi - 1, as_of)) + 1
-            while k <= last and _month_start(k) <= as_of:
-                if lo <= _month_start(k) - 1 < hi:
+            k = month_of(lo)
+            last = month_of(min(hi - 1, as_of)) + 1
+            while k <= last and month_start_at(k) <= as_of:
+                if lo <= month_start_at(k) - 1 < hi:
                     hit_s0.add(k)
-                if lo <= min(_month_start(k + 1) - 1, as_of) < hi:
+                if lo <= min(month_start_at(k + 1) - 1, as_of) < hi:
                     hit_e.add(k)
                 k += 1
         for k in hit_s0:
@@ -152,7 +144,7 @@ class ReportInputs:
             self._crr_cell(k)[2] += 1
 
     def _crr_cell(self, k: int) -> list[int]:
-        label = f"{k // 12:04d}-{k % 12 + 1:02d}"
+        label = month_name(k)
         cell = self.crr.get(label)
         if cell is None:
             cell = self.crr[label] = [0, 0, 0]
@@ -266,7 +258,7 @@ def merge_report(
             ],
             "histogram": histogram(g / MICROS_PER_DAY for g in all_gaps),
         },
-        crr=crr_block(first, as_of, crr_cell),
+        crr=crr_block(first, as_of, (month_number(label) for label in crr_counts), crr_cell),
         clv=clv_block(first, as_of, buyers, orders, spend, currencies, settings.clv_lifetime_years),
         lifecycle=lifecycle,
         decisions=_parsed(decisions_by_key),

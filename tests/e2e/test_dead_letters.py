@@ -44,6 +44,7 @@ def malformed(i: int, rng: random.Random) -> tuple[str, bytes]:
             "naive_timestamp",
             "invalid_timestamp",
             "future_timestamp",
+            "early_timestamp",
             "too_large",
         ]
     )
@@ -63,6 +64,8 @@ def malformed(i: int, rng: random.Random) -> tuple[str, bytes]:
         good["occurred_at"] = "yesterday at noon"
     elif kind == "future_timestamp":
         good["occurred_at"] = "2999-01-01T00:00:00Z"
+    elif kind == "early_timestamp":  # Go's zero time: a producer that forgot the time
+        good["occurred_at"] = "0001-01-01T00:00:00Z"
     elif kind == "too_large":
         good["channel"] = "x" * 70_000
     return kind, orjson.dumps(good)

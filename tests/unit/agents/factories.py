@@ -21,7 +21,7 @@ from agents.core.engine import Emission, Engine
 from agents.core.ids import holdout_bucket
 from agents.core.settings import DAY, HOUR, CoreSettings
 from agents.core.state import CustomerState
-from agents.core.timeutil import MICROS_PER_SECOND, iso, to_micros
+from agents.core.timeutil import DEFAULT_MIN_EVENT_TIME, MICROS_PER_SECOND, iso, to_micros
 from schemas.records import (
     CONSENT_OPTED_IN,
     CONSENT_OPTED_OUT,
@@ -120,6 +120,7 @@ def processors(
     max_message_bytes: int = 64 * 1024,
     future_tolerance: int = DAY,
     sources: Iterable[str] | None = None,
+    min_event_time: int = DEFAULT_MIN_EVENT_TIME,
 ) -> Processors:
     """The ingest and customer processors as the worker builds them
     (streams/processors.py), on the default topic names."""
@@ -129,6 +130,7 @@ def processors(
         core=core or CoreSettings(),
         max_message_bytes=max_message_bytes,
         future_tolerance=future_tolerance,
+        min_event_time=min_event_time,
     )
     return build_processors(config, wall, sources)
 

@@ -68,10 +68,16 @@ def processor(
     wall: ManualClock | None = None,
     sources: Iterable[str] = SOURCES,
     future_tolerance: int = DAY,
+    min_event_time: int = 0,
 ) -> CustomerProcessor:
     wall = wall or ManualClock(FIRED_AT)
     return processors(
-        wall, mode=mode, core=core, future_tolerance=future_tolerance, sources=sources
+        wall,
+        mode=mode,
+        core=core,
+        future_tolerance=future_tolerance,
+        sources=sources,
+        min_event_time=min_event_time,
     ).customer
 
 
@@ -639,7 +645,8 @@ def test_an_advance_beyond_any_datetime_is_a_readable_dead_letter() -> None:
 
 
 def test_old_history_on_the_internal_topic_is_not_bounded() -> None:
-    """Only the future is bounded: a stream-mode replay of 1998 fires as it did."""
+    """Past the earliest event time (1970) nothing is bounded: a stream-mode replay of
+    1998 fires as it did."""
     old = to_micros(datetime(1998, 5, 15, tzinfo=UTC))
     proc, store = processor(), DictStore()
     out = run(
@@ -663,3 +670,48 @@ def test_the_worker_bounds_its_internal_topic_by_the_configured_tolerance() -> N
     assert proc.future_tolerance == app.ingest.future_tolerance == 2 * 3_600_000_000
     out = run(proc, store, [ev(session("cus_a", FIRED_AT + 3 * 3_600_000_000))])
     assert letters(out) == ["future_timestamp"]
+
+
+# --- ... and by the earliest accepted event time (README "Time") -------------------------
+
+YEAR_1 = to_micros(datetime(1, 1, 1, tzinfo=UTC))  # Go's zero time, .NET's MinValue
+
+
+@pytest.mark.parametrize("mode", ["stream", "wall"])
+def test_an_internal_event_dated_year_1_is_a_dead_letter_and_fires_nothing(mode: str) -> None:
+    # Under the wall clock such a customer would get every step at once ("no
+    # second order 7 days after the first on 0001-01-01").
+    proc, store = processor(mode=mode), DictStore()
+    out = run(proc, store, [ev(purchase("cus_a", YEAR_1, "ORD-1")), *advance_all(at(days=90))])
+    assert letters(out) == ["early_timestamp"]
+    assert decisions(out) == []
+    assert CUSTOMER_KEY_PREFIX + "cus_a" not in store.data
+    assert proc.dead_letters == {"early_timestamp": 1}
+    error = next(d for t, _, d in out if t == DLQ)["error"]
+    assert "0001-01-01T00:00:00Z is before the earliest accepted event time 1970-01-01" in error
+
+
+def test_an_internal_advance_before_the_earliest_event_time_is_a_dead_letter() -> None:
+    proc, store = processor(), DictStore()
+    out = run(proc, store, [*advance_all(YEAR_1), adv(SOURCES[0], -(2**62) + 1)])
+    assert letters(out) == ["early_timestamp"] * (len(SOURCES) + 1)
+    assert proc.runtime(0, store).clock.markers == {}  # the clock never started
+    assert (
+        f"until {-(2**62) + 1} micros is before"
+        in next(d for t, _, d in reversed(out) if t == DLQ)["error"]
+    )
+
+
+def test_the_worker_bounds_its_internal_topic_by_the_configured_earliest_time() -> None:
+    """RETENTION_MIN_EVENT_TIME reaches ingest and the customers agent alike."""
+    from streams.app import RetentionApp
+    from streams.config import load_config
+
+    env = {"RETENTION_STORE": "memory://", "RETENTION_MIN_EVENT_TIME": "2000-01-01T00:00:00Z"}
+    app = RetentionApp(load_config(env, use_stack_file=False), wall_clock=ManualClock(FIRED_AT))
+    proc, store = app.processor, DictStore()
+    y2k = to_micros(datetime(2000, 1, 1, tzinfo=UTC))
+    assert proc.min_event_time == app.ingest.min_event_time == y2k
+    out = run(proc, store, [ev(session("cus_a", y2k - 1)), ev(session("cus_b", y2k))])
+    assert letters(out) == ["early_timestamp"]
+    assert CUSTOMER_KEY_PREFIX + "cus_b" in store.data

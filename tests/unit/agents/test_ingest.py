@@ -187,6 +187,9 @@ def test_an_advance_record_becomes_one_control_message_per_customer_partition() 
         # Bounded like an event time: no "fire every ladder at once" far in the future.
         ({"schema": "control/advance", "until": "9999-12-31T00:00:00Z"}, "future_timestamp"),
         ({"schema": "control/advance", "until": "2026-04-01T00:00:00+02:00"}, "future_timestamp"),
+        # ... and before the earliest accepted event time (README "Time").
+        ({"schema": "control/advance", "until": "0001-01-01T00:00:00Z"}, "early_timestamp"),
+        ({"schema": "control/advance", "until": "1969-12-31T23:59:59Z"}, "early_timestamp"),
     ],
 )
 def test_a_malformed_advance_record_is_a_dead_letter(record: dict[str, Any], code: str) -> None:
@@ -207,3 +210,33 @@ def test_control_looking_text_inside_another_schema_is_not_a_control() -> None:
 def test_an_out_of_range_timestamp_is_a_dead_letter() -> None:
     raw = orjson.dumps({**PURCHASE, "occurred_at": "0001-01-01T00:00:00+01:00"})
     assert dead_letter(handler(), raw)["error_code"] == "invalid_timestamp"
+
+
+@pytest.mark.parametrize(
+    "occurred_at",
+    [
+        "0001-01-01T00:00:00Z",  # Go's time.Time{}
+        "0001-01-01T00:00:00.0000000+00:00",  # .NET's DateTime.MinValue, round-trip format
+        "1969-12-31T23:59:59.999999Z",
+    ],
+)
+def test_an_event_before_the_earliest_event_time_is_an_early_timestamp_dead_letter(
+    occurred_at: str,
+) -> None:
+    # A producer that forgot to set the time: never forwarded, so no ladder of a
+    # new customer can fire all its steps at once (README "Time").
+    h = handler()
+    letter = dead_letter(h, orjson.dumps({**PURCHASE, "occurred_at": occurred_at}))
+    assert letter["error_code"] == "early_timestamp"
+    assert "before the earliest accepted event time 1970-01-01T00:00:00Z" in letter["error"]
+    assert (h.accepted, h.dead_letters) == (0, {"early_timestamp": 1})
+
+
+def test_the_earliest_event_time_is_the_configured_absolute_instant() -> None:
+    y2k = to_micros(datetime(2000, 1, 1, tzinfo=UTC))
+    h = processors(ManualClock(NOW), min_event_time=y2k).ingest
+    old = orjson.dumps({**PURCHASE, "occurred_at": "1999-12-31T23:59:59Z"})
+    assert dead_letter(h, old)["error_code"] == "early_timestamp"
+    on_time = orjson.dumps({**PURCHASE, "occurred_at": "2000-01-01T00:00:00Z"})
+    [out], _ = h.handle(on_time, PURCHASES, 3, 1042)
+    assert out.topic == CUSTOMER_TOPIC

@@ -469,3 +469,34 @@ def test_decisions_match_the_rules_evaluated_at_each_due_time(lines: list[bytes]
     got = {(f.customer_id, f.rule, f.step, f.anchor, f.due) for f, _ in result.firings}
     assert got == expected
     assert len(result.firings) == len(got)
+
+
+# --- the earliest accepted event time (README "Time") ----------------------------------
+
+YEAR_1 = to_micros(datetime(1, 1, 1, tzinfo=UTC))
+
+
+def test_a_zero_time_is_an_early_timestamp_dead_letter_as_in_the_stream() -> None:
+    # Go's time.Time{} / .NET's DateTime.MinValue from a producer that forgot the
+    # time: left out like ingest leaves it out, so nothing fires "on 0001-01-01".
+    lines = [purchase("vera", YEAR_1, "o1"), session("vera", YEAR_1), purchase("wim", T0, "o2")]
+    result = run(lines, until=T0 + 8 * DAY)
+    assert result.dead_letters == {"early_timestamp": 2}
+    assert {d["customer_id"] for d in result.decisions} == {"wim"}
+    assert "vera" not in result.facts
+    assert [r.customer_id for r in result.rows] == ["wim"]
+
+
+def test_the_reference_takes_the_configured_earliest_time_on_any_day() -> None:
+    env = {"RETENTION_MIN_EVENT_TIME": "2020-01-01T00:00:00Z"}
+    config = load_config(env, use_stack_file=False)
+    y2020 = to_micros(datetime(2020, 1, 1, tzinfo=UTC))
+    lines = [purchase("xia", y2020 - 1, "o1"), purchase("yan", y2020, "o2")]
+    results = [
+        compute_decisions(lines, config, until=y2020 + 8 * DAY, now=now)
+        for now in (y2020 + DAY, NOW, NOW + 50 * 365 * DAY)
+    ]
+    for result in results:  # an absolute instant: the same answer whatever today is
+        assert result.dead_letters == {"early_timestamp": 1}
+        assert {d["customer_id"] for d in result.decisions} == {"yan"}
+    assert results[0].decisions == results[1].decisions == results[2].decisions

@@ -234,7 +234,9 @@ def _from_toml(tmp_path: Path, line: str) -> Config:
 
 
 def _needs_a_value(kind: Kind[Any]) -> bool:
-    if isinstance(kind, OptionalText | Secret | Instant):
+    if isinstance(kind, Instant):
+        return kind.required
+    if isinstance(kind, OptionalText | Secret):
         return False
     if isinstance(kind, Text | TopicName):
         return kind.nonempty
@@ -431,3 +433,16 @@ def test_the_stream_heartbeat_is_off_by_default_and_at_least_a_second() -> None:
     assert _load(STREAM_HEARTBEAT="PT1M").stream_heartbeat == 60_000_000
     with pytest.raises(ConfigError, match=r"^RETENTION_STREAM_HEARTBEAT must be PT0S \(off\)"):
         _load(STREAM_HEARTBEAT="PT0.1S")
+
+
+def test_the_earliest_event_time_is_an_absolute_instant_setting() -> None:
+    # README "Time": 1970-01-01T00:00:00Z unless set; an RFC 3339 instant, never
+    # a duration relative to today.
+    assert load_config({}, use_stack_file=False).min_event_time == 0
+    cfg = load_config(
+        {"RETENTION_MIN_EVENT_TIME": "2000-01-01T01:00:00+01:00"}, use_stack_file=False
+    )
+    assert cfg.min_event_time == 946_684_800_000_000
+    assert cfg.describe()["min_event_time"] == "2000-01-01T00:00:00Z"
+    with pytest.raises(ConfigError, match=r"^RETENTION_MIN_EVENT_TIME: occurred_at is not RFC"):
+        load_config({"RETENTION_MIN_EVENT_TIME": "P30D"}, use_stack_file=False)

@@ -206,3 +206,25 @@ def test_untimed_lines_go_first_and_without_until_there_is_no_final_marker() -> 
         (lines[0], None),
     ]
     assert stats.held_back == 0 and stats.markers == 1
+
+
+def test_no_marker_goes_before_the_earliest_event_time() -> None:
+    # Zero times (0001-01-01) in a history are early_timestamp dead letters; a
+    # clock marker between them would be one on every input partition (README "Time").
+    lines = [
+        b'{"schema":"session/1","occurred_at":"0001-01-01T00:00:00Z"}',
+        b'{"schema":"session/1","occurred_at":"0001-01-05T00:00:00Z"}',
+        b'{"schema":"session/1","occurred_at":"1970-01-01T00:00:00Z"}',
+        b'{"schema":"session/1","occurred_at":"1970-01-05T00:00:00Z"}',
+    ]
+    stats = ReplayStats()
+    with sort_history(lines, run_bytes=4096) as history:
+        steps = list(replay_plan(history, stats, until=None, step=DAY, earliest=0))
+    assert steps == [
+        (lines[0], None),
+        (lines[1], None),
+        (lines[2], None),
+        (None, 4 * DAY - 1),
+        (lines[3], None),
+    ]
+    assert stats.markers == 1

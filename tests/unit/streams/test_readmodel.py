@@ -10,11 +10,17 @@ from typing import Any
 
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from jsonschema import Draft202012Validator
 
 import schemas
+from agents.core.clock import ManualClock
 from agents.core.engine import Engine
+from agents.core.settings import RULE_SECOND_PURCHASE, CoreSettings, LadderSettings
 from agents.core.state import CustomerState
+from agents.core.timeutil import MAX_DURATION, TIME_MAX, TIME_MIN, parse_timestamp, to_micros
+from agents.customer import CUSTOMER_KEY_PREFIX
 from streams import bench_core
 from streams.config import Config
 from streams.readmodel import (
@@ -25,6 +31,8 @@ from streams.readmodel import (
     hash_fields,
     row_fields,
 )
+from tests.unit.agents.factories import purchase
+from tests.unit.agents.test_customer import DLQ, DictStore, advance_all, ev, processor, run
 
 SCHEMA_DIR = Path(schemas.__file__).parent
 SCHEMA = json.loads((SCHEMA_DIR / "readmodel.json").read_text())
@@ -148,3 +156,52 @@ def test_a_rows_hash_is_the_one_its_full_decode_gives() -> None:
         assert row_fields(raw, engine, now=T0) == full
         pending.add(full["pending"])
     assert len(pending) > 50  # the rows cover many ladder positions
+
+
+# --- the ends of the datetime range (README "Time") -------------------------------------
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    t=st.integers(TIME_MIN, TIME_MAX),
+    steps=st.lists(st.integers(1, MAX_DURATION), min_size=1, max_size=3, unique=True),
+    lateness=st.integers(0, MAX_DURATION),
+    mode=st.sampled_from(["stream", "wall"]),
+    later=st.integers(0, 2 * MAX_DURATION),
+)
+def test_times_at_the_ends_of_the_datetime_range_never_raise(
+    t: int, steps: list[int], lateness: int, mode: str, later: int
+) -> None:
+    """A customer whose orders sit anywhere in years 1..9999 (the earliest event
+    time lowered to year 1, a wall clock at the end of 9999): due times past 9999
+    (anchor + threshold), a stream clock before year 1 (newest - lateness), the
+    decisions, nudges, outcomes and the read model's hash all come out readable."""
+    core = CoreSettings(
+        second_purchase=LadderSettings(RULE_SECOND_PURCHASE, tuple(sorted(steps))),
+        stream_allowed_lateness=lateness,
+    )
+    proc = processor(mode=mode, core=core, wall=ManualClock(TIME_MAX), min_event_time=TIME_MIN)
+    store = DictStore()
+    second = min(t + later, TIME_MAX)
+    messages = [
+        ev(purchase("cus_edge", t, "ORD-1")),
+        ev(purchase("cus_edge", second, "ORD-2")),
+        *advance_all(min(t + later // 2, TIME_MAX)),
+    ]
+    outputs = run(proc, store, messages)
+    assert [d for topic, _, d in outputs if topic == DLQ] == []
+    texts = [
+        d[k]
+        for _, _, d in outputs
+        for k in ("anchor_at", "due_at", "fired_at", "converted_at")
+        if isinstance(d.get(k), str)
+    ]
+    state = store.state("cus_edge")
+    fields = hash_fields(state, proc.engine, now=TIME_MAX)
+    texts += [p["due_at"] for p in orjson.loads(fields["pending"])]
+    texts += [fields["last_order_at"], fields["updated_at"]]
+    for text in texts:
+        assert TIME_MIN <= to_micros(parse_timestamp(text)) <= TIME_MAX
+    assert row_fields(store.data[CUSTOMER_KEY_PREFIX + "cus_edge"], proc.engine, now=TIME_MAX) == (
+        fields
+    )

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
 import pytest
 
 from agents.core.reports import (
@@ -20,7 +22,7 @@ from agents.core.reports import (
 )
 from agents.core.settings import DAY
 from agents.core.state import STAGES, CountKey
-from agents.core.timeutil import to_micros
+from agents.core.timeutil import TIME_MAX, to_micros
 
 
 def t(y: int, m: int, d: int, h: int = 0) -> int:
@@ -124,6 +126,54 @@ def test_a_span_ending_at_the_month_start_is_not_active_in_that_month() -> None:
     march = build_report(rows, as_of=t(2026, 3, 20))["crr"][-1]
     assert (march["period"], march["s0"], march["e"]) == ("2026-03", 1, 0)
     assert march["crr"] == 0.0
+
+
+def test_crr_rows_follow_the_data_not_the_calendar_span() -> None:
+    # One order in January 1970, one in March 2026: five rows, not 675 months of
+    # zeros (nor 24,288 from year 1) - the cost and the size of the report (and of
+    # the summary the dashboard polls) follow the data (README "Reports").
+    early, late = t(1970, 1, 15), t(2026, 3, 2)
+    rows = [
+        buyer("old", early, active_spans=((early, early + 90 * DAY),)),
+        buyer("new", late, active_spans=((late, late + 90 * DAY),)),
+    ]
+    report = build_report(rows, as_of=CRR_AS_OF)
+    got = [(p["period"], p["s0"], p["n"], p["e"]) for p in report["crr"]]
+    assert got == [
+        ("1970-01", 0, 1, 1),
+        ("1970-02", 1, 0, 1),
+        ("1970-03", 1, 0, 1),
+        ("1970-04", 1, 0, 0),  # active at its start, lapsed by its end
+        ("2026-03", 0, 1, 1),
+    ]
+    assert len(orjson.dumps(report)) < 4_000
+
+
+def test_a_report_from_year_1_to_year_9999_has_a_row_per_month_with_data() -> None:
+    first, last = t(1, 1, 1), t(9999, 12, 1)
+    rows = [
+        buyer("go_zero_time", first, active_spans=((first, first + 90 * DAY),)),
+        buyer("late", last, active_spans=((last, last + 90 * DAY),)),
+    ]
+    report = build_report(rows, as_of=TIME_MAX)
+    assert [p["period"] for p in report["crr"]] == [
+        "0001-01", "0001-02", "0001-03", "0001-04", "9999-12"
+    ]  # fmt: skip
+    assert report["as_of"] == "9999-12-31T23:59:59.999999Z"
+    assert [c["cohort"] for c in report["ttsp"]["cohorts"]] == ["0001-01", "9999-12"]
+
+
+def test_crr_cost_follows_the_data() -> None:
+    # 2,000 buyers spread over 1970-2025 and one in 9999: only the months with a
+    # first order or activity are looked at, each by binary search, not every
+    # buyer for each of the 96,000 calendar months in between.
+    rows = [buyer(f"c{i}", t(1970 + i % 56, 1 + i % 12, 3), active_spans=()) for i in range(2000)]
+    rows.append(buyer("z", t(9999, 1, 1), active_spans=((t(9999, 1, 1), t(9999, 4, 1)),)))
+    started = time.process_time()
+    report = build_report(rows, as_of=TIME_MAX)
+    assert time.process_time() - started < 5
+    assert sum(p["n"] for p in report["crr"]) == 2001
+    assert len(report["crr"]) == 56 * 12 // 4 + 4  # only months with a first order or activity
 
 
 # --- RPR ---------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agents.core.timeutil import to_micros
+from agents.core.timeutil import iso, to_micros
 from agents.core.validation import ERROR_CODES, ValidationError, validate
 from tests.unit.agents.factories import PURCHASE_WIRE
 
@@ -221,6 +221,25 @@ CASES: list[tuple[str, bytes, str, str]] = [
         "occurred_at 2026-03-12T12:00:00Z is more than 24h after the processor's clock "
         "2026-03-10T12:00:00Z",
     ),
+    (
+        "Go's zero time",
+        msg(PURCHASE, occurred_at="0001-01-01T00:00:00Z"),
+        "early_timestamp",
+        "occurred_at 0001-01-01T00:00:00Z is before the earliest accepted event time "
+        "1970-01-01T00:00:00Z (RETENTION_MIN_EVENT_TIME",
+    ),
+    (
+        ".NET's DateTime.MinValue",
+        msg(SESSION, occurred_at="0001-01-01T00:00:00.0000000+00:00"),
+        "early_timestamp",
+        "before the earliest accepted event time",
+    ),
+    (
+        "a microsecond before 1970",
+        msg(CONSENT, occurred_at="1969-12-31T23:59:59.999999Z"),
+        "early_timestamp",
+        "occurred_at 1969-12-31T23:59:59.999999Z is before",
+    ),
 ]
 
 
@@ -240,6 +259,45 @@ def test_bad_input_gets_a_stable_code_and_a_readable_message(
 
 def test_every_error_code_is_exercised() -> None:
     assert {code for _, _, code, _ in CASES} == set(ERROR_CODES)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    now=st.integers(0, to_micros(datetime(2200, 1, 1, tzinfo=UTC))),
+    earliest=st.sampled_from(
+        [
+            0,
+            to_micros(datetime(2000, 1, 1, tzinfo=UTC)),
+            -(10**15),
+            -62_135_596_800_000_000 + DAY_US,
+        ]
+    ),
+    delta=st.sampled_from([-1, 0, 1, -86_400_000_000]),
+)
+def test_the_earliest_event_time_is_an_absolute_instant(
+    now: int, earliest: int, delta: int
+) -> None:
+    # The verdict depends on the event time and the setting only, never on the
+    # day it is made: a replay or a report of old history gives the same answer
+    # any day (README "Time").
+    occurred = earliest + delta
+    if occurred > now + DAY_US:
+        return  # a future_timestamp, whatever the floor
+    raw = msg(SESSION, occurred_at=iso(occurred))
+    try:
+        event = validate(raw, now=now, max_bytes=LIMIT, future_tolerance=DAY_US, earliest=earliest)
+    except ValidationError as exc:
+        assert delta < 0 and exc.code == "early_timestamp"
+    else:
+        assert delta >= 0 and event.occurred_at == occurred
+
+
+def test_the_default_floor_is_1970_and_the_bound_is_inclusive() -> None:
+    assert check(msg(SESSION, occurred_at="1970-01-01T00:00:00Z")).occurred_at == 0
+    assert check(msg(SESSION, occurred_at="1970-01-01T01:00:00+01:00")).occurred_at == 0
+    with pytest.raises(ValidationError) as info:
+        check(msg(SESSION, occurred_at="1970-01-01T00:59:59+01:00"))
+    assert info.value.code == "early_timestamp"
 
 
 def test_size_is_checked_before_parsing() -> None:

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from agents.core.reports import CustomerRow, ReportSettings, build_report
 from agents.core.settings import DAY
 from agents.core.state import STAGES, CustomerState
-from agents.core.timeutil import parse_timestamp, to_micros
+from agents.core.timeutil import TIME_MAX, TIME_MIN, month_start_at, parse_timestamp, to_micros
 from streams.web.merge import merge_report, report_inputs
 from tests.unit.streams.web.synthetic import END, customer_states
 
@@ -97,12 +97,12 @@ def instants(draw: st.DrawFn) -> int:
 
 
 @st.composite
-def records(draw: st.DrawFn, i: int) -> dict[str, Any]:
+def records(draw: st.DrawFn, i: int, when: st.SearchStrategy[int] | None = None) -> dict[str, Any]:
     orders = draw(st.integers(0, 4))
     d: dict[str, Any] = {"customer_id": f"c{i:04d}", "orders": orders}
     d["stage"] = draw(st.sampled_from([*STAGES, "custom_stage"]))
     if orders:
-        first = draw(instants())
+        first = draw(when if when is not None else instants())
         d["first_order_at"] = first
         if orders >= 2:
             d["second_order_at"] = first + draw(
@@ -134,9 +134,11 @@ def records(draw: st.DrawFn, i: int) -> dict[str, Any]:
 
 
 @st.composite
-def populations(draw: st.DrawFn) -> list[dict[str, Any]]:
+def populations(
+    draw: st.DrawFn, when: st.SearchStrategy[int] | None = None
+) -> list[dict[str, Any]]:
     n = draw(st.integers(0, 25))
-    return [draw(records(i)) for i in range(n)]
+    return [draw(records(i, when)) for i in range(n)]
 
 
 @settings(max_examples=300, deadline=None)
@@ -146,3 +148,46 @@ def test_any_split_of_any_rows_merges_exactly(
 ) -> None:
     pieces = [report_inputs(p, as_of) for p in split(rows, parts, seed)]
     assert merge_report(pieces, as_of=as_of) == expected_report(rows, as_of)
+
+
+# --- the ends of the datetime range (README "Time") ---------------------------------------
+
+# Month starts at both ends of the years 1..9999, and instants just past them: a
+# row from before the earliest-event-time bound, a due time past 9999, a stream
+# clock before year 1 (watermark - lateness) as the report's as-of.
+EDGE_MONTHS = [month_start_at(k) for k in (12, 13, 14, 23, 24, 119_997, 119_998, 119_999)]
+
+
+@st.composite
+def extreme_instants(draw: st.DrawFn) -> int:
+    base = draw(st.sampled_from([*EDGE_MONTHS, TIME_MIN, TIME_MAX, 0]))
+    return base + draw(st.sampled_from([-DAY, -1, 0, 1, DAY, 15 * DAY, 40 * DAY]))
+
+
+@settings(max_examples=50, deadline=None)
+@given(populations(extreme_instants()), extreme_instants(), st.integers(1, 3), st.integers(0, 99))
+def test_reports_at_the_ends_of_the_datetime_range_merge_exactly_and_never_raise(
+    rows: list[dict[str, Any]], as_of: int, parts: int, seed: int
+) -> None:
+    pieces = [report_inputs(p, as_of) for p in split(rows, parts, seed)]
+    report = merge_report(pieces, as_of=as_of)
+    assert report == expected_report(rows, as_of)
+    assert TIME_MIN <= to_micros(parse_timestamp(report["as_of"])) <= TIME_MAX
+
+
+def test_a_report_as_of_the_last_instant_a_datetime_holds() -> None:
+    # The month after December 9999 has no datetime; the report must not need one.
+    first = month_start_at(119_999) + DAY  # 9999-12-02
+    rows = [
+        {
+            "customer_id": "z",
+            "orders": 1,
+            "first_order_at": first,
+            "active_spans": [[first, first + 90 * DAY]],
+        }
+    ]
+    report = merge_report([report_inputs(rows, TIME_MAX)], as_of=TIME_MAX)
+    assert report == expected_report(rows, TIME_MAX)
+    assert [(p["period"], p["n"], p["e"], p["partial"]) for p in report["crr"]] == [
+        ("9999-12", 1, 1, False)
+    ]

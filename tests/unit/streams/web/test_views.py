@@ -23,7 +23,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client.parser import text_string_to_metric_families
 
 from agents.core.clock import ManualClock
-from agents.core.timeutil import to_micros
+from agents.core.timeutil import TIME_MIN, to_micros
 from agents.faust_agents import Send
 from streams.app import RetentionApp
 from streams.config import load_config
@@ -444,3 +444,76 @@ async def test_a_lookup_is_answered_by_the_owner_and_never_bounced_back() -> Non
         resp = await client.get(f"/retention/customers/{mine}")
         assert resp.status == 503
         assert (await resp.json())["error"] == "partition owner unknown (rebalancing)"
+
+
+# --- zero times: Go's time.Time{}, .NET's DateTime.MinValue (README "Time") ------------
+
+ZERO_TIME = "0001-01-01T00:00:00Z"
+
+
+def zero_time_purchase(cid: str) -> bytes:
+    return orjson.dumps(
+        {
+            "schema": "purchase/1",
+            "event_id": f"evt-{cid}-0",
+            "customer_id": cid,
+            "occurred_at": ZERO_TIME,
+            "order_id": f"ORD-{cid}-0",
+            "amount": 20.0,
+            "currency": "EUR",
+        }
+    )
+
+
+async def test_zero_times_are_counted_dead_letters_and_the_summary_still_answers(
+    worker: Worker, client: TestClient[Any, Any]
+) -> None:
+    topics = worker.app.config.topics
+    worker.recovered()
+    sources = [(t, p) for t in topics.inputs() for p in range(PARTITIONS)]
+    await worker.feed([(t, p, zero_time_purchase(f"cus_{t}_{p}")) for t, p in sources])
+    dlq = [orjson.loads(v) for _, v, _ in worker.broker.on(topics.dlq)]
+    assert [d["error_code"] for d in dlq] == ["early_timestamp"] * len(sources)
+    assert worker.broker.on(topics.decisions) == []
+    values = metrics((await (await client.get("/metrics")).read()).decode())
+    assert values[("retention_dead_letters_total", (("code", "early_timestamp"),))] == len(sources)
+    resp = await client.get("/retention/summary")
+    assert resp.status == 200
+    summary = await resp.json()
+    assert summary["dead_letters"] == {"early_timestamp": len(sources)}
+    assert summary["clock"]["watermark"] is None and summary["counts"]["customers"] == 0
+
+
+async def test_a_stream_clock_before_year_1_does_not_take_the_summary_down() -> None:
+    # A deployment that loads very old history may lower the bound to year 1;
+    # every source at 0001-01-01 puts the clock one allowed lateness before it.
+    # The summary answered 503 OverflowError on every call while ready said 200.
+    worker = Worker(RETENTION_MIN_EVENT_TIME=ZERO_TIME)
+    async with TestClient(TestServer(worker.app.faust_app.web.web_app)) as client:  # type: ignore[attr-defined]
+        topics = worker.app.config.topics
+        worker.recovered()
+        sources = [(t, p) for t in topics.inputs() for p in range(PARTITIONS)]
+        # From every source, a customer of each customer partition: each
+        # partition's clock hears from every source.
+        owners: dict[int, list[str]] = {}
+        for cid in (f"cus_{n}" for n in range(100)):
+            owners.setdefault(worker.app.partition_of(cid), []).append(cid)
+        inputs = [
+            (t, p, zero_time_purchase(owners[q][i]))
+            for i, (t, p) in enumerate(sources)
+            for q in range(PARTITIONS)
+        ]
+        await worker.feed(inputs)
+        assert worker.broker.on(topics.dlq) == []
+        marks = worker.app.snapshot().watermarks.values()
+        assert all(m is not None and m < TIME_MIN for m in marks)  # before year 1
+        assert (await client.get("/health/ready")).status == 200
+        for scope in ("local", "cluster"):
+            resp = await client.get(f"/retention/summary?scope={scope}")
+            assert resp.status == 200, await resp.text()
+            summary = await resp.json()
+            assert summary["clock"]["watermark"] == ZERO_TIME  # the datetime range's end
+            assert summary["report"]["as_of"] == ZERO_TIME
+            assert summary["counts"]["customers"] == len(inputs)
+        lookup = await client.get(f"/retention/customers/{owners[0][0]}")
+        assert lookup.status == 200
