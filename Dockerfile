@@ -7,7 +7,9 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 
 WORKDIR /app
-# Same pins as CI: constraints.txt fixes every resolved version.
+# Same pins as CI: constraints.txt fixes every resolved version.  The package
+# alone, without the [local] extra: the worker runs no Kafka or redis-server of its
+# own, so the image carries no JDK (README "Docker").
 COPY pyproject.toml constraints.txt README.md ./
 COPY streams/ streams/
 COPY agents/ agents/

@@ -5,6 +5,7 @@ moves bytes between topics and this class.
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
 from collections.abc import Sequence
 
@@ -16,6 +17,8 @@ from agents.core.validation import ValidationError, early_error, validate
 from agents.customer import Output
 from agents.messages import CONTROL_ADVANCE, dead_letter_record, dumps
 from agents.messages import MAX_ORIGINAL_BYTES as MAX_ORIGINAL_BYTES
+
+log = logging.getLogger(__name__)
 
 # A record batch the consumer could not decode (README "Inputs"): one dead letter
 # for the whole batch, since its messages cannot be told apart.
@@ -43,6 +46,8 @@ class IngestProcessor:
         # The earliest accepted event time, an absolute instant (README "Time").
         self.min_event_time = min_event_time
         self.dead_letters: Counter[str] = Counter()
+        # Accepted timestamps in a form a later version refuses (README "Inputs").
+        self.lenient_timestamps: Counter[str] = Counter()
         self.accepted = 0
         self.markers = 0
 
@@ -60,12 +65,14 @@ class IngestProcessor:
                 partition,
                 offset,
             ), []
+        lenient_before = self.lenient_timestamps.total()
         try:
             event = validate(
                 raw,
                 now=self.wall_clock(),
                 max_bytes=self.max_message_bytes,
                 future_tolerance=self.future_tolerance,
+                lenient=self.lenient_timestamps,
                 earliest=self.min_event_time,
             )
         except ValidationError as exc:
@@ -76,8 +83,24 @@ class IngestProcessor:
                     exc = bad
             return self._letter(raw, exc, topic, partition, offset), []
         self.accepted += 1
+        if self.lenient_timestamps.total() != lenient_before:
+            self._warn_lenient(f"{topic}:{partition}:{offset}")
         payload = dumps({"type": "ev", "src": src, "ev": event.to_wire()})
         return [Output(self.customer_topic, event.customer_id, payload)], []
+
+    def _warn_lenient(self, position: str) -> None:
+        """Log the 1st, 10th, 100th... lenient timestamp: a producer to fix, not a flood."""
+        total = self.lenient_timestamps.total()
+        if str(total).rstrip("0") == "1":
+            forms = ", ".join(f"{k} {v}" for k, v in sorted(self.lenient_timestamps.items()))
+            log.warning(
+                "lenient timestamp accepted at %s (%d so far: %s): occurred_at must use 'T' "
+                "and seconds 00-59 (RFC 3339 date-time); a later version dead-letters these "
+                "as invalid_timestamp. See retention_lenient_timestamps_total.",
+                position,
+                total,
+                forms,
+            )
 
     def undecodable_batch(
         self, raw: bytes, topic: str, partition: int, first: int, last: int, error: str

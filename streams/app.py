@@ -325,6 +325,7 @@ class RetentionApp:
             ingest_dead_letters=dict(ingest.dead_letters),
             customer_dead_letters=dict(proc.dead_letters),
             late=dict(proc.late),
+            lenient_timestamps=dict(ingest.lenient_timestamps),
             decisions=dict(proc.decision_counts),
             triggers_by_day=dict(self.triggers_by_day),
             clocks=tuple(

@@ -3,14 +3,18 @@
 ``schemas/asyncapi.json`` is this document for the default names (a unit test
 keeps the two equal); ``retention schema asyncapi`` prints it with the effective
 names (``RETENTION_TOPIC_PREFIX`` and friends), and a worker serves it at
-``/retention/asyncapi``.  Payloads reference the record schemas in
-``schemas/*.schema.json``; the internal topic's messages are described inline
-(their wire format is documented in ``agents/messages.py``).  See the README
-"Topics and schemas".
+``/retention/asyncapi``.  In the checked-in file, payloads reference the record
+schemas beside it (``./purchase.schema.json``); what is printed and served is
+:func:`published`, the same document with those schemas bundled under
+``components/schemas``, because a reader of stdout or of the HTTP answer has no
+files beside it.  The internal topic's messages are described inline (their wire
+format is documented in ``agents/messages.py``).  See the README "Topics and schemas".
 """
 
 from __future__ import annotations
 
+import json
+from importlib import resources
 from typing import Any
 
 from streams.config import Topics
@@ -139,6 +143,34 @@ def _operation(action: str, channel: str, messages: list[str], summary: str) -> 
         "messages": [{"$ref": f"#/channels/{channel}/messages/{m}"} for m in messages],
         "summary": summary,
     }
+
+
+def _record_schema(schema_file: str) -> dict[str, Any]:
+    """A record schema from the ``schemas`` package, as an AsyncAPI Schema Object.
+
+    ``$schema`` and ``$id`` are left out: inside an AsyncAPI document the schema
+    dialect is the document's, and an ``$id`` would move the base of any reference.
+    """
+    text = resources.files("schemas").joinpath(schema_file).read_text(encoding="utf-8")
+    schema: dict[str, Any] = json.loads(text)
+    return {k: v for k, v in schema.items() if k not in ("$schema", "$id")}
+
+
+def published(topics: Topics | None = None) -> dict[str, Any]:
+    """:func:`document` made self-contained: what `retention schema asyncapi` prints
+    and ``/retention/asyncapi`` serves.
+
+    Each record schema is copied under ``components/schemas/<message id>`` and the
+    payloads point there, so the document validates with nothing beside it.
+    """
+    doc = document(topics)
+    schemas: dict[str, Any] = {}
+    for channel_id, (_, message_id, schema_file, _) in {**INPUTS, **OUTPUTS}.items():
+        schemas[message_id] = _record_schema(schema_file)
+        payload = doc["channels"][channel_id]["messages"][message_id]["payload"]
+        payload["$ref"] = f"#/components/schemas/{message_id}"
+    doc["components"] = {"schemas": schemas}
+    return doc
 
 
 def document(topics: Topics | None = None, *, schema_base: str = "./") -> dict[str, Any]:

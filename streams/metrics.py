@@ -17,6 +17,7 @@ from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from agents.core.timeutil import LENIENT_FORMS
 from streams.observe import Snapshot
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -80,6 +81,13 @@ class WorkerCollector(Collector):
             "Input messages sent to the DLQ, by code",
             by(dead),
             "code",
+        )
+        yield family(
+            counter,
+            "retention_lenient_timestamps",
+            "Accepted events whose occurred_at a later version refuses (space for T, :60), by form",
+            [((f,), s.lenient_timestamps.get(f, 0)) for f in LENIENT_FORMS],
+            "form",
         )
         yield family(
             counter,

@@ -77,6 +77,8 @@ class Snapshot:
     ingest_dead_letters: Mapping[str, int] = field(default_factory=dict)
     customer_dead_letters: Mapping[str, int] = field(default_factory=dict)
     late: Mapping[str, int] = field(default_factory=dict)  # by input topic
+    # Accepted occurred_at in a form a later version refuses, by form (README "Inputs").
+    lenient_timestamps: Mapping[str, int] = field(default_factory=dict)
     decisions: DecisionCounts = field(default_factory=dict)
     triggers_by_day: TriggerCounts = field(default_factory=dict)
     # Live clocks, by partition (every partition with a runtime, owned or not yet dropped).

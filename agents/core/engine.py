@@ -131,7 +131,9 @@ class Conversion:
 
     @property
     def hours_to_convert(self) -> float:
-        return round((self.converted_at - self.due_at) / MICROS_PER_HOUR, 3)
+        # 3 decimals, but never 0: converted_at is after due_at and outcome/1 says
+        # > 0, so an order within 1.8 s of D reads 0.001 (README "Outcomes (conversions)").
+        return max(round((self.converted_at - self.due_at) / MICROS_PER_HOUR, 3), 0.001)
 
 
 Emission = Firing | Conversion

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections import Counter
 from decimal import Decimal
 from typing import Any
 
@@ -17,6 +18,7 @@ from agents.core.timeutil import (
     DEFAULT_MIN_EVENT_TIME,
     TimeFormatError,
     iso,
+    lenient_form,
     parse_timestamp,
     to_micros,
 )
@@ -154,6 +156,7 @@ def validate(
     now: int,
     max_bytes: int,
     future_tolerance: int,
+    lenient: Counter[str] | None = None,
     earliest: int = DEFAULT_MIN_EVENT_TIME,
 ) -> Event:
     """Parse and check one input message; ``now`` is the wall clock in micros.
@@ -200,6 +203,21 @@ def validate(
         raise early_error("occurred_at", occurred, earliest)
     channel = _text(obj, "channel", required=False, limit=MAX_TEXT_LENGTH)
     assert event_id is not None and customer_id is not None
+    event = _event(obj, kind, event_id, customer_id, occurred, channel)
+    if lenient is not None and (form := lenient_form(obj["occurred_at"])) is not None:
+        lenient[form] += 1  # accepted today, refused later (README "Inputs")
+    return event
+
+
+def _event(
+    obj: dict[str, Any],
+    kind: str,
+    event_id: str,
+    customer_id: str,
+    occurred: int,
+    channel: str | None,
+) -> Event:
+    """The kind's own fields checked, the event built."""
     if kind == KIND_PURCHASE:
         order_id = _text(obj, "order_id", required=True, limit=MAX_ID_LENGTH)
         amount = _amount(obj)

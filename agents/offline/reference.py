@@ -411,7 +411,9 @@ class Conversion:
 
     @property
     def hours_to_convert(self) -> float:
-        return round((self.converted_at - self.due_at) / (3600 * MICROS_PER_SECOND), 3)
+        # A conversion is strictly after its due time, so the smallest figure is 0.001.
+        hours = round((self.converted_at - self.due_at) / (3600 * MICROS_PER_SECOND), 3)
+        return hours if hours > 0 else 0.001
 
 
 def conversions(

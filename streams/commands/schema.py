@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from streams.asyncapi import document
+from streams.asyncapi import published
 from streams.config import load_config
 
 
@@ -17,11 +17,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="the AsyncAPI 3.0 document of every topic (JSON, which is also YAML)",
         description=(
             "Print the AsyncAPI 3.0 document of every topic with the effective topic names "
-            "(RETENTION_TOPIC_PREFIX applied); payloads reference schemas/*.schema.json."
+            "(RETENTION_TOPIC_PREFIX applied), self-contained: the record schemas of"
+            " schemas/*.schema.json are bundled under components/schemas."
         ),
     )
 
 
 def run(args: argparse.Namespace) -> int:
-    print(json.dumps(document(load_config().topics), indent=2))
+    print(json.dumps(published(load_config().topics), indent=2))
     return 0

@@ -28,7 +28,7 @@ import orjson
 from faust import web
 
 from agents.core.state import CustomerState
-from streams.asyncapi import document as asyncapi_document
+from streams.asyncapi import published as asyncapi_document
 from streams.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from streams.observe import ObservedWorker
 from streams.readmodel import pending_nudges

@@ -28,6 +28,7 @@ from agents.offline.reference import ReferenceResult
 from streams.config import Config, load_config
 from streams.offsets import end_offsets, read_all, wait_caught_up
 from streams.producer import produce_lines
+from tests.fixtures.contracts import check_outputs
 
 __all__ = [
     "Deployment",
@@ -123,7 +124,11 @@ class Deployment:
         await wait_caught_up(self.config, timeout=timeout, settle=settle)
 
     async def read(self, topic: str) -> list[dict[str, Any]]:
-        return [orjson.loads(v) for v in await read_all(self.config, topic)]
+        """Every record on ``topic``; an output topic's must validate against its
+        schema with format checks (tests/fixtures/contracts.py)."""
+        records = [orjson.loads(v) for v in await read_all(self.config, topic)]
+        check_outputs(self.config.topics, topic, records)
+        return records
 
 
 class WorkerProcess:

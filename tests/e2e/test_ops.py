@@ -17,7 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from agents.core.timeutil import parse_timestamp, to_micros
 from agents.offline.reference import compute_decisions
-from streams.asyncapi import document
+from streams.asyncapi import published
 from streams.config import Config
 from streams.sample import generate
 from tests.e2e.harness import Deployment, WorkerProcess
@@ -265,7 +265,7 @@ async def test_dashboard_and_alerts_use_only_exported_metrics_and_asyncapi_is_se
 
     # The topic contract, with this deployment's effective (prefixed) topic names.
     served = await w.get_json("/retention/asyncapi")
-    assert served == document(deployment.config.topics)
+    assert served == published(deployment.config.topics)
     assert served["asyncapi"] == "3.0.0"
     assert sorted(c["address"] for c in served["channels"].values()) == sorted(
         deployment.config.topics.all()

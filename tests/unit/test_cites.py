@@ -36,7 +36,11 @@ _BULLET_LABEL = re.compile(r"^\s*[*-] \*\*(.+?)\*\*", re.MULTILINE)
 def _sources() -> list[Path]:
     found = [ROOT / name for name in TOP_FILES if (ROOT / name).exists()]
     for folder in FOLDERS:
-        found += [p for p in (ROOT / folder).rglob("*") if p.suffix in SUFFIXES and p.is_file()]
+        found += [
+            p
+            for p in (ROOT / folder).rglob("*")
+            if p.suffix in SUFFIXES and p.is_file() and "node_modules" not in p.parts
+        ]  # node_modules: npm-installed test tools (tests/tools/), not ours
     return sorted(found)
 
 

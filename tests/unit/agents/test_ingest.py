@@ -51,6 +51,33 @@ def test_a_valid_event_goes_to_the_customer_topic_keyed_by_customer() -> None:
     assert not h.dead_letters
 
 
+def test_lenient_timestamps_are_accepted_counted_and_warned_about(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # A space for 'T' and a ':60' second are not RFC 3339 date-time to a schema
+    # validator; they still count today, but the producer is told (README "Inputs").
+    h = handler()
+    forms = [
+        "2026-03-02 08:15:00Z",
+        "2026-03-02 08:15:01Z",
+        "2016-12-31T23:59:60Z",
+        "2026-03-02T08:15:02Z",
+    ]
+    with caplog.at_level("WARNING", logger="agents.ingest"):
+        for offset, occurred_at in enumerate(forms):
+            raw = orjson.dumps({**PURCHASE, "occurred_at": occurred_at, "event_id": f"e{offset}"})
+            outputs, _ = h.handle(raw, PURCHASES, 3, offset)
+            assert [o.topic for o in outputs] == [CUSTOMER_TOPIC]
+    assert h.accepted == 4 and not h.dead_letters
+    assert h.lenient_timestamps == {"space_separator": 2, "leap_second": 1}
+    warnings = [r.getMessage() for r in caplog.records]
+    assert len(warnings) == 1  # the 1st, then the 10th, 100th...: no flood
+    assert "retention.purchases:3:0" in warnings[0] and "invalid_timestamp" in warnings[0]
+    # A lenient time in a message refused for another reason is a dead letter, not counted.
+    dead_letter(h, orjson.dumps({**PURCHASE, "occurred_at": forms[0], "currency": "eur"}))
+    assert h.lenient_timestamps.total() == 3
+
+
 def test_an_invalid_event_becomes_a_dead_letter_with_its_source_and_bytes() -> None:
     raw = orjson.dumps({**PURCHASE, "occurred_at": "2026-03-02T10:15:00"})
     record = dead_letter(handler(), raw)

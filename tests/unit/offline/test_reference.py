@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from agents.core import ids
 from agents.core.settings import DAY, HOUR, CoreSettings
 from agents.core.timeutil import iso, to_micros
-from agents.offline.reference import ReferenceResult, compute_decisions
+from agents.offline.reference import Conversion, Firing, ReferenceResult, compute_decisions
 from streams.config import load_config
 
 T0 = to_micros(datetime(2026, 3, 2, 10, 0, tzinfo=UTC))
@@ -121,6 +121,16 @@ def test_decision_objects_carry_the_trigger_contract() -> None:
             "holdout": False,
         }
     ]
+
+
+def test_an_order_a_second_after_the_due_time_converts_in_0_001_hours() -> None:
+    # outcome/1's hours_to_convert is > 0; rounding alone made it 0.0 (README
+    # "Outcomes (conversions)").
+    due = to_micros(datetime(2026, 3, 9, tzinfo=UTC))
+    firing = Firing("cus_a", "second_purchase", 0, 1, 7 * DAY, due - 7 * DAY, due)
+    hours = [Conversion(firing, "delivered", due + t, "o").hours_to_convert for t in (1, 10**6)]
+    assert hours == [0.001, 0.001]
+    assert Conversion(firing, "delivered", due + 5_400_000_000, "o").hours_to_convert == 1.5
 
 
 def test_second_order_after_ten_days_leaves_only_step_one() -> None:

@@ -3,7 +3,8 @@
 Validated against the official AsyncAPI 3.0.0 JSON Schema, vendored from the
 ``@asyncapi/specs`` 6.11.1 package (Apache-2.0) as
 tests/fixtures/asyncapi/asyncapi-3.0.0.schema.json (the ``-without-$id`` variant,
-self-contained).
+self-contained), and parsed with the official AsyncAPI parser (npm
+``@asyncapi/parser``, tests/tools/asyncapi/), which also resolves every ``$ref``.
 """
 
 from __future__ import annotations
@@ -17,8 +18,10 @@ import pytest
 
 from schemas import records
 from streams import cli
-from streams.asyncapi import document
+from streams.asyncapi import document, published
 from streams.config import Config, Topics
+from tests.fixtures.asyncapi_parser import ERROR, diagnostics
+from tests.fixtures.asyncapi_parser import errors as parser_errors
 
 ROOT = Path(__file__).resolve().parents[3]
 DOC_FILE = ROOT / "schemas" / "asyncapi.json"
@@ -52,6 +55,47 @@ def test_the_validator_really_rejects_a_broken_document() -> None:
     doc = document()
     doc["operations"]["sendNudges"]["action"] = "publish"  # AsyncAPI 2 wording
     assert not _validator().is_valid(doc)
+
+
+def test_checked_in_document_parses_with_the_official_parser() -> None:
+    # beside its record schemas, as a consumer who clones the repository reads it
+    found = diagnostics(DOC_FILE)
+    assert [d for d in found if d["severity"] == ERROR] == []
+
+
+def test_printed_document_is_self_contained_for_the_official_parser(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # What a consumer saves from `retention schema asyncapi` has no schema files beside it.
+    assert cli.main(["schema", "asyncapi"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert parser_errors(printed, tmp_path / "asyncapi.json") == []
+    assert printed == published()
+    assert "$ref" not in json.dumps(printed).replace('"$ref": "#/', "")  # only local refs
+
+
+def test_the_parser_really_reports_the_references_a_saved_copy_cannot_follow(
+    tmp_path: Path,
+) -> None:
+    found = parser_errors(document(), tmp_path / "asyncapi.json")
+    assert len(found) == 7 and all(e.startswith("invalid-ref") for e in found), found
+
+
+def test_bundled_payloads_are_the_record_schemas() -> None:
+    doc = published()
+    bundled = doc["components"]["schemas"]
+    for channel_id, channel in doc["channels"].items():
+        for message_id, message in channel["messages"].items():
+            ref = message["payload"].get("$ref")
+            if ref is None:  # controlAdvance and the internal topic: inline
+                continue
+            assert ref == f"#/components/schemas/{message_id}"
+            checked_in = document()["channels"][channel_id]["messages"][message_id]
+            on_disk = json.loads((ROOT / "schemas" / checked_in["payload"]["$ref"]).read_text())
+            assert bundled[message_id] == {
+                k: v for k, v in on_disk.items() if k not in ("$schema", "$id")
+            }
+    assert len(bundled) == 7
 
 
 def test_checked_in_document_equals_what_the_code_generates() -> None:

@@ -64,3 +64,51 @@ def test_panels_have_unique_ids_and_do_not_overlap() -> None:
             for y in range(g["y"], g["y"] + g["h"]):
                 assert (x, y) not in cells, f"{panel['title']} overlaps {cells[(x, y)]}"
                 cells[(x, y)] = panel["title"]
+
+
+# Grafana unit ids (its valueFormats): what each panel's numbers are.
+UNITS = {"short", "ops", "s", "dateTimeAsIso"}
+# Stat panels: the value that is healthy, and one that needs a look.
+STAT_HEALTH = {
+    "Workers ready": (1, 0),
+    "Partitions owned": (2, 0),
+    "Redis up (read model)": (1, 0),
+    "Topics with a wrong partition count": (0, 1),
+}
+
+
+def color_at(panel: dict[str, Any], value: float) -> str:
+    """The colour Grafana's absolute thresholds give ``value`` (the last step it reaches)."""
+    steps = panel["fieldConfig"]["defaults"]["thresholds"]["steps"]
+    assert steps[0]["value"] is None  # the base step covers everything below the rest
+    reached = [s for s in steps if s["value"] is None or value >= s["value"]]
+    return str(reached[-1]["color"])
+
+
+def test_every_panel_says_its_unit() -> None:
+    for panel in panels():
+        config = panel["fieldConfig"]
+        assert config["defaults"]["unit"] in UNITS, panel["title"]
+        for override in config.get("overrides", []):
+            assert override["matcher"]["id"] == "byFrameRefID"
+            assert override["matcher"]["options"] in {t["refId"] for t in panel["targets"]}
+            assert [p["id"] for p in override["properties"]] == ["unit"]
+    # A per-second rate of a counter is ops/s; a quantile of durations is seconds.
+    exprs = {p["title"]: p["targets"][0]["expr"] for p in panels()}
+    rates = {t for t, e in exprs.items() if "rate(" in e and "histogram_quantile" not in e}
+    assert rates and {by_title(t)["fieldConfig"]["defaults"]["unit"] for t in rates} == {"ops"}
+    quantiles = {t for t, e in exprs.items() if "histogram_quantile" in e}
+    assert {by_title(t)["fieldConfig"]["defaults"]["unit"] for t in quantiles} == {"s"}
+
+
+def by_title(title: str) -> dict[str, Any]:
+    return next(p for p in panels() if p["title"] == title)
+
+
+def test_stat_panels_turn_red_when_something_needs_a_look() -> None:
+    stats = {p["title"]: p for p in panels() if p["type"] == "stat"}
+    assert set(stats) == set(STAT_HEALTH)
+    for title, (healthy, bad) in STAT_HEALTH.items():
+        panel = stats[title]
+        assert panel["fieldConfig"]["defaults"]["color"]["mode"] == "thresholds"
+        assert (color_at(panel, healthy), color_at(panel, bad)) == ("green", "red"), title

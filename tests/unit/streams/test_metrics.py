@@ -123,3 +123,16 @@ def test_a_clock_that_never_started_shows_from_its_first_event_on() -> None:
     assert values[("retention_stream_clock_stalled_seconds", (("partition", "3"),))] == 600
     assert values[("retention_stream_clock_stuck_seconds", (("partition", "3"),))] == 600
     assert ("retention_stream_clock_seconds", (("partition", "3"),)) not in values
+
+
+def test_lenient_timestamps_are_exported_by_form_from_zero() -> None:
+    # Both forms have a series before the first one arrives, so an alert or a panel
+    # on rate() sees 0, not "no data" (README "Inputs").
+    idle = parse(Metrics(lambda: snapshot()).render().decode())
+    busy = parse(
+        Metrics(lambda: snapshot(lenient_timestamps={"space_separator": 4})).render().decode()
+    )
+    name = "retention_lenient_timestamps_total"
+    assert idle[(name, (("form", "space_separator"),))] == 0
+    assert idle[(name, (("form", "leap_second"),))] == 0
+    assert busy[(name, (("form", "space_separator"),))] == 4

@@ -7,17 +7,22 @@ at D converts it, once; suppressed firings never convert.
 from __future__ import annotations
 
 import itertools
+import json
+from pathlib import Path
 from typing import Any
 
+import jsonschema
 import pytest
 
 from agents.core.engine import Conversion, Emission, Engine, Firing
 from agents.core.ids import holdout_bucket, trigger_id
 from agents.core.settings import DAY, HOUR, CoreSettings, LadderSettings
 from agents.core.state import CountKey, CustomerState
+from agents.messages import outcome_record
 from schemas.records import Event
 from tests.unit.agents.factories import OPTED_OUT, T0, at, consent, feed_in_time_order, purchase
 
+ROOT = Path(__file__).resolve().parents[4]
 SP = "second_purchase"
 CID = next(c for c in (f"cus_{n:06d}" for n in itertools.count()) if holdout_bucket(c, "r") >= 10)
 D = at(days=7)  # second_purchase step 1, due 7 days after the first order at T0
@@ -107,6 +112,18 @@ def test_an_order_exactly_at_d_is_counted_before_the_firing_so_nothing_converts(
 def test_hours_to_convert_is_measured_from_the_due_time() -> None:
     emitted, _ = run(first_and(D + 90 * 60 * 1_000_000), engine(), at(days=60))
     assert [c.hours_to_convert for c in conversions(emitted)] == [1.5]
+
+
+@pytest.mark.parametrize("after", [1, 1_000_000, 1_799_999])
+def test_an_order_moments_after_the_due_time_converts_in_a_positive_number_of_hours(
+    after: int,
+) -> None:
+    # outcome/1 says hours_to_convert > 0; 3-decimal rounding alone gave 0.0 here.
+    (c,) = conversions(run(first_and(D + after), engine(), at(days=60))[0])
+    assert c.hours_to_convert == 0.001
+    record = outcome_record(c, attribution_window=5 * DAY).to_dict()
+    schema = json.loads((ROOT / "schemas" / "outcome.schema.json").read_text())
+    assert list(jsonschema.Draft202012Validator(schema).iter_errors(record)) == []
 
 
 def test_the_window_is_configurable() -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Iterable, Sequence
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -26,6 +27,7 @@ from agents.core.timeutil import TIME_MIN, to_micros
 from agents.faust_agents import Send
 from streams.app import RetentionApp
 from streams.config import load_config
+from tests.fixtures.asyncapi_parser import errors as asyncapi_errors
 
 T0 = datetime(2026, 3, 1, 10, 0, tzinfo=UTC)
 NOW = to_micros(datetime(2026, 6, 1, 12, 0, tzinfo=UTC))
@@ -215,6 +217,18 @@ async def test_before_recovery_the_worker_is_live_but_not_ready(
     assert (await lookup.json())["error"] == "not ready: tables are recovering"
     text = (await (await client.get("/metrics")).read()).decode()
     assert metrics(text)[("retention_ready", ())] == 0
+
+
+async def test_the_served_contract_is_self_contained_for_the_official_asyncapi_parser(
+    client: TestClient[Any, Any], tmp_path: Path
+) -> None:
+    # A consumer saves GET /retention/asyncapi and hands it to AsyncAPI tooling: every
+    # payload must resolve with no schema file beside it (README "Topics and schemas").
+    resp = await client.get("/retention/asyncapi")
+    assert resp.status == 200
+    served = await resp.json()
+    assert asyncapi_errors(served, tmp_path / "asyncapi.json") == []
+    assert len(served["components"]["schemas"]) == 7
 
 
 async def test_events_flow_through_the_agents_into_lookup_summary_and_metrics(
