@@ -176,9 +176,26 @@ class Config:
 T = TypeVar("T")
 
 
+# Credentials a value may carry: a URL's user-info (up to its *last* '@', since an
+# unencoded '@' in a password is common) or a password in its query string, which
+# redis-py reads as a connection argument.
+_USERINFO = re.compile(r"(?<=//).*@", re.DOTALL)
+_SECRET_QUERY = re.compile(r"(?i)([?&;](?:password|passwd|pass|pwd|secret|token)=)[^&#;]*")
+
+
+def redact(text: str) -> str:
+    """``text`` with a URL's credentials masked: ``redis://u:p@ss@h/0`` -> ``redis://***@h/0``."""
+    if "//" in text:
+        text = _USERINFO.sub("***@", text, count=1)
+    elif "@" in text:
+        text = "***@" + text.rsplit("@", 1)[1]
+    return _SECRET_QUERY.sub(r"\1***", text)
+
+
 def _quote(raw: Any) -> str:
-    """The start of a bad value, for an error message (quoted, never dumped whole)."""
-    return repr(str(raw)[:40])
+    """The start of a bad value, for an error message (quoted, credentials masked
+    first, never dumped whole)."""
+    return repr(redact(str(raw))[:40])
 
 
 def _reason(exc: Exception) -> str:
@@ -231,7 +248,9 @@ class Secret(Kind[str | None]):
     """A password: parsed like :class:`OptionalText`, never shown."""
 
     def parse(self, name: str, raw: Any) -> str | None:
-        return OptionalText().parse(name, raw)
+        if not isinstance(raw, str):
+            raise ConfigError(f"{name} must be a string")  # the value is never quoted
+        return raw or None
 
     def show(self, value: str | None) -> Any:
         return "***" if value else None
@@ -410,10 +429,7 @@ class RedisUrl(Kind[str]):
         return value
 
     def show(self, value: str) -> Any:
-        if "@" in value and "//" in value:
-            scheme, rest = value.split("//", 1)
-            return f"{scheme}//***@{rest.split('@', 1)[1]}"
-        return value
+        return redact(value)
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import unicodedata
 from datetime import timedelta
 from typing import Any
 
@@ -49,6 +50,20 @@ def decisions_json(decisions: list[dict[str, Any]]) -> str:
     if not decisions:
         return "[]\n"
     return "[\n" + ",\n".join(orjson.dumps(d).decode() for d in decisions) + "\n]\n"
+
+
+def printable(text: str) -> str:
+    """``text`` safe to print on a terminal: control characters (an ANSI or OSC escape
+    sequence in a customer id, a bidi override) are written as ``\\x1b``-style escapes
+    instead of being obeyed by the terminal."""
+    if text.isprintable():
+        return text
+    return "".join(
+        ch.encode("unicode_escape").decode("ascii")
+        if unicodedata.category(ch) in ("Cc", "Cf")
+        else ch
+        for ch in text
+    )
 
 
 def decisions_table(decisions: list[dict[str, Any]]) -> str:
@@ -107,7 +122,7 @@ def _threshold_label(rule: str, threshold: int, core: CoreSettings) -> str:
 
 
 def offline_summary_table(data: dict[str, Any]) -> str:
-    lines = [f"Retention report (offline) for {data['source']}"]
+    lines = [f"Retention report (offline) for {printable(data['source'])}"]
     lines.append(f"  decisions due up to {data['until'] or '-'}")
     if data["backfill_until"]:
         lines.append(f"  backfill: nothing due before {data['backfill_until']} is emitted")
@@ -135,6 +150,7 @@ def offline_summary_table(data: dict[str, Any]) -> str:
 
 
 def _table(header: list[str], rows: list[list[str]]) -> str:
+    rows = [[printable(c) for c in row] for row in rows]
     widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(header)]
     out = ["  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)).rstrip()]
     out.append("  ".join("-" * w for w in widths))

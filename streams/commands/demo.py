@@ -25,7 +25,7 @@ from streams.config import Config
 from streams.local.procs import LocalStackError
 from streams.offsets import end_offsets, group_lag, read_all
 from streams.producer import produce_lines
-from streams.reporting import live_report
+from streams.reporting import live_report, printable
 from streams.sample import default_end, generate
 from streams.workers import (
     borrowed_stack,
@@ -177,8 +177,9 @@ async def summary(config: Config, sent: int) -> None:
         )
     say("\nexample triggers:")
     for ex in _examples(nudges):
-        head = f"  {ex['due_at'][:10]}  {ex['customer_id']:<12} {ex['rule']}#{ex['step']}"
-        say(f"{head}: {ex['reason']}")
+        who = printable(ex["customer_id"])
+        head = f"  {ex['due_at'][:10]}  {who:<12} {ex['rule']}#{ex['step']}"
+        say(f"{head}: {printable(ex['reason'])}")
         say(f"      trigger_id {ex['trigger_id']}")
     say("\nwhere to look next:")
     env = f"RETENTION_TOPIC_PREFIX={config.topic_prefix} RETENTION_APP_ID={config.app_id}"

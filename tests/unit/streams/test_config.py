@@ -362,6 +362,52 @@ def test_retention_config_masks_every_secret() -> None:
     assert "redis://***@cache:6379/0" in text and "'svc'" in text
 
 
+@pytest.mark.parametrize(
+    "url",
+    [
+        "redis://svc:x@hunter2@cache:6379/0",  # an unencoded '@' in the password
+        "redis://:hun@ter2@cache:6379/0",
+        "redis://cache:6379/0?password=hunter2",
+        "redis://cache:6379/0?db=0&password=hunter2&health_check_interval=5",
+        "rediss://svc:hun/ter2@cache:6380/0",
+    ],
+)
+def test_retention_config_never_prints_a_redis_password(
+    url: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("RETENTION_HOME", str(tmp_path))
+    monkeypatch.setenv("RETENTION_REDIS", url)
+    assert main(["config"]) == 0
+    out = capsys.readouterr().out
+    assert "hunter" not in out and "ter2" not in out
+    assert "cache:63" in out  # where it points is still shown
+
+
+@pytest.mark.parametrize(
+    ("env", "value"),
+    [
+        ("REDIS", "http://svc:hunter2@cache:6379/0"),
+        ("REDIS", "https://svc:hunter2hunter2hunter2hunter2@cache:6379/0"),
+        ("REDIS", "cache:6379/0?password=hunter2"),
+        ("KAFKA", "svc:hunter2@broker"),
+    ],
+)
+def test_a_configuration_error_never_quotes_credentials(env: str, value: str) -> None:
+    with pytest.raises(ConfigError) as exc:
+        _load(**{env: value})
+    assert "hunter" not in str(exc.value), exc.value
+    assert str(exc.value).startswith(f"RETENTION_{env}")
+
+
+@pytest.mark.parametrize("key", ["redis_password", "kafka_sasl_password"])
+def test_a_password_of_the_wrong_type_in_the_toml_file_is_not_quoted(
+    key: str, tmp_path: Path
+) -> None:
+    with pytest.raises(ConfigError) as exc:
+        _from_toml(tmp_path, f"{key} = 73914682")
+    assert "73914682" not in str(exc.value)
+
+
 def test_retention_config_list_names_every_variable_with_its_default(
     capsys: pytest.CaptureFixture[str],
 ) -> None:

@@ -162,6 +162,23 @@ def test_decisions_as_a_table(events_file: Path, capsys: pytest.CaptureFixture[s
     assert out.rstrip().endswith("4 decisions")
 
 
+def test_a_customer_id_with_terminal_escapes_is_printed_escaped(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # An OSC 52 sequence (writes the clipboard) and an ANSI colour in a customer id.
+    hostile = "evil\x1b]52;c;aGk=\x07\x1b[31mred\u202e"
+    path = tmp_path / "hostile.jsonl"
+    order = {"order_id": "o1", "amount": "25.00", "currency": "EUR"}
+    path.write_bytes(event("purchase/1", "p1", hostile, T0, **order) + b"\n")
+    code, out, _ = report(
+        capsys, "--from-file", str(path), "--decisions", "--until", iso(T0 + 40 * DAY)
+    )
+    assert code == 0
+    assert "\x1b" not in out and "\x07" not in out and "\u202e" not in out
+    assert "evil\\x1b]52;c;aGk=\\x07\\x1b[31mred\\u202e" in out
+    assert out.rstrip().endswith("5 decisions")
+
+
 def test_settings_come_from_the_environment(
     events_file: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
