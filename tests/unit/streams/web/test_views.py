@@ -26,6 +26,7 @@ from agents.core.timeutil import to_micros
 from agents.faust_agents import Send
 from streams.app import RetentionApp
 from streams.config import load_config
+from streams.web.summary import AS_OF_MAX, AS_OF_MIN
 
 T0 = datetime(2026, 3, 1, 10, 0, tzinfo=UTC)
 NOW = to_micros(datetime(2026, 6, 1, 12, 0, tzinfo=UTC))
@@ -285,6 +286,29 @@ async def test_events_flow_through_the_agents_into_lookup_summary_and_metrics(
     assert values[("retention_read_model_lag", ())] == len(CUSTOMERS)  # no Redis: all waiting
     assert values[("retention_tick_duration_seconds_count", ())] >= 2
     assert values[("retention_ready", ())] == 1
+
+
+@pytest.mark.parametrize("as_of", [10**20, -(10**20), 2**63, "1e20", "soon"])
+async def test_a_summary_part_for_an_impossible_instant_is_a_400_with_one_line(
+    as_of: object, worker: Worker, client: TestClient[Any, Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    worker.recovered()
+    resp = await client.get(f"/retention/summary/part?as_of={as_of}")
+    assert resp.status == 400
+    error = (await resp.json())["error"]
+    assert error.startswith("as_of must be") and "\n" not in error
+    assert "Traceback" not in caplog.text
+
+
+async def test_a_summary_part_at_the_edges_of_the_instants_it_takes(
+    worker: Worker, client: TestClient[Any, Any]
+) -> None:
+    worker.recovered()
+    await worker.feed([(worker.app.config.topics.purchases, 0, purchase("cus_a", 1, 1))])
+    for as_of in (AS_OF_MIN, AS_OF_MAX):
+        resp = await client.get(f"/retention/summary/part?as_of={as_of}")
+        assert resp.status == 200
+        assert (await resp.json())["inputs"]["as_of"] == as_of
 
 
 async def test_ready_warns_of_a_stream_clock_held_back_by_a_silent_partition(
