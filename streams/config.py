@@ -353,7 +353,13 @@ def _show_duration(micros: int) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Duration(Kind[int]):
-    """An ISO 8601 duration, held in microseconds."""
+    """An ISO 8601 duration, held in microseconds.
+
+    ``zero_disables`` (for a window a feature needs) refuses a zero duration, saying
+    what it would silently switch off.
+    """
+
+    zero_disables: str = ""
 
     def parse(self, name: str, raw: Any) -> int:
         # parse_duration is exact and refuses anything over 100 years, so no
@@ -362,7 +368,10 @@ class Duration(Kind[int]):
             value = parse_duration(str(raw))
         except (ValueError, OverflowError) as exc:
             raise ConfigError(f"{name}: {_reason(exc)}") from None
-        return (value.days * 86400 + value.seconds) * MICROS_PER_SECOND + value.microseconds
+        micros = (value.days * 86400 + value.seconds) * MICROS_PER_SECOND + value.microseconds
+        if self.zero_disables and micros == 0:
+            raise ConfigError(f"{name} must be longer than zero: {self.zero_disables}")
+        return micros
 
     def show(self, value: int) -> Any:
         return _show_duration(value)
@@ -430,6 +439,26 @@ class RedisUrl(Kind[str]):
 
     def show(self, value: str) -> Any:
         return redact(value)
+
+
+@dataclass(frozen=True, slots=True)
+class Host(Kind[str | None]):
+    """A host name or IP address to bind or advertise; unset when ``optional`` and empty.
+
+    Anything else (a newline, a space, a URL) would reach Faust's web server or the
+    URLs other workers route lookups to, and fail there or later."""
+
+    optional: bool = False
+
+    def parse(self, name: str, raw: Any) -> str | None:
+        value = OptionalText().parse(name, raw)
+        if value is None:
+            if self.optional:
+                return None
+            raise ConfigError(f"{name} must not be empty")
+        if not re.fullmatch(r"[A-Za-z0-9._:%\[\]-]+", value):
+            raise ConfigError(f"{name} must be a host name or IP address, got {_quote(value)}")
+        return value
 
 
 @dataclass(frozen=True, slots=True)
@@ -605,14 +634,12 @@ SETTINGS: tuple[Setting, ...] = (
         "worker data directory (RocksDB)",
         doc_default="~/.cache/retention-processor/data",
     ),
-    Setting(
-        "web_host", "web_host", Text(nonempty=True), "Faust web bind address (loopback by default)"
-    ),
+    Setting("web_host", "web_host", Host(), "Faust web bind address (loopback by default)"),
     Setting("web_port", "web_port", Whole(1, 65535), "Faust web port"),
     Setting(
         "web_advertised_host",
         "web_advertised_host",
-        OptionalText(),
+        Host(optional=True),
         "host name other workers use to reach this one for routed lookups"
         " (set it when binding 0.0.0.0)",
         doc_default="(web host)",
@@ -637,7 +664,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "stream_allowed_lateness",
         "core.stream_allowed_lateness",
-        Duration(),
+        Duration(zero_disables="replay advances the stream clock in steps of it"),
         "out-of-orderness tolerated in stream-clock mode",
     ),
     Setting(
@@ -689,17 +716,22 @@ SETTINGS: tuple[Setting, ...] = (
         Whole(1, 1000),
         "delivered nudges allowed per window",
     ),
-    Setting("frequency_window", "core.frequency_window", Duration(), "window of the frequency cap"),
+    Setting(
+        "frequency_window",
+        "core.frequency_window",
+        Duration(zero_disables="the frequency cap would count no nudge, so never apply"),
+        "window of the frequency cap",
+    ),
     Setting(
         "attribution_window",
         "core.attribution_window",
-        Duration(),
+        Duration(zero_disables="no order could ever count as a conversion, so lift is lost"),
         "an order within this after a firing is a conversion",
     ),
     Setting(
         "active_window",
         "core.active_window",
-        Duration(),
+        Duration(zero_disables='no customer could ever be "active": the retention rate is lost'),
         '"active" for the retention rate: an order within this trailing window',
     ),
     Setting(

@@ -26,6 +26,7 @@ from streams.config import (
     Directory,
     Duration,
     Flag,
+    Host,
     HostPorts,
     Instant,
     KafkaSecurity,
@@ -133,6 +134,41 @@ def test_other_out_of_range_values_are_config_errors(name: str, value: str, mess
     assert len(str(exc.value)) < 200  # the bad value is quoted, not dumped
 
 
+@pytest.mark.parametrize(
+    ("name", "value", "what"),
+    [
+        ("FREQUENCY_WINDOW", "P0D", "the frequency cap would count no nudge"),
+        ("ATTRIBUTION_WINDOW", "P0D", "no order could ever count as a conversion"),
+        ("ACTIVE_WINDOW", "P0D", 'no customer could ever be "active"'),
+        ("STREAM_ALLOWED_LATENESS", "PT0S", "replay advances the stream clock in steps"),
+    ],
+)
+def test_a_zero_window_that_would_switch_a_feature_off_is_refused(
+    name: str,
+    value: str,
+    what: str,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv(f"RETENTION_{name}", value)
+    assert main(["config"]) == 2
+    [line] = capsys.readouterr().err.splitlines()
+    assert line.startswith(
+        f"retention: configuration error: RETENTION_{name} must be longer than zero: {what}"
+    )
+
+
+@pytest.mark.parametrize("name", ["WEB_HOST", "WEB_ADVERTISED_HOST"])
+def test_a_web_host_with_a_newline_is_refused(name: str) -> None:
+    with pytest.raises(ConfigError) as exc:
+        _load(**{name: "127.0.0.1\nX-Injected: 1"})
+    assert str(exc.value) == (
+        f"RETENTION_{name} must be a host name or IP address, got '127.0.0.1\\nX-Injected: 1'"
+    )
+    for ok in ("0.0.0.0", "::", "[::1]", "worker-3.retention.svc.cluster.local", "fe80::1%eth0"):
+        _load(**{name: ok})
+
+
 def test_overdue_threshold_is_capped_so_due_times_stay_representable() -> None:
     # Orders centuries apart (year 1 and 2026) and the largest multiplier.
     year1, now = -62135596800 * 10**6, 1_772_446_500 * 10**6
@@ -196,7 +232,7 @@ BAD: dict[type[Kind[Any]], Callable[[Any], list[str]]] = {
     Number: _number,
     Choice: _choice,
     Flag: lambda _: ["maybe", "2", "tru", JUNK],
-    Duration: lambda _: [
+    Duration: lambda k: [
         "P14",
         "14D",
         "-P1D",
@@ -204,7 +240,9 @@ BAD: dict[type[Kind[Any]], Callable[[Any], list[str]]] = {
         "P9999999999D",
         "PT" + "9" * 5000 + "S",
         JUNK,
+        *(["P0D", "PT0S", "PT0.0000001S"] if k.zero_disables else []),
     ],
+    Host: lambda _: ["local host", "http://x", "a/b", JUNK],  # a newline: its own test
     Steps: _steps,
     Instant: lambda _: ["soon", "2026-03-02T10:15:00", "9999-12-31T23:59:59-01:00", JUNK],
     HostPorts: lambda _: ["localhost", "host:port", "a:1,b", ":9092", JUNK],
@@ -235,6 +273,8 @@ def _from_toml(tmp_path: Path, line: str) -> Config:
 def _needs_a_value(kind: Kind[Any]) -> bool:
     if isinstance(kind, OptionalText | Secret | Instant):
         return False
+    if isinstance(kind, Host):
+        return not kind.optional
     if isinstance(kind, Text | TopicName):
         return kind.nonempty
     return True
