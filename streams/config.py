@@ -55,6 +55,19 @@ MAX_LADDER_STEPS = 10
 MAX_TOPIC_NAME = 249
 
 
+DEFAULT_APP_ID = "retention-processor"
+# Messaging services read the default deployment's hashes under this prefix
+# (schemas/readmodel.md); any other app id gets a prefix of its own.
+DEFAULT_REDIS_PREFIX = "retention:"
+
+
+def default_redis_prefix(app_id: str) -> str:
+    """The Redis key prefix of a deployment that does not set one: ``retention:`` for
+    the default app id, ``<app id>:`` for any other, so that a demo, a replay or a
+    second deployment never overwrites another one's read model."""
+    return DEFAULT_REDIS_PREFIX if app_id == DEFAULT_APP_ID else f"{app_id}:"
+
+
 class ConfigError(ValueError):
     """A configuration value that cannot be used; the message names the setting."""
 
@@ -121,8 +134,8 @@ class Config:
     kafka_security: KafkaSecurity = field(default_factory=KafkaSecurity)
     redis: str = "redis://127.0.0.1:6379/0"
     redis_password: str | None = None
-    redis_prefix: str = "retention:"
-    app_id: str = "retention-processor"
+    redis_prefix: str = DEFAULT_REDIS_PREFIX
+    app_id: str = DEFAULT_APP_ID
     topic_prefix: str = ""
     partitions: int = 4
     replication_factor: int = 1
@@ -565,7 +578,14 @@ SETTINGS: tuple[Setting, ...] = (
         "Redis URL (redis:// or rediss:// for TLS) of the read model",
     ),
     Setting("redis_password", "redis_password", Secret(), "Redis password (overrides the URL's)"),
-    Setting("redis_prefix", "redis_prefix", Text(), "prefix of every Redis key"),
+    Setting(
+        "redis_prefix",
+        "redis_prefix",
+        Text(),
+        "prefix of every Redis key (unset: retention: for the default app id, else the app id"
+        " and ':')",
+        doc_default="(from the app id)",
+    ),
     Setting("app_id", "app_id", TopicName(), "Faust app id = Kafka consumer group"),
     Setting(
         "topic_prefix", "topic_prefix", TopicName(nonempty=False), "prefix for every topic name"
@@ -773,6 +793,8 @@ def build_config(values: Mapping[str, Any]) -> Config:
         setting = BY_KEY[key]
         value = setting.kind.parse(setting.env, raw)
         config = _set(config, setting.path.split("."), value)
+    if "redis_prefix" not in values:
+        config = replace(config, redis_prefix=default_redis_prefix(config.app_id))
     _check(config)
     return config
 

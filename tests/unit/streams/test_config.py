@@ -42,6 +42,8 @@ from streams.config import (
     Whole,
     load_config,
 )
+from streams.local.stack import StackInfo
+from streams.workers import stream_deployment, worker_env
 
 
 def _load(**env: str) -> object:
@@ -446,6 +448,34 @@ def test_a_password_of_the_wrong_type_in_the_toml_file_is_not_quoted(
     with pytest.raises(ConfigError) as exc:
         _from_toml(tmp_path, f"{key} = 73914682")
     assert "73914682" not in str(exc.value)
+
+
+def test_the_redis_prefix_follows_the_app_id_unless_set() -> None:
+    # Messaging services read the default deployment under retention:; a demo, a
+    # replay or a second deployment on the same Redis must not overwrite its hashes.
+    assert _load().redis_prefix == "retention:"  # type: ignore[attr-defined]
+    assert _load(APP_ID="retention-processor").redis_prefix == "retention:"  # type: ignore[attr-defined]
+    other = _load(APP_ID="retention-backfill")
+    assert other.redis_prefix == "retention-backfill:"  # type: ignore[attr-defined]
+    explicit = _load(APP_ID="retention-backfill", REDIS_PREFIX="retention:")
+    assert explicit.redis_prefix == "retention:"  # type: ignore[attr-defined]
+
+
+def test_the_demo_and_bench_deployments_have_a_read_model_of_their_own(tmp_path: Path) -> None:
+    info = StackInfo(
+        kafka="127.0.0.1:9092",
+        redis="redis://127.0.0.1:6379/0",
+        kafka_pid=0,
+        redis_pid=0,
+        started_at="",
+        run_dir=tmp_path,
+    )
+    config, _ = stream_deployment(info, "demo")
+    assert config.app_id.startswith("retention-demo-")
+    assert config.redis_prefix == f"{config.app_id}:"
+    env = worker_env(config)
+    assert env["RETENTION_REDIS_PREFIX"] == config.redis_prefix
+    assert load_config(env, use_stack_file=False).redis_prefix == config.redis_prefix
 
 
 def test_retention_config_list_names_every_variable_with_its_default(
