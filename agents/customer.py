@@ -322,17 +322,17 @@ class CustomerProcessor:
                 rt.clock.observe(src, event.occurred_at)
             wm = self._watermark(rt)
             rt.last_event_at = now
-            if self.mode == "stream" and event.occurred_at <= wm:
-                # Later than the allowed lateness: applied at once (README "Time").
-                self.late[src.rpartition(":")[0]] += 1
             state = self._get(event.customer_id, rt.partition, store, states, load)
             fired = self.engine.ingest(state, event, wm)
             if fired is None:
-                self.counters["duplicates"] += 1
+                self.counters["duplicates"] += 1  # a duplicate, never also a late event
                 return None, False
             if isinstance(fired, Refused):
                 raise BadMessage(fired.reason, fired.code, touched=event.customer_id)
             self.counters["events"] += 1
+            if self.mode == "stream" and event.occurred_at <= wm:
+                # Later than the allowed lateness: applied at once (README "Time").
+                self.late[src.rpartition(":")[0]] += 1
             firings.extend(fired)
             return event.customer_id, False
         if kind == "adv":

@@ -28,13 +28,30 @@ from streams.kafka import changelog_topics
 from streams.tables import read_table
 
 
+class PastInstant(ValueError):
+    """A live report asked for an instant the tables have moved past."""
+
+
 def live_report(config: Config, as_of: int | None = None) -> dict[str, Any]:
-    """The report/1 document from the tables (their changelog), plus where it came from."""
+    """The report/1 document from the tables (their changelog), plus where it came from.
+
+    The tables hold each customer's state now, not its history: a report as of an
+    instant before their clock (the stream clock every partition has reached, or
+    now) would count later orders and cohorts, so it is refused with
+    :class:`PastInstant`; the offline report (``--from-file``) takes any instant.
+    """
     snapshot = asyncio.run(read_table(config))
+    clock = snapshot.stream_watermark(config.partitions) if config.clock == "stream" else None
+    if clock is None:
+        clock = time.time_ns() // 1000
     if as_of is None:
-        as_of = snapshot.stream_watermark(config.partitions) if config.clock == "stream" else None
-        if as_of is None:
-            as_of = time.time_ns() // 1000
+        as_of = clock
+    elif as_of < clock:
+        raise PastInstant(
+            f"--as-of {iso(as_of)} is before the tables' clock, {iso(clock)}: the live "
+            "tables hold the state as of their clock, so a live report as of an earlier "
+            "instant would count later orders; use --from-file with the event history"
+        )
     rows = [CustomerRow.from_state(s) for s in snapshot.customers.values()]
     return {
         "source": "live",

@@ -97,7 +97,10 @@ def local_part(worker: ObservedWorker, snap: Snapshot | None = None) -> dict[str
         "outcomes": s.outcomes,
         "decisions": [[r, st, o, n] for (r, st, o), n in sorted(s.decisions.items())],
         "triggers": [[d, r, st, n] for (d, r, st), n in sorted(s.triggers_by_day.items())],
-        "dead_letters": dict(sorted(s.ingest_dead_letters.items())),
+        # Both agents' dead letters, as /metrics counts them (README "Operations").
+        "dead_letters": dict(
+            sorted((Counter(s.ingest_dead_letters) + Counter(s.customer_dead_letters)).items())
+        ),
         "lag": dict(s.lag),
         "read_model": {
             "redis_up": rm.redis_up,

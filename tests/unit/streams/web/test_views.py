@@ -311,6 +311,30 @@ async def test_a_summary_part_at_the_edges_of_the_instants_it_takes(
         assert (await resp.json())["inputs"]["as_of"] == as_of
 
 
+async def test_the_summary_counts_the_customers_agents_dead_letters_as_metrics_do(
+    worker: Worker, client: TestClient[Any, Any]
+) -> None:
+    topics = worker.app.config.topics
+    worker.recovered()
+    await worker.feed([(topics.purchases, 0, b"{not json")])  # ingest's dead letter
+    # One the customers agent writes: an item of the internal topic it cannot read.
+    bad = worker._event(topics.customer_events, 0, b'{"type": "ev", "ev": {}}')
+    await worker.app.customer_agent.run(Stream([[bad]]))
+    assert len(worker.broker.on(topics.dlq)) == 2
+    values = metrics((await (await client.get("/metrics")).read()).decode())
+    by_code = {
+        dict(labels)["code"]: v
+        for (name, labels), v in values.items()
+        if name == "retention_dead_letters_total"
+    }
+    assert by_code == {"invalid_json": 1, "invalid_internal_message": 1}
+    summary = await (await client.get("/retention/summary")).json()
+    assert summary["counts"]["dead_letters"] == 2
+    assert summary["dead_letters"] == by_code
+    part = await (await client.get("/retention/summary/part")).json()
+    assert part["dead_letters"] == by_code
+
+
 async def test_ready_warns_of_a_stream_clock_held_back_by_a_silent_partition(
     worker: Worker, client: TestClient[Any, Any]
 ) -> None:
