@@ -335,6 +335,36 @@ async def test_the_summary_counts_the_customers_agents_dead_letters_as_metrics_d
     assert part["dead_letters"] == by_code
 
 
+async def test_faust_stats_page_shows_counters_and_no_file_paths(worker: Worker) -> None:
+    # docs/operations.md: Faust's "/" is counters by topic, task and partition. A
+    # pending task's repr names the file and line it waits at.
+    app = worker.app.faust_app
+    monitor = app.monitor
+    app.sensors.add(monitor)  # what the worker does when it starts
+    web: Any = app.web
+    web.blueprints.apply(web)  # Faust's own pages, as the web server mounts them
+    blocker: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    async def agent_body() -> None:
+        await blocker
+
+    task = asyncio.ensure_future(agent_body())
+    await asyncio.sleep(0)
+    assert __file__ in repr(task)
+    monitor.events_by_task[task] += 95
+    try:
+        async with TestClient(TestServer(web.web_app)) as client:
+            resp = await client.get("/")
+            assert resp.status == 200
+            text = await resp.text()
+    finally:
+        task.cancel()
+    assert ".py" not in text and "/" not in text, text[:500]
+    [stats] = orjson.loads(text).values()
+    assert list(stats["events_by_task"].values()) == [95]
+    assert "agent_body" in next(iter(stats["events_by_task"]))
+
+
 async def test_ready_warns_of_a_stream_clock_held_back_by_a_silent_partition(
     worker: Worker, client: TestClient[Any, Any]
 ) -> None:
