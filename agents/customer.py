@@ -347,18 +347,18 @@ class CustomerProcessor:
             wm = self._watermark(rt)
             rt.last_event_at = now
             rt.first_event_at = rt.first_event_at or now
-            if self.mode == "stream" and event.occurred_at <= wm:
-                # Later than the allowed lateness: applied at once (README "Time").
-                self.late[src.rpartition(":")[0]] += 1
             state = self._get(event.customer_id, rt.partition, store, states, load)
             fired = self.engine.ingest(state, event, wm)
             if fired is None:
-                self.counters["duplicates"] += 1
+                self.counters["duplicates"] += 1  # a duplicate, never also a late event
                 return None, False
             if isinstance(fired, Refused):
                 firings.extend(fired.emitted)
                 raise BadMessage(fired.reason, fired.code, touched=event.customer_id)
             self.counters["events"] += 1
+            if self.mode == "stream" and event.occurred_at <= wm:
+                # Later than the allowed lateness: applied at once (README "Time").
+                self.late[src.rpartition(":")[0]] += 1
             firings.extend(fired)
             return event.customer_id, False
         if kind == "adv":

@@ -9,16 +9,19 @@ a :class:`streams.observe.Snapshot` (docs/design.md, "Layout").
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
+import re
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any, TypedDict
 
 import aiohttp
 import faust
 import orjson
 from aiokafka.partitioner import DefaultPartitioner
+from faust.sensors import Monitor
 
 from agents.core.clock import NEVER, StreamClock, WallClock, system_clock
 from agents.core.engine import Engine
@@ -61,6 +64,40 @@ class _RawTopicOptions(TypedDict):
     value_serializer: str
 
 
+# An absolute file path (a task's repr names the source line it waits at).
+_FILE_PATH = re.compile(r"(?<![\w.])/(?:[\w.+-]+/)+[\w.+-]*")
+
+
+class PathFreeMonitor(Monitor):
+    """Faust's monitor, whose stats page (``/``) shows counters by topic, stream,
+    task and partition: a task is labelled by its name and coroutine instead of its
+    repr, which names source files on the worker's disk (docs/operations.md)."""
+
+    def asdict(self) -> Mapping[str, Any]:
+        out = dict(super().asdict())
+        out["events_by_task"] = {_task_label(task): n for task, n in self.events_by_task.items()}
+        scrubbed: Mapping[str, Any] = _scrub(out)
+        return scrubbed
+
+
+def _task_label(task: Any) -> str:
+    if isinstance(task, asyncio.Task):
+        coro = task.get_coro()
+        return f"{task.get_name()} {getattr(coro, '__qualname__', type(coro).__name__)}"
+    return str(task)
+
+
+def _scrub(value: Any) -> Any:
+    """``value`` with any absolute file path in its keys or strings replaced."""
+    if isinstance(value, str):
+        return _FILE_PATH.sub("<path>", value)
+    if isinstance(value, Mapping):
+        return {_scrub(k): _scrub(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_scrub(v) for v in value]
+    return value
+
+
 def _credentials(config: Config) -> Any:
     sec = config.kafka_security
     if sec.protocol == "PLAINTEXT":
@@ -101,6 +138,7 @@ def faust_settings(config: Config) -> dict[str, Any]:
         # page only advertises every worker's URL; /graph and /performance
         # off, as /metrics covers what they would show.
         web_stats_enabled=True,
+        Monitor=PathFreeMonitor,
         web_tables_enabled=False,
         web_router_enabled=False,
         web_graph_enabled=False,

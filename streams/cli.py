@@ -8,10 +8,14 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
+import os
 import sys
 from collections.abc import Sequence
 
-from streams.config import ConfigError
+from aiokafka.errors import KafkaConnectionError, KafkaError
+
+from streams.config import ConfigError, load_config
 
 # command -> (module, help); each module has add_arguments(parser) and run(args) -> int
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -49,17 +53,51 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Commands that run no worker in this process: a Kafka client's retries and
+# connection errors are not theirs to log; the command's one-line error says what
+# failed (README "CLI").
+QUIET_CLIENTS = ("aiokafka", "asyncio")
+OWN_LOGGING = ("worker",)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command not in OWN_LOGGING:
+        for name in QUIET_CLIENTS:
+            logging.getLogger(name).setLevel(logging.CRITICAL)
     try:
         result: int = importlib.import_module(args._module).run(args)
         return result
     except ConfigError as exc:
         print(f"retention: configuration error: {exc}", file=sys.stderr)
         return 2
+    except KafkaError as exc:
+        print(f"retention: {_kafka_reason(exc)}", file=sys.stderr)
+        return 1
+    except BrokenPipeError:
+        # The reader went away (`retention tail nudges | head`): stop quietly, and
+        # keep the interpreter's final flush from reporting the closed pipe.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except KeyboardInterrupt:
         return 130
+
+
+def _kafka_reason(exc: KafkaError) -> str:
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    prefix = f"{type(exc).__name__}: "
+    text = text.removeprefix(prefix)
+    if isinstance(exc, KafkaConnectionError):
+        return f"cannot reach Kafka at {_bootstrap()}: {text}"
+    return f"Kafka: {type(exc).__name__}: {text}"
+
+
+def _bootstrap() -> str:
+    try:
+        return load_config().kafka
+    except ConfigError:
+        return "the configured brokers"
 
 
 if __name__ == "__main__":

@@ -57,6 +57,19 @@ MAX_LADDER_STEPS = 10
 MAX_TOPIC_NAME = 249
 
 
+DEFAULT_APP_ID = "retention-processor"
+# Messaging services read the default deployment's hashes under this prefix
+# (schemas/readmodel.md); any other app id gets a prefix of its own.
+DEFAULT_REDIS_PREFIX = "retention:"
+
+
+def default_redis_prefix(app_id: str) -> str:
+    """The Redis key prefix of a deployment that does not set one: ``retention:`` for
+    the default app id, ``<app id>:`` for any other, so that a demo, a replay or a
+    second deployment never overwrites another one's read model."""
+    return DEFAULT_REDIS_PREFIX if app_id == DEFAULT_APP_ID else f"{app_id}:"
+
+
 class ConfigError(ValueError):
     """A configuration value that cannot be used; the message names the setting."""
 
@@ -123,8 +136,8 @@ class Config:
     kafka_security: KafkaSecurity = field(default_factory=KafkaSecurity)
     redis: str = "redis://127.0.0.1:6379/0"
     redis_password: str | None = None
-    redis_prefix: str = "retention:"
-    app_id: str = "retention-processor"
+    redis_prefix: str = DEFAULT_REDIS_PREFIX
+    app_id: str = DEFAULT_APP_ID
     topic_prefix: str = ""
     partitions: int = 4
     replication_factor: int = 1
@@ -185,9 +198,26 @@ class Config:
 T = TypeVar("T")
 
 
+# Credentials a value may carry: a URL's user-info (up to its *last* '@', since an
+# unencoded '@' in a password is common) or a password in its query string, which
+# redis-py reads as a connection argument.
+_USERINFO = re.compile(r"(?<=//).*@", re.DOTALL)
+_SECRET_QUERY = re.compile(r"(?i)([?&;](?:password|passwd|pass|pwd|secret|token)=)[^&#;]*")
+
+
+def redact(text: str) -> str:
+    """``text`` with a URL's credentials masked: ``redis://u:p@ss@h/0`` -> ``redis://***@h/0``."""
+    if "//" in text:
+        text = _USERINFO.sub("***@", text, count=1)
+    elif "@" in text:
+        text = "***@" + text.rsplit("@", 1)[1]
+    return _SECRET_QUERY.sub(r"\1***", text)
+
+
 def _quote(raw: Any) -> str:
-    """The start of a bad value, for an error message (quoted, never dumped whole)."""
-    return repr(str(raw)[:40])
+    """The start of a bad value, for an error message (quoted, credentials masked
+    first, never dumped whole)."""
+    return repr(redact(str(raw))[:40])
 
 
 def _reason(exc: Exception) -> str:
@@ -240,7 +270,9 @@ class Secret(Kind[str | None]):
     """A password: parsed like :class:`OptionalText`, never shown."""
 
     def parse(self, name: str, raw: Any) -> str | None:
-        return OptionalText().parse(name, raw)
+        if not isinstance(raw, str):
+            raise ConfigError(f"{name} must be a string")  # the value is never quoted
+        return raw or None
 
     def show(self, value: str | None) -> Any:
         return "***" if value else None
@@ -343,7 +375,13 @@ def _show_duration(micros: int) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Duration(Kind[int]):
-    """An ISO 8601 duration, held in microseconds."""
+    """An ISO 8601 duration, held in microseconds.
+
+    ``zero_disables`` (for a window a feature needs) refuses a zero duration, saying
+    what it would silently switch off.
+    """
+
+    zero_disables: str = ""
 
     def parse(self, name: str, raw: Any) -> int:
         # parse_duration is exact and refuses anything over 100 years, so no
@@ -352,7 +390,10 @@ class Duration(Kind[int]):
             value = parse_duration(str(raw))
         except (ValueError, OverflowError) as exc:
             raise ConfigError(f"{name}: {_reason(exc)}") from None
-        return (value.days * 86400 + value.seconds) * MICROS_PER_SECOND + value.microseconds
+        micros = (value.days * 86400 + value.seconds) * MICROS_PER_SECOND + value.microseconds
+        if self.zero_disables and micros == 0:
+            raise ConfigError(f"{name} must be longer than zero: {self.zero_disables}")
+        return micros
 
     def show(self, value: int) -> Any:
         return _show_duration(value)
@@ -424,9 +465,26 @@ class RedisUrl(Kind[str]):
         return value
 
     def show(self, value: str) -> Any:
-        if "@" in value and "//" in value:
-            scheme, rest = value.split("//", 1)
-            return f"{scheme}//***@{rest.split('@', 1)[1]}"
+        return redact(value)
+
+
+@dataclass(frozen=True, slots=True)
+class Host(Kind[str | None]):
+    """A host name or IP address to bind or advertise; unset when ``optional`` and empty.
+
+    Anything else (a newline, a space, a URL) would reach Faust's web server or the
+    URLs other workers route lookups to, and fail there or later."""
+
+    optional: bool = False
+
+    def parse(self, name: str, raw: Any) -> str | None:
+        value = OptionalText().parse(name, raw)
+        if value is None:
+            if self.optional:
+                return None
+            raise ConfigError(f"{name} must not be empty")
+        if not re.fullmatch(r"[A-Za-z0-9._:%\[\]-]+", value):
+            raise ConfigError(f"{name} must be a host name or IP address, got {_quote(value)}")
         return value
 
 
@@ -534,7 +592,14 @@ SETTINGS: tuple[Setting, ...] = (
         "Redis URL (redis:// or rediss:// for TLS) of the read model",
     ),
     Setting("redis_password", "redis_password", Secret(), "Redis password (overrides the URL's)"),
-    Setting("redis_prefix", "redis_prefix", Text(), "prefix of every Redis key"),
+    Setting(
+        "redis_prefix",
+        "redis_prefix",
+        Text(),
+        "prefix of every Redis key (unset: retention: for the default app id, else the app id"
+        " and ':')",
+        doc_default="(from the app id)",
+    ),
     Setting("app_id", "app_id", TopicName(), "Faust app id = Kafka consumer group"),
     Setting(
         "topic_prefix", "topic_prefix", TopicName(nonempty=False), "prefix for every topic name"
@@ -603,14 +668,12 @@ SETTINGS: tuple[Setting, ...] = (
         "worker data directory (RocksDB)",
         doc_default="~/.cache/retention-processor/data",
     ),
-    Setting(
-        "web_host", "web_host", Text(nonempty=True), "Faust web bind address (loopback by default)"
-    ),
+    Setting("web_host", "web_host", Host(), "Faust web bind address (loopback by default)"),
     Setting("web_port", "web_port", Whole(1, 65535), "Faust web port"),
     Setting(
         "web_advertised_host",
         "web_advertised_host",
-        OptionalText(),
+        Host(optional=True),
         "host name other workers use to reach this one for routed lookups"
         " (set it when binding 0.0.0.0)",
         doc_default="(web host)",
@@ -642,7 +705,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "stream_allowed_lateness",
         "core.stream_allowed_lateness",
-        Duration(),
+        Duration(zero_disables="replay advances the stream clock in steps of it"),
         "out-of-orderness tolerated in stream-clock mode",
     ),
     Setting(
@@ -701,17 +764,22 @@ SETTINGS: tuple[Setting, ...] = (
         Whole(1, 1000),
         "delivered nudges allowed per window",
     ),
-    Setting("frequency_window", "core.frequency_window", Duration(), "window of the frequency cap"),
+    Setting(
+        "frequency_window",
+        "core.frequency_window",
+        Duration(zero_disables="the frequency cap would count no nudge, so never apply"),
+        "window of the frequency cap",
+    ),
     Setting(
         "attribution_window",
         "core.attribution_window",
-        Duration(),
+        Duration(zero_disables="no order could ever count as a conversion, so lift is lost"),
         "an order within this after a firing is a conversion",
     ),
     Setting(
         "active_window",
         "core.active_window",
-        Duration(),
+        Duration(zero_disables='no customer could ever be "active": the retention rate is lost'),
         '"active" for the retention rate: an order within this trailing window',
     ),
     Setting(
@@ -782,6 +850,8 @@ def build_config(values: Mapping[str, Any]) -> Config:
         setting = BY_KEY[key]
         value = setting.kind.parse(setting.env, raw)
         config = _set(config, setting.path.split("."), value)
+    if "redis_prefix" not in values:
+        config = replace(config, redis_prefix=default_redis_prefix(config.app_id))
     _check(config)
     return config
 

@@ -9,17 +9,32 @@ from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from streams.config import Config
+from streams.config import Config, ConfigError
 
 
 def ssl_context(config: Config) -> ssl.SSLContext | None:
     sec = config.kafka_security
     if sec.protocol not in ("SSL", "SASL_SSL"):
         return None
-    ctx = ssl.create_default_context(cafile=sec.ssl_cafile)
+    try:
+        ctx = ssl.create_default_context(cafile=sec.ssl_cafile)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(
+            f"RETENTION_KAFKA_SSL_CAFILE: cannot use {sec.ssl_cafile}: {_why(exc)}"
+        ) from None
     if sec.ssl_certfile:
-        ctx.load_cert_chain(sec.ssl_certfile, sec.ssl_keyfile)
+        try:
+            ctx.load_cert_chain(sec.ssl_certfile, sec.ssl_keyfile)
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(
+                "RETENTION_KAFKA_SSL_CERTFILE / RETENTION_KAFKA_SSL_KEYFILE: cannot use "
+                f"{sec.ssl_certfile} / {sec.ssl_keyfile}: {_why(exc)}"
+            ) from None
     return ctx
+
+
+def _why(exc: Exception) -> str:
+    return exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
 
 
 def client_kwargs(config: Config) -> dict[str, Any]:
@@ -58,8 +73,8 @@ async def ensure_topics(
     that they exist with the right partition count before Faust first writes.
     """
     admin = AIOKafkaAdminClient(**client_kwargs(config), request_timeout_ms=30000)
-    await admin.start()
     try:
+        await admin.start()
         existing = set(await admin.list_topics())
         wanted = list(names or config.topics.all())
         compacted = set(changelog_topics(config)) if changelogs else set()
@@ -103,8 +118,8 @@ async def _wait_for_leaders(
 async def partition_counts(config: Config, names: tuple[str, ...]) -> dict[str, int]:
     """The partition count of each named topic that exists."""
     admin = AIOKafkaAdminClient(**client_kwargs(config), request_timeout_ms=30000)
-    await admin.start()
     try:
+        await admin.start()
         described = await admin.describe_topics(list(names))
         return {t["topic"]: len(t["partitions"]) for t in described if t["error_code"] == 0}
     finally:
@@ -151,8 +166,8 @@ async def check_partitions(config: Config) -> dict[str, str]:
 
 async def partitions_for(config: Config, topic: str) -> list[int]:
     admin = AIOKafkaAdminClient(**client_kwargs(config), request_timeout_ms=30000)
-    await admin.start()
     try:
+        await admin.start()
         desc = await admin.describe_topics([topic])
         return sorted(p["partition"] for p in desc[0]["partitions"])
     finally:

@@ -22,8 +22,8 @@ from streams.kafka import client_kwargs
 async def end_offsets(config: Config, topics: Iterable[str]) -> dict[TopicPartition, int]:
     names = list(topics)
     consumer = AIOKafkaConsumer(**client_kwargs(config), enable_auto_commit=False)
-    await consumer.start()
     try:
+        await consumer.start()
         await consumer._client.force_metadata_update()
         tps = [
             TopicPartition(t, p) for t in names for p in (consumer.partitions_for_topic(t) or set())
@@ -40,8 +40,8 @@ async def group_lag(config: Config, topics: Iterable[str] | None = None) -> int 
         topics = (*config.topics.inputs(), config.topics.customer_events)
     ends = await end_offsets(config, topics)
     admin = AIOKafkaAdminClient(**client_kwargs(config))
-    await admin.start()
     try:
+        await admin.start()
         committed = await admin.list_consumer_group_offsets(config.app_id)
     except KafkaError:  # the group coordinator is still starting up
         return None
@@ -67,9 +67,9 @@ async def _records_between(
     consumer = AIOKafkaConsumer(
         **client_kwargs(config), enable_auto_commit=False, isolation_level="read_committed"
     )
-    await consumer.start()
     count = 0
     try:
+        await consumer.start()
         consumer.assign(list(start))
         for tp, offset in start.items():
             consumer.seek(tp, offset)
@@ -121,9 +121,9 @@ async def read_all(
     consumer = AIOKafkaConsumer(
         **client_kwargs(config), enable_auto_commit=False, isolation_level=isolation_level
     )
-    await consumer.start()
     out: list[bytes] = []
     try:
+        await consumer.start()
         tps = [tp for tp, end in ends.items() if end > 0]
         if not tps:
             return out

@@ -103,9 +103,9 @@ async def produce_lines(
     """Publish lines in the order given; then, with ``until``, advance every clock to it."""
     await ensure_topics(config)
     producer = _producer(config)
-    await producer.start()
     stats = ProduceStats()
     try:
+        await producer.start()
         sender = _Sender(producer, stats)
         for raw in lines:
             line = raw.rstrip(b"\r\n")
@@ -180,8 +180,8 @@ async def replay_history(
     await ensure_topics(config)
     partitions = await input_partitions(config)
     producer = _producer(config)
-    await producer.start()
     try:
+        await producer.start()
         sender = _Sender(producer, stats)
         for line, marker_at in plan:
             if line is not None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import unicodedata
 from datetime import timedelta
 from typing import Any
 
@@ -27,13 +28,30 @@ from streams.kafka import changelog_topics
 from streams.tables import read_table
 
 
+class PastInstant(ValueError):
+    """A live report asked for an instant the tables have moved past."""
+
+
 def live_report(config: Config, as_of: int | None = None) -> dict[str, Any]:
-    """The report/1 document from the tables (their changelog), plus where it came from."""
+    """The report/1 document from the tables (their changelog), plus where it came from.
+
+    The tables hold each customer's state now, not its history: a report as of an
+    instant before their clock (the stream clock every partition has reached, or
+    now) would count later orders and cohorts, so it is refused with
+    :class:`PastInstant`; the offline report (``--from-file``) takes any instant.
+    """
     snapshot = asyncio.run(read_table(config))
+    clock = snapshot.stream_watermark(config.partitions) if config.clock == "stream" else None
+    if clock is None:
+        clock = time.time_ns() // 1000
     if as_of is None:
-        as_of = snapshot.stream_watermark(config.partitions) if config.clock == "stream" else None
-        if as_of is None:
-            as_of = time.time_ns() // 1000
+        as_of = clock
+    elif as_of < clock:
+        raise PastInstant(
+            f"--as-of {iso(as_of)} is before the tables' clock, {iso(clock)}: the live "
+            "tables hold the state as of their clock, so a live report as of an earlier "
+            "instant would count later orders; use --from-file with the event history"
+        )
     rows = [CustomerRow.from_state(s) for s in snapshot.customers.values()]
     return {
         "source": "live",
@@ -49,6 +67,20 @@ def decisions_json(decisions: list[dict[str, Any]]) -> str:
     if not decisions:
         return "[]\n"
     return "[\n" + ",\n".join(orjson.dumps(d).decode() for d in decisions) + "\n]\n"
+
+
+def printable(text: str) -> str:
+    """``text`` safe to print on a terminal: control characters (an ANSI or OSC escape
+    sequence in a customer id, a bidi override) are written as ``\\x1b``-style escapes
+    instead of being obeyed by the terminal."""
+    if text.isprintable():
+        return text
+    return "".join(
+        ch.encode("unicode_escape").decode("ascii")
+        if unicodedata.category(ch) in ("Cc", "Cf")
+        else ch
+        for ch in text
+    )
 
 
 def decisions_table(decisions: list[dict[str, Any]]) -> str:
@@ -107,7 +139,7 @@ def _threshold_label(rule: str, threshold: int, core: CoreSettings) -> str:
 
 
 def offline_summary_table(data: dict[str, Any]) -> str:
-    lines = [f"Retention report (offline) for {data['source']}"]
+    lines = [f"Retention report (offline) for {printable(data['source'])}"]
     lines.append(f"  decisions due up to {data['until'] or '-'}")
     if data["backfill_until"]:
         lines.append(f"  backfill: nothing due before {data['backfill_until']} is emitted")
@@ -135,6 +167,7 @@ def offline_summary_table(data: dict[str, Any]) -> str:
 
 
 def _table(header: list[str], rows: list[list[str]]) -> str:
+    rows = [[printable(c) for c in row] for row in rows]
     widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(header)]
     out = ["  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)).rstrip()]
     out.append("  ".join("-" * w for w in widths))

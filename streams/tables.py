@@ -49,8 +49,8 @@ async def changelog_batches(config: Config) -> AsyncIterator[list[tuple[bytes, b
     consumer = AIOKafkaConsumer(
         **client_kwargs(config), enable_auto_commit=False, isolation_level="read_committed"
     )
-    await consumer.start()
     try:
+        await consumer.start()
         consumer.assign(list(ends))
         await consumer.seek_to_beginning(*ends)
         remaining = set(ends)

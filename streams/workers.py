@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from streams.config import Config, load_config
+from streams.config import Config, default_redis_prefix, load_config
 from streams.local.stack import LocalStack, StackInfo
 
 Say = Callable[[str], None]
@@ -54,6 +54,8 @@ def stream_deployment(info: StackInfo, kind: str) -> tuple[Config, Path]:
         clock="stream",
         topic_prefix=f"{kind}{run_id}.",
         app_id=f"retention-{kind}-{run_id}",
+        # Its own read model: never the hashes of a real deployment on the same Redis.
+        redis_prefix=default_redis_prefix(f"retention-{kind}-{run_id}"),
         data_dir=folder / "data",
     )
     return config, folder
@@ -79,6 +81,7 @@ def worker_env(config: Config, **extra: str) -> dict[str, str]:
         RETENTION_CLOCK="stream",
         RETENTION_TOPIC_PREFIX=config.topic_prefix,
         RETENTION_APP_ID=config.app_id,
+        RETENTION_REDIS_PREFIX=config.redis_prefix,
         RETENTION_DATA_DIR=str(config.data_dir),
         RETENTION_WEB_PORT=str(config.web_port),
         RETENTION_LOG_LEVEL="warning",

@@ -15,6 +15,8 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -25,7 +27,7 @@ from streams.config import Config
 from streams.local.procs import LocalStackError
 from streams.offsets import end_offsets, group_lag, read_all
 from streams.producer import produce_lines
-from streams.reporting import live_report
+from streams.reporting import live_report, printable
 from streams.sample import default_end, generate
 from streams.workers import (
     borrowed_stack,
@@ -57,8 +59,9 @@ def run(args: argparse.Namespace) -> int:
         with borrowed_stack() as info:
             config, folder = stream_deployment(info, "demo")
             worker = start_worker(config, folder)
+            where = Keep(folder, info.already_running, not args.exit_after_summary)
             try:
-                return asyncio.run(demo(config, args, worker))
+                return asyncio.run(demo(config, args, worker, where))
             except KeyboardInterrupt:
                 say("\nstopping ...")
                 return 0
@@ -69,12 +72,28 @@ def run(args: argparse.Namespace) -> int:
         return 1
 
 
-async def demo(config: Config, args: argparse.Namespace, worker: subprocess.Popen[bytes]) -> int:
+@dataclass(frozen=True, slots=True)
+class Keep:
+    """What outlives the demo's summary, so that "where to look next" names only that."""
+
+    folder: Path  # the deployment's run folder: the sample and the worker's log
+    stack_stays: bool  # the local stack was running before the demo (it is left up)
+    worker_stays: bool  # the worker (and its dashboard) runs on until Ctrl-C
+
+    @property
+    def sample(self) -> Path:
+        return self.folder / "sample.jsonl"
+
+
+async def demo(
+    config: Config, args: argparse.Namespace, worker: subprocess.Popen[bytes], keep: Keep
+) -> int:
     end = default_end()
     lines = list(generate(args.customers, args.days, seed=args.seed, end=end))
+    keep.sample.write_bytes(b"\n".join(lines) + b"\n")
     say(
         f"sample: {len(lines)} messages, {args.customers} customers, "
-        f"{args.days} days up to {iso(end)}"
+        f"{args.days} days up to {iso(end)} (kept in {keep.sample})"
     )
     t0 = time.monotonic()
     await produce_lines(config, lines, until=iso(end))
@@ -91,10 +110,10 @@ async def demo(config: Config, args: argparse.Namespace, worker: subprocess.Pope
         f"processed in {caught_up - t0:.1f} s (replay start to zero lag; "
         f"no new lag for {SETTLE:.0f} s after)\n"
     )
-    await summary(config, len(lines))
-    say(f"\ndashboard: {dashboard_url(config)}")
-    if args.exit_after_summary:
+    await summary(config, len(lines), keep)
+    if not keep.worker_stays:
         return 0
+    say(f"\ndashboard: {dashboard_url(config)}")
     say(
         f"Faust web: http://{config.web_host}:{config.web_port}/  "
         "(the worker keeps running; Ctrl-C stops everything)"
@@ -129,7 +148,7 @@ async def caught_up_at(config: Config, *, timeout: float) -> float:
     raise TimeoutError(f"group {config.app_id} still has lag {lag} after {timeout} s")
 
 
-async def summary(config: Config, sent: int) -> None:
+async def summary(config: Config, sent: int, keep: Keep) -> None:
     topics = config.topics
     inputs = sum((await end_offsets(config, topics.inputs())).values())
     internal: list[dict[str, Any]] = []
@@ -167,6 +186,7 @@ async def summary(config: Config, sent: int) -> None:
         say(f"median days to 2nd order {ttsp['median_days']:>6}")
     say("lifecycle stages       " + ", ".join(f"{k} {v}" for k, v in report["lifecycle"].items()))
     say("\nlift per rule and step (conversion rate, delivered vs holdout control group):")
+    say(NO_REACTION)
     for x in report["lift"]:
         d, h = x["delivered"], x["holdout"]
         lift = "   n/a" if x["lift_percent"] is None else f"{x['lift_percent']:+6.1f}%"
@@ -177,14 +197,29 @@ async def summary(config: Config, sent: int) -> None:
         )
     say("\nexample triggers:")
     for ex in _examples(nudges):
-        head = f"  {ex['due_at'][:10]}  {ex['customer_id']:<12} {ex['rule']}#{ex['step']}"
-        say(f"{head}: {ex['reason']}")
+        who = printable(ex["customer_id"])
+        head = f"  {ex['due_at'][:10]}  {who:<12} {ex['rule']}#{ex['step']}"
+        say(f"{head}: {printable(ex['reason'])}")
         say(f"      trigger_id {ex['trigger_id']}")
     say("\nwhere to look next:")
+    say(f"  retention report --from-file {keep.sample}   (the offline reference)")
+    if not keep.stack_stays:
+        say("  the demo stops the local stack it started; `retention local up` brings it")
+        say("  back with the demo's topics, for:")
     env = f"RETENTION_TOPIC_PREFIX={config.topic_prefix} RETENTION_APP_ID={config.app_id}"
     say(f"  {env} RETENTION_CLOCK=stream retention report   (live, from the tables)")
     say(f"  {env} retention tail nudges")
-    say("  retention report --from-file FILE   (the offline reference)")
+    if not keep.worker_stays:
+        say("  the dashboard stops with the worker now (--exit-after-summary); `retention")
+        say("  demo` without it keeps both running until Ctrl-C")
+
+
+# The generated customers buy on their own schedule whatever they are sent, so a
+# lift here is noise around zero: the figures show the computation, not an effect.
+NO_REACTION = (
+    "    (the sample's customers do not react to nudges: these lifts are chance "
+    "around 0,\n     shown to demonstrate the computation, not an effect)"
+)
 
 
 def _examples(nudges: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -26,6 +26,7 @@ from agents.offline.reference import compute_decisions
 from streams.commands._common import fail
 from streams.config import Config, load_config
 from streams.reporting import (
+    PastInstant,
     decisions_json,
     decisions_table,
     live_report,
@@ -103,6 +104,8 @@ def _run_live(args: argparse.Namespace, config: Config, as_of: int | None) -> in
         data = live_report(config, as_of)
     except KafkaConnectionError as exc:
         return fail(f"cannot reach Kafka at {config.kafka}: {exc}")
+    except PastInstant as exc:
+        return fail(str(exc), 2)
     if args.format == "json":
         text = orjson.dumps(data, option=orjson.OPT_INDENT_2).decode() + "\n"
     else:

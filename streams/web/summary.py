@@ -28,13 +28,14 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
 import orjson
 
 from agents.core.guardrails import OUTCOME_DELIVERED, SUPPRESSIONS
-from agents.core.timeutil import iso
+from agents.core.timeutil import MAX_DURATION, iso, to_micros
 from agents.customer import CUSTOMER_KEY_PREFIX
 from streams.config import Config
 from streams.observe import ObservedWorker, PartitionRows, Snapshot
@@ -55,6 +56,27 @@ PART_TIMEOUT = 5.0
 # The largest part a worker may send (report inputs grow ~15 bytes per repeater).
 MAX_PART_BYTES = 16 * 1024 * 1024
 SCOPES = ("local", "cluster")
+# Report inputs kept for this many recent instants (a cluster summary asks each
+# worker for one instant; a few workers building at once ask for a few).
+INPUTS_KEPT = 4
+# The instants a part may be asked for: what a timestamp can be, with room for the
+# longest window (a setting's duration) on either side, so no date overflows.
+AS_OF_MIN = to_micros(datetime(1, 1, 1, tzinfo=UTC)) + MAX_DURATION
+AS_OF_MAX = to_micros(datetime(9999, 12, 31, tzinfo=UTC)) - MAX_DURATION
+
+
+def parse_as_of(raw: str) -> int:
+    """The ``as_of`` of a part request, in microseconds; ValueError says why not."""
+    try:
+        as_of = int(raw)
+    except ValueError:
+        raise ValueError("as_of must be microseconds since the epoch") from None
+    if not AS_OF_MIN <= as_of <= AS_OF_MAX:
+        raise ValueError(
+            f"as_of must be between {AS_OF_MIN} ({iso(AS_OF_MIN)}) "
+            f"and {AS_OF_MAX} ({iso(AS_OF_MAX)})"
+        )
+    return as_of
 
 
 # --- one worker's part ----------------------------------------------------------------
@@ -75,7 +97,10 @@ def local_part(worker: ObservedWorker, snap: Snapshot | None = None) -> dict[str
         "outcomes": s.outcomes,
         "decisions": [[r, st, o, n] for (r, st, o), n in sorted(s.decisions.items())],
         "triggers": [[d, r, st, n] for (d, r, st), n in sorted(s.triggers_by_day.items())],
-        "dead_letters": dict(sorted(s.ingest_dead_letters.items())),
+        # Both agents' dead letters, as /metrics counts them (README "Operations").
+        "dead_letters": dict(
+            sorted((Counter(s.ingest_dead_letters) + Counter(s.customer_dead_letters)).items())
+        ),
         "lag": dict(s.lag),
         "read_model": {
             "redis_up": rm.redis_up,
@@ -381,21 +406,33 @@ class Summaries:
         self.local = Revalidating(lambda: build_local(worker), max_age)
         self.cluster = Revalidating(lambda: build_cluster(worker, self.inputs_at), max_age)
         self._lock = asyncio.Lock()
-        self._inputs: tuple[int, float, dict[str, Any]] | None = None  # as_of, until, inputs
+        self._inputs: dict[int, tuple[float, dict[str, Any]]] = {}  # as_of -> until, inputs
+        self._next_scan = 0.0  # monotonic: the earliest start of the next table scan
+        self.scans = 0
 
     async def inputs_at(self, as_of: int) -> dict[str, Any]:
         """Report inputs as of ``as_of``: one scan at a time; a recent one for the
-        same instant is reused (every worker's cluster summary asks for the same)."""
+        same instant is reused (every worker's cluster summary asks for the same).
+
+        Each new instant is a full table scan, and anyone who can reach the port
+        can ask for any instant: scans are spaced so that they take at most
+        BUSY_SHARE of the time, however many instants are asked for."""
         async with self._lock:
-            cached = self._inputs
-            if cached and cached[0] == as_of and time.monotonic() < cached[1]:
-                return cached[2]
+            now = time.monotonic()
+            self._inputs = {a: v for a, v in self._inputs.items() if now < v[0]}
+            if as_of in self._inputs:
+                return self._inputs[as_of][1]
+            await asyncio.sleep(max(0.0, self._next_scan - now))
             started = time.monotonic()
             partitions = list(self.worker.snapshot().owned)
             inputs = await local_inputs(self.worker, partitions, as_of)
+            self.scans += 1
             took = time.monotonic() - started
+            self._next_scan = started + took / BUSY_SHARE
             # Reused like a summary: for MAX_AGE, or longer for a big table.
-            self._inputs = (as_of, started + max(MAX_AGE, took / BUSY_SHARE), inputs)
+            self._inputs[as_of] = (started + max(MAX_AGE, took / BUSY_SHARE), inputs)
+            for old in list(self._inputs)[:-INPUTS_KEPT]:
+                del self._inputs[old]
             return inputs
 
     async def summary(self, scope: str) -> dict[str, Any]:

@@ -32,7 +32,7 @@ from streams.asyncapi import published as asyncapi_document
 from streams.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from streams.observe import ObservedWorker
 from streams.readmodel import pending_nudges
-from streams.web.summary import SCOPES, Summaries
+from streams.web.summary import SCOPES, Summaries, parse_as_of
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 # A forwarded lookup carries this header; a worker that receives it answers
@@ -174,9 +174,9 @@ def register(app: Any, worker: ObservedWorker) -> None:
         async def get(self, request: web.Request) -> web.Response:
             raw = request.query.get("as_of")
             try:
-                as_of = None if raw is None else int(raw)
-            except ValueError:
-                return self.send_json({"error": "as_of must be microseconds since the epoch"}, 400)
+                as_of = None if raw is None else parse_as_of(raw)
+            except ValueError as exc:
+                return self.send_json({"error": str(exc)}, 400)
             return self.send_json(await summaries.part(as_of))
 
     @app.page("/health/live")  # type: ignore[untyped-decorator]

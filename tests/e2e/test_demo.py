@@ -44,7 +44,17 @@ def test_demo_prints_a_summary_and_stops_what_it_started(tmp_path: Path) -> None
     assert re.search(r"^suppressed\s+[1-9]\d*", out, re.MULTILINE)
     assert re.search(r"second_purchase\s+step 1\s+delivered\s+\d+/[1-9]\d*\s+holdout", out)
     assert "lifecycle stages" in out
-    assert re.search(r"^dashboard: http://127\.0\.0\.1:\d+/retention/$", out, re.MULTILINE)
+    # Lift is shown with its caveat: the generated customers ignore nudges.
+    lift_at = out.index("lift per rule and step")
+    assert "do not react to nudges" in out[lift_at : lift_at + 300]
+    # "Where to look next" names only what outlives the demo: the sample it kept,
+    # the stack to bring back; no dashboard URL, as the worker stops with the demo.
+    [sample] = re.findall(r"retention report --from-file (\S+)", out)
+    assert Path(sample).is_file() and Path(sample).stat().st_size > 0
+    sent = re.search(r"^sample: (\d+) messages", out, re.MULTILINE)
+    assert sent and len(Path(sample).read_bytes().splitlines()) == int(sent[1])
+    assert "`retention local up` brings it" in out
+    assert "dashboard:" not in out and "dashboard stops with the worker" in out
     assert "local stack stopped" in out
     # Nothing left running from the demo's own stack.
     assert not (tmp_path / "home" / "run" / "stack.json").exists()

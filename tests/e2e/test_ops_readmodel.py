@@ -157,8 +157,13 @@ async def test_redis_down_for_30s_loses_no_trigger_and_catches_up(
         stopped = time.monotonic()
         await dep.produce(lines[half:], until=END)
         await dep.wait_idle(timeout=300)
-        down = await wait_metrics(w, lambda v: v["retention_read_model_lag"] > 0, timeout=30)
-        assert down["retention_read_model_redis_up"] == 0
+        # Lag and the Redis-down flag are asserted on one scrape: a flush may fail
+        # between two scrapes, so neither is required before the other.
+        down = await wait_metrics(
+            w,
+            lambda v: v["retention_read_model_lag"] > 0 and v["retention_read_model_redis_up"] == 0,
+            timeout=30,
+        )
         await asyncio.sleep(max(0.0, OUTAGE_SECONDS - (time.monotonic() - stopped)))
         still = await metrics_of(w)
         assert still["retention_read_model_lag"] >= down["retention_read_model_lag"]
@@ -207,6 +212,16 @@ async def test_redis_down_for_30s_loses_no_trigger_and_catches_up(
         await client.aclose()
 
 
+async def lookup_during_recovery(w: WorkerProcess) -> None:
+    """One lookup while the worker may still be recovering: 503 (or no answer) until
+    the table is whole, then 200 with the recovered row; never 404."""
+    status, _, body = await w.get("/retention/customers/rc000001", timeout=2)
+    assert status in (503, 200, 0), (status, body[:200])
+    if status == 200:
+        state = orjson.loads(body)["state"]
+        assert state["orders"] == 1 and state["version"] == 1, state
+
+
 async def test_ready_only_after_table_recovery(deployment: Deployment) -> None:
     """A worker with an empty data dir replays a big changelog before it is ready."""
     config = deployment.config
@@ -243,8 +258,10 @@ async def test_ready_only_after_table_recovery(deployment: Deployment) -> None:
             recovering_seen |= status == 503 and orjson.loads(body)["recovering"]
             if status == 200:
                 break
-            # While recovering, lookups refuse rather than answer "unknown customer".
-            assert (await w.get("/retention/customers/rc000001", timeout=2))[0] in (503, 0)
+            # Recovery may end between the two requests, so the lookup may rightly
+            # answer 200; what it never does is answer "unknown customer" (404) from a
+            # half-recovered table, or a 200 without the recovered row.
+            await lookup_during_recovery(w)
         assert w.alive, w.log_tail()
         await asyncio.sleep(0.02)
     assert seen and seen[-1] == 200, (seen[-5:], w.log_tail())

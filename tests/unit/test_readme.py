@@ -40,3 +40,50 @@ def test_guardrail_defaults_in_the_readme_match_the_code() -> None:
     assert int(table["RETENTION_FREQUENCY_CAP"]) == core.frequency_cap
     assert table["RETENTION_MIN_GAP"].strip() == "P1D" and core.min_gap == 24 * 3600 * 10**6
     assert int(table["RETENTION_OVERDUE_MIN_ORDERS"]) == core.overdue_min_orders
+
+
+def _section(heading: str) -> str:
+    start = README.index(f"\n## {heading}\n")
+    end = README.find("\n## ", start + 1)
+    return README[start : end if end != -1 else None]
+
+
+def test_the_cli_table_lists_every_command_and_no_other() -> None:
+    from streams.cli import COMMANDS
+
+    cells = re.findall(r"^\| (`retention [^|]*(?:\\\|[^|]*)*) \|", _section("CLI"), re.MULTILINE)
+    named = {m for cell in cells for m in re.findall(r"`retention ([a-z-]+)", cell)}
+    assert named == set(COMMANDS), (sorted(set(COMMANDS) - named), sorted(named - set(COMMANDS)))
+
+
+def _readme_metrics() -> set[str]:
+    start = README.index("\nMetrics: ")
+    paragraph = README[start : README.index("\n\n", start)]
+    return set(re.findall(r"`(retention_[a-z_]+(?:\{[a-z_,]+\})?)`", paragraph))
+
+
+def _exported_metrics() -> set[str]:
+    """Every family /metrics renders, as README writes it: name{label,...}."""
+    from streams.metrics import Metrics
+    from streams.observe import Snapshot
+
+    metrics = Metrics(lambda: Snapshot(at=0, worker="w", url="u", clock_mode="stream"))
+    out = set()
+    for family in metrics.registry.collect():
+        name = family.name + ("_total" if family.type == "counter" else "")
+        labels = list(getattr(family, "_labelnames", ()))
+        out.add(f"{name}{{{','.join(labels)}}}" if labels else name)
+    return out
+
+
+def test_the_metrics_list_is_what_metrics_exports() -> None:
+    exported = _exported_metrics()
+    assert len(exported) > 15
+    listed = _readme_metrics()
+    assert listed == exported, (sorted(exported - listed), sorted(listed - exported))
+
+
+def test_the_readme_says_where_the_retention_command_is() -> None:
+    quick_start = _section("Quick start: two commands")
+    assert "`.venv/bin/retention" in quick_start
+    assert ".venv/bin/retention" in _section("CLI")

@@ -531,6 +531,21 @@ def test_events_behind_the_stream_clock_are_counted_per_topic_as_late() -> None:
     assert clocked.runtimes[0].advanced_at == FIRED_AT  # the wall clock when it moved
 
 
+def test_a_duplicate_behind_the_stream_clock_is_a_duplicate_not_a_late_event() -> None:
+    sources = (SRC["purchase"], SRC["session"], SRC["consent"])
+    clocked, store = (
+        processor(core=CoreSettings(stream_allowed_lateness=DAY), sources=sources),
+        DictStore(),
+    )
+    first = ev(session("cus_a", at(days=3)))
+    run(clocked, store, [first])
+    run(clocked, store, advance_all(at(days=10), sources))
+    # The same event again (a producer retry), now far behind the clock.
+    run(clocked, store, [first, first])
+    assert clocked.counters["duplicates"] == 2
+    assert clocked.late == {}
+
+
 CLOCK_IDLE_TIMEOUT = 300 * 1_000_000  # RETENTION_CLOCK_IDLE_TIMEOUT's default
 
 

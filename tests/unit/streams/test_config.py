@@ -27,6 +27,7 @@ from streams.config import (
     Directory,
     Duration,
     Flag,
+    Host,
     HostPorts,
     Instant,
     KafkaSecurity,
@@ -42,6 +43,8 @@ from streams.config import (
     Whole,
     load_config,
 )
+from streams.local.stack import StackInfo
+from streams.workers import stream_deployment, worker_env
 
 
 def _load(**env: str) -> object:
@@ -134,6 +137,41 @@ def test_other_out_of_range_values_are_config_errors(name: str, value: str, mess
     assert len(str(exc.value)) < 200  # the bad value is quoted, not dumped
 
 
+@pytest.mark.parametrize(
+    ("name", "value", "what"),
+    [
+        ("FREQUENCY_WINDOW", "P0D", "the frequency cap would count no nudge"),
+        ("ATTRIBUTION_WINDOW", "P0D", "no order could ever count as a conversion"),
+        ("ACTIVE_WINDOW", "P0D", 'no customer could ever be "active"'),
+        ("STREAM_ALLOWED_LATENESS", "PT0S", "replay advances the stream clock in steps"),
+    ],
+)
+def test_a_zero_window_that_would_switch_a_feature_off_is_refused(
+    name: str,
+    value: str,
+    what: str,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv(f"RETENTION_{name}", value)
+    assert main(["config"]) == 2
+    [line] = capsys.readouterr().err.splitlines()
+    assert line.startswith(
+        f"retention: configuration error: RETENTION_{name} must be longer than zero: {what}"
+    )
+
+
+@pytest.mark.parametrize("name", ["WEB_HOST", "WEB_ADVERTISED_HOST"])
+def test_a_web_host_with_a_newline_is_refused(name: str) -> None:
+    with pytest.raises(ConfigError) as exc:
+        _load(**{name: "127.0.0.1\nX-Injected: 1"})
+    assert str(exc.value) == (
+        f"RETENTION_{name} must be a host name or IP address, got '127.0.0.1\\nX-Injected: 1'"
+    )
+    for ok in ("0.0.0.0", "::", "[::1]", "worker-3.retention.svc.cluster.local", "fe80::1%eth0"):
+        _load(**{name: ok})
+
+
 def test_overdue_threshold_is_capped_so_due_times_stay_representable() -> None:
     # Orders centuries apart (year 1 and 2026) and the largest multiplier.
     year1, now = -62135596800 * 10**6, 1_772_446_500 * 10**6
@@ -197,7 +235,7 @@ BAD: dict[type[Kind[Any]], Callable[[Any], list[str]]] = {
     Number: _number,
     Choice: _choice,
     Flag: lambda _: ["maybe", "2", "tru", JUNK],
-    Duration: lambda _: [
+    Duration: lambda k: [
         "P14",
         "14D",
         "-P1D",
@@ -205,7 +243,9 @@ BAD: dict[type[Kind[Any]], Callable[[Any], list[str]]] = {
         "P9999999999D",
         "PT" + "9" * 5000 + "S",
         JUNK,
+        *(["P0D", "PT0S", "PT0.0000001S"] if k.zero_disables else []),
     ],
+    Host: lambda _: ["local host", "http://x", "a/b", JUNK],  # a newline: its own test
     Steps: _steps,
     Instant: lambda _: ["soon", "2026-03-02T10:15:00", "9999-12-31T23:59:59-01:00", JUNK],
     HostPorts: lambda _: ["localhost", "host:port", "a:1,b", ":9092", JUNK],
@@ -238,6 +278,8 @@ def _needs_a_value(kind: Kind[Any]) -> bool:
         return kind.required
     if isinstance(kind, OptionalText | Secret):
         return False
+    if isinstance(kind, Host):
+        return not kind.optional
     if isinstance(kind, Text | TopicName):
         return kind.nonempty
     return True
@@ -407,6 +449,80 @@ def test_retention_config_masks_every_secret() -> None:
     text = str(cfg.describe())  # type: ignore[attr-defined]
     assert "hunter" not in text
     assert "redis://***@cache:6379/0" in text and "'svc'" in text
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "redis://svc:x@hunter2@cache:6379/0",  # an unencoded '@' in the password
+        "redis://:hun@ter2@cache:6379/0",
+        "redis://cache:6379/0?password=hunter2",
+        "redis://cache:6379/0?db=0&password=hunter2&health_check_interval=5",
+        "rediss://svc:hun/ter2@cache:6380/0",
+    ],
+)
+def test_retention_config_never_prints_a_redis_password(
+    url: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("RETENTION_HOME", str(tmp_path))
+    monkeypatch.setenv("RETENTION_REDIS", url)
+    assert main(["config"]) == 0
+    out = capsys.readouterr().out
+    assert "hunter" not in out and "ter2" not in out
+    assert "cache:63" in out  # where it points is still shown
+
+
+@pytest.mark.parametrize(
+    ("env", "value"),
+    [
+        ("REDIS", "http://svc:hunter2@cache:6379/0"),
+        ("REDIS", "https://svc:hunter2hunter2hunter2hunter2@cache:6379/0"),
+        ("REDIS", "cache:6379/0?password=hunter2"),
+        ("KAFKA", "svc:hunter2@broker"),
+    ],
+)
+def test_a_configuration_error_never_quotes_credentials(env: str, value: str) -> None:
+    with pytest.raises(ConfigError) as exc:
+        _load(**{env: value})
+    assert "hunter" not in str(exc.value), exc.value
+    assert str(exc.value).startswith(f"RETENTION_{env}")
+
+
+@pytest.mark.parametrize("key", ["redis_password", "kafka_sasl_password"])
+def test_a_password_of_the_wrong_type_in_the_toml_file_is_not_quoted(
+    key: str, tmp_path: Path
+) -> None:
+    with pytest.raises(ConfigError) as exc:
+        _from_toml(tmp_path, f"{key} = 73914682")
+    assert "73914682" not in str(exc.value)
+
+
+def test_the_redis_prefix_follows_the_app_id_unless_set() -> None:
+    # Messaging services read the default deployment under retention:; a demo, a
+    # replay or a second deployment on the same Redis must not overwrite its hashes.
+    assert _load().redis_prefix == "retention:"  # type: ignore[attr-defined]
+    assert _load(APP_ID="retention-processor").redis_prefix == "retention:"  # type: ignore[attr-defined]
+    other = _load(APP_ID="retention-backfill")
+    assert other.redis_prefix == "retention-backfill:"  # type: ignore[attr-defined]
+    explicit = _load(APP_ID="retention-backfill", REDIS_PREFIX="retention:")
+    assert explicit.redis_prefix == "retention:"  # type: ignore[attr-defined]
+
+
+def test_the_demo_and_bench_deployments_have_a_read_model_of_their_own(tmp_path: Path) -> None:
+    info = StackInfo(
+        kafka="127.0.0.1:9092",
+        redis="redis://127.0.0.1:6379/0",
+        kafka_pid=0,
+        redis_pid=0,
+        started_at="",
+        run_dir=tmp_path,
+    )
+    config, _ = stream_deployment(info, "demo")
+    assert config.app_id.startswith("retention-demo-")
+    assert config.redis_prefix == f"{config.app_id}:"
+    env = worker_env(config)
+    assert env["RETENTION_REDIS_PREFIX"] == config.redis_prefix
+    assert load_config(env, use_stack_file=False).redis_prefix == config.redis_prefix
 
 
 def test_retention_config_list_names_every_variable_with_its_default(

@@ -13,10 +13,13 @@ import pytest
 
 from agents.core import ids
 from agents.core.settings import DAY, CoreSettings
+from agents.core.state import CustomerState
 from agents.core.timeutil import iso, to_micros
 from agents.offline.reference import compute_decisions
+from streams import reporting
 from streams.cli import main
 from streams.sample import generate
+from streams.tables import TableSnapshot
 
 T0 = to_micros(datetime(2026, 3, 2, 10, 0, tzinfo=UTC))
 
@@ -160,6 +163,49 @@ def test_decisions_as_a_table(events_file: Path, capsys: pytest.CaptureFixture[s
         "outcome",
     ]
     assert out.rstrip().endswith("4 decisions")
+
+
+def test_a_customer_id_with_terminal_escapes_is_printed_escaped(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # An OSC 52 sequence (writes the clipboard) and an ANSI colour in a customer id.
+    hostile = "evil\x1b]52;c;aGk=\x07\x1b[31mred\u202e"
+    path = tmp_path / "hostile.jsonl"
+    order = {"order_id": "o1", "amount": "25.00", "currency": "EUR"}
+    path.write_bytes(event("purchase/1", "p1", hostile, T0, **order) + b"\n")
+    code, out, _ = report(
+        capsys, "--from-file", str(path), "--decisions", "--until", iso(T0 + 40 * DAY)
+    )
+    assert code == 0
+    assert "\x1b" not in out and "\x07" not in out and "\u202e" not in out
+    assert "evil\\x1b]52;c;aGk=\\x07\\x1b[31mred\\u202e" in out
+    assert out.rstrip().endswith("5 decisions")
+
+
+def test_a_live_report_as_of_an_instant_the_tables_have_passed_is_refused(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The tables hold the state now: as of an earlier instant they would still
+    # count the cohorts and orders that came after it.
+    state = CustomerState(customer_id="late-buyer", partition=0, version=1)
+    state.orders, state.first_order_at = 1, T0
+    state.last_order_at = state.last_activity_at = T0
+
+    async def table(config: object) -> TableSnapshot:
+        return TableSnapshot(customers={"late-buyer": state}, records=1)
+
+    monkeypatch.setattr(reporting, "read_table", table)
+    before = iso(T0 - 40 * DAY)
+    code, out, err = report(capsys, "--as-of", before, "--format", "json")
+    assert code == 2 and out == ""
+    [line] = err.splitlines()
+    assert line.startswith(f"retention: --as-of {before} is before the tables' clock")
+    assert "--from-file" in line
+    # Now or later: the cohort of the one buyer, as before.
+    code, out, _ = report(capsys, "--as-of", "2999-01-01", "--format", "json")
+    assert code == 0
+    cohorts = orjson.loads(out)["report"]["ttsp"]["cohorts"]
+    assert [c["cohort"] for c in cohorts] == ["2026-03"]
 
 
 def test_settings_come_from_the_environment(

@@ -18,7 +18,7 @@ from agents.core.reports import CustomerRow, build_report
 from agents.core.state import CustomerState
 from streams.faust_adapter import TableStore
 from streams.web.merge import merge_report
-from streams.web.summary import Revalidating, local_inputs
+from streams.web.summary import BUSY_SHARE, INPUTS_KEPT, Revalidating, Summaries, local_inputs
 from tests.unit.streams.web.synthetic import END, customer_states
 
 ROWS = 50_000
@@ -219,3 +219,39 @@ async def test_with_no_summary_yet_a_failing_build_is_an_error() -> None:
     builds.fail = True
     with pytest.raises(RuntimeError, match="table gone"):
         await Revalidating(builds, max_age=1.0).get()
+
+
+# --- report inputs for the cluster fan-out ---------------------------------------------
+
+
+class SlowRows:
+    """A worker whose table scan takes ``delay`` seconds; counts the scans."""
+
+    def __init__(self, delay: float) -> None:
+        self.delay = delay
+        self.scans: list[float] = []
+
+    def snapshot(self) -> Any:
+        return SimpleNamespace(owned=[0, 1])
+
+    def partition_rows(self, partitions: list[int]) -> Any:
+        self.scans.append(time.monotonic())
+        time.sleep(self.delay)
+        return iter(())
+
+
+async def test_new_instants_cannot_keep_the_table_scanning() -> None:
+    # Anyone reaching the port may ask a part for any instant; each new one is a
+    # full scan. Asked for ten different ones at once, the scans are spaced so they
+    # take at most BUSY_SHARE of the time, and repeats are answered from the cache.
+    worker = SlowRows(delay=0.02)
+    summaries = Summaries(worker)  # type: ignore[arg-type]
+    instants = [END - i for i in range(6)]
+    await asyncio.gather(*(summaries.inputs_at(a) for a in instants))
+    assert summaries.scans == len(instants)
+    gaps = [b - a for a, b in zip(worker.scans, worker.scans[1:], strict=False)]
+    assert min(gaps) >= 0.02 / BUSY_SHARE * 0.9, gaps
+    # The latest few instants are kept: asking again scans nothing.
+    for a in instants[-INPUTS_KEPT:]:
+        assert (await summaries.inputs_at(a))["as_of"] == a
+    assert summaries.scans == len(instants)

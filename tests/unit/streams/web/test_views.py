@@ -27,6 +27,7 @@ from agents.core.timeutil import TIME_MIN, to_micros
 from agents.faust_agents import Send
 from streams.app import RetentionApp
 from streams.config import load_config
+from streams.web.summary import AS_OF_MAX, AS_OF_MIN
 from tests.fixtures.asyncapi_parser import errors as asyncapi_errors
 
 T0 = datetime(2026, 3, 1, 10, 0, tzinfo=UTC)
@@ -300,6 +301,83 @@ async def test_events_flow_through_the_agents_into_lookup_summary_and_metrics(
     assert values[("retention_read_model_lag", ())] == len(CUSTOMERS)  # no Redis: all waiting
     assert values[("retention_tick_duration_seconds_count", ())] >= 2
     assert values[("retention_ready", ())] == 1
+
+
+@pytest.mark.parametrize("as_of", [10**20, -(10**20), 2**63, "1e20", "soon"])
+async def test_a_summary_part_for_an_impossible_instant_is_a_400_with_one_line(
+    as_of: object, worker: Worker, client: TestClient[Any, Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    worker.recovered()
+    resp = await client.get(f"/retention/summary/part?as_of={as_of}")
+    assert resp.status == 400
+    error = (await resp.json())["error"]
+    assert error.startswith("as_of must be") and "\n" not in error
+    assert "Traceback" not in caplog.text
+
+
+async def test_a_summary_part_at_the_edges_of_the_instants_it_takes(
+    worker: Worker, client: TestClient[Any, Any]
+) -> None:
+    worker.recovered()
+    await worker.feed([(worker.app.config.topics.purchases, 0, purchase("cus_a", 1, 1))])
+    for as_of in (AS_OF_MIN, AS_OF_MAX):
+        resp = await client.get(f"/retention/summary/part?as_of={as_of}")
+        assert resp.status == 200
+        assert (await resp.json())["inputs"]["as_of"] == as_of
+
+
+async def test_the_summary_counts_the_customers_agents_dead_letters_as_metrics_do(
+    worker: Worker, client: TestClient[Any, Any]
+) -> None:
+    topics = worker.app.config.topics
+    worker.recovered()
+    await worker.feed([(topics.purchases, 0, b"{not json")])  # ingest's dead letter
+    # One the customers agent writes: an item of the internal topic it cannot read.
+    bad = worker._event(topics.customer_events, 0, b'{"type": "ev", "ev": {}}')
+    await worker.app.customer_agent.run(Stream([[bad]]))
+    assert len(worker.broker.on(topics.dlq)) == 2
+    values = metrics((await (await client.get("/metrics")).read()).decode())
+    by_code = {
+        dict(labels)["code"]: v
+        for (name, labels), v in values.items()
+        if name == "retention_dead_letters_total"
+    }
+    assert by_code == {"invalid_json": 1, "invalid_internal_message": 1}
+    summary = await (await client.get("/retention/summary")).json()
+    assert summary["counts"]["dead_letters"] == 2
+    assert summary["dead_letters"] == by_code
+    part = await (await client.get("/retention/summary/part")).json()
+    assert part["dead_letters"] == by_code
+
+
+async def test_faust_stats_page_shows_counters_and_no_file_paths(worker: Worker) -> None:
+    # docs/operations.md: Faust's "/" is counters by topic, task and partition. A
+    # pending task's repr names the file and line it waits at.
+    app = worker.app.faust_app
+    monitor = app.monitor
+    app.sensors.add(monitor)  # what the worker does when it starts
+    web: Any = app.web
+    web.blueprints.apply(web)  # Faust's own pages, as the web server mounts them
+    blocker: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    async def agent_body() -> None:
+        await blocker
+
+    task = asyncio.ensure_future(agent_body())
+    await asyncio.sleep(0)
+    assert __file__ in repr(task)
+    monitor.events_by_task[task] += 95
+    try:
+        async with TestClient(TestServer(web.web_app)) as client:
+            resp = await client.get("/")
+            assert resp.status == 200
+            text = await resp.text()
+    finally:
+        task.cancel()
+    assert ".py" not in text and "/" not in text, text[:500]
+    [stats] = orjson.loads(text).values()
+    assert list(stats["events_by_task"].values()) == [95]
+    assert "agent_body" in next(iter(stats["events_by_task"]))
 
 
 async def test_ready_warns_of_a_stream_clock_held_back_by_a_silent_partition(
