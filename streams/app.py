@@ -25,6 +25,7 @@ from faust.sensors import Monitor
 
 from agents.core.clock import NEVER, StreamClock, WallClock, system_clock
 from agents.core.engine import Engine
+from agents.core.guardrails import OUTCOMES
 from agents.core.timeutil import MICROS_PER_SECOND, iso
 from agents.customer import CLOCK_KEY_PREFIX
 from agents.faust_agents import CustomerAgent, IngestAgent, Send, crash_only
@@ -193,6 +194,13 @@ class RetentionApp:
         )
         self.store = TableStore(self.table)
         self.ingest, self.processor = build_processors(config, wall_clock)
+        self._decision_series = tuple(
+            (ladder.rule, step, outcome)
+            for ladder in self.processor.engine.ladders
+            if ladder.enabled
+            for step in range(1, len(ladder.steps) + 1)
+            for outcome in OUTCOMES
+        )
         self.metrics = Metrics(self.snapshot)
         self.readmodel = ReadModelWriter(
             connect=lambda: connect(config),
@@ -365,6 +373,7 @@ class RetentionApp:
             late=dict(proc.late),
             lenient_timestamps=dict(ingest.lenient_timestamps),
             decisions=dict(proc.decision_counts),
+            decision_series=self._decision_series,
             triggers_by_day=dict(self.triggers_by_day),
             clocks=tuple(
                 PartitionClock(

@@ -131,7 +131,12 @@ class WorkerCollector(Collector):
             counter,
             "retention_decisions",
             "Rule firings by rule, step and outcome (delivered or a suppression reason)",
-            [((r, str(st), o), n) for (r, st, o), n in sorted(s.decisions.items())],
+            [
+                ((r, str(st), o), n)
+                for (r, st, o), n in sorted(
+                    {**dict.fromkeys(s.decision_series, 0), **s.decisions}.items()
+                )
+            ],
             "rule",
             "step",
             "outcome",

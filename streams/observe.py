@@ -80,6 +80,10 @@ class Snapshot:
     # Accepted occurred_at in a form a later version refuses, by form (README "Inputs").
     lenient_timestamps: Mapping[str, int] = field(default_factory=dict)
     decisions: DecisionCounts = field(default_factory=dict)
+    # Every (rule, step, outcome) the configured ladders can produce: /metrics
+    # exports each from 0, so a rate or increase() over the first decisions after
+    # a start is not lost (the "no decisions" alert, docs/operations.md).
+    decision_series: tuple[tuple[str, int, str], ...] = ()
     triggers_by_day: TriggerCounts = field(default_factory=dict)
     # Live clocks, by partition (every partition with a runtime, owned or not yet dropped).
     clocks: tuple[PartitionClock, ...] = ()

@@ -136,3 +136,22 @@ def test_lenient_timestamps_are_exported_by_form_from_zero() -> None:
     assert idle[(name, (("form", "space_separator"),))] == 0
     assert idle[(name, (("form", "leap_second"),))] == 0
     assert busy[(name, (("form", "space_separator"),))] == 4
+
+
+def test_decisions_are_exported_from_zero_for_every_rule_step_and_outcome() -> None:
+    # The "no decisions" alert takes increase() over a day: a series born with the
+    # first decisions would hide them (docs/operations.md, deploy/prometheus).
+    series = (("second_purchase", 1, "delivered"), ("overdue", 1, "min_gap"))
+    values = parse(
+        Metrics(
+            lambda: snapshot(
+                decision_series=series, decisions={("second_purchase", 1, "delivered"): 3}
+            )
+        )
+        .render()
+        .decode()
+    )
+    name = "retention_decisions_total"
+    labels = (("outcome", "delivered"), ("rule", "second_purchase"), ("step", "1"))
+    assert values[(name, labels)] == 3
+    assert values[(name, (("outcome", "min_gap"), ("rule", "overdue"), ("step", "1")))] == 0

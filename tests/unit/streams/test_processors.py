@@ -51,3 +51,15 @@ def test_the_worker_builds_its_processors_the_same_way() -> None:
     for name in ("mode", "sources", "internal_topic", "future_tolerance", "dlq_topic"):
         assert getattr(app.processor, name) == getattr(customer, name), name
     assert app.processor.engine.settings == customer.engine.settings
+
+
+def test_the_worker_exports_a_decision_series_for_every_step_and_outcome() -> None:
+    from agents.core.guardrails import OUTCOMES
+    from streams.app import RetentionApp
+
+    config = replace(Config(), store="memory://", partitions=3, clock="stream")
+    series = RetentionApp(config).snapshot().decision_series
+    # 3 + 3 + 1 steps of the default ladders, each with every outcome.
+    assert len(series) == 7 * len(OUTCOMES) == len(set(series))
+    assert ("overdue", 1, "frequency_cap") in series
+    assert ("inactivity", 3, "delivered") in series
