@@ -836,10 +836,16 @@ def _check_firing_memory(core: CoreSettings) -> None:
     if memory.guard >= memory.attribution:
         raise ConfigError(f"RETENTION_FREQUENCY_CAP={core.frequency_cap}: {need}; lower the cap")
     shortest = _show_duration(core.inactivity.steps[0])
+    # Held-out firings are bounded by the ladder alone; delivered ones also by the gap.
+    other = (
+        "set RETENTION_HOLDOUT_PERCENT=0"
+        if core.holdout_percent > 0
+        else "set a longer RETENTION_MIN_GAP"
+    )
     raise ConfigError(
         f"RETENTION_ATTRIBUTION_WINDOW={_show_duration(core.attribution_window)} with "
         f"RETENTION_INACTIVITY_STEPS starting at {shortest}: {need}; shorten the window, "
-        "lengthen the first inactivity step or set RETENTION_HOLDOUT_PERCENT=0"
+        f"lengthen the first inactivity step or {other}"
     )
 
 

@@ -51,6 +51,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import weakref
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Collection, Iterable, Iterator, Mapping, Sequence
@@ -60,6 +61,8 @@ from typing import Any, NamedTuple, cast
 import faust.streams
 from faust.transport.consumer import CONSUMER_FETCHING
 from faust.types import TP
+
+log = logging.getLogger(__name__)
 
 PINNED_FAUST = "0.15.3"
 FAUST_VERSION = version("faust-streaming")
@@ -599,7 +602,11 @@ def _raw_memory_records(base: Any) -> Any:
         def next_batch(self) -> Any:
             batch = self._inner.next_batch()
             guard = self._guard
-            return batch if guard is None or batch is None else _GuardedBatch(batch, guard)
+            if guard is None or batch is None or batch.is_control_batch:
+                # aiokafka reads a control batch itself (``next(batch)`` for its
+                # abort marker under read_committed): it holds no message.
+                return batch
+            return _GuardedBatch(batch, guard)
 
     return RawMemoryRecords
 
@@ -629,19 +636,22 @@ class _BatchGuard:
         self.owner = owner
         self.registry = registry
 
-    def raw_batch(self, base_offset: int) -> bytes:
-        """The bytes of the batch starting at ``base_offset`` in the fetched data.
+    def raw_batch(self, base_offset: int) -> tuple[bytes, int | None]:
+        """The bytes of the batch starting at ``base_offset`` in the fetched data,
+        and the offset the next entry there starts with (None: it is the last).
 
         Every message format starts a batch (or a v0/v1 message) with its offset
         (int64) and the length of what follows (int32)."""
-        data, pos = self.data, 0
+        data, pos, found = self.data, 0, b""
         while pos + 12 <= len(data):
             offset = int.from_bytes(data[pos : pos + 8], "big", signed=True)
+            if found:
+                return found, offset
             end = pos + 12 + int.from_bytes(data[pos + 8 : pos + 12], "big", signed=True)
             if offset == base_offset:
-                return bytes(data[pos:end])
+                found = bytes(data[pos:end])
             pos = end
-        return b""
+        return found, None
 
 
 class _StandIn(NamedTuple):
@@ -660,14 +670,21 @@ class _StandIn(NamedTuple):
 class _GuardedBatch:
     """A record batch whose decoding errors become one stand-in record."""
 
-    __slots__ = ("_batch", "_guard")
+    __slots__ = ("_batch", "_guard", "_next")
 
     def __init__(self, batch: Any, guard: _BatchGuard) -> None:
         self._batch = batch
         self._guard = guard
+        self._next: int | None = None
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._batch, name)
+
+    @property
+    def next_offset(self) -> int:
+        """Where the next fetch starts (aiokafka reads it after the batch): past the
+        stand-in's range, which a corrupt batch's own header may not say."""
+        return int(self._batch.next_offset) if self._next is None else self._next
 
     def validate_crc(self) -> bool:
         return True  # checked while iterating, so a bad CRC is a stand-in too
@@ -679,24 +696,34 @@ class _GuardedBatch:
         first = int(guard.owner.next_fetch_offset)
         if base is not None:
             first = max(first, int(base))
+        corrupt = False
         try:
             if guard.owner._check_crcs and not batch.validate_crc():
+                corrupt = True
                 raise ValueError("the batch's CRC does not match its contents")
             for record in batch:
                 first = int(record.offset) + 1
                 yield record
         except Exception as exc:  # anything decoding these bytes raises is about them
             last = int(batch.next_offset) - 1
+            # A v2 batch starts with its base offset, a v0/v1 wrapper with its last.
+            raw, following = guard.raw_batch(last if base is None else int(base))
+            if corrupt and following is not None:
+                # The header (and so its last offset) is inside what the CRC
+                # failed on: the next entry of the fetched data bounds the range.
+                last = min(last, following - 1)
+            if last < first:
+                if not corrupt:
+                    return  # every record was read: nothing is left to stand in for
+                log.error("%s: corrupt batch with no offset range to skip", guard.tp)
+                raise
             tp = guard.tp
-            if last < first:  # every record was read: nothing is left to stand in for
-                return
             why = (
                 str(exc)
                 if str(exc).startswith(type(exc).__name__)
                 else f"{type(exc).__name__}: {exc}"
             )
             guard.registry.add(tp.topic, tp.partition, UndecodableBatch(first, last, why))
-            # A v2 batch starts with its base offset, a v0/v1 wrapper with its last.
-            raw = guard.raw_batch(last if base is None else int(base))
+            self._next = last + 1
             timestamp = int(getattr(batch, "first_timestamp", -1))
             yield _StandIn(last, timestamp, 0, None, raw, None, ())

@@ -43,7 +43,7 @@ def make_worker(config: Config, partition_warnings: dict[str, str] | None = None
                 # mode re-raises a crashed service's error when the loop closes and
                 # exits 1 on it (mode.worker.exiting); a crash is 70 here, the code
                 # supervisors and docs/operations.md know, whatever crashed.
-                if exc.code == crashed_by_mode():
+                if exc.code in crashed_by_mode():
                     raise SystemExit(EXIT_CRASHED) from exc
                 raise
             raise SystemExit(0)  # execute_from_commandline always exits
@@ -60,11 +60,12 @@ def make_worker(config: Config, partition_warnings: dict[str, str] | None = None
     return Worker(retention.faust_app, loglevel=level)
 
 
-def crashed_by_mode() -> int:
-    """The exit status mode's worker gives a crash (``mode.worker.EX_FAILURE``)."""
-    from mode.worker import EX_FAILURE
+def crashed_by_mode() -> tuple[int, int]:
+    """The exit statuses mode's worker gives a crash: ``EX_FAILURE``, and
+    ``EX_OSERR`` when it was out of memory."""
+    from mode.worker import EX_FAILURE, EX_OSERR
 
-    return int(EX_FAILURE)
+    return int(EX_FAILURE), int(EX_OSERR)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -418,7 +418,17 @@ def test_guardrails_and_ladders_whose_firing_memory_fits_are_accepted(env: dict[
         (
             {"INACTIVITY_STEPS": MINUTELY},
             "RETENTION_ATTRIBUTION_WINDOW=P5D with RETENTION_INACTIVITY_STEPS starting at PT1M: ",
-            "shorten the window",
+            "RETENTION_HOLDOUT_PERCENT=0",
+        ),
+        (  # nobody held out: only a longer gap bounds the delivered nudges
+            {
+                "INACTIVITY_STEPS": MINUTELY,
+                "HOLDOUT_PERCENT": "0",
+                "MIN_GAP": "PT1S",
+                "FREQUENCY_WINDOW": "PT1M",
+            },
+            "RETENTION_ATTRIBUTION_WINDOW=P5D with RETENTION_INACTIVITY_STEPS starting at PT1M: ",
+            "set a longer RETENTION_MIN_GAP",
         ),
     ],
 )

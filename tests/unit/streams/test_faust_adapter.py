@@ -625,7 +625,7 @@ def _fetch(topic: str, data: bytes, fetch_offset: int = 0) -> list[Any]:
     tp = TopicPartition(topic, 2)
     return list(
         fetcher.PartitionRecords(
-            tp, records, None, fetch_offset, None, None, True, "read_uncommitted"
+            tp, records, None, fetch_offset, None, None, True, fetcher.READ_UNCOMMITTED
         )
     )
 
@@ -664,6 +664,54 @@ def test_a_batch_whose_crc_or_payload_is_corrupt_becomes_one_record(guarded: Any
     assert (first, last) == (0, 1) and "CRC" in why
     first, last, _ = guarded.pop("shop.purchases", 2, 4)
     assert (first, last) == (2, 4)
+
+
+def test_a_corrupt_header_cannot_push_the_range_past_the_next_batch(guarded: Any) -> None:
+    bad = _batch(2, 3)
+    bad[23:27] = (1_000).to_bytes(4, "big")  # last offset delta 1000, and the CRC breaks
+    got = _fetch("shop.purchases", bytes(_batch(0, 2) + bad + _batch(5, 2)))
+    # The stand-in ends where the next batch of the fetched data begins, and the
+    # messages after it keep their own offsets.
+    assert [m.offset for m in got] == [0, 1, 4, 5, 6]
+    first, last, why = guarded.pop("shop.purchases", 2, 4)
+    assert (first, last) == (2, 4) and "CRC" in why
+
+
+def test_control_batches_reach_aiokafka_as_they_are(guarded: Any) -> None:
+    """Under read_committed aiokafka reads a control batch's marker with ``next()``."""
+    import aiokafka.consumer.fetcher as fetcher
+    from aiokafka.record.default_records import DefaultRecordBatchBuilder
+    from aiokafka.record.util import calc_crc32c
+    from aiokafka.structs import TopicPartition
+
+    def transactional(base: int, key: bytes | None, value: bytes | None, control: bool) -> bytes:
+        builder = DefaultRecordBatchBuilder(
+            magic=2,
+            compression_type=0,
+            is_transactional=1,
+            producer_id=7,
+            producer_epoch=0,
+            base_sequence=0,
+            batch_size=1 << 20,
+        )
+        builder.append(0, timestamp=1_000, key=key, value=value, headers=[])
+        data = bytearray(builder.build())
+        data[0:8] = base.to_bytes(8, "big")
+        if control:
+            data[22] |= 0x20  # the control flag of the attributes
+            data[17:21] = calc_crc32c(bytes(data[21:])).to_bytes(4, "big")
+        return bytes(data)
+
+    data = transactional(0, None, b'{"n":0}', False) + transactional(
+        1, b"\x00\x00\x00\x01", b"\x00\x00\x00\x00\x00\x00", True
+    )
+    records = fetcher.MemoryRecords(data)
+    tp = TopicPartition("shop.purchases", 2)
+    partition = fetcher.PartitionRecords(
+        tp, records, [], 0, None, None, True, fetcher.READ_COMMITTED
+    )
+    assert [m.value for m in partition] == [b'{"n":0}']
+    assert len(guarded) == 0
 
 
 def test_a_fetch_from_inside_a_batch_covers_only_the_offsets_not_read(guarded: Any) -> None:
