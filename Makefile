@@ -3,9 +3,10 @@
 # `make test` is the whole suite: install (once), lint, type-check, then every test
 # under tests/ against a real Kafka broker and redis-server that the test session
 # starts and stops itself (see docs/local-stack.md).  The tiers run alone:
-# `make unit` (no broker, no subprocess), `make integration` (the harness: broker,
-# Redis, local stack), `make e2e` (real worker processes).  README "Running tests"
-# gives their times.
+# `make unit` (no broker, no worker; the third-party checkers promtool, the
+# AsyncAPI parser and compose-go run as programs), `make integration` (the
+# harness: broker, Redis, local stack), `make e2e` (real worker processes).
+# README "Running tests" gives their times.
 
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
