@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import os
-import shutil
 import subprocess
 import time
 from collections import Counter
@@ -19,6 +18,7 @@ import pytest
 
 from agents.faust_agents import EXIT_CRASHED
 from tests.e2e.harness import Deployment, WorkerProcess
+from tests.fixtures import tools
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration]
 
@@ -28,12 +28,7 @@ PER_BATCH = 150
 
 def kcat() -> str:
     """kcat's path: fail under CI (``.ci/run`` installs it), skip elsewhere."""
-    path = shutil.which("kcat")
-    if path is None:
-        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-            pytest.fail("kcat is not installed (.ci/run installs Debian's kcat)")
-        pytest.skip("kcat is not installed (apt-get install kcat)")
-    return path
+    return tools.require("kcat", "apt-get install kcat")
 
 
 def purchases(tag: str, count: int) -> bytes:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import os
 import re
-import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -20,6 +19,7 @@ import orjson
 import pytest
 
 from tests.e2e.harness import Deployment
+from tests.fixtures import tools
 from tests.fixtures.contracts import errors
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration]
@@ -36,13 +36,7 @@ def section_blocks() -> list[str]:
 
 
 def require_kcat() -> str:
-    kcat = shutil.which("kcat")
-    if kcat:
-        return kcat
-    message = "README kcat test needs kcat: apt-get install kcat (.ci/run does this)"
-    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-        pytest.fail(message, pytrace=False)
-    pytest.skip(message)
+    return tools.require("kcat", "apt-get install kcat")
 
 
 def run(block: str, env: dict[str, str]) -> str:

@@ -8,19 +8,17 @@ deploy/prometheus/alerts.test.yml (docs/operations.md, "Dashboard and alerts")."
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
 
-import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from streams.metrics import Metrics
 from streams.observe import PartitionClock, ReadModelStatus, Snapshot
+from tests.fixtures import tools
 
 RULES = Path(__file__).resolve().parents[3] / "deploy" / "prometheus" / "alerts.yml"
 RULE_TESTS = RULES.with_name("alerts.test.yml")
@@ -131,13 +129,7 @@ def test_each_failure_signal_has_a_complete_rule() -> None:
 
 def promtool() -> str:
     """promtool's path; fails under CI (.ci/run installs Debian's prometheus), else skips."""
-    found = shutil.which("promtool")
-    if found:
-        return found
-    message = "promtool is missing: apt-get install prometheus (.ci/run does this)"
-    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-        pytest.fail(message, pytrace=False)
-    pytest.skip(message)
+    return tools.require("promtool", "apt-get install prometheus")
 
 
 def test_every_alert_rule_fires_and_stays_silent_as_its_promtool_tests_say() -> None:
