@@ -249,3 +249,16 @@ def busy_cases(draw: st.DrawFn) -> BusyCase:
             events.append(consent(who, t, status, event_id=f"c{n}"))
     until = t + draw(st.integers(0, 50)) * scale
     return BusyCase(raw, core, events, until)
+
+
+class DictStore:
+    """The StateStore protocol over a dict, as a memory table of one partition behaves."""
+
+    def __init__(self) -> None:
+        self.data: dict[str, bytes] = {}
+
+    def get(self, key: str) -> bytes | None:
+        return self.data.get(key)
+
+    def scan(self, partition: int) -> Iterable[tuple[str, bytes]]:
+        return list(self.data.items())

@@ -30,7 +30,7 @@ from agents.messages import bundles
 from agents.offline.reference import compute_decisions
 from schemas.records import Event
 from streams.config import Config
-from tests.unit.agents.factories import T0, processors, purchase, session
+from tests.unit.agents.factories import T0, DictStore, processors, purchase, session
 
 TOPICS = {
     "purchase/1": "retention.purchases",
@@ -95,24 +95,13 @@ def placed(lines: list[tuple[int, bytes]]) -> list[tuple[str, int, bytes]]:
     ]
 
 
-class Store:
-    def __init__(self) -> None:
-        self.data: dict[str, bytes] = {}
-
-    def get(self, key: str) -> bytes | None:
-        return self.data.get(key)
-
-    def scan(self, partition: int) -> Iterable[tuple[str, bytes]]:
-        return list(self.data.items())
-
-
 def run(messages: Iterable[tuple[str, int, bytes]]) -> tuple[list[tuple[str, str, str]], Counter]:
     """Every message through ingest and the customers in batches, then a
     ``control/advance`` to UNTIL on every input partition (as ``retention replay``
     ends); returns the decisions (trigger id, due time, outcome) and dead letters."""
     wall = ManualClock(NOW)
     ingest, customers = processors(wall, core=CoreSettings(), partitions=PARTITIONS)
-    stores = {p: Store() for p in range(PARTITIONS)}
+    stores = {p: DictStore() for p in range(PARTITIONS)}
     decisions: list[tuple[str, str, str]] = []
     dead: Counter[str] = Counter()
     offsets: Counter[tuple[str, int]] = Counter()
@@ -133,7 +122,7 @@ def run(messages: Iterable[tuple[str, int, bytes]]) -> tuple[list[tuple[str, str
             while customers.has_work(p):
                 commit(customers.step(p, stores[p], limit=1 << 30), stores[p])
 
-    def commit(result: Result, store: Store) -> None:
+    def commit(result: Result, store: DictStore) -> None:
         for key, row in result.writes.items():
             assert len(row) <= ROW_BUDGET, key
         store.data.update(result.writes)
@@ -212,7 +201,7 @@ def test_a_crash_between_any_two_row_writes_loses_no_waiting_event() -> None:
     def customers() -> CustomerProcessor:
         return processors(ManualClock(NOW), core=SMALL, partitions=PARTITIONS).customer
 
-    first, store = customers(), Store()
+    first, store = customers(), DictStore()
     first.feed(0, msgs[:200], store)
     store.data.update(first.step(0, store, limit=1 << 30).writes)
     assert orjson.loads(store.data["c/c"])["spill"]["n"] > 100  # the clock has not moved
@@ -221,7 +210,7 @@ def test_a_crash_between_any_two_row_writes_loses_no_waiting_event() -> None:
     writes = list(first.step(0, store, limit=1 << 30).writes.items())
     assert [k for k, _ in writes].index("c/c") not in (0, len(writes) - 1)
     for cut in range(len(writes) + 1):
-        crashed = Store()
+        crashed = DictStore()
         crashed.data = before | dict(writes[:cut])
         again = customers()
         again.feed(0, msgs[200:] + end, crashed)
@@ -238,7 +227,7 @@ def test_an_event_refused_at_the_cap_and_sent_again_is_applied() -> None:
     remembered its ids, so the re-send was dropped as a duplicate for good)."""
     core = CoreSettings(max_pending_events=4, max_pending_bytes=2000)
     customers = processors(ManualClock(NOW), core=core, partitions=PARTITIONS).customer
-    store = Store()
+    store = DictStore()
     order = purchase("c", T0 + 100 * HOUR, "ORD-1")
 
     def ev(e: Event) -> bytes:

@@ -32,7 +32,6 @@ import base64
 import json
 import os
 from collections import Counter, defaultdict
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -64,7 +63,7 @@ from agents.customer import (
 )
 from agents.messages import bundles
 from schemas.records import KIND_PURCHASE, KIND_SESSION, Event
-from tests.unit.agents.factories import processors
+from tests.unit.agents.factories import DictStore, processors
 
 # --- profiles --------------------------------------------------------------------------
 
@@ -117,19 +116,6 @@ def partition_of(customer_id: str) -> int:
     """As the ingest agent routes a customer's events (streams/app.py)."""
     parts = list(range(PARTITIONS))
     return int(_partitioner(customer_id.encode(), parts, parts))
-
-
-class DictStore:
-    """The StateStore protocol over a dict, as a memory table behaves."""
-
-    def __init__(self) -> None:
-        self.data: dict[str, bytes] = {}
-
-    def get(self, key: str) -> bytes | None:
-        return self.data.get(key)
-
-    def scan(self, partition: int) -> Iterable[tuple[str, bytes]]:
-        return list(self.data.items())
 
 
 @dataclass
