@@ -68,8 +68,8 @@ def is_found(name: str, names: set[str]) -> bool:
 
 
 def test_a_cite_is_found_across_comment_lines_and_a_missing_section_is_not() -> None:
-    design = "docs/design.md"  # not a cite itself: this file is read too
-    text = f'# see {design}, "The batched\n    # hot path" and README "Time", "A stuck clock"'
+    design, readme = "docs/design.md", "README"  # not cites themselves: this file is read too
+    text = f'# see {design}, "The batched\n    # hot path" and {readme} "Time", "A stuck clock"'
     assert cites(text) == [
         ("docs/design.md", "The batched hot path"),
         ("README", "Time"),

@@ -1,4 +1,6 @@
-"""The README's configuration table is the settings' declarations, row for row."""
+"""The docs hold to the code: docs/configuration.md's table is the settings'
+declarations row for row, docs/operations.md's metrics table is what /metrics
+exports, and the README's CLI table lists every command."""
 
 from __future__ import annotations
 
@@ -7,17 +9,20 @@ from pathlib import Path
 
 from streams.config import SETTINGS
 
-README = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+ROOT = Path(__file__).resolve().parents[2]
+README = (ROOT / "README.md").read_text()
+CONFIGURATION = (ROOT / "docs" / "configuration.md").read_text()
+OPERATIONS = (ROOT / "docs" / "operations.md").read_text()
 # Read before the configuration is (it locates the stack file and the default data dir).
 NOT_A_SETTING = {"RETENTION_HOME"}
 
 
 def _table_rows() -> list[str]:
-    return re.findall(r"^\| `RETENTION_[A-Z0-9_]+` \|.*\|$", README, re.MULTILINE)
+    return re.findall(r"^\| `RETENTION_[A-Z0-9_]+` \|.*\|$", CONFIGURATION, re.MULTILINE)
 
 
 def test_every_setting_is_in_the_configuration_table() -> None:
-    rows = set(re.findall(r"^\| `(RETENTION_[A-Z0-9_]+)` \|", README, re.MULTILINE))
+    rows = set(re.findall(r"^\| `(RETENTION_[A-Z0-9_]+)` \|", CONFIGURATION, re.MULTILINE))
     expected = {s.env for s in SETTINGS}
     assert expected <= rows, sorted(expected - rows)
     assert rows - expected == NOT_A_SETTING, "rows that are no setting"
@@ -27,15 +32,17 @@ def test_each_row_is_the_declared_default_and_help_in_declaration_order() -> Non
     rows = [r for r in _table_rows() if r.split("`")[1] not in NOT_A_SETTING]
     expected = [f"| `{s.env}` | {s.default_text()} | {s.help} |" for s in SETTINGS]
     assert rows == expected, "\n".join(
-        ["README rows differ from streams/config.py SETTINGS; expected:", *expected]
+        ["docs/configuration.md rows differ from streams/config.py SETTINGS; expected:", *expected]
     )
 
 
-def test_guardrail_defaults_in_the_readme_match_the_code() -> None:
+def test_guardrail_defaults_in_the_configuration_table_match_the_code() -> None:
     from agents.core.settings import CoreSettings
 
     core = CoreSettings()
-    table = dict(re.findall(r"^\| `(RETENTION_[A-Z_]+)` \| ([^|]+) \|", README, re.MULTILINE))
+    table = dict(
+        re.findall(r"^\| `(RETENTION_[A-Z_]+)` \| ([^|]+) \|", CONFIGURATION, re.MULTILINE)
+    )
     assert float(table["RETENTION_HOLDOUT_PERCENT"]) == core.holdout_percent
     assert int(table["RETENTION_FREQUENCY_CAP"]) == core.frequency_cap
     assert table["RETENTION_MIN_GAP"].strip() == "P1D" and core.min_gap == 24 * 3600 * 10**6
@@ -56,14 +63,15 @@ def test_the_cli_table_lists_every_command_and_no_other() -> None:
     assert named == set(COMMANDS), (sorted(set(COMMANDS) - named), sorted(named - set(COMMANDS)))
 
 
-def _readme_metrics() -> set[str]:
-    start = README.index("\nMetrics: ")
-    paragraph = README[start : README.index("\n\n", start)]
-    return set(re.findall(r"`(retention_[a-z_]+(?:\{[a-z_,]+\})?)`", paragraph))
+def _documented_metrics() -> set[str]:
+    """The first column of docs/operations.md's "Metrics" table."""
+    start = OPERATIONS.index("\n## Metrics\n")
+    section = OPERATIONS[start : OPERATIONS.index("\n## ", start + 1)]
+    return set(re.findall(r"^\| `(retention_[a-z_]+(?:\{[a-z_,]+\})?)` \|", section, re.MULTILINE))
 
 
 def _exported_metrics() -> set[str]:
-    """Every family /metrics renders, as README writes it: name{label,...}."""
+    """Every family /metrics renders, as the docs write it: name{label,...}."""
     from streams.metrics import Metrics
     from streams.observe import Snapshot
 
@@ -79,7 +87,7 @@ def _exported_metrics() -> set[str]:
 def test_the_metrics_list_is_what_metrics_exports() -> None:
     exported = _exported_metrics()
     assert len(exported) > 15
-    listed = _readme_metrics()
+    listed = _documented_metrics()
     assert listed == exported, (sorted(exported - listed), sorted(listed - exported))
 
 
