@@ -6,7 +6,7 @@
 # `make unit` (no broker, no worker; the third-party checkers promtool, the
 # AsyncAPI parser and compose-go run as programs), `make integration` (the
 # harness: broker, Redis, local stack), `make e2e` (real worker processes).
-# README "Running tests" gives their times.
+# CHANGELOG.md gives their recorded times (the tiers: docs/testing.md).
 
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c

@@ -60,7 +60,7 @@ from schemas.records import (
 CUSTOMER_KEY_PREFIX = "c/"
 CLOCK_KEY_PREFIX = "clock/"
 # A customer's pending events beyond its row's share: "p/<slot>/<customer_id>"
-# (agents.core.pending; README "Byte budget").
+# (agents.core.pending; docs/budget.md "Byte budget").
 PENDING_KEY_PREFIX = "p/"
 # Persist a partition's stream clock at least this often (messages); a stale
 # clock after a crash only delays firings, it never changes them.
@@ -114,10 +114,10 @@ class PartitionRuntime:
     watermark: int = NEVER
     since_persist: int = 0
     # Wall-clock micros when the watermark last moved (0: not yet): a stuck stream
-    # clock shows as a growing gap (README "Operations").
+    # clock shows as a growing gap (docs/operations.md "Operations").
     advanced_at: int = 0
     # Wall-clock micros of the first and the newest event taken in (0: none yet):
-    # a clock that never starts is stuck from its first event on (README "Time").
+    # a clock that never starts is stuck from its first event on (docs/time.md "Time").
     first_event_at: int = 0
     last_event_at: int = 0
     # Fed and not yet processed: ("m", offset, raw value), ("p", offset, an item of a
@@ -165,7 +165,7 @@ class CustomerProcessor:
         self.internal_topic = internal_topic
         self.wall_clock = wall_clock
         # Internal-topic events and advances are bounded like ingest's inputs:
-        # at most this far after the wall clock (README "Time").
+        # at most this far after the wall clock (docs/time.md "Time").
         self.future_tolerance = future_tolerance
         # ...and no earlier than the earliest accepted event time.
         self.min_event_time = min_event_time
@@ -357,7 +357,7 @@ class CustomerProcessor:
                 raise BadMessage(fired.reason, fired.code, touched=event.customer_id)
             self.counters["events"] += 1
             if self.mode == "stream" and event.occurred_at <= wm:
-                # Later than the allowed lateness: applied at once (README "Time").
+                # Later than the allowed lateness: applied at once (docs/time.md "Time").
                 self.late[src.rpartition(":")[0]] += 1
             firings.extend(fired)
             return event.customer_id, False
@@ -380,7 +380,7 @@ class CustomerProcessor:
                 )
             if until < self.min_event_time:
                 # A clock before every accepted event, e.g. before year 1, would
-                # only make the reports' as-of unreadable (README "Time").
+                # only make the reports' as-of unreadable (docs/time.md "Time").
                 raise BadMessage(
                     f"advance: until {_when(until)} is before the earliest accepted "
                     f"event time {iso(self.min_event_time)}",
@@ -413,7 +413,7 @@ class CustomerProcessor:
         """Wall micros the stream clock of ``rt`` has not moved while events it took
         in wait on it: since it last moved or, if it never has, since its first
         event; 0 once it moves after the newest event, so an idle partition whose
-        clock caught up is never stuck (README "Time", "A stuck clock")."""
+        clock caught up is never stuck (docs/time.md "Time", "A stuck clock")."""
         if self.mode != "stream" or rt.last_event_at <= rt.advanced_at:
             return 0
         return max(0, now - (rt.advanced_at or rt.first_event_at))
@@ -440,7 +440,7 @@ class CustomerProcessor:
                     f"after its first event: {len(behind)} of {len(self.sources)} input "
                     f"partitions sent no event or control/advance ({shown}); on a live "
                     "deployment set RETENTION_STREAM_HEARTBEAT, else send a control/advance "
-                    'to every input partition (README "Time")'
+                    'to every input partition (docs/time.md "Time")'
                 )
                 continue
             out[p] = (
@@ -492,7 +492,7 @@ class CustomerProcessor:
         if not emissions:
             return
         firings = [e for e in emissions if isinstance(e, Firing)]
-        # Simultaneous firings go out by (due time, rule order, step): README "Guardrails".
+        # Simultaneous firings go out by (due time, rule order, step): docs/rules.md "Rules".
         firings.sort(key=lambda f: (f.due_at, f.customer_id, f.rule_index, f.step))
         now = iso(self.wall_clock())  # one fired_at for the message's firings
         for f in firings:
@@ -540,12 +540,12 @@ def read_wire_event(wire: Any, *, latest: int, earliest: int = DEFAULT_MIN_EVENT
     Ingest only forwards what :func:`agents.core.validation.validate` accepted; a
     message of any other shape on the internal topic (written by something else)
     would otherwise reach the engine and the table row with wrong types or sizes
-    and crash the agent on every restart (README "Byte budget").  Amounts may
+    and crash the agent on every restart (docs/budget.md "Byte budget").  Amounts may
     carry up to 31 fraction digits: the plain form of a JSON number >= 1e-15.
     An event dated after ``latest`` (the wall clock + the future tolerance, the
     bound ingest applies) is a ``future_timestamp`` dead letter, one dated before
     ``earliest`` (RETENTION_MIN_EVENT_TIME, an absolute instant) an
-    ``early_timestamp`` one (README "Time").
+    ``early_timestamp`` one (docs/time.md "Time").
     """
     if not isinstance(wire, dict):
         raise BadMessage(f"event must be an object, got {type(wire).__name__}")

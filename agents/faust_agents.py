@@ -100,7 +100,7 @@ async def finish_before_stop(batch: Awaitable[None]) -> None:
     A worker stop (SIGTERM) cancels the agent's task; Faust then closes the
     ``take_events`` generator, whose ``finally`` acks every event of the batch in
     flight, processed or not, and the consumer commits them on its way out: the
-    rest of the batch would never be processed (README "Crash safety").  So a
+    rest of the batch would never be processed (docs/crash-safety.md "Crash safety").  So a
     cancelled agent first lets its batch finish (outputs acknowledged, rows in the
     changelog and the table) and only then stops.  Cancelled a second time (the
     stop will not wait), the process exits at once, without acking anything: the

@@ -43,7 +43,7 @@ class IngestProcessor:
         self.max_message_bytes = max_message_bytes
         self.future_tolerance = future_tolerance
         self.wall_clock = wall_clock
-        # The earliest accepted event time, an absolute instant (README "Time").
+        # The earliest accepted event time, an absolute instant (docs/time.md "Time").
         self.min_event_time = min_event_time
         self.dead_letters: Counter[str] = Counter()
         # Accepted timestamps in a form a later version refuses (README "Inputs").
@@ -141,7 +141,7 @@ class IngestProcessor:
         limit = self.wall_clock() + self.future_tolerance
         if until > limit:
             # Bounded like any event time: an advance far into the future would
-            # fire every ladder at once (README "Time").
+            # fire every ladder at once (docs/time.md "Time").
             raise ValidationError(
                 "future_timestamp",
                 f"control/advance: until {iso(until)} is after {iso(limit)} "
@@ -149,7 +149,7 @@ class IngestProcessor:
             )
         if until < self.min_event_time:
             # A clock before every accepted event decides nothing; refused like
-            # an event dated there (README "Time").
+            # an event dated there (docs/time.md "Time").
             raise early_error("control/advance: until", until, self.min_event_time)
         self.markers += 1
         payload = dumps({"type": "adv", "src": src, "until": until})

@@ -59,7 +59,7 @@ def bundles(items: list[bytes], max_bytes: int = BUNDLE_MAX_BYTES) -> list[bytes
 PREVIEW_CHARS = 512
 # Kept whole up to this size; a larger message keeps its head, length and hash, so
 # that the dead letter itself (base64 is 4/3 of the bytes) stays within the output
-# budget of agents/core/budget.py (README "Byte budget").
+# budget of agents/core/budget.py (docs/budget.md "Byte budget").
 MAX_ORIGINAL_BYTES = 160 * 1024
 # The error text is cut too: it may quote a field of any length.
 MAX_ERROR_CHARS = 1024

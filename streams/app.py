@@ -50,7 +50,7 @@ from streams.readmodel import ReadModelWriter, connect
 
 log = logging.getLogger(__name__)
 
-# Seconds between looks for stream clocks newly stuck, each logged once (README "Time").
+# Seconds between looks for stream clocks newly stuck, each logged once (docs/time.md "Time").
 CLOCK_CHECK_INTERVAL = 10.0
 # Key of the heartbeat's control/advance records (inputs take any key): names them in a tail.
 HEARTBEAT_KEY = b"__heartbeat__"
@@ -132,7 +132,7 @@ def faust_settings(config: Config) -> dict[str, Any]:
         web_host=config.web_advertised_host or config.web_host,
         web_port=config.web_port,
         # Faust's built-in endpoints, chosen one by one (docs/operations.md):
-        # its stats and assignment pages on (README "Operations"; counters
+        # its stats and assignment pages on (docs/operations.md "Operations"; counters
         # only); /table off, because it serves raw customer rows (ids, spend,
         # consent) to anyone who reaches the port; /router off, because
         # routing here happens in-process (RetentionApp.owner_of) and the
@@ -170,7 +170,8 @@ class RetentionApp:
         if os.environ.get("RETENTION_INLINE_DRAIN") == "1":  # measured, off: docs/performance.md
             use_inline_drain(self.faust_app)  # rewinds never-committed partitions too
         else:
-            # Replays what a restart before the first commit would skip (README "Crash safety").
+            # Replays what a restart before the first commit would skip
+            # (docs/crash-safety.md "A partition with no committed offset").
             use_replaying_consumer(self.faust_app)
         raw: _RawTopicOptions = {
             "key_type": bytes,
@@ -475,7 +476,7 @@ class RetentionApp:
         self._stuck_logged = set(stuck)
 
     def heartbeat_marker(self) -> bytes:
-        """A ``control/advance`` to now minus the allowed lateness (README "Time", "Heartbeat")."""
+        """A ``control/advance`` to now minus the allowed lateness (docs/time.md "Heartbeat")."""
         lateness = self.engine.settings.stream_allowed_lateness
         return dumps({"schema": CONTROL_ADVANCE, "until": iso(self.wall_clock() - lateness)})
 
@@ -495,7 +496,7 @@ class RetentionApp:
                 try:
                     ack = await send(topic, HEARTBEAT_KEY, value, partition, None, None)
                     await ack
-                except Exception as exc:  # e.g. a topic with fewer partitions (README "Time")
+                except Exception as exc:  # e.g. a topic with fewer partitions (docs/time.md "Time")
                     log.warning("heartbeat to %s:%d failed: %s", topic, partition, exc)
 
     def _revoke(self, gone: set[int]) -> None:

@@ -10,7 +10,7 @@ environment variable is ``RETENTION_`` + the key in upper case), where its value
 lives in :class:`Config`, its kind (how it is parsed, validated and shown) and its
 help text.  Its default is the dataclass field's (``Config``, ``KafkaSecurity`` or
 the core's ``CoreSettings``).  Loading, :meth:`Config.describe`, ``retention config
---list`` and the README's configuration table (checked by tests/unit/test_readme.py)
+--list`` and docs/configuration.md's table (checked by tests/unit/test_readme.py)
 are derived from that one list.
 """
 
@@ -51,7 +51,7 @@ EXACTLY_ONCE_REFUSED = (
     "trigger_id, so deduplicate on trigger_id downstream."
 )
 # Steps per ladder: each step is a key in the customer row's counts, so the
-# row stays small (README "Byte budget").
+# row stays small (docs/budget.md "Byte budget").
 MAX_LADDER_STEPS = 10
 # Kafka's limit on a topic name; the prefix goes before the longest name we use.
 MAX_TOPIC_NAME = 249
@@ -159,14 +159,14 @@ class Config:
     max_message_bytes: int = 64 * 1024
     future_tolerance: int = 86400 * MICROS_PER_SECOND
     # The earliest accepted event time: an absolute instant, never relative to
-    # today (README "Time").
+    # today (docs/time.md "Time").
     min_event_time: int = DEFAULT_MIN_EVENT_TIME
     # A stream clock that has not moved for this long while events wait on it
-    # (never started: since its first event) is reported as stuck (README "Time").
+    # (never started: since its first event) is reported as stuck (docs/time.md "Time").
     clock_idle_timeout: int = 300 * MICROS_PER_SECOND
     # Stream mode, live: the leader advances every input partition to now - the
     # allowed lateness this often (0: off, the default, since it would make a
-    # replayed history late; README "Time", "Heartbeat").
+    # replayed history late; docs/time.md "Time", "Heartbeat").
     stream_heartbeat: int = 0
     core: CoreSettings = field(default_factory=CoreSettings)
     clv_lifetime_years: float = 2.0
@@ -509,7 +509,7 @@ class Setting:
     """One setting: ``key`` in TOML, ``RETENTION_<KEY>`` in the environment.
 
     ``path`` is where the value lives in :class:`Config` (``core.min_gap``); the
-    default is that dataclass field's.  ``doc_default`` is the README's default
+    default is that dataclass field's.  ``doc_default`` is docs/configuration.md's default
     where the real one depends on the machine.
     """
 
@@ -537,7 +537,7 @@ class Setting:
         return self.kind.show(value)
 
     def default_text(self) -> str:
-        """The default as the README's configuration table writes it."""
+        """The default as docs/configuration.md's table writes it."""
         if self.doc_default is not None:
             return self.doc_default
         shown = self.shown(self.default())
@@ -804,7 +804,7 @@ def _set(obj: Any, path: list[str], value: Any) -> Any:
     return replace(obj, **{head: _set(getattr(obj, head), rest, value) if rest else value})
 
 
-# The shortest heartbeat: each one is a record to every input partition (README "Time").
+# The shortest heartbeat: each one is a record to every input partition (docs/time.md "Time").
 MIN_STREAM_HEARTBEAT = MICROS_PER_SECOND
 
 
@@ -824,7 +824,7 @@ def _check(config: Config) -> None:
 def _check_firing_memory(core: CoreSettings) -> None:
     """Refuse guardrails and ladders whose firing memory cannot fit a customer's row:
     the gap, the cap and the attribution would otherwise forget what they need
-    (README "Guardrails", agents.core.budget.firing_memory)."""
+    (docs/guardrails.md "Guardrails", agents.core.budget.firing_memory)."""
     memory = firing_memory(core)
     if memory.fits:
         return

@@ -31,7 +31,7 @@ Faust 0.15 does not offer as public API:
   messages were never read again; and Faust let messages through while a first
   assignment's table was being recovered and while the stream partitions were
   being sought after recovery, which lost or skipped messages after a restart
-  (README "Crash safety");
+  (docs/crash-safety.md "Crash safety");
 * **a record batch the consumer cannot decode, handed over as one record**
   (:func:`guard_undecodable_batches`): aiokafka raises from its fetcher when a
   batch of an input topic is compressed with a codec it cannot load, or its CRC or
@@ -136,8 +136,8 @@ def apply_rows(
     offset later, a kill -9 in between leaves local rows newer than the offset;
     recovery on restart then replays the changelog from that offset over *some*
     of them, a torn store (a customer row older than the partition's stream
-    clock) that re-fires ladders differently from the reference (README "Crash
-    safety").  A kill while this runs leaves the old offset: recovery replays
+    clock) that re-fires ladders differently from the reference (docs/crash-safety.md
+    "Crash safety").  A kill while this runs leaves the old offset: recovery replays
     these rows again, in order.  Call inside :func:`event_context` for an event
     of ``partition`` (the store's partition database comes from the current event).
     """
@@ -382,7 +382,7 @@ class _ReplayingMixin:
       mid-batch, immediate restart): whole bundles of the internal topic never
       processed, their events arriving only when ingest re-sent them, after the
       stream clock had passed them (inactivity steps fired early), and offsets
-      never acked (a worker whose commits stalled).  README "Crash safety".
+      never acked (a worker whose commits stalled).  docs/crash-safety.md "Crash safety".
     """
 
     # Provided by the Faust consumer it is mixed into (annotations only: no

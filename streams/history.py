@@ -1,7 +1,7 @@
 """A history file in event-time order, in bounded memory (used by ``retention replay``).
 
 The stream clock takes an event dated at or before it as late: the engine has
-already decided what fell due before it (README "Time").  A history exported in
+already decided what fell due before it (docs/time.md "Time").  A history exported in
 any other order than by time - by customer, as warehouse exports are, reversed,
 shuffled - would therefore give other decisions than the offline reference.
 :func:`sort_history` puts the lines in event-time order whatever the file's size:

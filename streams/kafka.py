@@ -128,7 +128,7 @@ async def partition_counts(config: Config, names: tuple[str, ...]) -> dict[str, 
 
 def partition_mismatches(config: Config, counts: dict[str, int]) -> dict[str, str]:
     """Topic -> warning, for each topic the worker reads whose partition count is not
-    ``RETENTION_PARTITIONS`` (README "Time", "A stuck clock")."""
+    ``RETENTION_PARTITIONS`` (docs/time.md "Time", "A stuck clock")."""
     n = config.partitions
     inputs = config.topics.inputs()
     out: dict[str, str] = {}

@@ -103,7 +103,7 @@ class WorkerCollector(Collector):
             [((str(c.partition),), c.watermark / 1e6) for c in moved],
             "partition",
         )
-        # From the first event on, so a clock that never starts is seen (README "Time").
+        # From the first event on, so a clock that never starts is seen (docs/time.md "Time").
         yield family(
             gauge,
             "retention_stream_clock_stalled_seconds",

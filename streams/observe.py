@@ -37,7 +37,7 @@ class PartitionClock:
     # Wall-clock micros the clock's stall counts from: its last move, else its first
     # event (0: neither yet), so a clock that never starts shows from the first event.
     since: int = 0
-    stuck: int = 0  # micros it has not moved while events wait on it (README "Time")
+    stuck: int = 0  # micros it has not moved while events wait on it (docs/time.md "Time")
 
     @property
     def started(self) -> bool:
@@ -92,7 +92,7 @@ class Snapshot:
     watermarks: Mapping[int, int | None] = field(default_factory=dict)
     lag: Mapping[str, int] = field(default_factory=dict)  # uncommitted messages, by topic
     read_model: ReadModelStatus = ReadModelStatus()
-    clock_warnings: tuple[str, ...] = ()  # README "Time": stuck stream clocks
+    clock_warnings: tuple[str, ...] = ()  # docs/time.md "Time": stuck stream clocks
     # Start-up check: topic -> warning, for a partition count not the configured one.
     partition_warnings: Mapping[str, str] = field(default_factory=dict)
 

@@ -1,4 +1,4 @@
-"""The retention report's documents, live and offline (README "Reports").
+"""The retention report's documents, live and offline (docs/reports.md "Reports").
 
 The live report is built from the customer table read from its changelog topic
 (every partition, whichever workers own them), as of the stream clock every

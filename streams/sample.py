@@ -146,7 +146,7 @@ class SampleOptions:
     far_duplicate_after: int = DEFAULT_FAR_DUPLICATE_AFTER  # micros of event time
     # purchases re-sent with a new event_id AND a new ``occurred_at``, ``restamp_after``
     # later (a retry stamped when it was sent): which copy counts then depends on
-    # the order they are read in (README "Byte budget, pending and deduplication");
+    # the order they are read in (docs/budget.md "Byte budget, pending and deduplication");
     restamped_retry_rate: float = 0.0  # per purchase
     restamp_after: int = DEFAULT_RESTAMP_AFTER  # micros of event time
     # consenting customers who also send the opposite consent at the same instant

@@ -1,4 +1,4 @@
-"""The byte budget of one customer (README "Byte budget").
+"""The byte budget of one customer (docs/budget.md "Byte budget").
 
 No sequence of inputs can make a customer's table row or one output record
 larger than :data:`ROW_BUDGET` / :data:`OUTPUT_BUDGET` (256 KiB, a quarter of the
@@ -124,7 +124,7 @@ def output_over_budget(encoded: bytes | int) -> bool:
 
 # --- the firings a record remembers ------------------------------------------------
 
-# Bytes of the row's ``recent_firings`` (README "Byte budget"): a configuration whose
+# Bytes of the row's ``recent_firings`` (docs/budget.md "Byte budget"): a configuration whose
 # worst case does not fit is refused at start-up (streams/config.py), so what the
 # guardrails and the attribution need is never dropped to keep a row small.  The
 # rest of the row (dedup memory, counts, spans, ...) stays well below the other
@@ -141,7 +141,7 @@ MAX_FIRINGS = FIRINGS_BUDGET // MAX_FIRING_ENTRY_BYTES
 
 @dataclass(frozen=True, slots=True)
 class FiringMemory:
-    """How many firings one customer record may have to remember (README "Guardrails").
+    """How many firings one customer record may have to remember (docs/guardrails.md "Guardrails").
 
     ``guard``: delivered nudges the gap and the cap can still need, the newest
     ``frequency_cap`` due within max(min gap, window); ``attribution``: delivered or

@@ -1,4 +1,4 @@
-"""Bounded dedup memory of one customer (README "Deduplication").
+"""Bounded dedup memory of one customer (docs/budget.md "Deduplication").
 
 * :class:`RecentIds` - the newest ``capacity`` event ids, as 64-bit hashes (a
   redelivery is recognised while its event_id is among the customer's newest 512);

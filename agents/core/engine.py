@@ -1,6 +1,6 @@
 """The retention engine: events and clock advances in, firings out.
 
-Time semantics (README "Time", docs/design.md).  Each customer record is advanced to a
+Time semantics (docs/time.md "Time", docs/design.md).  Each customer record is advanced to a
 *watermark* W supplied by the caller (wall clock, or the partition's stream
 clock).  Events dated after W wait in ``state.pending``; advancing walks time
 forward, applying pending events and firing ladder steps in time order.  A step
@@ -132,7 +132,7 @@ class Conversion:
     @property
     def hours_to_convert(self) -> float:
         # 3 decimals, but never 0: converted_at is after due_at and outcome/1 says
-        # > 0, so an order within 1.8 s of D reads 0.001 (README "Outcomes (conversions)").
+        # > 0, so an order within 1.8 s of D reads 0.001 (docs/rules.md "Outcomes (conversions)").
         return max(round((self.converted_at - self.due_at) / MICROS_PER_HOUR, 3), 0.001)
 
 
@@ -173,7 +173,7 @@ class Engine:
         self.settings = settings
         self.ladders: tuple[LadderSettings, ...] = settings.ladders()
         self.guardrails = Guardrails(settings)
-        # What a record remembers of its firings (README "Guardrails").
+        # What a record remembers of its firings (docs/guardrails.md "Guardrails").
         self.memory = firing_memory(settings)
         self._guard_span = settings.guard_span()
         self.pending_limits = pending_limits(settings)
@@ -397,7 +397,7 @@ class Engine:
 
     def _still_needed(self, recent: list[RecentFiring], now: int) -> list[RecentFiring]:
         """The firings a guardrail, an attribution or a lookup can still need after a
-        firing due at ``now`` (README "Guardrails"), oldest first.
+        firing due at ``now`` (docs/guardrails.md "Guardrails"), oldest first.
 
         Later firings are due at ``now`` or after, and later orders are dated after
         it, so: delivered nudges due after now - max(gap, window), of which only the
@@ -435,7 +435,7 @@ def _newest(recent: list[RecentFiring], indexes: list[int], n: int) -> list[int]
 
 def pending_limits(settings: CoreSettings) -> PendingLimits:
     """The row's share of the pending queue and the size of an overflow row, checked
-    against the byte budget (README "Byte budget"): however the hostile-input cap
+    against the byte budget (docs/budget.md "Byte budget"): however the hostile-input cap
     is filled, the overflow index stays within half the row's pending budget."""
     index = max_index_bytes(settings.max_pending_bytes, settings.pending_chunk_bytes)
     if index > PENDING_BUDGET // 2 or settings.pending_chunk_bytes > PENDING_BUDGET:

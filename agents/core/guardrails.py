@@ -1,4 +1,4 @@
-"""Guardrails: what happens to a firing before anyone is messaged (README "Guardrails").
+"""Guardrails: what happens to a firing before anyone is messaged (docs/guardrails.md "Guardrails").
 
 Applied to every firing in this order, the first that matches wins and is
 recorded as the decision's outcome:

@@ -4,13 +4,13 @@ A customer's events dated after the clock wait in ``CustomerState.pending`` (the
 *head*, inside the customer's row: at most ``max_pending_events`` entries and,
 with the index below, :data:`agents.core.budget.PENDING_BUDGET` bytes).  When
 more wait - an input partition consumed ahead of the others holds the clock
-back while its events keep coming (README "Time") - the latest of them move to
+back while its events keep coming (docs/time.md "Time") - the latest of them move to
 *overflow rows*: sorted chunks of entries, each a row of the same changelogged
 table, so they survive crashes and move with the partition.  Every overflow
 entry sorts after every head entry (by time, then event id); when the head
 empties it is refilled from the first chunk, so the engine always finds the
 earliest pending event at the head.  Only the hostile-input cap
-(``CoreSettings.max_pending_bytes``) refuses an event (README "Byte budget").
+(``CoreSettings.max_pending_bytes``) refuses an event (docs/budget.md "Byte budget").
 
 Chunks are written copy-on-write: a changed chunk goes to a slot the stored
 customer row does not name, the customer row (which names the slots) is written

@@ -1,4 +1,4 @@
-"""Retention reports (README "Reports"): plain functions over one row per customer.
+"""Retention reports (docs/reports.md "Reports"): plain functions over one row per customer.
 
 Two paths produce the rows - the live one from the processor's tables
 (:meth:`CustomerRow.from_state`) and the offline one from an event file

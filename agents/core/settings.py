@@ -47,7 +47,7 @@ class CoreSettings:
     inactivity: LadderSettings = field(
         default_factory=lambda: LadderSettings(RULE_INACTIVITY, (14 * DAY, 30 * DAY, 60 * DAY))
     )
-    # Guardrails (applied by agents.core.guardrails; defaults: README "Guardrails").
+    # Guardrails (applied by agents.core.guardrails; defaults: docs/guardrails.md "Guardrails").
     holdout_percent: float = 10.0
     holdout_salt: str = "retention"
     min_gap: int = 24 * HOUR

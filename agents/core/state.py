@@ -135,7 +135,7 @@ class CustomerState:
     event_ids: RecentIds = field(default_factory=RecentIds)
     order_ids: OrderFilter = field(default_factory=OrderFilter)
     # Events dated after the clock, by (time, event_id), in the compact form of
-    # pending_entry: only what the engine needs (README "Byte budget").  The
+    # pending_entry: only what the engine needs (docs/budget.md "Byte budget").  The
     # earliest are kept here (the head); later ones beyond the row's share wait in
     # overflow rows of the same table (agents.core.pending).
     pending: list[dict[str, Any]] = field(default_factory=list)

@@ -9,7 +9,7 @@ only turning one into text or a calendar date can.  The functions here that do
 are total: :func:`iso` writes an instant beyond the years 1..9999 a datetime holds
 as the nearest end of that range, and the month arithmetic (:func:`month_of`,
 :func:`month_start_at`) is plain integer calendar arithmetic, valid for any
-instant (README "Time").
+instant (docs/time.md "Time").
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ TIME_MIN = -62_135_596_800_000_000  # 0001-01-01T00:00:00Z
 TIME_MAX = 253_402_300_799_999_999  # 9999-12-31T23:59:59.999999Z
 # The earliest event time accepted by default (RETENTION_MIN_EVENT_TIME): an
 # absolute instant, never relative to today, so that a replay or a report of old
-# history gives the same answer on any day (README "Time").
+# history gives the same answer on any day (docs/time.md "Time").
 DEFAULT_MIN_EVENT_TIME = 0  # 1970-01-01T00:00:00Z
 
 _DURATION = re.compile(

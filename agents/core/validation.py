@@ -57,7 +57,7 @@ CODE_FUTURE_TIMESTAMP = "future_timestamp"
 # An event time (or control/advance) before RETENTION_MIN_EVENT_TIME, an absolute
 # instant: Go's zero time and .NET's DateTime.MinValue (0001-01-01) are what a
 # producer that forgot to set the time sends, and would fire every ladder step at
-# once (README "Time").  Bounded the same way in the customers agent and the
+# once (docs/time.md "Time").  Bounded the same way in the customers agent and the
 # offline reference.
 CODE_EARLY_TIMESTAMP = "early_timestamp"
 

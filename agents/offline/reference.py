@@ -354,7 +354,7 @@ def _opted_out_at(consents: tuple[tuple[int, str], ...], due: int) -> bool:
 def apply_guardrails(
     firings: list[Firing], facts: dict[str, CustomerFacts], core: CoreSettings
 ) -> list[tuple[Firing, Verdict]]:
-    """Give every firing (already in output order) its verdict (README "Guardrails")."""
+    """Give every firing (already in output order) its verdict (docs/guardrails.md "Guardrails")."""
     delivered: dict[str, list[int]] = {}
     out: list[tuple[Firing, Verdict]] = []
     for f in firings:
@@ -439,7 +439,7 @@ def outcome_dict(c: Conversion, core: CoreSettings) -> dict[str, Any]:
 
 
 def lifecycle_stage(facts: CustomerFacts, inactivity: list[Firing], steps: int) -> str:
-    """Walk the customer's timeline through the lifecycle stages (README "Reports").
+    """Walk the customer's timeline through the lifecycle stages (docs/reports.md "Reports").
 
     prospect -> new (first order) -> repeat (second order); an inactivity step
     makes the customer at_risk, its last step lapsed; activity after that brings
@@ -550,7 +550,7 @@ class PendingCap:
     Replayed in event-time order, an event at t finds the clock at t - allowed
     lateness, so the customer's earlier events dated after that still wait; the
     event is refused when their entries plus its own would pass
-    ``max_pending_bytes`` (the hostile-input cap, README "Byte budget"), however
+    ``max_pending_bytes`` (the hostile-input cap, docs/budget.md "Byte budget"), however
     the stream stores them (its row and overflow rows are one queue here).
     """
 
@@ -599,7 +599,7 @@ class ReferenceResult:
 
 def _settings(cfg: ReferenceConfig | CoreSettings) -> tuple[CoreSettings, int, int, int]:
     """The core settings and the input bounds: message size, future tolerance and
-    the earliest accepted event time (README "Time")."""
+    the earliest accepted event time (docs/time.md "Time")."""
     if isinstance(cfg, CoreSettings):
         # The input limits' defaults live in the one config object; streams.config is
         # plain Python (no Faust), so importing it keeps this module pure.
@@ -660,7 +660,7 @@ def compute_decisions(
     if not arrival_order:
         # Dedup in the order ``retention replay`` delivers the file: by event time,
         # file order among equal times (a stable sort), so the result does not
-        # depend on how the file's lines are ordered (README "Time").
+        # depend on how the file's lines are ordered (docs/time.md "Time").
         valid.sort(key=lambda e: e.occurred_at)
     taken: list[Event] = []  # in dedup order, after both kinds of dedup and the cap
     cap = PendingCap(core)

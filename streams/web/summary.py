@@ -97,7 +97,7 @@ def local_part(worker: ObservedWorker, snap: Snapshot | None = None) -> dict[str
         "outcomes": s.outcomes,
         "decisions": [[r, st, o, n] for (r, st, o), n in sorted(s.decisions.items())],
         "triggers": [[d, r, st, n] for (d, r, st), n in sorted(s.triggers_by_day.items())],
-        # Both agents' dead letters, as /metrics counts them (README "Operations").
+        # Both agents' dead letters, as /metrics counts them (docs/operations.md "Operations").
         "dead_letters": dict(
             sorted((Counter(s.ingest_dead_letters) + Counter(s.customer_dead_letters)).items())
         ),

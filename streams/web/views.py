@@ -43,7 +43,7 @@ FORWARD_TIMEOUT = aiohttp.ClientTimeout(total=10)
 # Dedup bookkeeping: bulky and of no use to a person looking at a customer.
 # Dedup memory and raw waiting events (event ids, order ids, amounts, channels)
 # are not for whoever reaches the port; a sender needs the facts, the due steps
-# and the decisions (README "Operations").
+# and the decisions (docs/operations.md "Operations").
 HIDDEN_STATE_FIELDS = (
     "recent_event_ids",
     "recent_order_ids",
@@ -195,10 +195,10 @@ def register(app: Any, worker: ObservedWorker) -> None:
                 "worker": snap.worker,
                 "recovering": snap.recovering,
                 "partitions": list(snap.owned),
-                # Ready, but decisions wait: a stuck stream clock (README "Time").
+                # Ready, but decisions wait: a stuck stream clock (docs/time.md "Time").
                 "warnings": [*snap.clock_warnings, *snap.partition_warnings.values()],
                 # Stream mode, from each partition's first event on: has its clock
-                # started, how long have events waited on it (README "Time").
+                # started, how long have events waited on it (docs/time.md "Time").
                 "stream_clocks": [
                     {
                         "partition": c.partition,

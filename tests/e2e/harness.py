@@ -107,7 +107,7 @@ class Deployment:
         Each part but the last ends with a ``control/advance`` to just before the
         earliest event still to come (so no later event is late), the last with
         ``until``: without them a silent input partition would hold the stream
-        clock back until the end (README "Time").
+        clock back until the end (docs/time.md "Time").
         """
         size = max(1, -(-len(lines) // chunks))
         sent = 0

@@ -1,6 +1,6 @@
 """kill -9 a worker mid-replay, restart it: no decision is lost, every decision
 keeps its verdict, any duplicate carries the same trigger_id, and the nudges
-topic holds exactly the delivered decisions (README "Crash safety")."""
+topic holds exactly the delivered decisions (docs/crash-safety.md "Crash safety")."""
 
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ END = "2026-11-01T00:00:00Z"
 REPORT = Path(__file__).resolve().parents[2] / "artifacts" / "crash-results.json"
 
 
-# exactly_once is not a parameter: the worker refuses it at start-up (README
+# exactly_once is not a parameter: the worker refuses it at start-up (docs/crash-safety.md
 # "Crash safety"; docs/design.md, "exactly_once: refused" says what it did under
 # this test: a lost and a wrong decision when the local store was reused).
 @pytest.mark.parametrize("guarantee", ["at_least_once"])

@@ -1,6 +1,6 @@
 """The stream agrees with the offline reference, and with itself across worker
 counts: same decisions with the same guardrail verdicts and trigger ids, same
-conversions, same report figures (README "Rules" to "Reports")."""
+conversions, same report figures (docs/rules.md, docs/guardrails.md, docs/reports.md)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Faults against the real broker (README "Crash safety"): after each, every decision
+"""Faults against the real broker (docs/crash-safety.md "Crash safety"): after each, every decision
 of the offline reference is on the decisions topic with its verdict, nothing else
 is, a repeat carries the same trigger_id, the nudges topic holds exactly the
 delivered decisions and the outcomes topic exactly the reference's conversions.
@@ -137,7 +137,7 @@ async def test_second_worker_joins_mid_replay_then_first_is_killed(
     assert counts.lost == 0
 
 
-# Open (README "Crash safety"): before finish_before_stop 1 run of 3 gave one decision
+# Open (docs/crash-safety.md "Crash safety"): before finish_before_stop 1 run of 3 gave one decision
 # the reference lacks; with it 1 of 2 runs still failed (clean-clone CI, 2026-12-02).
 @pytest.mark.timeout(300)
 async def test_second_worker_joins_mid_replay_then_first_is_stopped_gracefully(
@@ -307,7 +307,7 @@ async def test_sigterm_mid_stream_then_restart(
 # --- wall-clock mode -------------------------------------------------------------
 
 # A year of history squeezed into a few seconds of wall time, and ladders in
-# seconds (any ISO 8601 duration is allowed, README "Configuration").
+# seconds (any ISO 8601 duration is allowed, docs/configuration.md "Configuration").
 WALL_DAYS = 60
 WALL_SPAN = 24 * MICROS_PER_SECOND  # the whole history, in wall time
 WALL_LEAD = 15 * MICROS_PER_SECOND  # first event this far after the produce starts

@@ -1,5 +1,5 @@
 """A stream clock that never starts, and the heartbeat that keeps clocks moving, on a
-real worker and broker (README "Time", "A stuck clock" and "Heartbeat").
+real worker and broker (docs/time.md "Time", "A stuck clock" and "Heartbeat").
 
 Producers that key by ``customer_id`` (as ``retention produce`` does) send a
 customer partition events from one input partition only and no

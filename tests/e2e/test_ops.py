@@ -1,5 +1,5 @@
 """Operations endpoints on real workers: routed customer lookup, summary, health,
-Prometheus /metrics and the dashboard files (README "Operations", docs/operations.md)."""
+Prometheus /metrics and the dashboard files (docs/operations.md)."""
 
 from __future__ import annotations
 

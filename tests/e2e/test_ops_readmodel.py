@@ -1,5 +1,6 @@
 """Readiness during table recovery, and the Redis read model through a Redis outage
-(README "Operations"), on real workers, the session's broker and a dedicated redis-server."""
+(docs/operations.md "Read model"), on real workers, the session's broker and a dedicated
+redis-server."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Start-up partition-count check on a real worker (README "Time", "A stuck clock").
+"""Start-up partition-count check on a real worker (docs/time.md "Time", "A stuck clock").
 
 An input topic created beforehand with fewer partitions than RETENTION_PARTITIONS
 holds every stream clock back for good: the worker says so in its log, in

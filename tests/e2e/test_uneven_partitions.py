@@ -1,5 +1,5 @@
 """One input partition consumed completely before the others, on a real worker
-(README "Time": "Uneven consumption"; "Byte budget, pending and deduplication").
+(docs/time.md "Time": "Uneven consumption"; "Byte budget, pending and deduplication").
 
 The stream clock waits for the slowest input partition, so everything read from
 the one ahead waits in the customers' pending queues; a busy customer's queue

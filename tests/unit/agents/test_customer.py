@@ -569,7 +569,7 @@ def test_a_clock_held_back_by_a_silent_source_is_reported() -> None:
 
 
 def test_a_clock_that_never_starts_is_stuck_from_its_first_event_on() -> None:
-    # README "Time", "A stuck clock": producers keyed by customer_id send a customer
+    # docs/time.md "Time", "A stuck clock": producers keyed by customer_id send a customer
     # partition events from few input partitions, and no control/advance.
     wall = ManualClock(FIRED_AT)
     proc, store = processor(wall=wall), DictStore()
@@ -597,7 +597,7 @@ def test_an_idle_clock_that_caught_up_with_its_events_is_not_stuck() -> None:
     assert proc.clock_warnings(CLOCK_IDLE_TIMEOUT) == []
 
 
-# --- the internal topic is bounded like ingest's inputs (README "Time") -----------------
+# --- the internal topic is bounded like ingest's inputs (docs/time.md "Time") -----------------
 
 YEAR_9999 = to_micros(datetime(9999, 12, 31, tzinfo=UTC))
 
@@ -687,7 +687,7 @@ def test_the_worker_bounds_its_internal_topic_by_the_configured_tolerance() -> N
     assert letters(out) == ["future_timestamp"]
 
 
-# --- ... and by the earliest accepted event time (README "Time") -------------------------
+# --- ... and by the earliest accepted event time (docs/time.md "Time") -------------------------
 
 YEAR_1 = to_micros(datetime(1, 1, 1, tzinfo=UTC))  # Go's zero time, .NET's MinValue
 

@@ -1,5 +1,5 @@
-"""Pending events when input partitions are consumed unevenly (README "Time",
-"Byte budget, pending and deduplication").
+"""Pending events when input partitions are consumed unevenly (docs/time.md
+"Uneven consumption", docs/budget.md "Pending").
 
 The whole pure path - raw input bytes -> ingest -> bundles -> customers over a
 dict store - fed the same history two ways: lock-step (every input partition in

@@ -15,7 +15,7 @@ Properties, for every input sequence:
 * nothing raises: what cannot be used is a dead letter, and every dead letter
   carries a known error code;
 * every table row and every output record stays within the byte budget
-  (agents/core/budget.py, README "Byte budget");
+  (agents/core/budget.py, docs/budget.md "Byte budget");
 * nothing is silently dropped: each raw input is a dead letter, an accepted
   event or a clock marker; each event reaching the customers is applied, a
   duplicate, or a dead letter; after the clock passes every event, each
@@ -23,7 +23,7 @@ Properties, for every input sequence:
   non-refused events.
 
 ``make unit`` runs a few thousand examples; ``make fuzz`` runs the same tests
-with the ``long`` profile (``RETENTION_FUZZ_PROFILE=long``, README "Running tests").
+with the ``long`` profile (``RETENTION_FUZZ_PROFILE=long``, docs/testing.md "Running tests").
 """
 
 from __future__ import annotations

@@ -187,7 +187,7 @@ def test_an_advance_record_becomes_one_control_message_per_customer_partition() 
         # Bounded like an event time: no "fire every ladder at once" far in the future.
         ({"schema": "control/advance", "until": "9999-12-31T00:00:00Z"}, "future_timestamp"),
         ({"schema": "control/advance", "until": "2026-04-01T00:00:00+02:00"}, "future_timestamp"),
-        # ... and before the earliest accepted event time (README "Time").
+        # ... and before the earliest accepted event time (docs/time.md "Time").
         ({"schema": "control/advance", "until": "0001-01-01T00:00:00Z"}, "early_timestamp"),
         ({"schema": "control/advance", "until": "1969-12-31T23:59:59Z"}, "early_timestamp"),
     ],
@@ -224,7 +224,7 @@ def test_an_event_before_the_earliest_event_time_is_an_early_timestamp_dead_lett
     occurred_at: str,
 ) -> None:
     # A producer that forgot to set the time: never forwarded, so no ladder of a
-    # new customer can fire all its steps at once (README "Time").
+    # new customer can fire all its steps at once (docs/time.md "Time").
     h = handler()
     letter = dead_letter(h, orjson.dumps({**PURCHASE, "occurred_at": occurred_at}))
     assert letter["error_code"] == "early_timestamp"

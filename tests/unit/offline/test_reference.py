@@ -124,7 +124,7 @@ def test_decision_objects_carry_the_trigger_contract() -> None:
 
 
 def test_an_order_a_second_after_the_due_time_converts_in_0_001_hours() -> None:
-    # outcome/1's hours_to_convert is > 0; rounding alone made it 0.0 (README
+    # outcome/1's hours_to_convert is > 0; rounding alone made it 0.0 (docs/rules.md
     # "Outcomes (conversions)").
     due = to_micros(datetime(2026, 3, 9, tzinfo=UTC))
     firing = Firing("cus_a", "second_purchase", 0, 1, 7 * DAY, due - 7 * DAY, due)
@@ -431,7 +431,7 @@ def _state_at(events: list[tuple[str, int]], d: int) -> tuple[int, int | None]:
 @settings(max_examples=200, deadline=None)
 @given(histories())
 def test_decisions_match_the_rules_evaluated_at_each_due_time(lines: list[bytes]) -> None:
-    """README "Rules" read literally: a step fires iff its condition holds at D."""
+    """docs/rules.md "Rules" read literally: a step fires iff its condition holds at D."""
     until = T0 + 120 * DAY
     per_customer: dict[str, list[tuple[str, int]]] = {}
     for line in lines:
@@ -471,7 +471,7 @@ def test_decisions_match_the_rules_evaluated_at_each_due_time(lines: list[bytes]
     assert len(result.firings) == len(got)
 
 
-# --- the earliest accepted event time (README "Time") ----------------------------------
+# --- the earliest accepted event time (docs/time.md "Time") ----------------------------------
 
 YEAR_1 = to_micros(datetime(1, 1, 1, tzinfo=UTC))
 

@@ -1,4 +1,5 @@
-"""The streaming engine agrees with the offline reference (README "Reports", docs/design.md).
+"""The streaming engine agrees with the offline reference (docs/reports.md "Reports",
+docs/design.md).
 
 Small multi-customer histories (purchases with same-instant orders and retries of
 an order_id, exact redeliveries, sessions, opt-outs and opt-ins) are written as
@@ -417,7 +418,7 @@ def test_a_retry_dated_later_counts_at_the_earliest_time_whatever_the_file_order
     assert arrival.facts[A].order_times[:2] == (T0, T0 + 5 * d)
 
 
-# --- guardrails under any ladder the configuration accepts (README "Guardrails") --------
+# --- guardrails under any ladder the configuration accepts (docs/guardrails.md "Guardrails") -
 
 
 def assert_gap_and_cap_hold(decisions: dict[str, list[Decision]], core: CoreSettings) -> None:

@@ -1,4 +1,4 @@
-"""deploy/prometheus/alerts.yml against what a worker's /metrics renders (README
+"""deploy/prometheus/alerts.yml against what a worker's /metrics renders (docs/operations.md
 "Operations"): every metric a rule uses, with every label it groups or selects by,
 is on /metrics when every family has samples, so the rules cannot rot when a
 metric is renamed.  Rendered from a Snapshot, no worker (tests/e2e/test_ops.py
@@ -25,7 +25,7 @@ RULE_TESTS = RULES.with_name("alerts.test.yml")
 NOW = 1_772_000_000_000_000
 # Labels Prometheus attaches to every scraped series, and the histogram bucket label.
 SCRAPE_LABELS = {"instance", "job", "le"}
-# The failure signals README "Operations" and "Time" name, each with its rule.
+# The failure signals docs/operations.md "What to alert on" names, each with its rule.
 SIGNALS = {
     "RetentionWorkerDown",  # Prometheus's own `up`
     "RetentionWorkerNotReady",

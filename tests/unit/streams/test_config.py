@@ -436,7 +436,8 @@ def test_settings_whose_firing_memory_cannot_fit_a_row_are_refused_in_one_line(
     env: dict[str, str], starts: str, advice: str, tmp_path: Path
 ) -> None:
     """The gap, the cap and the attribution would otherwise have to forget firings they
-    need (README "Guardrails"): refused at start-up, from the environment or the file."""
+    need (docs/guardrails.md "Guardrails"): refused at start-up, from the environment or the
+    file."""
     with pytest.raises(ConfigError) as exc:
         _load(**env)
     message = str(exc.value)
@@ -554,7 +555,7 @@ def test_the_cli_takes_short_topic_names_with_the_prefix_applied() -> None:
 
 
 def test_the_stream_heartbeat_is_off_by_default_and_at_least_a_second() -> None:
-    # README "Time", "Heartbeat": it writes to every input partition each time.
+    # docs/time.md "Time", "Heartbeat": it writes to every input partition each time.
     assert _load().stream_heartbeat == 0
     assert _load(STREAM_HEARTBEAT="PT1M").stream_heartbeat == 60_000_000
     with pytest.raises(ConfigError, match=r"^RETENTION_STREAM_HEARTBEAT must be PT0S \(off\)"):
@@ -562,7 +563,7 @@ def test_the_stream_heartbeat_is_off_by_default_and_at_least_a_second() -> None:
 
 
 def test_the_earliest_event_time_is_an_absolute_instant_setting() -> None:
-    # README "Time": 1970-01-01T00:00:00Z unless set; an RFC 3339 instant, never
+    # docs/time.md "Time": 1970-01-01T00:00:00Z unless set; an RFC 3339 instant, never
     # a duration relative to today.
     assert load_config({}, use_stack_file=False).min_event_time == 0
     cfg = load_config(

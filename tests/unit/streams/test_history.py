@@ -210,7 +210,7 @@ def test_untimed_lines_go_first_and_without_until_there_is_no_final_marker() -> 
 
 def test_no_marker_goes_before_the_earliest_event_time() -> None:
     # Zero times (0001-01-01) in a history are early_timestamp dead letters; a
-    # clock marker between them would be one on every input partition (README "Time").
+    # clock marker between them would be one on every input partition (docs/time.md "Time").
     lines = [
         b'{"schema":"session/1","occurred_at":"0001-01-01T00:00:00Z"}',
         b'{"schema":"session/1","occurred_at":"0001-01-05T00:00:00Z"}',

@@ -114,7 +114,7 @@ def test_each_scrape_takes_a_new_snapshot() -> None:
 
 
 def test_a_clock_that_never_started_shows_from_its_first_event_on() -> None:
-    # README "Time", "A stuck clock": producers keyed by customer_id leave input
+    # docs/time.md "Time", "A stuck clock": producers keyed by customer_id leave input
     # partitions silent; the clock has no value, yet it is seen stuck.
     never = PartitionClock(
         3, watermark=-(2**62), advanced_at=0, due=7, since=NOW - 600_000_000, stuck=600_000_000

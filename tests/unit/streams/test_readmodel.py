@@ -158,7 +158,7 @@ def test_a_rows_hash_is_the_one_its_full_decode_gives() -> None:
     assert len(pending) > 50  # the rows cover many ladder positions
 
 
-# --- the ends of the datetime range (README "Time") -------------------------------------
+# --- the ends of the datetime range (docs/time.md "Time") -------------------------------------
 
 
 @settings(max_examples=150, deadline=None)

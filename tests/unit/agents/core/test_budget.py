@@ -1,4 +1,4 @@
-"""The byte budget of one customer (agents.core.budget, README "Byte budget").
+"""The byte budget of one customer (agents.core.budget, docs/budget.md "Byte budget").
 
 No sequence of valid inputs makes a row or an output record exceed 256 KiB; a
 future-dated event is refused (``pending_overflow``) only past the hostile-input
@@ -454,7 +454,7 @@ def test_a_row_written_by_the_version_before_the_budget_loads_and_carries_on() -
     assert again == state
 
 
-# --- the firings a record remembers (README "Guardrails") ------------------------------
+# --- the firings a record remembers (docs/guardrails.md "Guardrails") ----------------------
 
 
 def test_no_remembered_firing_is_wider_than_the_budget_assumes() -> None:

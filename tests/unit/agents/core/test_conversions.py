@@ -1,4 +1,5 @@
-"""Conversions (README "Outcomes (conversions)", ``retention.outcomes``) and the counts behind lift.
+"""Conversions (docs/rules.md "Outcomes (conversions)", ``retention.outcomes``) and the
+counts behind lift.
 
 An order in (D, D + attribution window] after a delivered or holdout firing due
 at D converts it, once; suppressed firings never convert.

@@ -1,4 +1,5 @@
-"""Rule ladders and event-time semantics of the engine (README "Rules" and "Time")."""
+"""Rule ladders and event-time semantics of the engine (docs/rules.md "Rules",
+docs/time.md "Time")."""
 
 from __future__ import annotations
 

@@ -1,9 +1,10 @@
-"""Guardrails (README "Guardrails"): holdout, opted_out, min_gap, frequency_cap and their order.
+"""Guardrails (docs/guardrails.md "Guardrails"): holdout, opted_out, min_gap, frequency_cap
+and their order.
 
 Each guardrail is checked on its own and in combination, both through
 :meth:`Guardrails.judge` and end to end through the :class:`Engine` (whose
 firings are driven by short custom ladders so the due times are easy to read).
-Expectations are worked out from the README's rules, never copied from the code.
+Expectations are worked out from docs/guardrails.md's rules, never copied from the code.
 """
 
 from __future__ import annotations
@@ -419,7 +420,7 @@ def test_holdout_bucket_is_in_range_and_deterministic() -> None:
     assert Guardrails(CoreSettings(holdout_percent=100.0)).in_holdout(CID) is True
 
 
-# --- what the record remembers (README "Guardrails") ------------------------------------
+# --- what the record remembers (docs/guardrails.md "Guardrails") ----------------------------
 
 
 def active_customer(every: int, until: int) -> list[Event]:

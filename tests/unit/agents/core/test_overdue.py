@@ -1,4 +1,4 @@
-"""The cadence-aware ``overdue`` rule (README "Rules").
+"""The cadence-aware ``overdue`` rule (docs/rules.md "Rules").
 
 Customers with >= 3 orders get one nudge when no order came for k x the median
 gap between their orders (k = 2, never sooner than 7 days after the last order);

@@ -1,4 +1,4 @@
-"""The pending queue beyond the row's share (agents.core.pending, README "Byte budget").
+"""The pending queue beyond the row's share (agents.core.pending, docs/budget.md "Byte budget").
 
 Whatever order events come in and however the queue is cut into the row and
 overflow rows, it gives them back in (time, event id) order, every overflow row

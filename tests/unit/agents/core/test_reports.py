@@ -1,4 +1,4 @@
-"""Retention reports (README "Reports") on small cases worked out by hand."""
+"""Retention reports (docs/reports.md "Reports") on small cases worked out by hand."""
 
 from __future__ import annotations
 
@@ -131,7 +131,7 @@ def test_a_span_ending_at_the_month_start_is_not_active_in_that_month() -> None:
 def test_crr_rows_follow_the_data_not_the_calendar_span() -> None:
     # One order in January 1970, one in March 2026: five rows, not 675 months of
     # zeros (nor 24,288 from year 1) - the cost and the size of the report (and of
-    # the summary the dashboard polls) follow the data (README "Reports").
+    # the summary the dashboard polls) follow the data (docs/reports.md "Reports").
     early, late = t(1970, 1, 15), t(2026, 3, 2)
     rows = [
         buyer("old", early, active_spans=((early, early + 90 * DAY),)),

@@ -69,7 +69,7 @@ def test_datetimes_still_convert_to_utc() -> None:
 )
 def test_outside_datetime_range_is_written_as_its_nearest_end(micros: int, text: str) -> None:
     # A due time past 9999 or a clock before year 1 is computed, never received:
-    # writing it must not raise (README "Time").
+    # writing it must not raise (docs/time.md "Time").
     assert iso(micros) == text
     assert iso(from_micros(micros)) == text
 

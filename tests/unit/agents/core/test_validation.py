@@ -279,7 +279,7 @@ def test_the_earliest_event_time_is_an_absolute_instant(
 ) -> None:
     # The verdict depends on the event time and the setting only, never on the
     # day it is made: a replay or a report of old history gives the same answer
-    # any day (README "Time").
+    # any day (docs/time.md "Time").
     occurred = earliest + delta
     if occurred > now + DAY_US:
         return  # a future_timestamp, whatever the floor

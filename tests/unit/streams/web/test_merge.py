@@ -150,7 +150,7 @@ def test_any_split_of_any_rows_merges_exactly(
     assert merge_report(pieces, as_of=as_of) == expected_report(rows, as_of)
 
 
-# --- the ends of the datetime range (README "Time") ---------------------------------------
+# --- the ends of the datetime range (docs/time.md "Time") ---------------------------------------
 
 # Month starts at both ends of the years 1..9999, and instants just past them: a
 # row from before the earliest-event-time bound, a due time past 9999, a stream

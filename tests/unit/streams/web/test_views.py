@@ -422,7 +422,7 @@ async def test_the_stuck_clock_warning_waits_for_the_configured_idle_timeout() -
 async def test_a_clock_that_never_starts_shows_from_the_first_event_and_the_heartbeat_starts_it(
     worker: Worker, client: TestClient[Any, Any], caplog: pytest.LogCaptureFixture
 ) -> None:
-    # README "Time": a producer keyed by customer_id, no control/advance; only
+    # docs/time.md "Time": a producer keyed by customer_id, no control/advance; only
     # purchases partition 0 ever sends, so no customer partition's clock starts.
     topics = worker.app.config.topics
     worker.recovered()
@@ -524,7 +524,7 @@ async def test_a_lookup_is_answered_by_the_owner_and_never_bounced_back() -> Non
         assert (await resp.json())["error"] == "partition owner unknown (rebalancing)"
 
 
-# --- zero times: Go's time.Time{}, .NET's DateTime.MinValue (README "Time") ------------
+# --- zero times: Go's time.Time{}, .NET's DateTime.MinValue (docs/time.md "Time") ------------
 
 ZERO_TIME = "0001-01-01T00:00:00Z"
 
