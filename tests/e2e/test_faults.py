@@ -137,8 +137,9 @@ async def test_second_worker_joins_mid_replay_then_first_is_killed(
     assert counts.lost == 0
 
 
-# Open (docs/crash-safety.md "Crash safety"): before finish_before_stop 1 run of 3 gave one decision
-# the reference lacks; with it 1 of 2 runs still failed (clean-clone CI, 2026-12-02).
+# A rolling restart (docs/crash-safety.md "Other faults"). It gave a decision the reference
+# lacks until the consumer stopped its flow at every rebalance and seek (docs/crash-safety.md
+# "Flow stopped at every rebalance and seek"); the recorded runs are in CHANGELOG.md.
 @pytest.mark.timeout(300)
 async def test_second_worker_joins_mid_replay_then_first_is_stopped_gracefully(
     make_deployment: Callable[..., Deployment], history: tuple[list[bytes], Expected]
