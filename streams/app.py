@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import re
 from collections import Counter
 from collections.abc import Iterable, Mapping
@@ -39,7 +38,6 @@ from streams.faust_adapter import (
     guard_undecodable_batches,
     recovery_state,
     set_producer_buffer_limit,
-    use_inline_drain,
     use_replaying_consumer,
 )
 from streams.kafka import ssl_context
@@ -167,11 +165,8 @@ class RetentionApp:
         self.wall_clock = wall_clock
         topics = config.topics
         self.faust_app = faust.App(config.app_id, **faust_settings(config))
-        if os.environ.get("RETENTION_INLINE_DRAIN") == "1":  # measured, off: docs/performance.md
-            use_inline_drain(self.faust_app)  # rewinds never-committed partitions too
-        else:
-            # Replays what a restart before the first commit would skip (README "Crash safety").
-            use_replaying_consumer(self.faust_app)
+        # Replays what a restart before the first commit would skip (README "Crash safety").
+        use_replaying_consumer(self.faust_app)
         raw: _RawTopicOptions = {
             "key_type": bytes,
             "value_type": bytes,
