@@ -266,9 +266,9 @@ class CustomerState:
             and event.order_id in self.order_ids
         )
 
-    def remember(self, event: Event, max_event_ids: int, max_order_ids: int = 0) -> None:
-        """Take the event's ids into the dedup memory (``max_order_ids`` is unused:
-        order ids are kept for the whole history)."""
+    def remember(self, event: Event, max_event_ids: int) -> None:
+        """Take the event's ids into the dedup memory (the newest ``max_event_ids``
+        event ids; order ids for the whole history: agents.core.dedup)."""
         self.event_ids.add(event.event_id, max_event_ids)
         if event.kind == KIND_PURCHASE and event.order_id is not None:
             self.order_ids.add(event.order_id)
