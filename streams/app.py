@@ -266,9 +266,6 @@ class RetentionApp:
         """Delivered nudges by (UTC date of due time, rule, step), since start."""
         return self.customer_agent.triggers_by_day
 
-    def is_recovering(self) -> bool:
-        return recovery_state(self.faust_app)[1]
-
     def is_ready(self) -> bool:
         """Table recovery has completed (at least once, and is not running again)."""
         completed, running = recovery_state(self.faust_app)

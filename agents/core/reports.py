@@ -143,10 +143,6 @@ def month_label(t: int) -> str:
     return month_name(month_of(t))
 
 
-def month_start(year: int, month: int) -> int:
-    return month_start_at(year * 12 + month - 1)
-
-
 def _months(first: int, last: int, candidates: Iterable[int]) -> list[tuple[str, int, int]]:
     """Calendar months (label, start, end) among ``candidates`` (month numbers, see
     :func:`agents.core.timeutil.month_of`) from the one holding ``first`` to
