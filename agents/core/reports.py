@@ -91,9 +91,6 @@ class CustomerRow:
             conversion_counts=dict(state.conversion_counts),
         )
 
-    def active_at(self, b: int) -> bool:
-        return any(s <= b < e for s, e in self.active_spans)
-
 
 # --- small statistics ----------------------------------------------------------------
 

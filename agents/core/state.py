@@ -237,10 +237,6 @@ class CustomerState:
         merged.sort()
         self.active_spans = merged[-MAX_ACTIVE_SPANS:]
 
-    def active_at(self, b: int) -> bool:
-        """An order in (b - active_window, b]: b falls inside a span [t, t + window)."""
-        return any(s0 <= b < e0 for s0, e0 in self.active_spans)
-
     def _touch(self, t: int) -> None:
         """Activity: restarts the inactivity ladder, and lifts at-risk/lapsed stages."""
         if self.last_activity_at is not None and t <= self.last_activity_at:
