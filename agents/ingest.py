@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Sequence
 
 import orjson
 
@@ -168,10 +167,3 @@ class IngestProcessor:
             received_at=self.wall_clock(),
         )
         return dumps(record.to_dict())
-
-
-def dead_letter_counts(handlers: Sequence[IngestProcessor]) -> Counter[str]:
-    total: Counter[str] = Counter()
-    for h in handlers:
-        total.update(h.dead_letters)
-    return total

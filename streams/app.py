@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import re
 from collections import Counter
 from collections.abc import Iterable, Mapping
@@ -39,7 +38,6 @@ from streams.faust_adapter import (
     guard_undecodable_batches,
     recovery_state,
     set_producer_buffer_limit,
-    use_inline_drain,
     use_replaying_consumer,
 )
 from streams.kafka import ssl_context
@@ -167,12 +165,9 @@ class RetentionApp:
         self.wall_clock = wall_clock
         topics = config.topics
         self.faust_app = faust.App(config.app_id, **faust_settings(config))
-        if os.environ.get("RETENTION_INLINE_DRAIN") == "1":  # measured, off: docs/performance.md
-            use_inline_drain(self.faust_app)  # rewinds never-committed partitions too
-        else:
-            # Replays what a restart before the first commit would skip
-            # (docs/crash-safety.md "A partition with no committed offset").
-            use_replaying_consumer(self.faust_app)
+        # Replays what a restart before the first commit would skip
+        # (docs/crash-safety.md "A partition with no committed offset").
+        use_replaying_consumer(self.faust_app)
         raw: _RawTopicOptions = {
             "key_type": bytes,
             "value_type": bytes,
@@ -271,9 +266,6 @@ class RetentionApp:
     def triggers_by_day(self) -> Counter[tuple[str, str, int]]:
         """Delivered nudges by (UTC date of due time, rule, step), since start."""
         return self.customer_agent.triggers_by_day
-
-    def is_recovering(self) -> bool:
-        return recovery_state(self.faust_app)[1]
 
     def is_ready(self) -> bool:
         """Table recovery has completed (at least once, and is not running again)."""

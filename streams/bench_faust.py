@@ -7,10 +7,8 @@ it as a child process (``python -m streams.bench_faust``) with the worker's
 
 * ``RETENTION_BENCH_TOTAL``: messages to consume before reporting;
 * ``RETENTION_BENCH_OUT``: file that receives ``{"messages": n, "seconds": s}``;
-* ``RETENTION_BENCH_MODE``: ``plain`` (``async for value in stream``),
-  ``batch`` (``stream.take_events`` with the worker's batch settings) or
-  ``inline`` (``plain`` with the drain loop of
-  :func:`streams.faust_adapter.inline_drain_consumer`).
+* ``RETENTION_BENCH_MODE``: ``plain`` (``async for value in stream``) or
+  ``batch`` (``stream.take_events`` with the worker's batch settings).
 """
 
 from __future__ import annotations
@@ -28,7 +26,6 @@ import orjson
 
 from streams.app import faust_settings
 from streams.config import load_config
-from streams.faust_adapter import use_inline_drain
 
 
 def main() -> None:
@@ -45,8 +42,6 @@ def main() -> None:
         key_serializer="raw",
         value_serializer="raw",
     )
-    if mode == "inline":
-        use_inline_drain(app)
     seen = 0
     first = 0.0
 

@@ -63,7 +63,6 @@ def write_report(path: Path, r: dict[str, Any]) -> None:
             kept = "\n" + KEPT + old.split(KEPT, 1)[1]
     st = r["settings"]
     extra = _extra_lines(r)
-    inline = r.get("bare_faust_inline_drain_msg_per_s", 0)
     cpu = ""
     if r.get("worker_cpu_seconds"):
         per_event = r["worker_cpu_seconds"] / max(1, r["input_messages"]) * 1e6
@@ -113,7 +112,6 @@ Machine: {r["machine"]}
 | raw consume + decode ceiling | {_rate(r["raw_consume_decode_msg_per_s"])} |
 | bare Faust agent (`async for`) | {_rate(r["bare_faust_msg_per_s"])} |
 | bare Faust agent (`take_events`) | {_rate(r["bare_faust_take_events_msg_per_s"])} |
-| bare Faust agent (`async for`, inline drain loop) | {_rate(inline)} |
 | worker end-to-end | {r["worker_events_per_s"]:,} events/s ({r["worker_seconds"]} s) |
 {multi}| tail after the inputs are consumed | {r["worker_tail_seconds"]} s |
 | largest "woke up too late" drift in the worker log | {r["worker_max_drift_seconds"]} s |

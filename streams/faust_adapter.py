@@ -59,7 +59,6 @@ from importlib.metadata import version
 from typing import Any, NamedTuple, cast
 
 import faust.streams
-from faust.transport.consumer import CONSUMER_FETCHING
 from faust.types import TP
 
 log = logging.getLogger(__name__)
@@ -298,38 +297,6 @@ def recovery_state(app: Any) -> tuple[bool, bool]:
     return bool(recovery.completed.is_set()), bool(recovery.in_recovery)
 
 
-# --- item 6: a consumer drain loop without wait_first per message (measured, off) ---
-#
-# Faust's drain loop (``Consumer._drain_messages``) hands every fetched message to
-# the conductor with ``wait_first(callback(message), suspend_flow.wait())``: four
-# tasks created and three cancelled per message, so that a callback blocked on
-# flow control, a full channel queue or the producer buffer cannot hold up a
-# rebalance.  :class:`InlineDrainConsumer` awaits the callback directly when none
-# of those can block it (checked before the call), and falls back to
-# ``wait_first`` otherwise.  It is used by the bench's bare-Faust line
-# ``RETENTION_BENCH_MODE=inline`` and, only with ``RETENTION_INLINE_DRAIN=1``, by
-# the worker: docs/performance.md has what it bought and why it is not on.
-
-
-def _inline_safe(app: Any, consumer: Any) -> Callable[[Any], bool]:
-    """A check that the conductor's callback for a message of ``tp`` cannot suspend."""
-    conductor = app.topics
-    tp_index = conductor._tp_index
-    lock = conductor._tp_to_callback_lock
-    flow = app.flow_control
-    buffer = app.producer.buffer
-    suspend = consumer.suspend_flow
-
-    def safe(tp: Any) -> bool:
-        if suspend.is_set() or not flow.is_active() or lock.locked():
-            return False
-        if buffer.size > buffer.max_messages:
-            return False
-        return not any(chan.queue.full() for chan in tp_index.get(tp, ()))
-
-    return safe
-
-
 # --- rewinding partitions that were never committed ------------------------------------
 
 
@@ -355,9 +322,8 @@ async def seek_to_committed_or_beginning(
 
 
 class _ReplayingMixin:
-    """What :class:`ReplayingConsumer` adds to a Faust consumer (and
-    :class:`InlineDrainConsumer`, which must keep the same semantics): no message
-    is delivered while a table is being recovered or while positions are moved.
+    """What :class:`ReplayingConsumer` adds to a Faust consumer: no message is
+    delivered while a table is being recovered or while positions are moved.
 
     * ``seek_to_committed`` rewinds never-committed partitions
       (:func:`seek_to_committed_or_beginning`).
@@ -433,77 +399,6 @@ def replaying_consumer() -> type[Any]:
 def use_replaying_consumer(app: Any) -> None:
     """Make ``app`` create its consumer with :func:`replaying_consumer` (before start)."""
     app.transport.Consumer = replaying_consumer()
-
-
-def inline_drain_consumer() -> type[Any]:
-    """The aiokafka transport's Consumer with the inline drain loop."""
-    from faust.transport.drivers.aiokafka import Consumer
-    from mode import Service
-
-    class InlineDrainConsumer(_ReplayingMixin, Consumer):  # type: ignore[misc]
-        async def _drain_messages(self, fetcher: Any) -> None:  # pragma: no cover
-            # Faust 0.15.3's loop (faust/transport/consumer.py), but the callback.
-            callback = self.callback
-            getmany = self.getmany
-            consumer_should_stop = self._stopped.is_set
-            fetcher_should_stop = cast(Service, fetcher)._stopped.is_set
-            get_read_offset = self._read_offset.__getitem__
-            set_read_offset = self._read_offset.__setitem__
-            set_flag = self.diag.set_flag
-            unset_flag = self.diag.unset_flag
-            commit_every = self._commit_every
-            acks_enabled_for = self.app.topics.acks_enabled_for
-            inline = _inline_safe(self.app, self)
-            yield_every = 100
-            num_since_yield = 0
-            try:
-                while not (consumer_should_stop() or fetcher_should_stop()):
-                    set_flag(CONSUMER_FETCHING)
-                    ait = getmany(timeout=1.0)
-                    await self.sleep(0)
-                    if not self.should_stop:
-                        async for tp, message in ait:
-                            num_since_yield += 1
-                            if num_since_yield > yield_every:
-                                await asyncio.sleep(0)
-                                num_since_yield = 0
-                            offset = message.offset
-                            r_offset = get_read_offset(tp)
-                            if r_offset is None or offset >= r_offset:
-                                gap = offset - (r_offset or 0)
-                                if gap > 1 and r_offset and acks_enabled_for(message.topic):
-                                    await self._add_gap(tp, r_offset + 1, offset)
-                                if commit_every is not None and self._n_acked >= commit_every:
-                                    self._n_acked = 0
-                                    await self.commit()
-                                if inline(tp):
-                                    await callback(message)
-                                else:
-                                    await self.wait_first(
-                                        callback(message), self.suspend_flow.wait()
-                                    )
-                                set_read_offset(tp, offset)
-                        unset_flag(CONSUMER_FETCHING)
-            except self.consumer_stopped_errors:
-                if self.transport.app.should_stop:
-                    return
-                raise
-            except asyncio.CancelledError:
-                if self.transport.app.should_stop:
-                    return
-                raise
-            except Exception as exc:
-                self.log.exception("Drain messages raised: %r", exc)
-                raise
-            finally:
-                unset_flag(CONSUMER_FETCHING)
-
-    return InlineDrainConsumer
-
-
-def use_inline_drain(app: Any) -> None:
-    """Make ``app`` create its consumer with :func:`inline_drain_consumer` (before start)."""
-    app.transport.Consumer = inline_drain_consumer()
 
 
 # --- record batches the consumer cannot decode ----------------------------------------

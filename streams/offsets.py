@@ -7,7 +7,6 @@ committed every message of the input topics and of the internal topic.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Iterable
 
@@ -89,28 +88,6 @@ async def _records_between(
         return count
     finally:
         await consumer.stop()
-
-
-async def wait_caught_up(
-    config: Config, *, timeout: float, settle: float = 6.0, poll: float = 1.0
-) -> float:
-    """Wait until the group's lag is zero and has stayed so for ``settle`` seconds.
-
-    Returns the seconds waited; raises TimeoutError with the last lag seen.
-    """
-    start = time.monotonic()
-    zero_since: float | None = None
-    lag: int | None = None
-    while time.monotonic() - start < timeout:
-        lag = await group_lag(config)
-        if lag == 0:
-            zero_since = zero_since or time.monotonic()
-            if time.monotonic() - zero_since >= settle:
-                return time.monotonic() - start
-        else:
-            zero_since = None
-        await asyncio.sleep(poll)
-    raise TimeoutError(f"group {config.app_id} still has lag {lag} after {timeout} s")
 
 
 async def read_all(

@@ -16,8 +16,7 @@ of :data:`PENDING_CHUNK_BUDGET` bytes each, up to the hostile-input cap
 What is not bounded by construction is a row written by an older version (e.g.
 thousands of raw pending events): :func:`state_over_budget` says so, and the
 engine refuses that customer's new events with ``customer_over_budget`` until
-``pending`` has drained.  The processor can also check every encoded row and
-record with :func:`row_over_budget` / :func:`output_over_budget` before writing.
+``pending`` has drained.
 """
 
 from __future__ import annotations
@@ -110,16 +109,6 @@ def state_over_budget(state: HasPending) -> bool:
     if len(state.pending) <= SAFE_PENDING_ENTRIES:
         return False
     return state.pending_bytes() > PENDING_BUDGET
-
-
-def row_over_budget(encoded: bytes | int) -> bool:
-    """An encoded table row (or its length) over :data:`ROW_BUDGET`."""
-    return (encoded if isinstance(encoded, int) else len(encoded)) > ROW_BUDGET
-
-
-def output_over_budget(encoded: bytes | int) -> bool:
-    """An encoded output record (or its length) over :data:`OUTPUT_BUDGET`."""
-    return (encoded if isinstance(encoded, int) else len(encoded)) > OUTPUT_BUDGET
 
 
 # --- the firings a record remembers ------------------------------------------------

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass
-from datetime import timedelta
 from typing import Any
 
 from agents.core.budget import (
@@ -57,7 +56,6 @@ from agents.core.timeutil import (
     MAX_DURATION,
     MICROS_PER_DAY,
     MICROS_PER_SECOND,
-    format_duration,
     iso,
 )
 from schemas.records import KIND_PURCHASE, Event
@@ -89,14 +87,6 @@ class Firing:
     @property
     def trigger_id(self) -> str:
         return trigger_id(self.customer_id, self.rule, self.step, self.anchor_at)
-
-    @property
-    def threshold_iso(self) -> str:
-        return format_duration(timedelta(microseconds=self.threshold))
-
-    @property
-    def threshold_seconds(self) -> int:
-        return self.threshold // MICROS_PER_SECOND
 
     def reason(self, anchor_iso: str | None = None) -> str:
         """One human line; ``anchor_iso`` is ``iso(self.anchor_at)`` if the caller has it."""

@@ -91,9 +91,6 @@ class CustomerRow:
             conversion_counts=dict(state.conversion_counts),
         )
 
-    def active_at(self, b: int) -> bool:
-        return any(s <= b < e for s, e in self.active_spans)
-
 
 # --- small statistics ----------------------------------------------------------------
 
@@ -141,10 +138,6 @@ def _r(x: float | None, digits: int = 4) -> float | None:
 def month_label(t: int) -> str:
     """The UTC calendar month holding ``t``: ``"2026-03"``."""
     return month_name(month_of(t))
-
-
-def month_start(year: int, month: int) -> int:
-    return month_start_at(year * 12 + month - 1)
 
 
 def _months(first: int, last: int, candidates: Iterable[int]) -> list[tuple[str, int, int]]:

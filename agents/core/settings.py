@@ -66,7 +66,6 @@ class CoreSettings:
     # Bounds that keep one customer's record small whatever producers send.
     # (Order ids are kept for the customer's whole history: agents.core.dedup.)
     max_recent_event_ids: int = 512
-    max_recent_order_ids: int = 256  # unused since the lifetime order filter
     # Events dated after the clock kept in one customer's row (and at most
     # agents.core.budget.PENDING_BUDGET bytes of them); later ones wait in overflow
     # rows of pending_chunk_bytes each (agents.core.pending).  Only past

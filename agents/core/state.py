@@ -237,10 +237,6 @@ class CustomerState:
         merged.sort()
         self.active_spans = merged[-MAX_ACTIVE_SPANS:]
 
-    def active_at(self, b: int) -> bool:
-        """An order in (b - active_window, b]: b falls inside a span [t, t + window)."""
-        return any(s0 <= b < e0 for s0, e0 in self.active_spans)
-
     def _touch(self, t: int) -> None:
         """Activity: restarts the inactivity ladder, and lifts at-risk/lapsed stages."""
         if self.last_activity_at is not None and t <= self.last_activity_at:
@@ -266,9 +262,9 @@ class CustomerState:
             and event.order_id in self.order_ids
         )
 
-    def remember(self, event: Event, max_event_ids: int, max_order_ids: int = 0) -> None:
-        """Take the event's ids into the dedup memory (``max_order_ids`` is unused:
-        order ids are kept for the whole history)."""
+    def remember(self, event: Event, max_event_ids: int) -> None:
+        """Take the event's ids into the dedup memory (the newest ``max_event_ids``
+        event ids; order ids for the whole history: agents.core.dedup)."""
         self.event_ids.add(event.event_id, max_event_ids)
         if event.kind == KIND_PURCHASE and event.order_id is not None:
             self.order_ids.add(event.order_id)

@@ -196,12 +196,6 @@ def to_micros(value: datetime) -> int:
     return (delta.days * 86400 + delta.seconds) * 1_000_000 + delta.microseconds
 
 
-def from_micros(value: int) -> datetime:
-    """The UTC datetime of ``value``; an instant beyond the datetime range is the
-    range's nearest end (as :func:`iso` writes it)."""
-    return EPOCH + timedelta(microseconds=min(max(value, TIME_MIN), TIME_MAX))
-
-
 def iso(value: datetime | int) -> str:
     """RFC 3339 in UTC with a ``Z`` suffix (micros given as int are converted).
 

@@ -362,7 +362,7 @@ async def bench(config: Config, args: argparse.Namespace, folder: Path) -> dict[
     events = sum(1 for line in lines if line.strip())
     folder.mkdir(parents=True, exist_ok=True)
 
-    ceiling = bare = bare_batch = bare_inline = 0.0
+    ceiling = bare = bare_batch = 0.0
     if not args.skip_bare:
         ceiling = await raw_ceiling(config, total)
         print(f"raw consume+decode ceiling: {ceiling:,.0f} msg/s over {total} messages")
@@ -370,8 +370,6 @@ async def bench(config: Config, args: argparse.Namespace, folder: Path) -> dict[
         print(f"bare Faust agent: {bare:,.0f} msg/s")
         bare_batch = await bare_faust(config, folder, total, "batch", args.timeout)
         print(f"bare Faust agent, take_events: {bare_batch:,.0f} msg/s")
-        bare_inline = await bare_faust(config, folder, total, "inline", args.timeout)
-        print(f"bare Faust agent, inline drain: {bare_inline:,.0f} msg/s")
 
     one = await run_workers(config, folder / "one", 1, total, args.timeout)
     worker_rate = events / one["seconds"]
@@ -387,7 +385,6 @@ async def bench(config: Config, args: argparse.Namespace, folder: Path) -> dict[
         "raw_consume_decode_msg_per_s": round(ceiling),
         "bare_faust_msg_per_s": round(bare),
         "bare_faust_take_events_msg_per_s": round(bare_batch),
-        "bare_faust_inline_drain_msg_per_s": round(bare_inline),
         "worker_events_per_s": round(worker_rate),
         "worker_seconds": round(one["seconds"], 1),
         "worker_tail_seconds": round(one["tail_seconds"], 1),

@@ -11,13 +11,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
-from collections.abc import Iterable
 from contextlib import ExitStack
 
 from agents.core.timeutil import iso, parse_timestamp, to_micros
 from streams.commands._common import fail
 from streams.config import load_config
-from streams.history import DEFAULT_RUN_BYTES, event_time, sort_history
+from streams.history import DEFAULT_RUN_BYTES, sort_history
 from streams.producer import replay_history
 
 MIB = 1024 * 1024
@@ -47,16 +46,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--tmpdir", help="directory for the sort's temporary files (default: the system's)"
     )
-
-
-def latest_time(lines: Iterable[bytes]) -> str | None:
-    """The newest ``occurred_at`` among the lines, RFC 3339, or None."""
-    best: int | None = None
-    for line in lines:
-        t = event_time(line)
-        if t is not None and (best is None or t > best):
-            best = t
-    return iso(best) if best is not None else None
 
 
 def run(args: argparse.Namespace) -> int:

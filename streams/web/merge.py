@@ -177,14 +177,6 @@ class ReportInputs:
         }
 
 
-def report_inputs(states: Iterable[Mapping[str, Any]], as_of: int) -> dict[str, Any]:
-    """The JSON-able inputs of the report for these stored customer records."""
-    acc = ReportInputs(as_of)
-    for d in states:
-        acc.add_state(d)
-    return acc.finish().to_json()
-
-
 def _ttsp(buyers: int, gaps: list[int], mature: list[int], back: list[int]) -> dict[str, Any]:
     return ttsp_summary(buyers, [g / MICROS_PER_DAY for g in gaps], mature, back)
 

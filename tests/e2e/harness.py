@@ -26,7 +26,7 @@ import orjson
 from agents.core.timeutil import iso, parse_timestamp, to_micros
 from agents.offline.reference import ReferenceResult
 from streams.config import Config, load_config
-from streams.offsets import end_offsets, read_all, wait_caught_up
+from streams.offsets import end_offsets, group_lag, read_all
 from streams.producer import produce_lines
 from tests.fixtures.contracts import check_outputs
 
@@ -44,6 +44,28 @@ __all__ = [
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "artifacts"
+
+
+async def wait_caught_up(
+    config: Config, *, timeout: float, settle: float = 6.0, poll: float = 1.0
+) -> float:
+    """Wait until the group's lag is zero and has stayed so for ``settle`` seconds.
+
+    Returns the seconds waited; raises TimeoutError with the last lag seen.
+    """
+    start = time.monotonic()
+    zero_since: float | None = None
+    lag: int | None = None
+    while time.monotonic() - start < timeout:
+        lag = await group_lag(config)
+        if lag == 0:
+            zero_since = zero_since or time.monotonic()
+            if time.monotonic() - zero_since >= settle:
+                return time.monotonic() - start
+        else:
+            zero_since = None
+        await asyncio.sleep(poll)
+    raise TimeoutError(f"group {config.app_id} still has lag {lag} after {timeout} s")
 
 
 def free_port() -> int:

@@ -11,7 +11,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agents.core.clock import ManualClock
 from agents.core.settings import DAY, CoreSettings
 from agents.core.state import CustomerState
 from agents.core.timeutil import to_micros
@@ -24,7 +23,16 @@ from agents.customer import (
 )
 from agents.messages import bundles
 from schemas.records import Event
-from tests.unit.agents.factories import T0, at, consent, lag_needed, processors, purchase, session
+from tests.unit.agents.factories import (
+    T0,
+    ManualClock,
+    at,
+    consent,
+    lag_needed,
+    processors,
+    purchase,
+    session,
+)
 
 INPUTS = ("retention.purchases", "retention.sessions", "retention.consents")
 NUDGES, DECISIONS = "retention.nudges", "retention.decisions"

@@ -10,11 +10,10 @@ from typing import Any
 import orjson
 import pytest
 
-from agents.core.clock import ManualClock
 from agents.core.timeutil import to_micros
-from agents.ingest import MAX_ORIGINAL_BYTES, IngestProcessor, dead_letter_counts
+from agents.ingest import MAX_ORIGINAL_BYTES, IngestProcessor
 from schemas.records import Event
-from tests.unit.agents.factories import PURCHASE_WIRE, processors
+from tests.unit.agents.factories import PURCHASE_WIRE, ManualClock, processors
 
 NOW = to_micros(datetime(2026, 3, 10, 12, 0, tzinfo=UTC))
 CUSTOMER_TOPIC, DLQ = "retention.customer-events", "retention.dlq"
@@ -119,7 +118,7 @@ def test_an_undecodable_batch_is_one_dead_letter_with_its_offsets_and_bytes() ->
     assert "offsets 3-6 (4 offsets)" in record["error"] and "snappy" in record["error"]
     assert base64.b64decode(record["original_base64"]) == batch
     assert record["original_sha256"] == hashlib.sha256(batch).hexdigest()
-    assert dead_letter_counts([h]) == {"undecodable_batch": 1}
+    assert h.dead_letters == {"undecodable_batch": 1}
 
 
 def test_an_oversized_message_keeps_its_head_length_and_hash() -> None:
@@ -153,7 +152,7 @@ def test_dead_letters_are_counted_per_code() -> None:
     assert h.accepted == 1
     other = handler()
     other.handle(b"not json either", PURCHASES, 1, 8)
-    assert dead_letter_counts([h, other]) == {
+    assert h.dead_letters + other.dead_letters == {
         "invalid_json": 2,
         "not_an_object": 1,
         "unknown_schema": 1,

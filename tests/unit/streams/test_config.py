@@ -16,7 +16,7 @@ import pytest
 from agents.core.budget import MAX_FIRINGS
 from agents.core.engine import overdue_threshold
 from agents.core.settings import DAY
-from agents.core.timeutil import MAX_DURATION, MAX_DURATION_DAYS, from_micros, iso, parse_duration
+from agents.core.timeutil import MAX_DURATION, MAX_DURATION_DAYS, iso, parse_duration
 from streams.cli import main
 from streams.config import (
     MAX_LADDER_STEPS,
@@ -178,7 +178,6 @@ def test_overdue_threshold_is_capped_so_due_times_stay_representable() -> None:
     threshold = overdue_threshold([year1, year1 + DAY, now], 100.0, 7 * DAY)
     assert threshold == MAX_DURATION
     assert iso(now + threshold).startswith("2126-")
-    assert from_micros(now + threshold).year == 2126
 
 
 def test_exactly_once_is_refused_with_the_reason_and_the_alternative() -> None:

@@ -273,77 +273,6 @@ def test_a_memory_table_scans_one_partition_written_or_recovered() -> None:
     assert store.get("c/b") == b"3" and store.get("c/missing") is None
 
 
-def test_the_inline_drain_loop_is_fausts_own_but_for_the_callback() -> None:
-    # InlineDrainConsumer copies Consumer._drain_messages of 0.15.3: the lines it
-    # keeps and the one it replaces must still be there, or the copy is stale.
-    source = inspect.getsource(Consumer._drain_messages)
-    for line in (
-        "await self.wait_first(\n                                callback(message), "
-        "self.suspend_flow.wait()",
-        "if gap > 1 and r_offset:",
-        "if self._n_acked >= commit_every:",
-        "set_read_offset(tp, offset)",
-        "yield_every = 100",
-    ):
-        assert line in source, line
-    # What the inline check relies on: every place the conductor's callback can
-    # suspend (flow control, the producer buffer, the callback lock, a full queue).
-    from faust.transport.conductor import Conductor, ConductorCompiler
-
-    on_message = inspect.getsource(ConductorCompiler.build)
-    for name in ("await acquire_flow_control()", "await wait_until_producer_ebb()"):
-        assert name in on_message
-    assert "if queue.full():" in on_message
-    assert "async with self._tp_to_callback_lock:" in inspect.getsource(
-        Conductor._compile_message_handler
-    )
-    assert "self.size > self.max_messages" in inspect.getsource(ProducerBuffer.wait_until_ebb)
-
-
-def test_the_inline_check_refuses_whenever_the_callback_could_block() -> None:
-    class Queue:
-        def __init__(self) -> None:
-            self.is_full = False
-
-        def full(self) -> bool:
-            return self.is_full
-
-    queue = Queue()
-    suspend = asyncio.Event()
-    lock = asyncio.Lock()
-    flow = SimpleNamespace(active=True)
-    buffer = SimpleNamespace(size=0, max_messages=100)
-    app = SimpleNamespace(
-        topics=SimpleNamespace(
-            _tp_index={("t", 0): [SimpleNamespace(queue=queue)]}, _tp_to_callback_lock=lock
-        ),
-        flow_control=SimpleNamespace(is_active=lambda: flow.active),
-        producer=SimpleNamespace(buffer=buffer),
-    )
-    safe = faust_adapter._inline_safe(app, SimpleNamespace(suspend_flow=suspend))
-    assert safe(("t", 0)) and safe(("t", 9))
-    queue.is_full = True
-    assert not safe(("t", 0))
-    queue.is_full = False
-    buffer.size = 101
-    assert not safe(("t", 0))
-    buffer.size = 0
-    flow.active = False
-    assert not safe(("t", 0))
-    flow.active = True
-    suspend.set()
-    assert not safe(("t", 0))
-    suspend.clear()
-    assert safe(("t", 0))
-
-
-def test_use_inline_drain_makes_the_app_build_the_inline_consumer() -> None:
-    app = faust.App("adapter-inline", store="memory://", broker="kafka://localhost:1")
-    faust_adapter.use_inline_drain(app)
-    assert app.transport.Consumer.__name__ == "InlineDrainConsumer"
-    assert issubclass(app.transport.Consumer, Consumer)
-
-
 # --- rewinding partitions never committed ---------------------------------------------
 
 
@@ -366,7 +295,6 @@ def test_aiokafka_does_not_rewind_a_partition_never_committed_and_faust_relies_o
 
     assert isinstance(TableManager.__dict__["changelog_topics"], property)
     assert issubclass(faust_adapter.replaying_consumer(), AIOConsumer)
-    assert issubclass(faust_adapter.inline_drain_consumer(), AIOConsumer)
 
 
 def test_partitions_never_committed_are_rewound_to_their_beginning() -> None:
@@ -399,17 +327,13 @@ def test_partitions_never_committed_are_rewound_to_their_beginning() -> None:
     assert calls == []  # nothing to rewind: no extra seek
 
 
-def test_the_worker_uses_the_replaying_consumer(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_worker_uses_the_replaying_consumer() -> None:
     from streams.app import RetentionApp
     from streams.config import Config
 
-    monkeypatch.delenv("RETENTION_INLINE_DRAIN", raising=False)
     app = RetentionApp(Config())
-    assert app.faust_app.transport.Consumer.__name__ == "ReplayingConsumer"
-    monkeypatch.setenv("RETENTION_INLINE_DRAIN", "1")
-    inline = RetentionApp(Config())
-    consumer = inline.faust_app.transport.Consumer
-    assert consumer.__name__ == "InlineDrainConsumer"
+    consumer = app.faust_app.transport.Consumer
+    assert consumer.__name__ == "ReplayingConsumer"
     for name in ("seek_to_committed", "on_partitions_revoked"):
         assert getattr(consumer, name) is getattr(faust_adapter._ReplayingMixin, name)
 
@@ -434,11 +358,11 @@ def test_faust_leaves_the_flow_running_through_a_first_assignment() -> None:
         App._on_partitions_assigned
     )
     assert "if not self.flow_active:" in inspect.getsource(Consumer._wait_next_records)
-    for consumer in (faust_adapter.replaying_consumer(), faust_adapter.inline_drain_consumer()):
-        for name in ("on_partitions_revoked", "perform_seek"):
-            assert getattr(consumer, name) is getattr(faust_adapter._ReplayingMixin, name)
-        for name in ("stop_flow", "resume_flow"):  # the mixin shadows nothing
-            assert getattr(consumer, name) is getattr(Consumer, name)
+    consumer = faust_adapter.replaying_consumer()
+    for name in ("on_partitions_revoked", "perform_seek"):
+        assert getattr(consumer, name) is getattr(faust_adapter._ReplayingMixin, name)
+    for name in ("stop_flow", "resume_flow"):  # the mixin shadows nothing
+        assert getattr(consumer, name) is getattr(Consumer, name)
 
 
 def test_faust_seeks_stream_partitions_after_resuming_them_with_the_flow_on() -> None:

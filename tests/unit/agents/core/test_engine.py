@@ -14,7 +14,7 @@ from agents.core import ids
 from agents.core.engine import Conversion, Emission, Engine, Firing
 from agents.core.settings import DAY, HOUR, CoreSettings, LadderSettings
 from agents.core.state import CustomerState, LadderProgress
-from agents.core.timeutil import iso
+from agents.core.timeutil import duration_record, iso
 from schemas.records import Event
 from tests.unit.agents.factories import (
     OPTED_OUT,
@@ -71,7 +71,8 @@ def test_second_purchase_steps_at_7_14_and_30_days_then_silence() -> None:
         (SP, 2, T0, at(days=14)),
         (SP, 3, T0, at(days=30)),
     ]
-    assert [(f.threshold_iso, f.threshold_seconds) for f in firings if f.rule == SP] == [
+    thresholds = [duration_record(f.threshold) for f in firings if f.rule == SP]
+    assert [(t.iso, t.seconds) for t in thresholds] == [
         ("P7D", 604_800),
         ("P14D", 1_209_600),
         ("P30D", 2_592_000),
@@ -251,7 +252,7 @@ def test_reason_days_are_utc_and_short_thresholds_read_in_hours() -> None:
         "no second order 1 day after the first on 2026-03-01",
         "no second order 36 hours after the first on 2026-03-01",
     ]
-    assert [f.threshold_iso for f in firings] == ["P1D", "P1DT12H"]
+    assert [duration_record(f.threshold).iso for f in firings] == ["P1D", "P1DT12H"]
 
 
 def test_a_disabled_rule_never_fires() -> None:

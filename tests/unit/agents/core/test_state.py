@@ -23,7 +23,6 @@ from tests.unit.agents.factories import OPTED_IN, OPTED_OUT, at, consent, purcha
 
 CID = "cus_000481"
 MAX_EVENT_IDS = 512
-MAX_ORDER_IDS = 256
 
 
 ACTIVE_WINDOW = 90 * DAY
@@ -35,7 +34,7 @@ def fold(events: list[Event], max_event_ids: int = MAX_EVENT_IDS) -> CustomerSta
     for event in events:
         if state.seen(event):
             continue
-        state.remember(event, max_event_ids, MAX_ORDER_IDS)
+        state.remember(event, max_event_ids)
         state.apply(event, ACTIVE_WINDOW)
     return state
 

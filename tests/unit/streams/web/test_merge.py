@@ -16,7 +16,7 @@ from agents.core.reports import CustomerRow, ReportSettings, build_report
 from agents.core.settings import DAY
 from agents.core.state import STAGES, CustomerState
 from agents.core.timeutil import TIME_MAX, TIME_MIN, month_start_at, parse_timestamp, to_micros
-from streams.web.merge import merge_report, report_inputs
+from streams.web.merge import ReportInputs, merge_report
 from tests.unit.streams.web.synthetic import END, customer_states
 
 AS_OF_CHOICES = (END, END - 45 * DAY, END - 200 * DAY)
@@ -26,6 +26,14 @@ AS_OF_CHOICES = (END, END - 45 * DAY, END - 200 * DAY)
 def stored() -> list[dict[str, Any]]:
     """2,000 customers as the table stores them (JSON round trip)."""
     return [orjson.loads(orjson.dumps(s.to_dict())) for s in customer_states(2000, seed=7)]
+
+
+def report_inputs(states: list[dict[str, Any]], as_of: int) -> dict[str, Any]:
+    """One worker's part: its stored customer records reduced to report inputs."""
+    acc = ReportInputs(as_of)
+    for d in states:
+        acc.add_state(d)
+    return acc.finish().to_json()
 
 
 def expected_report(records: list[dict[str, Any]], as_of: int, **kw: Any) -> dict[str, Any]:
