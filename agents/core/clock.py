@@ -15,6 +15,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from agents.core.timeutil import MICROS_PER_SECOND
+
 NEVER = -(2**62)
 
 WallClock = Callable[[], int]
@@ -23,6 +25,19 @@ WallClock = Callable[[], int]
 def system_clock() -> int:
     """Wall time in microseconds since the epoch."""
     return time.time_ns() // 1000
+
+
+class ManualClock:
+    """A wall clock for tests: it only moves when told to."""
+
+    def __init__(self, now: int) -> None:
+        self.now = now
+
+    def __call__(self) -> int:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += int(seconds * MICROS_PER_SECOND)
 
 
 @dataclass(slots=True)

@@ -51,19 +51,6 @@ PURCHASE_WIRE: dict[str, Any] = {
 }
 
 
-class ManualClock:
-    """A wall clock for tests: it only moves when told to."""
-
-    def __init__(self, now: int) -> None:
-        self.now = now
-
-    def __call__(self) -> int:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += int(seconds * MICROS_PER_SECOND)
-
-
 def at(days: float = 0, hours: float = 0) -> int:
     """T0 plus a number of days and hours."""
     return T0 + round(days * DAY) + round(hours * HOUR)

@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from agents.core.clock import ManualClock
 from agents.core.settings import DAY, CoreSettings
 from agents.core.state import CustomerState
 from agents.core.timeutil import to_micros
@@ -23,16 +24,7 @@ from agents.customer import (
 )
 from agents.messages import bundles
 from schemas.records import Event
-from tests.unit.agents.factories import (
-    T0,
-    ManualClock,
-    at,
-    consent,
-    lag_needed,
-    processors,
-    purchase,
-    session,
-)
+from tests.unit.agents.factories import T0, at, consent, lag_needed, processors, purchase, session
 
 INPUTS = ("retention.purchases", "retention.sessions", "retention.consents")
 NUDGES, DECISIONS = "retention.nudges", "retention.decisions"

@@ -21,6 +21,7 @@ import orjson
 from aiokafka.partitioner import DefaultPartitioner
 
 from agents.core.budget import CODE_PENDING_OVERFLOW, ROW_BUDGET
+from agents.core.clock import ManualClock
 from agents.core.settings import DAY, HOUR, CoreSettings
 from agents.core.state import CustomerState
 from agents.core.timeutil import iso
@@ -29,7 +30,7 @@ from agents.messages import bundles
 from agents.offline.reference import compute_decisions
 from schemas.records import Event
 from streams.config import Config
-from tests.unit.agents.factories import T0, DictStore, ManualClock, processors, purchase, session
+from tests.unit.agents.factories import T0, DictStore, processors, purchase, session
 
 TOPICS = {
     "purchase/1": "retention.purchases",

@@ -48,6 +48,7 @@ from agents.core.budget import (
     OUTPUT_BUDGET,
     ROW_BUDGET,
 )
+from agents.core.clock import ManualClock
 from agents.core.settings import DAY, HOUR, CoreSettings, LadderSettings
 from agents.core.state import CustomerState
 from agents.core.timeutil import to_micros
@@ -62,7 +63,7 @@ from agents.customer import (
 )
 from agents.messages import bundles
 from schemas.records import KIND_PURCHASE, KIND_SESSION, Event
-from tests.unit.agents.factories import DictStore, ManualClock, processors
+from tests.unit.agents.factories import DictStore, processors
 
 # --- profiles --------------------------------------------------------------------------
 

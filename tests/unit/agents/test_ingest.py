@@ -10,10 +10,11 @@ from typing import Any
 import orjson
 import pytest
 
+from agents.core.clock import ManualClock
 from agents.core.timeutil import to_micros
 from agents.ingest import MAX_ORIGINAL_BYTES, IngestProcessor
 from schemas.records import Event
-from tests.unit.agents.factories import PURCHASE_WIRE, ManualClock, processors
+from tests.unit.agents.factories import PURCHASE_WIRE, processors
 
 NOW = to_micros(datetime(2026, 3, 10, 12, 0, tzinfo=UTC))
 CUSTOMER_TOPIC, DLQ = "retention.customer-events", "retention.dlq"

@@ -23,6 +23,7 @@ from hypothesis import strategies as st
 from jsonschema import Draft202012Validator
 
 import schemas
+from agents.core.clock import ManualClock
 from agents.core.engine import Conversion, Engine, Firing
 from agents.core.guardrails import OUTCOME_DELIVERED
 from agents.core.settings import DAY, CoreSettings
@@ -39,7 +40,7 @@ from schemas.records import (
     SourcePosition,
     Threshold,
 )
-from tests.unit.agents.factories import PURCHASE_WIRE, ManualClock, processors
+from tests.unit.agents.factories import PURCHASE_WIRE, processors
 
 SCHEMA_DIR = Path(schemas.__file__).parent
 INPUTS = ("purchase", "session", "consent")

@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from jsonschema import Draft202012Validator
 
 import schemas
+from agents.core.clock import ManualClock
 from agents.core.engine import Engine
 from agents.core.settings import RULE_SECOND_PURCHASE, CoreSettings, LadderSettings
 from agents.core.state import CustomerState
@@ -30,7 +31,7 @@ from streams.readmodel import (
     hash_fields,
     row_fields,
 )
-from tests.unit.agents.factories import ManualClock, purchase
+from tests.unit.agents.factories import purchase
 from tests.unit.agents.test_customer import DLQ, DictStore, advance_all, ev, processor, run
 
 SCHEMA_DIR = Path(schemas.__file__).parent

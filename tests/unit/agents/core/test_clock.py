@@ -6,9 +6,9 @@ import orjson
 from hypothesis import given
 from hypothesis import strategies as st
 
-from agents.core.clock import NEVER, StreamClock, source_name, system_clock
+from agents.core.clock import NEVER, ManualClock, StreamClock, source_name, system_clock
 from agents.core.settings import DAY, HOUR
-from tests.unit.agents.factories import at
+from tests.unit.agents.factories import T0, at
 
 PURCHASES = source_name("retention.purchases", 0)
 SESSIONS = source_name("retention.sessions", 0)
@@ -87,6 +87,13 @@ def test_a_clock_with_no_sources_never_advances() -> None:
     c = StreamClock((), 0)
     c.observe(PURCHASES, at(days=1))
     assert c.watermark() == NEVER
+
+
+def test_manual_clock_moves_only_when_told() -> None:
+    wall = ManualClock(T0)
+    assert wall() == wall() == T0
+    wall.advance(90.5)
+    assert wall() == T0 + 90_500_000
 
 
 def test_system_clock_is_micros_since_the_epoch() -> None:

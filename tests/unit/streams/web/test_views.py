@@ -22,13 +22,13 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client.parser import text_string_to_metric_families
 
+from agents.core.clock import ManualClock
 from agents.core.timeutil import TIME_MIN, to_micros
 from agents.faust_agents import Send
 from streams.app import RetentionApp
 from streams.config import load_config
 from streams.web.summary import AS_OF_MAX, AS_OF_MIN
 from tests.fixtures.asyncapi_parser import errors as asyncapi_errors
-from tests.unit.agents.factories import ManualClock
 
 T0 = datetime(2026, 3, 1, 10, 0, tzinfo=UTC)
 NOW = to_micros(datetime(2026, 6, 1, 12, 0, tzinfo=UTC))
