@@ -11,7 +11,7 @@
 * ``GET /metrics``: Prometheus text format;
 * ``GET /retention/`` and ``GET /retention/static/{name}``: the dashboard files.
 
-They read the worker through :class:`streams.observe.ObservedWorker` and its
+They read the worker through :class:`streams.worker.observe.ObservedWorker` and its
 snapshot, so they are tested in-process without a broker
 (tests/unit/streams/web/test_views.py).
 """
@@ -29,10 +29,10 @@ from faust import web
 
 from agents.core.state import CustomerState
 from streams.asyncapi import published as asyncapi_document
-from streams.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
-from streams.observe import ObservedWorker
-from streams.readmodel import pending_nudges
 from streams.web.summary import SCOPES, Summaries, parse_as_of
+from streams.worker.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from streams.worker.observe import ObservedWorker
+from streams.worker.readmodel import pending_nudges
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 # A forwarded lookup carries this header; a worker that receives it answers

@@ -676,8 +676,8 @@ def test_old_history_on_the_internal_topic_is_not_bounded() -> None:
 
 def test_the_worker_bounds_its_internal_topic_by_the_configured_tolerance() -> None:
     """RETENTION_FUTURE_TOLERANCE reaches the customers agent through the one Config."""
-    from streams.app import RetentionApp
     from streams.config import load_config
+    from streams.worker.app import RetentionApp
 
     env = {"RETENTION_STORE": "memory://", "RETENTION_FUTURE_TOLERANCE": "PT2H"}
     app = RetentionApp(load_config(env, use_stack_file=False), wall_clock=ManualClock(FIRED_AT))
@@ -719,8 +719,8 @@ def test_an_internal_advance_before_the_earliest_event_time_is_a_dead_letter() -
 
 def test_the_worker_bounds_its_internal_topic_by_the_configured_earliest_time() -> None:
     """RETENTION_MIN_EVENT_TIME reaches ingest and the customers agent alike."""
-    from streams.app import RetentionApp
     from streams.config import load_config
+    from streams.worker.app import RetentionApp
 
     env = {"RETENTION_STORE": "memory://", "RETENTION_MIN_EVENT_TIME": "2000-01-01T00:00:00Z"}
     app = RetentionApp(load_config(env, use_stack_file=False), wall_clock=ManualClock(FIRED_AT))

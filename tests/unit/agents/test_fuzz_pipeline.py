@@ -113,7 +113,7 @@ _partitioner = DefaultPartitioner()
 
 
 def partition_of(customer_id: str) -> int:
-    """As the ingest agent routes a customer's events (streams/app.py)."""
+    """As the ingest agent routes a customer's events (streams/worker/app.py)."""
     parts = list(range(PARTITIONS))
     return int(_partitioner(customer_id.encode(), parts, parts))
 
