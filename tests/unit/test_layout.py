@@ -19,6 +19,7 @@ COMMANDS = "streams.cli"
 # The package itself is `retention`'s entry point (`main`), not a command; the
 # commands' own helper says how a failure is printed, not library code.
 NOT_COMMANDS = ("__init__", "__main__", "_common")
+SHARED = f"{COMMANDS}._common"
 # What a newcomer looks for (issue 18): each has a row in docs/design.md "Layout".
 CONCEPTS = {
     "worker", "rules", "clock", "dedup", "pending", "reports", "read model",
@@ -56,7 +57,9 @@ def test_only_the_cli_reaches_into_command_modules() -> None:
     assert f"{COMMANDS}.report" in commands and f"{COMMANDS}.local" in commands
     wrong: dict[str, list[str]] = {}
     for path in _modules("streams", "agents", "schemas", "tests"):
-        used = [name for name in sorted(_imports(path)) if _is_command(name, commands)]
+        # The commands' helper is theirs alone: outside streams/cli/ it counts as one.
+        reach = commands if path.is_relative_to(ROOT / "streams" / "cli") else commands | {SHARED}
+        used = [name for name in sorted(_imports(path)) if _is_command(name, reach)]
         if used:
             wrong[str(path.relative_to(ROOT))] = used
     assert not wrong, f"move what these share to a library module: {wrong}"
