@@ -28,7 +28,7 @@ from typing import Any, Protocol
 
 import orjson
 
-from agents.core.clock import NEVER, StreamClock, WallClock, source_name
+from agents.core.clock import NEVER, StreamClock, WallClock, clock_mode, source_name
 from agents.core.due_index import DueIndex
 from agents.core.engine import Conversion, Emission, Engine, Firing, Refused
 from agents.core.state import CustomerState
@@ -156,6 +156,7 @@ class CustomerProcessor:
     ) -> None:
         self.engine = engine
         self.mode = mode
+        self.clock = clock_mode(mode)
         self.sources = tuple(sources)
         self._known_sources = frozenset(self.sources)
         self.nudges_topic = nudges_topic
@@ -269,7 +270,7 @@ class CustomerProcessor:
                     self._dead_letter(result, partition, a, raw, exc.code, str(exc))
                     touched, adv = exc.touched, False
                 persist_clock |= adv
-                if self.mode == "stream":
+                if self.clock.event_time:
                     rt.since_persist += 1
                 wm = self._watermark(rt)
                 if wm > rt.watermark:
@@ -295,7 +296,7 @@ class CustomerProcessor:
             writes[CUSTOMER_KEY_PREFIX + cid] = orjson.dumps(state.to_dict())
             for slot in emptied:
                 writes[pending_key(slot, cid)] = EMPTY_CHUNK
-        if self.mode == "stream" and (persist_clock or rt.since_persist >= CLOCK_PERSIST_EVERY):
+        if self.clock.event_time and (persist_clock or rt.since_persist >= CLOCK_PERSIST_EVERY):
             rt.since_persist = 0
             result.writes[CLOCK_KEY_PREFIX + str(partition)] = orjson.dumps(rt.clock.to_dict())
         return result
@@ -342,8 +343,7 @@ class CustomerProcessor:
             )
             if not isinstance(src, str) or src not in self._known_sources:
                 raise BadMessage(f"unknown source {src!r}"[:300])
-            if self.mode == "stream":
-                rt.clock.observe(src, event.occurred_at)
+            self.clock.observe(rt.clock, src, event.occurred_at)
             wm = self._watermark(rt)
             rt.last_event_at = now
             rt.first_event_at = rt.first_event_at or now
@@ -356,7 +356,7 @@ class CustomerProcessor:
                 firings.extend(fired.emitted)
                 raise BadMessage(fired.reason, fired.code, touched=event.customer_id)
             self.counters["events"] += 1
-            if self.mode == "stream" and event.occurred_at <= wm:
+            if self.clock.is_late(event.occurred_at, wm):
                 # Later than the allowed lateness: applied at once (docs/time.md "Time").
                 self.late[src.rpartition(":")[0]] += 1
             firings.extend(fired)
@@ -367,7 +367,7 @@ class CustomerProcessor:
                 raise BadMessage(f"advance from unknown source {src!r}"[:300])
             if not isinstance(until, int) or isinstance(until, bool):
                 raise BadMessage(f"advance 'until' must be integer micros, got {until!r}"[:300])
-            if self.mode != "stream":
+            if not self.clock.event_time:
                 return None, False  # the wall clock ignores advances
             latest = self.wall_clock() + self.future_tolerance
             if until > latest:
@@ -414,7 +414,7 @@ class CustomerProcessor:
         in wait on it: since it last moved or, if it never has, since its first
         event; 0 once it moves after the newest event, so an idle partition whose
         clock caught up is never stuck (docs/time.md "Time", "A stuck clock")."""
-        if self.mode != "stream" or rt.last_event_at <= rt.advanced_at:
+        if not self.clock.event_time or rt.last_event_at <= rt.advanced_at:
             return 0
         return max(0, now - (rt.advanced_at or rt.first_event_at))
 
@@ -457,7 +457,7 @@ class CustomerProcessor:
         return list(self.stuck_clocks(idle_timeout).values())
 
     def _watermark(self, rt: PartitionRuntime) -> int:
-        return rt.clock.watermark() if self.mode == "stream" else self.wall_clock()
+        return self.clock.now(rt.clock, self.wall_clock)
 
     def _get(
         self,
@@ -500,7 +500,7 @@ class CustomerProcessor:
                 self.counters["backfill_silenced"] += 1
                 continue
             decision = decision_record(
-                f, fired_at=now, clock=self.mode, outcome=f.outcome, holdout=f.holdout
+                f, fired_at=now, clock=self.clock.name, outcome=f.outcome, holdout=f.holdout
             )
             self.decision_counts[(f.rule, f.step, f.outcome)] += 1
             result.outputs.append(

@@ -34,6 +34,7 @@ from typing import Any
 import aiohttp
 import orjson
 
+from agents.core.clock import clock_mode
 from agents.core.guardrails import OUTCOME_DELIVERED, SUPPRESSIONS
 from agents.core.timeutil import MAX_DURATION, iso, to_micros
 from agents.customer import CUSTOMER_KEY_PREFIX
@@ -225,7 +226,7 @@ async def build_local(worker: ObservedWorker) -> dict[str, Any]:
     snap = worker.snapshot()
     now = snap.at
     part = local_part(worker, snap)
-    as_of = (stream_as_of([part]) if config.clock == "stream" else None) or now
+    as_of = (stream_as_of([part]) if clock_mode(config.clock).event_time else None) or now
     inputs = await local_inputs(worker, part["partitions"], as_of)
     return await asyncio.to_thread(
         summary_of, config, snap.worker, [part], [inputs], scope="local", as_of=as_of, now=now
@@ -299,7 +300,7 @@ async def build_cluster(
 
     urls = sorted(owners)
     as_of = now
-    if config.clock == "stream":
+    if clock_mode(config.clock).event_time:
         first = await round_(urls, None)
         as_of = stream_as_of(first.values()) or now
         urls = sorted(first)
