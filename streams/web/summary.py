@@ -6,7 +6,7 @@ Two scopes (docs/operations.md, "summary/1"):
   table partitions it owns;
 * ``cluster``: the same over every worker that owns customer partitions: each
   answers ``/retention/summary/part`` with its counters and its report inputs
-  (:mod:`streams.web.merge`), counts add and the report is computed once over
+  (:mod:`agents.core.report_merge`), counts add and the report is computed once over
   all of them, so it equals the report over the whole table.  A worker that does
   not answer within :data:`PART_TIMEOUT` is listed with the error, and its
   partitions as missing.
@@ -36,11 +36,11 @@ import orjson
 
 from agents.core.clock import clock_mode
 from agents.core.guardrails import OUTCOME_DELIVERED, SUPPRESSIONS
+from agents.core.report_merge import ReportInputs, merge_report
 from agents.core.timeutil import MAX_DURATION, iso, to_micros
 from agents.customer import CUSTOMER_KEY_PREFIX
 from streams.config import Config
 from streams.observe import ObservedWorker, PartitionRows, Snapshot
-from streams.web.merge import ReportInputs, merge_report
 
 log = logging.getLogger(__name__)
 
