@@ -22,13 +22,14 @@ import orjson
 from aiokafka.partitioner import DefaultPartitioner
 from faust.sensors import Monitor
 
+from agents.contract import CLOCK_KEY_PREFIX
 from agents.core.clock import NEVER, StreamClock, WallClock, clock_mode, system_clock
 from agents.core.engine import Engine
 from agents.core.guardrails import OUTCOMES
 from agents.core.timeutil import MICROS_PER_SECOND, iso
-from agents.customer import CLOCK_KEY_PREFIX
 from agents.faust_agents import CustomerAgent, IngestAgent, Send, crash_only
 from agents.messages import CONTROL_ADVANCE, dumps
+from agents.wire import tick_message
 from streams.config import Config
 from streams.faults import FaultInjector
 from streams.faust_adapter import (
@@ -425,7 +426,7 @@ class RetentionApp:
         async def tick() -> None:
             if clock_mode(cfg.clock).event_time:
                 return
-            payload = dumps({"type": "tick", "now": self.wall_clock()})
+            payload = tick_message(self.wall_clock())
             for partition in range(cfg.partitions):
                 await self.customer_topic.send(key=b"__tick__", value=payload, partition=partition)
 

@@ -34,11 +34,11 @@ from typing import Any
 import aiohttp
 import orjson
 
+from agents.contract import CUSTOMER_KEY_PREFIX
 from agents.core.clock import clock_mode
 from agents.core.guardrails import OUTCOME_DELIVERED, SUPPRESSIONS
 from agents.core.report_merge import ReportInputs, merge_report
 from agents.core.timeutil import MAX_DURATION, iso, to_micros
-from agents.customer import CUSTOMER_KEY_PREFIX
 from streams.config import Config
 from streams.observe import ObservedWorker, PartitionRows, Snapshot
 
