@@ -31,7 +31,7 @@ from typing import Any, Protocol
 
 from agents.customer import CustomerProcessor, Result, group_by_partition
 from agents.ingest import IngestProcessor
-from agents.messages import bundles
+from agents.wire import bundles
 
 log = logging.getLogger(__name__)
 

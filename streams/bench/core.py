@@ -26,7 +26,7 @@ from aiokafka.partitioner import DefaultPartitioner
 from agents.core.clock import system_clock
 from agents.core.timeutil import iso
 from agents.ingest import IngestProcessor
-from agents.messages import bundles
+from agents.wire import bundles
 from streams.config import load_config
 from streams.feed.producer import advance_marker, route
 from streams.feed.sample import default_end, generate

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 
 from redis.exceptions import RedisError
 
+from agents.contract import CUSTOMER_KEY_PREFIX
 from agents.core.engine import Engine
-from agents.customer import CUSTOMER_KEY_PREFIX
 from streams.config import Config, load_config
 from streams.ops.tables import changelog_batches
 from streams.worker.readmodel import HashWriter, connect

@@ -13,6 +13,7 @@ import asyncio
 import sys
 from contextlib import ExitStack
 
+from agents.core.clock import clock_mode
 from agents.core.timeutil import iso, parse_timestamp, to_micros
 from streams.cli._common import fail
 from streams.config import load_config
@@ -58,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
             return fail(f"--until: {exc}", 2)
     if args.sort_memory < 1:
         return fail("--sort-memory must be at least 1 (MiB)", 2)
-    if args.until is not None and config.clock != "stream":
+    if args.until is not None and not clock_mode(config.clock).event_time:
         print("note: the worker advances to --until only with RETENTION_CLOCK=stream")
     with ExitStack() as stack:
         try:

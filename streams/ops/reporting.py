@@ -18,6 +18,7 @@ from typing import Any
 
 import orjson
 
+from agents.core.clock import clock_mode
 from agents.core.guardrails import OUTCOMES
 from agents.core.reports import CustomerRow, build_report
 from agents.core.settings import RULE_OVERDUE, CoreSettings
@@ -41,7 +42,11 @@ def live_report(config: Config, as_of: int | None = None) -> dict[str, Any]:
     :class:`PastInstant`; the offline report (``--from-file``) takes any instant.
     """
     snapshot = asyncio.run(read_table(config))
-    clock = snapshot.stream_watermark(config.partitions) if config.clock == "stream" else None
+    clock = (
+        snapshot.stream_watermark(config.partitions)
+        if clock_mode(config.clock).event_time
+        else None
+    )
     if clock is None:
         clock = time.time_ns() // 1000
     if as_of is None:

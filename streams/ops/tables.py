@@ -15,9 +15,10 @@ from dataclasses import dataclass, field
 import orjson
 from aiokafka import AIOKafkaConsumer
 
+from agents.contract import CLOCK_KEY_PREFIX, CUSTOMER_KEY_PREFIX
 from agents.core.clock import NEVER, StreamClock
 from agents.core.state import CustomerState
-from agents.customer import CLOCK_KEY_PREFIX, CUSTOMER_KEY_PREFIX, input_sources
+from agents.customer import input_sources
 from streams.config import Config
 from streams.kafka import changelog_topics, client_kwargs
 from streams.ops.offsets import end_offsets

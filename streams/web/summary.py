@@ -6,7 +6,7 @@ Two scopes (docs/operations.md, "summary/1"):
   table partitions it owns;
 * ``cluster``: the same over every worker that owns customer partitions: each
   answers ``/retention/summary/part`` with its counters and its report inputs
-  (:mod:`streams.web.merge`), counts add and the report is computed once over
+  (:mod:`agents.core.report_merge`), counts add and the report is computed once over
   all of them, so it equals the report over the whole table.  A worker that does
   not answer within :data:`PART_TIMEOUT` is listed with the error, and its
   partitions as missing.
@@ -34,11 +34,12 @@ from typing import Any
 import aiohttp
 import orjson
 
+from agents.contract import CUSTOMER_KEY_PREFIX
+from agents.core.clock import clock_mode
 from agents.core.guardrails import OUTCOME_DELIVERED, SUPPRESSIONS
+from agents.core.report_merge import ReportInputs, merge_report
 from agents.core.timeutil import MAX_DURATION, iso, to_micros
-from agents.customer import CUSTOMER_KEY_PREFIX
 from streams.config import Config
-from streams.web.merge import ReportInputs, merge_report
 from streams.worker.observe import ObservedWorker, PartitionRows, Snapshot
 
 log = logging.getLogger(__name__)
@@ -225,7 +226,7 @@ async def build_local(worker: ObservedWorker) -> dict[str, Any]:
     snap = worker.snapshot()
     now = snap.at
     part = local_part(worker, snap)
-    as_of = (stream_as_of([part]) if config.clock == "stream" else None) or now
+    as_of = (stream_as_of([part]) if clock_mode(config.clock).event_time else None) or now
     inputs = await local_inputs(worker, part["partitions"], as_of)
     return await asyncio.to_thread(
         summary_of, config, snap.worker, [part], [inputs], scope="local", as_of=as_of, now=now
@@ -299,7 +300,7 @@ async def build_cluster(
 
     urls = sorted(owners)
     as_of = now
-    if config.clock == "stream":
+    if clock_mode(config.clock).event_time:
         first = await round_(urls, None)
         as_of = stream_as_of(first.values()) or now
         urls = sorted(first)

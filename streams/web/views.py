@@ -27,6 +27,7 @@ import aiohttp
 import orjson
 from faust import web
 
+from agents.core.clock import clock_mode
 from agents.core.state import CustomerState
 from streams.asyncapi import published as asyncapi_document
 from streams.web.summary import SCOPES, Summaries, parse_as_of
@@ -206,7 +207,7 @@ def register(app: Any, worker: ObservedWorker) -> None:
                         "stuck_seconds": c.stuck // 10**6,
                     }
                     for c in snap.clocks
-                    if c.since and snap.clock_mode == "stream"
+                    if c.since and clock_mode(snap.clock_mode).event_time
                 ],
             }
             return self.send_json(body, 200 if snap.ready else 503)

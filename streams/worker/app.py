@@ -22,13 +22,14 @@ import orjson
 from aiokafka.partitioner import DefaultPartitioner
 from faust.sensors import Monitor
 
-from agents.core.clock import NEVER, StreamClock, WallClock, system_clock
+from agents.contract import CLOCK_KEY_PREFIX
+from agents.core.clock import NEVER, StreamClock, WallClock, clock_mode, system_clock
 from agents.core.engine import Engine
 from agents.core.guardrails import OUTCOMES
 from agents.core.timeutil import MICROS_PER_SECOND, iso
-from agents.customer import CLOCK_KEY_PREFIX
 from agents.faust_agents import CustomerAgent, IngestAgent, Send, crash_only
 from agents.messages import CONTROL_ADVANCE, dumps
+from agents.wire import tick_message
 from streams.config import Config
 from streams.kafka import ssl_context
 from streams.worker.faults import FaultInjector
@@ -347,7 +348,7 @@ class RetentionApp:
         proc, ingest, rm = self.processor, self.ingest, self.readmodel
         completed, running = recovery_state(self.faust_app)
         owned = tuple(sorted(self.owned_partitions()))
-        stream = self.config.clock == "stream"
+        stream = clock_mode(self.config.clock).event_time
         now = self.wall_clock()
         return Snapshot(
             at=now,
@@ -423,19 +424,19 @@ class RetentionApp:
         # Faust's App.timer returns a bare Callable, so the decorator is untyped.
         @app.timer(interval=cfg.tick_interval, on_leader=True)  # type: ignore[untyped-decorator]
         async def tick() -> None:
-            if cfg.clock != "wall":
+            if clock_mode(cfg.clock).event_time:
                 return
-            payload = dumps({"type": "tick", "now": self.wall_clock()})
+            payload = tick_message(self.wall_clock())
             for partition in range(cfg.partitions):
                 await self.customer_topic.send(key=b"__tick__", value=payload, partition=partition)
 
-        if cfg.clock == "stream":
+        if clock_mode(cfg.clock).event_time:
 
             @app.timer(interval=CLOCK_CHECK_INTERVAL)  # type: ignore[untyped-decorator]
             async def watch_clocks() -> None:
                 self.log_stuck_clocks()
 
-        if cfg.clock == "stream" and cfg.stream_heartbeat > 0:
+        if clock_mode(cfg.clock).event_time and cfg.stream_heartbeat > 0:
 
             @app.timer(  # type: ignore[untyped-decorator]
                 interval=cfg.stream_heartbeat / MICROS_PER_SECOND, on_leader=True

@@ -26,11 +26,11 @@ import orjson
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from agents.contract import CUSTOMER_KEY_PREFIX
 from agents.core.clock import WallClock
 from agents.core.engine import Engine
 from agents.core.state import CustomerState
 from agents.core.timeutil import iso
-from agents.customer import CUSTOMER_KEY_PREFIX
 from streams.config import Config
 
 log = logging.getLogger(__name__)

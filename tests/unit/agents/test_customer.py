@@ -11,18 +11,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from agents.contract import CLOCK_KEY_PREFIX, CUSTOMER_KEY_PREFIX
 from agents.core.clock import ManualClock
 from agents.core.settings import DAY, CoreSettings
 from agents.core.state import CustomerState
 from agents.core.timeutil import to_micros
-from agents.customer import (
-    CLOCK_KEY_PREFIX,
-    CUSTOMER_KEY_PREFIX,
-    CustomerProcessor,
-    Result,
-    input_sources,
-)
-from agents.messages import bundles
+from agents.customer import CustomerProcessor, Result, input_sources
+from agents.wire import bundles
 from schemas.records import Event
 from tests.unit.agents.factories import T0, at, consent, lag_needed, processors, purchase, session
 

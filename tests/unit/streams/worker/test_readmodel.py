@@ -15,12 +15,12 @@ from hypothesis import strategies as st
 from jsonschema import Draft202012Validator
 
 import schemas
+from agents.contract import CUSTOMER_KEY_PREFIX
 from agents.core.clock import ManualClock
 from agents.core.engine import Engine
 from agents.core.settings import RULE_SECOND_PURCHASE, CoreSettings, LadderSettings
 from agents.core.state import CustomerState
 from agents.core.timeutil import MAX_DURATION, TIME_MAX, TIME_MIN, parse_timestamp, to_micros
-from agents.customer import CUSTOMER_KEY_PREFIX
 from streams.bench import core as bench_core
 from streams.config import Config
 from streams.worker.readmodel import (

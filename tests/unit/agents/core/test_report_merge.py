@@ -12,11 +12,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from agents.core.report_merge import ReportInputs, merge_report
 from agents.core.reports import CustomerRow, ReportSettings, build_report
 from agents.core.settings import DAY
 from agents.core.state import STAGES, CustomerState
 from agents.core.timeutil import TIME_MAX, TIME_MIN, month_start_at, parse_timestamp, to_micros
-from streams.web.merge import ReportInputs, merge_report
 from tests.unit.streams.web.synthetic import END, customer_states
 
 AS_OF_CHOICES = (END, END - 45 * DAY, END - 200 * DAY)
