@@ -19,49 +19,37 @@ boundary falls.
 
 from __future__ import annotations
 
-import re
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import orjson
 
-from agents.core.clock import NEVER, StreamClock, WallClock, source_name
+from agents.contract import (
+    CLOCK_KEY_PREFIX,
+    CUSTOMER_KEY_PREFIX,
+    EMPTY_CHUNK,
+    Output,
+    pending_key,
+)
+from agents.core.clock import NEVER, StreamClock, WallClock, clock_mode, source_name
 from agents.core.due_index import DueIndex
 from agents.core.engine import Conversion, Emission, Engine, Firing, Refused
 from agents.core.state import CustomerState
-from agents.core.timeutil import DEFAULT_MIN_EVENT_TIME, iso, to_micros
+from agents.core.timeutil import DEFAULT_MIN_EVENT_TIME, iso
 from agents.core.validation import (
     CODE_EARLY_TIMESTAMP,
     CODE_FUTURE_TIMESTAMP,
-    MAX_ID_LENGTH,
-    MAX_TEXT_LENGTH,
 )
 from agents.messages import (
-    BUNDLE,
     dead_letter_record,
     decision_record,
     dumps,
     outcome_record,
 )
-from schemas.records import (
-    CONSENT_OPTED_IN,
-    CONSENT_OPTED_OUT,
-    KIND_CONSENT,
-    KIND_PURCHASE,
-    KIND_SESSION,
-    Event,
-)
+from agents.wire import BUNDLE, BadMessage, bundle_items, read_wire_event, time_text
 
-# One table holds both kinds of record; the prefixes keep any customer id (which
-# may be any string) from ever colliding with a partition's clock.
-CUSTOMER_KEY_PREFIX = "c/"
-CLOCK_KEY_PREFIX = "clock/"
-# A customer's pending events beyond its row's share: "p/<slot>/<customer_id>"
-# (agents.core.pending; docs/budget.md "Byte budget").
-PENDING_KEY_PREFIX = "p/"
 # Persist a partition's stream clock at least this often (messages); a stale
 # clock after a crash only delays firings, it never changes them.
 CLOCK_PERSIST_EVERY = 500
@@ -72,27 +60,18 @@ SLICE_WORK = 500
 # Customer states are decoded from the table once per slice, not kept across
 # slices: a cache across slices was tried and left a restarted worker acting on
 # states older than its recovered table (docs/design.md, "The batched hot path").
-# Dead-letter code for a message on the internal topic that cannot be read.
-CODE_INTERNAL = "invalid_internal_message"
 
 
 class StateStore(Protocol):
     def get(self, key: str) -> bytes | None: ...
 
     def scan(self, partition: int) -> Iterable[tuple[str, bytes]]:
-        """Only the rows of ``partition`` (streams.faust_adapter.TableStore)."""
+        """Only the rows of ``partition`` (streams.worker.faust_adapter.TableStore)."""
         ...
 
 
 # (customer_id, partition, store) -> the customer's state at the start of a slice.
 Loader = Callable[[str, int, StateStore], CustomerState]
-
-
-@dataclass(slots=True)
-class Output:
-    topic: str
-    key: str
-    value: bytes
 
 
 @dataclass(slots=True)
@@ -125,19 +104,6 @@ class PartitionRuntime:
     work: deque[tuple[str, Any, Any]] = field(default_factory=deque)
 
 
-class BadMessage(Exception):
-    """A message on the internal topic that becomes a dead letter.
-
-    ``touched`` names a customer whose row must still be written (a refused event
-    whose ids the engine remembered).
-    """
-
-    def __init__(self, message: str, code: str = CODE_INTERNAL, touched: str | None = None):
-        super().__init__(message)
-        self.code = code
-        self.touched = touched
-
-
 class CustomerProcessor:
     def __init__(
         self,
@@ -156,6 +122,7 @@ class CustomerProcessor:
     ) -> None:
         self.engine = engine
         self.mode = mode
+        self.clock = clock_mode(mode)
         self.sources = tuple(sources)
         self._known_sources = frozenset(self.sources)
         self.nudges_topic = nudges_topic
@@ -261,7 +228,7 @@ class CustomerProcessor:
                     msg = self._parse(b) if kind == "m" else b
                     if kind == "m" and msg.get("type") == BUNDLE:
                         # Its items run now, in order, each as one message would.
-                        work.extendleft(("p", a, item) for item in reversed(_items(msg)))
+                        work.extendleft(("p", a, item) for item in reversed(bundle_items(msg)))
                         continue
                     touched, adv = self._message(rt, msg, store, states, firings, load)
                 except BadMessage as exc:
@@ -269,7 +236,7 @@ class CustomerProcessor:
                     self._dead_letter(result, partition, a, raw, exc.code, str(exc))
                     touched, adv = exc.touched, False
                 persist_clock |= adv
-                if self.mode == "stream":
+                if self.clock.event_time:
                     rt.since_persist += 1
                 wm = self._watermark(rt)
                 if wm > rt.watermark:
@@ -295,7 +262,7 @@ class CustomerProcessor:
             writes[CUSTOMER_KEY_PREFIX + cid] = orjson.dumps(state.to_dict())
             for slot in emptied:
                 writes[pending_key(slot, cid)] = EMPTY_CHUNK
-        if self.mode == "stream" and (persist_clock or rt.since_persist >= CLOCK_PERSIST_EVERY):
+        if self.clock.event_time and (persist_clock or rt.since_persist >= CLOCK_PERSIST_EVERY):
             rt.since_persist = 0
             result.writes[CLOCK_KEY_PREFIX + str(partition)] = orjson.dumps(rt.clock.to_dict())
         return result
@@ -342,8 +309,7 @@ class CustomerProcessor:
             )
             if not isinstance(src, str) or src not in self._known_sources:
                 raise BadMessage(f"unknown source {src!r}"[:300])
-            if self.mode == "stream":
-                rt.clock.observe(src, event.occurred_at)
+            self.clock.observe(rt.clock, src, event.occurred_at)
             wm = self._watermark(rt)
             rt.last_event_at = now
             rt.first_event_at = rt.first_event_at or now
@@ -356,7 +322,7 @@ class CustomerProcessor:
                 firings.extend(fired.emitted)
                 raise BadMessage(fired.reason, fired.code, touched=event.customer_id)
             self.counters["events"] += 1
-            if self.mode == "stream" and event.occurred_at <= wm:
+            if self.clock.is_late(event.occurred_at, wm):
                 # Later than the allowed lateness: applied at once (docs/time.md "Time").
                 self.late[src.rpartition(":")[0]] += 1
             firings.extend(fired)
@@ -367,14 +333,14 @@ class CustomerProcessor:
                 raise BadMessage(f"advance from unknown source {src!r}"[:300])
             if not isinstance(until, int) or isinstance(until, bool):
                 raise BadMessage(f"advance 'until' must be integer micros, got {until!r}"[:300])
-            if self.mode != "stream":
+            if not self.clock.event_time:
                 return None, False  # the wall clock ignores advances
             latest = self.wall_clock() + self.future_tolerance
             if until > latest:
                 # Written by something other than ingest (which bounds it the same
                 # way): an advance far ahead would fire every ladder at once.
                 raise BadMessage(
-                    f"advance: until {_when(until)} is after {iso(latest)} "
+                    f"advance: until {time_text(until)} is after {iso(latest)} "
                     "(now + the future tolerance)",
                     CODE_FUTURE_TIMESTAMP,
                 )
@@ -382,7 +348,7 @@ class CustomerProcessor:
                 # A clock before every accepted event, e.g. before year 1, would
                 # only make the reports' as-of unreadable (docs/time.md "Time").
                 raise BadMessage(
-                    f"advance: until {_when(until)} is before the earliest accepted "
+                    f"advance: until {time_text(until)} is before the earliest accepted "
                     f"event time {iso(self.min_event_time)}",
                     CODE_EARLY_TIMESTAMP,
                 )
@@ -414,7 +380,7 @@ class CustomerProcessor:
         in wait on it: since it last moved or, if it never has, since its first
         event; 0 once it moves after the newest event, so an idle partition whose
         clock caught up is never stuck (docs/time.md "Time", "A stuck clock")."""
-        if self.mode != "stream" or rt.last_event_at <= rt.advanced_at:
+        if not self.clock.event_time or rt.last_event_at <= rt.advanced_at:
             return 0
         return max(0, now - (rt.advanced_at or rt.first_event_at))
 
@@ -457,7 +423,7 @@ class CustomerProcessor:
         return list(self.stuck_clocks(idle_timeout).values())
 
     def _watermark(self, rt: PartitionRuntime) -> int:
-        return rt.clock.watermark() if self.mode == "stream" else self.wall_clock()
+        return self.clock.now(rt.clock, self.wall_clock)
 
     def _get(
         self,
@@ -500,7 +466,7 @@ class CustomerProcessor:
                 self.counters["backfill_silenced"] += 1
                 continue
             decision = decision_record(
-                f, fired_at=now, clock=self.mode, outcome=f.outcome, holdout=f.holdout
+                f, fired_at=now, clock=self.clock.name, outcome=f.outcome, holdout=f.holdout
             )
             self.decision_counts[(f.rule, f.step, f.outcome)] += 1
             result.outputs.append(
@@ -519,102 +485,6 @@ class CustomerProcessor:
                 result.outputs.append(
                     Output(self.outcomes_topic, c.customer_id, dumps(record.to_dict()))
                 )
-
-
-_WIRE_AMOUNT = re.compile(r"[0-9]{1,16}(?:\.[0-9]{1,31})?", re.ASCII)
-_WIRE_CURRENCY = re.compile(r"[A-Z]{3}", re.ASCII)
-_TIME_RANGE = (
-    to_micros(datetime.min.replace(tzinfo=UTC)),
-    to_micros(datetime.max.replace(tzinfo=UTC)),
-)
-
-
-def _when(t: int) -> str:
-    """``t`` (micros) in RFC 3339 when a datetime holds it, else as a number."""
-    return iso(t) if _TIME_RANGE[0] <= t <= _TIME_RANGE[1] else f"{t} micros"[:40]
-
-
-def read_wire_event(wire: Any, *, latest: int, earliest: int = DEFAULT_MIN_EVENT_TIME) -> Event:
-    """An ``ev`` item's event, exactly in the shape ingest writes, or BadMessage.
-
-    Ingest only forwards what :func:`agents.core.validation.validate` accepted; a
-    message of any other shape on the internal topic (written by something else)
-    would otherwise reach the engine and the table row with wrong types or sizes
-    and crash the agent on every restart (docs/budget.md "Byte budget").  Amounts may
-    carry up to 31 fraction digits: the plain form of a JSON number >= 1e-15.
-    An event dated after ``latest`` (the wall clock + the future tolerance, the
-    bound ingest applies) is a ``future_timestamp`` dead letter, one dated before
-    ``earliest`` (RETENTION_MIN_EVENT_TIME, an absolute instant) an
-    ``early_timestamp`` one (docs/time.md "Time").
-    """
-    if not isinstance(wire, dict):
-        raise BadMessage(f"event must be an object, got {type(wire).__name__}")
-    kind = wire.get("k")
-    if not isinstance(kind, str) or kind not in _WIRE_FIELDS:
-        raise BadMessage(f"unknown event kind {kind!r}"[:300])
-    t = wire.get("t")
-    if not isinstance(t, int) or isinstance(t, bool) or not _TIME_RANGE[0] <= t <= _TIME_RANGE[1]:
-        raise BadMessage(f"event time must be integer micros in years 1-9999, got {t!r}"[:300])
-    if t > latest:
-        raise BadMessage(
-            f"event time {iso(t)} is after {_when(latest)} (now + the future tolerance)",
-            CODE_FUTURE_TIMESTAMP,
-        )
-    if t < earliest:
-        raise BadMessage(
-            f"event time {iso(t)} is before the earliest accepted event time {iso(earliest)}",
-            CODE_EARLY_TIMESTAMP,
-        )
-    channel = wire.get("ch")
-    if channel is not None and (not isinstance(channel, str) or len(channel) > MAX_TEXT_LENGTH):
-        raise BadMessage("event channel must be a string of at most 256 characters")
-    fields: dict[str, str] = {}
-    for name in ("e", "c", *_WIRE_FIELDS[kind]):
-        value = wire.get(name)
-        if not isinstance(value, str):
-            raise BadMessage(f"event field {name!r} must be a string, got {value!r}"[:300])
-        if name in _WIRE_IDS and not (0 < len(value) <= MAX_ID_LENGTH and value.strip()):
-            raise BadMessage(
-                f"event field {name!r} must be a non-blank id of at most 128 characters"
-            )
-        fields[name] = value
-    if kind == KIND_PURCHASE and not (
-        _WIRE_AMOUNT.fullmatch(fields["a"]) and _WIRE_CURRENCY.fullmatch(fields["cur"])
-    ):
-        raise BadMessage(f"purchase amount or currency malformed: {fields['a'][:40]!r}")
-    if kind == KIND_CONSENT and fields["st"] not in (CONSENT_OPTED_OUT, CONSENT_OPTED_IN):
-        raise BadMessage(f"consent status {fields['st'][:40]!r} unknown")
-    return Event(
-        kind,
-        fields["e"],
-        fields["c"],
-        t,
-        order_id=fields.get("o"),
-        amount=fields.get("a"),
-        currency=fields.get("cur"),
-        session_id=fields.get("s"),
-        status=fields.get("st"),
-        channel=channel,
-    )
-
-
-_WIRE_FIELDS = {KIND_PURCHASE: ("o", "a", "cur"), KIND_SESSION: ("s",), KIND_CONSENT: ("st",)}
-_WIRE_IDS = frozenset({"e", "c", "o", "s"})
-
-
-def _items(bundle: dict[str, Any]) -> list[Any]:
-    items = bundle.get("items")
-    if not isinstance(items, list):
-        raise BadMessage("bundle without an 'items' list")
-    return items
-
-
-# What an overflow row no longer named by its customer's row holds.
-EMPTY_CHUNK = b"[]"
-
-
-def pending_key(slot: int, customer_id: str) -> str:
-    return f"{PENDING_KEY_PREFIX}{slot}/{customer_id}"
 
 
 def _chunk_reader(cid: str, store: StateStore) -> Callable[[int], list[dict[str, Any]] | None]:

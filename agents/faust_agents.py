@@ -10,9 +10,9 @@
   batch, once those are acknowledged, to the local store (docs/design.md, "The
   batched hot path", "Crash safety").
 
-Neither imports Faust: :mod:`streams.app` registers them on its Faust app
+Neither imports Faust: :mod:`streams.worker.app` registers them on its Faust app
 (``app.agent(topic)(crash_only(name, agent.run))``) and hands them what they need: the
-producer's ``send``, the table (:class:`streams.faust_adapter.TableStore`), the
+producer's ``send``, the table (:class:`streams.worker.faust_adapter.TableStore`), the
 fault points - so the pure processors stay beside them and ``agents.core`` keeps no
 Faust, Kafka or Redis import.
 """
@@ -31,7 +31,7 @@ from typing import Any, Protocol
 
 from agents.customer import CustomerProcessor, Result, group_by_partition
 from agents.ingest import IngestProcessor
-from agents.messages import bundles
+from agents.wire import bundles
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +42,7 @@ AgentRun = Callable[[Any], Awaitable[None]]
 
 
 class CustomerTable(Protocol):
-    """The customer table as the customers agent uses it (streams.faust_adapter.TableStore)."""
+    """The customer table as the customers agent uses it (worker.faust_adapter.TableStore)."""
 
     def get(self, key: str) -> bytes | None: ...
 
@@ -123,7 +123,7 @@ async def finish_before_stop(batch: Awaitable[None]) -> None:
 
 class Undecodable(Protocol):
     """Record batches the consumer could not decode, each handed over as one
-    stand-in record (:func:`streams.faust_adapter.guard_undecodable_batches`)."""
+    stand-in record (:func:`streams.worker.faust_adapter.guard_undecodable_batches`)."""
 
     def __len__(self) -> int: ...
 
@@ -327,5 +327,5 @@ class CustomerAgent:
             if key.startswith("c/"):
                 # Only remembered here; the read-model task writes Redis.
                 mark(partition, key[2:], value)
-        if result.outputs:  # counts outputs, as after_sends does (streams/faults.py)
+        if result.outputs:  # counts outputs, as after_sends does (streams/worker/faults.py)
             self.fault("after_writes", len(result.outputs))

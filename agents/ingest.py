@@ -10,12 +10,13 @@ from collections import Counter
 
 import orjson
 
+from agents.contract import Output
 from agents.core.clock import WallClock, source_name
 from agents.core.timeutil import DEFAULT_MIN_EVENT_TIME, iso, parse_timestamp, to_micros
 from agents.core.validation import ValidationError, early_error, validate
-from agents.customer import Output
 from agents.messages import CONTROL_ADVANCE, dead_letter_record, dumps
 from agents.messages import MAX_ORIGINAL_BYTES as MAX_ORIGINAL_BYTES
+from agents.wire import advance_message, event_message
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +85,7 @@ class IngestProcessor:
         self.accepted += 1
         if self.lenient_timestamps.total() != lenient_before:
             self._warn_lenient(f"{topic}:{partition}:{offset}")
-        payload = dumps({"type": "ev", "src": src, "ev": event.to_wire()})
+        payload = event_message(src, event)
         return [Output(self.customer_topic, event.customer_id, payload)], []
 
     def _warn_lenient(self, position: str) -> None:
@@ -151,7 +152,7 @@ class IngestProcessor:
             # an event dated there (docs/time.md "Time").
             raise early_error("control/advance: until", until, self.min_event_time)
         self.markers += 1
-        payload = dumps({"type": "adv", "src": src, "until": until})
+        payload = advance_message(src, until)
         return [(p, payload) for p in range(self.customer_partitions)]
 
     def dead_letter(

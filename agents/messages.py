@@ -1,21 +1,8 @@
-"""Wire formats of the internal customer-keyed topic and of the outputs.
+"""The records sent on the output topics (decisions, outcomes, dead letters).
 
-The internal topic carries three kinds of message, all JSON objects:
-
-* ``{"type": "ev", "src": "topic:partition", "ev": {...}}`` a validated event,
-  keyed by customer_id;
-* ``{"type": "adv", "src": "topic:partition", "until": micros}`` "advance the
-  stream clock to T", forwarded by the ingest agent to every partition;
-* ``{"type": "tick", "now": micros}`` a wall-clock tick from the leader;
-* ``{"type": "bundle", "items": [message, ...]}`` several ``ev``/``adv`` messages
-  for one partition, in order: the ingest agent sends one bundle per customer
-  partition per batch (keyed ``__bundle__``, partition = murmur2 of each event's
-  customer_id, as a keyed send would pick), so the customer agent pays Faust's
-  per-message cost once per bundle instead of once per event.
-
-Input topics additionally accept the control record
-``{"schema": "control/advance", "until": "<RFC 3339>"}`` written by
-``retention replay --until``.
+The internal topic's format lives in :mod:`agents.wire`.  Input topics
+additionally accept the control record ``{"schema": "control/advance",
+"until": "<RFC 3339>"}`` written by ``retention replay --until``.
 """
 
 from __future__ import annotations
@@ -35,26 +22,6 @@ if TYPE_CHECKING:
     from agents.core.engine import Firing
 
 CONTROL_ADVANCE = "control/advance"
-BUNDLE = "bundle"
-# A bundle stays well under the broker's default 1 MiB message limit.
-BUNDLE_MAX_BYTES = 256 * 1024
-
-
-def bundles(items: list[bytes], max_bytes: int = BUNDLE_MAX_BYTES) -> list[bytes]:
-    """Serialised messages -> bundle records of at most ~``max_bytes`` each, in order."""
-    out: list[bytes] = []
-    chunk: list[bytes] = []
-    size = 0
-    for item in items:
-        if chunk and size + len(item) > max_bytes:
-            out.append(b'{"type":"bundle","items":[' + b",".join(chunk) + b"]}")
-            chunk, size = [], 0
-        chunk.append(item)
-        size += len(item) + 1
-    if chunk:
-        out.append(b'{"type":"bundle","items":[' + b",".join(chunk) + b"]}")
-    return out
-
 
 PREVIEW_CHARS = 512
 # Kept whole up to this size; a larger message keeps its head, length and hash, so

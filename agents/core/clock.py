@@ -101,5 +101,68 @@ class StreamClock:
         return clock
 
 
+class ClockMode:
+    """What "now" is for the rules: the wall clock (live) or each customer
+    partition's stream clock (replay and backfill; docs/time.md "Time").
+
+    Chosen once from the configuration string by :func:`clock_mode`; the string
+    itself (``name``) stays the config value and a decision's ``clock`` field.
+    """
+
+    name: str
+    # Time follows the events: the stream clock is observed, moved by advances,
+    # persisted, and can get stuck waiting on a silent input partition.  Else the
+    # leader's ticks move the wall clock's decisions along.
+    event_time: bool
+
+    def now(self, clock: StreamClock, wall: WallClock) -> int:
+        """The time due rules fire up to."""
+        raise NotImplementedError
+
+    def observe(self, clock: StreamClock, source: str, occurred_at: int) -> None:
+        """An event from ``source`` went in."""
+
+    def is_late(self, occurred_at: int, now: int) -> bool:
+        """An event the clock already passed (applied at once, counted late)."""
+        return False
+
+
+class _WallMode(ClockMode):
+    name = "wall"
+    event_time = False
+
+    def now(self, clock: StreamClock, wall: WallClock) -> int:
+        return wall()
+
+
+class _StreamMode(ClockMode):
+    name = "stream"
+    event_time = True
+
+    def now(self, clock: StreamClock, wall: WallClock) -> int:
+        return clock.watermark()
+
+    def observe(self, clock: StreamClock, source: str, occurred_at: int) -> None:
+        clock.observe(source, occurred_at)
+
+    def is_late(self, occurred_at: int, now: int) -> bool:
+        return occurred_at <= now
+
+
+WALL = _WallMode()
+STREAM = _StreamMode()
+CLOCK_MODES = {m.name: m for m in (WALL, STREAM)}
+
+
+def clock_mode(name: str) -> ClockMode:
+    """The mode a configuration string names ("wall" or "stream")."""
+    try:
+        return CLOCK_MODES[name]
+    except KeyError:
+        raise ValueError(
+            f"unknown clock mode {name!r}: expected one of {sorted(CLOCK_MODES)}"
+        ) from None
+
+
 def source_name(topic: str, partition: int) -> str:
     return f"{topic}:{partition}"

@@ -232,7 +232,7 @@ class Engine:
         out: list[Emission] = []
         while True:
             due = self._next_due_at(state)
-            ev_t = state.pending[0]["t"] if state.pending else None
+            ev_t = state.queue.first_time()
             if due is not None and due[0] <= watermark and (ev_t is None or due[0] < ev_t):
                 index = due[1]
                 step = self._due(index, self.ladders[index], state)
@@ -283,8 +283,8 @@ class Engine:
     def wake_at(self, state: CustomerState) -> int | None:
         """When this customer next needs the clock: a due step or a pending event."""
         due = self._next_due_at(state)
-        if state.pending:
-            t: int = state.pending[0]["t"]
+        t = state.queue.first_time()
+        if t is not None:
             return t if due is None or t < due[0] else due[0]
         return None if due is None else due[0]
 

@@ -1,8 +1,9 @@
 """Pending events beyond the row's share: overflow rows of the same table.
 
-A customer's events dated after the clock wait in ``CustomerState.pending`` (the
-*head*, inside the customer's row: at most ``max_pending_events`` entries and,
-with the index below, :data:`agents.core.budget.PENDING_BUDGET` bytes).  When
+A customer's events dated after the clock wait in a :class:`PendingQueue`
+(``CustomerState.queue``).  Its *head* is inside the customer's row (at most
+``max_pending_events`` entries and, with the index below,
+:data:`agents.core.budget.PENDING_BUDGET` bytes).  When
 more wait - an input partition consumed ahead of the others holds the clock
 back while its events keep coming (docs/time.md "Time") - the latest of them move to
 *overflow rows*: sorted chunks of entries, each a row of the same changelogged
@@ -28,7 +29,7 @@ from typing import Any
 
 import orjson
 
-from agents.core.budget import entry_size
+from agents.core.budget import MAX_ENTRY_BYTES, entry_size
 
 Entry = dict[str, Any]
 # Reads the stored chunk of a slot (None: no such row).
@@ -207,6 +208,91 @@ class Spill:
         self._sizes[slot] = size
         self._dirty.add(slot)
         self._new_chunk(i + 1, chunk[cut:])
+
+
+@dataclass(slots=True)
+class PendingQueue:
+    """A customer's events dated after the clock, earliest first by (time, event id).
+
+    ``head`` (stored in the customer row as ``pending``) always holds the earliest
+    entries; the latest beyond the row's share (``limits``) wait in ``spill``
+    (stored as ``spill``, with its chunks in overflow rows).  Without limits
+    everything stays in the head.
+    """
+
+    head: list[Entry] = field(default_factory=list)
+    spill: Spill = field(default_factory=Spill)
+    # Serialised size of ``head`` (not stored; recomputed after a load).
+    _head_bytes: int | None = field(default=None, repr=False, compare=False)
+
+    def __bool__(self) -> bool:
+        return bool(self.head)
+
+    def first_time(self) -> int | None:
+        """When the earliest waiting event happened (None: nothing waits)."""
+        return self.head[0]["t"] if self.head else None
+
+    def head_bytes(self) -> int:
+        """Bytes of the entries in the customer row (as :func:`entry_size` counts)."""
+        if self._head_bytes is None:
+            self._head_bytes = sum(entry_size(p) for p in self.head)
+        return self._head_bytes
+
+    def count(self) -> int:
+        """Events waiting, in the row and in overflow rows."""
+        return len(self.head) + self.spill.events
+
+    def total_bytes(self) -> int:
+        """Bytes of every waiting entry (as the hostile-input cap counts them)."""
+        return self.head_bytes() + self.spill.size
+
+    def push(self, entry: Entry, limits: PendingLimits | None = None) -> None:
+        """Insert, stable by (time, event_id) so equal-time events apply in one order.
+
+        With ``limits``, the latest entries beyond the row's share move to overflow
+        rows; without, everything stays in the row."""
+        key = entry_key(entry)
+        if self.spill and key > self.spill.first_key():
+            self.spill.insert(entry, limits or UNLIMITED)
+        else:
+            lo = bisect.bisect_right(self.head, key, key=entry_key)
+            if self._head_bytes is not None:
+                self._head_bytes += entry_size(entry)
+            self.head.insert(lo, entry)
+        if limits is not None:
+            self._fit_head(limits)
+
+    def pop(self, limits: PendingLimits | None = None) -> Entry:
+        """Remove and return the earliest entry (the head must not be empty)."""
+        entry = self.head.pop(0)
+        if self._head_bytes is not None:
+            self._head_bytes -= entry_size(entry)
+        while not self.head and self.spill:
+            # The head always holds the earliest waiting event: refill it.
+            room = limits or UNLIMITED
+            self.head = self.spill.take(
+                room.head_events, room.head_bytes - self.spill.index_bytes()
+            )
+            self._head_bytes = None
+            if limits is not None:
+                self._fit_head(limits)
+        return entry
+
+    def _fit_head(self, limits: PendingLimits) -> None:
+        """Move the row's latest entries to the overflow rows until the row's share
+        (entries and the overflow index, whose first keys change) fits."""
+        while len(self.head) > 1 and self._head_over(limits):
+            size = self.head_bytes()
+            last = self.head.pop()
+            self._head_bytes = size - entry_size(last)
+            self.spill.insert(last, limits)
+
+    def _head_over(self, limits: PendingLimits) -> bool:
+        if len(self.head) > limits.head_events:
+            return True
+        room = limits.head_bytes - self.spill.index_bytes()
+        # Few enough that even the widest entries fit: no need to measure them.
+        return len(self.head) * MAX_ENTRY_BYTES > room and self.head_bytes() > room
 
 
 def _first(row: list[Any]) -> tuple[int, str]:

@@ -182,7 +182,7 @@ def crr_months(buyers: Iterable[CustomerRow], as_of: int) -> Iterator[int]:
 # --- the report's blocks, from aggregated counts ----------------------------------------
 #
 # Both ways of making a report, from customer rows here (build_report) and from
-# workers' mergeable counts (streams/web/merge.py), aggregate in their own way and
+# workers' mergeable counts (agents/core/report_merge.py), aggregate in their own way and
 # then finish with these functions, so the formulas exist once.
 
 

@@ -16,10 +16,10 @@ from dataclasses import dataclass, field
 from decimal import Decimal, localcontext
 from typing import Any, NamedTuple
 
-from agents.core.budget import MAX_CURRENCIES, MAX_ENTRY_BYTES, OTHER_CURRENCY, entry_size
+from agents.core.budget import MAX_CURRENCIES, OTHER_CURRENCY
 from agents.core.dedup import OrderFilter, RecentIds
 from agents.core.ids import trigger_id
-from agents.core.pending import UNLIMITED, PendingLimits, Spill, entry_key
+from agents.core.pending import PendingLimits, PendingQueue, Spill
 from agents.core.timeutil import iso
 from schemas.records import (
     CONSENT_OPTED_OUT,
@@ -136,10 +136,9 @@ class CustomerState:
     order_ids: OrderFilter = field(default_factory=OrderFilter)
     # Events dated after the clock, by (time, event_id), in the compact form of
     # pending_entry: only what the engine needs (docs/budget.md "Byte budget").  The
-    # earliest are kept here (the head); later ones beyond the row's share wait in
+    # earliest are kept in the row (the head); later ones beyond its share wait in
     # overflow rows of the same table (agents.core.pending).
-    pending: list[dict[str, Any]] = field(default_factory=list)
-    spill: Spill = field(default_factory=Spill)
+    queue: PendingQueue = field(default_factory=PendingQueue)
     ladders: dict[str, LadderProgress] = field(default_factory=dict)
     stage: str = STAGE_PROSPECT
     # Firings still relevant to a guardrail or an attribution, oldest first.
@@ -147,8 +146,6 @@ class CustomerState:
     # Lifetime counts for the reports: by (rule, step, outcome) and (rule, step, group).
     decision_counts: dict[CountKey, int] = field(default_factory=dict)
     conversion_counts: dict[CountKey, int] = field(default_factory=dict)
-    # Serialised size of ``pending`` (not stored; recomputed after a load).
-    _pending_bytes: int | None = field(default=None, repr=False, compare=False)
 
     # --- facts -------------------------------------------------------------------
 
@@ -271,65 +268,34 @@ class CustomerState:
 
     # --- pending -------------------------------------------------------------------
 
+    @property
+    def pending(self) -> list[dict[str, Any]]:
+        """The waiting entries kept in the row (the queue's head)."""
+        return self.queue.head
+
+    @property
+    def spill(self) -> Spill:
+        """The waiting entries in overflow rows."""
+        return self.queue.spill
+
     def pending_bytes(self) -> int:
-        if self._pending_bytes is None:
-            self._pending_bytes = sum(entry_size(p) for p in self.pending)
-        return self._pending_bytes
+        return self.queue.head_bytes()
 
     def pending_count(self) -> int:
         """Events waiting for the clock, in the row and in overflow rows."""
-        return len(self.pending) + self.spill.events
+        return self.queue.count()
 
     def pending_total_bytes(self) -> int:
         """Bytes of every waiting entry (as the hostile-input cap counts them)."""
-        return self.pending_bytes() + self.spill.size
+        return self.queue.total_bytes()
 
     def push_pending(self, entry: dict[str, Any], limits: PendingLimits | None = None) -> None:
-        """Insert, stable by (time, event_id) so equal-time events apply in one order.
-
-        With ``limits``, the latest entries beyond the row's share move to overflow
-        rows (agents.core.pending); without, everything stays in the row."""
-        key = entry_key(entry)
-        if self.spill and key > self.spill.first_key():
-            self.spill.insert(entry, limits or UNLIMITED)
-        else:
-            lo = bisect.bisect_right(self.pending, key, key=entry_key)
-            if self._pending_bytes is not None:
-                self._pending_bytes += entry_size(entry)
-            self.pending.insert(lo, entry)
-        if limits is not None:
-            self._fit_head(limits)
-
-    def _fit_head(self, limits: PendingLimits) -> None:
-        """Move the row's latest entries to the overflow rows until the row's share
-        (entries and the overflow index, whose first keys change) fits."""
-        while len(self.pending) > 1 and self._head_over(limits):
-            size = self.pending_bytes()
-            last = self.pending.pop()
-            self._pending_bytes = size - entry_size(last)
-            self.spill.insert(last, limits)
-
-    def _head_over(self, limits: PendingLimits) -> bool:
-        if len(self.pending) > limits.head_events:
-            return True
-        room = limits.head_bytes - self.spill.index_bytes()
-        # Few enough that even the widest entries fit: no need to measure them.
-        return len(self.pending) * MAX_ENTRY_BYTES > room and self.pending_bytes() > room
+        """Wait for the clock (agents.core.pending.PendingQueue.push)."""
+        self.queue.push(entry, limits)
 
     def pop_pending(self, limits: PendingLimits | None = None) -> Event:
-        entry = self.pending.pop(0)
-        if self._pending_bytes is not None:
-            self._pending_bytes -= entry_size(entry)
-        while not self.pending and self.spill:
-            # The head always holds the earliest waiting event: refill it.
-            room = limits or UNLIMITED
-            self.pending = self.spill.take(
-                room.head_events, room.head_bytes - self.spill.index_bytes()
-            )
-            self._pending_bytes = None
-            if limits is not None:
-                self._fit_head(limits)
-        return pending_event(self.customer_id, entry)
+        """The earliest waiting event, taken off the queue."""
+        return pending_event(self.customer_id, self.queue.pop(limits))
 
     # --- snapshots -----------------------------------------------------------------
 
@@ -359,7 +325,7 @@ class CustomerState:
             version=self.version,
             event_ids=self.event_ids.to_wire(),
             order_ids=self.order_ids.to_wire(),
-            pending=self.pending,
+            pending=self.queue.head,
             ladders={k: [v.anchor, v.step] for k, v in self.ladders.items()},
             stage=self.stage,
             recent_firings=[
@@ -369,8 +335,8 @@ class CustomerState:
             decision_counts=_wire_counts(self.decision_counts),
             conversion_counts=_wire_counts(self.conversion_counts),
         )
-        if self.spill:
-            d["spill"] = self.spill.to_wire()
+        if self.queue.spill:
+            d["spill"] = self.queue.spill.to_wire()
         return d
 
     @classmethod
@@ -394,8 +360,9 @@ class CustomerState:
             consent_at=d.get("consent_at"),
             event_ids=_event_ids(d),
             order_ids=_order_ids(d),
-            pending=[_loaded_entry(p) for p in d.get("pending", [])],
-            spill=Spill.from_wire(d.get("spill")),
+            queue=PendingQueue(
+                [_loaded_entry(p) for p in d.get("pending", [])], Spill.from_wire(d.get("spill"))
+            ),
             ladders={k: LadderProgress(v[0], v[1]) for k, v in d.get("ladders", {}).items()},
             stage=d.get("stage", STAGE_PROSPECT),
             recent_firings=[RecentFiring(*x) for x in d.get("recent_firings", [])],

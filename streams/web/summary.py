@@ -6,16 +6,16 @@ Two scopes (docs/operations.md, "summary/1"):
   table partitions it owns;
 * ``cluster``: the same over every worker that owns customer partitions: each
   answers ``/retention/summary/part`` with its counters and its report inputs
-  (:mod:`streams.web.merge`), counts add and the report is computed once over
+  (:mod:`agents.core.report_merge`), counts add and the report is computed once over
   all of them, so it equals the report over the whole table.  A worker that does
   not answer within :data:`PART_TIMEOUT` is listed with the error, and its
   partitions as missing.
 
-Everything here reads the worker through :mod:`streams.observe` (its snapshot and
-:class:`~streams.observe.ObservedWorker`), never the Faust app.  Reading the table
+Everything here reads the worker through :mod:`streams.worker.observe` (its snapshot and
+:class:`~streams.worker.observe.ObservedWorker`), never the Faust app.  Reading the table
 never runs on the event loop: the rows are scanned, decoded and reduced in a
 worker thread (RocksDB: straight from its per-partition databases; the memory
-store: from a copy taken on the loop, see streams/faust_adapter.py).  Summaries are
+store: from a copy taken on the loop, see streams/worker/faust_adapter.py).  Summaries are
 served stale-while-revalidate (:class:`Revalidating`): the last one is answered
 at once with its age, and a request that finds it older than :data:`MAX_AGE`
 starts one rebuild in the background.
@@ -34,12 +34,13 @@ from typing import Any
 import aiohttp
 import orjson
 
+from agents.contract import CUSTOMER_KEY_PREFIX
+from agents.core.clock import clock_mode
 from agents.core.guardrails import OUTCOME_DELIVERED, SUPPRESSIONS
+from agents.core.report_merge import ReportInputs, merge_report
 from agents.core.timeutil import MAX_DURATION, iso, to_micros
-from agents.customer import CUSTOMER_KEY_PREFIX
 from streams.config import Config
-from streams.observe import ObservedWorker, PartitionRows, Snapshot
-from streams.web.merge import ReportInputs, merge_report
+from streams.worker.observe import ObservedWorker, PartitionRows, Snapshot
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +113,7 @@ def local_part(worker: ObservedWorker, snap: Snapshot | None = None) -> dict[str
 
 def _reduce(items: Iterable[PartitionRows], as_of: int) -> dict[str, Any]:
     acc = ReportInputs(as_of)
-    for _, rows in items:  # each partition's own rows (streams.faust_adapter.TableStore)
+    for _, rows in items:  # each partition's own rows (streams.worker.faust_adapter.TableStore)
         for key, value in rows:
             if key.startswith(CUSTOMER_KEY_PREFIX):
                 acc.add_state(orjson.loads(value))
@@ -225,7 +226,7 @@ async def build_local(worker: ObservedWorker) -> dict[str, Any]:
     snap = worker.snapshot()
     now = snap.at
     part = local_part(worker, snap)
-    as_of = (stream_as_of([part]) if config.clock == "stream" else None) or now
+    as_of = (stream_as_of([part]) if clock_mode(config.clock).event_time else None) or now
     inputs = await local_inputs(worker, part["partitions"], as_of)
     return await asyncio.to_thread(
         summary_of, config, snap.worker, [part], [inputs], scope="local", as_of=as_of, now=now
@@ -299,7 +300,7 @@ async def build_cluster(
 
     urls = sorted(owners)
     as_of = now
-    if config.clock == "stream":
+    if clock_mode(config.clock).event_time:
         first = await round_(urls, None)
         as_of = stream_as_of(first.values()) or now
         urls = sorted(first)

@@ -11,7 +11,7 @@
 * ``GET /metrics``: Prometheus text format;
 * ``GET /retention/`` and ``GET /retention/static/{name}``: the dashboard files.
 
-They read the worker through :class:`streams.observe.ObservedWorker` and its
+They read the worker through :class:`streams.worker.observe.ObservedWorker` and its
 snapshot, so they are tested in-process without a broker
 (tests/unit/streams/web/test_views.py).
 """
@@ -27,12 +27,13 @@ import aiohttp
 import orjson
 from faust import web
 
+from agents.core.clock import clock_mode
 from agents.core.state import CustomerState
 from streams.asyncapi import published as asyncapi_document
-from streams.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
-from streams.observe import ObservedWorker
-from streams.readmodel import pending_nudges
 from streams.web.summary import SCOPES, Summaries, parse_as_of
+from streams.worker.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from streams.worker.observe import ObservedWorker
+from streams.worker.readmodel import pending_nudges
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 # A forwarded lookup carries this header; a worker that receives it answers
@@ -206,7 +207,7 @@ def register(app: Any, worker: ObservedWorker) -> None:
                         "stuck_seconds": c.stuck // 10**6,
                     }
                     for c in snap.clocks
-                    if c.since and snap.clock_mode == "stream"
+                    if c.since and clock_mode(snap.clock_mode).event_time
                 ],
             }
             return self.send_json(body, 200 if snap.ready else 503)

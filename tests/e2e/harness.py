@@ -26,8 +26,8 @@ import orjson
 from agents.core.timeutil import iso, parse_timestamp, to_micros
 from agents.offline.reference import ReferenceResult
 from streams.config import Config, load_config
-from streams.offsets import end_offsets, group_lag, read_all
-from streams.producer import produce_lines
+from streams.feed.producer import produce_lines
+from streams.ops.offsets import end_offsets, group_lag, read_all
 from tests.fixtures.contracts import check_outputs
 
 __all__ = [

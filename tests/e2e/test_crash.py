@@ -13,7 +13,7 @@ import pytest
 from agents.core.timeutil import parse_timestamp, to_micros
 from agents.offline.reference import compute_decisions
 from streams.config import Config
-from streams.sample import generate
+from streams.feed.sample import generate
 from tests.e2e.harness import (
     Deployment,
     Expected,

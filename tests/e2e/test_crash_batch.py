@@ -1,6 +1,6 @@
 """kill -9 at points *inside* a batch (docs/design.md, "Crash safety").
 
-The worker kills itself (``RETENTION_FAULT``, streams/faults.py) after a batch's
+The worker kills itself (``RETENTION_FAULT``, streams/worker/faults.py) after a batch's
 outputs are acknowledged but before its table rows are written, after the rows
 are written but before its offsets are committed, and in the ingest agent after
 its bundles are acknowledged.  After a restart on the same data dir: every
@@ -21,7 +21,7 @@ import pytest
 from agents.core.timeutil import parse_timestamp, to_micros
 from agents.offline.reference import compute_decisions
 from streams.config import Config
-from streams.sample import generate
+from streams.feed.sample import generate
 from tests.e2e.harness import Deployment, decision_key, end_offsets
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration]
@@ -41,7 +41,7 @@ def history() -> tuple[list[bytes], dict[tuple[str, str, int, str, str], tuple[s
     return lines, expected
 
 
-# Small batches; the slice points count outputs (streams/faults.py), so the kill
+# Small batches; the slice points count outputs (streams/worker/faults.py), so the kill
 # lands mid-replay however the batches happen to be cut.
 @pytest.mark.parametrize(
     "fault",

@@ -26,7 +26,7 @@ from agents.core.reports import build_report
 from agents.core.timeutil import parse_timestamp, to_micros
 from agents.offline.reference import compute_decisions
 from streams.config import Config
-from streams.sample import generate
+from streams.feed.sample import generate
 from tests.e2e.harness import Deployment, WorkerProcess
 from tests.fixtures.browser import (
     PageServer,

@@ -18,8 +18,8 @@ from agents.core.reports import build_report
 from agents.core.timeutil import MICROS_PER_DAY, iso, parse_timestamp, to_micros
 from agents.offline.reference import ReferenceResult, compute_decisions
 from streams.config import Config, load_config
-from streams.reporting import live_report
-from streams.sample import generate
+from streams.feed.sample import generate
+from streams.ops.reporting import live_report
 from tests.e2e.harness import Deployment, decision_key
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration]

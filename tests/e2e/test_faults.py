@@ -22,8 +22,8 @@ from aiokafka.admin import AIOKafkaAdminClient
 from agents.core.timeutil import MICROS_PER_DAY, MICROS_PER_SECOND, iso, parse_timestamp, to_micros
 from agents.offline.reference import compute_decisions
 from streams.config import Config
+from streams.feed.sample import generate
 from streams.kafka import client_kwargs
-from streams.sample import generate
 from tests.e2e.harness import (
     Deployment,
     Expected,

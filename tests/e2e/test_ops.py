@@ -19,7 +19,7 @@ from agents.core.timeutil import parse_timestamp, to_micros
 from agents.offline.reference import compute_decisions
 from streams.asyncapi import published
 from streams.config import Config
-from streams.sample import generate
+from streams.feed.sample import generate
 from tests.e2e.harness import Deployment, WorkerProcess
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration]
@@ -185,7 +185,7 @@ DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 # Labels Prometheus itself attaches to every scraped series, and the histogram bucket label.
 SCRAPE_LABELS = {"instance", "job", "le"}
 # A replay that ends with `--until` produces no late events, and topics made by the
-# worker have the right partition count; streams/metrics.py labels both by topic.
+# worker have the right partition count; streams/worker/metrics.py labels both by topic.
 LABELS_WITHOUT_SAMPLES = {
     "retention_late_events": {"topic"},
     "retention_partition_mismatch": {"topic"},
@@ -257,7 +257,7 @@ async def test_dashboard_and_alerts_use_only_exported_metrics_and_asyncapi_is_se
         for label in (grouped | selected) - SCRAPE_LABELS:
             assert label in exported, f"{where}: label {label!r} not on {sorted(names)}"
     # Panels and rules together cover every family the worker exports (the dashboard
-    # alone: tests/unit/streams/test_dashboard.py).
+    # alone: tests/unit/streams/worker/test_dashboard.py).
     exported_families = {re.sub(r"_(total|bucket|count|sum|created)$", "", n) for n in labels_of}
     assert {re.sub(r"_(total|bucket)$", "", n) for n in used} == {
         n for n in exported_families if n.startswith("retention_")

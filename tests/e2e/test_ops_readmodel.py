@@ -22,11 +22,11 @@ from agents.core.state import CustomerState
 from agents.core.timeutil import parse_timestamp, to_micros
 from agents.offline.reference import compute_decisions
 from streams.config import Config
+from streams.feed.sample import generate
 from streams.kafka import changelog_topics, client_kwargs, ensure_topics
 from streams.local.redis import ping, start_redis, url_for
-from streams.readmodel import STATE_FIELDS, hash_fields
-from streams.sample import generate
-from streams.tables import read_table
+from streams.ops.tables import read_table
+from streams.worker.readmodel import STATE_FIELDS, hash_fields
 from tests.e2e.harness import (
     ROOT,
     Deployment,

@@ -28,8 +28,8 @@ import pytest
 from agents.core.timeutil import parse_timestamp, to_micros
 from agents.offline.reference import ReferenceResult, compute_decisions
 from streams.config import load_config
-from streams.history import event_time
-from streams.sample import SampleOptions, generate
+from streams.feed.history import event_time
+from streams.feed.sample import SampleOptions, generate
 from tests.e2e.harness import ROOT, Deployment, decision_key
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration]

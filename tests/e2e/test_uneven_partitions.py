@@ -18,8 +18,8 @@ from aiokafka import AIOKafkaProducer
 
 from agents.core.timeutil import MICROS_PER_DAY, iso, parse_timestamp, to_micros
 from agents.offline.reference import compute_decisions
+from streams.feed.producer import produce_lines
 from streams.kafka import client_kwargs, ensure_topics
-from streams.producer import produce_lines
 from tests.e2e.harness import Deployment, end_offsets
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration]

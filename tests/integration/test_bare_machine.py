@@ -9,7 +9,6 @@ say where each came from.
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
@@ -17,16 +16,15 @@ import orjson
 import pytest
 import redis.asyncio as aioredis
 
-from streams.local import cli, kafka
+from streams import cli
+from streams.local import kafka
 from tests.fixtures.kafka import create_topics, produce_json, read_topic
 
 pytestmark = pytest.mark.integration
 
 
 def local(*argv: str) -> int:
-    parser = argparse.ArgumentParser(prog="retention local")
-    cli.add_arguments(parser)
-    return cli.run(parser.parse_args(list(argv)))
+    return cli.main(["local", *argv])
 
 
 async def test_stack_runs_from_wheels_and_direct_jars_with_nothing_on_path(

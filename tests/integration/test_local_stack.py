@@ -7,7 +7,6 @@ process may still have the run folder on its command line or as its cwd.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
@@ -16,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from streams.local import cli, prereqs
+from streams import cli
+from streams.local import prereqs
 from streams.local.kafka import is_ready
 from streams.local.prereqs import find_redis_server
 from streams.local.redis import ping, port_of
@@ -25,10 +25,8 @@ pytestmark = pytest.mark.integration
 
 
 def local(*argv: str) -> int:
-    """Run ``retention local ARGV`` in-process (same parser and code as the real CLI)."""
-    parser = argparse.ArgumentParser(prog="retention local")
-    cli.add_arguments(parser)
-    return cli.run(parser.parse_args(list(argv)))
+    """Run ``retention local ARGV`` in-process (the real CLI's entry point)."""
+    return cli.main(["local", *argv])
 
 
 def alive(pid: int) -> bool:

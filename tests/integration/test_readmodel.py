@@ -12,7 +12,7 @@ from agents.core.engine import Engine
 from agents.core.state import CustomerState
 from streams.config import Config
 from streams.local.stack import StackInfo
-from streams.readmodel import HashWriter, ReadModelWriter, customer_key, hash_fields
+from streams.worker.readmodel import HashWriter, ReadModelWriter, customer_key, hash_fields
 
 pytestmark = pytest.mark.integration
 

@@ -108,9 +108,9 @@ def test_no_import_cycle_in_streams_agents_schemas() -> None:
 
 def test_the_observers_do_not_import_the_app() -> None:
     graph = project_graph()
-    for observer in ("streams.metrics", "streams.web.summary", "streams.web.views"):
-        assert "streams.app" not in graph[observer], observer
-    assert graph["streams.observe"] <= {"streams.config", "agents.core.engine"}
+    for observer in ("streams.worker.metrics", "streams.web.summary", "streams.web.views"):
+        assert "streams.worker.app" not in graph[observer], observer
+    assert graph["streams.worker.observe"] <= {"streams.config", "agents.core.engine"}
 
 
 def test_the_pure_core_imports_no_faust_kafka_or_redis() -> None:

@@ -72,8 +72,8 @@ def _documented_metrics() -> set[str]:
 
 def _exported_metrics() -> set[str]:
     """Every family /metrics renders, as the docs write it: name{label,...}."""
-    from streams.metrics import Metrics
-    from streams.observe import Snapshot
+    from streams.worker.metrics import Metrics
+    from streams.worker.observe import Snapshot
 
     metrics = Metrics(lambda: Snapshot(at=0, worker="w", url="u", clock_mode="stream"))
     out = set()

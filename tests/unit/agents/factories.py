@@ -31,7 +31,7 @@ from schemas.records import (
     Event,
 )
 from streams.config import Config, ConfigError, build_config
-from streams.processors import Processors, build_processors
+from streams.worker.processors import Processors, build_processors
 
 T0 = to_micros(datetime(2026, 3, 2, 10, 0, tzinfo=UTC))
 OPTED_IN = CONSENT_OPTED_IN
@@ -123,7 +123,7 @@ def processors(
     min_event_time: int = DEFAULT_MIN_EVENT_TIME,
 ) -> Processors:
     """The ingest and customer processors as the worker builds them
-    (streams/processors.py), on the default topic names."""
+    (streams/worker/processors.py), on the default topic names."""
     config = Config(
         partitions=partitions,
         clock=mode,

@@ -11,18 +11,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from agents.contract import CLOCK_KEY_PREFIX, CUSTOMER_KEY_PREFIX
 from agents.core.clock import ManualClock
 from agents.core.settings import DAY, CoreSettings
 from agents.core.state import CustomerState
 from agents.core.timeutil import to_micros
-from agents.customer import (
-    CLOCK_KEY_PREFIX,
-    CUSTOMER_KEY_PREFIX,
-    CustomerProcessor,
-    Result,
-    input_sources,
-)
-from agents.messages import bundles
+from agents.customer import CustomerProcessor, Result, input_sources
+from agents.wire import bundles
 from schemas.records import Event
 from tests.unit.agents.factories import T0, at, consent, lag_needed, processors, purchase, session
 
@@ -676,8 +671,8 @@ def test_old_history_on_the_internal_topic_is_not_bounded() -> None:
 
 def test_the_worker_bounds_its_internal_topic_by_the_configured_tolerance() -> None:
     """RETENTION_FUTURE_TOLERANCE reaches the customers agent through the one Config."""
-    from streams.app import RetentionApp
     from streams.config import load_config
+    from streams.worker.app import RetentionApp
 
     env = {"RETENTION_STORE": "memory://", "RETENTION_FUTURE_TOLERANCE": "PT2H"}
     app = RetentionApp(load_config(env, use_stack_file=False), wall_clock=ManualClock(FIRED_AT))
@@ -719,8 +714,8 @@ def test_an_internal_advance_before_the_earliest_event_time_is_a_dead_letter() -
 
 def test_the_worker_bounds_its_internal_topic_by_the_configured_earliest_time() -> None:
     """RETENTION_MIN_EVENT_TIME reaches ingest and the customers agent alike."""
-    from streams.app import RetentionApp
     from streams.config import load_config
+    from streams.worker.app import RetentionApp
 
     env = {"RETENTION_STORE": "memory://", "RETENTION_MIN_EVENT_TIME": "2000-01-01T00:00:00Z"}
     app = RetentionApp(load_config(env, use_stack_file=False), wall_clock=ManualClock(FIRED_AT))

@@ -20,14 +20,15 @@ from collections.abc import Iterable, Iterator
 import orjson
 from aiokafka.partitioner import DefaultPartitioner
 
+from agents.contract import CUSTOMER_KEY_PREFIX, PENDING_KEY_PREFIX
 from agents.core.budget import CODE_PENDING_OVERFLOW, ROW_BUDGET
 from agents.core.clock import ManualClock
 from agents.core.settings import DAY, HOUR, CoreSettings
 from agents.core.state import CustomerState
 from agents.core.timeutil import iso
-from agents.customer import CUSTOMER_KEY_PREFIX, PENDING_KEY_PREFIX, CustomerProcessor, Result
-from agents.messages import bundles
+from agents.customer import CustomerProcessor, Result
 from agents.offline.reference import compute_decisions
+from agents.wire import bundles
 from schemas.records import Event
 from streams.config import Config
 from tests.unit.agents.factories import T0, DictStore, processors, purchase, session

@@ -2,7 +2,7 @@
 
 In-process, no broker: :class:`agents.ingest.IngestProcessor` validates and re-keys
 each raw message, its outputs are bundled per customer partition as the ingest
-agent does (murmur2 of the customer id, ``agents.messages.bundles``), and
+agent does (murmur2 of the customer id, ``agents.wire.bundles``), and
 :class:`agents.customer.CustomerProcessor` is fed and stepped in slices of any
 size over a dict store, in stream-clock mode and in wall-clock mode with an
 injected clock.  Inputs are hostile and valid: raw bytes, bad JSON, huge values,
@@ -42,6 +42,7 @@ from aiokafka.partitioner import DefaultPartitioner
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
+from agents.contract import CLOCK_KEY_PREFIX, CUSTOMER_KEY_PREFIX, PENDING_KEY_PREFIX
 from agents.core.budget import (
     CODE_CUSTOMER_OVER_BUDGET,
     CODE_PENDING_OVERFLOW,
@@ -53,15 +54,8 @@ from agents.core.settings import DAY, HOUR, CoreSettings, LadderSettings
 from agents.core.state import CustomerState
 from agents.core.timeutil import to_micros
 from agents.core.validation import CODE_FUTURE_TIMESTAMP, ERROR_CODES
-from agents.customer import (
-    CLOCK_KEY_PREFIX,
-    CODE_INTERNAL,
-    CUSTOMER_KEY_PREFIX,
-    PENDING_KEY_PREFIX,
-    Result,
-    input_sources,
-)
-from agents.messages import bundles
+from agents.customer import Result, input_sources
+from agents.wire import CODE_INTERNAL, bundles
 from schemas.records import KIND_PURCHASE, KIND_SESSION, Event
 from tests.unit.agents.factories import DictStore, processors
 
@@ -113,7 +107,7 @@ _partitioner = DefaultPartitioner()
 
 
 def partition_of(customer_id: str) -> int:
-    """As the ingest agent routes a customer's events (streams/app.py)."""
+    """As the ingest agent routes a customer's events (streams/worker/app.py)."""
     parts = list(range(PARTITIONS))
     return int(_partitioner(customer_id.encode(), parts, parts))
 

@@ -44,7 +44,7 @@ from streams.config import (
     load_config,
 )
 from streams.local.stack import StackInfo
-from streams.workers import stream_deployment, worker_env
+from streams.local.workers import stream_deployment, worker_env
 
 
 def _load(**env: str) -> object:

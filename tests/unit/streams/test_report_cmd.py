@@ -16,10 +16,10 @@ from agents.core.settings import DAY, CoreSettings
 from agents.core.state import CustomerState
 from agents.core.timeutil import iso, to_micros
 from agents.offline.reference import compute_decisions
-from streams import reporting
 from streams.cli import main
-from streams.sample import generate
-from streams.tables import TableSnapshot
+from streams.feed.sample import generate
+from streams.ops import reporting
+from streams.ops.tables import TableSnapshot
 
 T0 = to_micros(datetime(2026, 3, 2, 10, 0, tzinfo=UTC))
 

@@ -3,10 +3,20 @@
 from __future__ import annotations
 
 import orjson
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from agents.core.clock import NEVER, ManualClock, StreamClock, source_name, system_clock
+from agents.core.clock import (
+    NEVER,
+    STREAM,
+    WALL,
+    ManualClock,
+    StreamClock,
+    clock_mode,
+    source_name,
+    system_clock,
+)
 from agents.core.settings import DAY, HOUR
 from tests.unit.agents.factories import T0, at
 
@@ -122,3 +132,28 @@ def test_the_cached_watermark_is_always_the_one_computed_afresh(
         getattr(c, kind)(source, t)
         fresh = StreamClock.restore(c.sources, lateness, orjson.loads(orjson.dumps(c.to_dict())))
         assert c.watermark() == fresh.watermark()
+
+
+def test_the_config_string_picks_the_clock_mode_and_stays_its_name() -> None:
+    assert clock_mode("wall") is WALL and WALL.name == "wall" and not WALL.event_time
+    assert clock_mode("stream") is STREAM and STREAM.name == "stream" and STREAM.event_time
+    with pytest.raises(ValueError, match="unknown clock mode 'live'"):
+        clock_mode("live")
+
+
+def test_wall_mode_reads_the_wall_and_leaves_the_stream_clock_alone() -> None:
+    c, wall = clock(), ManualClock(at(days=3))
+    WALL.observe(c, PURCHASES, at(days=10))
+    WALL.observe(c, SESSIONS, at(days=10))
+    assert c.watermark() == NEVER
+    assert WALL.now(c, wall) == at(days=3)
+    assert not WALL.is_late(at(days=1), at(days=3))  # nothing is late on the wall clock
+
+
+def test_stream_mode_reads_the_watermark_the_events_moved() -> None:
+    c, wall = clock(), ManualClock(at(days=3))
+    STREAM.observe(c, PURCHASES, at(days=10))
+    STREAM.observe(c, SESSIONS, at(days=12))
+    assert STREAM.now(c, wall) == at(days=10)
+    assert STREAM.is_late(at(days=10), STREAM.now(c, wall))
+    assert not STREAM.is_late(at(days=10) + 1, STREAM.now(c, wall))

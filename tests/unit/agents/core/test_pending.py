@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from agents.core.budget import entry_size
-from agents.core.pending import PendingLimits, entry_key
+from agents.core.pending import PendingLimits, PendingQueue, entry_key
 from agents.core.state import CustomerState
 
 LIMITS = PendingLimits(head_events=3, head_bytes=600, chunk_bytes=400)
@@ -106,3 +106,30 @@ def test_a_changed_overflow_row_is_written_to_a_slot_the_stored_row_does_not_nam
     assert len(chunks) == 1 and not set(chunks) & named  # copy-on-write
     (old,) = emptied  # the row it replaces: emptied once the customer row is written
     assert old in named and old not in {row[0] for row in state.spill.index}
+
+
+def test_the_queue_alone_gives_events_back_in_time_then_id_order_and_counts_them() -> None:
+    queue = PendingQueue()
+    assert not queue and queue.first_time() is None and queue.count() == 0
+    pushed = [entry(30, "b"), entry(10, "z"), entry(30, "a"), entry(20, "x")]
+    pushed += [entry(50 + i, f"y{i}") for i in range(8)]
+    for x in pushed:
+        queue.push(x, LIMITS)
+    assert len(queue.head) <= LIMITS.head_events and queue.spill  # the rest overflowed
+    assert queue.count() == len(pushed)
+    assert queue.total_bytes() == sum(map(entry_size, pushed))
+    assert queue.first_time() == 10
+    out = []
+    while queue:
+        out.append(queue.pop(LIMITS))
+    assert out == sorted(pushed, key=entry_key)
+    assert queue.count() == 0 and queue.total_bytes() == 0 and not queue.spill
+
+
+def test_without_limits_the_queue_keeps_everything_in_the_row() -> None:
+    queue = PendingQueue()
+    for i in range(50):
+        queue.push(entry(100 - i, f"e{i:02d}"))
+    assert len(queue.head) == 50 and not queue.spill
+    assert queue.head_bytes() == queue.total_bytes() == sum(map(entry_size, queue.head))
+    assert queue.first_time() == 51

@@ -25,9 +25,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from agents.core.clock import ManualClock
 from agents.core.timeutil import TIME_MIN, to_micros
 from agents.faust_agents import Send
-from streams.app import RetentionApp
 from streams.config import load_config
 from streams.web.summary import AS_OF_MAX, AS_OF_MIN
+from streams.worker.app import RetentionApp
 from tests.fixtures.asyncapi_parser import errors as asyncapi_errors
 
 T0 = datetime(2026, 3, 1, 10, 0, tzinfo=UTC)
@@ -87,7 +87,7 @@ class AckedTable:
         self.store = store
         self.get, self.scan, self.within = store.get, store.scan, store.within
         self.settle = store.settle
-        # The changelog rows leave through the producer (streams.faust_adapter.send_rows).
+        # The changelog rows leave through the producer (streams.worker.faust_adapter.send_rows).
         store.table.app.producer.send = broker.send
 
     async def write(self, partition: int, rows: Sequence[tuple[bytes, bytes]]) -> list[Any]:
@@ -444,7 +444,7 @@ async def test_a_clock_that_never_starts_shows_from_the_first_event_and_the_hear
     assert f"stream clock of partition {p} has not started 360 s after its first event" in "".join(
         warnings
     )
-    with caplog.at_level("WARNING", logger="streams.app"):
+    with caplog.at_level("WARNING", logger="streams.worker.app"):
         worker.app.log_stuck_clocks()
         worker.app.log_stuck_clocks()  # logged once, not at every look
     logged = [r.getMessage() for r in caplog.records if "has not started" in r.getMessage()]

@@ -1,0 +1,34 @@
+"""What the processors and the Faust shell agree on: the records a processor hands
+over to send (:class:`Output`) and the key layout of the customer table's rows.
+
+The processors (:mod:`agents.ingest`, :mod:`agents.customer`) write these; the
+shell, the read model and the table tools in ``streams`` read them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(slots=True)
+class Output:
+    """One record to send: topic, key and the serialised value."""
+
+    topic: str
+    key: str
+    value: bytes
+
+
+# One table holds both kinds of record; the prefixes keep any customer id (which
+# may be any string) from ever colliding with a partition's clock.
+CUSTOMER_KEY_PREFIX = "c/"
+CLOCK_KEY_PREFIX = "clock/"
+# A customer's pending events beyond its row's share: "p/<slot>/<customer_id>"
+# (agents.core.pending; docs/budget.md "Byte budget").
+PENDING_KEY_PREFIX = "p/"
+# What an overflow row no longer named by its customer's row holds.
+EMPTY_CHUNK = b"[]"
+
+
+def pending_key(slot: int, customer_id: str) -> str:
+    return f"{PENDING_KEY_PREFIX}{slot}/{customer_id}"

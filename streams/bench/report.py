@@ -1,0 +1,127 @@
+"""The benchmark's report: docs/benchmarks.md and its JSON, from one run's figures.
+
+``retention bench`` (streams/cli/bench.py) measures; this module renders.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def percentile(values: list[float], q: float) -> float:
+    """The ``q`` quantile of ``values`` (nearest rank below); 0 when empty."""
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else 0.0
+
+
+# Text after this line in docs/benchmarks.md is kept when `make bench` rewrites the
+# file (the large-scale figures, measured with their own command).
+KEPT = "<!-- kept by make bench: text below is not rewritten -->"
+
+
+def _rate(value: int) -> str:
+    return f"{value:,} msg/s" if value else "not measured"
+
+
+def _ratio(value: float | None, digits: int) -> str:
+    return "not measured" if value is None else f"{value:.{digits}f}"
+
+
+def _extra_lines(r: dict[str, Any]) -> str:
+    out = ""
+    if "recovery" in r:
+        rec = r["recovery"]
+        out += (
+            f"| recovery of the whole table, empty data dir (start to ready) | "
+            f"{rec['seconds']} s ({rec['changelog_messages']:,} changelog messages) |\n"
+        )
+    if "wall_clock_latency" in r:
+        lat = r["wall_clock_latency"]
+        out += (
+            f"| wall clock: due time -> nudge, p50 / p99 / max ({lat['nudges']:,} nudges) | "
+            f"{lat['p50_seconds']} / {lat['p99_seconds']} / {lat['max_seconds']} s |\n"
+        )
+    return out
+
+
+def write_report(path: Path, r: dict[str, Any]) -> None:
+    default = path.resolve() == (ROOT / "docs" / "benchmarks.md").resolve()
+    data = ROOT / "artifacts" / "bench.json" if default else path.with_suffix(".json")
+    data.parent.mkdir(parents=True, exist_ok=True)
+    data.write_bytes(orjson.dumps(r, option=orjson.OPT_INDENT_2))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    kept = ""
+    with contextlib.suppress(OSError):
+        old = path.read_text()
+        if KEPT in old:
+            kept = "\n" + KEPT + old.split(KEPT, 1)[1]
+    st = r["settings"]
+    extra = _extra_lines(r)
+    cpu = ""
+    if r.get("worker_cpu_seconds"):
+        per_event = r["worker_cpu_seconds"] / max(1, r["input_messages"]) * 1e6
+        cpu = (
+            f"| worker CPU (user + system) | {r['worker_cpu_seconds']} s "
+            f"({per_event:,.0f} µs per input message) |\n"
+        )
+    multi = ""
+    if "multi_workers" in r:
+        n = r["multi_workers"]
+        multi = (
+            f"| {n} workers of one app (same machine) | "
+            f"{r[f'workers_{n}_events_per_s']:,} events/s |\n"
+        )
+    path.write_text(
+        f"""# Benchmarks
+
+Written by `make bench` (`retention bench --customers {r["customers"]}`); the latest run
+is below, and `artifacts/bench.json` holds the same figures.  Compare ratios, not
+absolute rates: every line below was measured in one run on a shared machine.
+
+## Method
+
+1. `retention local up` (single-node Kafka 3.9.2 + Redis on loopback, same machine).
+2. A generated sample (`retention sample`: {r["customers"]} customers, {r["days"]} days) is
+   produced to the input topics, with a `control/advance` marker at the end.
+3. **Raw ceiling**: a bare aiokafka `getmany` + `orjson.loads` loop reads the input topics.
+4. **Bare Faust agent** (`streams/bench/bare_faust.py`): one Faust app with the worker's own
+   settings, one agent over the input topics that only decodes (`async for value in
+   stream`, then the same with `take_events`): what Faust itself costs per message.
+5. **Worker**: one `retention worker` (stream clock, at-least-once, RocksDB, guardrails,
+   conversions, read model, metrics and web on) processes the backlog; throughput =
+   events / (first committed progress to zero lag on the input and internal topics,
+   polled every 0.25 s).  *Tail* = from zero input lag to zero lag overall (the
+   internal topic's backlog, the final `--until` advance and what it fires).
+6. **2 workers**: the same input in a deployment of its own, two worker processes of
+   one app sharing its {st["partitions"]} partitions.
+
+## Latest run ({r["date"]})
+
+Machine: {r["machine"]}
+
+| figure | value |
+|---|---|
+| input messages | {r["input_messages"]:,} |
+| produce rate (CLI producer) | {r["produce_msg_per_s"]:,} msg/s |
+| raw consume + decode ceiling | {_rate(r["raw_consume_decode_msg_per_s"])} |
+| bare Faust agent (`async for`) | {_rate(r["bare_faust_msg_per_s"])} |
+| bare Faust agent (`take_events`) | {_rate(r["bare_faust_take_events_msg_per_s"])} |
+| worker end-to-end | {r["worker_events_per_s"]:,} events/s ({r["worker_seconds"]} s) |
+{multi}| tail after the inputs are consumed | {r["worker_tail_seconds"]} s |
+| largest "woke up too late" drift in the worker log | {r["worker_max_drift_seconds"]} s |
+| worker peak RSS | {r["worker_peak_rss_mb"]} MiB ({r["bytes_per_customer"]:,} bytes per customer) |
+{cpu}{extra}| **worker / bare Faust agent** | **{_ratio(r["ratio_worker_to_bare_faust"], 3)}** |
+| worker / raw ceiling | {_ratio(r["ratio_worker_to_raw"], 4)} |
+
+Settings: batch_max {st["batch_max"]}, batch_within {st["batch_within"]} s, producer linger
+{st["producer_linger"]} s, producer batch {st["producer_batch_bytes"]:,} bytes, commit interval
+{st["commit_interval"]} s.  See `docs/performance.md` for where the time goes, what
+each setting did when measured, and the levers left.
+{kept}"""
+    )

@@ -1,0 +1,1 @@
+"""The worker: the Faust shell around the pure core (docs/design.md "Layout")."""

@@ -1,0 +1,53 @@
+"""The internal topic's format (agents.wire): what ingest and the leader write, the
+customer processor reads back unchanged (docs/design.md "The batched hot path")."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+
+from agents.wire import (
+    CODE_INTERNAL,
+    BadMessage,
+    advance_message,
+    bundle_items,
+    bundles,
+    event_message,
+    read_wire_event,
+    tick_message,
+)
+from schemas.records import KIND_PURCHASE, Event
+from tests.unit.agents.factories import T0
+
+PURCHASE = Event(
+    KIND_PURCHASE, "e1", "cus_1", T0, order_id="o1", amount="12.50", currency="EUR", channel="web"
+)
+
+
+def test_an_event_written_by_ingest_reads_back_as_the_same_event() -> None:
+    msg = orjson.loads(event_message("retention.purchases:0", PURCHASE))
+    assert msg["type"] == "ev" and msg["src"] == "retention.purchases:0"
+    assert read_wire_event(msg["ev"], latest=T0) == PURCHASE
+
+
+def test_advances_and_ticks_say_where_the_clock_goes() -> None:
+    adv = orjson.loads(advance_message("retention.sessions:1", T0))
+    assert adv == {"type": "adv", "src": "retention.sessions:1", "until": T0}
+    assert orjson.loads(tick_message(T0)) == {"type": "tick", "now": T0}
+
+
+def test_bundles_carry_every_message_in_order_within_the_size() -> None:
+    items = [event_message(f"retention.purchases:{i % 3}", PURCHASE) for i in range(40)]
+    records = bundles(items, max_bytes=1000)
+    assert len(records) > 1 and all(len(r) <= 1000 + len(items[0]) for r in records)
+    read = [x for r in records for x in bundle_items(orjson.loads(r))]
+    assert read == [orjson.loads(x) for x in items]
+
+
+def test_a_bundle_without_items_and_a_malformed_event_are_dead_letters() -> None:
+    with pytest.raises(BadMessage) as bad:
+        bundle_items({"type": "bundle"})
+    assert bad.value.code == CODE_INTERNAL
+    wire = orjson.loads(event_message("retention.purchases:0", PURCHASE))["ev"]
+    with pytest.raises(BadMessage, match="purchase amount or currency malformed"):
+        read_wire_event({**wire, "a": "12,50"}, latest=T0)

@@ -1,0 +1,27 @@
+"""python -m streams.bench_core: the pure-core measurement whose digests vouch for
+exact semantics (docs/performance.md)."""
+
+from __future__ import annotations
+
+import argparse
+
+from streams.bench import core as bench_core
+
+
+def args(**kw: int) -> argparse.Namespace:
+    base = {"customers": 60, "days": 90, "seed": 7, "batch": 200, "partitions": 4}
+    return argparse.Namespace(**{**base, **kw})
+
+
+def test_the_digests_repeat_and_do_not_depend_on_the_batch_size() -> None:
+    first = bench_core.run(args())
+    assert first["messages"] > 300 and first["outputs"] > 0 and first["rows_written"] > 0
+    again = bench_core.run(args(batch=37))
+    for key in ("messages", "outputs", "outputs_digest", "rows_digest"):
+        assert again[key] == first[key], key
+
+
+def test_another_sample_gives_other_digests() -> None:
+    a, b = bench_core.run(args()), bench_core.run(args(seed=8))
+    assert a["outputs_digest"] != b["outputs_digest"]
+    assert a["rows_digest"] != b["rows_digest"]

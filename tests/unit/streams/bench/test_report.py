@@ -1,0 +1,95 @@
+"""retention bench's report: the figures it writes and the section it keeps."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from streams.bench import report as bench
+
+
+def result(**extra: Any) -> dict[str, Any]:
+    r: dict[str, Any] = {
+        "date": "2026-12-02 02:00 UTC",
+        "machine": "test",
+        "customers": 100,
+        "days": 30,
+        "input_messages": 1234,
+        "produce_msg_per_s": 1000,
+        "raw_consume_decode_msg_per_s": 200000,
+        "bare_faust_msg_per_s": 10000,
+        "bare_faust_take_events_msg_per_s": 10500,
+        "worker_events_per_s": 3100,
+        "worker_seconds": 10.0,
+        "worker_tail_seconds": 2.0,
+        "worker_max_drift_seconds": 0.0,
+        "worker_peak_rss_mb": 300,
+        "bytes_per_customer": 3000,
+        "ratio_worker_to_bare_faust": 0.31,
+        "ratio_worker_to_raw": 0.0155,
+        "settings": {
+            "batch_max": 2000,
+            "batch_within": 0.05,
+            "producer_linger": 0.005,
+            "producer_batch_bytes": 1048576,
+            "commit_interval": 2.8,
+            "partitions": 4,
+        },
+    }
+    r.update(extra)
+    return r
+
+
+def test_the_report_keeps_the_text_after_the_marker_and_writes_json_beside_it(
+    tmp_path: Path,
+) -> None:
+    out = tmp_path / "bench.md"
+    out.write_text(f"old table\n{bench.KEPT}\n## At 100,000 customers\nfigures\n")
+    bench.write_report(out, result())
+    text = out.read_text()
+    assert "old table" not in text
+    assert "| **worker / bare Faust agent** | **0.310** |" in text
+    assert text.endswith(f"{bench.KEPT}\n## At 100,000 customers\nfigures\n")
+    assert orjson.loads((tmp_path / "bench.json").read_bytes())["worker_events_per_s"] == 3100
+
+
+def test_skipped_lines_and_the_large_scale_figures_show_in_the_table(tmp_path: Path) -> None:
+    out = tmp_path / "big.md"
+    r = result(
+        bare_faust_msg_per_s=0,
+        ratio_worker_to_bare_faust=None,
+        ratio_worker_to_raw=None,
+        recovery={"seconds": 41.5, "changelog_messages": 250000, "peak_rss_mb": 900},
+        wall_clock_latency={
+            "customers": 1000,
+            "nudges": 900,
+            "p50_seconds": 0.61,
+            "p99_seconds": 1.2,
+            "max_seconds": 1.4,
+            "tick_interval": 1.0,
+        },
+    )
+    bench.write_report(out, r)
+    text = out.read_text()
+    assert "| **worker / bare Faust agent** | **not measured** |" in text
+    assert "| bare Faust agent (`async for`) | not measured |" in text
+    assert "empty data dir (start to ready) | 41.5 s (250,000 changelog messages) |" in text
+    assert "p50 / p99 / max (900 nudges) | 0.61 / 1.2 / 1.4 s |" in text
+    assert bench.KEPT not in text  # nothing to keep in a new file
+
+
+def test_percentiles_are_read_off_the_sorted_delays() -> None:
+    delays = [float(x) for x in range(100, 0, -1)]  # 1..100, unsorted
+    assert bench.percentile(delays, 0.5) == 51.0
+    assert bench.percentile(delays, 0.99) == 100.0
+    assert bench.percentile([], 0.5) == 0.0
+
+
+def test_the_worker_cpu_seconds_show_per_input_message(tmp_path: Path) -> None:
+    out = tmp_path / "bench.md"
+    bench.write_report(out, result(worker_cpu_seconds=12.3))
+    assert "| worker CPU (user + system) | 12.3 s (9,968 µs per input message) |" in out.read_text()
+    bench.write_report(out, result())  # an older result without the figure: no line
+    assert "worker CPU" not in out.read_text()
