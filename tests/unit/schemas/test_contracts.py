@@ -45,6 +45,8 @@ from tests.unit.agents.factories import PURCHASE_WIRE, processors
 SCHEMA_DIR = Path(schemas.__file__).parent
 INPUTS = ("purchase", "session", "consent")
 OUTPUTS = ("decision", "nudge", "dead_letter", "outcome")
+# Not a message: the rules file (tests/unit/agents/core/rules/test_schema.py).
+FILES = ("rules",)
 NOW = to_micros(datetime(2026, 3, 10, 12, 0, tzinfo=UTC))
 FAR_FUTURE = 2**62  # disables the future_timestamp check
 HUGE = 1 << 30  # disables the too_large check
@@ -75,7 +77,7 @@ def code_accepts(raw: bytes) -> bool:
 # --- (a) the schema files ---------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", INPUTS + OUTPUTS)
+@pytest.mark.parametrize("name", INPUTS + OUTPUTS + FILES)
 def test_schema_file_is_valid_draft_2020_12(name: str) -> None:
     schema = load(name)
     Draft202012Validator.check_schema(schema)
@@ -88,7 +90,7 @@ def test_schema_file_is_valid_draft_2020_12(name: str) -> None:
 
 def test_every_schema_file_is_covered() -> None:
     assert {p.name for p in SCHEMA_DIR.glob("*.schema.json")} == {
-        f"{n}.schema.json" for n in INPUTS + OUTPUTS
+        f"{n}.schema.json" for n in INPUTS + OUTPUTS + FILES
     }
 
 
