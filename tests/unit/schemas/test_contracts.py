@@ -477,8 +477,25 @@ def test_decision_and_nudge_records_validate() -> None:
         assert n == {k: v for k, v in d.items() if k not in ("delivered", "outcome", "clock")} | {
             "schema": "nudge/1"
         }
-    assert set(load("decision")["required"]) == set(decisions[0])
-    assert set(load("nudge")["required"]) == set(nudges[0])
+    # Every key but the optional ones (docs/rules.md "Rules file") is required.
+    assert set(load("decision")["required"]) == set(decisions[0]) - OPTIONAL["decision"]
+    assert set(load("nudge")["required"]) == set(nudges[0]) - OPTIONAL["nudge"]
+    assert decisions[0]["rule_version"] == nudges[0]["rule_version"]
+    assert "channel" not in nudges[0]  # the default rules name no channel
+
+
+def test_a_rule_channel_and_version_reach_the_nudge_only_where_the_schemas_say() -> None:
+    d = real_decisions()[0]
+    record = Decision(
+        **{k: v for k, v in d.items() if k not in ("schema", "threshold", "rule_version")},
+        threshold=Threshold(**d["threshold"]),
+        rule_version="0123456789ab",
+        channel="email",
+    )
+    _assert_valid("decision", record.to_dict())
+    _assert_valid("nudge", record.nudge_dict())
+    assert "channel" not in record.to_dict() and record.nudge_dict()["channel"] == "email"
+    assert not VALIDATORS["nudge"].is_valid(record.nudge_dict() | {"rule_version": "v1"})
 
 
 def test_decision_schema_ties_delivered_to_outcome() -> None:
@@ -509,7 +526,7 @@ def test_dead_letter_records_validate() -> None:
 def test_output_schemas_are_closed_and_require_everything(name: str) -> None:
     schema = load(name)
     assert schema["additionalProperties"] is False
-    assert set(schema["required"]) == set(schema["properties"])
+    assert set(schema["required"]) == set(schema["properties"]) - OPTIONAL.get(name, set())
 
 
 # --- (e) the dataclasses in schemas.records ---------------------------------------------
@@ -551,6 +568,10 @@ OUTPUT_RECORDS: dict[str, type[Any]] = {
     "outcome": Outcome,
     "dead_letter": DeadLetter,
 }
+# Keys a record leaves out when unset (docs/rules.md "Rules file").
+OPTIONAL = {"decision": {"rule_version"}, "nudge": {"rule_version", "channel"}}
+# A decision carries its rule's channel for the nudge it makes, never on its own topic.
+NOT_ON_WIRE = {"decision": {"channel"}}
 NESTED = {
     ("decision", "threshold"): Threshold,
     ("nudge", "threshold"): Threshold,
@@ -567,7 +588,9 @@ def _keys(cls: type[Any]) -> set[str]:
 @pytest.mark.parametrize("name", OUTPUTS)
 def test_output_record_classes_match_schemas(name: str) -> None:
     cls, schema = OUTPUT_RECORDS[name], load(name)
-    assert _keys(cls) == set(schema["properties"]) == set(schema["required"])
+    optional = OPTIONAL.get(name, set())
+    assert _keys(cls) - NOT_ON_WIRE.get(name, set()) == set(schema["properties"])
+    assert set(schema["properties"]) - optional == set(schema["required"])
     assert cls.schema == schema["properties"]["schema"]["const"] == f"{name}/1"
     for (record, key), nested in NESTED.items():
         if record == name:
@@ -591,9 +614,10 @@ def test_to_dict_writes_exactly_the_declared_keys() -> None:
     decision = real_decision_records()[0]
     conversion_records = real_outcomes()
     letters = real_dead_letters()
-    assert set(decision.to_dict()) == _keys(Decision)
+    assert set(decision.to_dict()) == _keys(Decision) - NOT_ON_WIRE["decision"]
     assert set(decision.to_dict()["threshold"]) == _fields(Threshold)
-    assert set(decision.nudge_dict()) == _keys(NudgeTrigger)
+    # The default rules name no channel: the nudge leaves it out.
+    assert set(decision.nudge_dict()) == _keys(NudgeTrigger) - {"channel"}
     assert set(conversion_records[0]) == _keys(Outcome)
     assert set(conversion_records[0]["attribution_window"]) == _fields(Threshold)
     assert set(letters[0]) == _keys(DeadLetter)
