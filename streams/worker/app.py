@@ -2,9 +2,10 @@
 
 The agents (:mod:`agents.faust_agents`) only translate: bytes from Kafka go into
 :class:`agents.ingest.IngestProcessor` and :class:`agents.customer.CustomerProcessor`;
-what they return goes back out.  Faust internals are used only through
-:mod:`streams.worker.faust_adapter`; what metrics, summary and views read of the worker is
-a :class:`streams.worker.observe.Snapshot` (docs/design.md, "Layout").
+what they return goes back out.  Faust and aiokafka internals are used only
+through the pinned :mod:`streams.faust_adapter` and :mod:`streams.aiokafka_adapter`;
+what metrics, summary and views read of the worker is a
+:class:`streams.worker.observe.Snapshot` (docs/design.md, "Layout").
 """
 
 from __future__ import annotations
@@ -30,18 +31,18 @@ from agents.core.timeutil import MICROS_PER_SECOND, iso
 from agents.faust_agents import CustomerAgent, IngestAgent, Send, crash_only
 from agents.messages import CONTROL_ADVANCE, dumps
 from agents.wire import tick_message
+from streams.aiokafka_adapter import guard_undecodable_batches
 from streams.config import Config
-from streams.kafka import ssl_context
-from streams.worker.faults import FaultInjector
-from streams.worker.faust_adapter import (
+from streams.faust_adapter import (
     TableStore,
     check_version,
     committed_offsets,
-    guard_undecodable_batches,
     recovery_state,
     set_producer_buffer_limit,
     use_replaying_consumer,
 )
+from streams.kafka import ssl_context
+from streams.worker.faults import FaultInjector
 from streams.worker.metrics import Metrics
 from streams.worker.observe import PartitionClock, PartitionRows, ReadModelStatus, Snapshot
 from streams.worker.processors import build_processors

@@ -87,7 +87,7 @@ class AckedTable:
         self.store = store
         self.get, self.scan, self.within = store.get, store.scan, store.within
         self.settle = store.settle
-        # The changelog rows leave through the producer (streams.worker.faust_adapter.send_rows).
+        # The changelog rows leave through the producer (streams.faust_adapter.send_rows).
         store.table.app.producer.send = broker.send
 
     async def write(self, partition: int, rows: Sequence[tuple[bytes, bytes]]) -> list[Any]:
