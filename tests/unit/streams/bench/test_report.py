@@ -93,3 +93,13 @@ def test_the_worker_cpu_seconds_show_per_input_message(tmp_path: Path) -> None:
     assert "| worker CPU (user + system) | 12.3 s (9,968 µs per input message) |" in out.read_text()
     bench.write_report(out, result())  # an older result without the figure: no line
     assert "worker CPU" not in out.read_text()
+
+
+def test_the_default_report_path_is_the_repositorys_docs() -> None:
+    # make bench writes docs/benchmarks.md and keeps its figures in artifacts/bench.json;
+    # a ROOT one level off (as after moving the module into streams/bench/) would drop a
+    # stray docs/benchmarks.json beside it instead.
+    from streams.bench import report
+
+    assert (report.ROOT / "pyproject.toml").is_file()
+    assert (report.ROOT / "docs" / "benchmarks.md").is_file()
