@@ -44,6 +44,7 @@ import orjson
 from agents.core.timeutil import TimeFormatError, parse_timestamp, to_micros
 from agents.core.validation import ValidationError, validate
 from agents.offline.reference import ReferenceResult, compute_decisions
+from agents.offline.rulebook import Rulebook, legacy_rulebook, read_rules
 from streams.config import Config
 
 DEFAULT_RUN_BYTES = 64 * 1024 * 1024
@@ -70,12 +71,12 @@ class BacktestError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class RulesFile:
-    """A rules file as the backtest hands it on: its path, text and rule names."""
+    """A rules file as the backtest hands it on: where it came from and what it says."""
 
     path: str
-    text: str
-    # Rule names in file order (the order the report lists them in).
-    names: tuple[str, ...]
+    # What tomllib read; None: the configuration's rules and guardrails (today's
+    # three rules, RETENTION_* settings), for the bench.
+    document: dict[str, Any] | None
 
 
 def load_rules_file(path: str) -> RulesFile:
@@ -87,34 +88,39 @@ def load_rules_file(path: str) -> RulesFile:
     except (OSError, UnicodeDecodeError) as exc:
         raise BacktestError(f"cannot read the rules file {path}: {exc}") from None
     try:
-        data = tomllib.loads(text)
+        document = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise BacktestError(f"{path} is not valid TOML: {exc}") from None
-    rules = data.get("rule", [])
-    names = tuple(
-        r["name"]
-        for r in (rules if isinstance(rules, list) else [])
-        if isinstance(r, dict) and isinstance(r.get("name"), str)
-    )
-    return RulesFile(path=path, text=text, names=names)
+    rules = RulesFile(path, document)
+    _rulebook(rules, Config())  # read once here, so a bad file stops before the history
+    return rules
+
+
+def _rulebook(rules: RulesFile, config: Config) -> Rulebook:
+    if rules.document is None:
+        return legacy_rulebook(config.core)
+    try:
+        return read_rules(rules.document)
+    except (ValueError, KeyError, TypeError) as exc:
+        what = f"missing key {exc}" if isinstance(exc, KeyError) else str(exc)
+        raise BacktestError(f"{rules.path}: not a usable rules file: {what}") from None
+
+
+def rule_steps(rules: RulesFile, config: Config) -> dict[str, tuple[int, ...]]:
+    """Each enabled rule's step numbers, by priority: a step that never fires shows 0."""
+    return {r.name: tuple(range(1, len(r.steps) + 1)) for r in _rulebook(rules, config).rules}
 
 
 def run_reference(
     lines: Iterable[bytes],
     config: Config,
-    rules: RulesFile | None,
+    rules: RulesFile,
     *,
     until: int | None,
     now: int,
 ) -> ReferenceResult:
-    """The one place the rules file reaches the offline reference.
-
-    The reference reads ``config.core`` (the default rules and guardrails) until it
-    interprets a rules file itself (issue 20); ``rules`` is then passed on here and
-    nowhere else.
-    """
-    del rules  # the reference runs the default rules: see the docstring
-    return compute_decisions(lines, config, until=until, now=now)
+    """The one place the rules file reaches the offline reference."""
+    return compute_decisions(lines, config, rules=rules.document, until=until, now=now)
 
 
 # --- sort pass ---------------------------------------------------------------------
@@ -472,6 +478,7 @@ class BacktestResult:
     tally: Tally
     baseline_tally: Tally | None
     diff: dict[str, RuleDiff]
+    # Every rule's step numbers, the file's rules by priority, then the baseline's.
     known_steps: dict[str, tuple[int, ...]]
     workers: int
     chunks: int
@@ -555,6 +562,9 @@ def backtest(
         horizon = until - 1 if until is not None else ordered.latest
         job = ChunkJob(config, rules, baseline, horizon, now, keep_decisions)
         collected = _run_chunks(job, customer_chunks(ordered, chunk_lines), workers)
+    known = rule_steps(rules, config)
+    for rule, steps in (rule_steps(baseline, config) if baseline is not None else {}).items():
+        known.setdefault(rule, steps)
     part = collected.result or ChunkResult(tally=Tally(), baseline=Tally() if baseline else None)
     # The reference's output order, (due, customer, rule order, step): a stable sort
     # keeps each customer's own order, which its chunk computed.
@@ -569,7 +579,7 @@ def backtest(
         tally=part.tally,
         baseline_tally=part.baseline,
         diff=part.diff,
-        known_steps=_known_steps(config),
+        known_steps=known,
         workers=workers,
         chunks=collected.chunks,
         runs=len(ordered.runs),
@@ -577,11 +587,6 @@ def backtest(
         decisions=[d for _, _, d in collected.decisions],
         outcomes=[o for _, _, o in collected.outcomes],
     )
-
-
-def _known_steps(config: Config) -> dict[str, tuple[int, ...]]:
-    """Each rule's steps as the reference runs them, so a step that never fired shows 0."""
-    return {ladder.rule: tuple(range(1, len(ladder.steps) + 1)) for ladder in config.core.ladders()}
 
 
 def _open(name: str) -> contextlib.AbstractContextManager[IO[bytes]]:

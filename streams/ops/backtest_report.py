@@ -80,9 +80,8 @@ class _Sums:
 
 
 def _rule_order(result: BacktestResult) -> list[str]:
-    named = list(result.rules.names or result.known_steps)
-    if result.baseline is not None:
-        named += [n for n in result.baseline.names if n not in named]
+    """The file's rules by priority, then the baseline's others, then any other seen."""
+    named = list(result.known_steps)
     tallies = [result.tally, result.baseline_tally]
     seen = {k[0] for t in tallies if t is not None for k in t.counts}
     return named + sorted(seen - set(named))

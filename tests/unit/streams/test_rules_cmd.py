@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import tomllib
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -38,10 +39,43 @@ def history(tmp_path: Path) -> Path:
     return path
 
 
+TODAY = """
+format = 1
+
+[[rule]]
+name = "second_purchase"
+priority = 10
+anchor = "first_order"
+cancel_on = ["purchase"]
+steps = ["P7D", "P14D", "P30D"]
+
+[[rule]]
+name = "inactivity"
+priority = 20
+anchor = "last_activity"
+steps = ["P14D", "P30D", "P60D"]
+
+[[rule]]
+name = "overdue"
+priority = 30
+anchor = { kind = "last_order", min_orders = 3 }
+steps = [{ cadence = 2.0, floor = "P7D" }]
+"""
+
+
 @pytest.fixture
 def rules(tmp_path: Path) -> Path:
     path = tmp_path / "rules.toml"
-    path.write_text('format = 1\n\n[[rule]]\nname = "second_purchase"\n')
+    path.write_text(TODAY)
+    return path
+
+
+@pytest.fixture
+def earlier(tmp_path: Path) -> Path:
+    """Today's rules with the first second_purchase step at 3 days, not 7, and no overdue."""
+    path = tmp_path / "earlier.toml"
+    text = TODAY.replace('"P7D", "P14D", "P30D"', '"P3D", "P14D", "P30D"')
+    path.write_text(text.split('[[rule]]\nname = "overdue"')[0])
     return path
 
 
@@ -79,7 +113,8 @@ def test_json_totals_are_the_reference_decisions(
     config = load_config()
     since = to_micros(datetime(2026, 5, 1, tzinfo=UTC))
     backfill = replace(config, core=replace(config.core, backfill_until=since))
-    ref = compute_decisions(history.read_bytes().splitlines(), backfill)
+    document = tomllib.loads(TODAY)
+    ref = compute_decisions(history.read_bytes().splitlines(), backfill, rules=document)
     assert doc["totals"]["firings"] == len(ref.decisions) > 100
     assert doc["totals"]["delivered"] == sum(d["delivered"] for d in ref.decisions)
     assert doc["history"]["lines"] == ref.lines
@@ -118,27 +153,29 @@ def test_html_is_one_self_contained_page_with_charts(
 
 
 def test_a_baseline_adds_who_would_newly_or_no_longer_get_a_nudge(
-    capsys: pytest.CaptureFixture[str], history: Path, rules: Path
+    capsys: pytest.CaptureFixture[str], history: Path, rules: Path, earlier: Path
 ) -> None:
-    code, out, _ = backtest(
-        capsys, str(rules), "--from-file", str(history), "--baseline", str(rules)
-    )
+    args = [str(earlier), "--from-file", str(history), "--baseline", str(rules)]
+    code, out, _ = backtest(capsys, *args)
     assert code == 0
     assert f"Against the baseline {rules}" in out
     assert "newly get" in out and "no longer get" in out
-    code, text, _ = backtest(
-        capsys,
-        str(rules),
-        "--from-file",
-        str(history),
-        "--baseline",
-        str(rules),
-        "--format",
-        "json",
-    )
+    # The earlier first step reaches customers whose second order came between day 3
+    # and day 7: they newly get a second_purchase nudge; overdue is gone entirely.
+    assert re.search(r"second_purchase: \S+ newly gets a nudge — file: step 1 ", out)
+    assert re.search(r"overdue: \S+ no longer gets a nudge — file: no firing; baseline: ", out)
+    code, text, _ = backtest(capsys, *args, "--format", "json")
     base: dict[str, Any] = orjson.loads(text)["baseline"]
     assert base["rules_file"] == str(rules)
-    assert {d["rule"] for d in base["diff"]} >= {"second_purchase", "inactivity", "overdue"}
+    diff = {d["rule"]: d for d in base["diff"]}
+    assert diff["second_purchase"]["newly"]["customers"] > 0
+    overdue = diff["overdue"]["no_longer"]
+    delivered = next(r for r in base["by_rule"] if r["rule"] == "overdue")["totals"]["delivered"]
+    assert 0 < overdue["customers"] <= delivered
+    assert 1 <= len(overdue["examples"]) <= 5
+    ids = [e["customer_id"] for e in overdue["examples"]]
+    assert ids == sorted(ids)
+    assert all(e["file"] == [] and e["baseline"] for e in overdue["examples"])
 
 
 @pytest.mark.parametrize(
@@ -164,6 +201,9 @@ def test_a_file_that_is_not_toml_or_a_missing_history_is_refused(
     bad.write_text("[[rule]\nname =")
     code, _, err = backtest(capsys, str(bad), "--from-file", str(history))
     assert code == 2 and "is not valid TOML" in err
+    bad.write_text('format = 1\n[[rule]]\nname = "x"\nanchor = "tuesday"\npriority = 1\n')
+    code, _, err = backtest(capsys, str(bad), "--from-file", str(history))
+    assert code == 2 and "rule[0].anchor" in err and err.count("\n") == 1
     code, _, err = backtest(capsys, str(bad), "--from-file", str(tmp_path / "nope.jsonl"))
     assert code == 2 and "no such file" in err
 

@@ -30,13 +30,57 @@ from streams.ops.backtest import (
     customer_chunks,
     diff_results,
     iso_week,
+    load_rules_file,
     sort_history,
 )
 from streams.ops.backtest_report import document, figures
 
 T0 = to_micros(datetime(2026, 3, 2, 10, 0, tzinfo=UTC))  # a Monday
 NOW = T0 + 400 * DAY
-RULES = RulesFile("rules.toml", "format = 1\n", ())
+# The configuration's rules (today's three), as the reference runs without a file.
+RULES = RulesFile("default", None)
+# Four rules: two that collide at the same instant (arbitration on one), a
+# transactional one and an audience that turns false before a step.
+SHOP_RULES = """
+format = 1
+
+[guardrails]
+holdout_percent = 20.0
+min_gap = "PT12H"
+
+[[rule]]
+name = "welcome_back"
+priority = 5
+anchor = "last_order"
+cancel_on = ["purchase"]
+steps = ["P10D"]
+arbitration = true
+
+[[rule]]
+name = "second_purchase"
+priority = 10
+anchor = "first_order"
+cancel_on = ["purchase"]
+steps = ["P7D", "P14D", "P30D"]
+
+[[rule]]
+name = "receipt_followup"
+priority = 20
+anchor = "last_order"
+steps = ["P10D"]
+transactional = true
+
+[[rule]]
+name = "vip"
+priority = 30
+anchor = "last_activity"
+steps = ["P10D", "P40D"]
+arbitration = true
+
+[rule.audience]
+orders = { min = 2 }
+days_since_first_order = { max = 60 }
+"""
 CONFIG = Config()
 
 
@@ -58,6 +102,8 @@ def write(tmp_path: Path, lines: list[bytes]) -> Path:
 
 
 def assert_same_as_reference(result: Any, lines: list[bytes], config: Config, **kw: Any) -> None:
+    if result.rules.document is not None:
+        kw["rules"] = result.rules.document
     ref = compute_decisions(lines, config, now=NOW, **kw)
     assert result.decisions == ref.decisions
     assert result.outcomes == ref.outcomes
@@ -112,6 +158,33 @@ def test_a_history_grouped_by_customer_gives_the_same_decisions(tmp_path: Path) 
         keep_decisions=True,
     )
     assert_same_as_reference(result, lines, CONFIG)
+
+
+def test_a_shop_rules_file_gives_the_reference_decisions_for_that_file(tmp_path: Path) -> None:
+    rules_path = tmp_path / "shop.toml"
+    rules_path.write_text(SHOP_RULES)
+    rules = load_rules_file(str(rules_path))
+    lines = list(generate(200, 200, seed=9, end=T0 + 200 * DAY))
+    result = backtest(
+        str(write(tmp_path, lines)),
+        CONFIG,
+        rules,
+        now=NOW,
+        workers=2,
+        run_bytes=20_000,
+        chunk_lines=200,
+        keep_decisions=True,
+    )
+    assert_same_as_reference(result, lines, CONFIG)
+    fired = {d["rule"] for d in result.decisions}
+    assert fired == {"welcome_back", "second_purchase", "receipt_followup", "vip"}
+    assert any(d["outcome"] == "outranked" for d in result.decisions)
+    assert list(result.known_steps) == [
+        "welcome_back",
+        "second_purchase",
+        "receipt_followup",
+        "vip",
+    ]
 
 
 CUSTOMERS = st.sampled_from(["a", "b", "c", "d"])
