@@ -32,12 +32,13 @@ import sys
 import tempfile
 import time
 import tomllib
-from collections.abc import Iterable, Iterator
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, TypeVar
 
 import orjson
 
@@ -48,6 +49,8 @@ from agents.offline.rulebook import Rulebook, legacy_rulebook, read_rules
 from streams.config import Config
 
 DEFAULT_RUN_BYTES = 64 * 1024 * 1024
+# Lines keyed (customer id, validity of the latest time) per task of the sort pass.
+KEY_BLOCK_LINES = 10_000
 # Lines per chunk handed to a worker (whole customers: a chunk ends at the first
 # customer boundary past this).  Small enough that a worker's reference run stays
 # a few tens of MiB, large enough that pickling is noise.
@@ -59,6 +62,8 @@ EXAMPLES = 5
 EXAMPLE_DECISIONS = 6
 NO_FIRING = "no firing"
 
+T = TypeVar("T")
+R = TypeVar("R")
 _RUN_HEADER = struct.Struct("<IQI")  # customer id bytes, line number, line bytes
 
 
@@ -139,26 +144,64 @@ class SortedHistory:
     latest: int | None = None  # latest occurred_at of a valid line (micros)
 
 
-def _customer_key(line: bytes, max_bytes: int) -> str | None:
-    """The line's customer_id if it is a JSON object with a string one and not too large."""
+@dataclass(frozen=True, slots=True)
+class InputBounds:
+    """What decides whether a line is a valid event: the reference's own bounds."""
+
+    max_bytes: int
+    future_tolerance: int
+    earliest: int
+    now: int
+
+    @classmethod
+    def of(cls, config: Config, now: int) -> InputBounds:
+        return cls(config.max_message_bytes, config.future_tolerance, config.min_event_time, now)
+
+
+def key_lines(bounds: InputBounds, lines: list[bytes]) -> tuple[list[str | None], int | None]:
+    """Each line's customer_id (None: not a JSON object with a string one, or too
+    large: it can only be a dead letter) and the latest occurred_at of a valid line.
+
+    Only a line dated after the latest so far is validated (the chunks validate
+    every line again); on a history in time order that is most of them, which is
+    why this runs in the pool."""
+    keys: list[str | None] = []
+    latest: int | None = None
+    for line in lines:
+        customer, t = _key_and_time(line, bounds.max_bytes)
+        keys.append(customer)
+        if customer is None or t is None or (latest is not None and t <= latest):
+            continue
+        try:
+            event = validate(
+                line,
+                now=bounds.now,
+                max_bytes=bounds.max_bytes,
+                future_tolerance=bounds.future_tolerance,
+                earliest=bounds.earliest,
+            )
+        except ValidationError:
+            continue
+        latest = event.occurred_at
+    return keys, latest
+
+
+def _key_and_time(line: bytes, max_bytes: int) -> tuple[str | None, int | None]:
     if len(line) > max_bytes:
-        return None
+        return None, None
     try:
         obj = orjson.loads(line)
     except orjson.JSONDecodeError:
-        return None
+        return None, None
     if not isinstance(obj, dict):
-        return None
+        return None, None
     customer = obj.get("customer_id")
-    return customer if isinstance(customer, str) else None
-
-
-def _candidate_time(line: bytes) -> int | None:
-    """The line's occurred_at in micros if it parses (validity is checked after)."""
+    if not isinstance(customer, str):
+        return None, None
     try:
-        return to_micros(parse_timestamp(orjson.loads(line).get("occurred_at")))
+        return customer, to_micros(parse_timestamp(obj.get("occurred_at")))
     except (TimeFormatError, ValueError, OverflowError):
-        return None
+        return customer, None
 
 
 class _RunWriter:
@@ -190,55 +233,57 @@ class _RunWriter:
         self.size = 0
 
 
+def _blocks(source: IO[bytes], size: int) -> Iterator[list[tuple[int, bytes]]]:
+    """Non-blank lines with their line numbers, ``size`` at a time."""
+    block: list[tuple[int, bytes]] = []
+    for number, raw in enumerate(source):
+        line = raw.rstrip(b"\r\n")
+        if line.strip():
+            block.append((number, line))
+            if len(block) >= size:
+                yield block
+                block = []
+    if block:
+        yield block
+
+
+def _key_block(
+    args: tuple[InputBounds, list[tuple[int, bytes]]],
+) -> tuple[list[str | None], int | None]:
+    bounds, block = args
+    return key_lines(bounds, [line for _, line in block])
+
+
 def sort_history(
     source: IO[bytes],
     folder: Path,
-    config: Config,
+    bounds: InputBounds,
     *,
-    now: int,
     run_bytes: int = DEFAULT_RUN_BYTES,
+    pool: ProcessPoolExecutor | None = None,
+    in_flight: int = 1,
+    block_lines: int = KEY_BLOCK_LINES,
 ) -> SortedHistory:
-    """Key every non-blank line of ``source`` by customer and write sorted runs to ``folder``."""
+    """Key every non-blank line of ``source`` by customer and write sorted runs to
+    ``folder``; with a pool, blocks of lines are keyed there, in file order."""
     history = SortedHistory(folder=folder)
     writer = _RunWriter(history, run_bytes)
     strays_path = folder / "strays"
+    blocks = ((bounds, block) for block in _blocks(source, block_lines))
     with strays_path.open("wb") as strays:
-        for number, raw in enumerate(source):
-            line = raw.rstrip(b"\r\n")
-            if not line.strip():
-                continue
-            history.lines += 1
-            customer = _customer_key(line, config.max_message_bytes)
-            if customer is None:
-                strays.write(line + b"\n")
-                history.stray_lines += 1
-                continue
-            writer.add(customer.encode("utf-8", "surrogatepass"), number, line)
-            _note_time(history, line, config, now)
+        for (_, block), (keys, latest) in ordered_map(pool, _key_block, blocks, in_flight):
+            history.lines += len(block)
+            if latest is not None and (history.latest is None or latest > history.latest):
+                history.latest = latest
+            for (number, line), customer in zip(block, keys, strict=True):
+                if customer is None:
+                    strays.write(line + b"\n")
+                    history.stray_lines += 1
+                else:
+                    writer.add(customer.encode("utf-8", "surrogatepass"), number, line)
     writer.flush()
     history.strays = strays_path
     return history
-
-
-def _note_time(history: SortedHistory, line: bytes, config: Config, now: int) -> None:
-    """Raise the horizon to the line's occurred_at if the line is valid and later.
-
-    Only a line dated after the horizon so far is validated here (the chunks
-    validate every line again): on a history in time order that is every line."""
-    t = _candidate_time(line)
-    if t is None or (history.latest is not None and t <= history.latest):
-        return
-    try:
-        event = validate(
-            line,
-            now=now,
-            max_bytes=config.max_message_bytes,
-            future_tolerance=config.future_tolerance,
-            earliest=config.min_event_time,
-        )
-    except ValidationError:
-        return
-    history.latest = event.occurred_at
 
 
 def _read_run(path: Path) -> Iterator[tuple[bytes, int, bytes]]:
@@ -450,17 +495,32 @@ def run_chunk(job: ChunkJob, lines: list[bytes]) -> ChunkResult:
     return out
 
 
-_JOB: ChunkJob | None = None
+def _pool_chunk(args: tuple[ChunkJob, list[bytes]]) -> ChunkResult:
+    return run_chunk(*args)
 
 
-def _init_worker(job: ChunkJob) -> None:
-    global _JOB
-    _JOB = job
-
-
-def _pool_chunk(lines: list[bytes]) -> ChunkResult:
-    assert _JOB is not None
-    return run_chunk(_JOB, lines)
+def ordered_map(
+    pool: ProcessPoolExecutor | None,
+    fn: Callable[[T], R],
+    items: Iterable[T],
+    in_flight: int = 1,
+) -> Iterator[tuple[T, R]]:
+    """``(item, fn(item))`` in the items' order, computed in ``pool`` (in this process
+    without one) with at most ``in_flight`` items submitted and not yet taken: the
+    parent holds only those, whatever the number of items."""
+    if pool is None:
+        for item in items:
+            yield item, fn(item)
+        return
+    pending: deque[tuple[T, Future[R]]] = deque()
+    for item in items:
+        pending.append((item, pool.submit(fn, item)))
+        if len(pending) >= in_flight:
+            first, future = pending.popleft()
+            yield first, future.result()
+    while pending:
+        first, future = pending.popleft()
+        yield first, future.result()
 
 
 # --- the whole backtest ------------------------------------------------------------
@@ -509,23 +569,6 @@ class _Collector:
             self.result.diff.setdefault(rule, RuleDiff()).merge(diff)
 
 
-def _run_chunks(job: ChunkJob, chunks: Iterator[list[bytes]], workers: int) -> _Collector:
-    collected = _Collector()
-    if workers <= 1:
-        for lines in chunks:
-            collected.add(run_chunk(job, lines))
-        return collected
-    with ProcessPoolExecutor(workers, initializer=_init_worker, initargs=(job,)) as pool:
-        pending: list[Future[ChunkResult]] = []
-        for lines in chunks:
-            pending.append(pool.submit(_pool_chunk, lines))
-            while len(pending) >= workers * IN_FLIGHT_PER_WORKER:
-                collected.add(pending.pop(0).result())
-        for future in pending:
-            collected.add(future.result())
-    return collected
-
-
 def backtest(
     history: str,
     config: Config,
@@ -555,13 +598,22 @@ def backtest(
     workers = max(1, workers or os.cpu_count() or 1)
     if since is not None:
         config = replace(config, core=replace(config.core, backfill_until=since))
-    with tempfile.TemporaryDirectory(prefix="retention-backtest-", dir=temp_dir) as folder:
+    bounds = InputBounds.of(config, now)
+    in_flight = IN_FLIGHT_PER_WORKER * workers
+    collected = _Collector()
+    with contextlib.ExitStack() as stack:
+        folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="retention-backtest-", dir=temp_dir)))
+        pool = stack.enter_context(ProcessPoolExecutor(workers)) if workers > 1 else None
         with _open(history) as source:
-            ordered = sort_history(source, Path(folder), config, now=now, run_bytes=run_bytes)
+            ordered = sort_history(
+                source, folder, bounds, run_bytes=run_bytes, pool=pool, in_flight=in_flight
+            )
         # [since, until): the reference counts firings due at or before its horizon.
         horizon = until - 1 if until is not None else ordered.latest
         job = ChunkJob(config, rules, baseline, horizon, now, keep_decisions)
-        collected = _run_chunks(job, customer_chunks(ordered, chunk_lines), workers)
+        chunks = ((job, lines) for lines in customer_chunks(ordered, chunk_lines))
+        for _, part in ordered_map(pool, _pool_chunk, chunks, in_flight):
+            collected.add(part)
     known = rule_steps(rules, config)
     for rule, steps in (rule_steps(baseline, config) if baseline is not None else {}).items():
         known.setdefault(rule, steps)

@@ -24,6 +24,7 @@ from agents.offline.reference import compute_decisions
 from streams.config import Config
 from streams.feed.sample import SampleOptions, generate
 from streams.ops.backtest import (
+    InputBounds,
     RulesFile,
     Tally,
     backtest,
@@ -231,12 +232,16 @@ def test_the_sort_spills_to_disk_and_keeps_each_customer_whole_in_file_order(
 ) -> None:
     lines = [order(f"e{i}", f"c{i % 7}", T0 + i * HOUR, f"o{i}") for i in range(200)]
     lines.insert(50, b"not json at all")
+    # Later than every valid line, but not valid (no order_id): not the horizon.
+    late = event("purchase/1", "x", "c1", T0 + 900 * HOUR, amount="1.00", currency="EUR")
+    lines.insert(60, late)
     (tmp_path / "runs").mkdir()
+    bounds = InputBounds.of(CONFIG, NOW)
     history = sort_history(
-        io.BytesIO(b"\n".join(lines)), tmp_path / "runs", CONFIG, now=NOW, run_bytes=4_000
+        io.BytesIO(b"\n".join(lines)), tmp_path / "runs", bounds, run_bytes=4_000
     )
     assert len(history.runs) > 3 and all(p.exists() for p in history.runs)
-    assert history.lines == 201 and history.stray_lines == 1
+    assert history.lines == 202 and history.stray_lines == 1
     assert history.latest == T0 + 199 * HOUR
     chunks = list(customer_chunks(history, chunk_lines=20))
     assert chunks[-1] == [b"not json at all"]
@@ -246,7 +251,9 @@ def test_the_sort_spills_to_disk_and_keeps_each_customer_whole_in_file_order(
     for chunk in chunks[:-1]:
         for customer in {orjson.loads(line)["customer_id"] for line in chunk}:
             mine = [line for line in chunk if orjson.loads(line)["customer_id"] == customer]
-            assert mine == [line for line in lines if customer.encode() in line]
+            assert mine == [
+                line for line in lines if b'"customer_id":"%s"' % customer.encode() in line
+            ]
 
 
 def test_since_is_backfill_and_until_is_exclusive(tmp_path: Path) -> None:
