@@ -180,7 +180,7 @@ REASONS = (
 @st.composite
 def _steps(draw: st.DrawFn, cadence_ok: bool) -> list[Any]:
     if cadence_ok and draw(st.integers(0, 3)) == 0:
-        k = draw(st.sampled_from((0.5, 1.0, 1.5, 2.0)))
+        k = draw(st.sampled_from((1.0, 1.5, 2.0, 3.0)))
         floor = draw(st.integers(1, 6)) * HALF_DAY
         return [{"cadence": k, "floor": iso_duration(floor)}]
     halves = draw(st.lists(st.integers(1, 16), min_size=1, max_size=3, unique=True))
@@ -225,7 +225,8 @@ def _rule(
     )
     anchor: Any = kind
     if kind in ("last_order", "last_activity") and draw(st.booleans()):
-        anchor = {"kind": kind, "min_orders": draw(st.integers(1, 3))}
+        least = 1 if kind == "last_order" else 0
+        anchor = {"kind": kind, "min_orders": draw(st.integers(least, 3))}
     elif kind == "last_session" and not settled_only and draw(st.booleans()):
         anchor = {"kind": kind, "min_orders": draw(st.integers(0, 2))}
     cadence_ok = not settled_only or kind in ("last_order", "last_activity")
@@ -244,8 +245,8 @@ def _rule(
         rule["cancel_on"] = cancel_on
     rule["steps"] = draw(_steps(cadence_ok))
     if draw(st.integers(0, 4)) == 0:
-        rule["transactional"] = True
-    if draw(st.integers(0, 2)) == 0:
+        rule["transactional"] = True  # never outranked: no arbitration of its own
+    elif draw(st.integers(0, 2)) == 0:
         rule["arbitration"] = draw(st.booleans())
     audience = draw(_audience())
     if audience:

@@ -331,7 +331,8 @@ def test_rule_version_changes_with_what_a_rule_does_not_with_its_description() -
         assert other.version != plain.version, change
     # The canonical form the hash reads: durations in micros, defaults filled in.
     assert canonical(plain)["steps"] == [DAY, 2 * DAY]
-    assert canonical(plain)["anchor"] == {"kind": "first_order", "min_orders": 1}
+    assert canonical(plain)["anchor"] == {"kind": "first_order"}
+    assert canonical(plain)["reason"] is None  # the fallback template, not written out
 
 
 def test_without_a_file_decisions_keep_todays_fields() -> None:
