@@ -428,3 +428,25 @@ def test_the_random_files_reach(what: str) -> None:
 def test_rules_documents_are_toml_text_the_reference_reads() -> None:
     text = find(rules_documents(), lambda t: "[rule.audience]" in t)
     assert read_rules(text).rules
+
+
+def test_a_step_made_due_by_an_event_after_its_time_is_due_at_that_event() -> None:
+    """A nudge is never dated before the facts that made it due.  The anchor (the last
+    session, once there is an order) appears with the order on day 5, its steps of 1
+    and 2 days already past: both are due on day 5, decided on that day's facts.
+    (The random files leave such shapes out until the engine agrees:
+    tests/unit/offline/strategies.py.)"""
+    rules = doc(
+        rule(
+            "browsed_then_bought",
+            10,
+            ["P1D", "P2D"],
+            anchor={"kind": "last_session", "min_orders": 1},
+        ),
+        guardrails={**NO_HOLDOUT, "min_gap": "PT1H"},
+    )
+    result = run([session(A, T0), purchase(A, T0 + 5 * DAY, "a1")], rules, T0 + 10 * DAY)
+    assert made(result) == [
+        ("browsed_then_bought", 1, at(5), "delivered"),
+        ("browsed_then_bought", 2, at(5), "min_gap"),
+    ]
