@@ -298,7 +298,7 @@ def human_span(micros: int) -> str:
 
 def reason_text(rule: RuleSpec, step: int, threshold: int, anchor: int) -> str:
     """The rule's reason template with {span}, {anchor_date}, {rule} and {step} filled in."""
-    return rule.reason.format_map(
+    return rule.template.format_map(
         {
             "span": human_span(threshold),
             "anchor_date": iso(anchor)[:10],

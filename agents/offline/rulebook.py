@@ -13,20 +13,21 @@ rules the shipped default file declares.
 
 ``rule_version`` (:func:`rule_version`): the first 12 hex digits of the sha256 of
 ``orjson.dumps(canonical, OPT_SORT_KEYS)``, where ``canonical`` is the parsed rule
-as a dict with every default filled in::
+as a dict (durations in micros)::
 
     {"name": str, "priority": int,
      "steps": [micros, ...] | [{"cadence": float, "floor": micros}],
-     "anchor": {"kind": str, "min_orders": int},
-     "cancel_on": [kind, ...],                 # sorted, no repeats
-     "audience": {...},                        # only the predicates given:
-         # "orders": {"min": int, "max": int}  (bounds given only)
-         # "stage": [stage, ...]               (sorted, no repeats)
-         # "spend": {"currency": str, "min": str, "max": str}  (str(Decimal))
+     "anchor": {"kind": str, "min_orders": int},  # no min_orders for first_order
+     "cancel_on": [kind, ...],                    # sorted
+     "audience": {...},                           # only the predicates given:
+         # "orders" / "days_since_first_order": {"min": int | None, "max": int | None}
+         # "stage": [stage, ...]                  (sorted)
+         # "spend": {"currency": str, "min": str | None, "max": str | None}
+         #          (the amounts normalised: "50.00" and "50" both read "50")
          # "consent": str
-         # "days_since_first_order": {"min": int, "max": int}
-     "transactional": bool, "arbitration": bool,   # the file default resolved
-     "channel": str | None, "reason": str}         # the fallback template filled in
+     "transactional": bool, "arbitration": bool,  # the file's default resolved;
+                                                  # always false when transactional
+     "channel": str | None, "reason": str | None} # as written (None: not given)
 """
 
 from __future__ import annotations
@@ -120,8 +121,12 @@ class RuleSpec:
     transactional: bool = False
     arbitration: bool = False
     channel: str | None = None
-    reason: str = FALLBACK_REASON
+    reason: str | None = None  # as written; None: the fallback template
     enabled: bool = True
+
+    @property
+    def template(self) -> str:
+        return FALLBACK_REASON if self.reason is None else self.reason
 
     @property
     def version(self) -> str:
@@ -222,6 +227,7 @@ def _rule(raw: Mapping[str, Any], where: str, file_arbitration: bool) -> RuleSpe
             floor = _duration(s, "floor", 0, f"{where}.steps[{j}]")
             steps.append(Cadence(float(s["cadence"]), floor))
     cancel_on = tuple(sorted(set(raw.get("cancel_on", []))))
+    transactional = bool(raw.get("transactional", False))
     for c in cancel_on:
         if c not in CANCEL_KINDS:
             raise ValueError(f"{where}.cancel_on: unknown event kind {c!r}")
@@ -233,10 +239,11 @@ def _rule(raw: Mapping[str, Any], where: str, file_arbitration: bool) -> RuleSpe
         min_orders=int(anchor_raw.get("min_orders", ANCHOR_MIN_ORDERS[kind])),
         cancel_on=cancel_on,
         audience=_audience(raw.get("audience", {}), f"{where}.audience"),
-        transactional=bool(raw.get("transactional", False)),
-        arbitration=bool(raw.get("arbitration", file_arbitration)),
+        transactional=transactional,
+        # A transactional rule is never outranked (and never outranks).
+        arbitration=not transactional and bool(raw.get("arbitration", file_arbitration)),
         channel=raw.get("channel"),
-        reason=raw.get("reason", FALLBACK_REASON),
+        reason=raw.get("reason"),
         enabled=bool(raw.get("enabled", True)),
     )
 
@@ -351,7 +358,11 @@ def canonical(rule: RuleSpec) -> dict[str, Any]:
         "steps": [
             {"cadence": s.k, "floor": s.floor} if isinstance(s, Cadence) else s for s in rule.steps
         ],
-        "anchor": {"kind": rule.anchor, "min_orders": rule.min_orders},
+        "anchor": (
+            {"kind": rule.anchor}
+            if rule.anchor == ANCHOR_FIRST_ORDER
+            else {"kind": rule.anchor, "min_orders": rule.min_orders}
+        ),
         "cancel_on": list(rule.cancel_on),
         "audience": audience,
         "transactional": rule.transactional,
@@ -362,11 +373,10 @@ def canonical(rule: RuleSpec) -> dict[str, Any]:
 
 
 def _bounds_dict(b: Bounds) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in (("min", b.min), ("max", b.max)):
-        if value is not None:
-            out[key] = str(value) if isinstance(value, Decimal) else value
-    return out
+    def plain(value: int | Decimal | None) -> int | str | None:
+        return format(value.normalize(), "f") if isinstance(value, Decimal) else value
+
+    return {"min": plain(b.min), "max": plain(b.max)}
 
 
 def rule_version(rule: RuleSpec) -> str:
