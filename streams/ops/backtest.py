@@ -602,7 +602,11 @@ def backtest(
     in_flight = IN_FLIGHT_PER_WORKER * workers
     collected = _Collector()
     with contextlib.ExitStack() as stack:
-        folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="retention-backtest-", dir=temp_dir)))
+        folder = Path(
+            stack.enter_context(
+                tempfile.TemporaryDirectory(prefix="retention-backtest-", dir=temp_dir)
+            )
+        )
         pool = stack.enter_context(ProcessPoolExecutor(workers)) if workers > 1 else None
         with _open(history) as source:
             ordered = sort_history(

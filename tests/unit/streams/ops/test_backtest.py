@@ -35,6 +35,7 @@ from streams.ops.backtest import (
     sort_history,
 )
 from streams.ops.backtest_report import document, figures
+from tests.unit.offline.strategies import rules_documents
 
 T0 = to_micros(datetime(2026, 3, 2, 10, 0, tzinfo=UTC))  # a Monday
 NOW = T0 + 400 * DAY
@@ -345,3 +346,28 @@ def test_the_baseline_diff_names_who_newly_gets_and_who_no_longer_gets_a_nudge()
     assert ann.baseline == [{"step": 1, "due_at": iso(T0 + 7 * DAY), "outcome": "holdout"}]
     back = diff_results(nobody, everyone)["second_purchase"]
     assert (back.newly, back.no_longer) == (0, 2)
+
+
+SAMPLE = list(generate(60, 150, seed=21, end=T0 + 150 * DAY))
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(rules_documents(), st.integers(20, 400))
+def test_any_rules_file_gives_the_reference_decisions_for_it(text: str, chunk: int) -> None:
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "rules.toml"
+        path.write_text(text)
+        rules = load_rules_file(str(path))
+        result = backtest(
+            str(write(Path(folder), SAMPLE)),
+            CONFIG,
+            rules,
+            now=NOW,
+            workers=1,
+            run_bytes=8_000,
+            chunk_lines=chunk,
+            keep_decisions=True,
+        )
+    assert_same_as_reference(result, SAMPLE, CONFIG)
