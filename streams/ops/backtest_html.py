@@ -28,10 +28,11 @@ BASELINE_COLOUR = "#000000"
 WIDTH, HEIGHT, PAD = 760, 220, 40
 
 CSS = """
-body { font: 14px/1.4 system-ui, sans-serif; margin: 2em auto; max-width: 1100px; color: #222; }
+body { font: 14px/1.4 system-ui, sans-serif; margin: 2em auto; max-width: 1280px; color: #222; }
 h1 { font-size: 1.5em; } h2 { font-size: 1.2em; margin-top: 2em; }
-table { border-collapse: collapse; margin: .5em 0 1.5em; }
-th, td { padding: .2em .6em; border-bottom: 1px solid #ddd; text-align: right; }
+table { border-collapse: collapse; margin: .5em 0 1.5em; font-size: 13px; }
+th, td { padding: .2em .5em; border-bottom: 1px solid #ddd; text-align: right; }
+td { white-space: nowrap; }
 th:first-child, td:first-child, th.l, td.l { text-align: left; }
 .legend span { display: inline-block; margin-right: 1em; }
 .legend i { display: inline-block; width: .9em; height: .9em; margin-right: .3em; }
@@ -162,6 +163,8 @@ def _diff_section(doc: dict[str, Any]) -> str:
     top = max(
         [1] + [max(d["newly"]["customers"], d["no_longer"]["customers"]) for d in base["diff"]]
     )
+    before = {r["rule"]: r["totals"]["delivered"] for r in base["by_rule"]}
+    after = {r["rule"]: r["totals"]["delivered"] for r in doc["by_rule"]}
     rows = []
     for d in base["diff"]:
         newly, gone = d["newly"]["customers"], d["no_longer"]["customers"]
@@ -173,8 +176,9 @@ def _diff_section(doc: dict[str, Any]) -> str:
             "</svg>"
         )
         rows.append(
-            f'<tr><td class="l">{escape(d["rule"])}</td><td>{newly:,}</td><td>{gone:,}</td>'
-            f"<td>{bars}</td></tr>"
+            f'<tr><td class="l">{escape(d["rule"])}</td>'
+            f"<td>{before.get(d['rule'], 0):,}</td><td>{after.get(d['rule'], 0):,}</td>"
+            f"<td>{newly:,}</td><td>{gone:,}</td><td>{bars}</td></tr>"
         )
     examples = []
     for d in base["diff"]:
@@ -190,10 +194,17 @@ def _diff_section(doc: dict[str, Any]) -> str:
         f"<h2>Against the baseline {escape(base['rules_file'])}</h2>"
         "<p>Customers with at least one delivered nudge from the rule under one file and "
         "none under the other (red: no longer get one; green: newly get one).</p>"
-        "<table><tr><th>rule</th><th>newly get</th><th>no longer get</th><th></th></tr>"
+        "<table><tr><th>rule</th><th>delivered: baseline</th><th>file</th><th>newly get</th>"
+        "<th>no longer get</th><th></th></tr>"
         + "".join(rows)
-        + "</table><h3>Examples</h3><table><tr><th>rule</th><th>customer</th><th></th>"
-        "<th>under the file</th><th>under the baseline</th></tr>" + "".join(examples) + "</table>"
+        + "</table><h3>Examples</h3><table><tr>"
+        + "".join(
+            f'<th class="l">{h}</th>'
+            for h in ("rule", "customer", "", "under the file", "under the baseline")
+        )
+        + "</tr>"
+        + "".join(examples)
+        + "</table>"
     )
 
 
