@@ -7,7 +7,9 @@ docs/rules.md "Backtest" is the user's side.  How it is computed:
    each written to disk (an external sort, as ``retention replay`` sorts by time); a
    line that is not a JSON object with a string ``customer_id`` (or is over the
    message size limit) goes to a file of its own: it can only be a dead letter.  The
-   same pass finds the horizon, the latest ``occurred_at`` of a valid line.
+   same pass finds the horizon, the latest ``occurred_at`` of a valid line.  The
+   parsing is done in the pool, a block of lines a task (:func:`key_lines`); the
+   parent only sorts and writes.
 2. **Chunks** (:func:`customer_chunks`): the runs are merged (``heapq.merge``) and cut
    into groups of whole customers.  Customers are independent in the reference
    (dedup, guardrails and conversions are per customer), so each chunk runs through
