@@ -9,6 +9,7 @@ baseline's delivered nudges as a line when there is one); then the tables of the
 
 from __future__ import annotations
 
+from datetime import date, timedelta
 from html import escape
 from typing import Any
 
@@ -56,19 +57,44 @@ def _rate(value: float | None) -> str:
     return "n/a" if value is None else f"{value * 100:.1f}%"
 
 
+def week_span(weeks: list[str]) -> list[str]:
+    """Every ISO week from the first to the last of ``weeks``: a quiet week keeps its
+    place on the time axis."""
+    if not weeks:
+        return []
+
+    def monday(week: str) -> date:
+        return date.fromisocalendar(int(week[:4]), int(week[6:]), 1)
+
+    day, last = monday(min(weeks)), monday(max(weeks))
+    out = []
+    while day <= last:
+        year, number, _ = day.isocalendar()
+        out.append(f"{year}-W{number:02d}")
+        day += timedelta(days=7)
+    return out
+
+
 def _weekly_chart(
-    weeks: list[dict[str, Any]], codes: list[str], baseline: dict[str, int] | None
+    span: list[str],
+    weeks: list[dict[str, Any]],
+    codes: list[str],
+    baseline: dict[str, int] | None,
 ) -> str:
     """Stacked bars of outcomes per week; the baseline's delivered per week as a line."""
-    if not weeks:
+    if not weeks and not baseline:
         return '<p class="muted">No firing in the window.</p>'
-    names = [w["week"] for w in weeks]
+    by_name = {w["week"]: w for w in weeks}
+    names = span
     stacks = [
-        [("delivered", w["delivered"])] + [(c, w["suppressed"][c]) for c in codes[1:]]
-        for w in weeks
+        [("delivered", by_name[n]["delivered"])]
+        + [(c, by_name[n]["suppressed"][c]) for c in codes[1:]]
+        if n in by_name
+        else []
+        for n in names
     ]
     top = max([sum(n for _, n in s) for s in stacks] + list((baseline or {}).values()) + [1])
-    step = (WIDTH - 2 * PAD) / len(weeks)
+    step = (WIDTH - 2 * PAD) / len(names)
     bar = max(1.0, step * 0.8)
     parts = [
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{HEIGHT}" '
@@ -92,7 +118,7 @@ def _weekly_chart(
                 f'fill="{_colour(code, codes)}"><title>{escape(name)} {escape(code)}: '
                 f"{n:,}</title></rect>"
             )
-        if i % max(1, len(weeks) // 8) == 0:
+        if i % max(1, len(names) // 8) == 0:
             parts.append(f'<text x="{x:.1f}" y="{HEIGHT - PAD + 14}">{escape(name)}</text>')
     if baseline is not None:
         points = " ".join(
@@ -218,6 +244,9 @@ def render_html(doc: dict[str, Any]) -> str:
     if base is not None:
         for r in base["by_rule"]:
             base_weeks[r["rule"]] = {x["week"]: x["delivered"] for x in r["weeks"]}
+    span = week_span(
+        [x["week"] for x in doc["by_week"]] + [x for b in base_weeks.values() for x in b]
+    )
     body = [
         f"<h1>Backtest of {escape(doc['rules_file'])}</h1>",
         f"<p>History {escape(h['path'])}: {h['lines']:,} lines, {h['events']:,} events, "
@@ -238,7 +267,8 @@ def render_html(doc: dict[str, Any]) -> str:
     body.append(_legend(codes, base is not None))
     for r in doc["by_rule"]:
         body.append(f"<h2>{escape(r['rule'])}: decisions per ISO week</h2>")
-        body.append(_weekly_chart(r["weeks"], codes, base_weeks.get(r["rule"]) if base else None))
+        baseline = base_weeks.get(r["rule"], {}) if base else None
+        body.append(_weekly_chart(span, r["weeks"], codes, baseline))
     body.append("<h2>Per ISO week</h2><table>")
     body.append(_figures_header(["week"], codes))
     body.extend(_figures_row([x["week"]], x, codes) for x in doc["by_week"])

@@ -34,6 +34,7 @@ from streams.ops.backtest import (
     load_rules_file,
     sort_history,
 )
+from streams.ops.backtest_html import week_span
 from streams.ops.backtest_report import document, figures
 from tests.unit.offline.strategies import rules_documents
 
@@ -371,3 +372,10 @@ def test_any_rules_file_gives_the_reference_decisions_for_it(text: str, chunk: i
             keep_decisions=True,
         )
     assert_same_as_reference(result, SAMPLE, CONFIG)
+
+
+def test_the_page_s_time_axis_keeps_quiet_weeks_and_iso_week_53() -> None:
+    # 2026 has an ISO week 53 (it starts on a Thursday).
+    assert week_span(["2027-W01", "2026-W52"]) == ["2026-W52", "2026-W53", "2027-W01"]
+    assert week_span(["2026-W10", "2026-W13"]) == [f"2026-W{n}" for n in range(10, 14)]
+    assert week_span([]) == []
