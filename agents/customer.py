@@ -66,7 +66,7 @@ class StateStore(Protocol):
     def get(self, key: str) -> bytes | None: ...
 
     def scan(self, partition: int) -> Iterable[tuple[str, bytes]]:
-        """Only the rows of ``partition`` (streams.worker.faust_adapter.TableStore)."""
+        """Only the rows of ``partition`` (streams.faust_adapter.TableStore)."""
         ...
 
 

@@ -12,7 +12,7 @@
 
 Neither imports Faust: :mod:`streams.worker.app` registers them on its Faust app
 (``app.agent(topic)(crash_only(name, agent.run))``) and hands them what they need: the
-producer's ``send``, the table (:class:`streams.worker.faust_adapter.TableStore`), the
+producer's ``send``, the table (:class:`streams.faust_adapter.TableStore`), the
 fault points - so the pure processors stay beside them and ``agents.core`` keeps no
 Faust, Kafka or Redis import.
 """
@@ -42,7 +42,7 @@ AgentRun = Callable[[Any], Awaitable[None]]
 
 
 class CustomerTable(Protocol):
-    """The customer table as the customers agent uses it (worker.faust_adapter.TableStore)."""
+    """The customer table as the customers agent uses it (streams.faust_adapter.TableStore)."""
 
     def get(self, key: str) -> bytes | None: ...
 
@@ -123,7 +123,7 @@ async def finish_before_stop(batch: Awaitable[None]) -> None:
 
 class Undecodable(Protocol):
     """Record batches the consumer could not decode, each handed over as one
-    stand-in record (:func:`streams.worker.faust_adapter.guard_undecodable_batches`)."""
+    stand-in record (:func:`streams.aiokafka_adapter.guard_undecodable_batches`)."""
 
     def __len__(self) -> int: ...
 

@@ -114,7 +114,7 @@ def state_over_budget(state: HasPending) -> bool:
 # --- the firings a record remembers ------------------------------------------------
 
 # Bytes of the row's ``recent_firings`` (docs/budget.md "Byte budget"): a configuration whose
-# worst case does not fit is refused at start-up (streams/config.py), so what the
+# worst case does not fit is refused at start-up (streams/config/loading.py), so what the
 # guardrails and the attribution need is never dropped to keep a row small.  The
 # rest of the row (dedup memory, counts, spans, ...) stays well below the other
 # FIXED_ROW_BOUND - FIRINGS_BUDGET bytes (tests/unit/agents/core/test_budget.py).

@@ -25,7 +25,7 @@ import faust
 import orjson
 
 from streams.config import load_config
-from streams.worker.app import faust_settings
+from streams.worker.faust_settings import faust_settings
 
 
 def main() -> None:

@@ -15,7 +15,7 @@ Everything here reads the worker through :mod:`streams.worker.observe` (its snap
 :class:`~streams.worker.observe.ObservedWorker`), never the Faust app.  Reading the table
 never runs on the event loop: the rows are scanned, decoded and reduced in a
 worker thread (RocksDB: straight from its per-partition databases; the memory
-store: from a copy taken on the loop, see streams/worker/faust_adapter.py).  Summaries are
+store: from a copy taken on the loop, see streams/faust_adapter.py).  Summaries are
 served stale-while-revalidate (:class:`Revalidating`): the last one is answered
 at once with its age, and a request that finds it older than :data:`MAX_AGE`
 starts one rebuild in the background.
@@ -113,7 +113,7 @@ def local_part(worker: ObservedWorker, snap: Snapshot | None = None) -> dict[str
 
 def _reduce(items: Iterable[PartitionRows], as_of: int) -> dict[str, Any]:
     acc = ReportInputs(as_of)
-    for _, rows in items:  # each partition's own rows (streams.worker.faust_adapter.TableStore)
+    for _, rows in items:  # each partition's own rows (streams.faust_adapter.TableStore)
         for key, value in rows:
             if key.startswith(CUSTOMER_KEY_PREFIX):
                 acc.add_state(orjson.loads(value))

@@ -11,7 +11,9 @@
 * ``GET /metrics``: Prometheus text format;
 * ``GET /retention/`` and ``GET /retention/static/{name}``: the dashboard files.
 
-They read the worker through :class:`streams.worker.observe.ObservedWorker` and its
+Each is a module-level handler, ``(site, request, path parameters) -> Reply``, named
+in :data:`ROUTES`; :func:`register` turns the table into Faust views.  They read
+the worker through :class:`streams.worker.observe.ObservedWorker` and its
 snapshot, so they are tested in-process without a broker
 (tests/unit/streams/web/test_views.py).
 """
@@ -20,8 +22,10 @@ from __future__ import annotations
 
 import mimetypes
 import re
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import aiohttp
 import orjson
@@ -105,137 +109,186 @@ def content_type(path: Path) -> str:
     return guessed or "application/octet-stream"
 
 
+# --- replies and the route table ------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """What a handler answers: body, Content-Type (sent as given, charset included),
+    status and any further headers."""
+
+    body: bytes
+    content_type: str = "application/json"
+    status: int = 200
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+
+def json_reply(obj: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> Reply:
+    return Reply(json_bytes(obj), "application/json", status, headers or {})
+
+
+class Site(NamedTuple):
+    """What the handlers serve: the worker, and its summaries (built off the event
+    loop and cached, streams.web.summary), one per worker."""
+
+    worker: ObservedWorker
+    summaries: Summaries
+
+    @classmethod
+    def of(cls, worker: ObservedWorker) -> Site:
+        return cls(worker, Summaries(worker))
+
+
+# A handler: (site, request, the path's parameters by name) -> its reply.
+Handler = Callable[..., Awaitable[Reply]]
+
+
+class Route(NamedTuple):
+    path: str
+    name: str  # the Faust view's name (``web.url_for``)
+    handler: Handler
+
+
 def register(app: Any, worker: ObservedWorker) -> None:
     """Add the views of ``worker`` to the Faust app ``app`` (call before it starts)."""
-    summaries = Summaries(worker)
+    site = Site.of(worker)
+    for route in ROUTES:
+        app.page(route.path, name=route.name)(view(site, route))
 
-    class Base(web.View):  # type: ignore[misc]
-        def send_json(self, obj: Any, status: int = 200) -> web.Response:
-            return self.bytes(json_bytes(obj), content_type="application/json", status=status)
 
-        def send_bytes(
-            self, body: bytes, ctype: str, headers: dict[str, str] | None = None
-        ) -> web.Response:
-            # aiohttp refuses a charset inside ``content_type=`` for a bytes body,
-            # but keeps a full Content-Type header as given.
-            return self.bytes(body, headers={"Content-Type": ctype, **(headers or {})})
+def view(site: Site, route: Route) -> type[web.View]:
+    """The Faust view (aiohttp underneath) answering GET on ``route`` for ``site``."""
+    handler = route.handler
 
-    @app.page("/retention/customers/{customer_id}")  # type: ignore[untyped-decorator]
-    class Customer(Base):
-        async def get(self, request: web.Request, customer_id: str) -> web.Response:
-            snap = worker.snapshot()
-            if not snap.ready:
-                return self.send_json({"error": "not ready: tables are recovering"}, 503)
-            owner = worker.owner_of(customer_id)
-            if owner is None:
-                return self.send_json({"error": "partition owner unknown (rebalancing)"}, 503)
-            if owner != snap.url:
-                if request.headers.get(ROUTED_HEADER):
-                    return self.send_json(
-                        {"error": "ownership changed while routing; retry", "owner": owner}, 503
-                    )
-                return await self.forward(request, owner)
-            raw = worker.customer_row(customer_id)
-            if raw is None:
-                return self.send_json(
-                    {"error": "unknown customer", "customer_id": customer_id}, 404
-                )
-            return self.send_json(customer_view(worker, raw))
+    async def get(self: web.View, request: web.Request, **params: str) -> web.Response:
+        reply = await handler(site, request, **params)
+        # aiohttp refuses a charset inside ``content_type=`` for a bytes body,
+        # but keeps a full Content-Type header as given.
+        headers = {"Content-Type": reply.content_type, **reply.headers}
+        return self.bytes(reply.body, status=reply.status, headers=headers)
 
-        async def forward(self, request: web.Request, owner: str) -> web.Response:
-            url = owner.rstrip("/") + str(request.rel_url)
-            try:
-                async with worker.http_client.get(
-                    url, headers={ROUTED_HEADER: worker.web_address}, timeout=FORWARD_TIMEOUT
-                ) as resp:
-                    body = await resp.read()
-                    return self.bytes(body, content_type=resp.content_type, status=resp.status)
-            except (aiohttp.ClientError, TimeoutError) as exc:
-                return self.send_json(
-                    {"error": f"owner {owner} did not answer: {exc!r}", "owner": owner}, 502
-                )
+    return type(route.name, (web.View,), {"get": get, "__doc__": handler.__doc__})
 
-    @app.page("/retention/summary")  # type: ignore[untyped-decorator]
-    class Summary(Base):
-        async def get(self, request: web.Request) -> web.Response:
-            # Served stale-while-revalidate, built off the event loop: see
-            # streams.web.summary and docs/operations.md ("summary/1").
-            scope = request.query.get("scope", "local")
-            if scope not in SCOPES:
-                return self.send_json({"error": f"scope must be one of {SCOPES}"}, 400)
-            try:
-                body = await summaries.summary(scope)
-            except RuntimeError as exc:
-                return self.send_json({"error": f"summary unavailable: {exc}"}, 503)
-            age = body["freshness"]["age_seconds"]
-            return self.send_bytes(json_bytes(body), "application/json", {"Age": str(int(age))})
 
-    @app.page("/retention/summary/part")  # type: ignore[untyped-decorator]
-    class SummaryPart(Base):
-        async def get(self, request: web.Request) -> web.Response:
-            raw = request.query.get("as_of")
-            try:
-                as_of = None if raw is None else parse_as_of(raw)
-            except ValueError as exc:
-                return self.send_json({"error": str(exc)}, 400)
-            return self.send_json(await summaries.part(as_of))
+# --- the handlers ------------------------------------------------------------------------
 
-    @app.page("/health/live")  # type: ignore[untyped-decorator]
-    class Live(Base):
-        async def get(self, request: web.Request) -> web.Response:
-            # Answering at all proves the event loop runs; a crashed agent exits
-            # the process (agents.faust_agents.crash_only): no "alive but dead".
-            return self.send_json({"status": "live", "worker": worker.web_address})
 
-    @app.page("/health/ready")  # type: ignore[untyped-decorator]
-    class Ready(Base):
-        async def get(self, request: web.Request) -> web.Response:
-            snap = worker.snapshot()
-            body = {
-                "ready": snap.ready,
-                "worker": snap.worker,
-                "recovering": snap.recovering,
-                "partitions": list(snap.owned),
-                # Ready, but decisions wait: a stuck stream clock (docs/time.md "Time").
-                "warnings": [*snap.clock_warnings, *snap.partition_warnings.values()],
-                # Stream mode, from each partition's first event on: has its clock
-                # started, how long have events waited on it (docs/time.md "Time").
-                "stream_clocks": [
-                    {
-                        "partition": c.partition,
-                        "started": c.started,
-                        "stuck_seconds": c.stuck // 10**6,
-                    }
-                    for c in snap.clocks
-                    if c.since and clock_mode(snap.clock_mode).event_time
-                ],
-            }
-            return self.send_json(body, 200 if snap.ready else 503)
-
-    @app.page("/metrics")  # type: ignore[untyped-decorator]
-    class MetricsPage(Base):
-        async def get(self, request: web.Request) -> web.Response:
-            return self.send_bytes(worker.metrics_text(), METRICS_CONTENT_TYPE)
-
-    @app.page("/retention/asyncapi")  # type: ignore[untyped-decorator]
-    class AsyncApi(Base):  # the topic contract, effective names (streams/asyncapi.py)
-        async def get(self, request: web.Request) -> web.Response:
-            return self.send_json(asyncapi_document(worker.config.topics))
-
-    @app.page("/retention/")  # type: ignore[untyped-decorator]
-    class Dashboard(Base):
-        async def get(self, request: web.Request) -> web.Response:
-            return self.file("dashboard.html")
-
-        def file(self, name: str) -> web.Response:
-            path = static_file(name)
-            if path is None:
-                return self.send_json({"error": "not found", "name": name}, 404)
-            return self.send_bytes(
-                path.read_bytes(), content_type(path), {"Cache-Control": "no-cache"}
+async def customer(site: Site, request: web.Request, customer_id: str) -> Reply:
+    """One customer, from the worker owning its partition (others forward there)."""
+    worker = site.worker
+    snap = worker.snapshot()
+    if not snap.ready:
+        return json_reply({"error": "not ready: tables are recovering"}, 503)
+    owner = worker.owner_of(customer_id)
+    if owner is None:
+        return json_reply({"error": "partition owner unknown (rebalancing)"}, 503)
+    if owner != snap.url:
+        if request.headers.get(ROUTED_HEADER):
+            return json_reply(
+                {"error": "ownership changed while routing; retry", "owner": owner}, 503
             )
+        return await forward(worker, request, owner)
+    raw = worker.customer_row(customer_id)
+    if raw is None:
+        return json_reply({"error": "unknown customer", "customer_id": customer_id}, 404)
+    return json_reply(customer_view(worker, raw))
 
-    @app.page("/retention/static/{name}")  # type: ignore[untyped-decorator]
-    class Static(Dashboard):
-        async def get(self, request: web.Request, name: str) -> web.Response:  # type: ignore[override]
-            return self.file(name)
+
+async def forward(worker: ObservedWorker, request: web.Request, owner: str) -> Reply:
+    """The owner's answer to the same request, marked as routed (:data:`ROUTED_HEADER`)."""
+    url = owner.rstrip("/") + str(request.rel_url)
+    try:
+        async with worker.http_client.get(
+            url, headers={ROUTED_HEADER: worker.web_address}, timeout=FORWARD_TIMEOUT
+        ) as resp:
+            return Reply(await resp.read(), resp.content_type, resp.status)
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        return json_reply({"error": f"owner {owner} did not answer: {exc!r}", "owner": owner}, 502)
+
+
+async def summary(site: Site, request: web.Request) -> Reply:
+    """``summary/1`` of this worker (``scope=local``) or of every worker (``cluster``)."""
+    # Served stale-while-revalidate, built off the event loop: see
+    # streams.web.summary and docs/operations.md ("summary/1").
+    scope = request.query.get("scope", "local")
+    if scope not in SCOPES:
+        return json_reply({"error": f"scope must be one of {SCOPES}"}, 400)
+    try:
+        body = await site.summaries.summary(scope)
+    except RuntimeError as exc:
+        return json_reply({"error": f"summary unavailable: {exc}"}, 503)
+    return json_reply(body, headers={"Age": str(int(body["freshness"]["age_seconds"]))})
+
+
+async def summary_part(site: Site, request: web.Request) -> Reply:
+    """This worker's share of a cluster summary (report inputs with ``as_of``)."""
+    raw = request.query.get("as_of")
+    try:
+        as_of = None if raw is None else parse_as_of(raw)
+    except ValueError as exc:
+        return json_reply({"error": str(exc)}, 400)
+    return json_reply(await site.summaries.part(as_of))
+
+
+async def live(site: Site, request: web.Request) -> Reply:
+    # Answering at all proves the event loop runs; a crashed agent exits
+    # the process (agents.faust_agents.crash_only): no "alive but dead".
+    return json_reply({"status": "live", "worker": site.worker.web_address})
+
+
+async def ready(site: Site, request: web.Request) -> Reply:
+    """Readiness after table recovery, with what holds decisions back."""
+    snap = site.worker.snapshot()
+    body = {
+        "ready": snap.ready,
+        "worker": snap.worker,
+        "recovering": snap.recovering,
+        "partitions": list(snap.owned),
+        # Ready, but decisions wait: a stuck stream clock (docs/time.md "Time").
+        "warnings": [*snap.clock_warnings, *snap.partition_warnings.values()],
+        # Stream mode, from each partition's first event on: has its clock
+        # started, how long have events waited on it (docs/time.md "Time").
+        "stream_clocks": [
+            {"partition": c.partition, "started": c.started, "stuck_seconds": c.stuck // 10**6}
+            for c in snap.clocks
+            if c.since and clock_mode(snap.clock_mode).event_time
+        ],
+    }
+    return json_reply(body, 200 if snap.ready else 503)
+
+
+async def metrics(site: Site, request: web.Request) -> Reply:
+    return Reply(site.worker.metrics_text(), METRICS_CONTENT_TYPE)
+
+
+async def asyncapi(site: Site, request: web.Request) -> Reply:
+    """The topic contract with the effective names (streams/asyncapi.py)."""
+    return json_reply(asyncapi_document(site.worker.config.topics))
+
+
+async def dashboard(site: Site, request: web.Request) -> Reply:
+    return file_reply("dashboard.html")
+
+
+async def static(site: Site, request: web.Request, name: str) -> Reply:
+    return file_reply(name)
+
+
+def file_reply(name: str) -> Reply:
+    path = static_file(name)
+    if path is None:
+        return json_reply({"error": "not found", "name": name}, 404)
+    return Reply(path.read_bytes(), content_type(path), headers={"Cache-Control": "no-cache"})
+
+
+ROUTES: tuple[Route, ...] = (
+    Route("/retention/customers/{customer_id}", "Customer", customer),
+    Route("/retention/summary", "Summary", summary),
+    Route("/retention/summary/part", "SummaryPart", summary_part),
+    Route("/health/live", "Live", live),
+    Route("/health/ready", "Ready", ready),
+    Route("/metrics", "MetricsPage", metrics),
+    Route("/retention/asyncapi", "AsyncApi", asyncapi),
+    Route("/retention/", "Dashboard", dashboard),
+    Route("/retention/static/{name}", "Static", static),
+)

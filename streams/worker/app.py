@@ -2,25 +2,23 @@
 
 The agents (:mod:`agents.faust_agents`) only translate: bytes from Kafka go into
 :class:`agents.ingest.IngestProcessor` and :class:`agents.customer.CustomerProcessor`;
-what they return goes back out.  Faust internals are used only through
-:mod:`streams.worker.faust_adapter`; what metrics, summary and views read of the worker is
-a :class:`streams.worker.observe.Snapshot` (docs/design.md, "Layout").
+what they return goes back out.  Faust and aiokafka internals are used only
+through the pinned :mod:`streams.faust_adapter` and :mod:`streams.aiokafka_adapter`;
+what metrics, summary and views read of the worker is a
+:class:`streams.worker.observe.Snapshot` (docs/design.md, "Layout").
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import re
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from typing import Any, TypedDict
 
 import aiohttp
 import faust
 import orjson
 from aiokafka.partitioner import DefaultPartitioner
-from faust.sensors import Monitor
 
 from agents.contract import CLOCK_KEY_PREFIX
 from agents.core.clock import NEVER, StreamClock, WallClock, clock_mode, system_clock
@@ -30,18 +28,18 @@ from agents.core.timeutil import MICROS_PER_SECOND, iso
 from agents.faust_agents import CustomerAgent, IngestAgent, Send, crash_only
 from agents.messages import CONTROL_ADVANCE, dumps
 from agents.wire import tick_message
+from streams.aiokafka_adapter import guard_undecodable_batches
 from streams.config import Config
-from streams.kafka import ssl_context
-from streams.worker.faults import FaultInjector
-from streams.worker.faust_adapter import (
+from streams.faust_adapter import (
     TableStore,
     check_version,
     committed_offsets,
-    guard_undecodable_batches,
     recovery_state,
     set_producer_buffer_limit,
     use_replaying_consumer,
 )
+from streams.worker.faults import FaultInjector
+from streams.worker.faust_settings import faust_settings
 from streams.worker.metrics import Metrics
 from streams.worker.observe import PartitionClock, PartitionRows, ReadModelStatus, Snapshot
 from streams.worker.processors import build_processors
@@ -62,99 +60,6 @@ class _RawTopicOptions(TypedDict):
     value_type: type[bytes]
     key_serializer: str
     value_serializer: str
-
-
-# An absolute file path (a task's repr names the source line it waits at).
-_FILE_PATH = re.compile(r"(?<![\w.])/(?:[\w.+-]+/)+[\w.+-]*")
-
-
-class PathFreeMonitor(Monitor):
-    """Faust's monitor, whose stats page (``/``) shows counters by topic, stream,
-    task and partition: a task is labelled by its name and coroutine instead of its
-    repr, which names source files on the worker's disk (docs/operations.md)."""
-
-    def asdict(self) -> Mapping[str, Any]:
-        out = dict(super().asdict())
-        out["events_by_task"] = {_task_label(task): n for task, n in self.events_by_task.items()}
-        scrubbed: Mapping[str, Any] = _scrub(out)
-        return scrubbed
-
-
-def _task_label(task: Any) -> str:
-    if isinstance(task, asyncio.Task):
-        coro = task.get_coro()
-        return f"{task.get_name()} {getattr(coro, '__qualname__', type(coro).__name__)}"
-    return str(task)
-
-
-def _scrub(value: Any) -> Any:
-    """``value`` with any absolute file path in its keys or strings replaced."""
-    if isinstance(value, str):
-        return _FILE_PATH.sub("<path>", value)
-    if isinstance(value, Mapping):
-        return {_scrub(k): _scrub(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_scrub(v) for v in value]
-    return value
-
-
-def _credentials(config: Config) -> Any:
-    sec = config.kafka_security
-    if sec.protocol == "PLAINTEXT":
-        return None
-    ctx = ssl_context(config)
-    if sec.protocol.startswith("SASL"):
-        return faust.SASLCredentials(
-            username=sec.sasl_username,
-            password=sec.sasl_password,
-            ssl_context=ctx,
-            mechanism=sec.sasl_mechanism,
-        )
-    return faust.SSLCredentials(ctx)
-
-
-def faust_settings(config: Config) -> dict[str, Any]:
-    """The Faust app settings of a worker: the worker and the bench's bare agent share them."""
-    return dict(
-        broker=[f"kafka://{hp}" for hp in config.kafka.split(",")],
-        broker_credentials=_credentials(config),
-        store=config.store,
-        datadir=str(config.data_dir),
-        processing_guarantee=config.processing_guarantee,
-        topic_partitions=config.partitions,
-        topic_replication_factor=config.replication_factor,
-        topic_allow_declare=True,
-        web_enabled=config.web_enabled,
-        web_bind=config.web_host,
-        # The address other workers use to reach this one (routed lookups);
-        # binding 0.0.0.0 needs a reachable name here.
-        web_host=config.web_advertised_host or config.web_host,
-        web_port=config.web_port,
-        # Faust's built-in endpoints, chosen one by one (docs/operations.md):
-        # its stats and assignment pages on (docs/operations.md "Operations"; counters
-        # only); /table off, because it serves raw customer rows (ids, spend,
-        # consent) to anyone who reaches the port; /router off, because
-        # routing here happens in-process (RetentionApp.owner_of) and the
-        # page only advertises every worker's URL; /graph and /performance
-        # off, as /metrics covers what they would show.
-        web_stats_enabled=True,
-        Monitor=PathFreeMonitor,
-        web_tables_enabled=False,
-        web_router_enabled=False,
-        web_graph_enabled=False,
-        web_metrics_enabled=False,
-        consumer_auto_offset_reset="earliest",
-        producer_max_request_size=2 * 1024 * 1024,
-        key_serializer="raw",
-        value_serializer="raw",
-        logging_config=None,
-        # Chosen by measurement (docs/benchmarks.md): a batch's outputs leave in a
-        # few large produce requests rather than one per 16 KiB, and offsets are
-        # committed often enough that a restart replays little.
-        producer_linger=config.producer_linger,
-        producer_max_batch_size=config.producer_batch_bytes,
-        broker_commit_interval=config.commit_interval,
-    )
 
 
 class RetentionApp:

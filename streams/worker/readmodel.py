@@ -156,7 +156,7 @@ class ReadModelWriter:
 
     ``owned()`` gives the customer partitions this worker owns right now and
     ``ready()`` says whether table recovery is complete; ``scan(p)`` iterates the
-    rows of partition ``p`` (and only those: streams.worker.faust_adapter.TableStore).
+    rows of partition ``p`` (and only those: streams.faust_adapter.TableStore).
     Partitions that become owned are resynced from the table in the background
     (the version guard makes that harmless when Redis is already current); dirty
     entries of revoked partitions are dropped, because the new owner resyncs them

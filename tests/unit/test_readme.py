@@ -32,7 +32,7 @@ def test_each_row_is_the_declared_default_and_help_in_declaration_order() -> Non
     rows = [r for r in _table_rows() if r.split("`")[1] not in NOT_A_SETTING]
     expected = [f"| `{s.env}` | {s.default_text()} | {s.help} |" for s in SETTINGS]
     assert rows == expected, "\n".join(
-        ["docs/configuration.md rows differ from streams/config.py SETTINGS; expected:", *expected]
+        ["docs/configuration.md rows differ from streams.config.SETTINGS; expected:", *expected]
     )
 
 

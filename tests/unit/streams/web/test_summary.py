@@ -17,8 +17,8 @@ from rocksdict import Options, Rdict
 from agents.core.report_merge import merge_report
 from agents.core.reports import CustomerRow, build_report
 from agents.core.state import CustomerState
+from streams.faust_adapter import TableStore
 from streams.web.summary import BUSY_SHARE, INPUTS_KEPT, Revalidating, Summaries, local_inputs
-from streams.worker.faust_adapter import TableStore
 from tests.unit.streams.web.synthetic import END, customer_states
 
 ROWS = 50_000

@@ -19,15 +19,17 @@ from typing import Any
 
 import orjson
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient, TestServer, make_mocked_request
 from prometheus_client.parser import text_string_to_metric_families
 
 from agents.core.clock import ManualClock
 from agents.core.timeutil import TIME_MIN, to_micros
 from agents.faust_agents import Send
 from streams.config import load_config
+from streams.web import views
 from streams.web.summary import AS_OF_MAX, AS_OF_MIN
 from streams.worker.app import RetentionApp
+from streams.worker.observe import PartitionClock, Snapshot
 from tests.fixtures.asyncapi_parser import errors as asyncapi_errors
 
 T0 = datetime(2026, 3, 1, 10, 0, tzinfo=UTC)
@@ -87,7 +89,7 @@ class AckedTable:
         self.store = store
         self.get, self.scan, self.within = store.get, store.scan, store.within
         self.settle = store.settle
-        # The changelog rows leave through the producer (streams.worker.faust_adapter.send_rows).
+        # The changelog rows leave through the producer (streams.faust_adapter.send_rows).
         store.table.app.producer.send = broker.send
 
     async def write(self, partition: int, rows: Sequence[tuple[bytes, bytes]]) -> list[Any]:
@@ -595,3 +597,28 @@ async def test_a_stream_clock_before_year_1_does_not_take_the_summary_down() -> 
             assert summary["counts"]["customers"] == len(inputs)
         lookup = await client.get(f"/retention/customers/{owners[0][0]}")
         assert lookup.status == 200
+
+
+async def test_each_route_is_a_handler_that_answers_for_a_worker_without_faust() -> None:
+    """The views are a route table of plain handlers: one answers for any worker
+    (here a snapshot and nothing else), with no Faust app or web server."""
+    snap = Snapshot(
+        at=NOW,
+        worker="w:6066",
+        url="http://w:6066",
+        clock_mode="stream",
+        ready=True,
+        owned=(1,),
+        clocks=(PartitionClock(1, NOW, NOW, 0, since=NOW, stuck=3 * 10**6),),
+    )
+    worker: Any = SimpleNamespace(snapshot=lambda: snap, web_address="w:6066")
+    site = views.Site.of(worker)
+    handlers = {route.path: route.handler for route in views.ROUTES}
+    ready = await handlers["/health/ready"](site, make_mocked_request("GET", "/health/ready"))
+    assert (ready.status, ready.content_type) == (200, "application/json")
+    assert orjson.loads(ready.body)["stream_clocks"] == [
+        {"partition": 1, "started": True, "stuck_seconds": 3}
+    ]
+    request = make_mocked_request("GET", "/retention/static/x")
+    outside = await handlers["/retention/static/{name}"](site, request, name="../README.md")
+    assert outside.status == 404

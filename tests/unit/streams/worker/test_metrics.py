@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from streams.worker.metrics import Metrics
+from streams.worker.metrics import METRICS, Metrics
 from streams.worker.observe import PartitionClock, ReadModelStatus, Snapshot
 
 NOW = 1_772_000_000_000_000
@@ -155,3 +155,27 @@ def test_decisions_are_exported_from_zero_for_every_rule_step_and_outcome() -> N
     labels = (("outcome", "delivered"), ("rule", "second_purchase"), ("step", "1"))
     assert values[(name, labels)] == 3
     assert values[(name, (("outcome", "min_gap"), ("rule", "overdue"), ("step", "1")))] == 0
+
+
+def test_every_family_on_metrics_is_the_one_declared_in_the_table() -> None:
+    """Name, type, help and labels of what /metrics renders come from METRICS alone."""
+    clocks = (PartitionClock(0, NOW, NOW, 1, since=NOW),)
+    snap = snapshot(
+        ingest_dead_letters={"x": 1},
+        late={"t": 1},
+        lag={"t": 1},
+        clocks=clocks,
+        decision_series=(("r", 1, "delivered"),),
+        partition_warnings={"t": "w"},
+    )
+    metrics = Metrics(lambda: snap)
+    metrics.tick_duration.observe(0.004)
+    rendered = {
+        f.name: (f.type, f.documentation, {k for x in f.samples for k in x.labels} - {"le"})
+        for f in metrics.registry.collect()
+    }
+    declared = {m.name: (m.kind, m.help, set(m.labels)) for m in METRICS}
+    assert rendered == declared
+    # The exposition is what the Prometheus parser reads back, one family each.
+    parsed = text_string_to_metric_families(metrics.render().decode())
+    assert {f.name for f in parsed} - {"retention_tick_duration_seconds_created"} == set(declared)

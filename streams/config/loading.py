@@ -1,0 +1,125 @@
+"""Loading the configuration, lowest precedence first: built-in defaults, the local
+stack's ``stack.json`` (written by ``retention local up``), a TOML file named by
+``RETENTION_CONFIG``, then ``RETENTION_*`` environment variables; then the rules
+that involve more than one setting.  A bad value raises :class:`ConfigError`
+naming the variable, at start-up."""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from agents.core.budget import MAX_FIRINGS, firing_memory
+from agents.core.settings import CoreSettings
+from agents.core.timeutil import MICROS_PER_SECOND
+from streams.config.defaults import default_home, default_redis_prefix
+from streams.config.kinds import ConfigError, Duration
+from streams.config.settings import BY_KEY, SETTINGS, Config
+
+
+def _set(obj: Any, path: list[str], value: Any) -> Any:
+    """A copy of the frozen dataclass ``obj`` with the attribute at ``path`` replaced."""
+    head, *rest = path
+    return replace(obj, **{head: _set(getattr(obj, head), rest, value) if rest else value})
+
+
+# The shortest heartbeat: each one is a record to every input partition (docs/time.md "Time").
+MIN_STREAM_HEARTBEAT = MICROS_PER_SECOND
+
+
+def _check(config: Config) -> None:
+    """Rules that involve more than one setting."""
+    if 0 < config.stream_heartbeat < MIN_STREAM_HEARTBEAT:
+        raise ConfigError("RETENTION_STREAM_HEARTBEAT must be PT0S (off) or at least PT1S")
+    sec = config.kafka_security
+    if sec.protocol.startswith("SASL") and not (sec.sasl_username and sec.sasl_password):
+        raise ConfigError(
+            "RETENTION_KAFKA_SASL_USERNAME and RETENTION_KAFKA_SASL_PASSWORD are required "
+            f"with RETENTION_KAFKA_SECURITY_PROTOCOL={sec.protocol}"
+        )
+    _check_firing_memory(config.core)
+
+
+def _check_firing_memory(core: CoreSettings) -> None:
+    """Refuse guardrails and ladders whose firing memory cannot fit a customer's row:
+    the gap, the cap and the attribution would otherwise forget what they need
+    (docs/guardrails.md "Guardrails", agents.core.budget.firing_memory)."""
+    memory = firing_memory(core)
+    if memory.fits:
+        return
+    need = (
+        f"a customer's row would have to remember up to {memory.entries:,} firings "
+        f"({memory.guard:,} for the cap, {memory.attribution:,} for attribution, "
+        f"{memory.lookup} for lookups), more than the {MAX_FIRINGS:,} its byte budget holds"
+    )
+    if memory.guard >= memory.attribution:
+        raise ConfigError(f"RETENTION_FREQUENCY_CAP={core.frequency_cap}: {need}; lower the cap")
+    shortest = Duration().show(core.inactivity.steps[0])
+    # Held-out firings are bounded by the ladder alone; delivered ones also by the gap.
+    other = (
+        "set RETENTION_HOLDOUT_PERCENT=0"
+        if core.holdout_percent > 0
+        else "set a longer RETENTION_MIN_GAP"
+    )
+    raise ConfigError(
+        f"RETENTION_ATTRIBUTION_WINDOW={Duration().show(core.attribution_window)} with "
+        f"RETENTION_INACTIVITY_STEPS starting at {shortest}: {need}; shorten the window, "
+        f"lengthen the first inactivity step or {other}"
+    )
+
+
+def build_config(values: Mapping[str, Any]) -> Config:
+    """A :class:`Config` from raw values by setting key; unnamed settings keep defaults."""
+    config = Config()
+    for key, raw in values.items():
+        setting = BY_KEY[key]
+        value = setting.kind.parse(setting.env, raw)
+        config = _set(config, setting.path.split("."), value)
+    if "redis_prefix" not in values:
+        config = replace(config, redis_prefix=default_redis_prefix(config.app_id))
+    _check(config)
+    return config
+
+
+def load_stack_file(home: Path | None = None) -> dict[str, Any]:
+    """Addresses written by `retention local up`, if a local stack is running."""
+    path = (home or default_home()) / "run" / "stack.json"
+    try:
+        data = orjson.loads(path.read_bytes())
+    except (OSError, orjson.JSONDecodeError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def load_config(env: Mapping[str, str] | None = None, *, use_stack_file: bool = True) -> Config:
+    """Build the configuration; raises :class:`ConfigError` on any bad value."""
+    env = dict(os.environ if env is None else env)
+    values: dict[str, Any] = {}
+    if use_stack_file:
+        stack = load_stack_file(Path(env["RETENTION_HOME"]) if env.get("RETENTION_HOME") else None)
+        if stack.get("kafka"):
+            values["kafka"] = stack["kafka"]
+        if stack.get("redis"):
+            values["redis"] = stack["redis"]
+    if env.get("RETENTION_CONFIG"):
+        path = Path(env["RETENTION_CONFIG"])
+        try:
+            data = tomllib.loads(path.read_text())
+        except OSError as exc:
+            raise ConfigError(f"RETENTION_CONFIG: cannot read {path}: {exc.strerror}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"RETENTION_CONFIG: {path} is not valid TOML: {exc}") from None
+        unknown = set(data) - set(BY_KEY)
+        if unknown:
+            raise ConfigError(f"RETENTION_CONFIG: unknown settings {sorted(unknown)}")
+        values.update(data)
+    for setting in SETTINGS:
+        if env.get(setting.env, "") != "":
+            values[setting.key] = env[setting.env]
+    return build_config(values)

@@ -1,0 +1,39 @@
+"""The topics a deployment reads and writes, and Kafka's limit on their names."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+# Kafka's limit on a topic name; the prefix goes before the longest name we use.
+MAX_TOPIC_NAME = 249
+
+
+@dataclass(frozen=True, slots=True)
+class Topics:
+    """Topic names; every one can be renamed, and a prefix isolates whole deployments."""
+
+    purchases: str = "retention.purchases"
+    sessions: str = "retention.sessions"
+    consents: str = "retention.consents"
+    nudges: str = "retention.nudges"
+    decisions: str = "retention.decisions"
+    outcomes: str = "retention.outcomes"
+    dlq: str = "retention.dlq"
+    # Internal: validated events re-keyed by customer_id, plus clock messages.
+    customer_events: str = "retention.customer-events"
+
+    def inputs(self) -> tuple[str, str, str]:
+        return (self.purchases, self.sessions, self.consents)
+
+    def outputs(self) -> tuple[str, ...]:
+        return (self.nudges, self.decisions, self.outcomes, self.dlq)
+
+    def all(self) -> tuple[str, ...]:
+        return (*self.inputs(), *self.outputs(), self.customer_events)
+
+    def resolve(self, name: str) -> str:
+        """A short name (``nudges``, ``customer_events`` or ``customer-events``) or a full
+        topic name, as the CLI takes it."""
+        short = {f.name: getattr(self, f.name) for f in fields(Topics)}
+        short.update({k.replace("_", "-"): v for k, v in short.items()})
+        return str(short.get(name, name))
