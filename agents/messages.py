@@ -56,6 +56,8 @@ def decision_record(
         delivered=outcome == OUTCOME_DELIVERED,
         outcome=outcome,
         clock=clock,
+        rule_version=f.rule_version,
+        channel=f.channel,
     )
 
 

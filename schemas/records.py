@@ -10,7 +10,7 @@ inside the processor.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 SCHEMA_PURCHASE = "purchase/1"
@@ -118,6 +118,10 @@ class Trigger:
     holdout: bool
     reason: str  # one human line
     context: dict[str, Any]
+    # The rule's version (docs/rules.md "Rules file") and its channel (nudges only);
+    # each left out of the record when unset.
+    rule_version: str | None = field(default=None, kw_only=True)
+    channel: str | None = field(default=None, kw_only=True)
 
     def trigger_dict(self, schema: str) -> dict[str, Any]:
         return {
@@ -143,7 +147,7 @@ class NudgeTrigger(Trigger):
     schema: ClassVar[str] = SCHEMA_NUDGE
 
     def to_dict(self) -> dict[str, Any]:
-        return self.trigger_dict(SCHEMA_NUDGE)
+        return _nudge_dict(self)
 
 
 @dataclass(slots=True)
@@ -160,12 +164,23 @@ class Decision(Trigger):
         out["delivered"] = self.delivered
         out["outcome"] = self.outcome
         out["clock"] = self.clock
+        if self.rule_version is not None:
+            out["rule_version"] = self.rule_version
         return out
 
     def nudge_dict(self) -> dict[str, Any]:
         """The ``nudge/1`` record of this (delivered) decision: what
         ``NudgeTrigger.to_dict`` gives for its trigger fields."""
-        return self.trigger_dict(SCHEMA_NUDGE)
+        return _nudge_dict(self)
+
+
+def _nudge_dict(trigger: Trigger) -> dict[str, Any]:
+    out = trigger.trigger_dict(SCHEMA_NUDGE)
+    if trigger.rule_version is not None:
+        out["rule_version"] = trigger.rule_version
+    if trigger.channel is not None:
+        out["channel"] = trigger.channel
+    return out
 
 
 @dataclass(slots=True)

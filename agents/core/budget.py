@@ -26,12 +26,11 @@ from typing import Any, Protocol
 
 import orjson
 
+from agents.core.rules.anchors import FirstOrder, LastOrder
+from agents.core.rules.model import Rule
 from agents.core.settings import (
     DEFAULT_MAX_PENDING_BYTES,
     DEFAULT_PENDING_CHUNK_BYTES,
-    RULE_INACTIVITY,
-    RULE_OVERDUE,
-    RULE_SECOND_PURCHASE,
     CoreSettings,
 )
 
@@ -119,12 +118,17 @@ def state_over_budget(state: HasPending) -> bool:
 # rest of the row (dedup memory, counts, spans, ...) stays well below the other
 # FIXED_ROW_BOUND - FIRINGS_BUDGET bytes (tests/unit/agents/core/test_budget.py).
 FIRINGS_BUDGET = 80 * 1024
+
+
 # The widest entry [due_at, rule, step, anchor_at, outcome, converted_at] and its
 # comma: times as wide as any int the core holds, the longest rule and outcome
 # names, a two-digit step (a ladder has at most 10).
-MAX_FIRING_ENTRY_BYTES = (
-    len(orjson.dumps([-(2**62), "second_purchase", 99, -(2**62), "frequency_cap", -(2**62)])) + 1
-)
+def firing_entry_bytes(rule: str = "second_purchase") -> int:
+    """The widest entry of a rule named ``rule`` (the default rules' longest name)."""
+    return len(orjson.dumps([-(2**62), rule, 99, -(2**62), "frequency_cap", -(2**62)])) + 1
+
+
+MAX_FIRING_ENTRY_BYTES = firing_entry_bytes()
 MAX_FIRINGS = FIRINGS_BUDGET // MAX_FIRING_ENTRY_BYTES
 
 
@@ -142,6 +146,8 @@ class FiringMemory:
     lookup: int
     guard: int
     attribution: int
+    # The widest entry: its rule name is the longest of the rule set's.
+    entry_bytes: int = MAX_FIRING_ENTRY_BYTES
 
     @property
     def entries(self) -> int:
@@ -150,7 +156,7 @@ class FiringMemory:
     @property
     def bytes(self) -> int:
         """The most bytes ``recent_firings`` can take in a row."""
-        return self.entries * MAX_FIRING_ENTRY_BYTES
+        return self.entries * self.entry_bytes
 
     @property
     def fits(self) -> bool:
@@ -158,38 +164,43 @@ class FiringMemory:
 
 
 def firing_memory(core: CoreSettings) -> FiringMemory:
-    """The firings a record must remember under ``core``, derived from its ladders and
+    """The firings a record must remember under ``core``, derived from its rules and
     guardrails, for a customer whose events are applied in time order."""
     window = core.attribution_window
-    attribution = firings_within(core, window)
+    rules = core.rule_set.active
+    marketing = [r for r in rules if not r.transactional]
+    attribution = firings_within(marketing, window)
     if core.holdout_percent <= 0:
         # Nobody is held out: only delivered firings are attributed.
         sent = delivered_within(core, window)
         attribution = attribution if sent is None else min(attribution, sent)
-    return FiringMemory(core.max_recent_nudges, core.frequency_cap, attribution)
+    # Transactional deliveries pass no gap or cap: each may wait for a conversion.
+    attribution += firings_within([r for r in rules if r.transactional], window)
+    longest = max((r.name for r in rules), key=len, default="")
+    entry = max(firing_entry_bytes(longest), MAX_FIRING_ENTRY_BYTES)
+    return FiringMemory(core.max_recent_nudges, core.frequency_cap, attribution, entry)
 
 
-def firings_within(core: CoreSettings, span: int) -> int:
+def firings_within(rules: list[Rule] | tuple[Rule, ...], span: int) -> int:
     """The most firings since a customer's last order with due times in one span.
 
     An order converts every firing of the attribution window before it, so only
-    firings since the last order can still wait for one.  Since that order:
-    ``second_purchase`` fires at most its steps (one anchor: the first order) and
-    ``overdue`` once (its anchor is the last order).  ``inactivity`` restarts at every
-    session: anchor a fires step k only if the next activity comes later than a +
-    th_k, so anchors whose firings fall in the span lie in [L - th_n, L + span -
-    th_1] and an anchor that fires k steps is followed by a gap longer than th_k.
-    With r = max k / th_k, the anchors but the last fire fewer than r x (span + th_n
-    - th_1) steps between them; the last at most n.
+    firings since the last order can still wait for one.  Since that order a rule
+    anchored on the first or the last order fires at most its steps (one anchor:
+    e.g. ``second_purchase``, ``overdue``).  One anchored on activity or sessions
+    restarts at every session: anchor a fires step k only if the next one comes
+    later than a + th_k, so anchors whose firings fall in the span lie in [L - th_n,
+    L + span - th_1] and an anchor that fires k steps is followed by a gap longer
+    than th_k.  With r = max k / th_k, the anchors but the last fire fewer than r x
+    (span + th_n - th_1) steps between them; the last at most n.  (A cadence step's
+    threshold is at least its floor.)
     """
     total = 0
-    for ladder in core.ladders():
-        steps = ladder.steps
-        if ladder.rule == RULE_SECOND_PURCHASE:
+    for rule in rules:
+        steps = [step.least for step in rule.steps]
+        if isinstance(rule.anchor, FirstOrder | LastOrder):
             total += len(steps)
-        elif ladder.rule == RULE_OVERDUE:
-            total += 1
-        elif ladder.rule == RULE_INACTIVITY:
+        else:
             between = span + steps[-1] - steps[0]
             total += max(k * between // th for k, th in enumerate(steps, 1)) + len(steps)
     return total

@@ -13,7 +13,7 @@ restarts and crashes.
 
 from __future__ import annotations
 
-import itertools
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,21 +31,18 @@ from agents.core.guardrails import (
     ATTRIBUTED,
     OUTCOME_BACKFILL,
     OUTCOME_DELIVERED,
+    OUTCOME_OPTED_OUT,
     Guardrails,
     delivered_due_times,
 )
 from agents.core.ids import trigger_id
 from agents.core.pending import PendingLimits
-from agents.core.settings import (
-    RULE_INACTIVITY,
-    RULE_OVERDUE,
-    RULE_SECOND_PURCHASE,
-    CoreSettings,
-    LadderSettings,
-)
+from agents.core.rules.abstract import Facts, Predicate, Step
+from agents.core.rules.model import DEFAULT_REASON, Lifecycle, Rule
+from agents.core.rules.steps import Fixed, cadence_threshold
+from agents.core.settings import CoreSettings, LadderSettings
+from agents.core.stages import ACTIVE_STAGES, STAGE_AT_RISK, STAGE_LAPSED
 from agents.core.state import (
-    STAGE_AT_RISK,
-    STAGE_LAPSED,
     CountKey,
     CustomerState,
     LadderProgress,
@@ -53,7 +50,6 @@ from agents.core.state import (
     pending_entry,
 )
 from agents.core.timeutil import (
-    MAX_DURATION,
     MICROS_PER_DAY,
     MICROS_PER_SECOND,
     iso,
@@ -79,6 +75,10 @@ class Firing:
     # What the guardrails made of it: "delivered" or a suppression reason code.
     outcome: str = OUTCOME_DELIVERED
     holdout: bool = False
+    # The rule's reason template, version and channel (docs/rules.md "Rules file").
+    template: str = DEFAULT_REASON
+    rule_version: str | None = None
+    channel: str | None = None
 
     @property
     def delivered(self) -> bool:
@@ -90,16 +90,12 @@ class Firing:
 
     def reason(self, anchor_iso: str | None = None) -> str:
         """One human line; ``anchor_iso`` is ``iso(self.anchor_at)`` if the caller has it."""
-        span = _human_span(self.threshold)
-        day = (anchor_iso or iso(self.anchor_at))[:10]
-        if self.rule == RULE_SECOND_PURCHASE:
-            return f"no second order {span} after the first on {day}"
-        if self.rule == RULE_INACTIVITY:
-            return f"no activity for {span} since {day}"
-        if self.rule == RULE_OVERDUE:
-            # The threshold is per customer (k x their median gap, or the floor).
-            return f"no order for {span} since {day}, overdue for their usual rhythm"
-        return f"{self.rule} step {self.step}: {span} after {day}"
+        return self.template.format(
+            span=_human_span(self.threshold),
+            anchor_date=(anchor_iso or iso(self.anchor_at))[:10],
+            rule=self.rule,
+            step=self.step,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,12 +152,71 @@ class Due:
     threshold: int
 
 
+# The index of the lifecycle's stage moves among a customer's timeline items.
+LIFECYCLE = -1
+
+
+class _Plan:
+    """One enabled rule, precomputed for the hot path: no lookup of rule text while
+    the engine runs (docs/rules.md "Rules file")."""
+
+    __slots__ = (
+        "arbitration",
+        "audience",
+        "before_lifecycle",
+        "cadence",
+        "channel",
+        "fixed",
+        "index",
+        "name",
+        "resolve",
+        "size",
+        "template",
+        "transactional",
+        "version",
+    )
+
+    def __init__(self, index: int, rule: Rule, lifecycle: Lifecycle | None) -> None:
+        self.index = index
+        self.name = rule.name
+        cancels = tuple(rule.anchor.cancel(kind) for kind in rule.cancel_on)
+        self.resolve: Callable[[Facts], int | None] = rule.anchor.resolver(cancels)
+        fixed = all(isinstance(step, Fixed) for step in rule.steps)
+        self.fixed: tuple[int, ...] | None = (
+            tuple(step.least for step in rule.steps) if fixed else None
+        )
+        self.cadence: Step | None = None if fixed else rule.steps[0]
+        self.size = len(rule.steps)
+        self.audience: tuple[Predicate, ...] = rule.audience
+        self.template = rule.template
+        self.version = rule.version
+        self.channel = rule.channel
+        self.transactional = rule.transactional
+        self.arbitration = rule.arbitration
+        # Whether this rule's step goes before a stage move due at the same instant.
+        self.before_lifecycle = lifecycle is None or rule.priority < lifecycle.priority
+
+    def threshold(self, step: int, state: CustomerState) -> int:
+        fixed = self.fixed
+        if fixed is not None:
+            return fixed[step - 1]
+        assert self.cadence is not None
+        return self.cadence.threshold(state)
+
+
 class Engine:
     """Stateless rule engine over :class:`CustomerState` records."""
 
     def __init__(self, settings: CoreSettings) -> None:
         self.settings = settings
+        rules = settings.rule_set
+        self.rules: tuple[Rule, ...] = rules.active
+        # The enabled rules as ladders, by priority (what reports and metrics list).
         self.ladders: tuple[LadderSettings, ...] = settings.ladders()
+        self.lifecycle = rules.lifecycle
+        self._plans = tuple(_Plan(i, r, rules.lifecycle) for i, r in enumerate(rules.active))
+        # Rules whose deliveries are no marketing pressure: outside gap and cap.
+        self._transactional = frozenset(r.name for r in rules.active if r.transactional)
         self.guardrails = Guardrails(settings)
         # What a record remembers of its firings (docs/guardrails.md "Guardrails").
         self.memory = firing_memory(settings)
@@ -228,16 +283,33 @@ class Engine:
         return out
 
     def advance(self, state: CustomerState, watermark: int) -> list[Emission]:
-        """Move the customer to ``watermark``: apply pending events, fire due steps."""
+        """Move the customer to ``watermark``: apply pending events, fire due steps.
+
+        Items due at one instant go by priority (docs/rules.md "Rules file"): each
+        rule's step, and the lifecycle's stage move at its own priority."""
         out: list[Emission] = []
+        # The due time of the last firing of a non-transactional rule in this walk:
+        # a later one at the same instant is outranked, if its rule arbitrates.
+        busy_at: int | None = None
         while True:
-            due = self._next_due_at(state)
+            due = self._next_item(state)
             ev_t = state.queue.first_time()
             if due is not None and due[0] <= watermark and (ev_t is None or due[0] < ev_t):
                 index = due[1]
-                step = self._due(index, self.ladders[index], state)
+                if index == LIFECYCLE:
+                    _move_stage(state)
+                    continue
+                plan = self._plans[index]
+                step = self._due(plan, state)
                 assert step is not None
-                out.append(self._fire(state, step))
+                if plan.audience and not _holds(plan.audience, state, step.due_at):
+                    # Not for this customer now: the step is done, nothing is decided.
+                    state.ladders[plan.name] = LadderProgress(step.anchor_at, step.step)
+                    continue
+                outranked = plan.arbitration and busy_at == step.due_at
+                out.append(self._fire(state, step, plan, outranked))
+                if not plan.transactional:
+                    busy_at = step.due_at
             elif ev_t is not None and ev_t <= watermark:
                 self._apply(state, state.pop_pending(self.pending_limits), out)
             else:
@@ -245,44 +317,65 @@ class Engine:
 
     def pending(self, state: CustomerState) -> list[Due]:
         """The next due step of each rule (at most one per rule), by due time."""
-        dues = [d for d in (self._due(i, lad, state) for i, lad in enumerate(self.ladders)) if d]
+        dues = [d for d in (self._due(plan, state) for plan in self._plans) if d]
         return sorted(dues, key=lambda d: (d.due_at, d.rule_index))
 
     def next_due(self, state: CustomerState) -> Due | None:
-        """The earliest step due next under the current facts, if any."""
+        """The earliest rule step due next under the current facts, if any."""
         best = self._next_due_at(state)
         if best is None:
             return None
-        index = best[1]
-        return self._due(index, self.ladders[index], state)
+        return self._due(self._plans[best[1]], state)
 
     def _next_due_at(self, state: CustomerState) -> tuple[int, int] | None:
         """(due_at, rule_index) of :meth:`next_due`, without building a :class:`Due`
         per rule: this runs on every step of :meth:`advance` and every ``wake_at``."""
         best: tuple[int, int] | None = None
-        for index, ladder in enumerate(self.ladders):
-            anchor = self._anchor(ladder.rule, state)
+        ladders = state.ladders
+        for plan in self._plans:
+            anchor = plan.resolve(state)
             if anchor is None:
                 continue
-            progress = state.ladders.get(ladder.rule)
+            progress = ladders.get(plan.name)
             step = progress.step + 1 if progress is not None and progress.anchor == anchor else 1
-            if step > len(ladder.steps):
+            if step > plan.size:
                 continue
-            if ladder.rule == RULE_OVERDUE:
-                threshold = overdue_threshold(
-                    state.order_times, self.settings.overdue_multiplier, self.settings.overdue_floor
-                )
-            else:
-                threshold = ladder.steps[step - 1]
-            due_at = anchor + threshold
-            # Ties go to the lower rule index, which comes first here.
+            fixed = plan.fixed
+            due_at = anchor + (
+                fixed[step - 1] if fixed is not None else plan.threshold(step, state)
+            )
+            # Ties go to the lower priority, which comes first here.
             if best is None or due_at < best[0]:
-                best = (due_at, index)
+                best = (due_at, plan.index)
+        return best
+
+    def _next_item(self, state: CustomerState) -> tuple[int, int] | None:
+        """(due_at, rule index or LIFECYCLE) of the customer's next timeline item."""
+        best = self._next_due_at(state)
+        lifecycle = self.lifecycle
+        if lifecycle is None or state.orders < 1:
+            return best
+        stage = state.stage
+        if stage in ACTIVE_STAGES:
+            after = lifecycle.at_risk_after
+        elif stage == STAGE_AT_RISK:
+            after = lifecycle.lapsed_after
+        else:
+            return best
+        assert state.last_activity_at is not None  # an order is activity
+        move_at = state.last_activity_at + after
+        if (
+            best is None
+            or move_at < best[0]
+            or (move_at == best[0] and not self._plans[best[1]].before_lifecycle)
+        ):
+            return (move_at, LIFECYCLE)
         return best
 
     def wake_at(self, state: CustomerState) -> int | None:
-        """When this customer next needs the clock: a due step or a pending event."""
-        due = self._next_due_at(state)
+        """When this customer next needs the clock: a due step, a stage move or a
+        pending event."""
+        due = self._next_item(state)
         t = state.queue.first_time()
         if t is not None:
             return t if due is None or t < due[0] else due[0]
@@ -290,33 +383,16 @@ class Engine:
 
     # --- internals ---------------------------------------------------------------------
 
-    def _due(self, index: int, ladder: LadderSettings, state: CustomerState) -> Due | None:
-        anchor = self._anchor(ladder.rule, state)
+    def _due(self, plan: _Plan, state: CustomerState) -> Due | None:
+        anchor = plan.resolve(state)
         if anchor is None:
             return None
-        progress = state.ladders.get(ladder.rule)
+        progress = state.ladders.get(plan.name)
         step = progress.step + 1 if progress is not None and progress.anchor == anchor else 1
-        if step > len(ladder.steps):
+        if step > plan.size:
             return None  # silent until reset: the anchor has to move first
-        threshold = ladder.steps[step - 1]
-        if ladder.rule == RULE_OVERDUE:
-            threshold = overdue_threshold(
-                state.order_times, self.settings.overdue_multiplier, self.settings.overdue_floor
-            )
-        return Due(anchor + threshold, index, step, ladder.rule, anchor, threshold)
-
-    def _anchor(self, rule: str, state: CustomerState) -> int | None:
-        if rule == RULE_SECOND_PURCHASE:
-            return (
-                state.first_order_at
-                if state.orders >= 1 and state.second_order_at is None
-                else None
-            )
-        if rule == RULE_INACTIVITY:
-            return state.last_activity_at if state.orders >= 1 else None
-        if rule == RULE_OVERDUE:
-            return state.last_order_at if state.orders >= self.settings.overdue_min_orders else None
-        return None
+        threshold = plan.threshold(step, state)
+        return Due(anchor + threshold, plan.index, step, plan.name, anchor, threshold)
 
     def _apply(self, state: CustomerState, event: Event, out: list[Emission]) -> None:
         """Fold an event in; an order may convert earlier firings (attribution)."""
@@ -343,25 +419,27 @@ class Engine:
                     )
         state.apply(event, self.settings.active_window)
 
-    def _fire(self, state: CustomerState, due: Due) -> Firing:
+    def _fire(self, state: CustomerState, due: Due, plan: _Plan, outranked: bool) -> Firing:
         state.ladders[due.rule] = LadderProgress(due.anchor_at, due.step)
-        if due.rule == RULE_INACTIVITY:
-            last = due.step == len(self.ladders[due.rule_index].steps)
-            state.stage = STAGE_LAPSED if last else STAGE_AT_RISK
         backfill = (
             self.settings.backfill_until is not None and due.due_at < self.settings.backfill_until
         )
-        holdout = self.guardrails.in_holdout(state.customer_id)
+        # A transactional firing is never held out (docs/guardrails.md "Guardrails").
+        holdout = not plan.transactional and self.guardrails.in_holdout(state.customer_id)
         if backfill:
             # Never emitted, so it must not count toward any guardrail either.
             outcome = OUTCOME_BACKFILL
         else:
-            outcome = self.guardrails.judge(
-                state.customer_id,
-                due.due_at,
-                state.opted_out,
-                delivered_due_times(state.recent_firings),
-            )
+            if plan.transactional:
+                outcome = OUTCOME_OPTED_OUT if state.opted_out else OUTCOME_DELIVERED
+            else:
+                outcome = self.guardrails.judge(
+                    state.customer_id,
+                    due.due_at,
+                    state.opted_out,
+                    delivered_due_times(state.recent_firings, self._transactional),
+                    outranked=outranked,
+                )
             self._remember(state, due, outcome)
         return Firing(
             customer_id=state.customer_id,
@@ -375,6 +453,9 @@ class Engine:
             context=context_snapshot(state),
             outcome=outcome,
             holdout=holdout,
+            template=plan.template,
+            rule_version=plan.version,
+            channel=plan.channel,
         )
 
     def _remember(self, state: CustomerState, due: Due, outcome: str) -> None:
@@ -400,10 +481,13 @@ class Engine:
         mem = self.memory
         keep = set(range(max(0, len(recent) - mem.lookup), len(recent)))
         guard_from = now - self._guard_span
+        transactional = self._transactional
         sent = [
             i
             for i, f in enumerate(recent)
-            if f.outcome == OUTCOME_DELIVERED and f.due_at > guard_from
+            if f.outcome == OUTCOME_DELIVERED
+            and f.due_at > guard_from
+            and f.rule not in transactional
         ]
         keep.update(_newest(recent, sent, mem.guard))
         attribution_from = now - self.settings.attribution_window
@@ -437,21 +521,17 @@ def pending_limits(settings: CoreSettings) -> PendingLimits:
     return PendingLimits(settings.max_pending_events, PENDING_BUDGET, settings.pending_chunk_bytes)
 
 
-def overdue_threshold(order_times: list[int], multiplier: float, floor: int) -> int:
-    """max(floor, multiplier x median gap between consecutive orders), in micros,
-    at most 100 years (``MAX_DURATION``).
+# Today's name of the cadence step's threshold (docs/rules.md "Rules file").
+overdue_threshold = cadence_threshold
 
-    The median of an even number of gaps is the mean of the middle two, rounded
-    down to a microsecond; ``order_times`` is ascending (the newest orders kept).
-    """
-    gaps = sorted(b - a for a, b in itertools.pairwise(order_times))
-    if not gaps:
-        return floor
-    n = len(gaps)
-    median = gaps[n // 2] if n % 2 else (gaps[n // 2 - 1] + gaps[n // 2]) // 2
-    # Capped at the longest duration a setting may hold, so that a due time
-    # stays a representable datetime even for orders centuries apart.
-    return min(max(floor, int(median * multiplier)), MAX_DURATION)
+
+def _holds(audience: tuple[Predicate, ...], state: CustomerState, due_at: int) -> bool:
+    return all(p.holds(state, due_at) for p in audience)
+
+
+def _move_stage(state: CustomerState) -> None:
+    """The lifecycle's move due now: new/repeat/reactivated -> at_risk -> lapsed."""
+    state.stage = STAGE_AT_RISK if state.stage in ACTIVE_STAGES else STAGE_LAPSED
 
 
 def context_snapshot(state: CustomerState) -> dict[str, Any]:

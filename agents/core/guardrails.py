@@ -6,9 +6,14 @@ recorded as the decision's outcome:
 1. ``holdout`` - the customer is in the control group (a stable hash of the
    customer id and a salt); recorded, never delivered, not counted in caps;
 2. ``opted_out`` - the latest consent event (by event time) says opted out;
-3. ``min_gap`` - a nudge was delivered less than ``min_gap`` before the due time;
-4. ``frequency_cap`` - ``frequency_cap`` nudges were already delivered with due
+3. ``outranked`` - the rule arbitrates and a firing of a rule with a lower priority
+   number was due for the customer at the same instant;
+4. ``min_gap`` - a nudge was delivered less than ``min_gap`` before the due time;
+5. ``frequency_cap`` - ``frequency_cap`` nudges were already delivered with due
    times in (D - frequency_window, D].
+
+A transactional rule's firing is judged by ``opted_out`` alone, and its deliveries
+count toward no gap or cap (docs/guardrails.md "Guardrails").
 
 Everything is measured in due times (event time), never in wall time, so a replay
 gives the same verdicts as the live run.
@@ -16,7 +21,7 @@ gives the same verdicts as the live run.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
 from agents.core.ids import holdout_bucket
 from agents.core.settings import CoreSettings
@@ -25,6 +30,7 @@ from agents.core.state import RecentFiring
 OUTCOME_DELIVERED = "delivered"
 OUTCOME_HOLDOUT = "holdout"
 OUTCOME_OPTED_OUT = "opted_out"
+OUTCOME_OUTRANKED = "outranked"
 OUTCOME_MIN_GAP = "min_gap"
 OUTCOME_FREQUENCY_CAP = "frequency_cap"
 # Firings due before the backfill cut-over: kept in state, never emitted or counted.
@@ -33,6 +39,7 @@ OUTCOMES = (
     OUTCOME_DELIVERED,
     OUTCOME_HOLDOUT,
     OUTCOME_OPTED_OUT,
+    OUTCOME_OUTRANKED,
     OUTCOME_MIN_GAP,
     OUTCOME_FREQUENCY_CAP,
 )
@@ -55,17 +62,26 @@ class Guardrails:
         return holdout_bucket(customer_id, self.holdout_salt) < self.holdout_percent
 
     def judge(
-        self, customer_id: str, due_at: int, opted_out: bool, delivered: Sequence[int]
+        self,
+        customer_id: str,
+        due_at: int,
+        opted_out: bool,
+        delivered: Sequence[int],
+        *,
+        outranked: bool = False,
     ) -> str:
         """The outcome of a firing due at ``due_at``.
 
         ``delivered`` holds the due times of the customer's earlier delivered
         nudges (any order); firings not delivered never count toward gap or cap.
+        ``outranked``: the firing's rule arbitrates and lost to a simultaneous one.
         """
         if self.in_holdout(customer_id):
             return OUTCOME_HOLDOUT
         if opted_out:
             return OUTCOME_OPTED_OUT
+        if outranked:
+            return OUTCOME_OUTRANKED
         if any(due_at - self.min_gap < t <= due_at for t in delivered):
             return OUTCOME_MIN_GAP
         if sum(1 for t in delivered if due_at - self.window < t <= due_at) >= self.cap:
@@ -73,6 +89,15 @@ class Guardrails:
         return OUTCOME_DELIVERED
 
 
-def delivered_due_times(recent_firings: Sequence[RecentFiring]) -> list[int]:
-    """Due times of the delivered entries of ``CustomerState.recent_firings``."""
-    return [f.due_at for f in recent_firings if f.outcome == OUTCOME_DELIVERED]
+def delivered_due_times(
+    recent_firings: Sequence[RecentFiring], transactional: Collection[str] = ()
+) -> list[int]:
+    """Due times of the delivered entries of ``CustomerState.recent_firings``, but
+    those of ``transactional`` rules (no marketing pressure: outside gap and cap)."""
+    if not transactional:
+        return [f.due_at for f in recent_firings if f.outcome == OUTCOME_DELIVERED]
+    return [
+        f.due_at
+        for f in recent_firings
+        if f.outcome == OUTCOME_DELIVERED and f.rule not in transactional
+    ]

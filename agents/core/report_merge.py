@@ -30,7 +30,8 @@ from agents.core.reports import (
     report_document,
     ttsp_summary,
 )
-from agents.core.state import STAGE_PROSPECT, STAGES, CountKey
+from agents.core.stages import STAGE_PROSPECT, STAGES
+from agents.core.state import CountKey
 from agents.core.timeutil import (
     MICROS_PER_DAY,
     month_name,

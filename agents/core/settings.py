@@ -1,14 +1,21 @@
-"""Settings the pure core needs: rule ladders, guardrails, limits.
+"""Settings the pure core needs: the rules, guardrails, limits.
 
 Plain frozen dataclasses so the core can be tested without any configuration
 machinery; :mod:`streams.config` builds them from the environment.
 Durations are held in microseconds, the unit of every time in the core.
+
+The rules are a :class:`agents.core.rules.RuleSet` (docs/rules.md "Rules file"):
+``CoreSettings(rules=...)`` runs that set (its guardrails win over the fields below);
+without it the ladder, overdue and guardrail fields are the deprecated aliases that
+edit the default file (docs/rules.md "Environment aliases").
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from agents.core.rules.aliases import alias_rules
+from agents.core.rules.model import GuardrailValues, RuleSet
 from agents.core.timeutil import MICROS_PER_DAY, MICROS_PER_SECOND
 
 DAY = MICROS_PER_DAY
@@ -26,6 +33,16 @@ DEFAULT_PENDING_CHUNK_BYTES = 128 * 1024
 # rows together (about 40,000 purchases or 75,000 sessions with 12-character ids).
 # Only past it is an event dated after the clock refused (pending_overflow).
 DEFAULT_MAX_PENDING_BYTES = 4 * 1024 * 1024
+
+
+_GUARDRAIL_FIELDS = (
+    "holdout_percent",
+    "holdout_salt",
+    "min_gap",
+    "frequency_cap",
+    "frequency_window",
+    "attribution_window",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +98,42 @@ class CoreSettings:
     stream_allowed_lateness: int = 1 * DAY
     # Backfill: steps due before this time (micros) are recorded, never emitted.
     backfill_until: int | None = None
+    # A parsed rules file; None: the rule set the fields above describe.
+    rules: RuleSet | None = None
+    # The rule set the engine runs (``rules``, or the aliases' set): set on creation.
+    rule_set: RuleSet = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        rules = self.rules
+        if rules is None:
+            rules = alias_rules(
+                second_purchase=(
+                    self.second_purchase.rule,
+                    self.second_purchase.steps,
+                    self.second_purchase.enabled,
+                ),
+                inactivity=(self.inactivity.rule, self.inactivity.steps, self.inactivity.enabled),
+                overdue=(
+                    RULE_OVERDUE,
+                    self.overdue_multiplier,
+                    self.overdue_floor,
+                    self.overdue_min_orders,
+                    self.overdue_enabled,
+                ),
+                guardrails=GuardrailValues(
+                    holdout_percent=self.holdout_percent,
+                    holdout_salt=self.holdout_salt,
+                    min_gap=self.min_gap,
+                    frequency_cap=self.frequency_cap,
+                    frequency_window=self.frequency_window,
+                    attribution_window=self.attribution_window,
+                ),
+            )
+        else:
+            # The file's guardrails win: every reader of these fields sees them.
+            for name in _GUARDRAIL_FIELDS:
+                object.__setattr__(self, name, getattr(rules.guardrails, name))
+        object.__setattr__(self, "rule_set", rules)
 
     @property
     def overdue(self) -> LadderSettings:
@@ -92,8 +145,12 @@ class CoreSettings:
         return LadderSettings(RULE_OVERDUE, (self.overdue_floor,), self.overdue_enabled)
 
     def ladders(self) -> tuple[LadderSettings, ...]:
-        """Ladders in config order: the order simultaneous firings are emitted in."""
-        return tuple(x for x in (self.second_purchase, self.inactivity, self.overdue) if x.enabled)
+        """The enabled rules as ladders, by priority: the order simultaneous firings
+        are emitted in.  A cadence step shows as its floor."""
+        return tuple(
+            LadderSettings(rule.name, tuple(step.least for step in rule.steps))
+            for rule in self.rule_set.active
+        )
 
     def guard_span(self) -> int:
         """How far back a delivered nudge can still matter to the gap or the cap."""

@@ -20,6 +20,15 @@ from agents.core.budget import MAX_CURRENCIES, OTHER_CURRENCY
 from agents.core.dedup import OrderFilter, RecentIds
 from agents.core.ids import trigger_id
 from agents.core.pending import PendingLimits, PendingQueue, Spill
+from agents.core.stages import (
+    STAGE_AT_RISK,
+    STAGE_LAPSED,
+    STAGE_NEW,
+    STAGE_PROSPECT,
+    STAGE_REACTIVATED,
+    STAGE_REPEAT,
+)
+from agents.core.stages import STAGES as STAGES  # where reports read the stages from
 from agents.core.timeutil import iso
 from schemas.records import (
     CONSENT_OPTED_OUT,
@@ -28,14 +37,6 @@ from schemas.records import (
     KIND_SESSION,
     Event,
 )
-
-STAGE_PROSPECT = "prospect"  # sessions but no order yet
-STAGE_NEW = "new"
-STAGE_REPEAT = "repeat"
-STAGE_AT_RISK = "at_risk"
-STAGE_LAPSED = "lapsed"
-STAGE_REACTIVATED = "reactivated"
-STAGES = (STAGE_PROSPECT, STAGE_NEW, STAGE_REPEAT, STAGE_AT_RISK, STAGE_LAPSED, STAGE_REACTIVATED)
 
 # Order times kept for the cadence (median gap) of the overdue rule.
 MAX_ORDER_TIMES = 32

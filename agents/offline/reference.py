@@ -625,6 +625,10 @@ def compute_decisions(
     rules run with ``cfg``'s settings (:func:`agents.offline.rulebook.legacy_rulebook`).
     """
     core, max_bytes, future_tolerance, earliest = _settings(cfg)
+    if rules is None and getattr(core, "rules", None) is not None:
+        # The settings carry the engine's parsed rules, which the reference must not
+        # read (it is the oracle): without their text it would run other rules.
+        raise ValueError("the settings hold a rules file: pass its text as rules=")
     if now is None:
         now = time.time_ns() // 1000
     logs: dict[str, _CustomerLog] = {}

@@ -4,7 +4,8 @@ Runs the ingest and customer processors over a dict store on the bench's generat
 sample (routed to input partitions as ``retention produce`` would, one
 ``control/advance`` per input partition at the end), in batches as the worker takes
 them, and prints the CPU seconds of each step and two digests: of every output
-(without its wall-clock ``fired_at``/``received_at``) and of every row.  A change to
+(without its wall-clock ``fired_at``/``received_at`` and its ``rule_version``, which
+names the rules rather than what they decided) and of every row.  A change to
 the core that claims to keep exact semantics must leave both digests unchanged
 (docs/performance.md, "The core fast paths").  Options: ``--customers`` (10000),
 ``--days`` (365), ``--seed`` (7), ``--batch`` (2000), ``--partitions`` (4).
@@ -33,6 +34,7 @@ from streams.feed.sample import default_end, generate
 from streams.worker.processors import build_processors
 
 _WALL_TIMES = re.compile(rb'"(fired_at|received_at)":"[^"]*"')
+_RULE_VERSION = re.compile(rb',"rule_version":"[0-9a-f]*"')
 
 
 class DictStore:
@@ -86,7 +88,7 @@ def run(args: argparse.Namespace, rows: list[bytes] | None = None) -> dict[str, 
                 outputs += len(result.outputs)
                 rows_written += len(result.writes)
                 for o in result.outputs:
-                    value = _WALL_TIMES.sub(b"", o.value)
+                    value = _RULE_VERSION.sub(b"", _WALL_TIMES.sub(b"", o.value))
                     output_hashes.append(hashlib.sha256(o.topic.encode() + b"\0" + value).digest())
                 if rows is not None:
                     rows += (v for k, v in result.writes.items() if k.startswith("c/"))

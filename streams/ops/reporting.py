@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import time
 import unicodedata
-from datetime import timedelta
 from typing import Any
 
 import orjson
@@ -21,8 +20,8 @@ import orjson
 from agents.core.clock import clock_mode
 from agents.core.guardrails import OUTCOMES
 from agents.core.reports import CustomerRow, build_report
-from agents.core.settings import RULE_OVERDUE, CoreSettings
-from agents.core.timeutil import format_duration, iso
+from agents.core.settings import CoreSettings
+from agents.core.timeutil import iso
 from agents.offline.reference import ReferenceResult
 from streams.config import Config
 from streams.kafka import changelog_topics
@@ -102,13 +101,13 @@ def offline_summary(result: ReferenceResult, core: CoreSettings, *, source: str)
         counts[key] = counts.get(key, 0) + 1
     by_step = [
         {
-            "rule": ladder.rule,
-            "step": step,
-            "threshold": _threshold_label(ladder.rule, threshold, core),
-            "count": counts.get((ladder.rule, step), 0),
+            "rule": rule.name,
+            "step": n,
+            "threshold": step.label(),
+            "count": counts.get((rule.name, n), 0),
         }
-        for ladder in core.ladders()
-        for step, threshold in enumerate(ladder.steps, start=1)
+        for rule in core.rule_set.active
+        for n, step in enumerate(rule.steps, start=1)
     ]
     facts = result.facts.values()
     return {
@@ -134,13 +133,6 @@ def offline_summary(result: ReferenceResult, core: CoreSettings, *, source: str)
         },
         "outcomes": len(result.outcomes),
     }
-
-
-def _threshold_label(rule: str, threshold: int, core: CoreSettings) -> str:
-    text = format_duration(timedelta(microseconds=threshold))
-    if rule == RULE_OVERDUE:  # per customer: the floor or k x their median gap
-        return f"max({text}, {core.overdue_multiplier:g}x median gap)"
-    return text
 
 
 def offline_summary_table(data: dict[str, Any]) -> str:

@@ -9,6 +9,7 @@ tested) one without the other.
 from __future__ import annotations
 
 import ast
+import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -119,6 +120,27 @@ def test_the_pure_core_imports_no_faust_kafka_or_redis() -> None:
             names = imported(module, path.name == "__init__.py", ast.parse(path.read_text()))
             roots = {n.split(".")[0] for n in names}
             assert not roots & {"faust", "mode", "aiokafka", "redis", "streams"}, module
+
+
+def test_the_rules_package_reads_only_the_core_and_the_record_names() -> None:
+    """Rules as data stay pure (docs/rules.md "Rules file"): the rule classes import the
+    core, the event kinds of schemas.records, the standard library and orjson only."""
+    allowed_roots = {"agents", "schemas", "orjson", "__future__"}
+    for module, path in project_modules().items():
+        if not module.startswith("agents.core.rules"):
+            continue
+        names = imported(module, path.name == "__init__.py", ast.parse(path.read_text()))
+        for name in names:
+            root = name.split(".")[0]
+            if root in allowed_roots:
+                assert name.startswith(
+                    ("agents.core", "schemas.records", "orjson", "__future__")
+                ), (
+                    module,
+                    name,
+                )
+            else:
+                assert root in sys.stdlib_module_names, (module, name)
 
 
 def test_a_cycle_behind_type_checking_or_a_local_import_is_found() -> None:

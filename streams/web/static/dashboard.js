@@ -19,6 +19,7 @@
     { key: "delivered", label: "Delivered", color: "#0072B2" },
     { key: "holdout", label: "Holdout (control group)", color: "#E69F00" },
     { key: "opted_out", label: "Opted out", color: "#CC79A7" },
+    { key: "outranked", label: "Outranked", color: "#56B4E9" },
     { key: "min_gap", label: "Min gap", color: "#009E73" },
     { key: "frequency_cap", label: "Frequency cap", color: "#D55E00" }
   ];
@@ -40,6 +41,7 @@
   var SUPPRESSION = [
     { key: "holdout", label: "Holdout" },
     { key: "opted_out", label: "Opted out" },
+    { key: "outranked", label: "Outranked" },
     { key: "min_gap", label: "Min gap" },
     { key: "frequency_cap", label: "Frequency cap" }
   ];

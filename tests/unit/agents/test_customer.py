@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from agents.contract import CLOCK_KEY_PREFIX, CUSTOMER_KEY_PREFIX
 from agents.core.clock import ManualClock
+from agents.core.rules import default_rules
 from agents.core.settings import DAY, CoreSettings
 from agents.core.state import CustomerState
 from agents.core.timeutil import to_micros
@@ -152,6 +153,7 @@ def test_an_advance_from_every_source_fires_what_is_due() -> None:
             "lifecycle_stage": "new",
         },
         "clock": "stream",
+        "rule_version": default_rules().versions()["second_purchase"],
     }
     assert nudge["schema"] == "nudge/1"
     assert {k: v for k, v in nudge.items() if k != "schema"} == {

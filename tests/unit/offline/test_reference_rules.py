@@ -12,6 +12,7 @@ from __future__ import annotations
 import tomllib
 from collections import Counter
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -69,6 +70,12 @@ def made(result: ReferenceResult) -> list[tuple[str, int, str, str]]:
 def test_the_default_file_is_todays_rules_guardrails_and_lifecycle() -> None:
     assert read_rules(DEFAULT_RULES) == legacy_rulebook(CoreSettings())
     assert read_rules(tomllib.loads(DEFAULT_RULES)) == legacy_rulebook(CoreSettings())
+
+
+def test_the_shipped_default_file_reads_as_todays_rules() -> None:
+    """agents/core/rules/default.toml, read from disk with the reference's own code."""
+    shipped = Path(__file__).resolve().parents[3] / "agents" / "core" / "rules" / "default.toml"
+    assert read_rules(shipped.read_text(encoding="utf-8")) == legacy_rulebook(CoreSettings())
 
 
 def strip(decisions: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -51,6 +51,16 @@ def test_both_sides_give_each_rule_the_same_version() -> None:
     assert read_rules(text) == read_rules(DEFAULT_RULES)
 
 
+def test_the_reference_refuses_settings_whose_rules_it_was_not_given() -> None:
+    """The engine's parsed rules are not the reference's to read: given only them, it
+    would run the default rules and disagree without saying why."""
+    core = CoreSettings(rules=rules.load_rules(DEFAULT_RULES))
+    lines = parity.every_outcome_case()
+    with pytest.raises(ValueError, match="pass its text as rules="):
+        compute_decisions(lines, core, until=parity.UNTIL, now=parity.NOW)
+    assert compute_decisions(lines, core, rules=DEFAULT_RULES, until=parity.UNTIL, now=parity.NOW)
+
+
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(rules_documents(), parity.histories, st.integers(0, parity.SLOTS + 20).map(parity.horizon))
 @example(DEFAULT_RULES, parity.every_outcome_case(), parity.UNTIL)

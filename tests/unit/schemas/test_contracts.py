@@ -45,6 +45,8 @@ from tests.unit.agents.factories import PURCHASE_WIRE, processors
 SCHEMA_DIR = Path(schemas.__file__).parent
 INPUTS = ("purchase", "session", "consent")
 OUTPUTS = ("decision", "nudge", "dead_letter", "outcome")
+# Not a message: the rules file (tests/unit/agents/core/rules/test_schema.py).
+FILES = ("rules",)
 NOW = to_micros(datetime(2026, 3, 10, 12, 0, tzinfo=UTC))
 FAR_FUTURE = 2**62  # disables the future_timestamp check
 HUGE = 1 << 30  # disables the too_large check
@@ -75,7 +77,7 @@ def code_accepts(raw: bytes) -> bool:
 # --- (a) the schema files ---------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", INPUTS + OUTPUTS)
+@pytest.mark.parametrize("name", INPUTS + OUTPUTS + FILES)
 def test_schema_file_is_valid_draft_2020_12(name: str) -> None:
     schema = load(name)
     Draft202012Validator.check_schema(schema)
@@ -88,7 +90,7 @@ def test_schema_file_is_valid_draft_2020_12(name: str) -> None:
 
 def test_every_schema_file_is_covered() -> None:
     assert {p.name for p in SCHEMA_DIR.glob("*.schema.json")} == {
-        f"{n}.schema.json" for n in INPUTS + OUTPUTS
+        f"{n}.schema.json" for n in INPUTS + OUTPUTS + FILES
     }
 
 
@@ -475,8 +477,25 @@ def test_decision_and_nudge_records_validate() -> None:
         assert n == {k: v for k, v in d.items() if k not in ("delivered", "outcome", "clock")} | {
             "schema": "nudge/1"
         }
-    assert set(load("decision")["required"]) == set(decisions[0])
-    assert set(load("nudge")["required"]) == set(nudges[0])
+    # Every key but the optional ones (docs/rules.md "Rules file") is required.
+    assert set(load("decision")["required"]) == set(decisions[0]) - OPTIONAL["decision"]
+    assert set(load("nudge")["required"]) == set(nudges[0]) - OPTIONAL["nudge"]
+    assert decisions[0]["rule_version"] == nudges[0]["rule_version"]
+    assert "channel" not in nudges[0]  # the default rules name no channel
+
+
+def test_a_rule_channel_and_version_reach_the_nudge_only_where_the_schemas_say() -> None:
+    d = real_decisions()[0]
+    record = Decision(
+        **{k: v for k, v in d.items() if k not in ("schema", "threshold", "rule_version")},
+        threshold=Threshold(**d["threshold"]),
+        rule_version="0123456789ab",
+        channel="email",
+    )
+    _assert_valid("decision", record.to_dict())
+    _assert_valid("nudge", record.nudge_dict())
+    assert "channel" not in record.to_dict() and record.nudge_dict()["channel"] == "email"
+    assert not VALIDATORS["nudge"].is_valid(record.nudge_dict() | {"rule_version": "v1"})
 
 
 def test_decision_schema_ties_delivered_to_outcome() -> None:
@@ -507,7 +526,7 @@ def test_dead_letter_records_validate() -> None:
 def test_output_schemas_are_closed_and_require_everything(name: str) -> None:
     schema = load(name)
     assert schema["additionalProperties"] is False
-    assert set(schema["required"]) == set(schema["properties"])
+    assert set(schema["required"]) == set(schema["properties"]) - OPTIONAL.get(name, set())
 
 
 # --- (e) the dataclasses in schemas.records ---------------------------------------------
@@ -549,6 +568,10 @@ OUTPUT_RECORDS: dict[str, type[Any]] = {
     "outcome": Outcome,
     "dead_letter": DeadLetter,
 }
+# Keys a record leaves out when unset (docs/rules.md "Rules file").
+OPTIONAL = {"decision": {"rule_version"}, "nudge": {"rule_version", "channel"}}
+# A decision carries its rule's channel for the nudge it makes, never on its own topic.
+NOT_ON_WIRE = {"decision": {"channel"}}
 NESTED = {
     ("decision", "threshold"): Threshold,
     ("nudge", "threshold"): Threshold,
@@ -565,7 +588,9 @@ def _keys(cls: type[Any]) -> set[str]:
 @pytest.mark.parametrize("name", OUTPUTS)
 def test_output_record_classes_match_schemas(name: str) -> None:
     cls, schema = OUTPUT_RECORDS[name], load(name)
-    assert _keys(cls) == set(schema["properties"]) == set(schema["required"])
+    optional = OPTIONAL.get(name, set())
+    assert _keys(cls) - NOT_ON_WIRE.get(name, set()) == set(schema["properties"])
+    assert set(schema["properties"]) - optional == set(schema["required"])
     assert cls.schema == schema["properties"]["schema"]["const"] == f"{name}/1"
     for (record, key), nested in NESTED.items():
         if record == name:
@@ -589,9 +614,10 @@ def test_to_dict_writes_exactly_the_declared_keys() -> None:
     decision = real_decision_records()[0]
     conversion_records = real_outcomes()
     letters = real_dead_letters()
-    assert set(decision.to_dict()) == _keys(Decision)
+    assert set(decision.to_dict()) == _keys(Decision) - NOT_ON_WIRE["decision"]
     assert set(decision.to_dict()["threshold"]) == _fields(Threshold)
-    assert set(decision.nudge_dict()) == _keys(NudgeTrigger)
+    # The default rules name no channel: the nudge leaves it out.
+    assert set(decision.nudge_dict()) == _keys(NudgeTrigger) - {"channel"}
     assert set(conversion_records[0]) == _keys(Outcome)
     assert set(conversion_records[0]["attribution_window"]) == _fields(Threshold)
     assert set(letters[0]) == _keys(DeadLetter)

@@ -33,8 +33,17 @@ from agents.core.budget import (
 )
 from agents.core.engine import Due, Engine, Firing, Refused
 from agents.core.guardrails import ATTRIBUTED, OUTCOMES
+from agents.core.rules import load_rules
+from agents.core.rules.check import check_rules
+from agents.core.rules.model import MAX_RULES, MAX_TOTAL_STEPS
 from agents.core.settings import DAY, HOUR, CoreSettings, LadderSettings
-from agents.core.state import CustomerState, RecentFiring, pending_entry
+from agents.core.state import (
+    CountKey,
+    CustomerState,
+    LadderProgress,
+    RecentFiring,
+    pending_entry,
+)
 from agents.core.timeutil import to_micros
 from agents.messages import decision_record, dumps
 from schemas.records import Event
@@ -140,6 +149,60 @@ def test_worst_case_row_stays_within_the_budget() -> None:
     assert state.pending_bytes() + state.spill.index_bytes() <= PENDING_BUDGET
     assert row_size(state) <= ROW_BUDGET
     assert len(orjson.dumps(state.to_dict())) <= ROW_BUDGET
+
+
+def largest_rules_file(cap: int) -> str:
+    """The largest file ``load_rules`` accepts: 16 rules with 40-character names and 40
+    steps in all, every rule arbitrating (so every outcome can be counted)."""
+    parts = [
+        f'format = 1\n[guardrails]\nholdout_percent = 0\nmin_gap = "PT1H"\n'
+        f"frequency_cap = {cap}\narbitration = true\n"
+    ]
+    for i in range(MAX_RULES):
+        n = 7 if i < 4 else 1
+        steps = ", ".join(f'"P{d + 1}D"' for d in range(n))
+        parts.append(
+            f'[[rule]]\nname = "{chr(97 + i) * 40}"\npriority = {100 + i}\n'
+            f'anchor = "first_order"\nsteps = [{steps}]\n'
+        )
+    return "".join(parts)
+
+
+def test_the_largest_accepted_rules_file_keeps_the_row_within_the_budget() -> None:
+    """Every (rule, step, outcome) and (rule, step, group) counted, every rule's
+    progress, the firing memory full of its widest entries, on the worst-case customer
+    above: still within the row's bound (docs/budget.md "Byte budget")."""
+    cap = next(c for c in range(1000, 0, -1) if not check_rules(largest_rules_file(c)))
+    rules = load_rules(largest_rules_file(cap))
+    assert len(rules.active) == MAX_RULES
+    assert sum(len(r.steps) for r in rules.active) == MAX_TOTAL_STEPS
+    # One step more is refused: the bound is the one this test measures.
+    assert check_rules(largest_rules_file(cap).replace('"P1D"]', '"P1D", "P2D"]', 1))
+    engine = Engine(CoreSettings(rules=rules, min_gap=HOUR))
+    state = CustomerState(customer_id=WIDE, partition=0)
+    codes = [a + b + "Q" for a in "ABCDEFGH" for b in "ABCDE"]
+    t = T0
+    for n in range(3000):
+        t += (n % 97) * HOUR * 7 + 1
+        fired = engine.ingest(state, wide_purchase(n, t, codes[n % len(codes)]), t)
+        assert not isinstance(fired, Refused)
+    many = 10**15
+    for rule in rules.active:
+        state.ladders[rule.name] = LadderProgress(-(2**62), len(rule.steps))
+        for step in range(1, len(rule.steps) + 1):
+            for outcome in OUTCOMES:
+                state.decision_counts[CountKey(rule.name, step, outcome)] = many
+            for group in ATTRIBUTED:
+                state.conversion_counts[CountKey(rule.name, step, group)] = many
+    longest = rules.active[0].name
+    widest = RecentFiring(-(2**62), longest, 10, -(2**62), "frequency_cap", -(2**62))
+    wide_entry = [-(2**62), longest, 99, -(2**62), "frequency_cap", -(2**62)]
+    assert engine.memory.entry_bytes == len(orjson.dumps(wide_entry)) + 1
+    rest = row_size(state) - firings_size(state)
+    assert rest <= FIXED_ROW_BOUND - FIRINGS_BUDGET, rest
+    state.recent_firings = [widest] * engine.memory.entries
+    assert firings_size(state) <= FIRINGS_BUDGET
+    assert row_size(state) <= FIXED_ROW_BOUND, row_size(state)
 
 
 # --- any sequence of valid inputs ------------------------------------------------------

@@ -301,6 +301,7 @@ def test_decision_totals_by_outcome() -> None:
         "delivered": 110,
         "holdout": 105,
         "opted_out": 3,
+        "outranked": 0,
         "min_gap": 7,
         "frequency_cap": 0,
     }

@@ -1,0 +1,114 @@
+"""The interfaces of a rule's parts (docs/rules.md "Rules file").
+
+A rule is an anchor, steps, an audience and what cancels it; each kind of each part
+is one small class behind the interface below, so adding a kind is one class and its
+case in the contract test (tests/unit/agents/core/rules/test_contract.py).  Every
+method is a pure function of the customer's facts (and the due time): the engine
+calls them on the state as of the due time, and the offline reference interprets the
+same file with its own code.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from typing import Any, ClassVar, Protocol
+
+
+class Facts(Protocol):
+    """What a rule reads of a customer (:class:`agents.core.state.CustomerState`).
+
+    Named as a shape, not the class: the state module imports the settings, which
+    carry the rules."""
+
+    orders: int
+    first_order_at: int | None
+    second_order_at: int | None
+    last_order_at: int | None
+    order_times: list[int]
+    spend: dict[str, str]
+    last_session_at: int | None
+    last_activity_at: int | None
+    consent_status: str | None
+    consent_at: int | None
+    stage: str
+
+
+class Cancel(ABC):
+    """What ends a ladder for its anchor: an event of one kind after the anchor."""
+
+    kind: str
+
+    @abstractmethod
+    def cancels(self, facts: Facts, anchor: int) -> bool:
+        """Whether the facts hold such an event (the facts are as of the due time)."""
+
+
+class Anchor(ABC):
+    """Where a ladder starts: a time read from the facts, or None (nothing due)."""
+
+    kind: ClassVar[str]
+
+    @abstractmethod
+    def at(self, facts: Facts) -> int | None:
+        """The anchor's time; never later than the newest fact."""
+
+    @abstractmethod
+    def cancel(self, kind: str) -> Cancel:
+        """How an event of ``kind`` (in the rule's ``cancel_on``) ends this anchor's ladder."""
+
+    def resolver(self, cancels: tuple[Cancel, ...]) -> Callable[[Facts], int | None]:
+        """The anchor while no cancel holds, else None: what the engine asks of a
+        rule on every step of its timeline (built once per rule)."""
+        at = self.at
+        if not cancels:
+            return at
+
+        def resolve(facts: Facts) -> int | None:
+            anchor = at(facts)
+            if anchor is None or any(c.cancels(facts, anchor) for c in cancels):
+                return None
+            return anchor
+
+        return resolve
+
+    @abstractmethod
+    def canonical(self) -> dict[str, Any]:
+        """The anchor as plain data (the rule's version hashes it)."""
+
+
+class Step(ABC):
+    """How long after the anchor a step is due."""
+
+    kind: ClassVar[str]
+
+    @abstractmethod
+    def threshold(self, facts: Facts) -> int:
+        """Microseconds after the anchor, > 0."""
+
+    @property
+    @abstractmethod
+    def least(self) -> int:
+        """The shortest threshold this step can have (for bounds and labels)."""
+
+    @abstractmethod
+    def label(self) -> str:
+        """How a report names the step's threshold."""
+
+    @abstractmethod
+    def canonical(self) -> Any:
+        """The step as plain data (durations in microseconds)."""
+
+
+class Predicate(ABC):
+    """One audience condition, evaluated at each step's due time D."""
+
+    key: ClassVar[str]
+
+    @abstractmethod
+    def holds(self, facts: Facts, due_at: int) -> bool:
+        """Whether the customer, as of D, is in the audience."""
+
+    @abstractmethod
+    def canonical(self) -> Any:
+        """The condition as plain data."""

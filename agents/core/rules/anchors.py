@@ -1,0 +1,93 @@
+"""Anchor kinds: where a rule's ladder starts (docs/rules.md "Rules file").
+
+A ladder restarts at step 1 whenever its anchor moves; an anchor that does not
+exist means the rule has nothing due.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from agents.core.rules.abstract import Anchor, Cancel, Facts
+from agents.core.rules.cancel import FurtherOrder, LaterEvent
+from schemas.records import KIND_PURCHASE
+
+
+class _Anchor(Anchor):
+    __slots__ = ()
+
+    def cancel(self, kind: str) -> Cancel:
+        return LaterEvent(kind)
+
+    def canonical(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"kind": self.kind}
+        min_orders = getattr(self, "min_orders", None)
+        if min_orders is not None:
+            out["min_orders"] = min_orders
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class FirstOrder(_Anchor):
+    """The first order's time, with >= 1 order.  Never later: an earlier order that
+    arrives late moves it back (a new anchor)."""
+
+    kind: ClassVar[str] = "first_order"
+
+    def at(self, facts: Facts) -> int | None:
+        return facts.first_order_at
+
+    def cancel(self, kind: str) -> Cancel:
+        return FurtherOrder() if kind == KIND_PURCHASE else LaterEvent(kind)
+
+    def resolver(self, cancels: tuple[Cancel, ...]) -> Callable[[Facts], int | None]:
+        if cancels == (FurtherOrder(),):
+            # Today's second_purchase, on the hot path: one order and no other.
+            return _only_order
+        return super(FirstOrder, self).resolver(cancels)
+
+
+def _only_order(facts: Facts) -> int | None:
+    return facts.first_order_at if facts.orders == 1 else None
+
+
+@dataclass(frozen=True, slots=True)
+class LastOrder(_Anchor):
+    """The newest order's time, with >= ``min_orders`` orders; every later order moves it."""
+
+    min_orders: int = 1
+    kind: ClassVar[str] = "last_order"
+
+    def at(self, facts: Facts) -> int | None:
+        return facts.last_order_at if facts.orders >= self.min_orders else None
+
+
+@dataclass(frozen=True, slots=True)
+class LastActivity(_Anchor):
+    """The newest order or session, with >= ``min_orders`` orders (today's inactivity)."""
+
+    min_orders: int = 1
+    kind: ClassVar[str] = "last_activity"
+
+    def at(self, facts: Facts) -> int | None:
+        return facts.last_activity_at if facts.orders >= self.min_orders else None
+
+
+@dataclass(frozen=True, slots=True)
+class LastSession(_Anchor):
+    """The newest session, with >= ``min_orders`` orders (default 0: prospects too)."""
+
+    min_orders: int = 0
+    kind: ClassVar[str] = "last_session"
+
+    def at(self, facts: Facts) -> int | None:
+        return facts.last_session_at if facts.orders >= self.min_orders else None
+
+
+ANCHORS: dict[str, type[FirstOrder | LastOrder | LastActivity | LastSession]] = {
+    a.kind: a for a in (FirstOrder, LastOrder, LastActivity, LastSession)
+}
+# The least ``min_orders`` each kind accepts (a last order needs an order).
+MIN_ORDERS_FLOOR = {"last_order": 1, "last_activity": 0, "last_session": 0}

@@ -1,0 +1,171 @@
+"""``load_rules``: every problem at once, located, in a marketer's words (docs/rules.md
+"Checks") - one test per class of problem."""
+
+from __future__ import annotations
+
+import pytest
+
+from agents.core.rules import RulesError, load_rules
+from agents.core.rules.check import check_rules
+from agents.core.rules.model import Problem
+
+RULE = """
+[[rule]]
+name = "{name}"
+priority = {priority}
+anchor = {anchor}
+steps = {steps}
+"""
+
+
+def rule(
+    name: str = "winback", priority: int = 10, anchor: str = '"last_order"', steps: str = '["P7D"]'
+) -> str:
+    return RULE.format(name=name, priority=priority, anchor=anchor, steps=steps)
+
+
+def problems(text: str) -> list[Problem]:
+    found = check_rules(text)
+    assert found, "the file was accepted"
+    return found
+
+
+def only(text: str) -> Problem:
+    (problem,) = problems(text)
+    return problem
+
+
+def test_a_good_file_loads() -> None:
+    rules = load_rules("format = 1\n" + rule())
+    assert [r.name for r in rules.active] == ["winback"]
+
+
+def test_every_problem_is_reported_at_once_with_its_place() -> None:
+    text = "format = 1\ncolour = 1\n" + rule(steps='["P7D", "P3D"]') + rule(priority=10)
+    with pytest.raises(RulesError) as raised:
+        load_rules(text)
+    messages = [str(p) for p in raised.value.problems]
+    assert len(messages) == 4, messages
+    assert messages[0].startswith("colour: unknown setting 'colour'")
+    assert 'rule "winback".steps[2]' in messages[1] and "strictly increasing" in messages[1]
+    assert any("two rules have this name" in m for m in messages)
+    assert any("priority 10 is also" in m for m in messages)
+
+
+def test_not_toml_names_the_line() -> None:
+    problem = only("format = 1\n[[rule]\nname = 'x'\n")
+    assert problem.path == "file" and problem.line == 2
+
+
+def test_format_missing_or_unknown() -> None:
+    assert "format = 1" in only(rule()).message
+    assert "not one this version reads" in only("format = 2\n" + rule()).message
+
+
+def test_unknown_keys_in_a_rule_name_the_rule_and_the_line() -> None:
+    problem = only("format = 1\n" + rule() + "colour = 'red'\n")
+    assert problem.path == 'rule "winback".colour' and problem.line == 8
+
+
+def test_bad_names() -> None:
+    problem = only("format = 1\n" + rule(name="Win-Back"))
+    assert problem.path == "rule[1].name" and "lower-case letters" in problem.message
+    assert (
+        "needs a name"
+        in only(
+            "format = 1\n[[rule]]\npriority = 1\nanchor = 'last_order'\nsteps = ['P1D']\n"
+        ).message
+    )
+
+
+def test_steps_not_strictly_increasing() -> None:
+    problem = only("format = 1\n" + rule(steps='["P7D", "P7D"]'))
+    assert problem.path == 'rule "winback".steps[2]' and "strictly increasing" in problem.message
+
+
+def test_zero_negative_or_unreadable_durations() -> None:
+    assert "longer than zero" in only("format = 1\n" + rule(steps='["PT0S"]')).message
+    assert "not an ISO 8601 duration" in only("format = 1\n" + rule(steps='["-P1D"]')).message
+    assert "not an ISO 8601 duration" in only("format = 1\n" + rule(steps='["P1M"]')).message
+    assert "100 years" in only("format = 1\n" + rule(steps='["P36501D"]')).message
+
+
+def test_unknown_anchor_or_anchor_setting() -> None:
+    assert "not an anchor" in only("format = 1\n" + rule(anchor='"last_visit"')).message
+    problem = only("format = 1\n" + rule(anchor='{ kind = "first_order", min_orders = 2 }'))
+    assert problem.path == 'rule "winback".anchor.min_orders'
+    assert (
+        "from 1"
+        in only("format = 1\n" + rule(anchor='{ kind = "last_order", min_orders = 0 }')).message
+    )
+
+
+def test_unknown_event_kind_to_cancel_on() -> None:
+    problem = only("format = 1\n" + rule() + 'cancel_on = ["refund"]\n')
+    assert problem.path == 'rule "winback".cancel_on[1]' and "not an event kind" in problem.message
+
+
+def test_unknown_audience_condition_or_stage_and_inverted_ranges() -> None:
+    text = "format = 1\n" + rule() + "[rule.audience]\nage = { min = 18 }\n"
+    problem = only(text)
+    assert problem.path == 'rule "winback".audience.age' and problem.line == 9
+    assert (
+        "not a lifecycle stage"
+        in only("format = 1\n" + rule() + "[rule.audience]\nstage = ['vip']\n").message
+    )
+    text = "format = 1\n" + rule() + "[rule.audience]\norders = { min = 3, max = 1 }\n"
+    assert "nobody could match" in only(text).message
+    text = "format = 1\n" + rule() + "[rule.audience]\nspend = { currency = 'EUR', min = 50 }\n"
+    assert "exact, no rounding" in only(text).message
+
+
+def test_duplicate_names_or_priorities() -> None:
+    assert "two rules have this name" in only("format = 1\n" + rule() + rule(priority=11)).message
+    problem = only("format = 1\n" + rule() + rule(name="other"))
+    assert problem.path == 'rule "other".priority' and '"winback"' in problem.message
+    # A disabled rule may share a priority: it never runs.
+    assert check_rules("format = 1\n" + rule() + rule(name="other") + "enabled = false\n") == []
+    assert "lifecycle" in only("format = 1\n" + rule(priority=15)).message
+
+
+def test_unknown_reason_placeholder() -> None:
+    problem = only("format = 1\n" + rule() + 'reason = "hello {first_name}"\n')
+    assert problem.path == 'rule "winback".reason' and "{first_name}" in problem.message
+    assert "without its pair" in only("format = 1\n" + rule() + 'reason = "a { b"\n').message
+
+
+def test_too_many_rules_or_steps() -> None:
+    many = "".join(rule(name=f"r{i}", priority=100 + i) for i in range(17))
+    assert "at most 16" in only("format = 1\n" + many).message
+    eleven = '["' + '", "'.join(f"P{d}D" for d in range(1, 12)) + '"]'
+    assert "at most 10" in only("format = 1\n" + rule(steps=eleven)).message
+    ten = '["' + '", "'.join(f"P{d}D" for d in range(1, 11)) + '"]'
+    five = "".join(rule(name=f"r{i}", priority=100 + i, steps=ten) for i in range(5))
+    assert "40 fit" in only("format = 1\n" + five).message
+
+
+def test_a_cadence_step_beside_others() -> None:
+    problem = only("format = 1\n" + rule(steps='["P3D", { cadence = 2.0, floor = "P7D" }]'))
+    assert problem.path == 'rule "winback".steps[2]' and "only step" in problem.message
+
+
+def test_lifecycle_at_risk_not_before_lapsed() -> None:
+    text = 'format = 1\n[lifecycle]\nat_risk_after = "P60D"\nlapsed_after = "P60D"\n' + rule()
+    problem = only(text)
+    assert problem.path == "lifecycle" and problem.line == 2
+
+
+def test_arbitration_on_a_transactional_rule() -> None:
+    text = "format = 1\n" + rule() + "transactional = true\narbitration = true\n"
+    assert "never outranked" in only(text).message
+
+
+def test_guardrails_out_of_range_or_over_the_budget() -> None:
+    assert (
+        "from 0 to 100"
+        in only("format = 1\n[guardrails]\nholdout_percent = 120\n" + rule()).message
+    )
+    tight = 'format = 1\n[guardrails]\nmin_gap = "PT0S"\n' + rule(
+        anchor='"last_session"', steps='["PT1M", "P10D"]'
+    )
+    assert "remember" in only(tight).message

@@ -1,0 +1,144 @@
+"""Every kind of every rule part honours its interface (docs/rules.md "Rules file"):
+one contract over all anchors, steps, audience predicates and cancels, the way arroyo
+tests every strategy against its abstract one.  Adding a kind means adding it here."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from agents.core.rules.abstract import Anchor, Cancel, Predicate, Step
+from agents.core.rules.anchors import ANCHORS, FirstOrder, LastActivity, LastOrder, LastSession
+from agents.core.rules.audience import (
+    PREDICATES,
+    Consent,
+    DaysSinceFirstOrder,
+    Orders,
+    Spend,
+    Stage,
+)
+from agents.core.rules.cancel import EVENT_KINDS
+from agents.core.rules.steps import Cadence, Fixed
+from agents.core.settings import DAY
+from agents.core.state import CustomerState
+from schemas.records import Event
+
+ALL_ANCHORS: list[Anchor] = [
+    FirstOrder(),
+    LastOrder(),
+    LastOrder(min_orders=3),
+    LastActivity(),
+    LastActivity(min_orders=0),
+    LastSession(),
+    LastSession(min_orders=1),
+]
+ALL_STEPS: list[Step] = [Fixed(DAY), Fixed(30 * DAY), Cadence(2.0, 7 * DAY), Cadence(1.0, 1)]
+ALL_PREDICATES: list[Predicate] = [
+    Orders(min=1, max=1),
+    Orders(min=2),
+    Stage(frozenset({"new", "repeat"})),
+    Spend("EUR", min=Decimal("50")),
+    Spend("EUR", max=Decimal("100.5")),
+    Consent("not_opted_out"),
+    Consent("opted_in"),
+    DaysSinceFirstOrder(min=30),
+    DaysSinceFirstOrder(max=10),
+]
+
+events = st.lists(
+    st.tuples(
+        st.sampled_from(["purchase", "session", "consent"]),
+        st.integers(0, 400 * DAY),
+        st.sampled_from(["opted_in", "opted_out"]),
+        st.sampled_from(["10.00", "99.99", "250"]),
+    ),
+    max_size=12,
+)
+
+
+def state_of(items: list[tuple[str, int, str, str]]) -> CustomerState:
+    state = CustomerState(customer_id="c", partition=0)
+    for n, (kind, t, status, amount) in enumerate(items):
+        state.apply(
+            Event(
+                kind,
+                f"e{n}",
+                "c",
+                t,
+                order_id=f"o{n}" if kind == "purchase" else None,
+                amount=amount if kind == "purchase" else None,
+                currency="EUR" if kind == "purchase" else None,
+                status=status if kind == "consent" else None,
+            )
+        )
+    return state
+
+
+def newest_fact(state: CustomerState) -> int | None:
+    times = [state.last_activity_at, state.last_order_at, state.last_session_at]
+    return max((t for t in times if t is not None), default=None)
+
+
+def test_every_kind_is_in_the_contract() -> None:
+    assert {type(a) for a in ALL_ANCHORS} == set(ANCHORS.values())
+    assert {type(p) for p in ALL_PREDICATES} == set(PREDICATES)
+    assert {type(s) for s in ALL_STEPS} == {Fixed, Cadence}
+
+
+@settings(max_examples=150, deadline=None)
+@given(events)
+def test_an_anchor_is_absent_or_no_later_than_the_newest_fact(items: list) -> None:
+    state = state_of(items)
+    for anchor in ALL_ANCHORS:
+        at = anchor.at(state)
+        if at is not None:
+            newest = newest_fact(state)
+            assert newest is not None and at <= newest, anchor
+        if state.orders == 0 and state.last_session_at is None:
+            assert at is None, anchor
+        assert anchor.canonical()["kind"] == anchor.kind
+        for kind in EVENT_KINDS:
+            cancel = anchor.cancel(kind)
+            assert isinstance(cancel, Cancel) and cancel.kind == kind
+
+
+@settings(max_examples=150, deadline=None)
+@given(events)
+def test_an_anchor_with_its_own_kind_as_cancel_is_not_cancelled_by_it(items: list) -> None:
+    """Cancelling on the anchor's own moving kind is harmless (docs/rules.md "Rules file")."""
+    state = state_of(items)
+    own = {LastOrder: "purchase", LastSession: "session"}
+    for anchor in ALL_ANCHORS:
+        kind = own.get(type(anchor))  # type: ignore[call-overload]
+        at = anchor.at(state)
+        if kind is not None and at is not None:
+            assert not anchor.cancel(kind).cancels(state, at)
+            resolve = anchor.resolver((anchor.cancel(kind),))
+            assert resolve(state) == at
+
+
+@settings(max_examples=150, deadline=None)
+@given(events)
+def test_a_step_is_positive_and_at_least_its_least(items: list) -> None:
+    state = state_of(items)
+    for step in ALL_STEPS:
+        threshold = step.threshold(state)
+        assert threshold >= step.least > 0
+        assert step.label()
+        assert step.canonical() is not None
+
+
+@settings(max_examples=150, deadline=None)
+@given(events, st.integers(0, 500 * DAY))
+def test_a_predicate_is_a_pure_function_of_the_facts_and_d(items: list, due_at: int) -> None:
+    state = state_of(items)
+    before = state.facts(), state.stage
+    for predicate in ALL_PREDICATES:
+        first = predicate.holds(state, due_at)
+        assert isinstance(first, bool)
+        # Same facts and D, same answer: also on a copy built from the same events.
+        assert predicate.holds(state_of(items), due_at) is first
+        assert predicate.canonical() is not None
+    assert (state.facts(), state.stage) == before  # read, never changed
