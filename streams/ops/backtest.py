@@ -44,6 +44,7 @@ from typing import IO, Any, TypeVar
 
 import orjson
 
+from agents.core.rules.check import check_rules
 from agents.core.timeutil import TimeFormatError, parse_timestamp, to_micros
 from agents.core.validation import ValidationError, validate
 from agents.offline.reference import ReferenceResult, compute_decisions
@@ -94,11 +95,12 @@ def load_rules_file(path: str) -> RulesFile:
         raise BacktestError(f"no such rules file: {path}") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise BacktestError(f"cannot read the rules file {path}: {exc}") from None
-    try:
-        document = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise BacktestError(f"{path} is not valid TOML: {exc}") from None
-    rules = RulesFile(path, document)
+    # The engine's own check: the backtest runs exactly the files a worker would run.
+    problems = check_rules(text)
+    if problems:
+        count = f"{len(problems)} problem{'s' if len(problems) > 1 else ''}"
+        raise BacktestError(f"{path} cannot run ({count}): " + "; ".join(map(str, problems)))
+    rules = RulesFile(path, tomllib.loads(text))
     _rulebook(rules, Config())  # read once here, so a bad file stops before the history
     return rules
 
