@@ -4,7 +4,8 @@ It owns, per assigned partition of the customer-keyed topic, the stream clock
 and the due index, both rebuilt from the tables when the partition is (re)
 assigned and dropped on revocation.  It speaks bytes in and bytes out through a
 small :class:`StateStore` protocol, so it runs the same over a Faust table and
-over a dict in unit tests.
+over a dict in unit tests (both in :mod:`agents.partition`, with the reading and
+writing of the table's rows).
 
 Work is batched (docs/design.md, "The batched hot path"): the agent *feeds* a
 partition's messages in offset order and then *steps* the processor in slices
@@ -19,22 +20,15 @@ boundary falls.
 
 from __future__ import annotations
 
-from collections import Counter, deque
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 import orjson
 
-from agents.contract import (
-    CLOCK_KEY_PREFIX,
-    CUSTOMER_KEY_PREFIX,
-    EMPTY_CHUNK,
-    Output,
-    pending_key,
-)
-from agents.core.clock import NEVER, StreamClock, WallClock, clock_mode, source_name
-from agents.core.due_index import DueIndex
+from agents.contract import Output
+from agents.core.clock import NEVER, WallClock, clock_mode, source_name
 from agents.core.engine import Conversion, Emission, Engine, Firing, Refused
 from agents.core.state import CustomerState
 from agents.core.timeutil import DEFAULT_MIN_EVENT_TIME, iso
@@ -47,6 +41,16 @@ from agents.messages import (
     decision_record,
     dumps,
     outcome_record,
+)
+from agents.partition import (
+    Loader,
+    PartitionRuntime,
+    StateStore,
+    carrying_loader,
+    load_state,
+    restore_runtime,
+    write_clock,
+    write_state,
 )
 from agents.wire import BUNDLE, BadMessage, bundle_items, read_wire_event, time_text
 
@@ -62,18 +66,6 @@ SLICE_WORK = 500
 # states older than its recovered table (docs/design.md, "The batched hot path").
 
 
-class StateStore(Protocol):
-    def get(self, key: str) -> bytes | None: ...
-
-    def scan(self, partition: int) -> Iterable[tuple[str, bytes]]:
-        """Only the rows of ``partition`` (streams.faust_adapter.TableStore)."""
-        ...
-
-
-# (customer_id, partition, store) -> the customer's state at the start of a slice.
-Loader = Callable[[str, int, StateStore], CustomerState]
-
-
 @dataclass(slots=True)
 class Result:
     outputs: list[Output] = field(default_factory=list)
@@ -83,25 +75,6 @@ class Result:
     # Every customer state the slice read or changed, as of its end: the next
     # slice's ``carry`` while this slice's rows are not written yet.
     states: dict[str, CustomerState] = field(default_factory=dict)
-
-
-@dataclass(slots=True)
-class PartitionRuntime:
-    partition: int
-    clock: StreamClock
-    index: DueIndex
-    watermark: int = NEVER
-    since_persist: int = 0
-    # Wall-clock micros when the watermark last moved (0: not yet): a stuck stream
-    # clock shows as a growing gap (docs/operations.md "Operations").
-    advanced_at: int = 0
-    # Wall-clock micros of the first and the newest event taken in (0: none yet):
-    # a clock that never starts is stuck from its first event on (docs/time.md "Time").
-    first_event_at: int = 0
-    last_event_at: int = 0
-    # Fed and not yet processed: ("m", offset, raw value), ("p", offset, an item of a
-    # bundle, parsed) or ("d", customer_id, watermark).
-    work: deque[tuple[str, Any, Any]] = field(default_factory=deque)
 
 
 class CustomerProcessor:
@@ -156,23 +129,16 @@ class CustomerProcessor:
         rt = self.runtimes.get(partition)
         if rt is not None:
             return rt
-        raw_clock = store.get(CLOCK_KEY_PREFIX + str(partition))
-        clock = StreamClock.restore(
+        rt, rebuilt = restore_runtime(
+            partition,
+            store,
             self.sources,
             self.engine.settings.stream_allowed_lateness,
-            orjson.loads(raw_clock) if raw_clock else None,
+            self.engine.wake_at,
         )
-        index = DueIndex()
-        rebuilt = 0
-        for key, value in store.scan(partition):
-            if not key.startswith(CUSTOMER_KEY_PREFIX):
-                continue
-            state = CustomerState.from_dict(orjson.loads(value))
-            index.set(state.customer_id, self.engine.wake_at(state))
-            rebuilt += 1
         self.counters["index_rebuilds"] += 1
         self.counters["index_rebuilt_customers"] += rebuilt
-        rt = self.runtimes[partition] = PartitionRuntime(partition, clock, index)
+        self.runtimes[partition] = rt
         return rt
 
     # --- messages ----------------------------------------------------------------------
@@ -205,7 +171,7 @@ class CustomerProcessor:
         rt = self.runtime(partition, store)
         result = Result()
         states = result.states  # read or changed in this slice
-        load = self._loader(carry) if carry else self._load
+        load = carrying_loader(carry) if carry else load_state
         dirty: dict[str, None] = {}  # changed in this slice, in first-touch order
         persist_clock = False
         work = rt.work
@@ -251,20 +217,10 @@ class CustomerProcessor:
         self._emit(firings, result)
         writes = result.writes
         for cid in dirty:
-            state = states[cid]
-            state.version += 1
-            state.partition = partition
-            # Overflow rows first, the row that names them next, emptied ones last:
-            # a crash between any two leaves the row's chunks intact (agents.core.pending).
-            chunks, emptied = state.spill.flush()
-            for slot, chunk in chunks.items():
-                writes[pending_key(slot, cid)] = chunk
-            writes[CUSTOMER_KEY_PREFIX + cid] = orjson.dumps(state.to_dict())
-            for slot in emptied:
-                writes[pending_key(slot, cid)] = EMPTY_CHUNK
+            write_state(writes, cid, states[cid], partition)
         if self.clock.event_time and (persist_clock or rt.since_persist >= CLOCK_PERSIST_EVERY):
             rt.since_persist = 0
-            result.writes[CLOCK_KEY_PREFIX + str(partition)] = orjson.dumps(rt.clock.to_dict())
+            write_clock(writes, rt)
         return result
 
     def handle(self, partition: int, value: bytes, store: StateStore, offset: int = -1) -> Result:
@@ -438,22 +394,6 @@ class CustomerProcessor:
             state = states[cid] = load(cid, partition, store)
         return state
 
-    def _loader(self, carry: Mapping[str, CustomerState]) -> Loader:
-        def load(cid: str, partition: int, store: StateStore) -> CustomerState:
-            state = carry.get(cid)
-            return state if state is not None else self._load(cid, partition, store)
-
-        return load
-
-    def _load(self, cid: str, partition: int, store: StateStore) -> CustomerState:
-        raw = store.get(CUSTOMER_KEY_PREFIX + cid)
-        if raw is None:
-            state = CustomerState(customer_id=cid, partition=partition)
-        else:
-            state = CustomerState.from_dict(orjson.loads(raw))
-        state.spill.fetch = _chunk_reader(cid, store)
-        return state
-
     def _emit(self, emissions: list[Emission], result: Result) -> None:
         if not emissions:
             return
@@ -485,14 +425,6 @@ class CustomerProcessor:
                 result.outputs.append(
                     Output(self.outcomes_topic, c.customer_id, dumps(record.to_dict()))
                 )
-
-
-def _chunk_reader(cid: str, store: StateStore) -> Callable[[int], list[dict[str, Any]] | None]:
-    def fetch(slot: int) -> list[dict[str, Any]] | None:
-        raw = store.get(pending_key(slot, cid))
-        return None if raw is None else list(orjson.loads(raw))
-
-    return fetch
 
 
 def input_sources(topics: Iterable[str], partitions: int) -> list[str]:

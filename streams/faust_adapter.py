@@ -96,7 +96,7 @@ async def send_rows(
 
     The rows leave through the app's producer directly (``table.send_changelog``
     would go through Faust's producer buffer, a ``FutureMessage`` and a callback
-    per row: about 8 % of the worker's time in a profile, docs/performance.md).
+    per row, a visible share of the worker's time: docs/performance.md).
     Nothing is written to the local store here: see :func:`apply_rows`.
     """
     topic = table.changelog_topic.get_topic_name()

@@ -8,7 +8,7 @@ import sys
 import time
 from pathlib import Path
 
-from streams.local.kafka import KAFKA_VERSION
+from streams.local.jars import KAFKA_VERSION
 from streams.local.procs import LocalStackError, MissingPrerequisite
 from streams.local.stack import LocalStack, StackInfo, StackStatus, default_run_dir
 

@@ -21,7 +21,8 @@ from typing import IO
 import orjson
 from aiokafka.errors import KafkaConnectionError
 
-from agents.core.reports import build_report, render_report
+from agents.core.report_text import render_report
+from agents.core.reports import build_report
 from agents.offline.reference import compute_decisions
 from streams.cli._common import fail
 from streams.config import Config, load_config

@@ -12,7 +12,8 @@ from typing import BinaryIO
 
 from agents.core.timeutil import MICROS_PER_SECOND, iso
 from streams.cli._common import fail
-from streams.feed.sample import (
+from streams.feed.sample import default_end, generate
+from streams.feed.sample_options import (
     DEFAULT_BEYOND_LATENESS,
     DEFAULT_CONSENT_RATE,
     DEFAULT_DUPLICATE_RATE,
@@ -25,8 +26,6 @@ from streams.feed.sample import (
     DEFAULT_SHUFFLE_RATE,
     EXTRA_CURRENCIES,
     SampleOptions,
-    default_end,
-    generate,
 )
 from streams.feed.timeargs import date_or_time
 

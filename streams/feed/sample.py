@@ -14,11 +14,12 @@ retries (same ``order_id``, new ``event_id``), local shuffles, late events (at
 most ``max_lateness`` of event time after events already sent) and a sprinkling of
 malformed messages, one of each kind in :data:`MALFORMED_KINDS` before any repeats.
 
-Off by default (the default output is unchanged), :class:`SampleOptions` also
-gives what real and hostile data do and the defaults never show: events later than
-the stream's allowed lateness, a file grouped by customer (as warehouse exports
-are), purchases re-delivered long after the original, an opt-out and an opt-in of
-one customer at the same instant, and more than three currencies.
+Off by default (the default output is unchanged), :class:`SampleOptions`
+(:mod:`streams.feed.sample_options`) also gives what real and hostile data do and
+the defaults never show: events later than the stream's allowed lateness, a file
+grouped by customer (as warehouse exports are), purchases re-delivered long after
+the original, an opt-out and an opt-in of one customer at the same instant, and
+more than three currencies.
 
 Everything is drawn from one ``random.Random(seed)``: the same arguments give the
 same bytes.
@@ -28,7 +29,6 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
 
@@ -39,6 +39,7 @@ from agents.core.timeutil import (
     MICROS_PER_SECOND,
     to_micros,
 )
+from streams.feed.sample_options import EXTRA_CURRENCIES, SampleOptions
 
 DAY = MICROS_PER_DAY
 HOUR = 3600 * MICROS_PER_SECOND
@@ -77,12 +78,6 @@ AMOUNT_SIGMA = 0.6
 SHUFFLE_WINDOW = 1 * HOUR
 
 CURRENCIES = ("EUR",) * 8 + ("USD", "GBP")
-# With SampleOptions.currencies above 3, the first (currencies - 3) of these join,
-# each as likely as USD.
-EXTRA_CURRENCIES = (
-    "JPY", "CHF", "SEK", "NOK", "DKK", "PLN", "CZK", "HUF", "AUD", "CAD", "NZD",
-    "SGD", "HKD", "INR", "BRL", "MXN", "ZAR", "TRY", "KRW", "CNY", "ILS", "THB",
-)  # fmt: skip
 PURCHASE_CHANNELS = ("web", "web", "app", "store")
 SESSION_CHANNELS = ("web", "web", "ios", "android")
 CONSENT_CHANNELS = ("email", "preferences")
@@ -106,88 +101,6 @@ MALFORMED_KINDS: dict[str, str] = {
 # stays a sensible size.
 TOO_LARGE_WEIGHT = 0.02
 TOO_LARGE_PADDING = 70_000
-
-DEFAULT_DUPLICATE_RATE = 0.01
-DEFAULT_RETRY_RATE = 0.005
-DEFAULT_MALFORMED_RATE = 0.005
-DEFAULT_LATE_RATE = 0.02
-DEFAULT_SHUFFLE_RATE = 0.05
-DEFAULT_MAX_LATENESS = 12 * HOUR
-DEFAULT_CONSENT_RATE = 0.04
-DEFAULT_PROSPECT_RATE = 0.2
-# The stream tolerates events up to one day late; the sample stays strictly below.
-MAX_ALLOWED_LATENESS = DAY
-DEFAULT_BEYOND_LATENESS = 3 * DAY
-DEFAULT_FAR_DUPLICATE_AFTER = 60 * DAY
-DEFAULT_RESTAMP_AFTER = 2 * HOUR
-
-
-@dataclass(frozen=True, slots=True)
-class SampleOptions:
-    """How noisy the delivery is; every rate is a probability per event (0 disables)."""
-
-    duplicate_rate: float = DEFAULT_DUPLICATE_RATE
-    retry_rate: float = DEFAULT_RETRY_RATE  # per purchase
-    malformed_rate: float = DEFAULT_MALFORMED_RATE
-    late_rate: float = DEFAULT_LATE_RATE
-    shuffle_rate: float = DEFAULT_SHUFFLE_RATE
-    max_lateness: int = DEFAULT_MAX_LATENESS  # micros of event time
-    consent_rate: float = DEFAULT_CONSENT_RATE  # share of customers
-    prospect_rate: float = DEFAULT_PROSPECT_RATE  # share of customers with sessions only
-    # The blind spots of the defaults (all off by default):
-    # events delivered exactly ``beyond_lateness`` of event time late (over the
-    # stream's allowed lateness, 1 day by default);
-    beyond_lateness_rate: float = 0.0
-    beyond_lateness: int = DEFAULT_BEYOND_LATENESS  # micros
-    # the file grouped by customer (each customer's lines in arrival order);
-    customer_order: bool = False
-    # purchases whose exact line is delivered again ``far_duplicate_after`` later;
-    far_duplicate_rate: float = 0.0  # per purchase
-    far_duplicate_after: int = DEFAULT_FAR_DUPLICATE_AFTER  # micros of event time
-    # purchases re-sent with a new event_id AND a new ``occurred_at``, ``restamp_after``
-    # later (a retry stamped when it was sent): which copy counts then depends on
-    # the order they are read in (docs/budget.md "Byte budget, pending and deduplication");
-    restamped_retry_rate: float = 0.0  # per purchase
-    restamp_after: int = DEFAULT_RESTAMP_AFTER  # micros of event time
-    # consenting customers who also send the opposite consent at the same instant
-    # as their opt-out (in either order);
-    consent_tie_rate: float = 0.0
-    # how many currencies orders use (3: EUR, USD, GBP).
-    currencies: int = 3
-
-    def check(self) -> None:
-        """Raise ValueError naming the first unusable option."""
-        for name in (
-            "duplicate_rate",
-            "retry_rate",
-            "malformed_rate",
-            "late_rate",
-            "shuffle_rate",
-            "consent_rate",
-            "prospect_rate",
-            "beyond_lateness_rate",
-            "far_duplicate_rate",
-            "consent_tie_rate",
-            "restamped_retry_rate",
-        ):
-            value = getattr(self, name)
-            if not 0.0 <= value <= 1.0:
-                raise ValueError(f"{name} must be between 0 and 1, got {value}")
-        if self.late_rate + self.shuffle_rate > 1.0:
-            raise ValueError("late_rate + shuffle_rate must not exceed 1")
-        if not 0 <= self.max_lateness < MAX_ALLOWED_LATENESS:
-            raise ValueError("max_lateness must be at least 0 and strictly less than one day")
-        if self.beyond_lateness < 1:
-            raise ValueError("beyond_lateness must be positive")
-        if self.far_duplicate_after < 0:
-            raise ValueError("far_duplicate_after must not be negative")
-        if self.restamp_after < 1:
-            raise ValueError("restamp_after must be positive")
-        if not 3 <= self.currencies <= 3 + len(EXTRA_CURRENCIES):
-            raise ValueError(
-                f"currencies must be between 3 and {3 + len(EXTRA_CURRENCIES)}, "
-                f"got {self.currencies}"
-            )
 
 
 def default_end() -> int:
@@ -505,9 +418,7 @@ def generate(
 
 
 __all__ = [
-    "EXTRA_CURRENCIES",
     "MALFORMED_KINDS",
-    "SampleOptions",
     "default_end",
     "generate",
 ]

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from streams.config import default_home
-from streams.local import kafka, redis
+from streams.local import jars, kafka, redis
 from streams.local.prereqs import find_java, find_redis_server
 from streams.local.procs import (
     LOOPBACK,
@@ -88,7 +88,7 @@ class StackInfo:
             "redis_pid": self.redis_pid,
             "started_at": self.started_at,
             "run_dir": str(self.run_dir),
-            "kafka_version": kafka.KAFKA_VERSION,
+            "kafka_version": jars.KAFKA_VERSION,
             "kafka_log": str(self.kafka_log),
             "redis_log": str(self.redis_log),
             "sources": dict(self.sources),
@@ -148,7 +148,7 @@ class LocalStack:
         say: Say = quiet,
     ) -> None:
         self.run_dir = (run_dir or default_run_dir()).expanduser().resolve()
-        self.jar_cache = jar_cache or kafka.jar_cache_dir()
+        self.jar_cache = jar_cache or jars.jar_cache_dir()
         self.ready_timeout = ready_timeout
         self.say = say
 
@@ -252,7 +252,7 @@ class LocalStack:
                         f"{name} port {port} on {LOOPBACK} is already in use; "
                         "pick another or omit it to use a free one"
                     )
-            libs = kafka.ensure_jars(self.jar_cache, say=self.say)
+            libs = jars.ensure_jars(self.jar_cache, say=self.say)
             if fresh:
                 shutil.rmtree(kafka.KafkaPaths(self.run_dir).data_dir, ignore_errors=True)
 
@@ -299,7 +299,7 @@ class LocalStack:
                 sources={
                     "java": java.describe(),
                     "redis-server": redis_server.describe(),
-                    "jars": f"{kafka.jar_source(self.jar_cache) or 'maven'} ({libs})",
+                    "jars": f"{jars.jar_source(self.jar_cache) or 'maven'} ({libs})",
                 },
             )
             self._write_json(self.stack_file, info.to_json())

@@ -29,7 +29,8 @@ from agents.core.timeutil import parse_timestamp, to_micros
 from agents.offline.reference import ReferenceResult, compute_decisions
 from streams.config import load_config
 from streams.feed.history import event_time
-from streams.feed.sample import SampleOptions, generate
+from streams.feed.sample import generate
+from streams.feed.sample_options import SampleOptions
 from tests.e2e.harness import ROOT, Deployment, decision_key
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration]

@@ -17,7 +17,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from streams import cli
-from streams.local import kafka
+from streams.local import jars
 from tests.fixtures.kafka import create_topics, produce_json, read_topic
 
 pytestmark = pytest.mark.integration
@@ -41,9 +41,9 @@ async def test_stack_runs_from_wheels_and_direct_jars_with_nothing_on_path(
         captured = capsys.readouterr()
         assert "no mvn on the PATH; checksums verified" in captured.err
         assert "Downloaded 57 jars" in captured.err
-        libs = kafka.jar_cache_dir(home) / "libs"
+        libs = jars.jar_cache_dir(home) / "libs"
         assert sorted(p.name for p in libs.glob("*.jar")) == sorted(
-            jar.filename for jar in kafka.read_lock()
+            jar.filename for jar in jars.read_lock()
         )
 
         stack = json.loads((run_dir / "stack.json").read_text())

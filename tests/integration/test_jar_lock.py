@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from streams.local.kafka import maven_resolution, read_lock
+from streams.local.jars import maven_resolution, read_lock
 from streams.local.prereqs import find_mvn
 
 pytestmark = pytest.mark.integration

@@ -18,7 +18,6 @@ from agents.core.reports import (
     lift_percent,
     median,
     percentile,
-    render_report,
 )
 from agents.core.settings import DAY
 from agents.core.state import STAGES, CountKey
@@ -403,23 +402,3 @@ def test_lifecycle_stage_counts_include_every_stage() -> None:
         "reactivated": 1,
     }
     assert set(lifecycle) == set(STAGES)
-
-
-def test_render_report_shows_the_key_numbers() -> None:
-    rows = [*crr_rows(), *lift_rows()]
-    report = build_report(rows, as_of=CRR_AS_OF)
-    text = render_report(report)
-    assert report["schema"] == "report/1"
-    assert "2026-03-15T00:00:00Z" in text
-    for period in ("2025-12", "2026-01", "2026-02", "2026-03"):
-        assert period in text
-    assert "0.6667" in text and "1.333" in text and "0.25" in text  # CRR
-    assert "(2 of 4)" in text  # RPR repeaters of buyers
-    assert "30/100" in text and "20/100" in text  # lift group sizes
-    assert "50" in text.split("Lift per rule and step")[1]
-    assert "(to date)" in text  # the running month is marked
-
-
-def test_render_report_shows_clv_arithmetic() -> None:
-    text = render_report(build_report(clv_rows(), as_of=t(2025, 1, 1) + 365 * DAY))
-    assert "100.00" in text and "800.00" in text

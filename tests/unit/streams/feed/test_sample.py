@@ -17,7 +17,8 @@ from agents.core.timeutil import to_micros
 from agents.core.validation import ValidationError, validate
 from schemas.records import Event
 from streams.cli import main
-from streams.feed.sample import EXTRA_CURRENCIES, MALFORMED_KINDS, SampleOptions, generate
+from streams.feed.sample import MALFORMED_KINDS, generate
+from streams.feed.sample_options import EXTRA_CURRENCIES, SampleOptions
 
 END = to_micros(datetime(2026, 3, 1, tzinfo=UTC))
 MAX_BYTES = 64 * 1024

@@ -12,8 +12,16 @@ from pathlib import Path
 
 import pytest
 
-from streams.local import kafka
-from streams.local.kafka import LockedJar, download_jars, ensure_jars, jar_source, read_lock
+from streams.local.jars import (
+    KAFKA_VERSION,
+    MARKER,
+    LockedJar,
+    download_jars,
+    ensure_jars,
+    jar_source,
+    jars_ready,
+    read_lock,
+)
 from streams.local.procs import LocalStackError
 
 REPO = "http://127.0.0.1:1/maven2"
@@ -35,8 +43,8 @@ def test_lock_is_the_kafka_broker_closure_with_sha1_per_jar() -> None:
     jars = read_lock()
     assert len(jars) == 57
     names = {jar.filename for jar in jars}
-    assert f"kafka_2.13-{kafka.KAFKA_VERSION}.jar" in names
-    assert f"kafka-clients-{kafka.KAFKA_VERSION}.jar" in names
+    assert f"kafka_2.13-{KAFKA_VERSION}.jar" in names
+    assert f"kafka-clients-{KAFKA_VERSION}.jar" in names
     assert {"slf4j-reload4j-1.7.36.jar", "reload4j-1.2.25.jar"} <= names
     assert len(names) == len(jars)  # one file name per jar: they share one libs folder
     assert all(len(jar.sha1) == 40 and int(jar.sha1, 16) >= 0 for jar in jars)
@@ -117,9 +125,9 @@ def test_direct_download_marks_the_cache_as_direct(tmp_path: Path) -> None:
     libs = ensure_jars(cache, mvn=None, fetch=lambda url: served[url], lock=lock, repository=REPO)
 
     assert (libs / "kafka_2.13-9.9.jar").read_bytes() == data
-    assert kafka.jars_ready(cache)
+    assert jars_ready(cache)
     assert jar_source(cache) == "direct"
-    assert json.loads((cache / kafka.MARKER).read_text())["jars"] == 1
+    assert json.loads((cache / MARKER).read_text())["jars"] == 1
     # Cached: a second call fetches nothing.
     assert ensure_jars(cache, mvn=None, fetch=lambda url: pytest.fail(url), lock=lock) == libs
 

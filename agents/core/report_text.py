@@ -1,0 +1,75 @@
+"""A readable text rendering of a ``report/1`` document (agents/core/reports.py).
+
+``retention report`` prints it unless asked for JSON; the document stays the
+contract, this is only its layout for a terminal.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+
+def _fmt(x: Any) -> str:
+    if x is None:
+        return "-"
+    if isinstance(x, float):
+        return f"{x:.4g}" if abs(x) < 1000 else f"{x:,.0f}"
+    return str(x)
+
+
+def render_report(report: Mapping[str, Any]) -> str:
+    """A readable text rendering of a ``report/1`` document."""
+    lines = [
+        f"Retention report as of {report['as_of']}",
+        f"customers {report['customers']}, buyers {report['buyers']}",
+        "",
+        "Time to second purchase by first-order month",
+        f"  {'cohort':8} {'buyers':>7} {'repeat':>7} {'median d':>9} {'p75 d':>7} {'p90 d':>7}"
+        f" {'<=30d':>7} {'<=60d':>7} {'<=90d':>7}",
+    ]
+    for c in [*report["ttsp"]["cohorts"], {"cohort": "all", **report["ttsp"]["overall"]}]:
+        w = c["repeat_within"]
+        lines.append(
+            f"  {c['cohort']:8} {c['first_time_buyers']:>7} {c['repeaters']:>7}"
+            f" {_fmt(c['median_days']):>9} {_fmt(c['p75_days']):>7} {_fmt(c['p90_days']):>7}"
+            f" {_fmt(w['30']):>7} {_fmt(w['60']):>7} {_fmt(w['90']):>7}"
+        )
+    rpr = report["rpr"]
+    lines += [
+        "",
+        f"Repeat purchase rate: {_fmt(rpr['rate'])} ({rpr['repeaters']} of {rpr['buyers']})",
+        "",
+        "Customer retention rate (E - N) / S0 by month",
+        f"  {'period':8} {'S0':>7} {'N':>7} {'E':>7} {'CRR':>8}",
+    ]
+    for p in report["crr"]:
+        mark = " (to date)" if p["partial"] else ""
+        lines.append(
+            f"  {p['period']:8} {p['s0']:>7} {p['n']:>7} {p['e']:>7} {_fmt(p['crr']):>8}{mark}"
+        )
+    lines += ["", "Simple CLV = average order value x orders per year x lifetime years"]
+    for c in report["clv"]:
+        lines.append(
+            f"  {c['currency']}: {c['average_order_value']:.2f} x {c['orders_per_year']:.3f}"
+            f" x {c['lifetime_years']:g} = {c['clv']:.2f}"
+        )
+    lines += ["", "Lifecycle stages"]
+    lines += [f"  {stage:12} {n:>7}" for stage, n in report["lifecycle"].items()]
+    dec = report["decisions"]
+    lines += ["", f"Decisions: {dec['total']}"]
+    lines += [f"  {outcome:14} {n:>7}" for outcome, n in dec["by_outcome"].items()]
+    lines += [
+        "",
+        "Lift per rule and step (conversion rate delivered vs holdout)",
+        f"  {'rule':16} {'step':>4} {'delivered':>16} {'holdout':>16} {'lift %':>8}",
+    ]
+    for x in report["lift"]:
+        d, h = x["delivered"], x["holdout"]
+        lines.append(
+            f"  {x['rule']:16} {x['step']:>4}"
+            f" {d['conversions']:>6}/{d['firings']:<6} {_fmt(d['rate']):>3}"
+            f" {h['conversions']:>6}/{h['firings']:<6} {_fmt(h['rate']):>3}"
+            f" {_fmt(x['lift_percent']):>8}"
+        )
+    return "\n".join(lines) + "\n"
