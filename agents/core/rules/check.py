@@ -406,6 +406,11 @@ class _Checker:
         else:
             kind = raw
         cls = ANCHORS.get(kind) if isinstance(kind, str) else None
+        if kind is None:
+            self.add(
+                where, f'write the anchor\'s kind: {{ kind = "last_order", ... }} ({kinds})', line
+            )
+            return None
         if cls is None:
             self.add(where, f"{kind!r} is not an anchor this version knows ({kinds})", line)
             return None
