@@ -30,37 +30,46 @@ Semantics (the stream implements the same):
 * Spend per currency: the 16 alphabetically smallest currency codes of the
   customer keep their own totals; the rest are summed under ``XXX``.
 * Activity = counted orders and sessions; consents are not activity.
-* ``f`` = earliest order time, ``s`` = second-earliest order time (two orders at
-  the same instant give ``s == f``).
-* ``second_purchase`` step k is due at ``D = f + th_k`` and fires iff
-  ``(s is None or D < s) and D <= until``; its anchor is ``f``.
-* ``inactivity``: with ``a_1 < ... < a_n`` the distinct activity times ``>= f``,
-  step k of anchor ``a_i`` is due at ``D = a_i + th_k`` and fires iff
-  ``(i == n or D < a_{i+1}) and D <= until``. Customers without an order never
-  get this rule.
-* ``overdue``: with ``o_1 <= ... <= o_n`` the order times, each distinct order
-  time ``a`` with at least ``overdue_min_orders`` orders at or before it is an
-  anchor; with ``g`` the median gap between consecutive orders among the newest
-  32 orders at or before ``a`` (mean of the middle two, floored to a microsecond,
-  for an even count), it is due at ``D = a + min(max(floor, int(g * k)), 100 years)`` and fires iff
-  no order falls in ``(a, D]`` and ``D <= until``.
+* The rules are a rules file's (``rules=``; docs/rules.md), read with this
+  package's own code (:mod:`agents.offline.rulebook`), or today's three rules
+  from the settings.  Each customer's timeline is walked per rule
+  (:meth:`agents.offline.timeline.Timeline.ladder`): the anchor as of each
+  instant (first_order, last_order, last_activity, last_session, existing from
+  ``min_orders`` orders); when it moves, the ladder starts again at step 1.
+  Step k of anchor A is due at D = A + threshold (fixed, or max(floor, k x the
+  median gap between the newest 32 orders as of D), at most 100 years) and is
+  decided on the facts as of D (events with occurred_at <= D): a cancelling
+  event after the anchor by D ends the ladder until the anchor moves (for
+  first_order and ``purchase``, any second order, even at the same instant);
+  otherwise the step is done, and it fires when the audience holds at D, else
+  it is skipped without a decision.  Today's rules read so: ``second_purchase``
+  first_order, cancel on purchase; ``inactivity`` last_activity from the first
+  order; ``overdue`` one cadence step after the last order, from
+  ``overdue_min_orders`` orders.
 * Backfill: with ``backfill_until`` set, firings due before it are not emitted.
-* Output order: (due time, customer_id, rule order in config, step).
+* Output order: (due time, customer_id, priority, step).
 * Guardrails (:func:`apply_guardrails`), per customer in that order: holdout
   (hash bucket < holdout_percent), opted_out (latest consent at or before D, an
-  opt-out winning a tie), min_gap (a delivered firing due in (D - gap, D]),
-  frequency_cap (>= cap delivered firings due in (D - window, D]).
+  opt-out winning a tie), outranked (arbitration: a non-transactional firing
+  with a lower priority number due at the same D came first), min_gap (a
+  delivered firing due in (D - gap, D]), frequency_cap (>= cap delivered firings
+  due in (D - window, D]).  A transactional firing skips holdout, outranked, gap
+  and cap (its ``holdout`` reads false) and does not count toward them.
 * Conversions: a delivered or holdout firing due at D converts on the earliest
   counted order (ties: smaller event_id) with ``D < t <= D + attribution_window``.
-* Lifecycle stage: the same small state machine the stream runs, walked over the
-  customer's timeline (events at or before a due time come before that firing).
+* Lifecycle stage (:class:`agents.offline.timeline.StageWalk`): prospect -> new
+  -> repeat from the orders; at last_activity + at_risk_after at_risk, at
+  last_activity + lapsed_after lapsed; activity brings the customer back.  A
+  change due at D follows the events at D and is seen by the firings at D with
+  a priority number above the lifecycle's.  Without a rules file the inactivity
+  ladder's first and last steps are the two spans (none if it is switched off).
 """
 
 from __future__ import annotations
 
 import heapq
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from decimal import Decimal, localcontext
@@ -75,22 +84,24 @@ from agents.core.budget import (
 )
 from agents.core.dedup import OrderFilter
 from agents.core.reports import CustomerRow
-from agents.core.settings import (
-    RULE_INACTIVITY,
-    RULE_OVERDUE,
-    RULE_SECOND_PURCHASE,
-    CoreSettings,
-    LadderSettings,
-)
+from agents.core.settings import CoreSettings
 from agents.core.state import CountKey, pending_entry
 from agents.core.timeutil import (
-    MAX_DURATION,
+    MICROS_PER_DAY,
     MICROS_PER_SECOND,
     format_duration,
     iso,
 )
 from agents.core.validation import ValidationError, validate
 from agents.messages import outcome_record
+from agents.offline.rulebook import (
+    GuardrailSettings,
+    Rulebook,
+    RuleSpec,
+    legacy_rulebook,
+    read_rules,
+)
+from agents.offline.timeline import StageWalk, Timeline
 from schemas.records import (
     CONSENT_OPTED_OUT,
     KIND_CONSENT,
@@ -104,8 +115,7 @@ OUTCOME_HOLDOUT = "holdout"
 OUTCOME_OPTED_OUT = "opted_out"
 OUTCOME_MIN_GAP = "min_gap"
 OUTCOME_FREQUENCY_CAP = "frequency_cap"
-# Order times the stream keeps per customer for the cadence (see agents.core.state).
-CADENCE_ORDERS = 32
+OUTCOME_OUTRANKED = "outranked"
 
 
 class ReferenceConfig(Protocol):
@@ -146,6 +156,8 @@ class CustomerFacts:
     # (occurred_at, event_id) of each counted session, ascending.
     sessions: tuple[tuple[int, str], ...] = ()
     spend_by_currency: tuple[tuple[str, Decimal, int], ...] = ()  # currency, amount, orders
+    # (occurred_at, currency, amount) of each counted order, ascending.
+    order_spend: tuple[tuple[int, str, Decimal], ...] = ()
 
     @property
     def order_count(self) -> int:
@@ -222,6 +234,7 @@ class _CustomerLog:
             orders=tuple(orders),
             sessions=tuple(sorted(x for x in self.sessions if keep(x[0]))),
             spend_by_currency=tuple((c, a, n) for c, (a, n) in sorted(spend.items())),
+            order_spend=tuple(sorted((t, c, a) for t, _, c, a in self.orders.values() if keep(t))),
         )
 
 
@@ -246,14 +259,19 @@ class Firing:
 
     customer_id: str
     rule: str
-    rule_order: int
+    priority: int  # orders firings due at the same instant (lower first)
     step: int
     threshold: int
     anchor: int
     due: int
+    transactional: bool = False
+    arbitration: bool = False
+    reason: str = ""
+    channel: str | None = None
+    rule_version: str = ""
 
     def sort_key(self) -> tuple[int, str, int, int]:
-        return (self.due, self.customer_id, self.rule_order, self.step)
+        return (self.due, self.customer_id, self.priority, self.step)
 
 
 @dataclass(frozen=True, slots=True)
@@ -268,78 +286,58 @@ class Verdict:
 DELIVERED = Verdict(delivered=True, outcome=OUTCOME_DELIVERED, holdout=False)
 
 
-def second_purchase_firings(
-    facts: CustomerFacts, ladder: LadderSettings, rule_order: int, until: int
-) -> list[Firing]:
-    """No second order ``th_k`` after the first: fires while no second order exists at D."""
-    first, second = facts.first_order, facts.second_order
-    if first is None:
-        return []
+def human_span(micros: int) -> str:
+    """A threshold as people say it: "7 days", "8.9 days" (a cadence), "36 hours"."""
+    if micros % MICROS_PER_DAY == 0:
+        days = micros // MICROS_PER_DAY
+        return f"{days} day" if days == 1 else f"{days} days"
+    if micros >= 2 * MICROS_PER_DAY:
+        return f"{micros / MICROS_PER_DAY:.1f} days"
+    return f"{micros / (3600 * MICROS_PER_SECOND):g} hours"
+
+
+def reason_text(rule: RuleSpec, step: int, threshold: int, anchor: int) -> str:
+    """The rule's reason template with {span}, {anchor_date}, {rule} and {step} filled in."""
+    return rule.template.format_map(
+        {
+            "span": human_span(threshold),
+            "anchor_date": iso(anchor)[:10],
+            "rule": rule.name,
+            "step": step,
+        }
+    )
+
+
+def customer_firings(
+    facts: CustomerFacts, book: Rulebook, until: int
+) -> tuple[list[Firing], StageWalk]:
+    """Every firing of every rule for one customer up to ``until`` (skips left out),
+    and the customer's stage through time."""
+    timeline = Timeline(facts.order_times, facts.session_times, facts.consents, facts.order_spend)
+    stages = StageWalk(timeline, book.lifecycle, until)
     out: list[Firing] = []
-    for step, threshold in enumerate(ladder.steps, start=1):
-        due = first + threshold
-        if (second is None or due < second) and due <= until:
+    for rule in book.rules:
+        version = rule.version
+        for item in timeline.ladder(rule, until, stages):
+            if not item.in_audience:
+                continue  # skipped: no decision, the ladder moves on
             out.append(
-                Firing(facts.customer_id, ladder.rule, rule_order, step, threshold, first, due)
-            )
-    return out
-
-
-def inactivity_firings(
-    facts: CustomerFacts, ladder: LadderSettings, rule_order: int, until: int
-) -> list[Firing]:
-    """No activity for ``th_k``: each activity from the first order on restarts the ladder."""
-    first = facts.first_order
-    if first is None:
-        return []
-    anchors = [t for t in facts.activity_times() if t >= first]
-    out: list[Firing] = []
-    for i, anchor in enumerate(anchors):
-        following = anchors[i + 1] if i + 1 < len(anchors) else None
-        for step, threshold in enumerate(ladder.steps, start=1):
-            due = anchor + threshold
-            if (following is None or due < following) and due <= until:
-                out.append(
-                    Firing(facts.customer_id, ladder.rule, rule_order, step, threshold, anchor, due)
+                Firing(
+                    customer_id=facts.customer_id,
+                    rule=rule.name,
+                    priority=rule.priority,
+                    step=item.step,
+                    threshold=item.threshold,
+                    anchor=item.anchor,
+                    due=item.due,
+                    transactional=rule.transactional,
+                    arbitration=rule.arbitration,
+                    reason=reason_text(rule, item.step, item.threshold, item.anchor),
+                    channel=rule.channel,
+                    rule_version=version,
                 )
-    return out
-
-
-def overdue_firings(
-    facts: CustomerFacts, ladder: LadderSettings, rule_order: int, until: int, core: CoreSettings
-) -> list[Firing]:
-    """No order for k x the customer's median gap (at least the floor) after their last."""
-    times = list(facts.order_times)
-    out: list[Firing] = []
-    for anchor in sorted(set(times)):
-        upto = [t for t in times if t <= anchor]
-        if len(upto) < core.overdue_min_orders:
-            continue
-        kept = upto[-CADENCE_ORDERS:]
-        gaps = sorted(kept[i + 1] - kept[i] for i in range(len(kept) - 1))
-        n = len(gaps)
-        if n == 0:
-            continue
-        mid = gaps[n // 2] if n % 2 == 1 else (gaps[n // 2 - 1] + gaps[n // 2]) // 2
-        threshold = min(max(core.overdue_floor, int(mid * core.overdue_multiplier)), MAX_DURATION)
-        due = anchor + threshold
-        following = next((t for t in times if t > anchor), None)
-        if (following is None or due < following) and due <= until:
-            out.append(
-                Firing(facts.customer_id, ladder.rule, rule_order, 1, threshold, anchor, due)
             )
-    return out
-
-
-RuleFunction = Callable[[CustomerFacts, LadderSettings, int, int, CoreSettings], list[Firing]]
-
-RULES: dict[str, RuleFunction] = {
-    RULE_SECOND_PURCHASE: lambda f, lad, order, until, _: second_purchase_firings(
-        f, lad, order, until
-    ),
-    RULE_INACTIVITY: lambda f, lad, order, until, _: inactivity_firings(f, lad, order, until),
-    RULE_OVERDUE: overdue_firings,
-}
+    return out, stages
 
 
 def _opted_out_at(consents: tuple[tuple[int, str], ...], due: int) -> bool:
@@ -352,25 +350,51 @@ def _opted_out_at(consents: tuple[tuple[int, str], ...], due: int) -> bool:
 
 
 def apply_guardrails(
-    firings: list[Firing], facts: dict[str, CustomerFacts], core: CoreSettings
+    firings: list[Firing], facts: dict[str, CustomerFacts], guard: GuardrailSettings
 ) -> list[tuple[Firing, Verdict]]:
-    """Give every firing (already in output order) its verdict (docs/guardrails.md "Guardrails")."""
+    """Give every firing (already in output order) its verdict (docs/guardrails.md
+    "Guardrails"): holdout, opted_out, outranked, min_gap, frequency_cap.
+
+    A transactional firing skips holdout, min_gap and frequency_cap, is never
+    outranked, never outranks, and its deliveries do not count toward another
+    firing's gap or cap.  A firing with arbitration on is ``outranked`` when a
+    non-transactional firing of the customer due at the same instant with a lower
+    priority number came before it (whatever that one's outcome).
+    """
     delivered: dict[str, list[int]] = {}
+    # customer -> (due, priority) of their first non-transactional firing at that instant
+    first_at: dict[str, tuple[int, int]] = {}
     out: list[tuple[Firing, Verdict]] = []
     for f in firings:
-        holdout = ids.holdout_bucket(f.customer_id, core.holdout_salt) < core.holdout_percent
-        sent = delivered.setdefault(f.customer_id, [])
+        cid = f.customer_id
+        holdout = (
+            not f.transactional
+            and ids.holdout_bucket(cid, guard.holdout_salt) < guard.holdout_percent
+        )
+        sent = delivered.setdefault(cid, [])
+        first = first_at.get(cid)
+        if first is None or first[0] != f.due:
+            first = None
+        pressure = not f.transactional  # subject to gap and cap
         if holdout:
             outcome = OUTCOME_HOLDOUT
-        elif _opted_out_at(facts[f.customer_id].consents, f.due):
+        elif _opted_out_at(facts[cid].consents, f.due):
             outcome = OUTCOME_OPTED_OUT
-        elif sent and f.due - sent[-1] < core.min_gap:
+        elif f.arbitration and pressure and first is not None and first[1] < f.priority:
+            outcome = OUTCOME_OUTRANKED
+        elif pressure and sent and f.due - sent[-1] < guard.min_gap:
             outcome = OUTCOME_MIN_GAP
-        elif len([t for t in sent if t > f.due - core.frequency_window]) >= core.frequency_cap:
+        elif (
+            pressure
+            and len([t for t in sent if t > f.due - guard.frequency_window]) >= guard.frequency_cap
+        ):
             outcome = OUTCOME_FREQUENCY_CAP
         else:
             outcome = OUTCOME_DELIVERED
-            sent.append(f.due)
+            if pressure:
+                sent.append(f.due)
+        if pressure and first is None:
+            first_at[cid] = (f.due, f.priority)
         out.append((f, Verdict(outcome == OUTCOME_DELIVERED, outcome, holdout)))
     return out
 
@@ -417,13 +441,13 @@ class Conversion:
 
 
 def conversions(
-    judged: list[tuple[Firing, Verdict]], facts: dict[str, CustomerFacts], core: CoreSettings
+    judged: list[tuple[Firing, Verdict]], facts: dict[str, CustomerFacts], window: int
 ) -> list[Conversion]:
     out: list[Conversion] = []
     for f, verdict in judged:
         if verdict.outcome not in (OUTCOME_DELIVERED, OUTCOME_HOLDOUT):
             continue
-        window_end = f.due + core.attribution_window
+        window_end = f.due + window
         hit = next(
             ((t, o) for t, _, o in facts[f.customer_id].orders if f.due < t <= window_end), None
         )
@@ -432,61 +456,20 @@ def conversions(
     return out
 
 
-def outcome_dict(c: Conversion, core: CoreSettings) -> dict[str, Any]:
+def outcome_dict(c: Conversion, attribution_window: int) -> dict[str, Any]:
     """The JSON form of one conversion, field for field what retention.outcomes carries
     (the record the customer agent sends, built by the same function)."""
-    return outcome_record(c, attribution_window=core.attribution_window).to_dict()
-
-
-def lifecycle_stage(facts: CustomerFacts, inactivity: list[Firing], steps: int) -> str:
-    """Walk the customer's timeline through the lifecycle stages (docs/reports.md "Reports").
-
-    prospect -> new (first order) -> repeat (second order); an inactivity step
-    makes the customer at_risk, its last step lapsed; activity after that brings
-    them back (new/repeat from at_risk, reactivated from lapsed).
-    """
-    timeline: list[tuple[int, int, str, str]] = []
-    for t, e, _ in facts.orders:
-        timeline.append((t, 0, e, "order"))
-    for t, e in facts.sessions:
-        timeline.append((t, 0, e, "session"))
-    for f in inactivity:
-        # A step due at D comes after every event at D (sort key 1 > 0).
-        timeline.append((f.due, 1, "", "last" if f.step == steps else "step"))
-    stage, orders, last_activity = "prospect", 0, None
-    for t, _, _, kind in sorted(timeline):
-        if kind == "order":
-            orders += 1
-            if stage == "prospect":
-                stage = "new"
-            if stage == "new" and orders >= 2:
-                stage = "repeat"
-        if kind in ("order", "session"):
-            if last_activity is None or t > last_activity:
-                last_activity = t
-                if stage == "lapsed":
-                    stage = "reactivated"
-                elif stage == "at_risk":
-                    stage = "repeat" if orders >= 2 else "new"
-        elif kind == "step":
-            stage = "at_risk"
-        elif kind == "last":
-            stage = "lapsed"
-    return stage
+    return outcome_record(c, attribution_window=attribution_window).to_dict()
 
 
 def report_rows(
     facts: dict[str, CustomerFacts],
-    all_firings: list[Firing],
+    stages: dict[str, str],
     judged: list[tuple[Firing, Verdict]],
     converted: list[Conversion],
     core: CoreSettings,
 ) -> list[CustomerRow]:
     """One :class:`CustomerRow` per customer, built from the file alone."""
-    inactivity: dict[str, list[Firing]] = {}
-    for f in all_firings:
-        if f.rule == RULE_INACTIVITY:
-            inactivity.setdefault(f.customer_id, []).append(f)
     decided: dict[str, dict[CountKey, int]] = {}
     for f, v in judged:
         key = CountKey(f.rule, f.step, v.outcome)
@@ -498,7 +481,6 @@ def report_rows(
         counts = won.setdefault(c.firing.customer_id, {})
         counts[key] = counts.get(key, 0) + 1
     rows = []
-    steps = len(core.inactivity.steps)
     for cid, fx in facts.items():
         spans: list[list[int]] = []
         for t in fx.order_times:
@@ -515,7 +497,7 @@ def report_rows(
                 spend={c: format(a, "f") for c, a, _ in fx.spend_by_currency},
                 order_currencies={c: n for c, _, n in fx.spend_by_currency},
                 active_spans=tuple((a, b) for a, b in spans),
-                stage=lifecycle_stage(fx, inactivity.get(cid, []), steps),
+                stage=stages.get(cid, "prospect"),
                 decision_counts=decided.get(cid, {}),
                 conversion_counts=won.get(cid, {}),
             )
@@ -523,9 +505,11 @@ def report_rows(
     return rows
 
 
-def decision_dict(firing: Firing, verdict: Verdict) -> dict[str, Any]:
-    """The JSON form of one decision, as ``retention report --decisions`` prints it."""
-    return {
+def decision_dict(firing: Firing, verdict: Verdict, *, versioned: bool = False) -> dict[str, Any]:
+    """The JSON form of one decision, as ``retention report --decisions`` prints it;
+    ``versioned`` (a rules file was given) adds the reason, the rule's version and
+    its channel (when set)."""
+    out: dict[str, Any] = {
         "customer_id": firing.customer_id,
         "rule": firing.rule,
         "step": firing.step,
@@ -538,6 +522,12 @@ def decision_dict(firing: Firing, verdict: Verdict) -> dict[str, Any]:
         "outcome": verdict.outcome,
         "holdout": verdict.holdout,
     }
+    if versioned:
+        out["reason"] = firing.reason
+        out["rule_version"] = firing.rule_version
+        if firing.channel is not None:
+            out["channel"] = firing.channel
+    return out
 
 
 # --- pending overflow --------------------------------------------------------------
@@ -614,6 +604,7 @@ def compute_decisions(
     lines: Iterable[bytes],
     cfg: ReferenceConfig | CoreSettings,
     *,
+    rules: str | Mapping[str, Any] | None = None,
     until: int | None = None,
     now: int | None = None,
     arrival_order: bool = False,
@@ -627,8 +618,17 @@ def compute_decisions(
     ``retention replay`` feeds the file; ``arrival_order=True`` resolves them in
     file order instead, for a file that is the arrival order of a live feed (what
     ``retention produce`` sends as it is).
+
+    ``rules`` is a rules file (its TOML text, or the dict ``tomllib`` gives): its
+    rules, guardrails and lifecycle replace the ones in ``cfg``, and each decision
+    gains its reason, ``rule_version`` and channel.  Without it, today's three
+    rules run with ``cfg``'s settings (:func:`agents.offline.rulebook.legacy_rulebook`).
     """
     core, max_bytes, future_tolerance, earliest = _settings(cfg)
+    if rules is None and getattr(core, "rules", None) is not None:
+        # The settings carry the engine's parsed rules, which the reference must not
+        # read (it is the oracle): without their text it would run other rules.
+        raise ValueError("the settings hold a rules file: pass its text as rules=")
     if now is None:
         now = time.time_ns() // 1000
     logs: dict[str, _CustomerLog] = {}
@@ -704,22 +704,21 @@ def compute_decisions(
 
     facts = {customer_id: log.facts() for customer_id, log in logs.items()}
     horizon = latest if until is None else until
+    book = legacy_rulebook(core) if rules is None else read_rules(rules)
     firings: list[Firing] = []
+    stages: dict[str, str] = {}
     if horizon is not None:
-        for rule_order, ladder in enumerate(core.ladders()):
-            rule = RULES.get(ladder.rule)
-            if rule is None:
-                continue
-            for customer in facts.values():
-                firings.extend(rule(customer, ladder, rule_order, horizon, core))
-    every_firing = list(firings)
+        for cid, customer in facts.items():
+            made, walk = customer_firings(customer, book, horizon)
+            firings.extend(made)
+            stages[cid] = walk.at(horizon)
     if core.backfill_until is not None:
         cut_over = core.backfill_until
         # Backfill loads history without firing: these never happened, so they
         # must not count toward any guardrail either.
         firings = [f for f in firings if f.due >= cut_over]
     firings.sort(key=Firing.sort_key)
-    judged = apply_guardrails(firings, facts, core)
+    judged = apply_guardrails(firings, facts, book.guardrails)
     # Conversions and report rows as of the horizon: an event after it has not
     # happened yet from the report's point of view.
     seen = (
@@ -727,12 +726,13 @@ def compute_decisions(
         if horizon is not None
         else facts
     )
-    converted = conversions(judged, seen, core)
+    window = book.guardrails.attribution_window
+    converted = conversions(judged, seen, window)
     return ReferenceResult(
-        decisions=[decision_dict(f, v) for f, v in judged],
+        decisions=[decision_dict(f, v, versioned=rules is not None) for f, v in judged],
         firings=judged,
-        outcomes=[outcome_dict(c, core) for c in converted],
-        rows=report_rows(seen, every_firing, judged, converted, core),
+        outcomes=[outcome_dict(c, window) for c in converted],
+        rows=report_rows(seen, stages, judged, converted, core),
         dead_letters=dict(sorted(dead_letters.items())),
         events=events,
         duplicates=duplicates,

@@ -50,6 +50,34 @@ def _extra_lines(r: dict[str, Any]) -> str:
     return out
 
 
+def _backtest_lines(r: dict[str, Any]) -> str:
+    """The backtest's figures (streams/bench/backtest.py), one row per history."""
+    if "backtest" not in r:
+        return ""
+    b = r["backtest"]
+    histories = (("sample", "bench sample"), (f"x{b['scale']}", f"{b['scale']}x larger"))
+    rows = "".join(
+        f"| {label} ({h['customers_generated']:,} customers, {h['lines']:,} lines) | "
+        f"{h['events_per_s']:,} events/s ({h['seconds']} s) | {h['peak_rss_parent_mb']} MiB | "
+        f"{h['peak_rss_worker_mb']} MiB | {h['peak_rss_bound_mb']} MiB |\n"
+        for h, label in ((b[key], label) for key, label in histories if key in b)
+    )
+    workers = next((b[k]["workers"] for k in ("sample", f"x{b['scale']}") if k in b), 0)
+    return f"""
+## Backtest
+
+`retention rules backtest` (docs/rules.md "Backtest") with the default rules, no
+broker, {workers} worker processes: the history sorted on disk by customer, chunks
+of customers through the offline reference (`streams/bench/backtest.py`, each
+history measured in a process of its own).  Rate = non-blank input lines per
+second of wall time; peak RSS of the sorting process and of the largest worker
+(`getrusage`), and their bound sorting process + workers x largest worker.
+
+| history | rate | sorting process | largest worker | bound |
+|---|---|---|---|---|
+{rows}"""
+
+
 def write_report(path: Path, r: dict[str, Any]) -> None:
     default = path.resolve() == (ROOT / "docs" / "benchmarks.md").resolve()
     data = ROOT / "artifacts" / "bench.json" if default else path.with_suffix(".json")
@@ -123,5 +151,5 @@ Settings: batch_max {st["batch_max"]}, batch_within {st["batch_within"]} s, prod
 {st["producer_linger"]} s, producer batch {st["producer_batch_bytes"]:,} bytes, commit interval
 {st["commit_interval"]} s.  See `docs/performance.md` for where the time goes, what
 each setting did when measured, and the levers left.
-{kept}"""
+{_backtest_lines(r)}{kept}"""
     )

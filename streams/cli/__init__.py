@@ -25,6 +25,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "replay": ("streams.cli.replay", "produce a JSONL file and advance the stream clock"),
     "tail": ("streams.cli.tail", "print a topic as JSONL"),
     "report": ("streams.cli.report", "retention report (live or --from-file)"),
+    "rules": ("streams.cli.rules", "rules files: backtest one on a history"),
     "sample": ("streams.cli.sample", "generate a realistic JSONL sample of events"),
     "demo": ("streams.cli.demo", "run the whole demo on the local stack"),
     "bench": ("streams.cli.bench", "measure worker throughput against raw consume+decode"),

@@ -24,6 +24,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer
 
 from agents.core.timeutil import iso, parse_timestamp, to_micros
+from streams.bench import backtest as backtest_bench
 from streams.bench.report import percentile, write_report
 from streams.config import Config
 from streams.feed.producer import produce_lines
@@ -67,6 +68,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="skip the raw and bare-Faust lines (no ratios; for the large-scale figures)",
     )
+    parser.add_argument(
+        "--skip-backtest",
+        action="store_true",
+        help="skip `retention rules backtest` on the sample and a history --backtest-scale "
+        "times larger",
+    )
+    parser.add_argument(
+        "--backtest-scale", type=int, default=10, help="the backtest's larger history (10x)"
+    )
     parser.add_argument("--out", default=str(ROOT / "docs" / "benchmarks.md"))
 
 
@@ -78,6 +88,12 @@ def run(args: argparse.Namespace) -> int:
     except LocalStackError as exc:
         print(f"retention bench: {exc}", file=sys.stderr)
         return 1
+    if not args.skip_backtest:
+        # No broker involved: measured after the stack's workers are gone.
+        result["backtest"] = backtest_bench.run(
+            args.customers, args.days, args.backtest_scale, os.cpu_count() or 1
+        )
+        print(f"backtest: {result['backtest']['sample']['events_per_s']:,} events/s")
     write_report(Path(args.out), result)
     print(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode())
     return 0

@@ -157,3 +157,34 @@ def test_a_cycle_behind_type_checking_or_a_local_import_is_found() -> None:
     assert cycles(import_graph(sources)) == [["p.app", "p.metrics", "p.views"]]
     sources["p.views"] = (False, "def register():\n    pass\n")
     assert cycles(import_graph(sources)) == []
+
+
+# The offline reference is the oracle the engine is tested against (docs/design.md):
+# it reads the rules file with its own code, so it may not use the engine's rule
+# classes or the engine itself, not even under TYPE_CHECKING or inside a function.
+ENGINE_SIDE = ("agents.core.rules", "agents.core.engine")
+
+
+def engine_side_imports(module: str, is_package: bool, code: str) -> list[str]:
+    names = imported(module, is_package, ast.parse(code))
+    return sorted(n for n in names if any(n == e or n.startswith(e + ".") for e in ENGINE_SIDE))
+
+
+def test_the_offline_reference_does_not_import_the_engine_or_its_rule_classes() -> None:
+    modules = {m: p for m, p in project_modules().items() if m.startswith("agents.offline")}
+    assert {"agents.offline.reference", "agents.offline.rulebook"} <= modules.keys()
+    wrong = {
+        m: used
+        for m, p in modules.items()
+        if (used := engine_side_imports(m, p.name == "__init__.py", p.read_text()))
+    }
+    assert not wrong, wrong
+
+
+def test_the_reference_check_sees_a_rule_class_imported_anywhere() -> None:
+    module = "agents.offline.reference"
+    assert engine_side_imports(module, False, "from agents.core.rules.anchors import First\n")
+    assert engine_side_imports(module, False, "def f():\n    import agents.core.rules\n")
+    assert engine_side_imports(module, False, "from agents.core import engine\n")
+    assert engine_side_imports(module, False, "from ..core.rules import load_rules\n")
+    assert not engine_side_imports(module, False, "from agents.core.timeutil import iso\n")

@@ -1,0 +1,385 @@
+"""The offline reference's own reading of a rules file (docs/rules.md).
+
+The stream parses and checks the file with its rule classes; the reference, the
+oracle the stream is tested against, reads it again here with plain code and
+keeps it as plain values (:class:`Rulebook`), so that a misreading on either side
+shows up as a disagreement instead of being shared.  It does not *check* a file
+(``retention rules check`` does): what it cannot interpret it refuses with a
+``ValueError`` naming the path in the document; anything it can read it takes.
+
+Without a file the reference runs today's three rules from
+:class:`~agents.core.settings.CoreSettings` (:func:`legacy_rulebook`), the same
+rules the shipped default file declares.
+
+``rule_version`` (:func:`rule_version`): the first 12 hex digits of the sha256 of
+``orjson.dumps(canonical, OPT_SORT_KEYS)``, where ``canonical`` is the parsed rule
+as a dict (durations in micros)::
+
+    {"name": str, "priority": int,
+     "steps": [micros, ...] | [{"cadence": float, "floor": micros}],
+     "anchor": {"kind": str, "min_orders": int},  # no min_orders for first_order
+     "cancel_on": [kind, ...],                    # sorted
+     "audience": {...},                           # only the predicates given:
+         # "orders" / "days_since_first_order": {"min": int | None, "max": int | None}
+         # "stage": [stage, ...]                  (sorted)
+         # "spend": {"currency": str, "min": str | None, "max": str | None}
+         #          (the amounts normalised: "50.00" and "50" both read "50")
+         # "consent": str
+     "transactional": bool, "arbitration": bool,  # the file's default resolved;
+                                                  # always false when transactional
+     "channel": str | None, "reason": str | None} # as written (None: not given)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import timedelta
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+import orjson
+
+from agents.core.settings import (
+    RULE_INACTIVITY,
+    RULE_OVERDUE,
+    RULE_SECOND_PURCHASE,
+    CoreSettings,
+)
+from agents.core.timeutil import parse_duration
+
+ANCHOR_FIRST_ORDER = "first_order"
+ANCHOR_LAST_ORDER = "last_order"
+ANCHOR_LAST_ACTIVITY = "last_activity"
+ANCHOR_LAST_SESSION = "last_session"
+# The orders an anchor needs before it exists, when the file does not say.
+ANCHOR_MIN_ORDERS = {
+    ANCHOR_FIRST_ORDER: 1,
+    ANCHOR_LAST_ORDER: 1,
+    ANCHOR_LAST_ACTIVITY: 1,
+    ANCHOR_LAST_SESSION: 0,
+}
+CANCEL_KINDS = ("purchase", "session", "consent")
+CONSENT_NOT_OPTED_OUT = "not_opted_out"
+CONSENT_OPTED_IN = "opted_in"
+STAGES = ("prospect", "new", "repeat", "at_risk", "lapsed", "reactivated")
+FALLBACK_REASON = "{rule} step {step}: {span} after {anchor_date}"
+# Today's reason texts (agents.core.engine ``Firing.reason``), as the default file writes them.
+LEGACY_REASONS = {
+    RULE_SECOND_PURCHASE: "no second order {span} after the first on {anchor_date}",
+    RULE_INACTIVITY: "no activity for {span} since {anchor_date}",
+    RULE_OVERDUE: "no order for {span} since {anchor_date}, overdue for their usual rhythm",
+}
+LEGACY_LIFECYCLE_PRIORITY = 15
+
+
+@dataclass(frozen=True, slots=True)
+class Cadence:
+    """A step ``max(floor, k x the customer's median gap between orders)`` after the anchor."""
+
+    k: float
+    floor: int  # micros
+
+
+Step = int | Cadence  # an int is a fixed duration in micros
+
+
+@dataclass(frozen=True, slots=True)
+class Bounds:
+    """Inclusive bounds; ``None`` is unbounded."""
+
+    min: int | Decimal | None = None
+    max: int | Decimal | None = None
+
+    def holds(self, value: int | Decimal) -> bool:
+        return (self.min is None or value >= self.min) and (self.max is None or value <= self.max)
+
+
+@dataclass(frozen=True, slots=True)
+class Audience:
+    """The predicates of ``[rule.audience]``; ``None`` means "not asked"."""
+
+    orders: Bounds | None = None
+    stage: tuple[str, ...] | None = None
+    spend_currency: str | None = None
+    spend: Bounds | None = None
+    consent: str | None = None
+    days_since_first_order: Bounds | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RuleSpec:
+    name: str
+    priority: int
+    steps: tuple[Step, ...]
+    anchor: str
+    min_orders: int
+    cancel_on: tuple[str, ...] = ()
+    audience: Audience = field(default_factory=Audience)
+    transactional: bool = False
+    arbitration: bool = False
+    channel: str | None = None
+    reason: str | None = None  # as written; None: the fallback template
+    enabled: bool = True
+
+    @property
+    def template(self) -> str:
+        return FALLBACK_REASON if self.reason is None else self.reason
+
+    @property
+    def version(self) -> str:
+        return rule_version(self)
+
+
+@dataclass(frozen=True, slots=True)
+class Lifecycle:
+    at_risk_after: int
+    lapsed_after: int
+    priority: int
+
+
+@dataclass(frozen=True, slots=True)
+class GuardrailSettings:
+    holdout_percent: float
+    holdout_salt: str
+    min_gap: int
+    frequency_cap: int
+    frequency_window: int
+    attribution_window: int
+
+
+@dataclass(frozen=True, slots=True)
+class Rulebook:
+    """Everything in a rules file that changes a decision."""
+
+    rules: tuple[RuleSpec, ...]  # enabled rules, by priority
+    guardrails: GuardrailSettings
+    # None only for legacy settings with the inactivity rule switched off: today
+    # the stage moves to at_risk/lapsed only when that rule fires.
+    lifecycle: Lifecycle | None
+
+
+# --- reading a document --------------------------------------------------------------
+
+
+def read_rules(document: str | Mapping[str, Any]) -> Rulebook:
+    """The rulebook a rules file (its TOML text, or what ``tomllib`` made of it) declares."""
+    doc = tomllib.loads(document) if isinstance(document, str) else document
+    if doc.get("format") != 1:
+        raise ValueError(f"format: expected 1, got {doc.get('format')!r}")
+    defaults = CoreSettings()
+    g = _table(doc, "guardrails")
+    guardrails = GuardrailSettings(
+        holdout_percent=float(g.get("holdout_percent", defaults.holdout_percent)),
+        holdout_salt=str(g.get("holdout_salt", defaults.holdout_salt)),
+        min_gap=_duration(g, "min_gap", defaults.min_gap, "guardrails"),
+        frequency_cap=int(g.get("frequency_cap", defaults.frequency_cap)),
+        frequency_window=_duration(g, "frequency_window", defaults.frequency_window, "guardrails"),
+        attribution_window=_duration(
+            g, "attribution_window", defaults.attribution_window, "guardrails"
+        ),
+    )
+    arbitration = bool(g.get("arbitration", False))
+    lc = _table(doc, "lifecycle")
+    legacy_inactivity = defaults.inactivity.steps
+    lifecycle = Lifecycle(
+        at_risk_after=_duration(lc, "at_risk_after", legacy_inactivity[0], "lifecycle"),
+        lapsed_after=_duration(lc, "lapsed_after", legacy_inactivity[-1], "lifecycle"),
+        priority=int(lc.get("priority", LEGACY_LIFECYCLE_PRIORITY)),
+    )
+    rules = [_rule(r, f"rule[{i}]", arbitration) for i, r in enumerate(doc.get("rule", []))]
+    enabled = sorted((r for r in rules if r.enabled), key=lambda r: r.priority)
+    return Rulebook(tuple(enabled), guardrails, lifecycle)
+
+
+def _table(doc: Mapping[str, Any], key: str) -> Mapping[str, Any]:
+    value = doc.get(key, {})
+    if not isinstance(value, Mapping):
+        raise ValueError(f"{key}: expected a table")
+    return value
+
+
+def _duration(table: Mapping[str, Any], key: str, default: int, where: str) -> int:
+    if key not in table:
+        return default
+    try:
+        value = parse_duration(table[key])
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{where}.{key}: {exc}") from None
+    return value // timedelta(microseconds=1)
+
+
+def _rule(raw: Mapping[str, Any], where: str, file_arbitration: bool) -> RuleSpec:
+    name = raw["name"]
+    anchor_raw = raw.get("anchor", ANCHOR_FIRST_ORDER)
+    if isinstance(anchor_raw, str):
+        anchor_raw = {"kind": anchor_raw}
+    kind = anchor_raw.get("kind")
+    if kind not in ANCHOR_MIN_ORDERS:
+        raise ValueError(f"{where}.anchor: unknown kind {kind!r}")
+    steps: list[Step] = []
+    for j, s in enumerate(raw.get("steps", [])):
+        if isinstance(s, str):
+            steps.append(_duration({"step": s}, "step", 0, f"{where}.steps[{j}]"))
+        else:
+            floor = _duration(s, "floor", 0, f"{where}.steps[{j}]")
+            steps.append(Cadence(float(s["cadence"]), floor))
+    cancel_on = tuple(sorted(set(raw.get("cancel_on", []))))
+    transactional = bool(raw.get("transactional", False))
+    for c in cancel_on:
+        if c not in CANCEL_KINDS:
+            raise ValueError(f"{where}.cancel_on: unknown event kind {c!r}")
+    return RuleSpec(
+        name=name,
+        priority=int(raw["priority"]),
+        steps=tuple(steps),
+        anchor=kind,
+        min_orders=int(anchor_raw.get("min_orders", ANCHOR_MIN_ORDERS[kind])),
+        cancel_on=cancel_on,
+        audience=_audience(raw.get("audience", {}), f"{where}.audience"),
+        transactional=transactional,
+        # A transactional rule is never outranked (and never outranks).
+        arbitration=not transactional and bool(raw.get("arbitration", file_arbitration)),
+        channel=raw.get("channel"),
+        reason=raw.get("reason"),
+        enabled=bool(raw.get("enabled", True)),
+    )
+
+
+def _audience(raw: Mapping[str, Any], where: str) -> Audience:
+    unknown = set(raw) - {"orders", "stage", "spend", "consent", "days_since_first_order"}
+    if unknown:
+        raise ValueError(f"{where}: unknown predicate {sorted(unknown)[0]!r}")
+    spend = raw.get("spend")
+    return Audience(
+        orders=_int_bounds(raw["orders"]) if "orders" in raw else None,
+        stage=tuple(sorted(set(raw["stage"]))) if "stage" in raw else None,
+        spend_currency=spend["currency"] if spend is not None else None,
+        spend=_money_bounds(spend, f"{where}.spend") if spend is not None else None,
+        consent=raw.get("consent"),
+        days_since_first_order=(
+            _int_bounds(raw["days_since_first_order"]) if "days_since_first_order" in raw else None
+        ),
+    )
+
+
+def _int_bounds(raw: Mapping[str, Any]) -> Bounds:
+    return Bounds(raw.get("min"), raw.get("max"))
+
+
+def _money_bounds(raw: Mapping[str, Any], where: str) -> Bounds:
+    def money(key: str) -> Decimal | None:
+        if key not in raw:
+            return None
+        try:
+            return Decimal(str(raw[key]))
+        except InvalidOperation:
+            raise ValueError(f"{where}.{key}: not a decimal: {raw[key]!r}") from None
+
+    return Bounds(money("min"), money("max"))
+
+
+# --- today's rules, from the settings ------------------------------------------------
+
+
+def legacy_rulebook(core: CoreSettings) -> Rulebook:
+    """Today's three rules and guardrails from ``core`` (the default file's meaning).
+
+    Priorities 10, 20, 30 in config order, the lifecycle at 15 with the inactivity
+    ladder's first and last steps (as ``RETENTION_INACTIVITY_STEPS`` sets them).
+    """
+    sp, ina = core.second_purchase, core.inactivity
+    rules = (
+        RuleSpec(
+            name=RULE_SECOND_PURCHASE,
+            priority=10,
+            steps=sp.steps,
+            anchor=ANCHOR_FIRST_ORDER,
+            min_orders=1,
+            cancel_on=("purchase",),
+            reason=LEGACY_REASONS[RULE_SECOND_PURCHASE],
+            enabled=sp.enabled,
+        ),
+        RuleSpec(
+            name=RULE_INACTIVITY,
+            priority=20,
+            steps=ina.steps,
+            anchor=ANCHOR_LAST_ACTIVITY,
+            min_orders=1,
+            reason=LEGACY_REASONS[RULE_INACTIVITY],
+            enabled=ina.enabled,
+        ),
+        RuleSpec(
+            name=RULE_OVERDUE,
+            priority=30,
+            steps=(Cadence(core.overdue_multiplier, core.overdue_floor),),
+            anchor=ANCHOR_LAST_ORDER,
+            min_orders=core.overdue_min_orders,
+            reason=LEGACY_REASONS[RULE_OVERDUE],
+            enabled=core.overdue_enabled,
+        ),
+    )
+    guardrails = GuardrailSettings(
+        holdout_percent=core.holdout_percent,
+        holdout_salt=core.holdout_salt,
+        min_gap=core.min_gap,
+        frequency_cap=core.frequency_cap,
+        frequency_window=core.frequency_window,
+        attribution_window=core.attribution_window,
+    )
+    lifecycle = (
+        Lifecycle(ina.steps[0], ina.steps[-1], LEGACY_LIFECYCLE_PRIORITY) if ina.enabled else None
+    )
+    return Rulebook(tuple(r for r in rules if r.enabled), guardrails, lifecycle)
+
+
+# --- rule_version --------------------------------------------------------------------
+
+
+def canonical(rule: RuleSpec) -> dict[str, Any]:
+    """The rule as the module docstring's canonical dict (what ``rule_version`` hashes)."""
+    a = rule.audience
+    audience: dict[str, Any] = {}
+    if a.orders is not None:
+        audience["orders"] = _bounds_dict(a.orders)
+    if a.stage is not None:
+        audience["stage"] = list(a.stage)
+    if a.spend is not None:
+        audience["spend"] = {"currency": a.spend_currency, **_bounds_dict(a.spend)}
+    if a.consent is not None:
+        audience["consent"] = a.consent
+    if a.days_since_first_order is not None:
+        audience["days_since_first_order"] = _bounds_dict(a.days_since_first_order)
+    return {
+        "name": rule.name,
+        "priority": rule.priority,
+        "steps": [
+            {"cadence": s.k, "floor": s.floor} if isinstance(s, Cadence) else s for s in rule.steps
+        ],
+        "anchor": (
+            {"kind": rule.anchor}
+            if rule.anchor == ANCHOR_FIRST_ORDER
+            else {"kind": rule.anchor, "min_orders": rule.min_orders}
+        ),
+        "cancel_on": list(rule.cancel_on),
+        "audience": audience,
+        "transactional": rule.transactional,
+        "arbitration": rule.arbitration,
+        "channel": rule.channel,
+        "reason": rule.reason,
+    }
+
+
+def _bounds_dict(b: Bounds) -> dict[str, Any]:
+    def plain(value: int | Decimal | None) -> int | str | None:
+        return format(value.normalize(), "f") if isinstance(value, Decimal) else value
+
+    return {"min": plain(b.min), "max": plain(b.max)}
+
+
+def rule_version(rule: RuleSpec) -> str:
+    """The first 12 hex digits of sha256 over the rule's canonical form."""
+    text = orjson.dumps(canonical(rule), option=orjson.OPT_SORT_KEYS)
+    return hashlib.sha256(text).hexdigest()[:12]

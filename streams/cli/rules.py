@@ -1,0 +1,152 @@
+"""``retention rules ACTION``: rules files (docs/rules.md).
+
+``backtest FILE --from-file HISTORY``: what FILE would have done on the history,
+per rule, step and ISO week, offline (the reference), on every core, in memory
+bounded whatever the history's size (docs/rules.md "Backtest").
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+import orjson
+
+from streams.cli._common import fail
+from streams.config import load_config
+from streams.feed.timeargs import date_or_time
+from streams.ops.backtest import (
+    DEFAULT_RUN_BYTES,
+    BacktestError,
+    backtest,
+    load_rules_file,
+)
+from streams.ops.backtest_html import render_html
+from streams.ops.backtest_report import document, render_table
+
+FORMATS = ("table", "json", "html")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    actions = parser.add_subparsers(dest="action", metavar="ACTION")
+    actions.required = True
+    _add_backtest(actions)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.action == "backtest":
+        return _run_backtest(args)
+    return fail(f"unknown action {args.action}", 2)  # pragma: no cover - argparse refuses it
+
+
+# --- backtest ----------------------------------------------------------------------
+
+
+def _add_backtest(actions: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = actions.add_parser(
+        "backtest",
+        help="what a rules file would have done on a history (offline)",
+        description=(
+            "Replay a JSONL history offline through a rules file and report, per rule, step "
+            "and ISO week of the due time: firings, delivered, suppressed by reason, holdout, "
+            "conversions and lift. With --baseline, which customers would newly get or no "
+            "longer get a nudge. Sorts the history on disk by customer and uses every core."
+        ),
+    )
+    p.add_argument("file", metavar="FILE", help="the rules file (TOML)")
+    p.add_argument(
+        "--from-file",
+        metavar="HISTORY",
+        required=True,
+        help="JSONL event history ('-' for stdin)",
+    )
+    p.add_argument("--baseline", metavar="OTHER", help="a second rules file to compare with")
+    p.add_argument(
+        "--since",
+        metavar="T",
+        help="count decisions due at or after T; the history before it is folded in as "
+        "backfill (state, no firing). RFC 3339 or YYYY-MM-DD (00:00 UTC)",
+    )
+    p.add_argument(
+        "--until",
+        metavar="T",
+        help="count decisions due before T (default: up to the latest valid event time, inclusive)",
+    )
+    p.add_argument("--format", choices=FORMATS, default="table", help="default: table")
+    p.add_argument(
+        "--out",
+        metavar="PATH",
+        help="write the report to PATH instead of stdout (required for --format html)",
+    )
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=os.cpu_count() or 1,
+        metavar="N",
+        help=f"processes replaying customers in parallel (default: {os.cpu_count() or 1}, "
+        "the cores)",
+    )
+    p.add_argument(
+        "--sort-memory",
+        type=int,
+        default=DEFAULT_RUN_BYTES // 2**20,
+        metavar="MIB",
+        help="memory for each sorted run before it goes to disk (default: "
+        f"{DEFAULT_RUN_BYTES // 2**20})",
+    )
+
+
+def _time(name: str, text: str | None) -> int | None:
+    if text is None:
+        return None
+    try:
+        return date_or_time(text)
+    except ValueError as exc:
+        raise BacktestError(f"{name}: {exc}") from None
+
+
+def _run_backtest(args: argparse.Namespace) -> int:
+    if args.format == "html" and not args.out:
+        return fail("--format html writes a page: give it --out PATH", 2)
+    if args.workers < 1 or args.sort_memory < 1:
+        return fail("--workers and --sort-memory must be at least 1", 2)
+    if args.from_file != "-" and not Path(args.from_file).is_file():
+        return fail(f"--from-file: no such file: {args.from_file}", 2)
+    try:
+        since = _time("--since", args.since)
+        until = _time("--until", args.until)
+        rules = load_rules_file(args.file)
+        baseline = load_rules_file(args.baseline) if args.baseline else None
+        result = backtest(
+            args.from_file,
+            load_config(),
+            rules,
+            baseline=baseline,
+            since=since,
+            until=until,
+            workers=args.workers,
+            run_bytes=args.sort_memory * 2**20,
+        )
+    except BacktestError as exc:
+        return fail(str(exc), 2)
+    except OSError as exc:
+        return fail(f"cannot read {args.from_file}: {exc.strerror}")
+    doc = document(result, history=args.from_file)
+    if args.format == "json":
+        text = orjson.dumps(doc, option=orjson.OPT_INDENT_2).decode() + "\n"
+    elif args.format == "html":
+        text = render_html(doc)
+    else:
+        text = render_table(doc)
+    if args.out:
+        try:
+            Path(args.out).write_text(text, encoding="utf-8")
+        except OSError as exc:
+            return fail(f"cannot write {args.out}: {exc.strerror}")
+        print(f"retention: wrote {args.out}", file=sys.stderr)
+        return 0
+    sys.stdout.write(text)
+    sys.stdout.flush()
+    return 0
