@@ -16,6 +16,7 @@ from typing import Any
 import orjson
 
 from agents.core.budget import MAX_FIRINGS, firing_memory
+from agents.core.rules import RulesError, load_rules
 from agents.core.settings import CoreSettings
 from agents.core.timeutil import MICROS_PER_SECOND
 from streams.config.defaults import default_home, default_redis_prefix
@@ -74,6 +75,66 @@ def _check_firing_memory(core: CoreSettings) -> None:
     )
 
 
+# The deprecated settings that edit the default rules file (docs/rules.md
+# "Environment aliases"): with a rules file they would be silently overruled, so
+# setting one beside it is refused.
+RULE_ALIASES = (
+    "second_purchase_steps",
+    "inactivity_steps",
+    "overdue_enabled",
+    "overdue_multiplier",
+    "overdue_floor",
+    "overdue_min_orders",
+    "holdout_percent",
+    "holdout_salt",
+    "min_gap",
+    "frequency_cap",
+    "frequency_window",
+    "attribution_window",
+)
+# The largest rules file read: the largest file the checks accept (16 rules of
+# 10 steps, docs/rules.md "Checks") is a few KiB; anything far larger is a mistake,
+# not a rule set, and is refused before it is parsed.
+MAX_RULES_FILE_BYTES = 256 * 1024
+
+
+def _with_rules_file(config: Config, values: Mapping[str, Any]) -> Config:
+    """``config`` running the rules file it names, read and checked now: a worker
+    never starts on a file that cannot run (docs/rules.md "Checks")."""
+    path = config.rules_file
+    if path is None:
+        return config
+    name = f"RETENTION_RULES_FILE={path}"
+    aliases = [BY_KEY[key].env for key in RULE_ALIASES if key in values]
+    if aliases:
+        raise ConfigError(
+            f"{name}: {', '.join(aliases)} {'is' if len(aliases) == 1 else 'are'} also set; "
+            'set it in the rules file (docs/rules.md "Environment aliases")'
+        )
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read(MAX_RULES_FILE_BYTES + 1)
+    except OSError as exc:
+        raise ConfigError(f"{name}: cannot read it: {exc.strerror}") from None
+    if len(data) > MAX_RULES_FILE_BYTES:
+        raise ConfigError(
+            f"{name}: larger than {MAX_RULES_FILE_BYTES // 1024} KiB; a rules file is a few KiB"
+        )
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(f"{name}: not UTF-8 text") from None
+    try:
+        rules = load_rules(text)
+    except RulesError as exc:
+        count = len(exc.problems)
+        raise ConfigError(
+            f"{name}: {count} problem{'s' if count != 1 else ''}, first: "
+            f"{str(exc.problems[0]).replace(chr(10), ' ')}; run retention rules check {path}"
+        ) from None
+    return replace(config, core=replace(config.core, rules=rules), rules_text=text)
+
+
 def build_config(values: Mapping[str, Any]) -> Config:
     """A :class:`Config` from raw values by setting key; unnamed settings keep defaults."""
     config = Config()
@@ -83,6 +144,7 @@ def build_config(values: Mapping[str, Any]) -> Config:
         config = _set(config, setting.path.split("."), value)
     if "redis_prefix" not in values:
         config = replace(config, redis_prefix=default_redis_prefix(config.app_id))
+    config = _with_rules_file(config, values)
     _check(config)
     return config
 

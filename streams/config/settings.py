@@ -108,6 +108,12 @@ class Config:
     # replayed history late; docs/time.md "Time", "Heartbeat").
     stream_heartbeat: int = 0
     core: CoreSettings = field(default_factory=CoreSettings)
+    # A rules file (docs/rules.md "Rules file"); unset: the default file edited by
+    # the deprecated aliases (docs/rules.md "Environment aliases").
+    rules_file: str | None = None
+    # The rules file's text as checked at load, for the offline reference, which
+    # reads the text itself (it is the oracle: never the engine's parsed rules).
+    rules_text: str | None = field(default=None, repr=False, compare=False)
     clv_lifetime_years: float = 2.0
     log_level: str = "info"
 
@@ -328,6 +334,13 @@ SETTINGS: tuple[Setting, ...] = (
         Instant(required=True),
         "earliest accepted event time (an absolute RFC 3339 instant); earlier ones are"
         " `early_timestamp` dead letters",
+    ),
+    Setting(
+        "rules_file",
+        "rules_file",
+        OptionalText(),
+        "the rules file (TOML, docs/rules.md), checked at start-up; unset: the default rules,"
+        " edited by the deprecated rule and guardrail settings",
     ),
     Setting(
         "second_purchase_steps", "core.second_purchase.steps", Steps(), "second_purchase ladder"
