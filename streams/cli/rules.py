@@ -1,5 +1,7 @@
 """``retention rules ACTION``: rules files (docs/rules.md).
 
+``check FILE``: every problem of FILE, one per line with where it is (exit 1), or
+its enabled rules with their versions (exit 0) (docs/rules.md "Checks").
 ``backtest FILE --from-file HISTORY``: what FILE would have done on the history,
 per rule, step and ISO week, offline (the reference), on every core, in memory
 bounded whatever the history's size (docs/rules.md "Backtest").
@@ -10,10 +12,13 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import tomllib
 from pathlib import Path
 
 import orjson
 
+from agents.core.rules import RulesError, load_rules
+from agents.core.rules.model import Problem
 from streams.cli._common import fail
 from streams.config import load_config
 from streams.feed.timeargs import date_or_time
@@ -32,13 +37,75 @@ FORMATS = ("table", "json", "html")
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     actions = parser.add_subparsers(dest="action", metavar="ACTION")
     actions.required = True
+    _add_check(actions)
     _add_backtest(actions)
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.action == "check":
+        return _run_check(args)
     if args.action == "backtest":
         return _run_backtest(args)
     return fail(f"unknown action {args.action}", 2)  # pragma: no cover - argparse refuses it
+
+
+# --- check -------------------------------------------------------------------------
+
+
+def _add_check(actions: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = actions.add_parser(
+        "check",
+        help="every problem of a rules file, or its rules and versions",
+        description=(
+            "Check a rules file as the worker does before it starts: print every problem, "
+            "one per line as FILE:LINE: where: what (exit 1), or each enabled rule with its "
+            "priority, steps and rule_version (exit 0). Exit 2: FILE cannot be read or is "
+            "not TOML."
+        ),
+    )
+    p.add_argument("file", metavar="FILE", help="the rules file (TOML)")
+
+
+def _located(path: str, problem: Problem) -> str:
+    where = f"{path}:{problem.line}" if problem.line is not None else path
+    return f"{where}: {problem.path}: {problem.message}"
+
+
+def _run_check(args: argparse.Namespace) -> int:
+    path = args.file
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return fail(f"no such rules file: {path}", 2)
+    except (OSError, UnicodeDecodeError) as exc:
+        return fail(f"cannot read the rules file {path}: {exc}", 2)
+    try:
+        rules = load_rules(text)
+    except RulesError as exc:
+        for problem in exc.problems:
+            print(_located(path, problem))
+        count = len(exc.problems)
+        print(f"retention: {path}: {count} problem{'s' if count != 1 else ''}", file=sys.stderr)
+        try:
+            tomllib.loads(text)
+        except tomllib.TOMLDecodeError:
+            return 2  # not TOML at all: a bad argument, as for backtest
+        return 1
+    disabled = [r.name for r in rules.rules if not r.enabled]
+    print(
+        f"{path}: ok, {len(rules.active)} enabled rule{'s' if len(rules.active) != 1 else ''}"
+        + (f" ({len(disabled)} disabled: {', '.join(disabled)})" if disabled else "")
+    )
+    width = max((len(r.name) for r in rules.active), default=0)
+    for rule in rules.active:
+        flags = "  transactional" if rule.transactional else ""
+        flags += "  arbitration" if rule.arbitration else ""
+        steps = ", ".join(step.label() for step in rule.steps)
+        print(
+            f"  {rule.name:<{width}}  priority {rule.priority:>3}  rule_version {rule.version}"
+            f"  steps {steps}{flags}"
+        )
+    return 0
 
 
 # --- backtest ----------------------------------------------------------------------
