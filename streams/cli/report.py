@@ -138,7 +138,11 @@ def run(args: argparse.Namespace) -> int:
         return _run_live(args, config, as_of)
     try:
         with _open(args.from_file) as handle:
-            result = compute_decisions(handle, config, until=until, now=now)
+            # The configured rules file's text, the document the worker runs
+            # (docs/rules.md "Rules file"); None: the default rules and aliases.
+            result = compute_decisions(
+                handle, config, rules=config.rules_text, until=until, now=now
+            )
     except FileNotFoundError:
         return fail(f"--from-file: no such file: {args.from_file}", 2)
     except OSError as exc:
