@@ -11,6 +11,7 @@ and without arbitration (cross_sell, second_purchase: `outranked`; check_in:
 from __future__ import annotations
 
 import asyncio
+import os
 import subprocess
 import sys
 from collections import Counter
@@ -79,7 +80,7 @@ def history(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[bytes]
 
 def retention(*args: str, **env: str) -> Any:
     """`retention ARGS` in a subprocess with only ``env`` as settings; its JSON output."""
-    base = {k: v for k, v in __import__("os").environ.items() if not k.startswith("RETENTION_")}
+    base = {k: v for k, v in os.environ.items() if not k.startswith("RETENTION_")}
     out = subprocess.run(
         [sys.executable, "-m", "streams.cli", *args],
         env={**base, "PYTHONPATH": str(ROOT), **env},
