@@ -747,6 +747,11 @@ async def test_the_rules_endpoint_shows_a_file_set_and_each_change_moves_the_ver
     _, gap_body = await rules_of(replace(base, core=CoreSettings(rules=load_rules(gap))))
     versions = {b["version"] for b in (body, default_body, enabled_body, gap_body)}
     assert len(versions) == 4
+    # Run from a rules file (RETENTION_RULES_FILE): its path is the source.
+    from_file = SimpleNamespace(core=config.core, rules_file="/srv/shop/rules.toml")
+    _, shown = await rules_of(from_file)
+    assert shown["source"] == "/srv/shop/rules.toml" and body["source"] == "default"
+    assert shown["version"] == body["version"]
     # The same set read again is the same version.
     _, again = await rules_of(replace(base, core=CoreSettings(rules=load_rules(RULES_FILE))))
     assert again == body
