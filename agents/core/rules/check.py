@@ -268,6 +268,8 @@ class _Checker(TimingChecks, AudienceChecks):
         anchor = self.anchor(raw.get("anchor"), path, at("anchor"))
         cancel_on = self.cancel_on(raw.get("cancel_on", []), path, at("cancel_on"))
         steps = self.steps(raw.get("steps"), path, at("steps"))
+        if anchor is not None:
+            self.settled(anchor, cancel_on, steps, path, at("anchor"))
         transactional = self.flag(raw, "transactional", path, False, at)
         arbitration = self.flag(raw, "arbitration", path, guardrails.arbitration, at)
         if transactional and raw.get("arbitration") is True:

@@ -7,7 +7,14 @@ from __future__ import annotations
 from typing import Any
 
 from agents.core.rules.abstract import Anchor, Step
-from agents.core.rules.anchors import ANCHORS, MIN_ORDERS_FLOOR, FirstOrder
+from agents.core.rules.anchors import (
+    ANCHORS,
+    MIN_ORDERS_FLOOR,
+    FirstOrder,
+    LastActivity,
+    LastOrder,
+    LastSession,
+)
 from agents.core.rules.cancel import EVENT_KINDS
 from agents.core.rules.check_base import BaseChecker
 from agents.core.rules.model import MAX_LADDER_STEPS
@@ -113,6 +120,41 @@ class TimingChecks(BaseChecker):
                 )
             out.append(Fixed(micros))
         return tuple(out)
+
+    def settled(
+        self,
+        anchor: Anchor,
+        cancel_on: tuple[str, ...],
+        steps: tuple[Step, ...],
+        path: str,
+        line: int | None,
+    ) -> None:
+        """Refuse the shapes whose step could fall due before the event that makes it
+        due (docs/rules.md "Checks"): a decision is never dated before its cause.
+
+        A cadence step's time depends on the customer's orders, so every order must
+        move the anchor (or, from the first order, end the ladder); an order count
+        that makes a session-anchored ladder exist would date its steps from a session
+        before that order - an audience ``orders`` says the same at the due time."""
+        if isinstance(anchor, LastSession) and anchor.min_orders > 0:
+            self.add(
+                f"{path}.anchor.min_orders",
+                "a last_session anchor cannot wait for orders (its steps would be due before "
+                "the order that starts them): use audience.orders = { min = "
+                f"{anchor.min_orders} }} instead",
+                line,
+            )
+        moved_by_orders = isinstance(anchor, LastOrder | LastActivity) or (
+            isinstance(anchor, FirstOrder) and "purchase" in cancel_on
+        )
+        if any(isinstance(step, Cadence) for step in steps) and not moved_by_orders:
+            self.add(
+                f"{path}.steps",
+                "a cadence step needs an anchor every order moves (last_order, last_activity) "
+                'or first_order with cancel_on = ["purchase"]: otherwise a new order would '
+                "change a due time already passed",
+                line,
+            )
 
     def cadence(self, raw: dict[str, Any], at: str, line: int | None) -> Cadence | None:
         for key in raw:
