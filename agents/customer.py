@@ -29,7 +29,8 @@ import orjson
 
 from agents.contract import Output
 from agents.core.clock import NEVER, WallClock, clock_mode, source_name
-from agents.core.engine import Conversion, Emission, Engine, Firing, Refused
+from agents.core.emissions import Conversion, Emission, Firing, Refused
+from agents.core.engine import Engine
 from agents.core.state import CustomerState
 from agents.core.timeutil import DEFAULT_MIN_EVENT_TIME, iso
 from agents.core.validation import (

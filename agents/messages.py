@@ -19,7 +19,7 @@ from agents.core.timeutil import duration_record, iso
 from schemas.records import DeadLetter, Decision, Outcome, SourcePosition
 
 if TYPE_CHECKING:
-    from agents.core.engine import Firing
+    from agents.core.emissions import Firing
 
 CONTROL_ADVANCE = "control/advance"
 
@@ -63,7 +63,7 @@ def decision_record(
 
 class AttributedConversion(Protocol):
     """A conversion as both the engine and the offline reference describe it
-    (``agents.core.engine.Conversion``, ``agents.offline.reference.Conversion``);
+    (``agents.core.emissions.Conversion``, ``agents.offline.reference.Conversion``);
     times in micros."""
 
     @property

@@ -63,7 +63,7 @@ FIXED_ROW_BOUND = ROW_BUDGET - PENDING_BUDGET
 MAX_CURRENCIES = 16
 OTHER_CURRENCY = "XXX"
 
-# Dead-letter codes of events the engine refuses (see agents.core.engine.Refused).
+# Dead-letter codes of events the engine refuses (see agents.core.emissions.Refused).
 CODE_CUSTOMER_OVER_BUDGET = "customer_over_budget"
 CODE_PENDING_OVERFLOW = "pending_overflow"
 

@@ -14,8 +14,6 @@ restarts and crashes.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
 
 from agents.core.budget import (
     CODE_CUSTOMER_OVER_BUDGET,
@@ -27,6 +25,14 @@ from agents.core.budget import (
     max_index_bytes,
     state_over_budget,
 )
+from agents.core.emissions import (
+    Conversion,
+    Due,
+    Emission,
+    Firing,
+    Refused,
+    context_snapshot,
+)
 from agents.core.guardrails import (
     ATTRIBUTED,
     OUTCOME_BACKFILL,
@@ -35,10 +41,9 @@ from agents.core.guardrails import (
     Guardrails,
     delivered_due_times,
 )
-from agents.core.ids import trigger_id
 from agents.core.pending import PendingLimits
 from agents.core.rules.abstract import Facts, Predicate, Step
-from agents.core.rules.model import DEFAULT_REASON, Lifecycle, Rule
+from agents.core.rules.model import Lifecycle, Rule
 from agents.core.rules.steps import Fixed, cadence_threshold
 from agents.core.settings import CoreSettings, LadderSettings
 from agents.core.stages import ACTIVE_STAGES, STAGE_AT_RISK, STAGE_LAPSED
@@ -49,108 +54,7 @@ from agents.core.state import (
     RecentFiring,
     pending_entry,
 )
-from agents.core.timeutil import (
-    MICROS_PER_DAY,
-    MICROS_PER_SECOND,
-    iso,
-)
 from schemas.records import KIND_PURCHASE, Event
-
-MICROS_PER_HOUR = 3600 * MICROS_PER_SECOND
-
-
-@dataclass(frozen=True, slots=True)
-class Firing:
-    """A ladder step whose condition held at its due time."""
-
-    customer_id: str
-    rule: str
-    rule_index: int
-    step: int
-    threshold: int
-    anchor_at: int
-    due_at: int
-    backfill: bool
-    context: dict[str, Any]
-    # What the guardrails made of it: "delivered" or a suppression reason code.
-    outcome: str = OUTCOME_DELIVERED
-    holdout: bool = False
-    # The rule's reason template, version and channel (docs/rules.md "Rules file").
-    template: str = DEFAULT_REASON
-    rule_version: str | None = None
-    channel: str | None = None
-
-    @property
-    def delivered(self) -> bool:
-        return self.outcome == OUTCOME_DELIVERED
-
-    @property
-    def trigger_id(self) -> str:
-        return trigger_id(self.customer_id, self.rule, self.step, self.anchor_at)
-
-    def reason(self, anchor_iso: str | None = None) -> str:
-        """One human line; ``anchor_iso`` is ``iso(self.anchor_at)`` if the caller has it."""
-        return self.template.format(
-            span=_human_span(self.threshold),
-            anchor_date=(anchor_iso or iso(self.anchor_at))[:10],
-            rule=self.rule,
-            step=self.step,
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class Conversion:
-    """An order within the attribution window after a delivered or holdout firing."""
-
-    customer_id: str
-    rule: str
-    step: int
-    anchor_at: int
-    due_at: int
-    group: str  # "delivered" or "holdout"
-    converted_at: int
-    order_id: str
-
-    @property
-    def trigger_id(self) -> str:
-        return trigger_id(self.customer_id, self.rule, self.step, self.anchor_at)
-
-    @property
-    def hours_to_convert(self) -> float:
-        # 3 decimals, but never 0: converted_at is after due_at and outcome/1 says
-        # > 0, so an order within 1.8 s of D reads 0.001 (docs/rules.md "Outcomes (conversions)").
-        return max(round((self.converted_at - self.due_at) / MICROS_PER_HOUR, 3), 0.001)
-
-
-Emission = Firing | Conversion
-
-
-@dataclass(frozen=True, slots=True)
-class Refused:
-    """An event the engine did not take in: nothing is folded, fired or queued.
-
-    ``code`` is the dead-letter code: ``pending_overflow`` (the customer's events
-    dated after the clock would pass the hostile-input cap) or
-    ``customer_over_budget`` (a row from an older version over the byte budget,
-    until its pending events are applied).  Its ids are not remembered, so a
-    re-send is taken in once there is room.  ``emitted`` are firings that fell due
-    before it (the processor sends them and writes the row).
-    """
-
-    code: str
-    reason: str
-    emitted: tuple[Emission, ...] = ()
-
-
-@dataclass(frozen=True, slots=True)
-class Due:
-    due_at: int
-    rule_index: int
-    step: int
-    rule: str
-    anchor_at: int
-    threshold: int
-
 
 # The index of the lifecycle's stage moves among a customer's timeline items.
 LIFECYCLE = -1
@@ -532,29 +436,3 @@ def _holds(audience: tuple[Predicate, ...], state: CustomerState, due_at: int) -
 def _move_stage(state: CustomerState) -> None:
     """The lifecycle's move due now: new/repeat/reactivated -> at_risk -> lapsed."""
     state.stage = STAGE_AT_RISK if state.stage in ACTIVE_STAGES else STAGE_LAPSED
-
-
-def context_snapshot(state: CustomerState) -> dict[str, Any]:
-    """What a message needs about the customer, as of the firing's due time."""
-    return {
-        "order_count": state.orders,
-        "spend": dict(sorted(state.spend.items())),
-        "first_purchase_at": iso(state.first_order_at)
-        if state.first_order_at is not None
-        else None,
-        "last_purchase_at": iso(state.last_order_at) if state.last_order_at is not None else None,
-        "last_activity_at": iso(state.last_activity_at)
-        if state.last_activity_at is not None
-        else None,
-        "lifecycle_stage": state.stage,
-    }
-
-
-def _human_span(micros: int) -> str:
-    if micros % MICROS_PER_DAY == 0:
-        days = micros // MICROS_PER_DAY
-        return f"{days} day" + ("s" if days != 1 else "")
-    if micros >= 2 * MICROS_PER_DAY:  # a per-customer threshold: 8.9 days, not 213.685 hours
-        return f"{micros / MICROS_PER_DAY:.1f} days"
-    hours = micros / (3600 * MICROS_PER_SECOND)
-    return f"{hours:g} hours"

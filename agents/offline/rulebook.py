@@ -66,7 +66,7 @@ CONSENT_NOT_OPTED_OUT = "not_opted_out"
 CONSENT_OPTED_IN = "opted_in"
 STAGES = ("prospect", "new", "repeat", "at_risk", "lapsed", "reactivated")
 FALLBACK_REASON = "{rule} step {step}: {span} after {anchor_date}"
-# Today's reason texts (agents.core.engine ``Firing.reason``), as the default file writes them.
+# Today's reason texts (agents.core.emissions ``Firing.reason``), as the default file writes them.
 LEGACY_REASONS = {
     RULE_SECOND_PURCHASE: "no second order {span} after the first on {anchor_date}",
     RULE_INACTIVITY: "no activity for {span} since {anchor_date}",

@@ -13,7 +13,8 @@ from typing import Any
 
 from agents.core.guardrails import OUTCOMES
 from agents.core.timeutil import iso
-from streams.ops.backtest import NO_FIRING, BacktestResult, Example, RuleDiff, Tally
+from streams.ops.backtest import NO_FIRING, BacktestResult
+from streams.ops.backtest_tally import Example, RuleDiff, Tally
 from streams.ops.reporting import printable
 
 SCHEMA = "backtest/1"

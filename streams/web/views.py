@@ -2,6 +2,7 @@
 
 * ``GET /retention/customers/{id}``: one customer, answered by the worker that owns
   the customer's partition (other workers forward the request there);
+* ``GET /retention/rules``: the rule set this worker runs, with its versions;
 * ``GET /retention/summary[?scope=local|cluster]``: counts, decisions, lag and
   report of this worker (default) or of every worker (``streams.web.summary``);
 * ``GET /retention/summary/part[?as_of=T]``: this worker's share of a cluster
@@ -20,6 +21,8 @@ snapshot, so they are tested in-process without a broker
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import mimetypes
 import re
 from collections.abc import Awaitable, Callable, Mapping
@@ -32,8 +35,14 @@ import orjson
 from faust import web
 
 from agents.core.clock import clock_mode
+from agents.core.engine import Engine
+from agents.core.rules import RuleSet
+from agents.core.rules.model import GuardrailValues, Rule
+from agents.core.rules.steps import Cadence
 from agents.core.state import CustomerState
+from agents.core.timeutil import duration_record, iso
 from streams.asyncapi import published as asyncapi_document
+from streams.config import Config
 from streams.web.summary import SCOPES, Summaries, parse_as_of
 from streams.worker.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from streams.worker.observe import ObservedWorker
@@ -85,9 +94,120 @@ def customer_view(worker: ObservedWorker, raw: bytes) -> dict[str, Any]:
         "customer_id": state.customer_id,
         "state": shown,
         "pending": pending_nudges(worker.engine, state),
+        "next_steps": next_steps(worker.engine, state),
         "recent_decisions": state.recent_decisions(),
         "holdout": worker.engine.in_holdout(state.customer_id),
         "served_by": worker.web_address,
+    }
+
+
+def next_steps(engine: Engine, state: CustomerState) -> list[dict[str, Any]]:
+    """Each rule's next due step under the customer's facts, soonest first, with the
+    version of the rule that will judge it (docs/operations.md "Endpoints").
+
+    The read model's ``pending`` (streams.worker.readmodel) keeps its three fields:
+    its hash is a contract (schemas/readmodel.md)."""
+    versions = {r.name: r.version for r in engine.rules}
+    return [
+        {
+            "rule": d.rule,
+            "step": d.step,
+            "due_at": iso(d.due_at),
+            "anchor_at": iso(d.anchor_at),
+            "threshold": duration_record(d.threshold).to_dict(),
+            "rule_version": versions.get(d.rule),
+        }
+        for d in engine.pending(state)
+    ]
+
+
+# --- the active rule set (docs/rules.md "Rules file") -------------------------------------
+
+RULES_SOURCE_DEFAULT = "default"
+
+
+def rules_source(config: Config) -> str:
+    """Where the worker's rule set came from: the rules file's path, or "default".
+
+    The one place that reads the path: ``rules_file`` is the setting of
+    ``RETENTION_RULES_FILE`` (streams.config); without it (or before the setting
+    exists) the set is the default file, edited by the deprecated aliases."""
+    path = getattr(config, "rules_file", None)
+    return str(path) if path else RULES_SOURCE_DEFAULT
+
+
+def _duration(micros: int) -> str:
+    return duration_record(micros).iso
+
+
+def _step_shown(step: Any) -> Any:
+    if isinstance(step, Cadence):
+        return {"cadence": step.multiplier, "floor": _duration(step.floor)}
+    return step.label()
+
+
+def rule_shown(rule: Rule) -> dict[str, Any]:
+    """One rule as ``GET /retention/rules`` shows it: the file's keys, durations in ISO 8601."""
+    return {
+        "name": rule.name,
+        "enabled": rule.enabled,
+        "priority": rule.priority,
+        "description": rule.description,
+        "anchor": rule.anchor.canonical(),
+        "steps": [_step_shown(s) for s in rule.steps],
+        "audience": {p.key: p.canonical() for p in rule.audience},
+        "cancel_on": list(rule.cancel_on),
+        "transactional": rule.transactional,
+        "arbitration": rule.arbitration,
+        "channel": rule.channel,
+        "reason": rule.template,
+        "rule_version": rule.version,
+    }
+
+
+def _guardrails_shown(g: GuardrailValues) -> dict[str, Any]:
+    return {
+        "holdout_percent": g.holdout_percent,
+        "holdout_salt": g.holdout_salt,
+        "min_gap": _duration(g.min_gap),
+        "frequency_cap": g.frequency_cap,
+        "frequency_window": _duration(g.frequency_window),
+        "attribution_window": _duration(g.attribution_window),
+        "arbitration": g.arbitration,
+    }
+
+
+def rule_set_version(rules: RuleSet) -> str:
+    """The first 12 hex digits of sha256 of the whole set's canonical form: every
+    rule's (with ``enabled``), the guardrails, the lifecycle and the format.  Two
+    workers with the same version decide alike on the same events."""
+    doc = {
+        "format": rules.format,
+        "rules": [{**r.canonical(), "enabled": r.enabled} for r in rules.rules],
+        "guardrails": dataclasses.asdict(rules.guardrails),
+        "lifecycle": None if rules.lifecycle is None else rules.lifecycle.canonical(),
+    }
+    text = orjson.dumps(doc, option=orjson.OPT_SORT_KEYS)
+    return hashlib.sha256(text).hexdigest()[:12]
+
+
+def rules_view(config: Config) -> dict[str, Any]:
+    """``GET /retention/rules``: the active rule set, its source and versions."""
+    rules = config.core.rule_set
+    lifecycle = rules.lifecycle
+    return {
+        "source": rules_source(config),
+        "version": rule_set_version(rules),
+        "format": rules.format,
+        "guardrails": _guardrails_shown(rules.guardrails),
+        "lifecycle": None
+        if lifecycle is None
+        else {
+            "at_risk_after": _duration(lifecycle.at_risk_after),
+            "lapsed_after": _duration(lifecycle.lapsed_after),
+            "priority": lifecycle.priority,
+        },
+        "rules": [rule_shown(r) for r in rules.rules],
     }
 
 
@@ -206,6 +326,11 @@ async def forward(worker: ObservedWorker, request: web.Request, owner: str) -> R
         return json_reply({"error": f"owner {owner} did not answer: {exc!r}", "owner": owner}, 502)
 
 
+async def rules(site: Site, request: web.Request) -> Reply:
+    """The rule set this worker runs: every rule, the guardrails, source and versions."""
+    return json_reply(rules_view(site.worker.config))
+
+
 async def summary(site: Site, request: web.Request) -> Reply:
     """``summary/1`` of this worker (``scope=local``) or of every worker (``cluster``)."""
     # Served stale-while-revalidate, built off the event loop: see
@@ -283,6 +408,7 @@ def file_reply(name: str) -> Reply:
 
 ROUTES: tuple[Route, ...] = (
     Route("/retention/customers/{customer_id}", "Customer", customer),
+    Route("/retention/rules", "Rules", rules),
     Route("/retention/summary", "Summary", summary),
     Route("/retention/summary/part", "SummaryPart", summary_part),
     Route("/health/live", "Live", live),

@@ -45,6 +45,7 @@ CHARTS = (
     "ttsp",
     "triggers",
     "decisions",
+    "rules",
     "suppression",
     "lifecycle",
     "dead-letters",
@@ -136,6 +137,14 @@ def assert_page_matches(driver: Any, summary: dict[str, Any]) -> None:
         outcomes[r["outcome"]] += r["count"]
     assert segments == +outcomes
 
+    # Decisions by rule: one row per rule, every step and outcome together.
+    per_rule: Counter[str] = Counter()
+    for r in summary["decisions"]:
+        per_rule[r["rule"]] += r["count"]
+    assert {m["label"]: m["value"] for m in got["rules"]["marks"]} == +per_rule
+    assert got["rules"]["total"] == sum(per_rule.values())
+    assert "Outranked" in got["rules"]["text"]
+
     sup = {m["label"]: m["value"] for m in got["suppression"]["marks"]}
     assert sup == summary["suppression"]
     stages = {m["label"]: m["value"] for m in got["lifecycle"]["marks"]}
@@ -155,6 +164,28 @@ def assert_page_matches(driver: Any, summary: dict[str, Any]) -> None:
         assert shown[key]["value"] == str(counts[key]), key
         assert shown[key]["text"] == f"{counts[key]:,}", key
     assert shown["lag"]["value"] == str(summary["lag"]["total"])
+
+
+READ_RULE_CELLS = """
+const out = {};
+for (const tr of document.querySelectorAll('[data-table="rules"] tbody tr')) {
+  const cells = {};
+  for (const td of tr.querySelectorAll('td')) {
+    cells[td.dataset.key] = [Number(td.dataset.value), td.textContent];
+  }
+  out[tr.dataset.rule] = {name: tr.querySelector('th').textContent, cells};
+}
+return out;
+"""
+
+
+def with_outranked(summary: dict[str, Any], rule: str, count: int) -> dict[str, Any]:
+    """The summary of a rule set where ``rule`` (arbitration on) lost ``count`` firings."""
+    out = json.loads(json.dumps(summary))
+    out["decisions"].append({"rule": rule, "step": 1, "outcome": "outranked", "count": count})
+    out["suppression"]["outranked"] = out["suppression"].get("outranked", 0) + count
+    out["counts"]["decisions"] += count
+    return out
 
 
 def open_dashboard(driver: Any, base: str, refresh: int = 1) -> dict[str, Any]:
@@ -193,7 +224,8 @@ def test_page_draws_a_reference_summary_and_survives_a_failing_summary(
     tmp_path: Path, sample_lines: list[bytes]
 ) -> None:
     require_browser()
-    summary = reference_summary(sample_lines, until=to_micros(parse_timestamp(END)))
+    reference = reference_summary(sample_lines, until=to_micros(parse_timestamp(END)))
+    summary = with_outranked(reference, "welcome_back", 7)
     assert summary["counts"]["decisions"] > 0 and summary["counts"]["dead_letters"] > 0
     answer: list[dict[str, Any] | int] = [summary]
 
@@ -204,6 +236,20 @@ def test_page_draws_a_reference_summary_and_survives_a_failing_summary(
             assert any(m["value"] > 0 for m in got[chart]["marks"]), chart
         assert got["suppression"]["state"] == "ready"
         assert_page_matches(driver, summary)
+        # Decisions by rule: each rule by name, its counts per outcome, outranked included.
+        by_rule = driver.execute_script(READ_RULE_CELLS)
+        delivered = sum(
+            r["count"]
+            for r in summary["decisions"]
+            if (r["rule"], r["outcome"]) == ("second_purchase", "delivered")
+        )
+        assert delivered > 0
+        first = by_rule["second_purchase"]
+        assert first["name"] == "Second purchase (second_purchase)"
+        assert first["cells"]["delivered"] == [delivered, f"{delivered:,}"]
+        assert first["cells"]["outranked"] == [0, "0"]
+        assert by_rule["welcome_back"]["cells"]["outranked"] == [7, "7"]
+        assert by_rule["welcome_back"]["cells"]["total"] == [7, "7"]
         assert_refreshes(driver)
         assert_no_console_errors(driver)
         assert driver.find_element("id", "banner").get_attribute("hidden") is not None
@@ -229,7 +275,15 @@ def test_page_with_no_data_shows_empty_states(tmp_path: Path) -> None:
     summary = reference_summary([], until=to_micros(parse_timestamp(END)))
     with PageServer(lambda: summary) as server, chromium(tmp_path) as driver:
         got = open_dashboard(driver, server.url, refresh=2)
-        for chart in ("ttsp", "triggers", "decisions", "lifecycle", "dead-letters", "lift"):
+        for chart in (
+            "ttsp",
+            "triggers",
+            "decisions",
+            "rules",
+            "lifecycle",
+            "dead-letters",
+            "lift",
+        ):
             assert got[chart]["state"] == "empty", (chart, got[chart])
             assert "No data yet" in got[chart]["text"] or "No dead letters" in got[chart]["text"]
         assert metrics(driver)["customers"]["text"] == "0"

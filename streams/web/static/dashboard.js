@@ -600,13 +600,47 @@
     }))]);
     var tbody = html("tbody", null, rows.map(function (r) {
       return html("tr", r.attrs, r.cells.map(function (c, i) {
-        return html(i === 0 ? "th" : "td", i === 0 ? { scope: "row" } : { "data-value": c.value }, [c.text]);
+        return html(i === 0 ? "th" : "td", i === 0 ? { scope: "row" } : { "data-value": c.value, "data-key": c.key }, [c.text]);
       }));
     }));
     return html("div", { "class": "table-wrap" }, [html("table", { "class": "data", "data-table": name }, [thead, tbody])]);
   }
 
-  function cell(text, value) { return { text: text, value: value === undefined ? text : value }; }
+  function cell(text, value, key) { return { text: text, value: value === undefined ? text : value, key: key }; }
+
+  /** Decisions per rule (every step together) and outcome: every outcome a firing can
+   * have is a column, outranked included, so a rule that never lost one shows 0. */
+  function drawRules(s) {
+    var box = chartBox("rules");
+    var rows = (s.decisions || []).filter(function (r) { return num(r.count) > 0; });
+    if (!rows.length) {
+      setEmpty(box, "No data yet: no reminder has fallen due.");
+      return;
+    }
+    var outcomes = OUTCOMES.slice();
+    var groups = {};
+    rows.forEach(function (r) {
+      var g = groups[r.rule] || (groups[r.rule] = { rule: r.rule, by: {}, total: 0 });
+      g.by[r.outcome] = (g.by[r.outcome] || 0) + num(r.count);
+      g.total += num(r.count);
+      if (!outcomes.some(function (o) { return o.key === r.outcome; })) {
+        outcomes.push({ key: r.outcome, label: r.outcome, color: "#555555" });
+      }
+    });
+    var list = Object.keys(groups).map(function (k) { return groups[k]; }).sort(byRuleStep);
+    var total = list.reduce(function (a, g) { return a + g.total; }, 0);
+    var body = list.map(function (g) {
+      return {
+        attrs: { "data-rule": g.rule, "data-value": g.total },
+        cells: [cell(ruleInfo(g.rule).label + " (" + g.rule + ")")].concat(outcomes.map(function (o) {
+          var v = g.by[o.key] || 0;
+          return cell(fmtInt(v), v, o.key);
+        }), [cell(fmtInt(g.total), g.total, "total")])
+      };
+    });
+    setReady(box, [table("rules", ["Rule"].concat(outcomes.map(function (o) { return o.label; }), ["Total"]), body)],
+      total);
+  }
 
   function drawLift(s) {
     var box = chartBox("lift");
@@ -754,7 +788,7 @@
 
   // ---- refresh loop ---------------------------------------------------------------------
 
-  var DRAW = [drawTtsp, drawTriggers, drawDecisions, drawSuppression, drawLifecycle,
+  var DRAW = [drawTtsp, drawTriggers, drawDecisions, drawRules, drawSuppression, drawLifecycle,
     drawDeadLetters, drawLag, drawLift, drawCohorts];
   var state = { fetches: 0, lastOk: null };
 

@@ -17,7 +17,8 @@ from hypothesis import assume
 from hypothesis import strategies as st
 
 from agents.core.clock import WallClock
-from agents.core.engine import Emission, Engine
+from agents.core.emissions import Emission
+from agents.core.engine import Engine
 from agents.core.ids import holdout_bucket
 from agents.core.settings import DAY, HOUR, CoreSettings
 from agents.core.state import CustomerState

@@ -19,7 +19,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from agents.core.budget import CODE_PENDING_OVERFLOW, OTHER_CURRENCY, entry_size
-from agents.core.engine import Engine, Firing, Refused
+from agents.core.emissions import Firing, Refused
+from agents.core.engine import Engine
 from agents.core.reports import CustomerRow
 from agents.core.settings import DAY, HOUR, CoreSettings, LadderSettings
 from agents.core.state import CustomerState, pending_entry

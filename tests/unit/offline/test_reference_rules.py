@@ -19,7 +19,8 @@ import pytest
 from hypothesis import HealthCheck, Phase, find, given, settings
 from hypothesis import strategies as st
 
-from agents.core.engine import Emission, Engine, Firing
+from agents.core.emissions import Emission, Firing
+from agents.core.engine import Engine
 from agents.core.settings import DAY, HOUR, CoreSettings
 from agents.core.state import CountKey, CustomerState
 from agents.core.validation import validate

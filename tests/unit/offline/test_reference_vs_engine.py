@@ -28,7 +28,8 @@ import pytest
 from hypothesis import HealthCheck, Phase, example, find, given, settings
 from hypothesis import strategies as st
 
-from agents.core.engine import Conversion, Engine, Firing
+from agents.core.emissions import Conversion, Firing
+from agents.core.engine import Engine
 from agents.core.ids import holdout_bucket
 from agents.core.reports import CustomerRow
 from agents.core.settings import DAY, HOUR, CoreSettings, LadderSettings

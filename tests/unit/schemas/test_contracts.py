@@ -24,7 +24,8 @@ from jsonschema import Draft202012Validator
 
 import schemas
 from agents.core.clock import ManualClock
-from agents.core.engine import Conversion, Engine, Firing
+from agents.core.emissions import Conversion, Firing
+from agents.core.engine import Engine
 from agents.core.guardrails import OUTCOME_DELIVERED
 from agents.core.settings import DAY, CoreSettings
 from agents.core.state import CustomerState

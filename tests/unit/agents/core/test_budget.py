@@ -31,7 +31,8 @@ from agents.core.budget import (
     entry_size,
     firing_memory,
 )
-from agents.core.engine import Due, Engine, Firing, Refused
+from agents.core.emissions import Due, Firing, Refused
+from agents.core.engine import Engine
 from agents.core.guardrails import ATTRIBUTED, OUTCOMES
 from agents.core.rules import load_rules
 from agents.core.rules.check import check_rules

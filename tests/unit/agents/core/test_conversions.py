@@ -15,7 +15,8 @@ from typing import Any
 import jsonschema
 import pytest
 
-from agents.core.engine import Conversion, Emission, Engine, Firing
+from agents.core.emissions import Conversion, Emission, Firing
+from agents.core.engine import Engine
 from agents.core.ids import holdout_bucket, trigger_id
 from agents.core.settings import DAY, HOUR, CoreSettings, LadderSettings
 from agents.core.state import CountKey, CustomerState

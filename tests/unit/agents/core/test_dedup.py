@@ -7,7 +7,8 @@ from datetime import UTC, datetime
 import orjson
 
 from agents.core.dedup import BLOOM_BITS, EXACT_ORDERS, OrderFilter, RecentIds, hash64
-from agents.core.engine import Engine, Firing
+from agents.core.emissions import Firing
+from agents.core.engine import Engine
 from agents.core.settings import DAY, HOUR, CoreSettings
 from agents.core.state import CustomerState
 from agents.core.timeutil import to_micros

@@ -11,7 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from agents.core import ids
-from agents.core.engine import Conversion, Emission, Engine, Firing
+from agents.core.emissions import Conversion, Emission, Firing
+from agents.core.engine import Engine
 from agents.core.settings import DAY, HOUR, CoreSettings, LadderSettings
 from agents.core.state import CustomerState, LadderProgress
 from agents.core.timeutil import duration_record, iso

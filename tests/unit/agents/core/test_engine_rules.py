@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from agents.core.engine import Engine, Firing
+from agents.core.emissions import Firing
+from agents.core.engine import Engine
 from agents.core.rules import default_rules, load_rules
 from agents.core.settings import CoreSettings
 from agents.core.state import CustomerState

@@ -15,7 +15,8 @@ from typing import Any
 
 import pytest
 
-from agents.core.engine import Emission, Engine, Firing
+from agents.core.emissions import Emission, Firing
+from agents.core.engine import Engine
 from agents.core.guardrails import Guardrails
 from agents.core.ids import holdout_bucket
 from agents.core.settings import DAY, HOUR, CoreSettings, LadderSettings

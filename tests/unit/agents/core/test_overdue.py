@@ -14,7 +14,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agents.core.engine import Emission, Engine, Firing, overdue_threshold
+from agents.core.emissions import Emission, Firing
+from agents.core.engine import Engine, overdue_threshold
 from agents.core.settings import DAY, HOUR, CoreSettings, LadderSettings
 from agents.core.state import CustomerState
 from agents.core.timeutil import duration_record

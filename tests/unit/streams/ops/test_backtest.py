@@ -24,19 +24,11 @@ from agents.core.timeutil import iso, to_micros
 from agents.offline.reference import compute_decisions
 from streams.config import Config
 from streams.feed.sample import SampleOptions, generate
-from streams.ops.backtest import (
-    InputBounds,
-    RulesFile,
-    Tally,
-    backtest,
-    customer_chunks,
-    diff_results,
-    iso_week,
-    load_rules_file,
-    sort_history,
-)
+from streams.ops.backtest import RulesFile, backtest, load_rules_file
 from streams.ops.backtest_html import week_span
 from streams.ops.backtest_report import document, figures
+from streams.ops.backtest_tally import Tally, diff_results, iso_week
+from streams.ops.extsort import InputBounds, customer_chunks, sort_history
 from tests.unit.offline.strategies import rules_documents
 
 T0 = to_micros(datetime(2026, 3, 2, 10, 0, tzinfo=UTC))  # a Monday

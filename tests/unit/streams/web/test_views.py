@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Iterable, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import SimpleNamespace
@@ -23,6 +24,8 @@ from aiohttp.test_utils import TestClient, TestServer, make_mocked_request
 from prometheus_client.parser import text_string_to_metric_families
 
 from agents.core.clock import ManualClock
+from agents.core.rules import default_rules, load_rules
+from agents.core.settings import CoreSettings
 from agents.core.timeutil import TIME_MIN, to_micros
 from agents.faust_agents import Send
 from streams.config import load_config
@@ -261,11 +264,27 @@ async def test_events_flow_through_the_agents_into_lookup_summary_and_metrics(
         "customer_id",
         "state",
         "pending",
+        "next_steps",
         "recent_decisions",
         "holdout",
         "served_by",
     }
     assert body["customer_id"] == "cus_b" and body["served_by"] == worker.app.web_address
+    # Day 40, one order on day 1: second_purchase's ladder is done, inactivity's last
+    # step is next, with the version of the rule that will judge it.
+    assert body["next_steps"] == [
+        {
+            "rule": "inactivity",
+            "step": 3,
+            "due_at": day(61),
+            "anchor_at": day(1),
+            "threshold": {"iso": "P60D", "seconds": 60 * 86400},
+            "rule_version": default_rules().rule("inactivity").version,  # type: ignore[union-attr]
+        }
+    ]
+    assert [(p["rule"], p["step"], p["due_at"]) for p in body["pending"]] == [
+        ("inactivity", 3, day(61))
+    ]
     assert body["state"]["orders"] == 1 and body["state"]["pending_events"] == 0
     assert not HIDDEN & set(body["state"])
     assert body["recent_decisions"] and body["holdout"] is False
@@ -622,3 +641,117 @@ async def test_each_route_is_a_handler_that_answers_for_a_worker_without_faust()
     request = make_mocked_request("GET", "/retention/static/x")
     outside = await handlers["/retention/static/{name}"](site, request, name="../README.md")
     assert outside.status == 404
+
+
+# --- GET /retention/rules (docs/operations.md "Endpoints") ------------------------------
+
+RULES_FILE = """
+format = 1
+[guardrails]
+min_gap = "PT12H"
+[lifecycle]
+priority = 15
+[[rule]]
+name = "vip_rhythm"
+priority = 5
+channel = "sms"
+anchor = { kind = "last_order", min_orders = 3 }
+steps = [{ cadence = 1.5, floor = "P10D" }]
+arbitration = true
+[rule.audience]
+spend = { currency = "EUR", min = "500" }
+[[rule]]
+name = "receipt_followup"
+priority = 40
+transactional = true
+anchor = "last_order"
+steps = ["PT36H"]
+[[rule]]
+name = "welcome_back"
+priority = 50
+enabled = false
+anchor = "last_session"
+cancel_on = ["purchase"]
+steps = ["P3D"]
+"""
+
+
+async def rules_of(config: Any) -> tuple[int, dict[str, Any]]:
+    site = views.Site.of(SimpleNamespace(config=config))  # type: ignore[arg-type]
+    [route] = [r for r in views.ROUTES if r.path == "/retention/rules"]
+    reply = await route.handler(site, make_mocked_request("GET", route.path))
+    return reply.status, orjson.loads(reply.body)
+
+
+async def test_the_rules_endpoint_shows_the_default_set_as_the_file_writes_it(
+    client: TestClient[Any, Any],
+) -> None:
+    resp = await client.get("/retention/rules")
+    assert resp.status == 200
+    body = await resp.json()
+    default = default_rules()
+    assert body["source"] == "default" and body["format"] == 1
+    assert len(body["version"]) == 12
+    assert [r["name"] for r in body["rules"]] == ["second_purchase", "inactivity", "overdue"]
+    first, inactivity, overdue = body["rules"]
+    assert first == {
+        "name": "second_purchase",
+        "enabled": True,
+        "priority": 10,
+        "description": "Ordered once and not come back.",
+        "anchor": {"kind": "first_order"},
+        "steps": ["P7D", "P14D", "P30D"],
+        "audience": {},
+        "cancel_on": ["purchase"],
+        "transactional": False,
+        "arbitration": False,
+        "channel": None,
+        "reason": "no second order {span} after the first on {anchor_date}",
+        "rule_version": default.rule("second_purchase").version,  # type: ignore[union-attr]
+    }
+    assert inactivity["anchor"] == {"kind": "last_activity", "min_orders": 1}
+    assert overdue["steps"] == [{"cadence": 2.0, "floor": "P7D"}]
+    assert body["guardrails"] == {
+        "holdout_percent": 0.0,  # the test worker's RETENTION_HOLDOUT_PERCENT
+        "holdout_salt": "retention",
+        "min_gap": "P1D",  # the shortest form, as outputs write durations
+        "frequency_cap": 4,
+        "frequency_window": "P30D",
+        "attribution_window": "P5D",
+        "arbitration": False,
+    }
+    assert body["lifecycle"] == {"at_risk_after": "P14D", "lapsed_after": "P60D", "priority": 15}
+
+
+async def test_the_rules_endpoint_shows_a_file_set_and_each_change_moves_the_version() -> None:
+    base = load_config({"RETENTION_STORE": "memory://"}, use_stack_file=False)
+    config = replace(base, core=CoreSettings(rules=load_rules(RULES_FILE)))
+    status, body = await rules_of(config)
+    assert status == 200
+    vip, receipt, welcome = body["rules"]
+    assert vip["steps"] == [{"cadence": 1.5, "floor": "P10D"}]
+    assert vip["audience"] == {"spend": {"currency": "EUR", "min": "500", "max": None}}
+    assert (vip["channel"], vip["arbitration"], vip["priority"]) == ("sms", True, 5)
+    assert vip["reason"] == "{rule} step {step}: {span} after {anchor_date}"  # no reason given
+    assert receipt["transactional"] is True and receipt["steps"] == ["P1DT12H"]
+    assert welcome["enabled"] is False and welcome["anchor"] == {
+        "kind": "last_session",
+        "min_orders": 0,
+    }
+    assert body["guardrails"]["min_gap"] == "PT12H"
+    # A disabled rule switched on, or a guardrail moved, is another set.
+    _, default_body = await rules_of(base)
+    on = RULES_FILE.replace("enabled = false", "enabled = true")
+    _, enabled_body = await rules_of(replace(base, core=CoreSettings(rules=load_rules(on))))
+    gap = RULES_FILE.replace('"PT12H"', '"PT13H"')
+    _, gap_body = await rules_of(replace(base, core=CoreSettings(rules=load_rules(gap))))
+    versions = {b["version"] for b in (body, default_body, enabled_body, gap_body)}
+    assert len(versions) == 4
+    # Run from a rules file (RETENTION_RULES_FILE): its path is the source.
+    from_file = SimpleNamespace(core=config.core, rules_file="/srv/shop/rules.toml")
+    _, shown = await rules_of(from_file)
+    assert shown["source"] == "/srv/shop/rules.toml" and body["source"] == "default"
+    assert shown["version"] == body["version"]
+    # The same set read again is the same version.
+    _, again = await rules_of(replace(base, core=CoreSettings(rules=load_rules(RULES_FILE))))
+    assert again == body

@@ -149,6 +149,20 @@ def test_a_cadence_step_beside_others() -> None:
     assert problem.path == 'rule "winback".steps[2]' and "only step" in problem.message
 
 
+def test_a_step_that_could_fall_due_before_its_cause() -> None:
+    # A cadence step under an anchor orders do not move: a later order would change a
+    # due time already passed; a session anchor waiting for orders would date its steps
+    # from a session before the order that starts them.
+    cadence = '[{ cadence = 2.0, floor = "P7D" }]'
+    problem = only("format = 1\n" + rule(anchor='"last_session"', steps=cadence))
+    assert problem.path == 'rule "winback".steps' and "every order moves" in problem.message
+    assert check_rules("format = 1\n" + rule(anchor='"last_order"', steps=cadence)) == []
+    problem = only("format = 1\n" + rule(anchor='{ kind = "last_session", min_orders = 1 }'))
+    assert problem.path == 'rule "winback".anchor.min_orders'
+    assert "audience.orders = { min = 1 }" in problem.message
+    assert check_rules("format = 1\n" + rule(anchor='"last_session"')) == []
+
+
 def test_lifecycle_at_risk_not_before_lapsed() -> None:
     text = 'format = 1\n[lifecycle]\nat_risk_after = "P60D"\nlapsed_after = "P60D"\n' + rule()
     problem = only(text)

@@ -1,0 +1,136 @@
+"""What the engine emits (docs/design.md "Layout"): a firing, a conversion, a refused
+event, and a rule's next due step - plain records built by :mod:`agents.core.engine`
+and read by the processors and the output records (:mod:`agents.messages`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from agents.core.guardrails import OUTCOME_DELIVERED
+from agents.core.ids import trigger_id
+from agents.core.rules.model import DEFAULT_REASON
+from agents.core.state import CustomerState
+from agents.core.timeutil import MICROS_PER_DAY, MICROS_PER_SECOND, iso
+
+MICROS_PER_HOUR = 3600 * MICROS_PER_SECOND
+
+
+@dataclass(frozen=True, slots=True)
+class Firing:
+    """A ladder step whose condition held at its due time."""
+
+    customer_id: str
+    rule: str
+    rule_index: int
+    step: int
+    threshold: int
+    anchor_at: int
+    due_at: int
+    backfill: bool
+    context: dict[str, Any]
+    # What the guardrails made of it: "delivered" or a suppression reason code.
+    outcome: str = OUTCOME_DELIVERED
+    holdout: bool = False
+    # The rule's reason template, version and channel (docs/rules.md "Rules file").
+    template: str = DEFAULT_REASON
+    rule_version: str | None = None
+    channel: str | None = None
+
+    @property
+    def delivered(self) -> bool:
+        return self.outcome == OUTCOME_DELIVERED
+
+    @property
+    def trigger_id(self) -> str:
+        return trigger_id(self.customer_id, self.rule, self.step, self.anchor_at)
+
+    def reason(self, anchor_iso: str | None = None) -> str:
+        """One human line; ``anchor_iso`` is ``iso(self.anchor_at)`` if the caller has it."""
+        return self.template.format(
+            span=_human_span(self.threshold),
+            anchor_date=(anchor_iso or iso(self.anchor_at))[:10],
+            rule=self.rule,
+            step=self.step,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Conversion:
+    """An order within the attribution window after a delivered or holdout firing."""
+
+    customer_id: str
+    rule: str
+    step: int
+    anchor_at: int
+    due_at: int
+    group: str  # "delivered" or "holdout"
+    converted_at: int
+    order_id: str
+
+    @property
+    def trigger_id(self) -> str:
+        return trigger_id(self.customer_id, self.rule, self.step, self.anchor_at)
+
+    @property
+    def hours_to_convert(self) -> float:
+        # 3 decimals, but never 0: converted_at is after due_at and outcome/1 says
+        # > 0, so an order within 1.8 s of D reads 0.001 (docs/rules.md "Outcomes (conversions)").
+        return max(round((self.converted_at - self.due_at) / MICROS_PER_HOUR, 3), 0.001)
+
+
+Emission = Firing | Conversion
+
+
+@dataclass(frozen=True, slots=True)
+class Refused:
+    """An event the engine did not take in: nothing is folded, fired or queued.
+
+    ``code`` is the dead-letter code: ``pending_overflow`` (the customer's events
+    dated after the clock would pass the hostile-input cap) or
+    ``customer_over_budget`` (a row from an older version over the byte budget,
+    until its pending events are applied).  Its ids are not remembered, so a
+    re-send is taken in once there is room.  ``emitted`` are firings that fell due
+    before it (the processor sends them and writes the row).
+    """
+
+    code: str
+    reason: str
+    emitted: tuple[Emission, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Due:
+    due_at: int
+    rule_index: int
+    step: int
+    rule: str
+    anchor_at: int
+    threshold: int
+
+
+def context_snapshot(state: CustomerState) -> dict[str, Any]:
+    """What a message needs about the customer, as of the firing's due time."""
+    return {
+        "order_count": state.orders,
+        "spend": dict(sorted(state.spend.items())),
+        "first_purchase_at": iso(state.first_order_at)
+        if state.first_order_at is not None
+        else None,
+        "last_purchase_at": iso(state.last_order_at) if state.last_order_at is not None else None,
+        "last_activity_at": iso(state.last_activity_at)
+        if state.last_activity_at is not None
+        else None,
+        "lifecycle_stage": state.stage,
+    }
+
+
+def _human_span(micros: int) -> str:
+    if micros % MICROS_PER_DAY == 0:
+        days = micros // MICROS_PER_DAY
+        return f"{days} day" + ("s" if days != 1 else "")
+    if micros >= 2 * MICROS_PER_DAY:  # a per-customer threshold: 8.9 days, not 213.685 hours
+        return f"{micros / MICROS_PER_DAY:.1f} days"
+    hours = micros / (3600 * MICROS_PER_SECOND)
+    return f"{hours:g} hours"
