@@ -22,14 +22,10 @@ from agents.core.rules.model import Problem
 from streams.cli._common import fail
 from streams.config import load_config
 from streams.feed.timeargs import date_or_time
-from streams.ops.backtest import (
-    DEFAULT_RUN_BYTES,
-    BacktestError,
-    backtest,
-    load_rules_file,
-)
+from streams.ops.backtest import BacktestError, backtest, load_rules_file
 from streams.ops.backtest_html import render_html
 from streams.ops.backtest_report import document, render_table
+from streams.ops.extsort import DEFAULT_RUN_BYTES
 
 FORMATS = ("table", "json", "html")
 

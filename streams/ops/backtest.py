@@ -46,10 +46,13 @@ from agents.offline.reference import ReferenceResult, compute_decisions
 from agents.offline.rulebook import Rulebook, legacy_rulebook, read_rules
 from streams.config import Config
 from streams.ops.backtest_tally import RuleDiff, Tally, diff_results
-
-# The command's --run-bytes default is read from here (streams/cli/rules.py).
-from streams.ops.extsort import DEFAULT_RUN_BYTES as DEFAULT_RUN_BYTES
-from streams.ops.extsort import InputBounds, customer_chunks, ordered_map, sort_history
+from streams.ops.extsort import (
+    DEFAULT_RUN_BYTES,
+    InputBounds,
+    customer_chunks,
+    ordered_map,
+    sort_history,
+)
 
 # Lines per chunk handed to a worker (whole customers: a chunk ends at the first
 # customer boundary past this).  Small enough that a worker's reference run stays
