@@ -113,6 +113,8 @@ class CustomerProcessor:
         self.runtimes: dict[int, PartitionRuntime] = {}
         self.counters: Counter[str] = Counter()
         self.decision_counts: Counter[tuple[str, int, str]] = Counter()
+        # Decisions by (rule, rule_version, outcome): the dashboard's by-version view.
+        self.version_counts: Counter[tuple[str, str, str]] = Counter()
         self.dead_letters: Counter[str] = Counter()
         # Events that arrived after the stream clock passed them, by input topic.
         self.late: Counter[str] = Counter()
@@ -410,6 +412,7 @@ class CustomerProcessor:
                 f, fired_at=now, clock=self.clock.name, outcome=f.outcome, holdout=f.holdout
             )
             self.decision_counts[(f.rule, f.step, f.outcome)] += 1
+            self.version_counts[(f.rule, f.rule_version or "", f.outcome)] += 1
             result.outputs.append(
                 Output(self.decisions_topic, f.customer_id, dumps(decision.to_dict()))
             )

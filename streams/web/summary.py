@@ -97,6 +97,7 @@ def local_part(worker: ObservedWorker, snap: Snapshot | None = None) -> dict[str
         "duplicates": s.duplicates,
         "outcomes": s.outcomes,
         "decisions": [[r, st, o, n] for (r, st, o), n in sorted(s.decisions.items())],
+        "versions": [[r, v, o, n] for (r, v, o), n in sorted(s.decisions_by_version.items())],
         "triggers": [[d, r, st, n] for (d, r, st), n in sorted(s.triggers_by_day.items())],
         # Both agents' dead letters, as /metrics counts them (docs/operations.md "Operations").
         "dead_letters": dict(
@@ -151,12 +152,16 @@ def summary_of(
 ) -> dict[str, Any]:
     """``summary/1`` over the answered workers' parts and report inputs."""
     by_rule: Counter[tuple[str, int, str]] = Counter()
+    by_version: Counter[tuple[str, str, str]] = Counter()
     triggers: Counter[tuple[str, str, int]] = Counter()
     dead: Counter[str] = Counter()
     lag: Counter[str] = Counter()
     for p in parts:
         for r, s, o, n in p["decisions"]:
             by_rule[(r, s, o)] += n
+        # A worker of the release before has no versions in its part.
+        for r, v, o, n in p.get("versions", ()):
+            by_version[(r, v, o)] += n
         for d, r, s, n in p["triggers"]:
             triggers[(d, r, s)] += n
         dead.update(p["dead_letters"])
@@ -199,6 +204,10 @@ def summary_of(
         "decisions": [
             {"rule": r, "step": s, "outcome": o, "count": n}
             for (r, s, o), n in sorted(by_rule.items())
+        ],
+        "decisions_by_version": [
+            {"rule": r, "rule_version": v or None, "outcome": o, "count": n}
+            for (r, v, o), n in sorted(by_version.items())
         ],
         "suppression": {reason: by_outcome[reason] for reason in SUPPRESSIONS},
         "triggers_over_time": [

@@ -273,6 +273,7 @@ class RetentionApp:
             lenient_timestamps=dict(ingest.lenient_timestamps),
             decisions=dict(proc.decision_counts),
             decision_series=self._decision_series,
+            decisions_by_version=dict(proc.version_counts),
             triggers_by_day=dict(self.triggers_by_day),
             clocks=tuple(
                 PartitionClock(

@@ -84,6 +84,9 @@ class Snapshot:
     # exports each from 0, so a rate or increase() over the first decisions after
     # a start is not lost (the "no decisions" alert, docs/operations.md).
     decision_series: tuple[tuple[str, int, str], ...] = ()
+    # Decisions by (rule, rule_version, outcome): the dashboard's "by rule and
+    # version" (docs/operations.md "Changing rules live").
+    decisions_by_version: Mapping[tuple[str, str, str], int] = field(default_factory=dict)
     triggers_by_day: TriggerCounts = field(default_factory=dict)
     # Live clocks, by partition (every partition with a runtime, owned or not yet dropped).
     clocks: tuple[PartitionClock, ...] = ()

@@ -46,6 +46,7 @@ CHARTS = (
     "triggers",
     "decisions",
     "rules",
+    "versions",
     "suppression",
     "lifecycle",
     "dead-letters",
@@ -144,6 +145,11 @@ def assert_page_matches(driver: Any, summary: dict[str, Any]) -> None:
     assert {m["label"]: m["value"] for m in got["rules"]["marks"]} == +per_rule
     assert got["rules"]["total"] == sum(per_rule.values())
     assert "Outranked" in got["rules"]["text"]
+    # Decisions by rule and version: one row per (rule, rule_version).
+    per_version: Counter[str] = Counter()
+    for r in summary["decisions_by_version"]:
+        per_version[r["rule"]] += r["count"]
+    assert got["versions"]["total"] == sum(per_version.values()) == sum(per_rule.values())
 
     sup = {m["label"]: m["value"] for m in got["suppression"]["marks"]}
     assert sup == summary["suppression"]
@@ -181,8 +187,11 @@ return out;
 
 def with_outranked(summary: dict[str, Any], rule: str, count: int) -> dict[str, Any]:
     """The summary of a rule set where ``rule`` (arbitration on) lost ``count`` firings."""
-    out = json.loads(json.dumps(summary))
+    out: dict[str, Any] = json.loads(json.dumps(summary))
     out["decisions"].append({"rule": rule, "step": 1, "outcome": "outranked", "count": count})
+    out["decisions_by_version"].append(
+        {"rule": rule, "rule_version": None, "outcome": "outranked", "count": count}
+    )
     out["suppression"]["outranked"] = out["suppression"].get("outranked", 0) + count
     out["counts"]["decisions"] += count
     return out
@@ -280,6 +289,7 @@ def test_page_with_no_data_shows_empty_states(tmp_path: Path) -> None:
             "triggers",
             "decisions",
             "rules",
+            "versions",
             "lifecycle",
             "dead-letters",
             "lift",
@@ -288,6 +298,65 @@ def test_page_with_no_data_shows_empty_states(tmp_path: Path) -> None:
             assert "No data yet" in got[chart]["text"] or "No dead letters" in got[chart]["text"]
         assert metrics(driver)["customers"]["text"] == "0"
         assert_no_console_errors(driver)
+
+
+READ_VERSION_CELLS = """
+const out = [];
+for (const tr of document.querySelectorAll('[data-table="versions"] tbody tr')) {
+  const cells = {};
+  for (const td of tr.querySelectorAll('td')) {
+    cells[td.dataset.key] = [td.dataset.value, td.textContent];
+  }
+  out.push({rule: tr.dataset.rule, version: tr.dataset.version, cells});
+}
+return out;
+"""
+
+
+def test_page_shows_decisions_by_rule_and_version(
+    tmp_path: Path, sample_lines: list[bytes]
+) -> None:
+    """After a rules change (docs/operations.md "Changing rules live") each version of
+    a rule is a row: its delivered decisions and the steps it superseded."""
+    require_browser()
+    summary = reference_summary(sample_lines, until=to_micros(parse_timestamp(END)))
+    for r in summary["decisions_by_version"]:
+        r["rule_version"] = r["rule_version"] or "1c0ffee0"  # the version before the change
+    old = next(r for r in summary["decisions_by_version"] if r["rule"] == "second_purchase")
+    extra = [
+        {
+            "rule": "second_purchase",
+            "rule_version": "5f3a9c21",
+            "outcome": "delivered",
+            "count": 11,
+        },
+        {
+            "rule": "second_purchase",
+            "rule_version": "5f3a9c21",
+            "outcome": "superseded",
+            "count": 4,
+        },
+    ]
+    summary["decisions_by_version"] += extra
+    summary["decisions"] += [
+        {"rule": "second_purchase", "step": 1, "outcome": "delivered", "count": 11},
+        {"rule": "second_purchase", "step": 2, "outcome": "superseded", "count": 4},
+    ]
+    summary["counts"]["decisions"] += 15
+    with PageServer(lambda: summary) as server, chromium(tmp_path) as driver:
+        open_dashboard(driver, server.url)
+        rows = driver.execute_script(READ_VERSION_CELLS)
+        second = {r["version"]: r["cells"] for r in rows if r["rule"] == "second_purchase"}
+        assert set(second) == {old["rule_version"], "5f3a9c21"}
+        new = second["5f3a9c21"]
+        assert new["rule_version"] == ["5f3a9c21", "5f3a9c21"]
+        assert new["delivered"] == ["11", "11"]
+        assert new["superseded"] == ["4", "4"]
+        assert new["total"] == ["15", "15"]
+        assert second[old["rule_version"]]["superseded"] == ["0", "0"]
+        assert "Superseded (rules changed)" in charts(driver)["versions"]["text"]
+        assert_no_console_errors(driver)
+        print(f"\nscreenshot: {save_screenshot(driver, 'dashboard-versions.png')}")
 
 
 # --- against a real worker fed with a sample ---------------------------------------------------

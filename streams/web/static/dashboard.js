@@ -21,7 +21,8 @@
     { key: "opted_out", label: "Opted out", color: "#CC79A7" },
     { key: "outranked", label: "Outranked", color: "#56B4E9" },
     { key: "min_gap", label: "Min gap", color: "#009E73" },
-    { key: "frequency_cap", label: "Frequency cap", color: "#D55E00" }
+    { key: "frequency_cap", label: "Frequency cap", color: "#D55E00" },
+    { key: "superseded", label: "Superseded (rules changed)", color: "#999999" }
   ];
   var RULES = {
     second_purchase: { label: "Second purchase", color: "#0072B2", order: 0 },
@@ -642,6 +643,46 @@
       total);
   }
 
+  /** Decisions per rule and rule_version (every step together) and outcome: after a
+   * rules change the old and the new version of a rule are rows of their own, and a
+   * restart's skipped steps show as superseded (docs/rules.md "Changing rules"). */
+  function drawVersions(s) {
+    var box = chartBox("versions");
+    var rows = (s.decisions_by_version || []).filter(function (r) { return num(r.count) > 0; });
+    if (!rows.length) {
+      setEmpty(box, "No data yet: no reminder has fallen due.");
+      return;
+    }
+    var outcomes = OUTCOMES.slice();
+    var groups = {};
+    rows.forEach(function (r) {
+      var version = r.rule_version || "";
+      var key = r.rule + "@" + version;
+      var g = groups[key] || (groups[key] = { rule: r.rule, version: version, by: {}, total: 0 });
+      g.by[r.outcome] = (g.by[r.outcome] || 0) + num(r.count);
+      g.total += num(r.count);
+      if (!outcomes.some(function (o) { return o.key === r.outcome; })) {
+        outcomes.push({ key: r.outcome, label: r.outcome, color: "#555555" });
+      }
+    });
+    var list = Object.keys(groups).map(function (k) { return groups[k]; }).sort(function (a, b) {
+      return byRuleStep(a, b) || (a.version < b.version ? -1 : a.version > b.version ? 1 : 0);
+    });
+    var total = list.reduce(function (a, g) { return a + g.total; }, 0);
+    var body = list.map(function (g) {
+      return {
+        attrs: { "data-rule": g.rule, "data-version": g.version, "data-value": g.total },
+        cells: [cell(ruleInfo(g.rule).label + " (" + g.rule + ")"), cell(g.version || "\u2013", g.version, "rule_version")]
+          .concat(outcomes.map(function (o) {
+            var v = g.by[o.key] || 0;
+            return cell(fmtInt(v), v, o.key);
+          }), [cell(fmtInt(g.total), g.total, "total")])
+      };
+    });
+    setReady(box, [table("versions", ["Rule", "Version"].concat(outcomes.map(function (o) { return o.label; }), ["Total"]), body)],
+      total);
+  }
+
   function drawLift(s) {
     var box = chartBox("lift");
     var lift = ((s.report && s.report.lift) || []).slice().sort(byRuleStep);
@@ -788,8 +829,8 @@
 
   // ---- refresh loop ---------------------------------------------------------------------
 
-  var DRAW = [drawTtsp, drawTriggers, drawDecisions, drawRules, drawSuppression, drawLifecycle,
-    drawDeadLetters, drawLag, drawLift, drawCohorts];
+  var DRAW = [drawTtsp, drawTriggers, drawDecisions, drawRules, drawVersions, drawSuppression,
+    drawLifecycle, drawDeadLetters, drawLag, drawLift, drawCohorts];
   var state = { fetches: 0, lastOk: null };
 
   function refreshSeconds() {
