@@ -255,3 +255,39 @@ async def test_new_instants_cannot_keep_the_table_scanning() -> None:
     for a in instants[-INPUTS_KEPT:]:
         assert (await summaries.inputs_at(a))["as_of"] == a
     assert summaries.scans == len(instants)
+
+
+def test_decisions_by_rule_version_add_up_over_the_workers() -> None:
+    """The dashboard's "by rule and version" (docs/operations.md "Changing rules
+    live"): each worker's counts add; a worker of the release before sends none."""
+    from streams.config import Config
+    from streams.web.summary import summary_of
+
+    def part(versions: list[list[Any]] | None) -> dict[str, Any]:
+        p: dict[str, Any] = {
+            "partitions": [],
+            "watermarks": {},
+            "events": 0,
+            "duplicates": 0,
+            "outcomes": 0,
+            "decisions": [],
+            "triggers": [],
+            "dead_letters": {},
+            "lag": {},
+            "read_model": {"redis_up": True, "lag": 0, "last_flush_at": None},
+        }
+        if versions is not None:
+            p["versions"] = versions
+        return p
+
+    parts = [
+        part([["winback", "aaaa", "delivered", 3], ["winback", "bbbb", "superseded", 2]]),
+        part([["winback", "bbbb", "superseded", 1], ["winback", "bbbb", "delivered", 4]]),
+        part(None),
+    ]
+    doc = summary_of(Config(), "w", parts, [], scope="cluster", as_of=0, now=0)
+    assert doc["decisions_by_version"] == [
+        {"rule": "winback", "rule_version": "aaaa", "outcome": "delivered", "count": 3},
+        {"rule": "winback", "rule_version": "bbbb", "outcome": "delivered", "count": 4},
+        {"rule": "winback", "rule_version": "bbbb", "outcome": "superseded", "count": 3},
+    ]
