@@ -12,17 +12,22 @@ import orjson
 
 from agents.contract import Output
 from agents.core.clock import WallClock, source_name
+from agents.core.rules import RulesError, load_rules
+from agents.core.rules.history import CONTROL_RULES, set_id
 from agents.core.timeutil import DEFAULT_MIN_EVENT_TIME, iso, parse_timestamp, to_micros
 from agents.core.validation import ValidationError, early_error, validate
-from agents.messages import CONTROL_ADVANCE, dead_letter_record, dumps
+from agents.messages import CODE_INVALID_RULES, CONTROL_ADVANCE, dead_letter_record, dumps
 from agents.messages import MAX_ORIGINAL_BYTES as MAX_ORIGINAL_BYTES
-from agents.wire import advance_message, event_message
+from agents.wire import advance_message, event_message, rules_message
 
 log = logging.getLogger(__name__)
 
 # A record batch the consumer could not decode (README "Inputs"): one dead letter
 # for the whole batch, since its messages cannot be told apart.
 CODE_UNDECODABLE_BATCH = "undecodable_batch"
+# How far ahead a rules change may be scheduled: unlike an event or a clock marker,
+# a change is announced ahead of its time (docs/rules.md "Changing rules").
+RULES_HORIZON = 366 * 86400 * 1_000_000
 
 
 class IngestProcessor:
@@ -50,6 +55,7 @@ class IngestProcessor:
         self.lenient_timestamps: Counter[str] = Counter()
         self.accepted = 0
         self.markers = 0
+        self.rules_markers = 0
 
     def handle(
         self, raw: bytes | None, topic: str, partition: int, offset: int
@@ -81,6 +87,15 @@ class IngestProcessor:
                     return [], self._advance(raw, src)
                 except ValidationError as bad:
                     exc = bad
+            elif exc.code == "unknown_schema" and CONTROL_RULES.encode() in raw:
+                # Anywhere in the record: its keys may come in any order after a long text.
+                try:
+                    controls = self._rules(raw, src)
+                except ValidationError as bad:
+                    exc = bad
+                else:
+                    if controls is not None:
+                        return [], controls
             return self._letter(raw, exc, topic, partition, offset), []
         self.accepted += 1
         if self.lenient_timestamps.total() != lenient_before:
@@ -155,6 +170,49 @@ class IngestProcessor:
         payload = advance_message(src, until)
         return [(p, payload) for p in range(self.customer_partitions)]
 
+    def _rules(self, raw: bytes, src: str) -> list[tuple[int, bytes]] | None:
+        """A ``control/rules`` marker, checked, for every customer partition in order
+        with its other items, as an advance is (docs/rules.md "Changing rules");
+        None if the record is no such marker (its text merely mentions one)."""
+        obj = orjson.loads(raw)
+        if not isinstance(obj, dict) or obj.get("schema") != CONTROL_RULES:
+            return None
+        effective_at = self._rules_time(obj.get("effective_at"))
+        text = obj.get("rules")
+        if not isinstance(text, str):
+            raise _bad_rules("'rules' must be the rules file's TOML text")
+        try:
+            rules = load_rules(text)
+        except RulesError as exc:
+            raise _bad_rules(f"the rules do not load: {exc}") from None
+        version = set_id(rules)
+        declared = obj.get("version")
+        if declared is not None and declared != version:
+            raise _bad_rules(f"'version' {str(declared)[:40]!r} is not the rules' set id {version}")
+        self.rules_markers += 1
+        payload = rules_message(src, effective_at, text, version)
+        return [(p, payload) for p in range(self.customer_partitions)]
+
+    def _rules_time(self, value: object) -> int:
+        """``effective_at``: RFC 3339, no earlier than the earliest accepted event time
+        and at most :data:`RULES_HORIZON` past now."""
+        try:
+            t = to_micros(parse_timestamp(value))
+        except ValueError as exc:
+            raise _bad_rules(f"effective_at must be an RFC 3339 date-time ({exc})") from None
+        if t < self.min_event_time:
+            raise _bad_rules(
+                f"effective_at {iso(t)} is before the earliest accepted event time "
+                f"{iso(self.min_event_time)}"
+            )
+        limit = self.wall_clock() + RULES_HORIZON
+        if t > limit:
+            raise _bad_rules(
+                f"effective_at {iso(t)} is after {iso(limit)} (a change is scheduled at "
+                "most a year ahead)"
+            )
+        return t
+
     def dead_letter(
         self, raw: bytes, exc: ValidationError, topic: str, partition: int, offset: int
     ) -> bytes:
@@ -168,3 +226,7 @@ class IngestProcessor:
             received_at=self.wall_clock(),
         )
         return dumps(record.to_dict())
+
+
+def _bad_rules(why: str) -> ValidationError:
+    return ValidationError(CODE_INVALID_RULES, f"control/rules: {why}")

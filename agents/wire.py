@@ -7,8 +7,11 @@ The internal topic carries three kinds of message, all JSON objects:
   keyed by customer_id;
 * ``{"type": "adv", "src": "topic:partition", "until": micros}`` "advance the
   stream clock to T", forwarded by the ingest agent to every partition;
+* ``{"type": "rules", "src": "topic:partition", "effective_at": micros, "rules":
+  "<TOML>", "version": "<set id>"}`` a rules change, forwarded by the ingest agent to
+  every partition exactly as ``adv`` is (docs/rules.md "Changing rules");
 * ``{"type": "tick", "now": micros}`` a wall-clock tick from the leader;
-* ``{"type": "bundle", "items": [message, ...]}`` several ``ev``/``adv`` messages
+* ``{"type": "bundle", "items": [message, ...]}`` several ``ev``/``adv``/``rules`` messages
   for one partition, in order: the ingest agent sends one bundle per customer
   partition per batch (keyed ``__bundle__``, partition = murmur2 of each event's
   customer_id, as a keyed send would pick), so the customer agent pays Faust's
@@ -76,6 +79,19 @@ def event_message(src: str, event: Event) -> bytes:
 def advance_message(src: str, until: int) -> bytes:
     """An ``adv`` message: input partition ``src`` advances the stream clock to ``until``."""
     return orjson.dumps({"type": "adv", "src": src, "until": until})
+
+
+def rules_message(src: str, effective_at: int, text: str, version: str) -> bytes:
+    """A ``rules`` message: input partition ``src`` carried a rules change."""
+    return orjson.dumps(
+        {
+            "type": "rules",
+            "src": src,
+            "effective_at": effective_at,
+            "rules": text,
+            "version": version,
+        }
+    )
 
 
 def tick_message(now: int) -> bytes:
