@@ -2,6 +2,9 @@
 
 ``check FILE``: every problem of FILE, one per line with where it is (exit 1), or
 its enabled rules with their versions (exit 0) (docs/rules.md "Checks").
+``publish FILE [--effective T] [--dry-run]``: publish a new version to a live
+deployment, every partition switching at T of its own stream; refusals exit 2 with
+one line each (docs/operations.md "Changing rules live").
 ``backtest FILE --from-file HISTORY``: what FILE would have done on the history,
 per rule, step and ISO week, offline (the reference), on every core, in memory
 bounded whatever the history's size (docs/rules.md "Backtest").
@@ -10,12 +13,14 @@ bounded whatever the history's size (docs/rules.md "Backtest").
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import sys
 import tomllib
 from pathlib import Path
 
 import orjson
+from aiokafka.errors import KafkaError
 
 from agents.core.rules import RulesError, load_rules
 from agents.core.rules.model import Problem
@@ -26,6 +31,8 @@ from streams.ops.backtest import BacktestError, backtest, load_rules_file
 from streams.ops.backtest_html import render_html
 from streams.ops.backtest_report import document, render_table
 from streams.ops.extsort import DEFAULT_RUN_BYTES
+from streams.ops.publish import publish
+from streams.ops.registry import PublishRefused, RegistryError
 
 FORMATS = ("table", "json", "html")
 
@@ -35,11 +42,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     actions.required = True
     _add_check(actions)
     _add_backtest(actions)
+    _add_publish(actions)
 
 
 def run(args: argparse.Namespace) -> int:
     if args.action == "check":
         return _run_check(args)
+    if args.action == "publish":
+        return _run_publish(args)
     if args.action == "backtest":
         return _run_backtest(args)
     return fail(f"unknown action {args.action}", 2)  # pragma: no cover - argparse refuses it
@@ -212,4 +222,67 @@ def _run_backtest(args: argparse.Namespace) -> int:
         return 0
     sys.stdout.write(text)
     sys.stdout.flush()
+    return 0
+
+
+# --- publish -----------------------------------------------------------------------
+
+
+def _add_publish(actions: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = actions.add_parser(
+        "publish",
+        help="publish a new version of the rules to the running deployment",
+        description=(
+            "Check FILE against the published seed, then write it to the rules topic and "
+            "send its control/rules marker to every input partition: every customer "
+            "partition switches at T of its own stream. Refusals exit 2, one line each "
+            '(docs/operations.md "Changing rules live").'
+        ),
+    )
+    p.add_argument("file", metavar="FILE", help="the rules file (TOML)")
+    p.add_argument(
+        "--effective",
+        metavar="T",
+        help="the event time the version takes effect (RFC 3339 or YYYY-MM-DD); wall "
+        "clock mode: default now + RETENTION_RULES_LEAD; stream mode: required",
+    )
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="say per rule how many customers are mid-ladder and what the change does "
+        "to them (from the live table); publish nothing",
+    )
+
+
+def _run_publish(args: argparse.Namespace) -> int:
+    path = args.file
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return fail(f"no such rules file: {path}", 2)
+    except (OSError, UnicodeDecodeError) as exc:
+        return fail(f"cannot read the rules file {path}: {exc}", 2)
+    try:
+        load_rules(text)
+    except RulesError as exc:
+        for problem in exc.problems:
+            fail(_located(path, problem), 2)
+        return fail(f"{path}: not published; run retention rules check {path}", 2)
+    try:
+        effective = None if args.effective is None else date_or_time(args.effective)
+    except ValueError as exc:
+        return fail(f"--effective: {exc}", 2)
+    config = load_config()
+    try:
+        lines = asyncio.run(publish(config, path, text, effective, dry_run=args.dry_run))
+    except PublishRefused as exc:
+        for line in exc.lines:
+            fail(f"{path}: {line}", 2)
+        return 2
+    except RegistryError as exc:
+        return fail(f"the rules topic {config.topics.rules} holds a bad record: {exc}", 1)
+    except (KafkaError, OSError) as exc:
+        return fail(f"cannot reach Kafka at {config.kafka}: {exc}", 1)
+    for line in lines:
+        print(line)
     return 0
