@@ -6,20 +6,24 @@ table's stream clocks and the wall clock faked at the boundary (docs/operations.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import orjson
 import pytest
 
+from agents.core.engine import Engine
 from agents.core.rules import default_text, load_rules
 from agents.core.rules.history import Version, set_id
+from agents.core.settings import CoreSettings
+from agents.core.state import CustomerState
 from agents.core.timeutil import iso, parse_timestamp, to_micros
 from streams.cli import main
 from streams.config import Config
 from streams.ops import publish as publishing
 from streams.ops.registry import Published, Registry, published, record_bytes
 from streams.ops.tables import TableSnapshot
+from tests.unit.agents.factories import T0, at, feed_in_time_order, purchase
 
 SEED = default_text()
 SOONER = SEED.replace('steps = ["P7D", "P14D", "P30D"]', 'steps = ["P5D", "P14D", "P30D"]')
@@ -190,3 +194,53 @@ def test_the_same_file_again_is_refused_but_the_same_command_resends_its_markers
     assert out.startswith(f"{path}: version {vid} effective {at} was published already; marker")
     assert len(fake.records) == 2  # the seed and the version, once
     assert len(fake.markers) == 2 * len(INPUTS)
+
+
+def mid_ladder(n: int, days: float) -> dict[str, CustomerState]:
+    """``n`` customers with one order at T0, the table as of ``days`` after it (the
+    second_purchase ladder running, nothing fired yet)."""
+    engine = Engine(CoreSettings(rules=load_rules(SEED)))
+    out = {}
+    for i in range(n):
+        cid = f"cus_{i}"
+        state = CustomerState(customer_id=cid, partition=0)
+        feed_in_time_order(engine, state, [purchase(cid, T0)], at(days=days))
+        out[cid] = state
+    return out
+
+
+def test_a_dry_run_says_what_the_change_does_to_customers_mid_ladder(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    fake: Fake,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    rows = mid_ladder(3, days=6)
+    fake.clocks = {p: at(days=6) for p in range(4)}
+
+    async def table(config: Config) -> TableSnapshot:
+        snap = await fake.table(config)
+        snap.customers = rows
+        return snap
+
+    monkeypatch.setattr(publishing, "LIVE", replace(fake.live(), table=table))
+    effective = iso(at(days=6) + 1)
+    pinned = SOONER.replace(
+        'steps = ["P5D", "P14D", "P30D"]', 'steps = ["P5D", "P14D", "P30D"]\non_change = "pin"'
+    )
+    # Restart (the default): step 1, moved to day 5, is due before T: superseded.
+    code, out, err, path = publish(tmp_path, capsys, SOONER, "--effective", effective, "--dry-run")
+    assert (code, err) == (0, "")
+    vid = set_id(load_rules(SOONER))
+    assert out.splitlines() == [
+        f"{path}: version {vid} effective {effective}: dry run, nothing published",
+        "  inactivity: 3 customers mid-ladder: unchanged 3",
+        "  second_purchase: 3 customers mid-ladder: restarted 3 with 3 steps superseded",
+    ]
+    code, out, err, path = publish(tmp_path, capsys, pinned, "--effective", effective, "--dry-run")
+    assert (code, err) == (0, "")
+    assert out.splitlines()[1:] == [
+        "  inactivity: 3 customers mid-ladder: unchanged 3",
+        "  second_purchase: 3 customers mid-ladder: pinned 3",
+    ]
+    assert fake.markers == [] and len(fake.records) == 1
