@@ -196,6 +196,23 @@ _WIRE_FIELDS = {KIND_PURCHASE: ("o", "a", "cur"), KIND_SESSION: ("s",), KIND_CON
 _WIRE_IDS = frozenset({"e", "c", "o", "s"})
 
 
+def read_wire_rules(msg: dict[str, Any]) -> tuple[str, int, str, str]:
+    """A ``rules`` message's (src, effective_at, text, version), exactly in the shape
+    ingest writes, or BadMessage; the text is checked by its reader."""
+    src, at, text, version = (msg.get(k) for k in ("src", "effective_at", "rules", "version"))
+    if not isinstance(src, str):
+        raise BadMessage(f"rules from unknown source {src!r}"[:300])
+    if (
+        not isinstance(at, int)
+        or isinstance(at, bool)
+        or not _TIME_RANGE[0] <= at <= _TIME_RANGE[1]
+    ):
+        raise BadMessage(f"rules 'effective_at' must be integer micros, got {at!r}"[:300])
+    if not isinstance(text, str) or not isinstance(version, str):
+        raise BadMessage("rules message without its 'rules' text and 'version'")
+    return src, at, text, version
+
+
 def bundle_items(bundle: dict[str, Any]) -> list[Any]:
     items = bundle.get("items")
     if not isinstance(items, list):

@@ -41,7 +41,13 @@ from streams.faust_adapter import (
 from streams.worker.faults import FaultInjector
 from streams.worker.faust_settings import faust_settings
 from streams.worker.metrics import Metrics
-from streams.worker.observe import PartitionClock, PartitionRows, ReadModelStatus, Snapshot
+from streams.worker.observe import (
+    PartitionClock,
+    PartitionRows,
+    ReadModelStatus,
+    Snapshot,
+    rules_snapshot,
+)
 from streams.worker.processors import build_processors
 from streams.worker.readmodel import ReadModelWriter, connect
 
@@ -300,6 +306,8 @@ class RetentionApp:
             ),
             clock_warnings=tuple(proc.clock_warnings(self.config.clock_idle_timeout)),
             partition_warnings=dict(self.partition_warnings),
+            rules=rules_snapshot(proc.rule_versions()),
+            rules_late=proc.rules_late,
         )
 
     def _watermarks(self, owned: Iterable[int]) -> dict[int, int | None]:

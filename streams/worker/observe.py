@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     import aiohttp
 
     from agents.core.engine import Engine
+    from agents.core.rules.history import Version
     from streams.config import Config
 
 # (rule, step, outcome) -> firings;  (UTC date of the due time, rule, step) -> nudges.
@@ -43,6 +44,55 @@ class PartitionClock:
     def started(self) -> bool:
         """The clock has a value (it moved at least once since the partition was assigned)."""
         return self.advanced_at != 0
+
+
+@dataclass(frozen=True, slots=True)
+class RulesVersion:
+    """One rules version of a partition's history (docs/rules.md "Changing rules")."""
+
+    id: str
+    effective_at: int | None  # declared, micros; None for the seed
+    applied_at: int | None  # when the partition switched (differs when late); None: seed
+    in_force: bool  # the newest applied at or before the partition's clock
+    scheduled: bool  # applied after the partition's clock: not switched to yet
+    # name -> (rule_version, on_change), in file order
+    rules: tuple[tuple[str, str, str], ...] = ()
+
+    @property
+    def late(self) -> bool:
+        return self.applied_at != self.effective_at
+
+
+@dataclass(frozen=True, slots=True)
+class PartitionRules:
+    """The rules versions one customer partition keeps: the one in force, those
+    ladders may be pinned to and the scheduled ones."""
+
+    partition: int
+    versions: tuple[RulesVersion, ...]
+
+
+def rules_snapshot(
+    by_partition: Mapping[int, Iterable[tuple[Version, bool, bool]]],
+) -> tuple[PartitionRules, ...]:
+    """:meth:`agents.customer.CustomerProcessor.rule_versions` as plain values."""
+    return tuple(
+        PartitionRules(
+            p,
+            tuple(
+                RulesVersion(
+                    v.id,
+                    v.effective_at,
+                    v.applied_at,
+                    in_force,
+                    scheduled,
+                    tuple((r.name, r.version, r.on_change) for r in v.rules.rules),
+                )
+                for v, in_force, scheduled in versions
+            ),
+        )
+        for p, versions in sorted(by_partition.items())
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +148,10 @@ class Snapshot:
     clock_warnings: tuple[str, ...] = ()  # docs/time.md "Time": stuck stream clocks
     # Start-up check: topic -> warning, for a partition count not the configured one.
     partition_warnings: Mapping[str, str] = field(default_factory=dict)
+    # Rules versions by partition, and how many arrived after a partition's clock had
+    # passed their effective time (docs/rules.md "Changing rules").
+    rules: tuple[PartitionRules, ...] = ()
+    rules_late: int = 0
 
 
 class ObservedWorker(Protocol):
