@@ -6,11 +6,16 @@ import argparse
 import asyncio
 import dataclasses
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
+from agents.core.clock import system_clock
+from agents.core.rules.history import Version
+from streams.cli._common import fail
 from streams.config import Config, load_config
 from streams.kafka import check_partitions, ensure_topics
+from streams.ops.registry import StartRefused, adopt
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +32,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-dir", help="override RETENTION_DATA_DIR")
 
 
-def make_worker(config: Config, partition_warnings: dict[str, str] | None = None) -> Any:
+def make_worker(
+    config: Config,
+    partition_warnings: dict[str, str] | None = None,
+    versions: Sequence[Version] = (),
+) -> Any:
     import faust
 
     from agents.faust_agents import EXIT_CRASHED
@@ -55,7 +64,7 @@ def make_worker(config: Config, partition_warnings: dict[str, str] | None = None
             for name in ("", "faust", "mode", "aiokafka", "streams", "agents"):
                 logging.getLogger(name).setLevel(level)
 
-    retention = RetentionApp(config)
+    retention = RetentionApp(config, versions=versions)
     retention.partition_warnings = dict(partition_warnings or {})
     return Worker(retention.faust_app, loglevel=level)
 
@@ -76,6 +85,16 @@ def run(args: argparse.Namespace) -> int:
         config = dataclasses.replace(config, data_dir=Path(args.data_dir))
     config.data_dir.mkdir(parents=True, exist_ok=True)
     asyncio.run(ensure_topics(config, changelogs=True))
+    # The published rules are the source of truth: an empty rules topic takes this
+    # worker's rules as the seed, a differing RETENTION_RULES_FILE is refused
+    # (docs/operations.md "Changing rules live").
+    try:
+        start = asyncio.run(adopt(config, system_clock()))
+    except StartRefused as exc:
+        return fail(str(exc), 2)
+    if start.seed is not None:
+        log.warning("published this worker's rules as the seed: version %s", start.seed.id)
+    config = start.config
     # A topic with the wrong partition count holds the stream clock back for good
     # or dead-letters events: say so at start, in /health/ready and in /metrics.
     mismatches = asyncio.run(check_partitions(config))
@@ -83,5 +102,5 @@ def run(args: argparse.Namespace) -> int:
         log.warning("%s", warning)
     # asyncio.run closed its loop; Faust wants a current one of its own.
     asyncio.set_event_loop(asyncio.new_event_loop())
-    make_worker(config, mismatches).execute_from_commandline()
+    make_worker(config, mismatches, start.versions).execute_from_commandline()
     return 0

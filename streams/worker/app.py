@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any, TypedDict
 
 import aiohttp
@@ -24,6 +24,7 @@ from agents.contract import CLOCK_KEY_PREFIX
 from agents.core.clock import NEVER, StreamClock, WallClock, clock_mode, system_clock
 from agents.core.engine import Engine
 from agents.core.guardrails import OUTCOMES
+from agents.core.rules.history import Version
 from agents.core.timeutil import MICROS_PER_SECOND, iso
 from agents.faust_agents import CustomerAgent, IngestAgent, Send, crash_only
 from agents.messages import CONTROL_ADVANCE, dumps
@@ -71,7 +72,13 @@ class _RawTopicOptions(TypedDict):
 class RetentionApp:
     """Builds one Faust app (:attr:`faust_app`) for one :class:`Config`."""
 
-    def __init__(self, config: Config, *, wall_clock: WallClock = system_clock) -> None:
+    def __init__(
+        self,
+        config: Config,
+        *,
+        wall_clock: WallClock = system_clock,
+        versions: Sequence[Version] = (),
+    ) -> None:
         check_version()
         self.config = config
         self.wall_clock = wall_clock
@@ -101,7 +108,9 @@ class RetentionApp:
             value_type=bytes,
         )
         self.store = TableStore(self.table)
-        self.ingest, self.processor = build_processors(config, wall_clock)
+        # ``versions``: the rules published after the seed, read from the rules topic
+        # at start (streams.ops.registry); each partition adopts them.
+        self.ingest, self.processor = build_processors(config, wall_clock, versions=versions)
         self._decision_series = tuple(
             (ladder.rule, step, outcome)
             for ladder in self.processor.engine.ladders
