@@ -155,7 +155,9 @@ class Decision(Trigger):
     """One firing of one ladder step, delivered or suppressed (``decision/1``)."""
 
     delivered: bool
-    outcome: str  # "delivered" or a suppression reason code
+    # "delivered", a suppression reason code, or "superseded" (docs/rules.md
+    # "Changing rules")
+    outcome: str
     clock: str  # "wall" or "stream"
     schema: ClassVar[str] = SCHEMA_DECISION
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 from collections.abc import Collection, Sequence
 
 from agents.core.ids import holdout_bucket
+from agents.core.rules.model import GuardrailValues
 from agents.core.settings import CoreSettings
 from agents.core.state import RecentFiring
 
@@ -35,6 +36,10 @@ OUTCOME_MIN_GAP = "min_gap"
 OUTCOME_FREQUENCY_CAP = "frequency_cap"
 # Firings due before the backfill cut-over: kept in state, never emitted or counted.
 OUTCOME_BACKFILL = "backfill"
+# A step of a restarted ladder already due when a new rules version took effect:
+# recorded, never fired, never counted for gap, cap or attribution (docs/rules.md
+# "Changing rules").
+OUTCOME_SUPERSEDED = "superseded"
 OUTCOMES = (
     OUTCOME_DELIVERED,
     OUTCOME_HOLDOUT,
@@ -44,6 +49,9 @@ OUTCOMES = (
     OUTCOME_FREQUENCY_CAP,
 )
 SUPPRESSIONS = OUTCOMES[1:]
+# Every outcome a decision may have: the guardrails' and "superseded", which only a
+# rules change produces (reports show it only when it happened).
+DECISION_OUTCOMES = (*OUTCOMES, OUTCOME_SUPERSEDED)
 # Groups for lift: a conversion is attributed to a delivered or a holdout firing.
 ATTRIBUTED = (OUTCOME_DELIVERED, OUTCOME_HOLDOUT)
 
@@ -51,7 +59,8 @@ ATTRIBUTED = (OUTCOME_DELIVERED, OUTCOME_HOLDOUT)
 class Guardrails:
     """Judges firings for one configuration."""
 
-    def __init__(self, settings: CoreSettings) -> None:
+    def __init__(self, settings: CoreSettings | GuardrailValues) -> None:
+        # A rules version's own values after a change (docs/rules.md "Changing rules").
         self.holdout_percent = settings.holdout_percent
         self.holdout_salt = settings.holdout_salt
         self.min_gap = settings.min_gap

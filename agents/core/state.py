@@ -104,10 +104,22 @@ def _parse_count_key(wire: str) -> CountKey:
 
 @dataclass(slots=True)
 class LadderProgress:
-    """The last step fired for the anchor it was fired against."""
+    """The last step fired for the anchor it was fired against; ``pin``: the rules
+    version (set id) the ladder finishes under (docs/rules.md "Changing rules").
+    Stored in the row as ``[anchor, step]``, ``[anchor, step, pin]`` when pinned."""
 
     anchor: int
     step: int
+    pin: str | None = None
+
+    def to_wire(self) -> list[Any]:
+        if self.pin is None:
+            return [self.anchor, self.step]
+        return [self.anchor, self.step, self.pin]
+
+    @staticmethod
+    def from_wire(v: list[Any]) -> LadderProgress:
+        return LadderProgress(v[0], v[1], v[2] if len(v) > 2 else None)
 
 
 @dataclass(slots=True)
@@ -147,6 +159,10 @@ class CustomerState:
     # Lifetime counts for the reports: by (rule, step, outcome) and (rule, step, group).
     decision_counts: dict[CountKey, int] = field(default_factory=dict)
     conversion_counts: dict[CountKey, int] = field(default_factory=dict)
+    # The applied time of the last rules switch this customer went through (None:
+    # still under the seed); row key "rv", omitted when None (docs/rules.md
+    # "Changing rules").
+    rules_at: int | None = None
 
     # --- facts -------------------------------------------------------------------
 
@@ -327,7 +343,7 @@ class CustomerState:
             event_ids=self.event_ids.to_wire(),
             order_ids=self.order_ids.to_wire(),
             pending=self.queue.head,
-            ladders={k: [v.anchor, v.step] for k, v in self.ladders.items()},
+            ladders={k: v.to_wire() for k, v in self.ladders.items()},
             stage=self.stage,
             recent_firings=[
                 [f.due_at, f.rule, f.step, f.anchor_at, f.outcome, f.converted_at]
@@ -338,6 +354,8 @@ class CustomerState:
         )
         if self.queue.spill:
             d["spill"] = self.queue.spill.to_wire()
+        if self.rules_at is not None:
+            d["rv"] = self.rules_at
         return d
 
     @classmethod
@@ -364,11 +382,12 @@ class CustomerState:
             queue=PendingQueue(
                 [_loaded_entry(p) for p in d.get("pending", [])], Spill.from_wire(d.get("spill"))
             ),
-            ladders={k: LadderProgress(v[0], v[1]) for k, v in d.get("ladders", {}).items()},
+            ladders={k: _progress(v) for k, v in d.get("ladders", {}).items()},
             stage=d.get("stage", STAGE_PROSPECT),
             recent_firings=[RecentFiring(*x) for x in d.get("recent_firings", [])],
             decision_counts=_counts(d.get("decision_counts", {})),
             conversion_counts=_counts(d.get("conversion_counts", {})),
+            rules_at=d.get("rv"),
         )
 
     @classmethod
@@ -388,7 +407,7 @@ class CustomerState:
             order_times=d.get("order_times", []),
             last_activity_at=d.get("last_activity_at"),
             consent_status=d.get("consent_status"),
-            ladders={k: LadderProgress(v[0], v[1]) for k, v in d.get("ladders", {}).items()},
+            ladders={k: _progress(v) for k, v in d.get("ladders", {}).items()},
             stage=d.get("stage", STAGE_PROSPECT),
         )
 
@@ -405,6 +424,14 @@ class CustomerState:
             }
             for f in self.recent_firings
         ]
+
+
+def _progress(v: list[Any]) -> LadderProgress:
+    # Two elements for every unpinned ladder (rows written before pins read back
+    # unchanged): the common case without a length check's branch cost.
+    if len(v) == 2:
+        return LadderProgress(v[0], v[1])
+    return LadderProgress(v[0], v[1], v[2])
 
 
 def _max(a: int | None, b: int) -> int:

@@ -27,6 +27,8 @@ from agents.core.rules.model import (
     MAX_RULES,
     MAX_TOTAL_STEPS,
     NAME_PATTERN,
+    ON_CHANGE,
+    ON_CHANGE_RESTART,
     PLACEHOLDERS,
     GuardrailValues,
     Lifecycle,
@@ -60,6 +62,7 @@ RULE_KEYS = (
     "transactional",
     "arbitration",
     "audience",
+    "on_change",
 )
 MAX_PRIORITY = 1_000_000
 MAX_CHANNEL = 64
@@ -279,6 +282,14 @@ class _Checker(TimingChecks, AudienceChecks):
                 at("arbitration"),
             )
         audience = self.audience(raw.get("audience", {}), path, at("audience"))
+        on_change = raw.get("on_change", ON_CHANGE_RESTART)
+        if on_change not in ON_CHANGE:
+            self.add(
+                f"{path}.on_change",
+                f"on_change is {' or '.join(repr(c) for c in ON_CHANGE)}: what a published "
+                "change does to customers mid-ladder",
+                at("on_change"),
+            )
         if len(self.problems) > before or anchor is None or priority is None:
             return None
         assert isinstance(name, str)
@@ -295,6 +306,7 @@ class _Checker(TimingChecks, AudienceChecks):
             reason=reason,
             transactional=transactional,
             arbitration=arbitration and not transactional,
+            on_change=on_change,
         )
 
     def reason(self, raw: dict[str, Any], path: str, at: Where) -> str | None:

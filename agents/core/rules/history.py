@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import orjson
 
-from agents.core.rules.model import RuleSet
+from agents.core.rules.model import Problem, RuleSet
 
 # Versions one partition keeps: the one in force and the older ones ladders may be
 # pinned to.  Adding one past the bound drops the oldest; ladders pinned to a dropped
@@ -30,6 +30,30 @@ MAX_VERSIONS = 8
 # The control record that carries a rules change on input topics, in history files
 # and on the rules topic.
 CONTROL_RULES = "control/rules"
+
+
+# Why a published version must keep the seed's lifecycle and attribution window: they
+# are not per rule, so no policy can say what happens to customers mid-way.
+LIFECYCLE_FIXED = (
+    "lifecycle cannot change on a live deployment: every customer's stage would move "
+    "at once; start a new deployment"
+)
+ATTRIBUTION_FIXED = (
+    "attribution_window cannot change on a live deployment: conversions of nudges "
+    "already sent would be judged by another window; start a new deployment"
+)
+
+
+def compatible(seed: RuleSet, new: RuleSet) -> list[Problem]:
+    """What stops ``new`` from following ``seed`` on a live deployment (docs/rules.md
+    "Changing rules"): a different ``[lifecycle]`` or ``attribution_window``.  Rules
+    and every other guardrail may change."""
+    problems: list[Problem] = []
+    if seed.lifecycle != new.lifecycle:
+        problems.append(Problem("lifecycle", LIFECYCLE_FIXED))
+    if seed.guardrails.attribution_window != new.guardrails.attribution_window:
+        problems.append(Problem("guardrails.attribution_window", ATTRIBUTION_FIXED))
+    return problems
 
 
 def set_id(rules: RuleSet) -> str:

@@ -31,6 +31,12 @@ MAX_LADDER_STEPS = 10
 # Steps of all enabled rules together: the row counts decisions per (rule, step,
 # outcome) and conversions per (rule, step, group) (docs/budget.md "Byte budget").
 MAX_TOTAL_STEPS = 40
+# What a published change does to customers mid-ladder in a rule (docs/rules.md
+# "Changing rules"): keep the steps already fired and supersede the new ones already
+# due, or finish the ladder under the version it started under.
+ON_CHANGE_RESTART = "restart"
+ON_CHANGE_PIN = "pin"
+ON_CHANGE = (ON_CHANGE_RESTART, ON_CHANGE_PIN)
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +86,7 @@ class Rule:
     reason: str | None = None
     transactional: bool = False
     arbitration: bool = False
+    on_change: str = ON_CHANGE_RESTART
     version: str = field(init=False, default="")
 
     def __post_init__(self) -> None:
@@ -91,8 +98,11 @@ class Rule:
         return DEFAULT_REASON if self.reason is None else self.reason
 
     def canonical(self) -> dict[str, Any]:
-        """Everything that changes what or when the rule fires or what it says."""
-        return {
+        """Everything that changes what or when the rule fires or what it says.
+
+        ``on_change`` only when "pin": the default adds nothing, so the version of a
+        rule written before the setting existed does not change."""
+        doc: dict[str, Any] = {
             "name": self.name,
             "priority": self.priority,
             "anchor": self.anchor.canonical(),
@@ -104,6 +114,9 @@ class Rule:
             "channel": self.channel,
             "reason": self.reason,
         }
+        if self.on_change == ON_CHANGE_PIN:
+            doc["on_change"] = ON_CHANGE_PIN
+        return doc
 
 
 def rule_version(rule: Rule) -> str:

@@ -33,7 +33,7 @@ from agents.core.budget import (
 )
 from agents.core.emissions import Due, Firing, Refused
 from agents.core.engine import Engine
-from agents.core.guardrails import ATTRIBUTED, OUTCOMES
+from agents.core.guardrails import ATTRIBUTED, DECISION_OUTCOMES, OUTCOMES
 from agents.core.rules import load_rules
 from agents.core.rules.check import check_rules
 from agents.core.rules.model import MAX_RULES, MAX_TOTAL_STEPS
@@ -170,9 +170,10 @@ def largest_rules_file(cap: int) -> str:
 
 
 def test_the_largest_accepted_rules_file_keeps_the_row_within_the_budget() -> None:
-    """Every (rule, step, outcome) and (rule, step, group) counted, every rule's
-    progress, the firing memory full of its widest entries, on the worst-case customer
-    above: still within the row's bound (docs/budget.md "Byte budget")."""
+    """Every (rule, step, outcome) and (rule, step, group) counted (superseded too),
+    every rule's progress pinned to an older rules version, the last switch, the
+    firing memory full of its widest entries, on the worst-case customer above:
+    still within the row's bound (docs/budget.md "Byte budget")."""
     cap = next(c for c in range(1000, 0, -1) if not check_rules(largest_rules_file(c)))
     rules = load_rules(largest_rules_file(cap))
     assert len(rules.active) == MAX_RULES
@@ -188,10 +189,11 @@ def test_the_largest_accepted_rules_file_keeps_the_row_within_the_budget() -> No
         fired = engine.ingest(state, wide_purchase(n, t, codes[n % len(codes)]), t)
         assert not isinstance(fired, Refused)
     many = 10**15
+    state.rules_at = -(2**62)
     for rule in rules.active:
-        state.ladders[rule.name] = LadderProgress(-(2**62), len(rule.steps))
+        state.ladders[rule.name] = LadderProgress(-(2**62), len(rule.steps), "f" * 12)
         for step in range(1, len(rule.steps) + 1):
-            for outcome in OUTCOMES:
+            for outcome in DECISION_OUTCOMES:
                 state.decision_counts[CountKey(rule.name, step, outcome)] = many
             for group in ATTRIBUTED:
                 state.conversion_counts[CountKey(rule.name, step, group)] = many
