@@ -48,6 +48,12 @@ Semantics (the stream implements the same):
   ``overdue_min_orders`` orders.
 * Backfill: with ``backfill_until`` set, firings due before it are not emitted.
 * Output order: (due time, customer_id, priority, step).
+* Rule changes (``changes=``, :mod:`agents.offline.versions`; docs/rules.md
+  "Changing rules"): each rule follows the version in force, or the one its
+  ladder is pinned to; at a switch a restarted ladder's steps due by then come
+  out as ``superseded`` decisions (no nudge: no guardrail, no conversion),
+  emitted at the switch before anything due then; guardrails are those in force
+  at each due time.
 * Guardrails (:func:`apply_guardrails`), per customer in that order: holdout
   (hash bucket < holdout_percent), opted_out (latest consent at or before D, an
   opt-out winning a tie), outranked (arbitration: a non-transactional firing
@@ -69,7 +75,7 @@ from __future__ import annotations
 
 import heapq
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from decimal import Decimal, localcontext
@@ -101,7 +107,8 @@ from agents.offline.rulebook import (
     legacy_rulebook,
     read_rules,
 )
-from agents.offline.timeline import StageWalk, Timeline
+from agents.offline.timeline import LadderItem, StageWalk, Timeline
+from agents.offline.versions import Versions, versioned_ladder
 from schemas.records import (
     CONSENT_OPTED_OUT,
     KIND_CONSENT,
@@ -116,6 +123,8 @@ OUTCOME_OPTED_OUT = "opted_out"
 OUTCOME_MIN_GAP = "min_gap"
 OUTCOME_FREQUENCY_CAP = "frequency_cap"
 OUTCOME_OUTRANKED = "outranked"
+# A step a rule change passed over (docs/rules.md "Changing rules"): no nudge.
+OUTCOME_SUPERSEDED = "superseded"
 
 
 class ReferenceConfig(Protocol):
@@ -269,9 +278,14 @@ class Firing:
     reason: str = ""
     channel: str | None = None
     rule_version: str = ""
+    # Set for a step superseded by the rule change at that instant: emitted then,
+    # before anything due at it (docs/rules.md "Changing rules").
+    superseded_at: int | None = None
 
-    def sort_key(self) -> tuple[int, str, int, int]:
-        return (self.due, self.customer_id, self.priority, self.step)
+    def sort_key(self) -> tuple[int, str, int, int, int]:
+        if self.superseded_at is not None:
+            return (self.superseded_at, self.customer_id, 0, self.priority, self.step)
+        return (self.due, self.customer_id, 1, self.priority, self.step)
 
 
 @dataclass(frozen=True, slots=True)
@@ -284,6 +298,7 @@ class Verdict:
 
 
 DELIVERED = Verdict(delivered=True, outcome=OUTCOME_DELIVERED, holdout=False)
+SUPERSEDED = Verdict(delivered=False, outcome=OUTCOME_SUPERSEDED, holdout=False)
 
 
 def human_span(micros: int) -> str:
@@ -309,34 +324,42 @@ def reason_text(rule: RuleSpec, step: int, threshold: int, anchor: int) -> str:
 
 
 def customer_firings(
-    facts: CustomerFacts, book: Rulebook, until: int
+    facts: CustomerFacts, book: Rulebook, until: int, versions: Versions | None = None
 ) -> tuple[list[Firing], StageWalk]:
     """Every firing of every rule for one customer up to ``until`` (skips left out),
-    and the customer's stage through time."""
+    superseded steps included when ``versions`` holds rule changes (``book`` is then
+    its seed), and the customer's stage through time."""
     timeline = Timeline(facts.order_times, facts.session_times, facts.consents, facts.order_spend)
     stages = StageWalk(timeline, book.lifecycle, until)
+    items: list[LadderItem] = []
+    if versions is not None and versions.changed:
+        for name in versions.names():
+            items += versioned_ladder(timeline, name, versions, until, stages)
+    else:
+        for rule in book.rules:
+            items += timeline.ladder(rule, until, stages)
     out: list[Firing] = []
-    for rule in book.rules:
-        version = rule.version
-        for item in timeline.ladder(rule, until, stages):
-            if not item.in_audience:
-                continue  # skipped: no decision, the ladder moves on
-            out.append(
-                Firing(
-                    customer_id=facts.customer_id,
-                    rule=rule.name,
-                    priority=rule.priority,
-                    step=item.step,
-                    threshold=item.threshold,
-                    anchor=item.anchor,
-                    due=item.due,
-                    transactional=rule.transactional,
-                    arbitration=rule.arbitration,
-                    reason=reason_text(rule, item.step, item.threshold, item.anchor),
-                    channel=rule.channel,
-                    rule_version=version,
-                )
+    for item in items:
+        rule = item.rule
+        if not item.in_audience and item.superseded_at is None:
+            continue  # skipped: no decision, the ladder moves on
+        out.append(
+            Firing(
+                customer_id=facts.customer_id,
+                rule=rule.name,
+                priority=rule.priority,
+                step=item.step,
+                threshold=item.threshold,
+                anchor=item.anchor,
+                due=item.due,
+                transactional=rule.transactional,
+                arbitration=rule.arbitration,
+                reason=reason_text(rule, item.step, item.threshold, item.anchor),
+                channel=rule.channel,
+                rule_version=rule.version,
+                superseded_at=item.superseded_at,
             )
+        )
     return out, stages
 
 
@@ -350,10 +373,16 @@ def _opted_out_at(consents: tuple[tuple[int, str], ...], due: int) -> bool:
 
 
 def apply_guardrails(
-    firings: list[Firing], facts: dict[str, CustomerFacts], guard: GuardrailSettings
+    firings: list[Firing],
+    facts: dict[str, CustomerFacts],
+    guardrails: GuardrailSettings | Callable[[int], GuardrailSettings],
 ) -> list[tuple[Firing, Verdict]]:
     """Give every firing (already in output order) its verdict (docs/guardrails.md
-    "Guardrails"): holdout, opted_out, outranked, min_gap, frequency_cap.
+    "Guardrails"): holdout, opted_out, outranked, min_gap, frequency_cap, with the
+    guardrails in force at its due time (``guardrails(due)`` across rule changes).
+
+    A superseded step (docs/rules.md "Changing rules") is no nudge: it is recorded
+    as such, and never counts toward a gap, a cap or arbitration.
 
     A transactional firing skips holdout, min_gap and frequency_cap, is never
     outranked, never outranks, and its deliveries do not count toward another
@@ -366,6 +395,10 @@ def apply_guardrails(
     first_at: dict[str, tuple[int, int]] = {}
     out: list[tuple[Firing, Verdict]] = []
     for f in firings:
+        if f.superseded_at is not None:
+            out.append((f, SUPERSEDED))
+            continue
+        guard = guardrails(f.due) if callable(guardrails) else guardrails
         cid = f.customer_id
         holdout = (
             not f.transactional
@@ -608,6 +641,7 @@ def compute_decisions(
     until: int | None = None,
     now: int | None = None,
     arrival_order: bool = False,
+    changes: Sequence[tuple[int, str | Mapping[str, Any]]] = (),
 ) -> ReferenceResult:
     """Read raw JSONL lines and compute every decision due at or before ``until``.
 
@@ -623,6 +657,12 @@ def compute_decisions(
     rules, guardrails and lifecycle replace the ones in ``cfg``, and each decision
     gains its reason, ``rule_version`` and channel.  Without it, today's three
     rules run with ``cfg``'s settings (:func:`agents.offline.rulebook.legacy_rulebook`).
+
+    ``changes`` are rule changes, (effective_at micros, rules file), on top of
+    that seed (docs/rules.md "Changing rules"; :mod:`agents.offline.versions`):
+    decisions then carry their rule's version, and steps a change passed over come
+    out as ``superseded`` decisions.  A change of the lifecycle or the attribution
+    window is refused with a ``ValueError``.
     """
     core, max_bytes, future_tolerance, earliest = _settings(cfg)
     if rules is None and getattr(core, "rules", None) is not None:
@@ -705,11 +745,12 @@ def compute_decisions(
     facts = {customer_id: log.facts() for customer_id, log in logs.items()}
     horizon = latest if until is None else until
     book = legacy_rulebook(core) if rules is None else read_rules(rules)
+    versions = Versions.read(book, changes)
     firings: list[Firing] = []
     stages: dict[str, str] = {}
     if horizon is not None:
         for cid, customer in facts.items():
-            made, walk = customer_firings(customer, book, horizon)
+            made, walk = customer_firings(customer, book, horizon, versions)
             firings.extend(made)
             stages[cid] = walk.at(horizon)
     if core.backfill_until is not None:
@@ -718,7 +759,9 @@ def compute_decisions(
         # must not count toward any guardrail either.
         firings = [f for f in firings if f.due >= cut_over]
     firings.sort(key=Firing.sort_key)
-    judged = apply_guardrails(firings, facts, book.guardrails)
+    judged = apply_guardrails(
+        firings, facts, versions.guardrails_at if versions.changed else book.guardrails
+    )
     # Conversions and report rows as of the horizon: an event after it has not
     # happened yet from the report's point of view.
     seen = (
@@ -729,7 +772,9 @@ def compute_decisions(
     window = book.guardrails.attribution_window
     converted = conversions(judged, seen, window)
     return ReferenceResult(
-        decisions=[decision_dict(f, v, versioned=rules is not None) for f, v in judged],
+        decisions=[
+            decision_dict(f, v, versioned=rules is not None or versions.changed) for f, v in judged
+        ],
         firings=judged,
         outcomes=[outcome_dict(c, window) for c in converted],
         rows=report_rows(seen, stages, judged, converted, core),

@@ -27,7 +27,10 @@ as a dict (durations in micros)::
          # "consent": str
      "transactional": bool, "arbitration": bool,  # the file's default resolved;
                                                   # always false when transactional
-     "channel": str | None, "reason": str | None} # as written (None: not given)
+     "channel": str | None, "reason": str | None, # as written (None: not given)
+     "on_change": "pin"}                          # only when "pin" (docs/rules.md
+                                                  # "Changing rules"): restart, the
+                                                  # default, leaves every hash as it was
 """
 
 from __future__ import annotations
@@ -62,6 +65,9 @@ ANCHOR_MIN_ORDERS = {
     ANCHOR_LAST_SESSION: 0,
 }
 CANCEL_KINDS = ("purchase", "session", "consent")
+# What a rules change does to a customer mid-ladder (docs/rules.md "Changing rules").
+ON_CHANGE_RESTART = "restart"
+ON_CHANGE_PIN = "pin"
 CONSENT_NOT_OPTED_OUT = "not_opted_out"
 CONSENT_OPTED_IN = "opted_in"
 STAGES = ("prospect", "new", "repeat", "at_risk", "lapsed", "reactivated")
@@ -123,6 +129,7 @@ class RuleSpec:
     channel: str | None = None
     reason: str | None = None  # as written; None: the fallback template
     enabled: bool = True
+    on_change: str = ON_CHANGE_RESTART
 
     @property
     def template(self) -> str:
@@ -231,6 +238,9 @@ def _rule(raw: Mapping[str, Any], where: str, file_arbitration: bool) -> RuleSpe
     for c in cancel_on:
         if c not in CANCEL_KINDS:
             raise ValueError(f"{where}.cancel_on: unknown event kind {c!r}")
+    on_change = raw.get("on_change", ON_CHANGE_RESTART)
+    if on_change not in (ON_CHANGE_RESTART, ON_CHANGE_PIN):
+        raise ValueError(f"{where}.on_change: expected 'restart' or 'pin', got {on_change!r}")
     return RuleSpec(
         name=name,
         priority=int(raw["priority"]),
@@ -245,6 +255,7 @@ def _rule(raw: Mapping[str, Any], where: str, file_arbitration: bool) -> RuleSpe
         channel=raw.get("channel"),
         reason=raw.get("reason"),
         enabled=bool(raw.get("enabled", True)),
+        on_change=on_change,
     )
 
 
@@ -352,7 +363,7 @@ def canonical(rule: RuleSpec) -> dict[str, Any]:
         audience["consent"] = a.consent
     if a.days_since_first_order is not None:
         audience["days_since_first_order"] = _bounds_dict(a.days_since_first_order)
-    return {
+    out: dict[str, Any] = {
         "name": rule.name,
         "priority": rule.priority,
         "steps": [
@@ -370,6 +381,9 @@ def canonical(rule: RuleSpec) -> dict[str, Any]:
         "channel": rule.channel,
         "reason": rule.reason,
     }
+    if rule.on_change == ON_CHANGE_PIN:
+        out["on_change"] = ON_CHANGE_PIN
+    return out
 
 
 def _bounds_dict(b: Bounds) -> dict[str, Any]:

@@ -41,7 +41,9 @@ CADENCE_ORDERS = 32
 
 @dataclass(frozen=True, slots=True)
 class LadderItem:
-    """A step of one rule that fell due: a firing, or a skip when the audience said no."""
+    """A step of one rule that fell due: a firing, or a skip when the audience said no;
+    or, at a rule change at ``superseded_at``, a step recorded as superseded
+    (agents/offline/versions.py)."""
 
     rule: RuleSpec
     step: int
@@ -49,6 +51,7 @@ class LadderItem:
     anchor: int
     due: int
     in_audience: bool
+    superseded_at: int | None = None
 
 
 class Timeline:

@@ -4,6 +4,8 @@ stream clock following it, then advance every clock to T.
 The file may be in any order (by customer, shuffled, reversed): it is sorted by
 ``occurred_at`` in bounded memory first (:mod:`streams.feed.history`), so the
 decisions are those of ``retention report --from-file FILE --decisions --until T``.
+Its ``control/rules`` lines (rules changes, docs/rules.md "Changing rules") go to
+every input partition, each before the events dated at or after its time.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from agents.core.clock import clock_mode
 from agents.core.timeutil import iso, parse_timestamp, to_micros
 from streams.cli._common import fail
 from streams.config import load_config
-from streams.feed.history import DEFAULT_RUN_BYTES, sort_history
+from streams.feed.history import DEFAULT_RUN_BYTES, HistoryError, sort_history
 from streams.feed.producer import replay_history
 
 MIB = 1024 * 1024
@@ -75,6 +77,8 @@ def run(args: argparse.Namespace) -> int:
             )
         except OSError as exc:
             return fail(f"cannot read {args.file}: {exc.strerror}")
+        except HistoryError as exc:
+            return fail(f"{args.file}:{exc.line}: {exc.problem}", 2)
         if args.until == "latest":
             until = history.stats.latest
         step = config.core.stream_allowed_lateness
@@ -87,6 +91,8 @@ def run(args: argparse.Namespace) -> int:
         parts.append(f"{sort.untimed} lines without a usable occurred_at sent first")
     if stats.held_back:
         parts.append(f"{stats.held_back} events dated after --until not sent")
+    if stats.rules:
+        parts.append(f"{stats.rules} rules changes sent to every input partition")
     if sort.controls_dropped:
         parts.append(f"{sort.controls_dropped} control/advance lines of the file dropped")
     if until is not None:

@@ -15,6 +15,11 @@ shuffled - would therefore give other decisions than the offline reference.
   placed in time; they are kept in the order they appear (spilled as well) and
   come first, so the worker still turns each into a dead letter;
 * ``control/advance`` records in the file are dropped: the replay writes its own.
+* ``control/rules`` records (a rules change effective at an event time, docs/rules.md
+  "Changing rules") are read by :func:`rules_change` - a bad one stops the sort
+  with :class:`HistoryError` naming its line - and kept apart, in time order
+  (:attr:`SortedHistory.rule_changes`): the replay sends each to every input
+  partition before the events dated at or after its time.
 
 Memory is one run, or during the merge ``fan_in`` read buffers (64 KiB each) and
 one record per open run file, whatever the file's size.  Temporary files go to
@@ -24,6 +29,7 @@ one record per open run file, whatever the file's size.  Temporary files go to
 from __future__ import annotations
 
 import heapq
+import itertools
 import os
 import struct
 import tempfile
@@ -33,7 +39,9 @@ from typing import BinaryIO
 
 import orjson
 
-from agents.core.timeutil import parse_timestamp, to_micros
+from agents.core.rules import RulesError, load_rules
+from agents.core.rules.history import CONTROL_RULES, set_id
+from agents.core.timeutil import iso, parse_timestamp, to_micros
 from agents.messages import CONTROL_ADVANCE
 
 DEFAULT_RUN_BYTES = 64 * 1024 * 1024
@@ -72,12 +80,89 @@ def is_control(line: bytes) -> bool:
     return isinstance(obj, dict) and obj.get("schema") == CONTROL_ADVANCE
 
 
+class HistoryError(ValueError):
+    """A line of a history file that cannot be used (``line``: 1-based)."""
+
+    def __init__(self, line: int, problem: str) -> None:
+        self.line = line
+        self.problem = problem
+        super().__init__(f"line {line}: {problem}")
+
+
+@dataclass(frozen=True, slots=True)
+class RulesChange:
+    """A ``control/rules`` line of a history: this rules file from ``effective_at``."""
+
+    effective_at: int  # micros
+    text: str
+    version: str  # the set id of the text
+    line: int  # where it was in the file (1-based)
+
+    def record(self) -> bytes:
+        """The ``control/rules`` record the replay sends to every input partition."""
+        return orjson.dumps(
+            {
+                "schema": CONTROL_RULES,
+                "effective_at": iso(self.effective_at),
+                "rules": self.text,
+                "version": self.version,
+            }
+        )
+
+
+def rules_change(line: bytes, number: int) -> RulesChange | None:
+    """The rules change on ``line`` (line ``number`` of the file), None when the line
+    is not a ``control/rules`` record; :class:`HistoryError` when it is one that
+    cannot be used: no ``effective_at`` (a history's changes are at event times),
+    rules that fail the check, a ``version`` that is not the text's."""
+    if CONTROL_RULES.encode() not in line:
+        return None
+    try:
+        obj = orjson.loads(line)
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(obj, dict) or obj.get("schema") != CONTROL_RULES:
+        return None
+    what = CONTROL_RULES
+    if obj.get("effective_at") is None:
+        raise HistoryError(number, f"{what}: effective_at is required in a history file")
+    try:
+        effective = to_micros(parse_timestamp(obj["effective_at"]))
+    except (ValueError, TypeError, OverflowError) as exc:
+        raise HistoryError(number, f"{what}: effective_at: {exc}") from None
+    text = obj.get("rules")
+    if not isinstance(text, str):
+        raise HistoryError(number, f"{what}: rules must be the rules file's text")
+    try:
+        version = set_id(load_rules(text))
+    except RulesError as exc:
+        raise HistoryError(number, f"{what}: the rules cannot run: {exc}") from None
+    declared = obj.get("version")
+    if declared is not None and declared != version:
+        raise HistoryError(
+            number, f"{what}: version {declared!r} is not the rules' set id ({version})"
+        )
+    return RulesChange(effective, text, version, number)
+
+
+def in_time_order(changes: Iterable[RulesChange]) -> list[RulesChange]:
+    """The changes by effective time; two at the same instant are an error."""
+    ordered = sorted(changes, key=lambda c: (c.effective_at, c.line))
+    for a, b in itertools.pairwise(ordered):
+        if a.effective_at == b.effective_at:
+            raise HistoryError(
+                b.line, f"{CONTROL_RULES}: effective at {iso(b.effective_at)} as line {a.line} is"
+            )
+    return ordered
+
+
 @dataclass
 class SortStats:
     lines: int = 0  # non-blank lines read
     timed: int = 0
     untimed: int = 0
     controls_dropped: int = 0
+    rule_changes: int = 0  # control/rules lines (kept apart: SortedHistory.rule_changes)
     runs: int = 0  # sorted runs spilled to disk (0: the whole file fitted in one run)
     merge_rounds: int = 0  # extra merge passes because there were more runs than fan_in
     earliest: int | None = None
@@ -108,6 +193,8 @@ class SortedHistory:
     _runs: list[str]
     _memory: list[tuple[int, int, bytes]]
     _tmpdir: tempfile.TemporaryDirectory[str] | None = field(default=None, repr=False)
+    # The file's control/rules lines, by effective time.
+    rule_changes: list[RulesChange] = field(default_factory=list)
 
     def untimed(self) -> Iterator[bytes]:
         """Lines without a usable ``occurred_at``, in the order of the file."""
@@ -154,6 +241,7 @@ def sort_history(
     runs: list[str] = []
     run: list[tuple[int, int, bytes]] = []
     run_size = 0
+    changes: list[RulesChange] = []
 
     def workdir() -> str:
         nonlocal work
@@ -183,6 +271,10 @@ def sort_history(
                 if is_control(line):
                     stats.controls_dropped += 1
                     continue
+                change = rules_change(line, seq + 1)
+                if change is not None:
+                    changes.append(change)
+                    continue
                 stats.untimed += 1
                 if untimed_out is None:
                     untimed_path = os.path.join(workdir(), "untimed")
@@ -209,13 +301,15 @@ def sort_history(
         while len(runs) > fan_in:
             runs = _merge_round(runs, fan_in, workdir())
             stats.merge_rounds += 1
+        ordered = in_time_order(changes)
+        stats.rule_changes = len(ordered)
     except BaseException:
         if untimed_out is not None:
             untimed_out.close()
         if work is not None:
             work.cleanup()
         raise
-    return SortedHistory(stats, untimed_path, runs, run, work)
+    return SortedHistory(stats, untimed_path, runs, run, work, ordered)
 
 
 def _merge_round(runs: list[str], fan_in: int, directory: str) -> list[str]:
@@ -236,4 +330,14 @@ def _merge_round(runs: list[str], fan_in: int, directory: str) -> list[str]:
     return merged
 
 
-__all__ = ["SortStats", "SortedHistory", "event_time", "is_control", "sort_history"]
+__all__ = [
+    "HistoryError",
+    "RulesChange",
+    "SortStats",
+    "SortedHistory",
+    "event_time",
+    "in_time_order",
+    "is_control",
+    "rules_change",
+    "sort_history",
+]

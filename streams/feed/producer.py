@@ -125,6 +125,7 @@ async def produce_lines(
 @dataclass
 class ReplayStats(ProduceStats):
     markers: int = 0  # control/advance rounds, each sent to every input partition
+    rules: int = 0  # control/rules records of the file, each sent to every input partition
     held_back: int = 0  # events dated after ``until``: not sent
 
 
@@ -137,7 +138,9 @@ def replay_plan(
     earliest: int | None = None,
 ) -> Iterator[tuple[bytes | None, int | None]]:
     """What the replay sends, in order: ``(line, None)`` for an event line,
-    ``(None, T)`` for a ``control/advance`` to T on every input partition.
+    ``(None, T)`` for a ``control/advance`` to T on every input partition,
+    ``(record, T)`` for the file's ``control/rules`` record effective at T, on every
+    input partition.
 
     The lines without a usable time go first (they only become dead letters).
     Then the events in time order; whenever event time has moved ``step`` past the
@@ -147,16 +150,31 @@ def replay_plan(
     back (``report --from-file --until T`` leaves them out too); the last marker is
     ``until``.  No marker goes before ``earliest`` (the earliest accepted event
     time): the events there are dead letters, and so would such a marker be.
+
+    A rules change effective at T goes before every event dated at or after T and
+    before any clock marker at or past T, so every partition's clock is still below
+    T when it learns of the change and switches exactly at T (docs/rules.md
+    "Changing rules"); the changes after the last event go at the end, before the
+    final marker.
     """
     if step < 1:
         raise ValueError("step must be positive")
     for line in history.untimed():
         yield line, None
+    changes = list(history.rule_changes)
+
+    def rules_due(t: int | None) -> Iterator[tuple[bytes | None, int | None]]:
+        while changes and (t is None or changes[0].effective_at <= t):
+            change = changes.pop(0)
+            stats.rules += 1
+            yield change.record(), change.effective_at
+
     marked: int | None = None
     for t, line in history.timed():
         if until is not None and t > until:
             stats.held_back += 1
             continue
+        yield from rules_due(t)
         if marked is None:
             marked = t - 1
         elif t - 1 - marked >= step:
@@ -165,6 +183,7 @@ def replay_plan(
                 stats.markers += 1
                 yield None, marked
         yield line, None
+    yield from rules_due(None)
     if until is not None:
         stats.markers += 1
         yield None, until
@@ -184,11 +203,12 @@ async def replay_history(
         await producer.start()
         sender = _Sender(producer, stats)
         for line, marker_at in plan:
-            if line is not None:
+            if line is not None and marker_at is None:
                 await sender.event(config, line)
                 continue
             assert marker_at is not None
-            marker = advance_marker(iso(marker_at))
+            # A rules change, or a clock marker: to every input partition.
+            marker = line if line is not None else advance_marker(iso(marker_at))
             for topic, p in partitions:
                 await sender.send(topic, marker, partition=p)
         await sender.flush()

@@ -22,6 +22,10 @@ docs/rules.md "Backtest" is the user's side.  How it is computed:
    group, the input counters and (with a baseline) the customers whose nudges
    differ; those add up.
 
+Rules changes in the history (``control/rules`` lines, docs/rules.md "Changing
+rules") are read in the sort pass and applied on top of the rules file as the seed,
+each from its effective time, in every chunk (the baseline runs without them).
+
 Memory is bounded by the sort runs, the chunks in flight and the tallies, never by
 the history.  A dead-letter-only line counts exactly as the reference counts it,
 in whichever chunk it lands.
@@ -44,7 +48,9 @@ from typing import IO, Any
 from agents.core.rules.check import check_rules
 from agents.offline.reference import ReferenceResult, compute_decisions
 from agents.offline.rulebook import Rulebook, legacy_rulebook, read_rules
+from agents.offline.versions import Versions
 from streams.config import Config
+from streams.feed.history import HistoryError, RulesChange, in_time_order
 from streams.ops.backtest_tally import RuleDiff, Tally, diff_results
 from streams.ops.extsort import (
     DEFAULT_RUN_BYTES,
@@ -113,6 +119,27 @@ def rule_steps(rules: RulesFile, config: Config) -> dict[str, tuple[int, ...]]:
     return {r.name: tuple(range(1, len(r.steps) + 1)) for r in _rulebook(rules, config).rules}
 
 
+Changes = tuple[tuple[int, str], ...]  # (effective_at micros, rules text), by time
+
+
+def rule_changes(
+    history: str, found: list[RulesChange], rules: RulesFile, config: Config
+) -> Changes:
+    """The history's rules changes in time order, checked against the seed
+    (:class:`BacktestError` naming the line, or the change the seed refuses)."""
+    try:
+        ordered = in_time_order(found)
+    except HistoryError as exc:
+        raise BacktestError(f"{history}:{exc.line}: {exc.problem}") from None
+    changes = tuple((c.effective_at, c.text) for c in ordered)
+    for c in ordered:
+        try:
+            Versions.read(_rulebook(rules, config), [(c.effective_at, c.text)])
+        except ValueError as exc:
+            raise BacktestError(f"{history}:{c.line}: control/rules: {exc}") from None
+    return changes
+
+
 def run_reference(
     lines: Iterable[bytes],
     config: Config,
@@ -120,9 +147,12 @@ def run_reference(
     *,
     until: int | None,
     now: int,
+    changes: Changes = (),
 ) -> ReferenceResult:
     """The one place the rules file reaches the offline reference."""
-    return compute_decisions(lines, config, rules=rules.document, until=until, now=now)
+    return compute_decisions(
+        lines, config, rules=rules.document, until=until, now=now, changes=changes
+    )
 
 
 # --- one chunk ---------------------------------------------------------------------
@@ -138,6 +168,7 @@ class ChunkJob:
     horizon: int | None
     now: int
     keep_decisions: bool = False
+    changes: Changes = ()  # the history's rules changes, on top of ``rules``
 
 
 @dataclass(slots=True)
@@ -153,15 +184,19 @@ class ChunkResult:
 
 def run_chunk(job: ChunkJob, lines: list[bytes]) -> ChunkResult:
     """One group of whole customers through the reference (and the baseline)."""
-    result = run_reference(lines, job.config, job.rules, until=job.horizon, now=job.now)
+    result = run_reference(
+        lines, job.config, job.rules, until=job.horizon, now=job.now, changes=job.changes
+    )
     out = ChunkResult(tally=Tally.of(result))
     if job.baseline is not None:
         other = run_reference(lines, job.config, job.baseline, until=job.horizon, now=job.now)
         out.baseline = Tally.of(other)
         out.diff = diff_results(result, other)
     if job.keep_decisions:
+        # Sorted later by the instant each was decided: its due time, or the rule
+        # change that superseded it (the reference's own order).
         out.decisions = [
-            (f.due, f.customer_id, d)
+            (f.sort_key()[0], f.customer_id, d)
             for (f, _), d in zip(result.firings, result.decisions, strict=True)
         ]
         due = {d["trigger_id"]: due for due, _, d in out.decisions}
@@ -196,6 +231,8 @@ class BacktestResult:
     seconds: float
     decisions: list[dict[str, Any]] = field(default_factory=list)
     outcomes: list[dict[str, Any]] = field(default_factory=list)
+    # The history's rules changes applied on top of ``rules``, by effective time.
+    rule_changes: list[RulesChange] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -259,16 +296,24 @@ def backtest(
         )
         pool = stack.enter_context(ProcessPoolExecutor(workers)) if workers > 1 else None
         with _open(history) as source:
-            ordered = sort_history(
-                source, folder, bounds, run_bytes=run_bytes, pool=pool, in_flight=in_flight
-            )
+            try:
+                ordered = sort_history(
+                    source, folder, bounds, run_bytes=run_bytes, pool=pool, in_flight=in_flight
+                )
+            except HistoryError as exc:
+                raise BacktestError(f"{history}:{exc.line}: {exc.problem}") from None
         # [since, until): the reference counts firings due at or before its horizon.
         horizon = until - 1 if until is not None else ordered.latest
-        job = ChunkJob(config, rules, baseline, horizon, now, keep_decisions)
+        changes = rule_changes(history, ordered.rule_changes, rules, config)
+        job = ChunkJob(config, rules, baseline, horizon, now, keep_decisions, changes)
         chunks = ((job, lines) for lines in customer_chunks(ordered, chunk_lines))
         for _, part in ordered_map(pool, _pool_chunk, chunks, in_flight):
             collected.add(part)
     known = rule_steps(rules, config)
+    for text in (text for _, text in changes):
+        for r in read_rules(text).rules:
+            most = max(len(known.get(r.name, ())), len(r.steps))
+            known[r.name] = tuple(range(1, most + 1))
     for rule, steps in (rule_steps(baseline, config) if baseline is not None else {}).items():
         known.setdefault(rule, steps)
     part = collected.result or ChunkResult(tally=Tally(), baseline=Tally() if baseline else None)
@@ -292,6 +337,7 @@ def backtest(
         seconds=time.perf_counter() - started,
         decisions=[d for _, _, d in collected.decisions],
         outcomes=[o for _, _, o in collected.outcomes],
+        rule_changes=in_time_order(ordered.rule_changes),
     )
 
 

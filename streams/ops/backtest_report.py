@@ -174,6 +174,10 @@ def document(result: BacktestResult, *, history: str) -> dict[str, Any]:
             "until": iso(result.until) if result.until is not None else None,
             "last_due": iso(result.horizon) if result.horizon is not None else None,
         },
+        "rule_changes": [
+            {"effective_at": iso(c.effective_at), "version": c.version, "line": c.line}
+            for c in result.rule_changes
+        ],
         "outcomes": codes,
         "totals": figures(sums.get("total"), codes),
         "by_rule": _by_rule(result.tally, rules, result.known_steps, codes),
@@ -273,6 +277,14 @@ def render_table(doc: dict[str, Any]) -> str:
         ),
         f"  {h['lines']:,} lines, {h['events']:,} events, {h['customers']:,} customers, "
         f"{h['dead_letters']['total']:,} dead letters",
+        *(
+            [
+                "  rules changes of the history applied: "
+                + ", ".join(f"{c['version']} from {c['effective_at']}" for c in changes)
+            ]
+            if (changes := doc.get("rule_changes"))
+            else []
+        ),
         "",
         "Per rule and step (suppressed by reason; conversions delivered/holdout; "
         "lift = CR delivered - CR holdout)",

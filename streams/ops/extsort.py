@@ -4,7 +4,9 @@ external sort, as ``retention replay`` sorts by time.
 :func:`sort_history` keys each non-blank line by (customer_id, line number) - in a
 process pool, a block of lines a task (:func:`key_lines`) - and writes runs of at
 most ``run_bytes`` to disk; a line that cannot name a customer goes to a file of
-its own.  :func:`customer_chunks` merges the runs (``heapq.merge``) into chunks of
+its own, except a ``control/rules`` line (a rules change, docs/rules.md "Changing
+rules"), which is read and kept apart (:attr:`SortedHistory.rule_changes`).
+:func:`customer_chunks` merges the runs (``heapq.merge``) into chunks of
 whole customers.  :func:`ordered_map` is the bounded, ordered pool map both passes
 use (so are the chunks' runs in :mod:`streams.ops.backtest`).
 """
@@ -25,6 +27,7 @@ import orjson
 from agents.core.timeutil import TimeFormatError, parse_timestamp, to_micros
 from agents.core.validation import ValidationError, validate
 from streams.config import Config
+from streams.feed.history import RulesChange, rules_change
 
 DEFAULT_RUN_BYTES = 64 * 1024 * 1024
 # Lines keyed (customer id, validity of the latest time) per task of the sort pass.
@@ -46,6 +49,8 @@ class SortedHistory:
     stray_lines: int = 0
     lines: int = 0  # non-blank lines read
     latest: int | None = None  # latest occurred_at of a valid line (micros)
+    # The history's control/rules lines, in file order (not events, not strays).
+    rule_changes: list[RulesChange] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,6 +186,10 @@ def sort_history(
                 history.latest = latest
             for (number, line), customer in zip(block, keys, strict=True):
                 if customer is None:
+                    change = rules_change(line, number + 1)
+                    if change is not None:
+                        history.rule_changes.append(change)
+                        continue
                     strays.write(line + b"\n")
                     history.stray_lines += 1
                 else:

@@ -12,7 +12,7 @@ import orjson
 import pytest
 
 from agents.core.timeutil import iso, to_micros
-from streams.feed.history import SortStats, event_time, sort_history
+from streams.feed.history import HistoryError, SortStats, event_time, sort_history
 from streams.feed.producer import ReplayStats, replay_plan
 from streams.feed.sample import generate
 
@@ -228,3 +228,101 @@ def test_no_marker_goes_before_the_earliest_event_time() -> None:
         (lines[3], None),
     ]
     assert stats.markers == 1
+
+
+# --- rules changes in a history (docs/rules.md "Changing rules") -------------------------
+
+
+def rules_line(effective: str | None, text: str | None = None, **extra: object) -> bytes:
+    from agents.core.rules import default_text
+
+    obj: dict[str, object] = {
+        "schema": "control/rules",
+        "rules": default_text() if text is None else text,
+        **extra,
+    }
+    if effective is not None:
+        obj["effective_at"] = effective
+    return orjson.dumps(obj)
+
+
+def other_rules() -> str:
+    from agents.core.rules import default_text
+
+    return default_text().replace('steps = ["P7D", "P14D", "P30D"]', 'steps = ["P7D", "P21D"]')
+
+
+def test_a_rules_change_goes_to_every_partition_before_every_event_at_or_after_it() -> None:
+    """Sessions every day for ten days; a change effective on day 4 at noon: the
+    marker is sent after the day-4 event and before the day-5 one and before any
+    clock marker at or past its time; the summary counts it."""
+    from agents.core.rules import load_rules
+    from agents.core.rules.history import set_id
+
+    jan1 = to_micros(datetime(2026, 1, 1, tzinfo=UTC))
+    events = [
+        b'{"schema":"session/1","occurred_at":"%s"}' % iso(jan1 + d * DAY).encode()
+        for d in reversed(range(10))
+    ]
+    text = other_rules()
+    change = rules_line(iso(jan1 + 4 * DAY + DAY // 2), text)
+    steps, stats = plan([*events[:5], change, *events[5:]], jan1 + 20 * DAY, DAY)
+    kinds: list[tuple[str, int]] = []  # what was sent, and its day (markers: their time's)
+    for line, marker_at in steps:
+        if line is not None and marker_at is not None:
+            record = orjson.loads(line)
+            assert record == {
+                "schema": "control/rules",
+                "effective_at": iso(jan1 + 4 * DAY + DAY // 2),
+                "rules": text,
+                "version": set_id(load_rules(text)),
+            }
+            kinds.append(("rules", (marker_at - jan1) // DAY))
+        elif marker_at is not None:
+            kinds.append(("advance", (marker_at - jan1) // DAY))
+        else:
+            assert line is not None
+            t = event_time(line)
+            assert t is not None
+            kinds.append(("event", (t - jan1) // DAY))
+    at = kinds.index(("rules", 4))
+    assert kinds[at - 1] == ("event", 4) and kinds[at + 1 :][:2] == [("advance", 4), ("event", 5)]
+    assert stats.rules == 1 and [k for k, _ in kinds].count("rules") == 1
+    # Nothing at or past the change's time (day 4, noon) was sent before it.
+    assert all(day < 4 or (kind, day) == ("event", 4) for kind, day in kinds[:at])
+
+
+def test_changes_after_the_last_event_go_before_the_final_marker_in_time_order() -> None:
+    jan1 = to_micros(datetime(2026, 1, 1, tzinfo=UTC))
+    event = b'{"schema":"session/1","occurred_at":"%s"}' % iso(jan1).encode()
+    late = rules_line(iso(jan1 + 9 * DAY), other_rules())
+    early = rules_line(iso(jan1 + 5 * DAY))
+    steps, stats = plan([late, event, early], jan1 + 20 * DAY, DAY)
+    assert [m for _, m in steps] == [None, jan1 + 5 * DAY, jan1 + 9 * DAY, jan1 + 20 * DAY]
+    assert stats.rules == 2 and stats.markers == 1
+
+
+def test_a_bad_rules_line_is_an_error_naming_its_line() -> None:
+    event = b'{"schema":"session/1","occurred_at":"2026-01-02T00:00:00Z"}'
+    cases = {
+        rules_line(None): "line 2: control/rules: effective_at is required in a history file",
+        rules_line("soon"): "line 2: control/rules: effective_at: ",
+        rules_line("2026-01-03T00:00:00Z", "format = 2\n"): "line 2: control/rules: the rules",
+        rules_line("2026-01-03T00:00:00Z", version="abc"): "line 2: control/rules: version 'abc'",
+    }
+    for bad, message in cases.items():
+        with pytest.raises(HistoryError) as info:
+            sent([event, bad])
+        assert str(info.value).startswith(message), str(info.value)
+        assert info.value.line == 2
+    twice = rules_line("2026-01-03T00:00:00Z", other_rules())
+    with pytest.raises(HistoryError, match="line 3: control/rules: effective at 2026-01-03"):
+        sent([rules_line("2026-01-03T00:00:00Z"), event, twice])
+
+
+def test_rules_lines_are_read_not_sent_as_events() -> None:
+    event = b'{"schema":"session/1","occurred_at":"2026-01-02T00:00:00Z"}'
+    with sort_history([event, rules_line("2026-01-03T00:00:00Z")]) as history:
+        assert list(history.untimed()) == [] and len(list(history.timed())) == 1
+        (change,) = history.rule_changes
+        assert change.line == 2 and history.stats.rule_changes == 1
