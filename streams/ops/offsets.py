@@ -95,15 +95,17 @@ async def read_all(
 ) -> list[bytes]:
     """Every (committed) message of a topic, from the beginning to its current end."""
     ends = await end_offsets(config, [topic])
+    out: list[bytes] = []
+    tps = [tp for tp, end in ends.items() if end > 0]
+    if not tps:
+        # Nothing to read; and aiokafka's consumer stopped right after its start with
+        # nothing assigned can raise CancelledError from its coordinator's close.
+        return out
     consumer = AIOKafkaConsumer(
         **client_kwargs(config), enable_auto_commit=False, isolation_level=isolation_level
     )
-    out: list[bytes] = []
     try:
         await consumer.start()
-        tps = [tp for tp, end in ends.items() if end > 0]
-        if not tps:
-            return out
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
         remaining = set(tps)

@@ -30,7 +30,7 @@ from agents.core.timeutil import MICROS_PER_SECOND, iso, parse_timestamp, to_mic
 from streams.config import Config
 from streams.feed.producer import _producer, input_partitions
 from streams.kafka import ensure_topics
-from streams.ops.offsets import end_offsets, read_all
+from streams.ops.offsets import read_all
 
 
 class RegistryError(Exception):
@@ -348,10 +348,6 @@ async def ensure_rules_topic(config: Config) -> None:
 async def read_registry(config: Config) -> Registry:
     """The rules topic read to its end."""
     await ensure_rules_topic(config)
-    # An empty topic is not read: aiokafka's consumer stopped right after its start,
-    # with nothing assigned, can raise CancelledError from its coordinator's close.
-    if not any((await end_offsets(config, [config.topics.rules])).values()):
-        return Registry()
     records = await read_all(config, config.topics.rules)
     return Registry.of(parse_record(raw) for raw in records if raw)
 
