@@ -759,9 +759,8 @@ def preview_switch(
         plan = governing.by_name.get(name)
         if plan is None or not _active(plan, progress, state, at):
             continue
+        # A rule the new version lacks (or disables) stops.
         out[name] = actions.get(name, (ACTION_STOPPED, 0))
-        if out[name][0] == ACTION_STOPPED:
-            out[name] = (ACTION_STOPPED, 0)
     return out
 
 

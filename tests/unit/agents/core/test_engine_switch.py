@@ -125,11 +125,15 @@ def test_an_unchanged_rule_keeps_going_across_a_switch() -> None:
     events = [purchase(CID, T0), session(CID, at(days=1.5))]
     alone = [s for s in run(engine_of(seed), events) if s[0] == "winback"]
     switched = [s for s in run(engine_of(seed, (at(days=3), new)), events) if s[0] == "winback"]
-    assert switched == alone == [
-        ("winback", 1, at(days=2), "delivered", V_SEED),
-        ("winback", 2, at(days=4), "delivered", V_SEED),
-        ("winback", 3, at(days=6), "delivered", V_SEED),
-    ]
+    assert (
+        switched
+        == alone
+        == [
+            ("winback", 1, at(days=2), "delivered", V_SEED),
+            ("winback", 2, at(days=4), "delivered", V_SEED),
+            ("winback", 3, at(days=6), "delivered", V_SEED),
+        ]
+    )
 
 
 def test_a_removed_rule_stops_at_the_switch_pinned_or_not() -> None:
@@ -198,7 +202,7 @@ def test_a_late_event_ends_a_pin_when_it_arrives() -> None:
     eng = engine_of(seed, (at(days=3), new))
     state = CustomerState(customer_id=CID, partition=0)
     got = run(eng, [purchase(CID, T0)], until=at(days=5), state=state)
-    assert state.ladders["winback"] == LadderProgress(T0, 2, SEED_ID(seed))
+    assert state.ladders["winback"] == LadderProgress(T0, 2, set_id(seed))
     # An order dated day 4.5 arriving at day 5 (late): the anchor moves, the pin ends.
     late = eng.ingest(state, purchase(CID, at(days=4.5)), at(days=5))
     assert isinstance(late, list) and not [f for f in late if isinstance(f, Firing)]
@@ -208,10 +212,6 @@ def test_a_late_event_ends_a_pin_when_it_arrives() -> None:
         ("winback", 1, at(days=5.5), "delivered", new.rules[0].version),
         ("winback", 2, at(days=7.5), "delivered", new.rules[0].version),
     ]
-
-
-def SEED_ID(rs: RuleSet) -> str:  # noqa: N802 - reads as the constant it is
-    return set_id(rs)
 
 
 def test_a_pin_ended_by_a_cancel_is_done_for_its_anchor_under_the_new_version() -> None:
