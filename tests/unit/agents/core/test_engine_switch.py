@@ -400,3 +400,17 @@ def test_decisions_do_not_depend_on_how_the_clock_advances_across_switches(
         many = CustomerState.from_dict(many.to_dict())
     assert small == big
     assert many.to_dict() == one.to_dict()
+    # Each event taken in just before the clock reaches it, the clock also stopping
+    # at the cuts (a row's life in the worker).
+    live = CustomerState(customer_id=CID, partition=0)
+    steps: list[tuple[int, int, str, Event | None]] = [
+        (e.occurred_at, 0, e.event_id, e) for e in events
+    ]
+    steps += [(w, 1, "", None) for w in cuts]
+    stepped: list[Seen] = []
+    for t, _, _, e in sorted(steps, key=lambda x: x[:3]):
+        got = eng.advance(live, t) if e is None else eng.ingest(live, e, t - 1)
+        assert isinstance(got, list)
+        stepped += [seen(f) for f in got if isinstance(f, Firing)]
+    stepped += [seen(f) for f in eng.advance(live, end) if isinstance(f, Firing)]
+    assert stepped == big
