@@ -168,7 +168,7 @@ def parse_timestamp(text: object) -> datetime:
         # Year 0001 with a positive offset is an instant before 0001-01-01T00:00:00Z,
         # earlier than any accepted event time; year 9999 with a negative one is past
         # 9999-12-31T23:59:59.999999Z, later than any: the codes say which side
-        # (README "Dead letters").
+        # (README "Inputs").
         if offset > timedelta(0):
             code, side = "early_timestamp", "before 0001-01-01T00:00:00Z"
         else:
