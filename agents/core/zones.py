@@ -21,6 +21,7 @@ from __future__ import annotations
 import functools
 import re
 from importlib import resources
+from typing import TypeGuard
 from zoneinfo import ZoneInfo
 
 import tzdata
@@ -45,7 +46,7 @@ def zone_names() -> frozenset[str]:
     return frozenset(n for n in listed.split() if n not in _REFUSED and valid_zone_name(n))
 
 
-def valid_zone_name(name: object) -> bool:
+def valid_zone_name(name: object) -> TypeGuard[str]:
     """Whether ``name`` has the shape of a zone name (not whether tzdata has it)."""
     return isinstance(name, str) and len(name) <= MAX_ZONE_NAME and bool(_NAME.fullmatch(name))
 
@@ -55,7 +56,6 @@ def load_zone(name: object) -> ZoneInfo | None:
     malformed name (never an exception: a bad zone must not cost the event)."""
     if not valid_zone_name(name) or name not in zone_names():
         return None
-    assert isinstance(name, str)
     return _load(name)
 
 
