@@ -83,10 +83,9 @@ def send_windows(draw: st.DrawFn) -> dict[str, Any]:
     minute = st.one_of(st.sampled_from(range(0, 1441, 30)), st.integers(0, 1440))
     bounds = sorted(draw(st.sets(minute, min_size=2 * count, max_size=2 * count)))
     turn = draw(st.one_of(st.just(0), st.integers(1, 1439)))
-    if turn:
-        bounds = [(b + turn) % 1440 for b in bounds]
-        if len(set(bounds)) < len(bounds):  # 0 and 1440 met
-            bounds = sorted(set(bounds))[: 2 * (len(set(bounds)) // 2)]
+    turned = [(b + turn) % 1440 for b in bounds]
+    if len(set(turned)) == len(turned):  # else 0 and 1440 met: leave the day unturned
+        bounds = turned
     day_sets = st.one_of(
         st.sampled_from(["weekdays", "weekends", "all", *NAMES]),
         st.lists(st.sampled_from(NAMES), min_size=1, max_size=7, unique=True),
