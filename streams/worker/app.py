@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any, TypedDict
 
 import aiohttp
@@ -24,6 +24,7 @@ from agents.contract import CLOCK_KEY_PREFIX
 from agents.core.clock import NEVER, StreamClock, WallClock, clock_mode, system_clock
 from agents.core.engine import Engine
 from agents.core.guardrails import OUTCOMES
+from agents.core.rules.history import Version
 from agents.core.timeutil import MICROS_PER_SECOND, iso
 from agents.faust_agents import CustomerAgent, IngestAgent, Send, crash_only
 from agents.messages import CONTROL_ADVANCE, dumps
@@ -44,9 +45,10 @@ from streams.worker.metrics import Metrics
 from streams.worker.observe import (
     PartitionClock,
     PartitionRows,
+    PartitionRules,
     ReadModelStatus,
+    RulesVersion,
     Snapshot,
-    rules_snapshot,
 )
 from streams.worker.processors import build_processors
 from streams.worker.readmodel import ReadModelWriter, connect
@@ -420,3 +422,26 @@ class RetentionApp:
         set_producer_buffer_limit(self.faust_app, max(100, 4 * self.config.batch_max))
         send: Send = self.faust_app.producer.send
         return send
+
+
+def rules_snapshot(
+    by_partition: Mapping[int, Iterable[tuple[Version, bool, bool]]],
+) -> tuple[PartitionRules, ...]:
+    """:meth:`agents.customer.CustomerProcessor.rule_versions` as plain values."""
+    return tuple(
+        PartitionRules(
+            p,
+            tuple(
+                RulesVersion(
+                    v.id,
+                    v.effective_at,
+                    v.applied_at,
+                    in_force,
+                    scheduled,
+                    tuple((r.name, r.version, r.on_change) for r in v.rules.rules),
+                )
+                for v, in_force, scheduled in versions
+            ),
+        )
+        for p, versions in sorted(by_partition.items())
+    )
