@@ -10,7 +10,7 @@ from typing import Any
 import orjson
 import pytest
 
-from agents.contract import rules_key
+from agents.contract import rules_key, rules_text_key
 from agents.core.clock import ManualClock
 from agents.core.rules import default_text, load_rules
 from agents.core.rules.history import MAX_VERSIONS, Version, set_id
@@ -209,3 +209,16 @@ def test_a_partition_keeps_at_most_max_versions_and_a_restart_keeps_the_same() -
     again = processor()
     run(again, store, advance_all(at(days=1)))
     assert history_of(again) == kept
+
+
+def test_a_version_whose_text_row_is_lost_is_skipped_with_an_error_not_a_crash(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    proc, store = processor(), DictStore()
+    run(proc, store, [marker(SOONER, at(days=3))])
+    del store.data[rules_text_key(0, SOONER_ID)]
+    again = processor()
+    with caplog.at_level(logging.ERROR, logger="agents.partition"):
+        run(again, store, advance_all(at(days=1)))
+    assert len(history_of(again)) == 1
+    assert SOONER_ID in caplog.records[0].getMessage()
