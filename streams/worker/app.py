@@ -116,6 +116,7 @@ class RetentionApp:
             connect=lambda: connect(config),
             prefix=config.redis_prefix,
             engine=self.processor.engine,
+            engine_of=self.engine_for,
             wall_clock=wall_clock,
             owned=self.owned_partitions,
             ready=self.is_ready,
@@ -157,6 +158,12 @@ class RetentionApp:
             register(self.faust_app, self)
 
     # --- what the web views, the summary and the read model ask -------------------------
+
+    def engine_for(self, partition: int) -> Engine:
+        """The engine of a customer partition: the rules versions it switched to
+        (docs/rules.md "Changing rules"); the worker's own before it runs."""
+        rt = self.processor.runtimes.get(partition)
+        return rt.engine if rt is not None else self.processor.engine
 
     @property
     def engine(self) -> Engine:

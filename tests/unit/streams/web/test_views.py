@@ -764,7 +764,7 @@ async def test_the_rules_endpoint_shows_a_file_set_and_each_change_moves_the_ver
 
 # --- rules changes (docs/rules.md "Changing rules") ---------------------------------------
 
-SOONER = default_text().replace('steps = ["P7D", "P14D", "P30D"]', 'steps = ["P5D", "P14D"]')
+SOONER = default_text().replace('steps = ["P7D", "P14D", "P30D"]', 'steps = ["P5D", "P12D"]')
 LATER = default_text().replace('steps = ["P7D", "P14D", "P30D"]', 'steps = ["P6D", "P14D"]')
 
 
@@ -809,6 +809,15 @@ async def test_a_published_change_is_listed_scheduled_then_in_force_and_a_late_o
     # Step 1 under the new version, 5 days after the first order (day 1).
     fired = [orjson.loads(v) for _, v, _ in worker.broker.on(topics.decisions)]
     assert [(d["rule"], d["step"], d["due_at"]) for d in fired] == [("second_purchase", 1, day(6))]
+    # The lookup and the read model judge the customer by its partition's versions:
+    # step 2 under the new version is 12 days after the first order, not 14.
+    lookup = await (await client.get("/retention/customers/cus_a")).json()
+    assert [(s["rule"], s["step"], s["due_at"]) for s in lookup["next_steps"]][:1] == [
+        ("second_purchase", 2, day(13))
+    ]
+    assert (
+        lookup["next_steps"][0]["rule_version"] == scheduled["rules"]["second_purchase"]["version"]
+    )
     # A marker written by hand after the clocks passed its time: late everywhere.
     await worker.feed([(topics.sessions, 1, rules_marker(LATER, 8))])
     later_id = set_id(load_rules(LATER))
