@@ -90,7 +90,7 @@ def customer_view(worker: ObservedWorker, raw: bytes) -> dict[str, Any]:
     state = CustomerState.from_dict(orjson.loads(raw))
     shown = {k: v for k, v in state.to_dict().items() if k not in HIDDEN_STATE_FIELDS}
     shown["pending_events"] = state.pending_count()  # in the row and its overflow rows
-    engine = worker.engine_for(state.partition)  # its partition's rules versions
+    engine = worker.engine_for(state.partition or 0)  # its partition's rules versions
     return {
         "customer_id": state.customer_id,
         "state": shown,
