@@ -336,3 +336,17 @@ def test_an_event_whose_text_mentions_control_rules_keeps_its_own_error() -> Non
     raw = orjson.dumps({"schema": "refund/1", "note": "control/rules"})
     letter = dead_letter(handler(), raw)
     assert letter["error_code"] == "unknown_schema" and "refund/1" in letter["error"]
+
+
+def test_a_rules_marker_whose_text_mentions_control_advance_early_is_a_rules_marker() -> None:
+    raw = orjson.dumps(
+        {
+            "rules": "# not a control/advance\n" + RULES_TEXT,
+            "schema": "control/rules",
+            "effective_at": EFFECTIVE,
+        }
+    )
+    assert b"control/advance" in raw[:64]
+    h = handler()
+    _, controls = h.handle(raw, PURCHASES, 0, 3)
+    assert len(controls) == 4 and h.rules_markers == 1 and h.markers == 0
