@@ -30,8 +30,9 @@ PENDING_KEY_PREFIX = "p/"
 EMPTY_CHUNK = b"[]"
 # The rules versions a partition switched to (docs/rules.md "Changing rules"):
 # "rules/<partition>" lists them (id, effective_at, applied_at), each text has a row
-# of its own, "rules/<partition>/<id>", so that no row nears the changelog's 1 MiB
+# of its own, "rules/<id>/<partition>", so that no row nears the changelog's 1 MiB
 # message limit (a text is at most an input message, RETENTION_MAX_MESSAGE_BYTES).
+# Like "clock/<partition>", each key ends with its partition.
 RULES_KEY_PREFIX = "rules/"
 
 
@@ -44,4 +45,4 @@ def rules_key(partition: int) -> str:
 
 
 def rules_text_key(partition: int, version_id: str) -> str:
-    return f"{RULES_KEY_PREFIX}{partition}/{version_id}"
+    return f"{RULES_KEY_PREFIX}{version_id}/{partition}"

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
+from typing import Any
 
 import orjson
 
@@ -82,15 +83,9 @@ class IngestProcessor:
                 earliest=self.min_event_time,
             )
         except ValidationError as exc:
-            if exc.code == "unknown_schema" and CONTROL_ADVANCE.encode() in raw[:64]:
+            if exc.code == "unknown_schema" and b"control/" in raw:
                 try:
-                    return [], self._advance(raw, src)
-                except ValidationError as bad:
-                    exc = bad
-            elif exc.code == "unknown_schema" and CONTROL_RULES.encode() in raw:
-                # Anywhere in the record: its keys may come in any order after a long text.
-                try:
-                    controls = self._rules(raw, src)
+                    controls = self._control(raw, src)
                 except ValidationError as bad:
                     exc = bad
                 else:
@@ -145,10 +140,19 @@ class IngestProcessor:
         key = f"{topic}:{partition}:{key_offsets or offset}"
         return [Output(self.dlq_topic, key, self.dead_letter(raw, exc, topic, partition, offset))]
 
-    def _advance(self, raw: bytes, src: str) -> list[tuple[int, bytes]]:
-        obj = orjson.loads(raw)
-        if not isinstance(obj, dict) or obj.get("schema") != CONTROL_ADVANCE:
-            raise ValidationError("unknown_schema", "malformed control/advance record")
+    def _control(self, raw: bytes, src: str) -> list[tuple[int, bytes]] | None:
+        """A control record's per-partition messages; None if the record is no
+        control record (its text merely mentions one: it keeps its own error).  The
+        ``schema`` key may come anywhere, e.g. after a rules file's long text."""
+        obj = orjson.loads(raw)  # a JSON object: validation got as far as its schema
+        schema = obj.get("schema") if isinstance(obj, dict) else None
+        if schema == CONTROL_ADVANCE:
+            return self._advance(obj, src)
+        if schema == CONTROL_RULES:
+            return self._rules(obj, src)
+        return None
+
+    def _advance(self, obj: dict[str, Any], src: str) -> list[tuple[int, bytes]]:
         try:
             until = to_micros(parse_timestamp(obj.get("until")))
         except ValueError as exc:
@@ -170,13 +174,9 @@ class IngestProcessor:
         payload = advance_message(src, until)
         return [(p, payload) for p in range(self.customer_partitions)]
 
-    def _rules(self, raw: bytes, src: str) -> list[tuple[int, bytes]] | None:
+    def _rules(self, obj: dict[str, Any], src: str) -> list[tuple[int, bytes]]:
         """A ``control/rules`` marker, checked, for every customer partition in order
-        with its other items, as an advance is (docs/rules.md "Changing rules");
-        None if the record is no such marker (its text merely mentions one)."""
-        obj = orjson.loads(raw)
-        if not isinstance(obj, dict) or obj.get("schema") != CONTROL_RULES:
-            return None
+        with its other items, as an advance is (docs/rules.md "Changing rules")."""
         effective_at = self._rules_time(obj.get("effective_at"))
         text = obj.get("rules")
         if not isinstance(text, str):

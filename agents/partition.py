@@ -11,6 +11,7 @@ and written back to them (the row keys are :mod:`agents.contract`'s).
 
 from __future__ import annotations
 
+import logging
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -32,6 +33,8 @@ from agents.core.engine import Engine
 from agents.core.rules import load_rules
 from agents.core.rules.history import RuleHistory, Version
 from agents.core.state import CustomerState
+
+log = logging.getLogger(__name__)
 
 
 class StateStore(Protocol):
@@ -111,12 +114,19 @@ def read_history(partition: int, store: StateStore, seed: RuleHistory) -> RuleHi
     for entry in orjson.loads(raw) if raw else ():
         vid = entry["id"]
         text_row = store.get(rules_text_key(partition, vid))
-        if text_row is None:
-            raise ValueError(f"partition {partition}: the text of rules version {vid} is missing")
-        text = text_row.decode()
-        history = history.add(
-            Version(vid, load_rules(text), text, entry["effective_at"], entry["applied_at"])
-        )
+        try:
+            if text_row is None:
+                raise ValueError("its text row is missing")
+            text = text_row.decode()
+            version = Version(
+                vid, load_rules(text), text, entry["effective_at"], entry["applied_at"]
+            )
+        except ValueError as exc:
+            # Skipped rather than crashing every start: the partition runs without
+            # it, and says so (a text a later release's checks refuse, say).
+            log.error("partition %d: rules version %s cannot be restored: %s", partition, vid, exc)
+            continue
+        history = history.add(version)
     return history
 
 

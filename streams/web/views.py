@@ -90,13 +90,14 @@ def customer_view(worker: ObservedWorker, raw: bytes) -> dict[str, Any]:
     state = CustomerState.from_dict(orjson.loads(raw))
     shown = {k: v for k, v in state.to_dict().items() if k not in HIDDEN_STATE_FIELDS}
     shown["pending_events"] = state.pending_count()  # in the row and its overflow rows
+    engine = worker.engine_for(state.partition or 0)  # its partition's rules versions
     return {
         "customer_id": state.customer_id,
         "state": shown,
-        "pending": pending_nudges(worker.engine, state),
-        "next_steps": next_steps(worker.engine, state),
+        "pending": pending_nudges(engine, state),
+        "next_steps": next_steps(engine, state),
         "recent_decisions": state.recent_decisions(),
-        "holdout": worker.engine.in_holdout(state.customer_id),
+        "holdout": engine.in_holdout(state.customer_id),
         "served_by": worker.web_address,
     }
 

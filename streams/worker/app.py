@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, TypedDict
 
 import aiohttp
@@ -45,9 +45,10 @@ from streams.worker.metrics import Metrics
 from streams.worker.observe import (
     PartitionClock,
     PartitionRows,
+    PartitionRules,
     ReadModelStatus,
+    RulesVersion,
     Snapshot,
-    rules_snapshot,
 )
 from streams.worker.processors import build_processors
 from streams.worker.readmodel import ReadModelWriter, connect
@@ -123,6 +124,7 @@ class RetentionApp:
             connect=lambda: connect(config),
             prefix=config.redis_prefix,
             engine=self.processor.engine,
+            engine_of=self.engine_for,
             wall_clock=wall_clock,
             owned=self.owned_partitions,
             ready=self.is_ready,
@@ -164,6 +166,12 @@ class RetentionApp:
             register(self.faust_app, self)
 
     # --- what the web views, the summary and the read model ask -------------------------
+
+    def engine_for(self, partition: int) -> Engine:
+        """The engine of a customer partition: the rules versions it switched to
+        (docs/rules.md "Changing rules"); the worker's own before it runs."""
+        rt = self.processor.runtimes.get(partition)
+        return rt.engine if rt is not None else self.processor.engine
 
     @property
     def engine(self) -> Engine:
@@ -430,3 +438,26 @@ class RetentionApp:
         set_producer_buffer_limit(self.faust_app, max(100, 4 * self.config.batch_max))
         send: Send = self.faust_app.producer.send
         return send
+
+
+def rules_snapshot(
+    by_partition: Mapping[int, Iterable[tuple[Version, bool, bool]]],
+) -> tuple[PartitionRules, ...]:
+    """:meth:`agents.customer.CustomerProcessor.rule_versions` as plain values."""
+    return tuple(
+        PartitionRules(
+            p,
+            tuple(
+                RulesVersion(
+                    v.id,
+                    v.effective_at,
+                    v.applied_at,
+                    in_force,
+                    scheduled,
+                    tuple((r.name, r.version, r.on_change) for r in v.rules.rules),
+                )
+                for v, in_force, scheduled in versions
+            ),
+        )
+        for p, versions in sorted(by_partition.items())
+    )

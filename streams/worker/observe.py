@@ -17,7 +17,6 @@ if TYPE_CHECKING:
     import aiohttp
 
     from agents.core.engine import Engine
-    from agents.core.rules.history import Version
     from streams.config import Config
 
 # (rule, step, outcome) -> firings;  (UTC date of the due time, rule, step) -> nudges.
@@ -70,29 +69,6 @@ class PartitionRules:
 
     partition: int
     versions: tuple[RulesVersion, ...]
-
-
-def rules_snapshot(
-    by_partition: Mapping[int, Iterable[tuple[Version, bool, bool]]],
-) -> tuple[PartitionRules, ...]:
-    """:meth:`agents.customer.CustomerProcessor.rule_versions` as plain values."""
-    return tuple(
-        PartitionRules(
-            p,
-            tuple(
-                RulesVersion(
-                    v.id,
-                    v.effective_at,
-                    v.applied_at,
-                    in_force,
-                    scheduled,
-                    tuple((r.name, r.version, r.on_change) for r in v.rules.rules),
-                )
-                for v, in_force, scheduled in versions
-            ),
-        )
-        for p, versions in sorted(by_partition.items())
-    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,6 +145,10 @@ class ObservedWorker(Protocol):
     @property
     def web_address(self) -> str:
         """host:port others reach this worker's web server at (Snapshot.worker)."""
+        ...
+
+    def engine_for(self, partition: int) -> Engine:
+        """The engine running the rules versions of a customer partition."""
         ...
 
     def wall_clock(self) -> int: ...

@@ -209,9 +209,22 @@ def test_control_looking_text_inside_another_schema_is_not_a_control() -> None:
     assert letter["error_code"] == "unknown_schema"
 
 
-def test_an_out_of_range_timestamp_is_a_dead_letter() -> None:
-    raw = orjson.dumps({**PURCHASE, "occurred_at": "0001-01-01T00:00:00+01:00"})
-    assert dead_letter(handler(), raw)["error_code"] == "invalid_timestamp"
+@pytest.mark.parametrize(
+    ("occurred_at", "code"),
+    [
+        # Before 0001-01-01T00:00:00Z: earlier than any accepted event time.
+        ("0001-01-01T00:00:00+01:00", "early_timestamp"),
+        # After 9999-12-31T23:59:59.999999Z: later than any.
+        ("9999-12-31T23:59:59-01:00", "future_timestamp"),
+    ],
+)
+def test_an_out_of_range_timestamp_is_a_dead_letter_saying_which_side(
+    occurred_at: str, code: str
+) -> None:
+    raw = orjson.dumps({**PURCHASE, "occurred_at": occurred_at})
+    letter = dead_letter(handler(), raw)
+    assert letter["error_code"] == code
+    assert "out of range" in letter["error"]
 
 
 @pytest.mark.parametrize(
@@ -323,3 +336,17 @@ def test_an_event_whose_text_mentions_control_rules_keeps_its_own_error() -> Non
     raw = orjson.dumps({"schema": "refund/1", "note": "control/rules"})
     letter = dead_letter(handler(), raw)
     assert letter["error_code"] == "unknown_schema" and "refund/1" in letter["error"]
+
+
+def test_a_rules_marker_whose_text_mentions_control_advance_early_is_a_rules_marker() -> None:
+    raw = orjson.dumps(
+        {
+            "rules": "# not a control/advance\n" + RULES_TEXT,
+            "schema": "control/rules",
+            "effective_at": EFFECTIVE,
+        }
+    )
+    assert b"control/advance" in raw[:64]
+    h = handler()
+    _, controls = h.handle(raw, PURCHASES, 0, 3)
+    assert len(controls) == 4 and h.rules_markers == 1 and h.markers == 0
