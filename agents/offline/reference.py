@@ -347,7 +347,7 @@ def customer_firings(
             Firing(
                 customer_id=facts.customer_id,
                 rule=rule.name,
-                priority=rule.priority,
+                priority=item.priority,
                 step=item.step,
                 threshold=item.threshold,
                 anchor=item.anchor,

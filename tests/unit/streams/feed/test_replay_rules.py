@@ -4,7 +4,6 @@ Kafka is replaced by the replay's plan (streams.feed.producer.replay_plan)."""
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +11,7 @@ import orjson
 import pytest
 
 from agents.core.rules import default_text
-from streams.cli import replay
+from streams.cli import main
 from streams.config import Config
 from streams.feed.history import SortedHistory
 from streams.feed.producer import ReplayStats, replay_plan
@@ -39,9 +38,9 @@ def run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, lines: list[bytes]) -> 
                 stats.sent += 1
         return stats
 
-    monkeypatch.setattr(replay, "replay_history", fake)
-    args = argparse.Namespace(file=str(path), until=None, sort_memory=64, tmpdir=None)
-    return replay.run(args)
+    # Kafka is not needed: the command's sender is replaced by the plan it sends.
+    monkeypatch.setattr("streams.cli.replay.replay_history", fake)
+    return main(["replay", str(path)])
 
 
 def test_the_summary_counts_the_rules_changes(
