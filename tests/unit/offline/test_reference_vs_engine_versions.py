@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -169,4 +170,33 @@ def test_engine_and_reference_agree_across_rule_changes(
     rules: tuple[str, list[tuple[int, str]]], lines: list[bytes], until: int
 ) -> None:
     seed, changes = rules
+    both(seed, changes, lines, until)
+
+
+def _file(*rules: dict[str, Any]) -> str:
+    guardrails = {"holdout_percent": 0.0, "min_gap": "PT12H", "attribution_window": "P2D"}
+    return to_toml(
+        {"format": 1, "guardrails": guardrails, "lifecycle": LIFECYCLE, "rule": list(rules)}
+    )
+
+
+@pytest.mark.xfail(
+    strict=False,
+    reason="the engine judges a past delivery's pressure (gap, cap) by the transactional "
+    "rules of the version in force, not by the rule that delivered it (issue 21)",
+)
+def test_a_pinned_transactional_delivery_is_no_pressure_on_either_side() -> None:
+    """beta is transactional in the seed and pinned when a change makes it
+    marketing: its step 1 (day 1, under the seed's transactional rule) is no
+    marketing pressure, so gamma's step 1 at the same instant is delivered
+    (docs/guardrails.md "Guardrails": transactional deliveries do not count)."""
+    beta = {"name": "beta", "priority": 20, "anchor": "last_activity", "steps": ["P1D", "P2D"]}
+    gamma = {"name": "gamma", "priority": 30, "anchor": "last_order", "steps": ["P1D"]}
+    seed = _file({**beta, "transactional": True, "on_change": "pin"})
+    new = _file({**beta, "on_change": "pin"}, gamma)
+    lines = [parity.purchase(parity.CUSTOMERS[0], parity.T0, "o1", "p1")]
+    changes = [(parity.T0 + 12 * HOUR, new)]
+    until = parity.T0 + 36 * HOUR
+    reference, _ = reference_decisions(seed, changes, lines, until)
+    assert [d[1] for d in reference[parity.CUSTOMERS[0]]] == ["delivered", "delivered"]
     both(seed, changes, lines, until)
