@@ -122,6 +122,12 @@ class _Plan:
         plan.before_lifecycle = other.before_lifecycle
         return plan
 
+    def silenced(self) -> _Plan:
+        """This rule with no step left to fire."""
+        plan = self.placed_as(self)
+        plan.size = 0
+        return plan
+
     def threshold(self, step: int, state: CustomerState) -> int:
         fixed = self.fixed
         if fixed is not None:
@@ -455,9 +461,9 @@ class Engine:
             if progress is not None and progress.pin is not None:
                 pinned = self._by_id.get(progress.pin)
                 own = pinned.by_name.get(plan.name) if pinned is not None else None
-                # A pin to a version the bound dropped: the rule in force (the next
-                # switch restarts it).
-                out.append(plan if own is None else own.placed_as(plan))
+                # A pin to a version the bound dropped: silent until the customer's
+                # next switch, which restarts it (docs/rules.md "Changing rules").
+                out.append(plan.silenced() if own is None else own.placed_as(plan))
             else:
                 out.append(plan)
         return tuple(out)
@@ -616,7 +622,10 @@ class Engine:
     def _fire(
         self, state: CustomerState, due: Due, plan: _Plan, outranked: bool, seg: _Rules
     ) -> Firing:
-        state.ladders[due.rule] = _progress(state, due.rule, due)
+        if self._multi:
+            state.ladders[due.rule] = _progress(state, due.rule, due)
+        else:
+            state.ladders[due.rule] = LadderProgress(due.anchor_at, due.step)
         backfill = (
             self.settings.backfill_until is not None and due.due_at < self.settings.backfill_until
         )
@@ -750,9 +759,8 @@ def preview_switch(
         plan = governing.by_name.get(name)
         if plan is None or not _active(plan, progress, state, at):
             continue
+        # A rule the new version lacks (or disables) stops.
         out[name] = actions.get(name, (ACTION_STOPPED, 0))
-        if out[name][0] == ACTION_STOPPED:
-            out[name] = (ACTION_STOPPED, 0)
     return out
 
 

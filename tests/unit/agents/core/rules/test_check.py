@@ -183,3 +183,15 @@ def test_guardrails_out_of_range_or_over_the_budget() -> None:
         anchor='"last_session"', steps='["PT1M", "P10D"]'
     )
     assert "remember" in only(tight).message
+
+
+def test_on_change_is_restart_or_pin_and_only_pin_changes_the_version() -> None:
+    problem = only("format = 1\n" + rule() + 'on_change = "keep"\n')
+    assert problem.path == 'rule "winback".on_change' and problem.line == 8
+    assert "'restart' or 'pin'" in problem.message
+    plain = load_rules("format = 1\n" + rule()).rules[0]
+    restart = load_rules("format = 1\n" + rule() + 'on_change = "restart"\n').rules[0]
+    pin = load_rules("format = 1\n" + rule() + 'on_change = "pin"\n').rules[0]
+    assert (plain.on_change, pin.on_change) == ("restart", "pin")
+    # A file written before the setting keeps its versions; pinning is a change.
+    assert restart.version == plain.version != pin.version

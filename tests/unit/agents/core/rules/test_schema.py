@@ -66,6 +66,7 @@ REFUSED = {
         '["P7D"]', str([f"P{d}D" for d in range(1, 12)]).replace("'", '"')
     ),
     "no format": GOOD.replace("format = 1\n", ""),
+    "unknown on_change": GOOD + 'on_change = "keep"\n',
 }
 
 
@@ -74,3 +75,9 @@ def test_a_file_the_schema_refuses_is_refused_by_the_check(name: str) -> None:
     text = REFUSED[name]
     assert not SCHEMA.is_valid(tomllib.loads(text)), name
     assert check_rules(text), name
+
+
+def test_a_pinned_rule_is_valid_for_the_schema_and_loads() -> None:
+    text = GOOD + 'on_change = "pin"\n'
+    assert SCHEMA.is_valid(tomllib.loads(text))
+    assert load_rules(text).rules[0].on_change == "pin"
