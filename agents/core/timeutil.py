@@ -164,9 +164,17 @@ def parse_timestamp(text: object) -> datetime:
         ) from None
     try:
         return parsed.astimezone(UTC)
-    except OverflowError:  # e.g. year 0001 with a positive offset
-        message = f"occurred_at is out of range: {text[:64]!r}"
-        raise TimeFormatError("invalid_timestamp", message) from None
+    except OverflowError:
+        # Year 0001 with a positive offset is an instant before 0001-01-01T00:00:00Z,
+        # earlier than any accepted event time; year 9999 with a negative one is past
+        # 9999-12-31T23:59:59.999999Z, later than any: the codes say which side
+        # (README "Inputs").
+        if offset > timedelta(0):
+            code, side = "early_timestamp", "before 0001-01-01T00:00:00Z"
+        else:
+            code, side = "future_timestamp", "after 9999-12-31T23:59:59.999999Z"
+        message = f"occurred_at is out of range ({side}): {text[:64]!r}"
+        raise TimeFormatError(code, message) from None
 
 
 # Forms parse_timestamp reads that RFC 3339 date-time validators (JSON Schema

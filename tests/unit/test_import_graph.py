@@ -162,7 +162,14 @@ def test_a_cycle_behind_type_checking_or_a_local_import_is_found() -> None:
 # The offline reference is the oracle the engine is tested against (docs/design.md):
 # it reads the rules file with its own code, so it may not use the engine's rule
 # classes or the engine itself, not even under TYPE_CHECKING or inside a function.
-ENGINE_SIDE = ("agents.core.rules", "agents.core.engine", "agents.core.emissions")
+# Nor the engine's reading of send windows: agents/offline/windows.py is the brute
+# force it is tested against (docs/send-windows.md "The brute-force reading").
+ENGINE_SIDE = (
+    "agents.core.rules",
+    "agents.core.engine",
+    "agents.core.emissions",
+    "agents.core.windows",
+)
 
 
 def engine_side_imports(module: str, is_package: bool, code: str) -> list[str]:
@@ -172,7 +179,11 @@ def engine_side_imports(module: str, is_package: bool, code: str) -> list[str]:
 
 def test_the_offline_reference_does_not_import_the_engine_or_its_rule_classes() -> None:
     modules = {m: p for m, p in project_modules().items() if m.startswith("agents.offline")}
-    assert {"agents.offline.reference", "agents.offline.rulebook"} <= modules.keys()
+    assert {
+        "agents.offline.reference",
+        "agents.offline.rulebook",
+        "agents.offline.windows",
+    } <= modules.keys()
     wrong = {
         m: used
         for m, p in modules.items()
@@ -187,4 +198,10 @@ def test_the_reference_check_sees_a_rule_class_imported_anywhere() -> None:
     assert engine_side_imports(module, False, "def f():\n    import agents.core.rules\n")
     assert engine_side_imports(module, False, "from agents.core import engine\n")
     assert engine_side_imports(module, False, "from ..core.rules import load_rules\n")
+    assert engine_side_imports(
+        "agents.offline.windows", False, "from agents.core.windows import inside\n"
+    )
+    assert not engine_side_imports(
+        "agents.offline.windows", False, "from agents.core.zones import load_zone\n"
+    )
     assert not engine_side_imports(module, False, "from agents.core.timeutil import iso\n")

@@ -207,9 +207,22 @@ def test_control_looking_text_inside_another_schema_is_not_a_control() -> None:
     assert letter["error_code"] == "unknown_schema"
 
 
-def test_an_out_of_range_timestamp_is_a_dead_letter() -> None:
-    raw = orjson.dumps({**PURCHASE, "occurred_at": "0001-01-01T00:00:00+01:00"})
-    assert dead_letter(handler(), raw)["error_code"] == "invalid_timestamp"
+@pytest.mark.parametrize(
+    ("occurred_at", "code"),
+    [
+        # Before 0001-01-01T00:00:00Z: earlier than any accepted event time.
+        ("0001-01-01T00:00:00+01:00", "early_timestamp"),
+        # After 9999-12-31T23:59:59.999999Z: later than any.
+        ("9999-12-31T23:59:59-01:00", "future_timestamp"),
+    ],
+)
+def test_an_out_of_range_timestamp_is_a_dead_letter_saying_which_side(
+    occurred_at: str, code: str
+) -> None:
+    raw = orjson.dumps({**PURCHASE, "occurred_at": occurred_at})
+    letter = dead_letter(handler(), raw)
+    assert letter["error_code"] == code
+    assert "out of range" in letter["error"]
 
 
 @pytest.mark.parametrize(

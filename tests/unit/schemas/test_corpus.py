@@ -9,7 +9,7 @@ other way round (README "Inputs"), with the documented exceptions:
   (``retention_lenient_timestamps_total{form}``) until a later version refuses them;
   the schema refuses them already.
 * ``year_1_before_utc``: a year-1 time whose offset puts it before year 1 in UTC,
-  which the processor cannot represent (``invalid_timestamp``).
+  earlier than any accepted event time (``early_timestamp``).
 * ``go_zero_time``: before ``RETENTION_MIN_EVENT_TIME`` (``early_timestamp``), a
   bound a schema cannot express, like ``future_timestamp``.
 """
