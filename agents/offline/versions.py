@@ -24,7 +24,10 @@ without the engine's classes (tests/unit/test_import_graph.py):
   restarts at the switch.
 * A pinned ladder runs its version's rule R (steps, audience, cancel, reason,
   channel, transactional, arbitration, ``rule_version``) at the place of R's
-  priority in the version in force.  When it ends (its anchor under the pinned
+  priority in the version in force.  The gap and the cap at D count the delivered
+  nudges of the rules not transactional in the version in force at D (a pinned
+  transactional rule's deliveries too, once that version makes it marketing).
+  When it ends (its anchor under the pinned
   version moves, or it is cancelled) the rule follows the version in force; if
   that version's anchor is still the pinned one, that anchor's ladder counts as
   done (for good: no later version's steps for it either).
@@ -130,6 +133,11 @@ class Versions:
 
     def guardrails_at(self, t: int) -> GuardrailSettings:
         return self.at(t).book.guardrails
+
+    def transactional_at(self, t: int) -> frozenset[str]:
+        """The rules whose deliveries are no marketing pressure at ``t``: those
+        transactional in the version in force then (docs/rules.md "Changing rules")."""
+        return frozenset(r.name for r in self.at(t).book.rules if r.transactional)
 
     def names(self) -> list[str]:
         """Every rule name enabled in some version: the seed's by priority, then new ones."""

@@ -6,7 +6,8 @@ three changes effective among the events (on the half-day grid, so changes often
 fall on event and due times): small files built from a few templates - three rules
 over first_order, last_activity and last_order anchors, ladders that lengthen,
 shorten or move, ``on_change`` pin or restart, rules that come and go, priorities
-that swap, cancels, an audience, guardrails that change.  The engine runs them
+that swap, cancels, an audience, transactional and arbitration, guardrails that
+change.  The engine runs them
 through ``Engine(settings).with_history(history)`` (applied = effective), fed in
 time order with the clock just short of each event; the reference gets the seed
 text and the changes.  Decisions (trigger_id, outcome, due_at, rule_version), in
@@ -17,7 +18,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -71,6 +71,8 @@ def rules_file(draw: st.DrawFn) -> str:
         if draw(st.integers(0, 5)) == 0:
             rule["audience"] = {"orders": {"max": 2}}
         if draw(st.integers(0, 5)) == 0:
+            rule["transactional"] = True
+        elif draw(st.integers(0, 5)) == 0:
             rule["arbitration"] = True
         if not rule["cancel_on"]:
             del rule["cancel_on"]
@@ -180,16 +182,14 @@ def _file(*rules: dict[str, Any]) -> str:
     )
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="the engine judges a past delivery's pressure (gap, cap) by the transactional "
-    "rules of the version in force, not by the rule that delivered it (issue 21)",
-)
-def test_a_pinned_transactional_delivery_is_no_pressure_on_either_side() -> None:
+def test_gap_and_cap_count_the_rules_not_transactional_in_the_version_in_force() -> None:
     """beta is transactional in the seed and pinned when a change makes it
-    marketing: its step 1 (day 1, under the seed's transactional rule) is no
-    marketing pressure, so gamma's step 1 at the same instant is delivered
-    (docs/guardrails.md "Guardrails": transactional deliveries do not count)."""
+    marketing: its step 1 (day 1, fired under the seed's transactional rule) is
+    delivered without a gap, and counts as pressure under the version in force
+    then, so gamma's step 1 at the same instant meets min_gap (docs/rules.md
+    "Changing rules": the gap and the cap count the delivered nudges of the rules
+    not transactional in V(D)).  Without the change beta stays transactional and
+    gamma, had it existed, would be delivered."""
     beta = {"name": "beta", "priority": 20, "anchor": "last_activity", "steps": ["P1D", "P2D"]}
     gamma = {"name": "gamma", "priority": 30, "anchor": "last_order", "steps": ["P1D"]}
     seed = _file({**beta, "transactional": True, "on_change": "pin"})
@@ -198,5 +198,8 @@ def test_a_pinned_transactional_delivery_is_no_pressure_on_either_side() -> None
     changes = [(parity.T0 + 12 * HOUR, new)]
     until = parity.T0 + 36 * HOUR
     reference, _ = reference_decisions(seed, changes, lines, until)
-    assert [d[1] for d in reference[parity.CUSTOMERS[0]]] == ["delivered", "delivered"]
+    assert [d[1] for d in reference[parity.CUSTOMERS[0]]] == ["delivered", "min_gap"]
     both(seed, changes, lines, until)
+    still = _file({**beta, "transactional": True, "on_change": "pin"}, gamma)
+    reference, _ = reference_decisions(seed, [(parity.T0 + 12 * HOUR, still)], lines, until)
+    assert [d[1] for d in reference[parity.CUSTOMERS[0]]] == ["delivered", "delivered"]
