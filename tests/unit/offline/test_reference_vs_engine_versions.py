@@ -11,11 +11,12 @@ change.  The engine runs them
 through ``Engine(settings).with_history(history)`` (applied = effective), fed in
 time order with the clock just short of each event; the reference gets the seed
 text and the changes.  Decisions (trigger_id, outcome, due_at, rule_version), in
-each customer's emission order, and conversions must be identical.
+each customer's emission order, conversions and report rows must be identical.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from hypothesis import HealthCheck, given, settings
@@ -23,6 +24,7 @@ from hypothesis import strategies as st
 
 from agents.core.emissions import Conversion, Firing
 from agents.core.engine import Engine
+from agents.core.reports import CustomerRow
 from agents.core.rules import load_rules
 from agents.core.rules.history import RuleHistory, Version, set_id
 from agents.core.settings import HOUR, CoreSettings
@@ -104,9 +106,12 @@ def rule_histories(draw: st.DrawFn) -> tuple[str, list[tuple[int, str]]]:
     return seed, [(t, draw(rules_file())) for t in times]
 
 
+Conversions = list[tuple[str, str, str, str]]  # trigger_id, group, converted_at, order_id
+
+
 def engine_decisions(
     seed: str, changes: list[tuple[int, str]], lines: list[bytes], until: int
-) -> tuple[dict[str, list[Decision]], list[tuple[str, str, str, str]]]:
+) -> tuple[dict[str, list[Decision]], Conversions, dict[str, CustomerRow]]:
     seed_rules = load_rules(seed)
     versions = [Version(set_id(seed_rules), seed_rules, seed)]
     for t, text in changes:
@@ -121,6 +126,7 @@ def engine_decisions(
         per_customer.setdefault(e.customer_id, []).append(e)
     decisions: dict[str, list[Decision]] = {}
     conversions = []
+    rows = {}
     for cid, events in per_customer.items():
         state = CustomerState(customer_id=cid, partition=0)
         emitted = []
@@ -134,12 +140,13 @@ def engine_decisions(
                 )
             elif isinstance(x, Conversion):
                 conversions.append((x.trigger_id, x.group, iso(x.converted_at), x.order_id))
-    return decisions, sorted(conversions)
+        rows[cid] = CustomerRow.from_state(state)
+    return decisions, sorted(conversions), rows
 
 
 def reference_decisions(
     seed: str, changes: list[tuple[int, str]], lines: list[bytes], until: int
-) -> tuple[dict[str, list[Decision]], list[tuple[str, str, str, str]]]:
+) -> tuple[dict[str, list[Decision]], Conversions, dict[str, CustomerRow]]:
     result = compute_decisions(
         lines, CoreSettings(), rules=seed, until=until, now=parity.NOW, changes=changes
     )
@@ -151,7 +158,7 @@ def reference_decisions(
     conversions = sorted(
         (o["trigger_id"], o["group"], o["converted_at"], o["order_id"]) for o in result.outcomes
     )
-    return decisions, conversions
+    return decisions, conversions, {r.customer_id: r for r in result.rows}
 
 
 def both(seed: str, changes: list[tuple[int, str]], lines: list[bytes], until: int) -> None:
@@ -160,6 +167,11 @@ def both(seed: str, changes: list[tuple[int, str]], lines: list[bytes], until: i
     reference = reference_decisions(seed, changes, timed, until)
     assert engine[0] == reference[0]
     assert engine[1] == reference[1]
+    # The report rows: superseded decisions counted alike, stages, spend, spans.
+    assert engine[2].keys() == reference[2].keys()
+    for cid, row in reference[2].items():
+        for f in dataclasses.fields(CustomerRow):
+            assert getattr(engine[2][cid], f.name) == getattr(row, f.name), (cid, f.name)
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -197,9 +209,9 @@ def test_gap_and_cap_count_the_rules_not_transactional_in_the_version_in_force()
     lines = [parity.purchase(parity.CUSTOMERS[0], parity.T0, "o1", "p1")]
     changes = [(parity.T0 + 12 * HOUR, new)]
     until = parity.T0 + 36 * HOUR
-    reference, _ = reference_decisions(seed, changes, lines, until)
+    reference, _, _ = reference_decisions(seed, changes, lines, until)
     assert [d[1] for d in reference[parity.CUSTOMERS[0]]] == ["delivered", "min_gap"]
     both(seed, changes, lines, until)
     still = _file({**beta, "transactional": True, "on_change": "pin"}, gamma)
-    reference, _ = reference_decisions(seed, [(parity.T0 + 12 * HOUR, still)], lines, until)
+    reference, _, _ = reference_decisions(seed, [(parity.T0 + 12 * HOUR, still)], lines, until)
     assert [d[1] for d in reference[parity.CUSTOMERS[0]]] == ["delivered", "delivered"]
