@@ -174,7 +174,6 @@ class Engine:
         self.settings = settings
         rules = settings.rule_set
         self.history = RuleHistory.seed(rules)
-        self.lifecycle = rules.lifecycle
         self.pending_limits = pending_limits(settings)
         self._shared = _Shared()
         seed = self.history.versions[0]
@@ -188,7 +187,6 @@ class Engine:
         engine = object.__new__(Engine)
         engine.settings = self.settings
         engine.history = history
-        engine.lifecycle = self.lifecycle
         engine.pending_limits = self.pending_limits
         engine._shared = self._shared
         engine._setup()
@@ -196,6 +194,11 @@ class Engine:
 
     def _setup(self) -> None:
         versions = self.history.versions
+        # Equal in every version of a history (rules.history.compatible): the
+        # history's, not the settings', when a worker runs what was published.
+        newest = versions[-1].rules
+        self.lifecycle = newest.lifecycle
+        self._attribution_window = newest.guardrails.attribution_window
         by_id = {v.id: self._version_rules(v) for v in versions}
         self._by_id = by_id
         # The customer's segment: the version applied at its ``rules_at`` (None: the
@@ -596,7 +599,7 @@ class Engine:
         """Fold an event in; an order may convert earlier firings (attribution)."""
         if event.kind == KIND_PURCHASE:
             t = event.occurred_at
-            window = self.settings.attribution_window
+            window = self._attribution_window
             for f in state.recent_firings:
                 due = f.due_at
                 if f.outcome in ATTRIBUTED and f.converted_at is None and due < t <= due + window:
@@ -699,7 +702,7 @@ class Engine:
             and f.rule not in transactional
         ]
         keep.update(_newest(recent, sent, mem.guard))
-        attribution_from = now - self.settings.attribution_window
+        attribution_from = now - self._attribution_window
         open_ = [
             i
             for i, f in enumerate(recent)

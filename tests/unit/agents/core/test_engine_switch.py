@@ -414,3 +414,19 @@ def test_decisions_do_not_depend_on_how_the_clock_advances_across_switches(
         stepped += [seen(f) for f in got if isinstance(f, Firing)]
     stepped += [seen(f) for f in eng.advance(live, end) if isinstance(f, Firing)]
     assert stepped == big
+
+
+def test_an_engine_runs_the_history_it_is_given_not_its_settings_file() -> None:
+    # A worker without a rules file runs what was published: the default settings,
+    # a published seed with its own lifecycle and attribution window.
+    published = rules(
+        rule(steps='"P1D"'),
+        head=HEAD + 'attribution_window = "P2D"\n[lifecycle]\nat_risk_after = "P3D"\n',
+    )
+    eng = Engine(CoreSettings()).with_history(RuleHistory.seed(published))
+    state = CustomerState(customer_id=CID, partition=0)
+    got = run(eng, [purchase(CID, T0), purchase(CID, at(days=3.5))], state=state)
+    assert got[0] == ("winback", 1, at(days=1), "delivered", published.rules[0].version)
+    # Converted 2.5 days after the nudge: outside the published 2-day window.
+    assert state.conversion_counts == {}
+    assert eng.lifecycle == published.lifecycle and eng.rules == published.active
