@@ -28,7 +28,21 @@ CLOCK_KEY_PREFIX = "clock/"
 PENDING_KEY_PREFIX = "p/"
 # What an overflow row no longer named by its customer's row holds.
 EMPTY_CHUNK = b"[]"
+# The rules versions a partition switched to (docs/rules.md "Changing rules"):
+# "rules/<partition>" lists them (id, effective_at, applied_at), each text has a row
+# of its own, "rules/<id>/<partition>", so that no row nears the changelog's 1 MiB
+# message limit (a text is at most an input message, RETENTION_MAX_MESSAGE_BYTES).
+# Like "clock/<partition>", each key ends with its partition.
+RULES_KEY_PREFIX = "rules/"
 
 
 def pending_key(slot: int, customer_id: str) -> str:
     return f"{PENDING_KEY_PREFIX}{slot}/{customer_id}"
+
+
+def rules_key(partition: int) -> str:
+    return f"{RULES_KEY_PREFIX}{partition}"
+
+
+def rules_text_key(partition: int, version_id: str) -> str:
+    return f"{RULES_KEY_PREFIX}{version_id}/{partition}"

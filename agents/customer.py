@@ -20,6 +20,7 @@ boundary falls.
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -29,8 +30,11 @@ import orjson
 
 from agents.contract import Output
 from agents.core.clock import NEVER, WallClock, clock_mode, source_name
+from agents.core.due_index import DueIndex
 from agents.core.emissions import Conversion, Emission, Firing, Refused
 from agents.core.engine import Engine
+from agents.core.rules import RulesError, RuleSet, load_rules
+from agents.core.rules.history import RuleHistory, Version, compatible, set_id
 from agents.core.state import CustomerState
 from agents.core.timeutil import DEFAULT_MIN_EVENT_TIME, iso
 from agents.core.validation import (
@@ -38,6 +42,7 @@ from agents.core.validation import (
     CODE_FUTURE_TIMESTAMP,
 )
 from agents.messages import (
+    CODE_INVALID_RULES,
     dead_letter_record,
     decision_record,
     dumps,
@@ -49,11 +54,23 @@ from agents.partition import (
     StateStore,
     carrying_loader,
     load_state,
-    restore_runtime,
+    read_history,
+    rebuild_index,
+    restore_clock,
     write_clock,
+    write_history,
     write_state,
 )
-from agents.wire import BUNDLE, BadMessage, bundle_items, read_wire_event, time_text
+from agents.wire import (
+    BUNDLE,
+    BadMessage,
+    bundle_items,
+    read_wire_event,
+    read_wire_rules,
+    time_text,
+)
+
+log = logging.getLogger(__name__)
 
 # Persist a partition's stream clock at least this often (messages); a stale
 # clock after a crash only delays firings, it never changes them.
@@ -93,8 +110,15 @@ class CustomerProcessor:
         wall_clock: WallClock,
         future_tolerance: int,
         min_event_time: int = DEFAULT_MIN_EVENT_TIME,
+        versions: Sequence[Version] = (),
     ) -> None:
         self.engine = engine
+        # The worker's rules: every partition's history starts from them; a change
+        # after them must keep their lifecycle (docs/rules.md "Changing rules").
+        self.seed = RuleHistory(engine.history.versions[:1])
+        # Published versions the worker read from the rules topic at start; each
+        # partition adopts those it has not switched to yet, as it would a marker.
+        self.versions = tuple(v for v in versions if v.effective_at is not None)
         self.mode = mode
         self.clock = clock_mode(mode)
         self.sources = tuple(sources)
@@ -116,6 +140,8 @@ class CustomerProcessor:
         self.dead_letters: Counter[str] = Counter()
         # Events that arrived after the stream clock passed them, by input topic.
         self.late: Counter[str] = Counter()
+        # Rules versions a partition learned of after its clock had passed their time.
+        self.rules_late = 0
 
     # --- partition lifecycle ---------------------------------------------------------
 
@@ -130,13 +156,20 @@ class CustomerProcessor:
         rt = self.runtimes.get(partition)
         if rt is not None:
             return rt
-        rt, rebuilt = restore_runtime(
-            partition,
-            store,
-            self.sources,
-            self.engine.settings.stream_allowed_lateness,
-            self.engine.wake_at,
+        clock = restore_clock(
+            partition, store, self.sources, self.engine.settings.stream_allowed_lateness
         )
+        history = read_history(partition, store, self.seed)
+        rt = PartitionRuntime(partition, clock, DueIndex(), self._engine_for(history))
+        for v in self.versions:
+            assert v.effective_at is not None
+            try:
+                self._adopt(rt, v.id, v.rules, v.text, v.effective_at)
+            except BadMessage as exc:  # checked by publish; a refusal here is logged
+                log.error(
+                    "partition %d: published rules version %s refused: %s", partition, v.id, exc
+                )
+        rt.index, rebuilt = rebuild_index(partition, store, rt.engine.wake_at)
         self.counters["index_rebuilds"] += 1
         self.counters["index_rebuilt_customers"] += rebuilt
         self.runtimes[partition] = rt
@@ -188,7 +221,7 @@ class CustomerProcessor:
                 firings = []
             if kind == "d":
                 state = self._get(a, partition, store, states, load)
-                firings.extend(self.engine.advance(state, b))
+                firings.extend(rt.engine.advance(state, b))
                 touched: str | None = a
             else:
                 try:
@@ -197,7 +230,7 @@ class CustomerProcessor:
                         # Its items run now, in order, each as one message would.
                         work.extendleft(("p", a, item) for item in reversed(bundle_items(msg)))
                         continue
-                    touched, adv = self._message(rt, msg, store, states, firings, load)
+                    touched, adv = self._message(rt, msg, store, states, firings, load, carry)
                 except BadMessage as exc:
                     raw = b if kind == "m" else orjson.dumps(b)
                     self._dead_letter(result, partition, a, raw, exc.code, str(exc))
@@ -214,9 +247,12 @@ class CustomerProcessor:
                     work.extendleft(("d", cid, wm) for cid in reversed(rt.index.pop_due(wm)))
             if touched is not None:
                 dirty[touched] = None
-                rt.index.set(touched, self.engine.wake_at(states[touched]))
+                rt.index.set(touched, rt.engine.wake_at(states[touched]))
         self._emit(firings, result)
         writes = result.writes
+        if rt.history_changed:
+            rt.history_changed = False
+            write_history(writes, partition, rt.engine.history, store)
         for cid in dirty:
             write_state(writes, cid, states[cid], partition)
         if self.clock.event_time and (persist_clock or rt.since_persist >= CLOCK_PERSIST_EVERY):
@@ -253,6 +289,7 @@ class CustomerProcessor:
         states: dict[str, CustomerState],
         firings: list[Emission],
         load: Loader,
+        carry: Mapping[str, CustomerState] | None = None,
     ) -> tuple[str | None, bool]:
         """Apply one internal-topic message; returns (customer touched, clock marked)."""
         if not isinstance(msg, dict):
@@ -271,7 +308,7 @@ class CustomerProcessor:
             rt.last_event_at = now
             rt.first_event_at = rt.first_event_at or now
             state = self._get(event.customer_id, rt.partition, store, states, load)
-            fired = self.engine.ingest(state, event, wm)
+            fired = rt.engine.ingest(state, event, wm)
             if fired is None:
                 self.counters["duplicates"] += 1  # a duplicate, never also a late event
                 return None, False
@@ -314,7 +351,108 @@ class CustomerProcessor:
         if kind == "tick":
             self.counters["ticks"] += 1
             return None, False
+        if kind == "rules":
+            self._rules(rt, msg, store, {**(carry or {}), **states})
+            return None, False
         raise BadMessage(f"unknown message type {kind!r}"[:300])
+
+    # --- rules changes (docs/rules.md "Changing rules") ---------------------------------
+
+    def _rules(
+        self,
+        rt: PartitionRuntime,
+        msg: dict[str, Any],
+        store: StateStore,
+        newer: Mapping[str, CustomerState],
+    ) -> None:
+        """A ``rules`` marker: the version is adopted once (every input partition sends
+        it), then every customer of the partition wakes at its switch."""
+        src, effective_at, text, version = read_wire_rules(msg)
+        if src not in self._known_sources:
+            raise BadMessage(f"rules from unknown source {src!r}"[:300])
+        if self._known(rt, version, effective_at) or version in rt.refused:
+            return
+        try:
+            rules = load_rules(text)
+        except RulesError as exc:
+            rt.refused.add(version)
+            raise BadMessage(
+                f"control/rules: the rules do not load: {exc}", CODE_INVALID_RULES
+            ) from None
+        try:
+            self._adopt(rt, version, rules, text, effective_at)
+        except BadMessage:
+            rt.refused.add(version)
+            raise
+        rt.index, _ = rebuild_index(rt.partition, store, rt.engine.wake_at, newer)
+
+    @staticmethod
+    def _known(rt: PartitionRuntime, version: str, effective_at: int) -> bool:
+        return any(
+            v.id == version and v.effective_at == effective_at for v in rt.engine.history.versions
+        )
+
+    def _adopt(
+        self, rt: PartitionRuntime, version: str, rules: RuleSet, text: str, effective_at: int
+    ) -> None:
+        """Add the version to the partition's history: applied at its effective time,
+        or just after the partition's clock if that has passed it (a late version,
+        logged and counted); an incompatible or out-of-order one is refused."""
+        if self._known(rt, version, effective_at):
+            return
+        if set_id(rules) != version:
+            raise BadMessage(
+                f"control/rules: version {version[:40]!r} is not the rules' set id {set_id(rules)}",
+                CODE_INVALID_RULES,
+            )
+        problems = compatible(self.seed.current.rules, rules)
+        if problems:
+            why = "; ".join(str(p) for p in problems)
+            raise BadMessage(f"control/rules: version {version}: {why}", CODE_INVALID_RULES)
+        history = rt.engine.history
+        wm = self._watermark(rt)
+        applied = effective_at if effective_at > wm else wm + 1
+        last = history.current.applied_at
+        if last is not None and applied <= last:
+            raise BadMessage(
+                f"control/rules: version {version} takes effect at {time_text(applied)}, not "
+                f"after version {history.current.id} at {time_text(last)}",
+                CODE_INVALID_RULES,
+            )
+        if applied != effective_at:
+            self.rules_late += 1
+            log.warning(
+                "partition %d learned of rules version %s late: declared effective at %s, "
+                "its clock was at %s; applied at %s. See retention_rules_late_total.",
+                rt.partition,
+                version,
+                time_text(effective_at),
+                time_text(wm),
+                time_text(applied),
+            )
+        rt.engine = self._engine_for(
+            history.add(Version(version, rules, text, effective_at, applied))
+        )
+        rt.history_changed = True
+
+    def rule_versions(self) -> dict[int, list[tuple[Version, bool, bool]]]:
+        """Partition -> its versions with (in force, scheduled) as its clock stands:
+        in force is the newest applied at or before the clock, scheduled any applied
+        after it (``GET /retention/rules``, the metrics)."""
+        out: dict[int, list[tuple[Version, bool, bool]]] = {}
+        for p, rt in sorted(self.runtimes.items()):
+            history = rt.engine.history
+            wm = self._watermark(rt)
+            now = history.at(wm)
+            out[p] = [
+                (v, v is now, v.applied_at is not None and v.applied_at > wm)
+                for v in history.versions
+            ]
+        return out
+
+    def _engine_for(self, history: RuleHistory) -> Engine:
+        """The engine of a partition: the worker's own while it runs the seed alone."""
+        return self.engine if history == self.seed else self.engine.with_history(history)
 
     def _dead_letter(
         self, result: Result, partition: int, offset: int, raw: bytes | None, code: str, why: str

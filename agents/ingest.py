@@ -7,22 +7,28 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
+from typing import Any
 
 import orjson
 
 from agents.contract import Output
 from agents.core.clock import WallClock, source_name
+from agents.core.rules import RulesError, load_rules
+from agents.core.rules.history import CONTROL_RULES, set_id
 from agents.core.timeutil import DEFAULT_MIN_EVENT_TIME, iso, parse_timestamp, to_micros
 from agents.core.validation import ValidationError, early_error, validate
-from agents.messages import CONTROL_ADVANCE, dead_letter_record, dumps
+from agents.messages import CODE_INVALID_RULES, CONTROL_ADVANCE, dead_letter_record, dumps
 from agents.messages import MAX_ORIGINAL_BYTES as MAX_ORIGINAL_BYTES
-from agents.wire import advance_message, event_message
+from agents.wire import advance_message, event_message, rules_message
 
 log = logging.getLogger(__name__)
 
 # A record batch the consumer could not decode (README "Inputs"): one dead letter
 # for the whole batch, since its messages cannot be told apart.
 CODE_UNDECODABLE_BATCH = "undecodable_batch"
+# How far ahead a rules change may be scheduled: unlike an event or a clock marker,
+# a change is announced ahead of its time (docs/rules.md "Changing rules").
+RULES_HORIZON = 366 * 86400 * 1_000_000
 
 
 class IngestProcessor:
@@ -50,6 +56,7 @@ class IngestProcessor:
         self.lenient_timestamps: Counter[str] = Counter()
         self.accepted = 0
         self.markers = 0
+        self.rules_markers = 0
 
     def handle(
         self, raw: bytes | None, topic: str, partition: int, offset: int
@@ -76,11 +83,14 @@ class IngestProcessor:
                 earliest=self.min_event_time,
             )
         except ValidationError as exc:
-            if exc.code == "unknown_schema" and CONTROL_ADVANCE.encode() in raw[:64]:
+            if exc.code == "unknown_schema" and b"control/" in raw:
                 try:
-                    return [], self._advance(raw, src)
+                    controls = self._control(raw, src)
                 except ValidationError as bad:
                     exc = bad
+                else:
+                    if controls is not None:
+                        return [], controls
             return self._letter(raw, exc, topic, partition, offset), []
         self.accepted += 1
         if self.lenient_timestamps.total() != lenient_before:
@@ -130,10 +140,19 @@ class IngestProcessor:
         key = f"{topic}:{partition}:{key_offsets or offset}"
         return [Output(self.dlq_topic, key, self.dead_letter(raw, exc, topic, partition, offset))]
 
-    def _advance(self, raw: bytes, src: str) -> list[tuple[int, bytes]]:
-        obj = orjson.loads(raw)
-        if not isinstance(obj, dict) or obj.get("schema") != CONTROL_ADVANCE:
-            raise ValidationError("unknown_schema", "malformed control/advance record")
+    def _control(self, raw: bytes, src: str) -> list[tuple[int, bytes]] | None:
+        """A control record's per-partition messages; None if the record is no
+        control record (its text merely mentions one: it keeps its own error).  The
+        ``schema`` key may come anywhere, e.g. after a rules file's long text."""
+        obj = orjson.loads(raw)  # a JSON object: validation got as far as its schema
+        schema = obj.get("schema") if isinstance(obj, dict) else None
+        if schema == CONTROL_ADVANCE:
+            return self._advance(obj, src)
+        if schema == CONTROL_RULES:
+            return self._rules(obj, src)
+        return None
+
+    def _advance(self, obj: dict[str, Any], src: str) -> list[tuple[int, bytes]]:
         try:
             until = to_micros(parse_timestamp(obj.get("until")))
         except ValueError as exc:
@@ -155,6 +174,45 @@ class IngestProcessor:
         payload = advance_message(src, until)
         return [(p, payload) for p in range(self.customer_partitions)]
 
+    def _rules(self, obj: dict[str, Any], src: str) -> list[tuple[int, bytes]]:
+        """A ``control/rules`` marker, checked, for every customer partition in order
+        with its other items, as an advance is (docs/rules.md "Changing rules")."""
+        effective_at = self._rules_time(obj.get("effective_at"))
+        text = obj.get("rules")
+        if not isinstance(text, str):
+            raise _bad_rules("'rules' must be the rules file's TOML text")
+        try:
+            rules = load_rules(text)
+        except RulesError as exc:
+            raise _bad_rules(f"the rules do not load: {exc}") from None
+        version = set_id(rules)
+        declared = obj.get("version")
+        if declared is not None and declared != version:
+            raise _bad_rules(f"'version' {str(declared)[:40]!r} is not the rules' set id {version}")
+        self.rules_markers += 1
+        payload = rules_message(src, effective_at, text, version)
+        return [(p, payload) for p in range(self.customer_partitions)]
+
+    def _rules_time(self, value: object) -> int:
+        """``effective_at``: RFC 3339, no earlier than the earliest accepted event time
+        and at most :data:`RULES_HORIZON` past now."""
+        try:
+            t = to_micros(parse_timestamp(value))
+        except ValueError as exc:
+            raise _bad_rules(f"effective_at must be an RFC 3339 date-time ({exc})") from None
+        if t < self.min_event_time:
+            raise _bad_rules(
+                f"effective_at {iso(t)} is before the earliest accepted event time "
+                f"{iso(self.min_event_time)}"
+            )
+        limit = self.wall_clock() + RULES_HORIZON
+        if t > limit:
+            raise _bad_rules(
+                f"effective_at {iso(t)} is after {iso(limit)} (a change is scheduled at "
+                "most a year ahead)"
+            )
+        return t
+
     def dead_letter(
         self, raw: bytes, exc: ValidationError, topic: str, partition: int, offset: int
     ) -> bytes:
@@ -168,3 +226,7 @@ class IngestProcessor:
             received_at=self.wall_clock(),
         )
         return dumps(record.to_dict())
+
+
+def _bad_rules(why: str) -> ValidationError:
+    return ValidationError(CODE_INVALID_RULES, f"control/rules: {why}")

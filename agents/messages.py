@@ -1,8 +1,10 @@
 """The records sent on the output topics (decisions, outcomes, dead letters).
 
 The internal topic's format lives in :mod:`agents.wire`.  Input topics
-additionally accept the control record ``{"schema": "control/advance",
-"until": "<RFC 3339>"}`` written by ``retention replay --until``.
+additionally accept the control records ``{"schema": "control/advance",
+"until": "<RFC 3339>"}`` written by ``retention replay --until`` and
+``{"schema": "control/rules", "effective_at": "<RFC 3339>", "rules": "<TOML>"}``
+written by ``retention rules publish`` (schemas/control_rules.schema.json).
 """
 
 from __future__ import annotations
@@ -22,6 +24,9 @@ if TYPE_CHECKING:
     from agents.core.emissions import Firing
 
 CONTROL_ADVANCE = "control/advance"
+# Dead-letter code of a control/rules marker that cannot be adopted: ingest's checks
+# and the customer agent's compatibility with the seed (docs/rules.md "Changing rules").
+CODE_INVALID_RULES = "invalid_rules"
 
 PREVIEW_CHARS = 512
 # Kept whole up to this size; a larger message keeps its head, length and hash, so

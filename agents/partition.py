@@ -11,6 +11,7 @@ and written back to them (the row keys are :mod:`agents.contract`'s).
 
 from __future__ import annotations
 
+import logging
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -18,10 +19,22 @@ from typing import Any, Protocol
 
 import orjson
 
-from agents.contract import CLOCK_KEY_PREFIX, CUSTOMER_KEY_PREFIX, EMPTY_CHUNK, pending_key
+from agents.contract import (
+    CLOCK_KEY_PREFIX,
+    CUSTOMER_KEY_PREFIX,
+    EMPTY_CHUNK,
+    pending_key,
+    rules_key,
+    rules_text_key,
+)
 from agents.core.clock import NEVER, StreamClock
 from agents.core.due_index import DueIndex
+from agents.core.engine import Engine
+from agents.core.rules import load_rules
+from agents.core.rules.history import RuleHistory, Version
 from agents.core.state import CustomerState
+
+log = logging.getLogger(__name__)
 
 
 class StateStore(Protocol):
@@ -41,6 +54,12 @@ class PartitionRuntime:
     partition: int
     clock: StreamClock
     index: DueIndex
+    # The rules versions this partition switched to and the engine running them
+    # (docs/rules.md "Changing rules"); the seed alone until a change arrives.
+    engine: Engine
+    # Version ids refused here (incompatible): one dead letter, not one per input partition.
+    refused: set[str] = field(default_factory=set)
+    history_changed: bool = False  # a version adopted since the rows were last written
     watermark: int = NEVER
     since_persist: int = 0
     # Wall-clock micros when the watermark last moved (0: not yet): a stuck stream
@@ -55,29 +74,76 @@ class PartitionRuntime:
     work: deque[tuple[str, Any, Any]] = field(default_factory=deque)
 
 
-def restore_runtime(
-    partition: int,
-    store: StateStore,
-    sources: Iterable[str],
-    allowed_lateness: int,
-    wake_at: Callable[[CustomerState], int | None],
-) -> tuple[PartitionRuntime, int]:
-    """The runtime of a partition seen for the first time since its assignment: its
-    stream clock from the clock row, its due index from every customer row; and how
-    many customers the index was rebuilt from."""
+def restore_clock(
+    partition: int, store: StateStore, sources: Iterable[str], allowed_lateness: int
+) -> StreamClock:
+    """The partition's stream clock as its clock row holds it (none: not started)."""
     raw_clock = store.get(CLOCK_KEY_PREFIX + str(partition))
-    clock = StreamClock.restore(
+    return StreamClock.restore(
         sources, allowed_lateness, orjson.loads(raw_clock) if raw_clock else None
     )
+
+
+def rebuild_index(
+    partition: int,
+    store: StateStore,
+    wake_at: Callable[[CustomerState], int | None],
+    newer: Mapping[str, CustomerState] | None = None,
+) -> tuple[DueIndex, int]:
+    """The due index of every customer of the partition, and how many there are;
+    ``newer`` holds states newer than their rows (not written yet)."""
     index = DueIndex()
-    rebuilt = 0
+    newer = newer or {}
+    for cid, state in newer.items():
+        index.set(cid, wake_at(state))
+    rebuilt = len(newer)
     for key, value in store.scan(partition):
-        if not key.startswith(CUSTOMER_KEY_PREFIX):
+        if not key.startswith(CUSTOMER_KEY_PREFIX) or key[len(CUSTOMER_KEY_PREFIX) :] in newer:
             continue
         state = CustomerState.from_dict(orjson.loads(value))
         index.set(state.customer_id, wake_at(state))
         rebuilt += 1
-    return PartitionRuntime(partition, clock, index), rebuilt
+    return index, rebuilt
+
+
+def read_history(partition: int, store: StateStore, seed: RuleHistory) -> RuleHistory:
+    """The versions the partition switched to, after ``seed`` (the worker's rules),
+    as its rows hold them: added in order, so the bound drops what it dropped."""
+    raw = store.get(rules_key(partition))
+    history = seed
+    for entry in orjson.loads(raw) if raw else ():
+        vid = entry["id"]
+        text_row = store.get(rules_text_key(partition, vid))
+        try:
+            if text_row is None:
+                raise ValueError("its text row is missing")
+            text = text_row.decode()
+            version = Version(
+                vid, load_rules(text), text, entry["effective_at"], entry["applied_at"]
+            )
+        except ValueError as exc:
+            # Skipped rather than crashing every start: the partition runs without
+            # it, and says so (a text a later release's checks refuse, say).
+            log.error("partition %d: rules version %s cannot be restored: %s", partition, vid, exc)
+            continue
+        history = history.add(version)
+    return history
+
+
+def write_history(
+    writes: dict[str, bytes], partition: int, history: RuleHistory, store: StateStore
+) -> None:
+    """Add the partition's versions after the seed to ``writes``: each text not
+    stored yet first, then the list that names them (a crash between them leaves a
+    text unnamed, never a name without its text)."""
+    switched = [v for v in history.versions if v.applied_at is not None]
+    for v in switched:
+        key = rules_text_key(partition, v.id)
+        if store.get(key) is None:
+            writes[key] = v.text.encode()
+    writes[rules_key(partition)] = orjson.dumps(
+        [{"id": v.id, "effective_at": v.effective_at, "applied_at": v.applied_at} for v in switched]
+    )
 
 
 def load_state(cid: str, partition: int, store: StateStore) -> CustomerState:

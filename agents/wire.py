@@ -7,8 +7,11 @@ The internal topic carries three kinds of message, all JSON objects:
   keyed by customer_id;
 * ``{"type": "adv", "src": "topic:partition", "until": micros}`` "advance the
   stream clock to T", forwarded by the ingest agent to every partition;
+* ``{"type": "rules", "src": "topic:partition", "effective_at": micros, "rules":
+  "<TOML>", "version": "<set id>"}`` a rules change, forwarded by the ingest agent to
+  every partition exactly as ``adv`` is (docs/rules.md "Changing rules");
 * ``{"type": "tick", "now": micros}`` a wall-clock tick from the leader;
-* ``{"type": "bundle", "items": [message, ...]}`` several ``ev``/``adv`` messages
+* ``{"type": "bundle", "items": [message, ...]}`` several ``ev``/``adv``/``rules`` messages
   for one partition, in order: the ingest agent sends one bundle per customer
   partition per batch (keyed ``__bundle__``, partition = murmur2 of each event's
   customer_id, as a keyed send would pick), so the customer agent pays Faust's
@@ -76,6 +79,19 @@ def event_message(src: str, event: Event) -> bytes:
 def advance_message(src: str, until: int) -> bytes:
     """An ``adv`` message: input partition ``src`` advances the stream clock to ``until``."""
     return orjson.dumps({"type": "adv", "src": src, "until": until})
+
+
+def rules_message(src: str, effective_at: int, text: str, version: str) -> bytes:
+    """A ``rules`` message: input partition ``src`` carried a rules change."""
+    return orjson.dumps(
+        {
+            "type": "rules",
+            "src": src,
+            "effective_at": effective_at,
+            "rules": text,
+            "version": version,
+        }
+    )
 
 
 def tick_message(now: int) -> bytes:
@@ -178,6 +194,23 @@ def read_wire_event(wire: Any, *, latest: int, earliest: int = DEFAULT_MIN_EVENT
 
 _WIRE_FIELDS = {KIND_PURCHASE: ("o", "a", "cur"), KIND_SESSION: ("s",), KIND_CONSENT: ("st",)}
 _WIRE_IDS = frozenset({"e", "c", "o", "s"})
+
+
+def read_wire_rules(msg: dict[str, Any]) -> tuple[str, int, str, str]:
+    """A ``rules`` message's (src, effective_at, text, version), exactly in the shape
+    ingest writes, or BadMessage; the text is checked by its reader."""
+    src, at, text, version = (msg.get(k) for k in ("src", "effective_at", "rules", "version"))
+    if not isinstance(src, str):
+        raise BadMessage(f"rules from unknown source {src!r}"[:300])
+    if (
+        not isinstance(at, int)
+        or isinstance(at, bool)
+        or not _TIME_RANGE[0] <= at <= _TIME_RANGE[1]
+    ):
+        raise BadMessage(f"rules 'effective_at' must be integer micros, got {at!r}"[:300])
+    if not isinstance(text, str) or not isinstance(version, str):
+        raise BadMessage("rules message without its 'rules' text and 'version'")
+    return src, at, text, version
 
 
 def bundle_items(bundle: dict[str, Any]) -> list[Any]:

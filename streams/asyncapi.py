@@ -36,6 +36,10 @@ OUTPUTS = {
     "dlq": ("dlq", "deadLetter", "dead_letter.schema.json", "topic:partition:offset"),
 }
 CUSTOMER_EVENTS = "customerEvents"
+# The rules registry (docs/rules.md "Changing rules"): its record is also a message of
+# every input channel, the marker that switches the customer partitions.
+RULES = "rules"
+CONTROL_RULES = ("controlRules", "control_rules.schema.json")
 
 DESCRIPTIONS = {
     "purchases": "Purchase events (purchase/1) from shops and apps.",
@@ -59,6 +63,11 @@ KEY_SCHEMAS: dict[str, dict[str, Any]] = {
             "customer_id for a single event; __bundle__ for a bundle (its partition is the "
             "murmur2 of its events' customer_id); __tick__ for a wall-clock tick."
         ),
+    },
+    "version": {
+        "type": "string",
+        "pattern": "^[0-9a-f]{12}$",
+        "description": "The version (set id) of the rules text; the topic is compacted on it.",
     },
     "topic:partition:offset": {
         "type": "string",
@@ -97,18 +106,26 @@ _ADV = _internal(
     src={"type": "string"},
     until={"type": "integer", "description": "stream clock, microseconds"},
 )
+_RULES = _internal(
+    "rules",
+    src={"type": "string"},
+    effective_at={"type": "integer", "description": "declared effective time, microseconds"},
+    rules={"type": "string", "description": "the rules file's TOML text"},
+    version={"type": "string", "description": "its set id"},
+)
 # The internal topic's message kinds (agents/messages.py).
 CUSTOMER_EVENT_SCHEMA: dict[str, Any] = {
     "oneOf": [
         _EV,
         _ADV,
+        _RULES,
         _internal("tick", now={"type": "integer", "description": "wall clock, microseconds"}),
         _internal(
             "bundle",
             items={
                 "type": "array",
-                "items": {"oneOf": [_EV, _ADV]},
-                "description": "ev/adv messages of one partition, in order",
+                "items": {"oneOf": [_EV, _ADV, _RULES]},
+                "description": "ev/adv/rules messages of one partition, in order",
             },
         ),
     ]
@@ -169,6 +186,11 @@ def published(topics: Topics | None = None) -> dict[str, Any]:
         schemas[message_id] = _record_schema(schema_file)
         payload = doc["channels"][channel_id]["messages"][message_id]["payload"]
         payload["$ref"] = f"#/components/schemas/{message_id}"
+    rules_id, rules_file = CONTROL_RULES
+    schemas[rules_id] = _record_schema(rules_file)
+    for channel_id in (*INPUTS, RULES):
+        payload = doc["channels"][channel_id]["messages"][rules_id]["payload"]
+        payload["$ref"] = f"#/components/schemas/{rules_id}"
     doc["components"] = {"schemas": schemas}
     return doc
 
@@ -183,6 +205,7 @@ def document(topics: Topics | None = None, *, schema_base: str = "./") -> dict[s
     topics = topics or Topics()
     channels: dict[str, Any] = {}
     operations: dict[str, Any] = {}
+    rules_id, rules_file = CONTROL_RULES
     for channel_id, (field, message_id, schema_file, key) in {**INPUTS, **OUTPUTS}.items():
         address = getattr(topics, field)
         payload = {"$ref": f"{schema_base}{schema_file}"}
@@ -190,6 +213,12 @@ def document(topics: Topics | None = None, *, schema_base: str = "./") -> dict[s
         if channel_id in INPUTS:
             messages["controlAdvance"] = _message(
                 "controlAdvance", "Stream clock marker", CONTROL_ADVANCE_SCHEMA, "optional"
+            )
+            messages[rules_id] = _message(
+                rules_id,
+                "Rules change marker (`retention rules publish`)",
+                {"$ref": f"{schema_base}{rules_file}"},
+                "optional",
             )
         channels[channel_id] = _channel(address, DESCRIPTIONS[channel_id], messages)
         if channel_id in INPUTS:
@@ -208,6 +237,34 @@ def document(topics: Topics | None = None, *, schema_base: str = "./") -> dict[s
                 f"The customer agent publishes {address}; consumers: messaging services, "
                 "analytics, ops.",
             )
+    channels[RULES] = _channel(
+        topics.rules,
+        "The published rules versions (control/rules), one partition, compacted on the "
+        "version: the registry that `retention rules publish`, a starting worker and "
+        "/retention/rules read.",
+        {
+            rules_id: _message(
+                rules_id,
+                "A published rules version",
+                {"$ref": f"{schema_base}{rules_file}"},
+                "version",
+            )
+        },
+    )
+    operations["sendRules"] = _operation(
+        "send",
+        RULES,
+        [rules_id],
+        "The first worker of a deployment publishes its rules as the seed when the topic is "
+        "empty; `retention rules publish` writes the later versions.",
+    )
+    operations["receiveRules"] = _operation(
+        "receive",
+        RULES,
+        [rules_id],
+        "A starting worker reads every published version (their markers on the input "
+        "topics switch the partitions).",
+    )
     channels[CUSTOMER_EVENTS] = _channel(
         topics.customer_events,
         "Internal: validated events per customer partition (single or bundled), "
@@ -237,7 +294,8 @@ def document(topics: Topics | None = None, *, schema_base: str = "./") -> dict[s
             "version": "1.0.0",
             "description": (
                 "Every Kafka topic of the retention processor: input events, nudge triggers, "
-                "decisions, outcomes, dead letters and the internal customer-keyed topic. "
+                "decisions, outcomes, dead letters, the rules versions and the internal "
+                "customer-keyed topic. "
                 "Generated by `retention schema asyncapi` (effective topic names)."
             ),
         },

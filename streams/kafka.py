@@ -85,9 +85,14 @@ async def ensure_topics(
                 [
                     NewTopic(
                         t,
-                        num_partitions=config.partitions,
+                        # The rules registry is one ordered log (docs/rules.md "Changing rules").
+                        num_partitions=1 if t == config.topics.rules else config.partitions,
                         replication_factor=config.replication_factor,
-                        topic_configs={"cleanup.policy": "compact"} if t in compacted else {},
+                        topic_configs=(
+                            {"cleanup.policy": "compact"}
+                            if t in compacted or t == config.topics.rules
+                            else {}
+                        ),
                     )
                     for t in missing
                 ]

@@ -13,18 +13,13 @@ restarts and crashes.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import replace
-
 from agents.core.budget import (
     CODE_CUSTOMER_OVER_BUDGET,
     CODE_PENDING_OVERFLOW,
     MAX_ENTRY_BYTES,
     PENDING_BUDGET,
-    FiringMemory,
     entry_size,
     firing_memory,
-    max_index_bytes,
     state_over_budget,
 )
 from agents.core.emissions import (
@@ -40,15 +35,16 @@ from agents.core.guardrails import (
     OUTCOME_BACKFILL,
     OUTCOME_DELIVERED,
     OUTCOME_OPTED_OUT,
-    OUTCOME_SUPERSEDED,
     Guardrails,
     delivered_due_times,
 )
-from agents.core.pending import PendingLimits
-from agents.core.rules.abstract import Facts, Predicate, Step
+from agents.core.memory import still_needed
+from agents.core.pending import pending_limits
+from agents.core.plans import Plan, SharedPlans, VersionRules
+from agents.core.rules.abstract import Predicate
 from agents.core.rules.history import RuleHistory, Version
-from agents.core.rules.model import MAX_LADDER_STEPS, ON_CHANGE_PIN, Lifecycle, Rule
-from agents.core.rules.steps import Fixed, cadence_threshold
+from agents.core.rules.model import Rule
+from agents.core.rules.steps import cadence_threshold
 from agents.core.settings import CoreSettings, LadderSettings
 from agents.core.stages import ACTIVE_STAGES, STAGE_AT_RISK, STAGE_LAPSED
 from agents.core.state import (
@@ -58,109 +54,11 @@ from agents.core.state import (
     RecentFiring,
     pending_entry,
 )
+from agents.core.switch import ACTION_RESTART, end_pins, preview, supersede, switch_actions
 from schemas.records import KIND_PURCHASE, Event
 
 # The index of the lifecycle's stage moves among a customer's timeline items.
 LIFECYCLE = -1
-# What a rules switch does to a rule a customer is mid-ladder in (preview_switch).
-ACTION_PIN = "pin"
-ACTION_RESTART = "restart"
-ACTION_UNCHANGED = "unchanged"
-ACTION_STOPPED = "stopped"
-
-
-class _Plan:
-    """One enabled rule, precomputed for the hot path: no lookup of rule text while
-    the engine runs (docs/rules.md "Rules file")."""
-
-    __slots__ = (
-        "arbitration",
-        "audience",
-        "before_lifecycle",
-        "cadence",
-        "channel",
-        "fixed",
-        "index",
-        "name",
-        "on_change",
-        "resolve",
-        "size",
-        "template",
-        "transactional",
-        "version",
-    )
-
-    def __init__(self, index: int, rule: Rule, lifecycle: Lifecycle | None) -> None:
-        self.index = index
-        self.name = rule.name
-        cancels = tuple(rule.anchor.cancel(kind) for kind in rule.cancel_on)
-        self.resolve: Callable[[Facts], int | None] = rule.anchor.resolver(cancels)
-        fixed = all(isinstance(step, Fixed) for step in rule.steps)
-        self.fixed: tuple[int, ...] | None = (
-            tuple(step.least for step in rule.steps) if fixed else None
-        )
-        self.cadence: Step | None = None if fixed else rule.steps[0]
-        self.size = len(rule.steps)
-        self.audience: tuple[Predicate, ...] = rule.audience
-        self.template = rule.template
-        self.version = rule.version
-        self.channel = rule.channel
-        self.transactional = rule.transactional
-        self.arbitration = rule.arbitration
-        self.on_change = rule.on_change
-        # Whether this rule's step goes before a stage move due at the same instant.
-        self.before_lifecycle = lifecycle is None or rule.priority < lifecycle.priority
-
-    def placed_as(self, other: _Plan) -> _Plan:
-        """This rule (of a pinned version) at ``other``'s place among the rules in
-        force: a pinned ladder keeps its version's rule but goes in the order of the
-        version in force (docs/rules.md "Changing rules")."""
-        plan = object.__new__(_Plan)
-        for name in _Plan.__slots__:
-            setattr(plan, name, getattr(self, name))
-        plan.index = other.index
-        plan.before_lifecycle = other.before_lifecycle
-        return plan
-
-    def silenced(self) -> _Plan:
-        """This rule with no step left to fire."""
-        plan = self.placed_as(self)
-        plan.size = 0
-        return plan
-
-    def threshold(self, step: int, state: CustomerState) -> int:
-        fixed = self.fixed
-        if fixed is not None:
-            return fixed[step - 1]
-        assert self.cadence is not None
-        return self.cadence.threshold(state)
-
-
-class _Rules:
-    """One rules version as the engine runs it: its enabled rules as plans, by
-    priority, and its guardrails (docs/rules.md "Changing rules")."""
-
-    __slots__ = ("by_name", "guardrails", "id", "plans", "transactional")
-
-    def __init__(self, version: Version, guardrails: Guardrails) -> None:
-        rules = version.rules
-        self.id = version.id
-        self.plans = tuple(_Plan(i, r, rules.lifecycle) for i, r in enumerate(rules.active))
-        self.by_name = {plan.name: plan for plan in self.plans}
-        self.guardrails = guardrails
-        # Rules whose deliveries are no marketing pressure: outside gap and cap.
-        self.transactional = frozenset(r.name for r in rules.active if r.transactional)
-
-
-class _Shared:
-    """What every engine of one configuration shares: each version's plans, built
-    once (Engine.with_history is called per partition and per change)."""
-
-    __slots__ = ("memory", "rules")
-
-    def __init__(self) -> None:
-        self.rules: dict[str, _Rules] = {}
-        self.memory: dict[str, FiringMemory] = {}
 
 
 class Engine:
@@ -175,9 +73,9 @@ class Engine:
         rules = settings.rule_set
         self.history = RuleHistory.seed(rules)
         self.pending_limits = pending_limits(settings)
-        self._shared = _Shared()
+        self._shared = SharedPlans()
         seed = self.history.versions[0]
-        self._shared.rules[seed.id] = _Rules(seed, Guardrails(settings))
+        self._shared.rules[seed.id] = VersionRules(seed, Guardrails(settings))
         self._shared.memory[seed.id] = firing_memory(settings)
         self._setup()
 
@@ -223,27 +121,15 @@ class Engine:
         self._current = current
         # What a record remembers of its firings (docs/guardrails.md "Guardrails"):
         # enough for every version it may run under.
-        memories = [self._shared.memory[v.id] for v in versions]
-        self.memory = FiringMemory(
-            max(m.lookup for m in memories),
-            max(m.guard for m in memories),
-            max(m.attribution for m in memories),
-            max(m.entry_bytes for m in memories),
-        )
+        self.memory = self._shared.memory_for(versions)
         self._guard_span = max(
             max(v.rules.guardrails.min_gap, v.rules.guardrails.frequency_window) for v in versions
         )
         if not self._multi:
             self._guard_span = self.settings.guard_span()
 
-    def _version_rules(self, version: Version) -> _Rules:
-        shared = self._shared
-        found = shared.rules.get(version.id)
-        if found is None:
-            found = _Rules(version, Guardrails(version.rules.guardrails))
-            shared.rules[version.id] = found
-            shared.memory[version.id] = firing_memory(replace(self.settings, rules=version.rules))
-        return found
+    def _version_rules(self, version: Version) -> VersionRules:
+        return self._shared.rules_for(version, self.settings)
 
     def in_holdout(self, customer_id: str) -> bool:
         """Whether the customer is in the control group (firings never delivered),
@@ -376,9 +262,7 @@ class Engine:
             return None
         return self._due(plans[best[1]], state)
 
-    def _next_due_at(
-        self, state: CustomerState, plans: tuple[_Plan, ...]
-    ) -> tuple[int, int] | None:
+    def _next_due_at(self, state: CustomerState, plans: tuple[Plan, ...]) -> tuple[int, int] | None:
         """(due_at, rule_index) of :meth:`next_due`, without building a :class:`Due`
         per rule: this runs on every step of :meth:`advance` and every ``wake_at``."""
         best: tuple[int, int] | None = None
@@ -400,7 +284,7 @@ class Engine:
                 best = (due_at, plan.index)
         return best
 
-    def _next_item(self, state: CustomerState, plans: tuple[_Plan, ...]) -> tuple[int, int] | None:
+    def _next_item(self, state: CustomerState, plans: tuple[Plan, ...]) -> tuple[int, int] | None:
         """(due_at, rule index or LIFECYCLE) of the customer's next timeline item."""
         best = self._next_due_at(state, plans)
         lifecycle = self.lifecycle
@@ -440,7 +324,7 @@ class Engine:
 
     # --- rules versions ------------------------------------------------------------
 
-    def _segment(self, state: CustomerState) -> _Rules:
+    def _segment(self, state: CustomerState) -> VersionRules:
         """The version the customer runs under: the one applied at its last switch
         (the oldest kept once the bound has dropped that one)."""
         return self._applied.get(state.rules_at) or self._oldest
@@ -453,12 +337,12 @@ class Engine:
                 return t
         return None
 
-    def _plans_for(self, state: CustomerState, seg: _Rules) -> tuple[_Plan, ...]:
+    def _plans_for(self, state: CustomerState, seg: VersionRules) -> tuple[Plan, ...]:
         """The segment's plans, a pinned ladder's rule taken from its pinned version."""
         ladders = state.ladders
         if not any(p.pin is not None for p in ladders.values()):
             return seg.plans
-        out: list[_Plan] = []
+        out: list[Plan] = []
         for plan in seg.plans:
             progress = ladders.get(plan.name)
             if progress is not None and progress.pin is not None:
@@ -471,24 +355,6 @@ class Engine:
                 out.append(plan)
         return tuple(out)
 
-    def _end_pins(self, state: CustomerState) -> None:
-        """A pinned ladder ends when its anchor (under its version) moves or is
-        cancelled: the rule follows the version in force again, and if that
-        version's anchor is the pinned one, that anchor's ladder is done
-        (docs/rules.md "Changing rules")."""
-        ladders = state.ladders
-        for name, progress in list(ladders.items()):
-            if progress.pin is None:
-                continue
-            pinned = self._by_id.get(progress.pin)
-            own = pinned.by_name.get(name) if pinned is not None else None
-            if own is None or own.resolve(state) == progress.anchor:
-                continue
-            now = self._segment(state).by_name.get(name)
-            anchor = now.resolve(state) if now is not None else None
-            step = MAX_LADDER_STEPS if anchor == progress.anchor else progress.step
-            ladders[name] = LadderProgress(progress.anchor, step)
-
     def _switch(self, state: CustomerState, at: int, out: list[Emission]) -> None:
         """The switch to the version applied at ``at`` (docs/rules.md "Changing
         rules"): each rule of the new version, by priority, keeps going, is pinned
@@ -496,95 +362,28 @@ class Engine:
         old = self._segment(state)
         new = self._applied[at]
         ladders = state.ladders
-        for name, action, progress, superseded in self._switch_actions(state, old, new, at):
+        for name, action, progress, superseded in switch_actions(state, old, new, at, self._by_id):
             if progress is not None:
                 ladders[name] = progress
             if action == ACTION_RESTART:
                 plan = new.by_name[name]
                 for due in superseded:
                     ladders[name] = LadderProgress(due.anchor_at, due.step)
-                    out.append(self._supersede(state, due, plan))
+                    out.append(supersede(state, due, plan, self.settings.backfill_until))
         state.rules_at = at
 
-    def _switch_actions(
-        self, state: CustomerState, old: _Rules, new: _Rules, at: int
-    ) -> list[tuple[str, str, LadderProgress | None, list[Due]]]:
-        """What the switch from ``old`` to ``new`` at ``at`` does to each rule: (rule,
-        action, its progress after (None: unchanged), the steps superseded), pure."""
-        ladders = state.ladders
-        actions: list[tuple[str, str, LadderProgress | None, list[Due]]] = []
-        # A rule gone from the new version stops, pinned or not: a removal is a
-        # removal (its progress stays, harmless; the pin goes).
-        for name, had in ladders.items():
-            if name not in new.by_name and had.pin is not None:
-                actions.append((name, ACTION_STOPPED, LadderProgress(had.anchor, had.step), []))
-        for plan in new.plans:
-            name = plan.name
-            progress = ladders.get(name)
-            pin = progress.pin if progress is not None else None
-            governing = old if pin is None else self._by_id.get(pin)
-            before = governing.by_name.get(name) if governing is not None else None
-            if before is not None and before.version == plan.version:
-                actions.append((name, ACTION_UNCHANGED, None, []))
-                continue
-            if (
-                plan.on_change == ON_CHANGE_PIN
-                and before is not None
-                and governing is not None
-                and _active(before, progress, state, at)
-            ):
-                anchor = before.resolve(state)
-                assert anchor is not None
-                k = progress.step if progress is not None and progress.anchor == anchor else 0
-                actions.append((name, ACTION_PIN, LadderProgress(anchor, k, governing.id), []))
-                continue
-            # Restart: keep the steps fired for the anchor, supersede those due by now.
-            dropped = None
-            if progress is not None and pin is not None:
-                dropped = LadderProgress(progress.anchor, progress.step)
-            anchor = plan.resolve(state)
-            superseded: list[Due] = []
-            if anchor is not None:
-                k = progress.step if progress is not None and progress.anchor == anchor else 0
-                for j in range(k + 1, plan.size + 1):
-                    threshold = plan.threshold(j, state)
-                    if anchor + threshold > at:
-                        break
-                    superseded.append(
-                        Due(anchor + threshold, plan.index, j, name, anchor, threshold)
-                    )
-            actions.append((name, ACTION_RESTART, dropped, superseded))
-        return actions
-
-    def _supersede(self, state: CustomerState, due: Due, plan: _Plan) -> Firing:
-        """A decision for a step already due at a switch: recorded, never sent, never
-        a nudge for gap, cap or attribution (so not in recent_firings)."""
-        s = self.settings
-        backfill = s.backfill_until is not None and due.due_at < s.backfill_until
-        outcome = OUTCOME_BACKFILL if backfill else OUTCOME_SUPERSEDED
-        if not backfill:
-            key = CountKey(due.rule, due.step, outcome)
-            state.decision_counts[key] = state.decision_counts.get(key, 0) + 1
-        return Firing(
-            customer_id=state.customer_id,
-            rule=due.rule,
-            rule_index=due.rule_index,
-            step=due.step,
-            threshold=due.threshold,
-            anchor_at=due.anchor_at,
-            due_at=due.due_at,
-            backfill=backfill,
-            context=context_snapshot(state),
-            outcome=outcome,
-            holdout=False,
-            template=plan.template,
-            rule_version=plan.version,
-            channel=plan.channel,
-        )
+    def preview_switch(
+        self, state: CustomerState, new: Version, at: int
+    ) -> dict[str, tuple[str, int]]:
+        """What switching to ``new`` at ``at`` would do to each rule ``state``'s
+        customer is mid-ladder in: rule -> (``"pin"``, ``"restart"``, ``"unchanged"``
+        or ``"stopped"``, the steps that would be superseded).  Pure: the row is not
+        changed (``retention rules publish --dry-run`` counts these)."""
+        return preview(state, self._segment(state), self._version_rules(new), at, self._by_id)
 
     # --- internals ---------------------------------------------------------------------
 
-    def _due(self, plan: _Plan, state: CustomerState) -> Due | None:
+    def _due(self, plan: Plan, state: CustomerState) -> Due | None:
         anchor = plan.resolve(state)
         if anchor is None:
             return None
@@ -620,10 +419,10 @@ class Engine:
                     )
         state.apply(event, self.settings.active_window)
         if self._multi:
-            self._end_pins(state)
+            end_pins(state, self._by_id, self._segment(state))
 
     def _fire(
-        self, state: CustomerState, due: Due, plan: _Plan, outranked: bool, seg: _Rules
+        self, state: CustomerState, due: Due, plan: Plan, outranked: bool, seg: VersionRules
     ) -> Firing:
         if self._multi:
             state.ladders[due.rule] = _progress(state, due.rule, due)
@@ -675,106 +474,18 @@ class Engine:
         recent.append(RecentFiring(due.due_at, due.rule, due.step, due.anchor_at, outcome))
         if len(recent) > self.memory.lookup:
             seg = self._segment(state) if self._multi else self._oldest
-            recent[:] = self._still_needed(recent, due.due_at, seg.transactional)
-
-    def _still_needed(
-        self, recent: list[RecentFiring], now: int, transactional: frozenset[str]
-    ) -> list[RecentFiring]:
-        """The firings a guardrail, an attribution or a lookup can still need after a
-        firing due at ``now`` (docs/guardrails.md "Guardrails"), oldest first.
-
-        Later firings are due at ``now`` or after, and later orders are dated after
-        it, so: delivered nudges due after now - max(gap, window), of which only the
-        newest ``frequency_cap`` can matter; delivered or holdout firings not yet
-        converted and due at or after now - attribution window; and the newest few
-        for lookups.  Each group is bounded by :func:`firing_memory`, which keeps
-        the row in its byte budget; in time order the bounds never bite (only late
-        events can push a group past its bound: its oldest entries go first).
-        """
-        mem = self.memory
-        keep = set(range(max(0, len(recent) - mem.lookup), len(recent)))
-        guard_from = now - self._guard_span
-        sent = [
-            i
-            for i, f in enumerate(recent)
-            if f.outcome == OUTCOME_DELIVERED
-            and f.due_at > guard_from
-            and f.rule not in transactional
-        ]
-        keep.update(_newest(recent, sent, mem.guard))
-        attribution_from = now - self._attribution_window
-        open_ = [
-            i
-            for i, f in enumerate(recent)
-            if f.converted_at is None and f.outcome in ATTRIBUTED and f.due_at >= attribution_from
-        ]
-        keep.update(_newest(recent, open_, mem.attribution))
-        return [f for i, f in enumerate(recent) if i in keep]
-
-
-def _newest(recent: list[RecentFiring], indexes: list[int], n: int) -> list[int]:
-    """The ``n`` of ``indexes`` whose firings are due last (by position among equals)."""
-    if n <= 0:
-        return []
-    return sorted(indexes, key=lambda i: (recent[i].due_at, i))[-n:]
-
-
-def pending_limits(settings: CoreSettings) -> PendingLimits:
-    """The row's share of the pending queue and the size of an overflow row, checked
-    against the byte budget (docs/budget.md "Byte budget"): however the hostile-input cap
-    is filled, the overflow index stays within half the row's pending budget."""
-    index = max_index_bytes(settings.max_pending_bytes, settings.pending_chunk_bytes)
-    if index > PENDING_BUDGET // 2 or settings.pending_chunk_bytes > PENDING_BUDGET:
-        raise ValueError(
-            f"max_pending_bytes {settings.max_pending_bytes} with overflow rows of "
-            f"{settings.pending_chunk_bytes} bytes could need a {index}-byte index: "
-            f"over half of {PENDING_BUDGET}"
-        )
-    return PendingLimits(settings.max_pending_events, PENDING_BUDGET, settings.pending_chunk_bytes)
+            recent[:] = still_needed(
+                recent,
+                due.due_at,
+                self.memory,
+                guard_span=self._guard_span,
+                attribution_window=self._attribution_window,
+                transactional=seg.transactional,
+            )
 
 
 # Today's name of the cadence step's threshold (docs/rules.md "Rules file").
 overdue_threshold = cadence_threshold
-
-
-def preview_switch(
-    engine: Engine, state: CustomerState, new: Version, at: int
-) -> dict[str, tuple[str, int]]:
-    """What switching to ``new`` at ``at`` would do to each rule ``state``'s customer
-    is mid-ladder in (its ladder active at ``at`` under the version governing it):
-    rule -> (``"pin"``, ``"restart"``, ``"unchanged"`` or ``"stopped"``, the steps
-    that would be superseded).  Pure: the row is not changed (docs/rules.md "Changing
-    rules"; ``retention rules publish --dry-run`` counts these)."""
-    old = engine._segment(state)
-    target = engine._version_rules(new)
-    actions = {
-        name: (action, len(superseded))
-        for name, action, _, superseded in engine._switch_actions(state, old, target, at)
-    }
-    out: dict[str, tuple[str, int]] = {}
-    ladders = state.ladders
-    names = [*old.by_name, *(n for n, p in ladders.items() if p.pin and n not in old.by_name)]
-    for name in names:
-        progress = ladders.get(name)
-        governing = old
-        if progress is not None and progress.pin is not None:
-            governing = engine._by_id.get(progress.pin) or old
-        plan = governing.by_name.get(name)
-        if plan is None or not _active(plan, progress, state, at):
-            continue
-        # A rule the new version lacks (or disables) stops.
-        out[name] = actions.get(name, (ACTION_STOPPED, 0))
-    return out
-
-
-def _active(plan: _Plan, progress: LadderProgress | None, state: CustomerState, at: int) -> bool:
-    """Whether the customer is mid-ladder in ``plan`` at ``at``: its anchor exists, is
-    not cancelled, is before ``at``, and not every step fired for it."""
-    anchor = plan.resolve(state)
-    if anchor is None or anchor >= at:
-        return False
-    k = progress.step if progress is not None and progress.anchor == anchor else 0
-    return k < plan.size
 
 
 def _progress(state: CustomerState, name: str, due: Due) -> LadderProgress:

@@ -29,7 +29,8 @@ from typing import Any
 
 import orjson
 
-from agents.core.budget import MAX_ENTRY_BYTES, entry_size
+from agents.core.budget import MAX_ENTRY_BYTES, PENDING_BUDGET, entry_size, max_index_bytes
+from agents.core.settings import CoreSettings
 
 Entry = dict[str, Any]
 # Reads the stored chunk of a slot (None: no such row).
@@ -304,3 +305,17 @@ def _free(taken: set[int]) -> int:
     while slot in taken:
         slot += 1
     return slot
+
+
+def pending_limits(settings: CoreSettings) -> PendingLimits:
+    """The row's share of the pending queue and the size of an overflow row, checked
+    against the byte budget (docs/budget.md "Byte budget"): however the hostile-input cap
+    is filled, the overflow index stays within half the row's pending budget."""
+    index = max_index_bytes(settings.max_pending_bytes, settings.pending_chunk_bytes)
+    if index > PENDING_BUDGET // 2 or settings.pending_chunk_bytes > PENDING_BUDGET:
+        raise ValueError(
+            f"max_pending_bytes {settings.max_pending_bytes} with overflow rows of "
+            f"{settings.pending_chunk_bytes} bytes could need a {index}-byte index: "
+            f"over half of {PENDING_BUDGET}"
+        )
+    return PendingLimits(settings.max_pending_events, PENDING_BUDGET, settings.pending_chunk_bytes)

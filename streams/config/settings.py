@@ -114,6 +114,9 @@ class Config:
     # The rules file's text as checked at load, for the offline reference, which
     # reads the text itself (it is the oracle: never the engine's parsed rules).
     rules_text: str | None = field(default=None, repr=False, compare=False)
+    # Wall mode: how far ahead of now a published rules change must take effect, so that
+    # every partition learns of it before its clock passes it (docs/rules.md "Changing rules").
+    rules_lead: int = 300 * MICROS_PER_SECOND
     clv_lifetime_years: float = 2.0
     log_level: str = "info"
 
@@ -341,6 +344,13 @@ SETTINGS: tuple[Setting, ...] = (
         OptionalText(),
         "the rules file (TOML, docs/rules.md), checked at start-up; unset: the default rules,"
         " edited by the deprecated rule and guardrail settings",
+    ),
+    Setting(
+        "rules_lead",
+        "rules_lead",
+        Duration(),
+        "wall mode: the least time from now to a published rules change's effective time"
+        " (`retention rules publish`)",
     ),
     Setting(
         "second_purchase_steps", "core.second_purchase.steps", Steps(), "second_purchase ladder"

@@ -21,6 +21,10 @@ class Topics:
     dlq: str = "retention.dlq"
     # Internal: validated events re-keyed by customer_id, plus clock messages.
     customer_events: str = "retention.customer-events"
+    # The registry of published rules versions (docs/rules.md "Changing rules"): one
+    # partition, compacted, key = the set id. Not an input: markers reach the partitions
+    # through the input topics, in order with the events.
+    rules: str = "retention.rules"
 
     def inputs(self) -> tuple[str, str, str]:
         return (self.purchases, self.sessions, self.consents)
@@ -29,7 +33,7 @@ class Topics:
         return (self.nudges, self.decisions, self.outcomes, self.dlq)
 
     def all(self) -> tuple[str, ...]:
-        return (*self.inputs(), *self.outputs(), self.customer_events)
+        return (*self.inputs(), *self.outputs(), self.customer_events, self.rules)
 
     def resolve(self, name: str) -> str:
         """A short name (``nudges``, ``customer_events`` or ``customer-events``) or a full

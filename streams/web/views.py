@@ -25,7 +25,7 @@ import dataclasses
 import hashlib
 import mimetypes
 import re
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -45,7 +45,7 @@ from streams.asyncapi import published as asyncapi_document
 from streams.config import Config
 from streams.web.summary import SCOPES, Summaries, parse_as_of
 from streams.worker.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
-from streams.worker.observe import ObservedWorker
+from streams.worker.observe import ObservedWorker, PartitionRules
 from streams.worker.readmodel import pending_nudges
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
@@ -90,13 +90,14 @@ def customer_view(worker: ObservedWorker, raw: bytes) -> dict[str, Any]:
     state = CustomerState.from_dict(orjson.loads(raw))
     shown = {k: v for k, v in state.to_dict().items() if k not in HIDDEN_STATE_FIELDS}
     shown["pending_events"] = state.pending_count()  # in the row and its overflow rows
+    engine = worker.engine_for(state.partition or 0)  # its partition's rules versions
     return {
         "customer_id": state.customer_id,
         "state": shown,
-        "pending": pending_nudges(worker.engine, state),
-        "next_steps": next_steps(worker.engine, state),
+        "pending": pending_nudges(engine, state),
+        "next_steps": next_steps(engine, state),
         "recent_decisions": state.recent_decisions(),
-        "holdout": worker.engine.in_holdout(state.customer_id),
+        "holdout": engine.in_holdout(state.customer_id),
         "served_by": worker.web_address,
     }
 
@@ -191,8 +192,39 @@ def rule_set_version(rules: RuleSet) -> str:
     return hashlib.sha256(text).hexdigest()[:12]
 
 
-def rules_view(config: Config) -> dict[str, Any]:
-    """``GET /retention/rules``: the active rule set, its source and versions."""
+def versions_shown(partitions: Sequence[PartitionRules]) -> list[dict[str, Any]]:
+    """The rules versions of the worker's partitions (docs/rules.md "Changing rules"):
+    one entry per version and state, with the partitions in that state, so that
+    partitions that switched at different instants (late) or not yet show apart."""
+    entries: dict[tuple[Any, ...], dict[str, Any]] = {}
+    for part in partitions:
+        for v in part.versions:
+            key = (v.id, v.effective_at, v.applied_at, v.in_force, v.scheduled)
+            entry = entries.get(key)
+            if entry is None:
+                entry = entries[key] = {
+                    "id": v.id,
+                    "effective_at": None if v.effective_at is None else iso(v.effective_at),
+                    "applied_at": iso(v.applied_at) if v.late and v.applied_at else None,
+                    "late": v.late and v.applied_at is not None,
+                    "in_force": v.in_force,
+                    "scheduled": v.scheduled,
+                    "rules": {
+                        name: {"version": version, "on_change": on_change}
+                        for name, version, on_change in v.rules
+                    },
+                    "partitions": [],
+                }
+            entry["partitions"].append(part.partition)
+    return sorted(
+        entries.values(),
+        key=lambda e: (e["applied_at"] or e["effective_at"] or "", e["id"], e["partitions"]),
+    )
+
+
+def rules_view(config: Config, partitions: Sequence[PartitionRules] = ()) -> dict[str, Any]:
+    """``GET /retention/rules``: the active rule set, its source and versions, and the
+    versions in force and scheduled on the worker's partitions."""
     rules = config.core.rule_set
     lifecycle = rules.lifecycle
     return {
@@ -208,6 +240,7 @@ def rules_view(config: Config) -> dict[str, Any]:
             "priority": lifecycle.priority,
         },
         "rules": [rule_shown(r) for r in rules.rules],
+        "versions": versions_shown(partitions),
     }
 
 
@@ -327,8 +360,9 @@ async def forward(worker: ObservedWorker, request: web.Request, owner: str) -> R
 
 
 async def rules(site: Site, request: web.Request) -> Reply:
-    """The rule set this worker runs: every rule, the guardrails, source and versions."""
-    return json_reply(rules_view(site.worker.config))
+    """The rule set this worker runs: every rule, the guardrails, source and versions,
+    and the rules versions in force and scheduled on its partitions."""
+    return json_reply(rules_view(site.worker.config, site.worker.snapshot().rules))
 
 
 async def summary(site: Site, request: web.Request) -> Reply:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any, TypedDict
 
 import aiohttp
@@ -24,6 +24,7 @@ from agents.contract import CLOCK_KEY_PREFIX
 from agents.core.clock import NEVER, StreamClock, WallClock, clock_mode, system_clock
 from agents.core.engine import Engine
 from agents.core.guardrails import OUTCOMES
+from agents.core.rules.history import Version
 from agents.core.timeutil import MICROS_PER_SECOND, iso
 from agents.faust_agents import CustomerAgent, IngestAgent, Send, crash_only
 from agents.messages import CONTROL_ADVANCE, dumps
@@ -41,7 +42,14 @@ from streams.faust_adapter import (
 from streams.worker.faults import FaultInjector
 from streams.worker.faust_settings import faust_settings
 from streams.worker.metrics import Metrics
-from streams.worker.observe import PartitionClock, PartitionRows, ReadModelStatus, Snapshot
+from streams.worker.observe import (
+    PartitionClock,
+    PartitionRows,
+    PartitionRules,
+    ReadModelStatus,
+    RulesVersion,
+    Snapshot,
+)
 from streams.worker.processors import build_processors
 from streams.worker.readmodel import ReadModelWriter, connect
 
@@ -108,6 +116,7 @@ class RetentionApp:
             connect=lambda: connect(config),
             prefix=config.redis_prefix,
             engine=self.processor.engine,
+            engine_of=self.engine_for,
             wall_clock=wall_clock,
             owned=self.owned_partitions,
             ready=self.is_ready,
@@ -149,6 +158,12 @@ class RetentionApp:
             register(self.faust_app, self)
 
     # --- what the web views, the summary and the read model ask -------------------------
+
+    def engine_for(self, partition: int) -> Engine:
+        """The engine of a customer partition: the rules versions it switched to
+        (docs/rules.md "Changing rules"); the worker's own before it runs."""
+        rt = self.processor.runtimes.get(partition)
+        return rt.engine if rt is not None else self.processor.engine
 
     @property
     def engine(self) -> Engine:
@@ -299,6 +314,8 @@ class RetentionApp:
             ),
             clock_warnings=tuple(proc.clock_warnings(self.config.clock_idle_timeout)),
             partition_warnings=dict(self.partition_warnings),
+            rules=rules_snapshot(proc.rule_versions()),
+            rules_late=proc.rules_late,
         )
 
     def _watermarks(self, owned: Iterable[int]) -> dict[int, int | None]:
@@ -412,3 +429,26 @@ class RetentionApp:
         set_producer_buffer_limit(self.faust_app, max(100, 4 * self.config.batch_max))
         send: Send = self.faust_app.producer.send
         return send
+
+
+def rules_snapshot(
+    by_partition: Mapping[int, Iterable[tuple[Version, bool, bool]]],
+) -> tuple[PartitionRules, ...]:
+    """:meth:`agents.customer.CustomerProcessor.rule_versions` as plain values."""
+    return tuple(
+        PartitionRules(
+            p,
+            tuple(
+                RulesVersion(
+                    v.id,
+                    v.effective_at,
+                    v.applied_at,
+                    in_force,
+                    scheduled,
+                    tuple((r.name, r.version, r.on_change) for r in v.rules.rules),
+                )
+                for v, in_force, scheduled in versions
+            ),
+        )
+        for p, versions in sorted(by_partition.items())
+    )

@@ -20,7 +20,7 @@ from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from agents.core.timeutil import LENIENT_FORMS
+from agents.core.timeutil import LENIENT_FORMS, iso
 from streams.worker.observe import PartitionClock, Snapshot
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -77,6 +77,17 @@ def _decisions(s: Snapshot) -> Samples:
     # Every series the ladders can produce, from 0 (observe.Snapshot.decision_series).
     counts = {**dict.fromkeys(s.decision_series, 0), **s.decisions}
     return [((r, str(step), o), n) for (r, step, o), n in sorted(counts.items())]
+
+
+def _version_info(s: Snapshot) -> Samples:
+    """1 for the version in force on any owned partition, 0 for a scheduled one."""
+    shown: dict[tuple[str, str], float] = {}
+    for part in s.rules:
+        for v in part.versions:
+            if v.in_force or v.scheduled:
+                key = (v.id, "" if v.effective_at is None else iso(v.effective_at))
+                shown[key] = max(shown.get(key, 0.0), 1.0 if v.in_force else 0.0)
+    return sorted(shown.items())
 
 
 def _per_clock(s: Snapshot, value: Callable[[PartitionClock], float], moved: bool) -> Samples:
@@ -158,6 +169,27 @@ METRICS: tuple[MetricDef, ...] = (
         "Rule firings by rule, step and outcome (delivered or a suppression reason)",
         ("rule", "step", "outcome"),
         _decisions,
+    ),
+    MetricDef(
+        "retention_rules_late",
+        "counter",
+        "Rules versions a partition learned of after its clock had passed their effective "
+        "time (applied at its clock + 1 µs instead)",
+        samples=lambda s: one(s.rules_late),
+    ),
+    MetricDef(
+        "retention_rules_version_info",
+        "gauge",
+        "1 for the rules version in force on owned partitions, 0 for a scheduled one "
+        "(effective_at empty: the seed)",
+        ("version", "effective_at"),
+        _version_info,
+    ),
+    MetricDef(
+        "retention_rules_versions",
+        "gauge",
+        "Rules versions kept by owned partitions (in force, pinned-to and scheduled)",
+        samples=lambda s: one(len({v.id for part in s.rules for v in part.versions})),
     ),
     MetricDef(
         "retention_due_index_size",

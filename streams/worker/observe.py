@@ -46,6 +46,32 @@ class PartitionClock:
 
 
 @dataclass(frozen=True, slots=True)
+class RulesVersion:
+    """One rules version of a partition's history (docs/rules.md "Changing rules")."""
+
+    id: str
+    effective_at: int | None  # declared, micros; None for the seed
+    applied_at: int | None  # when the partition switched (differs when late); None: seed
+    in_force: bool  # the newest applied at or before the partition's clock
+    scheduled: bool  # applied after the partition's clock: not switched to yet
+    # name -> (rule_version, on_change), in file order
+    rules: tuple[tuple[str, str, str], ...] = ()
+
+    @property
+    def late(self) -> bool:
+        return self.applied_at != self.effective_at
+
+
+@dataclass(frozen=True, slots=True)
+class PartitionRules:
+    """The rules versions one customer partition keeps: the one in force, those
+    ladders may be pinned to and the scheduled ones."""
+
+    partition: int
+    versions: tuple[RulesVersion, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class ReadModelStatus:
     """The Redis read-model writer, as its counters stand."""
 
@@ -95,6 +121,10 @@ class Snapshot:
     clock_warnings: tuple[str, ...] = ()  # docs/time.md "Time": stuck stream clocks
     # Start-up check: topic -> warning, for a partition count not the configured one.
     partition_warnings: Mapping[str, str] = field(default_factory=dict)
+    # Rules versions by partition, and how many arrived after a partition's clock had
+    # passed their effective time (docs/rules.md "Changing rules").
+    rules: tuple[PartitionRules, ...] = ()
+    rules_late: int = 0
 
 
 class ObservedWorker(Protocol):
@@ -112,6 +142,10 @@ class ObservedWorker(Protocol):
     @property
     def web_address(self) -> str:
         """host:port others reach this worker's web server at (Snapshot.worker)."""
+        ...
+
+    def engine_for(self, partition: int) -> Engine:
+        """The engine running the rules versions of a customer partition."""
         ...
 
     def wall_clock(self) -> int: ...

@@ -8,11 +8,12 @@ of Faust or Kafka is imported (docs/design.md, "Layout").
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import NamedTuple
 
 from agents.core.clock import WallClock
 from agents.core.engine import Engine
+from agents.core.rules.history import Version
 from agents.customer import CustomerProcessor, input_sources
 from agents.ingest import IngestProcessor
 from streams.config import Config
@@ -24,12 +25,17 @@ class Processors(NamedTuple):
 
 
 def build_processors(
-    config: Config, wall_clock: WallClock, sources: Iterable[str] | None = None
+    config: Config,
+    wall_clock: WallClock,
+    sources: Iterable[str] | None = None,
+    versions: Sequence[Version] = (),
 ) -> Processors:
     """Ingest and customer processors for ``config``'s topics, partition count and
     clock mode; both read ``wall_clock`` (the future-timestamp bound, wall ticks).
     ``sources``, the input partitions that move the stream clock, are every
-    partition of every input topic unless given (the unit tests narrow them)."""
+    partition of every input topic unless given (the unit tests narrow them).
+    ``versions`` are the rules versions published after the configured rules (the
+    rules topic, docs/rules.md "Changing rules"); each partition adopts them."""
     topics = config.topics
     ingest = IngestProcessor(
         customer_topic=topics.customer_events,
@@ -52,5 +58,6 @@ def build_processors(
         wall_clock=wall_clock,
         future_tolerance=config.future_tolerance,
         min_event_time=config.min_event_time,
+        versions=versions,
     )
     return Processors(ingest, customer)

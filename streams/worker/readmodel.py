@@ -73,6 +73,10 @@ return written
 """
 
 
+# A partition -> the engine running its rules versions (agents.customer).
+EngineOf = Callable[[int], Engine]
+
+
 def customer_key(prefix: str, customer_id: str) -> str:
     return f"{prefix}customer:{customer_id}"
 
@@ -104,11 +108,19 @@ def hash_fields(state: CustomerState, engine: Engine, *, now: int) -> dict[str, 
     }
 
 
-def row_fields(raw: bytes, engine: Engine, *, now: int) -> dict[str, str]:
+def row_fields(
+    raw: bytes, engine: Engine, *, now: int, engine_of: EngineOf | None = None
+) -> dict[str, str]:
     """:func:`hash_fields` of a serialised table row, without decoding the parts of
     the row the hash does not show (dedup memory, pending events, firings, counts):
-    the flush runs this for every changed customer."""
-    state = CustomerState.summary_from_dict(orjson.loads(raw))
+    the flush runs this for every changed customer.  ``engine_of`` gives the engine
+    of the row's partition, which runs that partition's rules versions (docs/rules.md
+    "Changing rules"); the row's last switch (``rv``) says which one judges it."""
+    d = orjson.loads(raw)
+    state = CustomerState.summary_from_dict(d)
+    if engine_of is not None:
+        state.rules_at = d.get("rv")
+        engine = engine_of(int(d.get("partition", 0)))
     return hash_fields(state, engine, now=now)
 
 
@@ -128,10 +140,17 @@ def connect(config: Config) -> aioredis.Redis:
 class HashWriter:
     """Writes customer states with the version guard, a batch per script call."""
 
-    def __init__(self, client: aioredis.Redis, prefix: str, engine: Engine) -> None:
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        prefix: str,
+        engine: Engine,
+        engine_of: EngineOf | None = None,
+    ) -> None:
         self.client = client
         self.prefix = prefix
         self.engine = engine
+        self.engine_of = engine_of
         self.script = client.register_script(WRITE_ALL_IF_NEWER)
 
     async def write(self, states: Sequence[bytes], now: int) -> tuple[int, int]:
@@ -141,7 +160,7 @@ class HashWriter:
         keys: list[str] = []
         rows: list[list[str]] = []
         for raw in states:
-            fields = row_fields(raw, self.engine, now=now)
+            fields = row_fields(raw, self.engine, now=now, engine_of=self.engine_of)
             keys.append(customer_key(self.prefix, fields["customer_id"]))
             row = [fields["version"]]
             for item in fields.items():
@@ -177,10 +196,12 @@ class ReadModelWriter:
         batch_size: int = 500,
         max_dirty: int = 200_000,
         max_backoff: float = 5.0,
+        engine_of: EngineOf | None = None,
     ) -> None:
         self._connect = connect
         self.prefix = prefix
         self.engine = engine
+        self.engine_of = engine_of
         self.wall_clock = wall_clock
         self.owned = owned
         self.ready = ready
@@ -291,7 +312,7 @@ class ReadModelWriter:
         if writer is None:
             client = self._connect()
             await client.ping()
-            writer = self._writer = HashWriter(client, self.prefix, self.engine)
+            writer = self._writer = HashWriter(client, self.prefix, self.engine, self.engine_of)
         self.redis_up = True
         if self.resync:
             await self._resync(writer)

@@ -7,7 +7,7 @@ Times are microseconds since the epoch, like everywhere inside the processor;
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -20,6 +20,7 @@ from agents.core.clock import WallClock
 from agents.core.emissions import Emission
 from agents.core.engine import Engine
 from agents.core.ids import holdout_bucket
+from agents.core.rules.history import Version
 from agents.core.settings import DAY, HOUR, CoreSettings
 from agents.core.state import CustomerState
 from agents.core.timeutil import DEFAULT_MIN_EVENT_TIME, MICROS_PER_SECOND, iso, to_micros
@@ -122,9 +123,11 @@ def processors(
     future_tolerance: int = DAY,
     sources: Iterable[str] | None = None,
     min_event_time: int = DEFAULT_MIN_EVENT_TIME,
+    versions: Sequence[Version] = (),
 ) -> Processors:
     """The ingest and customer processors as the worker builds them
-    (streams/worker/processors.py), on the default topic names."""
+    (streams/worker/processors.py), on the default topic names; ``versions``: rules
+    versions the worker read from the rules topic."""
     config = Config(
         partitions=partitions,
         clock=mode,
@@ -133,7 +136,7 @@ def processors(
         future_tolerance=future_tolerance,
         min_event_time=min_event_time,
     )
-    return build_processors(config, wall, sources)
+    return build_processors(config, wall, sources, versions)
 
 
 def line_of(event: Event) -> bytes:

@@ -11,6 +11,8 @@ import orjson
 import pytest
 
 from agents.core.clock import ManualClock
+from agents.core.rules import default_text, load_rules
+from agents.core.rules.history import set_id
 from agents.core.timeutil import to_micros
 from agents.ingest import MAX_ORIGINAL_BYTES, IngestProcessor
 from schemas.records import Event
@@ -253,3 +255,98 @@ def test_the_earliest_event_time_is_the_configured_absolute_instant() -> None:
     on_time = orjson.dumps({**PURCHASE, "occurred_at": "2000-01-01T00:00:00Z"})
     [out], _ = h.handle(on_time, PURCHASES, 3, 1042)
     assert out.topic == CUSTOMER_TOPIC
+
+
+# --- control/rules (docs/rules.md "Changing rules") --------------------------------------
+
+RULES_TEXT = default_text().replace('steps = ["P7D", "P14D", "P30D"]', 'steps = ["P5D", "P14D"]')
+RULES_ID = set_id(load_rules(RULES_TEXT))
+EFFECTIVE = "2026-03-20T00:00:00Z"
+
+
+def rules_record(**changes: Any) -> dict[str, Any]:
+    record = {"schema": "control/rules", "effective_at": EFFECTIVE, "rules": RULES_TEXT}
+    record.update(changes)
+    return {k: v for k, v in record.items() if v is not None}
+
+
+def test_a_rules_marker_goes_to_every_customer_partition_in_order_with_the_events() -> None:
+    h = handler(partitions=4)
+    raw = orjson.dumps(rules_record(version=RULES_ID))
+    outputs, controls = h.handle(raw, "retention.sessions", 2, 99)
+    assert outputs == []
+    assert [p for p, _ in controls] == [0, 1, 2, 3]
+    for _, payload in controls:
+        assert orjson.loads(payload) == {
+            "type": "rules",
+            "src": "retention.sessions:2",
+            "effective_at": to_micros(datetime(2026, 3, 20, tzinfo=UTC)),
+            "rules": RULES_TEXT,
+            "version": RULES_ID,
+        }
+    assert h.rules_markers == 1 and not h.dead_letters
+
+
+def test_a_rules_marker_without_a_version_and_with_the_schema_last_is_forwarded() -> None:
+    # Keys in any order: "schema" may come after a long text.
+    raw = orjson.dumps({"rules": RULES_TEXT, "effective_at": EFFECTIVE, "schema": "control/rules"})
+    _, controls = handler(partitions=2).handle(raw, PURCHASES, 0, 7)
+    assert [orjson.loads(c)["version"] for _, c in controls] == [RULES_ID, RULES_ID]
+
+
+def test_a_change_may_be_scheduled_up_to_a_year_ahead() -> None:
+    h = handler()
+    _, controls = h.handle(
+        orjson.dumps(rules_record(effective_at="2027-03-01T00:00:00Z")), PURCHASES, 0, 1
+    )
+    assert len(controls) == 4 and not h.dead_letters
+
+
+@pytest.mark.parametrize(
+    ("changes", "why"),
+    [
+        ({"rules": "format = 1\n[[rule]\n"}, "not valid TOML"),
+        ({"rules": RULES_TEXT.replace('"P5D"', '"5 days"')}, "the rules do not load"),
+        ({"rules": 42}, "'rules' must be the rules file's TOML text"),
+        ({"rules": None}, "'rules' must be the rules file's TOML text"),
+        ({"version": "0123456789ab"}, f"is not the rules' set id {RULES_ID}"),
+        ({"effective_at": None}, "effective_at must be an RFC 3339 date-time"),
+        ({"effective_at": "next week"}, "effective_at must be an RFC 3339 date-time"),
+        ({"effective_at": "2026-03-20T00:00:00"}, "effective_at must be an RFC 3339 date-time"),
+        ({"effective_at": "1969-12-31T23:59:59Z"}, "before the earliest accepted event time"),
+        ({"effective_at": "2027-03-12T00:00:00Z"}, "a change is scheduled at most a year ahead"),
+    ],
+)
+def test_a_bad_rules_marker_is_an_invalid_rules_dead_letter(
+    changes: dict[str, Any], why: str
+) -> None:
+    h = handler()
+    letter = dead_letter(h, orjson.dumps(rules_record(**changes)))
+    assert letter["error_code"] == "invalid_rules"
+    assert letter["error"].startswith("control/rules: ") and why in letter["error"]
+    assert h.dead_letters == {"invalid_rules": 1} and h.rules_markers == 0
+
+
+def test_a_rules_marker_over_the_size_bound_is_too_large_like_any_input() -> None:
+    raw = orjson.dumps(rules_record(rules=RULES_TEXT + "#" * 70_000))
+    assert dead_letter(handler(), raw)["error_code"] == "too_large"
+
+
+def test_an_event_whose_text_mentions_control_rules_keeps_its_own_error() -> None:
+    raw = orjson.dumps({"schema": "refund/1", "note": "control/rules"})
+    letter = dead_letter(handler(), raw)
+    assert letter["error_code"] == "unknown_schema" and "refund/1" in letter["error"]
+
+
+def test_a_rules_marker_whose_text_mentions_control_advance_early_is_a_rules_marker() -> None:
+    raw = orjson.dumps(
+        {
+            "rules": "# not a control/advance\n" + RULES_TEXT,
+            "schema": "control/rules",
+            "effective_at": EFFECTIVE,
+        }
+    )
+    assert b"control/advance" in raw[:64]
+    h = handler()
+    _, controls = h.handle(raw, PURCHASES, 0, 3)
+    assert len(controls) == 4 and h.rules_markers == 1 and h.markers == 0

@@ -37,6 +37,7 @@ CONTRACTS = {
     "outcomes": records.SCHEMA_OUTCOME,
     "dlq": records.SCHEMA_DEAD_LETTER,
     "customer_events": None,
+    "rules": "control/rules",
 }
 
 
@@ -78,7 +79,8 @@ def test_the_parser_really_reports_the_references_a_saved_copy_cannot_follow(
     tmp_path: Path,
 ) -> None:
     found = parser_errors(document(), tmp_path / "asyncapi.json")
-    assert len(found) == 7 and all(e.startswith("invalid-ref") for e in found), found
+    # one per schema file: the 7 records' and the rules marker's (control_rules.schema.json)
+    assert len(found) == 8 and all(e.startswith("invalid-ref") for e in found), found
 
 
 def test_bundled_payloads_are_the_record_schemas() -> None:
@@ -95,7 +97,7 @@ def test_bundled_payloads_are_the_record_schemas() -> None:
             assert bundled[message_id] == {
                 k: v for k, v in on_disk.items() if k not in ("$schema", "$id")
             }
-    assert len(bundled) == 7
+    assert len(bundled) == 8
 
 
 def test_checked_in_document_equals_what_the_code_generates() -> None:
@@ -112,14 +114,17 @@ def test_one_channel_per_configured_topic_with_its_record_schema_and_key() -> No
     for name, contract in CONTRACTS.items():
         channel = by_address[getattr(topics, name)]
         assert channel["bindings"]["kafka"]["topic"] == channel["address"]
-        main = [m for m in channel["messages"].values() if m["name"] != "controlAdvance"]
+        markers = ("controlAdvance", "controlRules")
+        main = [m for m in channel["messages"].values() if m["name"] not in markers]
+        if name == "rules":
+            main = list(channel["messages"].values())
         assert len(main) == 1
         message = main[0]
         key = message["bindings"]["kafka"]["key"]
         payload = message["payload"]
         if contract is None:
             kinds = {s["properties"]["type"]["const"] for s in payload["oneOf"]}
-            assert kinds == {"ev", "adv", "tick", "bundle"}  # agents/messages.py
+            assert kinds == {"ev", "adv", "rules", "tick", "bundle"}  # agents/wire.py
             assert "__bundle__" in key["description"] and "__tick__" in key["description"]
             continue
         schema_file = ROOT / "schemas" / payload["$ref"].removeprefix("./")
@@ -128,6 +133,9 @@ def test_one_channel_per_configured_topic_with_its_record_schema_and_key() -> No
         if channel["address"] in topics.inputs():  # any key, and the replay clock marker
             assert key["type"] == ["string", "null"]
             assert "controlAdvance" in channel["messages"]
+            assert "controlRules" in channel["messages"]
+        elif name == "rules":  # compacted on the version
+            assert key["pattern"] == "^[0-9a-f]{12}$"
         elif name == "dlq":
             assert key["pattern"] == "^.+:[0-9]+:[0-9]+$"
         else:
@@ -153,6 +161,7 @@ def test_operations_say_who_receives_and_who_sends_every_channel() -> None:
         "outcomes": {"send"},
         "dlq": {"send"},
         "customerEvents": {"send", "receive"},
+        "rules": {"send", "receive"},
     }
 
 

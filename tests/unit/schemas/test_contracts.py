@@ -48,6 +48,8 @@ INPUTS = ("purchase", "session", "consent")
 OUTPUTS = ("decision", "nudge", "dead_letter", "outcome")
 # Not a message: the rules file (tests/unit/agents/core/rules/test_schema.py).
 FILES = ("rules",)
+# Control records of the input topics (tests/unit/schemas/test_control_rules.py).
+CONTROLS = ("control_rules",)
 NOW = to_micros(datetime(2026, 3, 10, 12, 0, tzinfo=UTC))
 FAR_FUTURE = 2**62  # disables the future_timestamp check
 HUGE = 1 << 30  # disables the too_large check
@@ -57,7 +59,7 @@ def load(name: str) -> dict[str, Any]:
     return json.loads((SCHEMA_DIR / f"{name}.schema.json").read_text())
 
 
-VALIDATORS = {name: Draft202012Validator(load(name)) for name in INPUTS + OUTPUTS}
+VALIDATORS = {name: Draft202012Validator(load(name)) for name in INPUTS + OUTPUTS + CONTROLS}
 
 
 def schema_accepts(obj: Any) -> bool:
@@ -78,7 +80,7 @@ def code_accepts(raw: bytes) -> bool:
 # --- (a) the schema files ---------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", INPUTS + OUTPUTS + FILES)
+@pytest.mark.parametrize("name", INPUTS + OUTPUTS + FILES + CONTROLS)
 def test_schema_file_is_valid_draft_2020_12(name: str) -> None:
     schema = load(name)
     Draft202012Validator.check_schema(schema)
@@ -91,7 +93,7 @@ def test_schema_file_is_valid_draft_2020_12(name: str) -> None:
 
 def test_every_schema_file_is_covered() -> None:
     assert {p.name for p in SCHEMA_DIR.glob("*.schema.json")} == {
-        f"{n}.schema.json" for n in INPUTS + OUTPUTS + FILES
+        f"{n}.schema.json" for n in INPUTS + OUTPUTS + FILES + CONTROLS
     }
 
 

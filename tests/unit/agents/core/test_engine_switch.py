@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from agents.core.emissions import Firing
-from agents.core.engine import Engine, preview_switch
+from agents.core.engine import Engine
 from agents.core.rules import load_rules
 from agents.core.rules.history import MAX_VERSIONS, RuleHistory, Version, compatible, set_id
 from agents.core.rules.model import RuleSet
@@ -312,7 +312,7 @@ def test_preview_says_what_a_version_would_do_to_each_ladder_in_progress() -> No
     before = state.to_dict()
     new = rules(rule(steps='"P1D", "P2D", "P3D", "P8D"'))
     version = Version(set_id(new), new, "", at(days=3.5), at(days=3.5))
-    assert preview_switch(eng, state, version, at(days=3.5)) == {
+    assert eng.preview_switch(state, version, at(days=3.5)) == {
         "winback": ("restart", 2),
         "welcome": ("stopped", 0),
     }
@@ -321,7 +321,7 @@ def test_preview_says_what_a_version_would_do_to_each_ladder_in_progress() -> No
         rule("welcome", '"P1D", "P10D"', priority=5, anchor='"last_session"'),
     )
     version = Version(set_id(pin), pin, "", at(days=3.5), at(days=3.5))
-    assert preview_switch(eng, state, version, at(days=3.5)) == {
+    assert eng.preview_switch(state, version, at(days=3.5)) == {
         "winback": ("pin", 0),
         "welcome": ("unchanged", 0),
     }

@@ -24,7 +24,8 @@ from aiohttp.test_utils import TestClient, TestServer, make_mocked_request
 from prometheus_client.parser import text_string_to_metric_families
 
 from agents.core.clock import ManualClock
-from agents.core.rules import default_rules, load_rules
+from agents.core.rules import default_rules, default_text, load_rules
+from agents.core.rules.history import set_id
 from agents.core.settings import CoreSettings
 from agents.core.timeutil import TIME_MIN, to_micros
 from agents.faust_agents import Send
@@ -32,7 +33,7 @@ from streams.config import load_config
 from streams.web import views
 from streams.web.summary import AS_OF_MAX, AS_OF_MIN
 from streams.worker.app import RetentionApp
-from streams.worker.observe import PartitionClock, Snapshot
+from streams.worker.observe import PartitionClock, PartitionRules, RulesVersion, Snapshot
 from tests.fixtures.asyncapi_parser import errors as asyncapi_errors
 
 T0 = datetime(2026, 3, 1, 10, 0, tzinfo=UTC)
@@ -234,7 +235,7 @@ async def test_the_served_contract_is_self_contained_for_the_official_asyncapi_p
     assert resp.status == 200
     served = await resp.json()
     assert asyncapi_errors(served, tmp_path / "asyncapi.json") == []
-    assert len(served["components"]["schemas"]) == 7
+    assert len(served["components"]["schemas"]) == 8  # the 7 records and the control/rules marker
 
 
 async def test_events_flow_through_the_agents_into_lookup_summary_and_metrics(
@@ -676,8 +677,12 @@ steps = ["P3D"]
 """
 
 
-async def rules_of(config: Any) -> tuple[int, dict[str, Any]]:
-    site = views.Site.of(SimpleNamespace(config=config))  # type: ignore[arg-type]
+async def rules_of(
+    config: Any, partitions: tuple[PartitionRules, ...] = ()
+) -> tuple[int, dict[str, Any]]:
+    snapshot = Snapshot(at=0, worker="w", url="u", clock_mode="stream", rules=partitions)
+    worker = SimpleNamespace(config=config, snapshot=lambda: snapshot)
+    site = views.Site.of(worker)  # type: ignore[arg-type]
     [route] = [r for r in views.ROUTES if r.path == "/retention/rules"]
     reply = await route.handler(site, make_mocked_request("GET", route.path))
     return reply.status, orjson.loads(reply.body)
@@ -755,3 +760,94 @@ async def test_the_rules_endpoint_shows_a_file_set_and_each_change_moves_the_ver
     # The same set read again is the same version.
     _, again = await rules_of(replace(base, core=CoreSettings(rules=load_rules(RULES_FILE))))
     assert again == body
+
+
+# --- rules changes (docs/rules.md "Changing rules") ---------------------------------------
+
+SOONER = default_text().replace('steps = ["P7D", "P14D", "P30D"]', 'steps = ["P5D", "P12D"]')
+LATER = default_text().replace('steps = ["P7D", "P14D", "P30D"]', 'steps = ["P6D", "P14D"]')
+
+
+def rules_marker(text: str, on: int) -> bytes:
+    return orjson.dumps({"schema": "control/rules", "effective_at": day(on), "rules": text})
+
+
+async def test_a_published_change_is_listed_scheduled_then_in_force_and_a_late_one_counted(
+    worker: Worker, client: TestClient[Any, Any]
+) -> None:
+    topics = worker.app.config.topics
+    worker.recovered()
+    sources = [(t, p) for t in topics.inputs() for p in range(PARTITIONS)]
+    await worker.feed([(topics.purchases, 0, purchase("cus_a", 1, 1))])
+    await worker.feed([(t, p, advance(2)) for t, p in sources])
+    # `retention rules publish` sends the marker to every input partition.
+    await worker.feed([(t, p, rules_marker(SOONER, 5)) for t, p in sources])
+    seed_id = set_id(worker.app.config.core.rule_set)
+    sooner_id = set_id(load_rules(SOONER))
+
+    body = await (await client.get("/retention/rules")).json()
+    assert [
+        (v["id"], v["in_force"], v["scheduled"], v["partitions"]) for v in body["versions"]
+    ] == [
+        (seed_id, True, False, [0, 1]),
+        (sooner_id, False, True, [0, 1]),
+    ]
+    scheduled = body["versions"][1]
+    assert scheduled["effective_at"] == day(5) and scheduled["applied_at"] is None
+    assert scheduled["rules"]["second_purchase"] == {
+        "version": load_rules(SOONER).rule("second_purchase").version,  # type: ignore[union-attr]
+        "on_change": "restart",
+    }
+    text = (await (await client.get("/metrics")).read()).decode()
+    info = {k[1]: v for k, v in metrics(text).items() if k[0] == "retention_rules_version_info"}
+    assert info == {
+        (("effective_at", ""), ("version", seed_id)): 1,
+        (("effective_at", day(5)), ("version", sooner_id)): 0,
+    }
+
+    await worker.feed([(t, p, advance(10)) for t, p in sources])
+    # Step 1 under the new version, 5 days after the first order (day 1).
+    fired = [orjson.loads(v) for _, v, _ in worker.broker.on(topics.decisions)]
+    assert [(d["rule"], d["step"], d["due_at"]) for d in fired] == [("second_purchase", 1, day(6))]
+    # The lookup and the read model judge the customer by its partition's versions:
+    # step 2 under the new version is 12 days after the first order, not 14.
+    lookup = await (await client.get("/retention/customers/cus_a")).json()
+    assert [(s["rule"], s["step"], s["due_at"]) for s in lookup["next_steps"]][:1] == [
+        ("second_purchase", 2, day(13))
+    ]
+    assert (
+        lookup["next_steps"][0]["rule_version"] == scheduled["rules"]["second_purchase"]["version"]
+    )
+    # A marker written by hand after the clocks passed its time: late everywhere.
+    await worker.feed([(topics.sessions, 1, rules_marker(LATER, 8))])
+    later_id = set_id(load_rules(LATER))
+    body = await (await client.get("/retention/rules")).json()
+    now = [v for v in body["versions"] if v["in_force"] or v["scheduled"]]
+    # Applied at each partition's clock + 1 µs: in force once the clock moves on.
+    assert [(v["id"], v["in_force"], v["late"]) for v in now] == [
+        (sooner_id, True, False),
+        (later_id, False, True),
+    ]
+    await worker.feed([(t, p, advance(11)) for t, p in sources])
+    body = await (await client.get("/retention/rules")).json()
+    now = [v for v in body["versions"] if v["in_force"] or v["scheduled"]]
+    assert [(v["id"], v["late"], v["partitions"]) for v in now] == [(later_id, True, [0, 1])]
+    assert now[0]["effective_at"] == day(8)
+    assert now[0]["applied_at"] == day(10).replace("Z", ".000001Z")
+    text = (await (await client.get("/metrics")).read()).decode()
+    assert metrics(text)[("retention_rules_late_total", ())] == 2  # once per partition
+    assert metrics(text)[("retention_rules_versions", ())] == 3
+
+
+async def test_the_rules_endpoint_lists_partitions_that_switched_apart() -> None:
+    seed = RulesVersion("aaaaaaaaaaaa", None, None, False, False, (("r", "v1", "restart"),))
+    on_time = RulesVersion("bbbbbbbbbbbb", 5, 5, True, False, (("r", "v2", "pin"),))
+    late = RulesVersion("bbbbbbbbbbbb", 5, 9, True, False, (("r", "v2", "pin"),))
+    parts = (PartitionRules(0, (seed, on_time)), PartitionRules(1, (seed, late)))
+    _, body = await rules_of(load_config({}, use_stack_file=False), parts)
+    assert [(v["id"], v["late"], v["partitions"]) for v in body["versions"]] == [
+        ("aaaaaaaaaaaa", False, [0, 1]),
+        ("bbbbbbbbbbbb", False, [0]),
+        ("bbbbbbbbbbbb", True, [1]),
+    ]
+    assert body["versions"][1]["rules"] == {"r": {"version": "v2", "on_change": "pin"}}

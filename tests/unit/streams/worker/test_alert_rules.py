@@ -17,7 +17,13 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from streams.worker.metrics import Metrics
-from streams.worker.observe import PartitionClock, ReadModelStatus, Snapshot
+from streams.worker.observe import (
+    PartitionClock,
+    PartitionRules,
+    ReadModelStatus,
+    RulesVersion,
+    Snapshot,
+)
 from tests.fixtures import tools
 
 RULES = Path(__file__).resolve().parents[4] / "deploy" / "prometheus" / "alerts.yml"
@@ -37,6 +43,7 @@ SIGNALS = {
     "RetentionReadModelRedisDown",
     "RetentionReadModelErrors",
     "RetentionNoDecisions",
+    "RetentionRulesLate",
 }
 
 
@@ -64,6 +71,8 @@ def rendered() -> dict[str, set[str]]:
         lag={"retention.purchases": 5},
         read_model=ReadModelStatus(redis_up=True, lag=1, oldest_age=2.0, errors=1, written=1),
         partition_warnings={"retention.consents": "3 partitions, RETENTION_PARTITIONS is 4"},
+        rules=(PartitionRules(0, (RulesVersion("0123456789ab", None, None, True, False),)),),
+        rules_late=1,
     )
     metrics = Metrics(lambda: snap)
     metrics.tick_duration.observe(0.01)

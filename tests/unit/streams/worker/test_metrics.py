@@ -5,8 +5,15 @@ from __future__ import annotations
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from agents.core.timeutil import iso
 from streams.worker.metrics import METRICS, Metrics
-from streams.worker.observe import PartitionClock, ReadModelStatus, Snapshot
+from streams.worker.observe import (
+    PartitionClock,
+    PartitionRules,
+    ReadModelStatus,
+    RulesVersion,
+    Snapshot,
+)
 
 NOW = 1_772_000_000_000_000
 
@@ -99,6 +106,29 @@ def test_clocks_partitions_lag_and_read_model_come_from_the_snapshot() -> None:
     assert values[("retention_read_model_writes_total", (("result", "skipped"),))] == 2
 
 
+def test_rules_versions_in_force_scheduled_and_late_are_on_metrics() -> None:
+    # docs/rules.md "Changing rules": partition 0 runs the seed with a change scheduled;
+    # partition 1 learned of an older change late and runs it.
+    seed = RulesVersion("aaaaaaaaaaaa", None, None, True, False)
+    old = RulesVersion("bbbbbbbbbbbb", NOW - 7_200_000_000, NOW - 3_600_000_000, True, False)
+    ahead = RulesVersion("cccccccccccc", NOW + 3_600_000_000, NOW + 3_600_000_000, False, True)
+    kept = RulesVersion("aaaaaaaaaaaa", None, None, False, False)
+    snap = snapshot(
+        rules=(PartitionRules(0, (seed, ahead)), PartitionRules(1, (kept, old))),
+        rules_late=1,
+    )
+    text = Metrics(lambda: snap).render().decode()
+    values = parse(text)
+    assert values[("retention_rules_late_total", ())] == 1
+    info = {k[1]: v for k, v in values.items() if k[0] == "retention_rules_version_info"}
+    assert info == {
+        (("effective_at", ""), ("version", "aaaaaaaaaaaa")): 1,
+        (("effective_at", iso(NOW - 7_200_000_000)), ("version", "bbbbbbbbbbbb")): 1,
+        (("effective_at", iso(NOW + 3_600_000_000)), ("version", "cccccccccccc")): 0,
+    }
+    assert values[("retention_rules_versions", ())] == 3
+
+
 def test_each_scrape_takes_a_new_snapshot() -> None:
     taken: list[int] = []
 
@@ -167,6 +197,7 @@ def test_every_family_on_metrics_is_the_one_declared_in_the_table() -> None:
         clocks=clocks,
         decision_series=(("r", 1, "delivered"),),
         partition_warnings={"t": "w"},
+        rules=(PartitionRules(0, (RulesVersion("0123456789ab", None, None, True, False),)),),
     )
     metrics = Metrics(lambda: snap)
     metrics.tick_duration.observe(0.004)

@@ -18,9 +18,19 @@ import schemas
 from agents.contract import CUSTOMER_KEY_PREFIX
 from agents.core.clock import ManualClock
 from agents.core.engine import Engine
+from agents.core.rules import default_text, load_rules
+from agents.core.rules.history import set_id
 from agents.core.settings import RULE_SECOND_PURCHASE, CoreSettings, LadderSettings
 from agents.core.state import CustomerState
-from agents.core.timeutil import MAX_DURATION, TIME_MAX, TIME_MIN, parse_timestamp, to_micros
+from agents.core.timeutil import (
+    MAX_DURATION,
+    TIME_MAX,
+    TIME_MIN,
+    iso,
+    parse_timestamp,
+    to_micros,
+)
+from agents.wire import rules_message
 from streams.bench import core as bench_core
 from streams.config import Config
 from streams.worker.readmodel import (
@@ -31,7 +41,8 @@ from streams.worker.readmodel import (
     hash_fields,
     row_fields,
 )
-from tests.unit.agents.factories import purchase
+from tests.unit.agents.factories import T0 as DAY0
+from tests.unit.agents.factories import at, purchase
 from tests.unit.agents.test_customer import DLQ, DictStore, advance_all, ev, processor, run
 
 SCHEMA_DIR = Path(schemas.__file__).parent
@@ -205,3 +216,24 @@ def test_times_at_the_ends_of_the_datetime_range_never_raise(
     assert row_fields(store.data[CUSTOMER_KEY_PREFIX + "cus_edge"], proc.engine, now=TIME_MAX) == (
         fields
     )
+
+
+def test_a_rows_hash_is_judged_by_its_partitions_rules_versions() -> None:
+    # docs/rules.md "Changing rules": once partition 0 switched to a version whose
+    # second step is 12 days after the first order, the hash's pending says so.
+    sooner = default_text().replace('["P7D", "P14D", "P30D"]', '["P5D", "P12D"]')
+    proc, store = processor(), DictStore()
+    run(proc, store, [ev(purchase("cus_a", DAY0, "ORD-1")), *advance_all(at(days=1))])
+    version = set_id(load_rules(sooner))
+    run(proc, store, [rules_message("retention.purchases:0", at(days=3), sooner, version)])
+    run(proc, store, advance_all(at(days=6)))
+    raw = store.data[CUSTOMER_KEY_PREFIX + "cus_a"]
+    engines = {0: proc.runtimes[0].engine}
+    fields = row_fields(raw, proc.engine, now=T0, engine_of=engines.__getitem__)
+    full = hash_fields(CustomerState.from_dict(orjson.loads(raw)), engines[0], now=T0)
+    assert fields == full
+    pending = orjson.loads(fields["pending"])
+    assert {"rule": "second_purchase", "step": 2, "due_at": iso(at(days=12))} in pending
+    # The worker's own engine (the seed) would say day 14.
+    seed = orjson.loads(row_fields(raw, proc.engine, now=T0)["pending"])
+    assert {"rule": "second_purchase", "step": 2, "due_at": iso(at(days=14))} in seed

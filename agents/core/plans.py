@@ -1,0 +1,131 @@
+"""Rules as the engine runs them: each enabled rule precomputed for the hot path,
+each rules version's plans and guardrails, built once per version for every engine of
+one configuration (docs/rules.md "Rules file", "Changing rules")."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import replace
+
+from agents.core.budget import FiringMemory, firing_memory
+from agents.core.guardrails import Guardrails
+from agents.core.rules.abstract import Facts, Predicate, Step
+from agents.core.rules.history import Version
+from agents.core.rules.model import Lifecycle, Rule
+from agents.core.rules.steps import Fixed
+from agents.core.settings import CoreSettings
+from agents.core.state import CustomerState
+
+
+class Plan:
+    """One enabled rule, precomputed for the hot path: no lookup of rule text while
+    the engine runs (docs/rules.md "Rules file")."""
+
+    __slots__ = (
+        "arbitration",
+        "audience",
+        "before_lifecycle",
+        "cadence",
+        "channel",
+        "fixed",
+        "index",
+        "name",
+        "on_change",
+        "resolve",
+        "size",
+        "template",
+        "transactional",
+        "version",
+    )
+
+    def __init__(self, index: int, rule: Rule, lifecycle: Lifecycle | None) -> None:
+        self.index = index
+        self.name = rule.name
+        cancels = tuple(rule.anchor.cancel(kind) for kind in rule.cancel_on)
+        self.resolve: Callable[[Facts], int | None] = rule.anchor.resolver(cancels)
+        fixed = all(isinstance(step, Fixed) for step in rule.steps)
+        self.fixed: tuple[int, ...] | None = (
+            tuple(step.least for step in rule.steps) if fixed else None
+        )
+        self.cadence: Step | None = None if fixed else rule.steps[0]
+        self.size = len(rule.steps)
+        self.audience: tuple[Predicate, ...] = rule.audience
+        self.template = rule.template
+        self.version = rule.version
+        self.channel = rule.channel
+        self.transactional = rule.transactional
+        self.arbitration = rule.arbitration
+        self.on_change = rule.on_change
+        # Whether this rule's step goes before a stage move due at the same instant.
+        self.before_lifecycle = lifecycle is None or rule.priority < lifecycle.priority
+
+    def placed_as(self, other: Plan) -> Plan:
+        """This rule (of a pinned version) at ``other``'s place among the rules in
+        force: a pinned ladder keeps its version's rule but goes in the order of the
+        version in force (docs/rules.md "Changing rules")."""
+        plan = object.__new__(Plan)
+        for name in Plan.__slots__:
+            setattr(plan, name, getattr(self, name))
+        plan.index = other.index
+        plan.before_lifecycle = other.before_lifecycle
+        return plan
+
+    def silenced(self) -> Plan:
+        """This rule with no step left to fire."""
+        plan = self.placed_as(self)
+        plan.size = 0
+        return plan
+
+    def threshold(self, step: int, state: CustomerState) -> int:
+        fixed = self.fixed
+        if fixed is not None:
+            return fixed[step - 1]
+        assert self.cadence is not None
+        return self.cadence.threshold(state)
+
+
+class VersionRules:
+    """One rules version as the engine runs it: its enabled rules as plans, by
+    priority, and its guardrails (docs/rules.md "Changing rules")."""
+
+    __slots__ = ("by_name", "guardrails", "id", "plans", "transactional")
+
+    def __init__(self, version: Version, guardrails: Guardrails) -> None:
+        rules = version.rules
+        self.id = version.id
+        self.plans = tuple(Plan(i, r, rules.lifecycle) for i, r in enumerate(rules.active))
+        self.by_name = {plan.name: plan for plan in self.plans}
+        self.guardrails = guardrails
+        # Rules whose deliveries are no marketing pressure: outside gap and cap.
+        self.transactional = frozenset(r.name for r in rules.active if r.transactional)
+
+
+class SharedPlans:
+    """What every engine of one configuration shares: each version's plans, built
+    once (Engine.with_history is called per partition and per change)."""
+
+    __slots__ = ("memory", "rules")
+
+    def __init__(self) -> None:
+        self.rules: dict[str, VersionRules] = {}
+        self.memory: dict[str, FiringMemory] = {}
+
+    def rules_for(self, version: Version, settings: CoreSettings) -> VersionRules:
+        """The version's plans and guardrails, built on first use."""
+        found = self.rules.get(version.id)
+        if found is None:
+            found = VersionRules(version, Guardrails(version.rules.guardrails))
+            self.rules[version.id] = found
+            self.memory[version.id] = firing_memory(replace(settings, rules=version.rules))
+        return found
+
+    def memory_for(self, versions: Iterable[Version]) -> FiringMemory:
+        """What a record remembers of its firings (docs/guardrails.md "Guardrails"):
+        enough for every version it may run under (each built by :meth:`rules_for`)."""
+        memories = [self.memory[v.id] for v in versions]
+        return FiringMemory(
+            max(m.lookup for m in memories),
+            max(m.guard for m in memories),
+            max(m.attribution for m in memories),
+            max(m.entry_bytes for m in memories),
+        )
