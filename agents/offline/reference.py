@@ -53,7 +53,8 @@ Semantics (the stream implements the same):
   ladder is pinned to; at a switch a restarted ladder's steps due by then come
   out as ``superseded`` decisions (no nudge: no guardrail, no conversion),
   emitted at the switch before anything due then; guardrails are those in force
-  at each due time.
+  at each due time, and so is which rules' deliveries are no pressure (the rules
+  transactional in that version).
 * Guardrails (:func:`apply_guardrails`), per customer in that order: holdout
   (hash bucket < holdout_percent), opted_out (latest consent at or before D, an
   opt-out winning a tie), outranked (arbitration: a non-transactional firing
@@ -347,7 +348,7 @@ def customer_firings(
             Firing(
                 customer_id=facts.customer_id,
                 rule=rule.name,
-                priority=rule.priority,
+                priority=item.priority,
                 step=item.step,
                 threshold=item.threshold,
                 anchor=item.anchor,
@@ -376,21 +377,26 @@ def apply_guardrails(
     firings: list[Firing],
     facts: dict[str, CustomerFacts],
     guardrails: GuardrailSettings | Callable[[int], GuardrailSettings],
+    transactional_at: Callable[[int], frozenset[str]] | None = None,
 ) -> list[tuple[Firing, Verdict]]:
     """Give every firing (already in output order) its verdict (docs/guardrails.md
     "Guardrails"): holdout, opted_out, outranked, min_gap, frequency_cap, with the
     guardrails in force at its due time (``guardrails(due)`` across rule changes).
-
-    A superseded step (docs/rules.md "Changing rules") is no nudge: it is recorded
-    as such, and never counts toward a gap, a cap or arbitration.
 
     A transactional firing skips holdout, min_gap and frequency_cap, is never
     outranked, never outranks, and its deliveries do not count toward another
     firing's gap or cap.  A firing with arbitration on is ``outranked`` when a
     non-transactional firing of the customer due at the same instant with a lower
     priority number came before it (whatever that one's outcome).
+
+    Across rule changes (docs/rules.md "Changing rules") a superseded step is no
+    nudge: it is recorded as such, and never counts toward a gap, a cap or
+    arbitration; and the gap and the cap at D count the delivered nudges of the
+    rules that are not transactional in the version in force at D
+    (``transactional_at(D)``: those rules' names).
     """
-    delivered: dict[str, list[int]] = {}
+    # customer -> (due, rule, transactional when it fired) of each delivered firing
+    delivered: dict[str, list[tuple[int, str, bool]]] = {}
     # customer -> (due, priority) of their first non-transactional firing at that instant
     first_at: dict[str, tuple[int, int]] = {}
     out: list[tuple[Firing, Verdict]] = []
@@ -404,7 +410,12 @@ def apply_guardrails(
             not f.transactional
             and ids.holdout_bucket(cid, guard.holdout_salt) < guard.holdout_percent
         )
-        sent = delivered.setdefault(cid, [])
+        history = delivered.setdefault(cid, [])
+        if transactional_at is None:
+            sent = [t for t, _, tx in history if not tx]
+        else:
+            exempt = transactional_at(f.due)
+            sent = [t for t, rule, _ in history if rule not in exempt]
         first = first_at.get(cid)
         if first is None or first[0] != f.due:
             first = None
@@ -424,8 +435,7 @@ def apply_guardrails(
             outcome = OUTCOME_FREQUENCY_CAP
         else:
             outcome = OUTCOME_DELIVERED
-            if pressure:
-                sent.append(f.due)
+            history.append((f.due, f.rule, f.transactional))
         if pressure and first is None:
             first_at[cid] = (f.due, f.priority)
         out.append((f, Verdict(outcome == OUTCOME_DELIVERED, outcome, holdout)))
@@ -759,9 +769,10 @@ def compute_decisions(
         # must not count toward any guardrail either.
         firings = [f for f in firings if f.due >= cut_over]
     firings.sort(key=Firing.sort_key)
-    judged = apply_guardrails(
-        firings, facts, versions.guardrails_at if versions.changed else book.guardrails
-    )
+    if versions.changed:
+        judged = apply_guardrails(firings, facts, versions.guardrails_at, versions.transactional_at)
+    else:
+        judged = apply_guardrails(firings, facts, book.guardrails)
     # Conversions and report rows as of the horizon: an event after it has not
     # happened yet from the report's point of view.
     seen = (

@@ -52,6 +52,13 @@ class LadderItem:
     due: int
     in_audience: bool
     superseded_at: int | None = None
+    # A pinned ladder's place among simultaneous items: its rule's priority in the
+    # version in force (None: the rule's own).
+    placed: int | None = None
+
+    @property
+    def priority(self) -> int:
+        return self.rule.priority if self.placed is None else self.placed
 
 
 class Timeline:

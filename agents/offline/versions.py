@@ -18,12 +18,19 @@ without the engine's classes (tests/unit/test_import_graph.py):
   that version until its anchor moves or it is cancelled; otherwise it restarts:
   the progress k made for the new anchor is kept, and the new version's steps
   k+1... due at or before Ti are ``superseded`` (a decision that is no nudge),
-  stopping at the first one due later.  A rule the new version lacks stops (its
+  stopping at the first one due later - unless that ladder is cancelled as of Ti
+  (then nothing is due to supersede).  A rule the new version lacks stops (its
   pin too).  A pin to a version the bound (:data:`MAX_VERSIONS`) has dropped
   restarts at the switch.
-* When a pinned ladder ends (its anchor under the pinned version moves, or it is
-  cancelled) the rule follows the version in force; if that version's anchor is
-  still the pinned one, that anchor's ladder counts as done.
+* A pinned ladder runs its version's rule R (steps, audience, cancel, reason,
+  channel, transactional, arbitration, ``rule_version``) at the place of R's
+  priority in the version in force.  The gap and the cap at D count the delivered
+  nudges of the rules not transactional in the version in force at D (a pinned
+  transactional rule's deliveries too, once that version makes it marketing).
+  When it ends (its anchor under the pinned
+  version moves, or it is cancelled) the rule follows the version in force; if
+  that version's anchor is still the pinned one, that anchor's ladder counts as
+  done (for good: no later version's steps for it either).
 
 Progress is (anchor, steps done), as the stream keeps it: it changes only when a
 step is processed (fired, skipped, superseded), pinned, or counted as done, and a
@@ -49,6 +56,9 @@ from agents.offline.timeline import LadderItem, StageWalk, Timeline
 # Versions a partition keeps (the one in force and the older ones ladders may be
 # pinned to); the engine's bound, restated here (docs/rules.md "Changing rules").
 MAX_VERSIONS = 8
+# Progress of an anchor whose ladder counts as done: no rule has this many steps
+# (docs/rules.md "Rules file": at most 10).
+ALL_STEPS = 10
 
 LIFECYCLE_CHANGE = (
     "lifecycle cannot change on a live deployment: every customer's stage would move "
@@ -124,6 +134,11 @@ class Versions:
     def guardrails_at(self, t: int) -> GuardrailSettings:
         return self.at(t).book.guardrails
 
+    def transactional_at(self, t: int) -> frozenset[str]:
+        """The rules whose deliveries are no marketing pressure at ``t``: those
+        transactional in the version in force then (docs/rules.md "Changing rules")."""
+        return frozenset(r.name for r in self.at(t).book.rules if r.transactional)
+
     def names(self) -> list[str]:
         """Every rule name enabled in some version: the seed's by priority, then new ones."""
         out: list[str] = []
@@ -135,6 +150,15 @@ class Versions:
 def dropped(pinned: int, switch: int) -> bool:
     """Whether the bound has dropped version ``pinned`` once version ``switch`` is added."""
     return pinned <= switch - MAX_VERSIONS
+
+
+def live_anchor(timeline: Timeline, rule: RuleSpec, t: int) -> int | None:
+    """The rule's anchor as of ``t`` when its ladder is not cancelled by then (a
+    cancelled ladder has nothing due, nothing to pin, nothing to supersede)."""
+    anchor = timeline.anchor(rule, t)
+    if anchor is None or timeline.cancelled(rule, anchor, t):
+        return None
+    return anchor
 
 
 def _threshold(timeline: Timeline, rule: RuleSpec, step: int, t: int) -> int:
@@ -163,13 +187,11 @@ def versioned_ladder(
         if pin is not None:
             g = pin.rule(name)
             assert g is not None and anchor_done is not None
-            if timeline.anchor(g, start) != anchor_done or timeline.cancelled(
-                g, anchor_done, start
-            ):
+            if live_anchor(timeline, g, start) != anchor_done:
                 pin = None
                 now = cur.rule(name)
-                if now is not None and timeline.anchor(now, start) == anchor_done:
-                    step_done = len(now.steps)  # that anchor's ladder counts as done
+                if now is not None and live_anchor(timeline, now, start) == anchor_done:
+                    step_done = ALL_STEPS  # that anchor's ladder counts as done
         # 2. The switch at ``start``.
         new = switches.get(start)
         if new is not None:
@@ -185,14 +207,9 @@ def versioned_ladder(
                 if g is not None and g.version == rule.version:
                     pass  # unchanged: it keeps going (a pin on it stays)
                 elif rule.on_change == ON_CHANGE_PIN and g is not None and g_version is not None:
-                    a = timeline.anchor(g, start)
+                    a = live_anchor(timeline, g, start)
                     k = step_done if a is not None and a == anchor_done else 0
-                    if (
-                        a is not None
-                        and a < start
-                        and k < len(g.steps)
-                        and not timeline.cancelled(g, a, start)
-                    ):
+                    if a is not None and a < start and k < len(g.steps):
                         pin, anchor_done, step_done = g_version, a, k
                     else:
                         pin = None
@@ -209,6 +226,8 @@ def versioned_ladder(
         rule = governing.rule(name)
         if rule is None:
             continue
+        in_force = cur.rule(name)
+        placed = in_force.priority if pin is not None and in_force is not None else None
         anchor = timeline.anchor(rule, start)
         if anchor is None:
             continue
@@ -222,8 +241,9 @@ def versioned_ladder(
                 break
             k += 1
             anchor_done, step_done = anchor, k
-            ok = timeline.in_audience(rule, due, stages.at(due, rule.priority))
-            items.append(LadderItem(rule, k, threshold, anchor, due, ok))
+            priority = rule.priority if placed is None else placed
+            ok = timeline.in_audience(rule, due, stages.at(due, priority))
+            items.append(LadderItem(rule, k, threshold, anchor, due, ok, placed=placed))
     return items
 
 
@@ -237,7 +257,7 @@ def _restart(
 ) -> tuple[int | None, int]:
     """The restart at the switch ``at``: the progress kept for the new version's
     anchor, its steps due at or before ``at`` superseded (audience not asked)."""
-    anchor = timeline.anchor(rule, at)
+    anchor = live_anchor(timeline, rule, at)
     if anchor is None:
         return anchor_done, step_done
     k = step_done if anchor == anchor_done else 0

@@ -6,7 +6,9 @@ clock every partition has reached (stream mode) or now (wall mode).
 ``--from-file FILE`` computes the same report offline with the reference
 implementation (:mod:`agents.offline.reference`), the numbers the stream is
 tested against.  ``--decisions --format json`` prints the offline decisions, one
-per line.
+per line.  The file's ``control/rules`` lines are rules changes applied on top of
+the configured rules (docs/rules.md "Changing rules"), as ``retention replay``
+sends them.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from agents.core.reports import build_report
 from agents.offline.reference import compute_decisions
 from streams.cli._common import fail
 from streams.config import Config, load_config
+from streams.feed.history import HistoryError, read_rule_changes
 from streams.feed.timeargs import date_or_time
 from streams.ops.reporting import (
     PastInstant,
@@ -138,11 +141,22 @@ def run(args: argparse.Namespace) -> int:
         return _run_live(args, config, as_of)
     try:
         with _open(args.from_file) as handle:
-            # The configured rules file's text, the document the worker runs
-            # (docs/rules.md "Rules file"); None: the default rules and aliases.
-            result = compute_decisions(
-                handle, config, rules=config.rules_text, until=until, now=now
-            )
+            lines, changes = read_rule_changes(handle)
+        # The configured rules file's text, the document the worker runs
+        # (docs/rules.md "Rules file"); None: the default rules and aliases.
+        result = compute_decisions(
+            lines,
+            config,
+            rules=config.rules_text,
+            until=until,
+            now=now,
+            changes=[(c.effective_at, c.text) for c in changes],
+        )
+    except HistoryError as exc:
+        return fail(f"{args.from_file}:{exc.line}: {exc.problem}", 2)
+    except ValueError as exc:
+        # A change the seed refuses (a lifecycle or attribution window change).
+        return fail(f"{args.from_file}: {exc}", 2)
     except FileNotFoundError:
         return fail(f"--from-file: no such file: {args.from_file}", 2)
     except OSError as exc:

@@ -156,6 +156,21 @@ def in_time_order(changes: Iterable[RulesChange]) -> list[RulesChange]:
     return ordered
 
 
+def read_rule_changes(source: Iterable[bytes]) -> tuple[list[bytes], list[RulesChange]]:
+    """A whole history in memory: its lines other than ``control/rules`` ones, in
+    file order, and its rules changes in time order (``retention report
+    --from-file``, whose reference holds every event anyway)."""
+    lines: list[bytes] = []
+    changes: list[RulesChange] = []
+    for number, raw in enumerate(source, start=1):
+        change = rules_change(raw.rstrip(b"\r\n"), number)
+        if change is None:
+            lines.append(raw)
+        else:
+            changes.append(change)
+    return lines, in_time_order(changes)
+
+
 @dataclass
 class SortStats:
     lines: int = 0  # non-blank lines read
@@ -338,6 +353,7 @@ __all__ = [
     "event_time",
     "in_time_order",
     "is_control",
+    "read_rule_changes",
     "rules_change",
     "sort_history",
 ]

@@ -248,3 +248,26 @@ def test_a_lifecycle_change_is_refused() -> None:
     assert str(info.value) == LIFECYCLE_CHANGE
     with pytest.raises(ValueError, match="attribution_window cannot change"):
         run(ONE_ORDER, SEED, [(5, book(nudge(["P2D"]), attribution_window="P9D"))])
+
+
+def test_a_cancelled_ladder_has_nothing_to_supersede() -> None:
+    """Second order on day 1 cancels second-purchase style ladders: a new rule on
+    day 5 finds nothing due for that first order."""
+    welcome = rule("welcome", 20, ["P1D", "P3D"], anchor="first_order", cancel_on=["purchase"])
+    lines = [*ONE_ORDER, purchase(CID, T0 + 1 * DAY, "o2")]
+    result = run(lines, SEED, [(5, book(nudge(["P2D", "P4D", "P8D"]), welcome))], 10)
+    assert [x for x in seen(result) if x[0] == "welcome"] == []
+
+
+def test_a_pinned_ladder_goes_at_its_rule_s_place_in_the_version_in_force() -> None:
+    """Pinned to the seed where nudge came first (priority 10); the new file puts
+    it after other (priority 30 vs 20): at day 8 both are due, other goes first."""
+    other = rule("other", 20, ["P8D"], anchor="first_order")
+    seed = book(nudge(["P2D", "P4D", "P8D"]), other)
+    new = book(rule("nudge", 30, ["P2D", "P5D"], anchor="last_order", on_change="pin"), other)
+    result = run(ONE_ORDER, seed, [(5, new)], 10)
+    assert [x[:2] for x in seen(result)][-2:] == [("other", 1), ("nudge", 3)]
+    assert [x[:2] for x in seen(run(ONE_ORDER, seed, [], 10))][-2:] == [
+        ("nudge", 3),
+        ("other", 1),
+    ]
