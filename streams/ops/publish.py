@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, replace
 
 from agents.core.clock import WallClock, system_clock
-from agents.core.engine import Engine, preview_switch
+from agents.core.engine import Engine
 from agents.core.rules.history import RuleHistory, Version
 from agents.core.state import CustomerState
 from agents.core.timeutil import iso
@@ -95,7 +95,7 @@ def dry_run_lines(
     actions: dict[str, Counter[str]] = defaultdict(Counter)
     superseded: Counter[str] = Counter()
     for state in customers:
-        for rule, (action, steps) in preview_switch(engine, state, new, new.effective_at).items():
+        for rule, (action, steps) in engine.preview_switch(state, new, new.effective_at).items():
             actions[rule][action] += 1
             superseded[rule] += steps
     if not actions:
