@@ -203,6 +203,32 @@ async def test_kill_9_of_a_worker_during_the_switch(
     )
 
 
+async def test_a_history_with_a_control_rules_line_replays_like_the_reference(
+    make_deployment: Callable[..., Deployment], history: list[bytes], tmp_path: Path
+) -> None:
+    """The other route of the issue: the change is a line of the history file, and
+    `retention replay` sends it to every input partition before the events at or past
+    its time (docs/rules.md "History files")."""
+    expected, _ = reference(history, "restart")
+    change = orjson.dumps(
+        {
+            "schema": "control/rules",
+            "effective_at": SWITCH,
+            "rules": FILES["restart"].read_text(),
+        }
+    )
+    path = tmp_path / "history.jsonl"
+    path.write_bytes(b"\n".join([change, *history]) + b"\n")
+    dep = make_deployment()
+    w = dep.start_worker()
+    await w.wait_ready()
+    out = retention(dep, "replay", str(path), "--until", END)
+    assert out.returncode == 0, out.stderr
+    await dep.wait_idle(timeout=300)
+    assert w.alive, w.log_tail()
+    await compare_with_reference(dep, expected, "rules_change_replayed_history")
+
+
 # --- wall-clock mode -----------------------------------------------------------------------
 
 
