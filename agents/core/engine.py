@@ -13,6 +13,8 @@ restarts and crashes.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from agents.core.budget import (
     CODE_CUSTOMER_OVER_BUDGET,
     CODE_PENDING_OVERFLOW,
@@ -54,7 +56,14 @@ from agents.core.state import (
     RecentFiring,
     pending_entry,
 )
-from agents.core.switch import ACTION_RESTART, end_pins, preview, supersede, switch_actions
+from agents.core.switch import (
+    ACTION_RESTART,
+    end_pins,
+    preview,
+    retired_by,
+    supersede,
+    switch_actions,
+)
 from schemas.records import KIND_PURCHASE, Event
 
 # The index of the lifecycle's stage moves among a customer's timeline items.
@@ -102,6 +111,10 @@ class Engine:
         # The customer's segment: the version applied at its ``rules_at`` (None: the
         # seed).  Once the bound has dropped it, the oldest version kept.
         self._applied = {v.applied_at: by_id[v.id] for v in versions}
+        # Where each version stands in the history: a pin retires at the switch to
+        # the MAX_VERSIONS-th version after its own (docs/rules.md "Changing rules").
+        self._position = {v.applied_at: i for i, v in enumerate(versions)}
+        self._last_position = {v.id: i for i, v in enumerate(versions)}
         self._oldest = by_id[versions[0].id]
         self._switch_times = tuple(v.applied_at for v in versions if v.applied_at is not None)
         self._multi = len(versions) > 1 or versions[0].applied_at is not None
@@ -362,7 +375,8 @@ class Engine:
         old = self._segment(state)
         new = self._applied[at]
         ladders = state.ladders
-        for name, action, progress, superseded in switch_actions(state, old, new, at, self._by_id):
+        actions = switch_actions(state, old, new, at, self._by_id, self._retired_at(at))
+        for name, action, progress, superseded in actions:
             if progress is not None:
                 ladders[name] = progress
             if action == ACTION_RESTART:
@@ -379,7 +393,18 @@ class Engine:
         customer is mid-ladder in: rule -> (``"pin"``, ``"restart"``, ``"unchanged"``
         or ``"stopped"``, the steps that would be superseded).  Pure: the row is not
         changed (``retention rules publish --dry-run`` counts these)."""
-        return preview(state, self._segment(state), self._version_rules(new), at, self._by_id)
+        return preview(
+            state,
+            self._segment(state),
+            self._version_rules(new),
+            at,
+            self._by_id,
+            retired_by(self._last_position, len(self.history.versions)),
+        )
+
+    def _retired_at(self, at: int) -> Callable[[str], bool]:
+        """Whether a pin is retired at the switch applied at ``at``."""
+        return retired_by(self._last_position, self._position[at])
 
     # --- internals ---------------------------------------------------------------------
 

@@ -7,11 +7,12 @@ them (:func:`preview`)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from agents.core.emissions import Due, Firing, context_snapshot
 from agents.core.guardrails import OUTCOME_BACKFILL, OUTCOME_SUPERSEDED
 from agents.core.plans import Plan, VersionRules
+from agents.core.rules.history import MAX_VERSIONS
 from agents.core.rules.model import MAX_LADDER_STEPS, ON_CHANGE_PIN
 from agents.core.state import CountKey, CustomerState, LadderProgress
 
@@ -28,6 +29,7 @@ def switch_actions(
     new: VersionRules,
     at: int,
     by_id: Mapping[str, VersionRules],
+    retired: Callable[[str], bool],
 ) -> list[tuple[str, str, LadderProgress | None, list[Due]]]:
     """What the switch from ``old`` to ``new`` at ``at`` does to each rule: (rule,
     action, its progress after (None: unchanged), the steps superseded), pure."""
@@ -42,7 +44,7 @@ def switch_actions(
         name = plan.name
         progress = ladders.get(name)
         pin = progress.pin if progress is not None else None
-        governing = old if pin is None else by_id.get(pin)
+        governing = old if pin is None else None if retired(pin) else by_id.get(pin)
         before = governing.by_name.get(name) if governing is not None else None
         if before is not None and before.version == plan.version:
             actions.append((name, ACTION_UNCHANGED, None, []))
@@ -100,6 +102,7 @@ def preview(
     target: VersionRules,
     at: int,
     by_id: Mapping[str, VersionRules],
+    retired: Callable[[str], bool],
 ) -> dict[str, tuple[str, int]]:
     """What switching to ``target`` at ``at`` would do to each rule ``state``'s customer
     is mid-ladder in (its ladder active at ``at`` under the version governing it):
@@ -108,7 +111,7 @@ def preview(
     rules"; ``retention rules publish --dry-run`` counts these)."""
     actions = {
         name: (action, len(superseded))
-        for name, action, _, superseded in switch_actions(state, old, target, at, by_id)
+        for name, action, _, superseded in switch_actions(state, old, target, at, by_id, retired)
     }
     out: dict[str, tuple[str, int]] = {}
     ladders = state.ladders
@@ -160,3 +163,15 @@ def supersede(state: CustomerState, due: Due, plan: Plan, backfill_until: int | 
         rule_version=plan.version,
         channel=plan.channel,
     )
+
+
+def retired_by(last_position: Mapping[str, int], position: int) -> Callable[[str], bool]:
+    """Whether a pin (a version id) is retired at the switch to the version at
+    ``position`` of the history: at the MAX_VERSIONS-th version after its own, or when
+    the history no longer holds it (docs/rules.md "Changing rules")."""
+
+    def retired(pin: str) -> bool:
+        own = last_position.get(pin)
+        return own is None or own <= position - MAX_VERSIONS
+
+    return retired

@@ -22,11 +22,15 @@ import orjson
 
 from agents.core.rules.model import Problem, RuleSet
 
-# Versions one partition keeps: the one in force and the older ones ladders may be
-# pinned to.  Adding one past the bound drops the oldest; ladders pinned to a dropped
-# version restart under the version in force at that switch (docs/rules.md
-# "Changing rules").
+# How long a pin lasts, in versions: a ladder pinned to a version restarts at the
+# switch to the 8th version after it (docs/rules.md "Changing rules"), so at most 8
+# versions are ever in use at once.  An event-time rule: every worker, restart and
+# replay retires a pin at the same switch.
 MAX_VERSIONS = 8
+# Versions a partition stores (rows of the table): far more than the 8 a pin can
+# reach, so a version is dropped only long after every pin to it was retired (each
+# switch wakes every customer of the partition).
+MAX_KEPT_VERSIONS = 32
 # The control record that carries a rules change on input topics, in history files
 # and on the rules topic.
 CONTROL_RULES = "control/rules"
@@ -151,14 +155,14 @@ class RuleHistory:
 
     def add(self, version: Version) -> RuleHistory:
         """This history with ``version`` appended (its applied time must be later than
-        the newest's); past :data:`MAX_VERSIONS` the oldest is dropped and the next
-        one becomes the seed."""
+        the newest's); past :data:`MAX_KEPT_VERSIONS` the oldest is dropped and the
+        next one becomes the seed."""
         last = self.versions[-1].applied_at
         if version.applied_at is None or (last is not None and version.applied_at <= last):
             raise ValueError("a new version must apply after the newest one")
         versions = (*self.versions, version)
-        if len(versions) > MAX_VERSIONS:
-            versions = versions[len(versions) - MAX_VERSIONS :]
+        if len(versions) > MAX_KEPT_VERSIONS:
+            versions = versions[len(versions) - MAX_KEPT_VERSIONS :]
         return RuleHistory(versions)
 
     def __eq__(self, other: object) -> bool:

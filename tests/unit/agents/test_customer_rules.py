@@ -13,7 +13,7 @@ import pytest
 from agents.contract import rules_key, rules_text_key
 from agents.core.clock import ManualClock
 from agents.core.rules import default_text, load_rules
-from agents.core.rules.history import MAX_VERSIONS, Version, set_id
+from agents.core.rules.history import MAX_KEPT_VERSIONS, Version, set_id
 from agents.core.timeutil import iso
 from agents.customer import CustomerProcessor
 from agents.wire import rules_message
@@ -200,12 +200,12 @@ def test_versions_read_from_the_rules_topic_are_adopted_when_the_partition_start
     assert len(history_of(proc)) == 2
 
 
-def test_a_partition_keeps_at_most_max_versions_and_a_restart_keeps_the_same() -> None:
+def test_a_partition_keeps_at_most_max_kept_versions_and_a_restart_keeps_the_same() -> None:
     proc, store = processor(), DictStore()
-    texts = [SEED.replace('"P30D"]', f'"P{30 + i}D"]', 1) for i in range(1, MAX_VERSIONS + 2)]
+    texts = [SEED.replace('"P30D"]', f'"P{30 + i}D"]', 1) for i in range(1, MAX_KEPT_VERSIONS + 2)]
     run(proc, store, [marker(t, at(days=i + 1)) for i, t in enumerate(texts)])
     kept = history_of(proc)
-    assert len(kept) == MAX_VERSIONS and kept[-1][0] == set_id(load_rules(texts[-1]))
+    assert len(kept) == MAX_KEPT_VERSIONS and kept[-1][0] == set_id(load_rules(texts[-1]))
     again = processor()
     run(again, store, advance_all(at(days=1)))
     assert history_of(again) == kept

@@ -100,10 +100,18 @@ change_times = st.lists(
 
 
 @st.composite
-def rule_histories(draw: st.DrawFn) -> tuple[str, list[tuple[int, str]]]:
+def rule_histories(
+    draw: st.DrawFn, times: st.SearchStrategy[list[int]] = change_times
+) -> tuple[str, list[tuple[int, str]]]:
     seed = draw(rules_file())
-    times = draw(change_times)
-    return seed, [(t, draw(rules_file())) for t in times]
+    return seed, [(t, draw(rules_file())) for t in draw(times)]
+
+
+# Histories longer than a pin can last (it retires at the switch to the 8th version
+# after its own: docs/rules.md "Changing rules", MAX_VERSIONS).
+many_change_times = st.lists(
+    st.integers(1, parity.SLOTS + 4), min_size=9, max_size=12, unique=True
+).map(lambda xs: sorted(parity.T0 + s * 12 * HOUR for s in xs))
 
 
 Conversions = list[tuple[str, str, str, str]]  # trigger_id, group, converted_at, order_id
@@ -215,3 +223,50 @@ def test_gap_and_cap_count_the_rules_not_transactional_in_the_version_in_force()
     still = _file({**beta, "transactional": True, "on_change": "pin"}, gamma)
     reference, _, _ = reference_decisions(seed, [(parity.T0 + 12 * HOUR, still)], lines, until)
     assert [d[1] for d in reference[parity.CUSTOMERS[0]]] == ["delivered", "delivered"]
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    rule_histories(many_change_times),
+    parity.histories,
+    st.integers(0, parity.SLOTS + 20).map(parity.horizon),
+)
+def test_engine_and_reference_agree_when_pins_outlive_eight_versions(
+    rules: tuple[str, list[tuple[int, str]]], lines: list[bytes], until: int
+) -> None:
+    seed, changes = rules
+    both(seed, changes, lines, until)
+
+
+def test_a_pin_retires_at_the_eighth_version_after_its_own_in_both() -> None:
+    """alpha is pinned to the seed at the first change (its ladder of 30 days is
+    under way) and every later change alters alpha again with on_change = "pin", so
+    the ladder stays on the seed until the switch to the 8th version after it (day
+    4.5): there it restarts under that version, its steps already due superseded."""
+
+    def alpha(steps: list[str]) -> dict[str, Any]:
+        return {
+            "name": "alpha",
+            "priority": 10,
+            "anchor": "first_order",
+            "steps": steps,
+            "on_change": "pin",
+        }
+
+    seed = _file(alpha(["P1D", "P10D", "P30D"]))
+    changes = [
+        (parity.T0 + (2 + i) * 12 * HOUR, _file(alpha(["P1D", "P2D", f"P{40 + i}D"])))
+        for i in range(8)
+    ]
+    lines = [parity.purchase(parity.CUSTOMERS[0], parity.T0, "o1", "p1")]
+    until = parity.T0 + 60 * 24 * HOUR
+    reference, _, _ = reference_decisions(seed, changes, lines, until)
+    got = [(d[1], d[2]) for d in reference[parity.CUSTOMERS[0]]]
+    # Step 1 under the seed (day 1); at day 4.5 step 2 (due day 2) is superseded;
+    # step 3 under the 8th change (47 days).
+    assert got == [
+        ("delivered", iso(parity.T0 + 24 * HOUR)),
+        ("superseded", iso(parity.T0 + 48 * HOUR)),
+        ("delivered", iso(parity.T0 + 47 * 24 * HOUR)),
+    ]
+    both(seed, changes, lines, until)

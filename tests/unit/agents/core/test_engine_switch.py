@@ -251,29 +251,32 @@ def test_the_guardrails_of_the_version_in_force_judge_each_step() -> None:
     assert [s[3] for s in got] == ["delivered", "holdout", "holdout"]
 
 
-def test_a_ladder_pinned_to_a_version_dropped_by_the_bound_restarts_at_the_next_switch() -> None:
+def test_a_pin_retires_at_the_switch_to_the_eighth_version_after_its_own() -> None:
     pin = rules(rule(steps='"P1D", "P3D", "P8D"', extra='on_change = "pin"'))
     eng = engine_of(SEED, (at(days=3), pin))
     state = CustomerState(customer_id=CID, partition=0)
     run(eng, [purchase(CID, T0)], until=at(days=3), state=state)
     assert state.ladders["winback"].pin == set_id(SEED)
-    # The row goes to storage; meanwhile MAX_VERSIONS more versions arrive, each
-    # changing another rule only: the seed the ladder is pinned to is dropped.
+    # The row goes to storage; meanwhile MAX_VERSIONS - 1 more versions arrive, one an
+    # hour, each changing another rule only: the 8th after the seed comes at +7 h.
     state = CustomerState.from_dict(state.to_dict())
     h = history(SEED, (at(days=3), pin))
     for i in range(1, MAX_VERSIONS):
         extra = rules(rule(steps='"P1D", "P3D", "P8D"', extra='on_change = "pin"'), _other(i))
         h = h.add(Version(set_id(extra), extra, "", at(days=3, hours=i), at(days=3, hours=i)))
-    assert h.by_id(set_id(SEED)) is None and len(h.versions) == MAX_VERSIONS
+    assert len(h.versions) == MAX_VERSIONS + 1 and h.by_id(set_id(SEED)) is not None
     eng = Engine(CoreSettings(rules=SEED)).with_history(h)
+    assert eng.advance(state, at(days=3, hours=6)) == []
+    assert state.ladders["winback"].pin == set_id(SEED)  # still pinned after 6 switches
     got = [seen(f) for f in eng.advance(state, at(days=30)) if isinstance(f, Firing)]
-    # At the first switch after the drop: restart under the version then in force,
-    # step 1 fired (progress kept), step 2 (day 3) superseded; step 3 at day 8.
+    # At the 8th switch: restart under the version then in force, step 1 fired
+    # (progress kept), step 2 (day 3) superseded; step 3 at day 8.
     v = pin.rules[0].version
     assert got == [
         ("winback", 2, at(days=3), "superseded", v),
         ("winback", 3, at(days=8), "delivered", v),
     ]
+    assert state.ladders["winback"].pin is None
 
 
 def _other(i: int) -> str:
