@@ -20,7 +20,6 @@ boundary falls.
 
 from __future__ import annotations
 
-import logging
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -33,8 +32,7 @@ from agents.core.clock import NEVER, WallClock, clock_mode, source_name
 from agents.core.due_index import DueIndex
 from agents.core.emissions import Conversion, Emission, Firing, Refused
 from agents.core.engine import Engine
-from agents.core.rules import RulesError, RuleSet, load_rules
-from agents.core.rules.history import RuleHistory, Version, compatible, set_id
+from agents.core.rules.history import Version
 from agents.core.state import CustomerState
 from agents.core.timeutil import DEFAULT_MIN_EVENT_TIME, iso
 from agents.core.validation import (
@@ -42,7 +40,6 @@ from agents.core.validation import (
     CODE_FUTURE_TIMESTAMP,
 )
 from agents.messages import (
-    CODE_INVALID_RULES,
     dead_letter_record,
     decision_record,
     dumps,
@@ -61,6 +58,7 @@ from agents.partition import (
     write_history,
     write_state,
 )
+from agents.partition_rules import PartitionVersions
 from agents.wire import (
     BUNDLE,
     BadMessage,
@@ -70,7 +68,6 @@ from agents.wire import (
     time_text,
 )
 
-log = logging.getLogger(__name__)
 
 # Persist a partition's stream clock at least this often (messages); a stale
 # clock after a crash only delays firings, it never changes them.
@@ -113,12 +110,9 @@ class CustomerProcessor:
         versions: Sequence[Version] = (),
     ) -> None:
         self.engine = engine
-        # The worker's rules: every partition's history starts from them; a change
-        # after them must keep their lifecycle (docs/rules.md "Changing rules").
-        self.seed = RuleHistory(engine.history.versions[:1])
-        # Published versions the worker read from the rules topic at start; each
-        # partition adopts those it has not switched to yet, as it would a marker.
-        self.versions = tuple(v for v in versions if v.effective_at is not None)
+        # Each partition's rules versions: the worker's rules as the seed, the versions
+        # it read from the rules topic at start, and those markers bring.
+        self.versions = PartitionVersions(engine, versions)
         self.mode = mode
         self.clock = clock_mode(mode)
         self.sources = tuple(sources)
@@ -142,8 +136,6 @@ class CustomerProcessor:
         self.dead_letters: Counter[str] = Counter()
         # Events that arrived after the stream clock passed them, by input topic.
         self.late: Counter[str] = Counter()
-        # Rules versions a partition learned of after its clock had passed their time.
-        self.rules_late = 0
 
     # --- partition lifecycle ---------------------------------------------------------
 
@@ -161,16 +153,9 @@ class CustomerProcessor:
         clock = restore_clock(
             partition, store, self.sources, self.engine.settings.stream_allowed_lateness
         )
-        history = read_history(partition, store, self.seed)
-        rt = PartitionRuntime(partition, clock, DueIndex(), self._engine_for(history))
-        for v in self.versions:
-            assert v.effective_at is not None
-            try:
-                self._adopt(rt, v.id, v.rules, v.text, v.effective_at)
-            except BadMessage as exc:  # checked by publish; a refusal here is logged
-                log.error(
-                    "partition %d: published rules version %s refused: %s", partition, v.id, exc
-                )
+        history = read_history(partition, store, self.versions.seed)
+        rt = PartitionRuntime(partition, clock, DueIndex(), self.versions.engine_for(history))
+        self.versions.restore(rt, self._watermark(rt))
         rt.index, rebuilt = rebuild_index(partition, store, rt.engine.wake_at)
         self.counters["index_rebuilds"] += 1
         self.counters["index_rebuilt_customers"] += rebuilt
@@ -372,89 +357,21 @@ class CustomerProcessor:
         src, effective_at, text, version = read_wire_rules(msg)
         if src not in self._known_sources:
             raise BadMessage(f"rules from unknown source {src!r}"[:300])
-        if self._known(rt, version, effective_at) or version in rt.refused:
-            return
-        try:
-            rules = load_rules(text)
-        except RulesError as exc:
-            rt.refused.add(version)
-            raise BadMessage(
-                f"control/rules: the rules do not load: {exc}", CODE_INVALID_RULES
-            ) from None
-        try:
-            self._adopt(rt, version, rules, text, effective_at)
-        except BadMessage:
-            rt.refused.add(version)
-            raise
-        rt.index, _ = rebuild_index(rt.partition, store, rt.engine.wake_at, newer)
+        if self.versions.marker(rt, version, effective_at, text, self._watermark(rt)):
+            rt.index, _ = rebuild_index(rt.partition, store, rt.engine.wake_at, newer)
 
-    @staticmethod
-    def _known(rt: PartitionRuntime, version: str, effective_at: int) -> bool:
-        return any(
-            v.id == version and v.effective_at == effective_at for v in rt.engine.history.versions
-        )
-
-    def _adopt(
-        self, rt: PartitionRuntime, version: str, rules: RuleSet, text: str, effective_at: int
-    ) -> None:
-        """Add the version to the partition's history: applied at its effective time,
-        or just after the partition's clock if that has passed it (a late version,
-        logged and counted); an incompatible or out-of-order one is refused."""
-        if self._known(rt, version, effective_at):
-            return
-        if set_id(rules) != version:
-            raise BadMessage(
-                f"control/rules: version {version[:40]!r} is not the rules' set id {set_id(rules)}",
-                CODE_INVALID_RULES,
-            )
-        problems = compatible(self.seed.current.rules, rules)
-        if problems:
-            why = "; ".join(str(p) for p in problems)
-            raise BadMessage(f"control/rules: version {version}: {why}", CODE_INVALID_RULES)
-        history = rt.engine.history
-        wm = self._watermark(rt)
-        applied = effective_at if effective_at > wm else wm + 1
-        last = history.current.applied_at
-        if last is not None and applied <= last:
-            raise BadMessage(
-                f"control/rules: version {version} takes effect at {time_text(applied)}, not "
-                f"after version {history.current.id} at {time_text(last)}",
-                CODE_INVALID_RULES,
-            )
-        if applied != effective_at:
-            self.rules_late += 1
-            log.warning(
-                "partition %d learned of rules version %s late: declared effective at %s, "
-                "its clock was at %s; applied at %s. See retention_rules_late_total.",
-                rt.partition,
-                version,
-                time_text(effective_at),
-                time_text(wm),
-                time_text(applied),
-            )
-        rt.engine = self._engine_for(
-            history.add(Version(version, rules, text, effective_at, applied))
-        )
-        rt.history_changed = True
+    @property
+    def rules_late(self) -> int:
+        """Rules versions a partition learned of after its clock had passed their time."""
+        return self.versions.late
 
     def rule_versions(self) -> dict[int, list[tuple[Version, bool, bool]]]:
-        """Partition -> its versions with (in force, scheduled) as its clock stands:
-        in force is the newest applied at or before the clock, scheduled any applied
-        after it (``GET /retention/rules``, the metrics)."""
-        out: dict[int, list[tuple[Version, bool, bool]]] = {}
-        for p, rt in sorted(self.runtimes.items()):
-            history = rt.engine.history
-            wm = self._watermark(rt)
-            now = history.at(wm)
-            out[p] = [
-                (v, v is now, v.applied_at is not None and v.applied_at > wm)
-                for v in history.versions
-            ]
-        return out
-
-    def _engine_for(self, history: RuleHistory) -> Engine:
-        """The engine of a partition: the worker's own while it runs the seed alone."""
-        return self.engine if history == self.seed else self.engine.with_history(history)
+        """Partition -> its versions with (in force, scheduled) as its clock stands
+        (``GET /retention/rules``, the metrics)."""
+        return {
+            p: self.versions.states(rt, self._watermark(rt))
+            for p, rt in sorted(self.runtimes.items())
+        }
 
     def _dead_letter(
         self, result: Result, partition: int, offset: int, raw: bytes | None, code: str, why: str
