@@ -46,7 +46,7 @@ typecheck: $(STAMP)  ## mypy (strict, settings in pyproject.toml)
 	$(BIN)/mypy
 
 test: $(STAMP) lint typecheck jars  ## lint, type-check and run every test (real Kafka + Redis)
-	$(BIN)/pytest tests
+	$(BIN)/pytest --durations=25 tests
 
 unit: $(STAMP)  ## tier 1: unit tests only (no broker, no worker process)
 	$(BIN)/pytest -q tests/unit
