@@ -68,7 +68,6 @@ from agents.wire import (
     time_text,
 )
 
-
 # Persist a partition's stream clock at least this often (messages); a stale
 # clock after a crash only delays firings, it never changes them.
 CLOCK_PERSIST_EVERY = 500
