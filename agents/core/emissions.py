@@ -108,6 +108,9 @@ class Due:
     rule: str
     anchor_at: int
     threshold: int
+    # The version of the rule that judges the step: a pinned ladder's own, else the
+    # version the customer runs under (docs/rules.md "Changing rules").
+    rule_version: str = ""
 
 
 def context_snapshot(state: CustomerState) -> dict[str, Any]:

@@ -417,7 +417,7 @@ class Engine:
         if step > plan.size:
             return None  # silent until reset: the anchor has to move first
         threshold = plan.threshold(step, state)
-        return Due(anchor + threshold, plan.index, step, plan.name, anchor, threshold)
+        return Due(anchor + threshold, plan.index, step, plan.name, anchor, threshold, plan.version)
 
     def _apply(self, state: CustomerState, event: Event, out: list[Emission]) -> None:
         """Fold an event in; an order may convert earlier firings (attribution)."""

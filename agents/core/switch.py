@@ -72,7 +72,9 @@ def switch_actions(
                 threshold = plan.threshold(j, state)
                 if anchor + threshold > at:
                     break
-                superseded.append(Due(anchor + threshold, plan.index, j, name, anchor, threshold))
+                superseded.append(
+                    Due(anchor + threshold, plan.index, j, name, anchor, threshold, plan.version)
+                )
         actions.append((name, ACTION_RESTART, dropped, superseded))
     return actions
 

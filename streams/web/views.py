@@ -108,7 +108,6 @@ def next_steps(engine: Engine, state: CustomerState) -> list[dict[str, Any]]:
 
     The read model's ``pending`` (streams.worker.readmodel) keeps its three fields:
     its hash is a contract (schemas/readmodel.md)."""
-    versions = {r.name: r.version for r in engine.rules}
     return [
         {
             "rule": d.rule,
@@ -116,7 +115,7 @@ def next_steps(engine: Engine, state: CustomerState) -> list[dict[str, Any]]:
             "due_at": iso(d.due_at),
             "anchor_at": iso(d.anchor_at),
             "threshold": duration_record(d.threshold).to_dict(),
-            "rule_version": versions.get(d.rule),
+            "rule_version": d.rule_version,
         }
         for d in engine.pending(state)
     ]

@@ -798,6 +798,12 @@ async def test_a_published_change_is_listed_scheduled_then_in_force_and_a_late_o
         "version": load_rules(SOONER).rule("second_purchase").version,  # type: ignore[union-attr]
         "on_change": "restart",
     }
+    # Before its time, the lookup's next step is judged by the seed's rule, in force.
+    lookup = await (await client.get("/retention/customers/cus_a")).json()
+    assert lookup["next_steps"][0]["rule"] == "second_purchase"
+    seed_rule = worker.app.config.core.rule_set.rule("second_purchase")
+    assert seed_rule is not None
+    assert lookup["next_steps"][0]["rule_version"] == seed_rule.version
     text = (await (await client.get("/metrics")).read()).decode()
     info = {k[1]: v for k, v in metrics(text).items() if k[0] == "retention_rules_version_info"}
     assert info == {
