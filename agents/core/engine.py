@@ -114,7 +114,9 @@ class Engine:
         # Where each version stands in the history: a pin retires at the switch to
         # the MAX_VERSIONS-th version after its own (docs/rules.md "Changing rules").
         self._position = {v.applied_at: i for i, v in enumerate(versions)}
-        self._last_position = {v.id: i for i, v in enumerate(versions)}
+        self._positions: dict[str, list[int]] = {}
+        for i, v in enumerate(versions):
+            self._positions.setdefault(v.id, []).append(i)
         self._oldest = by_id[versions[0].id]
         self._switch_times = tuple(v.applied_at for v in versions if v.applied_at is not None)
         self._multi = len(versions) > 1 or versions[0].applied_at is not None
@@ -399,12 +401,12 @@ class Engine:
             self._version_rules(new),
             at,
             self._by_id,
-            retired_by(self._last_position, len(self.history.versions)),
+            retired_by(self._positions, len(self.history.versions)),
         )
 
     def _retired_at(self, at: int) -> Callable[[str], bool]:
         """Whether a pin is retired at the switch applied at ``at``."""
-        return retired_by(self._last_position, self._position[at])
+        return retired_by(self._positions, self._position[at])
 
     # --- internals ---------------------------------------------------------------------
 

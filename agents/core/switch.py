@@ -167,13 +167,15 @@ def supersede(state: CustomerState, due: Due, plan: Plan, backfill_until: int | 
     )
 
 
-def retired_by(last_position: Mapping[str, int], position: int) -> Callable[[str], bool]:
+def retired_by(positions: Mapping[str, list[int]], position: int) -> Callable[[str], bool]:
     """Whether a pin (a version id) is retired at the switch to the version at
-    ``position`` of the history: at the MAX_VERSIONS-th version after its own, or when
-    the history no longer holds it (docs/rules.md "Changing rules")."""
+    ``position`` of the history: at the MAX_VERSIONS-th version after the latest one
+    with the pinned id before it (a file published again, e.g. a rollback, counts
+    from its newest switch), or when the history no longer holds it (docs/rules.md
+    "Changing rules")."""
 
     def retired(pin: str) -> bool:
-        own = last_position.get(pin)
+        own = max((p for p in positions.get(pin, ()) if p < position), default=None)
         return own is None or own <= position - MAX_VERSIONS
 
     return retired

@@ -147,9 +147,22 @@ class Versions:
         return out
 
 
-def dropped(pinned: int, switch: int) -> bool:
-    """Whether the bound has dropped version ``pinned`` once version ``switch`` is added."""
-    return pinned <= switch - MAX_VERSIONS
+def dropped(versions: Versions, pinned: BookVersion, switch: BookVersion) -> bool:
+    """Whether a pin to ``pinned`` retires at ``switch``: the 8th version after the
+    latest one before it with the same rules (a file published again counts from its
+    newest switch)."""
+    same = _identity(pinned.book)
+    own = max(
+        (v.index for v in versions.versions[: switch.index] if _identity(v.book) == same),
+        default=pinned.index,
+    )
+    return own <= switch.index - MAX_VERSIONS
+
+
+def _identity(book: Rulebook) -> tuple[Any, ...]:
+    """What makes two rules files the same version here: each enabled rule's version
+    (its name included), the guardrails and the lifecycle (not descriptions)."""
+    return (tuple(r.version for r in book.rules), book.guardrails, book.lifecycle)
 
 
 def live_anchor(timeline: Timeline, rule: RuleSpec, t: int) -> int | None:
@@ -201,7 +214,7 @@ def versioned_ladder(
                 pin = None  # a removal is a removal, pins included
             else:
                 g_version: BookVersion | None = pin if pin is not None else old
-                if pin is not None and dropped(pin.index, new.index):
+                if pin is not None and dropped(versions, pin, new):
                     g_version = None
                 g = g_version.rule(name) if g_version is not None else None
                 if g is not None and g.version == rule.version:

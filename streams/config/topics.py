@@ -22,8 +22,9 @@ class Topics:
     # Internal: validated events re-keyed by customer_id, plus clock messages.
     customer_events: str = "retention.customer-events"
     # The registry of published rules versions (docs/rules.md "Changing rules"): one
-    # partition, compacted, key = the set id. Not an input: markers reach the partitions
-    # through the input topics, in order with the events.
+    # partition, compacted, key = the set id (@ the effective time after the seed).
+    # Not an input: markers reach the partitions through the input topics, in order
+    # with the events.
     rules: str = "retention.rules"
 
     def inputs(self) -> tuple[str, str, str]:

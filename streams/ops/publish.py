@@ -71,7 +71,7 @@ async def publish(
             "dry run, nothing published"
         )
         return [head, *dry_run_lines(config, registry, version, table.customers.values())]
-    again = registry.by_id(version.id) is not None
+    again = registry.find(version.id, version.effective_at) is not None
     if not again:
         await live.write(config, p)
     written = await live.markers(config, version)

@@ -1,7 +1,8 @@
 """The rules topic: every published version of the rules file (docs/rules.md
 "Changing rules").
 
-The topic (``Topics.rules``, one partition, compacted, key = set id) is the
+The topic (``Topics.rules``, one partition, compacted, key = set id, @ effective time
+after the seed) is the
 registry of a deployment's rules: the seed, written by the first worker that
 finds the topic empty, then each version ``retention rules publish`` wrote.  The
 publisher, the worker's start-up check and ``GET /retention/rules`` read it; the
@@ -131,12 +132,14 @@ class Registry:
         check then compares its file with the winner's), a record of an id already
         read is the same version again (compaction keeps one per key)."""
         seed: Published | None = None
-        later: dict[str, Published] = {}
+        later: dict[tuple[str, int], Published] = {}
         for p in records:
             if p.effective_at is None:
                 seed = seed or p
-            elif seed is None or p.id != seed.id:
-                later.setdefault(p.id, p)
+            else:
+                # A file may be published again at a later time (a rollback): one
+                # version per (id, effective time), as the record's key says.
+                later.setdefault((p.id, p.effective_at), p)
         ordered = sorted(later.values(), key=lambda p: p.effective_at or 0)
         return cls(((seed,) if seed else ()) + tuple(ordered))
 
@@ -158,8 +161,12 @@ class Registry:
     def newest(self) -> Published | None:
         return self.versions[-1] if self.versions else None
 
-    def by_id(self, version_id: str) -> Published | None:
-        return next((p for p in self.versions if p.id == version_id), None)
+    def find(self, version_id: str, effective_at: int | None) -> Published | None:
+        """The version published with this id and effective time, if any."""
+        return next(
+            (p for p in self.versions if p.id == version_id and p.effective_at == effective_at),
+            None,
+        )
 
 
 # --- the worker's start ------------------------------------------------------------------
@@ -283,18 +290,19 @@ def plan_publish(
             ]
         )
     version_id = set_id(rules)
-    before = registry.by_id(version_id)
-    if before is not None and before.effective_at is not None and before.effective_at == effective:
+    before = registry.find(version_id, effective) if effective is not None else None
+    if before is not None:
         # The same command again: its markers go out again (an interrupted publish is
         # finished by repeating it); a partition ignores a version it knows.
         return before
     reasons = [str(problem) for problem in compatible(seed.version.rules, rules)]
-    if before is not None:
-        again = "" if before.effective_at is None else f" (--effective {iso(before.effective_at)})"
+    newest = registry.newest
+    if newest is not None and newest.id == version_id:
+        again = "" if newest.effective_at is None else f" (--effective {iso(newest.effective_at)})"
         reasons.append(
-            f"version {version_id} is published already ({_when(before)}): a partition "
-            f"ignores a version it knows; repeat its command{again} to send its markers "
-            "again, or publish a file that differs in its rules"
+            f"version {version_id} is the newest published ({_when(newest)}): publishing it "
+            f"again changes nothing; repeat its command{again} to send its markers again "
+            "(an earlier version may be published again: a rollback)"
         )
     stream = clock_mode(config.clock).event_time
     if effective is None:
@@ -303,11 +311,11 @@ def plan_publish(
                 [*reasons, "stream clock mode: give --effective T, a time of the stream"]
             )
         effective = now + config.rules_lead
-    newest = registry.later[-1] if registry.later else None
-    if newest is not None and newest.effective_at is not None and effective <= newest.effective_at:
+    last = registry.later[-1] if registry.later else None
+    if last is not None and last.effective_at is not None and effective <= last.effective_at:
         reasons.append(
-            f"effective {iso(effective)} is not after version {newest.id}'s "
-            f"{iso(newest.effective_at)}: versions take effect in the order published"
+            f"effective {iso(effective)} is not after version {last.id}'s "
+            f"{iso(last.effective_at)}: versions take effect in the order published"
         )
     if stream:
         passed = sorted((p, c) for p, c in clocks.items() if c >= effective)
@@ -364,14 +372,22 @@ async def adopt(config: Config, now: int) -> Startup:
     return startup(config, await read_registry(config), now)
 
 
+def record_key(p: Published) -> bytes:
+    """The record's key on the compacted rules topic: the set id for the seed, the id
+    and the effective time for a later version (a file may be published again)."""
+    if p.effective_at is None:
+        return p.id.encode()
+    return f"{p.id}@{iso(p.effective_at)}".encode()
+
+
 async def write_version(config: Config, p: Published) -> None:
-    """Write one version to the rules topic (key = its set id) and wait for it."""
+    """Write one version to the rules topic (key: :func:`record_key`) and wait for it."""
     await ensure_rules_topic(config)
     producer = _producer(config)
     try:
         await producer.start()
         await producer.send_and_wait(
-            config.topics.rules, record_bytes(p), key=p.id.encode(), partition=0
+            config.topics.rules, record_bytes(p), key=record_key(p), partition=0
         )
     finally:
         await producer.stop()

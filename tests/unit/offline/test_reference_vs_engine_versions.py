@@ -270,3 +270,35 @@ def test_a_pin_retires_at_the_eighth_version_after_its_own_in_both() -> None:
         ("delivered", iso(parity.T0 + 47 * 24 * HOUR)),
     ]
     both(seed, changes, lines, until)
+
+
+def test_a_file_published_again_renews_the_pins_to_it_in_both() -> None:
+    """A rollback: the seed is published again at day 1.5 while a ladder is pinned to
+    it (unchanged for alpha: the pin stays), so the pin counts from that switch and
+    retires at the 8th version after it (day 5.5), not after the first (day 4.5)."""
+
+    def alpha(steps: list[str]) -> dict[str, Any]:
+        return {
+            "name": "alpha",
+            "priority": 10,
+            "anchor": "first_order",
+            "steps": steps,
+            "on_change": "pin",
+        }
+
+    seed = _file(alpha(["P1D", "P10D", "P30D"]))
+    other = [_file(alpha(["P1D", "P2D", f"P{40 + i}D"])) for i in range(9)]
+    files = [other[0], seed, *other[1:]]
+    changes = [(parity.T0 + (2 + i) * 12 * HOUR, f) for i, f in enumerate(files)]
+    lines = [parity.purchase(parity.CUSTOMERS[0], parity.T0, "o1", "p1")]
+    until = parity.T0 + 60 * 24 * HOUR
+    reference, _, _ = reference_decisions(seed, changes, lines, until)
+    got = [(d[1], d[2]) for d in reference[parity.CUSTOMERS[0]]]
+    # Retired at the 10th change (day 5.5): step 2 (due day 2 there) superseded,
+    # step 3 under that version (48 days).
+    assert got == [
+        ("delivered", iso(parity.T0 + 24 * HOUR)),
+        ("superseded", iso(parity.T0 + 48 * HOUR)),
+        ("delivered", iso(parity.T0 + 48 * 24 * HOUR)),
+    ]
+    both(seed, changes, lines, until)

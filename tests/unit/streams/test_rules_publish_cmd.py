@@ -173,7 +173,7 @@ def test_a_file_that_does_not_load_is_refused_with_its_problems(
     assert fake.markers == []
 
 
-def test_the_same_file_again_is_refused_but_the_same_command_resends_its_markers(
+def test_the_newest_file_again_is_refused_but_the_same_command_resends_its_markers(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], fake: Fake
 ) -> None:
     at = iso(CLOCK + 1)
@@ -182,9 +182,9 @@ def test_the_same_file_again_is_refused_but_the_same_command_resends_its_markers
     code, _, err, path = publish(tmp_path, capsys, SOONER, "--effective", iso(CLOCK + 2))
     assert code == 2
     assert err == (
-        f"retention: {path}: version {vid} is published already (effective {at}): a partition "
-        f"ignores a version it knows; repeat its command (--effective {at}) to send its "
-        "markers again, or publish a file that differs in its rules\n"
+        f"retention: {path}: version {vid} is the newest published (effective {at}): "
+        f"publishing it again changes nothing; repeat its command (--effective {at}) to send "
+        "its markers again (an earlier version may be published again: a rollback)\n"
     )
     assert len(fake.markers) == len(INPUTS)
     # An interrupted publish is finished by repeating it, even once clocks passed T.
@@ -194,6 +194,13 @@ def test_the_same_file_again_is_refused_but_the_same_command_resends_its_markers
     assert out.startswith(f"{path}: version {vid} effective {at} was published already; marker")
     assert len(fake.records) == 2  # the seed and the version, once
     assert len(fake.markers) == 2 * len(INPUTS)
+    # Going back to the seed's file later is a new version of its own: a rollback.
+    back = iso(CLOCK + 200)
+    fake.clocks[0] = CLOCK + 150
+    code, out, err, path = publish(tmp_path, capsys, SEED, "--effective", back)
+    assert (code, err) == (0, "")
+    assert f"effective {back} published to" in out
+    assert len(fake.records) == 3 and len(fake.markers) == 3 * len(INPUTS)
 
 
 def mid_ladder(n: int, days: float) -> dict[str, CustomerState]:

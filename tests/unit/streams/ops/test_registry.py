@@ -23,6 +23,7 @@ from streams.ops.registry import (
     plan_publish,
     published,
     record_bytes,
+    record_key,
     startup,
 )
 
@@ -190,11 +191,19 @@ def test_a_version_takes_effect_after_the_newest_published_one() -> None:
     ]
 
 
-def test_the_same_file_is_never_published_twice() -> None:
+def test_the_newest_file_is_not_published_again_but_an_earlier_one_is_a_rollback() -> None:
     reg = registry((SEED, None), (SOONER, T0))
-    for text in (SOONER, SEED):
-        (line,) = refusals(stream(), reg, text, T0 + 10)
-        assert line.startswith(f"version {set_id(load_rules(text))} is published already (")
+    (line,) = refusals(stream(), reg, SOONER, T0 + 10)
+    assert line.startswith(f"version {set_id(load_rules(SOONER))} is the newest published (")
+    back = plan_publish(stream(), reg, SEED, effective=T0 + 10, clocks={0: T0 + 5}, now=NOW + 1)
+    assert (back.id, back.effective_at) == (set_id(load_rules(SEED)), T0 + 10)
+    # Both records are kept: one per (id, effective time).
+    again = Registry.of([*reg.versions, back])
+    assert [(p.id, p.effective_at) for p in again.later] == [
+        (set_id(load_rules(SOONER)), T0),
+        (set_id(load_rules(SEED)), T0 + 10),
+    ]
+    assert record_key(back) == f"{back.id}@{iso(T0 + 10)}".encode()
 
 
 def test_the_same_version_at_the_same_time_is_a_resend() -> None:
