@@ -54,6 +54,9 @@ class IngestProcessor:
         self.dead_letters: Counter[str] = Counter()
         # Accepted timestamps in a form a later version refuses (README "Inputs").
         self.lenient_timestamps: Counter[str] = Counter()
+        # Accepted events whose timezone was ignored: not a zone tzdata knows
+        # (docs/send-windows.md "The customer's zone").
+        self.invalid_timezones = 0
         self.accepted = 0
         self.markers = 0
         self.rules_markers = 0
@@ -93,6 +96,8 @@ class IngestProcessor:
                         return [], controls
             return self._letter(raw, exc, topic, partition, offset), []
         self.accepted += 1
+        if event.timezone_ignored is not None:
+            self.invalid_timezones += 1
         if self.lenient_timestamps.total() != lenient_before:
             self._warn_lenient(f"{topic}:{partition}:{offset}")
         payload = event_message(src, event)

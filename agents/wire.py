@@ -18,7 +18,11 @@ The internal topic carries three kinds of message, all JSON objects:
   per-message cost once per bundle instead of once per event.
 
 The reader checks an ``ev`` item as strictly as ingest's validation did, since
-anything else on the topic would reach the engine and the table row.
+anything else on the topic would reach the engine and the table row.  An event's
+customer zone rides as ``tz`` (a zone tzdata knows) and a name ingest ignored as
+``tzx`` (at most 64 characters, for the lookup); both are left out when absent, so
+an event without a zone is written exactly as before (docs/send-windows.md "The
+customer's zone").
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ from agents.core.validation import (
     MAX_ID_LENGTH,
     MAX_TEXT_LENGTH,
 )
+from agents.core.zones import MAX_ZONE_NAME, load_zone
 from schemas.records import (
     CONSENT_OPTED_IN,
     CONSENT_OPTED_OUT,
@@ -172,6 +177,11 @@ def read_wire_event(wire: Any, *, latest: int, earliest: int = DEFAULT_MIN_EVENT
                 f"event field {name!r} must be a non-blank id of at most 128 characters"
             )
         fields[name] = value
+    zone, ignored = wire.get("tz"), wire.get("tzx")
+    if zone is not None and load_zone(zone) is None:
+        raise BadMessage(f"event timezone {str(zone)[:80]!r} is not a zone tzdata knows")
+    if ignored is not None and (not isinstance(ignored, str) or len(ignored) > MAX_ZONE_NAME):
+        raise BadMessage("event ignored timezone must be a string of at most 64 characters")
     if kind == KIND_PURCHASE and not (
         _WIRE_AMOUNT.fullmatch(fields["a"]) and _WIRE_CURRENCY.fullmatch(fields["cur"])
     ):
@@ -189,6 +199,8 @@ def read_wire_event(wire: Any, *, latest: int, earliest: int = DEFAULT_MIN_EVENT
         session_id=fields.get("s"),
         status=fields.get("st"),
         channel=channel,
+        timezone=zone,
+        timezone_ignored=ignored,
     )
 
 

@@ -47,6 +47,11 @@ class Event:
     session_id: str | None = None
     status: str | None = None
     channel: str | None = None
+    # The customer's IANA zone when it is one tzdata knows; otherwise the name sent
+    # (at most 64 characters of it) in ``timezone_ignored``, kept for the lookup
+    # only (docs/send-windows.md "The customer's zone").
+    timezone: str | None = None
+    timezone_ignored: str | None = None
 
     def to_wire(self) -> dict[str, Any]:
         """The compact form carried on the internal customer-keyed topic."""
@@ -68,6 +73,10 @@ class Event:
             out["st"] = self.status
         if self.channel is not None:
             out["ch"] = self.channel
+        if self.timezone is not None:
+            out["tz"] = self.timezone
+        if self.timezone_ignored is not None:
+            out["tzx"] = self.timezone_ignored
         return out
 
     @classmethod
@@ -83,6 +92,8 @@ class Event:
             session_id=d.get("s"),
             status=d.get("st"),
             channel=d.get("ch"),
+            timezone=d.get("tz"),
+            timezone_ignored=d.get("tzx"),
         )
 
 

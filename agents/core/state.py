@@ -163,6 +163,14 @@ class CustomerState:
     # still under the seed); row key "rv", omitted when None (docs/rules.md
     # "Changing rules").
     rules_at: int | None = None
+    # The customer's zone in force: the valid ``timezone`` of the newest event taken
+    # in (ties: the smallest name) and that event's time; the newest ignored name
+    # likewise, for the lookup.  Row keys "tz" and "tzx", each ``[name, time]`` and
+    # omitted when None (docs/send-windows.md "The customer's zone").
+    zone: str | None = None
+    zone_at: int | None = None
+    zone_ignored: str | None = None
+    zone_ignored_at: int | None = None
 
     # --- facts -------------------------------------------------------------------
 
@@ -177,6 +185,10 @@ class CustomerState:
         """
         t = event.occurred_at
         self.first_seen_at = t if self.first_seen_at is None else min(self.first_seen_at, t)
+        if event.timezone is not None:
+            self._take_zone(event.timezone, t)
+        if event.timezone_ignored is not None:
+            self._take_ignored_zone(event.timezone_ignored, t)
         if event.kind == KIND_PURCHASE:
             self._apply_order(t, event.amount or "0", event.currency or "XXX")
             if active_window is not None:
@@ -191,6 +203,17 @@ class CustomerState:
             if self.consent_at is None or key > (self.consent_at, self.opted_out):
                 self.consent_at = t
                 self.consent_status = event.status
+
+    def _take_zone(self, name: str, t: int) -> None:
+        # Newest by event time, the smallest name at equal times: the same zone
+        # whatever the arrival order (docs/send-windows.md "The customer's zone").
+        if self.zone is None or self.zone_at is None or _newer(t, name, self.zone_at, self.zone):
+            self.zone, self.zone_at = name, t
+
+    def _take_ignored_zone(self, name: str, t: int) -> None:
+        at, known = self.zone_ignored_at, self.zone_ignored
+        if known is None or at is None or _newer(t, name, at, known):
+            self.zone_ignored, self.zone_ignored_at = name, t
 
     def _apply_order(self, t: int, amount: str, currency: str) -> None:
         self.orders += 1
@@ -318,7 +341,7 @@ class CustomerState:
 
     def facts(self) -> dict[str, Any]:
         """The order-independent part (what the permutation property compares)."""
-        return {
+        out: dict[str, Any] = {
             "orders": self.orders,
             "first_order_at": self.first_order_at,
             "second_order_at": self.second_order_at,
@@ -333,6 +356,12 @@ class CustomerState:
             "consent_status": self.consent_status,
             "consent_at": self.consent_at,
         }
+        # Only when there is one: a row without a zone reads exactly as before.
+        if self.zone is not None:
+            out["tz"] = [self.zone, self.zone_at]
+        if self.zone_ignored is not None:
+            out["tzx"] = [self.zone_ignored, self.zone_ignored_at]
+        return out
 
     def to_dict(self) -> dict[str, Any]:
         d = self.facts()
@@ -388,6 +417,7 @@ class CustomerState:
             decision_counts=_counts(d.get("decision_counts", {})),
             conversion_counts=_counts(d.get("conversion_counts", {})),
             rules_at=d.get("rv"),
+            **_zones(d),
         )
 
     @classmethod
@@ -426,6 +456,22 @@ class CustomerState:
         ]
 
 
+def _zones(d: dict[str, Any]) -> dict[str, Any]:
+    """The zone fields of a row (none in a row without a zone)."""
+    out: dict[str, Any] = {}
+    if (tz := d.get("tz")) is not None:
+        out["zone"], out["zone_at"] = tz
+    if (tzx := d.get("tzx")) is not None:
+        out["zone_ignored"], out["zone_ignored_at"] = tzx
+    return out
+
+
+def _newer(t: int, name: str, at: int, known: str) -> bool:
+    """Whether (t, name) replaces (at, known): a later time, or the same time and a
+    smaller name."""
+    return t > at or (t == at and name < known)
+
+
 def _progress(v: list[Any]) -> LadderProgress:
     # Two elements for every unpinned ladder (rows written before pins read back
     # unchanged): the common case without a length check's branch cost.
@@ -439,12 +485,13 @@ def _max(a: int | None, b: int) -> int:
 
 
 # What a pending event keeps, by kind: the engine needs the time, the event id
-# (the tie-break of equal times) and what it folds in; never the channel, the
+# (the tie-break of equal times) and what it folds in (the zone too, kept or
+# ignored: docs/send-windows.md "The customer's zone"); never the channel, the
 # session id or the customer id (the row's own).
 _PENDING_KEYS = {
-    KIND_PURCHASE: ("k", "e", "t", "o", "a", "cur"),
-    KIND_SESSION: ("k", "e", "t"),
-    KIND_CONSENT: ("k", "e", "t", "st"),
+    KIND_PURCHASE: ("k", "e", "t", "o", "a", "cur", "tz", "tzx"),
+    KIND_SESSION: ("k", "e", "t", "tz", "tzx"),
+    KIND_CONSENT: ("k", "e", "t", "st", "tz", "tzx"),
 }
 
 

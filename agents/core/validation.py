@@ -6,6 +6,7 @@ error code, counted per code) and a message a producer can act on.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 from collections import Counter
@@ -22,6 +23,7 @@ from agents.core.timeutil import (
     parse_timestamp,
     to_micros,
 )
+from agents.core.zones import MAX_ZONE_NAME, load_zone
 from schemas.records import (
     CONSENT_OPTED_IN,
     CONSENT_OPTED_OUT,
@@ -204,9 +206,25 @@ def validate(
     channel = _text(obj, "channel", required=False, limit=MAX_TEXT_LENGTH)
     assert event_id is not None and customer_id is not None
     event = _event(obj, kind, event_id, customer_id, occurred, channel)
+    if obj.get("timezone") is not None:
+        event = _with_zone(event, obj["timezone"])
     if lenient is not None and (form := lenient_form(obj["occurred_at"])) is not None:
         lenient[form] += 1  # accepted today, refused later (README "Inputs")
     return event
+
+
+def _with_zone(event: Event, name: object) -> Event:
+    """The event with its ``timezone``: kept when tzdata knows the zone; any other
+    string is ignored but remembered (its first :data:`MAX_ZONE_NAME` characters),
+    never a dead letter; a non-string is a mistyped field (README "Inputs")."""
+    if not isinstance(name, str):
+        raise ValidationError(
+            "invalid_field",
+            f"field 'timezone' must be a string (an IANA zone name), got {type(name).__name__}",
+        )
+    if load_zone(name) is not None:
+        return dataclasses.replace(event, timezone=name)
+    return dataclasses.replace(event, timezone_ignored=name[:MAX_ZONE_NAME])
 
 
 def _event(

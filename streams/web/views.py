@@ -65,6 +65,8 @@ HIDDEN_STATE_FIELDS = (
     "order_ids",
     "pending",
     "spill",
+    "tz",  # shown as "timezone" (zone_view)
+    "tzx",
 )
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 CONTENT_TYPES = {
@@ -94,11 +96,27 @@ def customer_view(worker: ObservedWorker, raw: bytes) -> dict[str, Any]:
     return {
         "customer_id": state.customer_id,
         "state": shown,
+        "timezone": zone_view(state),
         "pending": pending_nudges(engine, state),
         "next_steps": next_steps(engine, state),
         "recent_decisions": state.recent_decisions(),
         "holdout": engine.in_holdout(state.customer_id),
         "served_by": worker.web_address,
+    }
+
+
+def zone_view(state: CustomerState) -> dict[str, str | None]:
+    """The customer's zone in force and the newest ignored name, with the event
+    times that set them (docs/send-windows.md "The customer's zone")."""
+
+    def at(t: int | None) -> str | None:
+        return None if t is None else iso(t)
+
+    return {
+        "name": state.zone,
+        "since": at(state.zone_at),
+        "ignored": state.zone_ignored,
+        "ignored_at": at(state.zone_ignored_at),
     }
 
 

@@ -294,6 +294,7 @@ class RetentionApp:
             customer_dead_letters=dict(proc.dead_letters),
             late=dict(proc.late),
             lenient_timestamps=dict(ingest.lenient_timestamps),
+            invalid_timezones=ingest.invalid_timezones,
             decisions=dict(proc.decision_counts),
             decision_series=self._decision_series,
             decisions_by_version=dict(proc.version_counts),

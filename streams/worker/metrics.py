@@ -21,6 +21,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from agents.core.timeutil import LENIENT_FORMS, iso
+from agents.core.zones import TZDATA_VERSION
 from streams.worker.observe import PartitionClock, Snapshot
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -124,6 +125,19 @@ METRICS: tuple[MetricDef, ...] = (
         "Accepted events whose occurred_at a later version refuses (space for T, :60), by form",
         ("form",),
         lambda s: [((f,), s.lenient_timestamps.get(f, 0)) for f in LENIENT_FORMS],
+    ),
+    MetricDef(
+        "retention_invalid_timezones",
+        "counter",
+        "Accepted events whose timezone was ignored (not a zone the pinned tzdata knows)",
+        samples=lambda s: one(s.invalid_timezones),
+    ),
+    MetricDef(
+        "retention_tzdata_info",
+        "gauge",
+        "1, labelled with the IANA release of the pinned tzdata every zone is read from",
+        ("version",),
+        lambda s: [((TZDATA_VERSION,), 1)],
     ),
     MetricDef(
         "retention_late_events",

@@ -105,6 +105,8 @@ class Snapshot:
     late: Mapping[str, int] = field(default_factory=dict)  # by input topic
     # Accepted occurred_at in a form a later version refuses, by form (README "Inputs").
     lenient_timestamps: Mapping[str, int] = field(default_factory=dict)
+    # Accepted events whose timezone was ignored (docs/send-windows.md "The customer's zone").
+    invalid_timezones: int = 0
     decisions: DecisionCounts = field(default_factory=dict)
     # Every (rule, step, outcome) the configured ladders can produce: /metrics
     # exports each from 0, so a rate or increase() over the first decisions after

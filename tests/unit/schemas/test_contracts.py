@@ -287,6 +287,14 @@ statuses = st.one_of(st.sampled_from(["opted_out", "opted_in", "OPTED_OUT", ""])
 channels = st.one_of(
     st.none(), st.text(max_size=8), st.text(min_size=250, max_size=260), st.integers(-5, 5)
 )
+# Zones kept, zones ignored (never a dead letter) and mistyped ones (invalid_field).
+timezones = st.one_of(
+    st.none(),
+    st.sampled_from(["UTC", "US/Eastern", "Factory", "europe/berlin", "../etc/passwd", "x" * 65]),
+    st.text(max_size=8),
+    st.integers(-5, 5),
+    st.booleans(),
+)
 MISSING = object()
 ints = st.integers(-(2**63), 2**63 - 1)  # what orjson can encode
 
@@ -309,6 +317,7 @@ def messages(draw: st.DrawFn) -> dict[str, Any]:
         "customer_id": good_ids,
         "occurred_at": timestamps(),
         "channel": st.one_of(st.none(), st.text(max_size=8)),
+        "timezone": st.one_of(st.none(), st.sampled_from(["Europe/Berlin", "Asia/Kathmandu"])),
     }
     good |= {
         "purchase/1": {
@@ -330,6 +339,7 @@ def messages(draw: st.DrawFn) -> dict[str, Any]:
         "session_id": ids,
         "status": statuses,
         "channel": channels,
+        "timezone": timezones,
         "extra": st.one_of(ints, st.text(max_size=3)),
     }
     obj = {}
@@ -545,7 +555,11 @@ WIRE_KEYS = {
     "s": "session_id",
     "st": "status",
     "ch": "channel",
+    "tz": "timezone",  # a zone tzdata knows
+    "tzx": "timezone",  # any other name, ignored (README "Inputs")
 }
+# What is left of an input's ``timezone`` that is no zone: kept apart, for the lookup.
+EVENT_ONLY = {"kind", "timezone_ignored"}
 
 
 def _fields(cls: type) -> set[str]:
@@ -554,13 +568,19 @@ def _fields(cls: type) -> set[str]:
 
 def test_event_fields_match_input_schemas() -> None:
     properties = set().union(*(load(n)["properties"] for n in INPUTS))
-    assert _fields(Event) - {"kind"} == properties - {"schema"}
+    assert _fields(Event) - EVENT_ONLY == properties - {"schema"}
     assert set(WIRE_KEYS.values()) == properties
     for name, sample in (("purchase", PURCHASE), ("session", SESSION), ("consent", CONSENT)):
-        wire = validate(
-            orjson.dumps(sample | {"channel": "web"}), now=NOW, max_bytes=HUGE, future_tolerance=DAY
-        ).to_wire()
-        assert {WIRE_KEYS[k] for k in wire} == set(load(name)["required"]) | {"channel"}
+        for zone, key in (("Europe/Berlin", "tz"), ("Mars/Olympus_Mons", "tzx")):
+            message = sample | {"channel": "web", "timezone": zone}
+            wire = validate(
+                orjson.dumps(message), now=NOW, max_bytes=HUGE, future_tolerance=DAY
+            ).to_wire()
+            assert {WIRE_KEYS[k] for k in wire} == set(load(name)["required"]) | {
+                "channel",
+                "timezone",
+            }
+            assert wire[key] == zone
 
 
 # Each output record's one typed definition and its JSON Schema: the same keys, all

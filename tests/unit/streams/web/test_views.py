@@ -28,6 +28,7 @@ from agents.core.rules import default_rules, default_text, load_rules
 from agents.core.rules.history import set_id
 from agents.core.settings import CoreSettings
 from agents.core.timeutil import TIME_MIN, to_micros
+from agents.core.zones import TZDATA_VERSION
 from agents.faust_agents import Send
 from streams.config import load_config
 from streams.web import views
@@ -264,6 +265,7 @@ async def test_events_flow_through_the_agents_into_lookup_summary_and_metrics(
     assert set(body) == {
         "customer_id",
         "state",
+        "timezone",
         "pending",
         "next_steps",
         "recent_decisions",
@@ -323,6 +325,47 @@ async def test_events_flow_through_the_agents_into_lookup_summary_and_metrics(
     assert values[("retention_read_model_lag", ())] == len(CUSTOMERS)  # no Redis: all waiting
     assert values[("retention_tick_duration_seconds_count", ())] >= 2
     assert values[("retention_ready", ())] == 1
+
+
+def zoned(message: bytes, zone: object) -> bytes:
+    return orjson.dumps(orjson.loads(message) | {"timezone": zone})
+
+
+async def test_a_customers_zone_reaches_the_lookup_and_an_ignored_one_the_metrics(
+    worker: Worker, client: TestClient[Any, Any]
+) -> None:
+    # docs/send-windows.md "The customer's zone": the newest valid zone by event time
+    # (an older one arriving later does not replace it), an unknown one ignored,
+    # counted and shown, never a dead letter.
+    topics = worker.app.config.topics
+    worker.recovered()
+    await worker.feed(
+        [
+            (topics.purchases, 0, zoned(purchase("cus_a", 2, 3), "Asia/Tehran")),
+            (topics.purchases, 0, zoned(purchase("cus_a", 1, 1), "Europe/Berlin")),
+            (topics.purchases, 0, zoned(purchase("cus_a", 3, 2), "Mars/Olympus_Mons")),
+            (topics.purchases, 0, zoned(purchase("cus_b", 1, 1), 3600)),
+        ]
+    )
+    # Dated after the stream clock: waiting, zones included, not in force yet.
+    body = await (await client.get("/retention/customers/cus_a")).json()
+    assert body["state"]["pending_events"] == 3 and body["timezone"]["name"] is None
+    sources = [(t, p) for t in topics.inputs() for p in range(PARTITIONS)]
+    await worker.feed([(t, p, advance(5)) for t, p in sources])
+    body = await (await client.get("/retention/customers/cus_a")).json()
+    assert body["state"]["orders"] == 3
+    assert body["timezone"] == {
+        "name": "Asia/Tehran",
+        "since": day(3),
+        "ignored": "Mars/Olympus_Mons",
+        "ignored_at": day(2),
+    }
+    assert not {"tz", "tzx"} & set(body["state"])
+    [(_, letter, _)] = worker.broker.on(topics.dlq)
+    assert orjson.loads(letter)["error_code"] == "invalid_field" and b"timezone" in letter
+    values = metrics((await (await client.get("/metrics")).read()).decode())
+    assert values[("retention_invalid_timezones_total", ())] == 1
+    assert values[("retention_tzdata_info", (("version", TZDATA_VERSION),))] == 1
 
 
 @pytest.mark.parametrize("as_of", [10**20, -(10**20), 2**63, "1e20", "soon"])
