@@ -74,13 +74,19 @@ Semantics (the stream implements the same):
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import heapq
+import importlib.resources
 import time
+import zoneinfo
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from decimal import Decimal, localcontext
 from typing import Any, Protocol
+
+import orjson
 
 from agents.core import ids
 from agents.core.budget import (
@@ -168,6 +174,18 @@ class CustomerFacts:
     spend_by_currency: tuple[tuple[str, Decimal, int], ...] = ()  # currency, amount, orders
     # (occurred_at, currency, amount) of each counted order, ascending.
     order_spend: tuple[tuple[int, str, Decimal], ...] = ()
+    # (occurred_at, zone name) of each counted event with a zone tzdata knows, ascending.
+    zones: tuple[tuple[int, str], ...] = ()
+
+    def zone_at(self, t: int) -> str | None:
+        """The customer's zone in force at ``t``: the zone of the newest event dated at
+        or before it, the smallest name among events at that instant
+        (docs/send-windows.md "The customer's zone")."""
+        dated = [z for z in self.zones if z[0] <= t]
+        if not dated:
+            return None
+        newest = max(when for when, _ in dated)
+        return min(name for when, name in dated if when == newest)
 
     @property
     def order_count(self) -> int:
@@ -218,6 +236,7 @@ class _CustomerLog:
     orders: dict[str, tuple[int, str, str, Decimal]] = field(default_factory=dict)
     sessions: list[tuple[int, str]] = field(default_factory=list)
     consents: list[tuple[int, str]] = field(default_factory=list)
+    zones: list[tuple[int, str]] = field(default_factory=list)
     events: int = 0
 
     def facts(self, until: int | None = None) -> CustomerFacts:
@@ -245,6 +264,7 @@ class _CustomerLog:
             sessions=tuple(sorted(x for x in self.sessions if keep(x[0]))),
             spend_by_currency=tuple((c, a, n) for c, (a, n) in sorted(spend.items())),
             order_spend=tuple(sorted((t, c, a) for t, _, c, a in self.orders.values() if keep(t))),
+            zones=tuple(sorted(z for z in self.zones if keep(z[0]))),
         )
 
 
@@ -258,6 +278,39 @@ def _fold_currencies(spend: dict[str, tuple[Decimal, int]]) -> dict[str, tuple[D
             t0, n0 = out.get(OTHER_CURRENCY, (Decimal(0), 0))
             out[OTHER_CURRENCY] = (t0 + total, n0 + n)
     return out
+
+
+# --- zones ------------------------------------------------------------------------
+
+
+def zone_name(message: Any) -> str | None:
+    """A message's ``timezone`` when the pinned ``tzdata`` package has that zone, else
+    None (ignored: docs/send-windows.md "The customer's zone").  Read the plain way:
+    the name must be in the package's list of zones, not its ``Factory`` placeholder,
+    and at most 64 characters, and the package's own file for it must load."""
+    name = message.get("timezone") if isinstance(message, dict) else None
+    if not isinstance(name, str) or len(name) > 64 or name not in tzdata_zones():
+        return None
+    return name if _loads(name) else None
+
+
+@functools.cache
+def tzdata_zones() -> frozenset[str]:
+    listed = importlib.resources.files("tzdata").joinpath("zones").read_text(encoding="utf-8")
+    return frozenset(listed.split()) - {"Factory"}
+
+
+@functools.cache
+def _loads(name: str) -> bool:
+    # The package's file, not zoneinfo.ZoneInfo(name): that reads the host's first.
+    try:
+        with (
+            importlib.resources.files("tzdata.zoneinfo").joinpath(*name.split("/")).open("rb") as f
+        ):
+            zoneinfo.ZoneInfo.from_file(f, key=name)
+    except (OSError, ValueError):
+        return False
+    return True
 
 
 # --- firings -----------------------------------------------------------------------
@@ -702,6 +755,9 @@ def compute_decisions(
         except ValidationError as exc:
             dead_letters[exc.code] = dead_letters.get(exc.code, 0) + 1
             continue
+        if b"timezone" in line:
+            # The zone read with this module's own code, not validation's.
+            event = dataclasses.replace(event, timezone=zone_name(orjson.loads(line)))
         if latest is None or event.occurred_at > latest:
             latest = event.occurred_at
         if event.customer_id not in logs:
@@ -749,6 +805,8 @@ def compute_decisions(
         elif event.kind == KIND_CONSENT:
             assert event.status is not None
             log.consents.append((event.occurred_at, event.status))
+        if event.timezone is not None:
+            log.zones.append((event.occurred_at, event.timezone))
         log.events += 1
         events += 1
 

@@ -350,3 +350,22 @@ def test_a_rules_marker_whose_text_mentions_control_advance_early_is_a_rules_mar
     h = handler()
     _, controls = h.handle(raw, PURCHASES, 0, 3)
     assert len(controls) == 4 and h.rules_markers == 1 and h.markers == 0
+
+
+def test_an_unknown_zone_costs_nothing_but_is_counted_and_a_mistyped_one_is_refused() -> None:
+    # README "Inputs": the event is forwarded without a zone, its name kept for the lookup.
+    h = handler()
+    zones = ["Europe/Berlin", "Mars/Olympus_Mons", "A" * 100, None]
+    for offset, zone in enumerate(zones):
+        raw = orjson.dumps({**PURCHASE, "timezone": zone, "event_id": f"e{offset}"})
+        [output], _ = h.handle(raw, PURCHASES, 3, offset)
+        wire = orjson.loads(output.value)["ev"]
+        assert (wire.get("tz"), wire.get("tzx")) == {
+            0: ("Europe/Berlin", None),
+            1: (None, "Mars/Olympus_Mons"),
+            2: (None, "A" * 64),
+            3: (None, None),
+        }[offset]
+    assert h.accepted == 4 and h.invalid_timezones == 2 and not h.dead_letters
+    dead_letter(h, orjson.dumps({**PURCHASE, "timezone": 3600}))
+    assert h.dead_letters == {"invalid_field": 1} and h.invalid_timezones == 2

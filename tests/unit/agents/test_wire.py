@@ -3,6 +3,9 @@ customer processor reads back unchanged (docs/design.md "The batched hot path").
 
 from __future__ import annotations
 
+import dataclasses
+from typing import Any
+
 import orjson
 import pytest
 
@@ -51,3 +54,49 @@ def test_a_bundle_without_items_and_a_malformed_event_are_dead_letters() -> None
     wire = orjson.loads(event_message("retention.purchases:0", PURCHASE))["ev"]
     with pytest.raises(BadMessage, match="purchase amount or currency malformed"):
         read_wire_event({**wire, "a": "12,50"}, latest=T0)
+
+
+def test_a_zone_rides_the_event_and_an_event_without_one_is_written_as_before() -> None:
+    # docs/send-windows.md "The customer's zone": short keys, left out when absent.
+    plain = event_message("retention.purchases:0", PURCHASE)
+    assert b"tz" not in plain
+    assert plain == orjson.dumps(
+        {
+            "type": "ev",
+            "src": "retention.purchases:0",
+            "ev": {
+                "k": "purchase",
+                "e": "e1",
+                "c": "cus_1",
+                "t": T0,
+                "o": "o1",
+                "a": "12.50",
+                "cur": "EUR",
+                "ch": "web",
+            },
+        }
+    )
+    for event in (
+        dataclasses.replace(PURCHASE, timezone="Asia/Kathmandu"),
+        dataclasses.replace(PURCHASE, timezone_ignored="Mars/Olympus_Mons"),
+    ):
+        wire = orjson.loads(event_message("retention.purchases:0", event))["ev"]
+        assert read_wire_event(wire, latest=T0) == event
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"tz": "Mars/Olympus_Mons"},
+        {"tz": "europe/berlin"},
+        {"tz": "Factory"},
+        {"tz": 3600},
+        {"tzx": "x" * 65},
+        {"tzx": ["Europe/Berlin"]},
+    ],
+)
+def test_a_zone_the_reader_would_not_have_written_is_a_dead_letter(bad: dict[str, Any]) -> None:
+    wire = orjson.loads(event_message("retention.purchases:0", PURCHASE))["ev"]
+    with pytest.raises(BadMessage, match="timezone") as caught:
+        read_wire_event(wire | bad, latest=T0)
+    assert caught.value.code == CODE_INTERNAL

@@ -119,8 +119,24 @@ KINDS: tuple[str, ...] = ("purchase", "purchase", "purchase", "twin", "retry", "
 KINDS += ("session", "session", "opt_out", "opt_in")
 
 
+# Zones the events carry now and then: kept ones (several at one instant, so the
+# tie rule counts) and one ignored (docs/send-windows.md "The customer's zone").
+ZONES = (None, "Europe/Berlin", None, "Asia/Tehran", "America/Los_Angeles", "Mars/Olympus_Mons")
+ZONES += ("Asia/Kathmandu", None, "US/Eastern")
+
+
+def with_zone(line: bytes, n: int) -> bytes:
+    """The event line with the ``n``-th zone of :data:`ZONES` (none for None)."""
+    zone = ZONES[n % len(ZONES)]
+    return line if zone is None else orjson.dumps(orjson.loads(line) | {"timezone": zone})
+
+
 def build(choices: list[tuple[str, int, int, int]]) -> list[bytes]:
     """Event lines from (kind, customer index, half-days after T0, pick) tuples."""
+    return [with_zone(line, n) for n, line in enumerate(_build(choices))]
+
+
+def _build(choices: list[tuple[str, int, int, int]]) -> list[bytes]:
     lines: list[bytes] = []
     orders: dict[str, list[tuple[str, int]]] = {}
     for i, (kind, who, slot, pick) in enumerate(choices):
@@ -175,6 +191,7 @@ class Side:
     decisions: dict[str, list[Decision]]  # per customer, in emission order
     conversions: list[Outcome]
     rows: dict[str, CustomerRow]
+    zones: dict[str, str | None]  # per customer, the zone in force at ``until``
 
 
 def reference_side(
@@ -190,7 +207,8 @@ def reference_side(
         (o["trigger_id"], o["group"], o["converted_at"], o["order_id"]) for o in result.outcomes
     )
     rows = {r.customer_id: r for r in result.rows}
-    return Side(decisions, conversions, rows), result
+    zones = {cid: facts.zone_at(until) for cid, facts in result.facts.items()}
+    return Side(decisions, conversions, rows, zones), result
 
 
 def engine_side(
@@ -205,6 +223,7 @@ def engine_side(
     decisions: dict[str, list[Decision]] = {}
     conversions: list[Outcome] = []
     rows: dict[str, CustomerRow] = {}
+    zones: dict[str, str | None] = {}
     for cid, events in per_customer.items():
         state = CustomerState(customer_id=cid, partition=0)
         emitted = []
@@ -219,7 +238,8 @@ def engine_side(
             elif isinstance(x, Conversion):
                 conversions.append((x.trigger_id, x.group, iso(x.converted_at), x.order_id))
         rows[cid] = CustomerRow.from_state(state)
-    return Side(decisions, sorted(conversions), rows)
+        zones[cid] = state.zone
+    return Side(decisions, sorted(conversions), rows, zones)
 
 
 def assert_same(engine: Side, reference: Side) -> None:
@@ -231,6 +251,7 @@ def assert_same(engine: Side, reference: Side) -> None:
     """
     assert engine.decisions == reference.decisions
     assert engine.conversions == reference.conversions
+    assert engine.zones == reference.zones
     assert engine.rows.keys() == reference.rows.keys()
     for cid, row in reference.rows.items():
         mine = engine.rows[cid]
@@ -500,3 +521,76 @@ def test_the_busy_cases_reach_what_the_record_used_to_forget() -> None:
         settings=settings(max_examples=3000, database=None, deadline=None, phases=[Phase.generate]),
     )
     assert needs_more_than_128(found)
+
+
+# --- the customer's zone (docs/send-windows.md "The customer's zone") ------------------
+
+zone_histories = st.lists(
+    st.tuples(st.integers(0, 6), st.sampled_from(ZONES), st.sampled_from(KINDS)),
+    min_size=1,
+    max_size=12,
+)
+
+
+def zoned_lines(history: list[tuple[int, str | None, str]]) -> list[bytes]:
+    """One customer's events an hour apart at most (many at one instant), each with
+    its own ids and a zone, an ignored name or none."""
+    lines = []
+    for i, (slot, zone, kind) in enumerate(history):
+        t = T0 + slot * HOUR
+        if kind in ("session", "dup", "retry"):
+            line = session(A, t, f"s{i}")
+        elif kind in ("opt_out", "opt_in"):
+            line = consent(A, t, f"c{i}", "opted_out" if kind == "opt_out" else "opted_in")
+        else:
+            line = purchase(A, t, f"o{i}", f"p{i}")
+        lines.append(
+            line if zone is None else orjson.dumps(orjson.loads(line) | {"timezone": zone})
+        )
+    return lines
+
+
+@settings(max_examples=300, deadline=None)
+@given(zone_histories, st.randoms(use_true_random=False))
+def test_engine_and_reference_agree_on_the_zone_in_force_at_every_instant(
+    history: list[tuple[int, str | None, str]], rnd: random.Random
+) -> None:
+    lines = zoned_lines(history)
+    rnd.shuffle(lines)  # any arrival order
+    facts = compute_decisions(lines, CORE, now=NOW, arrival_order=True).facts[A]
+    engine = Engine(CORE)
+    waiting = CustomerState(customer_id=A, partition=0)  # all dated after the clock
+    late = CustomerState(customer_id=A, partition=0)  # all behind it, applied at once
+    for line in lines:
+        engine.ingest(waiting, _validate(line), T0 - 1)
+        engine.ingest(late, _validate(line), T0 + 7 * HOUR)
+    assert late.zone == facts.zone_at(T0 + 7 * HOUR)
+    for minutes in range(-1, 7 * 60, 30):
+        at = T0 + minutes * 60_000_000
+        engine.advance(waiting, at)
+        assert waiting.zone == facts.zone_at(at), iso(at)
+    assert waiting.to_dict().get("tz") == late.to_dict().get("tz")  # the same row
+
+
+def test_the_zone_in_force_is_the_newest_valid_one_and_the_smallest_name_at_a_tie() -> None:
+    lines = zoned_lines(
+        [
+            (2, "Mars/Olympus_Mons", "session"),  # newest, but ignored
+            (1, "Europe/Berlin", "purchase"),
+            (1, "Asia/Tehran", "session"),  # same instant: the smaller name
+            (0, "US/Eastern", "opt_in"),
+        ]
+    )
+    facts = compute_decisions(lines, CORE, now=NOW).facts[A]
+    assert [facts.zone_at(T0 + h * HOUR) for h in (-1, 0, 1, 2, 3)] == [
+        None,
+        "US/Eastern",
+        "Asia/Tehran",
+        "Asia/Tehran",
+        "Asia/Tehran",
+    ]
+    state = CustomerState(customer_id=A, partition=0)
+    for line in reversed(lines):
+        Engine(CORE).ingest(state, _validate(line), T0 + 3 * HOUR)
+    assert state.to_dict()["tz"] == ["Asia/Tehran", T0 + HOUR]
+    assert state.to_dict()["tzx"] == ["Mars/Olympus_Mons", T0 + 2 * HOUR]

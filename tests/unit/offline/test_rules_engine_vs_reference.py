@@ -41,7 +41,9 @@ def both_sides(text: str, lines: list[bytes], until: int) -> None:
         outcomes = sorted(
             (o["trigger_id"], o["group"], o["converted_at"], o["order_id"]) for o in result.outcomes
         )
-        mine = parity.Side(decisions, outcomes, {r.customer_id: r for r in result.rows})
+        rows = {r.customer_id: r for r in result.rows}
+        zones = {cid: facts.zone_at(until) for cid, facts in result.facts.items()}
+        mine = parity.Side(decisions, outcomes, rows, zones)
         parity.assert_same(parity.engine_side(feed, watermark, until, core=core), mine)
 
 

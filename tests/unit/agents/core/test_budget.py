@@ -83,6 +83,10 @@ def wide_purchase(n: int, t: int, currency: str = "EUR", cid: str = WIDE) -> Eve
         amount="9" * 16 + "." + "9" * 15,
         currency=currency,
         channel="c" * 256,
+        # The widest zone a row or a waiting entry keeps: an ignored name of 64
+        # characters that JSON escapes to 6 bytes each (docs/send-windows.md
+        # "The customer's zone").
+        timezone_ignored="\x01" * 64,
     )
 
 
@@ -128,6 +132,7 @@ def test_worst_case_row_stays_within_the_budget() -> None:
         assert not isinstance(fired, Refused)
         check_records(fired)
     assert len(state.spend) == MAX_CURRENCIES + 1 and OTHER_CURRENCY in state.spend
+    assert state.to_dict()["tzx"][0] == "\x01" * 64
     fixed = row_size(state)
     assert fixed <= FIXED_ROW_BOUND, fixed
     # Everything but the firings leaves the firing memory its whole budget; with the
@@ -369,12 +374,19 @@ def test_pending_keeps_only_what_the_engine_needs() -> None:
     session = Event("session", "e2", "c", T0 + DAY, session_id="s1", channel="app")
     engine.ingest(state, order, T0)
     engine.ingest(state, session, T0)
+    consent = Event(
+        "consent", "e3", "c", T0 + DAY, status="opted_in", channel="app", timezone="Asia/Tehran"
+    )
+    engine.ingest(state, consent, T0)
     assert state.pending == [
         {"k": "purchase", "e": "e1", "t": T0 + DAY, "o": "o1", "a": "5", "cur": "EUR"},
         {"k": "session", "e": "e2", "t": T0 + DAY},
+        {"k": "consent", "e": "e3", "t": T0 + DAY, "st": "opted_in", "tz": "Asia/Tehran"},
     ]
+    assert state.zone is None  # waiting like the rest of the event
     engine.advance(state, T0 + DAY)
     assert state.orders == 1 and state.last_session_at == T0 + DAY and state.pending == []
+    assert (state.zone, state.zone_at) == ("Asia/Tehran", T0 + DAY)
 
 
 # --- rows written by the previous version ---------------------------------------------

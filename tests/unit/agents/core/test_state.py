@@ -19,7 +19,7 @@ from agents.core.state import (
     _compact,
 )
 from schemas.records import Event
-from tests.unit.agents.factories import OPTED_IN, OPTED_OUT, at, consent, purchase, session
+from tests.unit.agents.factories import OPTED_IN, OPTED_OUT, T0, at, consent, purchase, session
 
 CID = "cus_000481"
 MAX_EVENT_IDS = 512
@@ -321,3 +321,21 @@ def test_a_loaded_pending_entry_is_what_compacting_it_gives(
     expected = _compact(entry)
     assert loaded == expected
     assert list(loaded) == list(expected)
+
+
+def test_a_row_keeps_the_zone_only_when_there_is_one_and_reads_it_back() -> None:
+    # docs/send-windows.md "The customer's zone": rows without a zone are unchanged.
+    state = CustomerState("c")
+    state.apply(purchase("c", T0))
+    plain = state.to_dict()
+    assert not {"tz", "tzx"} & set(plain)
+    assert CustomerState.from_dict(orjson.loads(orjson.dumps(plain))).to_dict() == plain
+    state.apply(replace(session("c", T0 + DAY), timezone="Asia/Tehran"))
+    state.apply(replace(session("c", T0 + DAY), timezone="America/Los_Angeles"))
+    state.apply(replace(session("c", T0), timezone="Europe/Berlin"))  # older: no change
+    state.apply(replace(session("c", T0), timezone_ignored="Mars/Olympus_Mons"))
+    row = state.to_dict()
+    assert row["tz"] == ["America/Los_Angeles", T0 + DAY]  # a tie: the smaller name
+    assert row["tzx"] == ["Mars/Olympus_Mons", T0]
+    back = CustomerState.from_dict(orjson.loads(orjson.dumps(row)))
+    assert back.to_dict() == row and back.zone == "America/Los_Angeles"

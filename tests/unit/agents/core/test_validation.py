@@ -359,3 +359,35 @@ def test_arbitrary_bytes_never_raise_anything_but_validation_error(raw: bytes) -
         check(raw)
     except ValidationError as exc:
         assert exc.code in ERROR_CODES
+
+
+# --- the customer's zone (README "Inputs") ----------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("zone", "kept", "ignored"),
+    [
+        ("Europe/Berlin", "Europe/Berlin", None),
+        ("US/Eastern", "US/Eastern", None),  # a link tzdata lists
+        ("Mars/Olympus_Mons", None, "Mars/Olympus_Mons"),
+        ("europe/berlin", None, "europe/berlin"),  # names are case-sensitive
+        ("../../etc/passwd", None, "../../etc/passwd"),
+        ("Factory", None, "Factory"),
+        ("", None, ""),
+        ("Europe/" + "x" * 100, None, ("Europe/" + "x" * 100)[:64]),
+        (None, None, None),
+    ],
+)
+def test_a_zone_is_kept_when_tzdata_knows_it_and_otherwise_ignored_never_refused(
+    zone: str | None, kept: str | None, ignored: str | None
+) -> None:
+    for sample in (PURCHASE, SESSION, CONSENT):
+        event = check(msg(sample, timezone=zone))
+        assert (event.timezone, event.timezone_ignored) == (kept, ignored)
+
+
+@pytest.mark.parametrize("zone", [3600, 1.5, True, ["Europe/Berlin"], {"name": "UTC"}])
+def test_a_zone_that_is_not_a_string_is_an_invalid_field(zone: object) -> None:
+    with pytest.raises(ValidationError) as exc:
+        check(msg(SESSION, timezone=zone))
+    assert exc.value.code == "invalid_field" and "timezone" in exc.value.message
