@@ -20,7 +20,7 @@ The internal topic carries three kinds of message, all JSON objects:
 The reader checks an ``ev`` item as strictly as ingest's validation did, since
 anything else on the topic would reach the engine and the table row.  An event's
 customer zone rides as ``tz`` (a zone tzdata knows) and a name ingest ignored as
-``tzx`` (at most 64 characters, for the lookup); both are left out when absent, so
+``tzx`` (at most 64 printable ASCII characters, for the lookup); both are left out when absent, so
 an event without a zone is written exactly as before (docs/send-windows.md "The
 customer's zone").
 """
@@ -39,8 +39,9 @@ from agents.core.validation import (
     CODE_FUTURE_TIMESTAMP,
     MAX_ID_LENGTH,
     MAX_TEXT_LENGTH,
+    SHOWN_ZONE,
 )
-from agents.core.zones import MAX_ZONE_NAME, load_zone
+from agents.core.zones import load_zone
 from schemas.records import (
     CONSENT_OPTED_IN,
     CONSENT_OPTED_OUT,
@@ -180,8 +181,11 @@ def read_wire_event(wire: Any, *, latest: int, earliest: int = DEFAULT_MIN_EVENT
     zone, ignored = wire.get("tz"), wire.get("tzx")
     if zone is not None and load_zone(zone) is None:
         raise BadMessage(f"event timezone {str(zone)[:80]!r} is not a zone tzdata knows")
-    if ignored is not None and (not isinstance(ignored, str) or len(ignored) > MAX_ZONE_NAME):
-        raise BadMessage("event ignored timezone must be a string of at most 64 characters")
+    if ignored is not None and not (isinstance(ignored, str) and SHOWN_ZONE.fullmatch(ignored)):
+        raise BadMessage(
+            "event ignored timezone must be at most 64 printable ASCII characters (no quote "
+            "or backslash)"
+        )
     if kind == KIND_PURCHASE and not (
         _WIRE_AMOUNT.fullmatch(fields["a"]) and _WIRE_CURRENCY.fullmatch(fields["cur"])
     ):

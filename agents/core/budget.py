@@ -74,8 +74,9 @@ def entry_size(entry: dict[str, Any]) -> int:
 
 
 # The largest entry validation allows: 128-character ids that JSON escapes to 6
-# bytes a character, the longest amount and time, an ignored zone name of 64 such
-# characters (a kept zone, ``tz``, is narrower and never comes with it).  Below PENDING_BUDGET //
+# bytes a character, the longest amount and time, an ignored zone name at its 64
+# characters, which are never escaped (agents.core.validation.shown_zone; a kept
+# zone, ``tz``, is no wider and never comes with it).  Below PENDING_BUDGET //
 # MAX_ENTRY_BYTES entries, pending cannot be over budget: no need to measure.
 _WIDE = "\x01" * 128
 MAX_ENTRY_BYTES = entry_size(
@@ -87,7 +88,7 @@ MAX_ENTRY_BYTES = entry_size(
         "a": "9" * 16 + "." + "9" * 31,
         "cur": "XXX",
         "st": "opted_out",
-        "tzx": "\x01" * 64,
+        "tzx": "~" * 64,
     }
 )
 SAFE_PENDING_ENTRIES = PENDING_BUDGET // MAX_ENTRY_BYTES

@@ -64,6 +64,10 @@ CODE_FUTURE_TIMESTAMP = "future_timestamp"
 CODE_EARLY_TIMESTAMP = "early_timestamp"
 
 _CURRENCY = re.compile(r"^[A-Z]{3}$")
+# Characters an ignored zone name is not shown with (JSON would escape them).
+_UNSHOWN = re.compile(r'[^ -~]|["\\]')
+# An ignored zone name as ingest writes it (shown_zone), for the internal topic's reader.
+SHOWN_ZONE = re.compile(rf"[ !#-\[\]-~]{{0,{MAX_ZONE_NAME}}}")
 # Amount bounds (README "Inputs"): they bound the size of every spend total too.
 MAX_AMOUNT_INTEGER_DIGITS = 16
 MAX_AMOUNT_FRACTION_DIGITS = 15
@@ -215,8 +219,8 @@ def validate(
 
 def _with_zone(event: Event, name: object) -> Event:
     """The event with its ``timezone``: kept when tzdata knows the zone; any other
-    string is ignored but remembered (its first :data:`MAX_ZONE_NAME` characters),
-    never a dead letter; a non-string is a mistyped field (README "Inputs")."""
+    string is ignored but remembered for the lookup (:func:`shown_zone`), never a
+    dead letter; a non-string is a mistyped field (README "Inputs")."""
     if not isinstance(name, str):
         raise ValidationError(
             "invalid_field",
@@ -224,7 +228,15 @@ def _with_zone(event: Event, name: object) -> Event:
         )
     if load_zone(name) is not None:
         return dataclasses.replace(event, timezone=name)
-    return dataclasses.replace(event, timezone_ignored=name[:MAX_ZONE_NAME])
+    return dataclasses.replace(event, timezone_ignored=shown_zone(name))
+
+
+def shown_zone(name: str) -> str:
+    """What the lookup shows of an ignored zone name: its first
+    :data:`MAX_ZONE_NAME` characters, each outside printable ASCII (or a quote or a
+    backslash) as ``?``, so it costs the row and a waiting entry at most that many
+    bytes (docs/budget.md "Byte budget")."""
+    return _UNSHOWN.sub("?", name[:MAX_ZONE_NAME])
 
 
 def _event(

@@ -92,6 +92,8 @@ def test_a_zone_rides_the_event_and_an_event_without_one_is_written_as_before() 
         {"tz": "Factory"},
         {"tz": 3600},
         {"tzx": "x" * 65},
+        {"tzx": "Asia/\u00e9"},
+        {"tzx": 'say "hi"'},
         {"tzx": ["Europe/Berlin"]},
     ],
 )
