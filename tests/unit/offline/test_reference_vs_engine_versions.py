@@ -244,18 +244,9 @@ def test_a_pin_retires_at_the_eighth_version_after_its_own_in_both() -> None:
     the ladder stays on the seed until the switch to the 8th version after it (day
     4.5): there it restarts under that version, its steps already due superseded."""
 
-    def alpha(steps: list[str]) -> dict[str, Any]:
-        return {
-            "name": "alpha",
-            "priority": 10,
-            "anchor": "first_order",
-            "steps": steps,
-            "on_change": "pin",
-        }
-
-    seed = _file(alpha(["P1D", "P10D", "P30D"]))
+    seed = _file(_alpha(["P1D", "P10D", "P30D"]))
     changes = [
-        (parity.T0 + (2 + i) * 12 * HOUR, _file(alpha(["P1D", "P2D", f"P{40 + i}D"])))
+        (parity.T0 + (2 + i) * 12 * HOUR, _file(_alpha(["P1D", "P2D", f"P{40 + i}D"])))
         for i in range(8)
     ]
     lines = [parity.purchase(parity.CUSTOMERS[0], parity.T0, "o1", "p1")]
@@ -277,17 +268,8 @@ def test_a_file_published_again_renews_the_pins_to_it_in_both() -> None:
     it (unchanged for alpha: the pin stays), so the pin counts from that switch and
     retires at the 8th version after it (day 5.5), not after the first (day 4.5)."""
 
-    def alpha(steps: list[str]) -> dict[str, Any]:
-        return {
-            "name": "alpha",
-            "priority": 10,
-            "anchor": "first_order",
-            "steps": steps,
-            "on_change": "pin",
-        }
-
-    seed = _file(alpha(["P1D", "P10D", "P30D"]))
-    other = [_file(alpha(["P1D", "P2D", f"P{40 + i}D"])) for i in range(9)]
+    seed = _file(_alpha(["P1D", "P10D", "P30D"]))
+    other = [_file(_alpha(["P1D", "P2D", f"P{40 + i}D"])) for i in range(9)]
     files = [other[0], seed, *other[1:]]
     changes = [(parity.T0 + (2 + i) * 12 * HOUR, f) for i, f in enumerate(files)]
     lines = [parity.purchase(parity.CUSTOMERS[0], parity.T0, "o1", "p1")]
@@ -302,3 +284,14 @@ def test_a_file_published_again_renews_the_pins_to_it_in_both() -> None:
         ("delivered", iso(parity.T0 + 48 * 24 * HOUR)),
     ]
     both(seed, changes, lines, until)
+
+
+def _alpha(steps: list[str]) -> dict[str, Any]:
+    """A first-order ladder that pins on a change (the retirement tests above)."""
+    return {
+        "name": "alpha",
+        "priority": 10,
+        "anchor": "first_order",
+        "steps": steps,
+        "on_change": "pin",
+    }
