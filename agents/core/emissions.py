@@ -37,6 +37,11 @@ class Firing:
     template: str = DEFAULT_REASON
     rule_version: str | None = None
     channel: str | None = None
+    # With a send window (docs/send-windows.md "Deferred firings"): when it is (or
+    # would have been) sent and the zone its window was read in.  None, and absent
+    # from every output, when the rule has no window.
+    send_at: int | None = None
+    zone: str | None = None
 
     @property
     def delivered(self) -> bool:
@@ -68,6 +73,8 @@ class Conversion:
     group: str  # "delivered" or "holdout"
     converted_at: int
     order_id: str
+    # The firing's send time when it had a window: attribution counts from it.
+    send_at: int | None = None
 
     @property
     def trigger_id(self) -> str:

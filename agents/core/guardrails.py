@@ -40,6 +40,12 @@ OUTCOME_BACKFILL = "backfill"
 # recorded, never fired, never counted for gap, cap or attribution (docs/rules.md
 # "Changing rules").
 OUTCOME_SUPERSEDED = "superseded"
+# Send windows (docs/send-windows.md "Deferred firings"): a firing outside its
+# rule's window under policy "drop" (or deferred beyond max_delay), and a deferred
+# firing whose rule's condition or audience no longer holds at its send time.
+OUTCOME_OUTSIDE_WINDOW = "outside_window"
+OUTCOME_CANCELLED = "cancelled"
+WINDOW_OUTCOMES = (OUTCOME_OUTSIDE_WINDOW, OUTCOME_CANCELLED)
 OUTCOMES = (
     OUTCOME_DELIVERED,
     OUTCOME_HOLDOUT,

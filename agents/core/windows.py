@@ -105,10 +105,31 @@ class Policy:
 
 @dataclass(frozen=True, slots=True)
 class SendWindowSetting:
-    """A ``send_window`` table read: the windows and the policy."""
+    """A ``send_window`` table read: the windows and the policy, and the zone they
+    are read in (docs/send-windows.md "In the rules file"): ``zone`` a fixed zone for
+    every customer (a campaign in the shop's zone), else the customer's zone in
+    force at the due time, else ``default_zone`` (the file's ``default_timezone``,
+    UTC when unset)."""
 
     windows: SendWindows
     policy: Policy
+    zone: str | None = None
+    default_zone: str = "UTC"
+
+    def canonical(self) -> dict[str, Any]:
+        """What a rule's version hashes of its window (docs/rules.md "Versions")."""
+        doc: dict[str, Any] = {
+            "windows": [
+                {"days": sorted(w.days), "open": w.open, "close": w.close}
+                for w in self.windows.windows
+            ],
+            "policy": self.policy.kind,
+            "max_delay": self.policy.max_delay,
+            "default_zone": self.default_zone,
+        }
+        if self.zone is not None:
+            doc["zone"] = self.zone
+        return doc
 
 
 # --- the check ------------------------------------------------------------------------

@@ -9,12 +9,16 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from agents.core.rules.abstract import Anchor, Predicate, Step
 from agents.core.timeutil import MICROS_PER_DAY, MICROS_PER_SECOND
+
+if TYPE_CHECKING:
+    # agents.core.windows reads Problem from here.
+    from agents.core.windows import SendWindowSetting
 
 DAY = MICROS_PER_DAY
 HOUR = 3600 * MICROS_PER_SECOND
@@ -87,6 +91,9 @@ class Rule:
     transactional: bool = False
     arbitration: bool = False
     on_change: str = ON_CHANGE_RESTART
+    # The window its firings are sent in (its own ``send_window``, else the file's,
+    # None when neither or ``send_window = "none"``: docs/send-windows.md).
+    send_window: SendWindowSetting | None = None
     version: str = field(init=False, default="")
 
     def __post_init__(self) -> None:
@@ -116,6 +123,9 @@ class Rule:
         }
         if self.on_change == ON_CHANGE_PIN:
             doc["on_change"] = ON_CHANGE_PIN
+        # Only when set, so a rule without a window keeps its version.
+        if self.send_window is not None:
+            doc["send_window"] = self.send_window.canonical()
         return doc
 
 
