@@ -7,7 +7,9 @@ from typing import Any
 
 import orjson
 
+from agents.core.rules import default_text, load_rules
 from streams.bench import report as bench
+from streams.bench import windows
 
 
 def result(**extra: Any) -> dict[str, Any]:
@@ -103,3 +105,29 @@ def test_the_default_report_path_is_the_repositorys_docs() -> None:
 
     assert (report.ROOT / "pyproject.toml").is_file()
     assert (report.ROOT / "docs" / "benchmarks.md").is_file()
+
+
+def test_the_windows_run_shows_beside_the_worker_line_with_its_ratio_and_noise(
+    tmp_path: Path,
+) -> None:
+    out = tmp_path / "bench.md"
+    figures = windows.cpu_figures(1000, off_cpu=0.50, on_cpu=0.54, off_again_cpu=0.48)
+    assert figures["ratio_on_to_off"] == round(540 / 490, 3)
+    assert figures["noise_off_runs"] == round(20 / 490, 3)
+    bench.write_report(
+        out, result(windows={**figures, "on_events_per_s": 2900, "off_again_events_per_s": 3050})
+    )
+    text = out.read_text()
+    assert "| **zones + windows** | 540.0 µs | 2,900 events/s |" in text
+    assert "| without windows (the worker line above) | 500.0 µs | 3,100 events/s |" in text
+    assert "**Windows on / off: 1.102**" in text and "noise of 0.041" in text
+    bench.write_report(out, result())  # a run with --skip-windows: no section
+    assert "Zones and send windows" not in out.read_text()
+
+
+def test_the_windows_rules_file_is_the_default_with_a_zone_and_a_window() -> None:
+    rules = load_rules(windows.windows_rules_text())
+    default = load_rules(default_text())
+    assert [r.name for r in rules.rules] == [r.name for r in default.rules]
+    assert all(r.send_window is not None for r in rules.rules)
+    assert {r.send_window.default_zone for r in rules.rules if r.send_window} == {"Europe/Berlin"}
