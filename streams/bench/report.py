@@ -83,31 +83,34 @@ def _windows_lines(r: dict[str, Any]) -> str:
     if "windows" not in r:
         return ""
     w = r["windows"]
-    rows = (
-        (
-            "without windows (the worker line above)",
-            w["off_us_per_message"],
-            r["worker_events_per_s"],
-        ),
-        ("**zones + windows**", w["on_us_per_message"], w["on_events_per_s"]),
-        ("without windows, again", w["off_again_us_per_message"], w["off_again_events_per_s"]),
-    )
-    table = "".join(f"| {name} | {us:,} µs | {rate:,} events/s |\n" for name, us, rate in rows)
+    runs = [
+        ("without windows" + (" (the worker line above)" if i == 0 else ""), us, rate)
+        for i, (us, rate) in enumerate(
+            zip(w["off_us_per_message"], w["off_events_per_s"], strict=True)
+        )
+    ]
+    with_ = [
+        ("**zones + windows**", us, rate)
+        for us, rate in zip(w["on_us_per_message"], w["on_events_per_s"], strict=True)
+    ]
+    order = [runs[0]]
+    for pair in zip(with_, runs[1:], strict=True):
+        order += pair
+    table = "".join(f"| {name} | {us:,} µs | {rate:,} events/s |\n" for name, us, rate in order)
     return f"""
 ## Zones and send windows
 
 The worker's CPU (user + system) per input message with every customer in a zone and
 a file-default send window on the default rules (`streams/bench/windows.py`; weekdays
 09:00-20:00, weekends 10:00-18:00, deferred up to 36 h), against the same sample
-without zones or windows, each in a deployment of its own, one worker, in this run:
-the run without, then with, then without again; the two runs without give the noise.
+without zones or windows, each run one worker in a deployment of its own, in this
+order, in this run:
 
 | run | CPU per input message | rate |
 |---|---|---|
 {table}
-**Windows on / off: {_ratio(w["ratio_on_to_off"], 3)}** (per-message CPU; off = the mean of
-the two runs without), against a noise of {_ratio(w["noise_off_runs"], 3)} (the two runs
-without, apart, relative to their mean).
+**Windows on / off: {_ratio(w["ratio_on_to_off"], 3)}** (the means of per-message CPU), against a
+noise of {_ratio(w["noise_off_runs"], 3)} (the spread of the runs without, over their mean).
 """
 
 
