@@ -27,12 +27,14 @@ from typing import Any, Protocol
 import orjson
 
 from agents.core.rules.anchors import FirstOrder, LastOrder
-from agents.core.rules.model import Rule
+from agents.core.rules.model import MAX_RULES, Rule
 from agents.core.settings import (
     DEFAULT_MAX_PENDING_BYTES,
     DEFAULT_PENDING_CHUNK_BYTES,
     CoreSettings,
 )
+from agents.core.windows import SEARCH
+from agents.core.zones import MAX_ZONE_NAME
 
 
 class HasPending(Protocol):
@@ -125,10 +127,14 @@ FIRINGS_BUDGET = 80 * 1024
 
 # The widest entry [due_at, rule, step, anchor_at, outcome, converted_at] and its
 # comma: times as wide as any int the core holds, the longest rule and outcome
-# names, a two-digit step (a ladder has at most 10).
-def firing_entry_bytes(rule: str = "second_purchase") -> int:
+# names, a two-digit step (a ladder has at most 10); with a send window, the send
+# time ``sent_at`` too (docs/send-windows.md "Deferred firings").
+def firing_entry_bytes(rule: str = "second_purchase", *, windowed: bool = False) -> int:
     """The widest entry of a rule named ``rule`` (the default rules' longest name)."""
-    return len(orjson.dumps([-(2**62), rule, 99, -(2**62), "frequency_cap", -(2**62)])) + 1
+    entry: list[object] = [-(2**62), rule, 99, -(2**62), "frequency_cap", -(2**62)]
+    if windowed:
+        entry.append(-(2**62))
+    return len(orjson.dumps(entry)) + 1
 
 
 MAX_FIRING_ENTRY_BYTES = firing_entry_bytes()
@@ -180,7 +186,8 @@ def firing_memory(core: CoreSettings) -> FiringMemory:
     # Transactional deliveries pass no gap or cap: each may wait for a conversion.
     attribution += firings_within([r for r in rules if r.transactional], window)
     longest = max((r.name for r in rules), key=len, default="")
-    entry = max(firing_entry_bytes(longest), MAX_FIRING_ENTRY_BYTES)
+    windowed = any(r.send_window is not None for r in rules)
+    entry = max(firing_entry_bytes(longest, windowed=windowed), MAX_FIRING_ENTRY_BYTES)
     return FiringMemory(core.max_recent_nudges, core.frequency_cap, attribution, entry)
 
 
@@ -197,16 +204,50 @@ def firings_within(rules: list[Rule] | tuple[Rule, ...], span: int) -> int:
     than th_k.  With r = max k / th_k, the anchors but the last fire fewer than r x
     (span + th_n - th_1) steps between them; the last at most n.  (A cadence step's
     threshold is at least its floor.)
+
+    Times are send times.  A rule whose firings may be deferred (docs/send-windows.md
+    "Deferred firings") is sent at most ``deferral`` after its due time, so its
+    anchors' span grows by that much, and one firing due before the order may be sent
+    after it (at most one is kept per rule).
     """
     total = 0
     for rule in rules:
         steps = [step.least for step in rule.steps]
+        delay = deferral(rule)
         if isinstance(rule.anchor, FirstOrder | LastOrder):
             total += len(steps)
         else:
-            between = span + steps[-1] - steps[0]
+            between = span + delay + steps[-1] - steps[0]
             total += max(k * between // th for k, th in enumerate(steps, 1)) + len(steps)
+        total += 1 if delay else 0
     return total
+
+
+def deferral(rule: Rule) -> int:
+    """The longest a firing of ``rule`` can wait for its send time (0: never)."""
+    window = rule.send_window
+    if window is None or window.policy.kind != "defer":
+        return 0
+    limit = window.policy.max_delay
+    return SEARCH if limit is None else min(limit, SEARCH)
+
+
+# --- the deferred firings a record keeps (docs/send-windows.md "Deferred firings") ---
+
+# The widest kept firing [rule, step, anchor_at, due_at, send_at, threshold,
+# rule_version, zone] and its comma: the longest rule name (40), times as wide as any
+# int, a 12-digit version, a zone name at its longest.  At most one per rule.
+MAX_DEFERRED_ENTRY_BYTES = (
+    len(
+        orjson.dumps(
+            ["r" * 40, 99, -(2**62), -(2**62), -(2**62), -(2**62), "f" * 12, "Z" * MAX_ZONE_NAME]
+        )
+    )
+    + 1
+)
+# Bytes of the row's ``df`` list at its fullest (with its key): part of the fixed
+# row, outside FIRINGS_BUDGET (tests/unit/agents/core/test_budget.py).
+DEFERRED_BUDGET = MAX_RULES * MAX_DEFERRED_ENTRY_BYTES + 8
 
 
 def delivered_within(core: CoreSettings, span: int) -> int | None:

@@ -75,7 +75,8 @@ def at_due(
     name, zone = choose_zone(window, plan, state)
     send_at = decide(due.due_at, zone, window.windows, window.policy)
     if send_at == due.due_at:
-        out.append(engine._fire(state, due, plan, outranked, seg, send_at, name))
+        engine._step_done(state, due)
+        out.append(engine._judge(state, due, plan, outranked, seg, send_at, name))
         return not plan.transactional
     engine._step_done(state, due)
     if send_at is None:

@@ -33,7 +33,6 @@ from agents.core.deferred import (
     supersede_deferred,
 )
 from agents.core.emissions import (
-    Conversion,
     Due,
     Emission,
     Firing,
@@ -41,14 +40,13 @@ from agents.core.emissions import (
     context_snapshot,
 )
 from agents.core.guardrails import (
-    ATTRIBUTED,
     OUTCOME_BACKFILL,
     OUTCOME_DELIVERED,
     OUTCOME_OPTED_OUT,
     Guardrails,
     delivered_due_times,
 )
-from agents.core.memory import still_needed
+from agents.core.memory import attribute, still_needed
 from agents.core.pending import pending_limits
 from agents.core.plans import Plan, SharedPlans, VersionRules
 from agents.core.rules.abstract import Predicate
@@ -272,7 +270,8 @@ class Engine:
                     if at_due(self, state, step, plan, seg, outranked, out):
                         busy_at = step.due_at
                     continue
-                out.append(self._fire(state, step, plan, outranked, seg))
+                self._step_done(state, step)
+                out.append(self._judge(state, step, plan, outranked, seg))
                 if not plan.transactional:
                     busy_at = step.due_at
             elif ev_t is not None and ev_t <= watermark:
@@ -450,45 +449,10 @@ class Engine:
     def _apply(self, state: CustomerState, event: Event, out: list[Emission]) -> None:
         """Fold an event in; an order may convert earlier firings (attribution)."""
         if event.kind == KIND_PURCHASE:
-            t = event.occurred_at
-            window = self._attribution_window
-            for f in state.recent_firings:
-                # From the send time (docs/send-windows.md "Deferred firings").
-                sent = f.sent_at
-                due = f.due_at if sent is None else sent
-                if f.outcome in ATTRIBUTED and f.converted_at is None and due < t <= due + window:
-                    f.converted_at = t
-                    key = CountKey(f.rule, f.step, f.outcome)
-                    state.conversion_counts[key] = state.conversion_counts.get(key, 0) + 1
-                    out.append(
-                        Conversion(
-                            customer_id=state.customer_id,
-                            rule=f.rule,
-                            step=f.step,
-                            anchor_at=f.anchor_at,
-                            due_at=f.due_at,
-                            group=f.outcome,
-                            converted_at=t,
-                            order_id=event.order_id or "",
-                            send_at=sent,
-                        )
-                    )
+            attribute(state, event.occurred_at, event.order_id or "", self._attribution_window, out)
         state.apply(event, self.settings.active_window)
         if self._multi:
             end_pins(state, self._by_id, self._segment(state))
-
-    def _fire(
-        self,
-        state: CustomerState,
-        due: Due,
-        plan: Plan,
-        outranked: bool,
-        seg: VersionRules,
-        send_at: int | None = None,
-        zone: str | None = None,
-    ) -> Firing:
-        self._step_done(state, due)
-        return self._judge(state, due, plan, outranked, seg, send_at, zone)
 
     def _step_done(self, state: CustomerState, due: Due) -> None:
         """The ladder's progress moves to ``due``'s step."""
@@ -511,11 +475,9 @@ class Engine:
         send_at: int | None = None,
         zone: str | None = None,
     ) -> Firing:
-        """The guardrails' decision on a firing sent at ``send_at`` (its due time
-        when None: no window)."""
-        backfill = (
-            self.settings.backfill_until is not None and due.due_at < self.settings.backfill_until
-        )
+        """The guardrails' decision on a firing sent at ``send_at`` (None: no window,
+        sent at its due time; docs/send-windows.md "Deferred firings")."""
+        backfill = self._backfill(due.due_at)
         # A transactional firing is never held out (docs/guardrails.md "Guardrails").
         # The guardrails are those of the version in force at the send time.
         guardrails = seg.guardrails

@@ -1,12 +1,13 @@
 """What a customer's row keeps of its firings (docs/guardrails.md "Guardrails",
 docs/budget.md "Byte budget"): after each firing, only those a guardrail, an
-attribution or a lookup can still need."""
+attribution or a lookup can still need; and the attribution of an order to them."""
 
 from __future__ import annotations
 
 from agents.core.budget import FiringMemory
+from agents.core.emissions import Conversion, Emission
 from agents.core.guardrails import ATTRIBUTED, OUTCOME_DELIVERED
-from agents.core.state import RecentFiring
+from agents.core.state import CountKey, CustomerState, RecentFiring
 
 
 def still_needed(
@@ -56,3 +57,31 @@ def _newest(recent: list[RecentFiring], indexes: list[int], n: int) -> list[int]
     if n <= 0:
         return []
     return sorted(indexes, key=lambda i: (recent[i].send_time, i))[-n:]
+
+
+def attribute(
+    state: CustomerState, t: int, order_id: str, window: int, out: list[Emission]
+) -> None:
+    """An order at ``t`` converts each remembered delivered or holdout firing not yet
+    converted with ``send < t <= send + window``, ``send`` its send time (its due
+    time without a window: docs/send-windows.md "Deferred firings")."""
+    for f in state.recent_firings:
+        sent = f.sent_at
+        start = f.due_at if sent is None else sent
+        if f.outcome in ATTRIBUTED and f.converted_at is None and start < t <= start + window:
+            f.converted_at = t
+            key = CountKey(f.rule, f.step, f.outcome)
+            state.conversion_counts[key] = state.conversion_counts.get(key, 0) + 1
+            out.append(
+                Conversion(
+                    customer_id=state.customer_id,
+                    rule=f.rule,
+                    step=f.step,
+                    anchor_at=f.anchor_at,
+                    due_at=f.due_at,
+                    group=f.outcome,
+                    converted_at=t,
+                    order_id=order_id,
+                    send_at=sent,
+                )
+            )

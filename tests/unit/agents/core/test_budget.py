@@ -19,9 +19,11 @@ from hypothesis import strategies as st
 from agents.core.budget import (
     CODE_CUSTOMER_OVER_BUDGET,
     CODE_PENDING_OVERFLOW,
+    DEFERRED_BUDGET,
     FIRINGS_BUDGET,
     FIXED_ROW_BOUND,
     MAX_CURRENCIES,
+    MAX_DEFERRED_ENTRY_BYTES,
     MAX_FIRING_ENTRY_BYTES,
     OTHER_CURRENCY,
     OUTPUT_BUDGET,
@@ -29,6 +31,7 @@ from agents.core.budget import (
     ROW_BUDGET,
     FiringMemory,
     entry_size,
+    firing_entry_bytes,
     firing_memory,
 )
 from agents.core.emissions import Due, Firing, Refused
@@ -36,16 +39,19 @@ from agents.core.engine import Engine
 from agents.core.guardrails import ATTRIBUTED, DECISION_OUTCOMES, OUTCOMES
 from agents.core.rules import load_rules
 from agents.core.rules.check import check_rules
-from agents.core.rules.model import MAX_RULES, MAX_TOTAL_STEPS
+from agents.core.rules.model import MAX_RULES, MAX_TOTAL_STEPS, RuleSet
 from agents.core.settings import DAY, HOUR, CoreSettings, LadderSettings
 from agents.core.state import (
     CountKey,
     CustomerState,
+    DeferredFiring,
     LadderProgress,
     RecentFiring,
     pending_entry,
 )
 from agents.core.timeutil import to_micros
+from agents.core.windows import parse_send_window
+from agents.core.zones import MAX_ZONE_NAME
 from agents.messages import decision_record, dumps
 from schemas.records import Event
 from streams.config import build_config
@@ -60,6 +66,8 @@ from tests.unit.agents.factories import (
 )
 
 T0 = to_micros(datetime(2026, 1, 1, tzinfo=UTC))
+# The longest zone name tzdata has (32 characters): a fixed zone of a send window.
+ZONE = "America/Argentina/ComodRivadavia"
 # The widest id validation accepts: 128 characters that JSON escapes to 6 bytes.
 WIDE = "\x01" * 128
 
@@ -142,6 +150,17 @@ def test_worst_case_row_stays_within_the_budget() -> None:
     full.recent_firings = [widest] * engine.memory.entries
     assert firings_size(full) <= FIRINGS_BUDGET
     assert row_size(full) <= FIXED_ROW_BOUND, row_size(full)
+    # With send windows (docs/send-windows.md "Deferred firings"): every firing
+    # remembered with its send time, within the windowed memory's bytes, and a kept
+    # firing for each of the most rules a file may have, each at its widest.
+    windowed = replace(widest, sent_at=-(2**62))
+    entries = FIRINGS_BUDGET // firing_entry_bytes("second_purchase", windowed=True)
+    full.recent_firings = [windowed] * min(engine.memory.entries, entries)
+    full.deferred = [WIDEST_DEFERRED] * MAX_RULES
+    assert firings_size(full) <= FIRINGS_BUDGET
+    assert len(orjson.dumps(full.to_dict()["df"])) + 6 <= DEFERRED_BUDGET
+    assert row_size(full) - firings_size(full) <= FIXED_ROW_BOUND - FIRINGS_BUDGET
+    assert row_size(full) <= FIXED_ROW_BOUND, row_size(full)
     # Now fill pending with future-dated events until it refuses.
     refused = 0
     for n in range(3000, 6000):
@@ -154,6 +173,33 @@ def test_worst_case_row_stays_within_the_budget() -> None:
     assert state.pending_bytes() + state.spill.index_bytes() <= PENDING_BUDGET
     assert row_size(state) <= ROW_BUDGET
     assert len(orjson.dumps(state.to_dict())) <= ROW_BUDGET
+
+
+WIDEST_DEFERRED = DeferredFiring(
+    "r" * 40, 99, -(2**62), -(2**62), -(2**62), -(2**62), "f" * 12, "Z" * MAX_ZONE_NAME
+)
+
+
+def test_every_rule_deferring_at_once_keeps_its_kept_firings_within_their_budget() -> None:
+    """The most rules a file may have, each with a window its step falls outside of:
+    one kept firing per rule in the row, within DEFERRED_BUDGET, each as wide as the
+    widest the budget assumes."""
+    night = parse_send_window({"windows": [{"days": "all", "open": "09:00", "close": "10:00"}]})
+    assert night[0] is not None
+    rs = load_rules(largest_rules_file(4))
+    rules = tuple(replace(r, send_window=replace(night[0], zone=ZONE)) for r in rs.rules)
+    engine = Engine(CoreSettings(rules=RuleSet(rules, rs.guardrails, rs.lifecycle, rs.format)))
+    state = CustomerState(customer_id=WIDE, partition=0)
+    t = to_micros(datetime(2026, 1, 1, 11, tzinfo=UTC))
+    fired = engine.ingest(state, wide_purchase(0, t), t)
+    assert isinstance(fired, list)
+    fired += engine.advance(state, t + DAY)
+    assert fired == []  # everything waits for 09:00 on the 2nd
+    df = state.to_dict()["df"]
+    assert len(df) == MAX_RULES and {x[7] for x in df} == {ZONE}
+    assert len(orjson.dumps(df)) + 6 <= DEFERRED_BUDGET
+    assert max(len(orjson.dumps(x)) + 1 for x in df) <= MAX_DEFERRED_ENTRY_BYTES
+    assert len(orjson.dumps(CustomerState.from_dict(state.to_dict()).to_dict())) == row_size(state)
 
 
 def largest_rules_file(cap: int) -> str:
@@ -577,8 +623,10 @@ class Unforgetting(Engine):
         self.most_open = 0
         self.most_sent = 0
 
-    def _remember(self, state: CustomerState, due: Due, outcome: str) -> None:
-        super()._remember(state, due, outcome)
+    def _remember(
+        self, state: CustomerState, due: Due, outcome: str, sent_at: int | None = None
+    ) -> None:
+        super()._remember(state, due, outcome, sent_at)
         now, core = due.due_at, self.settings
         self.most_open = max(
             self.most_open,
