@@ -27,7 +27,7 @@ from typing import Any, Protocol
 import orjson
 
 from agents.core.rules.anchors import FirstOrder, LastOrder
-from agents.core.rules.model import MAX_RULES, Rule
+from agents.core.rules.model import MAX_RULES, MAX_TOTAL_STEPS, Rule
 from agents.core.settings import (
     DEFAULT_MAX_PENDING_BYTES,
     DEFAULT_PENDING_CHUNK_BYTES,
@@ -157,6 +157,10 @@ class FiringMemory:
     attribution: int
     # The widest entry: its rule name is the longest of the rule set's.
     entry_bytes: int = MAX_FIRING_ENTRY_BYTES
+    # Taken from the firings' budget when a rule has a send window: the kept
+    # firings and the counts of the window outcomes (WINDOW_RESERVE), so a row
+    # without windows keeps today's bound (docs/budget.md "Byte budget").
+    reserve: int = 0
 
     @property
     def entries(self) -> int:
@@ -164,8 +168,8 @@ class FiringMemory:
 
     @property
     def bytes(self) -> int:
-        """The most bytes ``recent_firings`` can take in a row."""
-        return self.entries * self.entry_bytes
+        """The most bytes ``recent_firings`` can take in a row, with the reserve."""
+        return self.entries * self.entry_bytes + self.reserve
 
     @property
     def fits(self) -> bool:
@@ -188,7 +192,8 @@ def firing_memory(core: CoreSettings) -> FiringMemory:
     longest = max((r.name for r in rules), key=len, default="")
     windowed = any(r.send_window is not None for r in rules)
     entry = max(firing_entry_bytes(longest, windowed=windowed), MAX_FIRING_ENTRY_BYTES)
-    return FiringMemory(core.max_recent_nudges, core.frequency_cap, attribution, entry)
+    reserve = WINDOW_RESERVE if windowed else 0
+    return FiringMemory(core.max_recent_nudges, core.frequency_cap, attribution, entry, reserve)
 
 
 def firings_within(rules: list[Rule] | tuple[Rule, ...], span: int) -> int:
@@ -245,9 +250,22 @@ MAX_DEFERRED_ENTRY_BYTES = (
     )
     + 1
 )
-# Bytes of the row's ``df`` list at its fullest (with its key): part of the fixed
-# row, outside FIRINGS_BUDGET (tests/unit/agents/core/test_budget.py).
+# Bytes of the row's ``df`` list at its fullest (with its key).
 DEFERRED_BUDGET = MAX_RULES * MAX_DEFERRED_ENTRY_BYTES + 8
+
+
+def _count_bytes(outcome: str) -> int:
+    """One decision count of ``outcome`` at its widest, with its comma."""
+    return len(orjson.dumps({f"{'r' * 40}/10/{outcome}": 2**63})) - 2 + 1
+
+
+# The decision counts only windows add: outside_window and cancelled for every step.
+WINDOW_COUNTS_BUDGET = MAX_TOTAL_STEPS * (
+    _count_bytes("outside_window") + _count_bytes("cancelled")
+)
+# What a rule set with a send window takes from FIRINGS_BUDGET: the rest of the row
+# stays within the bound measured without windows (tests/unit/agents/core/test_budget.py).
+WINDOW_RESERVE = DEFERRED_BUDGET + WINDOW_COUNTS_BUDGET
 
 
 def delivered_within(core: CoreSettings, span: int) -> int | None:

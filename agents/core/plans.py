@@ -145,4 +145,5 @@ class SharedPlans:
             max(m.guard for m in memories),
             max(m.attribution for m in memories),
             max(m.entry_bytes for m in memories),
+            max(m.reserve for m in memories),
         )
