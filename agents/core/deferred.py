@@ -13,7 +13,7 @@ first, so the hot path without windows is today's.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING
+from typing import Protocol
 from zoneinfo import ZoneInfo
 
 from agents.core.emissions import Due, Emission, Firing, context_snapshot
@@ -28,8 +28,24 @@ from agents.core.switch import ACTION_PIN, ACTION_UNCHANGED
 from agents.core.windows import SendWindowSetting, decide
 from agents.core.zones import load_zone
 
-if TYPE_CHECKING:
-    from agents.core.engine import Engine
+
+class Engine(Protocol):
+    """What these functions use of agents.core.engine.Engine (named by its shape:
+    the engine imports this module)."""
+
+    def _step_done(self, state: CustomerState, due: Due) -> None: ...
+
+    def _judge(
+        self,
+        state: CustomerState,
+        due: Due,
+        plan: Plan,
+        outranked: bool,
+        seg: VersionRules,
+        send_at: int | None = None,
+        zone: str | None = None,
+    ) -> Firing: ...
+
 
 # Timeline codes of deferred firings (agents.core.engine._next_item): the firing at
 # position i of ``state.deferred`` is ``DEFERRED - i``; rule steps are their rule's

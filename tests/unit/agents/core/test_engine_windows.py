@@ -74,7 +74,7 @@ def window(
 
 def ruleset(*parts: str, windows: dict[str, SendWindowSetting], head: str = HEAD) -> RuleSet:
     """The rules of ``parts``, those named in ``windows`` with that send window (as
-    the rules file will give them: docs/send-windows.md "Rules file syntax")."""
+    the rules file will give them: docs/send-windows.md "Deferred firings")."""
     rs = load_rules(head + "".join(parts))
     rules = tuple(
         replace(r, send_window=windows[r.name]) if r.name in windows else r for r in rs.rules
