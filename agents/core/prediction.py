@@ -145,17 +145,31 @@ def _check_inputs(x: int, t_x: float, T: float) -> None:
 
 def hyp2f1(a: float, b: float, c: float, z: float) -> float:
     """Gauss's hypergeometric function 2F1(a, b; c; z) by its series, for |z| < 1
-    and c not 0, -1, -2, ...
+    and c not 0, -1, -2, ...  Accurate to 1e-9 or better where c > a, b (all that
+    :func:`expected_orders` asks for); elsewhere, with z < 0, terms can cancel
+    and digits be lost.
 
     Term n+1 is term n times (a+n)(b+n)/((c+n)(n+1)) z.  Once that ratio's size
     is below 1 and n is past the point where it can rise again towards |z|, the
     terms left add up to at most |term| rho/(1-rho) with rho the larger of the two;
-    the sum stops when that bound is below ``SERIES_TOLERANCE`` of it.
+    the sum stops when that bound is below ``SERIES_TOLERANCE`` of it.  A negative
+    z is first taken to z/(z-1) by Pfaff's transformation.
     """
     if not abs(z) < 1.0:
         raise ValueError(f"2F1 series needs |z| < 1, got {z}")
     if c <= 0 and c == int(c):
         raise ValueError(f"2F1 is undefined for c = {c}")
+    if z < 0:
+        # Pfaff: the series at z/(z-1), in [0, 1/2), does not alternate with n;
+        # of its two forms, the one whose new parameter is less negative
+        # alternates least (docs/prediction.md "Expected orders").
+        if min(c - b, 0.0) < min(c - a, 0.0):
+            a, b = b, a
+        return math.pow(1.0 - z, -a) * _series(a, c - b, c, z / (z - 1.0))
+    return _series(a, b, c, z)
+
+
+def _series(a: float, b: float, c: float, z: float) -> float:
     term = 1.0
     total = 1.0
     # Past this n each factor (a+n)/(c+n), (b+n)/(n+1) is monotone in n.
