@@ -89,7 +89,7 @@ def _ratio(params: NbdParams, x: int) -> float:
 
 
 def p_alive(params: NbdParams, x: int, t_x: float, T: float) -> float:
-    """P(alive | x, t_x, T) (ARCHITECTURE "BG/NBD in closed form"; docs/prediction.md)."""
+    """P(alive | x, t_x, T) (docs/prediction.md "The models")."""
     _check_inputs(x, t_x, T)
     c = _ratio(params, x)
     if c == 0.0:
