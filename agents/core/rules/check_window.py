@@ -32,6 +32,7 @@ DEFAULT_ZONE = "UTC"
 # A rule's send_window that bypasses every window (the file's default too).
 NONE = "none"
 _FIRST_KEY = re.compile(r"[a-z_]+")
+_SUBTABLE = re.compile(r"\s*\[\[?\s*send_window\.")
 
 
 class WindowChecks(BaseChecker):
@@ -60,6 +61,8 @@ class WindowChecks(BaseChecker):
             return None
         header = one_based(self.lines.section("send_window"))
         line = header if header is not None else self.lines.top("send_window")
+        if line is None:  # written only as [[send_window.windows]] tables
+            line = next((i for i, x in enumerate(self.lines.lines, 1) if _SUBTABLE.match(x)), None)
         raw = doc["send_window"]
         if not isinstance(raw, dict):
             self.add(

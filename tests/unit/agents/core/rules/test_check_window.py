@@ -243,3 +243,13 @@ def test_describe_says_the_windows_the_zone_and_the_policy() -> None:
         "weekdays 09:00-20:00 (customer zone, default America/New_York), defer max PT36H"
     )
     assert describe(second) == "fri,sat 22:00-01:00; sun 10:00-12:30 (zone Europe/Berlin), drop"
+
+
+def test_windows_written_as_array_tables_are_read_and_located() -> None:
+    tables = '\n[[send_window.windows]]\ndays = "weekdays"\nopen = "09:00"\nclose = "{close}"\n'
+    rules = load_rules(text(tables.format(close="20:00")))
+    assert all(r.send_window is not None for r in rules.rules)
+    source = text(tables.format(close="2000"))
+    problem = only(source)
+    assert problem.path == "send_window.windows[0].close"
+    assert problem.line == line_of(source, "[[send_window.windows]]")
