@@ -19,10 +19,7 @@ import orjson
 from streams.cli._common import fail
 from streams.config import load_config
 from streams.feed.timeargs import date_or_time
-from streams.model.chart import render_html
-from streams.model.evaluate import evaluate, render_table
-from streams.model.fit import MinimumData, NotEnoughData, fit_document, render_json
-from streams.model.history import History, read_history
+from streams.model.history import History, MinimumData, NotEnoughData, read_history
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -104,6 +101,10 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _fit(args: argparse.Namespace, history: History, times: dict[str, int]) -> int:
+    # Imported here: scipy loads in a second or so, which no other command (the
+    # worker's start included) should pay (docs/prediction.md "Fitting").
+    from streams.model.fit import fit_document, render_json
+
     until = times["until"]
     fitted_at = times.get("fitted_at", history.last_order_at or until)
     doc = fit_document(
@@ -149,6 +150,9 @@ def _fit_table(doc: dict[str, Any], out: str | None) -> str:
 
 
 def _evaluate(args: argparse.Namespace, history: History, times: dict[str, int]) -> int:
+    from streams.model.chart import render_html
+    from streams.model.evaluate import evaluate, render_table
+
     doc = evaluate(
         history,
         calibration_end=times["calibration_end"],

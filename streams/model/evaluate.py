@@ -22,14 +22,8 @@ from agents.core.prediction import (
     p_alive,
 )
 from agents.core.timeutil import iso
-from streams.model.fit import (
-    DEFAULT_MINIMUM,
-    MODELS,
-    MinimumData,
-    customer_inputs,
-    fit_document,
-)
-from streams.model.history import History, repeat_days_between
+from streams.model.fit import MODELS, customer_inputs, fit_document
+from streams.model.history import DEFAULT_MINIMUM, History, MinimumData, repeat_days_between
 
 SCHEMA = "model_evaluation/1"
 TOP_GROUP = 7  # frequency groups 0..6 and 7+

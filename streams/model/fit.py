@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -22,7 +21,14 @@ from scipy.special import betaln, gammaln
 
 from agents.core.prediction import UNIT_MICROS, ModelKind, TimeUnit
 from agents.core.timeutil import iso
-from streams.model.history import History, Inputs, inputs_at
+from streams.model.history import (
+    DEFAULT_MINIMUM,
+    History,
+    Inputs,
+    MinimumData,
+    check_minimum,
+    inputs_at,
+)
 
 SCHEMA = "model/1"
 MODELS: tuple[ModelKind, ...] = ("bgnbd", "mbgnbd")
@@ -37,22 +43,6 @@ DIGITS = 8
 MIN_SPEND_CUSTOMERS = 10
 
 Array = NDArray[np.float64]
-
-
-class NotEnoughData(ValueError):
-    """The history is below the minimum a fit needs (the message says which)."""
-
-
-@dataclass(frozen=True, slots=True)
-class MinimumData:
-    """The least data a fit accepts (``retention model fit --min-*``)."""
-
-    customers: int = 100
-    repeat_buyers: int = 20
-    weeks: float = 8.0
-
-
-DEFAULT_MINIMUM = MinimumData()
 
 
 def customer_inputs(history: History, cutoff: int, unit: TimeUnit) -> list[Inputs]:
@@ -156,20 +146,6 @@ def fit_gamma_gamma(inputs: Sequence[Inputs], currency: str) -> tuple[dict[str, 
 
 def _round(value: float) -> float:
     return float(f"{value:.{DIGITS}g}")
-
-
-def check_minimum(inputs: Sequence[Inputs], weeks: float, minimum: MinimumData) -> None:
-    """Raise :class:`NotEnoughData` naming each shortfall."""
-    repeat = sum(1 for i in inputs if i.x > 0)
-    short = []
-    if len(inputs) < minimum.customers:
-        short.append(f"{len(inputs)} customers (need {minimum.customers}, --min-customers)")
-    if repeat < minimum.repeat_buyers:
-        short.append(f"{repeat} repeat buyers (need {minimum.repeat_buyers}, --min-repeat-buyers)")
-    if weeks < minimum.weeks:
-        short.append(f"{weeks:.1f} weeks of history (need {minimum.weeks:g}, --min-weeks)")
-    if short:
-        raise NotEnoughData("not enough data to fit: " + "; ".join(short))
 
 
 def fit_document(

@@ -11,7 +11,7 @@ purchases in memory (one tuple an order).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 
@@ -53,6 +53,36 @@ class Inputs:
     first_at: int
     last_at: int
     values: dict[str, list[Decimal]]
+
+
+class NotEnoughData(ValueError):
+    """The history is below the minimum a fit needs (the message says which)."""
+
+
+@dataclass(frozen=True, slots=True)
+class MinimumData:
+    """The least data a fit accepts (``retention model fit --min-*``)."""
+
+    customers: int = 100
+    repeat_buyers: int = 20
+    weeks: float = 8.0
+
+
+DEFAULT_MINIMUM = MinimumData()
+
+
+def check_minimum(inputs: Sequence[Inputs], weeks: float, minimum: MinimumData) -> None:
+    """Raise :class:`NotEnoughData` naming each shortfall."""
+    repeat = sum(1 for i in inputs if i.x > 0)
+    short = []
+    if len(inputs) < minimum.customers:
+        short.append(f"{len(inputs)} customers (need {minimum.customers}, --min-customers)")
+    if repeat < minimum.repeat_buyers:
+        short.append(f"{repeat} repeat buyers (need {minimum.repeat_buyers}, --min-repeat-buyers)")
+    if weeks < minimum.weeks:
+        short.append(f"{weeks:.1f} weeks of history (need {minimum.weeks:g}, --min-weeks)")
+    if short:
+        raise NotEnoughData("not enough data to fit: " + "; ".join(short))
 
 
 def read_history(

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import os
 import random
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -153,3 +155,13 @@ def test_evaluate_compares_the_holdout_in_total_per_frequency_and_per_p_alive_de
         "1997-09-30", "--until", "1998-06-30",
     )  # fmt: skip
     assert code == 0 and "total" in table and "1,882" in table and "decile" in table
+
+
+def test_no_other_command_pays_for_loading_scipy() -> None:
+    # Every command's parser is built at start-up; `retention worker` must not load scipy.
+    code = (
+        "import sys; from streams.cli import build_parser; build_parser(); "
+        "print(sorted(m for m in ('scipy', 'numpy') if m in sys.modules))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"
