@@ -8,13 +8,19 @@ from typing import Any
 
 SERIES = (("actual", "#444444"), ("bgnbd", "#1f77b4"), ("mbgnbd", "#ff7f0e"))
 LABELS = {"actual": "actual", "bgnbd": "BG/NBD", "mbgnbd": "MBG/NBD"}
-WIDTH, HEIGHT, PAD = 720, 300, 48
+WIDTH, HEIGHT, PAD, TOP = 760, 320, 48, 64
 
 
-def _bars(title: str, groups: list[tuple[str, dict[str, float]]], unit: str) -> str:
-    """A grouped bar chart: one group per label, one bar per series present."""
+def _bars(
+    title: str,
+    groups: list[tuple[str, dict[str, float]]],
+    unit: str,
+    labels: dict[str, str] = LABELS,
+) -> str:
+    """A grouped bar chart: one group per label, one bar per series present; the
+    legend sits in a row between the title and the plot."""
     top = max((v for _, vals in groups for v in vals.values()), default=0.0) or 1.0
-    plot_w, plot_h = WIDTH - 2 * PAD, HEIGHT - 2 * PAD
+    plot_w, plot_h = WIDTH - 2 * PAD, HEIGHT - TOP - PAD
     slot = plot_w / max(len(groups), 1)
     names = [n for n, _ in SERIES if any(n in vals for _, vals in groups)]
     bar = slot * 0.8 / max(len(names), 1)
@@ -24,7 +30,7 @@ def _bars(title: str, groups: list[tuple[str, dict[str, float]]], unit: str) -> 
         f'<text x="{PAD}" y="20" font-size="14">{html.escape(title)}</text>',
         f'<line x1="{PAD}" y1="{HEIGHT - PAD}" x2="{WIDTH - PAD}" y2="{HEIGHT - PAD}" '
         'stroke="#999"/>',
-        f'<text x="4" y="{PAD}" font-size="11">{top:.3g} {html.escape(unit)}</text>',
+        f'<text x="4" y="{TOP - 4}" font-size="11">{top:.3g} {html.escape(unit)}</text>',
     ]
     for g, (label, vals) in enumerate(groups):
         x0 = PAD + g * slot + slot * 0.1
@@ -34,7 +40,7 @@ def _bars(title: str, groups: list[tuple[str, dict[str, float]]], unit: str) -> 
             color = dict(SERIES)[name]
             parts.append(
                 f'<rect x="{x0 + s * bar:.1f}" y="{HEIGHT - PAD - h:.1f}" width="{bar:.1f}" '
-                f'height="{h:.1f}" fill="{color}"><title>{LABELS[name]} {html.escape(label)}: '
+                f'height="{h:.1f}" fill="{color}"><title>{labels[name]} {html.escape(label)}: '
                 f"{value:.3f}</title></rect>"
             )
         parts.append(
@@ -43,9 +49,9 @@ def _bars(title: str, groups: list[tuple[str, dict[str, float]]], unit: str) -> 
         )
     for s, name in enumerate(names):
         parts.append(
-            f'<rect x="{WIDTH - PAD - 90}" y="{30 + s * 16}" width="10" height="10" '
-            f'fill="{dict(SERIES)[name]}"/><text x="{WIDTH - PAD - 75}" y="{39 + s * 16}" '
-            f'font-size="11">{LABELS[name]}</text>'
+            f'<rect x="{PAD + s * 170}" y="30" width="10" height="10" '
+            f'fill="{dict(SERIES)[name]}"/><text x="{PAD + 15 + s * 170}" y="39" '
+            f'font-size="11">{html.escape(labels[name])}</text>'
         )
     parts.append("</svg>")
     return "\n".join(parts)
@@ -68,7 +74,7 @@ def render_html(doc: dict[str, Any]) -> str:
     ]
     charts = [
         _bars(
-            "Repeat order days per customer in the holdout, by order days in calibration (x)",
+            "Repeat order days per customer in the holdout, by calibration frequency x",
             per_customer,
             "per customer",
         )
@@ -80,10 +86,10 @@ def render_html(doc: dict[str, Any]) -> str:
         ]
         charts.append(
             _bars(
-                f"{LABELS[kind]}: mean P(alive) at the calibration end (colour) and the share "
-                "who ordered again (grey), per decile",
+                f"{LABELS[kind]}: per P(alive) decile at the calibration end",
                 deciles,
                 "share",
+                {"actual": "share who ordered again", kind: f"mean P(alive), {LABELS[kind]}"},
             )
         )
     totals = doc["totals"]
