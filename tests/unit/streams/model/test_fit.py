@@ -70,7 +70,7 @@ def test_the_cdnow_fit_gives_the_published_bgnbd_parameters(
     assert doc["data"]["from"] == "1997-01-01T00:00:00Z"
     # MBG/NBD fits at least as well (one more way to explain the silent).
     assert doc["models"]["mbgnbd"]["log_likelihood"] >= bg["log_likelihood"]
-    # Gamma-Gamma on the same sample: p, q, v = 6.25, 3.74, 15.44 (Fader & Hardie's note).
+    # Gamma-Gamma on the same sample: p, q, v = 6.25, 3.74, 15.4 as reported for it.
     spend = doc["gamma_gamma"]["USD"]
     assert {k: f"{v:.3g}" for k, v in spend["params"].items()} == {
         "p": "6.25", "q": "3.74", "v": "15.4",
