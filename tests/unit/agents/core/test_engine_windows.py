@@ -21,7 +21,7 @@ from agents.core.state import CustomerState
 from agents.core.timeutil import to_micros
 from agents.core.windows import SendWindowSetting, parse_send_window
 from schemas.records import Event
-from tests.unit.agents.factories import purchase, session
+from tests.unit.agents.factories import OPTED_OUT, consent, purchase, session
 
 CID = "cus_windows"
 BERLIN = "Europe/Berlin"
@@ -161,6 +161,32 @@ def test_an_order_between_due_and_send_time_cancels_the_nudge() -> None:
     out = run(eng, [order(FIRST), order(utc(6, 7))], utc(7, 0))
     assert seen(out) == [("nudge", 1, DUE, "cancelled", NINE_BERLIN, BERLIN)]
     assert not any(isinstance(e, Conversion) for e in out)
+
+
+def test_an_audience_no_longer_met_at_the_send_time_cancels_the_nudge() -> None:
+    eng = engine(rule(extra="audience = { orders = { max = 1 } }"), windows={"nudge": window()})
+    out = run(eng, [order(FIRST), order(utc(6, 7))], utc(7, 0))
+    assert seen(out) == [("nudge", 1, DUE, "cancelled", NINE_BERLIN, BERLIN)]
+
+
+def test_consent_is_read_at_the_send_time() -> None:
+    eng = engine(rule(), windows={"nudge": window()})
+    opt_out = replace(consent(CID, utc(6, 1), OPTED_OUT), timezone=None)
+    out = run(eng, [order(FIRST), opt_out], utc(7, 0))
+    assert seen(out) == [("nudge", 1, DUE, "opted_out", NINE_BERLIN, BERLIN)]
+
+
+def test_a_rules_file_with_a_default_timezone_and_a_file_window_defers() -> None:
+    text = (
+        HEAD.replace("format = 1\n", 'format = 1\ndefault_timezone = "Europe/Berlin"\n', 1)
+        + '[send_window]\nwindows = [ { days = "all", open = "09:00", close = "20:00" } ]\n'
+        + rule()
+    )
+    eng = Engine(CoreSettings(rules=load_rules(text)))
+    # No zone on the customer's events: the file's default zone.
+    assert seen(run(eng, [order(FIRST, zone=None)], utc(7, 0))) == [
+        ("nudge", 1, DUE, "delivered", NINE_BERLIN, BERLIN)
+    ]
 
 
 def test_the_next_step_due_while_one_waits_supersedes_it() -> None:
