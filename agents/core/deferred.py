@@ -29,7 +29,7 @@ from agents.core.windows import SendWindowSetting, decide
 from agents.core.zones import load_zone
 
 
-class Engine(Protocol):
+class Judge(Protocol):
     """What these functions use of agents.core.engine.Engine (named by its shape:
     the engine imports this module)."""
 
@@ -73,7 +73,7 @@ def choose_zone(
 
 
 def at_due(
-    engine: Engine,
+    engine: Judge,
     state: CustomerState,
     due: Due,
     plan: Plan,
@@ -90,11 +90,10 @@ def at_due(
     assert window is not None
     name, zone = choose_zone(window, plan, state)
     send_at = decide(due.due_at, zone, window.windows, window.policy)
+    engine._step_done(state, due)
     if send_at == due.due_at:
-        engine._step_done(state, due)
         out.append(engine._judge(state, due, plan, outranked, seg, send_at, name))
         return not plan.transactional
-    engine._step_done(state, due)
     if send_at is None:
         out.append(decided(state, due, plan, OUTCOME_OUTSIDE_WINDOW, None, name))
         return False
@@ -151,7 +150,7 @@ def first_send(
 
 
 def at_send(
-    engine: Engine,
+    engine: Judge,
     state: CustomerState,
     position: int,
     plans: tuple[Plan, ...],
