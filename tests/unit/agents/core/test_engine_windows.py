@@ -368,6 +368,16 @@ def scenarios(draw: st.DrawFn) -> tuple[Engine, list[Event], list[int]]:
             )
     eng = engine(*parts, windows=windows, head=head)
     start = utc(5, 0)
+    # Sometimes a rules change: rule "a" reworded (restarted or pinned), "c" removed.
+    change = draw(st.sampled_from([None, "restart", "pin"]))
+    if change is not None:
+        line = f'on_change = "{change}"\n'
+        seed = ruleset(*(p + line for p in parts), windows=windows, head=head)
+        reworded = parts[0] + line + 'reason = "again {span}"\n'
+        new = ruleset(reworded, parts[1] + line, windows=windows, head=head)
+        at = start + draw(st.integers(0, 96)) * HOUR
+        history = RuleHistory.seed(seed).add(Version(set_id(new), new, "", at, at))
+        eng = Engine(CoreSettings(rules=seed)).with_history(history)
     hours = draw(st.lists(st.integers(0, 96), min_size=1, max_size=6))
     events: list[Event] = []
     for h in hours:
