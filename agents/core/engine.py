@@ -217,9 +217,10 @@ class Engine:
         switch rules versions.
 
         Items due at one instant go by priority (docs/rules.md "Rules file"): each
-        rule's step, and the lifecycle's stage move at its own priority.  A rules
-        switch at Ti goes after the events dated <= Ti and before the items due at
-        Ti (docs/rules.md "Changing rules")."""
+        rule's step (after its kept firing, if one is sent then: docs/send-windows.md
+        "Ordering at one instant"), and the lifecycle's stage move at its own
+        priority.  A rules switch at Ti goes after the events dated <= Ti and before
+        the items due at Ti (docs/rules.md "Changing rules")."""
         out: list[Emission] = []
         # The due time of the last firing of a non-transactional rule in this walk:
         # a later one at the same instant is outranked, if its rule arbitrates.
