@@ -323,7 +323,7 @@ def check_windows(
             seen["dropped"] += 1
             continue
         sent = instant(d["send_at"])
-        # send_local is send_at to the second (docs/send-windows.md "Outputs").
+        # send_local is send_at to the second, with its offset (the decision schema).
         local = datetime.fromisoformat(d["send_local"])
         expected_local = sent.replace(microsecond=0).astimezone(zone(name))
         # Instants by timestamp: == between zones is False for a time in a repeated hour.
