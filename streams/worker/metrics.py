@@ -80,6 +80,12 @@ def _decisions(s: Snapshot) -> Samples:
     return [((r, str(step), o), n) for (r, step, o), n in sorted(counts.items())]
 
 
+def _deferred(s: Snapshot) -> Samples:
+    # From 0 for every rule with a send window, like the decisions.
+    counts = {**dict.fromkeys(s.windowed_rules, 0), **s.deferred}
+    return by(counts)
+
+
 def _version_info(s: Snapshot) -> Samples:
     """1 for the version in force on any owned partition, 0 for a scheduled one."""
     shown: dict[tuple[str, str], float] = {}
@@ -183,6 +189,14 @@ METRICS: tuple[MetricDef, ...] = (
         "Rule firings by rule, step and outcome (delivered or a suppression reason)",
         ("rule", "step", "outcome"),
         _decisions,
+    ),
+    MetricDef(
+        "retention_deferred_firings",
+        "counter",
+        "Firings that waited for their rule's send window, counted when decided (any "
+        "outcome), by rule",
+        ("rule",),
+        _deferred,
     ),
     MetricDef(
         "retention_rules_late",

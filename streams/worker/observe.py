@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     import aiohttp
 
     from agents.core.engine import Engine
+    from agents.core.rules.model import Rule
     from streams.config import Config
 
 # (rule, step, outcome) -> firings;  (UTC date of the due time, rule, step) -> nudges.
@@ -24,6 +25,20 @@ DecisionCounts = Mapping[tuple[str, int, str], int]
 TriggerCounts = Mapping[tuple[str, str, int], int]
 # Rows of one table partition, (key, value), safe to read in another thread.
 PartitionRows = tuple[int, Iterable[tuple[str, bytes]]]
+
+
+def decision_series(
+    rules: Iterable[Rule], outcomes: tuple[str, ...], window_outcomes: tuple[str, ...]
+) -> tuple[tuple[str, int, str], ...]:
+    """Every (rule, step, outcome) these rules can decide: ``outcomes`` for each,
+    and ``window_outcomes`` too for a rule with a send window (docs/send-windows.md
+    "Outputs"), so a rule without one exports no such series."""
+    return tuple(
+        (rule.name, step, outcome)
+        for rule in rules
+        for step in range(1, len(rule.steps) + 1)
+        for outcome in (outcomes if rule.send_window is None else outcomes + window_outcomes)
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +130,12 @@ class Snapshot:
     # Decisions by (rule, rule_version, outcome): the dashboard's "by rule and
     # version" (docs/operations.md "Changing rules live").
     decisions_by_version: Mapping[tuple[str, str, str], int] = field(default_factory=dict)
+    # Send windows (docs/send-windows.md "Outputs"): the rules in force that have one,
+    # decisions of firings that waited for their window by rule, and delivered
+    # nudges by (rule, local send hour 0-23).
+    windowed_rules: tuple[str, ...] = ()
+    deferred: Mapping[str, int] = field(default_factory=dict)
+    send_hours: Mapping[tuple[str, int], int] = field(default_factory=dict)
     triggers_by_day: TriggerCounts = field(default_factory=dict)
     # Live clocks, by partition (every partition with a runtime, owned or not yet dropped).
     clocks: tuple[PartitionClock, ...] = ()
