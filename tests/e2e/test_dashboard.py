@@ -369,8 +369,9 @@ for (const tr of fig.querySelectorAll('[data-table="send-windows"] tbody tr')) {
 }
 const bars = [...fig.querySelectorAll('rect.bar')].map(
   r => [r.dataset.rule, Number(r.dataset.hour), Number(r.dataset.value)]);
+const heads = document.querySelectorAll('[data-table="rules"] thead th');
 return {hidden: fig.hidden, state: fig.dataset.state, rows, bars,
-        columns: [...document.querySelectorAll('[data-table="rules"] thead th')].map(t => t.textContent)};
+        columns: [...heads].map(t => t.textContent)};
 """
 
 
