@@ -41,7 +41,7 @@ from streams.faust_adapter import (
 )
 from streams.worker.faults import FaultInjector
 from streams.worker.faust_settings import faust_settings
-from streams.worker.metrics import Metrics
+from streams.worker.metrics import Metrics, decision_series
 from streams.worker.observe import (
     PartitionClock,
     PartitionRows,
@@ -49,7 +49,6 @@ from streams.worker.observe import (
     ReadModelStatus,
     RulesVersion,
     Snapshot,
-    decision_series,
 )
 from streams.worker.processors import build_processors
 from streams.worker.readmodel import ReadModelWriter, connect

@@ -17,7 +17,6 @@ if TYPE_CHECKING:
     import aiohttp
 
     from agents.core.engine import Engine
-    from agents.core.rules.model import Rule
     from streams.config import Config
 
 # (rule, step, outcome) -> firings;  (UTC date of the due time, rule, step) -> nudges.
@@ -25,20 +24,6 @@ DecisionCounts = Mapping[tuple[str, int, str], int]
 TriggerCounts = Mapping[tuple[str, str, int], int]
 # Rows of one table partition, (key, value), safe to read in another thread.
 PartitionRows = tuple[int, Iterable[tuple[str, bytes]]]
-
-
-def decision_series(
-    rules: Iterable[Rule], outcomes: tuple[str, ...], window_outcomes: tuple[str, ...]
-) -> tuple[tuple[str, int, str], ...]:
-    """Every (rule, step, outcome) these rules can decide: ``outcomes`` for each,
-    and ``window_outcomes`` too for a rule with a send window (docs/send-windows.md
-    "Outputs"), so a rule without one exports no such series."""
-    return tuple(
-        (rule.name, step, outcome)
-        for rule in rules
-        for step in range(1, len(rule.steps) + 1)
-        for outcome in (outcomes if rule.send_window is None else outcomes + window_outcomes)
-    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,14 +7,13 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from agents.core.guardrails import OUTCOMES, WINDOW_OUTCOMES
 from agents.core.timeutil import iso
-from streams.worker.metrics import METRICS, Metrics
+from streams.worker.metrics import METRICS, Metrics, decision_series
 from streams.worker.observe import (
     PartitionClock,
     PartitionRules,
     ReadModelStatus,
     RulesVersion,
     Snapshot,
-    decision_series,
 )
 from tests.fixtures.windows import windowed
 
