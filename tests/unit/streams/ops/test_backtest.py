@@ -25,7 +25,7 @@ from agents.offline.reference import compute_decisions
 from streams.config import Config
 from streams.feed.sample import SampleOptions, generate
 from streams.ops.backtest import RulesFile, backtest, load_rules_file
-from streams.ops.backtest_html import week_span
+from streams.ops.backtest_html import render_html, week_span
 from streams.ops.backtest_report import document, figures, render_table
 from streams.ops.backtest_tally import Tally, diff_results, iso_week, send_keys
 from streams.ops.extsort import InputBounds, customer_chunks, sort_history
@@ -425,3 +425,6 @@ def test_a_rule_with_a_send_window_shows_waits_drops_and_local_send_hours(
     assert "send:deferred" not in doc["outcomes"]
     text = render_table(doc)
     assert "Send windows" in text and "09h 2" in text
+    page = render_html(doc)
+    assert "<h2>Send windows</h2>" in page and "<title>09h: 2</title>" in page
+    assert "Send windows" not in render_html(plain)
