@@ -42,6 +42,7 @@ from agents.core.rules.model import GuardrailValues, Rule
 from agents.core.rules.steps import Cadence
 from agents.core.state import CustomerState
 from agents.core.timeutil import duration_record, iso
+from agents.core.windows import DAY_NAMES, SendWindowSetting
 from agents.messages import local_iso
 from streams.asyncapi import published as asyncapi_document
 from streams.config import Config
@@ -221,8 +222,9 @@ def _step_shown(step: Any) -> Any:
 
 
 def rule_shown(rule: Rule) -> dict[str, Any]:
-    """One rule as ``GET /retention/rules`` shows it: the file's keys, durations in ISO 8601."""
-    return {
+    """One rule as ``GET /retention/rules`` shows it: the file's keys, durations in ISO 8601,
+    and its effective send window when it has one (docs/send-windows.md "Outputs")."""
+    shown = {
         "name": rule.name,
         "enabled": rule.enabled,
         "priority": rule.priority,
@@ -236,6 +238,34 @@ def rule_shown(rule: Rule) -> dict[str, Any]:
         "channel": rule.channel,
         "reason": rule.template,
         "rule_version": rule.version,
+    }
+    if rule.send_window is not None:
+        shown["send_window"] = send_window_shown(rule.send_window)
+    return shown
+
+
+def send_window_shown(setting: SendWindowSetting) -> dict[str, Any]:
+    """A rule's effective send window as the rules file writes one: day names, local
+    ``HH:MM`` times, ``max_delay`` in ISO 8601, the fixed zone (null: the customer's)
+    and the default zone."""
+
+    def hhmm(minutes: int) -> str:
+        return f"{minutes // 60:02d}:{minutes % 60:02d}"
+
+    policy = setting.policy
+    return {
+        "windows": [
+            {
+                "days": [DAY_NAMES[d] for d in sorted(w.days)],
+                "open": hhmm(w.open),
+                "close": hhmm(w.close),
+            }
+            for w in setting.windows.windows
+        ],
+        "policy": policy.kind,
+        "max_delay": None if policy.max_delay is None else _duration(policy.max_delay),
+        "zone": setting.zone,
+        "default_zone": setting.default_zone,
     }
 
 

@@ -958,3 +958,19 @@ def test_the_lookup_shows_firings_waiting_for_their_send_window() -> None:
         "2026-03-28T22:30:00Z",
         "2026-03-29T07:00:00Z",
     )
+
+
+def test_the_rules_view_shows_a_rules_send_window_and_only_then() -> None:
+    from tests.fixtures.windows import windowed
+
+    shown = {r.name: views.rule_shown(r) for r in windowed("second_purchase")}
+    assert shown["second_purchase"]["send_window"] == {
+        "windows": [
+            {"days": ["mon", "tue", "wed", "thu", "fri"], "open": "09:00", "close": "20:00"}
+        ],
+        "policy": "defer",
+        "max_delay": None,
+        "zone": None,
+        "default_zone": "UTC",
+    }
+    assert "send_window" not in shown["inactivity"]
