@@ -263,9 +263,14 @@ def _count_bytes(outcome: str) -> int:
 WINDOW_COUNTS_BUDGET = MAX_TOTAL_STEPS * (
     _count_bytes("outside_window") + _count_bytes("cancelled")
 )
+# The row's ``sc`` (agents/core/send_counts.py): per rule with a window, 25 counts
+# [deferred, delivered at local hour 0..23] at their widest, with the key.
+SEND_COUNTS_BUDGET = MAX_RULES * (len(orjson.dumps({"r" * 40: [2**63] * 25})) - 2 + 1) + len(
+    b'"sc":{},'
+)
 # What a rule set with a send window takes from FIRINGS_BUDGET: the rest of the row
 # stays within the bound measured without windows (tests/unit/agents/core/test_budget.py).
-WINDOW_RESERVE = DEFERRED_BUDGET + WINDOW_COUNTS_BUDGET
+WINDOW_RESERVE = DEFERRED_BUDGET + WINDOW_COUNTS_BUDGET + SEND_COUNTS_BUDGET
 
 
 def delivered_within(core: CoreSettings, span: int) -> int | None:

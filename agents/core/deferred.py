@@ -23,6 +23,7 @@ from agents.core.guardrails import (
     OUTCOME_SUPERSEDED,
 )
 from agents.core.plans import Plan, VersionRules
+from agents.core.send_counts import count_send
 from agents.core.state import CountKey, CustomerState, DeferredFiring
 from agents.core.switch import ACTION_PIN, ACTION_UNCHANGED
 from agents.core.windows import SendWindowSetting, decide
@@ -207,6 +208,15 @@ def decided(
     or attribution (like a switch's superseded steps)."""
     key = CountKey(due.rule, due.step, outcome)
     state.decision_counts[key] = state.decision_counts.get(key, 0) + 1
+    # A cancelled or superseded firing that waited counts as a deferral (reports).
+    count_send(
+        state.send_counts,
+        rule=due.rule,
+        outcome=outcome,
+        due_at=due.due_at,
+        send_at=send_at,
+        zone=zone,
+    )
     return Firing(
         customer_id=state.customer_id,
         rule=due.rule,

@@ -53,6 +53,7 @@ from agents.core.rules.abstract import Predicate
 from agents.core.rules.history import RuleHistory, Version
 from agents.core.rules.model import Rule
 from agents.core.rules.steps import cadence_threshold
+from agents.core.send_counts import count_send
 from agents.core.settings import CoreSettings, LadderSettings
 from agents.core.stages import ACTIVE_STAGES, STAGE_AT_RISK, STAGE_LAPSED
 from agents.core.state import (
@@ -498,6 +499,15 @@ class Engine:
                     outranked=outranked,
                 )
             self._remember(state, due, outcome, send_at)
+            if zone is not None:
+                count_send(
+                    state.send_counts,
+                    rule=due.rule,
+                    outcome=outcome,
+                    due_at=due.due_at,
+                    send_at=send_at,
+                    zone=zone,
+                )
         return Firing(
             customer_id=state.customer_id,
             rule=due.rule,

@@ -211,6 +211,10 @@ class CustomerState:
     # Lifetime counts for the reports: by (rule, step, outcome) and (rule, step, group).
     decision_counts: dict[CountKey, int] = field(default_factory=dict)
     conversion_counts: dict[CountKey, int] = field(default_factory=dict)
+    # Lifetime counts of firings with a send window, for the reports: per rule
+    # [deferred, delivered at local hour 0..23] (agents.core.send_counts); row key
+    # "sc", omitted when empty.
+    send_counts: dict[str, list[int]] = field(default_factory=dict)
     # The applied time of the last rules switch this customer went through (None:
     # still under the seed); row key "rv", omitted when None (docs/rules.md
     # "Changing rules").
@@ -439,6 +443,8 @@ class CustomerState:
             decision_counts=_wire_counts(self.decision_counts),
             conversion_counts=_wire_counts(self.conversion_counts),
         )
+        if self.send_counts:
+            d["sc"] = {rule: list(row) for rule, row in self.send_counts.items()}
         if self.queue.spill:
             d["spill"] = self.queue.spill.to_wire()
         if self.rules_at is not None:
@@ -476,6 +482,7 @@ class CustomerState:
             recent_firings=[RecentFiring(*x) for x in d.get("recent_firings", [])],
             decision_counts=_counts(d.get("decision_counts", {})),
             conversion_counts=_counts(d.get("conversion_counts", {})),
+            send_counts={rule: list(row) for rule, row in d.get("sc", {}).items()},
             rules_at=d.get("rv"),
             **_zones(d),
             deferred=[DeferredFiring.from_wire(x) for x in d.get("df", ())],

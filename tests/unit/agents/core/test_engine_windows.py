@@ -143,6 +143,33 @@ def test_a_nudge_due_at_night_is_sent_at_nine_the_next_morning_in_berlin() -> No
     assert "df" not in state.to_dict()
 
 
+def test_the_row_counts_deferrals_and_local_send_hours_for_the_reports() -> None:
+    # One nudge waited and went out at 09:00 Berlin, one was inside and went out at
+    # 10:00 local; a third waited and was cancelled: reports read these counts
+    # (docs/send-windows.md "Outputs").
+    eng = engine(
+        rule(),
+        rule("later", '"PT14H"', priority=20),
+        rule("calm", extra='cancel_on = ["session"]', priority=30),
+        windows={"nudge": window(), "later": window(), "calm": window()},
+    )
+    state = CustomerState(customer_id=CID, partition=0)
+    out = run(eng, [order(FIRST), visit(utc(6, 7))], utc(7, 0), state)
+    assert sorted((r, o) for r, _, _, o, _, _ in seen(out)) == [
+        ("calm", "cancelled"),
+        ("later", "delivered"),
+        ("nudge", "delivered"),
+    ]
+    hours = {
+        rule: [h for h, n in enumerate(row[1:]) if n] for rule, row in state.send_counts.items()
+    }
+    waited = {rule: row[0] for rule, row in state.send_counts.items()}
+    assert waited == {"nudge": 1, "later": 0, "calm": 1}
+    assert hours == {"nudge": [9], "later": [11], "calm": []}
+    # Kept in the row across a restart.
+    assert CustomerState.from_dict(state.to_dict()).send_counts == state.send_counts
+
+
 def test_inside_the_window_it_is_sent_at_its_due_time_and_says_so() -> None:
     eng = engine(rule(steps='"PT14H"'), windows={"nudge": window()})
     assert seen(run(eng, [order(FIRST)], utc(7, 0))) == [
