@@ -75,11 +75,8 @@ Semantics (the stream implements the same):
 from __future__ import annotations
 
 import dataclasses
-import functools
 import heapq
-import importlib.resources
 import time
-import zoneinfo
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -107,6 +104,7 @@ from agents.core.timeutil import (
 )
 from agents.core.validation import ValidationError, validate
 from agents.messages import outcome_record
+from agents.offline.deferral import Timing, schedule, send_fields, zone_name
 from agents.offline.rulebook import (
     GuardrailSettings,
     Rulebook,
@@ -280,39 +278,6 @@ def _fold_currencies(spend: dict[str, tuple[Decimal, int]]) -> dict[str, tuple[D
     return out
 
 
-# --- zones ------------------------------------------------------------------------
-
-
-def zone_name(message: Any) -> str | None:
-    """A message's ``timezone`` when the pinned ``tzdata`` package has that zone, else
-    None (ignored: docs/send-windows.md "The customer's zone").  Read the plain way:
-    the name must be in the package's list of zones, not its ``Factory`` placeholder,
-    and at most 64 characters, and the package's own file for it must load."""
-    name = message.get("timezone") if isinstance(message, dict) else None
-    if not isinstance(name, str) or len(name) > 64 or name not in tzdata_zones():
-        return None
-    return name if _loads(name) else None
-
-
-@functools.cache
-def tzdata_zones() -> frozenset[str]:
-    listed = importlib.resources.files("tzdata").joinpath("zones").read_text(encoding="utf-8")
-    return frozenset(listed.split()) - {"Factory"}
-
-
-@functools.cache
-def _loads(name: str) -> bool:
-    # The package's file, not zoneinfo.ZoneInfo(name): that reads the host's first.
-    try:
-        with (
-            importlib.resources.files("tzdata.zoneinfo").joinpath(*name.split("/")).open("rb") as f
-        ):
-            zoneinfo.ZoneInfo.from_file(f, key=name)
-    except (OSError, ValueError):
-        return False
-    return True
-
-
 # --- firings -----------------------------------------------------------------------
 
 
@@ -335,11 +300,39 @@ class Firing:
     # Set for a step superseded by the rule change at that instant: emitted then,
     # before anything due at it (docs/rules.md "Changing rules").
     superseded_at: int | None = None
+    # Send windows (agents/offline/deferral.py): when it is sent (the due time inside
+    # its window, later when deferred; None when dropped), the zone its window was
+    # read in (None: its rule has no window), when it is decided (None: at ``due``),
+    # an outcome decided before any guardrail, and whether it was deferred (decided
+    # before its rule's step due at the same instant).
+    send_at: int | None = None
+    zone: str | None = None
+    decided_at: int | None = None
+    ruled: str | None = None
+    deferred: bool = False
 
-    def sort_key(self) -> tuple[int, str, int, int, int]:
+    @property
+    def at(self) -> int:
+        """When it is decided (and judged by the guardrails)."""
         if self.superseded_at is not None:
-            return (self.superseded_at, self.customer_id, 0, self.priority, self.step)
-        return (self.due, self.customer_id, 1, self.priority, self.step)
+            return self.superseded_at
+        return self.due if self.decided_at is None else self.decided_at
+
+    @property
+    def sent(self) -> int:
+        """The time gap, cap and attribution count from: the send time, else the due time."""
+        return self.due if self.send_at is None else self.send_at
+
+    def sort_key(self) -> tuple[int, str, int, int, int, int]:
+        switch = 0 if self.superseded_at is not None else 1
+        return (
+            self.at,
+            self.customer_id,
+            switch,
+            self.priority,
+            0 if self.deferred else 1,
+            self.step,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -378,43 +371,55 @@ def reason_text(rule: RuleSpec, step: int, threshold: int, anchor: int) -> str:
 
 
 def customer_firings(
-    facts: CustomerFacts, book: Rulebook, until: int, versions: Versions | None = None
-) -> tuple[list[Firing], StageWalk]:
-    """Every firing of every rule for one customer up to ``until`` (skips left out),
-    superseded steps included when ``versions`` holds rule changes (``book`` is then
-    its seed), and the customer's stage through time."""
+    facts: CustomerFacts,
+    book: Rulebook,
+    until: int,
+    versions: Versions | None = None,
+    cut_over: int | None = None,
+) -> tuple[list[Firing], StageWalk, list[Firing]]:
+    """Every firing of every rule for one customer decided by ``until`` (skips left
+    out), superseded steps included when ``versions`` holds rule changes (``book``
+    is then its seed), the customer's stage through time, and the firings deferred
+    by a send window still undecided at ``until`` (agents/offline/deferral.py)."""
     timeline = Timeline(facts.order_times, facts.session_times, facts.consents, facts.order_spend)
     stages = StageWalk(timeline, book.lifecycle, until)
     items: list[LadderItem] = []
+    kept: dict[str, list[tuple[int, bool]]] = {}
     if versions is not None and versions.changed:
         for name in versions.names():
-            items += versioned_ladder(timeline, name, versions, until, stages)
+            kept[name] = []
+            items += versioned_ladder(timeline, name, versions, until, stages, kept[name])
     else:
         for rule in book.rules:
             items += timeline.ladder(rule, until, stages)
-    out: list[Firing] = []
-    for item in items:
-        rule = item.rule
-        if not item.in_audience and item.superseded_at is None:
-            continue  # skipped: no decision, the ladder moves on
-        out.append(
-            Firing(
-                customer_id=facts.customer_id,
-                rule=rule.name,
-                priority=item.priority,
-                step=item.step,
-                threshold=item.threshold,
-                anchor=item.anchor,
-                due=item.due,
-                transactional=rule.transactional,
-                arbitration=rule.arbitration,
-                reason=reason_text(rule, item.step, item.threshold, item.anchor),
-                channel=rule.channel,
-                rule_version=rule.version,
-                superseded_at=item.superseded_at,
-            )
-        )
-    return out, stages
+    decided, undecided = schedule(items, timeline, stages, facts.zone_at, until, cut_over, kept)
+    made = [_firing(facts.customer_id, t) for t in decided]
+    return made, stages, [_firing(facts.customer_id, t) for t in undecided]
+
+
+def _firing(customer_id: str, timing: Timing) -> Firing:
+    item = timing.item
+    rule = item.rule
+    return Firing(
+        customer_id=customer_id,
+        rule=rule.name,
+        priority=item.priority,
+        step=item.step,
+        threshold=item.threshold,
+        anchor=item.anchor,
+        due=item.due,
+        transactional=rule.transactional,
+        arbitration=rule.arbitration,
+        reason=reason_text(rule, item.step, item.threshold, item.anchor),
+        channel=rule.channel,
+        rule_version=rule.version,
+        superseded_at=timing.at if timing.at_switch else None,
+        send_at=timing.send_at,
+        zone=timing.zone,
+        decided_at=timing.at,
+        ruled=timing.outcome,
+        deferred=timing.deferred,
+    )
 
 
 def _opted_out_at(consents: tuple[tuple[int, str], ...], due: int) -> bool:
@@ -454,10 +459,17 @@ def apply_guardrails(
     first_at: dict[str, tuple[int, int]] = {}
     out: list[tuple[Firing, Verdict]] = []
     for f in firings:
-        if f.superseded_at is not None:
-            out.append((f, SUPERSEDED))
+        if f.superseded_at is not None or f.ruled is not None:
+            # Decided before any guardrail: never a nudge, never counted.
+            ruled = OUTCOME_SUPERSEDED if f.ruled is None else f.ruled
+            out.append(
+                (f, SUPERSEDED if ruled == OUTCOME_SUPERSEDED else Verdict(False, ruled, False))
+            )
             continue
-        guard = guardrails(f.due) if callable(guardrails) else guardrails
+        # Judged at its send time (the due time when it was never deferred), and
+        # counted from it (docs/send-windows.md "Deferred firings").
+        at = f.sent
+        guard = guardrails(at) if callable(guardrails) else guardrails
         cid = f.customer_id
         holdout = (
             not f.transactional
@@ -467,30 +479,30 @@ def apply_guardrails(
         if transactional_at is None:
             sent = [t for t, _, tx in history if not tx]
         else:
-            exempt = transactional_at(f.due)
+            exempt = transactional_at(at)
             sent = [t for t, rule, _ in history if rule not in exempt]
         first = first_at.get(cid)
-        if first is None or first[0] != f.due:
+        if first is None or first[0] != at:
             first = None
         pressure = not f.transactional  # subject to gap and cap
         if holdout:
             outcome = OUTCOME_HOLDOUT
-        elif _opted_out_at(facts[cid].consents, f.due):
+        elif _opted_out_at(facts[cid].consents, at):
             outcome = OUTCOME_OPTED_OUT
         elif f.arbitration and pressure and first is not None and first[1] < f.priority:
             outcome = OUTCOME_OUTRANKED
-        elif pressure and sent and f.due - sent[-1] < guard.min_gap:
+        elif pressure and sent and at - sent[-1] < guard.min_gap:
             outcome = OUTCOME_MIN_GAP
         elif (
             pressure
-            and len([t for t in sent if t > f.due - guard.frequency_window]) >= guard.frequency_cap
+            and len([t for t in sent if t > at - guard.frequency_window]) >= guard.frequency_cap
         ):
             outcome = OUTCOME_FREQUENCY_CAP
         else:
             outcome = OUTCOME_DELIVERED
-            history.append((f.due, f.rule, f.transactional))
+            history.append((at, f.rule, f.transactional))
         if pressure and first is None:
-            first_at[cid] = (f.due, f.priority)
+            first_at[cid] = (at, f.priority)
         out.append((f, Verdict(outcome == OUTCOME_DELIVERED, outcome, holdout)))
     return out
 
@@ -526,13 +538,18 @@ class Conversion:
         return self.firing.due
 
     @property
+    def send_at(self) -> int | None:
+        """The firing's send time when its rule has a window (attribution counts from it)."""
+        return self.firing.send_at if self.firing.zone is not None else None
+
+    @property
     def trigger_id(self) -> str:
         return ids.trigger_id(self.customer_id, self.rule, self.step, self.anchor_at)
 
     @property
     def hours_to_convert(self) -> float:
-        # A conversion is strictly after its due time, so the smallest figure is 0.001.
-        hours = round((self.converted_at - self.due_at) / (3600 * MICROS_PER_SECOND), 3)
+        # A conversion is strictly after its send time, so the smallest figure is 0.001.
+        hours = round((self.converted_at - self.firing.sent) / (3600 * MICROS_PER_SECOND), 3)
         return hours if hours > 0 else 0.001
 
 
@@ -543,9 +560,11 @@ def conversions(
     for f, verdict in judged:
         if verdict.outcome not in (OUTCOME_DELIVERED, OUTCOME_HOLDOUT):
             continue
-        window_end = f.due + window
+        # From the send time (docs/send-windows.md "Deferred firings").
+        start = f.sent
         hit = next(
-            ((t, o) for t, _, o in facts[f.customer_id].orders if f.due < t <= window_end), None
+            ((t, o) for t, _, o in facts[f.customer_id].orders if start < t <= start + window),
+            None,
         )
         if hit is not None:
             out.append(Conversion(f, verdict.outcome, hit[0], hit[1]))
@@ -623,6 +642,9 @@ def decision_dict(firing: Firing, verdict: Verdict, *, versioned: bool = False) 
         out["rule_version"] = firing.rule_version
         if firing.channel is not None:
             out["channel"] = firing.channel
+    if firing.zone is not None:
+        # Only with a window (docs/send-windows.md "Outputs"): absent otherwise.
+        out.update(send_fields(firing.send_at, firing.zone))
     return out
 
 
@@ -681,6 +703,8 @@ class ReferenceResult:
     facts: dict[str, CustomerFacts]
     until: int | None  # the evaluation horizon used (None: the file had no valid event)
     lines: int  # non-blank lines read
+    # Firings deferred by a send window to after ``until``: no decision yet.
+    undecided: list[Firing] = field(default_factory=list)
 
 
 def _settings(cfg: ReferenceConfig | CoreSettings) -> tuple[CoreSettings, int, int, int]:
@@ -815,14 +839,16 @@ def compute_decisions(
     book = legacy_rulebook(core) if rules is None else read_rules(rules)
     versions = Versions.read(book, changes)
     firings: list[Firing] = []
+    undecided: list[Firing] = []
     stages: dict[str, str] = {}
+    cut_over = core.backfill_until
     if horizon is not None:
         for cid, customer in facts.items():
-            made, walk = customer_firings(customer, book, horizon, versions)
+            made, walk, left = customer_firings(customer, book, horizon, versions, cut_over)
             firings.extend(made)
+            undecided.extend(left)
             stages[cid] = walk.at(horizon)
-    if core.backfill_until is not None:
-        cut_over = core.backfill_until
+    if cut_over is not None:
         # Backfill loads history without firing: these never happened, so they
         # must not count toward any guardrail either.
         firings = [f for f in firings if f.due >= cut_over]
@@ -855,4 +881,5 @@ def compute_decisions(
         facts=facts,
         until=horizon,
         lines=read,
+        undecided=sorted(undecided, key=Firing.sort_key),
     )
