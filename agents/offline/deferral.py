@@ -29,7 +29,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 from agents.core.timeutil import iso
@@ -41,6 +41,7 @@ from agents.offline.windows import Hours, known_zone, read_windows, send_time, z
 OUTCOME_OUTSIDE_WINDOW = "outside_window"
 OUTCOME_CANCELLED = "cancelled"
 OUTCOME_SUPERSEDED = "superseded"
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +59,13 @@ class Timing:
     deferred: bool = False
     # Superseded at a rules switch: decided before anything at ``at``.
     at_switch: bool = False
+    # Its place among the items at ``at`` when not the step's own priority: that of
+    # the step that supersedes it, or its rule's in the version in force at S.
+    placed: int | None = None
+
+    @property
+    def priority(self) -> int:
+        return self.item.priority if self.placed is None else self.placed
 
     @property
     def windowed(self) -> bool:
@@ -82,10 +90,12 @@ def schedule(
     until: int,
     cut_over: int | None = None,
     kept: Mapping[str, Sequence[tuple[int, bool]]] | None = None,
+    priority_at: Callable[[str, int], int | None] | None = None,
 ) -> tuple[list[Timing], list[Timing]]:
     """The decided steps of one customer (skips left out) and the deferred firings
     still undecided at ``until``.  ``items`` as the ladders give them; ``kept``:
-    per rule, what each rules switch did to it (:func:`versioned_ladder`)."""
+    per rule, what each rules switch did to it (:func:`versioned_ladder`);
+    ``priority_at(rule, t)``: the rule's priority in the version in force at t."""
     by_rule: dict[str, list[LadderItem]] = {}
     for item in items:
         by_rule.setdefault(item.rule.name, []).append(item)
@@ -93,7 +103,11 @@ def schedule(
     undecided: list[Timing] = []
     for name, own in by_rule.items():
         switches = (kept or {}).get(name, ())
-        left = _rule(own, switches, timeline, stages, zone_at, until, cut_over, decided)
+
+        def place(t: int, name: str = name) -> int | None:
+            return None if priority_at is None else priority_at(name, t)
+
+        left = _rule(own, switches, timeline, stages, zone_at, until, cut_over, decided, place)
         if left is not None:
             undecided.append(left)
     return decided, undecided
@@ -108,6 +122,7 @@ def _rule(
     until: int,
     cut_over: int | None,
     out: list[Timing],
+    place: Callable[[int], int | None],
 ) -> Timing | None:
     # What happens to the rule, in time order: a switch at T before the steps at T.
     points: list[tuple[int, int, LadderItem | bool]] = [(t, 0, goes_on) for t, goes_on in switches]
@@ -118,7 +133,7 @@ def _rule(
         if waiting is not None:
             assert waiting.send_at is not None
             if waiting.send_at < t or (waiting.send_at == t and not isinstance(what, bool)):
-                out.append(_at_send(waiting, timeline, stages))
+                out.append(_at_send(waiting, timeline, stages, place(waiting.at)))
                 waiting = None
         if isinstance(what, bool):
             if waiting is not None and not what:
@@ -130,7 +145,7 @@ def _rule(
             out.append(Timing(item, item.superseded_at, at_switch=True))
             continue
         if waiting is not None:
-            out.append(_superseded(waiting, item.due, at_switch=False))
+            out.append(_superseded(waiting, item.due, at_switch=False, placed=item.priority))
             waiting = None
         if not item.in_audience:
             continue  # skipped: no decision
@@ -150,7 +165,7 @@ def _rule(
         return None
     assert waiting.send_at is not None
     if waiting.send_at <= until:
-        out.append(_at_send(waiting, timeline, stages))
+        out.append(_at_send(waiting, timeline, stages, place(waiting.at)))
         return None
     return waiting
 
@@ -159,7 +174,7 @@ def _when(item: LadderItem) -> int:
     return item.due if item.superseded_at is None else item.superseded_at
 
 
-def _superseded(waiting: Timing, at: int, *, at_switch: bool) -> Timing:
+def _superseded(waiting: Timing, at: int, *, at_switch: bool, placed: int | None = None) -> Timing:
     return Timing(
         waiting.item,
         at,
@@ -168,16 +183,20 @@ def _superseded(waiting: Timing, at: int, *, at_switch: bool) -> Timing:
         OUTCOME_SUPERSEDED,
         deferred=True,
         at_switch=at_switch,
+        placed=placed,
     )
 
 
-def _at_send(waiting: Timing, timeline: Timeline, stages: StageWalk) -> Timing:
+def _at_send(waiting: Timing, timeline: Timeline, stages: StageWalk, placed: int | None) -> Timing:
     """The deferred firing at its send time: the condition and the audience on the
-    facts as of S, else cancelled; the guardrails then judge it at S."""
+    facts as of S, else cancelled; the guardrails then judge it at S, where its rule
+    stands among the rules in force then (a pinned ladder at the place of its rule's
+    priority there)."""
     item = waiting.item
     at = waiting.at
+    priority = item.priority if placed is None else placed
     holds = live_anchor(timeline, item.rule, at) == item.anchor and timeline.in_audience(
-        item.rule, at, stages.at(at, item.priority)
+        item.rule, at, stages.at(at, priority)
     )
     return Timing(
         item,
@@ -186,6 +205,7 @@ def _at_send(waiting: Timing, timeline: Timeline, stages: StageWalk) -> Timing:
         waiting.zone,
         None if holds else OUTCOME_CANCELLED,
         deferred=True,
+        placed=placed,
     )
 
 
@@ -203,14 +223,18 @@ def zone_name(message: Any) -> str | None:
 
 
 def send_fields(send_at: int | None, zone_name_: str) -> dict[str, Any]:
-    """``send_at`` (UTC), ``send_zone`` and ``send_local`` (the local wall time with its
-    offset, RFC 3339), null times for a firing that is not sent."""
+    """``send_at`` (UTC), ``send_zone`` and ``send_local``: the local wall time to the
+    second with its offset, RFC 3339 (``2026-03-29T09:00:00+02:00``; an offset of
+    seconds, a local mean time of long ago, is cut to the minute, RFC 3339 having
+    none), null times for a firing that is not sent (docs/send-windows.md)."""
     local: str | None = None
     if send_at is not None:
         tz = zone(zone_name_)
         assert tz is not None
-        when = datetime.fromtimestamp(0, UTC) + timedelta(microseconds=send_at)
-        local = when.astimezone(tz).isoformat()
+        when = (_EPOCH + timedelta(microseconds=send_at)).replace(microsecond=0)
+        offset = when.astimezone(tz).utcoffset() or timedelta(0)
+        minutes = int(offset / timedelta(minutes=1))  # toward zero
+        local = when.astimezone(timezone(timedelta(minutes=minutes))).isoformat()
     return {
         "send_at": None if send_at is None else iso(send_at),
         "send_zone": zone_name_,

@@ -149,9 +149,12 @@ def _value(v: Any) -> str:
 
 
 def to_toml(doc: dict[str, Any]) -> str:
-    """``doc`` (format, [guardrails], [lifecycle], [[rule]] with [rule.audience]) as TOML."""
+    """``doc`` (format, default_timezone, [guardrails], [lifecycle], [send_window],
+    [[rule]] with [rule.audience]) as TOML."""
     out = [f"format = {doc['format']}"]
-    for table in ("guardrails", "lifecycle"):
+    if "default_timezone" in doc:
+        out.append(f"default_timezone = {_value(doc['default_timezone'])}")
+    for table in ("guardrails", "lifecycle", "send_window"):
         if table in doc:
             out += ["", f"[{table}]"] + [f"{k} = {_value(v)}" for k, v in doc[table].items()]
     for rule in doc.get("rule", []):
