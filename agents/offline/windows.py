@@ -167,30 +167,34 @@ def known_zone(name: object) -> bool:
 # --- the same answers, faster --------------------------------------------------------
 
 _HOUR = 3_600_000_000
+_DAY = 24 * _HOUR
 
 
 def opening(t: int, zone: ZoneInfo, hours: tuple[Hours, ...], limit: int) -> int | None:
     """The first instant in [t, t + limit] inside, the same as :func:`next_opening`
     bounded by ``limit``: inside changes from no to yes only at a local opening
     (in either fold) or at an offset change, so those and ``t`` are the only
-    candidates."""
+    candidates.  Looked for a day at a time, so a near opening is found soon."""
     listed = list(hours)
     if _inside(t, zone, listed):
         return t
     end = min(t + limit, t + HORIZON // _US - 1)
-    candidates = set(_changes(t, end, zone))
-    first = local(t, zone).date() - timedelta(days=1)
-    last = local(end, zone).date() + timedelta(days=1)
-    day = first
-    while day <= last:
-        name = _NAMES[day.weekday()]
-        for w in hours:
-            if name in w.days and w.open != (24, 0):
-                candidates.update(_instants(day, w.open, zone))
-        day += timedelta(days=1)
-    for c in sorted(x for x in candidates if t < x <= end):
-        if _inside(c, zone, listed):
-            return c
+    start = t
+    while start < end:
+        stop = min(start + _DAY, end)
+        candidates = set(_changes(start, stop, zone))
+        day = local(start, zone).date() - timedelta(days=1)
+        last = local(stop, zone).date() + timedelta(days=1)
+        while day <= last:
+            name = _NAMES[day.weekday()]
+            for w in hours:
+                if name in w.days:
+                    candidates.update(_instants(day, w.open, zone))
+            day += timedelta(days=1)
+        for c in sorted(x for x in candidates if start < x <= stop):
+            if _inside(c, zone, listed):
+                return c
+        start = stop
     return None
 
 
