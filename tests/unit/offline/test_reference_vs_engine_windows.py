@@ -38,50 +38,8 @@ from agents.core.timeutil import iso, parse_timestamp, to_micros
 from agents.core.windows import parse_send_window
 from agents.offline.reference import ReferenceResult, compute_decisions
 from tests.unit.offline import test_reference_vs_engine as parity
-from tests.unit.offline.strategies import to_toml
+from tests.unit.offline.strategies import EVENT_ZONES, ZONES, rules_documents, to_toml, window_table
 
-# 20 zones a customer's events may carry (issue 22's DST edges, half-hour and
-# 45-minute offsets, southern summers), an unknown one, and none.
-ZONES = (
-    "Europe/Berlin",
-    "America/New_York",
-    "Australia/Lord_Howe",
-    "Asia/Kathmandu",
-    "Pacific/Apia",
-    "Asia/Tehran",
-    "UTC",
-    "Europe/London",
-    "America/Los_Angeles",
-    "America/St_Johns",
-    "America/Sao_Paulo",
-    "Asia/Riyadh",
-    "Asia/Kolkata",
-    "Asia/Tokyo",
-    "Australia/Sydney",
-    "Pacific/Chatham",
-    "Europe/Moscow",
-    "America/Santiago",
-    "Africa/Cairo",
-    "US/Eastern",
-)
-EVENT_ZONES = (*ZONES, None, None, None, "Mars/Olympus_Mons")
-
-# Windows that meet the half-day grid (10:00 and 22:00 UTC) in UTC and London,
-# Berlin's skipped hour, one crossing midnight, and the core's check's own draws.
-TABLES: tuple[dict[str, Any], ...] = (
-    {"windows": [{"days": "weekdays", "open": "09:00", "close": "20:00"}]},
-    {"windows": [{"days": "all", "open": "10:00", "close": "12:00"}]},
-    {"windows": [{"days": "all", "open": "22:00", "close": "23:00"}], "policy": "drop"},
-    {
-        "windows": [
-            {"days": ["fri"], "open": "22:00", "close": "01:00"},
-            {"days": "weekends", "open": "10:00", "close": "18:00"},
-        ]
-    },
-    {"windows": [{"days": "all", "open": "02:30", "close": "03:30"}]},
-    {"windows": [{"days": "weekdays", "open": "09:00", "close": "17:00"}], "max_delay": "PT12H"},
-    {"windows": [{"days": ["mon", "wed"], "open": "10:00", "close": "10:30"}], "max_delay": "P2D"},
-)
 LIFECYCLE = {"at_risk_after": "P3D", "lapsed_after": "P8D", "priority": 15}
 LADDERS = (["P1D", "P2D", "P4D"], ["PT12H", "P1D", "P3D"], ["P1D", "P3D"], ["PT12H", "P5D"])
 TEMPLATES: dict[str, dict[str, Any]] = {
@@ -90,14 +48,6 @@ TEMPLATES: dict[str, dict[str, Any]] = {
     "gamma": {"anchor": {"kind": "last_order", "min_orders": 1}, "cancel_on": [[], ["session"]]},
 }
 PRIORITIES = {"alpha": (10, 31), "beta": (20, 11), "gamma": (30, 21)}
-
-
-@st.composite
-def window_table(draw: st.DrawFn) -> dict[str, Any]:
-    table = dict(draw(st.sampled_from(TABLES)))
-    if draw(st.integers(0, 3)) == 0:
-        table["zone"] = draw(st.sampled_from(ZONES))
-    return table
 
 
 @st.composite
@@ -598,3 +548,13 @@ def test_the_generator_reaches(what: str) -> None:
         reaches,
         settings=settings(max_examples=3000, database=None, deadline=None, phases=[Phase.generate]),
     )
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(rules_documents(windows=True), zoned_histories(), horizons)
+def test_engine_and_reference_agree_on_any_rules_file_with_windows(
+    text: str, lines: list[bytes], until: int
+) -> None:
+    """Every anchor kind, cadence steps, audiences, channels and disabled rules
+    (tests/unit/offline/strategies.py), with windows here and there."""
+    both(text, [], lines, until, known=True)
