@@ -132,6 +132,11 @@ class CustomerProcessor:
         self.decision_counts: Counter[tuple[str, int, str]] = Counter()
         # Decisions by (rule, rule_version, outcome): the dashboard's by-version view.
         self.version_counts: Counter[tuple[str, str, str]] = Counter()
+        # Send windows (docs/send-windows.md "Outputs"): decisions of firings that
+        # waited for their window, by rule, and delivered nudges by rule and local
+        # send hour (0-23).  Empty while no rule has a window.
+        self.deferred_counts: Counter[str] = Counter()
+        self.send_hours: Counter[tuple[str, int]] = Counter()
         self.dead_letters: Counter[str] = Counter()
         # Events that arrived after the stream clock passed them, by input topic.
         self.late: Counter[str] = Counter()
@@ -467,6 +472,8 @@ class CustomerProcessor:
             )
             self.decision_counts[(f.rule, f.step, f.outcome)] += 1
             self.version_counts[(f.rule, f.rule_version or "", f.outcome)] += 1
+            if f.zone is not None:
+                self._count_window(f, decision.send_local)
             result.outputs.append(
                 Output(self.decisions_topic, f.customer_id, dumps(decision.to_dict()))
             )
@@ -483,6 +490,17 @@ class CustomerProcessor:
                 result.outputs.append(
                     Output(self.outcomes_topic, c.customer_id, dumps(record.to_dict()))
                 )
+
+    def _count_window(self, f: Firing, send_local: str | None) -> None:
+        if f.send_at is not None and f.send_at != f.due_at:
+            self.deferred_counts[f.rule] += 1
+        if f.delivered and send_local is not None:
+            self.send_hours[(f.rule, local_hour(send_local))] += 1
+
+
+def local_hour(send_local: str) -> int:
+    """The hour (0-23) of a record's ``send_local`` (``2026-03-29T09:00:00+02:00``)."""
+    return int(send_local[11:13])
 
 
 def input_sources(topics: Iterable[str], partitions: int) -> list[str]:

@@ -10,14 +10,17 @@ written by ``retention rules publish`` (schemas/control_rules.schema.json).
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
+from datetime import timedelta, timezone
 from typing import TYPE_CHECKING, Any, Protocol
 
 import orjson
 
 from agents.core.guardrails import OUTCOME_DELIVERED
 from agents.core.ids import trigger_id_at
-from agents.core.timeutil import duration_record, iso
+from agents.core.timeutil import EPOCH, TIME_MAX, TIME_MIN, duration_record, iso
+from agents.core.zones import load_zone
 from schemas.records import DeadLetter, Decision, Outcome, SourcePosition
 
 if TYPE_CHECKING:
@@ -63,7 +66,36 @@ def decision_record(
         clock=clock,
         rule_version=f.rule_version,
         channel=f.channel,
+        # Set only when the rule has a window (f.zone is then its zone).
+        send_at=None if f.send_at is None else iso(f.send_at),
+        send_zone=f.zone,
+        send_local=None if f.send_at is None or f.zone is None else local_iso(f.send_at, f.zone),
     )
+
+
+@functools.lru_cache(maxsize=4096)
+def local_iso(at: int, zone: str) -> str:
+    """The local wall time of instant ``at`` (micros) in ``zone``, RFC 3339 to the
+    second with its UTC offset: ``2026-03-29T09:00:00+02:00`` (docs/send-windows.md
+    "Outputs").  Cached: firings piling onto one opening share it.
+
+    The zone comes from the pinned tzdata (agents.core.zones) like the window's own
+    check, so the local time shown is the one the window was judged in.  RFC 3339
+    offsets are whole minutes; a historical local mean time (e.g. +00:19:32) is
+    shown with its offset cut to the minute and the wall time to match, so the
+    text still names the same instant.  An instant whose local time would leave
+    the years 1..9999 is shown in UTC.
+    """
+    utc = EPOCH + timedelta(microseconds=min(max(at, TIME_MIN), TIME_MAX))
+    utc = utc.replace(microsecond=0)
+    tz = load_zone(zone)
+    try:
+        offset = (utc.astimezone(tz) if tz is not None else utc).utcoffset() or timedelta(0)
+        minutes = int(offset.total_seconds() / 60)  # toward zero
+        local = utc.astimezone(timezone(timedelta(minutes=minutes)))
+    except OverflowError:
+        local = utc
+    return local.isoformat()
 
 
 class AttributedConversion(Protocol):
@@ -94,7 +126,12 @@ class AttributedConversion(Protocol):
 
 
 def outcome_record(c: AttributedConversion, *, attribution_window: int) -> Outcome:
-    """A conversion on retention.outcomes: once per firing, delivered or holdout."""
+    """A conversion on retention.outcomes: once per firing, delivered or holdout.
+
+    A conversion that names the firing's ``send_at`` (its rule has a window:
+    ``agents.core.emissions.Conversion.send_at``) carries it on the record."""
+    # Not in the protocol: a conversion without windows need not know the field.
+    send_at: int | None = getattr(c, "send_at", None)
     return Outcome(
         trigger_id=c.trigger_id,
         customer_id=c.customer_id,
@@ -107,6 +144,7 @@ def outcome_record(c: AttributedConversion, *, attribution_window: int) -> Outco
         order_id=c.order_id,
         hours_to_convert=c.hours_to_convert,
         attribution_window=duration_record(attribution_window),
+        send_at=None if send_at is None else iso(send_at),
     )
 
 

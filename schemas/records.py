@@ -133,6 +133,20 @@ class Trigger:
     # each left out of the record when unset.
     rule_version: str | None = field(default=None, kw_only=True)
     channel: str | None = field(default=None, kw_only=True)
+    # With a send window (docs/send-windows.md "Outputs"): when it is sent (RFC 3339
+    # UTC; None when dropped outside its window), the zone the window was read in
+    # and the local wall time.  All three are left out when ``send_zone`` is None
+    # (the rule has no window), so such records are today's byte for byte.
+    send_at: str | None = field(default=None, kw_only=True)
+    send_zone: str | None = field(default=None, kw_only=True)
+    send_local: str | None = field(default=None, kw_only=True)
+
+    def add_send(self, out: dict[str, Any]) -> None:
+        """Add the send time, zone and local time when the rule has a window."""
+        if self.send_zone is not None:
+            out["send_at"] = self.send_at
+            out["send_zone"] = self.send_zone
+            out["send_local"] = self.send_local
 
     def trigger_dict(self, schema: str) -> dict[str, Any]:
         return {
@@ -179,6 +193,7 @@ class Decision(Trigger):
         out["clock"] = self.clock
         if self.rule_version is not None:
             out["rule_version"] = self.rule_version
+        self.add_send(out)
         return out
 
     def nudge_dict(self) -> dict[str, Any]:
@@ -193,6 +208,7 @@ def _nudge_dict(trigger: Trigger) -> dict[str, Any]:
         out["rule_version"] = trigger.rule_version
     if trigger.channel is not None:
         out["channel"] = trigger.channel
+    trigger.add_send(out)
     return out
 
 
@@ -211,10 +227,13 @@ class Outcome:
     order_id: str
     hours_to_convert: float
     attribution_window: Threshold
+    # The firing's send time when its rule has a window (docs/send-windows.md
+    # "Outputs"): attribution counts from it.  Left out when None.
+    send_at: str | None = field(default=None, kw_only=True)
     schema: ClassVar[str] = SCHEMA_OUTCOME
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out = {
             "schema": SCHEMA_OUTCOME,
             "trigger_id": self.trigger_id,
             "customer_id": self.customer_id,
@@ -228,6 +247,9 @@ class Outcome:
             "hours_to_convert": self.hours_to_convert,
             "attribution_window": self.attribution_window.to_dict(),
         }
+        if self.send_at is not None:
+            out["send_at"] = self.send_at
+        return out
 
 
 @dataclass(slots=True)

@@ -27,12 +27,14 @@ from typing import Any, Protocol
 import orjson
 
 from agents.core.rules.anchors import FirstOrder, LastOrder
-from agents.core.rules.model import Rule
+from agents.core.rules.model import MAX_RULES, MAX_TOTAL_STEPS, Rule
 from agents.core.settings import (
     DEFAULT_MAX_PENDING_BYTES,
     DEFAULT_PENDING_CHUNK_BYTES,
     CoreSettings,
 )
+from agents.core.windows import SEARCH
+from agents.core.zones import MAX_ZONE_NAME
 
 
 class HasPending(Protocol):
@@ -125,10 +127,14 @@ FIRINGS_BUDGET = 80 * 1024
 
 # The widest entry [due_at, rule, step, anchor_at, outcome, converted_at] and its
 # comma: times as wide as any int the core holds, the longest rule and outcome
-# names, a two-digit step (a ladder has at most 10).
-def firing_entry_bytes(rule: str = "second_purchase") -> int:
+# names, a two-digit step (a ladder has at most 10); with a send window, the send
+# time ``sent_at`` too (docs/send-windows.md "Deferred firings").
+def firing_entry_bytes(rule: str = "second_purchase", *, windowed: bool = False) -> int:
     """The widest entry of a rule named ``rule`` (the default rules' longest name)."""
-    return len(orjson.dumps([-(2**62), rule, 99, -(2**62), "frequency_cap", -(2**62)])) + 1
+    entry: list[object] = [-(2**62), rule, 99, -(2**62), "frequency_cap", -(2**62)]
+    if windowed:
+        entry.append(-(2**62))
+    return len(orjson.dumps(entry)) + 1
 
 
 MAX_FIRING_ENTRY_BYTES = firing_entry_bytes()
@@ -151,6 +157,10 @@ class FiringMemory:
     attribution: int
     # The widest entry: its rule name is the longest of the rule set's.
     entry_bytes: int = MAX_FIRING_ENTRY_BYTES
+    # Taken from the firings' budget when a rule has a send window: the kept
+    # firings and the counts of the window outcomes (WINDOW_RESERVE), so a row
+    # without windows keeps today's bound (docs/budget.md "Byte budget").
+    reserve: int = 0
 
     @property
     def entries(self) -> int:
@@ -158,8 +168,8 @@ class FiringMemory:
 
     @property
     def bytes(self) -> int:
-        """The most bytes ``recent_firings`` can take in a row."""
-        return self.entries * self.entry_bytes
+        """The most bytes ``recent_firings`` can take in a row, with the reserve."""
+        return self.entries * self.entry_bytes + self.reserve
 
     @property
     def fits(self) -> bool:
@@ -180,8 +190,10 @@ def firing_memory(core: CoreSettings) -> FiringMemory:
     # Transactional deliveries pass no gap or cap: each may wait for a conversion.
     attribution += firings_within([r for r in rules if r.transactional], window)
     longest = max((r.name for r in rules), key=len, default="")
-    entry = max(firing_entry_bytes(longest), MAX_FIRING_ENTRY_BYTES)
-    return FiringMemory(core.max_recent_nudges, core.frequency_cap, attribution, entry)
+    windowed = any(r.send_window is not None for r in rules)
+    entry = max(firing_entry_bytes(longest, windowed=windowed), MAX_FIRING_ENTRY_BYTES)
+    reserve = WINDOW_RESERVE if windowed else 0
+    return FiringMemory(core.max_recent_nudges, core.frequency_cap, attribution, entry, reserve)
 
 
 def firings_within(rules: list[Rule] | tuple[Rule, ...], span: int) -> int:
@@ -197,16 +209,68 @@ def firings_within(rules: list[Rule] | tuple[Rule, ...], span: int) -> int:
     than th_k.  With r = max k / th_k, the anchors but the last fire fewer than r x
     (span + th_n - th_1) steps between them; the last at most n.  (A cadence step's
     threshold is at least its floor.)
+
+    Times are send times.  A rule whose firings may be deferred (docs/send-windows.md
+    "Deferred firings") is sent at most ``deferral`` after its due time, so its
+    anchors' span grows by that much, and one firing due before the order may be sent
+    after it (at most one is kept per rule).
     """
     total = 0
     for rule in rules:
         steps = [step.least for step in rule.steps]
+        delay = deferral(rule)
         if isinstance(rule.anchor, FirstOrder | LastOrder):
             total += len(steps)
         else:
-            between = span + steps[-1] - steps[0]
+            between = span + delay + steps[-1] - steps[0]
             total += max(k * between // th for k, th in enumerate(steps, 1)) + len(steps)
+        total += 1 if delay else 0
     return total
+
+
+def deferral(rule: Rule) -> int:
+    """The longest a firing of ``rule`` can wait for its send time (0: never)."""
+    window = rule.send_window
+    if window is None or window.policy.kind != "defer":
+        return 0
+    limit = window.policy.max_delay
+    return SEARCH if limit is None else min(limit, SEARCH)
+
+
+# --- the deferred firings a record keeps (docs/send-windows.md "Deferred firings") ---
+
+# The widest kept firing [rule, step, anchor_at, due_at, send_at, threshold,
+# rule_version, zone] and its comma: the longest rule name (40), times as wide as any
+# int, a 12-digit version, a zone name at its longest.  At most one per rule.
+MAX_DEFERRED_ENTRY_BYTES = (
+    len(
+        orjson.dumps(
+            ["r" * 40, 99, -(2**62), -(2**62), -(2**62), -(2**62), "f" * 12, "Z" * MAX_ZONE_NAME]
+        )
+    )
+    + 1
+)
+# Bytes of the row's ``df`` list at its fullest (with its key).
+DEFERRED_BUDGET = MAX_RULES * MAX_DEFERRED_ENTRY_BYTES + 8
+
+
+def _count_bytes(outcome: str) -> int:
+    """One decision count of ``outcome`` at its widest, with its comma."""
+    return len(orjson.dumps({f"{'r' * 40}/10/{outcome}": 2**63})) - 2 + 1
+
+
+# The decision counts only windows add: outside_window and cancelled for every step.
+WINDOW_COUNTS_BUDGET = MAX_TOTAL_STEPS * (
+    _count_bytes("outside_window") + _count_bytes("cancelled")
+)
+# The row's ``sc`` (agents/core/send_counts.py): per rule with a window, 25 counts
+# [deferred, delivered at local hour 0..23] at their widest, with the key.
+SEND_COUNTS_BUDGET = MAX_RULES * (len(orjson.dumps({"r" * 40: [2**63] * 25})) - 2 + 1) + len(
+    b'"sc":{},'
+)
+# What a rule set with a send window takes from FIRINGS_BUDGET: the rest of the row
+# stays within the bound measured without windows (tests/unit/agents/core/test_budget.py).
+WINDOW_RESERVE = DEFERRED_BUDGET + WINDOW_COUNTS_BUDGET + SEND_COUNTS_BUDGET
 
 
 def delivered_within(core: CoreSettings, span: int) -> int | None:

@@ -82,9 +82,12 @@ class Conversion:
 
     @property
     def hours_to_convert(self) -> float:
-        # 3 decimals, but never 0: converted_at is after due_at and outcome/1 says
-        # > 0, so an order within 1.8 s of D reads 0.001 (docs/rules.md "Outcomes (conversions)").
-        return max(round((self.converted_at - self.due_at) / MICROS_PER_HOUR, 3), 0.001)
+        # 3 decimals, but never 0: converted_at is after the send time and outcome/1
+        # says > 0, so an order within 1.8 s of it reads 0.001 (docs/rules.md
+        # "Outcomes (conversions)").  Counted from send_at when the firing had a
+        # window (docs/send-windows.md "Deferred firings").
+        start = self.due_at if self.send_at is None else self.send_at
+        return max(round((self.converted_at - start) / MICROS_PER_HOUR, 3), 0.001)
 
 
 Emission = Firing | Conversion

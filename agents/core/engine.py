@@ -24,8 +24,15 @@ from agents.core.budget import (
     firing_memory,
     state_over_budget,
 )
+from agents.core.deferred import (
+    DEFERRED,
+    at_due,
+    at_send,
+    at_switch,
+    first_send,
+    supersede_deferred,
+)
 from agents.core.emissions import (
-    Conversion,
     Due,
     Emission,
     Firing,
@@ -33,20 +40,20 @@ from agents.core.emissions import (
     context_snapshot,
 )
 from agents.core.guardrails import (
-    ATTRIBUTED,
     OUTCOME_BACKFILL,
     OUTCOME_DELIVERED,
     OUTCOME_OPTED_OUT,
     Guardrails,
     delivered_due_times,
 )
-from agents.core.memory import still_needed
+from agents.core.memory import attribute, still_needed
 from agents.core.pending import pending_limits
 from agents.core.plans import Plan, SharedPlans, VersionRules
 from agents.core.rules.abstract import Predicate
 from agents.core.rules.history import RuleHistory, Version
 from agents.core.rules.model import Rule
 from agents.core.rules.steps import cadence_threshold
+from agents.core.send_counts import count_send
 from agents.core.settings import CoreSettings, LadderSettings
 from agents.core.stages import ACTIVE_STAGES, STAGE_AT_RISK, STAGE_LAPSED
 from agents.core.state import (
@@ -211,9 +218,10 @@ class Engine:
         switch rules versions.
 
         Items due at one instant go by priority (docs/rules.md "Rules file"): each
-        rule's step, and the lifecycle's stage move at its own priority.  A rules
-        switch at Ti goes after the events dated <= Ti and before the items due at
-        Ti (docs/rules.md "Changing rules")."""
+        rule's step (after its kept firing, if one is sent then: docs/send-windows.md
+        "Ordering at one instant"), and the lifecycle's stage move at its own
+        priority.  A rules switch at Ti goes after the events dated <= Ti and before
+        the items due at Ti (docs/rules.md "Changing rules")."""
         out: list[Emission] = []
         # The due time of the last firing of a non-transactional rule in this walk:
         # a later one at the same instant is outranked, if its rule arbitrates.
@@ -242,18 +250,30 @@ class Engine:
                 switch_at = self._next_switch(state)
             elif due is not None and due[0] <= watermark and (ev_t is None or due[0] < ev_t):
                 index = due[1]
-                if index == LIFECYCLE:
-                    _move_stage(state)
+                if index < 0:
+                    if index == LIFECYCLE:
+                        _move_stage(state)
+                    elif at_send(self, state, DEFERRED - index, plans, seg, busy_at, out):
+                        busy_at = due[0]
                     continue
                 plan = plans[index]
                 step = self._due(plan, state)
                 assert step is not None
+                if state.deferred:
+                    # Another step of a rule with a kept firing fell due before its
+                    # send time (docs/send-windows.md "Deferred firings").
+                    supersede_deferred(state, plan, out)
                 if plan.audience and not _holds(plan.audience, state, step.due_at):
                     # Not for this customer now: the step is done, nothing is decided.
                     state.ladders[plan.name] = _progress(state, plan.name, step)
                     continue
                 outranked = plan.arbitration and busy_at == step.due_at
-                out.append(self._fire(state, step, plan, outranked, seg))
+                if plan.window is not None and not self._backfill(step.due_at):
+                    if at_due(self, state, step, plan, seg, outranked, out):
+                        busy_at = step.due_at
+                    continue
+                self._step_done(state, step)
+                out.append(self._judge(state, step, plan, outranked, seg))
                 if not plan.transactional:
                     busy_at = step.due_at
             elif ev_t is not None and ev_t <= watermark:
@@ -300,26 +320,29 @@ class Engine:
         return best
 
     def _next_item(self, state: CustomerState, plans: tuple[Plan, ...]) -> tuple[int, int] | None:
-        """(due_at, rule index or LIFECYCLE) of the customer's next timeline item."""
+        """(time, rule index, LIFECYCLE or a kept firing's DEFERRED code) of the
+        customer's next timeline item."""
         best = self._next_due_at(state, plans)
         lifecycle = self.lifecycle
-        if lifecycle is None or state.orders < 1:
-            return best
-        stage = state.stage
-        if stage in ACTIVE_STAGES:
-            after = lifecycle.at_risk_after
-        elif stage == STAGE_AT_RISK:
-            after = lifecycle.lapsed_after
-        else:
-            return best
-        assert state.last_activity_at is not None  # an order is activity
-        move_at = state.last_activity_at + after
-        if (
-            best is None
-            or move_at < best[0]
-            or (move_at == best[0] and not plans[best[1]].before_lifecycle)
-        ):
-            return (move_at, LIFECYCLE)
+        if lifecycle is not None and state.orders >= 1:
+            stage = state.stage
+            after: int | None = None
+            if stage in ACTIVE_STAGES:
+                after = lifecycle.at_risk_after
+            elif stage == STAGE_AT_RISK:
+                after = lifecycle.lapsed_after
+            if after is not None:
+                assert state.last_activity_at is not None  # an order is activity
+                move_at = state.last_activity_at + after
+                if (
+                    best is None
+                    or move_at < best[0]
+                    or (move_at == best[0] and not plans[best[1]].before_lifecycle)
+                ):
+                    best = (move_at, LIFECYCLE)
+        if state.deferred:
+            # Kept firings' send times (docs/send-windows.md "Deferred firings").
+            return first_send(state.deferred, plans, best)
         return best
 
     def wake_at(self, state: CustomerState) -> int | None:
@@ -378,6 +401,10 @@ class Engine:
         new = self._applied[at]
         ladders = state.ladders
         actions = switch_actions(state, old, new, at, self._by_id, self._retired_at(at))
+        if state.deferred:
+            # Kept firings of rules restarted or stopped are superseded now
+            # (docs/send-windows.md "Rules changes").
+            at_switch(state, actions, self._plans_for(state, old), out)
         for name, action, progress, superseded in actions:
             if progress is not None:
                 ladders[name] = progress
@@ -424,42 +451,37 @@ class Engine:
     def _apply(self, state: CustomerState, event: Event, out: list[Emission]) -> None:
         """Fold an event in; an order may convert earlier firings (attribution)."""
         if event.kind == KIND_PURCHASE:
-            t = event.occurred_at
-            window = self._attribution_window
-            for f in state.recent_firings:
-                due = f.due_at
-                if f.outcome in ATTRIBUTED and f.converted_at is None and due < t <= due + window:
-                    f.converted_at = t
-                    key = CountKey(f.rule, f.step, f.outcome)
-                    state.conversion_counts[key] = state.conversion_counts.get(key, 0) + 1
-                    out.append(
-                        Conversion(
-                            customer_id=state.customer_id,
-                            rule=f.rule,
-                            step=f.step,
-                            anchor_at=f.anchor_at,
-                            due_at=due,
-                            group=f.outcome,
-                            converted_at=t,
-                            order_id=event.order_id or "",
-                        )
-                    )
+            attribute(state, event.occurred_at, event.order_id or "", self._attribution_window, out)
         state.apply(event, self.settings.active_window)
         if self._multi:
             end_pins(state, self._by_id, self._segment(state))
 
-    def _fire(
-        self, state: CustomerState, due: Due, plan: Plan, outranked: bool, seg: VersionRules
-    ) -> Firing:
+    def _step_done(self, state: CustomerState, due: Due) -> None:
+        """The ladder's progress moves to ``due``'s step."""
         if self._multi:
             state.ladders[due.rule] = _progress(state, due.rule, due)
         else:
             state.ladders[due.rule] = LadderProgress(due.anchor_at, due.step)
-        backfill = (
-            self.settings.backfill_until is not None and due.due_at < self.settings.backfill_until
-        )
+
+    def _backfill(self, due_at: int) -> bool:
+        until = self.settings.backfill_until
+        return until is not None and due_at < until
+
+    def _judge(
+        self,
+        state: CustomerState,
+        due: Due,
+        plan: Plan,
+        outranked: bool,
+        seg: VersionRules,
+        send_at: int | None = None,
+        zone: str | None = None,
+    ) -> Firing:
+        """The guardrails' decision on a firing sent at ``send_at`` (None: no window,
+        sent at its due time; docs/send-windows.md "Deferred firings")."""
+        backfill = self._backfill(due.due_at)
         # A transactional firing is never held out (docs/guardrails.md "Guardrails").
-        # The guardrails are those of the version in force at the due time.
+        # The guardrails are those of the version in force at the send time.
         guardrails = seg.guardrails
         holdout = not plan.transactional and guardrails.in_holdout(state.customer_id)
         if backfill:
@@ -471,12 +493,21 @@ class Engine:
             else:
                 outcome = guardrails.judge(
                     state.customer_id,
-                    due.due_at,
+                    due.due_at if send_at is None else send_at,
                     state.opted_out,
                     delivered_due_times(state.recent_firings, seg.transactional),
                     outranked=outranked,
                 )
-            self._remember(state, due, outcome)
+            self._remember(state, due, outcome, send_at)
+            if zone is not None:
+                count_send(
+                    state.send_counts,
+                    rule=due.rule,
+                    outcome=outcome,
+                    due_at=due.due_at,
+                    send_at=send_at,
+                    zone=zone,
+                )
         return Firing(
             customer_id=state.customer_id,
             rule=due.rule,
@@ -490,20 +521,26 @@ class Engine:
             outcome=outcome,
             holdout=holdout,
             template=plan.template,
-            rule_version=plan.version,
+            rule_version=plan.version if send_at is None else due.rule_version,
             channel=plan.channel,
+            send_at=send_at,
+            zone=zone,
         )
 
-    def _remember(self, state: CustomerState, due: Due, outcome: str) -> None:
+    def _remember(
+        self, state: CustomerState, due: Due, outcome: str, sent_at: int | None = None
+    ) -> None:
         key = CountKey(due.rule, due.step, outcome)
         state.decision_counts[key] = state.decision_counts.get(key, 0) + 1
         recent = state.recent_firings
-        recent.append(RecentFiring(due.due_at, due.rule, due.step, due.anchor_at, outcome))
+        recent.append(
+            RecentFiring(due.due_at, due.rule, due.step, due.anchor_at, outcome, None, sent_at)
+        )
         if len(recent) > self.memory.lookup:
             seg = self._segment(state) if self._multi else self._oldest
             recent[:] = still_needed(
                 recent,
-                due.due_at,
+                due.due_at if sent_at is None else sent_at,
                 self.memory,
                 guard_span=self._guard_span,
                 attribution_window=self._attribution_window,

@@ -8,15 +8,18 @@ recorded as the decision's outcome:
 2. ``opted_out`` - the latest consent event (by event time) says opted out;
 3. ``outranked`` - the rule arbitrates and a firing of a rule with a lower priority
    number was due for the customer at the same instant;
-4. ``min_gap`` - a nudge was delivered less than ``min_gap`` before the due time;
-5. ``frequency_cap`` - ``frequency_cap`` nudges were already delivered with due
-   times in (D - frequency_window, D].
+4. ``min_gap`` - a nudge was sent less than ``min_gap`` before the send time;
+5. ``frequency_cap`` - ``frequency_cap`` nudges were already sent with send
+   times in (S - frequency_window, S].
 
 A transactional rule's firing is judged by ``opted_out`` alone, and its deliveries
 count toward no gap or cap (docs/guardrails.md "Guardrails").
 
-Everything is measured in due times (event time), never in wall time, so a replay
-gives the same verdicts as the live run.
+Everything is measured in send times (event time), never in wall time, so a replay
+gives the same verdicts as the live run.  A firing's send time is its due time
+unless its rule has a send window and it was deferred (docs/send-windows.md
+"Deferred firings"): then it is judged at its send time S, counting the send times
+of the nudges delivered before.
 """
 
 from __future__ import annotations
@@ -85,9 +88,9 @@ class Guardrails:
         *,
         outranked: bool = False,
     ) -> str:
-        """The outcome of a firing due at ``due_at``.
+        """The outcome of a firing sent at ``due_at`` (its send time).
 
-        ``delivered`` holds the due times of the customer's earlier delivered
+        ``delivered`` holds the send times of the customer's earlier delivered
         nudges (any order); firings not delivered never count toward gap or cap.
         ``outranked``: the firing's rule arbitrates and lost to a simultaneous one.
         """
@@ -107,12 +110,13 @@ class Guardrails:
 def delivered_due_times(
     recent_firings: Sequence[RecentFiring], transactional: Collection[str] = ()
 ) -> list[int]:
-    """Due times of the delivered entries of ``CustomerState.recent_firings``, but
-    those of ``transactional`` rules (no marketing pressure: outside gap and cap)."""
+    """Send times of the delivered entries of ``CustomerState.recent_firings`` (the
+    due time when the rule had no window), but those of ``transactional`` rules (no
+    marketing pressure: outside gap and cap)."""
     if not transactional:
-        return [f.due_at for f in recent_firings if f.outcome == OUTCOME_DELIVERED]
+        return [f.send_time for f in recent_firings if f.outcome == OUTCOME_DELIVERED]
     return [
-        f.due_at
+        f.send_time
         for f in recent_firings
         if f.outcome == OUTCOME_DELIVERED and f.rule not in transactional
     ]

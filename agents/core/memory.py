@@ -1,12 +1,13 @@
 """What a customer's row keeps of its firings (docs/guardrails.md "Guardrails",
 docs/budget.md "Byte budget"): after each firing, only those a guardrail, an
-attribution or a lookup can still need."""
+attribution or a lookup can still need; and the attribution of an order to them."""
 
 from __future__ import annotations
 
 from agents.core.budget import FiringMemory
+from agents.core.emissions import Conversion, Emission
 from agents.core.guardrails import ATTRIBUTED, OUTCOME_DELIVERED
-from agents.core.state import RecentFiring
+from agents.core.state import CountKey, CustomerState, RecentFiring
 
 
 def still_needed(
@@ -19,12 +20,14 @@ def still_needed(
     transactional: frozenset[str],
 ) -> list[RecentFiring]:
     """The firings a guardrail, an attribution or a lookup can still need after a
-    firing due at ``now`` (docs/guardrails.md "Guardrails"), oldest first.
+    firing judged at ``now`` (docs/guardrails.md "Guardrails"), oldest first.
 
-    Later firings are due at ``now`` or after, and later orders are dated after
-    it, so: delivered nudges due after now - max(gap, window), of which only the
-    newest ``frequency_cap`` can matter; delivered or holdout firings not yet
-    converted and due at or after now - attribution window; and the newest few
+    Times are send times (the due time when the rule has no window,
+    docs/send-windows.md "Deferred firings").  Later firings are sent at ``now`` or
+    after, and later orders are dated after it, so: delivered nudges sent after
+    now - max(gap, window), of which only the newest ``frequency_cap`` can matter;
+    delivered or holdout firings not yet converted and sent at or after now -
+    attribution window; and the newest few
     for lookups.  Each group is bounded by :func:`firing_memory`, which keeps
     the row in its byte budget; in time order the bounds never bite (only late
     events can push a group past its bound: its oldest entries go first).
@@ -34,21 +37,51 @@ def still_needed(
     sent = [
         i
         for i, f in enumerate(recent)
-        if f.outcome == OUTCOME_DELIVERED and f.due_at > guard_from and f.rule not in transactional
+        if f.outcome == OUTCOME_DELIVERED
+        and f.send_time > guard_from
+        and f.rule not in transactional
     ]
     keep.update(_newest(recent, sent, mem.guard))
     attribution_from = now - attribution_window
     open_ = [
         i
         for i, f in enumerate(recent)
-        if f.converted_at is None and f.outcome in ATTRIBUTED and f.due_at >= attribution_from
+        if f.converted_at is None and f.outcome in ATTRIBUTED and f.send_time >= attribution_from
     ]
     keep.update(_newest(recent, open_, mem.attribution))
     return [f for i, f in enumerate(recent) if i in keep]
 
 
 def _newest(recent: list[RecentFiring], indexes: list[int], n: int) -> list[int]:
-    """The ``n`` of ``indexes`` whose firings are due last (by position among equals)."""
+    """The ``n`` of ``indexes`` whose firings are sent last (by position among equals)."""
     if n <= 0:
         return []
-    return sorted(indexes, key=lambda i: (recent[i].due_at, i))[-n:]
+    return sorted(indexes, key=lambda i: (recent[i].send_time, i))[-n:]
+
+
+def attribute(
+    state: CustomerState, t: int, order_id: str, window: int, out: list[Emission]
+) -> None:
+    """An order at ``t`` converts each remembered delivered or holdout firing not yet
+    converted with ``send < t <= send + window``, ``send`` its send time (its due
+    time without a window: docs/send-windows.md "Deferred firings")."""
+    for f in state.recent_firings:
+        sent = f.sent_at
+        start = f.due_at if sent is None else sent
+        if f.outcome in ATTRIBUTED and f.converted_at is None and start < t <= start + window:
+            f.converted_at = t
+            key = CountKey(f.rule, f.step, f.outcome)
+            state.conversion_counts[key] = state.conversion_counts.get(key, 0) + 1
+            out.append(
+                Conversion(
+                    customer_id=state.customer_id,
+                    rule=f.rule,
+                    step=f.step,
+                    anchor_at=f.anchor_at,
+                    due_at=f.due_at,
+                    group=f.outcome,
+                    converted_at=t,
+                    order_id=order_id,
+                    send_at=sent,
+                )
+            )

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import replace
+from zoneinfo import ZoneInfo
 
 from agents.core.budget import FiringMemory, firing_memory
 from agents.core.guardrails import Guardrails
@@ -15,6 +16,8 @@ from agents.core.rules.model import Lifecycle, Rule
 from agents.core.rules.steps import Fixed
 from agents.core.settings import CoreSettings
 from agents.core.state import CustomerState
+from agents.core.windows import SendWindowSetting
+from agents.core.zones import load_zone
 
 
 class Plan:
@@ -27,6 +30,7 @@ class Plan:
         "before_lifecycle",
         "cadence",
         "channel",
+        "default_zone",
         "fixed",
         "index",
         "name",
@@ -36,6 +40,8 @@ class Plan:
         "template",
         "transactional",
         "version",
+        "window",
+        "window_zone",
     )
 
     def __init__(self, index: int, rule: Rule, lifecycle: Lifecycle | None) -> None:
@@ -58,6 +64,15 @@ class Plan:
         self.on_change = rule.on_change
         # Whether this rule's step goes before a stage move due at the same instant.
         self.before_lifecycle = lifecycle is None or rule.priority < lifecycle.priority
+        # The send window (docs/send-windows.md "Deferred firings"): None costs the hot
+        # path one attribute check.  Its fixed zone and default zone loaded once.
+        self.window: SendWindowSetting | None = rule.send_window
+        self.window_zone: ZoneInfo | None = None
+        self.default_zone: ZoneInfo | None = None
+        if rule.send_window is not None:
+            if rule.send_window.zone is not None:
+                self.window_zone = load_zone(rule.send_window.zone)
+            self.default_zone = load_zone(rule.send_window.default_zone)
 
     def placed_as(self, other: Plan) -> Plan:
         """This rule (of a pinned version) at ``other``'s place among the rules in
@@ -88,13 +103,15 @@ class VersionRules:
     """One rules version as the engine runs it: its enabled rules as plans, by
     priority, and its guardrails (docs/rules.md "Changing rules")."""
 
-    __slots__ = ("by_name", "guardrails", "id", "plans", "transactional")
+    __slots__ = ("by_name", "guardrails", "id", "plans", "transactional", "windowed")
 
     def __init__(self, version: Version, guardrails: Guardrails) -> None:
         rules = version.rules
         self.id = version.id
         self.plans = tuple(Plan(i, r, rules.lifecycle) for i, r in enumerate(rules.active))
         self.by_name = {plan.name: plan for plan in self.plans}
+        # Whether any rule has a send window (docs/send-windows.md "Deferred firings").
+        self.windowed = any(plan.window is not None for plan in self.plans)
         self.guardrails = guardrails
         # Rules whose deliveries are no marketing pressure: outside gap and cap.
         self.transactional = frozenset(r.name for r in rules.active if r.transactional)
@@ -128,4 +145,5 @@ class SharedPlans:
             max(m.guard for m in memories),
             max(m.attribution for m in memories),
             max(m.entry_bytes for m in memories),
+            max(m.reserve for m in memories),
         )

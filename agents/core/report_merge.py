@@ -30,6 +30,7 @@ from agents.core.reports import (
     report_document,
     ttsp_summary,
 )
+from agents.core.send_counts import add_counts
 from agents.core.stages import STAGE_PROSPECT, STAGES
 from agents.core.state import CountKey
 from agents.core.timeutil import (
@@ -71,6 +72,8 @@ class ReportInputs:
         self.order_currencies: dict[str, int] = {}
         self.cohorts: dict[str, dict[str, Any]] = {}
         self.crr: dict[str, list[int]] = {}  # month -> [S0, N, E]
+        # Send windows, per rule: [deferred, delivered at local hour 0..23].
+        self.sends: dict[str, list[int]] = {}
 
     # --- from rows -----------------------------------------------------------------
 
@@ -82,6 +85,7 @@ class ReportInputs:
         self.lifecycle[stage] = self.lifecycle.get(stage, 0) + 1
         _add(self.decisions, d.get("decision_counts", {}))
         _add(self.conversions, d.get("conversion_counts", {}))
+        add_counts(self.sends, d.get("sc", {}))
         orders: int = d.get("orders", 0)
         first: int | None = d.get("first_order_at")
         if orders < 1 or first is None:
@@ -160,7 +164,7 @@ class ReportInputs:
     # --- wire form -----------------------------------------------------------------
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "schema": SCHEMA_INPUTS,
             "as_of": self.as_of,
             "customers": self.customers,
@@ -176,6 +180,10 @@ class ReportInputs:
             "cohorts": self.cohorts,
             "crr": self.crr,
         }
+        # Only when some customer has them: parts without windows stay as they were.
+        if self.sends:
+            out["sends"] = self.sends
+        return out
 
 
 def _ttsp(buyers: int, gaps: list[int], mature: list[int], back: list[int]) -> dict[str, Any]:
@@ -198,6 +206,7 @@ def merge_report(
     currencies: dict[str, int] = {}
     cohorts: dict[str, dict[str, Any]] = {}
     crr_counts: dict[str, list[int]] = {}
+    sends: dict[str, list[int]] = {}
     customers = buyers = repeaters = orders = 0
     first: int | None = None
     for p in parts:
@@ -208,6 +217,7 @@ def merge_report(
         _add(lifecycle, p["lifecycle"])
         _add(decisions_by_key, p["decisions"])
         _add(conversions_by_key, p["conversions"])
+        add_counts(sends, p.get("sends", {}))
         _add(currencies, p["order_currencies"])
         for cur, amount in p["spend"].items():
             spend[cur] = spend.get(cur, Decimal(0)) + Decimal(amount)
@@ -256,4 +266,5 @@ def merge_report(
         lifecycle=lifecycle,
         decisions=_parsed(decisions_by_key),
         conversions=_parsed(conversions_by_key),
+        sends=sends,
     )

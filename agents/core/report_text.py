@@ -72,4 +72,30 @@ def render_report(report: Mapping[str, Any]) -> str:
             f" {h['conversions']:>6}/{h['firings']:<6} {_fmt(h['rate']):>3}"
             f" {_fmt(x['lift_percent']):>8}"
         )
+    lines += send_window_lines(report.get("send_windows"))
     return "\n".join(lines) + "\n"
+
+
+def send_window_lines(block: list[Mapping[str, Any]] | None) -> list[str]:
+    """The report's send windows (docs/send-windows.md "Outputs"): per rule the
+    firings that waited, were dropped and cancelled, and the delivered nudges' local
+    send hours; nothing when no rule has a window."""
+    if not block:
+        return []
+    lines = [
+        "",
+        "Send windows (local send hour: delivered nudges by the customer's hour 0-23)",
+        f"  {'rule':16} {'waited':>7} {'dropped':>7} {'cancelled':>9}  local send hours",
+    ]
+    for x in block:
+        lines.append(
+            f"  {x['rule']:16} {x['deferred']:>7} {x['outside_window']:>7}"
+            f" {x['cancelled']:>9}  {send_hour_line(x['delivered_by_local_hour'])}"
+        )
+    return lines
+
+
+def send_hour_line(hours: list[int]) -> str:
+    """Delivered nudges by local hour, the hours with any: ``09h 120, 10h 31``."""
+    shown = [f"{h:02d}h {n}" for h, n in enumerate(hours) if n]
+    return ", ".join(shown) if shown else "-"

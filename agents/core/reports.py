@@ -37,7 +37,15 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from agents.core.guardrails import OUTCOME_DELIVERED, OUTCOME_HOLDOUT, OUTCOMES
+from agents.core.guardrails import (
+    OUTCOME_CANCELLED,
+    OUTCOME_DELIVERED,
+    OUTCOME_HOLDOUT,
+    OUTCOME_OUTSIDE_WINDOW,
+    OUTCOMES,
+    WINDOW_OUTCOMES,
+)
+from agents.core.send_counts import add_counts
 from agents.core.state import STAGES, CountKey, CustomerState
 from agents.core.timeutil import (
     MICROS_PER_DAY,
@@ -75,6 +83,8 @@ class CustomerRow:
     stage: str = "prospect"
     decision_counts: Mapping[CountKey, int] = field(default_factory=dict)  # by outcome
     conversion_counts: Mapping[CountKey, int] = field(default_factory=dict)  # by group
+    # Per rule with a send window: [deferred, delivered at local hour 0..23].
+    send_counts: Mapping[str, list[int]] = field(default_factory=dict)
 
     @classmethod
     def from_state(cls, state: CustomerState) -> CustomerRow:
@@ -89,6 +99,7 @@ class CustomerRow:
             stage=state.stage,
             decision_counts=dict(state.decision_counts),
             conversion_counts=dict(state.conversion_counts),
+            send_counts={rule: list(row) for rule, row in state.send_counts.items()},
         )
 
 
@@ -309,6 +320,32 @@ def _lift_block(
     return out
 
 
+def send_windows_block(
+    decisions: Counter[CountKey], sends: Mapping[str, list[int]]
+) -> list[dict[str, Any]] | None:
+    """Per rule with a send window (docs/send-windows.md "Outputs"): firings that
+    waited for it, dropped outside it, cancelled before it, and delivered nudges by
+    local send hour 0-23.  None when no firing had a window (no such count and no
+    such outcome), so a report of rules without windows is unchanged."""
+    dropped: Counter[tuple[str, str]] = Counter()
+    for (rule, _, outcome), n in decisions.items():
+        if outcome in WINDOW_OUTCOMES:
+            dropped[(rule, outcome)] += n
+    rules = sorted(set(sends) | {rule for rule, _ in dropped})
+    if not rules:
+        return None
+    return [
+        {
+            "rule": rule,
+            "deferred": sends[rule][0] if rule in sends else 0,
+            OUTCOME_OUTSIDE_WINDOW: dropped[(rule, OUTCOME_OUTSIDE_WINDOW)],
+            OUTCOME_CANCELLED: dropped[(rule, OUTCOME_CANCELLED)],
+            "delivered_by_local_hour": list(sends[rule][1:]) if rule in sends else [0] * 24,
+        }
+        for rule in rules
+    ]
+
+
 def report_document(
     *,
     as_of: int,
@@ -321,12 +358,15 @@ def report_document(
     lifecycle: Mapping[str, int],
     decisions: Counter[CountKey],
     conversions: Counter[CountKey],
+    sends: Mapping[str, list[int]] | None = None,
 ) -> dict[str, Any]:
-    """The ``report/1`` document from its blocks and the summed lifetime counts."""
+    """The ``report/1`` document from its blocks and the summed lifetime counts
+    (``sends``: the summed send-window counts, agents.core.send_counts)."""
     by_outcome = dict.fromkeys(OUTCOMES, 0)
     for (_, _, outcome), n in decisions.items():
         by_outcome[outcome] = by_outcome.get(outcome, 0) + n
-    return {
+    windows = send_windows_block(decisions, sends or {})
+    doc = {
         "schema": SCHEMA_REPORT,
         "as_of": iso(as_of),
         "customers": customers,
@@ -339,6 +379,9 @@ def report_document(
         "decisions": {"total": sum(decisions.values()), "by_outcome": by_outcome},
         "lift": _lift_block(decisions, conversions),
     }
+    if windows is not None:
+        doc["send_windows"] = windows
+    return doc
 
 
 # --- the report over customer rows -----------------------------------------------------
@@ -440,4 +483,12 @@ def build_report(
         lifecycle=lifecycle,
         decisions=sum_counts(r.decision_counts for r in all_rows),
         conversions=sum_counts(r.conversion_counts for r in all_rows),
+        sends=_sum_sends(all_rows),
     )
+
+
+def _sum_sends(rows: Iterable[CustomerRow]) -> dict[str, list[int]]:
+    total: dict[str, list[int]] = {}
+    for r in rows:
+        add_counts(total, r.send_counts)
+    return total

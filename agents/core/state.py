@@ -49,7 +49,10 @@ MAX_ACTIVE_SPANS = 64
 class RecentFiring:
     """A firing the record still remembers, for the guardrails, the attribution of
     conversions and lookups.  Stored in the row as the list
-    ``[due_at, rule, step, anchor_at, outcome, converted_at | None]`` (docs/design.md)."""
+    ``[due_at, rule, step, anchor_at, outcome, converted_at | None]`` (docs/design.md),
+    with a seventh element ``sent_at`` only for a firing whose rule had a send window
+    (docs/send-windows.md "Deferred firings"), so rows without windows read and write
+    byte-identical."""
 
     due_at: int
     rule: str
@@ -57,6 +60,55 @@ class RecentFiring:
     anchor_at: int
     outcome: str  # "delivered" or a suppression reason code
     converted_at: int | None = None  # the converting order's time, once attributed
+    # When it was (or would have been) sent, set only when its rule had a window
+    # (== due_at when the due time was inside it): gap, cap and attribution count
+    # from the send time (docs/guardrails.md "Guardrails").
+    sent_at: int | None = None
+
+    @property
+    def send_time(self) -> int:
+        """The send time: ``sent_at`` with a window, else the due time."""
+        sent = self.sent_at
+        return self.due_at if sent is None else sent
+
+    def to_wire(self) -> list[Any]:
+        wire = [self.due_at, self.rule, self.step, self.anchor_at, self.outcome, self.converted_at]
+        if self.sent_at is not None:
+            wire.append(self.sent_at)
+        return wire
+
+
+@dataclass(slots=True)
+class DeferredFiring:
+    """A firing due outside its rule's send window, kept until its send time
+    (docs/send-windows.md "Deferred firings"): at most one per rule.  Stored in the
+    row under ``"df"`` (omitted when there is none) as the list
+    ``[rule, step, anchor_at, due_at, send_at, threshold, rule_version, zone]``."""
+
+    rule: str
+    step: int
+    anchor_at: int
+    due_at: int
+    send_at: int
+    threshold: int
+    rule_version: str
+    zone: str
+
+    def to_wire(self) -> list[Any]:
+        return [
+            self.rule,
+            self.step,
+            self.anchor_at,
+            self.due_at,
+            self.send_at,
+            self.threshold,
+            self.rule_version,
+            self.zone,
+        ]
+
+    @staticmethod
+    def from_wire(v: list[Any]) -> DeferredFiring:
+        return DeferredFiring(v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7])
 
 
 class CountKey(NamedTuple):
@@ -159,6 +211,10 @@ class CustomerState:
     # Lifetime counts for the reports: by (rule, step, outcome) and (rule, step, group).
     decision_counts: dict[CountKey, int] = field(default_factory=dict)
     conversion_counts: dict[CountKey, int] = field(default_factory=dict)
+    # Lifetime counts of firings with a send window, for the reports: per rule
+    # [deferred, delivered at local hour 0..23] (agents.core.send_counts); row key
+    # "sc", omitted when empty.
+    send_counts: dict[str, list[int]] = field(default_factory=dict)
     # The applied time of the last rules switch this customer went through (None:
     # still under the seed); row key "rv", omitted when None (docs/rules.md
     # "Changing rules").
@@ -171,6 +227,9 @@ class CustomerState:
     zone_at: int | None = None
     zone_ignored: str | None = None
     zone_ignored_at: int | None = None
+    # Firings waiting for their send time, at most one per rule, by send time
+    # (docs/send-windows.md "Deferred firings"); row key "df", omitted when empty.
+    deferred: list[DeferredFiring] = field(default_factory=list)
 
     # --- facts -------------------------------------------------------------------
 
@@ -374,17 +433,24 @@ class CustomerState:
             pending=self.queue.head,
             ladders={k: v.to_wire() for k, v in self.ladders.items()},
             stage=self.stage,
+            # Inline rather than RecentFiring.to_wire: this runs on every row written.
             recent_firings=[
                 [f.due_at, f.rule, f.step, f.anchor_at, f.outcome, f.converted_at]
+                if f.sent_at is None
+                else [f.due_at, f.rule, f.step, f.anchor_at, f.outcome, f.converted_at, f.sent_at]
                 for f in self.recent_firings
             ],
             decision_counts=_wire_counts(self.decision_counts),
             conversion_counts=_wire_counts(self.conversion_counts),
         )
+        if self.send_counts:
+            d["sc"] = {rule: list(row) for rule, row in self.send_counts.items()}
         if self.queue.spill:
             d["spill"] = self.queue.spill.to_wire()
         if self.rules_at is not None:
             d["rv"] = self.rules_at
+        if self.deferred:
+            d["df"] = [f.to_wire() for f in self.deferred]
         return d
 
     @classmethod
@@ -416,8 +482,10 @@ class CustomerState:
             recent_firings=[RecentFiring(*x) for x in d.get("recent_firings", [])],
             decision_counts=_counts(d.get("decision_counts", {})),
             conversion_counts=_counts(d.get("conversion_counts", {})),
+            send_counts={rule: list(row) for rule, row in d.get("sc", {}).items()},
             rules_at=d.get("rv"),
             **_zones(d),
+            deferred=[DeferredFiring.from_wire(x) for x in d.get("df", ())],
         )
 
     @classmethod

@@ -25,7 +25,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
-from agents.core.rules.model import Problem
+from agents.core.rules.problem import Problem
 from agents.core.timeutil import (
     MAX_DURATION,
     MICROS_PER_DAY,
@@ -34,6 +34,7 @@ from agents.core.timeutil import (
     TIME_MIN,
     parse_duration,
 )
+from agents.core.zones import valid_zone_name, zone_names
 
 MINUTE = 60 * MICROS_PER_SECOND
 MINUTES_PER_DAY = 24 * 60
@@ -57,7 +58,7 @@ DAY_GROUPS = {
     "all": frozenset(range(7)),
 }
 POLICIES = ("defer", "drop")
-KEYS = ("windows", "policy", "max_delay")
+KEYS = ("windows", "policy", "max_delay", "zone")
 WINDOW_KEYS = ("days", "open", "close")
 _CLOCK = re.compile(r"([01][0-9]|2[0-3]):([0-5][0-9])", re.ASCII)
 # 1970-01-01, day 0 of the epoch, was a Thursday (Monday is 0).
@@ -117,7 +118,7 @@ class SendWindowSetting:
     default_zone: str = "UTC"
 
     def canonical(self) -> dict[str, Any]:
-        """What a rule's version hashes of its window (docs/rules.md "Versions")."""
+        """What a rule's version hashes of its window (docs/rules.md "Send windows")."""
         doc: dict[str, Any] = {
             "windows": [
                 {"days": sorted(w.days), "open": w.open, "close": w.close}
@@ -151,9 +152,28 @@ def parse_send_window(
     )
     windows = _windows(raw.get("windows"), f"{path}.windows", problems)
     policy = _policy(raw, path, problems)
+    zone = raw.get("zone")
+    if zone is not None:
+        problem = zone_problem(zone, f"{path}.zone")
+        if problem is not None:
+            problems.append(problem)
     if problems or policy is None:
         return None, problems
-    return SendWindowSetting(SendWindows(tuple(windows)), policy), []
+    return SendWindowSetting(SendWindows(tuple(windows)), policy, zone), []
+
+
+def zone_problem(name: Any, path: str) -> Problem | None:
+    """Why ``name`` is not a zone a rules file may name, or None.  Only the pinned
+    tzdata's names are accepted (docs/send-windows.md "Zones"): a file checked here
+    runs the same on every worker."""
+    if valid_zone_name(name) and name in zone_names():
+        return None
+    shown = repr(name[:40]) if isinstance(name, str) else repr(name)[:40]
+    return Problem(
+        path,
+        f"{shown} is not a time zone tzdata knows: write an IANA name such as "
+        '"America/New_York" or "UTC" (names are case-sensitive)',
+    )
 
 
 def _windows(raw: Any, path: str, problems: list[Problem]) -> list[Window]:

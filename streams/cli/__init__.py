@@ -26,6 +26,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "tail": ("streams.cli.tail", "print a topic as JSONL"),
     "report": ("streams.cli.report", "retention report (live or --from-file)"),
     "rules": ("streams.cli.rules", "rules files: backtest one on a history"),
+    "model": ("streams.cli.model", "prediction models: fit on a history, evaluate on a holdout"),
     "sample": ("streams.cli.sample", "generate a realistic JSONL sample of events"),
     "demo": ("streams.cli.demo", "run the whole demo on the local stack"),
     "bench": ("streams.cli.bench", "measure worker throughput against raw consume+decode"),

@@ -23,6 +23,7 @@ import orjson
 from aiokafka.errors import KafkaError
 
 from agents.core.rules import RulesError, load_rules
+from agents.core.rules.check_window import describe as describe_window
 from agents.core.rules.model import Problem
 from streams.cli._common import fail
 from streams.config import load_config
@@ -103,6 +104,7 @@ def _run_check(args: argparse.Namespace) -> int:
         + (f" ({len(disabled)} disabled: {', '.join(disabled)})" if disabled else "")
     )
     width = max((len(r.name) for r in rules.active), default=0)
+    windowed = any(r.send_window is not None for r in rules.active)
     for rule in rules.active:
         flags = "  transactional" if rule.transactional else ""
         flags += "  arbitration" if rule.arbitration else ""
@@ -111,6 +113,14 @@ def _run_check(args: argparse.Namespace) -> int:
             f"  {rule.name:<{width}}  priority {rule.priority:>3}  rule_version {rule.version}"
             f"  steps {steps}{flags}"
         )
+        # Only in a file with a window somewhere, so today's files print as before.
+        if windowed:
+            shown = (
+                "none (sent at the due time)"
+                if rule.send_window is None
+                else describe_window(rule.send_window)
+            )
+            print(f"  {'':<{width}}  window: {shown}")
     return 0
 
 

@@ -234,6 +234,40 @@ def _diff_section(doc: dict[str, Any]) -> str:
     )
 
 
+def _send_windows_section(windows: list[dict[str, Any]]) -> str:
+    """Per rule with a send window: waits, drops, cancellations and the delivered
+    nudges by the customer's local hour as 24 small bars (docs/send-windows.md "Outputs")."""
+    rows = []
+    for x in windows:
+        hours: list[int] = x["delivered_by_local_hour"]
+        top = max([1, *hours])
+        bars = "".join(
+            f'<rect x="{h * 10}" y="{30 - 30 * n / top:.1f}" width="8" '
+            f'height="{30 * n / top:.1f}" fill="#1c7ed6"><title>{h:02d}h: {n:,}</title></rect>'
+            for h, n in enumerate(hours)
+            if n
+        )
+        chart = (
+            '<svg xmlns="http://www.w3.org/2000/svg" width="240" height="42">'
+            f'{bars}<text x="0" y="41" font-size="9">0h</text>'
+            '<text x="120" y="41" font-size="9">12h</text>'
+            '<text x="222" y="41" font-size="9">23h</text></svg>'
+        )
+        rows.append(
+            f'<tr><td class="l">{escape(x["rule"])}</td><td>{x["deferred"]:,}</td>'
+            f"<td>{x['outside_window']:,}</td><td>{x['cancelled']:,}</td>"
+            f"<td>{sum(hours):,}</td><td>{chart}</td></tr>"
+        )
+    return (
+        "<h2>Send windows</h2><p>Rules with a send window: reminders that waited for it, "
+        "were dropped outside it or cancelled before it, and the delivered nudges by the "
+        "customer's local send hour (0-23).</p><table><tr><th>rule</th><th>waited</th>"
+        "<th>dropped</th><th>cancelled</th><th>delivered</th><th>by local hour</th></tr>"
+        + "".join(rows)
+        + "</table>"
+    )
+
+
 def render_html(doc: dict[str, Any]) -> str:
     """The page for a ``backtest/1`` document."""
     codes: list[str] = doc["outcomes"]
@@ -273,6 +307,8 @@ def render_html(doc: dict[str, Any]) -> str:
     body.append(_figures_header(["week"], codes))
     body.extend(_figures_row([x["week"]], x, codes) for x in doc["by_week"])
     body.append("</table>")
+    if windows := doc.get("send_windows"):
+        body.append(_send_windows_section(windows))
     if base is not None:
         body.append(_diff_section(doc))
     return (

@@ -11,10 +11,16 @@ from __future__ import annotations
 from collections.abc import Hashable, Iterable
 from typing import Any
 
-from agents.core.guardrails import OUTCOMES
+from agents.core.guardrails import (
+    OUTCOME_CANCELLED,
+    OUTCOME_OUTSIDE_WINDOW,
+    OUTCOMES,
+    WINDOW_OUTCOMES,
+)
+from agents.core.report_text import send_hour_line
 from agents.core.timeutil import iso
 from streams.ops.backtest import NO_FIRING, BacktestResult
-from streams.ops.backtest_tally import Example, RuleDiff, Tally
+from streams.ops.backtest_tally import SEND, SEND_DEFERRED, Example, RuleDiff, Tally
 from streams.ops.reporting import printable
 
 SCHEMA = "backtest/1"
@@ -27,7 +33,7 @@ CONVERSIONS = "conversions:"
 def outcome_codes(tallies: Iterable[Tally | None]) -> list[str]:
     """Every outcome code: today's in their guardrail order, then any other seen."""
     seen = {k[3] for t in tallies if t is not None for k in t.counts}
-    extra = sorted(c for c in seen if not c.startswith(CONVERSIONS) and c not in OUTCOMES)
+    extra = sorted(c for c in seen if not c.startswith((CONVERSIONS, SEND)) and c not in OUTCOMES)
     return [*OUTCOMES, *extra]
 
 
@@ -182,6 +188,7 @@ def document(result: BacktestResult, *, history: str) -> dict[str, Any]:
         "totals": figures(sums.get("total"), codes),
         "by_rule": _by_rule(result.tally, rules, result.known_steps, codes),
         "by_week": [{"week": w, **figures(sums.get("week", w), codes)} for w in weeks],
+        **_send_windows(result.tally, rules),
         "baseline": None,
         "run": {
             "workers": result.workers,
@@ -202,6 +209,32 @@ def document(result: BacktestResult, *, history: str) -> dict[str, Any]:
             "diff": _diff(result.diff, rules),
         }
     return doc
+
+
+def _send_windows(tally: Tally, rules: list[str]) -> dict[str, Any]:
+    """``send_windows``, per rule with a send window: the firings that waited, were
+    dropped or cancelled, and the delivered ones by local send hour 0-23
+    (docs/send-windows.md "Outputs"); no key when no firing had a window."""
+    per_rule: dict[str, dict[str, int]] = {}
+    for (rule, _, _, what), n in tally.counts.items():
+        if what.startswith(SEND) or what in WINDOW_OUTCOMES:
+            cell = per_rule.setdefault(rule, {})
+            cell[what] = cell.get(what, 0) + n
+    if not per_rule:
+        return {}
+    return {
+        "send_windows": [
+            {
+                "rule": rule,
+                "deferred": c.get(SEND_DEFERRED, 0),
+                OUTCOME_OUTSIDE_WINDOW: c.get(OUTCOME_OUTSIDE_WINDOW, 0),
+                OUTCOME_CANCELLED: c.get(OUTCOME_CANCELLED, 0),
+                "delivered_by_local_hour": [c.get(f"{SEND}h{h:02d}", 0) for h in range(24)],
+            }
+            for rule in rules
+            if (c := per_rule.get(rule)) is not None
+        ]
+    }
 
 
 # --- the table ---------------------------------------------------------------------
@@ -298,9 +331,26 @@ def render_table(doc: dict[str, Any]) -> str:
     out.append("Per ISO week of the due time")
     weeks = [_row([w["week"], ""], w, codes) for w in doc["by_week"]]
     out.append(_table(_header(["week", ""], codes), weeks))
+    if windows := doc.get("send_windows"):
+        out.append(_render_send_windows(windows))
     if doc["baseline"] is not None:
         out.append(_render_baseline(doc, codes))
     return "\n".join(out)
+
+
+def _render_send_windows(windows: list[dict[str, Any]]) -> str:
+    rows = [
+        [
+            w["rule"],
+            f"{w['deferred']:,}",
+            f"{w['outside_window']:,}",
+            f"{w['cancelled']:,}",
+            send_hour_line(w["delivered_by_local_hour"]),
+        ]
+        for w in windows
+    ]
+    header = ["rule", "waited", "dropped", "cancelled", "delivered by local send hour"]
+    return "Send windows (the customer's local hour 0-23)\n" + _table(header, rows, left=1)
 
 
 def _render_baseline(doc: dict[str, Any], codes: list[str]) -> str:

@@ -16,9 +16,25 @@ EXAMPLES = 5
 # Decisions of one rule shown for an example customer, per file.
 EXAMPLE_DECISIONS = 6
 
-# (rule, step, ISO week of the due time, what) -> count; ``what`` is an outcome code
-# or "conversions:<group>".
+# (rule, step, ISO week of the due time, what) -> count; ``what`` is an outcome code,
+# "conversions:<group>", or for a rule with a send window "send:deferred" (the
+# firing waited for its window) and "send:hNN" (delivered at local hour NN).
 CountKey = tuple[str, int, str, str]
+SEND = "send:"
+SEND_DEFERRED = SEND + "deferred"
+
+
+def send_keys(decision: dict[str, Any]) -> list[str]:
+    """The send-window counts of one decision record (docs/send-windows.md
+    "Outputs"): none without a window."""
+    send_at = decision.get("send_at")
+    if send_at is None:
+        return []
+    out = [SEND_DEFERRED] if send_at != decision["due_at"] else []
+    local = decision.get("send_local")
+    if decision["outcome"] == "delivered" and local is not None:
+        out.append(f"{SEND}h{local[11:13]}")
+    return out
 
 
 def iso_week(micros: int) -> str:
@@ -103,6 +119,8 @@ class Tally:
                 week = week_of_day[day] = iso_week(firing.due)
             weeks[decision["trigger_id"]] = week
             tally.add((firing.rule, firing.step, week, verdict.outcome))
+            for what in send_keys(decision):
+                tally.add((firing.rule, firing.step, week, what))
         for outcome in result.outcomes:
             key = (outcome["rule"], outcome["step"], weeks[outcome["trigger_id"]])
             tally.add((*key, f"conversions:{outcome['group']}"))

@@ -36,7 +36,12 @@ import orjson
 
 from agents.contract import CUSTOMER_KEY_PREFIX
 from agents.core.clock import clock_mode
-from agents.core.guardrails import OUTCOME_DELIVERED, SUPPRESSIONS
+from agents.core.guardrails import (
+    OUTCOME_CANCELLED,
+    OUTCOME_DELIVERED,
+    OUTCOME_OUTSIDE_WINDOW,
+    SUPPRESSIONS,
+)
 from agents.core.report_merge import ReportInputs, merge_report
 from agents.core.timeutil import MAX_DURATION, iso, to_micros
 from streams.config import Config
@@ -109,7 +114,54 @@ def local_part(worker: ObservedWorker, snap: Snapshot | None = None) -> dict[str
             "lag": rm.lag,
             "last_flush_at": rm.last_flush_at,
         },
+    } | _windows_part(s)
+
+
+def _windows_part(s: Snapshot) -> dict[str, Any]:
+    """Send windows in a part, only when a rule has one (docs/send-windows.md "Outputs")."""
+    if not s.windowed_rules:
+        return {}
+    return {
+        "send_windows": {
+            "rules": list(s.windowed_rules),
+            "deferred": dict(sorted(s.deferred.items())),
+            "hours": [[r, h, n] for (r, h), n in sorted(s.send_hours.items())],
+        }
     }
+
+
+def send_windows_block(
+    parts: Iterable[Mapping[str, Any]], by_rule: Mapping[tuple[str, int, str], int]
+) -> list[dict[str, Any]] | None:
+    """Per rule with a send window: firings that waited for it, drops
+    (``outside_window``), cancellations and delivered nudges by local send hour
+    0-23 (the dashboard's chart); None when no worker has a rule with a window."""
+    rules: set[str] = set()
+    deferred: Counter[str] = Counter()
+    hours: dict[str, list[int]] = {}
+    for p in parts:
+        block = p.get("send_windows")
+        if block is None:
+            continue
+        rules.update(block["rules"])
+        deferred.update(block["deferred"])
+        for r, h, n in block["hours"]:
+            hours.setdefault(r, [0] * 24)[h] += n
+    if not rules:
+        return None
+    decided: Counter[tuple[str, str]] = Counter()
+    for (r, _, o), n in by_rule.items():
+        decided[(r, o)] += n
+    return [
+        {
+            "rule": r,
+            "deferred": deferred[r],
+            OUTCOME_OUTSIDE_WINDOW: decided[(r, OUTCOME_OUTSIDE_WINDOW)],
+            OUTCOME_CANCELLED: decided[(r, OUTCOME_CANCELLED)],
+            "delivered_by_local_hour": hours.get(r, [0] * 24),
+        }
+        for r in sorted(rules | set(deferred) | set(hours))
+    ]
 
 
 def _reduce(items: Iterable[PartitionRows], as_of: int) -> dict[str, Any]:
@@ -175,6 +227,7 @@ def summary_of(
     watermark = min(known) if known else None
     flushes = [p["read_model"]["last_flush_at"] for p in parts]
     report = merge_report(inputs, as_of=as_of, settings=config.report)
+    windows = send_windows_block(parts, by_rule)
     scope_doc: dict[str, Any] = {
         "scope": scope,
         "worker": worker,
@@ -225,7 +278,7 @@ def summary_of(
             ),
         },
         "report": report,
-    }
+    } | ({} if windows is None else {"send_windows": windows})
 
 
 async def build_local(worker: ObservedWorker) -> dict[str, Any]:

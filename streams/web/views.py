@@ -28,7 +28,7 @@ import re
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 import aiohttp
 import orjson
@@ -36,11 +36,14 @@ from faust import web
 
 from agents.core.clock import clock_mode
 from agents.core.engine import Engine
+from agents.core.ids import trigger_id
 from agents.core.rules import RuleSet
 from agents.core.rules.model import GuardrailValues, Rule
 from agents.core.rules.steps import Cadence
 from agents.core.state import CustomerState
 from agents.core.timeutil import duration_record, iso
+from agents.core.windows import DAY_NAMES, SendWindowSetting
+from agents.messages import local_iso
 from streams.asyncapi import published as asyncapi_document
 from streams.config import Config
 from streams.web.summary import SCOPES, Summaries, parse_as_of
@@ -67,6 +70,7 @@ HIDDEN_STATE_FIELDS = (
     "spill",
     "tz",  # shown as "timezone" (zone_view)
     "tzx",
+    "df",  # shown as "deferred" (deferred_view)
 )
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 CONTENT_TYPES = {
@@ -99,7 +103,8 @@ def customer_view(worker: ObservedWorker, raw: bytes) -> dict[str, Any]:
         "timezone": zone_view(state),
         "pending": pending_nudges(engine, state),
         "next_steps": next_steps(engine, state),
-        "recent_decisions": state.recent_decisions(),
+        "deferred": deferred_view(state),
+        "recent_decisions": recent_decisions(state),
         "holdout": engine.in_holdout(state.customer_id),
         "served_by": worker.web_address,
     }
@@ -118,6 +123,58 @@ def zone_view(state: CustomerState) -> dict[str, str | None]:
         "ignored": state.zone_ignored,
         "ignored_at": at(state.zone_ignored_at),
     }
+
+
+class WaitingFiring(Protocol):
+    """A firing kept in the row until its send time (the engine's ``DeferredFiring``,
+    row key ``df``: docs/send-windows.md "Outputs")."""
+
+    @property
+    def rule(self) -> str: ...
+    @property
+    def step(self) -> int: ...
+    @property
+    def anchor_at(self) -> int: ...
+    @property
+    def due_at(self) -> int: ...
+    @property
+    def send_at(self) -> int: ...
+    @property
+    def rule_version(self) -> str: ...
+    @property
+    def zone(self) -> str: ...
+
+
+def deferred_view(state: CustomerState) -> list[dict[str, Any]]:
+    """The customer's firings waiting for their send window, soonest first: not
+    decisions yet, each decided at its ``send_at`` (docs/send-windows.md "Outputs")."""
+    # The row's deferred firings (CustomerState.deferred, written by the engine);
+    # a state without send windows has none.
+    waiting: list[WaitingFiring] = getattr(state, "deferred", [])
+    return [
+        {
+            "trigger_id": trigger_id(state.customer_id, f.rule, f.step, f.anchor_at),
+            "rule": f.rule,
+            "step": f.step,
+            "due_at": iso(f.due_at),
+            "send_at": iso(f.send_at),
+            "send_zone": f.zone,
+            "send_local": local_iso(f.send_at, f.zone),
+            "rule_version": f.rule_version,
+        }
+        for f in sorted(waiting, key=lambda f: (f.send_at, f.rule))
+    ]
+
+
+def recent_decisions(state: CustomerState) -> list[dict[str, Any]]:
+    """The decisions the row remembers, with ``send_at`` on those of a rule with a
+    send window (the firing's ``sent_at``; docs/send-windows.md "Outputs")."""
+    out = state.recent_decisions()
+    for shown, f in zip(out, state.recent_firings, strict=True):
+        sent: int | None = getattr(f, "sent_at", None)
+        if sent is not None:
+            shown["send_at"] = iso(sent)
+    return out
 
 
 def next_steps(engine: Engine, state: CustomerState) -> list[dict[str, Any]]:
@@ -165,8 +222,9 @@ def _step_shown(step: Any) -> Any:
 
 
 def rule_shown(rule: Rule) -> dict[str, Any]:
-    """One rule as ``GET /retention/rules`` shows it: the file's keys, durations in ISO 8601."""
-    return {
+    """One rule as ``GET /retention/rules`` shows it: the file's keys, durations in ISO 8601,
+    and its effective send window when it has one (docs/send-windows.md "Outputs")."""
+    shown = {
         "name": rule.name,
         "enabled": rule.enabled,
         "priority": rule.priority,
@@ -180,6 +238,34 @@ def rule_shown(rule: Rule) -> dict[str, Any]:
         "channel": rule.channel,
         "reason": rule.template,
         "rule_version": rule.version,
+    }
+    if rule.send_window is not None:
+        shown["send_window"] = send_window_shown(rule.send_window)
+    return shown
+
+
+def send_window_shown(setting: SendWindowSetting) -> dict[str, Any]:
+    """A rule's effective send window as the rules file writes one: day names, local
+    ``HH:MM`` times, ``max_delay`` in ISO 8601, the fixed zone (null: the customer's)
+    and the default zone."""
+
+    def hhmm(minutes: int) -> str:
+        return f"{minutes // 60:02d}:{minutes % 60:02d}"
+
+    policy = setting.policy
+    return {
+        "windows": [
+            {
+                "days": [DAY_NAMES[d] for d in sorted(w.days)],
+                "open": hhmm(w.open),
+                "close": hhmm(w.close),
+            }
+            for w in setting.windows.windows
+        ],
+        "policy": policy.kind,
+        "max_delay": None if policy.max_delay is None else _duration(policy.max_delay),
+        "zone": setting.zone,
+        "default_zone": setting.default_zone,
     }
 
 

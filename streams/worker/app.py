@@ -23,7 +23,7 @@ from aiokafka.partitioner import DefaultPartitioner
 from agents.contract import CLOCK_KEY_PREFIX
 from agents.core.clock import NEVER, StreamClock, WallClock, clock_mode, system_clock
 from agents.core.engine import Engine
-from agents.core.guardrails import OUTCOMES
+from agents.core.guardrails import OUTCOMES, WINDOW_OUTCOMES
 from agents.core.rules.history import Version
 from agents.core.timeutil import MICROS_PER_SECOND, iso
 from agents.faust_agents import CustomerAgent, IngestAgent, Send, crash_only
@@ -41,7 +41,7 @@ from streams.faust_adapter import (
 )
 from streams.worker.faults import FaultInjector
 from streams.worker.faust_settings import faust_settings
-from streams.worker.metrics import Metrics
+from streams.worker.metrics import Metrics, decision_series
 from streams.worker.observe import (
     PartitionClock,
     PartitionRows,
@@ -112,13 +112,9 @@ class RetentionApp:
         # ``versions``: the rules published after the seed, read from the rules topic
         # at start (streams.ops.registry); each partition adopts them.
         self.ingest, self.processor = build_processors(config, wall_clock, versions=versions)
-        self._decision_series = tuple(
-            (ladder.rule, step, outcome)
-            for ladder in self.processor.engine.ladders
-            if ladder.enabled
-            for step in range(1, len(ladder.steps) + 1)
-            for outcome in OUTCOMES
-        )
+        rules = self.processor.engine.rules  # the enabled rules, by priority
+        self._decision_series = decision_series(rules, OUTCOMES, WINDOW_OUTCOMES)
+        self._windowed_rules = tuple(r.name for r in rules if r.send_window is not None)
         self.metrics = Metrics(self.snapshot)
         self.readmodel = ReadModelWriter(
             connect=lambda: connect(config),
@@ -298,6 +294,9 @@ class RetentionApp:
             decisions=dict(proc.decision_counts),
             decision_series=self._decision_series,
             decisions_by_version=dict(proc.version_counts),
+            windowed_rules=self._windowed_rules,
+            deferred=dict(proc.deferred_counts),
+            send_hours=dict(proc.send_hours),
             triggers_by_day=dict(self.triggers_by_day),
             clocks=tuple(
                 PartitionClock(

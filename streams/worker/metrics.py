@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -23,6 +23,9 @@ from prometheus_client.registry import Collector
 from agents.core.timeutil import LENIENT_FORMS, iso
 from agents.core.zones import TZDATA_VERSION
 from streams.worker.observe import PartitionClock, Snapshot
+
+if TYPE_CHECKING:
+    from agents.core.rules.model import Rule
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -74,10 +77,30 @@ def _dead_letters(s: Snapshot) -> Samples:
     return by(Counter(s.ingest_dead_letters) + Counter(s.customer_dead_letters))
 
 
+def decision_series(
+    rules: Iterable[Rule], outcomes: tuple[str, ...], window_outcomes: tuple[str, ...]
+) -> tuple[tuple[str, int, str], ...]:
+    """Every (rule, step, outcome) these rules can decide: ``outcomes`` for each,
+    and ``window_outcomes`` too for a rule with a send window (docs/send-windows.md
+    "Outputs"), so a rule without one exports no such series."""
+    return tuple(
+        (rule.name, step, outcome)
+        for rule in rules
+        for step in range(1, len(rule.steps) + 1)
+        for outcome in (outcomes if rule.send_window is None else outcomes + window_outcomes)
+    )
+
+
 def _decisions(s: Snapshot) -> Samples:
     # Every series the ladders can produce, from 0 (observe.Snapshot.decision_series).
     counts = {**dict.fromkeys(s.decision_series, 0), **s.decisions}
     return [((r, str(step), o), n) for (r, step, o), n in sorted(counts.items())]
+
+
+def _deferred(s: Snapshot) -> Samples:
+    # From 0 for every rule with a send window, like the decisions.
+    counts = {**dict.fromkeys(s.windowed_rules, 0), **s.deferred}
+    return by(counts)
 
 
 def _version_info(s: Snapshot) -> Samples:
@@ -183,6 +206,14 @@ METRICS: tuple[MetricDef, ...] = (
         "Rule firings by rule, step and outcome (delivered or a suppression reason)",
         ("rule", "step", "outcome"),
         _decisions,
+    ),
+    MetricDef(
+        "retention_deferred_firings",
+        "counter",
+        "Firings that waited for their rule's send window, counted when decided (any "
+        "outcome), by rule",
+        ("rule",),
+        _deferred,
     ),
     MetricDef(
         "retention_rules_late",

@@ -115,6 +115,12 @@ class Snapshot:
     # Decisions by (rule, rule_version, outcome): the dashboard's "by rule and
     # version" (docs/operations.md "Changing rules live").
     decisions_by_version: Mapping[tuple[str, str, str], int] = field(default_factory=dict)
+    # Send windows (docs/send-windows.md "Outputs"): the rules in force that have one,
+    # decisions of firings that waited for their window by rule, and delivered
+    # nudges by (rule, local send hour 0-23).
+    windowed_rules: tuple[str, ...] = ()
+    deferred: Mapping[str, int] = field(default_factory=dict)
+    send_hours: Mapping[tuple[str, int], int] = field(default_factory=dict)
     triggers_by_day: TriggerCounts = field(default_factory=dict)
     # Live clocks, by partition (every partition with a runtime, owned or not yet dropped).
     clocks: tuple[PartitionClock, ...] = ()

@@ -359,6 +359,67 @@ def test_page_shows_decisions_by_rule_and_version(
         print(f"\nscreenshot: {save_screenshot(driver, 'dashboard-versions.png')}")
 
 
+READ_SEND_WINDOWS = """
+const fig = document.querySelector('[data-chart="send-windows"]');
+const rows = {};
+for (const tr of fig.querySelectorAll('[data-table="send-windows"] tbody tr')) {
+  const cells = {};
+  for (const td of tr.querySelectorAll('td')) cells[td.dataset.key] = Number(td.dataset.value);
+  rows[tr.dataset.rule] = cells;
+}
+const bars = [...fig.querySelectorAll('rect.bar')].map(
+  r => [r.dataset.rule, Number(r.dataset.hour), Number(r.dataset.value)]);
+const heads = document.querySelectorAll('[data-table="rules"] thead th');
+return {hidden: fig.hidden, state: fig.dataset.state, rows, bars,
+        columns: [...heads].map(t => t.textContent)};
+"""
+
+
+def test_page_shows_send_windows_only_when_a_rule_has_one(
+    tmp_path: Path, sample_lines: list[bytes]
+) -> None:
+    """The send-window panel (docs/send-windows.md "Outputs"): nudges by the customer's
+    local send hour, stacked by rule, and per rule the deferrals, drops and
+    cancellations; hidden, with no window columns anywhere, while no rule has one."""
+    require_browser()
+    plain = reference_summary(sample_lines, until=to_micros(parse_timestamp(END)))
+    windowed = json.loads(json.dumps(plain))
+    hours = [0] * 24
+    hours[9], hours[19] = 7, 2
+    windowed["send_windows"] = [
+        {
+            "rule": "second_purchase",
+            "deferred": 5,
+            "outside_window": 3,
+            "cancelled": 1,
+            "delivered_by_local_hour": hours,
+        }
+    ]
+    windowed["decisions"] += [
+        {"rule": "second_purchase", "step": 1, "outcome": "outside_window", "count": 3},
+        {"rule": "second_purchase", "step": 1, "outcome": "cancelled", "count": 1},
+    ]
+    shown = [plain]
+    with PageServer(lambda: shown[0]) as server, chromium(tmp_path) as driver:
+        open_dashboard(driver, server.url, refresh=1)
+        before = driver.execute_script(READ_SEND_WINDOWS)
+        assert before["hidden"] is True
+        assert "Outside send window" not in before["columns"]
+        shown[0] = windowed
+        got = wait_until(
+            "the send-window panel",
+            lambda: (r := driver.execute_script(READ_SEND_WINDOWS))["state"] == "ready" and r,
+        )
+        assert got["hidden"] is False
+        assert got["rows"] == {
+            "second_purchase": {"deferred": 5, "outside_window": 3, "cancelled": 1}
+        }
+        assert sorted(got["bars"]) == [["second_purchase", 9, 7], ["second_purchase", 19, 2]]
+        assert {"Outside send window", "Cancelled before its window"} <= set(got["columns"])
+        assert_no_console_errors(driver)
+        print(f"\nscreenshot: {save_screenshot(driver, 'dashboard-send-windows.png')}")
+
+
 # --- against a real worker fed with a sample ---------------------------------------------------
 
 

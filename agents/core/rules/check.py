@@ -22,6 +22,7 @@ from typing import Any
 from agents.core.rules.check_audience import AudienceChecks
 from agents.core.rules.check_base import Where, one_based
 from agents.core.rules.check_timing import TimingChecks
+from agents.core.rules.check_window import WindowChecks
 from agents.core.rules.model import (
     FORMAT,
     MAX_RULES,
@@ -37,8 +38,9 @@ from agents.core.rules.model import (
     RulesError,
     RuleSet,
 )
+from agents.core.windows import SendWindowSetting
 
-TOP_KEYS = ("format", "guardrails", "lifecycle", "rule")
+TOP_KEYS = ("format", "default_timezone", "guardrails", "lifecycle", "send_window", "rule")
 GUARDRAIL_KEYS = (
     "holdout_percent",
     "holdout_salt",
@@ -63,6 +65,7 @@ RULE_KEYS = (
     "arbitration",
     "audience",
     "on_change",
+    "send_window",
 )
 MAX_PRIORITY = 1_000_000
 MAX_CHANNEL = 64
@@ -94,8 +97,9 @@ def check_rules(text: str) -> list[Problem]:
     return []
 
 
-class _Checker(TimingChecks, AudienceChecks):
-    """The whole file: top-level keys, guardrails, lifecycle, each rule and what spans rules."""
+class _Checker(TimingChecks, AudienceChecks, WindowChecks):
+    """The whole file: top-level keys, guardrails, lifecycle, the send window, each rule
+    and what spans rules."""
 
     # --- the whole file --------------------------------------------------------------
 
@@ -110,6 +114,8 @@ class _Checker(TimingChecks, AudienceChecks):
             self.add("format", f"format {fmt!r} is not one this version reads (only {FORMAT})")
         guardrails = self.guardrails(doc.get("guardrails", {}))
         lifecycle = self.lifecycle(doc.get("lifecycle", {}))
+        default_zone = self.default_timezone(doc)
+        window = self.file_window(doc, default_zone)
         raw_rules = doc.get("rule", [])
         if not isinstance(raw_rules, list):
             self.add("rule", "rules are written as [[rule]] sections")
@@ -120,7 +126,9 @@ class _Checker(TimingChecks, AudienceChecks):
                 f"{len(raw_rules)} rules: at most {MAX_RULES} fit in a customer's record "
                 "(the byte budget)",
             )
-        rules = [self.rule(i, raw, guardrails) for i, raw in enumerate(raw_rules)]
+        rules = [
+            self.rule(i, raw, guardrails, window, default_zone) for i, raw in enumerate(raw_rules)
+        ]
         kept = [r for r in rules if r is not None]
         self.across_rules(raw_rules, lifecycle)
         if self.problems:
@@ -240,7 +248,14 @@ class _Checker(TimingChecks, AudienceChecks):
 
     # --- one rule ------------------------------------------------------------------------
 
-    def rule(self, index: int, raw: Any, guardrails: GuardrailValues) -> Rule | None:
+    def rule(
+        self,
+        index: int,
+        raw: Any,
+        guardrails: GuardrailValues,
+        file_window: SendWindowSetting | None,
+        default_zone: str,
+    ) -> Rule | None:
         header = one_based(self.lines.rule(index))
         path = f"rule[{index + 1}]"
         if not isinstance(raw, dict):
@@ -290,6 +305,7 @@ class _Checker(TimingChecks, AudienceChecks):
                 "change does to customers mid-ladder",
                 at("on_change"),
             )
+        send_window = self.rule_window(raw, path, at("send_window"), file_window, default_zone)
         if len(self.problems) > before or anchor is None or priority is None:
             return None
         assert isinstance(name, str)
@@ -307,6 +323,7 @@ class _Checker(TimingChecks, AudienceChecks):
             transactional=transactional,
             arbitration=arbitration and not transactional,
             on_change=on_change,
+            send_window=send_window,
         )
 
     def reason(self, raw: dict[str, Any], path: str, at: Where) -> str | None:

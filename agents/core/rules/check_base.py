@@ -17,7 +17,7 @@ MAX_TEXT = 500
 # Where a key of a section is: its line.
 Where = Callable[[str], int | None]
 # A header that ends a rule's or a section's lines (a [rule.audience] table does not).
-_SECTION = re.compile(r"\s*\[\[|\s*\[\s*(?:guardrails|lifecycle)\s*\]")
+_SECTION = re.compile(r"\s*\[\[|\s*\[\s*(?:guardrails|lifecycle|send_window)\s*\]")
 
 
 class Lines:
@@ -32,6 +32,16 @@ class Lines:
     def section(self, name: str) -> int | None:
         pattern = re.compile(rf"\s*\[\s*{re.escape(name)}\s*\]")
         return next((i for i, x in enumerate(self.lines) if pattern.match(x)), None)
+
+    def top(self, key: str) -> int | None:
+        """The 1-based line of a top-level ``key = ...`` (before the first table)."""
+        pattern = re.compile(rf"\s*{re.escape(key)}\s*=")
+        for i, line in enumerate(self.lines):
+            if line.lstrip().startswith("["):
+                return None
+            if pattern.match(line):
+                return i + 1
+        return None
 
     def rule(self, index: int) -> int | None:
         return self.rule_headers[index] if index < len(self.rule_headers) else None

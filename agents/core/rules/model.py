@@ -14,10 +14,13 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from agents.core.rules.abstract import Anchor, Predicate, Step
+
+# Re-exported: defined apart so that agents.core.windows can report its problems
+# without importing this module, which names its SendWindowSetting.
+from agents.core.rules.problem import Problem as Problem
 from agents.core.timeutil import MICROS_PER_DAY, MICROS_PER_SECOND
 
 if TYPE_CHECKING:
-    # agents.core.windows reads Problem from here.
     from agents.core.windows import SendWindowSetting
 
 DAY = MICROS_PER_DAY
@@ -158,20 +161,6 @@ class RuleSet:
     def versions(self) -> dict[str, str]:
         """Each rule's version, by name (in file order)."""
         return {r.name: r.version for r in self.rules}
-
-
-@dataclass(frozen=True, slots=True)
-class Problem:
-    """One thing wrong with a rules file: where (a path in the document such as
-    ``rule[2].steps[1]``, and a line when known) and what, in a marketer's words."""
-
-    path: str
-    message: str
-    line: int | None = None
-
-    def __str__(self) -> str:
-        where = f"line {self.line}: " if self.line is not None else ""
-        return f"{where}{self.path}: {self.message}"
 
 
 class RulesError(ValueError):

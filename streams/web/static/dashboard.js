@@ -24,6 +24,11 @@
     { key: "frequency_cap", label: "Frequency cap", color: "#D55E00" },
     { key: "superseded", label: "Superseded (rules changed)", color: "#999999" }
   ];
+  // Only a rule with a send window decides these: columns of their own only then.
+  var WINDOW_OUTCOMES = [
+    { key: "outside_window", label: "Outside send window", color: "#7F7F7F" },
+    { key: "cancelled", label: "Cancelled before its window", color: "#B07AA1" }
+  ];
   var RULES = {
     second_purchase: { label: "Second purchase", color: "#0072B2", order: 0 },
     inactivity: { label: "Inactivity", color: "#D55E00", order: 1 },
@@ -123,6 +128,17 @@
 
   function ruleStepLabel(rule, step) {
     return ruleInfo(rule).label + " \u00b7 step " + step;
+  }
+
+  /** The outcome columns of a summary: today's, and the send windows' when a rule has one. */
+  function outcomesOf(s) {
+    return s.send_windows ? OUTCOMES.concat(WINDOW_OUTCOMES) : OUTCOMES.slice();
+  }
+
+  /** An outcome met in the data that has no column yet. */
+  function extraOutcome(key) {
+    return WINDOW_OUTCOMES.filter(function (o) { return o.key === key; })[0]
+      || { key: key, label: key, color: "#555555" };
   }
 
   function byRuleStep(a, b) {
@@ -454,10 +470,10 @@
       g.total += num(r.count);
     });
     var list = Object.keys(groups).map(function (k) { return groups[k]; }).sort(byRuleStep);
-    var outcomes = OUTCOMES.slice();
+    var outcomes = outcomesOf(s);
     rows.forEach(function (r) {
       if (!outcomes.some(function (o) { return o.key === r.outcome; })) {
-        outcomes.push({ key: r.outcome, label: r.outcome, color: "#555555" });
+        outcomes.push(extraOutcome(r.outcome));
       }
     });
     var labelW = 180, width = 560, barH = 22, gap = 8, top = 6, plotW = width - labelW - 70;
@@ -544,6 +560,75 @@
     });
   }
 
+  /** Send windows (docs/send-windows.md "Outputs"): delivered nudges by local send
+   * hour 0-23, stacked by rule, and per rule the deferrals, drops and cancellations.
+   * The panel is hidden while no rule has a window (the summary has no send_windows). */
+  function drawSendWindows(s) {
+    var box = chartBox("send-windows");
+    var rules = s.send_windows;
+    if (!rules) {
+      box.fig.hidden = true;
+      setEmpty(box, "No rule has a send window.");
+      return;
+    }
+    box.fig.hidden = false;
+    rules = rules.slice().sort(byRuleStep);
+    var perHour = [];
+    for (var h = 0; h < 24; h++) {
+      perHour.push(rules.reduce(function (a, r) { return a + num(r.delivered_by_local_hour[h]); }, 0));
+    }
+    var total = perHour.reduce(function (a, v) { return a + v; }, 0);
+    var width = 960, height = 260, left = 60, bottom = 50, top = 18;
+    var plotW = width - left - 16, plotH = height - top - bottom, slot = plotW / 24;
+    var scale = niceTicks(Math.max.apply(null, perHour.concat([0])));
+    var root = svg("svg", {
+      viewBox: "0 0 " + width + " " + height, role: "img",
+      "aria-label": "Nudges delivered by local send hour: " + perHour.map(function (v, i) {
+        return i + ":00 " + fmtInt(v);
+      }).join(", ")
+    });
+    scale.ticks.forEach(function (t) {
+      var y = top + plotH - (t / scale.max) * plotH;
+      root.appendChild(svg("line", { "class": "grid-line", x1: left, x2: width - 16, y1: y, y2: y }));
+      root.appendChild(svg("text", { "class": "tick", x: left - 6, y: y + 4, "text-anchor": "end" }, shortCount(t)));
+    });
+    perHour.forEach(function (v, hour) {
+      var x = left + hour * slot + 2, y = top + plotH;
+      rules.forEach(function (r) {
+        var n = num(r.delivered_by_local_hour[hour]);
+        if (!n) return;
+        var hgt = (n / scale.max) * plotH;
+        y -= hgt;
+        var rect = svg("rect", {
+          "class": "bar", x: x, y: y, width: slot - 4, height: Math.max(hgt, 1), fill: ruleInfo(r.rule).color,
+          "data-key": hour + ":" + r.rule, "data-rule": r.rule, "data-hour": hour, "data-value": n
+        });
+        rect.appendChild(svg("title", null, ruleInfo(r.rule).label + ", " + hour + ":00-" + hour + ":59 local: " + fmtInt(n)));
+        root.appendChild(rect);
+      });
+      root.appendChild(svg("text", { "class": "tick", x: x + (slot - 4) / 2, y: top + plotH + 16, "text-anchor": "middle" },
+        String(hour)));
+    });
+    root.appendChild(svg("line", { "class": "axis", x1: left, x2: width - 16, y1: top + plotH, y2: top + plotH }));
+    root.appendChild(svg("text", { "class": "axis-title", x: left + plotW / 2, y: height - 8, "text-anchor": "middle" },
+      "Local send hour (customer's time)"));
+    var body = rules.map(function (r) {
+      return {
+        attrs: { "data-rule": r.rule, "data-value": num(r.deferred) },
+        cells: [cell(ruleInfo(r.rule).label + " (" + r.rule + ")"), cell(fmtInt(r.deferred), num(r.deferred), "deferred"),
+          cell(fmtInt(r.outside_window), num(r.outside_window), "outside_window"),
+          cell(fmtInt(r.cancelled), num(r.cancelled), "cancelled")]
+      };
+    });
+    setReady(box, [root, legend(rules.map(function (r) {
+      return { label: ruleInfo(r.rule).label, color: ruleInfo(r.rule).color };
+    })), table("send-windows", ["Rule", "Waited for the window", "Outside window (dropped)", "Cancelled"], body),
+    numbersTable("send-windows", ["Local hour"].concat(rules.map(function (r) { return ruleInfo(r.rule).label; })),
+      perHour.map(function (_, hour) {
+        return [hour + ":00"].concat(rules.map(function (r) { return fmtInt(r.delivered_by_local_hour[hour]); }));
+      }))], total);
+  }
+
   function drawLifecycle(s) {
     var stages = (s.report && s.report.lifecycle) || null;
     if (!stages) {
@@ -618,14 +703,14 @@
       setEmpty(box, "No data yet: no reminder has fallen due.");
       return;
     }
-    var outcomes = OUTCOMES.slice();
+    var outcomes = outcomesOf(s);
     var groups = {};
     rows.forEach(function (r) {
       var g = groups[r.rule] || (groups[r.rule] = { rule: r.rule, by: {}, total: 0 });
       g.by[r.outcome] = (g.by[r.outcome] || 0) + num(r.count);
       g.total += num(r.count);
       if (!outcomes.some(function (o) { return o.key === r.outcome; })) {
-        outcomes.push({ key: r.outcome, label: r.outcome, color: "#555555" });
+        outcomes.push(extraOutcome(r.outcome));
       }
     });
     var list = Object.keys(groups).map(function (k) { return groups[k]; }).sort(byRuleStep);
@@ -653,7 +738,7 @@
       setEmpty(box, "No data yet: no reminder has fallen due.");
       return;
     }
-    var outcomes = OUTCOMES.slice();
+    var outcomes = outcomesOf(s);
     var groups = {};
     rows.forEach(function (r) {
       var version = r.rule_version || "";
@@ -662,7 +747,7 @@
       g.by[r.outcome] = (g.by[r.outcome] || 0) + num(r.count);
       g.total += num(r.count);
       if (!outcomes.some(function (o) { return o.key === r.outcome; })) {
-        outcomes.push({ key: r.outcome, label: r.outcome, color: "#555555" });
+        outcomes.push(extraOutcome(r.outcome));
       }
     });
     var list = Object.keys(groups).map(function (k) { return groups[k]; }).sort(function (a, b) {
@@ -830,7 +915,7 @@
   // ---- refresh loop ---------------------------------------------------------------------
 
   var DRAW = [drawTtsp, drawTriggers, drawDecisions, drawRules, drawVersions, drawSuppression,
-    drawLifecycle, drawDeadLetters, drawLag, drawLift, drawCohorts];
+    drawSendWindows, drawLifecycle, drawDeadLetters, drawLag, drawLift, drawCohorts];
   var state = { fetches: 0, lastOk: null };
 
   function refreshSeconds() {

@@ -523,7 +523,7 @@ def test_outcome_records_validate() -> None:
     for o in outcomes:
         _assert_valid("outcome", o)
         assert o["hours_to_convert"] == 48.0  # two days and 1.5 s after the day-7 firing
-    assert set(load("outcome")["required"]) == set(outcomes[0])
+    assert set(load("outcome")["required"]) == set(outcomes[0]) - OPTIONAL["outcome"]
     assert not VALIDATORS["outcome"].is_valid(outcomes[0] | {"group": "min_gap"})
 
 
@@ -592,7 +592,14 @@ OUTPUT_RECORDS: dict[str, type[Any]] = {
     "dead_letter": DeadLetter,
 }
 # Keys a record leaves out when unset (docs/rules.md "Rules file").
-OPTIONAL = {"decision": {"rule_version"}, "nudge": {"rule_version", "channel"}}
+# With a send window a decision and its nudge carry the send time, zone and local
+# time, an outcome the send time (docs/send-windows.md "Outputs").
+SEND = {"send_at", "send_zone", "send_local"}
+OPTIONAL = {
+    "decision": {"rule_version"} | SEND,
+    "nudge": {"rule_version", "channel"} | SEND,
+    "outcome": {"send_at"},
+}
 # A decision carries its rule's channel for the nudge it makes, never on its own topic.
 NOT_ON_WIRE = {"decision": {"channel"}}
 NESTED = {
@@ -637,11 +644,12 @@ def test_to_dict_writes_exactly_the_declared_keys() -> None:
     decision = real_decision_records()[0]
     conversion_records = real_outcomes()
     letters = real_dead_letters()
-    assert set(decision.to_dict()) == _keys(Decision) - NOT_ON_WIRE["decision"]
+    # The default rules have no send window: no send fields.
+    assert set(decision.to_dict()) == _keys(Decision) - NOT_ON_WIRE["decision"] - SEND
     assert set(decision.to_dict()["threshold"]) == _fields(Threshold)
     # The default rules name no channel: the nudge leaves it out.
-    assert set(decision.nudge_dict()) == _keys(NudgeTrigger) - {"channel"}
-    assert set(conversion_records[0]) == _keys(Outcome)
+    assert set(decision.nudge_dict()) == _keys(NudgeTrigger) - {"channel"} - SEND
+    assert set(conversion_records[0]) == _keys(Outcome) - {"send_at"}
     assert set(conversion_records[0]["attribution_window"]) == _fields(Threshold)
     assert set(letters[0]) == _keys(DeadLetter)
     assert set(letters[0]["source"]) == _fields(SourcePosition)

@@ -116,3 +116,66 @@ def test_a_missing_file_exits_2_with_one_line(
     code, out, err = _check(tmp_path / "nope.toml", capsys)
     assert (code, out) == (2, "")
     assert err == f"retention: no such rules file: {tmp_path / 'nope.toml'}\n"
+
+
+WINDOWED = """format = 1
+default_timezone = "America/New_York"
+
+[send_window]
+windows = [ { days = "weekdays", open = "09:00", close = "20:00" } ]
+max_delay = "PT36H"
+
+[[rule]]
+name = "welcome"
+priority = 10
+anchor = "first_order"
+steps = ["P1D"]
+
+[[rule]]
+name = "receipt"
+priority = 20
+anchor = "last_order"
+steps = ["PT1H"]
+send_window = "none"
+
+[[rule]]
+name = "sunday"
+priority = 30
+anchor = "last_order"
+steps = ["P7D"]
+[rule.send_window]
+windows = [ { days = "sun", open = "10:00", close = "12:00" } ]
+policy = "drop"
+zone = "Europe/Berlin"
+"""
+
+
+def test_a_file_with_send_windows_shows_each_rule_s_window(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "rules.toml"
+    path.write_text(WINDOWED)
+    code, out, _ = _check(path, capsys)
+    assert code == 0
+    windows = [line.strip() for line in out.splitlines() if "window:" in line]
+    assert windows == [
+        "window: weekdays 09:00-20:00 (customer zone, default America/New_York), defer max PT36H",
+        "window: none (sent at the due time)",
+        "window: sun 10:00-12:00 (zone Europe/Berlin), drop",
+    ]
+
+
+def test_a_bad_send_window_is_printed_with_its_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "rules.toml"
+    path.write_text(WINDOWED.replace('"none"', '"off"').replace('"09:00"', '"9am"'))
+    code, out, _ = _check(path, capsys)
+    assert code == 1
+    assert out.splitlines() == [
+        f"{path}:5: send_window.windows[0].open: '9am' is not a local time: "
+        "write HH:MM, 00:00 to 23:59",
+        f'{path}:19: rule "receipt".send_window: \'off\' is not a send window: write "none" '
+        "(sent at the due time, whatever the file's [send_window] says) or a table such as "
+        '{ windows = [{ days = "weekdays", open = "09:00", close = "20:00" }] }',
+    ]

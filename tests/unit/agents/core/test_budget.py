@@ -19,33 +19,40 @@ from hypothesis import strategies as st
 from agents.core.budget import (
     CODE_CUSTOMER_OVER_BUDGET,
     CODE_PENDING_OVERFLOW,
+    DEFERRED_BUDGET,
     FIRINGS_BUDGET,
     FIXED_ROW_BOUND,
     MAX_CURRENCIES,
+    MAX_DEFERRED_ENTRY_BYTES,
     MAX_FIRING_ENTRY_BYTES,
     OTHER_CURRENCY,
     OUTPUT_BUDGET,
     PENDING_BUDGET,
     ROW_BUDGET,
+    WINDOW_RESERVE,
     FiringMemory,
     entry_size,
+    firing_entry_bytes,
     firing_memory,
 )
 from agents.core.emissions import Due, Firing, Refused
 from agents.core.engine import Engine
-from agents.core.guardrails import ATTRIBUTED, DECISION_OUTCOMES, OUTCOMES
+from agents.core.guardrails import ATTRIBUTED, DECISION_OUTCOMES, OUTCOMES, WINDOW_OUTCOMES
 from agents.core.rules import load_rules
 from agents.core.rules.check import check_rules
-from agents.core.rules.model import MAX_RULES, MAX_TOTAL_STEPS
+from agents.core.rules.model import MAX_RULES, MAX_TOTAL_STEPS, RuleSet
 from agents.core.settings import DAY, HOUR, CoreSettings, LadderSettings
 from agents.core.state import (
     CountKey,
     CustomerState,
+    DeferredFiring,
     LadderProgress,
     RecentFiring,
     pending_entry,
 )
 from agents.core.timeutil import to_micros
+from agents.core.windows import parse_send_window
+from agents.core.zones import MAX_ZONE_NAME
 from agents.messages import decision_record, dumps
 from schemas.records import Event
 from streams.config import build_config
@@ -60,6 +67,8 @@ from tests.unit.agents.factories import (
 )
 
 T0 = to_micros(datetime(2026, 1, 1, tzinfo=UTC))
+# The longest zone name tzdata has (32 characters): a fixed zone of a send window.
+ZONE = "America/Argentina/ComodRivadavia"
 # The widest id validation accepts: 128 characters that JSON escapes to 6 bytes.
 WIDE = "\x01" * 128
 
@@ -142,6 +151,17 @@ def test_worst_case_row_stays_within_the_budget() -> None:
     full.recent_firings = [widest] * engine.memory.entries
     assert firings_size(full) <= FIRINGS_BUDGET
     assert row_size(full) <= FIXED_ROW_BOUND, row_size(full)
+    # With send windows (docs/send-windows.md "Deferred firings"): every firing
+    # remembered with its send time, within the windowed memory's bytes, and a kept
+    # firing for each of the most rules a file may have, each at its widest.
+    windowed = replace(widest, sent_at=-(2**62))
+    entries = FIRINGS_BUDGET // firing_entry_bytes("second_purchase", windowed=True)
+    full.recent_firings = [windowed] * min(engine.memory.entries, entries)
+    full.deferred = [WIDEST_DEFERRED] * MAX_RULES
+    assert firings_size(full) <= FIRINGS_BUDGET
+    assert len(orjson.dumps(full.to_dict()["df"])) + 6 <= DEFERRED_BUDGET
+    assert row_size(full) - firings_size(full) <= FIXED_ROW_BOUND - FIRINGS_BUDGET
+    assert row_size(full) <= FIXED_ROW_BOUND, row_size(full)
     # Now fill pending with future-dated events until it refuses.
     refused = 0
     for n in range(3000, 6000):
@@ -154,6 +174,29 @@ def test_worst_case_row_stays_within_the_budget() -> None:
     assert state.pending_bytes() + state.spill.index_bytes() <= PENDING_BUDGET
     assert row_size(state) <= ROW_BUDGET
     assert len(orjson.dumps(state.to_dict())) <= ROW_BUDGET
+
+
+WIDEST_DEFERRED = DeferredFiring(
+    "r" * 40, 99, -(2**62), -(2**62), -(2**62), -(2**62), "f" * 12, "Z" * MAX_ZONE_NAME
+)
+
+
+def test_every_rule_deferring_at_once_keeps_its_kept_firings_within_their_budget() -> None:
+    """The most rules a file may have, each with a window its step falls outside of:
+    one kept firing per rule in the row, within DEFERRED_BUDGET, each as wide as the
+    widest the budget assumes."""
+    engine = Engine(CoreSettings(rules=with_windows(load_rules(largest_rules_file(4)))))
+    state = CustomerState(customer_id=WIDE, partition=0)
+    t = to_micros(datetime(2026, 1, 1, 11, tzinfo=UTC))
+    fired = engine.ingest(state, wide_purchase(0, t), t)
+    assert isinstance(fired, list)
+    fired += engine.advance(state, t + DAY)
+    assert fired == []  # everything waits for 09:00 on the 2nd
+    df = state.to_dict()["df"]
+    assert len(df) == MAX_RULES and {x[7] for x in df} == {ZONE}
+    assert len(orjson.dumps(df)) + 6 <= DEFERRED_BUDGET
+    assert max(len(orjson.dumps(x)) + 1 for x in df) <= MAX_DEFERRED_ENTRY_BYTES
+    assert len(orjson.dumps(CustomerState.from_dict(state.to_dict()).to_dict())) == row_size(state)
 
 
 def largest_rules_file(cap: int) -> str:
@@ -173,17 +216,36 @@ def largest_rules_file(cap: int) -> str:
     return "".join(parts)
 
 
-def test_the_largest_accepted_rules_file_keeps_the_row_within_the_budget() -> None:
-    """Every (rule, step, outcome) and (rule, step, group) counted (superseded too),
-    every rule's progress pinned to an older rules version, the last switch, the
-    firing memory full of its widest entries, on the worst-case customer above:
-    still within the row's bound (docs/budget.md "Byte budget")."""
+def with_windows(rules: RuleSet) -> RuleSet:
+    """Every rule of ``rules`` with a send window (fixed zone at the longest name)."""
+    night = parse_send_window({"windows": [{"days": "all", "open": "09:00", "close": "10:00"}]})
+    assert night[0] is not None
+    windowed = tuple(replace(r, send_window=replace(night[0], zone=ZONE)) for r in rules.rules)
+    return RuleSet(windowed, rules.guardrails, rules.lifecycle, rules.format)
+
+
+def largest_file_row(windowed: bool) -> tuple[Engine, CustomerState]:
+    """The largest accepted rules file (with a send window on every rule when
+    ``windowed``) on the worst-case customer: every count at its widest, every
+    ladder pinned, the last switch kept, every rule's kept firing at its widest."""
     cap = next(c for c in range(1000, 0, -1) if not check_rules(largest_rules_file(c)))
     rules = load_rules(largest_rules_file(cap))
     assert len(rules.active) == MAX_RULES
     assert sum(len(r.steps) for r in rules.active) == MAX_TOTAL_STEPS
     # One step more is refused: the bound is the one this test measures.
     assert check_rules(largest_rules_file(cap).replace('"P1D"]', '"P1D", "P2D"]', 1))
+    outcomes: tuple[str, ...] = DECISION_OUTCOMES
+    if windowed:
+        # The highest cap whose memory fits once windows take their reserve.
+        cap = next(
+            c
+            for c in range(cap, 0, -1)
+            if firing_memory(
+                CoreSettings(rules=with_windows(load_rules(largest_rules_file(c))))
+            ).fits
+        )
+        rules = with_windows(load_rules(largest_rules_file(cap)))
+        outcomes += WINDOW_OUTCOMES
     engine = Engine(CoreSettings(rules=rules, min_gap=HOUR))
     state = CustomerState(customer_id=WIDE, partition=0)
     codes = [a + b + "Q" for a in "ABCDEFGH" for b in "ABCDE"]
@@ -197,11 +259,21 @@ def test_the_largest_accepted_rules_file_keeps_the_row_within_the_budget() -> No
     for rule in rules.active:
         state.ladders[rule.name] = LadderProgress(-(2**62), len(rule.steps), "f" * 12)
         for step in range(1, len(rule.steps) + 1):
-            for outcome in DECISION_OUTCOMES:
+            for outcome in outcomes:
                 state.decision_counts[CountKey(rule.name, step, outcome)] = many
             for group in ATTRIBUTED:
                 state.conversion_counts[CountKey(rule.name, step, group)] = many
-    longest = rules.active[0].name
+    state.deferred = [WIDEST_DEFERRED] * MAX_RULES if windowed else []
+    return engine, state
+
+
+def test_the_largest_accepted_rules_file_keeps_the_row_within_the_budget() -> None:
+    """Every (rule, step, outcome) and (rule, step, group) counted (superseded too),
+    every rule's progress pinned to an older rules version, the last switch, the
+    firing memory full of its widest entries, on the worst-case customer above:
+    still within the row's bound (docs/budget.md "Byte budget")."""
+    engine, state = largest_file_row(windowed=False)
+    longest = engine.rules[0].name
     widest = RecentFiring(-(2**62), longest, 10, -(2**62), "frequency_cap", -(2**62))
     wide_entry = [-(2**62), longest, 99, -(2**62), "frequency_cap", -(2**62)]
     assert engine.memory.entry_bytes == len(orjson.dumps(wide_entry)) + 1
@@ -210,6 +282,32 @@ def test_the_largest_accepted_rules_file_keeps_the_row_within_the_budget() -> No
     state.recent_firings = [widest] * engine.memory.entries
     assert firings_size(state) <= FIRINGS_BUDGET
     assert row_size(state) <= FIXED_ROW_BOUND, row_size(state)
+
+
+def test_with_send_windows_the_largest_file_still_keeps_the_row_within_the_budget() -> None:
+    """The same with a send window on every rule: the counts of ``outside_window``
+    and ``cancelled`` and a kept firing per rule fit in the reserve the windows take
+    from the firings' budget (docs/budget.md "Byte budget")."""
+    engine, state = largest_file_row(windowed=True)
+    assert engine.memory.reserve == WINDOW_RESERVE
+    longest = engine.rules[0].name
+    widest = RecentFiring(-(2**62), longest, 10, -(2**62), "frequency_cap", -(2**62), -(2**62))
+    assert engine.memory.entry_bytes == len(orjson.dumps(widest_wire(widest))) + 1
+    state.recent_firings = [widest] * engine.memory.entries
+    assert firings_size(state) <= FIRINGS_BUDGET - WINDOW_RESERVE
+    assert len(orjson.dumps(state.to_dict()["df"])) + 6 <= DEFERRED_BUDGET
+    assert row_size(state) <= FIXED_ROW_BOUND, row_size(state)
+
+
+def widest_wire(f: RecentFiring) -> list[object]:
+    """``f`` as a row stores it."""
+    row = {"customer_id": "c", "recent_firings": [[*vars_of(f)]]}
+    wire: list[object] = CustomerState.from_dict(row).to_dict()["recent_firings"][0]
+    return wire
+
+
+def vars_of(f: RecentFiring) -> list[object]:
+    return [f.due_at, f.rule, f.step, f.anchor_at, f.outcome, f.converted_at, f.sent_at]
 
 
 # --- any sequence of valid inputs ------------------------------------------------------
@@ -577,8 +675,10 @@ class Unforgetting(Engine):
         self.most_open = 0
         self.most_sent = 0
 
-    def _remember(self, state: CustomerState, due: Due, outcome: str) -> None:
-        super()._remember(state, due, outcome)
+    def _remember(
+        self, state: CustomerState, due: Due, outcome: str, sent_at: int | None = None
+    ) -> None:
+        super()._remember(state, due, outcome, sent_at)
         now, core = due.due_at, self.settings
         self.most_open = max(
             self.most_open,

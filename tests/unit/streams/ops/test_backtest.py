@@ -25,9 +25,9 @@ from agents.offline.reference import compute_decisions
 from streams.config import Config
 from streams.feed.sample import SampleOptions, generate
 from streams.ops.backtest import RulesFile, backtest, load_rules_file
-from streams.ops.backtest_html import week_span
-from streams.ops.backtest_report import document, figures
-from streams.ops.backtest_tally import Tally, diff_results, iso_week
+from streams.ops.backtest_html import render_html, week_span
+from streams.ops.backtest_report import document, figures, render_table
+from streams.ops.backtest_tally import Tally, diff_results, iso_week, send_keys
 from streams.ops.extsort import InputBounds, customer_chunks, sort_history
 from tests.unit.offline.strategies import rules_documents
 
@@ -369,3 +369,62 @@ def test_the_page_s_time_axis_keeps_quiet_weeks_and_iso_week_53() -> None:
     assert week_span(["2027-W01", "2026-W52"]) == ["2026-W52", "2026-W53", "2027-W01"]
     assert week_span(["2026-W10", "2026-W13"]) == [f"2026-W{n}" for n in range(10, 14)]
     assert week_span([]) == []
+
+
+def test_a_rule_with_a_send_window_shows_waits_drops_and_local_send_hours(
+    tmp_path: Path,
+) -> None:
+    """docs/send-windows.md "Outputs": the reference's decision records carry send_at
+    and send_local; the tally counts the waits and the local hours, the document
+    and the table show them per rule - and nothing when no rule has a window."""
+    core = CoreSettings(holdout_percent=0.0)
+    lines = [order("e1", "alice", T0, "o1")]
+    result = backtest(str(write(tmp_path, lines)), Config(core=core), RULES, now=NOW)
+    plain = document(result, history="h")
+    assert "send_windows" not in plain
+    assert "Send windows" not in render_table(plain)
+
+    due = "2026-03-14T22:30:00Z"
+    waited = {
+        "due_at": due,
+        "outcome": "delivered",
+        "send_at": "2026-03-16T08:00:00Z",
+        "send_zone": "Europe/Berlin",
+        "send_local": "2026-03-16T09:00:00+01:00",
+    }
+    inside = {
+        "due_at": due,
+        "outcome": "delivered",
+        "send_at": due,
+        "send_zone": "Asia/Kathmandu",
+        "send_local": "2026-03-15T04:15:00+05:45",
+    }
+    assert send_keys(waited) == ["send:deferred", "send:h09"]
+    assert send_keys(inside) == ["send:h04"]
+    assert send_keys(waited | {"outcome": "cancelled"}) == ["send:deferred"]
+    assert send_keys({"due_at": due, "outcome": "delivered"}) == []  # no window
+
+    week = iso_week(T0 + 7 * DAY)
+    tally = Tally(counts=dict(result.tally.counts))
+    for what, n in (("send:deferred", 3), ("send:h09", 2), ("outside_window", 4), ("cancelled", 1)):
+        tally.add(("second_purchase", 1, week, what), n)
+    doc = document(replace(result, tally=tally), history="h")
+    hours = [0] * 24
+    hours[9] = 2
+    assert doc["send_windows"] == [
+        {
+            "rule": "second_purchase",
+            "deferred": 3,
+            "outside_window": 4,
+            "cancelled": 1,
+            "delivered_by_local_hour": hours,
+        }
+    ]
+    # Waits and hours are no outcomes: the firings count only the decisions.
+    assert doc["totals"]["firings"] == plain["totals"]["firings"] + 5
+    assert "send:deferred" not in doc["outcomes"]
+    text = render_table(doc)
+    assert "Send windows" in text and "09h 2" in text
+    page = render_html(doc)
+    assert "<h2>Send windows</h2>" in page and "<title>09h: 2</title>" in page
+    assert "Send windows" not in render_html(plain)

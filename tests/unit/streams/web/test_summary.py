@@ -291,3 +291,49 @@ def test_decisions_by_rule_version_add_up_over_the_workers() -> None:
         {"rule": "winback", "rule_version": "bbbb", "outcome": "delivered", "count": 4},
         {"rule": "winback", "rule_version": "bbbb", "outcome": "superseded", "count": 3},
     ]
+
+
+def test_send_windows_add_up_over_the_workers_and_only_when_a_rule_has_one() -> None:
+    """The dashboard's send-window panel (docs/send-windows.md "Outputs"): deferrals,
+    drops, cancellations and the local send hours of each rule, over every worker."""
+    from streams.config import Config
+    from streams.web.summary import local_part, summary_of
+    from streams.worker.observe import Snapshot
+
+    def part(**kw: Any) -> dict[str, Any]:
+        snap = Snapshot(at=0, worker="w", url="u", clock_mode="stream", **kw)
+        return local_part(None, snap)  # type: ignore[arg-type]
+
+    windowed = ("second_purchase",)
+    parts = [
+        part(
+            windowed_rules=windowed,
+            decisions={
+                ("second_purchase", 1, "outside_window"): 2,
+                ("inactivity", 1, "delivered"): 1,
+            },
+            deferred={"second_purchase": 3},
+            send_hours={("second_purchase", 9): 2},
+        ),
+        part(
+            windowed_rules=windowed,
+            decisions={("second_purchase", 2, "cancelled"): 1},
+            deferred={"second_purchase": 1},
+            send_hours={("second_purchase", 9): 1, ("second_purchase", 19): 1},
+        ),
+    ]
+    doc = summary_of(Config(), "w", parts, [], scope="cluster", as_of=0, now=0)
+    hours = [0] * 24
+    hours[9], hours[19] = 3, 1
+    assert doc["send_windows"] == [
+        {
+            "rule": "second_purchase",
+            "deferred": 4,
+            "outside_window": 2,
+            "cancelled": 1,
+            "delivered_by_local_hour": hours,
+        }
+    ]
+    plain = [part(decisions={("inactivity", 1, "delivered"): 1})]
+    assert "send_windows" not in plain[0]
+    assert "send_windows" not in summary_of(Config(), "w", plain, [], scope="local", as_of=0, now=0)

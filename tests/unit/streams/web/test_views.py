@@ -24,9 +24,11 @@ from aiohttp.test_utils import TestClient, TestServer, make_mocked_request
 from prometheus_client.parser import text_string_to_metric_families
 
 from agents.core.clock import ManualClock
+from agents.core.ids import trigger_id
 from agents.core.rules import default_rules, default_text, load_rules
 from agents.core.rules.history import set_id
 from agents.core.settings import CoreSettings
+from agents.core.state import CustomerState
 from agents.core.timeutil import TIME_MIN, to_micros
 from agents.core.zones import TZDATA_VERSION
 from agents.faust_agents import Send
@@ -268,6 +270,7 @@ async def test_events_flow_through_the_agents_into_lookup_summary_and_metrics(
         "timezone",
         "pending",
         "next_steps",
+        "deferred",
         "recent_decisions",
         "holdout",
         "served_by",
@@ -291,6 +294,9 @@ async def test_events_flow_through_the_agents_into_lookup_summary_and_metrics(
     assert body["state"]["orders"] == 1 and body["state"]["pending_events"] == 0
     assert not HIDDEN & set(body["state"])
     assert body["recent_decisions"] and body["holdout"] is False
+    # No rule has a send window: nothing waits for one, no decision has a send time.
+    assert body["deferred"] == []
+    assert not any("send_at" in d for d in body["recent_decisions"])
     missing = await client.get("/retention/customers/nobody")
     assert missing.status == 404
     assert await missing.json() == {"error": "unknown customer", "customer_id": "nobody"}
@@ -900,3 +906,71 @@ async def test_the_rules_endpoint_lists_partitions_that_switched_apart() -> None
         ("bbbbbbbbbbbb", True, [1]),
     ]
     assert body["versions"][1]["rules"] == {"r": {"version": "v2", "on_change": "pin"}}
+
+
+class _WaitingState(CustomerState):
+    """A stored state with a firing kept until its send time, as the engine keeps it
+    (CustomerState.deferred, row key "df")."""
+
+
+def test_the_lookup_shows_firings_waiting_for_their_send_window() -> None:
+    # docs/send-windows.md "Outputs": not a decision yet, so under its own key, with
+    # the send time in UTC, the zone and the customer's local time.
+    state = _WaitingState(customer_id="cus_a", partition=0)
+    anchor = to_micros(datetime(2026, 3, 21, 22, 30, tzinfo=UTC))
+    waiting = SimpleNamespace(
+        rule="second_purchase",
+        step=1,
+        anchor_at=anchor,
+        due_at=anchor + 7 * 86_400_000_000,
+        send_at=to_micros(datetime(2026, 3, 29, 7, 0, tzinfo=UTC)),
+        threshold=7 * 86_400_000_000,
+        rule_version="0123456789ab",
+        zone="Europe/Berlin",
+    )
+    state.deferred = [waiting]  # type: ignore[attr-defined]
+    assert views.deferred_view(state) == [
+        {
+            "trigger_id": trigger_id("cus_a", "second_purchase", 1, anchor),
+            "rule": "second_purchase",
+            "step": 1,
+            "due_at": "2026-03-28T22:30:00Z",
+            "send_at": "2026-03-29T07:00:00Z",
+            "send_zone": "Europe/Berlin",
+            "send_local": "2026-03-29T09:00:00+02:00",
+            "rule_version": "0123456789ab",
+        }
+    ]
+    assert "df" in views.HIDDEN_STATE_FIELDS  # shown here, not as the raw row list
+    # Once decided, the remembered firing shows when it was sent.
+    sent = SimpleNamespace(
+        due_at=waiting.due_at,
+        rule="second_purchase",
+        step=1,
+        anchor_at=anchor,
+        outcome="delivered",
+        converted_at=None,
+        sent_at=waiting.send_at,
+    )
+    state.recent_firings = [sent]  # type: ignore[list-item]
+    (decision,) = views.recent_decisions(state)
+    assert (decision["due_at"], decision["send_at"]) == (
+        "2026-03-28T22:30:00Z",
+        "2026-03-29T07:00:00Z",
+    )
+
+
+def test_the_rules_view_shows_a_rules_send_window_and_only_then() -> None:
+    from tests.fixtures.windows import windowed
+
+    shown = {r.name: views.rule_shown(r) for r in windowed("second_purchase")}
+    assert shown["second_purchase"]["send_window"] == {
+        "windows": [
+            {"days": ["mon", "tue", "wed", "thu", "fri"], "open": "09:00", "close": "20:00"}
+        ],
+        "policy": "defer",
+        "max_delay": None,
+        "zone": None,
+        "default_zone": "UTC",
+    }
+    assert "send_window" not in shown["inactivity"]

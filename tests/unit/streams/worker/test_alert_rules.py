@@ -63,6 +63,8 @@ def rendered() -> dict[str, set[str]]:
         customer_dead_letters={"future_timestamp": 1},
         late={"retention.sessions": 1},
         decisions={("inactivity", 1, "delivered"): 1},
+        windowed_rules=("inactivity",),
+        deferred={"inactivity": 1},
         clocks=(
             PartitionClock(
                 0, watermark=NOW - 10**6, advanced_at=NOW - 10**6, due=1, since=NOW - 10**6

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from agents.core.guardrails import OUTCOMES, WINDOW_OUTCOMES
 from agents.core.timeutil import iso
-from streams.worker.metrics import METRICS, Metrics
+from streams.worker.metrics import METRICS, Metrics, decision_series
 from streams.worker.observe import (
     PartitionClock,
     PartitionRules,
@@ -14,6 +15,7 @@ from streams.worker.observe import (
     RulesVersion,
     Snapshot,
 )
+from tests.fixtures.windows import windowed
 
 NOW = 1_772_000_000_000_000
 
@@ -196,6 +198,7 @@ def test_every_family_on_metrics_is_the_one_declared_in_the_table() -> None:
         lag={"t": 1},
         clocks=clocks,
         decision_series=(("r", 1, "delivered"),),
+        windowed_rules=("r",),
         partition_warnings={"t": "w"},
         rules=(PartitionRules(0, (RulesVersion("0123456789ab", None, None, True, False),)),),
     )
@@ -210,3 +213,26 @@ def test_every_family_on_metrics_is_the_one_declared_in_the_table() -> None:
     # The exposition is what the Prometheus parser reads back, one family each.
     parsed = text_string_to_metric_families(metrics.render().decode())
     assert {f.name for f in parsed} - {"retention_tick_duration_seconds_created"} == set(declared)
+
+
+def test_a_rule_with_a_send_window_exports_its_drops_cancellations_and_deferrals() -> None:
+    # Only such a rule can decide outside_window or cancelled: its series start at 0
+    # with the others, and those of a rule without a window are not there at all
+    # (docs/send-windows.md "Outputs").
+    rules = windowed("second_purchase")
+    series = decision_series(rules, OUTCOMES, WINDOW_OUTCOMES)
+    snap = snapshot(
+        decision_series=series,
+        decisions={("second_purchase", 1, "outside_window"): 2},
+        windowed_rules=tuple(r.name for r in rules if r.send_window is not None),
+        deferred={"second_purchase": 5},
+    )
+    values = parse(Metrics(lambda: snap).render().decode())
+    name = "retention_decisions_total"
+    for outcome, n in (("outside_window", 2), ("cancelled", 0), ("delivered", 0)):
+        assert (
+            values[(name, (("outcome", outcome), ("rule", "second_purchase"), ("step", "1")))] == n
+        )
+    assert (name, (("outcome", "cancelled"), ("rule", "loud"), ("step", "1"))) not in values
+    assert values[("retention_deferred_firings_total", (("rule", "second_purchase"),))] == 5
+    assert ("retention_deferred_firings_total", (("rule", "inactivity"),)) not in values

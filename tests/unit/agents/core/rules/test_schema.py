@@ -67,6 +67,19 @@ REFUSED = {
     ),
     "no format": GOOD.replace("format = 1\n", ""),
     "unknown on_change": GOOD + 'on_change = "keep"\n',
+    "send_window off": GOOD + 'send_window = "off"\n',
+    "window open not HH:MM": GOOD
+    + 'send_window = { windows = [ { days = "all", open = "9am", close = "20:00" } ] }\n',
+    "drop with max_delay": GOOD
+    + 'send_window = { windows = [ { days = "all", open = "09:00", close = "20:00" } ], '
+    + 'policy = "drop", max_delay = "PT2H" }\n',
+    "zone as a path": GOOD
+    + 'send_window = { windows = [ { days = "all", open = "09:00", close = "20:00" } ], '
+    + 'zone = "../../etc/passwd" }\n',
+    "default_timezone a number": GOOD.replace("format = 1\n", "format = 1\ndefault_timezone = 1\n"),
+    "file window without windows": GOOD.replace(
+        "format = 1\n", 'format = 1\n[send_window]\npolicy = "drop"\n'
+    ),
 }
 
 
@@ -81,3 +94,40 @@ def test_a_pinned_rule_is_valid_for_the_schema_and_loads() -> None:
     text = GOOD + 'on_change = "pin"\n'
     assert SCHEMA.is_valid(tomllib.loads(text))
     assert load_rules(text).rules[0].on_change == "pin"
+
+
+WINDOWED = """format = 1
+default_timezone = "America/New_York"
+
+[send_window]
+windows = [
+  { days = "weekdays", open = "09:00", close = "20:00" },
+  { days = ["sat"], open = "22:00", close = "24:00" },
+]
+max_delay = "PT36H"
+
+[[rule]]
+name = "winback"
+priority = 10
+anchor = "last_order"
+steps = ["P7D"]
+send_window = "none"
+
+[[rule]]
+name = "welcome"
+priority = 20
+anchor = "first_order"
+steps = ["P1D"]
+
+[rule.send_window]
+windows = [ { days = "sun", open = "10:00", close = "12:00" } ]
+policy = "drop"
+zone = "Europe/Berlin"
+"""
+
+
+def test_a_file_with_send_windows_is_valid_for_the_schema_and_loads() -> None:
+    assert list(SCHEMA.iter_errors(tomllib.loads(WINDOWED))) == []
+    winback, welcome = load_rules(WINDOWED).rules
+    assert winback.send_window is None
+    assert welcome.send_window is not None and welcome.send_window.zone == "Europe/Berlin"

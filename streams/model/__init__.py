@@ -1,0 +1,1 @@
+"""Prediction models fitted off the hot path: BG/NBD, MBG/NBD, Gamma-Gamma (docs/prediction.md)."""
