@@ -27,12 +27,13 @@ Per rule, in time order, over the steps :mod:`agents.offline.timeline` /
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 from agents.core.timeutil import iso
+from agents.offline.judgment import Firing, Verdict
 from agents.offline.rulebook import WindowSpec
 from agents.offline.timeline import LadderItem, StageWalk, Timeline
 from agents.offline.versions import live_anchor
@@ -240,3 +241,25 @@ def send_fields(send_at: int | None, zone_name_: str) -> dict[str, Any]:
         "send_zone": zone_name_,
         "send_local": local,
     }
+
+
+def send_counts(judged: Iterable[tuple[Firing, Verdict]]) -> dict[str, dict[str, list[int]]]:
+    """Per customer and rule, the report's send-window counts (docs/reports.md "Reports"):
+    ``[waited, delivered at local hour 0, ..., 23]``.  A firing with a window and a
+    send time counts as waited when that is after its due time, whatever its
+    outcome, and a delivered one by the local hour of its send time."""
+    out: dict[str, dict[str, list[int]]] = {}
+    for f, verdict in judged:
+        if f.zone is None or f.send_at is None:
+            continue
+        waited = f.send_at != f.due
+        if not waited and not verdict.delivered:
+            continue
+        row = out.setdefault(f.customer_id, {}).setdefault(f.rule, [0] * 25)
+        if waited:
+            row[0] += 1
+        if verdict.delivered:
+            tz = zone(f.zone)
+            assert tz is not None
+            row[1 + (_EPOCH + timedelta(microseconds=f.send_at)).astimezone(tz).hour] += 1
+    return out

@@ -111,7 +111,7 @@ from agents.core.timeutil import (
 )
 from agents.core.validation import ValidationError, validate
 from agents.messages import outcome_record
-from agents.offline.deferral import Timing, schedule, send_fields, zone_name
+from agents.offline.deferral import Timing, schedule, send_counts, send_fields, zone_name
 from agents.offline.judgment import (
     Conversion,
     Firing,
@@ -364,6 +364,7 @@ def report_rows(
         key = CountKey(f.rule, f.step, v.outcome)
         counts = decided.setdefault(f.customer_id, {})
         counts[key] = counts.get(key, 0) + 1
+    sends = send_counts(judged)
     won: dict[str, dict[CountKey, int]] = {}
     for c in converted:
         key = CountKey(c.firing.rule, c.firing.step, c.group)
@@ -389,6 +390,7 @@ def report_rows(
                 stage=stages.get(cid, "prospect"),
                 decision_counts=decided.get(cid, {}),
                 conversion_counts=won.get(cid, {}),
+                send_counts=sends.get(cid, {}),
             )
         )
     return rows
