@@ -156,13 +156,14 @@ def at_send(
     position: int,
     plans: tuple[Plan, ...],
     seg: VersionRules,
-    busy_at: int | None,
+    busy: tuple[int, str] | None,
     out: list[Emission],
-) -> bool:
+) -> str | None:
     """A kept firing's send time S has come (events dated <= S applied): the rule's
     anchor must still be the firing's and its audience hold at S, else
-    ``cancelled``; then the guardrails at S, counting send times.  True when it is a
-    non-transactional firing judged by the guardrails (for arbitration at S)."""
+    ``cancelled``; then the guardrails at S, counting send times.  The rule's name
+    when it is a non-transactional firing judged by the guardrails (for arbitration
+    at S), else None."""
     d = state.deferred.pop(position)
     plan = _plan_named(plans, d.rule)
     at = d.send_at
@@ -173,10 +174,11 @@ def at_send(
     ):
         shown = plan if plan is not None else _placeholder(plans)
         out.append(decided(state, _due_of(d, shown), shown, OUTCOME_CANCELLED, at, d.zone))
-        return False
-    outranked = plan.arbitration and busy_at == at
+        return None
+    # Outranked only by another rule's firing judged first at S.
+    outranked = plan.arbitration and busy is not None and busy[0] == at and busy[1] != plan.name
     out.append(engine._judge(state, _due_of(d, plan), plan, outranked, seg, at, d.zone))
-    return not plan.transactional
+    return None if plan.transactional else plan.name
 
 
 def at_switch(

@@ -223,9 +223,11 @@ class Engine:
         priority.  A rules switch at Ti goes after the events dated <= Ti and before
         the items due at Ti (docs/rules.md "Changing rules")."""
         out: list[Emission] = []
-        # The due time of the last firing of a non-transactional rule in this walk:
-        # a later one at the same instant is outranked, if its rule arbitrates.
-        busy_at: int | None = None
+        # (time, rule) of the first firing of a non-transactional rule judged at an
+        # instant of this walk: a later one of another rule at the same instant is
+        # outranked, if its rule arbitrates - never a step of the same rule (one
+        # priority: docs/guardrails.md "Guardrails").
+        busy: tuple[int, str] | None = None
         multi = self._multi
         if multi:
             seg = self._segment(state)
@@ -253,8 +255,10 @@ class Engine:
                 if index < 0:
                     if index == LIFECYCLE:
                         _move_stage(state)
-                    elif at_send(self, state, DEFERRED - index, plans, seg, busy_at, out):
-                        busy_at = due[0]
+                    else:
+                        judged = at_send(self, state, DEFERRED - index, plans, seg, busy, out)
+                        if judged is not None:
+                            busy = _busy(busy, due[0], judged)
                     continue
                 plan = plans[index]
                 step = self._due(plan, state)
@@ -267,15 +271,15 @@ class Engine:
                     # Not for this customer now: the step is done, nothing is decided.
                     state.ladders[plan.name] = _progress(state, plan.name, step)
                     continue
-                outranked = plan.arbitration and busy_at == step.due_at
+                outranked = plan.arbitration and _outranked(busy, step.due_at, plan.name)
                 if plan.window is not None and not self._backfill(step.due_at):
                     if at_due(self, state, step, plan, seg, outranked, out):
-                        busy_at = step.due_at
+                        busy = _busy(busy, step.due_at, plan.name)
                     continue
                 self._step_done(state, step)
                 out.append(self._judge(state, step, plan, outranked, seg))
                 if not plan.transactional:
-                    busy_at = step.due_at
+                    busy = _busy(busy, step.due_at, plan.name)
             elif ev_t is not None and ev_t <= watermark:
                 self._apply(state, state.pop_pending(self.pending_limits), out)
                 if multi:
@@ -557,6 +561,17 @@ def _progress(state: CustomerState, name: str, due: Due) -> LadderProgress:
     progress = state.ladders.get(name)
     pin = progress.pin if progress is not None else None
     return LadderProgress(due.anchor_at, due.step, pin)
+
+
+def _outranked(busy: tuple[int, str] | None, at: int, rule: str) -> bool:
+    """Whether a firing of ``rule`` judged at ``at`` follows one of another rule
+    judged at that instant (its rule arbitrating: docs/guardrails.md "Guardrails")."""
+    return busy is not None and busy[0] == at and busy[1] != rule
+
+
+def _busy(busy: tuple[int, str] | None, at: int, rule: str) -> tuple[int, str]:
+    """The first firing judged at ``at``: a later one at the same instant keeps it."""
+    return busy if busy is not None and busy[0] == at else (at, rule)
 
 
 def _holds(audience: tuple[Predicate, ...], state: CustomerState, due_at: int) -> bool:

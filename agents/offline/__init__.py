@@ -3,11 +3,10 @@
 Pure Python: nothing here imports Faust, Kafka or Redis.
 """
 
+from agents.offline.judgment import Firing, Verdict
 from agents.offline.reference import (
     CustomerFacts,
-    Firing,
     ReferenceResult,
-    Verdict,
     compute_decisions,
 )
 

@@ -47,7 +47,14 @@ Semantics (the stream implements the same):
   order; ``overdue`` one cadence step after the last order, from
   ``overdue_min_orders`` orders.
 * Backfill: with ``backfill_until`` set, firings due before it are not emitted.
-* Output order: (due time, customer_id, priority, step).
+* Send windows (:mod:`agents.offline.deferral`; docs/send-windows.md): a firing
+  of a rule with a window is sent at its due time when inside it, else dropped
+  (``outside_window``) or deferred to its send time S and judged there (its
+  condition and audience at S, else ``cancelled``; superseded by its rule's next
+  step due before S or by a rules switch that restarts or stops the rule); still
+  waiting at the horizon, it is undecided (``ReferenceResult.undecided``).
+* Output order: (decision time, customer_id, priority, step): the due time, or
+  the send time of a deferred firing.
 * Rule changes (``changes=``, :mod:`agents.offline.versions`; docs/rules.md
   "Changing rules"): each rule follows the version in force, or the one its
   ladder is pinned to; at a switch a restarted ladder's steps due by then come
@@ -55,15 +62,16 @@ Semantics (the stream implements the same):
   emitted at the switch before anything due then; guardrails are those in force
   at each due time, and so is which rules' deliveries are no pressure (the rules
   transactional in that version).
-* Guardrails (:func:`apply_guardrails`), per customer in that order: holdout
-  (hash bucket < holdout_percent), opted_out (latest consent at or before D, an
-  opt-out winning a tie), outranked (arbitration: a non-transactional firing
-  with a lower priority number due at the same D came first), min_gap (a
-  delivered firing due in (D - gap, D]), frequency_cap (>= cap delivered firings
-  due in (D - window, D]).  A transactional firing skips holdout, outranked, gap
-  and cap (its ``holdout`` reads false) and does not count toward them.
-* Conversions: a delivered or holdout firing due at D converts on the earliest
-  counted order (ties: smaller event_id) with ``D < t <= D + attribution_window``.
+* Guardrails (:func:`apply_guardrails`), per customer in that order, at the
+  firing's send time S (its due time unless deferred): holdout (hash bucket <
+  holdout_percent), opted_out (latest consent at or before S, an opt-out winning
+  a tie), outranked (arbitration: a non-transactional firing with a lower
+  priority number sent at the same S came first), min_gap (a delivered firing
+  sent in (S - gap, S]), frequency_cap (>= cap delivered firings sent in
+  (S - window, S]).  A transactional firing skips holdout, outranked, gap and cap
+  (its ``holdout`` reads false) and does not count toward them.
+* Conversions: a delivered or holdout firing sent at S converts on the earliest
+  counted order (ties: smaller event_id) with ``S < t <= S + attribution_window``.
 * Lifecycle stage (:class:`agents.offline.timeline.StageWalk`): prospect -> new
   -> repeat from the orders; at last_activity + at_risk_after at_risk, at
   last_activity + lapsed_after lapsed; activity brings the customer back.  A
@@ -75,12 +83,9 @@ Semantics (the stream implements the same):
 from __future__ import annotations
 
 import dataclasses
-import functools
 import heapq
-import importlib.resources
 import time
-import zoneinfo
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from decimal import Decimal, localcontext
@@ -100,38 +105,34 @@ from agents.core.reports import CustomerRow
 from agents.core.settings import CoreSettings
 from agents.core.state import CountKey, pending_entry
 from agents.core.timeutil import (
-    MICROS_PER_DAY,
     MICROS_PER_SECOND,
     format_duration,
     iso,
 )
 from agents.core.validation import ValidationError, validate
 from agents.messages import outcome_record
+from agents.offline.deferral import Timing, schedule, send_counts, send_fields, zone_name
+from agents.offline.judgment import (
+    Conversion,
+    Firing,
+    Verdict,
+    apply_guardrails,
+    conversions,
+    reason_text,
+)
 from agents.offline.rulebook import (
-    GuardrailSettings,
     Rulebook,
-    RuleSpec,
     legacy_rulebook,
     read_rules,
 )
 from agents.offline.timeline import LadderItem, StageWalk, Timeline
 from agents.offline.versions import Versions, versioned_ladder
 from schemas.records import (
-    CONSENT_OPTED_OUT,
     KIND_CONSENT,
     KIND_PURCHASE,
     KIND_SESSION,
     Event,
 )
-
-OUTCOME_DELIVERED = "delivered"
-OUTCOME_HOLDOUT = "holdout"
-OUTCOME_OPTED_OUT = "opted_out"
-OUTCOME_MIN_GAP = "min_gap"
-OUTCOME_FREQUENCY_CAP = "frequency_cap"
-OUTCOME_OUTRANKED = "outranked"
-# A step a rule change passed over (docs/rules.md "Changing rules"): no nudge.
-OUTCOME_SUPERSEDED = "superseded"
 
 
 class ReferenceConfig(Protocol):
@@ -280,276 +281,68 @@ def _fold_currencies(spend: dict[str, tuple[Decimal, int]]) -> dict[str, tuple[D
     return out
 
 
-# --- zones ------------------------------------------------------------------------
-
-
-def zone_name(message: Any) -> str | None:
-    """A message's ``timezone`` when the pinned ``tzdata`` package has that zone, else
-    None (ignored: docs/send-windows.md "The customer's zone").  Read the plain way:
-    the name must be in the package's list of zones, not its ``Factory`` placeholder,
-    and at most 64 characters, and the package's own file for it must load."""
-    name = message.get("timezone") if isinstance(message, dict) else None
-    if not isinstance(name, str) or len(name) > 64 or name not in tzdata_zones():
-        return None
-    return name if _loads(name) else None
-
-
-@functools.cache
-def tzdata_zones() -> frozenset[str]:
-    listed = importlib.resources.files("tzdata").joinpath("zones").read_text(encoding="utf-8")
-    return frozenset(listed.split()) - {"Factory"}
-
-
-@functools.cache
-def _loads(name: str) -> bool:
-    # The package's file, not zoneinfo.ZoneInfo(name): that reads the host's first.
-    try:
-        with (
-            importlib.resources.files("tzdata.zoneinfo").joinpath(*name.split("/")).open("rb") as f
-        ):
-            zoneinfo.ZoneInfo.from_file(f, key=name)
-    except (OSError, ValueError):
-        return False
-    return True
-
-
-# --- firings -----------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Firing:
-    """One ladder step whose condition held at its due time (micros everywhere)."""
-
-    customer_id: str
-    rule: str
-    priority: int  # orders firings due at the same instant (lower first)
-    step: int
-    threshold: int
-    anchor: int
-    due: int
-    transactional: bool = False
-    arbitration: bool = False
-    reason: str = ""
-    channel: str | None = None
-    rule_version: str = ""
-    # Set for a step superseded by the rule change at that instant: emitted then,
-    # before anything due at it (docs/rules.md "Changing rules").
-    superseded_at: int | None = None
-
-    def sort_key(self) -> tuple[int, str, int, int, int]:
-        if self.superseded_at is not None:
-            return (self.superseded_at, self.customer_id, 0, self.priority, self.step)
-        return (self.due, self.customer_id, 1, self.priority, self.step)
-
-
-@dataclass(frozen=True, slots=True)
-class Verdict:
-    """What the guardrails made of a firing."""
-
-    delivered: bool
-    outcome: str  # "delivered" or a suppression reason code
-    holdout: bool
-
-
-DELIVERED = Verdict(delivered=True, outcome=OUTCOME_DELIVERED, holdout=False)
-SUPERSEDED = Verdict(delivered=False, outcome=OUTCOME_SUPERSEDED, holdout=False)
-
-
-def human_span(micros: int) -> str:
-    """A threshold as people say it: "7 days", "8.9 days" (a cadence), "36 hours"."""
-    if micros % MICROS_PER_DAY == 0:
-        days = micros // MICROS_PER_DAY
-        return f"{days} day" if days == 1 else f"{days} days"
-    if micros >= 2 * MICROS_PER_DAY:
-        return f"{micros / MICROS_PER_DAY:.1f} days"
-    return f"{micros / (3600 * MICROS_PER_SECOND):g} hours"
-
-
-def reason_text(rule: RuleSpec, step: int, threshold: int, anchor: int) -> str:
-    """The rule's reason template with {span}, {anchor_date}, {rule} and {step} filled in."""
-    return rule.template.format_map(
-        {
-            "span": human_span(threshold),
-            "anchor_date": iso(anchor)[:10],
-            "rule": rule.name,
-            "step": step,
-        }
-    )
+# --- firings --------------------------------------------------------------------
 
 
 def customer_firings(
-    facts: CustomerFacts, book: Rulebook, until: int, versions: Versions | None = None
-) -> tuple[list[Firing], StageWalk]:
-    """Every firing of every rule for one customer up to ``until`` (skips left out),
-    superseded steps included when ``versions`` holds rule changes (``book`` is then
-    its seed), and the customer's stage through time."""
+    facts: CustomerFacts,
+    book: Rulebook,
+    until: int,
+    versions: Versions | None = None,
+    cut_over: int | None = None,
+) -> tuple[list[Firing], StageWalk, list[Firing]]:
+    """Every firing of every rule for one customer decided by ``until`` (skips left
+    out), superseded steps included when ``versions`` holds rule changes (``book``
+    is then its seed), the customer's stage through time, and the firings deferred
+    by a send window still undecided at ``until`` (agents/offline/deferral.py)."""
     timeline = Timeline(facts.order_times, facts.session_times, facts.consents, facts.order_spend)
     stages = StageWalk(timeline, book.lifecycle, until)
     items: list[LadderItem] = []
+    kept: dict[str, list[tuple[int, bool]]] = {}
     if versions is not None and versions.changed:
         for name in versions.names():
-            items += versioned_ladder(timeline, name, versions, until, stages)
+            kept[name] = []
+            items += versioned_ladder(timeline, name, versions, until, stages, kept[name])
     else:
         for rule in book.rules:
             items += timeline.ladder(rule, until, stages)
-    out: list[Firing] = []
-    for item in items:
-        rule = item.rule
-        if not item.in_audience and item.superseded_at is None:
-            continue  # skipped: no decision, the ladder moves on
-        out.append(
-            Firing(
-                customer_id=facts.customer_id,
-                rule=rule.name,
-                priority=item.priority,
-                step=item.step,
-                threshold=item.threshold,
-                anchor=item.anchor,
-                due=item.due,
-                transactional=rule.transactional,
-                arbitration=rule.arbitration,
-                reason=reason_text(rule, item.step, item.threshold, item.anchor),
-                channel=rule.channel,
-                rule_version=rule.version,
-                superseded_at=item.superseded_at,
-            )
-        )
-    return out, stages
+    priority_at = None
+    if versions is not None and versions.changed:
+
+        def priority_at(name: str, t: int) -> int | None:
+            rule = versions.at(t).rule(name)
+            return None if rule is None else rule.priority
+
+    decided, undecided = schedule(
+        items, timeline, stages, facts.zone_at, until, cut_over, kept, priority_at
+    )
+    made = [_firing(facts.customer_id, t) for t in decided]
+    return made, stages, [_firing(facts.customer_id, t) for t in undecided]
 
 
-def _opted_out_at(consents: tuple[tuple[int, str], ...], due: int) -> bool:
-    latest: tuple[int, bool] | None = None
-    for t, status in consents:
-        if t <= due:
-            key = (t, status == CONSENT_OPTED_OUT)
-            latest = key if latest is None or key > latest else latest
-    return latest is not None and latest[1]
-
-
-def apply_guardrails(
-    firings: list[Firing],
-    facts: dict[str, CustomerFacts],
-    guardrails: GuardrailSettings | Callable[[int], GuardrailSettings],
-    transactional_at: Callable[[int], frozenset[str]] | None = None,
-) -> list[tuple[Firing, Verdict]]:
-    """Give every firing (already in output order) its verdict (docs/guardrails.md
-    "Guardrails"): holdout, opted_out, outranked, min_gap, frequency_cap, with the
-    guardrails in force at its due time (``guardrails(due)`` across rule changes).
-
-    A transactional firing skips holdout, min_gap and frequency_cap, is never
-    outranked, never outranks, and its deliveries do not count toward another
-    firing's gap or cap.  A firing with arbitration on is ``outranked`` when a
-    non-transactional firing of the customer due at the same instant with a lower
-    priority number came before it (whatever that one's outcome).
-
-    Across rule changes (docs/rules.md "Changing rules") a superseded step is no
-    nudge: it is recorded as such, and never counts toward a gap, a cap or
-    arbitration; and the gap and the cap at D count the delivered nudges of the
-    rules that are not transactional in the version in force at D
-    (``transactional_at(D)``: those rules' names).
-    """
-    # customer -> (due, rule, transactional when it fired) of each delivered firing
-    delivered: dict[str, list[tuple[int, str, bool]]] = {}
-    # customer -> (due, priority) of their first non-transactional firing at that instant
-    first_at: dict[str, tuple[int, int]] = {}
-    out: list[tuple[Firing, Verdict]] = []
-    for f in firings:
-        if f.superseded_at is not None:
-            out.append((f, SUPERSEDED))
-            continue
-        guard = guardrails(f.due) if callable(guardrails) else guardrails
-        cid = f.customer_id
-        holdout = (
-            not f.transactional
-            and ids.holdout_bucket(cid, guard.holdout_salt) < guard.holdout_percent
-        )
-        history = delivered.setdefault(cid, [])
-        if transactional_at is None:
-            sent = [t for t, _, tx in history if not tx]
-        else:
-            exempt = transactional_at(f.due)
-            sent = [t for t, rule, _ in history if rule not in exempt]
-        first = first_at.get(cid)
-        if first is None or first[0] != f.due:
-            first = None
-        pressure = not f.transactional  # subject to gap and cap
-        if holdout:
-            outcome = OUTCOME_HOLDOUT
-        elif _opted_out_at(facts[cid].consents, f.due):
-            outcome = OUTCOME_OPTED_OUT
-        elif f.arbitration and pressure and first is not None and first[1] < f.priority:
-            outcome = OUTCOME_OUTRANKED
-        elif pressure and sent and f.due - sent[-1] < guard.min_gap:
-            outcome = OUTCOME_MIN_GAP
-        elif (
-            pressure
-            and len([t for t in sent if t > f.due - guard.frequency_window]) >= guard.frequency_cap
-        ):
-            outcome = OUTCOME_FREQUENCY_CAP
-        else:
-            outcome = OUTCOME_DELIVERED
-            history.append((f.due, f.rule, f.transactional))
-        if pressure and first is None:
-            first_at[cid] = (f.due, f.priority)
-        out.append((f, Verdict(outcome == OUTCOME_DELIVERED, outcome, holdout)))
-    return out
-
-
-@dataclass(frozen=True, slots=True)
-class Conversion:
-    """The first order within the attribution window after a delivered/holdout firing."""
-
-    firing: Firing
-    group: str
-    converted_at: int
-    order_id: str
-
-    # The firing's side, named as agents.messages.outcome_record reads a conversion.
-    @property
-    def customer_id(self) -> str:
-        return self.firing.customer_id
-
-    @property
-    def rule(self) -> str:
-        return self.firing.rule
-
-    @property
-    def step(self) -> int:
-        return self.firing.step
-
-    @property
-    def anchor_at(self) -> int:
-        return self.firing.anchor
-
-    @property
-    def due_at(self) -> int:
-        return self.firing.due
-
-    @property
-    def trigger_id(self) -> str:
-        return ids.trigger_id(self.customer_id, self.rule, self.step, self.anchor_at)
-
-    @property
-    def hours_to_convert(self) -> float:
-        # A conversion is strictly after its due time, so the smallest figure is 0.001.
-        hours = round((self.converted_at - self.due_at) / (3600 * MICROS_PER_SECOND), 3)
-        return hours if hours > 0 else 0.001
-
-
-def conversions(
-    judged: list[tuple[Firing, Verdict]], facts: dict[str, CustomerFacts], window: int
-) -> list[Conversion]:
-    out: list[Conversion] = []
-    for f, verdict in judged:
-        if verdict.outcome not in (OUTCOME_DELIVERED, OUTCOME_HOLDOUT):
-            continue
-        window_end = f.due + window
-        hit = next(
-            ((t, o) for t, _, o in facts[f.customer_id].orders if f.due < t <= window_end), None
-        )
-        if hit is not None:
-            out.append(Conversion(f, verdict.outcome, hit[0], hit[1]))
-    return out
+def _firing(customer_id: str, timing: Timing) -> Firing:
+    item = timing.item
+    rule = item.rule
+    return Firing(
+        customer_id=customer_id,
+        rule=rule.name,
+        priority=timing.priority,
+        step=item.step,
+        threshold=item.threshold,
+        anchor=item.anchor,
+        due=item.due,
+        transactional=rule.transactional,
+        arbitration=rule.arbitration,
+        reason=reason_text(rule, item.step, item.threshold, item.anchor),
+        channel=rule.channel,
+        rule_version=rule.version,
+        superseded_at=timing.at if timing.at_switch else None,
+        send_at=timing.send_at,
+        zone=timing.zone,
+        decided_at=timing.at,
+        ruled=timing.outcome,
+        deferred=timing.deferred,
+    )
 
 
 def outcome_dict(c: Conversion, attribution_window: int) -> dict[str, Any]:
@@ -571,6 +364,7 @@ def report_rows(
         key = CountKey(f.rule, f.step, v.outcome)
         counts = decided.setdefault(f.customer_id, {})
         counts[key] = counts.get(key, 0) + 1
+    sends = send_counts(judged)
     won: dict[str, dict[CountKey, int]] = {}
     for c in converted:
         key = CountKey(c.firing.rule, c.firing.step, c.group)
@@ -596,6 +390,7 @@ def report_rows(
                 stage=stages.get(cid, "prospect"),
                 decision_counts=decided.get(cid, {}),
                 conversion_counts=won.get(cid, {}),
+                send_counts=sends.get(cid, {}),
             )
         )
     return rows
@@ -623,6 +418,9 @@ def decision_dict(firing: Firing, verdict: Verdict, *, versioned: bool = False) 
         out["rule_version"] = firing.rule_version
         if firing.channel is not None:
             out["channel"] = firing.channel
+    if firing.zone is not None:
+        # Only with a window (docs/send-windows.md): absent otherwise.
+        out.update(send_fields(firing.send_at, firing.zone))
     return out
 
 
@@ -681,6 +479,9 @@ class ReferenceResult:
     facts: dict[str, CustomerFacts]
     until: int | None  # the evaluation horizon used (None: the file had no valid event)
     lines: int  # non-blank lines read
+    # Firings deferred by a send window to after ``until``: no decision yet.
+    undecided: list[Firing] = field(default_factory=list)
+    conversions: list[Conversion] = field(default_factory=list)  # what ``outcomes`` renders
 
 
 def _settings(cfg: ReferenceConfig | CoreSettings) -> tuple[CoreSettings, int, int, int]:
@@ -815,14 +616,16 @@ def compute_decisions(
     book = legacy_rulebook(core) if rules is None else read_rules(rules)
     versions = Versions.read(book, changes)
     firings: list[Firing] = []
+    undecided: list[Firing] = []
     stages: dict[str, str] = {}
+    cut_over = core.backfill_until
     if horizon is not None:
         for cid, customer in facts.items():
-            made, walk = customer_firings(customer, book, horizon, versions)
+            made, walk, left = customer_firings(customer, book, horizon, versions, cut_over)
             firings.extend(made)
+            undecided.extend(left)
             stages[cid] = walk.at(horizon)
-    if core.backfill_until is not None:
-        cut_over = core.backfill_until
+    if cut_over is not None:
         # Backfill loads history without firing: these never happened, so they
         # must not count toward any guardrail either.
         firings = [f for f in firings if f.due >= cut_over]
@@ -855,4 +658,6 @@ def compute_decisions(
         facts=facts,
         until=horizon,
         lines=read,
+        undecided=sorted(undecided, key=Firing.sort_key),
+        conversions=converted,
     )

@@ -28,9 +28,17 @@ as a dict (durations in micros)::
      "transactional": bool, "arbitration": bool,  # the file's default resolved;
                                                   # always false when transactional
      "channel": str | None, "reason": str | None, # as written (None: not given)
-     "on_change": "pin"}                          # only when "pin" (docs/rules.md
+     "on_change": "pin",                          # only when "pin" (docs/rules.md
                                                   # "Changing rules"): restart, the
                                                   # default, leaves every hash as it was
+     "send_window": {                             # only when the rule has a window
+         "windows": [{"days": [0-6, ...], "open": minutes, "close": minutes}, ...],
+         "policy": "defer" | "drop", "max_delay": micros | None,
+         "default_zone": str, "zone": str}        # zone only when fixed
+
+A rule's window (docs/send-windows.md): its own ``send_window`` table, else the file's
+``[send_window]``, else none; ``send_window = "none"`` bypasses the file's.  The
+file's ``default_timezone`` (UTC when unset) goes into every window read.
 """
 
 from __future__ import annotations
@@ -52,6 +60,7 @@ from agents.core.settings import (
     CoreSettings,
 )
 from agents.core.timeutil import parse_duration
+from agents.offline.windows import known_zone
 
 ANCHOR_FIRST_ORDER = "first_order"
 ANCHOR_LAST_ORDER = "last_order"
@@ -79,6 +88,9 @@ LEGACY_REASONS = {
     RULE_OVERDUE: "no order for {span} since {anchor_date}, overdue for their usual rhythm",
 }
 LEGACY_LIFECYCLE_PRIORITY = 15
+DAY_NAMES = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+DAY_GROUPS = {"weekdays": DAY_NAMES[:5], "weekends": DAY_NAMES[5:], "all": DAY_NAMES}
+NO_WINDOW = "none"
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +102,25 @@ class Cadence:
 
 
 Step = int | Cadence  # an int is a fixed duration in micros
+
+
+@dataclass(frozen=True, slots=True)
+class WindowSpec:
+    """A rule's send window as the reference holds it: plain values as written."""
+
+    # (day names, open "HH:MM", close "HH:MM") of each window, in file order.
+    windows: tuple[tuple[tuple[str, ...], str, str], ...]
+    policy: str = "defer"
+    max_delay: int | None = None  # micros
+    zone: str | None = None  # a fixed zone, else the customer's
+    default_zone: str = "UTC"  # the file's default_timezone
+
+    def table(self) -> dict[str, Any]:
+        """The plain ``send_window`` table agents/offline/windows.py reads."""
+        return {
+            "windows": [{"days": list(d), "open": o, "close": c} for d, o, c in self.windows],
+            "policy": self.policy,
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,6 +161,7 @@ class RuleSpec:
     reason: str | None = None  # as written; None: the fallback template
     enabled: bool = True
     on_change: str = ON_CHANGE_RESTART
+    send_window: WindowSpec | None = None
 
     @property
     def template(self) -> str:
@@ -196,7 +228,16 @@ def read_rules(document: str | Mapping[str, Any]) -> Rulebook:
         lapsed_after=_duration(lc, "lapsed_after", legacy_inactivity[-1], "lifecycle"),
         priority=int(lc.get("priority", LEGACY_LIFECYCLE_PRIORITY)),
     )
-    rules = [_rule(r, f"rule[{i}]", arbitration) for i, r in enumerate(doc.get("rule", []))]
+    default_zone = doc.get("default_timezone", "UTC")
+    if not known_zone(default_zone):
+        raise ValueError(f"default_timezone: unknown zone {default_zone!r}")
+    file_window = (
+        _window(doc["send_window"], "send_window", default_zone) if "send_window" in doc else None
+    )
+    rules = [
+        _rule(r, f"rule[{i}]", arbitration, file_window, default_zone)
+        for i, r in enumerate(doc.get("rule", []))
+    ]
     enabled = sorted((r for r in rules if r.enabled), key=lambda r: r.priority)
     return Rulebook(tuple(enabled), guardrails, lifecycle)
 
@@ -218,7 +259,38 @@ def _duration(table: Mapping[str, Any], key: str, default: int, where: str) -> i
     return value // timedelta(microseconds=1)
 
 
-def _rule(raw: Mapping[str, Any], where: str, file_arbitration: bool) -> RuleSpec:
+def _window(raw: Any, where: str, default_zone: str) -> WindowSpec | None:
+    """A ``send_window`` value: a table, or "none" (no window)."""
+    if raw == NO_WINDOW:
+        return None
+    if not isinstance(raw, Mapping):
+        raise ValueError(f"{where}: expected a table or {NO_WINDOW!r}")
+    windows = []
+    for j, w in enumerate(raw.get("windows", [])):
+        days = w["days"]
+        names = DAY_GROUPS.get(days, (days,)) if isinstance(days, str) else tuple(days)
+        if not set(names) <= set(DAY_NAMES):
+            raise ValueError(f"{where}.windows[{j}].days: unknown day in {days!r}")
+        windows.append((tuple(names), str(w["open"]), str(w["close"])))
+    if not windows:
+        raise ValueError(f"{where}.windows: no window")
+    zone = raw.get("zone")
+    if zone is not None and not known_zone(zone):
+        raise ValueError(f"{where}.zone: unknown zone {zone!r}")
+    policy = raw.get("policy", "defer")
+    if policy not in ("defer", "drop"):
+        raise ValueError(f"{where}.policy: expected 'defer' or 'drop', got {policy!r}")
+    max_delay = _duration(raw, "max_delay", 0, where) if "max_delay" in raw else None
+    return WindowSpec(tuple(windows), policy, max_delay, zone, default_zone)
+
+
+def _rule(
+    raw: Mapping[str, Any],
+    where: str,
+    file_arbitration: bool,
+    file_window: WindowSpec | None = None,
+    default_zone: str = "UTC",
+) -> RuleSpec:
     name = raw["name"]
     anchor_raw = raw.get("anchor", ANCHOR_FIRST_ORDER)
     if isinstance(anchor_raw, str):
@@ -256,6 +328,11 @@ def _rule(raw: Mapping[str, Any], where: str, file_arbitration: bool) -> RuleSpe
         reason=raw.get("reason"),
         enabled=bool(raw.get("enabled", True)),
         on_change=on_change,
+        send_window=(
+            _window(raw["send_window"], f"{where}.send_window", default_zone)
+            if "send_window" in raw
+            else file_window
+        ),
     )
 
 
@@ -383,6 +460,31 @@ def canonical(rule: RuleSpec) -> dict[str, Any]:
     }
     if rule.on_change == ON_CHANGE_PIN:
         out["on_change"] = ON_CHANGE_PIN
+    if rule.send_window is not None:
+        out["send_window"] = _window_dict(rule.send_window)
+    return out
+
+
+def _window_dict(w: WindowSpec) -> dict[str, Any]:
+    def minutes(text: str) -> int:
+        hours, mins = text.split(":")
+        return int(hours) * 60 + int(mins)
+
+    out: dict[str, Any] = {
+        "windows": [
+            {
+                "days": sorted({DAY_NAMES.index(d) for d in days}),
+                "open": minutes(o),
+                "close": minutes(c),
+            }
+            for days, o, c in w.windows
+        ],
+        "policy": w.policy,
+        "max_delay": w.max_delay,
+        "default_zone": w.default_zone,
+    }
+    if w.zone is not None:
+        out["zone"] = w.zone
     return out
 
 

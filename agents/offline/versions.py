@@ -180,10 +180,19 @@ def _threshold(timeline: Timeline, rule: RuleSpec, step: int, t: int) -> int:
 
 
 def versioned_ladder(
-    timeline: Timeline, name: str, versions: Versions, until: int, stages: StageWalk
+    timeline: Timeline,
+    name: str,
+    versions: Versions,
+    until: int,
+    stages: StageWalk,
+    kept: list[tuple[int, bool]] | None = None,
 ) -> list[LadderItem]:
     """Every step of rule ``name`` due at or before ``until`` across the versions,
-    with the superseded ones at each switch (module doc), in time order."""
+    with the superseded ones at each switch (module doc), in time order.
+
+    ``kept`` (when given) gets (Ti, whether the rule goes on) for each switch: true
+    when it is unchanged or its ladder is pinned, false when it restarts or stops
+    (what a deferred firing of it becomes: docs/send-windows.md "Deferred firings")."""
     switches = {v.applied_at: v for v in versions.versions[1:] if v.applied_at is not None}
     points = sorted(
         {*(t for t in timeline.times if t <= until), *(t for t in switches if t <= until)}
@@ -210,6 +219,7 @@ def versioned_ladder(
         if new is not None:
             old, cur = cur, new
             rule = new.rule(name)
+            goes_on = False
             if rule is None:
                 pin = None  # a removal is a removal, pins included
             else:
@@ -218,12 +228,13 @@ def versioned_ladder(
                     g_version = None
                 g = g_version.rule(name) if g_version is not None else None
                 if g is not None and g.version == rule.version:
-                    pass  # unchanged: it keeps going (a pin on it stays)
+                    goes_on = True  # unchanged: it keeps going (a pin on it stays)
                 elif rule.on_change == ON_CHANGE_PIN and g is not None and g_version is not None:
                     a = live_anchor(timeline, g, start)
                     k = step_done if a is not None and a == anchor_done else 0
                     if a is not None and a < start and k < len(g.steps):
                         pin, anchor_done, step_done = g_version, a, k
+                        goes_on = True
                     else:
                         pin = None
                         anchor_done, step_done = _restart(
@@ -234,6 +245,8 @@ def versioned_ladder(
                     anchor_done, step_done = _restart(
                         timeline, rule, start, anchor_done, step_done, items
                     )
+            if kept is not None:
+                kept.append((start, goes_on))
         # 3. The steps due in [start, end) under the governing version.
         governing = pin if pin is not None else cur
         rule = governing.rule(name)

@@ -8,13 +8,23 @@ the rules check), each instant is turned into a local date and time with
 after the due time, plus the exact instant each offset change takes effect (the
 first valid instant after a skipped hour need not fall on a minute of the
 scan).  Slow, obvious, and independent.
+
+The reference decides thousands of firings, too many for a minute-by-minute scan
+each, so :func:`opening` finds the same instant from a short list of candidates
+(the due time, each local opening in both folds, each offset change, found by
+hourly sampling and bisection) checked with the same :func:`_inside`; a property
+test holds it equal to :func:`next_opening` (tests/unit/offline/test_windows.py).
+Zones are read here too, from the ``tzdata`` package's own files, never the
+host's (docs/send-windows.md "Zones").
 """
 
 from __future__ import annotations
 
+import functools
+import importlib.resources
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -123,3 +133,110 @@ def decide(due_at: int, zone: ZoneInfo, table: Mapping[str, Any]) -> int | None:
         return opening
     delay = parse_duration(table["max_delay"]) // _US
     return opening if opening - due_at <= delay else None
+
+
+# --- zones --------------------------------------------------------------------------
+
+
+@functools.cache
+def tzdata_zones() -> frozenset[str]:
+    """The zone names of the pinned ``tzdata`` package's own list, its ``Factory``
+    placeholder left out."""
+    listed = importlib.resources.files("tzdata").joinpath("zones").read_text(encoding="utf-8")
+    return frozenset(listed.split()) - {"Factory"}
+
+
+@functools.cache
+def zone(name: str) -> ZoneInfo | None:
+    """The package's file for ``name``, not zoneinfo.ZoneInfo(name): that reads the host's
+    first.  One object per name (datetime compares zones by identity)."""
+    if not isinstance(name, str) or len(name) > 64 or name not in tzdata_zones():
+        return None
+    try:
+        path = importlib.resources.files("tzdata.zoneinfo").joinpath(*name.split("/"))
+        with path.open("rb") as f:
+            return ZoneInfo.from_file(f, key=name)
+    except (OSError, ValueError):
+        return None
+
+
+def known_zone(name: object) -> bool:
+    return isinstance(name, str) and zone(name) is not None
+
+
+# --- the same answers, faster --------------------------------------------------------
+
+_HOUR = 3_600_000_000
+_DAY = 24 * _HOUR
+
+
+def opening(t: int, zone: ZoneInfo, hours: tuple[Hours, ...], limit: int) -> int | None:
+    """The first instant in [t, t + limit] inside, the same as :func:`next_opening`
+    bounded by ``limit``: inside changes from no to yes only at a local opening
+    (in either fold) or at an offset change, so those and ``t`` are the only
+    candidates.  Looked for a day at a time, so a near opening is found soon."""
+    listed = list(hours)
+    if _inside(t, zone, listed):
+        return t
+    end = min(t + limit, t + HORIZON // _US - 1)
+    start = t
+    while start < end:
+        stop = min(start + _DAY, end)
+        candidates = set(_changes(start, stop, zone))
+        day = local(start, zone).date() - timedelta(days=1)
+        last = local(stop, zone).date() + timedelta(days=1)
+        while day <= last:
+            name = _NAMES[day.weekday()]
+            for w in hours:
+                if name in w.days:
+                    candidates.update(_instants(day, w.open, zone))
+            day += timedelta(days=1)
+        for c in sorted(x for x in candidates if start < x <= stop):
+            if _inside(c, zone, listed):
+                return c
+        start = stop
+    return None
+
+
+def _instants(day: date, hm: tuple[int, int], zone: ZoneInfo) -> list[int]:
+    """The instants whose local wall time is ``day`` at ``hm`` (none in a skipped hour,
+    two in a repeated one)."""
+    wall = datetime.combine(day, time(*hm))
+    out = []
+    for fold in (0, 1):
+        at = wall.replace(tzinfo=zone, fold=fold).astimezone(UTC)
+        if at.astimezone(zone).replace(tzinfo=None) == wall:
+            out.append((at - _EPOCH) // _US)
+    return out
+
+
+def _changes(t: int, end: int, zone: ZoneInfo) -> list[int]:
+    """Every offset change in (t, end], sampled hourly (no zone changes twice within
+    an hour) and placed to the second."""
+    out = []
+    before, offset = t, local(t, zone).utcoffset()
+    x = t + _HOUR
+    while True:
+        x = min(x, end)
+        now = local(x, zone).utcoffset()
+        if now != offset:
+            out.append(_change(before, x, zone))
+            offset = now
+        if x >= end:
+            return out
+        before, x = x, x + _HOUR
+
+
+@functools.lru_cache(maxsize=65536)
+def send_time(
+    due_at: int, name: str, windows: tuple[Hours, ...], policy: str, max_delay: int | None
+) -> int | None:
+    """:func:`decide` for windows already read, through :func:`opening`."""
+    zone_ = zone(name)
+    assert zone_ is not None
+    if _inside(due_at, zone_, list(windows)):
+        return due_at
+    if policy == "drop":
+        return None
+    limit = HORIZON // _US if max_delay is None else max_delay
+    return opening(due_at, zone_, windows, limit)

@@ -149,9 +149,12 @@ def _value(v: Any) -> str:
 
 
 def to_toml(doc: dict[str, Any]) -> str:
-    """``doc`` (format, [guardrails], [lifecycle], [[rule]] with [rule.audience]) as TOML."""
+    """``doc`` (format, default_timezone, [guardrails], [lifecycle], [send_window],
+    [[rule]] with [rule.audience]) as TOML."""
     out = [f"format = {doc['format']}"]
-    for table in ("guardrails", "lifecycle"):
+    if "default_timezone" in doc:
+        out.append(f"default_timezone = {_value(doc['default_timezone'])}")
+    for table in ("guardrails", "lifecycle", "send_window"):
         if table in doc:
             out += ["", f"[{table}]"] + [f"{k} = {_value(v)}" for k, v in doc[table].items()]
     for rule in doc.get("rule", []):
@@ -161,6 +164,60 @@ def to_toml(doc: dict[str, Any]) -> str:
             out += ["", "[rule.audience]"]
             out += [f"{k} = {_value(v)}" for k, v in rule["audience"].items()]
     return "\n".join(out) + "\n"
+
+
+# --- send windows (docs/send-windows.md) -------------------------------------------------
+
+# 20 zones a customer's events may carry (issue 22's DST edges, half-hour and
+# 45-minute offsets, southern summers), an unknown one, and none.
+ZONES = (
+    "Europe/Berlin",
+    "America/New_York",
+    "Australia/Lord_Howe",
+    "Asia/Kathmandu",
+    "Pacific/Apia",
+    "Asia/Tehran",
+    "UTC",
+    "Europe/London",
+    "America/Los_Angeles",
+    "America/St_Johns",
+    "America/Sao_Paulo",
+    "Asia/Riyadh",
+    "Asia/Kolkata",
+    "Asia/Tokyo",
+    "Australia/Sydney",
+    "Pacific/Chatham",
+    "Europe/Moscow",
+    "America/Santiago",
+    "Africa/Cairo",
+    "US/Eastern",
+)
+EVENT_ZONES = (*ZONES, None, None, None, "Mars/Olympus_Mons")
+
+# Windows that meet the half-day grid (10:00 and 22:00 UTC) in UTC and London,
+# Berlin's skipped hour, one crossing midnight, and the core's check's own draws.
+TABLES: tuple[dict[str, Any], ...] = (
+    {"windows": [{"days": "weekdays", "open": "09:00", "close": "20:00"}]},
+    {"windows": [{"days": "all", "open": "10:00", "close": "12:00"}]},
+    {"windows": [{"days": "all", "open": "22:00", "close": "23:00"}], "policy": "drop"},
+    {
+        "windows": [
+            {"days": ["fri"], "open": "22:00", "close": "01:00"},
+            {"days": "weekends", "open": "10:00", "close": "18:00"},
+        ]
+    },
+    {"windows": [{"days": "all", "open": "02:30", "close": "03:30"}]},
+    {"windows": [{"days": "weekdays", "open": "09:00", "close": "17:00"}], "max_delay": "PT12H"},
+    {"windows": [{"days": ["mon", "wed"], "open": "10:00", "close": "10:30"}], "max_delay": "P2D"},
+)
+
+
+@st.composite
+def window_table(draw: st.DrawFn) -> dict[str, Any]:
+    table = dict(draw(st.sampled_from(TABLES)))
+    if draw(st.integers(0, 3)) == 0:
+        table["zone"] = draw(st.sampled_from(ZONES))
+    return table
 
 
 # --- random files -----------------------------------------------------------------------
@@ -217,7 +274,12 @@ def _audience(draw: st.DrawFn) -> dict[str, Any]:
 
 @st.composite
 def _rule(
-    draw: st.DrawFn, name: str, priority: int, settled_only: bool, may_disable: bool
+    draw: st.DrawFn,
+    name: str,
+    priority: int,
+    settled_only: bool,
+    may_disable: bool,
+    windows: bool = False,
 ) -> dict[str, Any]:
     kind = draw(st.sampled_from(("first_order", "last_order", "last_activity", "last_session")))
     cancel_on = draw(
@@ -248,6 +310,12 @@ def _rule(
         rule["transactional"] = True  # never outranked: no arbitration of its own
     elif draw(st.integers(0, 2)) == 0:
         rule["arbitration"] = draw(st.booleans())
+    if windows:
+        own = draw(st.integers(0, 3))
+        if own == 1:
+            rule["send_window"] = draw(window_table())
+        elif own == 2:
+            rule["send_window"] = "none"
     audience = draw(_audience())
     if audience:
         rule["audience"] = audience
@@ -255,13 +323,20 @@ def _rule(
 
 
 @st.composite
-def rules_document_dicts(draw: st.DrawFn, *, settled_only: bool = True) -> dict[str, Any]:
-    """What ``tomllib`` gives for a random valid rules file."""
+def rules_document_dicts(
+    draw: st.DrawFn, *, settled_only: bool = True, windows: bool = False
+) -> dict[str, Any]:
+    """What ``tomllib`` gives for a random valid rules file (``windows``: with send
+    windows, a file default and a default zone now and then)."""
     names = draw(st.lists(st.sampled_from(NAMES), min_size=1, max_size=5, unique=True))
     priorities = draw(
         st.lists(st.integers(1, 40), min_size=len(names) + 1, max_size=len(names) + 1, unique=True)
     )
     doc: dict[str, Any] = {"format": 1}
+    if windows and draw(st.booleans()):
+        doc["default_timezone"] = draw(st.sampled_from(ZONES))
+    if windows and draw(st.booleans()):
+        doc["send_window"] = draw(window_table())
     guardrails: dict[str, Any] = {}
     if draw(st.booleans()):
         guardrails["holdout_percent"] = draw(st.sampled_from((0.0, 10.0, 50.0)))
@@ -291,12 +366,12 @@ def rules_document_dicts(draw: st.DrawFn, *, settled_only: bool = True) -> dict[
             priorities[priorities.index(15)] = 41
     # The first rule is always enabled: a file runs at least one rule.
     doc["rule"] = [
-        draw(_rule(name, priority, settled_only, i > 0))
+        draw(_rule(name, priority, settled_only, i > 0, windows))
         for i, (name, priority) in enumerate(zip(names, priorities, strict=False))
     ]
     return doc
 
 
-def rules_documents(*, settled_only: bool = True) -> st.SearchStrategy[str]:
+def rules_documents(*, settled_only: bool = True, windows: bool = False) -> st.SearchStrategy[str]:
     """Random valid rules files, as TOML text."""
-    return rules_document_dicts(settled_only=settled_only).map(to_toml)
+    return rules_document_dicts(settled_only=settled_only, windows=windows).map(to_toml)

@@ -192,3 +192,49 @@ def test_brute_force_skips_apias_missing_friday() -> None:
     assert shown(t, "Pacific/Apia") == "2012-01-06T09:00:00+14:00"
     table["max_delay"] = "P7D"
     assert brute.decide(utc("2011-12-24T04:00:00+00:00"), apia, table) is None
+
+
+# The reference's fast reading (candidates instead of a scan of every minute) gives
+# the brute force's answers: the offline reference decides with it.
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(cases())
+def test_the_fast_reading_decides_as_the_minute_scan(
+    case: tuple[str, int, dict[str, Any]],
+) -> None:
+    name, t, table = case
+    zone = brute.zone(name)
+    assert zone is not None
+    hours = tuple(brute.read_windows(table))
+    max_delay = core.parse_send_window(table)[0]
+    assert max_delay is not None
+    got = brute.send_time(t, name, hours, table.get("policy", "defer"), max_delay.policy.max_delay)
+    assert got == brute.decide(t, zone, table)
+    assert brute.opening(t, zone, hours, 15 * DAY) == brute.next_opening(t, zone, table)
+
+
+def test_the_fast_reading_at_issue_22s_edges() -> None:
+    """Berlin's spring gap (a 02:30 opening sent at 03:00 CEST), Berlin's repeated
+    hour (a due time between the two passes waits for the second), Apia's missing
+    Friday."""
+    gap = (brute.Hours(("sun",), (2, 30), (5, 0)),)
+    t = brute.send_time(utc("2026-03-28T23:30:00+00:00"), "Europe/Berlin", gap, "defer", None)
+    assert shown(t, "Europe/Berlin") == "2026-03-29T03:00:00+02:00"
+    twice = (brute.Hours(("sun",), (2, 30), (2, 40)),)
+    t = brute.send_time(utc("2026-10-25T00:45:00+00:00"), "Europe/Berlin", twice, "defer", None)
+    assert shown(t, "Europe/Berlin") == "2026-10-25T02:30:00+01:00"
+    fri = (brute.Hours(("fri",), (9, 0), (17, 0)),)
+    t = brute.send_time(utc("2011-12-24T04:00:00+00:00"), "Pacific/Apia", fri, "defer", None)
+    assert shown(t, "Pacific/Apia") == "2012-01-06T09:00:00+14:00"
+    week = 7 * DAY
+    assert (
+        brute.send_time(utc("2011-12-24T04:00:00+00:00"), "Pacific/Apia", fri, "defer", week)
+        is None
+    )
+
+
+def test_zones_come_from_the_tzdata_package_only() -> None:
+    assert brute.known_zone("Europe/Berlin") and brute.known_zone("US/Eastern")
+    for wrong in ("Factory", "europe/berlin", "../../etc/passwd", "posixrules", "Mars/Base", 3):
+        assert not brute.known_zone(wrong), wrong
