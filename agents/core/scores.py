@@ -9,7 +9,7 @@ customer's facts.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any, Protocol
@@ -153,3 +153,24 @@ def _values(inputs: ScoreInputs, gamma_gamma: Mapping[str, GammaGammaParams]) ->
             continue  # no finite mean order value (prediction.expected_order_value)
         out[currency] = round(expected_order_value(params, inputs.x, mean), 2)
     return out
+
+
+class _Versioned(Protocol):
+    @property
+    def applied_at(self) -> int | None: ...
+    @property
+    def rules(self) -> Any: ...
+
+
+def model_at(versions: Sequence[_Versioned], as_of: int) -> ScoreModel | None:
+    """The ``[model]`` of the rules version in force at ``as_of``: the newest one
+    applied at or before it (the seed, ``applied_at`` None, from the beginning), as a
+    model switches with its rules file (docs/prediction.md "Publishing a model")."""
+    found = None
+    for version in versions:
+        if version.applied_at is None or version.applied_at <= as_of:
+            found = version
+    if found is None:
+        return None
+    model: ScoreModel | None = getattr(found.rules, "model", None)
+    return model
