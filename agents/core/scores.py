@@ -19,11 +19,12 @@ from agents.core.prediction import (
     UNIT_MICROS,
     GammaGammaParams,
     NbdParams,
+    TimeUnit,
     expected_order_value,
     expected_orders,
     p_alive,
 )
-from agents.core.timeutil import iso
+from agents.core.timeutil import iso, parse_timestamp, to_micros
 
 # The kind shown as "the" P(alive) when a model has both: MBG/NBD lets a one-time
 # buyer drop out, and it is a churn_risk rule's default (docs/prediction.md "Scores").
@@ -174,3 +175,64 @@ def model_at(versions: Sequence[_Versioned], as_of: int) -> ScoreModel | None:
         return None
     model: ScoreModel | None = getattr(found.rules, "model", None)
     return model
+
+
+@dataclass(frozen=True, slots=True)
+class StoredModel:
+    """A model as the read model stores it beside a customer's inputs."""
+
+    version: str
+    time_unit: str
+    kinds: Mapping[str, NbdParams]
+    gamma_gamma: Mapping[str, GammaGammaParams]
+
+
+def stored_inputs(inputs: ScoreInputs, model: ScoreModel) -> dict[str, Any] | None:
+    """What the Redis read model keeps of a customer's scores (schemas/readmodel.md
+    "Fields"): the inputs and the model's parameters, not the scores, so that a
+    reader scores at its own instant (they decay).  Only the currencies the model
+    has a Gamma-Gamma for; None when the model has no NBD kind."""
+    kinds = [k for k in KIND_ORDER if k in model.kinds]
+    if not kinds:
+        return None
+    spend = {
+        c: [inputs.spend[c], inputs.order_currencies[c]]
+        for c in sorted(model.gamma_gamma)
+        if c in inputs.spend and inputs.order_currencies.get(c, 0) > 0
+    }
+    return {
+        "model_version": model.version,
+        "time_unit": model.time_unit,
+        "x": inputs.x,
+        "first_order_at": iso(inputs.first_order_at),
+        "last_order_at": iso(inputs.last_order_at),
+        "spend": spend,
+        "models": {
+            k: {"r": p.r, "alpha": p.alpha, "a": p.a, "b": p.b}
+            for k in kinds
+            for p in (model.kinds[k],)
+        },
+        "gamma_gamma": {
+            c: {"p": g.p, "q": g.q, "v": g.v} for c in spend for g in (model.gamma_gamma[c],)
+        },
+    }
+
+
+def scores_of_stored(stored: Mapping[str, Any], as_of: int) -> dict[str, Any] | None:
+    """:func:`scores` from what :func:`stored_inputs` kept, at ``as_of``: what a
+    reader of the read model computes (schemas/readmodel.md "Fields")."""
+    unit: TimeUnit = "week" if stored["time_unit"] == "week" else "day"
+    model = StoredModel(
+        stored["model_version"],
+        unit,
+        {k: NbdParams(k, unit=unit, **p) for k, p in stored["models"].items()},
+        {c: GammaGammaParams(**g) for c, g in stored["gamma_gamma"].items()},
+    )
+    inputs = ScoreInputs(
+        stored["x"] + 1,
+        to_micros(parse_timestamp(stored["first_order_at"])),
+        to_micros(parse_timestamp(stored["last_order_at"])),
+        {c: s for c, (s, _) in stored["spend"].items()},
+        {c: n for c, (_, n) in stored["spend"].items()},
+    )
+    return score_inputs(inputs, model, as_of)
