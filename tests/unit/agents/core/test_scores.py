@@ -19,6 +19,7 @@ from agents.core.prediction import (
 )
 from agents.core.scores import ScoreInputs, inputs_of, score_inputs, scores
 from agents.core.state import CustomerState
+from tests.unit.agents.factories import purchase
 
 WEEK = UNIT_MICROS["week"]
 T0 = 1_700_000_000_000_000 - 1_700_000_000_000_000 % MICROS_PER_DAY  # a UTC midnight
@@ -36,15 +37,10 @@ class Model:
 
 
 def customer(*times: int, amount: str = "20.00") -> CustomerState:
+    """A customer whose orders at ``times`` (USD) were folded as the engine folds them."""
     state = CustomerState("c-1")
-    for i, t in enumerate(times):
-        state.orders += 1
-        state.first_order_at = min(t, state.first_order_at or t)
-        state.last_order_at = max(t, state.last_order_at or t)
-        state.order_times.append(t)
-        state.spend["USD"] = str(float(state.spend.get("USD", "0")) + float(amount))
-        state.order_currencies["USD"] = i + 1
-    state.order_times.sort()
+    for t in times:
+        state.apply(purchase("c-1", t, amount=amount, currency="USD"))
     return state
 
 
@@ -119,3 +115,6 @@ def test_inputs_need_every_order_day() -> None:
     state.orders = 40  # more orders than the kept order times: not exact without order_days
     if not hasattr(state, "order_days"):
         assert inputs_of(state) is None
+    else:
+        found = inputs_of(state)
+        assert found is not None and found.x == 1  # the state's own count of order days
