@@ -300,8 +300,9 @@ def test_a_live_report_under_rules_with_a_model_shows_the_p_alive_distribution(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
     # docs/reports.md "P(alive)": the configured rules' model scores every buyer at
-    # the report time; a one-time buyer long gone falls in a low tenth, a regular
+    # the report time; a one-time buyer gone a year falls in a low tenth, a regular
     # one just back in a high one.
+    from agents.core.prediction import NbdParams, p_alive
     from agents.core.rules import default_text
     from agents.core.rules.check import TOP_KEYS
     from tests.unit.agents.factories import purchase
@@ -332,4 +333,6 @@ def test_a_live_report_under_rules_with_a_model_shows_the_p_alive_distribution(
         2,
     )
     low, high = block["deciles"].index(1), 9 - block["deciles"][::-1].index(1)
-    assert low <= 2 and high >= 8
+    mbg = NbdParams("mbgnbd", r=0.5248, alpha=6.183, a=0.8914, b=1.614)
+    assert low == int(p_alive(mbg, 0, 0.0, 52.0) * 10) == 3  # 0.36
+    assert high >= 8
