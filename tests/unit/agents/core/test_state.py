@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from dataclasses import replace
 from decimal import Decimal
 from typing import Any
@@ -259,7 +260,7 @@ def expected_facts(events: list[Event]) -> dict[str, Any]:
     for e in orders.values():
         assert e.currency is not None
         currencies[e.currency] = currencies.get(e.currency, 0) + 1
-    return {
+    out: dict[str, Any] = {
         "orders": len(order_times),
         "first_order_at": order_times[0] if order_times else None,
         "second_order_at": order_times[1] if len(order_times) > 1 else None,
@@ -274,6 +275,13 @@ def expected_facts(events: list[Event]) -> dict[str, Any]:
         "consent_status": latest_consent.status if latest_consent else None,
         "consent_at": latest_consent.occurred_at if latest_consent else None,
     }
+    days = sorted({t // DAY for t in order_times})
+    if days:
+        # The order-day bitmap (docs/prediction.md "State"): bit i is day days[0] + i.
+        bits = sum(1 << (d - days[0]) for d in days)
+        raw = bits.to_bytes((bits.bit_length() + 7) // 8, "little")
+        out["od"] = [days[0], base64.b64encode(raw).decode()]
+    return out
 
 
 @settings(max_examples=200, deadline=None)
