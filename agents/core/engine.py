@@ -57,6 +57,7 @@ from agents.core.plans import (
     holds,
     move_stage,
     outranked,
+    pinned_plans,
     progress_after,
     stage_move_at,
 )
@@ -391,21 +392,7 @@ class Engine:
 
     def _plans_for(self, state: CustomerState, seg: VersionRules) -> tuple[Plan, ...]:
         """The segment's plans, a pinned ladder's rule taken from its pinned version."""
-        ladders = state.ladders
-        if not any(p.pin is not None for p in ladders.values()):
-            return seg.plans
-        out: list[Plan] = []
-        for plan in seg.plans:
-            progress = ladders.get(plan.name)
-            if progress is not None and progress.pin is not None:
-                pinned = self._by_id.get(progress.pin)
-                own = pinned.by_name.get(plan.name) if pinned is not None else None
-                # A pin to a version the bound dropped: silent until the customer's
-                # next switch, which restarts it (docs/rules.md "Changing rules").
-                out.append(plan.silenced() if own is None else own.placed_as(plan))
-            else:
-                out.append(plan)
-        return tuple(out)
+        return pinned_plans(state, seg, self._by_id)
 
     def _switch(self, state: CustomerState, at: int, out: list[Emission]) -> None:
         """The switch to the version applied at ``at`` (docs/rules.md "Changing

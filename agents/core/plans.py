@@ -4,7 +4,7 @@ one configuration (docs/rules.md "Rules file", "Changing rules")."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import replace
 from zoneinfo import ZoneInfo
 
@@ -106,6 +106,28 @@ class Plan:
         if fixed is not None:
             return fixed[step - 1]
         return self.steps[step - 1].threshold(state)
+
+
+def pinned_plans(
+    state: CustomerState, seg: VersionRules, by_id: Mapping[str, VersionRules]
+) -> tuple[Plan, ...]:
+    """``seg``'s plans, a pinned ladder's rule taken from its pinned version
+    (docs/rules.md "Changing rules")."""
+    ladders = state.ladders
+    if not any(p.pin is not None for p in ladders.values()):
+        return seg.plans
+    out: list[Plan] = []
+    for plan in seg.plans:
+        progress = ladders.get(plan.name)
+        if progress is not None and progress.pin is not None:
+            pinned = by_id.get(progress.pin)
+            own = pinned.by_name.get(plan.name) if pinned is not None else None
+            # A pin to a version the bound dropped: silent until the customer's
+            # next switch, which restarts it (docs/rules.md "Changing rules").
+            out.append(plan.silenced() if own is None else own.placed_as(plan))
+        else:
+            out.append(plan)
+    return tuple(out)
 
 
 def outranked(busy: tuple[int, str] | None, at: int, rule: str) -> bool:
