@@ -563,7 +563,7 @@ class CustomerState:
             last_order_at=d.get("last_order_at"),
             order_times=list(d.get("order_times", [])),
             spend=dict(d.get("spend", {})),
-            order_day_set=OrderDays(d.get("od")),
+            order_day_set=_order_days(d),
             order_currencies=dict(d.get("order_currencies", {})),
             active_spans=[list(x) for x in d.get("active_spans", [])],
             last_session_at=d.get("last_session_at"),
@@ -602,7 +602,7 @@ class CustomerState:
             second_order_at=d.get("second_order_at"),
             last_order_at=d.get("last_order_at"),
             order_times=d.get("order_times", []),
-            order_day_set=OrderDays(d.get("od")),
+            order_day_set=_order_days(d),
             last_activity_at=d.get("last_activity_at"),
             consent_status=d.get("consent_status"),
             ladders={k: _progress(v) for k, v in d.get("ladders", {}).items()},
@@ -622,6 +622,20 @@ class CustomerState:
             }
             for f in self.recent_firings
         ]
+
+
+def _order_days(d: dict[str, Any]) -> OrderDays:
+    """The row's order days; for a row written before they were kept (no ``"od"``
+    but orders), rebuilt from the order times it kept: the newest MAX_ORDER_TIMES,
+    the first and the second (docs/prediction.md "State")."""
+    wire = d.get("od")
+    if wire is not None or not d.get("orders"):
+        return OrderDays(wire)
+    out = OrderDays()
+    for t in {*d.get("order_times", ()), d.get("first_order_at"), d.get("second_order_at")}:
+        if t is not None:
+            out.add(t)
+    return out
 
 
 def _zones(d: dict[str, Any]) -> dict[str, Any]:

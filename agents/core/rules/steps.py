@@ -69,7 +69,8 @@ class PAliveBelow(Step):
     (:func:`agents.core.prediction.crossing_at`), less the anchor; 0 when P(alive)
     is already at or below ``p`` at the anchor (the engine records the step
     ``skipped`` at the anchor and moves on); None when it never falls (BG/NBD, one
-    order day): nothing due until the next order."""
+    order day), or when the crossing is more than 100 years after the anchor:
+    nothing due until the next order."""
 
     p: float
     params: NbdParams
@@ -79,9 +80,15 @@ class PAliveBelow(Step):
         first, last = facts.first_order_at, facts.last_order_at
         if first is None or last is None:
             return None
-        crossing = crossing_at(self.params, facts.order_days - 1, first, last, self.p, last)
+        try:
+            crossing = crossing_at(self.params, facts.order_days - 1, first, last, self.p, last)
+        except OverflowError:
+            return None  # a root too far to compute: more than far enough to never fall due
         if crossing.at is not None:
-            return crossing.at - last
+            # Beyond the longest duration a setting may hold: never (a due time stays
+            # a representable datetime, as for a cadence step).
+            after = crossing.at - last
+            return after if after <= MAX_DURATION else None
         return 0 if crossing.status == "crossed" else None
 
     @property

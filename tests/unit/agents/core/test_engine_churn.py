@@ -192,3 +192,16 @@ def test_the_arrival_order_of_orders_changes_neither_order_days_nor_decisions(
     assert [(f.step, f.due_at, f.outcome) for f in got if isinstance(f, Firing)] == [
         (f.step, f.due_at, f.outcome) for f in expected if isinstance(f, Firing)
     ]
+
+
+def test_a_crossing_too_far_to_compute_or_past_100_years_is_never_due() -> None:
+    tiny = NbdParams("mbgnbd", 0.01, 6.183, 1e-6, 1.614)
+    out = decisions(engine(model(tiny), churn("0.01")), [purchase(CID, T0)], at(days=36500))
+    assert out == []
+    far = crossing_at(CDNOW, 0, T0, T0, 0.001, T0).at
+    assert far is not None and far - T0 > 100 * 366 * DAY
+    eng = engine(model(), churn("0.001"))
+    state = CustomerState(customer_id=CID, partition=0)
+    feed_in_time_order(eng, state, [purchase(CID, T0)], T0)
+    assert eng.pending(state) == [] and eng.wake_at(state) is not None  # the lifecycle's
+    assert eng.next_due(state) is None

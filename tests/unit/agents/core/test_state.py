@@ -387,3 +387,11 @@ def test_order_days_past_27_years_slide_and_count_what_fell_off() -> None:
     assert older.order_days == 2
     widest = fold([purchase(CID, at(days=d)) for d in range(0, 3 * span, 7)])
     assert len(orjson.dumps(widest.to_dict()["od"])) <= 1700
+
+
+def test_a_row_written_before_order_days_rebuilds_them_from_its_order_times() -> None:
+    state = fold([purchase(CID, at(days=d)) for d in (0, 0.1, 3, 9)])
+    row = orjson.loads(orjson.dumps(state.to_dict()))
+    del row["od"]
+    assert CustomerState.from_dict(row).order_days == 3
+    assert CustomerState.summary_from_dict(row).order_days == 3
