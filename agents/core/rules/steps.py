@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, ClassVar
 
@@ -74,14 +74,29 @@ class PAliveBelow(Step):
 
     p: float
     params: NbdParams
+    # The last inputs and threshold: the engine asks for a customer's next due time
+    # several times per event, with the same facts (not part of the step's value).
+    memo: list[Any] = field(
+        default_factory=lambda: [None, None], compare=False, hash=False, repr=False
+    )
     kind: ClassVar[str] = "p_alive_below"
 
     def threshold(self, facts: Facts) -> int | None:
         first, last = facts.first_order_at, facts.last_order_at
         if first is None or last is None:
             return None
+        key = (first, last, facts.order_days)
+        memo = self.memo
+        if memo[0] == key:
+            threshold: int | None = memo[1]
+            return threshold
+        threshold = self._threshold(first, last, key[2])
+        memo[0], memo[1] = key, threshold
+        return threshold
+
+    def _threshold(self, first: int, last: int, order_days: int) -> int | None:
         try:
-            crossing = crossing_at(self.params, facts.order_days - 1, first, last, self.p, last)
+            crossing = crossing_at(self.params, order_days - 1, first, last, self.p, last)
         except OverflowError:
             return None  # a root too far to compute: more than far enough to never fall due
         if crossing.at is not None:
