@@ -9,7 +9,7 @@ from decimal import Decimal
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agents.core.prediction import NbdParams
+from agents.core.prediction import NbdParams, crossing_at
 from agents.core.rules.abstract import Anchor, Cancel, Predicate, Step
 from agents.core.rules.anchors import ANCHORS, FirstOrder, LastActivity, LastOrder, LastSession
 from agents.core.rules.audience import (
@@ -24,6 +24,7 @@ from agents.core.rules.cancel import EVENT_KINDS
 from agents.core.rules.steps import Cadence, Fixed, PAliveBelow
 from agents.core.settings import DAY
 from agents.core.state import CustomerState
+from agents.core.timeutil import MAX_DURATION
 from schemas.records import Event
 
 ALL_ANCHORS: list[Anchor] = [
@@ -156,8 +157,18 @@ def test_a_churn_risk_step_is_none_without_an_order_else_a_crossing_in_whole_min
             continue
         assert state.last_order_at is not None
         if threshold is None:
-            assert isinstance(step, PAliveBelow) and step.params.kind == "bgnbd"
-            assert state.order_days == 1
+            assert isinstance(step, PAliveBelow)
+            crossing = crossing_at(
+                step.params,
+                state.order_days - 1,
+                state.first_order_at or 0,
+                state.last_order_at,
+                step.p,
+                state.last_order_at,
+            )
+            # never (BG/NBD, one order day), or more than 100 years on.
+            assert crossing.at is None or crossing.at - state.last_order_at > MAX_DURATION
+            assert crossing.status != "crossed"
         elif threshold > 0:
             assert (state.last_order_at + threshold) % 60_000_000 == 0
         assert step.least == 0 and step.label() and step.canonical()["p_alive_below"]
