@@ -308,6 +308,19 @@ class Expected:
         }
         return cls(decisions, {o["trigger_id"]: _conversion(o) for o in result.outcomes})
 
+    @classmethod
+    def of_records(
+        cls, decisions: list[dict[str, Any]], outcomes: list[dict[str, Any]]
+    ) -> Expected:
+        """What one deployment published, held as the measure of another (the same
+        history through another number of workers)."""
+        verdicts: dict[DecisionKey, Verdict] = {}
+        for d in decisions:
+            verdicts.setdefault(
+                decision_key(d), (d["trigger_id"], d["outcome"], bool(d["holdout"]))
+            )
+        return cls(verdicts, {o["trigger_id"]: _conversion(o) for o in outcomes})
+
     @property
     def delivered(self) -> set[str]:
         return {tid for tid, outcome, _ in self.decisions.values() if outcome == "delivered"}
