@@ -33,7 +33,7 @@ from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 from agents.core.timeutil import iso
-from agents.offline.judgment import Firing, Verdict
+from agents.offline.judgment import OUTCOME_SKIPPED, Firing, Verdict
 from agents.offline.rulebook import WindowSpec
 from agents.offline.timeline import LadderItem, StageWalk, Timeline
 from agents.offline.versions import live_anchor
@@ -148,6 +148,11 @@ def _rule(
         if waiting is not None:
             out.append(_superseded(waiting, item.due, at_switch=False, placed=item.priority))
             waiting = None
+        if item.skipped:
+            # Crossed at its anchor: recorded, never sent, no window, whatever the
+            # audience (docs/prediction.md "Crossing").
+            out.append(Timing(item, item.due, outcome=OUTCOME_SKIPPED))
+            continue
         if not item.in_audience:
             continue  # skipped: no decision
         spec = item.rule.send_window
