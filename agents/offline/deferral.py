@@ -148,13 +148,13 @@ def _rule(
         if waiting is not None:
             out.append(_superseded(waiting, item.due, at_switch=False, placed=item.priority))
             waiting = None
+        if not item.in_audience:
+            continue  # not for this customer: no decision
         if item.skipped:
-            # Crossed at its anchor: recorded, never sent, no window, whatever the
-            # audience (docs/prediction.md "Crossing").
+            # Crossed at its anchor: recorded, never sent, no window
+            # (docs/prediction.md "Crossing").
             out.append(Timing(item, item.due, outcome=OUTCOME_SKIPPED))
             continue
-        if not item.in_audience:
-            continue  # skipped: no decision
         spec = item.rule.send_window
         if spec is None or (cut_over is not None and item.due < cut_over):
             out.append(Timing(item, item.due))

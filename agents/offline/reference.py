@@ -50,8 +50,8 @@ Semantics (the stream implements the same):
   ``p_alive_below = p`` step after the last order A is due when P(alive), on the
   file's ``[model]`` and the customer's orders as of A (x repeat UTC order days,
   first and last order), falls to p, rounded up to the whole minute; already at or
-  below p at A, it is a ``skipped`` decision at A (never sent, no window, no
-  guardrail, not counted, whatever the audience) and the ladder moves on; BG/NBD
+  below p at A, it is a ``skipped`` decision at A when the audience holds there
+  (never sent, no window, no guardrail, not counted) and the ladder moves on; BG/NBD
   with x = 0 has nothing due until the next order.  A new ``[model]`` is a new
   rule version: a restart at the switch supersedes the steps due by then.
 * Backfill: with ``backfill_until`` set, firings due before it are not emitted.

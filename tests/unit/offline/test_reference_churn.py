@@ -144,12 +144,15 @@ def test_a_skipped_step_has_no_send_window_and_a_due_one_waits_for_it() -> None:
     assert due["send_at"] > due["due_at"] and due["send_at"][11:16] == "09:00"
 
 
-def test_an_audience_that_says_no_skips_a_due_step_without_a_decision() -> None:
-    rule = {**CHURN, "audience": {"orders": {"min": 2}}}
+def test_an_audience_that_says_no_decides_nothing_crossed_or_due() -> None:
+    """Out of the audience a step is done without a decision, a crossed one too (as
+    the engine does: the audience is asked first)."""
+    rule = {**CHURN, "audience": {"orders": {"max": 1}}}
     text = rules(rule, model=model_toml(CDNOW_MBG))
-    result = run(text, [order(T0, 1)], T0 + 800 * DAY)
-    # The crossed step is recorded whatever the audience; the due ones are not asked.
-    assert [d["outcome"] for d in result.decisions] == ["skipped"]
+    second = T0 + 10 * DAY
+    result = run(text, [order(T0, 1), order(second, 2)], T0 + 800 * DAY)
+    # One order: the crossed step 1 is recorded; two: nothing at all.
+    assert got(result) == [(1, "skipped", iso(T0), iso(T0))]
 
 
 def test_a_new_model_supersedes_the_steps_due_by_its_switch_and_moves_the_rest() -> None:
