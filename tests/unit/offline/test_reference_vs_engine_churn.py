@@ -430,3 +430,80 @@ def test_the_generator_reaches(what: str) -> None:
         reaches,
         settings=settings(max_examples=3000, database=None, deadline=None, phases=[Phase.generate]),
     )
+
+
+# --- hand-picked ---------------------------------------------------------------------------
+
+A = CUSTOMERS[0]
+# c = a/(b+x) >= 1.2 for x <= 2: P(alive) at each order is at most 0.45, so a 0.5
+# threshold is crossed at every order, a 0.1 one (P(alive) 1/7 at one order) is not.
+STEEP = (
+    '[model]\nversion = "steep"\ntime_unit = "day"\n'
+    "mbgnbd = { r = 0.8, alpha = 3.5, a = 3.0, b = 0.5 }\n"
+)
+
+
+def _file(*rules: dict[str, Any], window: dict[str, Any] | None = None, model: str = STEEP) -> str:
+    doc: dict[str, Any] = {
+        "format": 1,
+        "guardrails": {"holdout_percent": 0.0, "min_gap": "PT24H", "attribution_window": "P2D"},
+        "lifecycle": {"at_risk_after": "P30D", "lapsed_after": "P90D", "priority": 15},
+    }
+    if window is not None:
+        doc["send_window"] = window
+    doc["rule"] = list(rules)
+    return to_toml(doc) + "\n" + model
+
+
+STEEP_CHURN = {
+    "name": "churn_risk",
+    "priority": 25,
+    "anchor": "last_order",
+    "steps": [{"p_alive_below": 0.5}, {"p_alive_below": 0.1}],
+}
+
+
+def test_a_skipped_step_at_an_order_beside_another_rules_step_due_then() -> None:
+    """The second order falls exactly when welcome's step is due: churn_risk's crossed
+    step 1 is skipped there, welcome delivered, in priority order, in both."""
+    welcome = {"name": "welcome", "priority": 10, "anchor": "first_order", "steps": ["P1D"]}
+    lines = [parity.purchase(A, T0, "o1", "p1"), parity.purchase(A, T0 + DAY, "o2", "p2")]
+    result = both(_file(STEEP_CHURN, welcome), [], lines, T0 + 400 * DAY)
+    assert [(f.rule, f.step, v.outcome) for f, v in result.firings][:3] == [
+        ("churn_risk", 1, "skipped"),
+        ("welcome", 1, "delivered"),
+        ("churn_risk", 1, "skipped"),
+    ]
+
+
+def test_a_deferred_churn_nudge_is_superseded_by_the_skip_at_the_next_order() -> None:
+    """Step 2 of the first ladder waits for the morning window; an order before the
+    send time skips the new ladder's step 1 at once, which supersedes the waiting nudge."""
+    window = {"windows": [{"days": "all", "open": "09:00", "close": "09:30"}]}
+    first = parity.purchase(A, T0, "o1", "p1")
+    ladder = both(_file(STEEP_CHURN, window=window), [], [first], T0 + 400 * DAY)
+    step2 = next(f for f, _ in ladder.firings if f.step == 2)
+    assert step2.send_at is not None and step2.send_at > step2.due
+    order = step2.due + (step2.send_at - step2.due) // 2
+    lines = [first, parity.purchase(A, order, "o2", "p2")]
+    result = both(_file(STEEP_CHURN, window=window), [], lines, T0 + 400 * DAY)
+    assert [(f.step, v.outcome, f.anchor) for f, v in result.firings][:4] == [
+        (1, "skipped", T0),
+        (2, "superseded", T0),
+        (1, "skipped", order),
+        (2, "delivered", order),
+    ]
+
+
+def test_a_model_switch_at_the_instant_a_step_falls_due() -> None:
+    seed = _file(STEEP_CHURN)
+    first = parity.purchase(A, T0, "o1", "p1")
+    due = next(f.due for f, _ in both(seed, [], [first], T0 + 400 * DAY).firings if f.step == 2)
+    other = STEEP.replace("alpha = 3.5", "alpha = 3.25")
+    both(seed, [(due, _file(STEEP_CHURN, model=other))], [first], T0 + 400 * DAY)
+    both(
+        seed,
+        [(due, _file({**STEEP_CHURN, "on_change": "pin"}, model=other))],
+        [first],
+        T0 + 400 * DAY,
+    )
