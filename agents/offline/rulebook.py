@@ -219,6 +219,10 @@ class Rulebook:
     # None only for legacy settings with the inactivity rule switched off: today
     # the stage moves to at_risk/lapsed only when that rule fires.
     lifecycle: Lifecycle | None
+    # The file's [model] as plain sorted JSON, numbers as floats, without fitted_at
+    # (None: none): part of what makes a file a version of its own
+    # (docs/prediction.md "Crossing"; agents/offline/versions.py).
+    model: bytes | None = None
 
 
 # --- reading a document --------------------------------------------------------------
@@ -261,7 +265,20 @@ def read_rules(document: str | Mapping[str, Any]) -> Rulebook:
         for i, r in enumerate(doc.get("rule", []))
     ]
     enabled = sorted((r for r in rules if r.enabled), key=lambda r: r.priority)
-    return Rulebook(tuple(enabled), guardrails, lifecycle)
+    model = None
+    if "model" in doc:
+        plain = {k: v for k, v in doc["model"].items() if k != "fitted_at"}
+        model = orjson.dumps(_floats(plain), option=orjson.OPT_SORT_KEYS)
+    return Rulebook(tuple(enabled), guardrails, lifecycle, model)
+
+
+def _floats(value: Any) -> Any:
+    """``value`` with every number a float (1 and 1.0 are one parameter)."""
+    if isinstance(value, Mapping):
+        return {k: _floats(v) for k, v in value.items()}
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    return value
 
 
 def _table(doc: Mapping[str, Any], key: str) -> Mapping[str, Any]:

@@ -160,8 +160,9 @@ def dropped(versions: Versions, pinned: BookVersion, switch: BookVersion) -> boo
 
 def _identity(book: Rulebook) -> tuple[Any, ...]:
     """What makes two rules files the same version here: each enabled rule's version
-    (its name included), the guardrails and the lifecycle (not descriptions)."""
-    return (tuple(r.version for r in book.rules), book.guardrails, book.lifecycle)
+    (its name included), the guardrails, the lifecycle and the [model] (not
+    descriptions)."""
+    return (tuple(r.version for r in book.rules), book.guardrails, book.lifecycle, book.model)
 
 
 def live_anchor(timeline: Timeline, rule: RuleSpec, t: int) -> int | None:

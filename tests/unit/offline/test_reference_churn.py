@@ -14,6 +14,7 @@ from agents.core.settings import DAY, HOUR, CoreSettings
 from agents.core.timeutil import iso
 from agents.offline.reference import ReferenceResult, compute_decisions
 from agents.offline.rulebook import read_rules
+from agents.offline.versions import Versions, dropped
 from tests.unit.offline import test_reference_vs_engine as parity
 from tests.unit.offline.strategies import to_toml
 
@@ -223,3 +224,20 @@ def test_the_reference_refuses_a_churn_rule_it_cannot_read(
 ) -> None:
     with pytest.raises(ValueError, match=message.replace("[", r"\[").replace("]", r"\]")):
         read_rules(rules(rule, model=model))
+
+
+def test_a_new_model_is_a_new_file_version_even_when_no_rule_reads_it() -> None:
+    """A pin retires at the 8th version after its own (docs/rules.md "Changing rules");
+    a file whose only change is the [model] table no rule reads is still another
+    version (the engine's set_id hashes [model]), so eight of them retire a pin."""
+    a = rules(CHURN, model=model_toml(CDNOW_MBG, CDNOW_BG))
+    b = rules(CHURN, model=model_toml(CDNOW_MBG, {**CDNOW_BG, "r": 0.3}))
+    same_rules = [r.version for r in read_rules(a).rules] == [
+        r.version for r in read_rules(b).rules
+    ]
+    assert same_rules
+    versions = Versions.read(read_rules(a), [(T0 + i * DAY, b) for i in range(1, 9)])
+    assert dropped(versions, versions.versions[0], versions.versions[8])
+    # fitted_at is informational: not another version.
+    c = a.replace('time_unit = "week"', 'time_unit = "week"\nfitted_at = "1997-09-30T00:00:00Z"')
+    assert read_rules(c).model == read_rules(a).model
