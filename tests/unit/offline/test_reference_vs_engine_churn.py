@@ -140,17 +140,19 @@ KINDS = ("purchase",) * 5 + ("same_day", "retry", "dup", "session", "opt_out", "
 
 @st.composite
 def histories(draw: st.DrawFn) -> list[bytes]:
-    """Up to 24 events of three customers at any minute over two years."""
+    """Up to 30 events of three customers at any minute over two years, or over two
+    months (orders then often fall between a ladder's steps)."""
+    span = draw(st.sampled_from([SPAN, 60 * DAY]))
     choices = draw(
         st.lists(
             st.tuples(
                 st.sampled_from(KINDS),
                 st.integers(0, len(CUSTOMERS) - 1),
-                st.integers(0, SPAN // MINUTE),
+                st.integers(0, span // MINUTE),
                 st.integers(0, 11),
             ),
             min_size=1,
-            max_size=24,
+            max_size=30,
         )
     )
     lines: list[bytes] = []
@@ -366,17 +368,18 @@ def test_engine_and_reference_agree_on_churn_risk(
 def test_engine_and_reference_agree_on_churn_risk_across_a_model_change(
     seed: str, data: st.DataObject, lines: list[bytes], until: int, shuffle: int
 ) -> None:
-    """A change mid-history: another model (a new rule version) or the same model
-    with other rules; on a whole minute or off it."""
-    at = (
-        T0
-        + data.draw(st.integers(1, SPAN // HOUR)) * HOUR
-        + data.draw(st.sampled_from([0, 0, 17 * MINUTE]))
+    """One or two changes mid-history: another model (a new rule version) or the same
+    model with other rules; on a whole minute or off it."""
+    hours = data.draw(
+        st.lists(st.integers(1, SPAN // HOUR), min_size=1, max_size=2, unique=True).map(sorted)
     )
-    keep = data.draw(st.booleans())
-    model = seed[seed.index("[model]") :] if keep else None
-    change = data.draw(rules_file(model=model))
-    both(seed, [(at, change)], lines, until, shuffle)
+    changes = []
+    for h in hours:
+        at = T0 + h * HOUR + data.draw(st.sampled_from([0, 0, 17 * MINUTE]))
+        keep = data.draw(st.booleans())
+        model = seed[seed.index("[model]") :] if keep else None
+        changes.append((at, data.draw(rules_file(model=model))))
+    both(seed, changes, lines, until, shuffle)
 
 
 # What the inputs must reach for the properties to be worth something.
