@@ -13,7 +13,8 @@ inputs are plain: the set of UTC days with an order, the first and the last orde
 * The step ``p_alive_below = p`` after the anchor A (the last order): solving
   P(alive) = p for T gives T* = (alpha+t_x) ((1-p)/(p c))^(1/(r+x)) - alpha; the
   instant first + T*, rounded up to the whole minute, is the due time ("at"); a
-  root at or before A is "crossed" (a ``skipped`` decision at A); c = 0 is "never".
+  root at or before A is "crossed" (a ``skipped`` decision at A); c = 0 is "never",
+  and so is a root more than 100 years after A or too far to compute.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from agents.core.timeutil import MICROS_PER_DAY
+from agents.core.timeutil import MAX_DURATION, MICROS_PER_DAY
 
 MICROS_PER_MINUTE = 60 * 1_000_000
 # The model's time unit in micros (docs/prediction.md "Crossing": day or week).
@@ -104,4 +105,9 @@ def crossing(model: Model, p: float, x: int, first: int, last: int, anchor: int)
     # epoch minute at or after the root.  first is whole, so ceil(first + offset)
     # is first + ceil(offset).
     exact = first + math.ceil(offset)
-    return Due(AT, -(-exact // MICROS_PER_MINUTE) * MICROS_PER_MINUTE)
+    at = -(-exact // MICROS_PER_MINUTE) * MICROS_PER_MINUTE
+    if at - anchor > MAX_DURATION:
+        # More than 100 years after the anchor: never, as a due time must stay a
+        # datetime (the cap a cadence step has too).
+        return Due(NEVER)
+    return Due(AT, at)

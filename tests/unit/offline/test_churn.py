@@ -17,7 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from agents.core import prediction
-from agents.core.timeutil import MICROS_PER_DAY
+from agents.core.timeutil import MAX_DURATION, MICROS_PER_DAY
 from agents.offline.churn import AT, CROSSED, NEVER, Model, crossing, p_alive, repeat_days
 
 T0 = 1_772_445_600_000_000  # 2026-03-02T10:00:00Z
@@ -79,6 +79,9 @@ def test_the_crossing_is_the_engines_and_the_first_minute_below_the_threshold(
     last = T0 + (span if x else 0)
     due = crossing(model, p, x, T0, last, last)
     engine = prediction.crossing_at(engine_params(model), x, T0, last, p, last)
+    if engine.at is not None and engine.at - last > MAX_DURATION:
+        # The step's cap (agents/core/rules/steps.py): more than 100 years is never.
+        engine = prediction.Crossing("never")
     if (due.status, due.at) != (engine.status, engine.at):
         # Two float formulas of one root differ by ulps: they can round to two minutes
         # (or say crossed and at) only when the root is a whole minute (or the anchor)
@@ -119,3 +122,12 @@ def test_a_root_on_a_whole_minute_is_that_minute_in_the_reference() -> None:
     assert crossing(ones, 0.25, 0, T0, T0, T0).at == T0 + 2 * MICROS_PER_DAY
     engine = prediction.crossing_at(engine_params(ones), 0, T0, T0, 0.25, T0)
     assert engine.at in (T0 + 2 * MICROS_PER_DAY, T0 + 2 * MICROS_PER_DAY + MINUTE)
+
+
+def test_a_crossing_past_100_years_or_beyond_a_float_is_never() -> None:
+    slow = Model("mbgnbd", 0.3, 1.0, 0.01, 100.0, "week")  # c = 1e-4
+    assert crossing(slow, 0.01, 0, T0, T0, T0).status == NEVER  # ~1e26 years
+    slower = Model("mbgnbd", 0.01, 1.0, 0.01, 100.0, "week")
+    assert crossing(slower, 0.01, 0, T0, T0, T0).status == NEVER  # a float overflows
+    # 0.5 on the same model: inside 100 years.
+    assert crossing(Model("mbgnbd", 0.3, 1.0, 0.5, 1.0, "week"), 0.2, 0, T0, T0, T0).status == AT
