@@ -12,8 +12,8 @@ order with the clock just short of each, in the file's (shuffled) order before i
 clock starts, and shuffled within three days with the clock three days behind the
 newest event seen (orders arriving after later ones, still ahead of the clock).
 Decisions (in each customer's emission order: trigger_id, outcome, due_at,
-rule_version, holdout, send_at, zone), conversions, report rows and the firings
-still deferred at the end must equal the reference's.
+rule_version, holdout, send_at, zone, reason, threshold), conversions, report rows
+and the firings still deferred at the end must equal the reference's.
 
 Parameters and thresholds are drawn off round numbers: an exact root on a whole
 minute is where two float formulas may round a minute apart
@@ -192,7 +192,8 @@ def shuffled_within(lines: list[bytes], seed: int) -> list[bytes]:
 
 # --- the two sides -----------------------------------------------------------------------
 
-Decision = tuple[str, str, str, str, bool, str | None, str | None]
+# trigger_id, outcome, due_at, rule_version, holdout, send_at, zone, reason, threshold (s)
+Decision = tuple[str, str, str, str, bool, str | None, str | None, str, int]
 Outcome = tuple[str, str, str, str, str | None]
 
 
@@ -256,6 +257,8 @@ def engine_side(
                         x.holdout,
                         _iso(x.send_at),
                         x.zone,
+                        x.reason(),
+                        x.threshold // 1_000_000,
                     )
                 )
             elif isinstance(x, Conversion):
@@ -301,6 +304,8 @@ def reference(
                 d["holdout"],
                 d.get("send_at"),
                 d.get("send_zone"),
+                d["reason"],
+                d["threshold_seconds"],
             )
         )
     side.conversions = sorted(
