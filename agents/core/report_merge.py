@@ -24,15 +24,17 @@ from agents.core.reports import (
     REPEAT_WINDOWS,
     ReportSettings,
     clv_block,
+    count_p_alive,
     crr_block,
     histogram,
     month_label,
     report_document,
     ttsp_summary,
 )
+from agents.core.scores import ScoreModel, inputs_of
 from agents.core.send_counts import add_counts
 from agents.core.stages import STAGE_PROSPECT, STAGES
-from agents.core.state import CountKey
+from agents.core.state import CountKey, CustomerState
 from agents.core.timeutil import (
     MICROS_PER_DAY,
     month_name,
@@ -58,7 +60,7 @@ def _add(into: dict[str, int], counts: Mapping[str, int]) -> None:
 class ReportInputs:
     """What the report needs from a set of customer rows, as of one instant."""
 
-    def __init__(self, as_of: int) -> None:
+    def __init__(self, as_of: int, *, scoring: bool = False) -> None:
         self.as_of = as_of
         self.customers = 0
         self.lifecycle: dict[str, int] = {}
@@ -74,12 +76,17 @@ class ReportInputs:
         self.crr: dict[str, list[int]] = {}  # month -> [S0, N, E]
         # Send windows, per rule: [deferred, delivered at local hour 0..23].
         self.sends: dict[str, list[int]] = {}
+        # P(alive) bins by "<model version>/<kind>" (agents.core.reports.count_p_alive);
+        # None unless the rules have a [model] (``scoring``), so parts without stay as
+        # they were.
+        self.p_alive: dict[str, list[int]] | None = {} if scoring else None
 
     # --- from rows -----------------------------------------------------------------
 
-    def add_state(self, d: Mapping[str, Any]) -> None:
+    def add_state(self, d: Mapping[str, Any], model: ScoreModel | None = None) -> None:
         """One stored customer record (the table's JSON, decoded), as
-        ``CustomerRow.from_state(CustomerState.from_dict(d))`` would see it."""
+        ``CustomerRow.from_state(CustomerState.from_dict(d))`` would see it; with
+        the ``model`` of its partition's rules, its P(alive) at ``as_of`` too."""
         self.customers += 1
         stage = d.get("stage", STAGE_PROSPECT)
         self.lifecycle[stage] = self.lifecycle.get(stage, 0) + 1
@@ -119,6 +126,11 @@ class ReportInputs:
                 if gap is not None and gap <= n * MICROS_PER_DAY:
                     cohort["back"][i] += 1
         self._count_crr(first, d.get("active_spans", []))
+        if model is not None:
+            if self.p_alive is None:
+                self.p_alive = {}
+            inputs = inputs_of(CustomerState.summary_from_dict(dict(d)))
+            count_p_alive(self.p_alive, inputs, model, self.as_of)
 
     def _count_crr(self, first: int, spans: Iterable[list[int]]) -> None:
         """Add this buyer to CRR's S0 / N / E of every month it counts in.
@@ -183,6 +195,8 @@ class ReportInputs:
         # Only when some customer has them: parts without windows stay as they were.
         if self.sends:
             out["sends"] = self.sends
+        if self.p_alive is not None:
+            out["p_alive"] = self.p_alive
         return out
 
 
@@ -207,6 +221,7 @@ def merge_report(
     cohorts: dict[str, dict[str, Any]] = {}
     crr_counts: dict[str, list[int]] = {}
     sends: dict[str, list[int]] = {}
+    p_alive: dict[str, list[int]] | None = None
     customers = buyers = repeaters = orders = 0
     first: int | None = None
     for p in parts:
@@ -218,6 +233,12 @@ def merge_report(
         _add(decisions_by_key, p["decisions"])
         _add(conversions_by_key, p["conversions"])
         add_counts(sends, p.get("sends", {}))
+        if "p_alive" in p:
+            p_alive = p_alive if p_alive is not None else {}
+            for key, bins in p["p_alive"].items():
+                into_bins = p_alive.setdefault(key, [0] * len(bins))
+                for i, n in enumerate(bins):
+                    into_bins[i] += n
         _add(currencies, p["order_currencies"])
         for cur, amount in p["spend"].items():
             spend[cur] = spend.get(cur, Decimal(0)) + Decimal(amount)
@@ -267,4 +288,5 @@ def merge_report(
         decisions=_parsed(decisions_by_key),
         conversions=_parsed(conversions_by_key),
         sends=sends,
+        p_alive=p_alive,
     )

@@ -73,7 +73,28 @@ def render_report(report: Mapping[str, Any]) -> str:
             f" {_fmt(x['lift_percent']):>8}"
         )
     lines += send_window_lines(report.get("send_windows"))
+    lines += p_alive_lines(report.get("p_alive"))
     return "\n".join(lines) + "\n"
+
+
+def p_alive_lines(block: list[Mapping[str, Any]] | None) -> list[str]:
+    """The P(alive) distribution per model version and kind (docs/reports.md
+    "P(alive)"): customers in each tenth; nothing when the rules have no model."""
+    if block is None:
+        return []
+    bins = len(block[0]["deciles"]) if block else 10
+    heads = " ".join(
+        f"{f'<{(i + 1) / bins:.1f}' if i + 1 < bins else '<=1.0':>6}" for i in range(bins)
+    )
+    lines = [
+        "",
+        "P(alive) at the report time (customers per tenth)",
+        f"  {'model':12} {'kind':7} {'scored':>7} {heads}",
+    ]
+    for x in block:
+        counts = " ".join(f"{n:>6}" for n in x["deciles"])
+        lines.append(f"  {x['model_version']:12} {x['kind']:7} {x['customers']:>7} {counts}")
+    return lines
 
 
 def send_window_lines(block: list[Mapping[str, Any]] | None) -> list[str]:

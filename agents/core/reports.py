@@ -45,6 +45,8 @@ from agents.core.guardrails import (
     OUTCOMES,
     WINDOW_OUTCOMES,
 )
+from agents.core.prediction import p_alive
+from agents.core.scores import KIND_ORDER, ScoreInputs, ScoreModel
 from agents.core.send_counts import add_counts
 from agents.core.state import STAGES, CountKey, CustomerState
 from agents.core.timeutil import (
@@ -346,6 +348,50 @@ def send_windows_block(
     ]
 
 
+# P(alive) in ten bins of 0.1 ("deciles" of the probability): bin i holds
+# [i/10, (i+1)/10), the last one 1.0 too.  Counts, so workers' parts add up exactly.
+P_ALIVE_BINS = 10
+
+
+def p_alive_bin(p: float) -> int:
+    return min(int(p * P_ALIVE_BINS), P_ALIVE_BINS - 1)
+
+
+def count_p_alive(
+    into: dict[str, list[int]], inputs: ScoreInputs | None, model: ScoreModel, as_of: int
+) -> None:
+    """Add one buyer's P(alive) at ``as_of`` under each kind of ``model`` to the bins
+    keyed ``"<model version>/<kind>"`` (docs/reports.md "P(alive)")."""
+    if inputs is None:
+        return
+    unit = 7 * MICROS_PER_DAY if model.time_unit == "week" else MICROS_PER_DAY
+    x = inputs.x
+    t_x = (inputs.last_order_at - inputs.first_order_at) / unit if x > 0 else 0.0
+    T = (max(as_of, inputs.last_order_at) - inputs.first_order_at) / unit
+    for kind in KIND_ORDER:
+        params = model.kinds.get(kind)
+        if params is None:
+            continue
+        key = f"{model.version}/{kind}"
+        bins = into.get(key)
+        if bins is None:
+            bins = into[key] = [0] * P_ALIVE_BINS
+        bins[p_alive_bin(p_alive(params, x, t_x, T))] += 1
+
+
+def p_alive_block(counts: Mapping[str, list[int]]) -> list[dict[str, Any]]:
+    """The P(alive) distribution per model version and kind: customers scored and
+    how many fall in each tenth [0, 0.1), ..., [0.9, 1] (docs/reports.md "P(alive)")."""
+    out = []
+    for key in sorted(counts):
+        version, kind = key.rsplit("/", 1)
+        bins = counts[key]
+        out.append(
+            {"model_version": version, "kind": kind, "customers": sum(bins), "deciles": list(bins)}
+        )
+    return out
+
+
 def report_document(
     *,
     as_of: int,
@@ -359,9 +405,11 @@ def report_document(
     decisions: Counter[CountKey],
     conversions: Counter[CountKey],
     sends: Mapping[str, list[int]] | None = None,
+    p_alive: Mapping[str, list[int]] | None = None,
 ) -> dict[str, Any]:
     """The ``report/1`` document from its blocks and the summed lifetime counts
-    (``sends``: the summed send-window counts, agents.core.send_counts)."""
+    (``sends``: the summed send-window counts, agents.core.send_counts; ``p_alive``:
+    the P(alive) bins, None when the rules have no ``[model]``)."""
     by_outcome = dict.fromkeys(OUTCOMES, 0)
     for (_, _, outcome), n in decisions.items():
         by_outcome[outcome] = by_outcome.get(outcome, 0) + n
@@ -381,6 +429,9 @@ def report_document(
     }
     if windows is not None:
         doc["send_windows"] = windows
+    # Only with a model: a report of rules without one is byte-identical.
+    if p_alive is not None:
+        doc["p_alive"] = p_alive_block(p_alive)
     return doc
 
 
@@ -432,9 +483,17 @@ def _crr_cell(buyers: list[CustomerRow]) -> Callable[[str, int, int], tuple[int,
 
 
 def build_report(
-    rows: Iterable[CustomerRow], *, as_of: int, settings: ReportSettings | None = None
+    rows: Iterable[CustomerRow],
+    *,
+    as_of: int,
+    settings: ReportSettings | None = None,
+    model: ScoreModel | None = None,
+    score_inputs: Mapping[str, ScoreInputs] | None = None,
 ) -> dict[str, Any]:
-    """The ``report/1`` document (JSON-able) for these customers as of ``as_of``."""
+    """The ``report/1`` document (JSON-able) for these customers as of ``as_of``;
+    with a ``model``, the distribution of their P(alive) at ``as_of`` too, from each
+    customer's ``score_inputs`` (by customer id: :func:`agents.core.scores.inputs_of`
+    of its state; a customer without any is not scored)."""
     settings = settings or ReportSettings()
     all_rows = sorted(rows, key=lambda r: r.customer_id)
     buyers = [r for r in all_rows if r.orders >= 1 and r.first_order_at is not None]
@@ -484,7 +543,21 @@ def build_report(
         decisions=sum_counts(r.decision_counts for r in all_rows),
         conversions=sum_counts(r.conversion_counts for r in all_rows),
         sends=_sum_sends(all_rows),
+        p_alive=None if model is None else _p_alive_counts(buyers, model, as_of, score_inputs),
     )
+
+
+def _p_alive_counts(
+    buyers: Iterable[CustomerRow],
+    model: ScoreModel,
+    as_of: int,
+    score_inputs: Mapping[str, ScoreInputs] | None,
+) -> dict[str, list[int]]:
+    counts: dict[str, list[int]] = {}
+    found = score_inputs or {}
+    for r in buyers:
+        count_p_alive(counts, found.get(r.customer_id), model, as_of)
+    return counts
 
 
 def _sum_sends(rows: Iterable[CustomerRow]) -> dict[str, list[int]]:

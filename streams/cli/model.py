@@ -2,7 +2,9 @@
 
 ``fit --from-file HISTORY --until T``: BG/NBD, MBG/NBD and Gamma-Gamma per
 currency fitted on the history up to T; the model file (``model/1``) printed
-(``--format json``) or written (``--out FILE``).  Exit 1 below the minimum data.
+(``--format json``) or written (``--out FILE``); ``--format toml`` prints the
+rules file's ``[model]`` table instead (docs/prediction.md "Publishing a model").
+Exit 1 below the minimum data.
 ``evaluate --from-file HISTORY --calibration-end T1 --until T2``: fitted to T1,
 compared with the holdout (T1, T2] as a table, JSON or an HTML chart.
 """
@@ -41,7 +43,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--fitted-at",
         help="the fit time written in the file (default: the last order at or before --until)",
     )
-    fit.add_argument("--format", choices=("table", "json"), default="table")
+    fit.add_argument(
+        "--format",
+        choices=("table", "json", "toml"),
+        default="table",
+        help="toml: the [model] table to paste into a rules file (docs/prediction.md)",
+    )
     fit.add_argument("--out", metavar="FILE", help="write the model file (JSON) here")
     ev = actions.add_parser(
         "evaluate",
@@ -103,7 +110,7 @@ def run(args: argparse.Namespace) -> int:
 def _fit(args: argparse.Namespace, history: History, times: dict[str, int]) -> int:
     # Imported here: scipy loads in a second or so, which no other command (the
     # worker's start included) should pay (docs/prediction.md "Fitting").
-    from streams.model.fit import fit_document, render_json
+    from streams.model.fit import fit_document, render_json, render_toml
 
     until = times["until"]
     fitted_at = times.get("fitted_at", history.last_order_at or until)
@@ -117,6 +124,8 @@ def _fit(args: argparse.Namespace, history: History, times: dict[str, int]) -> i
     text = render_json(doc)
     if args.out:
         Path(args.out).write_text(text)
+    if args.format == "toml":
+        return _write(render_toml(doc))
     return _write(text if args.format == "json" else _fit_table(doc, args.out))
 
 

@@ -213,3 +213,46 @@ def model_version(doc: dict[str, Any]) -> str:
 def render_json(doc: dict[str, Any]) -> str:
     """The model file's text: keys sorted, two-space indent."""
     return orjson.dumps(doc, option=orjson.OPT_SORT_KEYS | orjson.OPT_INDENT_2).decode() + "\n"
+
+
+def render_toml(doc: dict[str, Any]) -> str:
+    """The ``[model]`` table of a rules file for the model file ``doc``, ready to
+    paste above the rules and publish with ``retention rules publish``
+    (docs/prediction.md "Publishing a model").  Gamma-Gamma currencies the fit
+    skipped are left out, with the reason as a comment."""
+    data = doc["data"]
+    kinds = [k for k in MODELS if k in doc["models"]]
+    units = {doc["models"][k]["time_unit"] for k in kinds}
+    if len(units) != 1:
+        raise ValueError(f"the models of one file need one time unit, got {sorted(units)}")
+    lines = [
+        f"# retention model fit: {data['customers']} customers "
+        f"({data['repeat_buyers']} with a repeat order day), {data['from']} to {data['until']}",
+        "[model]",
+        f'version = "{doc["version"]}"',
+        f'time_unit = "{units.pop()}"',
+        f'fitted_at = "{doc["fitted_at"]}"',
+    ]
+    for kind in sorted(kinds, key=lambda k: k != "mbgnbd"):  # the churn rule's default first
+        params = doc["models"][kind]["params"]
+        inline = ", ".join(f"{name} = {_toml_float(params[name])}" for name in NBD_PARAMS)
+        lines.append(f"{kind} = {{ {inline} }}")
+    spend = doc.get("gamma_gamma", {})
+    fitted = {c: g for c, g in sorted(spend.items()) if "params" in g}
+    if fitted:
+        lines += ["", "[model.gamma_gamma]"]
+        for currency, g in fitted.items():
+            inline = ", ".join(f"{n} = {_toml_float(g['params'][n])}" for n in GG_PARAMS)
+            lines.append(f"{currency} = {{ {inline} }}")
+    for currency, g in sorted(spend.items()):
+        if "skipped" in g:
+            lines.append(f"# {currency}: no Gamma-Gamma fit ({g['skipped']})")
+    return "\n".join(lines) + "\n"
+
+
+def _toml_float(value: float) -> str:
+    """A TOML float: Python's shortest repr, which TOML reads back to the same double."""
+    text = repr(float(value))
+    if not math.isfinite(value):
+        raise ValueError(f"a model parameter must be finite, got {value}")
+    return text

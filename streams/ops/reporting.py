@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import time
 import unicodedata
+from collections.abc import Iterable
 from typing import Any
 
 import orjson
@@ -20,7 +21,9 @@ import orjson
 from agents.core.clock import clock_mode
 from agents.core.guardrails import OUTCOMES
 from agents.core.reports import CustomerRow, build_report
+from agents.core.scores import ScoreInputs, ScoreModel, inputs_of
 from agents.core.settings import CoreSettings
+from agents.core.state import CustomerState
 from agents.core.timeutil import iso
 from agents.offline.reference import ReferenceResult
 from streams.config import Config
@@ -57,13 +60,28 @@ def live_report(config: Config, as_of: int | None = None) -> dict[str, Any]:
             "instant would count later orders; use --from-file with the event history"
         )
     rows = [CustomerRow.from_state(s) for s in snapshot.customers.values()]
+    # The configured rules file's [model] (docs/prediction.md "Scores"): the P(alive)
+    # distribution at the report's clock; none without one.
+    model: ScoreModel | None = getattr(config.core.rule_set, "model", None)
+    inputs = {} if model is None else _score_inputs(snapshot.customers.values())
     return {
         "source": "live",
         "changelog": changelog_topics(config)[0],
         "records": snapshot.records,
         "clock": config.clock,
-        "report": build_report(rows, as_of=as_of, settings=config.report),
+        "report": build_report(
+            rows, as_of=as_of, settings=config.report, model=model, score_inputs=inputs
+        ),
     }
+
+
+def _score_inputs(states: Iterable[CustomerState]) -> dict[str, ScoreInputs]:
+    out = {}
+    for state in states:
+        found = inputs_of(state)
+        if found is not None:
+            out[state.customer_id] = found
+    return out
 
 
 def decisions_json(decisions: list[dict[str, Any]]) -> str:

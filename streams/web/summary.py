@@ -43,6 +43,7 @@ from agents.core.guardrails import (
     SUPPRESSIONS,
 )
 from agents.core.report_merge import ReportInputs, merge_report
+from agents.core.scores import ScoreModel, model_at
 from agents.core.timeutil import MAX_DURATION, iso, to_micros
 from streams.config import Config
 from streams.worker.observe import ObservedWorker, PartitionRows, Snapshot
@@ -164,19 +165,25 @@ def send_windows_block(
     ]
 
 
-def _reduce(items: Iterable[PartitionRows], as_of: int) -> dict[str, Any]:
-    acc = ReportInputs(as_of)
-    for _, rows in items:  # each partition's own rows (streams.faust_adapter.TableStore)
+def _reduce(
+    items: Iterable[PartitionRows], as_of: int, models: Mapping[int, ScoreModel | None]
+) -> dict[str, Any]:
+    acc = ReportInputs(as_of, scoring=any(m is not None for m in models.values()))
+    for partition, rows in items:  # each partition's own rows (streams.faust_adapter.TableStore)
+        model = models.get(partition)
         for key, value in rows:
             if key.startswith(CUSTOMER_KEY_PREFIX):
-                acc.add_state(orjson.loads(value))
+                acc.add_state(orjson.loads(value), model)
     return acc.finish().to_json()
 
 
 async def local_inputs(worker: ObservedWorker, partitions: list[int], as_of: int) -> dict[str, Any]:
-    """Report inputs over this worker's rows of ``partitions``, built off the loop."""
+    """Report inputs over this worker's rows of ``partitions``, built off the loop;
+    each partition's P(alive) under the model of its rules at ``as_of``
+    (docs/prediction.md "Scores")."""
     items = worker.partition_rows(partitions)
-    return await asyncio.to_thread(_reduce, items, as_of)
+    models = {p: model_at(worker.engine_for(p).history.versions, as_of) for p in partitions}
+    return await asyncio.to_thread(_reduce, items, as_of, models)
 
 
 # --- summaries from parts ---------------------------------------------------------------

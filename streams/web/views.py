@@ -40,6 +40,7 @@ from agents.core.ids import trigger_id
 from agents.core.rules import RuleSet
 from agents.core.rules.model import GuardrailValues, Rule
 from agents.core.rules.steps import Cadence
+from agents.core.scores import model_at, scores
 from agents.core.state import CustomerState
 from agents.core.timeutil import duration_record, iso
 from agents.core.windows import DAY_NAMES, SendWindowSetting
@@ -48,7 +49,7 @@ from streams.asyncapi import published as asyncapi_document
 from streams.config import Config
 from streams.web.summary import SCOPES, Summaries, parse_as_of
 from streams.worker.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
-from streams.worker.observe import ObservedWorker, PartitionRules
+from streams.worker.observe import ObservedWorker, PartitionRules, Snapshot
 from streams.worker.readmodel import pending_nudges
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
@@ -71,6 +72,7 @@ HIDDEN_STATE_FIELDS = (
     "tz",  # shown as "timezone" (zone_view)
     "tzx",
     "df",  # shown as "deferred" (deferred_view)
+    "od",  # the order-day bitmap: its count is in the facts, its use in "scores"
 )
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 CONTENT_TYPES = {
@@ -91,15 +93,22 @@ def json_bytes(obj: Any) -> bytes:
     return orjson.dumps(obj, option=orjson.OPT_NON_STR_KEYS)
 
 
-def customer_view(worker: ObservedWorker, raw: bytes) -> dict[str, Any]:
+def customer_view(
+    worker: ObservedWorker, raw: bytes, snap: Snapshot | None = None
+) -> dict[str, Any]:
     """The lookup's JSON for one stored state."""
     state = CustomerState.from_dict(orjson.loads(raw))
     shown = {k: v for k, v in state.to_dict().items() if k not in HIDDEN_STATE_FIELDS}
     shown["pending_events"] = state.pending_count()  # in the row and its overflow rows
-    engine = worker.engine_for(state.partition or 0)  # its partition's rules versions
+    partition = state.partition or 0
+    engine = worker.engine_for(partition)  # its partition's rules versions
+    as_of = partition_now(worker, snap or worker.snapshot(), partition)
     return {
         "customer_id": state.customer_id,
         "state": shown,
+        # At the partition's clock, under the model in force then: a score decays
+        # with no new order (docs/prediction.md "Scores").
+        "scores": scores(state, model_at(engine.history.versions, as_of), as_of),
         "timezone": zone_view(state),
         "pending": pending_nudges(engine, state),
         "next_steps": next_steps(engine, state),
@@ -108,6 +117,16 @@ def customer_view(worker: ObservedWorker, raw: bytes) -> dict[str, Any]:
         "holdout": engine.in_holdout(state.customer_id),
         "served_by": worker.web_address,
     }
+
+
+def partition_now(worker: ObservedWorker, snap: Snapshot, partition: int) -> int:
+    """The partition's clock: its stream clock in stream mode (the wall clock
+    before its first event), else the wall clock (docs/time.md "Time")."""
+    if clock_mode(snap.clock_mode).event_time:
+        mark = snap.watermarks.get(partition)
+        if mark is not None:
+            return mark
+    return worker.wall_clock()
 
 
 def zone_view(state: CustomerState) -> dict[str, str | None]:
@@ -447,7 +466,7 @@ async def customer(site: Site, request: web.Request, customer_id: str) -> Reply:
     raw = worker.customer_row(customer_id)
     if raw is None:
         return json_reply({"error": "unknown customer", "customer_id": customer_id}, 404)
-    return json_reply(customer_view(worker, raw))
+    return json_reply(customer_view(worker, raw, snap))
 
 
 async def forward(worker: ObservedWorker, request: web.Request, owner: str) -> Reply:

@@ -29,6 +29,7 @@ from redis.exceptions import RedisError
 from agents.contract import CUSTOMER_KEY_PREFIX
 from agents.core.clock import WallClock
 from agents.core.engine import Engine
+from agents.core.scores import inputs_of, model_at, stored_inputs
 from agents.core.state import CustomerState
 from agents.core.timeutil import iso
 from streams.config import Config
@@ -46,6 +47,7 @@ FIELDS: tuple[str, ...] = (
     "pending",
     "opted_out",
     "holdout",
+    "score_inputs",
     "version",
     "updated_at",
 )
@@ -103,9 +105,25 @@ def hash_fields(state: CustomerState, engine: Engine, *, now: int) -> dict[str, 
         "pending": orjson.dumps(pending_nudges(engine, state)).decode(),
         "opted_out": "1" if state.opted_out else "0",
         "holdout": "1" if engine.in_holdout(state.customer_id) else "0",
+        "score_inputs": score_inputs_field(state, engine),
         "version": str(state.version),
         "updated_at": iso(now),
     }
+
+
+def score_inputs_field(state: CustomerState, engine: Engine) -> str:
+    """The customer's score inputs and model as JSON, "" without a ``[model]`` or an
+    order: scores decay, so the reader computes them at its own instant
+    (schemas/readmodel.md "Fields", docs/prediction.md "Scores").  The model is that
+    of the rules version the row is judged by (its last switch, else the seed)."""
+    versions = engine.history.versions
+    at = state.rules_at
+    model = model_at(versions, at) if at is not None else model_at(versions[:1], 0)
+    if model is None:
+        return ""
+    inputs = inputs_of(state)
+    stored = None if inputs is None else stored_inputs(inputs, model)
+    return "" if stored is None else orjson.dumps(stored).decode()
 
 
 def row_fields(
@@ -118,6 +136,9 @@ def row_fields(
     "Changing rules"); the row's last switch (``rv``) says which one judges it."""
     d = orjson.loads(raw)
     state = CustomerState.summary_from_dict(d)
+    # The scores' spend per currency (score_inputs_field), which the summary skips.
+    state.spend = d.get("spend", {})
+    state.order_currencies = d.get("order_currencies", {})
     if engine_of is not None:
         state.rules_at = d.get("rv")
         engine = engine_of(int(d.get("partition", 0)))

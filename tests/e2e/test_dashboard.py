@@ -420,6 +420,54 @@ def test_page_shows_send_windows_only_when_a_rule_has_one(
         print(f"\nscreenshot: {save_screenshot(driver, 'dashboard-send-windows.png')}")
 
 
+READ_P_ALIVE = """
+const fig = document.querySelector('[data-chart="p-alive"]');
+const bars = [...fig.querySelectorAll('rect.bar')].map(
+  r => [r.dataset.key, Number(r.dataset.value)]);
+const rows = [...fig.querySelectorAll('details.as-table tbody tr')].map(
+  tr => [...tr.querySelectorAll('th, td')].map(c => c.textContent));
+return {hidden: fig.hidden, state: fig.dataset.state, total: fig.dataset.total, bars, rows};
+"""
+
+
+def test_page_shows_the_p_alive_distribution_only_with_a_model(
+    tmp_path: Path, sample_lines: list[bytes]
+) -> None:
+    """The P(alive) panel (docs/reports.md "P(alive)"): the buyers in each tenth of
+    P(alive) per model version; hidden while the rules have no [model]."""
+    require_browser()
+    plain = reference_summary(sample_lines, until=to_micros(parse_timestamp(END)))
+    scored = json.loads(json.dumps(plain))
+    deciles = [1, 0, 2, 3, 0, 5, 8, 13, 21, 34]
+    scored["report"]["p_alive"] = [
+        {
+            "model_version": "3f2a9c1b7d4e",
+            "kind": "bgnbd",
+            "customers": 87,
+            "deciles": [0] * 9 + [87],
+        },
+        {"model_version": "3f2a9c1b7d4e", "kind": "mbgnbd", "customers": 87, "deciles": deciles},
+    ]
+    shown = [plain]
+    with PageServer(lambda: shown[0]) as server, chromium(tmp_path) as driver:
+        open_dashboard(driver, server.url, refresh=1)
+        assert driver.execute_script(READ_P_ALIVE)["hidden"] is True
+        shown[0] = scored
+        got = wait_until(
+            "the P(alive) panel",
+            lambda: (r := driver.execute_script(READ_P_ALIVE))["state"] == "ready" and r,
+        )
+        assert got["hidden"] is False and got["total"] == "87"
+        # The chart is MBG/NBD's; the table lists both kinds.
+        assert got["bars"] == [[f"3f2a9c1b7d4e:mbgnbd:{i}", n] for i, n in enumerate(deciles)]
+        assert [r[:3] for r in got["rows"]] == [
+            ["3f2a9c1b7d4e", "bgnbd", "87"],
+            ["3f2a9c1b7d4e", "mbgnbd", "87"],
+        ]
+        assert got["rows"][1][3:] == [str(n) for n in deciles]
+        assert_no_console_errors(driver)
+
+
 # --- against a real worker fed with a sample ---------------------------------------------------
 
 

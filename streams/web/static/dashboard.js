@@ -629,6 +629,47 @@
       }))], total);
   }
 
+  /** P(alive) (docs/reports.md "P(alive)"): the buyers in each tenth of P(alive) at
+   * the report time, one chart per model version (the kind shown: MBG/NBD when the
+   * model has it), every kind in the numbers table.  Hidden while the rules have no
+   * [model] (the report has no p_alive). */
+  function drawPAlive(s) {
+    var box = chartBox("p-alive");
+    var blocks = s.report && s.report.p_alive;
+    if (!blocks) {
+      box.fig.hidden = true;
+      setEmpty(box, "The rules have no [model].");
+      return;
+    }
+    box.fig.hidden = false;
+    var versions = [];
+    blocks.forEach(function (b) { if (versions.indexOf(b.model_version) < 0) versions.push(b.model_version); });
+    versions.sort();
+    var label = function (i) { return (i / 10).toFixed(1) + "\u2013" + ((i + 1) / 10).toFixed(1); };
+    var nodes = [], total = 0;
+    versions.forEach(function (v) {
+      var mine = blocks.filter(function (b) { return b.model_version === v; });
+      var shown = mine.filter(function (b) { return b.kind === "mbgnbd"; })[0] || mine[0];
+      total += num(shown.customers);
+      nodes.push(hbars("p-alive", shown.deciles.map(function (n, i) {
+        return { key: v + ":" + shown.kind + ":" + i, label: label(i), value: num(n), color: "#0072B2" };
+      }), {
+        title: "Buyers by P(alive), model " + v + " (" + shown.kind + ")",
+        xTitle: "Buyers (model " + v + ", " + shown.kind + ")", labelWidth: 90
+      }));
+    });
+    if (!total) {
+      setEmpty(box, "No buyer scored yet.");
+      return;
+    }
+    var head = ["Model", "Kind", "Buyers"];
+    for (var i = 0; i < 10; i++) head.push(label(i));
+    nodes.push(numbersTable("p-alive", head, blocks.map(function (b) {
+      return [b.model_version, b.kind, fmtInt(b.customers)].concat(b.deciles.map(fmtInt));
+    })));
+    setReady(box, nodes, total);
+  }
+
   function drawLifecycle(s) {
     var stages = (s.report && s.report.lifecycle) || null;
     if (!stages) {
@@ -915,7 +956,7 @@
   // ---- refresh loop ---------------------------------------------------------------------
 
   var DRAW = [drawTtsp, drawTriggers, drawDecisions, drawRules, drawVersions, drawSuppression,
-    drawSendWindows, drawLifecycle, drawDeadLetters, drawLag, drawLift, drawCohorts];
+    drawSendWindows, drawPAlive, drawLifecycle, drawDeadLetters, drawLag, drawLift, drawCohorts];
   var state = { fetches: 0, lastOk: null };
 
   function refreshSeconds() {

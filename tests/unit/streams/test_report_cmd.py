@@ -286,3 +286,53 @@ def test_clear_errors(args: list[str], message: str, capsys: pytest.CaptureFixtu
     assert code == 2
     assert out == ""
     assert message in err and err.startswith("retention: ")
+
+
+MODEL_TABLE = """
+[model]
+version = "3f2a9c1b7d4e"
+time_unit = "week"
+mbgnbd = { r = 0.5248, alpha = 6.183, a = 0.8914, b = 1.614 }
+"""
+
+
+def test_a_live_report_under_rules_with_a_model_shows_the_p_alive_distribution(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    # docs/reports.md "P(alive)": the configured rules' model scores every buyer at
+    # the report time; a one-time buyer gone a year falls in a low tenth, a regular
+    # one just back in a high one.
+    from agents.core.prediction import NbdParams, p_alive
+    from agents.core.rules import default_text
+    from agents.core.rules.check import TOP_KEYS
+    from tests.unit.agents.factories import purchase
+
+    if "model" not in TOP_KEYS:
+        pytest.skip("the rules file's [model] table is parsed by the churn_risk engine work")
+    regular, gone = CustomerState("regular", partition=0), CustomerState("gone", partition=0)
+    for week in range(0, 52, 2):
+        regular.apply(purchase("regular", T0 + week * 7 * DAY))
+    gone.apply(purchase("gone", T0))
+    as_of = T0 + 52 * 7 * DAY
+
+    async def table(config: object) -> TableSnapshot:
+        return TableSnapshot(customers={"regular": regular, "gone": gone}, records=2)
+
+    monkeypatch.setattr(reporting, "read_table", table)
+    rules = tmp_path / "rules.toml"
+    rules.write_text(default_text() + MODEL_TABLE)
+    monkeypatch.setenv("RETENTION_RULES_FILE", str(rules))
+    for name in [n for n in os.environ if n.startswith("RETENTION_HOLDOUT")]:
+        monkeypatch.delenv(name)
+    code, out, err = report(capsys, "--as-of", iso(as_of), "--format", "json")
+    assert code == 0, err
+    (block,) = orjson.loads(out)["report"]["p_alive"]
+    assert (block["model_version"], block["kind"], block["customers"]) == (
+        "3f2a9c1b7d4e",
+        "mbgnbd",
+        2,
+    )
+    low, high = block["deciles"].index(1), 9 - block["deciles"][::-1].index(1)
+    mbg = NbdParams("mbgnbd", r=0.5248, alpha=6.183, a=0.8914, b=1.614)
+    assert low == int(p_alive(mbg, 0, 0.0, 52.0) * 10) == 3  # 0.36
+    assert high >= 8

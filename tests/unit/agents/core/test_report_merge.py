@@ -12,8 +12,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from agents.core.prediction import GammaGammaParams, NbdParams, p_alive
 from agents.core.report_merge import ReportInputs, merge_report
+from agents.core.report_text import render_report
 from agents.core.reports import CustomerRow, ReportSettings, build_report
+from agents.core.scores import inputs_of
 from agents.core.settings import DAY
 from agents.core.state import STAGES, CustomerState
 from agents.core.timeutil import TIME_MAX, TIME_MIN, month_start_at, parse_timestamp, to_micros
@@ -198,4 +201,88 @@ def test_a_report_as_of_the_last_instant_a_datetime_holds() -> None:
     assert report == expected_report(rows, TIME_MAX)
     assert [(p["period"], p["n"], p["e"], p["partial"]) for p in report["crr"]] == [
         ("9999-12", 1, 1, False)
+    ]
+
+
+# --- P(alive) (docs/reports.md "P(alive)") ---------------------------------------------------
+
+
+class _Model:
+    def __init__(self, version: str, kinds: tuple[str, ...] = ("mbgnbd", "bgnbd")) -> None:
+        every = {
+            "mbgnbd": NbdParams("mbgnbd", r=0.5248, alpha=6.183, a=0.8914, b=1.614),
+            "bgnbd": NbdParams("bgnbd", r=0.2426, alpha=4.414, a=0.7929, b=2.426),
+        }
+        self.version = version
+        self.time_unit = "week"
+        self.kinds = {k: every[k] for k in kinds}
+        self.gamma_gamma: dict[str, GammaGammaParams] = {}
+
+
+@pytest.mark.parametrize("parts", [1, 3])
+def test_the_p_alive_distribution_merges_to_the_report_over_all_rows(
+    stored: list[dict[str, Any]], parts: int
+) -> None:
+    model = _Model("3f2a9c1b7d4e")
+    states = [CustomerState.from_dict(d) for d in stored]
+    rows = [CustomerRow.from_state(s) for s in states]
+    inputs = {s.customer_id: i for s in states if (i := inputs_of(s)) is not None}
+    expected = build_report(rows, as_of=END, model=model, score_inputs=inputs)
+    pieces = []
+    for chunk in split(stored, parts, seed=3):
+        acc = ReportInputs(END, scoring=True)
+        for d in chunk:
+            acc.add_state(d, model)
+        pieces.append(acc.finish().to_json())
+    assert merge_report(pieces, as_of=END) == expected
+    mbg, bg = sorted(expected["p_alive"], key=lambda x: x["kind"] != "mbgnbd")
+    assert (mbg["model_version"], mbg["kind"]) == ("3f2a9c1b7d4e", "mbgnbd")
+    # Every buyer the report counts is scored under each kind, in one of ten bins.
+    assert mbg["customers"] == bg["customers"] == len(inputs) == expected["buyers"]
+    assert len(mbg["deciles"]) == 10 and sum(mbg["deciles"]) == mbg["customers"]
+    # BG/NBD keeps one-time buyers at 1.0: its top tenth holds at least all of them.
+    one_timers = sum(1 for i in inputs.values() if i.x == 0)
+    assert bg["deciles"][-1] >= one_timers > 0
+    # Each customer's bin is where its P(alive) at the report time falls.
+    by_hand = [0] * 10
+    for i in inputs.values():
+        T = (END - i.first_order_at) / (7 * DAY)
+        t_x = (i.last_order_at - i.first_order_at) / (7 * DAY) if i.x else 0.0
+        by_hand[min(int(p_alive(model.kinds["mbgnbd"], i.x, t_x, T) * 10), 9)] += 1
+    assert mbg["deciles"] == by_hand
+    # Parts under two model versions (partitions switched apart) are listed apart.
+    older = ReportInputs(END, scoring=True)
+    for d in stored[:50]:
+        older.add_state(d, _Model("000000000001", ("mbgnbd",)))
+    both = merge_report([*pieces, older.finish().to_json()], as_of=END)
+    assert [(x["model_version"], x["kind"]) for x in both["p_alive"]] == [
+        ("000000000001", "mbgnbd"),
+        ("3f2a9c1b7d4e", "bgnbd"),
+        ("3f2a9c1b7d4e", "mbgnbd"),
+    ]
+
+
+def test_without_a_model_the_report_and_its_parts_are_unchanged(
+    stored: list[dict[str, Any]],
+) -> None:
+    part = report_inputs(stored, END)
+    assert "p_alive" not in part and "p_alive" not in merge_report([part], as_of=END)
+    assert "P(alive)" not in render_report(expected_report(stored, END))
+    # With a model and no buyer yet: the block is there, empty.
+    empty = ReportInputs(END, scoring=True).finish().to_json()
+    assert merge_report([empty], as_of=END)["p_alive"] == []
+
+
+def test_the_text_report_shows_the_p_alive_distribution(stored: list[dict[str, Any]]) -> None:
+    model = _Model("3f2a9c1b7d4e", ("mbgnbd",))
+    acc = ReportInputs(END, scoring=True)
+    for d in stored:
+        acc.add_state(d, model)
+    report = merge_report([acc.finish().to_json()], as_of=END)
+    text = render_report(report)
+    assert "P(alive) at the report time" in text
+    (block,) = report["p_alive"]
+    line = next(x for x in text.splitlines() if x.strip().startswith("3f2a9c1b7d4e"))
+    assert line.split()[1:] == ["mbgnbd", str(block["customers"])] + [
+        str(n) for n in block["deciles"]
     ]

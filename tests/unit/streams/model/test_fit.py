@@ -8,12 +8,15 @@ import os
 import random
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
 
+from agents.core.rules import default_text, load_rules
+from agents.core.rules.check import TOP_KEYS
 from streams.cli import main
 from tests.fixtures.cdnow import Unavailable, sample_file, write_history
 from tests.fixtures.tools import missing
@@ -98,6 +101,32 @@ def test_the_model_file_is_the_same_for_any_line_order_and_names_its_version(
     assert len(doc["version"]) == 12 and doc["version"] in text and str(out) in text
     moved = _fit(capsys, cdnow, "--fitted-at", "2026-01-01")
     assert moved["fitted_at"] == "2026-01-01T00:00:00Z" and moved["version"] != doc["version"]
+
+
+def test_format_toml_prints_the_model_table_a_rules_file_takes(
+    cdnow: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    doc = _fit(capsys, cdnow)
+    code, text, err = _run(
+        capsys, "model", "fit", "--from-file", str(cdnow), "--until", "1997-09-30",
+        "--format", "toml",
+    )  # fmt: skip
+    assert code == 0, err
+    table = tomllib.loads(text)["model"]
+    # The same fit as the model file: its version, unit and every parameter exactly.
+    assert table["version"] == doc["version"]
+    assert table["time_unit"] == "week" and table["fitted_at"] == "1997-09-30T00:00:00Z"
+    for kind in ("mbgnbd", "bgnbd"):
+        assert table[kind] == doc["models"][kind]["params"]
+    assert table["gamma_gamma"] == {"USD": doc["gamma_gamma"]["USD"]["params"]}
+    # Pasted at the end of a rules file, the rules check accepts it (docs/prediction.md
+    # "Publishing a model").
+    if "model" not in TOP_KEYS:
+        pytest.skip("the rules file's [model] table is parsed by the churn_risk engine work")
+    rules: Any = load_rules(default_text() + "\n" + text)  # .model: the engine work
+    model = rules.model
+    assert model.version == doc["version"]
+    assert model.kinds["bgnbd"].r == doc["models"]["bgnbd"]["params"]["r"]
 
 
 def test_too_little_data_is_refused_with_what_is_missing(

@@ -16,6 +16,8 @@ from rocksdict import Options, Rdict
 
 from agents.core.report_merge import merge_report
 from agents.core.reports import CustomerRow, build_report
+from agents.core.rules import default_rules
+from agents.core.rules.history import RuleHistory
 from agents.core.state import CustomerState
 from streams.faust_adapter import TableStore
 from streams.web.summary import BUSY_SHARE, INPUTS_KEPT, Revalidating, Summaries, local_inputs
@@ -45,12 +47,19 @@ class Table:
         self.data = data
 
 
+def default_history() -> RuleHistory:
+    return RuleHistory.seed(default_rules())
+
+
 class Worker:
     """What ``local_inputs`` reads of a worker: its partitions' rows, off the loop."""
 
     def __init__(self, table: Any) -> None:
         self.store = TableStore(table)
         self.partition_rows = self.store.rows_for_thread
+        # The default rules, no [model]: no P(alive) in the report.
+        engine = SimpleNamespace(history=SimpleNamespace(versions=default_history().versions))
+        self.engine_for = lambda partition: engine
 
 
 @pytest.fixture(scope="module")
@@ -233,6 +242,9 @@ class SlowRows:
 
     def snapshot(self) -> Any:
         return SimpleNamespace(owned=[0, 1])
+
+    def engine_for(self, partition: int) -> Any:
+        return SimpleNamespace(history=default_history())
 
     def partition_rows(self, partitions: list[int]) -> Any:
         self.scans.append(time.monotonic())

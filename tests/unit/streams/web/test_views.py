@@ -25,6 +25,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from agents.core.clock import ManualClock
 from agents.core.ids import trigger_id
+from agents.core.prediction import GammaGammaParams, NbdParams, expected_order_value, p_alive
 from agents.core.rules import default_rules, default_text, load_rules
 from agents.core.rules.history import set_id
 from agents.core.settings import CoreSettings
@@ -142,12 +143,14 @@ class Worker:
 
     def __init__(self, **env: str) -> None:
         self.clock = ManualClock(NOW)
+        # A rules file holds the holdout itself (docs/rules.md "Environment aliases").
+        holdout = {} if "RETENTION_RULES_FILE" in env else {"RETENTION_HOLDOUT_PERCENT": "0"}
         config = load_config(
             {
                 "RETENTION_STORE": "memory://",
                 "RETENTION_CLOCK": "stream",
                 "RETENTION_PARTITIONS": str(PARTITIONS),
-                "RETENTION_HOLDOUT_PERCENT": "0",
+                **holdout,
                 **env,
             },
             use_stack_file=False,
@@ -267,6 +270,7 @@ async def test_events_flow_through_the_agents_into_lookup_summary_and_metrics(
     assert set(body) == {
         "customer_id",
         "state",
+        "scores",
         "timezone",
         "pending",
         "next_steps",
@@ -974,3 +978,73 @@ def test_the_rules_view_shows_a_rules_send_window_and_only_then() -> None:
         "default_zone": "UTC",
     }
     assert "send_window" not in shown["inactivity"]
+
+
+# --- scores (docs/prediction.md "Scores") ---------------------------------------------------
+
+MODEL_TABLE = """
+[model]
+version = "3f2a9c1b7d4e"
+time_unit = "week"
+fitted_at = "1997-09-30T00:00:00Z"
+mbgnbd = { r = 0.5248, alpha = 6.183, a = 0.8914, b = 1.614 }
+bgnbd = { r = 0.2426, alpha = 4.414, a = 0.7929, b = 2.426 }
+
+[model.gamma_gamma]
+EUR = { p = 6.25, q = 3.744, v = 15.44 }
+"""
+
+
+async def test_the_lookup_has_no_scores_without_a_model(
+    worker: Worker, client: TestClient[Any, Any]
+) -> None:
+    topics = worker.app.config.topics
+    worker.recovered()
+    await worker.feed([(topics.purchases, 0, purchase("cus_a", 1, 1))])
+    sources = [(t, p) for t in topics.inputs() for p in range(PARTITIONS)]
+    await worker.feed([(t, p, advance(5)) for t, p in sources])
+    body = await (await client.get("/retention/customers/cus_a")).json()
+    assert body["state"]["orders"] == 1 and body["scores"] is None
+
+
+async def test_the_lookup_scores_a_customer_at_its_partitions_clock(tmp_path: Path) -> None:
+    from agents.core.rules.check import TOP_KEYS
+
+    if "model" not in TOP_KEYS:
+        pytest.skip("the rules file's [model] table is parsed by the churn_risk engine work")
+    rules = tmp_path / "rules.toml"
+    rules.write_text(default_text() + MODEL_TABLE)
+    worker = Worker(RETENTION_RULES_FILE=str(rules))
+    web: Any = worker.app.faust_app.web
+    async with TestClient(TestServer(web.web_app)) as client:
+        topics = worker.app.config.topics
+        worker.recovered()
+        # Orders on days 1, 1 (one order day) and 15: x = 1 repeat order day, 60 EUR in 3.
+        await worker.feed(
+            [
+                (topics.purchases, 0, purchase("cus_a", 1, 1)),
+                (topics.purchases, 0, purchase("cus_a", 2, 1)),
+                (topics.purchases, 0, purchase("cus_a", 3, 15)),
+            ]
+        )
+        sources = [(t, p) for t in topics.inputs() for p in range(PARTITIONS)]
+        await worker.feed([(t, p, advance(29)) for t, p in sources])
+        first = await (await client.get("/retention/customers/cus_a")).json()
+        await worker.feed([(t, p, advance(80)) for t, p in sources])
+        later = await (await client.get("/retention/customers/cus_a")).json()
+    s = first["scores"]
+    assert s["model_version"] == "3f2a9c1b7d4e" and s["kind"] == "mbgnbd"
+    as_of = to_micros(datetime.fromisoformat(s["as_of"]))
+    assert as_of <= to_micros(datetime.fromisoformat(day(29)))  # the stream clock, not NOW
+    mbg = NbdParams("mbgnbd", r=0.5248, alpha=6.183, a=0.8914, b=1.614)
+    week = 7 * 86_400_000_000
+    first_at = to_micros(datetime.fromisoformat(day(1)))
+    T = (as_of - first_at) / week
+    assert s["p_alive"] == pytest.approx(p_alive(mbg, 1, 2.0, T), abs=1e-6)
+    assert set(s["p_alive_by_kind"]) == {"mbgnbd", "bgnbd"}
+    assert s["expected_orders_90d"] > s["expected_orders_30d"] > 0
+    gg = GammaGammaParams(p=6.25, q=3.744, v=15.44)
+    assert s["predicted_value"] == {"EUR": round(expected_order_value(gg, 1, 20.0), 2)}
+    # No order since: the score decays with the partition's clock.
+    assert later["scores"]["p_alive"] < s["p_alive"], (later["scores"], s)
+    assert "od" not in first["state"]

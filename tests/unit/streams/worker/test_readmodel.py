@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import orjson
@@ -18,8 +19,10 @@ import schemas
 from agents.contract import CUSTOMER_KEY_PREFIX
 from agents.core.clock import ManualClock
 from agents.core.engine import Engine
+from agents.core.prediction import GammaGammaParams, NbdParams
 from agents.core.rules import default_text, load_rules
 from agents.core.rules.history import set_id
+from agents.core.scores import scores, scores_of_stored
 from agents.core.settings import RULE_SECOND_PURCHASE, CoreSettings, LadderSettings
 from agents.core.state import CustomerState
 from agents.core.timeutil import (
@@ -237,3 +240,55 @@ def test_a_rows_hash_is_judged_by_its_partitions_rules_versions() -> None:
     # The worker's own engine (the seed) would say day 14.
     seed = orjson.loads(row_fields(raw, proc.engine, now=T0)["pending"])
     assert {"rule": "second_purchase", "step": 2, "due_at": iso(at(days=14))} in seed
+
+
+# --- scores (schemas/readmodel.md "Scores") ----------------------------------------------------
+
+
+class _Model:
+    version = "3f2a9c1b7d4e"
+    time_unit = "week"
+    kinds = {
+        "mbgnbd": NbdParams("mbgnbd", r=0.5248, alpha=6.183, a=0.8914, b=1.614),
+        "bgnbd": NbdParams("bgnbd", r=0.2426, alpha=4.414, a=0.7929, b=2.426),
+    }
+    gamma_gamma = {"EUR": GammaGammaParams(p=6.25, q=3.744, v=15.44)}
+
+
+def _with_model(engine: Engine) -> Any:
+    """The engine, its seed rules carrying a ``[model]``."""
+    seed = SimpleNamespace(applied_at=None, rules=SimpleNamespace(model=_Model()))
+    return SimpleNamespace(
+        history=SimpleNamespace(versions=[seed]),
+        pending=engine.pending,
+        in_holdout=engine.in_holdout,
+    )
+
+
+def test_the_hash_keeps_score_inputs_a_reader_scores_at_its_own_instant() -> None:
+    proc, store = processor(), DictStore()
+    orders = [
+        ev(purchase("cus_a", DAY0, "ORD-1")),
+        ev(purchase("cus_a", at(hours=3), "ORD-2")),  # the same day: one order day
+        ev(purchase("cus_a", at(days=20), "ORD-3")),
+    ]
+    run(proc, store, [*orders, *advance_all(at(days=30))])
+    raw = store.data[CUSTOMER_KEY_PREFIX + "cus_a"]
+    engine = _with_model(proc.engine)
+    fields = row_fields(raw, engine, now=T0)
+    full = CustomerState.from_dict(orjson.loads(raw))
+    assert fields == hash_fields(full, engine, now=T0)
+    Draft202012Validator(SCHEMA).validate(fields)
+    stored = orjson.loads(fields["score_inputs"])
+    Draft202012Validator(SCHEMA["properties"]["score_inputs"]["contentSchema"]).validate(stored)
+    assert stored["x"] == 1 and stored["model_version"] == "3f2a9c1b7d4e"
+    assert stored["spend"] == {"EUR": [full.spend["EUR"], 3]}
+    # What a reader computes at any instant is what the lookup shows at that instant.
+    for as_of in (at(days=30), at(days=400)):
+        assert scores_of_stored(stored, as_of) == scores(full, _Model(), as_of)
+    late = scores_of_stored(stored, at(days=400))
+    assert late is not None and late["p_alive"] < scores_of_stored(stored, at(days=30))["p_alive"]  # type: ignore[index]
+    # Without a model, or without an order: empty.
+    assert row_fields(raw, proc.engine, now=T0)["score_inputs"] == ""
+    nobody = orjson.dumps(state(orders=0, first_order_at=None, last_order_at=None).to_dict())
+    assert row_fields(nobody, engine, now=T0)["score_inputs"] == ""
