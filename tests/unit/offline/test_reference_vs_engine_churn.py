@@ -109,7 +109,7 @@ def rules_file(draw: st.DrawFn, model: str | None = None) -> str:
     churn: dict[str, Any] = {
         "name": "churn_risk",
         "priority": draw(st.sampled_from([5, 25, 45])),
-        "anchor": "last_order",
+        "anchor": draw(st.sampled_from(["last_order", {"kind": "last_order", "min_orders": 2}])),
         "model": draw(st.sampled_from(["mbgnbd", "bgnbd"])),
         "steps": [{"p_alive_below": p} for p in draw(thresholds)],
         "on_change": draw(st.sampled_from(["restart", "pin"])),
