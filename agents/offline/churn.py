@@ -1,5 +1,5 @@
 """P(alive) and its crossing instant, the offline reference's own reading
-(docs/prediction.md "The models" and "Crossing"; docs/prediction.md "Crossing").
+(docs/prediction.md "The models" and "Crossing").
 
 Written from the formulas, not from the engine's :mod:`agents.core.prediction`
 (tests/unit/test_import_graph.py keeps them apart), so that a slip on either side
