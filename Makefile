@@ -6,6 +6,8 @@
 # `make unit` (no broker, no worker; the third-party checkers promtool, the
 # AsyncAPI parser and compose-go run as programs), `make integration` (the
 # harness: broker, Redis, local stack), `make e2e` (real worker processes).
+# Tests marked `slow` (pyproject.toml) are left out of all of these for the time
+# budget and run by `make test-slow` alone.
 # CHANGELOG.md gives their recorded times (the tiers: docs/testing.md).
 
 SHELL := /bin/bash
@@ -21,7 +23,7 @@ PYTHON ?= $(shell for p in python3.13 python3.12 python3.11 python3; do \
 	command -v $$p >/dev/null 2>&1 && $$p -c "import sys; sys.exit(sys.version_info < (3, 11))" \
 	2>/dev/null && { echo $$p; break; }; done)
 
-.PHONY: help venv install jars lint typecheck test unit integration e2e demo bench clean distclean
+.PHONY: help venv install jars lint typecheck test test-slow unit integration e2e demo bench clean distclean
 
 help:  ## list the targets
 	@awk -F ':.*## ' '/^[a-z][a-z0-9 -]*:.*## / {printf "  %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -45,8 +47,11 @@ lint: $(STAMP)  ## ruff check + ruff format --check
 typecheck: $(STAMP)  ## mypy (strict, settings in pyproject.toml)
 	$(BIN)/mypy
 
-test: $(STAMP) lint typecheck jars  ## lint, type-check and run every test (real Kafka + Redis)
-	$(BIN)/pytest --durations=25 tests
+test: $(STAMP) lint typecheck jars  ## lint, type-check and run every test but the slow ones (real Kafka + Redis)
+	$(BIN)/pytest --durations=25 -m "not slow" tests
+
+test-slow: $(STAMP) jars  ## the slow tier: the tests `make test` leaves out (marked slow)
+	$(BIN)/pytest --durations=25 -m slow tests
 
 unit: $(STAMP)  ## tier 1: unit tests only (no broker, no worker process)
 	$(BIN)/pytest -q tests/unit
@@ -56,10 +61,10 @@ fuzz: $(STAMP)  ## the pure-path fuzz (tests/unit/agents/test_fuzz_pipeline.py),
 	RETENTION_FUZZ_PROFILE=long $(BIN)/pytest -q tests/unit/agents/test_fuzz_pipeline.py
 
 integration: $(STAMP) jars  ## tier 2: the harness against a real Kafka broker + Redis
-	$(BIN)/pytest tests/integration
+	$(BIN)/pytest -m "not slow" tests/integration
 
 e2e: $(STAMP) jars  ## tier 3: real worker processes end to end (Kafka + Redis)
-	$(BIN)/pytest tests/e2e
+	$(BIN)/pytest -m "not slow" tests/e2e
 
 demo: $(STAMP)  ## run the demo on the local stack
 	$(BIN)/retention demo

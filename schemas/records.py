@@ -180,8 +180,8 @@ class Decision(Trigger):
     """One firing of one ladder step, delivered or suppressed (``decision/1``)."""
 
     delivered: bool
-    # "delivered", a suppression reason code, or "superseded" (docs/rules.md
-    # "Changing rules")
+    # "delivered", a suppression reason code, "superseded" (docs/rules.md
+    # "Changing rules") or "skipped" (docs/prediction.md "The churn_risk rule")
     outcome: str
     clock: str  # "wall" or "stream"
     schema: ClassVar[str] = SCHEMA_DECISION

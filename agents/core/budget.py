@@ -158,8 +158,9 @@ class FiringMemory:
     # The widest entry: its rule name is the longest of the rule set's.
     entry_bytes: int = MAX_FIRING_ENTRY_BYTES
     # Taken from the firings' budget when a rule has a send window: the kept
-    # firings and the counts of the window outcomes (WINDOW_RESERVE), so a row
-    # without windows keeps today's bound (docs/budget.md "Byte budget").
+    # firings and the counts of the window outcomes (WINDOW_RESERVE), and when a
+    # rule is a churn_risk ladder: the counts of "skipped" (CHURN_RESERVE); so a
+    # row without either keeps today's bound (docs/budget.md "Byte budget").
     reserve: int = 0
 
     @property
@@ -193,6 +194,8 @@ def firing_memory(core: CoreSettings) -> FiringMemory:
     windowed = any(r.send_window is not None for r in rules)
     entry = max(firing_entry_bytes(longest, windowed=windowed), MAX_FIRING_ENTRY_BYTES)
     reserve = WINDOW_RESERVE if windowed else 0
+    if any(r.steps and r.steps[0].kind == "p_alive_below" for r in rules):
+        reserve += CHURN_RESERVE
     return FiringMemory(core.max_recent_nudges, core.frequency_cap, attribution, entry, reserve)
 
 
@@ -271,6 +274,12 @@ SEND_COUNTS_BUDGET = MAX_RULES * (len(orjson.dumps({"r" * 40: [2**63] * 25})) - 
 # What a rule set with a send window takes from FIRINGS_BUDGET: the rest of the row
 # stays within the bound measured without windows (tests/unit/agents/core/test_budget.py).
 WINDOW_RESERVE = DEFERRED_BUDGET + WINDOW_COUNTS_BUDGET + SEND_COUNTS_BUDGET
+
+
+# The decision counts only churn_risk steps add: "skipped" for every step
+# (docs/prediction.md "The churn_risk rule"), taken from FIRINGS_BUDGET like the
+# windows' reserve, so a rule set without one keeps today's bound.
+CHURN_RESERVE = MAX_TOTAL_STEPS * _count_bytes("skipped")
 
 
 def delivered_within(core: CoreSettings, span: int) -> int | None:

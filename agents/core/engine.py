@@ -43,19 +43,29 @@ from agents.core.guardrails import (
     OUTCOME_BACKFILL,
     OUTCOME_DELIVERED,
     OUTCOME_OPTED_OUT,
+    OUTCOME_SKIPPED,
     Guardrails,
     delivered_due_times,
 )
 from agents.core.memory import attribute, still_needed
 from agents.core.pending import pending_limits
-from agents.core.plans import Plan, SharedPlans, VersionRules
-from agents.core.rules.abstract import Predicate
+from agents.core.plans import (
+    Plan,
+    SharedPlans,
+    VersionRules,
+    busy_at,
+    holds,
+    move_stage,
+    outranked,
+    pinned_plans,
+    progress_after,
+    stage_move_at,
+)
 from agents.core.rules.history import RuleHistory, Version
 from agents.core.rules.model import Rule
 from agents.core.rules.steps import cadence_threshold
 from agents.core.send_counts import count_send
 from agents.core.settings import CoreSettings, LadderSettings
-from agents.core.stages import ACTIVE_STAGES, STAGE_AT_RISK, STAGE_LAPSED
 from agents.core.state import (
     CountKey,
     CustomerState,
@@ -254,11 +264,11 @@ class Engine:
                 index = due[1]
                 if index < 0:
                     if index == LIFECYCLE:
-                        _move_stage(state)
+                        move_stage(state)
                     else:
                         judged = at_send(self, state, DEFERRED - index, plans, seg, busy, out)
                         if judged is not None:
-                            busy = _busy(busy, due[0], judged)
+                            busy = busy_at(busy, due[0], judged)
                     continue
                 plan = plans[index]
                 step = self._due(plan, state)
@@ -267,19 +277,26 @@ class Engine:
                     # Another step of a rule with a kept firing fell due before its
                     # send time (docs/send-windows.md "Deferred firings").
                     supersede_deferred(state, plan, out)
-                if plan.audience and not _holds(plan.audience, state, step.due_at):
+                if plan.audience and not holds(plan.audience, state, step.due_at):
                     # Not for this customer now: the step is done, nothing is decided.
-                    state.ladders[plan.name] = _progress(state, plan.name, step)
+                    state.ladders[plan.name] = progress_after(state, plan.name, step)
                     continue
-                outranked = plan.arbitration and _outranked(busy, step.due_at, plan.name)
+                if plan.churn and step.threshold == 0:
+                    # Crossed at the anchor: recorded, never fired, the ladder moves
+                    # on (docs/prediction.md "The churn_risk rule").
+                    self._step_done(state, step)
+                    until = self.settings.backfill_until
+                    out.append(supersede(state, step, plan, until, OUTCOME_SKIPPED))
+                    continue
+                lost = plan.arbitration and outranked(busy, step.due_at, plan.name)
                 if plan.window is not None and not self._backfill(step.due_at):
-                    if at_due(self, state, step, plan, seg, outranked, out):
-                        busy = _busy(busy, step.due_at, plan.name)
+                    if at_due(self, state, step, plan, seg, lost, out):
+                        busy = busy_at(busy, step.due_at, plan.name)
                     continue
                 self._step_done(state, step)
-                out.append(self._judge(state, step, plan, outranked, seg))
+                out.append(self._judge(state, step, plan, lost, seg))
                 if not plan.transactional:
-                    busy = _busy(busy, step.due_at, plan.name)
+                    busy = busy_at(busy, step.due_at, plan.name)
             elif ev_t is not None and ev_t <= watermark:
                 self._apply(state, state.pop_pending(self.pending_limits), out)
                 if multi:
@@ -315,9 +332,13 @@ class Engine:
             if step > plan.size:
                 continue
             fixed = plan.fixed
-            due_at = anchor + (
-                fixed[step - 1] if fixed is not None else plan.threshold(step, state)
-            )
+            if fixed is not None:
+                due_at = anchor + fixed[step - 1]
+            else:
+                threshold = plan.threshold(step, state)
+                if threshold is None:
+                    continue  # a churn_risk step that never falls due
+                due_at = anchor + threshold
             # Ties go to the lower priority, which comes first here.
             if best is None or due_at < best[0]:
                 best = (due_at, plan.index)
@@ -327,23 +348,13 @@ class Engine:
         """(time, rule index, LIFECYCLE or a kept firing's DEFERRED code) of the
         customer's next timeline item."""
         best = self._next_due_at(state, plans)
-        lifecycle = self.lifecycle
-        if lifecycle is not None and state.orders >= 1:
-            stage = state.stage
-            after: int | None = None
-            if stage in ACTIVE_STAGES:
-                after = lifecycle.at_risk_after
-            elif stage == STAGE_AT_RISK:
-                after = lifecycle.lapsed_after
-            if after is not None:
-                assert state.last_activity_at is not None  # an order is activity
-                move_at = state.last_activity_at + after
-                if (
-                    best is None
-                    or move_at < best[0]
-                    or (move_at == best[0] and not plans[best[1]].before_lifecycle)
-                ):
-                    best = (move_at, LIFECYCLE)
+        move_at = stage_move_at(self.lifecycle, state)
+        if move_at is not None and (
+            best is None
+            or move_at < best[0]
+            or (move_at == best[0] and not plans[best[1]].before_lifecycle)
+        ):
+            best = (move_at, LIFECYCLE)
         if state.deferred:
             # Kept firings' send times (docs/send-windows.md "Deferred firings").
             return first_send(state.deferred, plans, best)
@@ -381,21 +392,7 @@ class Engine:
 
     def _plans_for(self, state: CustomerState, seg: VersionRules) -> tuple[Plan, ...]:
         """The segment's plans, a pinned ladder's rule taken from its pinned version."""
-        ladders = state.ladders
-        if not any(p.pin is not None for p in ladders.values()):
-            return seg.plans
-        out: list[Plan] = []
-        for plan in seg.plans:
-            progress = ladders.get(plan.name)
-            if progress is not None and progress.pin is not None:
-                pinned = self._by_id.get(progress.pin)
-                own = pinned.by_name.get(plan.name) if pinned is not None else None
-                # A pin to a version the bound dropped: silent until the customer's
-                # next switch, which restarts it (docs/rules.md "Changing rules").
-                out.append(plan.silenced() if own is None else own.placed_as(plan))
-            else:
-                out.append(plan)
-        return tuple(out)
+        return pinned_plans(state, seg, self._by_id)
 
     def _switch(self, state: CustomerState, at: int, out: list[Emission]) -> None:
         """The switch to the version applied at ``at`` (docs/rules.md "Changing
@@ -450,6 +447,8 @@ class Engine:
         if step > plan.size:
             return None  # silent until reset: the anchor has to move first
         threshold = plan.threshold(step, state)
+        if threshold is None:
+            return None
         return Due(anchor + threshold, plan.index, step, plan.name, anchor, threshold, plan.version)
 
     def _apply(self, state: CustomerState, event: Event, out: list[Emission]) -> None:
@@ -463,7 +462,7 @@ class Engine:
     def _step_done(self, state: CustomerState, due: Due) -> None:
         """The ladder's progress moves to ``due``'s step."""
         if self._multi:
-            state.ladders[due.rule] = _progress(state, due.rule, due)
+            state.ladders[due.rule] = progress_after(state, due.rule, due)
         else:
             state.ladders[due.rule] = LadderProgress(due.anchor_at, due.step)
 
@@ -554,30 +553,3 @@ class Engine:
 
 # Today's name of the cadence step's threshold (docs/rules.md "Rules file").
 overdue_threshold = cadence_threshold
-
-
-def _progress(state: CustomerState, name: str, due: Due) -> LadderProgress:
-    """The progress after ``due``'s step: a pinned ladder stays pinned."""
-    progress = state.ladders.get(name)
-    pin = progress.pin if progress is not None else None
-    return LadderProgress(due.anchor_at, due.step, pin)
-
-
-def _outranked(busy: tuple[int, str] | None, at: int, rule: str) -> bool:
-    """Whether a firing of ``rule`` judged at ``at`` follows one of another rule
-    judged at that instant (its rule arbitrating: docs/guardrails.md "Guardrails")."""
-    return busy is not None and busy[0] == at and busy[1] != rule
-
-
-def _busy(busy: tuple[int, str] | None, at: int, rule: str) -> tuple[int, str]:
-    """The first firing judged at ``at``: a later one at the same instant keeps it."""
-    return busy if busy is not None and busy[0] == at else (at, rule)
-
-
-def _holds(audience: tuple[Predicate, ...], state: CustomerState, due_at: int) -> bool:
-    return all(p.holds(state, due_at) for p in audience)
-
-
-def _move_stage(state: CustomerState) -> None:
-    """The lifecycle's move due now: new/repeat/reactivated -> at_risk -> lapsed."""
-    state.stage = STAGE_AT_RISK if state.stage in ACTIVE_STAGES else STAGE_LAPSED

@@ -43,6 +43,10 @@ OUTCOME_BACKFILL = "backfill"
 # recorded, never fired, never counted for gap, cap or attribution (docs/rules.md
 # "Changing rules").
 OUTCOME_SUPERSEDED = "superseded"
+# A churn_risk step whose threshold P(alive) was already at or below at its anchor
+# (a new order): recorded at the anchor, never fired, never counted for gap, cap or
+# attribution; the ladder moves on (docs/prediction.md "The churn_risk rule").
+OUTCOME_SKIPPED = "skipped"
 # Send windows (docs/send-windows.md "Deferred firings"): a firing outside its
 # rule's window under policy "drop" (or deferred beyond max_delay), and a deferred
 # firing whose rule's condition or audience no longer holds at its send time.
@@ -58,9 +62,10 @@ OUTCOMES = (
     OUTCOME_FREQUENCY_CAP,
 )
 SUPPRESSIONS = OUTCOMES[1:]
-# Every outcome a decision may have: the guardrails' and "superseded", which only a
-# rules change produces (reports show it only when it happened).
-DECISION_OUTCOMES = (*OUTCOMES, OUTCOME_SUPERSEDED)
+# Every outcome a decision may have: the guardrails', "superseded", which only a
+# rules change produces, and "skipped", which only a churn_risk step produces
+# (reports show them only when they happened).
+DECISION_OUTCOMES = (*OUTCOMES, OUTCOME_SUPERSEDED, OUTCOME_SKIPPED)
 # Groups for lift: a conversion is attributed to a delivered or a holdout firing.
 ATTRIBUTED = (OUTCOME_DELIVERED, OUTCOME_HOLDOUT)
 

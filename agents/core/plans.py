@@ -4,18 +4,20 @@ one configuration (docs/rules.md "Rules file", "Changing rules")."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import replace
 from zoneinfo import ZoneInfo
 
 from agents.core.budget import FiringMemory, firing_memory
+from agents.core.emissions import Due
 from agents.core.guardrails import Guardrails
 from agents.core.rules.abstract import Facts, Predicate, Step
 from agents.core.rules.history import Version
 from agents.core.rules.model import Lifecycle, Rule
-from agents.core.rules.steps import Fixed
+from agents.core.rules.steps import Fixed, PAliveBelow
 from agents.core.settings import CoreSettings
-from agents.core.state import CustomerState
+from agents.core.stages import ACTIVE_STAGES, STAGE_AT_RISK, STAGE_LAPSED
+from agents.core.state import CustomerState, LadderProgress
 from agents.core.windows import SendWindowSetting
 from agents.core.zones import load_zone
 
@@ -28,8 +30,8 @@ class Plan:
         "arbitration",
         "audience",
         "before_lifecycle",
-        "cadence",
         "channel",
+        "churn",
         "default_zone",
         "fixed",
         "index",
@@ -37,6 +39,7 @@ class Plan:
         "on_change",
         "resolve",
         "size",
+        "steps",
         "template",
         "transactional",
         "version",
@@ -53,7 +56,12 @@ class Plan:
         self.fixed: tuple[int, ...] | None = (
             tuple(step.least for step in rule.steps) if fixed else None
         )
-        self.cadence: Step | None = None if fixed else rule.steps[0]
+        # Steps whose threshold is per customer (a cadence step, churn_risk steps):
+        # asked only when ``fixed`` is None, so fixed ladders keep their path.
+        self.steps: tuple[Step, ...] = rule.steps
+        # churn_risk steps may say "crossed at the anchor" (threshold 0: decided
+        # skipped) or "never" (None): docs/prediction.md "The churn_risk rule".
+        self.churn = any(isinstance(step, PAliveBelow) for step in rule.steps)
         self.size = len(rule.steps)
         self.audience: tuple[Predicate, ...] = rule.audience
         self.template = rule.template
@@ -91,12 +99,79 @@ class Plan:
         plan.size = 0
         return plan
 
-    def threshold(self, step: int, state: CustomerState) -> int:
+    def threshold(self, step: int, state: CustomerState) -> int | None:
+        """Step ``step``'s threshold for the customer (None: nothing due until its
+        facts change)."""
         fixed = self.fixed
         if fixed is not None:
             return fixed[step - 1]
-        assert self.cadence is not None
-        return self.cadence.threshold(state)
+        return self.steps[step - 1].threshold(state)
+
+
+def pinned_plans(
+    state: CustomerState, seg: VersionRules, by_id: Mapping[str, VersionRules]
+) -> tuple[Plan, ...]:
+    """``seg``'s plans, a pinned ladder's rule taken from its pinned version
+    (docs/rules.md "Changing rules")."""
+    ladders = state.ladders
+    if not any(p.pin is not None for p in ladders.values()):
+        return seg.plans
+    out: list[Plan] = []
+    for plan in seg.plans:
+        progress = ladders.get(plan.name)
+        if progress is not None and progress.pin is not None:
+            pinned = by_id.get(progress.pin)
+            own = pinned.by_name.get(plan.name) if pinned is not None else None
+            # A pin to a version the bound dropped: silent until the customer's
+            # next switch, which restarts it (docs/rules.md "Changing rules").
+            out.append(plan.silenced() if own is None else own.placed_as(plan))
+        else:
+            out.append(plan)
+    return tuple(out)
+
+
+def outranked(busy: tuple[int, str] | None, at: int, rule: str) -> bool:
+    """Whether a firing of ``rule`` judged at ``at`` follows one of another rule
+    judged at that instant (its rule arbitrating: docs/guardrails.md "Guardrails")."""
+    return busy is not None and busy[0] == at and busy[1] != rule
+
+
+def busy_at(busy: tuple[int, str] | None, at: int, rule: str) -> tuple[int, str]:
+    """The first firing judged at ``at``: a later one at the same instant keeps it."""
+    return busy if busy is not None and busy[0] == at else (at, rule)
+
+
+def holds(audience: tuple[Predicate, ...], state: CustomerState, due_at: int) -> bool:
+    return all(p.holds(state, due_at) for p in audience)
+
+
+def progress_after(state: CustomerState, name: str, due: Due) -> LadderProgress:
+    """The progress after ``due``'s step: a pinned ladder stays pinned."""
+    progress = state.ladders.get(name)
+    pin = progress.pin if progress is not None else None
+    return LadderProgress(due.anchor_at, due.step, pin)
+
+
+def stage_move_at(lifecycle: Lifecycle | None, state: CustomerState) -> int | None:
+    """When the lifecycle's next stage move is due (docs/rules.md "Rules file"): with
+    >= 1 order, ``at_risk_after`` after the last activity from an active stage,
+    ``lapsed_after`` from at_risk; None otherwise."""
+    if lifecycle is None or state.orders < 1:
+        return None
+    stage = state.stage
+    if stage in ACTIVE_STAGES:
+        after = lifecycle.at_risk_after
+    elif stage == STAGE_AT_RISK:
+        after = lifecycle.lapsed_after
+    else:
+        return None
+    assert state.last_activity_at is not None  # an order is activity
+    return state.last_activity_at + after
+
+
+def move_stage(state: CustomerState) -> None:
+    """The lifecycle's move due now: new/repeat/reactivated -> at_risk -> lapsed."""
+    state.stage = STAGE_AT_RISK if state.stage in ACTIVE_STAGES else STAGE_LAPSED
 
 
 class VersionRules:

@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import base64
 import bisect
 from dataclasses import dataclass, field
 from decimal import Decimal, localcontext
@@ -29,7 +30,7 @@ from agents.core.stages import (
     STAGE_REPEAT,
 )
 from agents.core.stages import STAGES as STAGES  # where reports read the stages from
-from agents.core.timeutil import iso
+from agents.core.timeutil import MICROS_PER_DAY, iso
 from schemas.records import (
     CONSENT_OPTED_OUT,
     KIND_CONSENT,
@@ -40,6 +41,9 @@ from schemas.records import (
 
 # Order times kept for the cadence (median gap) of the overdue rule.
 MAX_ORDER_TIMES = 32
+# Days the order-day bitmap covers, ending at the newest order day: 27 years
+# (docs/prediction.md "State").
+ORDER_DAYS_SPAN = 10_000
 # Activity spans kept for the retention rate (one per break longer than the
 # active window, so only customers who lapse and return very often reach it).
 MAX_ACTIVE_SPANS = 64
@@ -109,6 +113,88 @@ class DeferredFiring:
     @staticmethod
     def from_wire(v: list[Any]) -> DeferredFiring:
         return DeferredFiring(v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7])
+
+
+class OrderDays:
+    """The distinct UTC days with an order (docs/prediction.md "State"): a bitmap of
+    at most :data:`ORDER_DAYS_SPAN` days ending at the newest order day, bit 0 its
+    oldest order day, and the count of order days that slid off its old end.
+
+    A set union, so exact in any arrival order while the orders lie within
+    ORDER_DAYS_SPAN days of the newest; a late order dated before the covered range
+    is taken to fall on a day already counted (once any has been).  Stored in the
+    row under ``"od"`` as ``[start_day, base64 bitmap]`` (``[start_day, bitmap,
+    count_before]`` once days slid off), omitted with no order; decoded only when
+    read or changed, so a row whose customer does not order costs nothing more."""
+
+    __slots__ = ("_before", "_bits", "_start", "_wire")
+
+    def __init__(self, wire: list[Any] | None = None) -> None:
+        self._wire = wire
+        self._start = 0
+        self._bits = -1 if wire is not None else 0  # -1: not decoded yet
+        self._before = 0
+
+    def _decode(self) -> None:
+        wire = self._wire
+        assert wire is not None
+        self._start = wire[0]
+        self._bits = int.from_bytes(base64.b64decode(wire[1]), "little")
+        self._before = wire[2] if len(wire) > 2 else 0
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, OrderDays) and self.to_wire() == other.to_wire()
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"OrderDays({self.to_wire()!r})"
+
+    @property
+    def count(self) -> int:
+        """The distinct order days."""
+        if self._bits < 0:
+            self._decode()
+        return self._bits.bit_count() + self._before
+
+    def add(self, t: int) -> None:
+        """Take in an order at ``t`` (micros)."""
+        if self._bits < 0:
+            self._decode()
+        day = t // MICROS_PER_DAY
+        bits, start = self._bits, self._start
+        self._wire = None
+        if bits == 0:
+            self._start, self._bits = day, 1
+            return
+        newest = start + bits.bit_length() - 1
+        if day >= start:
+            low = day - ORDER_DAYS_SPAN + 1
+            if low > start:
+                # Slide: the days falling off the old end are counted beside.
+                k = low - start
+                self._before += (bits & ((1 << k) - 1)).bit_count()
+                bits >>= k
+                start = low
+            bits |= 1 << (day - start)
+            # Bit 0 is the oldest day kept: one form for one set of days.
+            shift = (bits & -bits).bit_length() - 1
+            self._start, self._bits = start + shift, bits >> shift
+        elif newest - day < ORDER_DAYS_SPAN:
+            self._start, self._bits = day, (bits << (start - day)) | 1
+        elif self._before == 0:
+            self._before = 1  # older than the range and nothing counted yet: a new day
+
+    def to_wire(self) -> list[Any] | None:
+        wire = self._wire
+        if wire is None and self._bits > 0:
+            bits = self._bits
+            text = base64.b64encode(bits.to_bytes((bits.bit_length() + 7) // 8, "little"))
+            wire = [self._start, text.decode("ascii")]
+            if self._before:
+                wire.append(self._before)
+            self._wire = wire
+        return wire
 
 
 class CountKey(NamedTuple):
@@ -186,6 +272,9 @@ class CustomerState:
     last_order_at: int | None = None
     order_times: list[int] = field(default_factory=list)  # ascending, newest MAX_ORDER_TIMES
     spend: dict[str, str] = field(default_factory=dict)  # currency -> exact decimal string
+    # The distinct UTC days with an order (row key "od"): the churn_risk rule and
+    # the scores read x = order_days - 1 (docs/prediction.md "State").
+    order_day_set: OrderDays = field(default_factory=OrderDays)
     order_currencies: dict[str, int] = field(default_factory=dict)  # currency -> orders
     # Union of [t, t + active_window) over order times t, merged: "active at B" for
     # the retention rate is "B falls in a span" (an order within the trailing window).
@@ -237,6 +326,11 @@ class CustomerState:
     def opted_out(self) -> bool:
         return self.consent_status == CONSENT_OPTED_OUT
 
+    @property
+    def order_days(self) -> int:
+        """Distinct UTC days with an order (docs/prediction.md "State")."""
+        return self.order_day_set.count
+
     def apply(self, event: Event, active_window: int | None = None) -> None:
         """Fold one (already deduplicated) event into the facts.
 
@@ -282,6 +376,7 @@ class CustomerState:
         elif second is None or t < second:
             self.second_order_at = t
         self.last_order_at = _max(self.last_order_at, t)
+        self.order_day_set.add(t)
         bisect.insort(self.order_times, t)
         if len(self.order_times) > MAX_ORDER_TIMES:
             del self.order_times[0]
@@ -415,6 +510,9 @@ class CustomerState:
             "consent_status": self.consent_status,
             "consent_at": self.consent_at,
         }
+        order_days = self.order_day_set.to_wire()
+        if order_days is not None:
+            out["od"] = order_days
         # Only when there is one: a row without a zone reads exactly as before.
         if self.zone is not None:
             out["tz"] = [self.zone, self.zone_at]
@@ -465,6 +563,7 @@ class CustomerState:
             last_order_at=d.get("last_order_at"),
             order_times=list(d.get("order_times", [])),
             spend=dict(d.get("spend", {})),
+            order_day_set=_order_days(d),
             order_currencies=dict(d.get("order_currencies", {})),
             active_spans=[list(x) for x in d.get("active_spans", [])],
             last_session_at=d.get("last_session_at"),
@@ -490,8 +589,8 @@ class CustomerState:
 
     @classmethod
     def summary_from_dict(cls, d: dict[str, Any]) -> CustomerState:
-        """Only what the read model's hash shows (orders, times, ladders, stage,
-        consent, version): :meth:`from_dict` without the dedup memory, pending
+        """Only what the read model's hash shows (orders, times, order days, ladders,
+        stage, consent, version): :meth:`from_dict` without the dedup memory, pending
         events, firings and counts, which cost most of a row's decode.  Read the
         same fields the same way as :meth:`from_dict` (a unit test holds the two
         hashes equal on every row of a core run)."""
@@ -503,6 +602,7 @@ class CustomerState:
             second_order_at=d.get("second_order_at"),
             last_order_at=d.get("last_order_at"),
             order_times=d.get("order_times", []),
+            order_day_set=_order_days(d),
             last_activity_at=d.get("last_activity_at"),
             consent_status=d.get("consent_status"),
             ladders={k: _progress(v) for k, v in d.get("ladders", {}).items()},
@@ -522,6 +622,20 @@ class CustomerState:
             }
             for f in self.recent_firings
         ]
+
+
+def _order_days(d: dict[str, Any]) -> OrderDays:
+    """The row's order days; for a row written before they were kept (no ``"od"``
+    but orders), rebuilt from the order times it kept: the newest MAX_ORDER_TIMES,
+    the first and the second (docs/prediction.md "State")."""
+    wire = d.get("od")
+    if wire is not None or not d.get("orders"):
+        return OrderDays(wire)
+    out = OrderDays()
+    for t in {*d.get("order_times", ()), d.get("first_order_at"), d.get("second_order_at")}:
+        if t is not None:
+            out.add(t)
+    return out
 
 
 def _zones(d: dict[str, Any]) -> dict[str, Any]:

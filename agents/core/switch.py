@@ -70,7 +70,8 @@ def switch_actions(
             k = progress.step if progress is not None and progress.anchor == anchor else 0
             for j in range(k + 1, plan.size + 1):
                 threshold = plan.threshold(j, state)
-                if anchor + threshold > at:
+                # None: a churn_risk step that never falls due (nothing to supersede).
+                if threshold is None or anchor + threshold > at:
                     break
                 superseded.append(
                     Due(anchor + threshold, plan.index, j, name, anchor, threshold, plan.version)
@@ -141,11 +142,19 @@ def active(plan: Plan, progress: LadderProgress | None, state: CustomerState, at
     return k < plan.size
 
 
-def supersede(state: CustomerState, due: Due, plan: Plan, backfill_until: int | None) -> Firing:
-    """A decision for a step already due at a switch: recorded, never sent, never
-    a nudge for gap, cap or attribution (so not in recent_firings)."""
+def supersede(
+    state: CustomerState,
+    due: Due,
+    plan: Plan,
+    backfill_until: int | None,
+    outcome: str = OUTCOME_SUPERSEDED,
+) -> Firing:
+    """A decision for a step already due at a switch (or, ``outcome`` skipped, a
+    churn_risk step crossed at its anchor: docs/prediction.md "The churn_risk
+    rule"): recorded, never sent, never a nudge for gap, cap or attribution (so not
+    in recent_firings)."""
     backfill = backfill_until is not None and due.due_at < backfill_until
-    outcome = OUTCOME_BACKFILL if backfill else OUTCOME_SUPERSEDED
+    outcome = OUTCOME_BACKFILL if backfill else outcome
     if not backfill:
         key = CountKey(due.rule, due.step, outcome)
         state.decision_counts[key] = state.decision_counts.get(key, 0) + 1

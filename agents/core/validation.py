@@ -6,7 +6,6 @@ error code, counted per code) and a message a producer can act on.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import re
 from collections import Counter
@@ -210,25 +209,31 @@ def validate(
     channel = _text(obj, "channel", required=False, limit=MAX_TEXT_LENGTH)
     assert event_id is not None and customer_id is not None
     event = _event(obj, kind, event_id, customer_id, occurred, channel)
-    if obj.get("timezone") is not None:
-        event = _with_zone(event, obj["timezone"])
     if lenient is not None and (form := lenient_form(obj["occurred_at"])) is not None:
         lenient[form] += 1  # accepted today, refused later (README "Inputs")
     return event
 
 
-def _with_zone(event: Event, name: object) -> Event:
-    """The event with its ``timezone``: kept when tzdata knows the zone; any other
-    string is ignored but remembered for the lookup (:func:`shown_zone`), never a
-    dead letter; a non-string is a mistyped field (README "Inputs")."""
+def _zone(obj: dict[str, Any]) -> dict[str, str]:
+    """The event's ``timezone`` as Event fields: kept when tzdata knows the zone; any
+    other string is ignored but remembered for the lookup (:func:`shown_zone`), never
+    a dead letter; a non-string is a mistyped field (README "Inputs").  Fields, not
+    ``dataclasses.replace`` of a built event: that copy cost most of ingest's time
+    for zones (docs/benchmarks.md "Send windows")."""
+    name = obj.get("timezone")
+    if name is None:
+        return _NO_ZONE
     if not isinstance(name, str):
         raise ValidationError(
             "invalid_field",
             f"field 'timezone' must be a string (an IANA zone name), got {type(name).__name__}",
         )
     if load_zone(name) is not None:
-        return dataclasses.replace(event, timezone=name)
-    return dataclasses.replace(event, timezone_ignored=shown_zone(name))
+        return {"timezone": name}
+    return {"timezone_ignored": shown_zone(name)}
+
+
+_NO_ZONE: dict[str, str] = {}
 
 
 def shown_zone(name: str) -> str:
@@ -266,10 +271,19 @@ def _event(
             amount=amount,
             currency=currency,
             channel=channel,
+            **_zone(obj),
         )
     if kind == KIND_SESSION:
         session_id = _text(obj, "session_id", required=True, limit=MAX_ID_LENGTH)
-        return Event(kind, event_id, customer_id, occurred, session_id=session_id, channel=channel)
+        return Event(
+            kind,
+            event_id,
+            customer_id,
+            occurred,
+            session_id=session_id,
+            channel=channel,
+            **_zone(obj),
+        )
     status = obj.get("status")
     if status is None:
         raise ValidationError("missing_field", "field 'status' is required for consent/1")
@@ -278,4 +292,6 @@ def _event(
             "invalid_field",
             f"field 'status' must be opted_out or opted_in, got {str(status)[:32]!r}",
         )
-    return Event(kind, event_id, customer_id, occurred, status=status, channel=channel)
+    return Event(
+        kind, event_id, customer_id, occurred, status=status, channel=channel, **_zone(obj)
+    )

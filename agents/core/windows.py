@@ -326,7 +326,37 @@ def _hhmm(minutes: int) -> str:
 
 
 def utc_offset(t: int, zone: ZoneInfo) -> int:
-    """The zone's offset from UTC at instant ``t``, in micros (local = t + offset)."""
+    """The zone's offset from UTC at instant ``t``, in micros (local = t + offset).
+
+    Remembers the UTC days over which a zone's offset is constant: firings fall on
+    the same few days, and asking ``zoneinfo`` costs a datetime round trip
+    (docs/benchmarks.md "Send windows").  Equal offsets at a day's two ends mean no
+    transition within it, as no zone changes its offset twice within a day since
+    1900 (:data:`SEGMENT`)."""
+    if t < _CACHE_FROM:
+        return _utc_offset(t, zone)
+    day = t // MICROS_PER_DAY
+    key = (zone, day)
+    offset = _DAY_OFFSET.get(key)
+    if offset is not None:
+        return offset
+    start = day * MICROS_PER_DAY
+    offset = _utc_offset(start, zone)
+    if _utc_offset(start + MICROS_PER_DAY, zone) != offset:
+        return _utc_offset(t, zone)  # a transition within the day
+    if len(_DAY_OFFSET) >= _DAY_OFFSETS:
+        _DAY_OFFSET.clear()
+    _DAY_OFFSET[key] = offset
+    return offset
+
+
+# (zone, UTC day) -> the offset all that day; emptied when full (a few hundred KB).
+_DAY_OFFSET: dict[tuple[ZoneInfo, int], int] = {}
+_DAY_OFFSETS = 16_384
+_CACHE_FROM = (datetime(1900, 1, 2, tzinfo=UTC) - _EPOCH) // timedelta(microseconds=1)
+
+
+def _utc_offset(t: int, zone: ZoneInfo) -> int:
     clamped = min(max(t, _OFFSET_MIN), _OFFSET_MAX)
     local = (_EPOCH + timedelta(microseconds=clamped)).astimezone(zone)
     offset = local.utcoffset()

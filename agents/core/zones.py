@@ -54,9 +54,22 @@ def valid_zone_name(name: object) -> TypeGuard[str]:
 def load_zone(name: object) -> ZoneInfo | None:
     """The zone called ``name`` from the pinned tzdata, or None for an unknown or
     malformed name (never an exception: a bad zone must not cost the event)."""
+    if isinstance(name, str):
+        # The hot path: ingest and every firing with a window ask again for the
+        # same few names (docs/benchmarks.md "Send windows").
+        known = _LOADED.get(name)
+        if known is not None:
+            return known
     if not valid_zone_name(name) or name not in zone_names():
         return None
-    return _load(name)
+    zone = _load(name)
+    if zone is not None:
+        # Only names tzdata lists get here, so this holds at most ~600 entries.
+        _LOADED[name] = zone
+    return zone
+
+
+_LOADED: dict[str, ZoneInfo] = {}
 
 
 @functools.lru_cache(maxsize=_CACHE_SIZE)

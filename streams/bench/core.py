@@ -8,7 +8,11 @@ them, and prints the CPU seconds of each step and two digests: of every output
 names the rules rather than what they decided) and of every row.  A change to
 the core that claims to keep exact semantics must leave both digests unchanged
 (docs/performance.md, "The core fast paths").  Options: ``--customers`` (10000),
-``--days`` (365), ``--seed`` (7), ``--batch`` (2000), ``--partitions`` (4).
+``--days`` (365), ``--seed`` (7), ``--batch`` (2000), ``--partitions`` (4);
+``--zones`` gives customers time zones (``streams.bench.windows.ZONED``), and
+``--windows`` also runs the default rules with a file-default send window
+(``streams.bench.windows.windows_rules_text``), so that what zones and windows cost
+the core can be told apart from the worker's own (docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -25,9 +29,11 @@ import orjson
 from aiokafka.partitioner import DefaultPartitioner
 
 from agents.core.clock import system_clock
+from agents.core.rules import load_rules
 from agents.core.timeutil import iso
 from agents.ingest import IngestProcessor
 from agents.wire import bundles
+from streams.bench import windows as windows_bench
 from streams.config import load_config
 from streams.feed.producer import advance_marker, route
 from streams.feed.sample import default_end, generate
@@ -59,12 +65,18 @@ def run(args: argparse.Namespace, rows: list[bytes] | None = None) -> dict[str, 
     in order (``python -m streams.bench_readmodel`` writes them to Redis)."""
     # The worker's processors (streams.worker.processors), in stream-clock mode.
     config = replace(load_config(use_stack_file=False), partitions=args.partitions, clock="stream")
+    with_windows = getattr(args, "windows", False)
+    options = windows_bench.ZONED if with_windows or getattr(args, "zones", False) else None
+    if with_windows:
+        # As a rules file named by RETENTION_RULES_FILE is run (streams/config/loading.py).
+        text = windows_bench.windows_rules_text()
+        config = replace(config, core=replace(config.core, rules=load_rules(text)), rules_text=text)
     topics = config.topics
     parts = list(range(args.partitions))
     partitioner = DefaultPartitioner()
     end = default_end()
     messages: list[tuple[str, int, bytes]] = []
-    for line in generate(args.customers, args.days, seed=args.seed, end=end):
+    for line in generate(args.customers, args.days, seed=args.seed, end=end, options=options):
         topic, key = route(config, line, None)
         messages.append((topic, partitioner(key, parts, parts) if key else 0, line))
     marker = advance_marker(iso(end))
@@ -143,6 +155,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m streams.bench_core", description=__doc__)
     add_arguments(parser)
+    parser.add_argument("--zones", action="store_true", help="customers with time zones")
+    parser.add_argument(
+        "--windows", action="store_true", help="zones and a file-default send window"
+    )
     print(orjson.dumps(run(parser.parse_args(argv)), option=orjson.OPT_INDENT_2).decode())
 
 

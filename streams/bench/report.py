@@ -78,6 +78,42 @@ second of wall time; peak RSS of the sorting process and of the largest worker
 {rows}"""
 
 
+def _windows_lines(r: dict[str, Any]) -> str:
+    """Zones + send windows against the worker without them (streams/bench/windows.py)."""
+    if "windows" not in r:
+        return ""
+    w = r["windows"]
+    runs = [
+        ("without windows" + (" (the worker line above)" if i == 0 else ""), us, rate)
+        for i, (us, rate) in enumerate(
+            zip(w["off_us_per_message"], w["off_events_per_s"], strict=True)
+        )
+    ]
+    with_ = [
+        ("**zones + windows**", us, rate)
+        for us, rate in zip(w["on_us_per_message"], w["on_events_per_s"], strict=True)
+    ]
+    order = [runs[0]]
+    for pair in zip(with_, runs[1:], strict=True):
+        order += pair
+    table = "".join(f"| {name} | {us:,} µs | {rate:,} events/s |\n" for name, us, rate in order)
+    return f"""
+## Zones and send windows
+
+The worker's CPU (user + system) per input message with every customer in a zone and
+a file-default send window on the default rules (`streams/bench/windows.py`; weekdays
+09:00-20:00, weekends 10:00-18:00, deferred up to 36 h), against the same sample
+without zones or windows, each run one worker in a deployment of its own, in this
+order, in this run:
+
+| run | CPU per input message | rate |
+|---|---|---|
+{table}
+**Windows on / off: {_ratio(w["ratio_on_to_off"], 3)}** (the means of per-message CPU), against a
+noise of {_ratio(w["noise_off_runs"], 3)} (the spread of the runs without, over their mean).
+"""
+
+
 def write_report(path: Path, r: dict[str, Any]) -> None:
     default = path.resolve() == (ROOT / "docs" / "benchmarks.md").resolve()
     data = ROOT / "artifacts" / "bench.json" if default else path.with_suffix(".json")
@@ -151,5 +187,5 @@ Settings: batch_max {st["batch_max"]}, batch_within {st["batch_within"]} s, prod
 {st["producer_linger"]} s, producer batch {st["producer_batch_bytes"]:,} bytes, commit interval
 {st["commit_interval"]} s.  See `docs/performance.md` for where the time goes, what
 each setting did when measured, and the levers left.
-{_backtest_lines(r)}{kept}"""
+{_windows_lines(r)}{_backtest_lines(r)}{kept}"""
     )

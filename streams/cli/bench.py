@@ -25,6 +25,7 @@ from aiokafka import AIOKafkaConsumer
 
 from agents.core.timeutil import iso, parse_timestamp, to_micros
 from streams.bench import backtest as backtest_bench
+from streams.bench import windows as windows_bench
 from streams.bench.report import percentile, write_report
 from streams.config import Config
 from streams.feed.producer import produce_lines
@@ -76,6 +77,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--backtest-scale", type=int, default=10, help="the backtest's larger history (10x)"
+    )
+    parser.add_argument(
+        "--skip-windows",
+        action="store_true",
+        help="skip the zones + send windows runs (per-message CPU, windows on / off)",
+    )
+    parser.add_argument(
+        "--windows-rounds",
+        type=int,
+        default=2,
+        help="runs with zones + windows, each followed by one without (2)",
     )
     parser.add_argument("--out", default=str(ROOT / "docs" / "benchmarks.md"))
 
@@ -158,20 +170,26 @@ async def bare_faust(config: Config, folder: Path, total: int, mode: str, timeou
 
 
 async def run_workers(
-    config: Config, folder: Path, count: int, total: int, timeout: float
+    config: Config,
+    folder: Path,
+    count: int,
+    total: int,
+    timeout: float,
+    env: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """Start ``count`` workers of one app on the backlog; time until zero lag.
 
     Returns the seconds from the first committed progress to zero lag on the
     inputs and the internal topic, the tail (input lag zero to all lag zero: the
     final ``--until`` advance and what it fires), and the largest "woke up too
-    late" drift Faust logged.
+    late" drift Faust logged.  ``env``: ``RETENTION_*`` settings the workers get on
+    top of ``config`` (a rules file).
     """
     workers = []
     for i in range(count):
         sub = folder / f"worker-{i}"
         cfg = dataclasses.replace(config, data_dir=sub / "data", web_port=config.web_port + i)
-        workers.append((start_worker(cfg, sub), sub))
+        workers.append((_start(cfg, sub, **env) if env else start_worker(cfg, sub), sub))
     try:
         first = inputs_done = last = None
         started = time.perf_counter()
@@ -438,6 +456,8 @@ async def bench(config: Config, args: argparse.Namespace, folder: Path) -> dict[
             f"wall clock: {lat['nudges']} nudges, due -> nudge p50 {lat['p50_seconds']:.2f} s, "
             f"p99 {lat['p99_seconds']:.2f} s"
         )
+    if not args.skip_windows and args.windows_rounds > 0:
+        result["windows"] = await windows_run(config, args, folder, end, lines, total, one)
     if args.workers > 1:
         # A deployment of its own (topics, group, tables) fed the same input.
         multi_cfg = dataclasses.replace(
@@ -451,6 +471,55 @@ async def bench(config: Config, args: argparse.Namespace, folder: Path) -> dict[
         result["multi_workers"] = args.workers
         print(f"{args.workers} workers: {events / multi['seconds']:,.0f} events/s")
     return result
+
+
+async def windows_run(
+    config: Config,
+    args: argparse.Namespace,
+    folder: Path,
+    end: int,
+    lines: list[bytes],
+    total: int,
+    off: dict[str, Any],
+) -> dict[str, Any]:
+    """``--windows-rounds`` times: one worker on the sample with zones and a
+    file-default send window, then one without either, each in a deployment of its
+    own; per-message CPU against the runs without (``off`` the first), in this run."""
+
+    def own(name: str) -> Config:
+        return dataclasses.replace(
+            config, app_id=f"{config.app_id}-{name}", topic_prefix=f"{config.topic_prefix}{name}."
+        )
+
+    rules = folder / "windows.toml"
+    rules.write_text(windows_bench.windows_rules_text())
+    zoned = list(generate(args.customers, args.days, seed=7, end=end, options=windows_bench.ZONED))
+    events = sum(1 for line in zoned if line.strip())
+    on_runs: list[dict[str, Any]] = []
+    off_runs = [off]
+    for i in range(args.windows_rounds):
+        on_cfg = own(f"windows{i}")
+        await produce_lines(on_cfg, zoned, until=iso(end))
+        env = {"RETENTION_RULES_FILE": str(rules)}
+        on_runs.append(
+            await run_workers(on_cfg, folder / f"windows{i}", 1, total, args.timeout, env)
+        )
+        off_cfg = own(f"nowindows{i}")
+        await produce_lines(off_cfg, lines, until=iso(end))
+        off_runs.append(
+            await run_workers(off_cfg, folder / f"nowindows{i}", 1, total, args.timeout)
+        )
+    figures = windows_bench.cpu_figures(
+        total, [r["cpu_seconds"] for r in off_runs], [r["cpu_seconds"] for r in on_runs]
+    )
+    figures["off_events_per_s"] = [round(events / r["seconds"]) for r in off_runs]
+    figures["on_events_per_s"] = [round(events / r["seconds"]) for r in on_runs]
+    print(
+        f"zones + windows: {figures['on_us_per_message']} µs CPU per message, without "
+        f"{figures['off_us_per_message']}: {figures['ratio_on_to_off']} x "
+        f"(runs without {figures['noise_off_runs']} apart)"
+    )
+    return figures
 
 
 def _cpu() -> str:

@@ -19,7 +19,10 @@ Off by default (the default output is unchanged), :class:`SampleOptions`
 the defaults never show: events later than the stream's allowed lateness, a file
 grouped by customer (as warehouse exports are), purchases re-delivered long after
 the original, an opt-out and an opt-in of one customer at the same instant, and
-more than three currencies.
+more than three currencies; and a time zone per customer on every event of theirs
+(``SampleOptions.zones``: some customers without one, some with an unknown name,
+some moving to another zone), drawn from a random stream of its own so that the
+lines are otherwise the same as without zones.
 
 Everything is drawn from one ``random.Random(seed)``: the same arguments give the
 same bytes.
@@ -39,7 +42,7 @@ from agents.core.timeutil import (
     MICROS_PER_SECOND,
     to_micros,
 )
-from streams.feed.sample_options import EXTRA_CURRENCIES, SampleOptions
+from streams.feed.sample_options import EXTRA_CURRENCIES, INVALID_ZONES, SampleOptions
 
 DAY = MICROS_PER_DAY
 HOUR = 3600 * MICROS_PER_SECOND
@@ -165,6 +168,10 @@ class _Generator:
         self.sessions = 0
         self.malformed = 0
         self.customer = 0  # index of the customer being drawn
+        # The customer's zone: (first, moved at, then); the move never when None.
+        self.zone: tuple[str | None, int | None, str | None] = (None, None, None)
+        # Zones have their own stream: the other draws stay those of a run without zones.
+        self.zone_rng = random.Random(f"zones-{seed}")
         self.owners: list[int] = []  # customer index of each entry, by seq
         self.currency_table = (
             CURRENCIES
@@ -198,6 +205,8 @@ class _Generator:
             self.customer = index
             offset = rng.choice(OFFSETS_MINUTES) if rng.random() < OFFSET_SHARE else 0
             suffix = _offset_suffix(offset)
+            if self.opts.zones:
+                self.zone = self._draw_zone()
             if rng.random() < self.opts.prospect_rate:
                 times = self._prospect()
                 purchases: list[int] = []
@@ -226,6 +235,31 @@ class _Generator:
         else:
             self.entries.sort()
         return self.entries
+
+    def _draw_zone(self) -> tuple[str | None, int | None, str | None]:
+        rng, opts = self.zone_rng, self.opts
+        u = rng.random()
+        if u < opts.zoneless_share:
+            return (None, None, None)
+        if u < opts.zoneless_share + opts.invalid_zone_share:
+            return (_pick(rng, INVALID_ZONES), None, None)
+        first = _pick(rng, opts.zones)
+        if rng.random() < opts.moved_zone_share:
+            return (first, self._time_in(rng, self.start, self.end), _pick(rng, opts.zones))
+        return (first, None, None)
+
+    @staticmethod
+    def _time_in(rng: random.Random, lo: int, hi: int) -> int:
+        t = int(lo + rng.random() * (hi - lo))
+        return t - t % MILLI
+
+    def _zoned(self, event: dict[str, Any], t: int) -> dict[str, Any]:
+        """The event with the customer's zone at ``t`` as its ``timezone`` (if any)."""
+        first, moved_at, then = self.zone
+        name = then if moved_at is not None and t >= moved_at else first
+        if name is not None:
+            event["timezone"] = name
+        return event
 
     def _prospect(self) -> list[int]:
         rng = self.rng
@@ -290,7 +324,7 @@ class _Generator:
             "currency": _pick(rng, self.currency_table),
             "channel": _pick(rng, PURCHASE_CHANNELS),
         }
-        key = self._deliver(t, event)
+        key = self._deliver(t, self._zoned(event, t))
         if self.opts.retry_rate and rng.random() < self.opts.retry_rate:
             # A producer retry that regenerates the event_id: same order, same payload and
             # occurred_at, so the order's time does not hinge on which copy arrives first.
@@ -319,7 +353,7 @@ class _Generator:
             "session_id": f"ses-{self.sessions:09d}",
             "channel": _pick(self.rng, SESSION_CHANNELS),
         }
-        self._deliver(t, event)
+        self._deliver(t, self._zoned(event, t))
 
     def _consent(self, customer_id: str, t: int, status: str, offset: int, suffix: str) -> None:
         event = {
@@ -330,7 +364,7 @@ class _Generator:
             "status": status,
             "channel": _pick(self.rng, CONSENT_CHANNELS),
         }
-        self._deliver(t, event)
+        self._deliver(t, self._zoned(event, t))
 
     # -- delivery noise -----------------------------------------------------------
 

@@ -7,7 +7,10 @@ give what real and hostile data do and the defaults never show, all off by
 default: events later than the stream's allowed lateness, a file grouped by
 customer (as warehouse exports are), purchases re-delivered long after the
 original, a retry stamped when it was sent, an opt-out and an opt-in of one
-customer at the same instant, and more than three currencies.
+customer at the same instant, and more than three currencies.  Also off by default:
+a time zone per customer (the events' ``timezone``, docs/send-windows.md "The
+customer's zone"), with some customers without one, some with a name tzdata does not
+know, and some who move to another zone.
 """
 
 from __future__ import annotations
@@ -39,6 +42,21 @@ MAX_ALLOWED_LATENESS = DAY
 DEFAULT_BEYOND_LATENESS = 3 * DAY
 DEFAULT_FAR_DUPLICATE_AFTER = 60 * DAY
 DEFAULT_RESTAMP_AFTER = 2 * HOUR
+
+# Zones for SampleOptions.zones: the ones issue 22 names (a 30-minute DST shift, +05:45,
+# the day Apia skipped, +03:30 without DST, no DST at all) and others with and
+# without DST in both hemispheres, 24 in all.
+WORLD_ZONES = (
+    "Europe/Berlin", "America/New_York", "Australia/Lord_Howe", "Asia/Kathmandu",
+    "Pacific/Apia", "Asia/Tehran", "Asia/Riyadh", "America/Los_Angeles",
+    "Europe/London", "Europe/Lisbon", "Europe/Helsinki", "Africa/Cairo",
+    "Africa/Lagos", "Asia/Kolkata", "Asia/Tokyo", "Asia/Singapore",
+    "Australia/Sydney", "Australia/Adelaide", "Pacific/Auckland", "Pacific/Chatham",
+    "America/Sao_Paulo", "America/St_Johns", "America/Chicago", "America/Phoenix",
+)  # fmt: skip
+# Names the events of SampleOptions.invalid_zone_share's customers carry: a typo, a
+# wrong case, an offset that is no zone, a zone on another planet.  None is in tzdata.
+INVALID_ZONES = ("Europe/Berln", "america/new_york", "GMT+25", "Mars/Olympus_Mons")
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +91,17 @@ class SampleOptions:
     consent_tie_rate: float = 0.0
     # how many currencies orders use (3: EUR, USD, GBP).
     currencies: int = 3
+    # Each customer's events carry ``timezone``, one of ``zones`` drawn per customer
+    # (none, the default: no event has the field).  The zones are drawn from a random
+    # stream of their own, so apart from the field the lines are those without zones.
+    zones: tuple[str, ...] = ()
+    # Shares of the customers whose events carry no zone, and a name tzdata does not
+    # know (one of INVALID_ZONES: ignored and counted, the event applied);
+    zoneless_share: float = 0.0
+    invalid_zone_share: float = 0.0
+    # and of those who move to another of ``zones`` at an instant of the window (their
+    # events from then on carry the new one).
+    moved_zone_share: float = 0.0
 
     def check(self) -> None:
         """Raise ValueError naming the first unusable option."""
@@ -88,6 +117,9 @@ class SampleOptions:
             "far_duplicate_rate",
             "consent_tie_rate",
             "restamped_retry_rate",
+            "zoneless_share",
+            "invalid_zone_share",
+            "moved_zone_share",
         ):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
@@ -102,6 +134,12 @@ class SampleOptions:
             raise ValueError("far_duplicate_after must not be negative")
         if self.restamp_after < 1:
             raise ValueError("restamp_after must be positive")
+        if self.zoneless_share + self.invalid_zone_share > 1.0:
+            raise ValueError("zoneless_share + invalid_zone_share must not exceed 1")
+        if not self.zones and (
+            self.zoneless_share or self.invalid_zone_share or self.moved_zone_share
+        ):
+            raise ValueError("zoneless_share, invalid_zone_share and moved_zone_share need zones")
         if not 3 <= self.currencies <= 3 + len(EXTRA_CURRENCIES):
             raise ValueError(
                 f"currencies must be between 3 and {3 + len(EXTRA_CURRENCIES)}, "

@@ -152,6 +152,18 @@ class Deployment:
         check_outputs(self.config.topics, topic, records)
         return records
 
+    async def read_sampled(self, topic: str, every: int = 50) -> list[dict[str, Any]]:
+        """Every record on ``topic``, of which the schema check (``read``'s, about
+        0.3 ms a record) sees every ``every``-th and the first of each shape (its
+        keys, its outcome, which of its values are null): for tens of thousands."""
+        records = [orjson.loads(v) for v in await read_all(self.config, topic)]
+        shapes: dict[tuple[Any, ...], dict[str, Any]] = {}
+        for r in records:
+            shape = (r.get("outcome"), tuple(sorted((k, v is None) for k, v in r.items())))
+            shapes.setdefault(shape, r)
+        check_outputs(self.config.topics, topic, [*records[::every], *shapes.values()])
+        return records
+
 
 class WorkerProcess:
     def __init__(self, name: str, data_dir: Path, env: dict[str, str]) -> None:

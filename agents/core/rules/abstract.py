@@ -33,6 +33,11 @@ class Facts(Protocol):
     consent_at: int | None
     stage: str
 
+    @property
+    def order_days(self) -> int:
+        """Distinct UTC days with an order (docs/prediction.md "State")."""
+        ...
+
 
 class Cancel(ABC):
     """What ends a ladder for its anchor: an event of one kind after the anchor."""
@@ -83,8 +88,10 @@ class Step(ABC):
     kind: ClassVar[str]
 
     @abstractmethod
-    def threshold(self, facts: Facts) -> int:
-        """Microseconds after the anchor, > 0."""
+    def threshold(self, facts: Facts) -> int | None:
+        """Microseconds after the anchor, > 0; only a churn_risk step may say 0 (its
+        threshold was already crossed at the anchor: decided ``skipped``) or None
+        (nothing due until the facts change: docs/prediction.md "The churn_risk rule")."""
 
     @property
     @abstractmethod

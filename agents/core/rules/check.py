@@ -21,6 +21,7 @@ from typing import Any
 
 from agents.core.rules.check_audience import AudienceChecks
 from agents.core.rules.check_base import Where, one_based
+from agents.core.rules.check_model import DEFAULT_MODEL_KIND, ModelChecks, is_churn_steps
 from agents.core.rules.check_timing import TimingChecks
 from agents.core.rules.check_window import WindowChecks
 from agents.core.rules.model import (
@@ -40,7 +41,15 @@ from agents.core.rules.model import (
 )
 from agents.core.windows import SendWindowSetting
 
-TOP_KEYS = ("format", "default_timezone", "guardrails", "lifecycle", "send_window", "rule")
+TOP_KEYS = (
+    "format",
+    "default_timezone",
+    "guardrails",
+    "lifecycle",
+    "send_window",
+    "model",
+    "rule",
+)
 GUARDRAIL_KEYS = (
     "holdout_percent",
     "holdout_salt",
@@ -66,6 +75,7 @@ RULE_KEYS = (
     "audience",
     "on_change",
     "send_window",
+    "model",
 )
 MAX_PRIORITY = 1_000_000
 MAX_CHANNEL = 64
@@ -97,9 +107,9 @@ def check_rules(text: str) -> list[Problem]:
     return []
 
 
-class _Checker(TimingChecks, AudienceChecks, WindowChecks):
-    """The whole file: top-level keys, guardrails, lifecycle, the send window, each rule
-    and what spans rules."""
+class _Checker(TimingChecks, AudienceChecks, WindowChecks, ModelChecks):
+    """The whole file: top-level keys, guardrails, lifecycle, the send window, the
+    model, each rule and what spans rules."""
 
     # --- the whole file --------------------------------------------------------------
 
@@ -116,6 +126,8 @@ class _Checker(TimingChecks, AudienceChecks, WindowChecks):
         lifecycle = self.lifecycle(doc.get("lifecycle", {}))
         default_zone = self.default_timezone(doc)
         window = self.file_window(doc, default_zone)
+        if "model" in doc:
+            self.model_values = self.model(doc["model"])
         raw_rules = doc.get("rule", [])
         if not isinstance(raw_rules, list):
             self.add("rule", "rules are written as [[rule]] sections")
@@ -133,7 +145,7 @@ class _Checker(TimingChecks, AudienceChecks, WindowChecks):
         self.across_rules(raw_rules, lifecycle)
         if self.problems:
             return None
-        rule_set = RuleSet(tuple(kept), guardrails, lifecycle)
+        rule_set = RuleSet(tuple(kept), guardrails, lifecycle, model=self.model_values)
         self.budget(rule_set)
         return rule_set
 
@@ -285,7 +297,19 @@ class _Checker(TimingChecks, AudienceChecks, WindowChecks):
         reason = self.reason(raw, path, at)
         anchor = self.anchor(raw.get("anchor"), path, at("anchor"))
         cancel_on = self.cancel_on(raw.get("cancel_on", []), path, at("cancel_on"))
-        steps = self.steps(raw.get("steps"), path, at("steps"))
+        raw_steps = raw.get("steps")
+        if isinstance(raw_steps, list) and is_churn_steps(raw_steps):
+            kind = raw.get("model", DEFAULT_MODEL_KIND)
+            steps = self.churn_steps(raw_steps, kind, path, at("steps"))
+            self.churn_anchor(anchor, path, at("anchor"))
+        else:
+            if "model" in raw:
+                self.add(
+                    f"{path}.model",
+                    "model is for a rule with p_alive_below steps",
+                    at("model"),
+                )
+            steps = self.steps(raw_steps, path, at("steps"))
         if anchor is not None:
             self.settled(anchor, cancel_on, steps, path, at("anchor"))
         transactional = self.flag(raw, "transactional", path, False, at)

@@ -17,7 +17,9 @@ MAX_TEXT = 500
 # Where a key of a section is: its line.
 Where = Callable[[str], int | None]
 # A header that ends a rule's or a section's lines (a [rule.audience] table does not).
-_SECTION = re.compile(r"\s*\[\[|\s*\[\s*(?:guardrails|lifecycle|send_window)\s*\]")
+_SECTION = re.compile(
+    r"\s*\[\[|\s*\[\s*(?:guardrails|lifecycle|send_window|model(?:\.gamma_gamma)?)\s*\]"
+)
 
 
 class Lines:

@@ -62,8 +62,8 @@ def compatible(seed: RuleSet, new: RuleSet) -> list[Problem]:
 
 def set_id(rules: RuleSet) -> str:
     """The version of a whole rules file: the first 12 hex digits of sha256 of its
-    canonical form (rules in file order, guardrails, lifecycle; comments, spacing
-    and descriptions do not count)."""
+    canonical form (rules in file order, guardrails, lifecycle, the model when there
+    is one; comments, spacing and descriptions do not count)."""
     g = rules.guardrails
     doc = {
         "format": rules.format,
@@ -79,6 +79,10 @@ def set_id(rules: RuleSet) -> str:
         },
         "lifecycle": None if rules.lifecycle is None else rules.lifecycle.canonical(),
     }
+    # Only with a [model]: a file without one keeps its version (docs/prediction.md
+    # "The churn_risk rule").
+    if rules.model is not None:
+        doc["model"] = rules.model.canonical()
     text = orjson.dumps(doc, option=orjson.OPT_SORT_KEYS)
     return hashlib.sha256(text).hexdigest()[:12]
 

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from agents.core.prediction import GammaGammaParams, NbdParams, TimeUnit
 from agents.core.rules.abstract import Anchor, Predicate, Step
 
 # Re-exported: defined apart so that agents.core.windows can report its problems
@@ -139,16 +140,57 @@ def rule_version(rule: Rule) -> str:
 
 
 @dataclass(frozen=True, slots=True)
+class ModelValues:
+    """The file's ``[model]`` (docs/prediction.md "The churn_risk rule"): what
+    ``retention model fit --format toml`` prints.  ``kinds``: the NBD parameters by
+    kind (``"mbgnbd"``, ``"bgnbd"``), each in ``time_unit``; ``gamma_gamma``: the
+    spend parameters by currency.  ``fitted_at`` is informational (not hashed)."""
+
+    version: str
+    time_unit: TimeUnit
+    kinds: dict[str, NbdParams] = field(default_factory=dict, hash=False)
+    gamma_gamma: dict[str, GammaGammaParams] = field(default_factory=dict, hash=False)
+    fitted_at: str | None = field(default=None, compare=False)
+
+    def canonical(self) -> dict[str, Any]:
+        """What the rules file's version hashes of the model (docs/rules.md "Changing
+        rules"): a new model is a new version."""
+        return {
+            "version": self.version,
+            "time_unit": self.time_unit,
+            "kinds": {k: nbd_canonical(v) for k, v in sorted(self.kinds.items())},
+            "gamma_gamma": {
+                c: {"p": g.p, "q": g.q, "v": g.v} for c, g in sorted(self.gamma_gamma.items())
+            },
+        }
+
+
+def nbd_canonical(params: NbdParams) -> dict[str, Any]:
+    """NBD parameters as plain data, with their kind and time unit."""
+    return {
+        "kind": params.kind,
+        "r": params.r,
+        "alpha": params.alpha,
+        "a": params.a,
+        "b": params.b,
+        "time_unit": params.unit,
+    }
+
+
+@dataclass(frozen=True, slots=True)
 class RuleSet:
     """A whole rules file.  ``rules`` in file order (disabled ones too); ``active``:
     the enabled ones by priority, the order firings due at one instant are judged in.
     ``lifecycle`` None: no inactivity stage moves (only the deprecated aliases, with
-    the inactivity rule switched off, ask for that)."""
+    the inactivity rule switched off, ask for that).  ``model``: the file's ``[model]``
+    (None without one), which churn_risk steps and the scores read
+    (docs/prediction.md "The churn_risk rule")."""
 
     rules: tuple[Rule, ...]
     guardrails: GuardrailValues = field(default_factory=GuardrailValues)
     lifecycle: Lifecycle | None = field(default_factory=Lifecycle)
     format: int = FORMAT
+    model: ModelValues | None = None
     active: tuple[Rule, ...] = field(init=False, default=(), compare=False)
 
     def __post_init__(self) -> None:

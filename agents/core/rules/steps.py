@@ -4,10 +4,11 @@
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, ClassVar
 
+from agents.core.prediction import NbdParams, crossing_at
 from agents.core.rules.abstract import Facts, Step
 from agents.core.timeutil import MAX_DURATION, format_duration
 
@@ -55,6 +56,76 @@ class Cadence(Step):
 
     def canonical(self) -> Any:
         return {"cadence": self.multiplier, "floor": self.floor}
+
+
+@dataclass(frozen=True, slots=True)
+class PAliveBelow(Step):
+    """Due when P(alive) falls below ``p`` with no new order (``{ p_alive_below = 0.6
+    }``, docs/prediction.md "The churn_risk rule"), under the model ``params`` of
+    the file's ``[model]``.  Anchored on the last order: every order restarts the
+    ladder with the customer's new inputs.
+
+    The threshold is the closed-form crossing, rounded up to the whole minute
+    (:func:`agents.core.prediction.crossing_at`), less the anchor; 0 when P(alive)
+    is already at or below ``p`` at the anchor (the engine records the step
+    ``skipped`` at the anchor and moves on); None when it never falls (BG/NBD, one
+    order day), or when the crossing is more than 100 years after the anchor:
+    nothing due until the next order."""
+
+    p: float
+    params: NbdParams
+    # The last inputs and threshold: the engine asks for a customer's next due time
+    # several times per event, with the same facts (not part of the step's value).
+    memo: list[Any] = field(
+        default_factory=lambda: [None, None], compare=False, hash=False, repr=False
+    )
+    kind: ClassVar[str] = "p_alive_below"
+
+    def threshold(self, facts: Facts) -> int | None:
+        first, last = facts.first_order_at, facts.last_order_at
+        if first is None or last is None:
+            return None
+        key = (first, last, facts.order_days)
+        memo = self.memo
+        if memo[0] == key:
+            threshold: int | None = memo[1]
+            return threshold
+        threshold = self._threshold(first, last, key[2])
+        memo[0], memo[1] = key, threshold
+        return threshold
+
+    def _threshold(self, first: int, last: int, order_days: int) -> int | None:
+        try:
+            crossing = crossing_at(self.params, order_days - 1, first, last, self.p, last)
+        except OverflowError:
+            return None  # a root too far to compute: more than far enough to never fall due
+        if crossing.at is not None:
+            # Beyond the longest duration a setting may hold: never (a due time stays
+            # a representable datetime, as for a cadence step).
+            after = crossing.at - last
+            return after if after <= MAX_DURATION else None
+        return 0 if crossing.status == "crossed" else None
+
+    @property
+    def least(self) -> int:
+        return 0
+
+    def label(self) -> str:
+        return f"P(alive) < {self.p:g}"
+
+    def canonical(self) -> Any:
+        # The model's parameters and time unit of its kind: a new model changes
+        # the rule's version (docs/prediction.md "The churn_risk rule").
+        p = self.params
+        return {
+            "p_alive_below": self.p,
+            "model": p.kind,
+            "r": p.r,
+            "alpha": p.alpha,
+            "a": p.a,
+            "b": p.b,
+            "time_unit": p.unit,
+        }
 
 
 def cadence_threshold(order_times: list[int], multiplier: float, floor: int) -> int:

@@ -17,6 +17,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from agents.core.budget import (
+    CHURN_RESERVE,
     CODE_CUSTOMER_OVER_BUDGET,
     CODE_PENDING_OVERFLOW,
     DEFERRED_BUDGET,
@@ -37,10 +38,19 @@ from agents.core.budget import (
 )
 from agents.core.emissions import Due, Firing, Refused
 from agents.core.engine import Engine
-from agents.core.guardrails import ATTRIBUTED, DECISION_OUTCOMES, OUTCOMES, WINDOW_OUTCOMES
+from agents.core.guardrails import (
+    ATTRIBUTED,
+    DECISION_OUTCOMES,
+    OUTCOME_SKIPPED,
+    OUTCOMES,
+    WINDOW_OUTCOMES,
+)
+from agents.core.prediction import NbdParams
 from agents.core.rules import load_rules
+from agents.core.rules.anchors import LastOrder
 from agents.core.rules.check import check_rules
 from agents.core.rules.model import MAX_RULES, MAX_TOTAL_STEPS, RuleSet
+from agents.core.rules.steps import PAliveBelow
 from agents.core.settings import DAY, HOUR, CoreSettings, LadderSettings
 from agents.core.state import (
     CountKey,
@@ -224,17 +234,43 @@ def with_windows(rules: RuleSet) -> RuleSet:
     return RuleSet(windowed, rules.guardrails, rules.lifecycle, rules.format)
 
 
-def largest_file_row(windowed: bool) -> tuple[Engine, CustomerState]:
+def as_churn(rules: RuleSet) -> RuleSet:
+    """Every rule of ``rules`` a churn_risk ladder of as many steps (docs/prediction.md
+    "The churn_risk rule")."""
+    params = NbdParams("mbgnbd", 0.5248, 6.183, 0.8914, 1.614)
+    churn = tuple(
+        replace(
+            r,
+            anchor=LastOrder(),
+            steps=tuple(PAliveBelow(0.9 - 0.1 * k, params) for k in range(len(r.steps))),
+        )
+        for r in rules.rules
+    )
+    return RuleSet(churn, rules.guardrails, rules.lifecycle, rules.format)
+
+
+def largest_file_row(windowed: bool, churn: bool = False) -> tuple[Engine, CustomerState]:
     """The largest accepted rules file (with a send window on every rule when
-    ``windowed``) on the worst-case customer: every count at its widest, every
-    ladder pinned, the last switch kept, every rule's kept firing at its widest."""
+    ``windowed``, every rule a churn_risk ladder when ``churn``) on the worst-case
+    customer: every count at its widest, every ladder pinned, the last switch kept,
+    every rule's kept firing at its widest."""
     cap = next(c for c in range(1000, 0, -1) if not check_rules(largest_rules_file(c)))
     rules = load_rules(largest_rules_file(cap))
     assert len(rules.active) == MAX_RULES
     assert sum(len(r.steps) for r in rules.active) == MAX_TOTAL_STEPS
     # One step more is refused: the bound is the one this test measures.
     assert check_rules(largest_rules_file(cap).replace('"P1D"]', '"P1D", "P2D"]', 1))
-    outcomes: tuple[str, ...] = DECISION_OUTCOMES
+    # "skipped" is counted only for churn_risk steps.
+    outcomes = tuple(o for o in DECISION_OUTCOMES if o != OUTCOME_SKIPPED)
+    if churn:
+        # The highest cap whose memory fits once churn_risk steps take their reserve.
+        cap = next(
+            c
+            for c in range(cap, 0, -1)
+            if firing_memory(CoreSettings(rules=as_churn(load_rules(largest_rules_file(c))))).fits
+        )
+        rules = as_churn(load_rules(largest_rules_file(cap)))
+        outcomes += (OUTCOME_SKIPPED,)
     if windowed:
         # The highest cap whose memory fits once windows take their reserve.
         cap = next(
@@ -281,6 +317,21 @@ def test_the_largest_accepted_rules_file_keeps_the_row_within_the_budget() -> No
     assert rest <= FIXED_ROW_BOUND - FIRINGS_BUDGET, rest
     state.recent_firings = [widest] * engine.memory.entries
     assert firings_size(state) <= FIRINGS_BUDGET
+    assert row_size(state) <= FIXED_ROW_BOUND, row_size(state)
+
+
+def test_with_churn_risk_rules_the_largest_file_still_keeps_the_row_within_the_budget() -> None:
+    """Every rule a churn_risk ladder: the counts of ``skipped`` for every step fit in
+    the reserve the churn rules take from the firings' budget, and the order-day
+    bitmap at its widest (27 years of order days) in the rest of the row
+    (docs/budget.md "Byte budget")."""
+    engine, state = largest_file_row(windowed=False, churn=True)
+    assert engine.memory.reserve == CHURN_RESERVE
+    assert len(orjson.dumps(state.to_dict()["od"])) <= 1700
+    longest = engine.rules[0].name
+    widest = RecentFiring(-(2**62), longest, 10, -(2**62), "frequency_cap", -(2**62))
+    state.recent_firings = [widest] * engine.memory.entries
+    assert firings_size(state) <= FIRINGS_BUDGET - CHURN_RESERVE
     assert row_size(state) <= FIXED_ROW_BOUND, row_size(state)
 
 
@@ -604,7 +655,12 @@ def test_a_row_written_by_the_version_before_the_budget_loads_and_carries_on() -
     assert "recent_event_ids" in old and old["pending"][0]["c"] == "cus-pinned"
     state = CustomerState.from_dict(old)
     engine = Engine(CoreSettings(holdout_percent=0.0))
-    assert state.facts() == {k: old[k] for k in state.facts()}
+    facts = state.facts()
+    # Its order days, not kept then, are rebuilt from its order times
+    # (docs/prediction.md "State").
+    assert "od" not in old and facts.pop("od")
+    assert state.order_days == len({t // DAY for t in old["order_times"]}) > 1
+    assert facts == {k: old[k] for k in facts}
     assert state.ladders.keys() == {k for k in old["ladders"]}
     # Its count of firings ever (no longer kept: nothing read it) is dropped on write.
     assert old["fired_total"] == 3 and "fired_total" not in state.to_dict()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from dataclasses import replace
 from decimal import Decimal
 from typing import Any
@@ -13,6 +14,7 @@ from hypothesis import strategies as st
 from agents.core.settings import DAY
 from agents.core.state import (
     MAX_ORDER_TIMES,
+    ORDER_DAYS_SPAN,
     CountKey,
     CustomerState,
     RecentFiring,
@@ -259,7 +261,7 @@ def expected_facts(events: list[Event]) -> dict[str, Any]:
     for e in orders.values():
         assert e.currency is not None
         currencies[e.currency] = currencies.get(e.currency, 0) + 1
-    return {
+    out: dict[str, Any] = {
         "orders": len(order_times),
         "first_order_at": order_times[0] if order_times else None,
         "second_order_at": order_times[1] if len(order_times) > 1 else None,
@@ -274,6 +276,13 @@ def expected_facts(events: list[Event]) -> dict[str, Any]:
         "consent_status": latest_consent.status if latest_consent else None,
         "consent_at": latest_consent.occurred_at if latest_consent else None,
     }
+    days = sorted({t // DAY for t in order_times})
+    if days:
+        # The order-day bitmap (docs/prediction.md "State"): bit i is day days[0] + i.
+        bits = sum(1 << (d - days[0]) for d in days)
+        raw = bits.to_bytes((bits.bit_length() + 7) // 8, "little")
+        out["od"] = [days[0], base64.b64encode(raw).decode()]
+    return out
 
 
 @settings(max_examples=200, deadline=None)
@@ -339,3 +348,50 @@ def test_a_row_keeps_the_zone_only_when_there_is_one_and_reads_it_back() -> None
     assert row["tzx"] == ["Mars/Olympus_Mons", T0]
     back = CustomerState.from_dict(orjson.loads(orjson.dumps(row)))
     assert back.to_dict() == row and back.zone == "America/Los_Angeles"
+
+
+def test_order_days_count_distinct_utc_days_and_round_trip_through_the_row() -> None:
+    midnight = (T0 // DAY + 1) * DAY  # the next UTC midnight after T0
+    state = fold(
+        [
+            purchase(CID, midnight - 1),  # the day before ...
+            purchase(CID, midnight),  # ... and the next, a microsecond apart
+            purchase(CID, midnight + 5),  # the same day again
+            purchase(CID, midnight + 40 * DAY),
+        ]
+    )
+    assert state.orders == 4 and state.order_days == 3
+    row = orjson.loads(orjson.dumps(state.to_dict()))
+    assert row["od"][0] == midnight // DAY - 1 and len(row["od"]) == 2
+    restored = CustomerState.from_dict(row)
+    assert restored == state and restored.order_days == 3
+    assert CustomerState.summary_from_dict(row).order_days == 3
+    # A row grows only when its customer orders: no order, no "od".
+    assert "od" not in fold([session(CID, at())]).to_dict()
+    restored.apply(purchase(CID, midnight + 41 * DAY))
+    assert restored.order_days == 4
+
+
+def test_order_days_past_27_years_slide_and_count_what_fell_off() -> None:
+    span = ORDER_DAYS_SPAN
+    times = [at(days=0), at(days=5), at(days=span + 100)]
+    in_order = fold([purchase(CID, t) for t in times])
+    assert in_order.order_days == 3
+    od = in_order.to_dict()["od"]
+    assert od[2] == 2 and len(base64.b64decode(od[1])) == 1  # only the newest day left
+    # Within 27 years of the newest order: exact in any arrival order.
+    late = fold([purchase(CID, t) for t in [at(days=span + 100), at(days=200), at(days=150)]])
+    assert late.order_days == 3
+    # Older than the range once a day was counted: taken as a day already counted.
+    older = fold([purchase(CID, t) for t in [at(days=0), at(days=span + 100), at(days=5)]])
+    assert older.order_days == 2
+    widest = fold([purchase(CID, at(days=d)) for d in range(0, 3 * span, 7)])
+    assert len(orjson.dumps(widest.to_dict()["od"])) <= 1700
+
+
+def test_a_row_written_before_order_days_rebuilds_them_from_its_order_times() -> None:
+    state = fold([purchase(CID, at(days=d)) for d in (0, 0.1, 3, 9)])
+    row = orjson.loads(orjson.dumps(state.to_dict()))
+    del row["od"]
+    assert CustomerState.from_dict(row).order_days == 3
+    assert CustomerState.summary_from_dict(row).order_days == 3

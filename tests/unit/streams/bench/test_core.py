@@ -8,7 +8,7 @@ import argparse
 from streams.bench import core as bench_core
 
 
-def args(**kw: int) -> argparse.Namespace:
+def args(**kw: int | bool) -> argparse.Namespace:
     base = {"customers": 60, "days": 90, "seed": 7, "batch": 200, "partitions": 4}
     return argparse.Namespace(**{**base, **kw})
 
@@ -25,3 +25,14 @@ def test_another_sample_gives_other_digests() -> None:
     a, b = bench_core.run(args()), bench_core.run(args(seed=8))
     assert a["outputs_digest"] != b["outputs_digest"]
     assert a["rows_digest"] != b["rows_digest"]
+
+
+def test_zones_alone_change_no_output_and_windows_change_when_they_are_sent() -> None:
+    plain = bench_core.run(args())
+    zones = bench_core.run(args(zones=True))
+    # Without a window a zone decides nothing: the same outputs, rows that keep it.
+    assert zones["outputs_digest"] == plain["outputs_digest"]
+    assert zones["rows_digest"] != plain["rows_digest"]
+    windows = bench_core.run(args(windows=True))
+    assert windows["outputs_digest"] != plain["outputs_digest"]
+    assert windows["messages"] == plain["messages"]

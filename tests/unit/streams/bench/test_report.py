@@ -7,7 +7,9 @@ from typing import Any
 
 import orjson
 
+from agents.core.rules import default_text, load_rules
 from streams.bench import report as bench
+from streams.bench import windows
 
 
 def result(**extra: Any) -> dict[str, Any]:
@@ -103,3 +105,34 @@ def test_the_default_report_path_is_the_repositorys_docs() -> None:
 
     assert (report.ROOT / "pyproject.toml").is_file()
     assert (report.ROOT / "docs" / "benchmarks.md").is_file()
+
+
+def test_the_windows_runs_show_beside_the_worker_line_with_their_ratio_and_noise(
+    tmp_path: Path,
+) -> None:
+    out = tmp_path / "bench.md"
+    figures = windows.cpu_figures(1000, off_cpu=[0.50, 0.48, 0.52], on_cpu=[0.54, 0.56])
+    assert figures["ratio_on_to_off"] == round(550 / 500, 3)
+    assert figures["noise_off_runs"] == round(40 / 500, 3)
+    rates = {"off_events_per_s": [3100, 3050, 3000], "on_events_per_s": [2900, 2950]}
+    bench.write_report(out, result(windows={**figures, **rates}))
+    text = out.read_text()
+    rows = [line for line in text.splitlines() if "µs | " in line and "events/s" in line]
+    assert rows == [
+        "| without windows (the worker line above) | 500.0 µs | 3,100 events/s |",
+        "| **zones + windows** | 540.0 µs | 2,900 events/s |",
+        "| without windows | 480.0 µs | 3,050 events/s |",
+        "| **zones + windows** | 560.0 µs | 2,950 events/s |",
+        "| without windows | 520.0 µs | 3,000 events/s |",
+    ]
+    assert "**Windows on / off: 1.100**" in text and "noise of 0.080" in text
+    bench.write_report(out, result())  # a run with --skip-windows: no section
+    assert "Zones and send windows" not in out.read_text()
+
+
+def test_the_windows_rules_file_is_the_default_with_a_zone_and_a_window() -> None:
+    rules = load_rules(windows.windows_rules_text())
+    default = load_rules(default_text())
+    assert [r.name for r in rules.rules] == [r.name for r in default.rules]
+    assert all(r.send_window is not None for r in rules.rules)
+    assert {r.send_window.default_zone for r in rules.rules if r.send_window} == {"Europe/Berlin"}

@@ -15,10 +15,16 @@ import pytest
 from agents.core.settings import DAY, HOUR
 from agents.core.timeutil import to_micros
 from agents.core.validation import ValidationError, validate
+from agents.core.zones import load_zone
 from schemas.records import Event
 from streams.cli import main
 from streams.feed.sample import MALFORMED_KINDS, generate
-from streams.feed.sample_options import EXTRA_CURRENCIES, SampleOptions
+from streams.feed.sample_options import (
+    EXTRA_CURRENCIES,
+    INVALID_ZONES,
+    WORLD_ZONES,
+    SampleOptions,
+)
 
 END = to_micros(datetime(2026, 3, 1, tzinfo=UTC))
 MAX_BYTES = 64 * 1024
@@ -444,3 +450,75 @@ def test_restamped_retries_resend_an_order_later_under_a_new_id_and_time() -> No
         assert (retry.amount, retry.currency) == (first.amount, first.currency)
     # Arrival order: the original may be delivered late, after its retry.
     assert any(c[0][1].occurred_at > c[1][1].occurred_at for c in twice)
+
+
+# --- time zones (issue 22; docs/send-windows.md "The customer's zone") ----------------
+
+ZONED = SampleOptions(
+    zones=WORLD_ZONES, zoneless_share=0.1, invalid_zone_share=0.05, moved_zone_share=0.05
+)
+
+
+def zones_by_customer(parsed: Parsed) -> dict[str, list[tuple[int, str | None]]]:
+    out: dict[str, list[tuple[int, str | None]]] = {}
+    for _, event in parsed.valid:
+        # Validation keeps a zone tzdata knows and sets aside one it does not.
+        name = event.timezone or event.timezone_ignored
+        out.setdefault(event.customer_id, []).append((event.occurred_at, name))
+    return out
+
+
+def test_zones_give_every_customer_one_zone_on_all_their_events_or_none() -> None:
+    zoned = parse(list(generate(2000, 60, seed=5, end=END, options=ZONED)))
+    assert not zoned.invalid.keys() - set(MALFORMED_KINDS.values())
+    customers = zones_by_customer(zoned)
+    kinds: Counter[str] = Counter()
+    used: set[str] = set()
+    for events in customers.values():
+        names = [name for _, name in sorted(events, key=lambda e: e[0])]
+        distinct = list(dict.fromkeys(names))
+        if distinct == [None]:
+            kinds["none"] += 1
+        elif len(distinct) == 1 and distinct[0] in INVALID_ZONES:
+            kinds["invalid"] += 1
+            assert load_zone(distinct[0]) is None
+        else:
+            # One zone, or one then another from an instant on (events by time).
+            assert None not in distinct and 1 <= len(distinct) <= 2, distinct
+            assert all(name in WORLD_ZONES and load_zone(name) for name in distinct)
+            kinds["moved" if len(distinct) == 2 else "one"] += 1
+            used.update(n for n in distinct if n is not None)
+    assert used == set(WORLD_ZONES) and len(WORLD_ZONES) >= 20
+    total = len(customers)
+    assert 0.06 < kinds["none"] / total < 0.14
+    assert 0.02 < kinds["invalid"] / total < 0.08
+    assert kinds["moved"] > 0 and kinds["one"] > 0.7 * total
+
+
+def test_zones_leave_every_other_field_and_the_line_order_as_without_them() -> None:
+    plain = list(generate(500, 60, seed=5, end=END))
+    zoned = list(generate(500, 60, seed=5, end=END, options=ZONED))
+    assert len(plain) == len(zoned)
+    differ = 0
+    for a, b in zip(plain, zoned, strict=True):
+        try:
+            event = orjson.loads(b)
+        except orjson.JSONDecodeError:  # a truncated line (invalid_json) is cut elsewhere
+            differ += 1
+            continue
+        event.pop("timezone", None)
+        assert orjson.loads(a) == event
+    assert differ < len(plain) / 100
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        SampleOptions(zoneless_share=0.5),
+        SampleOptions(zones=WORLD_ZONES, zoneless_share=0.6, invalid_zone_share=0.6),
+        SampleOptions(zones=WORLD_ZONES, moved_zone_share=1.5),
+    ],
+)
+def test_unusable_zone_options_are_refused(bad: SampleOptions) -> None:
+    with pytest.raises(ValueError):
+        list(generate(10, 10, seed=1, end=END, options=bad))

@@ -195,3 +195,64 @@ def test_on_change_is_restart_or_pin_and_only_pin_changes_the_version() -> None:
     assert (plain.on_change, pin.on_change) == ("restart", "pin")
     # A file written before the setting keeps its versions; pinning is a change.
     assert restart.version == plain.version != pin.version
+
+
+MODEL = """
+[model]
+version = "m1"
+time_unit = "week"
+mbgnbd = { r = 0.5248, alpha = 6.183, a = 0.8914, b = 1.614 }
+"""
+CHURN = "[{ p_alive_below = 0.6 }, { p_alive_below = 0.4 }]"
+
+
+def test_a_churn_risk_rule_with_a_model_loads() -> None:
+    rules = load_rules("format = 1\n" + rule(steps=CHURN) + MODEL)
+    assert rules.model is not None and set(rules.model.kinds) == {"mbgnbd"}
+    assert [s.label() for s in rules.active[0].steps] == ["P(alive) < 0.6", "P(alive) < 0.4"]
+
+
+def test_a_churn_risk_rule_without_a_usable_model() -> None:
+    problem = only("format = 1\n" + rule(steps=CHURN))
+    assert problem.path == 'rule "winback".steps' and "usable mbgnbd model" in problem.message
+    assert problem.line == 7
+    # No table for the rule's kind.
+    kind = only("format = 1\n" + rule(steps=CHURN) + 'model = "bgnbd"\n' + MODEL)
+    assert kind.path == 'rule "winback".steps' and "usable bgnbd model" in kind.message
+    # A parameter <= 0 or not a number, a unit neither day nor week: located in [model].
+    bad = problems(
+        "format = 1\n"
+        + rule(steps=CHURN)
+        + MODEL.replace("r = 0.5248", "r = 0").replace('"week"', '"month"')
+    )
+    paths = [p.path for p in bad]
+    assert "model.mbgnbd.r" in paths and "model.time_unit" in paths
+    assert 'rule "winback".steps' in paths
+    assert next(p for p in bad if p.path == "model.time_unit").line == 11
+
+
+def test_churn_risk_thresholds_in_0_1_strictly_decreasing_and_not_mixed() -> None:
+    out_of_range = only("format = 1\n" + rule(steps="[{ p_alive_below = 1.0 }]") + MODEL)
+    assert out_of_range.path == 'rule "winback".steps[1].p_alive_below'
+    rising = only(
+        "format = 1\n" + rule(steps="[{ p_alive_below = 0.4 }, { p_alive_below = 0.6 }]") + MODEL
+    )
+    assert rising.path == 'rule "winback".steps[2].p_alive_below'
+    assert "strictly decreasing" in rising.message
+    mixed = only("format = 1\n" + rule(steps='[{ p_alive_below = 0.4 }, "P7D"]') + MODEL)
+    assert mixed.path == 'rule "winback".steps[2]' and "cannot be mixed" in mixed.message
+
+
+def test_churn_risk_needs_the_last_order_anchor() -> None:
+    problem = only("format = 1\n" + rule(steps=CHURN, anchor='"last_activity"') + MODEL)
+    assert problem.path == 'rule "winback".anchor' and "last_order" in problem.message
+
+
+def test_a_model_without_a_churn_risk_rule_is_accepted_and_a_new_model_changes_the_version() -> (
+    None
+):
+    plain = load_rules("format = 1\n" + rule())
+    assert load_rules("format = 1\n" + rule() + MODEL).rules[0].version == plain.rules[0].version
+    old = load_rules("format = 1\n" + rule(steps=CHURN) + MODEL)
+    new = load_rules("format = 1\n" + rule(steps=CHURN) + MODEL.replace("6.183", "6.2"))
+    assert old.rules[0].version != new.rules[0].version

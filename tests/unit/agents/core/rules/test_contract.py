@@ -9,6 +9,7 @@ from decimal import Decimal
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from agents.core.prediction import NbdParams, crossing_at
 from agents.core.rules.abstract import Anchor, Cancel, Predicate, Step
 from agents.core.rules.anchors import ANCHORS, FirstOrder, LastActivity, LastOrder, LastSession
 from agents.core.rules.audience import (
@@ -20,9 +21,10 @@ from agents.core.rules.audience import (
     Stage,
 )
 from agents.core.rules.cancel import EVENT_KINDS
-from agents.core.rules.steps import Cadence, Fixed
+from agents.core.rules.steps import Cadence, Fixed, PAliveBelow
 from agents.core.settings import DAY
 from agents.core.state import CustomerState
+from agents.core.timeutil import MAX_DURATION
 from schemas.records import Event
 
 ALL_ANCHORS: list[Anchor] = [
@@ -85,6 +87,7 @@ def test_every_kind_is_in_the_contract() -> None:
     assert {type(a) for a in ALL_ANCHORS} == set(ANCHORS.values())
     assert {type(p) for p in ALL_PREDICATES} == set(PREDICATES)
     assert {type(s) for s in ALL_STEPS} == {Fixed, Cadence}
+    assert {type(s) for s in CHURN_STEPS} == {PAliveBelow}
 
 
 @settings(max_examples=150, deadline=None)
@@ -125,9 +128,50 @@ def test_a_step_is_positive_and_at_least_its_least(items: list) -> None:
     state = state_of(items)
     for step in ALL_STEPS:
         threshold = step.threshold(state)
-        assert threshold >= step.least > 0
+        assert threshold is not None and threshold >= step.least > 0
         assert step.label()
         assert step.canonical() is not None
+
+
+CHURN_STEPS: list[Step] = [
+    PAliveBelow(p, NbdParams(kind, 0.5248, 6.183, 0.8914, 1.614, unit))
+    for p in (0.9, 0.5, 0.05)
+    for kind in ("mbgnbd", "bgnbd")
+    for unit in ("day", "week")
+]
+
+
+@settings(max_examples=150, deadline=None)
+@given(events)
+def test_a_churn_risk_step_is_none_without_an_order_else_a_crossing_in_whole_minutes(
+    items: list,
+) -> None:
+    """0: crossed at the anchor (decided skipped); None: never (no order, or BG/NBD
+    with one order day); else the crossing, a whole minute after the epoch
+    (docs/prediction.md "The churn_risk rule")."""
+    state = state_of(items)
+    for step in CHURN_STEPS:
+        threshold = step.threshold(state)
+        if state.orders == 0:
+            assert threshold is None
+            continue
+        assert state.last_order_at is not None
+        if threshold is None:
+            assert isinstance(step, PAliveBelow)
+            crossing = crossing_at(
+                step.params,
+                state.order_days - 1,
+                state.first_order_at or 0,
+                state.last_order_at,
+                step.p,
+                state.last_order_at,
+            )
+            # never (BG/NBD, one order day), or more than 100 years on.
+            assert crossing.at is None or crossing.at - state.last_order_at > MAX_DURATION
+            assert crossing.status != "crossed"
+        elif threshold > 0:
+            assert (state.last_order_at + threshold) % 60_000_000 == 0
+        assert step.least == 0 and step.label() and step.canonical()["p_alive_below"]
 
 
 @settings(max_examples=150, deadline=None)
