@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from agents.core.timeutil import MAX_DURATION, MICROS_PER_DAY
 
 MICROS_PER_MINUTE = 60 * 1_000_000
-# The model's time unit in micros (docs/prediction.md "Crossing": day or week).
+# The model's time unit in micros (docs/prediction.md "The churn_risk rule": day or week).
 UNITS = {"day": MICROS_PER_DAY, "week": 7 * MICROS_PER_DAY}
 KINDS = ("mbgnbd", "bgnbd")
 

@@ -152,7 +152,7 @@ def _rule(
             continue  # not for this customer: no decision
         if item.skipped:
             # Crossed at its anchor: recorded, never sent, no window
-            # (docs/prediction.md "Crossing").
+            # (docs/prediction.md "The churn_risk rule").
             out.append(Timing(item, item.due, outcome=OUTCOME_SKIPPED))
             continue
         spec = item.rule.send_window

@@ -27,7 +27,8 @@ OUTCOME_FREQUENCY_CAP = "frequency_cap"
 OUTCOME_OUTRANKED = "outranked"
 # A step a rule change passed over (docs/rules.md "Changing rules"): no nudge.
 OUTCOME_SUPERSEDED = "superseded"
-# A churn_risk step already crossed at its anchor (docs/prediction.md "Crossing"): no nudge.
+# A churn_risk step already crossed at its anchor: no nudge
+# (docs/prediction.md "The churn_risk rule").
 OUTCOME_SKIPPED = "skipped"
 
 

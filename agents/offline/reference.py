@@ -46,7 +46,7 @@ Semantics (the stream implements the same):
   first_order, cancel on purchase; ``inactivity`` last_activity from the first
   order; ``overdue`` one cadence step after the last order, from
   ``overdue_min_orders`` orders.
-* churn_risk (:mod:`agents.offline.churn`; docs/prediction.md "Crossing"): a
+* churn_risk (:mod:`agents.offline.churn`; docs/prediction.md "The churn_risk rule"): a
   ``p_alive_below = p`` step after the last order A is due when P(alive), on the
   file's ``[model]`` and the customer's orders as of A (x repeat UTC order days,
   first and last order), falls to p, rounded up to the whole minute; already at or

@@ -19,8 +19,9 @@ as a dict (durations in micros)::
      "steps": [micros, ...] | [{"cadence": float, "floor": micros}]
               | [{"p_alive_below": float, "model": "mbgnbd" | "bgnbd",
                   "time_unit": "day" | "week", "r": .., "alpha": .., "a": .., "b": ..}],
-                  # a churn_risk step: its threshold and its model kind's parameters,
-                  # so that a new [model] is a new version (docs/prediction.md "Crossing")
+                  # a churn_risk step: its threshold and its model kind's
+                  # parameters, so that a new [model] is a new version
+                  # (docs/prediction.md "The churn_risk rule")
      "anchor": {"kind": str, "min_orders": int},  # no min_orders for first_order
      "cancel_on": [kind, ...],                    # sorted
      "audience": {...},                           # only the predicates given:
@@ -40,7 +41,7 @@ as a dict (durations in micros)::
          "policy": "defer" | "drop", "max_delay": micros | None,
          "default_zone": str, "zone": str}        # zone only when fixed
 
-The file's ``[model]`` (docs/prediction.md "Crossing"): ``time_unit`` and a table of
+The file's ``[model]`` (docs/prediction.md "The churn_risk rule"): ``time_unit`` and a table of
 ``r``, ``alpha``, ``a``, ``b`` per model kind; a rule's ``p_alive_below`` steps read
 the kind its ``model`` key names (``mbgnbd`` when unset), under a last_order anchor.
 
@@ -101,7 +102,8 @@ LEGACY_LIFECYCLE_PRIORITY = 15
 DAY_NAMES = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 DAY_GROUPS = {"weekdays": DAY_NAMES[:5], "weekends": DAY_NAMES[5:], "all": DAY_NAMES}
 NO_WINDOW = "none"
-# The model a churn_risk rule reads when it does not say (docs/prediction.md "Crossing").
+# The model a churn_risk rule reads when it does not say
+# (docs/prediction.md "The churn_risk rule").
 DEFAULT_MODEL = "mbgnbd"
 
 
@@ -221,7 +223,7 @@ class Rulebook:
     lifecycle: Lifecycle | None
     # The file's [model] as plain sorted JSON, numbers as floats, without fitted_at
     # (None: none): part of what makes a file a version of its own
-    # (docs/prediction.md "Crossing"; agents/offline/versions.py).
+    # (docs/prediction.md "The churn_risk rule"; agents/offline/versions.py).
     model: bytes | None = None
 
 
@@ -371,7 +373,7 @@ def _rule(
             if model is None:
                 raise ValueError(f"{where}.steps[{j}]: no [model] table for {model_kind!r}")
             if kind != ANCHOR_LAST_ORDER:
-                # An order must reset the ladder (docs/prediction.md "Crossing").
+                # An order must reset the ladder (docs/prediction.md "The churn_risk rule").
                 raise ValueError(f"{where}.anchor: a p_alive_below step needs last_order")
             steps.append(ChurnStep(float(s["p_alive_below"]), model))
         else:

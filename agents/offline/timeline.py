@@ -58,7 +58,7 @@ class LadderItem:
     # version in force (None: the rule's own).
     placed: int | None = None
     # A churn_risk step already crossed at its anchor: a ``skipped`` decision at the
-    # anchor, never sent (docs/prediction.md "Crossing").
+    # anchor, never sent (docs/prediction.md "The churn_risk rule").
     skipped: bool = False
 
     @property

@@ -256,7 +256,8 @@ def versioned_ladder(
         while k < len(rule.steps):
             got = timeline.step_due(rule, k + 1, anchor, start)
             if got is None:
-                break  # never due on these facts (a churn step: docs/prediction.md "Crossing")
+                # Never due on these facts (a churn step: docs/prediction.md "The churn_risk rule").
+                break
             threshold, skipped = got
             due = max(anchor + threshold, start)
             if (end is not None and due >= end) or due > until:

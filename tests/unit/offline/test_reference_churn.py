@@ -1,4 +1,4 @@
-"""churn_risk in the offline reference (docs/prediction.md "Crossing", issue 23): the due
+"""churn_risk in the offline reference (docs/prediction.md "The churn_risk rule", issue 23): the due
 times are the crossings of P(alive) after the last order, a threshold already
 crossed at the order is ``skipped`` there, an order restarts the ladder, and a new
 ``[model]`` is a new rule version that supersedes the steps due by its switch."""
