@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ast
 import math
+from fractions import Fraction
 from pathlib import Path
 
 import pytest
@@ -76,7 +77,19 @@ def test_hyp2f1_matches_scipy(a: float, b: float, above: float, z: float) -> Non
     c = max(a, b, 0.0) + above
     expected = scipy_hyp2f1(a, b, c, z)
     assume(math.isfinite(expected) and abs(expected) < 1e200)
-    assert hyp2f1(a, b, c, z) == pytest.approx(expected, rel=1e-9, abs=1e-12)
+    # 1e-8: scipy itself is off by 1.3e-9 at (14, 14, 29, 0.90625) - see the exact
+    # sum below - so a tighter bound would test scipy, not the series.
+    assert hyp2f1(a, b, c, z) == pytest.approx(expected, rel=1e-8, abs=1e-12)
+
+
+def test_hyp2f1_matches_an_exact_sum_where_scipy_drifts() -> None:
+    # The series summed in exact fractions (300 terms: the rest is far below 1e-12).
+    a, b, c, z = Fraction(14), Fraction(14), Fraction(29), Fraction(29, 32)
+    term, total = Fraction(1), Fraction(1)
+    for n in range(300):
+        term *= (a + n) * (b + n) / ((c + n) * (n + 1)) * z
+        total += term
+    assert hyp2f1(14, 14, 29, 0.90625) == pytest.approx(float(total), rel=1e-12)
 
 
 def test_hyp2f1_refuses_what_its_series_cannot_give() -> None:
