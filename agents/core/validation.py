@@ -219,7 +219,7 @@ def _zone(obj: dict[str, Any]) -> dict[str, str]:
     other string is ignored but remembered for the lookup (:func:`shown_zone`), never
     a dead letter; a non-string is a mistyped field (README "Inputs").  Fields, not
     ``dataclasses.replace`` of a built event: that copy cost most of ingest's time
-    for zones (docs/benchmarks.md "Send windows")."""
+    for zones (docs/benchmarks.md "Where the send windows' cost goes")."""
     name = obj.get("timezone")
     if name is None:
         return _NO_ZONE

@@ -330,9 +330,9 @@ def utc_offset(t: int, zone: ZoneInfo) -> int:
 
     Remembers the UTC days over which a zone's offset is constant: firings fall on
     the same few days, and asking ``zoneinfo`` costs a datetime round trip
-    (docs/benchmarks.md "Send windows").  Equal offsets at a day's two ends mean no
-    transition within it, as no zone changes its offset twice within a day since
-    1900 (:data:`SEGMENT`)."""
+    (docs/benchmarks.md "Where the send windows' cost goes").  Equal offsets at a
+    day's two ends mean no transition within it, as no zone changes its offset
+    twice within a day since 1900 (:data:`SEGMENT`)."""
     if t < _CACHE_FROM:
         return _utc_offset(t, zone)
     day = t // MICROS_PER_DAY

@@ -56,7 +56,7 @@ def load_zone(name: object) -> ZoneInfo | None:
     malformed name (never an exception: a bad zone must not cost the event)."""
     if isinstance(name, str):
         # The hot path: ingest and every firing with a window ask again for the
-        # same few names (docs/benchmarks.md "Send windows").
+        # same few names (docs/benchmarks.md "Where the send windows' cost goes").
         known = _LOADED.get(name)
         if known is not None:
             return known

@@ -33,7 +33,7 @@ from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 from agents.core.timeutil import iso
-from agents.offline.judgment import Firing, Verdict
+from agents.offline.judgment import OUTCOME_SKIPPED, Firing, Verdict
 from agents.offline.rulebook import WindowSpec
 from agents.offline.timeline import LadderItem, StageWalk, Timeline
 from agents.offline.versions import live_anchor
@@ -149,7 +149,12 @@ def _rule(
             out.append(_superseded(waiting, item.due, at_switch=False, placed=item.priority))
             waiting = None
         if not item.in_audience:
-            continue  # skipped: no decision
+            continue  # not for this customer: no decision
+        if item.skipped:
+            # Crossed at its anchor: recorded, never sent, no window
+            # (docs/prediction.md "The churn_risk rule").
+            out.append(Timing(item, item.due, outcome=OUTCOME_SKIPPED))
+            continue
         spec = item.rule.send_window
         if spec is None or (cut_over is not None and item.due < cut_over):
             out.append(Timing(item, item.due))

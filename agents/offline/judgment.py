@@ -27,6 +27,9 @@ OUTCOME_FREQUENCY_CAP = "frequency_cap"
 OUTCOME_OUTRANKED = "outranked"
 # A step a rule change passed over (docs/rules.md "Changing rules"): no nudge.
 OUTCOME_SUPERSEDED = "superseded"
+# A churn_risk step already crossed at its anchor: no nudge
+# (docs/prediction.md "The churn_risk rule").
+OUTCOME_SKIPPED = "skipped"
 
 
 class Facts(Protocol):
@@ -154,7 +157,8 @@ def apply_guardrails(
     send time S (:attr:`Firing.sent`: the due time unless a send window deferred
     it) with the guardrails in force then (``guardrails(S)`` across rule changes).
     A firing decided before any guardrail (``outside_window``, ``cancelled``,
-    ``superseded``: :attr:`Firing.ruled`) keeps that outcome and counts for nothing.
+    ``superseded``, ``skipped``: :attr:`Firing.ruled`) keeps that outcome and counts
+    for nothing.
 
     A transactional firing skips holdout, min_gap and frequency_cap, is never
     outranked, never outranks, and its deliveries do not count toward another

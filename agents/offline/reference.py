@@ -46,6 +46,14 @@ Semantics (the stream implements the same):
   first_order, cancel on purchase; ``inactivity`` last_activity from the first
   order; ``overdue`` one cadence step after the last order, from
   ``overdue_min_orders`` orders.
+* churn_risk (:mod:`agents.offline.churn`; docs/prediction.md "The churn_risk rule"): a
+  ``p_alive_below = p`` step after the last order A is due when P(alive), on the
+  file's ``[model]`` and the customer's orders as of A (x repeat UTC order days,
+  first and last order), falls to p, rounded up to the whole minute; already at or
+  below p at A, it is a ``skipped`` decision at A when the audience holds there
+  (never sent, no window, no guardrail, not counted) and the ladder moves on; BG/NBD
+  with x = 0 has nothing due until the next order.  A new ``[model]`` is a new
+  rule version: a restart at the switch supersedes the steps due by then.
 * Backfill: with ``backfill_until`` set, firings due before it are not emitted.
 * Send windows (:mod:`agents.offline.deferral`; docs/send-windows.md): a firing
   of a rule with a window is sent at its due time when inside it, else dropped

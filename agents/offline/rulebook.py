@@ -16,7 +16,12 @@ rules the shipped default file declares.
 as a dict (durations in micros)::
 
     {"name": str, "priority": int,
-     "steps": [micros, ...] | [{"cadence": float, "floor": micros}],
+     "steps": [micros, ...] | [{"cadence": float, "floor": micros}]
+              | [{"p_alive_below": float, "model": "mbgnbd" | "bgnbd",
+                  "time_unit": "day" | "week", "r": .., "alpha": .., "a": .., "b": ..}],
+                  # a churn_risk step: its threshold and its model kind's
+                  # parameters, so that a new [model] is a new version
+                  # (docs/prediction.md "The churn_risk rule")
      "anchor": {"kind": str, "min_orders": int},  # no min_orders for first_order
      "cancel_on": [kind, ...],                    # sorted
      "audience": {...},                           # only the predicates given:
@@ -36,6 +41,10 @@ as a dict (durations in micros)::
          "policy": "defer" | "drop", "max_delay": micros | None,
          "default_zone": str, "zone": str}        # zone only when fixed
 
+The file's ``[model]`` (docs/prediction.md "The churn_risk rule"): ``time_unit`` and a table of
+``r``, ``alpha``, ``a``, ``b`` per model kind; a rule's ``p_alive_below`` steps read
+the kind its ``model`` key names (``mbgnbd`` when unset), under a last_order anchor.
+
 A rule's window (docs/send-windows.md): its own ``send_window`` table, else the file's
 ``[send_window]``, else none; ``send_window = "none"`` bypasses the file's.  The
 file's ``default_timezone`` (UTC when unset) goes into every window read.
@@ -44,6 +53,7 @@ file's ``default_timezone`` (UTC when unset) goes into every window read.
 from __future__ import annotations
 
 import hashlib
+import math
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -60,6 +70,7 @@ from agents.core.settings import (
     CoreSettings,
 )
 from agents.core.timeutil import parse_duration
+from agents.offline.churn import KINDS, UNITS, Model
 from agents.offline.windows import known_zone
 
 ANCHOR_FIRST_ORDER = "first_order"
@@ -91,6 +102,9 @@ LEGACY_LIFECYCLE_PRIORITY = 15
 DAY_NAMES = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 DAY_GROUPS = {"weekdays": DAY_NAMES[:5], "weekends": DAY_NAMES[5:], "all": DAY_NAMES}
 NO_WINDOW = "none"
+# The model a churn_risk rule reads when it does not say
+# (docs/prediction.md "The churn_risk rule").
+DEFAULT_MODEL = "mbgnbd"
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,7 +115,16 @@ class Cadence:
     floor: int  # micros
 
 
-Step = int | Cadence  # an int is a fixed duration in micros
+@dataclass(frozen=True, slots=True)
+class ChurnStep:
+    """A step due when P(alive) falls below ``p`` with no new order, on ``model``
+    (the rule's ``model`` kind in the file's ``[model]``; agents/offline/churn.py)."""
+
+    p: float
+    model: Model
+
+
+Step = int | Cadence | ChurnStep  # an int is a fixed duration in micros
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,6 +221,10 @@ class Rulebook:
     # None only for legacy settings with the inactivity rule switched off: today
     # the stage moves to at_risk/lapsed only when that rule fires.
     lifecycle: Lifecycle | None
+    # The file's [model] as plain sorted JSON, numbers as floats, without fitted_at
+    # (None: none): part of what makes a file a version of its own
+    # (docs/prediction.md "The churn_risk rule"; agents/offline/versions.py).
+    model: bytes | None = None
 
 
 # --- reading a document --------------------------------------------------------------
@@ -234,12 +261,26 @@ def read_rules(document: str | Mapping[str, Any]) -> Rulebook:
     file_window = (
         _window(doc["send_window"], "send_window", default_zone) if "send_window" in doc else None
     )
+    models = _models(doc["model"]) if "model" in doc else {}
     rules = [
-        _rule(r, f"rule[{i}]", arbitration, file_window, default_zone)
+        _rule(r, f"rule[{i}]", arbitration, file_window, default_zone, models)
         for i, r in enumerate(doc.get("rule", []))
     ]
     enabled = sorted((r for r in rules if r.enabled), key=lambda r: r.priority)
-    return Rulebook(tuple(enabled), guardrails, lifecycle)
+    model = None
+    if "model" in doc:
+        plain = {k: v for k, v in doc["model"].items() if k != "fitted_at"}
+        model = orjson.dumps(_floats(plain), option=orjson.OPT_SORT_KEYS)
+    return Rulebook(tuple(enabled), guardrails, lifecycle, model)
+
+
+def _floats(value: Any) -> Any:
+    """``value`` with every number a float (1 and 1.0 are one parameter)."""
+    if isinstance(value, Mapping):
+        return {k: _floats(v) for k, v in value.items()}
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    return value
 
 
 def _table(doc: Mapping[str, Any], key: str) -> Mapping[str, Any]:
@@ -257,6 +298,29 @@ def _duration(table: Mapping[str, Any], key: str, default: int, where: str) -> i
     except (TypeError, ValueError) as exc:
         raise ValueError(f"{where}.{key}: {exc}") from None
     return value // timedelta(microseconds=1)
+
+
+def _models(raw: Any) -> dict[str, Model]:
+    """The file's ``[model]``: each model kind it has a table for, in its time unit."""
+    if not isinstance(raw, Mapping):
+        raise ValueError("model: expected a table")
+    unit = raw.get("time_unit")
+    if unit not in UNITS:
+        raise ValueError(f"model.time_unit: expected 'day' or 'week', got {unit!r}")
+    out = {}
+    for kind in KINDS:
+        if kind not in raw:
+            continue
+        table = raw[kind]
+        try:
+            values = [float(table[k]) for k in ("r", "alpha", "a", "b")]
+        except (KeyError, TypeError, ValueError):
+            raise ValueError(f"model.{kind}: expected numbers r, alpha, a, b") from None
+        if not all(v > 0 and math.isfinite(v) for v in values):
+            raise ValueError(f"model.{kind}: every parameter must be a positive number")
+        r, alpha, a, b = values
+        out[kind] = Model(kind, r, alpha, a, b, unit)
+    return out
 
 
 def _window(raw: Any, where: str, default_zone: str) -> WindowSpec | None:
@@ -290,6 +354,7 @@ def _rule(
     file_arbitration: bool,
     file_window: WindowSpec | None = None,
     default_zone: str = "UTC",
+    models: Mapping[str, Model] | None = None,
 ) -> RuleSpec:
     name = raw["name"]
     anchor_raw = raw.get("anchor", ANCHOR_FIRST_ORDER)
@@ -298,10 +363,19 @@ def _rule(
     kind = anchor_raw.get("kind")
     if kind not in ANCHOR_MIN_ORDERS:
         raise ValueError(f"{where}.anchor: unknown kind {kind!r}")
+    model_kind = raw.get("model", DEFAULT_MODEL)
     steps: list[Step] = []
     for j, s in enumerate(raw.get("steps", [])):
         if isinstance(s, str):
             steps.append(_duration({"step": s}, "step", 0, f"{where}.steps[{j}]"))
+        elif "p_alive_below" in s:
+            model = (models or {}).get(model_kind)
+            if model is None:
+                raise ValueError(f"{where}.steps[{j}]: no [model] table for {model_kind!r}")
+            if kind != ANCHOR_LAST_ORDER:
+                # An order must reset the ladder (docs/prediction.md "The churn_risk rule").
+                raise ValueError(f"{where}.anchor: a p_alive_below step needs last_order")
+            steps.append(ChurnStep(float(s["p_alive_below"]), model))
         else:
             floor = _duration(s, "floor", 0, f"{where}.steps[{j}]")
             steps.append(Cadence(float(s["cadence"]), floor))
@@ -443,9 +517,7 @@ def canonical(rule: RuleSpec) -> dict[str, Any]:
     out: dict[str, Any] = {
         "name": rule.name,
         "priority": rule.priority,
-        "steps": [
-            {"cadence": s.k, "floor": s.floor} if isinstance(s, Cadence) else s for s in rule.steps
-        ],
+        "steps": [_step_dict(s) for s in rule.steps],
         "anchor": (
             {"kind": rule.anchor}
             if rule.anchor == ANCHOR_FIRST_ORDER
@@ -463,6 +535,23 @@ def canonical(rule: RuleSpec) -> dict[str, Any]:
     if rule.send_window is not None:
         out["send_window"] = _window_dict(rule.send_window)
     return out
+
+
+def _step_dict(step: Step) -> Any:
+    if isinstance(step, Cadence):
+        return {"cadence": step.k, "floor": step.floor}
+    if isinstance(step, ChurnStep):
+        m = step.model
+        return {
+            "p_alive_below": step.p,
+            "model": m.kind,
+            "time_unit": m.unit,
+            "r": m.r,
+            "alpha": m.alpha,
+            "a": m.a,
+            "b": m.b,
+        }
+    return step
 
 
 def _window_dict(w: WindowSpec) -> dict[str, Any]:

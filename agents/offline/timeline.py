@@ -21,6 +21,7 @@ from itertools import pairwise
 
 from agents.core.budget import MAX_CURRENCIES, OTHER_CURRENCY
 from agents.core.timeutil import MAX_DURATION, MICROS_PER_DAY
+from agents.offline.churn import AT, CROSSED, crossing, repeat_days
 from agents.offline.rulebook import (
     ANCHOR_FIRST_ORDER,
     ANCHOR_LAST_ACTIVITY,
@@ -29,6 +30,7 @@ from agents.offline.rulebook import (
     CONSENT_NOT_OPTED_OUT,
     CONSENT_OPTED_IN,
     Cadence,
+    ChurnStep,
     Lifecycle,
     RuleSpec,
 )
@@ -55,6 +57,9 @@ class LadderItem:
     # A pinned ladder's place among simultaneous items: its rule's priority in the
     # version in force (None: the rule's own).
     placed: int | None = None
+    # A churn_risk step already crossed at its anchor: a ``skipped`` decision at the
+    # anchor, never sent (docs/prediction.md "The churn_risk rule").
+    skipped: bool = False
 
     @property
     def priority(self) -> int:
@@ -131,6 +136,27 @@ class Timeline:
         n = len(gaps)
         median = gaps[n // 2] if n % 2 else (gaps[n // 2 - 1] + gaps[n // 2]) // 2
         return min(max(step.floor, int(median * step.k)), MAX_DURATION)
+
+    def step_due(self, rule: RuleSpec, k: int, anchor: int, t: int) -> tuple[int, bool] | None:
+        """Step ``k`` (1-based) of ``rule`` after ``anchor`` on the facts as of t: its
+        threshold (micros after the anchor) and whether it is a churn step already
+        crossed at the anchor (threshold 0); None for a churn step that never falls
+        due on these facts (BG/NBD without a repeat order day)."""
+        step = rule.steps[k - 1]
+        if isinstance(step, Cadence):
+            return self.cadence(t, step), False
+        if isinstance(step, ChurnStep):
+            n = self.order_count(t)
+            first, last = self.orders[0], self.orders[n - 1]
+            x = repeat_days(self.orders[:n])
+            due = crossing(step.model, step.p, x, first, last, anchor)
+            if due.status == CROSSED:
+                return 0, True
+            if due.status == AT:
+                assert due.at is not None
+                return due.at - anchor, False
+            return None
+        return step, False
 
     # --- a rule's view -----------------------------------------------------------------
 
@@ -211,8 +237,10 @@ class Timeline:
             if anchor != anchor_done:
                 anchor_done, step_done = anchor, 0
             while step_done < len(rule.steps):
-                step = rule.steps[step_done]
-                threshold = self.cadence(start, step) if isinstance(step, Cadence) else step
+                got = self.step_due(rule, step_done + 1, anchor, start)
+                if got is None:
+                    break  # never due on these facts
+                threshold, skipped = got
                 due = max(anchor + threshold, start)
                 if (end is not None and due >= end) or due > until:
                     break  # not due on these facts: the next event may change them
@@ -221,7 +249,9 @@ class Timeline:
                 step_done += 1
                 stage = stages.at(due, rule.priority)
                 ok = self.in_audience(rule, due, stage)
-                items.append(LadderItem(rule, step_done, threshold, anchor, due, ok))
+                items.append(
+                    LadderItem(rule, step_done, threshold, anchor, due, ok, skipped=skipped)
+                )
         return items
 
 

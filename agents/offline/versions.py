@@ -45,7 +45,6 @@ from typing import Any
 
 from agents.offline.rulebook import (
     ON_CHANGE_PIN,
-    Cadence,
     GuardrailSettings,
     Rulebook,
     RuleSpec,
@@ -161,8 +160,9 @@ def dropped(versions: Versions, pinned: BookVersion, switch: BookVersion) -> boo
 
 def _identity(book: Rulebook) -> tuple[Any, ...]:
     """What makes two rules files the same version here: each enabled rule's version
-    (its name included), the guardrails and the lifecycle (not descriptions)."""
-    return (tuple(r.version for r in book.rules), book.guardrails, book.lifecycle)
+    (its name included), the guardrails, the lifecycle and the [model] (not
+    descriptions)."""
+    return (tuple(r.version for r in book.rules), book.guardrails, book.lifecycle, book.model)
 
 
 def live_anchor(timeline: Timeline, rule: RuleSpec, t: int) -> int | None:
@@ -172,11 +172,6 @@ def live_anchor(timeline: Timeline, rule: RuleSpec, t: int) -> int | None:
     if anchor is None or timeline.cancelled(rule, anchor, t):
         return None
     return anchor
-
-
-def _threshold(timeline: Timeline, rule: RuleSpec, step: int, t: int) -> int:
-    s = rule.steps[step - 1]
-    return timeline.cadence(t, s) if isinstance(s, Cadence) else s
 
 
 def versioned_ladder(
@@ -259,7 +254,11 @@ def versioned_ladder(
             continue
         k = step_done if anchor == anchor_done else 0
         while k < len(rule.steps):
-            threshold = _threshold(timeline, rule, k + 1, start)
+            got = timeline.step_due(rule, k + 1, anchor, start)
+            if got is None:
+                # Never due on these facts (a churn step: docs/prediction.md "The churn_risk rule").
+                break
+            threshold, skipped = got
             due = max(anchor + threshold, start)
             if (end is not None and due >= end) or due > until:
                 break  # not due on these facts: the next event or switch may change them
@@ -269,7 +268,9 @@ def versioned_ladder(
             anchor_done, step_done = anchor, k
             priority = rule.priority if placed is None else placed
             ok = timeline.in_audience(rule, due, stages.at(due, priority))
-            items.append(LadderItem(rule, k, threshold, anchor, due, ok, placed=placed))
+            items.append(
+                LadderItem(rule, k, threshold, anchor, due, ok, placed=placed, skipped=skipped)
+            )
     return items
 
 
@@ -288,7 +289,10 @@ def _restart(
         return anchor_done, step_done
     k = step_done if anchor == anchor_done else 0
     while k < len(rule.steps):
-        threshold = _threshold(timeline, rule, k + 1, at)
+        got = timeline.step_due(rule, k + 1, anchor, at)
+        if got is None:
+            break
+        threshold = got[0]
         due = anchor + threshold
         if due > at:
             break

@@ -164,11 +164,13 @@ def test_a_cycle_behind_type_checking_or_a_local_import_is_found() -> None:
 # classes or the engine itself, not even under TYPE_CHECKING or inside a function.
 # Nor the engine's reading of send windows: agents/offline/windows.py is the brute
 # force it is tested against (docs/send-windows.md "The brute-force reading").
+# Nor the engine's P(alive) and crossing: agents/offline/churn.py has its own.
 ENGINE_SIDE = (
     "agents.core.rules",
     "agents.core.engine",
     "agents.core.emissions",
     "agents.core.windows",
+    "agents.core.prediction",
 )
 
 
@@ -205,3 +207,6 @@ def test_the_reference_check_sees_a_rule_class_imported_anywhere() -> None:
         "agents.offline.windows", False, "from agents.core.zones import load_zone\n"
     )
     assert not engine_side_imports(module, False, "from agents.core.timeutil import iso\n")
+    assert engine_side_imports(
+        "agents.offline.churn", False, "from agents.core.prediction import crossing_at\n"
+    )
