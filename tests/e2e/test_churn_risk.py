@@ -19,7 +19,6 @@ the history's first two months (the command is in the file):
 
 from __future__ import annotations
 
-import importlib.util
 import subprocess
 import sys
 from collections import Counter
@@ -50,9 +49,6 @@ CUSTOMERS = 2_000
 DAYS = 120
 SEED = 23
 HOUR = 3_600 * MICROS_PER_SECOND
-# The offline reference reads churn_risk steps once agents/offline/churn.py is in the
-# tree; until then the runs are held to each other only.
-REFERENCE_READS_CHURN = importlib.util.find_spec("agents.offline.churn") is not None
 
 
 def occurred(line: bytes) -> int | None:
@@ -67,9 +63,7 @@ def history() -> list[bytes]:
     return list(generate(CUSTOMERS, DAYS, seed=SEED, end=to_micros(parse_timestamp(END))))
 
 
-def reference(lines: list[bytes], *, switch: bool) -> Expected | None:
-    if not REFERENCE_READS_CHURN:
-        return None
+def reference(lines: list[bytes], *, switch: bool) -> Expected:
     changes = [(to_micros(parse_timestamp(SWITCH)), REFIT.read_text())] if switch else []
     result = compute_decisions(
         lines,
@@ -140,17 +134,15 @@ async def test_one_and_two_workers_decide_the_churn_ladder_like_the_reference(
     one = make_deployment(RETENTION_RULES_FILE=str(RULES))
     got_one = await replay(one, history, workers=1)
     check_churn(got_one)
-    if expected is not None:
-        await compare_with_reference(one, expected, "churn_risk_one_worker")
+    await compare_with_reference(one, expected, "churn_risk_one_worker")
     two = make_deployment(RETENTION_RULES_FILE=str(RULES))
     got_two = await replay(two, history, workers=2)
     check_churn(got_two)
-    # Two workers publish what one did (and, with the reference, what it says).
+    await compare_with_reference(two, expected, "churn_risk_two_workers")
+    # And so two workers publish what one did, to the record.
     await compare_with_reference(
         two, Expected.of_records(got_one["decisions"], got_one["outcomes"]), "churn_risk_2_vs_1"
     )
-    if expected is not None:
-        await compare_with_reference(two, expected, "churn_risk_two_workers")
 
 
 @pytest.mark.timeout(600)
@@ -164,8 +156,7 @@ async def test_a_model_switched_mid_stream_sends_no_burst(
     dep = make_deployment(RETENTION_RULES_FILE=str(RULES))
     got = await replay(dep, history, workers=2, switch=True)
     check_churn(got)
-    if expected is not None:
-        await compare_with_reference(dep, expected, "churn_risk_model_switch")
+    await compare_with_reference(dep, expected, "churn_risk_model_switch")
     churn = [d for d in got["decisions"] if d["rule"] == "churn_risk"]
     versions = Counter((d["rule_version"], d["outcome"]) for d in churn)
     # Both models decide: the old one before T, the new one after.
