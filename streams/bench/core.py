@@ -12,7 +12,8 @@ the core that claims to keep exact semantics must leave both digests unchanged
 ``--zones`` gives customers time zones (``streams.bench.windows.ZONED``), and
 ``--windows`` also runs the default rules with a file-default send window
 (``streams.bench.windows.windows_rules_text``), so that what zones and windows cost
-the core can be told apart from the worker's own (docs/benchmarks.md).
+the core can be told apart from the worker's own (docs/benchmarks.md); ``--rules FILE``
+runs that rules file instead (docs/benchmarks.md "churn_risk").
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import re
 import time
 from collections.abc import Sequence
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -67,9 +69,10 @@ def run(args: argparse.Namespace, rows: list[bytes] | None = None) -> dict[str, 
     config = replace(load_config(use_stack_file=False), partitions=args.partitions, clock="stream")
     with_windows = getattr(args, "windows", False)
     options = windows_bench.ZONED if with_windows or getattr(args, "zones", False) else None
-    if with_windows:
+    rules_file = getattr(args, "rules", None)
+    if with_windows or rules_file:
         # As a rules file named by RETENTION_RULES_FILE is run (streams/config/loading.py).
-        text = windows_bench.windows_rules_text()
+        text = Path(rules_file).read_text() if rules_file else windows_bench.windows_rules_text()
         config = replace(config, core=replace(config.core, rules=load_rules(text)), rules_text=text)
     topics = config.topics
     parts = list(range(args.partitions))
@@ -159,6 +162,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument(
         "--windows", action="store_true", help="zones and a file-default send window"
     )
+    parser.add_argument("--rules", metavar="FILE", help="run this rules file (not the default)")
     print(orjson.dumps(run(parser.parse_args(argv)), option=orjson.OPT_INDENT_2).decode())
 
 
