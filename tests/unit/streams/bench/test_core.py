@@ -4,11 +4,17 @@ exact semantics (docs/performance.md)."""
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
+from agents.core.rules import default_text
 from streams.bench import core as bench_core
 
+CHURN_BENCH = (
+    Path(__file__).resolve().parents[4] / "tests" / "fixtures" / "rules" / "churn-bench.toml"
+)
 
-def args(**kw: int | bool) -> argparse.Namespace:
+
+def args(**kw: int | bool | str) -> argparse.Namespace:
     base = {"customers": 60, "days": 90, "seed": 7, "batch": 200, "partitions": 4}
     return argparse.Namespace(**{**base, **kw})
 
@@ -36,3 +42,16 @@ def test_zones_alone_change_no_output_and_windows_change_when_they_are_sent() ->
     windows = bench_core.run(args(windows=True))
     assert windows["outputs_digest"] != plain["outputs_digest"]
     assert windows["messages"] == plain["messages"]
+
+
+def test_a_rules_file_runs_in_place_of_the_default(tmp_path: Path) -> None:
+    """``--rules FILE`` (docs/benchmarks.md "churn_risk"): the default file given by
+    name decides as without it; the churn_risk file decides more."""
+    plain = bench_core.run(args())
+    default = tmp_path / "default.toml"
+    default.write_text(default_text())
+    named = bench_core.run(args(rules=str(default)))
+    assert named["outputs_digest"] == plain["outputs_digest"]
+    churn = bench_core.run(args(rules=str(CHURN_BENCH)))
+    assert churn["outputs"] > plain["outputs"]
+    assert churn["messages"] == plain["messages"]
