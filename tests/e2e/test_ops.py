@@ -189,6 +189,8 @@ SCRAPE_LABELS = {"instance", "job", "le"}
 LABELS_WITHOUT_SAMPLES = {
     "retention_late_events": {"topic"},
     "retention_partition_mismatch": {"topic"},
+    # Only rules with a send window have series (docs/operations.md "Metrics").
+    "retention_deferred_firings": {"rule"},
 }
 
 
