@@ -16,7 +16,7 @@ from collections.abc import Iterable, Sequence
 from typing import Protocol
 from zoneinfo import ZoneInfo
 
-from agents.core.emissions import Due, Emission, Firing, context_snapshot
+from agents.core.emissions import Due, Emission, Firing, firing_of
 from agents.core.guardrails import (
     OUTCOME_CANCELLED,
     OUTCOME_OUTSIDE_WINDOW,
@@ -219,23 +219,8 @@ def decided(
         send_at=send_at,
         zone=zone,
     )
-    return Firing(
-        customer_id=state.customer_id,
-        rule=due.rule,
-        rule_index=due.rule_index,
-        step=due.step,
-        threshold=due.threshold,
-        anchor_at=due.anchor_at,
-        due_at=due.due_at,
-        backfill=False,
-        context=context_snapshot(state),
-        outcome=outcome,
-        holdout=False,
-        template=plan.template,
-        rule_version=due.rule_version,
-        channel=plan.channel,
-        send_at=send_at,
-        zone=zone,
+    return firing_of(
+        state, due, plan, outcome, rule_version=due.rule_version, send_at=send_at, zone=zone
     )
 
 

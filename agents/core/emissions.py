@@ -6,7 +6,7 @@ and read by the processors and the output records (:mod:`agents.messages`).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from agents.core.guardrails import OUTCOME_DELIVERED
 from agents.core.ids import trigger_id
@@ -121,6 +121,50 @@ class Due:
     # The version of the rule that judges the step: a pinned ladder's own, else the
     # version the customer runs under (docs/rules.md "Changing rules").
     rule_version: str = ""
+
+
+class Described(Protocol):
+    """What a decision takes of its rule's plan (agents.core.plans.Plan)."""
+
+    @property
+    def template(self) -> str: ...
+    @property
+    def channel(self) -> str | None: ...
+
+
+def firing_of(
+    state: CustomerState,
+    due: Due,
+    plan: Described,
+    outcome: str,
+    *,
+    rule_version: str | None,
+    backfill: bool = False,
+    holdout: bool = False,
+    send_at: int | None = None,
+    zone: str | None = None,
+) -> Firing:
+    """The decision on ``due`` for ``state``'s customer, its facts as of now: the
+    one place a :class:`Firing` is built from a due step (guardrails' verdicts,
+    superseded, skipped, outside_window and cancelled alike)."""
+    return Firing(
+        customer_id=state.customer_id,
+        rule=due.rule,
+        rule_index=due.rule_index,
+        step=due.step,
+        threshold=due.threshold,
+        anchor_at=due.anchor_at,
+        due_at=due.due_at,
+        backfill=backfill,
+        context=context_snapshot(state),
+        outcome=outcome,
+        holdout=holdout,
+        template=plan.template,
+        rule_version=rule_version,
+        channel=plan.channel,
+        send_at=send_at,
+        zone=zone,
+    )
 
 
 def context_snapshot(state: CustomerState) -> dict[str, Any]:

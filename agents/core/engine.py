@@ -37,7 +37,7 @@ from agents.core.emissions import (
     Emission,
     Firing,
     Refused,
-    context_snapshot,
+    firing_of,
 )
 from agents.core.guardrails import (
     OUTCOME_BACKFILL,
@@ -511,21 +511,14 @@ class Engine:
                     send_at=send_at,
                     zone=zone,
                 )
-        return Firing(
-            customer_id=state.customer_id,
-            rule=due.rule,
-            rule_index=due.rule_index,
-            step=due.step,
-            threshold=due.threshold,
-            anchor_at=due.anchor_at,
-            due_at=due.due_at,
-            backfill=backfill,
-            context=context_snapshot(state),
-            outcome=outcome,
-            holdout=holdout,
-            template=plan.template,
+        return firing_of(
+            state,
+            due,
+            plan,
+            outcome,
             rule_version=plan.version if send_at is None else due.rule_version,
-            channel=plan.channel,
+            backfill=backfill,
+            holdout=holdout,
             send_at=send_at,
             zone=zone,
         )

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 
-from agents.core.emissions import Due, Firing, context_snapshot
+from agents.core.emissions import Due, Firing, firing_of
 from agents.core.guardrails import OUTCOME_BACKFILL, OUTCOME_SUPERSEDED
 from agents.core.plans import Plan, VersionRules
 from agents.core.rules.history import MAX_VERSIONS
@@ -158,22 +158,7 @@ def supersede(
     if not backfill:
         key = CountKey(due.rule, due.step, outcome)
         state.decision_counts[key] = state.decision_counts.get(key, 0) + 1
-    return Firing(
-        customer_id=state.customer_id,
-        rule=due.rule,
-        rule_index=due.rule_index,
-        step=due.step,
-        threshold=due.threshold,
-        anchor_at=due.anchor_at,
-        due_at=due.due_at,
-        backfill=backfill,
-        context=context_snapshot(state),
-        outcome=outcome,
-        holdout=False,
-        template=plan.template,
-        rule_version=plan.version,
-        channel=plan.channel,
-    )
+    return firing_of(state, due, plan, outcome, rule_version=plan.version, backfill=backfill)
 
 
 def retired_by(positions: Mapping[str, list[int]], position: int) -> Callable[[str], bool]:
