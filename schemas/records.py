@@ -11,9 +11,16 @@ inside the processor.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 SCHEMA_PURCHASE = "purchase/1"
+# purchase/1 with a cart id and items (docs/lifecycle.md "Inputs"): purchase/1 stays
+# valid and unchanged, since it allows extra fields.
+SCHEMA_PURCHASE_2 = "purchase/2"
+SCHEMA_SIGNUP = "signup/1"
+SCHEMA_PRODUCT_VIEW = "product_view/1"
+SCHEMA_CART = "cart/1"
+SCHEMA_ORDER_CANCELLED = "order_cancelled/1"
 SCHEMA_SESSION = "session/1"
 SCHEMA_CONSENT = "consent/1"
 SCHEMA_NUDGE = "nudge/1"
@@ -24,14 +31,47 @@ SCHEMA_OUTCOME = "outcome/1"
 KIND_PURCHASE = "purchase"
 KIND_SESSION = "session"
 KIND_CONSENT = "consent"
+KIND_SIGNUP = "signup"
+KIND_VIEW = "product_view"
+KIND_CART = "cart"
+KIND_CANCEL = "order_cancelled"
+
+# A cart snapshot's action and a cancellation's scope (docs/lifecycle.md "Inputs").
+CART_UPDATED = "updated"
+CART_CHECKOUT = "checkout_started"
+CART_EMPTIED = "emptied"
+CANCEL_FULL = "full"
+CANCEL_PARTIAL = "partial"
+# Items a cart snapshot / an order may carry: the row keeps a kept cart's items, so
+# the bound is part of the byte budget (docs/budget.md).
+MAX_CART_ITEMS = 10
+MAX_ORDER_ITEMS = 50
 
 CONSENT_OPTED_OUT = "opted_out"
 CONSENT_OPTED_IN = "opted_in"
 
 
+class Item(NamedTuple):
+    """One line of a cart snapshot or an order: ``unit_price`` is the producer's
+    exact decimal string, ``currency`` an ISO 4217 code."""
+
+    product_id: str
+    quantity: int
+    unit_price: str
+    currency: str
+
+    def to_wire(self) -> list[Any]:
+        return [self.product_id, self.quantity, self.unit_price, self.currency]
+
+    @staticmethod
+    def from_wire(v: list[Any]) -> Item:
+        return Item(v[0], int(v[1]), v[2], v[3])
+
+
 @dataclass(frozen=True, slots=True)
 class Event:
-    """A validated input event (purchase, session or consent), normalised.
+    """A validated input event (purchase, session, consent, signup, product view,
+    cart snapshot or order cancellation), normalised.
 
     ``kind`` is the schema family; ``occurred_at`` is microseconds since the epoch;
     ``amount`` is kept as the producer's decimal string so sums stay exact.
@@ -52,6 +92,16 @@ class Event:
     # only (docs/send-windows.md "The customer's zone").
     timezone: str | None = None
     timezone_ignored: str | None = None
+    # The lifecycle inputs (docs/lifecycle.md "Inputs"): a view's product (category
+    # and price kept for the lookup only), a cart's id, its snapshot's action and
+    # items, an order's cart id and items (purchase/2), a cancellation's scope in
+    # ``action`` ("full" / "partial") with its order id, amount and currency.
+    product_id: str | None = None
+    category: str | None = None
+    price: str | None = None
+    cart_id: str | None = None
+    action: str | None = None
+    items: tuple[Item, ...] | None = None
 
     def to_wire(self) -> dict[str, Any]:
         """The compact form carried on the internal customer-keyed topic."""
@@ -77,6 +127,18 @@ class Event:
             out["tz"] = self.timezone
         if self.timezone_ignored is not None:
             out["tzx"] = self.timezone_ignored
+        if self.product_id is not None:
+            out["p"] = self.product_id
+        if self.category is not None:
+            out["cat"] = self.category
+        if self.price is not None:
+            out["pr"] = self.price
+        if self.cart_id is not None:
+            out["cart"] = self.cart_id
+        if self.action is not None:
+            out["act"] = self.action
+        if self.items is not None:
+            out["it"] = [item.to_wire() for item in self.items]
         return out
 
     @classmethod
@@ -94,6 +156,12 @@ class Event:
             channel=d.get("ch"),
             timezone=d.get("tz"),
             timezone_ignored=d.get("tzx"),
+            product_id=d.get("p"),
+            category=d.get("cat"),
+            price=d.get("pr"),
+            cart_id=d.get("cart"),
+            action=d.get("act"),
+            items=tuple(Item.from_wire(v) for v in it) if (it := d.get("it")) is not None else None,
         )
 
 

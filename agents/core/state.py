@@ -37,6 +37,7 @@ from schemas.records import (
     KIND_PURCHASE,
     KIND_SESSION,
     Event,
+    Item,
 )
 
 # Order times kept for the cadence (median gap) of the overdue rule.
@@ -44,6 +45,15 @@ MAX_ORDER_TIMES = 32
 # Days the order-day bitmap covers, ending at the newest order day: 27 years
 # (docs/prediction.md "State").
 ORDER_DAYS_SPAN = 10_000
+# The lifecycle's bounds (docs/lifecycle.md "Facts"): the newest distinct viewed
+# products, the carts with the newest snapshots, the orders kept for undoing a
+# cancellation exactly (the first ORDER_LOG_FIRST and the newest ORDER_LOG_NEWEST),
+# and cancellations waiting for their order.
+MAX_VIEWS = 5
+MAX_CARTS = 3
+ORDER_LOG_FIRST = 3
+ORDER_LOG_NEWEST = 32
+MAX_PENDING_CANCELS = 8
 # Activity spans kept for the retention rate (one per break longer than the
 # active window, so only customers who lapse and return very often reach it).
 MAX_ACTIVE_SPANS = 64
@@ -113,6 +123,36 @@ class DeferredFiring:
     @staticmethod
     def from_wire(v: list[Any]) -> DeferredFiring:
         return DeferredFiring(v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7])
+
+
+@dataclass(slots=True)
+class CartEntry:
+    """A kept cart (docs/lifecycle.md "Facts"): its newest snapshot by event time
+    (``at``, ``action``, ``items``), the newest order at or after it with its cart id
+    (``ordered_at``) or sharing one of its products (``matched_at``), and the progress
+    of the keyed ladders of this cart, ``{rule: [anchor, step]}``.  Stored in the row
+    under ``"ct"`` (omitted when there is none)."""
+
+    cart_id: str
+    at: int
+    action: str
+    items: tuple[Item, ...]
+    ordered_at: int | None = None
+    matched_at: int | None = None
+    progress: dict[str, list[int]] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class OrderEntry:
+    """An order kept so a cancellation can undo it exactly (docs/lifecycle.md
+    "Cancellations"): its time, ``key`` (the first 16 hex digits of sha256 of the
+    order id), the amount left after partial cancellations (exact decimal string)
+    and its currency.  Stored in the row under ``"ol"``."""
+
+    at: int
+    key: str
+    amount: str
+    currency: str
 
 
 class OrderDays:
@@ -319,6 +359,30 @@ class CustomerState:
     # Firings waiting for their send time, at most one per rule, by send time
     # (docs/send-windows.md "Deferred firings"); row key "df", omitted when empty.
     deferred: list[DeferredFiring] = field(default_factory=list)
+    # --- the lifecycle (docs/lifecycle.md "Facts") ---------------------------------
+    # The earliest signup and session (the welcome rule's anchor): row keys "su", "fs".
+    signup_at: int | None = None
+    first_session_at: int | None = None
+    # Views (not activity): the first and newest view time and the newest MAX_VIEWS
+    # distinct products as [time, product_id], newest first; row key "vw".
+    first_view_at: int | None = None
+    last_view_at: int | None = None
+    views: list[list[Any]] = field(default_factory=list)
+    # The MAX_CARTS carts with the newest snapshots (row key "ct") and the funnel's
+    # first cart with items and first checkout (row key "fc").
+    carts: list[CartEntry] = field(default_factory=list)
+    first_cart_at: int | None = None
+    first_checkout_at: int | None = None
+    # The orders kept for cancellations, by time (row key "ol"), cancellations of
+    # orders not seen yet (row key "cx": [key, at, scope, amount, currency]) and the
+    # counts the reports read (row key "cn"): full cancellations, partial ones, the
+    # pending ones dropped, and the amounts refunded per currency.
+    order_log: list[OrderEntry] = field(default_factory=list)
+    pending_cancels: list[list[Any]] = field(default_factory=list)
+    cancelled_orders: int = 0
+    partial_cancels: int = 0
+    cancels_dropped: int = 0
+    refunded: dict[str, str] = field(default_factory=dict)
 
     # --- facts -------------------------------------------------------------------
 

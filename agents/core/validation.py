@@ -214,7 +214,7 @@ def validate(
     return event
 
 
-def _zone(obj: dict[str, Any]) -> dict[str, str]:
+def _zone(obj: dict[str, Any]) -> dict[str, Any]:
     """The event's ``timezone`` as Event fields: kept when tzdata knows the zone; any
     other string is ignored but remembered for the lookup (:func:`shown_zone`), never
     a dead letter; a non-string is a mistyped field (README "Inputs").  Fields, not
@@ -233,7 +233,7 @@ def _zone(obj: dict[str, Any]) -> dict[str, str]:
     return {"timezone_ignored": shown_zone(name)}
 
 
-_NO_ZONE: dict[str, str] = {}
+_NO_ZONE: dict[str, Any] = {}
 
 
 def shown_zone(name: str) -> str:

@@ -32,6 +32,13 @@ class Facts(Protocol):
     consent_status: str | None
     consent_at: int | None
     stage: str
+    # The lifecycle's facts (docs/lifecycle.md "Facts").
+    signup_at: int | None
+    first_session_at: int | None
+    last_view_at: int | None
+    views: list[list[Any]]
+    carts: list[Any]  # agents.core.state.CartEntry
+    order_log: list[Any]  # agents.core.state.OrderEntry
 
     @property
     def order_days(self) -> int:

@@ -560,6 +560,9 @@ WIRE_KEYS = {
 }
 # What is left of an input's ``timezone`` that is no zone: kept apart, for the lookup.
 EVENT_ONLY = {"kind", "timezone_ignored"}
+# Declared for the lifecycle inputs (docs/lifecycle.md "Inputs") before their schemas
+# exist; the input schemas' helper takes this line out when they land.
+EVENT_ONLY |= {"product_id", "category", "price", "cart_id", "action", "items"}
 
 
 def _fields(cls: type) -> set[str]:
