@@ -215,3 +215,34 @@ def test_the_widest_pending_entry_of_each_kind_is_within_the_budgets_bound(
 ) -> None:
     wide = obj | {"event_id": WIDE, "customer_id": WIDE, "timezone": "~" * 80}
     assert entry_size(pending_entry(_event(wide))) <= MAX_ENTRY_BYTES
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {"cart_id": "k1", "items": [LINE]},
+        {"cart_id": "", "items": [{"sku": "A1"}] * 60},  # what purchase/2 would refuse
+        {"cart_id": None, "items": "several"},
+    ],
+)
+def test_a_purchase_1_with_cart_fields_is_read_exactly_as_before(extra: dict[str, Any]) -> None:
+    # docs/lifecycle.md "Inputs": purchase/1 is unchanged, its extra fields ignored.
+    plain = _event(ORDER)
+    assert _event(ORDER | extra) == plain
+    assert plain.to_wire() == {
+        "k": "purchase",
+        "e": "evt-1",
+        "c": CUSTOMER,
+        "t": T0,
+        "o": "ORD-1",
+        "a": "89.00",
+        "cur": "EUR",
+    }
+    assert pending_entry(plain) == {
+        "k": "purchase",
+        "e": "evt-1",
+        "t": T0,
+        "o": "ORD-1",
+        "a": "89.00",
+        "cur": "EUR",
+    }
