@@ -567,14 +567,15 @@ class CustomerState:
     def _order_in_carts(self, t: int, cart_id: str | None, items: tuple[Item, ...] | None) -> None:
         """An order at ``t`` ends what it ends of the kept carts' snapshots at or
         before it: its own cart (``ordered_at``) and any sharing a product
-        (``matched_at``).  A cart not kept changes nothing."""
-        products = {item.product_id for item in items} if items else None
+        (``matched_at``).  A cart not kept changes nothing.  Products compare by
+        :func:`product_key`: an order back from ``pending`` keeps only those."""
+        products = _product_keys(items) if items else None
         for cart in self.carts:
             if t < cart.at:
                 continue
             if cart_id is not None and cart.cart_id == cart_id:
                 cart.ordered_at = _max(cart.ordered_at, t)
-            if products and any(item.product_id in products for item in cart.items):
+            if products and any(product_key(item.product_id) in products for item in cart.items):
                 cart.matched_at = _max(cart.matched_at, t)
 
     # --- orders and cancellations (docs/lifecycle.md "Cancellations") -----------------
@@ -1141,9 +1142,13 @@ def product_key(product_id: str) -> str:
 def order_product_keys(event: Event) -> frozenset[str]:
     """The :func:`product_key` of every product of an order, whether the event came
     straight from the input or back from ``pending`` (docs/lifecycle.md "Inputs")."""
+    return _product_keys(event.items)
+
+
+def _product_keys(items: tuple[Item, ...] | None) -> frozenset[str]:
     return frozenset(
         item.product_id if item.quantity == PENDING_ITEM_QUANTITY else product_key(item.product_id)
-        for item in event.items or ()
+        for item in items or ()
     )
 
 

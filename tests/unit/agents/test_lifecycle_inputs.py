@@ -246,3 +246,20 @@ def test_a_purchase_1_with_cart_fields_is_read_exactly_as_before(extra: dict[str
         "a": "89.00",
         "cur": "EUR",
     }
+
+
+def test_an_order_back_from_pending_matches_a_carts_products_as_the_order_itself() -> None:
+    # The any_product exit reads the order's product keys (docs/lifecycle.md "Inputs").
+    cart = _event(LIFECYCLE[3][1])  # cart k1 holds SKU-1
+    other = LINE | {"product_id": "SKU-7"}
+    for lines, matched in (([other, LINE], True), ([other], False)):
+        order = _event(ORDER | {"schema": "purchase/2", "items": lines})
+        rows = []
+        for applied in (order, pending_event(CUSTOMER, pending_entry(order))):
+            state = CustomerState(customer_id=CUSTOMER, partition=0)
+            state.apply(cart)
+            state.apply(applied)
+            rows.append(state.to_dict())
+        assert rows[0] == rows[1]
+        (kept,) = CustomerState.from_dict(rows[0]).carts
+        assert (kept.matched_at == order.occurred_at) is matched
