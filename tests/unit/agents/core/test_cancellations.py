@@ -12,6 +12,7 @@ import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from agents.core.emissions import Firing
 from agents.core.engine import Engine
 from agents.core.settings import DAY, CoreSettings
 from agents.core.state import (
@@ -260,3 +261,26 @@ def test_orders_spend_and_first_second_last_are_net_of_cancellations(events: lis
     assert state.pending_cancels == [
         c for c in state.pending_cancels if c[0] == order_key(f"ORD-{len(placed)}")
     ]
+
+
+def firings_of(cancelled: bool) -> tuple[list[tuple[str, int, int]], CustomerState]:
+    engine = Engine(CoreSettings(holdout_percent=0.0))
+    state = CustomerState(customer_id=CID, partition=0)
+    engine.ingest(state, purchase(CID, at(), "ORD-0"), at())
+    engine.ingest(state, purchase(CID, at(days=3), "ORD-1"), at(days=3))
+    if cancelled:
+        engine.ingest(state, cancel(at(days=4), "ORD-1"), at(days=4))
+    out = engine.advance(state, at(days=40))
+    return [(f.rule, f.step, f.due_at) for f in out if isinstance(f, Firing)], state
+
+
+def test_after_the_second_order_is_cancelled_the_second_purchase_ladder_runs_again() -> None:
+    """Decisions after a cancellation do not count its order (the default rules):
+    one order left, so second_purchase is due from the first order; the inactivity
+    ladder keeps the cancelled order's activity (the customer did come back)."""
+    kept, _ = firings_of(cancelled=False)
+    assert [r for r, _, _ in kept] == ["inactivity", "inactivity"]
+    fired, state = firings_of(cancelled=True)
+    assert ("second_purchase", 1, at(days=7)) in fired
+    assert ("inactivity", 1, at(days=17)) in fired  # 14 days after day 3, as without
+    assert (state.orders, state.cancelled_orders) == (1, 1)
