@@ -232,17 +232,18 @@ def test_orders_spend_and_first_second_last_are_net_of_cancellations(events: lis
     relative to their orders: a fully cancelled order is not counted, a partial
     one lowers spend, and the first, second and last order are those left."""
     state = roundtrip(fold(events))
-    placed = {e.order_id: e for e in events if e.kind == "purchase"}
+    placed = {e.order_id or "": e for e in events if e.kind == "purchase"}
     ordered = sorted(events, key=lambda e: (e.occurred_at, e.event_id))
     gone: set[str] = set()
     partial: dict[str, int] = {}
     for e in ordered:  # a partial after the full one finds nothing left
-        if e.kind == KIND_CANCEL and e.order_id in placed and e.order_id not in gone:
+        oid = e.order_id or ""
+        if e.kind == KIND_CANCEL and oid in placed and oid not in gone:
             if e.action == CANCEL_FULL:
-                gone.add(e.order_id)
+                gone.add(oid)
             else:
-                partial[e.order_id] = partial.get(e.order_id, 0) + 1
-    left = sorted((e.occurred_at, e.order_id) for oid, e in placed.items() if oid not in gone)
+                partial[oid] = partial.get(oid, 0) + 1
+    left = sorted((e.occurred_at, oid) for oid, e in placed.items() if oid not in gone)
     times = [t for t, _ in left]
     assert state.orders == len(left) and state.cancelled_orders == len(gone)
     assert (state.first_order_at, state.second_order_at, state.last_order_at) == (
