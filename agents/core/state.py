@@ -66,7 +66,8 @@ class RecentFiring:
     ``[due_at, rule, step, anchor_at, outcome, converted_at | None]`` (docs/design.md),
     with a seventh element ``sent_at`` only for a firing whose rule had a send window
     (docs/send-windows.md "Deferred firings"), so rows without windows read and write
-    byte-identical."""
+    byte-identical; an eighth, ``key``, only for a keyed ladder's firing (its cart
+    id: docs/lifecycle.md "Rules"), ``sent_at`` then written even when None."""
 
     due_at: int
     rule: str
@@ -78,6 +79,8 @@ class RecentFiring:
     # (== due_at when the due time was inside it): gap, cap and attribution count
     # from the send time (docs/guardrails.md "Guardrails").
     sent_at: int | None = None
+    # The cart id of a keyed ladder's firing: its conversion's trigger id names it.
+    key: str | None = None
 
     @property
     def send_time(self) -> int:
@@ -87,8 +90,10 @@ class RecentFiring:
 
     def to_wire(self) -> list[Any]:
         wire = [self.due_at, self.rule, self.step, self.anchor_at, self.outcome, self.converted_at]
-        if self.sent_at is not None:
+        if self.sent_at is not None or self.key is not None:
             wire.append(self.sent_at)
+        if self.key is not None:
+            wire.append(self.key)
         return wire
 
 
@@ -97,7 +102,9 @@ class DeferredFiring:
     """A firing due outside its rule's send window, kept until its send time
     (docs/send-windows.md "Deferred firings"): at most one per rule.  Stored in the
     row under ``"df"`` (omitted when there is none) as the list
-    ``[rule, step, anchor_at, due_at, send_at, threshold, rule_version, zone]``."""
+    ``[rule, step, anchor_at, due_at, send_at, threshold, rule_version, zone]``, with
+    a ninth element, the cart id, only for a keyed ladder's (docs/lifecycle.md
+    "Rules")."""
 
     rule: str
     step: int
@@ -107,9 +114,10 @@ class DeferredFiring:
     threshold: int
     rule_version: str
     zone: str
+    key: str | None = None
 
     def to_wire(self) -> list[Any]:
-        return [
+        wire = [
             self.rule,
             self.step,
             self.anchor_at,
@@ -119,10 +127,14 @@ class DeferredFiring:
             self.rule_version,
             self.zone,
         ]
+        if self.key is not None:
+            wire.append(self.key)
+        return wire
 
     @staticmethod
     def from_wire(v: list[Any]) -> DeferredFiring:
-        return DeferredFiring(v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7])
+        key = v[8] if len(v) > 8 else None
+        return DeferredFiring(v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7], key)
 
 
 @dataclass(slots=True)
@@ -598,8 +610,8 @@ class CustomerState:
             # Inline rather than RecentFiring.to_wire: this runs on every row written.
             recent_firings=[
                 [f.due_at, f.rule, f.step, f.anchor_at, f.outcome, f.converted_at]
-                if f.sent_at is None
-                else [f.due_at, f.rule, f.step, f.anchor_at, f.outcome, f.converted_at, f.sent_at]
+                if f.sent_at is None and f.key is None
+                else f.to_wire()
                 for f in self.recent_firings
             ],
             decision_counts=_wire_counts(self.decision_counts),
@@ -677,7 +689,7 @@ class CustomerState:
         """The firings this record still remembers, oldest first, for lookups."""
         return [
             {
-                "trigger_id": trigger_id(self.customer_id, f.rule, f.step, f.anchor_at),
+                "trigger_id": trigger_id(self.customer_id, f.rule, f.step, f.anchor_at, f.key),
                 "rule": f.rule,
                 "step": f.step,
                 "due_at": iso(f.due_at),
