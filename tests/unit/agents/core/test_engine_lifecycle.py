@@ -5,8 +5,14 @@ browse and keyed cart ladders and the order milestones, as a shop running
 from __future__ import annotations
 
 import itertools
+import json
 from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
 
+from jsonschema import Draft202012Validator
+
+import schemas
 from agents.core.emissions import Conversion, Emission, Firing
 from agents.core.engine import Engine
 from agents.core.ids import trigger_id
@@ -14,6 +20,7 @@ from agents.core.rules import builtin_text, load_rules
 from agents.core.settings import CoreSettings
 from agents.core.state import CustomerState
 from agents.core.timeutil import to_micros
+from agents.messages import decision_record
 from schemas.records import (
     KIND_CANCEL,
     KIND_CART,
@@ -190,3 +197,64 @@ def test_an_anniversary_of_a_29_february_first_order_is_on_28_february() -> None
     assert [(f.step, f.due_at) for f in got] == [
         (1, to_micros(datetime(2025, 2, 28, 12, tzinfo=UTC)))
     ]
+
+
+SCHEMAS = Path(schemas.__file__).parent
+DECISION = Draft202012Validator(json.loads((SCHEMAS / "decision.schema.json").read_text()))
+NUDGE = Draft202012Validator(json.loads((SCHEMAS / "nudge.schema.json").read_text()))
+BASE_CONTEXT = {
+    "order_count",
+    "spend",
+    "first_purchase_at",
+    "last_purchase_at",
+    "last_activity_at",
+    "lifecycle_stage",
+}
+
+
+def records_valid(f: Firing) -> dict[str, Any]:
+    """The decision and nudge records of ``f`` pass their JSON Schemas; its context."""
+    record = decision_record(f, fired_at=f.due_at, clock="stream", outcome=f.outcome, holdout=False)
+    DECISION.validate(record.to_dict())
+    NUDGE.validate(record.nudge_dict())
+    assert record.trigger_id == f.trigger_id
+    return f.context
+
+
+def test_a_cart_nudge_carries_the_carts_items_and_value_per_currency() -> None:
+    items = (Item("p1", 2, "9.50", "EUR"), Item("p2", 3, "0.1", "EUR"), Item("p3", 1, "5", "USD"))
+    events = [
+        ev(KIND_CART, T0, cart_id="A", action="checkout_started", items=items),
+        cart(T0, "B"),
+    ]
+    got = firings(run(engine(), events, at(hours=1)), "cart_abandonment")
+    context = records_valid(got[0])
+    assert context["cart"] == {
+        "cart_id": "A",
+        "action": "checkout_started",
+        "items": [
+            {"product_id": "p1", "quantity": 2, "unit_price": "9.50", "currency": "EUR"},
+            {"product_id": "p2", "quantity": 3, "unit_price": "0.1", "currency": "EUR"},
+            {"product_id": "p3", "quantity": 1, "unit_price": "5", "currency": "USD"},
+        ],
+        "value": {"EUR": "19.30", "USD": "5"},
+    }
+    assert records_valid(got[1])["cart"]["cart_id"] == "B"
+
+
+def test_a_browse_nudge_names_the_newest_viewed_products_as_of_its_due_time() -> None:
+    views = [ev(KIND_VIEW, at(hours=h), product_id=f"p{h}") for h in range(7)]
+    got = firings(run(engine(), views, at(hours=10.5)), "browse_abandonment")
+    assert [f.due_at for f in got] == [at(hours=10)]
+    assert records_valid(got[0])["products"] == ["p6", "p5", "p4", "p3", "p2"]
+
+
+def test_milestone_nudges_say_which_milestone_and_other_rules_say_nothing_new() -> None:
+    orders = [order(at(days=d)) for d in (0, 1, 2)]
+    out = run(engine(), orders, at(days=370))
+    (third,) = firings(out, "order_milestone")
+    (year,) = firings(out, "anniversary")
+    assert records_valid(third)["milestone"] == {"orders": 3}
+    assert records_valid(year)["milestone"] == {"years": 1}
+    others = [f for f in out if isinstance(f, Firing) and f.rule in ("inactivity", "overdue")]
+    assert others and all(set(records_valid(f)) == BASE_CONTEXT for f in others)
