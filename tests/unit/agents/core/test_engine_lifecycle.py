@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import orjson
 from jsonschema import Draft202012Validator
 
 import schemas
@@ -17,6 +18,8 @@ from agents.core.emissions import Conversion, Emission, Firing
 from agents.core.engine import Engine
 from agents.core.ids import trigger_id
 from agents.core.rules import builtin_text, load_rules
+from agents.core.rules.history import RuleHistory, Version, set_id
+from agents.core.rules.model import RuleSet
 from agents.core.settings import CoreSettings
 from agents.core.state import CustomerState
 from agents.core.timeutil import to_micros
@@ -258,3 +261,63 @@ def test_milestone_nudges_say_which_milestone_and_other_rules_say_nothing_new() 
     assert records_valid(year)["milestone"] == {"years": 1}
     others = [f for f in out if isinstance(f, Firing) and f.rule in ("inactivity", "overdue")]
     assert others and all(set(records_valid(f)) == BASE_CONTEXT for f in others)
+
+
+CART_HEAD = (
+    'format = 1\ndefault_timezone = "UTC"\n[guardrails]\nholdout_percent = 0\nmin_gap = "PT0S"\n'
+)
+CART_RULE = '[[rule]]\nname = "cart"\npriority = 4\nanchor = "cart"\nsteps = [{steps}]\n{extra}\n'
+
+
+def cart_rules(steps: str, extra: str = "") -> RuleSet:
+    return load_rules(CART_HEAD + CART_RULE.format(steps=steps, extra=extra))
+
+
+def test_a_rules_change_restarts_each_carts_ladder_superseding_its_steps_due() -> None:
+    seed = cart_rules('"PT1H", "PT2H", "PT3H"')
+    new = cart_rules('"PT30M", "PT45M", "PT5H"')
+    switch = at(hours=100 / 60)
+    history = RuleHistory.seed(seed).add(Version(set_id(new), new, "", switch, switch))
+    eng = Engine(CoreSettings(rules=seed)).with_history(history)
+    out = run(eng, [cart(T0, "A"), cart(at(hours=0.5), "B")], at(hours=6))
+    assert [(f.key, f.step, f.due_at, f.outcome) for f in firings(out, "cart")] == [
+        ("A", 1, at(hours=1), "delivered"),
+        ("B", 1, at(hours=1.5), "delivered"),
+        # At the switch, per cart (cart id order): the new step 2 already due.
+        ("A", 2, at(hours=0.75), "superseded"),
+        ("B", 2, at(hours=1.25), "superseded"),
+        ("A", 3, at(hours=5), "delivered"),
+        ("B", 3, at(hours=5.5), "delivered"),
+    ]
+
+
+def test_a_cart_firing_kept_for_its_send_window_names_its_cart() -> None:
+    window = 'send_window = { windows = [ { days = "all", open = "09:00", close = "10:30" } ] }'
+    eng = Engine(CoreSettings(rules=cart_rules('"PT1H"', window)))
+    state = CustomerState(customer_id=CID, partition=0)
+    assert eng.ingest(state, cart(T0, "A"), at(hours=2)) == []
+    (kept,) = state.deferred
+    assert kept.key == "A" and len(kept.to_wire()) == 9
+    back = CustomerState.from_dict(orjson.loads(orjson.dumps(state.to_dict())))
+    assert back.deferred == state.deferred
+    out = eng.advance(back, at(days=1))
+    (sent,) = firings(out, "cart")
+    assert (sent.key, sent.outcome, sent.send_at) == ("A", "delivered", at(hours=23))
+    assert sent.trigger_id == trigger_id(CID, "cart", 1, T0, "A")
+    assert back.carts[0].progress == {"cart": [T0, 1]}
+
+
+def test_a_remembered_cart_firing_keeps_its_cart_in_the_row() -> None:
+    eng = engine()
+    state = CustomerState(customer_id=CID, partition=0)
+    eng.ingest(state, cart(T0, "A"), at(hours=2))
+    row = state.to_dict()
+    (entry,) = [f for f in row["recent_firings"] if f[1] == "cart_abandonment"]
+    assert entry == [at(hours=1), "cart_abandonment", 1, T0, "delivered", None, None, "A"]
+    back = CustomerState.from_dict(orjson.loads(orjson.dumps(row)))
+    got = eng.ingest(back, order(at(hours=3), "A"), at(hours=3))
+    assert isinstance(got, list)
+    (conv,) = [e for e in got if isinstance(e, Conversion)]
+    assert conv.trigger_id == trigger_id(CID, "cart_abandonment", 1, T0, "A")
+    # An unkeyed rule's entry keeps its six elements.
+    assert all(len(f) == 6 for f in row["recent_firings"] if f[1] != "cart_abandonment")
