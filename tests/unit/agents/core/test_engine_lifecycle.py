@@ -14,10 +14,11 @@ import orjson
 from jsonschema import Draft202012Validator
 
 import schemas
+from agents.core.budget import firing_memory
 from agents.core.emissions import Conversion, Emission, Firing
 from agents.core.engine import Engine
 from agents.core.ids import trigger_id
-from agents.core.rules import builtin_text, load_rules
+from agents.core.rules import builtin_text, default_text, load_rules
 from agents.core.rules.history import RuleHistory, Version, set_id
 from agents.core.rules.model import RuleSet
 from agents.core.settings import CoreSettings
@@ -321,3 +322,30 @@ def test_a_remembered_cart_firing_keeps_its_cart_in_the_row() -> None:
     assert conv.trigger_id == trigger_id(CID, "cart_abandonment", 1, T0, "A")
     # An unkeyed rule's entry keeps its six elements.
     assert all(len(f) == 6 for f in row["recent_firings"] if f[1] != "cart_abandonment")
+
+
+def test_only_the_newest_browse_firings_can_convert_an_order() -> None:
+    """In the control group nothing limits firings: a customer who views every few
+    hours gets one per view, and only the rule's newest (its 2 steps' worth) claim
+    the order (docs/lifecycle.md "Attribution")."""
+    text = builtin_text("lifecycle").replace("holdout_percent = 10.0", "holdout_percent = 100")
+    eng = Engine(CoreSettings(rules=load_rules(text)))
+    views = [ev(KIND_VIEW, at(hours=h), product_id="p1") for h in (0, 5, 10)]
+    out = run(eng, [*views, order(at(hours=15))], at(hours=16))
+    assert [(f.due_at, f.outcome) for f in firings(out, "browse_abandonment")] == [
+        (at(hours=4), "holdout"),
+        (at(hours=9), "holdout"),
+        (at(hours=14), "holdout"),
+    ]
+    converted = [c.due_at for c in out if isinstance(c, Conversion)]
+    assert converted == [at(hours=9), at(hours=14)]
+
+
+def test_the_lifecycle_file_fits_the_firings_budget_with_128_character_cart_ids() -> None:
+    memory = firing_memory(CoreSettings(rules=load_rules(builtin_text("lifecycle"))))
+    # Each remembered cart firing may carry an escaped 128-character cart id.
+    assert memory.entry_bytes > 128 * 6 and memory.fits
+    # Browse 2 and cart 2 x 3 carts: capped however often the customer views or
+    # updates a cart; welcome twice its steps; the rest as before.
+    default = firing_memory(CoreSettings(rules=load_rules(default_text())))
+    assert memory.attribution == default.attribution + 2 + 6 + 4 + 3 + 3
