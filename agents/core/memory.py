@@ -49,12 +49,10 @@ def still_needed(
     open_ = [
         i
         for i, f in enumerate(recent)
-        if f.converted_at is None
-        and f.outcome in ATTRIBUTED
-        and f.send_time >= attribution_from
-        and not (caps and f.rule in caps)
+        if f.converted_at is None and f.outcome in ATTRIBUTED and f.send_time >= attribution_from
     ]
     if caps:
+        open_ = [i for i in open_ if recent[i].rule not in caps]
         # A capped rule's newest firings that can convert decide which older ones
         # no longer can: they are kept, converted or not (docs/lifecycle.md
         # "Attribution").
@@ -98,10 +96,11 @@ def attribute(
     ``caps``, only its newest ``cap`` delivered or holdout firings can (by send time,
     then decision order: docs/lifecycle.md "Attribution")."""
     recent = state.recent_firings
-    stale = _beyond_caps(recent, caps) if caps else ()
-    for i, f in enumerate(recent):
-        if i in stale:
-            continue
+    if caps:
+        stale = _beyond_caps(recent, caps)
+        if stale:
+            recent = [f for i, f in enumerate(recent) if i not in stale]
+    for f in recent:
         sent = f.sent_at
         start = f.due_at if sent is None else sent
         if f.outcome in ATTRIBUTED and f.converted_at is None and start < t <= start + window:
