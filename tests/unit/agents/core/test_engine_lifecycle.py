@@ -349,3 +349,20 @@ def test_the_lifecycle_file_fits_the_firings_budget_with_128_character_cart_ids(
     # updates a cart; welcome twice its steps; the rest as before.
     default = firing_memory(CoreSettings(rules=load_rules(default_text())))
     assert memory.attribution == default.attribution + 2 + 6 + 4 + 3 + 3
+
+
+def test_a_dry_run_of_a_change_counts_a_customer_mid_cart_ladder() -> None:
+    """`retention rules publish --dry-run` counts the customers a change restarts: a
+    cart ladder is one (its steps due by then, over the carts, superseded)."""
+    seed = cart_rules('"PT1H", "PT2H", "PT3H"')
+    new = cart_rules('"PT30M", "PT45M", "PT5H"')
+    eng = Engine(CoreSettings(rules=seed))
+    state = CustomerState(customer_id=CID, partition=0)
+    eng.ingest(state, cart(T0, "A"), T0)
+    eng.ingest(state, cart(at(hours=0.5), "B"), at(hours=1.2))
+    version = Version(set_id(new), new, "", at(hours=1.2), at(hours=1.2))
+    # A fired step 1 at 1h: its new step 2 (45 min) is due; B's new step 1 (at 1h).
+    assert eng.preview_switch(state, version, at(hours=1.2)) == {"cart": ("restart", 2)}
+    emptied = CustomerState(customer_id=CID, partition=0)
+    eng.ingest(emptied, cart(T0, "A", "emptied", ()), T0)
+    assert eng.preview_switch(emptied, version, at(hours=1.2)) == {}
