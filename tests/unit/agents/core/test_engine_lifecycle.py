@@ -366,3 +366,10 @@ def test_a_dry_run_of_a_change_counts_a_customer_mid_cart_ladder() -> None:
     emptied = CustomerState(customer_id=CID, partition=0)
     eng.ingest(emptied, cart(T0, "A", "emptied", ()), T0)
     assert eng.preview_switch(emptied, version, at(hours=1.2)) == {}
+
+
+def test_a_cart_rule_cancelled_on_a_session_ends_only_the_carts_before_it() -> None:
+    eng = Engine(CoreSettings(rules=cart_rules('"PT1H"', 'cancel_on = ["session"]')))
+    visit = ev(KIND_SESSION, at(hours=0.5), session_id="s")
+    out = run(eng, [cart(T0, "A"), visit, cart(at(hours=0.75), "B")], at(hours=3))
+    assert [(f.key, f.due_at) for f in firings(out, "cart")] == [("B", at(hours=1.75))]
