@@ -373,3 +373,15 @@ def test_a_cart_rule_cancelled_on_a_session_ends_only_the_carts_before_it() -> N
     visit = ev(KIND_SESSION, at(hours=0.5), session_id="s")
     out = run(eng, [cart(T0, "A"), visit, cart(at(hours=0.75), "B")], at(hours=3))
     assert [(f.key, f.due_at) for f in firings(out, "cart")] == [("B", at(hours=1.75))]
+
+
+def test_a_third_order_at_the_first_orders_instant_is_a_normal_due() -> None:
+    """Threshold 0 (the k-th order at the first's instant) fires like any step, and a
+    sub-second one is a valid record too."""
+    same = run(engine(), [order(T0), order(T0), order(T0)], at(hours=1))
+    (third,) = firings(same, "order_milestone")
+    assert (third.due_at, third.threshold, third.outcome) == (T0, 0, "delivered")
+    assert records_valid(third)["milestone"] == {"orders": 3}
+    soon = run(engine(), [order(T0), order(T0), order(T0 + 1_500_000)], at(hours=1))
+    (third,) = firings(soon, "order_milestone")
+    assert third.threshold == 1_500_000 and records_valid(third)["order_count"] == 3
