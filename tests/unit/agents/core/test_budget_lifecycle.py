@@ -145,3 +145,14 @@ def test_every_lifecycle_part_at_its_widest_keeps_the_row_within_the_budget() ->
     assert refused > 0
     assert st8.pending_bytes() + st8.spill.index_bytes() <= ROW_PENDING_BUDGET
     assert len(orjson.dumps(st8.to_dict())) <= ROW_BUDGET
+
+
+def test_a_keyed_firing_is_measured_with_its_cart_id_at_its_widest() -> None:
+    """A cart rule's remembered firing carries the cart id (docs/lifecycle.md
+    "Rules"): the firing memory must count it at 128 escaped characters."""
+    from agents.core.budget import firing_entry_bytes
+
+    keyed = firing_entry_bytes("cart_abandonment", keyed=True)
+    wire = [-(2**62), "cart_abandonment", 99, -(2**62), "frequency_cap", -(2**62), None, WIDE]
+    assert keyed >= len(orjson.dumps(wire)) + 1
+    assert keyed - firing_entry_bytes("cart_abandonment", windowed=True) == 770 + 1
