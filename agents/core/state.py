@@ -1124,9 +1124,16 @@ def _max(a: int | None, b: int) -> int:
 # ignored: docs/send-windows.md "The customer's zone"); never the channel, the
 # session id or the customer id (the row's own).
 _PENDING_KEYS = {
-    KIND_PURCHASE: ("k", "e", "t", "o", "a", "cur", "tz", "tzx"),
+    KIND_PURCHASE: ("k", "e", "t", "o", "a", "cur", "tz", "tzx", "cart", "it"),
     KIND_SESSION: ("k", "e", "t", "tz", "tzx"),
     KIND_CONSENT: ("k", "e", "t", "st", "tz", "tzx"),
+    # The lifecycle's kinds (docs/lifecycle.md "Inputs"): what their folds read.
+    # (Interim, from the offline reference's branch: the orders' items whole, not
+    # yet only their product ids.)
+    KIND_VIEW: ("k", "e", "t", "p", "tz", "tzx"),
+    KIND_CART: ("k", "e", "t", "cart", "act", "it", "tz", "tzx"),
+    KIND_CANCEL: ("k", "e", "t", "o", "act", "a", "cur", "tz", "tzx"),
+    KIND_SIGNUP: ("k", "e", "t", "tz", "tzx"),
 }
 
 

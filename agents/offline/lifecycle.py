@@ -22,26 +22,33 @@ The reading, where the design leaves a choice (the engine must agree):
   order with the cart's id in ``[at, D]``; ``matched_at``: the newest placed order
   in ``[at, D]`` whose items share a product id with the winning snapshot.  (A cart
   kept as of D was kept at every instant since its snapshot, so this is what a
-  time-ordered fold that forgets evicted carts gives.)  A cancellation does not
+  time-ordered fold that forgets evicted carts gives.)  At one instant events are
+  folded by event id (the engine's pending order): an order at the instant of its
+  cart's snapshot counts for ``ordered_at`` when its event id sorts after the
+  cart's first snapshot's, for ``matched_at`` after the winning snapshot's (the
+  engine cannot look back at orders it folded before the snapshot; the design's
+  "at or after" holds for an order at a later instant).  A cancellation does not
   reopen a cart: ``ordered_at``/``matched_at`` count placed orders, cancelled or not.
   ``first_cart_at``: the earliest snapshot with items (any cart, kept or not);
   ``first_checkout_at``: the earliest ``checkout_started`` with items.
-* **Orders and cancellations** (fold, in the order events are taken): an order is
+* **Orders and cancellations** (fold, by time then event id): an order is
   entered in the log ``(at, key, amount, currency)`` ordered by (at, key); an entry
   neither among the first :data:`LOG_FIRST` nor the newest :data:`LOG_NEWEST` is
   dropped.  A cancellation whose order id no earlier order of the customer carried
-  waits (at most :data:`MAX_PENDING_CANCELS`, the oldest by time dropped and
-  counted); when its order comes it is applied at once after it (all of them, in
-  time order).  ``full`` of a logged order removes the entry: orders - 1, its
-  remaining amount leaves its currency's spend, that currency's order count - 1.
-  ``full`` of an order seen but not logged: orders - 1 (never below 0), the event's
-  amount leaves the event's currency (never below 0), that currency's count - 1
-  (never below 0) - a second full cancellation of one order reads so too.
-  ``partial``: the amount leaves spend and the logged entry's amount (never below
-  0); orders unchanged.  ``refunded`` adds the event's amount in its currency for
-  every applied cancellation.  Orders, first/second/last order and the cadence's
-  order times are read from the count and the log; activity (sessions, placed
-  orders) is not undone.
+  waits (at most :data:`MAX_PENDING_CANCELS`, by (time, key), the oldest dropped
+  and counted); when its order comes they are applied at once after it.  A
+  cancellation of an order not in the log while the log holds every order, or of
+  one of the newest 8 orders cancelled in full, changes nothing (it was cancelled
+  already).  Otherwise the event's amount is added to ``refunded`` under its
+  currency's spend slot (the currency if the customer has spend in it, else XXX).
+  ``full`` of a logged order removes the entry: orders - 1, its remaining amount
+  leaves its currency's spend, that currency's order count - 1.  ``full`` of an
+  order seen but not logged (a middle one of > 35): orders - 1, the event's amount
+  leaves its slot (never below 0), the slot's count - 1.  ``partial``: the amount
+  leaves the slot and, in the same currency, the logged entry's amount (never below
+  0); orders unchanged.  Orders, first/second/last order, the k-th order and the
+  cadence's order times are read from the count and the log; activity (sessions,
+  placed orders, the churn model's order days) is not undone.
 * Sign-ups, views, carts and cancellations are not activity.
 """
 
@@ -83,6 +90,7 @@ MAX_PENDING_CANCELS = 8
 # Equal-time snapshots of one cart: the higher rank wins.
 ACTION_RANK = {CART_UPDATED: 0, CART_CHECKOUT: 1, CART_EMPTIED: 2}
 OPEN_ACTIONS = (CART_UPDATED, CART_CHECKOUT)
+OTHER = "XXX"  # ISO 4217 "no currency": where spend without a slot of its own goes
 
 
 def order_key(order_id: str) -> str:
@@ -109,6 +117,7 @@ class Snapshot:
     at: int
     action: str  # empty open snapshots already read as emptied
     items: tuple[Item, ...]
+    event_id: str = ""
 
     @property
     def rank(self) -> tuple[int, int, bytes]:
@@ -157,6 +166,7 @@ class Placed:
     order_id: str
     cart_id: str | None
     products: frozenset[str]
+    event_id: str = ""
 
 
 @dataclass(slots=True)
@@ -212,6 +222,9 @@ class _Fold:
     partial: int = 0
     dropped: int = 0
     refunded: dict[str, Decimal] = field(default_factory=dict)
+    # The newest MAX_PENDING_CANCELS orders cancelled in full: a second cancellation
+    # of one of them changes nothing.
+    gone: tuple[str, ...] = ()
     # (t, rank, kind) of what moves the order count, for the stage walk:
     # "order" (placed: activity) and "cancel" (a full cancellation taking one away).
     moves: list[tuple[int, str]] = field(default_factory=list)
@@ -229,9 +242,24 @@ class _Fold:
             refunded=tuple(sorted(self.refunded.items())),
         )
 
-    def _less(self, book: dict[str, Decimal], currency: str, amount: Decimal) -> None:
-        with localcontext(prec=80):
-            book[currency] = max(Decimal(0), book.get(currency, Decimal(0)) - amount)
+    def _slot(self, currency: str) -> str:
+        """Where a cancellation's amount is taken from: its currency's spend when the
+        customer has one, else XXX (where the currencies without a slot are)."""
+        return currency if currency in self.spend else OTHER
+
+    def _less(self, currency: str, amount: Decimal) -> None:
+        slot = self._slot(currency)
+        if slot in self.spend:
+            with localcontext(prec=80):
+                self.spend[slot] = max(Decimal(0), self.spend[slot] - amount)
+
+    def _count_off(self, currency: str) -> None:
+        slot = self._slot(currency)
+        n = self.currencies.get(slot, 0) - 1
+        if n > 0:
+            self.currencies[slot] = n
+        else:
+            self.currencies.pop(slot, None)
 
     def order(self, at: int, order_id: str, amount: Decimal, currency: str) -> None:
         key = order_key(order_id)
@@ -245,7 +273,7 @@ class _Fold:
         self.log.sort(key=lambda e: (e.at, e.key))
         if len(self.log) > LOG_FIRST + LOG_NEWEST:
             del self.log[LOG_FIRST]
-        waiting = sorted((p for p in self.pending if p[0] == key), key=lambda p: p[1])
+        waiting = [p for p in self.pending if p[0] == key]
         if waiting:
             self.pending = [p for p in self.pending if p[0] != key]
             for _, _, scope, amt, cur in waiting:
@@ -255,41 +283,46 @@ class _Fold:
         key = order_key(order_id)
         if key not in self.seen:
             self.pending.append((key, at, scope, amount, currency))
+            self.pending.sort(key=lambda p: (p[1], p[0]))
             if len(self.pending) > MAX_PENDING_CANCELS:
-                oldest = min(range(len(self.pending)), key=lambda i: self.pending[i][1])
-                del self.pending[oldest]
+                del self.pending[0]
                 self.dropped += 1
             return
         self._apply(at, key, scope, amount, currency)
 
     def _apply(self, at: int, key: str, scope: str, amount: Decimal, currency: str) -> None:
-        with localcontext(prec=80):
-            self.refunded[currency] = self.refunded.get(currency, Decimal(0)) + amount
         entry = next((e for e in self.log if e.key == key), None)
-        if scope == CANCEL_FULL:
-            self.cancelled += 1
-            if entry is not None:
-                self.log.remove(entry)
-                self._less(self.spend, entry.currency, entry.amount)
-                self.currencies[entry.currency] = max(0, self.currencies.get(entry.currency, 0) - 1)
-            else:
-                self._less(self.spend, currency, amount)
-                self.currencies[currency] = max(0, self.currencies.get(currency, 0) - 1)
-            if self.count:
-                self.count -= 1
-                self.moves.append((at, "cancel"))
+        if entry is None and (self.count <= len(self.log) or key in self.gone):
+            return  # cancelled in full already: nothing is left to cancel
+        slot = self._slot(currency)
+        with localcontext(prec=80):
+            self.refunded[slot] = self.refunded.get(slot, Decimal(0)) + amount
+        if scope != CANCEL_FULL:
+            self.partial += 1
+            self._less(currency, amount)
+            if entry is not None and entry.currency == currency:
+                with localcontext(prec=80):
+                    entry.amount = max(Decimal(0), entry.amount - amount)
             return
-        self.partial += 1
-        self._less(self.spend, currency, amount)
+        self.cancelled += 1
+        self.gone = (*self.gone, key)[-MAX_PENDING_CANCELS:]
         if entry is not None:
-            with localcontext(prec=80):
-                entry.amount = max(Decimal(0), entry.amount - amount)
+            self.log.remove(entry)
+            self._less(entry.currency, entry.amount)
+            self._count_off(entry.currency)
+        else:
+            self._less(currency, amount)
+            self._count_off(currency)
+        if self.count:
+            self.count -= 1
+            self.moves.append((at, "cancel"))
 
 
 class History:
     """One customer's lifecycle facts through time (module docstring)."""
 
     def __init__(self, events: Iterable[Event]) -> None:
+        """``events``: the customer's taken events, folded by (time, event id)."""
         self.signups: list[int] = []
         self.sessions: list[int] = []
         self.views: list[tuple[int, str]] = []
@@ -300,7 +333,7 @@ class History:
         # The order facts after each instant's events: (time, Orders), ascending.
         self._times: list[int] = []
         self._orders: list[Orders] = []
-        for e in events:
+        for e in sorted(events, key=lambda e: (e.occurred_at, e.event_id)):
             t = e.occurred_at
             if e.kind == KIND_SIGNUP:
                 self.signups.append(t)
@@ -313,7 +346,7 @@ class History:
                 assert e.cart_id is not None and e.action is not None
                 items = e.items or ()
                 action = e.action if items else CART_EMPTIED
-                self.snapshots.append(Snapshot(e.cart_id, t, action, tuple(items)))
+                self.snapshots.append(Snapshot(e.cart_id, t, action, tuple(items), e.event_id))
             elif e.kind == KIND_PURCHASE:
                 assert e.order_id is not None and e.amount is not None
                 self.placed.append(
@@ -322,6 +355,7 @@ class History:
                         e.order_id,
                         e.cart_id,
                         frozenset(i.product_id for i in e.items or ()),
+                        e.event_id,
                     )
                 )
                 fold.order(t, e.order_id, Decimal(e.amount), e.currency or "XXX")
@@ -390,10 +424,22 @@ class History:
         kept = sorted(winning.values(), key=lambda s: (-s.at, s.cart_id))[:MAX_CARTS]
         out = []
         for s in kept:
+            first = min((x.at, x.event_id) for x in self.snapshots if x.cart_id == s.cart_id)
             after = [o for o in self.placed if s.at <= o.at <= t]
             products = {i.product_id for i in s.items}
-            ordered = max((o.at for o in after if o.cart_id == s.cart_id), default=None)
-            matched = max((o.at for o in after if o.products & products), default=None)
+            # At one instant, the fold's order decides (module docstring).
+            ordered = max(
+                (o.at for o in after if o.cart_id == s.cart_id and (o.at, o.event_id) > first),
+                default=None,
+            )
+            matched = max(
+                (
+                    o.at
+                    for o in after
+                    if o.products & products and (o.at, o.event_id) > (s.at, s.event_id)
+                ),
+                default=None,
+            )
             out.append(Cart(s.cart_id, s.at, s.action, s.items, ordered, matched))
         return out
 
@@ -404,11 +450,11 @@ class History:
         return sorted({s.cart_id for s in self.snapshots})
 
     def first_cart_at(self, t: int) -> int | None:
-        return min((s.at for s in self.snapshots if s.at <= t and s.items), default=None)
+        return min((s.at for s in self.snapshots if s.at <= t and s.is_open), default=None)
 
     def first_checkout_at(self, t: int) -> int | None:
         return min(
-            (s.at for s in self.snapshots if s.at <= t and s.items and s.action == CART_CHECKOUT),
+            (s.at for s in self.snapshots if s.at <= t and s.is_open and s.action == CART_CHECKOUT),
             default=None,
         )
 

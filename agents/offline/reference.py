@@ -459,7 +459,9 @@ def report_rows(
                 first_order_at=fx.first_order,
                 second_order_at=fx.second_order,
                 spend={c: format(a, "f") for c, a, _ in fx.spend_by_currency},
-                order_currencies={c: n for c, _, n in fx.spend_by_currency},
+                # A currency whose orders were all cancelled keeps its spend ("0") and
+                # loses its count (docs/lifecycle.md "Cancellations").
+                order_currencies={c: n for c, _, n in fx.spend_by_currency if n},
                 active_spans=tuple((a, b) for a, b in spans),
                 stage=stages.get(cid, "prospect"),
                 decision_counts=decided.get(cid, {}),
@@ -684,7 +686,7 @@ def compute_decisions(
         elif event.kind == KIND_CONSENT:
             assert event.status is not None
             log.consents.append((event.occurred_at, event.status))
-        if event.kind == KIND_PURCHASE or event.kind in LIFECYCLE_KINDS:
+        if event.kind in (KIND_PURCHASE, KIND_SESSION) or event.kind in LIFECYCLE_KINDS:
             log.life.append(event)
         if event.timezone is not None:
             log.zones.append((event.occurred_at, event.timezone))

@@ -582,7 +582,7 @@ def canonical(rule: RuleSpec) -> dict[str, Any]:
 def _anchor_dict(rule: RuleSpec) -> dict[str, Any]:
     if rule.anchor == ANCHOR_FIRST_ORDER or rule.anchor in LIFECYCLE_ANCHORS:
         out: dict[str, Any] = {"kind": rule.anchor}
-        if rule.exit is not None:
+        if rule.exit is not None and rule.exit != EXIT_CART:
             out["exit"] = rule.exit
         return out
     return {"kind": rule.anchor, "min_orders": rule.min_orders}
