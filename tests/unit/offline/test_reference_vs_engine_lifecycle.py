@@ -246,9 +246,11 @@ def _context(context: dict[str, Any] | None) -> bytes:
     return orjson.dumps(mine, option=orjson.OPT_SORT_KEYS)
 
 
-def reference_side(lines: list[bytes], until: int) -> tuple[Side, ReferenceResult]:
+def reference_side(
+    lines: list[bytes], until: int, rules: str = RULES
+) -> tuple[Side, ReferenceResult]:
     result = compute_decisions(
-        parity.by_time(lines), CoreSettings(), rules=RULES, until=until, now=parity.NOW
+        parity.by_time(lines), CoreSettings(), rules=rules, until=until, now=parity.NOW
     )
     side = Side({}, [], {r.customer_id: r for r in result.rows}, {})
     for d in result.decisions:
@@ -284,8 +286,8 @@ def reference_side(lines: list[bytes], until: int) -> tuple[Side, ReferenceResul
     return side, result
 
 
-def engine_side(arrivals: list[tuple[Event, int]], until: int) -> Side:
-    engine = Engine(CoreSettings(rules=load_rules(RULES), stream_allowed_lateness=LATENESS))
+def engine_side(arrivals: list[tuple[Event, int]], until: int, rules: str = RULES) -> Side:
+    engine = Engine(CoreSettings(rules=load_rules(rules), stream_allowed_lateness=LATENESS))
     states: dict[str, CustomerState] = {}
     emitted: dict[str, list[Any]] = {}
     for e, clock in arrivals:
@@ -325,9 +327,9 @@ def engine_side(arrivals: list[tuple[Event, int]], until: int) -> Side:
     return side
 
 
-def check(lines: list[bytes], seed: int, until: int = UNTIL) -> ReferenceResult:
-    reference, result = reference_side(lines, until)
-    engine = engine_side(late_arrivals(lines, seed, until), until)
+def check(lines: list[bytes], seed: int, until: int = UNTIL, rules: str = RULES) -> ReferenceResult:
+    reference, result = reference_side(lines, until, rules)
+    engine = engine_side(late_arrivals(lines, seed, until), until, rules)
     for cid, facts in reference.facts.items():
         for name, value in facts.items():
             assert engine.facts[cid][name] == value, (cid, name)
@@ -369,3 +371,69 @@ def test_the_seeded_histories_reach_every_lifecycle_rule_and_a_cancellation() ->
     assert {"welcome", "browse_abandonment", "cart_abandonment", "order_milestone"} <= rules
     assert cancelled > 0 and pending > 0
     assert keyed_at_once > 0  # two carts of one customer due at one instant
+
+
+def _named_cases() -> list[tuple[str, list[bytes], int]]:
+    """The reference's named cases (tests/unit/offline/test_reference_lifecycle.py)."""
+    from tests.unit.offline import test_reference_lifecycle as named
+
+    t0, day, hour = named.T0, DAY, HOUR
+    first3 = [named.order(t0, "o1"), named.order(t0 + day, "o2"), named.order(t0 + 2 * day, "o3")]
+    return [
+        (
+            "another cart's order",
+            [
+                named.cart(t0, "A"),
+                named.cart(t0 + 10, "B", products=("p2",)),
+                named.order(t0 + hour // 2, "o1", "B"),
+            ],
+            t0 + 2 * day,
+        ),
+        (
+            "emptied, then a new snapshot",
+            [
+                named.cart(t0, "A"),
+                named.cart(t0 + 2 * hour, "A", action="emptied", products=()),
+                named.cart(t0 + 3 * day, "A", products=("p3",)),
+            ],
+            t0 + 5 * day,
+        ),
+        (
+            "two carts at one instant",
+            [named.cart(t0, "cart-b"), named.cart(t0, "cart-a", products=("p2",))],
+            t0 + 2 * day,
+        ),
+        (
+            "cancellation before its order",
+            [named.cancel(t0, "o1"), named.order(t0 + day, "o1"), named.order(t0 + 2 * day, "o2")],
+            t0 + 3 * day,
+        ),
+        ("cancellation of the first", [*first3, named.cancel(t0 + 3 * day, "o1")], t0 + 4 * day),
+        ("cancellation of the second", [*first3, named.cancel(t0 + 3 * day, "o2")], t0 + 4 * day),
+        (
+            "cancellation of a middle order of 40",
+            [named.order(t0 + i * hour, f"o{i}") for i in range(40)]
+            + [named.cancel(t0 + 2 * day, "o5"), named.cancel(t0 + 2 * day + 1, "o39")],
+            t0 + 3 * day,
+        ),
+        (
+            "welcome back after the only order is cancelled",
+            [
+                named.line("signup/1", t0),
+                named.order(t0 + 2 * day, "o1"),
+                named.cancel(t0 + 4 * day, "o1"),
+            ],
+            t0 + 5 * day,
+        ),
+    ]
+
+
+@pytest.mark.parametrize("case", range(8))
+def test_the_named_cases_agree(case: int) -> None:
+    """Each named case of the reference's own tests, through the engine too (with the
+    events late within the lateness)."""
+    from tests.unit.offline import test_reference_lifecycle as named
+
+    _, lines, until = _named_cases()[case]
+    result = check(lines, case, until=until, rules=named.RULES)
+    assert result.rows
