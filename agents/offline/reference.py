@@ -371,9 +371,11 @@ def customer_firings(
     return made, stages, [_firing(facts.customer_id, t, timeline) for t in undecided]
 
 
-def context(item: LadderItem, timeline: Timeline) -> dict[str, Any] | None:
-    """A lifecycle rule's ``context`` on the facts as of the due time
-    (docs/lifecycle.md "Rules"); None for every other rule."""
+def context(item: LadderItem, timeline: Timeline, at: int) -> dict[str, Any] | None:
+    """A lifecycle rule's ``context`` on the facts as of ``at``, when it is decided
+    (the send time of a deferred firing): the viewed products dated by the due time,
+    the cart as it is then (none once it is no longer kept); docs/lifecycle.md
+    "Rules".  None for every other rule."""
     rule, history = item.rule, timeline.history
     step = rule.steps[item.step - 1]
     if isinstance(step, OrderStep):
@@ -383,12 +385,11 @@ def context(item: LadderItem, timeline: Timeline) -> dict[str, Any] | None:
     if history is None:
         return None
     if rule.anchor == ANCHOR_LAST_VIEW:
-        return {"products": [p for _, p in history.newest_views(item.due)]}
+        return {"products": [p for t, p in history.newest_views(at) if t <= item.due]}
     if rule.anchor == ANCHOR_CART:
         assert item.key is not None
-        cart = history.cart(item.key, item.due)
-        assert cart is not None
-        return {"cart": cart.context()}
+        cart = history.cart(item.key, at)
+        return {} if cart is None else {"cart": cart.context()}
     return None
 
 
@@ -415,7 +416,7 @@ def _firing(customer_id: str, timing: Timing, timeline: Timeline) -> Firing:
         ruled=timing.outcome,
         deferred=timing.deferred,
         key=item.key,
-        context=context(item, timeline),
+        context=context(item, timeline, timing.at),
     )
 
 

@@ -100,6 +100,20 @@ anchor = "first_order"
 steps = [{ order = 1 }, { order = 2 }, { order = 3 }, { order = 5 }]
 """
 
+# The same with send windows on the cart rules: at most one deferred firing per rule,
+# another cart's step superseding it, judged (or cancelled) at its send time with
+# the context as of then (docs/send-windows.md "Deferred firings").
+WINDOWED = RULES.replace(
+    'steps = ["PT12H", "P1D", "P3D"]\n',
+    'steps = ["PT12H", "P1D", "P3D"]\n'
+    'send_window = { windows = [{ days = "all", open = "09:00", close = "12:00" }] }\n',
+).replace(
+    'steps = ["P1D"]\n',
+    'steps = ["P1D"]\nsend_window = { windows = [{ days = "weekdays", open = "10:30", '
+    'close = "20:00" }], policy = "drop" }\n',
+)
+assert WINDOWED.count("send_window") == 2
+
 # The lifecycle's own keys of a decision's context (docs/lifecycle.md "Rules").
 CONTEXT_KEYS = ("products", "cart", "milestone")
 
@@ -345,6 +359,24 @@ def check(lines: list[bytes], seed: int, until: int = UNTIL, rules: str = RULES)
 @pytest.mark.parametrize("seed", range(12))
 def test_seeded_lifecycle_histories_agree(seed: int) -> None:
     check(build(seed, 60), seed)
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_seeded_lifecycle_histories_agree_with_send_windows_on_the_cart_rules(seed: int) -> None:
+    check(build(seed, 40), seed, rules=WINDOWED)
+
+
+def test_the_windowed_histories_defer_cancel_and_drop_cart_firings() -> None:
+    outcomes = set()
+    for seed in range(100, 200):
+        result = check(build(seed, 40), seed, rules=WINDOWED)
+        outcomes |= {
+            (d["outcome"], d["send_at"] != d["due_at"])
+            for d in result.decisions
+            if d["rule"].startswith("cart_") and "send_at" in d
+        }
+    assert {("cancelled", True), ("superseded", True), ("outside_window", True)} <= outcomes
+    assert any(outcome in ("delivered", "holdout") and waited for outcome, waited in outcomes)
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
