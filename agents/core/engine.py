@@ -481,7 +481,10 @@ class Engine:
     def _apply(self, state: CustomerState, event: Event, out: list[Emission]) -> None:
         """Fold an event in; an order may convert earlier firings (attribution)."""
         if event.kind == KIND_PURCHASE:
-            attribute(state, event.occurred_at, event.order_id or "", self._attribution_window, out)
+            caps = (self._segment(state) if self._multi else self._oldest).caps
+            attribute(
+                state, event.occurred_at, event.order_id or "", self._attribution_window, out, caps
+            )
         state.apply(event, self.settings.active_window)
         if self._multi:
             end_pins(state, self._by_id, self._segment(state))
@@ -572,6 +575,7 @@ class Engine:
                 guard_span=self._guard_span,
                 attribution_window=self._attribution_window,
                 transactional=seg.transactional,
+                caps=seg.caps,
             )
 
 
