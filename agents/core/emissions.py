@@ -75,6 +75,10 @@ class Conversion:
     order_id: str
     # The firing's send time when it had a window: attribution counts from it.
     send_at: int | None = None
+    # The converting order's amount and currency as placed (outcome/1, docs/reports.md
+    # "Recovered revenue").
+    amount: str | None = None
+    currency: str | None = None
 
     @property
     def trigger_id(self) -> str:
