@@ -100,6 +100,7 @@ def attribute(
                     converted_at=t,
                     order_id=order_id,
                     send_at=sent,
+                    key=f.key,
                     amount=amount,
                     currency=currency,
                 )
