@@ -127,7 +127,7 @@ from agents.offline.judgment import (
     conversions,
     reason_text,
 )
-from agents.offline.lifecycle import History, Orders, trigger_id
+from agents.offline.lifecycle import MAX_CARTS, History, Orders, trigger_id
 from agents.offline.rulebook import (
     ANCHOR_CART,
     ANCHOR_LAST_VIEW,
@@ -435,8 +435,13 @@ def report_rows(
     judged: list[tuple[Firing, Verdict]],
     converted: list[Conversion],
     core: CoreSettings,
+    until: int | None = None,
+    revenue_rules: frozenset[str] = frozenset(),
 ) -> list[CustomerRow]:
-    """One :class:`CustomerRow` per customer, built from the file alone."""
+    """One :class:`CustomerRow` per customer, built from the file alone, with the
+    lifecycle's facts as of ``until`` (docs/reports.md "Funnel", "Cancellations")
+    and the recovered revenue of the ``revenue_rules`` (anchored on a view or a
+    cart: docs/reports.md "Recovered revenue")."""
     decided: dict[str, dict[CountKey, int]] = {}
     for f, v in judged:
         key = CountKey(f.rule, f.step, v.outcome)
@@ -448,6 +453,7 @@ def report_rows(
         key = CountKey(c.firing.rule, c.firing.step, c.group)
         counts = won.setdefault(c.firing.customer_id, {})
         counts[key] = counts.get(key, 0) + 1
+    recovered = _recovered(converted, revenue_rules)
     rows = []
     for cid, fx in facts.items():
         spans: list[list[int]] = []
@@ -471,9 +477,64 @@ def report_rows(
                 decision_counts=decided.get(cid, {}),
                 conversion_counts=won.get(cid, {}),
                 send_counts=sends.get(cid, {}),
+                **_lifecycle_row(fx, until),
+                recovered=recovered.get(cid, {}),
             )
         )
     return rows
+
+
+def attribution_caps(versions: Versions) -> dict[str, int]:
+    """Rules of which only the newest few firings can convert (docs/lifecycle.md
+    "Attribution"): a last_view rule's steps, a cart rule's steps x 3 (its carts)."""
+    caps: dict[str, int] = {}
+    for v in versions.versions:
+        for r in v.book.rules:
+            if r.anchor == ANCHOR_LAST_VIEW:
+                caps[r.name] = len(r.steps)
+            elif r.anchor == ANCHOR_CART:
+                caps[r.name] = len(r.steps) * MAX_CARTS
+    return caps
+
+
+def _lifecycle_row(fx: CustomerFacts, until: int | None) -> dict[str, Any]:
+    h = fx.history
+    if h is None or until is None:
+        return {}
+    o = h.orders(until)
+    return {
+        "first_view_at": h.first_view_at(until),
+        "first_cart_at": h.first_cart_at(until),
+        "first_checkout_at": h.first_checkout_at(until),
+        "cancelled_orders": o.cancelled,
+        "partial_cancels": o.partial,
+        "refunded": {c: format(a, "f") for c, a in o.refunded},
+    }
+
+
+def _recovered(
+    converted: list[Conversion], revenue_rules: frozenset[str]
+) -> dict[str, dict[str, dict[str, dict[str, str]]]]:
+    """customer -> rule -> group -> currency -> the converting orders' amounts, exact;
+    the 16 alphabetically smallest currencies on their own, the rest under XXX."""
+    sums: dict[str, dict[str, dict[str, dict[str, Decimal]]]] = {}
+    with localcontext(prec=80):
+        for c in converted:
+            if c.rule not in revenue_rules or c.amount is None:
+                continue
+            into = sums.setdefault(c.customer_id, {}).setdefault(c.rule, {})
+            cur = into.setdefault(c.group, {})
+            code = c.currency or OTHER_CURRENCY
+            cur[code] = cur.get(code, Decimal(0)) + Decimal(c.amount)
+    out: dict[str, dict[str, dict[str, dict[str, str]]]] = {}
+    for cid, rules in sums.items():
+        for rule, groups in rules.items():
+            for group, totals in groups.items():
+                folded = _fold_currencies({k: (v, 0) for k, v in totals.items()})
+                out.setdefault(cid, {}).setdefault(rule, {})[group] = {
+                    k: format(v, "f") for k, (v, _) in sorted(folded.items())
+                }
+    return out
 
 
 def decision_dict(firing: Firing, verdict: Verdict, *, versioned: bool = False) -> dict[str, Any]:
@@ -735,7 +796,7 @@ def compute_decisions(
             amount=logs[c.customer_id].amount_text[c.order_id],
             currency=logs[c.customer_id].orders[c.order_id][2],
         )
-        for c in conversions(judged, seen, window)
+        for c in conversions(judged, seen, window, attribution_caps(versions))
     ]
     return ReferenceResult(
         decisions=[
@@ -743,7 +804,20 @@ def compute_decisions(
         ],
         firings=judged,
         outcomes=[outcome_dict(c, window) for c in converted],
-        rows=report_rows(seen, stages, judged, converted, core),
+        rows=report_rows(
+            seen,
+            stages,
+            judged,
+            converted,
+            core,
+            horizon,
+            frozenset(
+                r.name
+                for v in versions.versions
+                for r in v.book.rules
+                if r.anchor in (ANCHOR_LAST_VIEW, ANCHOR_CART)
+            ),
+        ),
         dead_letters=dict(sorted(dead_letters.items())),
         events=events,
         duplicates=duplicates,

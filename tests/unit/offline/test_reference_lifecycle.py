@@ -31,7 +31,7 @@ format = 1
 [guardrails]
 holdout_percent = 0.0
 min_gap = "PT1M"
-frequency_cap = 50
+frequency_cap = 10
 frequency_window = "P1D"
 attribution_window = "P1D"
 

@@ -52,8 +52,8 @@ format = 1
 holdout_percent = 50.0
 holdout_salt = "parity"
 min_gap = "PT1H"
-frequency_cap = 20
-frequency_window = "P10D"
+frequency_cap = 6
+frequency_window = "P3D"
 attribution_window = "P2D"
 
 [lifecycle]
