@@ -292,19 +292,20 @@ def conversions(
     judged: list[tuple[Firing, Verdict]],
     facts: Mapping[str, Facts],
     window: int,
-    caps: Mapping[str, int] | None = None,
+    caps: Callable[[int], Mapping[str, int]] | None = None,
 ) -> list[Conversion]:
     """Each delivered or holdout firing sent at S converts on the first order at t
     with S < t <= S + window.  Of a rule in ``caps`` (anchored on a view or a cart:
     docs/lifecycle.md "Attribution"), only its newest ``cap`` delivered or holdout
     firings decided before t - by send time, then decision order - can: one older
-    than that at its first order in the window never converts."""
+    than that at its first order in the window never converts.  ``caps(t)``: those
+    of the rules in force at t (across rules changes)."""
     out: list[Conversion] = []
     # customer -> rule -> (sent, order, decided at) of its delivered/holdout firings
     kept: dict[str, dict[str, list[tuple[int, int, int]]]] = {}
-    if caps:
+    if caps is not None:
         for i, (f, verdict) in enumerate(judged):
-            if f.rule in caps and verdict.outcome in (OUTCOME_DELIVERED, OUTCOME_HOLDOUT):
+            if verdict.outcome in (OUTCOME_DELIVERED, OUTCOME_HOLDOUT):
                 rules = kept.setdefault(f.customer_id, {})
                 rules.setdefault(f.rule, []).append((f.sent, i, f.at))
     for i, (f, verdict) in enumerate(judged):
@@ -316,9 +317,10 @@ def conversions(
             ((t, o) for t, _, o in facts[f.customer_id].orders if start < t <= start + window),
             None,
         )
-        if hit is not None and caps and f.rule in caps:
+        cap = None if hit is None or caps is None else caps(hit[0]).get(f.rule)
+        if hit is not None and cap is not None:
             before = sorted((sent, j) for sent, j, at in kept[f.customer_id][f.rule] if at < hit[0])
-            if (f.sent, i) not in before[-caps[f.rule] :]:
+            if (f.sent, i) not in before[-cap:]:
                 continue
         if hit is not None:
             out.append(Conversion(f, verdict.outcome, hit[0], hit[1]))

@@ -93,7 +93,7 @@ from __future__ import annotations
 import dataclasses
 import heapq
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from decimal import Decimal, localcontext
@@ -352,11 +352,24 @@ def customer_firings(
     items: list[LadderItem] = []
     kept: dict[str, list[tuple[int, bool]]] = {}
     if versions is not None and versions.changed:
-        if any(r.keyed for v in versions.versions for r in v.book.rules):
-            raise ValueError("rules changes with a cart-anchored rule: not read by the reference")
+        keyed = {r.name for v in versions.versions for r in v.book.rules if r.keyed}
+        unkeyed = {r.name for v in versions.versions for r in v.book.rules if not r.keyed}
+        if keyed & unkeyed:
+            raise ValueError(f"rules changes: {sorted(keyed & unkeyed)[0]!r} changes its keying")
+        carts = timeline.history.cart_ids() if timeline.history is not None else []
         for name in versions.names():
             kept[name] = []
-            items += versioned_ladder(timeline, name, versions, until, stages, kept[name])
+            if name not in keyed:
+                items += versioned_ladder(timeline, name, versions, until, stages, kept[name])
+                continue
+            # A cart rule's ladders, each cart on its own (a change restarts them
+            # cart by cart: docs/lifecycle.md "Rules"); what a switch does to the
+            # rule is the same for every cart, so it is listed once.
+            for i, key in enumerate(carts):
+                switches = kept[name] if i == 0 else []
+                items += versioned_ladder(
+                    timeline, name, versions, until, stages, switches, key=key
+                )
     else:
         for rule in book.rules:
             items += timeline.ladder(rule, until, stages)
@@ -484,16 +497,20 @@ def report_rows(
     return rows
 
 
-def attribution_caps(versions: Versions) -> dict[str, int]:
-    """Rules of which only the newest few firings can convert (docs/lifecycle.md
-    "Attribution"): a last_view rule's steps, a cart rule's steps x 3 (its carts)."""
-    caps: dict[str, int] = {}
-    for v in versions.versions:
-        for r in v.book.rules:
+def attribution_caps(versions: Versions) -> Callable[[int], dict[str, int]]:
+    """Rules of which only the newest few firings can convert an order at t, in the
+    version in force at t (docs/lifecycle.md "Attribution"): a last_view rule's
+    steps, a cart rule's steps x 3 (its carts)."""
+
+    def caps(t: int) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for r in versions.at(t).book.rules:
             if r.anchor == ANCHOR_LAST_VIEW:
-                caps[r.name] = len(r.steps)
+                out[r.name] = len(r.steps)
             elif r.anchor == ANCHOR_CART:
-                caps[r.name] = len(r.steps) * MAX_CARTS
+                out[r.name] = len(r.steps) * MAX_CARTS
+        return out
+
     return caps
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import random
+from collections.abc import Sequence
 from typing import Any
 
 import orjson
@@ -30,6 +31,7 @@ from agents.core.emissions import Conversion, Firing
 from agents.core.engine import Engine
 from agents.core.reports import CustomerRow
 from agents.core.rules import load_rules
+from agents.core.rules.history import RuleHistory, Version, set_id
 from agents.core.settings import DAY, HOUR, CoreSettings
 from agents.core.state import CustomerState
 from agents.core.timeutil import iso
@@ -113,6 +115,15 @@ WINDOWED = RULES.replace(
     'close = "20:00" }], policy = "drop" }\n',
 )
 assert WINDOWED.count("send_window") == 2
+
+# A rules change on day 8: the cart rule's ladder shorter (a restart, cart by cart),
+# the browse rule's longer, the milestones unchanged (docs/rules.md "Changing rules").
+CHANGED = RULES.replace('steps = ["PT12H", "P1D", "P3D"]', 'steps = ["PT6H", "P2D"]').replace(
+    'cancel_on = ["purchase"]\nsteps = ["PT12H", "P1D"]',
+    'cancel_on = ["purchase"]\nsteps = ["PT12H", "P1D", "P2D"]',
+)
+assert CHANGED.count("PT6H") == 1 and CHANGED.count('"P2D"]') == 3
+Changes = Sequence[tuple[int, str]]
 
 # The lifecycle's own keys of a decision's context (docs/lifecycle.md "Rules").
 CONTEXT_KEYS = ("products", "cart", "milestone")
@@ -261,10 +272,15 @@ def _context(context: dict[str, Any] | None) -> bytes:
 
 
 def reference_side(
-    lines: list[bytes], until: int, rules: str = RULES
+    lines: list[bytes], until: int, rules: str = RULES, changes: Changes = ()
 ) -> tuple[Side, ReferenceResult]:
     result = compute_decisions(
-        parity.by_time(lines), CoreSettings(), rules=rules, until=until, now=parity.NOW
+        parity.by_time(lines),
+        CoreSettings(),
+        rules=rules,
+        until=until,
+        now=parity.NOW,
+        changes=changes,
     )
     side = Side({}, [], {r.customer_id: r for r in result.rows}, {})
     for d in result.decisions:
@@ -300,8 +316,17 @@ def reference_side(
     return side, result
 
 
-def engine_side(arrivals: list[tuple[Event, int]], until: int, rules: str = RULES) -> Side:
-    engine = Engine(CoreSettings(rules=load_rules(rules), stream_allowed_lateness=LATENESS))
+def engine_side(
+    arrivals: list[tuple[Event, int]], until: int, rules: str = RULES, changes: Changes = ()
+) -> Side:
+    seed = load_rules(rules)
+    engine = Engine(CoreSettings(rules=seed, stream_allowed_lateness=LATENESS))
+    if changes:
+        versions = [Version(set_id(seed), seed, rules)]
+        for t, text in changes:
+            new = load_rules(text)
+            versions.append(Version(set_id(new), new, text, effective_at=t, applied_at=t))
+        engine = engine.with_history(RuleHistory(tuple(versions)))
     states: dict[str, CustomerState] = {}
     emitted: dict[str, list[Any]] = {}
     for e, clock in arrivals:
@@ -341,9 +366,11 @@ def engine_side(arrivals: list[tuple[Event, int]], until: int, rules: str = RULE
     return side
 
 
-def check(lines: list[bytes], seed: int, until: int = UNTIL, rules: str = RULES) -> ReferenceResult:
-    reference, result = reference_side(lines, until, rules)
-    engine = engine_side(late_arrivals(lines, seed, until), until, rules)
+def check(
+    lines: list[bytes], seed: int, until: int = UNTIL, rules: str = RULES, changes: Changes = ()
+) -> ReferenceResult:
+    reference, result = reference_side(lines, until, rules, changes)
+    engine = engine_side(late_arrivals(lines, seed, until), until, rules, changes)
     for cid, facts in reference.facts.items():
         for name, value in facts.items():
             assert engine.facts[cid][name] == value, (cid, name)
@@ -377,6 +404,22 @@ def test_the_windowed_histories_defer_cancel_and_drop_cart_firings() -> None:
         }
     assert {("cancelled", True), ("superseded", True), ("outside_window", True)} <= outcomes
     assert any(outcome in ("delivered", "holdout") and waited for outcome, waited in outcomes)
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_seeded_lifecycle_histories_agree_across_a_rules_change(seed: int) -> None:
+    check(build(seed, 50), seed, changes=[(T0 + 8 * DAY + 6 * HOUR, CHANGED)])
+
+
+def test_a_rules_change_restarts_cart_ladders_cart_by_cart() -> None:
+    superseded = 0
+    for seed in range(30):
+        result = check(build(seed, 50), seed, changes=[(T0 + 8 * DAY + 6 * HOUR, CHANGED)])
+        superseded += sum(
+            d["outcome"] == "superseded" and d["rule"] == "cart_abandonment"
+            for d in result.decisions
+        )
+    assert superseded > 0
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
