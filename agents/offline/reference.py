@@ -80,6 +80,17 @@ Semantics (the stream implements the same):
   (its ``holdout`` reads false) and does not count toward them.
 * Conversions: a delivered or holdout firing sent at S converts on the earliest
   counted order (ties: smaller event_id) with ``S < t <= S + attribution_window``.
+* The lifecycle (:mod:`agents.offline.lifecycle`, whose docstring says each choice;
+  docs/lifecycle.md): sign-ups, views, carts and cancellations are kept per customer
+  and read as of each instant; orders are net of cancellations (a placed order stays
+  activity and can still convert); anchors ``signup``, ``last_view`` and ``cart``
+  (one ladder per kept cart, its trigger id with the cart id, items at one instant
+  by priority then cart id), steps ``{ order = k }`` and ``{ anniversary = n }``.
+  A step made due by an event after its nominal time (a cancellation bringing a
+  ladder back, an anchor moved into the past) is due at that event.  The context of
+  a lifecycle rule's decision is read when it is decided.  A view or cart rule's
+  firings convert only while among its newest steps (x 3 carts) firings
+  (docs/lifecycle.md "Attribution"); rules changes restart a cart rule cart by cart.
 * Lifecycle stage (:class:`agents.offline.timeline.StageWalk`): prospect -> new
   -> repeat from the orders; at last_activity + at_risk_after at_risk, at
   last_activity + lapsed_after lapsed; activity brings the customer back.  A
@@ -452,9 +463,9 @@ def report_rows(
     revenue_rules: frozenset[str] = frozenset(),
 ) -> list[CustomerRow]:
     """One :class:`CustomerRow` per customer, built from the file alone, with the
-    lifecycle's facts as of ``until`` (docs/reports.md "Funnel", "Cancellations")
+    lifecycle's facts as of ``until`` (docs/lifecycle.md "Facts", "Cancellations")
     and the recovered revenue of the ``revenue_rules`` (anchored on a view or a
-    cart: docs/reports.md "Recovered revenue")."""
+    cart: docs/lifecycle.md "Attribution")."""
     decided: dict[str, dict[CountKey, int]] = {}
     for f, v in judged:
         key = CountKey(f.rule, f.step, v.outcome)
