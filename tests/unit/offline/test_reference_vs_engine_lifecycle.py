@@ -71,6 +71,18 @@ cancel_on = ["purchase"]
 steps = ["P1D", "P3D"]
 
 [[rule]]
+name = "inactivity"
+priority = 20
+anchor = "last_activity"
+steps = ["P2D", "P4D"]
+
+[[rule]]
+name = "overdue"
+priority = 30
+anchor = { kind = "last_order", min_orders = 2 }
+steps = [{ cadence = 1.5, floor = "P1D" }]
+
+[[rule]]
 name = "welcome"
 priority = 5
 anchor = "signup"
