@@ -143,10 +143,10 @@ _WIDE_AMOUNT = "9" * 16 + "." + "9" * 31
 _WIDE_ENTRY: dict[str, Any] = {
     "k": "order_cancelled",
     "e": _WIDE,
-    "t": -(2**62),
+    "t": _TIME,
     "o": _WIDE,
     "act": "checkout_started",
-    "a": _WIDE_AMOUNT,
+    "a": _AMOUNT,
     "cur": "XXX",
     "st": "opted_out",
     "tzx": "~" * 64,
@@ -154,7 +154,7 @@ _WIDE_ENTRY: dict[str, Any] = {
 MAX_ENTRY_BYTES = max(
     entry_size(_WIDE_ENTRY | {"cart": _WIDE, "ip": ["f" * 16] * MAX_ORDER_ITEMS}),
     entry_size(
-        _WIDE_ENTRY | {"cart": _WIDE, "it": [[_WIDE, 10**6, _WIDE_AMOUNT, "XXX"]] * MAX_CART_ITEMS}
+        _WIDE_ENTRY | {"cart": _WIDE, "it": [[_WIDE, 10**6, _AMOUNT, "XXX"]] * MAX_CART_ITEMS}
     ),
 )
 SAFE_PENDING_ENTRIES = PENDING_BUDGET // MAX_ENTRY_BYTES
