@@ -139,7 +139,6 @@ def entry_size(entry: dict[str, Any]) -> int:
 # The widest is a cart snapshot of MAX_CART_ITEMS lines, then an order of
 # purchase/2 with its cart id and the 16-hex keys of its MAX_ORDER_ITEMS lines'
 # products (agents.core.state ``_PENDING_KEYS``; docs/lifecycle.md "Inputs").
-_WIDE_AMOUNT = "9" * 16 + "." + "9" * 31
 _WIDE_ENTRY: dict[str, Any] = {
     "k": "order_cancelled",
     "e": _WIDE,
