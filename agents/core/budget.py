@@ -36,6 +36,7 @@ from agents.core.settings import (
 )
 from agents.core.windows import SEARCH
 from agents.core.zones import MAX_ZONE_NAME
+from schemas.records import MAX_CART_ITEMS, MAX_ORDER_ITEMS
 
 
 class HasPending(Protocol):
@@ -135,17 +136,25 @@ def entry_size(entry: dict[str, Any]) -> int:
 # characters, which are never escaped (agents.core.validation.shown_zone; a kept
 # zone, ``tz``, is no wider and never comes with it).  Below PENDING_BUDGET //
 # MAX_ENTRY_BYTES entries, pending cannot be over budget: no need to measure.
-MAX_ENTRY_BYTES = entry_size(
-    {
-        "k": "purchase",
-        "e": _WIDE,
-        "t": -(2**62),
-        "o": _WIDE,
-        "a": "9" * 16 + "." + "9" * 31,
-        "cur": "XXX",
-        "st": "opted_out",
-        "tzx": "~" * 64,
-    }
+# The widest is a cart snapshot of MAX_CART_ITEMS lines, then an order of
+# purchase/2 with its cart id and the 16-hex keys of its MAX_ORDER_ITEMS lines'
+# products (agents.core.state ``_PENDING_KEYS``; docs/lifecycle.md "Inputs").
+_WIDE_ENTRY: dict[str, Any] = {
+    "k": "order_cancelled",
+    "e": _WIDE,
+    "t": _TIME,
+    "o": _WIDE,
+    "act": "checkout_started",
+    "a": _AMOUNT,
+    "cur": "XXX",
+    "st": "opted_out",
+    "tzx": "~" * 64,
+}
+MAX_ENTRY_BYTES = max(
+    entry_size(_WIDE_ENTRY | {"cart": _WIDE, "ip": ["f" * 16] * MAX_ORDER_ITEMS}),
+    entry_size(
+        _WIDE_ENTRY | {"cart": _WIDE, "it": [[_WIDE, 10**6, _AMOUNT, "XXX"]] * MAX_CART_ITEMS}
+    ),
 )
 SAFE_PENDING_ENTRIES = PENDING_BUDGET // MAX_ENTRY_BYTES
 
@@ -182,18 +191,18 @@ FIRINGS_BUDGET = 80 * 1024
 # The widest entry [due_at, rule, step, anchor_at, outcome, converted_at] and its
 # comma: times as wide as any int the core holds, the longest rule and outcome
 # names, a two-digit step (a ladder has at most 10); with a send window, the send
-# time ``sent_at`` too (docs/send-windows.md "Deferred firings").
+# time ``sent_at`` too (docs/send-windows.md "Deferred firings"); a keyed firing
+# (a cart rule's, docs/lifecycle.md "Rules") its cart id as an eighth element,
+# after ``sent_at`` or a null.
 def firing_entry_bytes(
     rule: str = "second_purchase", *, windowed: bool = False, keyed: bool = False
 ) -> int:
-    """The widest entry of a rule named ``rule`` (the default rules' longest name);
-    ``keyed``: with a cart rule's cart id, a 128-character escaped id
-    (docs/lifecycle.md "Rules")."""
+    """The widest entry of a rule named ``rule`` (the default rules' longest name)."""
     entry: list[object] = [-(2**62), rule, 99, -(2**62), "frequency_cap", -(2**62)]
     if windowed or keyed:
         entry.append(-(2**62))
     if keyed:
-        entry.append("\x01" * 128)
+        entry.append(_WIDE)
     return len(orjson.dumps(entry)) + 1
 
 
