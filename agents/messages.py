@@ -50,7 +50,7 @@ def decision_record(
     """
     anchor = iso(f.anchor_at)  # formatted once: the trigger id and the reason use it too
     return Decision(
-        trigger_id=trigger_id_at(f.customer_id, f.rule, f.step, anchor),
+        trigger_id=trigger_id_at(f.customer_id, f.rule, f.step, anchor, f.key),
         customer_id=f.customer_id,
         rule=f.rule,
         step=f.step,
@@ -123,6 +123,10 @@ class AttributedConversion(Protocol):
     def order_id(self) -> str: ...
     @property
     def hours_to_convert(self) -> float: ...
+    @property
+    def amount(self) -> str | None: ...
+    @property
+    def currency(self) -> str | None: ...
 
 
 def outcome_record(c: AttributedConversion, *, attribution_window: int) -> Outcome:
@@ -145,6 +149,8 @@ def outcome_record(c: AttributedConversion, *, attribution_window: int) -> Outco
         hours_to_convert=c.hours_to_convert,
         attribution_window=duration_record(attribution_window),
         send_at=None if send_at is None else iso(send_at),
+        amount=c.amount,
+        currency=c.currency,
     )
 
 

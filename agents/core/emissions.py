@@ -5,7 +5,9 @@ and read by the processors and the output records (:mod:`agents.messages`).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from decimal import Decimal, localcontext
 from typing import Any, Protocol
 
 from agents.core.guardrails import OUTCOME_DELIVERED
@@ -42,6 +44,8 @@ class Firing:
     # from every output, when the rule has no window.
     send_at: int | None = None
     zone: str | None = None
+    # A keyed ladder's key (the cart id: docs/lifecycle.md "Rules"), None otherwise.
+    key: str | None = None
 
     @property
     def delivered(self) -> bool:
@@ -49,7 +53,7 @@ class Firing:
 
     @property
     def trigger_id(self) -> str:
-        return trigger_id(self.customer_id, self.rule, self.step, self.anchor_at)
+        return trigger_id(self.customer_id, self.rule, self.step, self.anchor_at, self.key)
 
     def reason(self, anchor_iso: str | None = None) -> str:
         """One human line; ``anchor_iso`` is ``iso(self.anchor_at)`` if the caller has it."""
@@ -75,10 +79,16 @@ class Conversion:
     order_id: str
     # The firing's send time when it had a window: attribution counts from it.
     send_at: int | None = None
+    # The firing's key when keyed (a cart's ladder): its trigger id names it.
+    key: str | None = None
+    # The converting order's amount and currency as placed (outcome/1, docs/reports.md
+    # "Recovered revenue").
+    amount: str | None = None
+    currency: str | None = None
 
     @property
     def trigger_id(self) -> str:
-        return trigger_id(self.customer_id, self.rule, self.step, self.anchor_at)
+        return trigger_id(self.customer_id, self.rule, self.step, self.anchor_at, self.key)
 
     @property
     def hours_to_convert(self) -> float:
@@ -121,15 +131,26 @@ class Due:
     # The version of the rule that judges the step: a pinned ladder's own, else the
     # version the customer runs under (docs/rules.md "Changing rules").
     rule_version: str = ""
+    # A keyed ladder's key (the cart id: docs/lifecycle.md "Rules"), None otherwise.
+    key: str | None = None
 
 
 class Described(Protocol):
     """What a decision takes of its rule's plan (agents.core.plans.Plan)."""
 
     @property
+    def name(self) -> str: ...
+    @property
     def template(self) -> str: ...
     @property
     def channel(self) -> str | None: ...
+    @property
+    def context(self) -> ContextOf | None: ...
+
+
+# What a lifecycle rule adds to a decision's context (docs/lifecycle.md "Rules"):
+# None for every other rule, whose records stay byte for byte.
+ContextOf = Callable[[CustomerState, "Due"], dict[str, Any]]
 
 
 def firing_of(
@@ -147,6 +168,10 @@ def firing_of(
     """The decision on ``due`` for ``state``'s customer, its facts as of now: the
     one place a :class:`Firing` is built from a due step (guardrails' verdicts,
     superseded, skipped, outside_window and cancelled alike)."""
+    context = context_snapshot(state)
+    extra = plan.context
+    if extra is not None and plan.name == due.rule:
+        context.update(extra(state, due))
     return Firing(
         customer_id=state.customer_id,
         rule=due.rule,
@@ -156,7 +181,7 @@ def firing_of(
         anchor_at=due.anchor_at,
         due_at=due.due_at,
         backfill=backfill,
-        context=context_snapshot(state),
+        context=context,
         outcome=outcome,
         holdout=holdout,
         template=plan.template,
@@ -164,6 +189,7 @@ def firing_of(
         channel=plan.channel,
         send_at=send_at,
         zone=zone,
+        key=due.key,
     )
 
 
@@ -181,6 +207,51 @@ def context_snapshot(state: CustomerState) -> dict[str, Any]:
         else None,
         "lifecycle_stage": state.stage,
     }
+
+
+def viewed_products(state: CustomerState, due: Due) -> dict[str, Any]:
+    """A last_view rule's: the newest viewed products as of D, newest first."""
+    return {"products": [p for t, p in state.views if t <= due.due_at]}
+
+
+def cart_context(state: CustomerState, due: Due) -> dict[str, Any]:
+    """A cart rule's: the ladder's cart as its newest snapshot, with its value per
+    currency (the exact sum of quantity x unit price)."""
+    for cart in state.carts:
+        if cart.cart_id == due.key:
+            value: dict[str, Decimal] = {}
+            with localcontext(prec=80):
+                for item in cart.items:
+                    value[item.currency] = value.get(item.currency, Decimal(0)) + (
+                        item.quantity * Decimal(item.unit_price)
+                    )
+            return {
+                "cart": {
+                    "cart_id": cart.cart_id,
+                    "action": cart.action,
+                    "items": [
+                        {
+                            "product_id": i.product_id,
+                            "quantity": i.quantity,
+                            "unit_price": i.unit_price,
+                            "currency": i.currency,
+                        }
+                        for i in cart.items
+                    ],
+                    "value": {c: format(v, "f") for c, v in sorted(value.items())},
+                }
+            }
+    return {}
+
+
+def milestone_context(key: str, numbers: tuple[int, ...]) -> ContextOf:
+    """A milestone rule's: ``{"milestone": {key: n}}``, n the step's order count
+    (``orders``) or years (``years``)."""
+
+    def context(state: CustomerState, due: Due) -> dict[str, Any]:
+        return {"milestone": {key: numbers[due.step - 1]}}
+
+    return context
 
 
 def _human_span(micros: int) -> str:

@@ -47,7 +47,7 @@ from agents.core.guardrails import (
     Guardrails,
     delivered_due_times,
 )
-from agents.core.memory import attribute, still_needed
+from agents.core.memory import ABANDONMENT_ANCHORS, attribute, still_needed
 from agents.core.pending import pending_limits
 from agents.core.plans import (
     Plan,
@@ -55,11 +55,14 @@ from agents.core.plans import (
     VersionRules,
     busy_at,
     holds,
+    keyed_done,
+    keyed_due,
     move_stage,
     outranked,
     pinned_plans,
     progress_after,
     stage_move_at,
+    step_passed,
 )
 from agents.core.rules.history import RuleHistory, Version
 from agents.core.rules.model import Rule
@@ -123,6 +126,14 @@ class Engine:
         newest = versions[-1].rules
         self.lifecycle = newest.lifecycle
         self._attribution_window = newest.guardrails.attribution_window
+        # Rules whose conversions' revenue the row keeps (docs/reports.md "Recovered
+        # revenue"): those anchored on an abandonment, in any version of the history.
+        self._revenue_rules = frozenset(
+            rule.name
+            for v in versions
+            for rule in v.rules.rules
+            if rule.anchor.kind in ABANDONMENT_ANCHORS
+        )
         by_id = {v.id: self._version_rules(v) for v in versions}
         self._by_id = by_id
         # The customer's segment: the version applied at its ``rules_at`` (None: the
@@ -220,10 +231,12 @@ class Engine:
         state.remember(event, s.max_recent_event_ids)
         out = self.advance(state, min(event.occurred_at - 1, watermark))
         self._apply(state, event, out)
-        out.extend(self.advance(state, watermark))
+        out.extend(self.advance(state, watermark, event.occurred_at))
         return out
 
-    def advance(self, state: CustomerState, watermark: int) -> list[Emission]:
+    def advance(
+        self, state: CustomerState, watermark: int, floor: int | None = None
+    ) -> list[Emission]:
         """Move the customer to ``watermark``: apply pending events, fire due steps,
         switch rules versions.
 
@@ -248,7 +261,12 @@ class Engine:
             plans = self._plans
             switch_at = None
         while True:
-            due = self._next_item(state, plans)
+            # ``floor``: the newest event applied in this walk.  A step whose time
+            # passed before the event that made it due (a cancellation bringing a
+            # ladder back, an anchor moved into the past) is due at that event, on
+            # the facts as of then (docs/lifecycle.md "Cancellations"), as the
+            # offline reference reads it.
+            due = self._next_item(state, plans, floor)
             ev_t = state.queue.first_time()
             if (
                 switch_at is not None
@@ -271,7 +289,7 @@ class Engine:
                             busy = busy_at(busy, due[0], judged)
                     continue
                 plan = plans[index]
-                step = self._due(plan, state)
+                step = self._due(plan, state, floor)
                 assert step is not None
                 if state.deferred:
                     # Another step of a rule with a kept firing fell due before its
@@ -279,7 +297,7 @@ class Engine:
                     supersede_deferred(state, plan, out)
                 if plan.audience and not holds(plan.audience, state, step.due_at):
                     # Not for this customer now: the step is done, nothing is decided.
-                    state.ladders[plan.name] = progress_after(state, plan.name, step)
+                    step_passed(state, step)
                     continue
                 if plan.churn and step.threshold == 0:
                     # Crossed at the anchor: recorded, never fired, the ladder moves
@@ -298,7 +316,9 @@ class Engine:
                 if not plan.transactional:
                     busy = busy_at(busy, step.due_at, plan.name)
             elif ev_t is not None and ev_t <= watermark:
-                self._apply(state, state.pop_pending(self.pending_limits), out)
+                event = state.pop_pending(self.pending_limits)
+                self._apply(state, event, out)
+                floor = event.occurred_at if floor is None else max(floor, event.occurred_at)
                 if multi:
                     plans = self._plans_for(state, seg)
             else:
@@ -318,7 +338,9 @@ class Engine:
             return None
         return self._due(plans[best[1]], state)
 
-    def _next_due_at(self, state: CustomerState, plans: tuple[Plan, ...]) -> tuple[int, int] | None:
+    def _next_due_at(
+        self, state: CustomerState, plans: tuple[Plan, ...], floor: int | None = None
+    ) -> tuple[int, int] | None:
         """(due_at, rule_index) of :meth:`next_due`, without building a :class:`Due`
         per rule: this runs on every step of :meth:`advance` and every ``wake_at``."""
         best: tuple[int, int] | None = None
@@ -326,6 +348,11 @@ class Engine:
         for plan in plans:
             anchor = plan.resolve(state)
             if anchor is None:
+                if plan.keyed and state.carts:
+                    # One ladder per kept cart (docs/lifecycle.md "Rules").
+                    due = keyed_due(plan, state, floor)
+                    if due is not None and (best is None or due.due_at < best[0]):
+                        best = (due.due_at, plan.index)
                 continue
             progress = ladders.get(plan.name)
             step = progress.step + 1 if progress is not None and progress.anchor == anchor else 1
@@ -339,15 +366,19 @@ class Engine:
                 if threshold is None:
                     continue  # a churn_risk step that never falls due
                 due_at = anchor + threshold
+            if floor is not None and due_at < floor:
+                due_at = floor
             # Ties go to the lower priority, which comes first here.
             if best is None or due_at < best[0]:
                 best = (due_at, plan.index)
         return best
 
-    def _next_item(self, state: CustomerState, plans: tuple[Plan, ...]) -> tuple[int, int] | None:
+    def _next_item(
+        self, state: CustomerState, plans: tuple[Plan, ...], floor: int | None = None
+    ) -> tuple[int, int] | None:
         """(time, rule index, LIFECYCLE or a kept firing's DEFERRED code) of the
         customer's next timeline item."""
-        best = self._next_due_at(state, plans)
+        best = self._next_due_at(state, plans, floor)
         move_at = stage_move_at(self.lifecycle, state)
         if move_at is not None and (
             best is None
@@ -412,7 +443,10 @@ class Engine:
             if action == ACTION_RESTART:
                 plan = new.by_name[name]
                 for due in superseded:
-                    ladders[name] = LadderProgress(due.anchor_at, due.step)
+                    if due.key is not None:
+                        keyed_done(state, due)
+                    else:
+                        ladders[name] = LadderProgress(due.anchor_at, due.step)
                     out.append(supersede(state, due, plan, self.settings.backfill_until))
         state.rules_at = at
 
@@ -438,10 +472,10 @@ class Engine:
 
     # --- internals ---------------------------------------------------------------------
 
-    def _due(self, plan: Plan, state: CustomerState) -> Due | None:
+    def _due(self, plan: Plan, state: CustomerState, floor: int | None = None) -> Due | None:
         anchor = plan.resolve(state)
         if anchor is None:
-            return None
+            return keyed_due(plan, state, floor) if plan.keyed else None
         progress = state.ladders.get(plan.name)
         step = progress.step + 1 if progress is not None and progress.anchor == anchor else 1
         if step > plan.size:
@@ -449,19 +483,33 @@ class Engine:
         threshold = plan.threshold(step, state)
         if threshold is None:
             return None
-        return Due(anchor + threshold, plan.index, step, plan.name, anchor, threshold, plan.version)
+        due_at = anchor + threshold if floor is None else max(anchor + threshold, floor)
+        return Due(due_at, plan.index, step, plan.name, anchor, threshold, plan.version)
 
     def _apply(self, state: CustomerState, event: Event, out: list[Emission]) -> None:
         """Fold an event in; an order may convert earlier firings (attribution)."""
         if event.kind == KIND_PURCHASE:
-            attribute(state, event.occurred_at, event.order_id or "", self._attribution_window, out)
+            caps = (self._segment(state) if self._multi else self._oldest).caps
+            attribute(
+                state,
+                event.occurred_at,
+                event.order_id or "",
+                self._attribution_window,
+                out,
+                caps,
+                amount=event.amount,
+                currency=event.currency,
+                revenue_rules=self._revenue_rules,
+            )
         state.apply(event, self.settings.active_window)
         if self._multi:
             end_pins(state, self._by_id, self._segment(state))
 
     def _step_done(self, state: CustomerState, due: Due) -> None:
         """The ladder's progress moves to ``due``'s step."""
-        if self._multi:
+        if due.key is not None:
+            keyed_done(state, due)
+        elif self._multi:
             state.ladders[due.rule] = progress_after(state, due.rule, due)
         else:
             state.ladders[due.rule] = LadderProgress(due.anchor_at, due.step)
@@ -530,7 +578,9 @@ class Engine:
         state.decision_counts[key] = state.decision_counts.get(key, 0) + 1
         recent = state.recent_firings
         recent.append(
-            RecentFiring(due.due_at, due.rule, due.step, due.anchor_at, outcome, None, sent_at)
+            RecentFiring(
+                due.due_at, due.rule, due.step, due.anchor_at, outcome, None, sent_at, due.key
+            )
         )
         if len(recent) > self.memory.lookup:
             seg = self._segment(state) if self._multi else self._oldest
@@ -541,6 +591,7 @@ class Engine:
                 guard_span=self._guard_span,
                 attribution_window=self._attribution_window,
                 transactional=seg.transactional,
+                caps=seg.caps,
             )
 
 

@@ -9,15 +9,22 @@ from dataclasses import replace
 from zoneinfo import ZoneInfo
 
 from agents.core.budget import FiringMemory, firing_memory
-from agents.core.emissions import Due
+from agents.core.emissions import (
+    ContextOf,
+    Due,
+    cart_context,
+    milestone_context,
+    viewed_products,
+)
 from agents.core.guardrails import Guardrails
-from agents.core.rules.abstract import Facts, Predicate, Step
+from agents.core.rules.abstract import Facts, KeyedAnchor, Predicate, Step
+from agents.core.rules.anchors import Cart, LastView
 from agents.core.rules.history import Version
 from agents.core.rules.model import Lifecycle, Rule
-from agents.core.rules.steps import Fixed, PAliveBelow
+from agents.core.rules.steps import Anniversary, Fixed, OrderMilestone, PAliveBelow
 from agents.core.settings import CoreSettings
 from agents.core.stages import ACTIVE_STAGES, STAGE_AT_RISK, STAGE_LAPSED
-from agents.core.state import CustomerState, LadderProgress
+from agents.core.state import CartEntry, CustomerState, LadderProgress
 from agents.core.windows import SendWindowSetting
 from agents.core.zones import load_zone
 
@@ -32,12 +39,15 @@ class Plan:
         "before_lifecycle",
         "channel",
         "churn",
+        "context",
         "default_zone",
         "fixed",
         "index",
+        "keyed",
         "name",
         "on_change",
         "resolve",
+        "resolve_key",
         "size",
         "steps",
         "template",
@@ -52,6 +62,13 @@ class Plan:
         self.name = rule.name
         cancels = tuple(rule.anchor.cancel(kind) for kind in rule.cancel_on)
         self.resolve: Callable[[Facts], int | None] = rule.anchor.resolver(cancels)
+        # A keyed anchor (a cart's: docs/lifecycle.md "Rules") runs one ladder per
+        # kept cart; ``resolve`` then says None and the engine asks each cart.
+        anchor = rule.anchor
+        self.keyed = isinstance(anchor, KeyedAnchor)
+        self.resolve_key: Callable[[Facts, CartEntry], int | None] | None = (
+            anchor.key_resolver(cancels) if isinstance(anchor, KeyedAnchor) else None
+        )
         fixed = all(isinstance(step, Fixed) for step in rule.steps)
         self.fixed: tuple[int, ...] | None = (
             tuple(step.least for step in rule.steps) if fixed else None
@@ -63,6 +80,8 @@ class Plan:
         # skipped) or "never" (None): docs/prediction.md "The churn_risk rule".
         self.churn = any(isinstance(step, PAliveBelow) for step in rule.steps)
         self.size = len(rule.steps)
+        # What its decisions add to the context (lifecycle rules only).
+        self.context: ContextOf | None = lifecycle_context(rule)
         self.audience: tuple[Predicate, ...] = rule.audience
         self.template = rule.template
         self.version = rule.version
@@ -107,6 +126,77 @@ class Plan:
             return fixed[step - 1]
         return self.steps[step - 1].threshold(state)
 
+    def anchor_of(self, state: CustomerState, key: str | None) -> int | None:
+        """The anchor of the ladder of ``key`` (None: the rule's one ladder)."""
+        if key is None or self.resolve_key is None:
+            return self.resolve(state)
+        cart = cart_of(state, key)
+        return None if cart is None else self.resolve_key(state, cart)
+
+
+def lifecycle_context(rule: Rule) -> ContextOf | None:
+    """What a lifecycle rule's decisions add to the context (docs/lifecycle.md
+    "Rules"): the viewed products, the cart, or the milestone; None for others."""
+    anchor, steps = rule.anchor, rule.steps
+    if isinstance(anchor, LastView):
+        return viewed_products
+    if isinstance(anchor, Cart):
+        return cart_context
+    orders = tuple(s.k for s in steps if isinstance(s, OrderMilestone))
+    if orders:
+        return milestone_context("orders", orders)
+    years = tuple(s.n for s in steps if isinstance(s, Anniversary))
+    if years:
+        return milestone_context("years", years)
+    return None
+
+
+def cart_of(state: CustomerState, key: str) -> CartEntry | None:
+    """The kept cart ``key``, if it still is."""
+    for cart in state.carts:
+        if cart.cart_id == key:
+            return cart
+    return None
+
+
+def keyed_due(plan: Plan, state: CustomerState, floor: int | None = None) -> Due | None:
+    """The next due step of a keyed rule: of each kept cart's ladder, the earliest,
+    ties by cart id ascending (docs/lifecycle.md "Rules").  Progress lives in the
+    cart (``progress[rule] = [anchor, step]``)."""
+    resolve = plan.resolve_key
+    assert resolve is not None
+    best: Due | None = None
+    name = plan.name
+    for cart in state.carts:
+        anchor = resolve(state, cart)
+        if anchor is None:
+            continue
+        progress = cart.progress.get(name)
+        step = progress[1] + 1 if progress is not None and progress[0] == anchor else 1
+        if step > plan.size:
+            continue
+        threshold = plan.threshold(step, state)
+        if threshold is None:
+            continue
+        due_at = anchor + threshold if floor is None else max(anchor + threshold, floor)
+        if (
+            best is None
+            or due_at < best.due_at
+            or (due_at == best.due_at and cart.cart_id < (best.key or ""))
+        ):
+            best = Due(
+                due_at, plan.index, step, name, anchor, threshold, plan.version, cart.cart_id
+            )
+    return best
+
+
+def keyed_done(state: CustomerState, due: Due) -> None:
+    """A keyed ladder's progress moves to ``due``'s step (in its cart)."""
+    assert due.key is not None
+    cart = cart_of(state, due.key)
+    if cart is not None:
+        cart.progress[due.rule] = [due.anchor_at, due.step]
+
 
 def pinned_plans(
     state: CustomerState, seg: VersionRules, by_id: Mapping[str, VersionRules]
@@ -145,6 +235,14 @@ def holds(audience: tuple[Predicate, ...], state: CustomerState, due_at: int) ->
     return all(p.holds(state, due_at) for p in audience)
 
 
+def step_passed(state: CustomerState, due: Due) -> None:
+    """``due``'s step is done without a decision (its audience did not hold)."""
+    if due.key is not None:
+        keyed_done(state, due)
+    else:
+        state.ladders[due.rule] = progress_after(state, due.rule, due)
+
+
 def progress_after(state: CustomerState, name: str, due: Due) -> LadderProgress:
     """The progress after ``due``'s step: a pinned ladder stays pinned."""
     progress = state.ladders.get(name)
@@ -178,7 +276,7 @@ class VersionRules:
     """One rules version as the engine runs it: its enabled rules as plans, by
     priority, and its guardrails (docs/rules.md "Changing rules")."""
 
-    __slots__ = ("by_name", "guardrails", "id", "plans", "transactional", "windowed")
+    __slots__ = ("by_name", "caps", "guardrails", "id", "plans", "transactional", "windowed")
 
     def __init__(self, version: Version, guardrails: Guardrails) -> None:
         rules = version.rules
@@ -190,6 +288,13 @@ class VersionRules:
         self.guardrails = guardrails
         # Rules whose deliveries are no marketing pressure: outside gap and cap.
         self.transactional = frozenset(r.name for r in rules.active if r.transactional)
+        # Rules of which only the newest few firings can convert an order
+        # (docs/lifecycle.md "Attribution"); empty for today's rules.
+        self.caps: dict[str, int] = {}
+        for r in rules.active:
+            cap = r.anchor.attribution_cap(len(r.steps))
+            if cap is not None:
+                self.caps[r.name] = cap
 
 
 class SharedPlans:

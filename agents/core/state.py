@@ -77,7 +77,8 @@ class RecentFiring:
     ``[due_at, rule, step, anchor_at, outcome, converted_at | None]`` (docs/design.md),
     with a seventh element ``sent_at`` only for a firing whose rule had a send window
     (docs/send-windows.md "Deferred firings"), so rows without windows read and write
-    byte-identical."""
+    byte-identical; an eighth, ``key``, only for a keyed ladder's firing (its cart
+    id: docs/lifecycle.md "Rules"), ``sent_at`` then written even when None."""
 
     due_at: int
     rule: str
@@ -89,6 +90,8 @@ class RecentFiring:
     # (== due_at when the due time was inside it): gap, cap and attribution count
     # from the send time (docs/guardrails.md "Guardrails").
     sent_at: int | None = None
+    # The cart id of a keyed ladder's firing: its conversion's trigger id names it.
+    key: str | None = None
 
     @property
     def send_time(self) -> int:
@@ -98,8 +101,10 @@ class RecentFiring:
 
     def to_wire(self) -> list[Any]:
         wire = [self.due_at, self.rule, self.step, self.anchor_at, self.outcome, self.converted_at]
-        if self.sent_at is not None:
+        if self.sent_at is not None or self.key is not None:
             wire.append(self.sent_at)
+        if self.key is not None:
+            wire.append(self.key)
         return wire
 
 
@@ -108,7 +113,9 @@ class DeferredFiring:
     """A firing due outside its rule's send window, kept until its send time
     (docs/send-windows.md "Deferred firings"): at most one per rule.  Stored in the
     row under ``"df"`` (omitted when there is none) as the list
-    ``[rule, step, anchor_at, due_at, send_at, threshold, rule_version, zone]``."""
+    ``[rule, step, anchor_at, due_at, send_at, threshold, rule_version, zone]``, with
+    a ninth element, the cart id, only for a keyed ladder's (docs/lifecycle.md
+    "Rules")."""
 
     rule: str
     step: int
@@ -118,9 +125,10 @@ class DeferredFiring:
     threshold: int
     rule_version: str
     zone: str
+    key: str | None = None
 
     def to_wire(self) -> list[Any]:
-        return [
+        wire = [
             self.rule,
             self.step,
             self.anchor_at,
@@ -130,10 +138,14 @@ class DeferredFiring:
             self.rule_version,
             self.zone,
         ]
+        if self.key is not None:
+            wire.append(self.key)
+        return wire
 
     @staticmethod
     def from_wire(v: list[Any]) -> DeferredFiring:
-        return DeferredFiring(v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7])
+        key = v[8] if len(v) > 8 else None
+        return DeferredFiring(v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7], key)
 
 
 @dataclass(slots=True)
@@ -458,6 +470,11 @@ class CustomerState:
     # The keys of the newest MAX_PENDING_CANCELS orders cancelled in full, so a
     # second cancellation of one changes nothing (row key "cn").
     cancelled_keys: list[str] = field(default_factory=list)
+    # --- recovered revenue (docs/reports.md "Recovered revenue") --------------------
+    # The converting orders' amounts as placed, per abandonment rule (anchor last_view
+    # or cart), group and currency, exact decimal strings; currencies bounded per
+    # (rule, group) as the spend's.  Row key "rr", omitted when empty.
+    recovered: dict[str, dict[str, dict[str, str]]] = field(default_factory=dict)
 
     # --- facts -------------------------------------------------------------------
 
@@ -823,6 +840,22 @@ class CustomerState:
         self.spend[currency] = format(total, "f")
         self.order_currencies[currency] = self.order_currencies.get(currency, 0) + orders
 
+    def add_recovered(self, rule: str, group: str, currency: str, amount: str) -> None:
+        """Add a converting order's amount to ``rule``'s recovered revenue of
+        ``group`` (docs/reports.md "Recovered revenue"): the alphabetically smallest
+        MAX_CURRENCIES codes keep their own sums, the others go to OTHER_CURRENCY, as
+        the spend's, so the totals do not depend on the order they came in."""
+        into = self.recovered.setdefault(rule, {}).setdefault(group, {})
+        if currency != OTHER_CURRENCY and currency not in into:
+            named = [c for c in into if c != OTHER_CURRENCY]
+            if len(named) >= MAX_CURRENCIES:
+                largest = max(named)
+                if currency > largest:
+                    currency = OTHER_CURRENCY
+                else:
+                    _add_decimal(into, OTHER_CURRENCY, into.pop(largest))
+        _add_decimal(into, currency, amount)
+
     def _add_span(self, start: int, end: int) -> None:
         # Union of intervals: commutative, so arrival order does not matter.
         merged: list[list[int]] = []
@@ -965,8 +998,8 @@ class CustomerState:
             # Inline rather than RecentFiring.to_wire: this runs on every row written.
             recent_firings=[
                 [f.due_at, f.rule, f.step, f.anchor_at, f.outcome, f.converted_at]
-                if f.sent_at is None
-                else [f.due_at, f.rule, f.step, f.anchor_at, f.outcome, f.converted_at, f.sent_at]
+                if f.sent_at is None and f.key is None
+                else f.to_wire()
                 for f in self.recent_firings
             ],
             decision_counts=_wire_counts(self.decision_counts),
@@ -980,6 +1013,11 @@ class CustomerState:
             d["rv"] = self.rules_at
         if self.deferred:
             d["df"] = [f.to_wire() for f in self.deferred]
+        if self.recovered:
+            d["rr"] = {
+                rule: {group: dict(sums) for group, sums in groups.items()}
+                for rule, groups in self.recovered.items()
+            }
         return d
 
     @classmethod
@@ -1017,6 +1055,10 @@ class CustomerState:
             **_zones(d),
             deferred=[DeferredFiring.from_wire(x) for x in d.get("df", ())],
             **_lifecycle(d),
+            recovered={
+                rule: {group: dict(sums) for group, sums in groups.items()}
+                for rule, groups in d.get("rr", {}).items()
+            },
         )
 
     @classmethod
@@ -1045,7 +1087,7 @@ class CustomerState:
         """The firings this record still remembers, oldest first, for lookups."""
         return [
             {
-                "trigger_id": trigger_id(self.customer_id, f.rule, f.step, f.anchor_at),
+                "trigger_id": trigger_id(self.customer_id, f.rule, f.step, f.anchor_at, f.key),
                 "rule": f.rule,
                 "step": f.step,
                 "due_at": iso(f.due_at),
@@ -1054,6 +1096,13 @@ class CustomerState:
             }
             for f in self.recent_firings
         ]
+
+
+def _add_decimal(into: dict[str, str], currency: str, amount: str) -> None:
+    # Wide precision, as the spend's: exact whatever the order of the adds.
+    with localcontext(prec=80):
+        total = Decimal(into.get(currency, "0")) + Decimal(amount)
+    into[currency] = format(total, "f")
 
 
 def _order_days(d: dict[str, Any]) -> OrderDays:

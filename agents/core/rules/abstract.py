@@ -45,6 +45,11 @@ class Facts(Protocol):
         """Distinct UTC days with an order (docs/prediction.md "State")."""
         ...
 
+    def order_at(self, k: int) -> int | None:
+        """The k-th order's time, net of cancellations, when the order log holds it
+        (docs/lifecycle.md "Facts")."""
+        ...
+
 
 class Cancel(ABC):
     """What ends a ladder for its anchor: an event of one kind after the anchor."""
@@ -88,6 +93,50 @@ class Anchor(ABC):
     def canonical(self) -> dict[str, Any]:
         """The anchor as plain data (the rule's version hashes it)."""
 
+    def attribution_cap(self, steps: int) -> int | None:
+        """How many of the rule's newest firings can convert an order (None: all
+        within the attribution window).  An anchor any input moves (a view, a cart
+        snapshot) caps it, so a customer's row remembers a bounded number
+        (docs/lifecycle.md "Attribution")."""
+        return None
+
+
+class KeyedAnchor(Anchor):
+    """An anchor with one ladder per key: a cart (docs/lifecycle.md "Rules").  The
+    engine asks :meth:`entry_at` of each kept cart; :meth:`at` is the newest open
+    ladder's anchor (what "the" anchor is, for a reader of the facts)."""
+
+    keyed: ClassVar[bool] = True
+
+    @abstractmethod
+    def entry_at(self, entry: Any) -> int | None:
+        """The ladder's anchor of one kept entry (a ``CartEntry``), None when it has
+        no open ladder (ended by its exit, emptied, or without items)."""
+
+    def at(self, facts: Facts) -> int | None:
+        times = [t for t in (self.entry_at(c) for c in facts.carts) if t is not None]
+        return max(times, default=None)
+
+    def resolver(self, cancels: tuple[Cancel, ...]) -> Callable[[Facts], int | None]:
+        # No ladder without a key: the engine runs the keyed ones (key_resolver).
+        return _none
+
+    def key_resolver(self, cancels: tuple[Cancel, ...]) -> Callable[[Facts, Any], int | None]:
+        """The anchor of one entry's ladder while no cancel holds, else None."""
+        entry_at = self.entry_at
+
+        def resolve(facts: Facts, entry: Any) -> int | None:
+            anchor = entry_at(entry)
+            if anchor is None or any(c.cancels(facts, anchor) for c in cancels):
+                return None
+            return anchor
+
+        return resolve
+
+
+def _none(facts: Facts) -> None:
+    return None
+
 
 class Step(ABC):
     """How long after the anchor a step is due."""
@@ -98,7 +147,9 @@ class Step(ABC):
     def threshold(self, facts: Facts) -> int | None:
         """Microseconds after the anchor, > 0; only a churn_risk step may say 0 (its
         threshold was already crossed at the anchor: decided ``skipped``) or None
-        (nothing due until the facts change: docs/prediction.md "The churn_risk rule")."""
+        (nothing due until the facts change: docs/prediction.md "The churn_risk rule"),
+        and a milestone step 0 (the k-th order at the first's instant: a normal due)
+        or None (not that many orders: docs/lifecycle.md "Rules")."""
 
     @property
     @abstractmethod
