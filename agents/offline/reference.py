@@ -368,8 +368,10 @@ def report_rows(
     judged: list[tuple[Firing, Verdict]],
     converted: list[Conversion],
     core: CoreSettings,
+    revenue_rules: frozenset[str] = frozenset(),
 ) -> list[CustomerRow]:
-    """One :class:`CustomerRow` per customer, built from the file alone."""
+    """One :class:`CustomerRow` per customer, built from the file alone;
+    ``revenue_rules``: the abandonment rules whose conversions' revenue it sums."""
     decided: dict[str, dict[CountKey, int]] = {}
     for f, v in judged:
         key = CountKey(f.rule, f.step, v.outcome)
@@ -381,6 +383,7 @@ def report_rows(
         key = CountKey(c.firing.rule, c.firing.step, c.group)
         counts = won.setdefault(c.firing.customer_id, {})
         counts[key] = counts.get(key, 0) + 1
+    recovered = _recovered(converted, revenue_rules)
     rows = []
     for cid, fx in facts.items():
         spans: list[list[int]] = []
@@ -402,9 +405,40 @@ def report_rows(
                 decision_counts=decided.get(cid, {}),
                 conversion_counts=won.get(cid, {}),
                 send_counts=sends.get(cid, {}),
+                recovered=recovered.get(cid, {}),
             )
         )
     return rows
+
+
+# Rules anchored on an abandonment, whose conversions' revenue the report shows
+# (docs/reports.md "Recovered revenue").
+ABANDONMENT_ANCHORS = ("last_view", "cart")
+
+
+def _recovered(
+    converted: list[Conversion], revenue_rules: frozenset[str]
+) -> dict[str, dict[str, dict[str, dict[str, str]]]]:
+    """Per customer, abandonment rule and group: the converting orders' amounts as
+    placed per currency, the smallest MAX_CURRENCIES codes on their own and the
+    rest under OTHER_CURRENCY (as the spend)."""
+    sums: dict[tuple[str, str, str], dict[str, tuple[Decimal, int]]] = {}
+    with localcontext(prec=80):
+        for c in converted:
+            if c.rule not in revenue_rules or c.amount is None:
+                continue
+            cell = sums.setdefault((c.customer_id, c.rule, c.group), {})
+            cur = c.currency or OTHER_CURRENCY
+            total, n = cell.get(cur, (Decimal(0), 0))
+            cell[cur] = (total + Decimal(c.amount), n + 1)
+    out: dict[str, dict[str, dict[str, dict[str, str]]]] = {}
+    for (cid, rule, group), cell in sums.items():
+        with localcontext(prec=80):
+            folded = _fold_currencies(cell)
+        out.setdefault(cid, {}).setdefault(rule, {})[group] = {
+            cur: format(total, "f") for cur, (total, _) in folded.items()
+        }
+    return out
 
 
 def decision_dict(firing: Firing, verdict: Verdict, *, versioned: bool = False) -> dict[str, Any]:
@@ -668,7 +702,19 @@ def compute_decisions(
         ],
         firings=judged,
         outcomes=[outcome_dict(c, window) for c in converted],
-        rows=report_rows(seen, stages, judged, converted, core),
+        rows=report_rows(
+            seen,
+            stages,
+            judged,
+            converted,
+            core,
+            frozenset(
+                r.name
+                for v in versions.versions
+                for r in v.book.rules
+                if r.anchor in ABANDONMENT_ANCHORS
+            ),
+        ),
         dead_letters=dict(sorted(dead_letters.items())),
         events=events,
         duplicates=duplicates,
