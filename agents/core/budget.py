@@ -26,7 +26,8 @@ from typing import Any, Protocol
 
 import orjson
 
-from agents.core.rules.anchors import FirstOrder, LastOrder
+from agents.core.rules.abstract import KeyedAnchor
+from agents.core.rules.anchors import FirstOrder, LastOrder, Signup
 from agents.core.rules.model import MAX_RULES, MAX_TOTAL_STEPS, Rule
 from agents.core.settings import (
     DEFAULT_MAX_PENDING_BYTES,
@@ -35,6 +36,7 @@ from agents.core.settings import (
 )
 from agents.core.windows import SEARCH
 from agents.core.zones import MAX_ZONE_NAME
+from schemas.records import MAX_CART_ITEMS, MAX_ORDER_ITEMS
 
 
 class HasPending(Protocol):
@@ -49,16 +51,70 @@ class HasPending(Protocol):
 
 ROW_BUDGET = 256 * 1024
 OUTPUT_BUDGET = 256 * 1024
-# Serialised bytes of the pending events kept in one customer's row, with the
-# index of its overflow rows.
+
+
+# --- the lifecycle's facts (docs/budget.md "Lifecycle") ------------------------------
+
+# The widest id validation accepts: 128 characters JSON escapes to 6 bytes each.
+_WIDE = "\x01" * 128
+_TIME = -(2**62)
+_AMOUNT = "9" * 16 + "." + "9" * 31
+# Bounds of the lifecycle's facts (agents.core.state holds the same numbers and
+# tests/unit/agents/core/test_budget_lifecycle.py holds the two equal): the newest
+# viewed products, the kept carts and their items, the order log, the pending
+# cancellations, the rules that can keep progress in a cart.
+_VIEWS, _CARTS, _CART_ITEMS, _LOG, _CANCELS = 5, 3, 10, 3 + 32, 8
+
+
+def lifecycle_bytes() -> int:
+    """The most bytes the lifecycle's row keys can take (with their names):
+    ``su``, ``fs``, ``vw`` (5 views of 128-character escaped product ids), ``ct``
+    (3 carts of 10 such items, escaped cart ids, progress of every rule pinned),
+    ``fc``, ``ol`` (35 entries), ``cx`` (8 pending cancellations) and ``cn`` (the
+    counts, a refund per currency slot, 8 cancelled keys)."""
+    item = [_WIDE, 1_000_000, _AMOUNT, "XXX"]
+    progress = {"r" * 40 + str(i): [_TIME, 10, "f" * 12] for i in range(MAX_RULES)}
+    cart = [_WIDE, _TIME, "checkout_started", [item] * _CART_ITEMS, _TIME, _TIME, progress]
+    key = "f" * 16
+    parts: dict[str, object] = {
+        "su": _TIME,
+        "fs": _TIME,
+        "vw": [_TIME, _TIME, [[_TIME, _WIDE]] * _VIEWS],
+        "ct": [cart] * _CARTS,
+        "fc": [_TIME, _TIME],
+        "ol": [[_TIME, key, _AMOUNT, "XXX"]] * _LOG,
+        "cx": [[key, _TIME, "partial", _AMOUNT, "XXX"]] * _CANCELS,
+        # Refunds are sums: 16 more digits than one amount hold 10^16 of them.
+        "cn": [
+            2**63,
+            2**63,
+            2**63,
+            {f"C{i:02d}": "9" * 32 + _AMOUNT for i in range(MAX_CURRENCIES + 1)},
+            [key] * _CANCELS,
+        ],
+    }
+    return len(orjson.dumps(parts))
+
+
+# What the lifecycle's facts may take of a row (lifecycle_bytes() at its widest,
+# rounded up), taken from the row's share of pending (not from the firings): the
+# row keeps ROW_PENDING_BUDGET bytes of waiting events with the overflow index,
+# the rest waits in overflow rows as before (docs/budget.md "Lifecycle").
+LIFECYCLE_BUDGET = 44 * 1024
+# Serialised bytes of pending events (with the index of the overflow rows) an
+# overflow row or a row written before the lifecycle may hold; the row's own
+# share is ROW_PENDING_BUDGET.
 PENDING_BUDGET = 128 * 1024
+ROW_PENDING_BUDGET = PENDING_BUDGET - LIFECYCLE_BUDGET
 # The overflow-row size and the hostile-input cap are the defaults of the core
 # settings (declared there, where this module reads the rules from too).
 PENDING_CHUNK_BUDGET = DEFAULT_PENDING_CHUNK_BYTES
 MAX_PENDING_BYTES = DEFAULT_MAX_PENDING_BYTES
 # Everything in a row but pending is below this (worst case, measured by
-# tests/unit/agents/core/test_budget.py with 128-character escaped ids).
-FIXED_ROW_BOUND = ROW_BUDGET - PENDING_BUDGET
+# tests/unit/agents/core/test_budget.py with 128-character escaped ids): the
+# firings' FIRINGS_BUDGET, the lifecycle's LIFECYCLE_BUDGET and the rest (below
+# ROW_BUDGET - PENDING_BUDGET, as before the lifecycle).
+FIXED_ROW_BOUND = ROW_BUDGET - ROW_PENDING_BUDGET
 # Named currencies per customer: the alphabetically smallest MAX_CURRENCIES seen;
 # orders in any other currency count as orders, their spend is summed under
 # OTHER_CURRENCY (ISO 4217 "no currency"), which is also where XXX itself goes.
@@ -80,18 +136,25 @@ def entry_size(entry: dict[str, Any]) -> int:
 # characters, which are never escaped (agents.core.validation.shown_zone; a kept
 # zone, ``tz``, is no wider and never comes with it).  Below PENDING_BUDGET //
 # MAX_ENTRY_BYTES entries, pending cannot be over budget: no need to measure.
-_WIDE = "\x01" * 128
-MAX_ENTRY_BYTES = entry_size(
-    {
-        "k": "purchase",
-        "e": _WIDE,
-        "t": -(2**62),
-        "o": _WIDE,
-        "a": "9" * 16 + "." + "9" * 31,
-        "cur": "XXX",
-        "st": "opted_out",
-        "tzx": "~" * 64,
-    }
+# The widest is a cart snapshot of MAX_CART_ITEMS lines, then an order of
+# purchase/2 with its cart id and the 16-hex keys of its MAX_ORDER_ITEMS lines'
+# products (agents.core.state ``_PENDING_KEYS``; docs/lifecycle.md "Inputs").
+_WIDE_ENTRY: dict[str, Any] = {
+    "k": "order_cancelled",
+    "e": _WIDE,
+    "t": _TIME,
+    "o": _WIDE,
+    "act": "checkout_started",
+    "a": _AMOUNT,
+    "cur": "XXX",
+    "st": "opted_out",
+    "tzx": "~" * 64,
+}
+MAX_ENTRY_BYTES = max(
+    entry_size(_WIDE_ENTRY | {"cart": _WIDE, "ip": ["f" * 16] * MAX_ORDER_ITEMS}),
+    entry_size(
+        _WIDE_ENTRY | {"cart": _WIDE, "it": [[_WIDE, 10**6, _AMOUNT, "XXX"]] * MAX_CART_ITEMS}
+    ),
 )
 SAFE_PENDING_ENTRIES = PENDING_BUDGET // MAX_ENTRY_BYTES
 
@@ -128,12 +191,18 @@ FIRINGS_BUDGET = 80 * 1024
 # The widest entry [due_at, rule, step, anchor_at, outcome, converted_at] and its
 # comma: times as wide as any int the core holds, the longest rule and outcome
 # names, a two-digit step (a ladder has at most 10); with a send window, the send
-# time ``sent_at`` too (docs/send-windows.md "Deferred firings").
-def firing_entry_bytes(rule: str = "second_purchase", *, windowed: bool = False) -> int:
+# time ``sent_at`` too (docs/send-windows.md "Deferred firings"); a keyed firing
+# (a cart rule's, docs/lifecycle.md "Rules") its cart id as an eighth element,
+# after ``sent_at`` or a null.
+def firing_entry_bytes(
+    rule: str = "second_purchase", *, windowed: bool = False, keyed: bool = False
+) -> int:
     """The widest entry of a rule named ``rule`` (the default rules' longest name)."""
     entry: list[object] = [-(2**62), rule, 99, -(2**62), "frequency_cap", -(2**62)]
-    if windowed:
+    if windowed or keyed:
         entry.append(-(2**62))
+    if keyed:
+        entry.append(_WIDE)
     return len(orjson.dumps(entry)) + 1
 
 
@@ -192,7 +261,8 @@ def firing_memory(core: CoreSettings) -> FiringMemory:
     attribution += firings_within([r for r in rules if r.transactional], window)
     longest = max((r.name for r in rules), key=len, default="")
     windowed = any(r.send_window is not None for r in rules)
-    entry = max(firing_entry_bytes(longest, windowed=windowed), MAX_FIRING_ENTRY_BYTES)
+    keyed = any(isinstance(r.anchor, KeyedAnchor) for r in rules)
+    entry = max(firing_entry_bytes(longest, windowed=windowed, keyed=keyed), MAX_FIRING_ENTRY_BYTES)
     reserve = WINDOW_RESERVE if windowed else 0
     if any(r.steps and r.steps[0].kind == "p_alive_below" for r in rules):
         reserve += CHURN_RESERVE
@@ -217,17 +287,29 @@ def firings_within(rules: list[Rule] | tuple[Rule, ...], span: int) -> int:
     "Deferred firings") is sent at most ``deferral`` after its due time, so its
     anchors' span grows by that much, and one firing due before the order may be sent
     after it (at most one is kept per rule).
+
+    A rule anchored on views or carts counts its attribution cap: only its newest
+    firings can convert (docs/lifecycle.md "Attribution").
     """
     total = 0
     for rule in rules:
         steps = [step.least for step in rule.steps]
         delay = deferral(rule)
-        if isinstance(rule.anchor, FirstOrder | LastOrder):
-            total += len(steps)
+        cap = rule.anchor.attribution_cap(len(steps))
+        if cap is not None:
+            # Only its newest ``cap`` firings can convert (docs/lifecycle.md
+            # "Attribution"): the row keeps those.
+            count = cap
+        elif isinstance(rule.anchor, FirstOrder | LastOrder):
+            count = len(steps)
+        elif isinstance(rule.anchor, Signup):
+            # Moved at most once in time order: from the first session to a later
+            # sign-up (docs/lifecycle.md "Rules").
+            count = 2 * len(steps)
         else:
             between = span + delay + steps[-1] - steps[0]
-            total += max(k * between // th for k, th in enumerate(steps, 1)) + len(steps)
-        total += 1 if delay else 0
+            count = max(k * between // th for k, th in enumerate(steps, 1)) + len(steps)
+        total += count + (1 if delay else 0)
     return total
 
 

@@ -9,12 +9,19 @@ from dataclasses import replace
 from zoneinfo import ZoneInfo
 
 from agents.core.budget import FiringMemory, firing_memory
-from agents.core.emissions import Due
+from agents.core.emissions import (
+    ContextOf,
+    Due,
+    cart_context,
+    milestone_context,
+    viewed_products,
+)
 from agents.core.guardrails import Guardrails
 from agents.core.rules.abstract import Facts, KeyedAnchor, Predicate, Step
+from agents.core.rules.anchors import Cart, LastView
 from agents.core.rules.history import Version
 from agents.core.rules.model import Lifecycle, Rule
-from agents.core.rules.steps import Fixed, PAliveBelow
+from agents.core.rules.steps import Anniversary, Fixed, OrderMilestone, PAliveBelow
 from agents.core.settings import CoreSettings
 from agents.core.stages import ACTIVE_STAGES, STAGE_AT_RISK, STAGE_LAPSED
 from agents.core.state import CartEntry, CustomerState, LadderProgress
@@ -32,6 +39,7 @@ class Plan:
         "before_lifecycle",
         "channel",
         "churn",
+        "context",
         "default_zone",
         "fixed",
         "index",
@@ -72,6 +80,8 @@ class Plan:
         # skipped) or "never" (None): docs/prediction.md "The churn_risk rule".
         self.churn = any(isinstance(step, PAliveBelow) for step in rule.steps)
         self.size = len(rule.steps)
+        # What its decisions add to the context (lifecycle rules only).
+        self.context: ContextOf | None = lifecycle_context(rule)
         self.audience: tuple[Predicate, ...] = rule.audience
         self.template = rule.template
         self.version = rule.version
@@ -124,6 +134,23 @@ class Plan:
         return None if cart is None else self.resolve_key(state, cart)
 
 
+def lifecycle_context(rule: Rule) -> ContextOf | None:
+    """What a lifecycle rule's decisions add to the context (docs/lifecycle.md
+    "Rules"): the viewed products, the cart, or the milestone; None for others."""
+    anchor, steps = rule.anchor, rule.steps
+    if isinstance(anchor, LastView):
+        return viewed_products
+    if isinstance(anchor, Cart):
+        return cart_context
+    orders = tuple(s.k for s in steps if isinstance(s, OrderMilestone))
+    if orders:
+        return milestone_context("orders", orders)
+    years = tuple(s.n for s in steps if isinstance(s, Anniversary))
+    if years:
+        return milestone_context("years", years)
+    return None
+
+
 def cart_of(state: CustomerState, key: str) -> CartEntry | None:
     """The kept cart ``key``, if it still is."""
     for cart in state.carts:
@@ -132,7 +159,7 @@ def cart_of(state: CustomerState, key: str) -> CartEntry | None:
     return None
 
 
-def keyed_due(plan: Plan, state: CustomerState) -> Due | None:
+def keyed_due(plan: Plan, state: CustomerState, floor: int | None = None) -> Due | None:
     """The next due step of a keyed rule: of each kept cart's ladder, the earliest,
     ties by cart id ascending (docs/lifecycle.md "Rules").  Progress lives in the
     cart (``progress[rule] = [anchor, step]``)."""
@@ -151,7 +178,7 @@ def keyed_due(plan: Plan, state: CustomerState) -> Due | None:
         threshold = plan.threshold(step, state)
         if threshold is None:
             continue
-        due_at = anchor + threshold
+        due_at = anchor + threshold if floor is None else max(anchor + threshold, floor)
         if (
             best is None
             or due_at < best.due_at
@@ -249,7 +276,7 @@ class VersionRules:
     """One rules version as the engine runs it: its enabled rules as plans, by
     priority, and its guardrails (docs/rules.md "Changing rules")."""
 
-    __slots__ = ("by_name", "guardrails", "id", "plans", "transactional", "windowed")
+    __slots__ = ("by_name", "caps", "guardrails", "id", "plans", "transactional", "windowed")
 
     def __init__(self, version: Version, guardrails: Guardrails) -> None:
         rules = version.rules
@@ -261,6 +288,13 @@ class VersionRules:
         self.guardrails = guardrails
         # Rules whose deliveries are no marketing pressure: outside gap and cap.
         self.transactional = frozenset(r.name for r in rules.active if r.transactional)
+        # Rules of which only the newest few firings can convert an order
+        # (docs/lifecycle.md "Attribution"); empty for today's rules.
+        self.caps: dict[str, int] = {}
+        for r in rules.active:
+            cap = r.anchor.attribution_cap(len(r.steps))
+            if cap is not None:
+                self.caps[r.name] = cap
 
 
 class SharedPlans:

@@ -199,6 +199,46 @@ class OrderEntry:
         return [self.at, self.key, self.amount, self.currency]
 
 
+class OrderLog:
+    """The order log (row key ``"ol"``, :class:`OrderEntry` as ``[at, key, amount,
+    currency]``, by time), decoded only when read or changed: most slices that
+    load a row (a view, a session) never touch it, and an ordering customer's log
+    is most of its row's entries (docs/lifecycle.md "Facts")."""
+
+    __slots__ = ("_entries", "_wire")
+
+    def __init__(self, wire: list[Any] | None = None) -> None:
+        self._wire = wire
+        self._entries: list[OrderEntry] | None = None if wire is not None else []
+
+    @property
+    def entries(self) -> list[OrderEntry]:
+        """The entries (a caller may change them: the wire is rebuilt from them)."""
+        entries = self._entries
+        if entries is None:
+            assert self._wire is not None
+            entries = self._entries = [OrderEntry(*e) for e in self._wire]
+        self._wire = None
+        return entries
+
+    def __bool__(self) -> bool:
+        return bool(self._wire if self._entries is None else self._entries)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, OrderLog) and self.to_wire() == other.to_wire()
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"OrderLog({self.to_wire()!r})"
+
+    def to_wire(self) -> list[Any]:
+        if self._entries is None:
+            assert self._wire is not None
+            return self._wire
+        return [[e.at, e.key, e.amount, e.currency] for e in self._entries]
+
+
 class OrderDays:
     """The distinct UTC days with an order (docs/prediction.md "State"): a bitmap of
     at most :data:`ORDER_DAYS_SPAN` days ending at the newest order day, bit 0 its
@@ -421,7 +461,7 @@ class CustomerState:
     # orders not seen yet (row key "cx": [key, at, scope, amount, currency]) and the
     # counts the reports read (row key "cn"): full cancellations, partial ones, the
     # pending ones dropped, and the amounts refunded per currency.
-    order_log: list[OrderEntry] = field(default_factory=list)
+    order_log_set: OrderLog = field(default_factory=lambda: OrderLog())
     pending_cancels: list[list[Any]] = field(default_factory=list)
     cancelled_orders: int = 0
     partial_cancels: int = 0
@@ -441,6 +481,16 @@ class CustomerState:
     @property
     def opted_out(self) -> bool:
         return self.consent_status == CONSENT_OPTED_OUT
+
+    @property
+    def order_log(self) -> list[OrderEntry]:
+        """The orders kept for cancellations, by time (docs/lifecycle.md "Facts")."""
+        return self.order_log_set.entries
+
+    @order_log.setter
+    def order_log(self, entries: list[OrderEntry]) -> None:
+        self.order_log_set = OrderLog()
+        self.order_log_set.entries.extend(entries)
 
     @property
     def order_days(self) -> int:
@@ -584,14 +634,15 @@ class CustomerState:
     def _order_in_carts(self, t: int, cart_id: str | None, items: tuple[Item, ...] | None) -> None:
         """An order at ``t`` ends what it ends of the kept carts' snapshots at or
         before it: its own cart (``ordered_at``) and any sharing a product
-        (``matched_at``).  A cart not kept changes nothing."""
-        products = {item.product_id for item in items} if items else None
+        (``matched_at``).  A cart not kept changes nothing.  Products compare by
+        :func:`product_key`: an order back from ``pending`` keeps only those."""
+        products = _product_keys(items) if items else None
         for cart in self.carts:
             if t < cart.at:
                 continue
             if cart_id is not None and cart.cart_id == cart_id:
                 cart.ordered_at = _max(cart.ordered_at, t)
-            if products and any(item.product_id in products for item in cart.items):
+            if products and any(product_key(item.product_id) in products for item in cart.items):
                 cart.matched_at = _max(cart.matched_at, t)
 
     # --- orders and cancellations (docs/lifecycle.md "Cancellations") -----------------
@@ -919,8 +970,8 @@ class CustomerState:
             out["ct"] = [cart.to_wire() for cart in self.carts]
         if self.first_cart_at is not None or self.first_checkout_at is not None:
             out["fc"] = [self.first_cart_at, self.first_checkout_at]
-        if self.order_log:
-            out["ol"] = [[e.at, e.key, e.amount, e.currency] for e in self.order_log]
+        if self.order_log_set:
+            out["ol"] = self.order_log_set.to_wire()
         if self.pending_cancels:
             out["cx"] = [list(c) for c in self.pending_cancels]
         if self.cancelled_orders or self.partial_cancels or self.cancels_dropped or self.refunded:
@@ -1083,7 +1134,7 @@ def _lifecycle(d: dict[str, Any]) -> dict[str, Any]:
     if (fc := d.get("fc")) is not None:
         out["first_cart_at"], out["first_checkout_at"] = fc
     if (ol := d.get("ol")) is not None:
-        out["order_log"] = [OrderEntry(*e) for e in ol]
+        out["order_log_set"] = OrderLog(ol)
     if (cx := d.get("cx")) is not None:
         out["pending_cancels"] = [list(c) for c in cx]
     if (cn := d.get("cn")) is not None:
@@ -1159,12 +1210,45 @@ def _max(a: int | None, b: int) -> int:
 # What a pending event keeps, by kind: the engine needs the time, the event id
 # (the tie-break of equal times) and what it folds in (the zone too, kept or
 # ignored: docs/send-windows.md "The customer's zone"); never the channel, the
-# session id or the customer id (the row's own).
+# session id or the customer id (the row's own).  The lifecycle's kinds
+# (docs/lifecycle.md "Inputs"): a view its product (never its category or price),
+# a cart its id, action and items, a cancellation its order, scope (``act``),
+# amount and currency; an order also its cart id and, of its items, only what the
+# ``any_product`` exit reads: ``ip``, the :func:`product_key` of each product id
+# (50 escaped 128-character ids would make one entry 40 KB, and the overflow
+# rows' index is sized by the widest entry: agents.core.budget MAX_ENTRY_BYTES).
 _PENDING_KEYS = {
-    KIND_PURCHASE: ("k", "e", "t", "o", "a", "cur", "tz", "tzx"),
+    KIND_PURCHASE: ("k", "e", "t", "o", "a", "cur", "tz", "tzx", "cart", "ip"),
     KIND_SESSION: ("k", "e", "t", "tz", "tzx"),
     KIND_CONSENT: ("k", "e", "t", "st", "tz", "tzx"),
+    KIND_SIGNUP: ("k", "e", "t", "tz", "tzx"),
+    KIND_VIEW: ("k", "e", "t", "p", "tz", "tzx"),
+    KIND_CART: ("k", "e", "t", "cart", "act", "it", "tz", "tzx"),
+    KIND_CANCEL: ("k", "e", "t", "o", "act", "a", "cur", "tz", "tzx"),
 }
+# An order's items read back from ``ip``: each product's key in ``product_id``,
+# with quantity 0 and price "0" (outside the contract, never taken for a real
+# line); :func:`order_product_keys` reads both forms.
+PENDING_ITEM_QUANTITY = 0
+
+
+def product_key(product_id: str) -> str:
+    """A product id as a waiting order keeps it: the first 16 hex digits of its
+    sha256 (as an order's key in ``order_log``)."""
+    return hashlib.sha256(product_id.encode()).hexdigest()[:16]
+
+
+def order_product_keys(event: Event) -> frozenset[str]:
+    """The :func:`product_key` of every product of an order, whether the event came
+    straight from the input or back from ``pending`` (docs/lifecycle.md "Inputs")."""
+    return _product_keys(event.items)
+
+
+def _product_keys(items: tuple[Item, ...] | None) -> frozenset[str]:
+    return frozenset(
+        item.product_id if item.quantity == PENDING_ITEM_QUANTITY else product_key(item.product_id)
+        for item in items or ()
+    )
 
 
 def pending_entry(event: Event) -> dict[str, Any]:
@@ -1173,11 +1257,17 @@ def pending_entry(event: Event) -> dict[str, Any]:
 
 
 def pending_event(customer_id: str, entry: dict[str, Any]) -> Event:
+    if "ip" in entry:
+        currency = entry.get("cur", "XXX")
+        lines = [[p, PENDING_ITEM_QUANTITY, "0", currency] for p in entry["ip"]]
+        return Event.from_wire({**entry, "c": customer_id, "it": lines})
     return Event.from_wire({**entry, "c": customer_id})
 
 
 def _compact(wire: dict[str, Any]) -> dict[str, Any]:
     keys = _PENDING_KEYS.get(wire["k"], ("k", "e", "t"))
+    if "it" in wire and wire["k"] == KIND_PURCHASE:
+        wire = {**wire, "ip": [product_key(line[0]) for line in wire["it"]]}
     return {k: wire[k] for k in keys if k in wire}
 
 

@@ -12,10 +12,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from agents.core import ids
 from agents.core.timeutil import MICROS_PER_DAY, MICROS_PER_SECOND, iso
+from agents.offline.lifecycle import trigger_id
 from agents.offline.rulebook import GuardrailSettings, RuleSpec
 from schemas.records import CONSENT_OPTED_OUT
 
@@ -71,6 +72,14 @@ class Firing:
     decided_at: int | None = None
     ruled: str | None = None
     deferred: bool = False
+    # A keyed (cart) ladder's cart and the lifecycle rules' context, read on the
+    # facts as of the due time (docs/lifecycle.md "Rules"); None for other rules.
+    key: str | None = None
+    context: dict[str, Any] | None = None
+
+    @property
+    def trigger_id(self) -> str:
+        return trigger_id(self.customer_id, self.rule, self.step, self.anchor, self.key)
 
     @property
     def at(self) -> int:
@@ -84,20 +93,23 @@ class Firing:
         """The time gap, cap and attribution count from: the send time, else the due time."""
         return self.due if self.send_at is None else self.send_at
 
-    def sort_key(self) -> tuple[int, str, int, int, int, int]:
+    def sort_key(self) -> tuple[int, str, int, int, int, str, int]:
         """Output order: by decision time; at a rules switch first the deferred firings
         it supersedes (as they were deferred), then the steps a restart supersedes; then
-        by priority, a deferred firing before its rule's step due at the same instant."""
+        by priority, a deferred firing before its rule's step due at the same instant,
+        then by cart id (a keyed rule's carts due at one instant)."""
+        key = self.key or ""
         if self.superseded_at is not None:
             if self.deferred:
-                return (self.at, self.customer_id, 0, 0, self.due, self.priority)
-            return (self.at, self.customer_id, 0, 1, self.priority, self.step)
+                return (self.at, self.customer_id, 0, 0, self.due, key, self.priority)
+            return (self.at, self.customer_id, 0, 1, self.priority, key, self.step)
         return (
             self.at,
             self.customer_id,
             1,
             self.priority,
             0 if self.deferred else 1,
+            key,
             self.step,
         )
 
@@ -267,7 +279,7 @@ class Conversion:
 
     @property
     def trigger_id(self) -> str:
-        return ids.trigger_id(self.customer_id, self.rule, self.step, self.anchor_at)
+        return self.firing.trigger_id
 
     @property
     def hours_to_convert(self) -> float:
@@ -277,10 +289,26 @@ class Conversion:
 
 
 def conversions(
-    judged: list[tuple[Firing, Verdict]], facts: Mapping[str, Facts], window: int
+    judged: list[tuple[Firing, Verdict]],
+    facts: Mapping[str, Facts],
+    window: int,
+    caps: Callable[[int], Mapping[str, int]] | None = None,
 ) -> list[Conversion]:
+    """Each delivered or holdout firing sent at S converts on the first order at t
+    with S < t <= S + window.  Of a rule in ``caps`` (anchored on a view or a cart:
+    docs/lifecycle.md "Attribution"), only its newest ``cap`` delivered or holdout
+    firings decided before t - by send time, then decision order - can: one older
+    than that at its first order in the window never converts.  ``caps(t)``: those
+    of the rules in force at t (across rules changes)."""
     out: list[Conversion] = []
-    for f, verdict in judged:
+    # customer -> rule -> (sent, order, decided at) of its delivered/holdout firings
+    kept: dict[str, dict[str, list[tuple[int, int, int]]]] = {}
+    if caps is not None:
+        for i, (f, verdict) in enumerate(judged):
+            if verdict.outcome in (OUTCOME_DELIVERED, OUTCOME_HOLDOUT):
+                rules = kept.setdefault(f.customer_id, {})
+                rules.setdefault(f.rule, []).append((f.sent, i, f.at))
+    for i, (f, verdict) in enumerate(judged):
         if verdict.outcome not in (OUTCOME_DELIVERED, OUTCOME_HOLDOUT):
             continue
         # From the send time (docs/send-windows.md "Deferred firings").
@@ -289,6 +317,11 @@ def conversions(
             ((t, o) for t, _, o in facts[f.customer_id].orders if start < t <= start + window),
             None,
         )
+        cap = None if hit is None or caps is None else caps(hit[0]).get(f.rule)
+        if hit is not None and cap is not None:
+            before = sorted((sent, j) for sent, j, at in kept[f.customer_id][f.rule] if at < hit[0])
+            if (f.sent, i) not in before[-cap:]:
+                continue
         if hit is not None:
             out.append(Conversion(f, verdict.outcome, hit[0], hit[1]))
     return out

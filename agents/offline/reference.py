@@ -80,6 +80,17 @@ Semantics (the stream implements the same):
   (its ``holdout`` reads false) and does not count toward them.
 * Conversions: a delivered or holdout firing sent at S converts on the earliest
   counted order (ties: smaller event_id) with ``S < t <= S + attribution_window``.
+* The lifecycle (:mod:`agents.offline.lifecycle`, whose docstring says each choice;
+  docs/lifecycle.md): sign-ups, views, carts and cancellations are kept per customer
+  and read as of each instant; orders are net of cancellations (a placed order stays
+  activity and can still convert); anchors ``signup``, ``last_view`` and ``cart``
+  (one ladder per kept cart, its trigger id with the cart id, items at one instant
+  by priority then cart id), steps ``{ order = k }`` and ``{ anniversary = n }``.
+  A step made due by an event after its nominal time (a cancellation bringing a
+  ladder back, an anchor moved into the past) is due at that event.  The context of
+  a lifecycle rule's decision is read when it is decided.  A view or cart rule's
+  firings convert only while among its newest steps (x 3 carts) firings
+  (docs/lifecycle.md "Attribution"); rules changes restart a cart rule cart by cart.
 * Lifecycle stage (:class:`agents.offline.timeline.StageWalk`): prospect -> new
   -> repeat from the orders; at last_activity + at_risk_after at_risk, at
   last_activity + lapsed_after lapsed; activity brings the customer back.  A
@@ -93,7 +104,7 @@ from __future__ import annotations
 import dataclasses
 import heapq
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from decimal import Decimal, localcontext
@@ -101,7 +112,6 @@ from typing import Any, Protocol
 
 import orjson
 
-from agents.core import ids
 from agents.core.budget import (
     CODE_PENDING_OVERFLOW,
     MAX_CURRENCIES,
@@ -128,7 +138,12 @@ from agents.offline.judgment import (
     conversions,
     reason_text,
 )
+from agents.offline.lifecycle import MAX_CARTS, History, Orders, trigger_id
 from agents.offline.rulebook import (
+    ANCHOR_CART,
+    ANCHOR_LAST_VIEW,
+    Anniversary,
+    OrderStep,
     Rulebook,
     legacy_rulebook,
     read_rules,
@@ -136,11 +151,18 @@ from agents.offline.rulebook import (
 from agents.offline.timeline import LadderItem, StageWalk, Timeline
 from agents.offline.versions import Versions, versioned_ladder
 from schemas.records import (
+    KIND_CANCEL,
+    KIND_CART,
     KIND_CONSENT,
     KIND_PURCHASE,
     KIND_SESSION,
+    KIND_SIGNUP,
+    KIND_VIEW,
     Event,
 )
+
+# The lifecycle's kinds (docs/lifecycle.md): kept per customer for its facts.
+LIFECYCLE_KINDS = (KIND_SIGNUP, KIND_VIEW, KIND_CART, KIND_CANCEL)
 
 
 class ReferenceConfig(Protocol):
@@ -185,6 +207,11 @@ class CustomerFacts:
     order_spend: tuple[tuple[int, str, Decimal], ...] = ()
     # (occurred_at, zone name) of each counted event with a zone tzdata knows, ascending.
     zones: tuple[tuple[int, str], ...] = ()
+    # The lifecycle's facts through time (agents/offline/lifecycle.py), and the net
+    # order facts as of these facts' horizon when a cancellation applies (None: the
+    # placed orders are the net ones).
+    history: History | None = None
+    net: Orders | None = None
 
     def zone_at(self, t: int) -> str | None:
         """The customer's zone in force at ``t``: the zone of the newest event dated at
@@ -198,18 +225,30 @@ class CustomerFacts:
 
     @property
     def order_count(self) -> int:
-        return len(self.order_times)
+        """Orders net of cancellations (docs/lifecycle.md "Cancellations")."""
+        return len(self.order_times) if self.net is None else self.net.count
 
     @property
     def first_order(self) -> int | None:
+        if self.net is not None:
+            return self.net.first
         return self.order_times[0] if self.order_times else None
 
     @property
     def second_order(self) -> int | None:
+        if self.net is not None:
+            return self.net.second
         return self.order_times[1] if len(self.order_times) > 1 else None
 
     @property
     def last_order(self) -> int | None:
+        if self.net is not None:
+            return self.net.last
+        return self.order_times[-1] if self.order_times else None
+
+    @property
+    def last_placed(self) -> int | None:
+        """The newest placed order (activity: a cancellation does not undo it)."""
         return self.order_times[-1] if self.order_times else None
 
     @property
@@ -218,7 +257,7 @@ class CustomerFacts:
 
     @property
     def last_activity(self) -> int | None:
-        candidates = [t for t in (self.last_order, self.last_session) if t is not None]
+        candidates = [t for t in (self.last_placed, self.last_session) if t is not None]
         return max(candidates) if candidates else None
 
     @property
@@ -250,6 +289,8 @@ class _CustomerLog:
     consents: list[tuple[int, str]] = field(default_factory=list)
     zones: list[tuple[int, str]] = field(default_factory=list)
     events: int = 0
+    # Purchases and the lifecycle's events, as taken (agents/offline/lifecycle.py).
+    life: list[Event] = field(default_factory=list)
 
     def facts(self, until: int | None = None) -> CustomerFacts:
         """The facts, counting only events dated at or before ``until`` if given."""
@@ -258,12 +299,19 @@ class _CustomerLog:
             return until is None or t <= until
 
         orders = sorted((t, e, o) for o, (t, e, _, _) in self.orders.items() if keep(t))
+        # Time order (a file read in arrival order is folded as the stream does).
+        history = History(sorted(self.life, key=lambda e: e.occurred_at))
+        net = history.orders(until) if history.has_cancels else None
         spend: dict[str, tuple[Decimal, int]] = {}
         with localcontext(prec=80):  # exact, as in the stream
-            for t, _, currency, amount in self.orders.values():
-                if keep(t):
-                    total, n = spend.get(currency, (Decimal(0), 0))
-                    spend[currency] = (total + amount, n + 1)
+            if net is not None:
+                counts = dict(net.currencies)
+                spend = {c: (a, counts.get(c, 0)) for c, a in net.spend}
+            else:
+                for t, _, currency, amount in self.orders.values():
+                    if keep(t):
+                        total, n = spend.get(currency, (Decimal(0), 0))
+                        spend[currency] = (total + amount, n + 1)
             spend = _fold_currencies(spend)
         return CustomerFacts(
             customer_id=self.customer_id,
@@ -277,6 +325,8 @@ class _CustomerLog:
             spend_by_currency=tuple((c, a, n) for c, (a, n) in sorted(spend.items())),
             order_spend=tuple(sorted((t, c, a) for t, _, c, a in self.orders.values() if keep(t))),
             zones=tuple(sorted(z for z in self.zones if keep(z[0]))),
+            history=history,
+            net=net,
         )
 
 
@@ -306,14 +356,31 @@ def customer_firings(
     out), superseded steps included when ``versions`` holds rule changes (``book``
     is then its seed), the customer's stage through time, and the firings deferred
     by a send window still undecided at ``until`` (agents/offline/deferral.py)."""
-    timeline = Timeline(facts.order_times, facts.session_times, facts.consents, facts.order_spend)
+    timeline = Timeline(
+        facts.order_times, facts.session_times, facts.consents, facts.order_spend, facts.history
+    )
     stages = StageWalk(timeline, book.lifecycle, until)
     items: list[LadderItem] = []
     kept: dict[str, list[tuple[int, bool]]] = {}
     if versions is not None and versions.changed:
+        keyed = {r.name for v in versions.versions for r in v.book.rules if r.keyed}
+        unkeyed = {r.name for v in versions.versions for r in v.book.rules if not r.keyed}
+        if keyed & unkeyed:
+            raise ValueError(f"rules changes: {sorted(keyed & unkeyed)[0]!r} changes its keying")
+        carts = timeline.history.cart_ids() if timeline.history is not None else []
         for name in versions.names():
             kept[name] = []
-            items += versioned_ladder(timeline, name, versions, until, stages, kept[name])
+            if name not in keyed:
+                items += versioned_ladder(timeline, name, versions, until, stages, kept[name])
+                continue
+            # A cart rule's ladders, each cart on its own (a change restarts them
+            # cart by cart: docs/lifecycle.md "Rules"); what a switch does to the
+            # rule is the same for every cart, so it is listed once.
+            for i, key in enumerate(carts):
+                switches = kept[name] if i == 0 else []
+                items += versioned_ladder(
+                    timeline, name, versions, until, stages, switches, key=key
+                )
     else:
         for rule in book.rules:
             items += timeline.ladder(rule, until, stages)
@@ -327,11 +394,33 @@ def customer_firings(
     decided, undecided = schedule(
         items, timeline, stages, facts.zone_at, until, cut_over, kept, priority_at
     )
-    made = [_firing(facts.customer_id, t) for t in decided]
-    return made, stages, [_firing(facts.customer_id, t) for t in undecided]
+    made = [_firing(facts.customer_id, t, timeline) for t in decided]
+    return made, stages, [_firing(facts.customer_id, t, timeline) for t in undecided]
 
 
-def _firing(customer_id: str, timing: Timing) -> Firing:
+def context(item: LadderItem, timeline: Timeline, at: int) -> dict[str, Any] | None:
+    """A lifecycle rule's ``context`` on the facts as of ``at``, when it is decided
+    (the send time of a deferred firing): the viewed products dated by the due time,
+    the cart as it is then (none once it is no longer kept); docs/lifecycle.md
+    "Rules".  None for every other rule."""
+    rule, history = item.rule, timeline.history
+    step = rule.steps[item.step - 1]
+    if isinstance(step, OrderStep):
+        return {"milestone": {"orders": step.k}}
+    if isinstance(step, Anniversary):
+        return {"milestone": {"years": step.years}}
+    if history is None:
+        return None
+    if rule.anchor == ANCHOR_LAST_VIEW:
+        return {"products": [p for t, p in history.newest_views(at) if t <= item.due]}
+    if rule.anchor == ANCHOR_CART:
+        assert item.key is not None
+        cart = history.cart(item.key, at)
+        return {} if cart is None else {"cart": cart.context()}
+    return None
+
+
+def _firing(customer_id: str, timing: Timing, timeline: Timeline) -> Firing:
     item = timing.item
     rule = item.rule
     return Firing(
@@ -353,6 +442,8 @@ def _firing(customer_id: str, timing: Timing) -> Firing:
         decided_at=timing.at,
         ruled=timing.outcome,
         deferred=timing.deferred,
+        key=item.key,
+        context=context(item, timeline, timing.at),
     )
 
 
@@ -368,10 +459,13 @@ def report_rows(
     judged: list[tuple[Firing, Verdict]],
     converted: list[Conversion],
     core: CoreSettings,
+    until: int | None = None,
     revenue_rules: frozenset[str] = frozenset(),
 ) -> list[CustomerRow]:
-    """One :class:`CustomerRow` per customer, built from the file alone;
-    ``revenue_rules``: the abandonment rules whose conversions' revenue it sums."""
+    """One :class:`CustomerRow` per customer, built from the file alone, with the
+    lifecycle's facts as of ``until`` (docs/lifecycle.md "Facts", "Cancellations")
+    and the recovered revenue of the ``revenue_rules`` (anchored on a view or a
+    cart: docs/lifecycle.md "Attribution")."""
     decided: dict[str, dict[CountKey, int]] = {}
     for f, v in judged:
         key = CountKey(f.rule, f.step, v.outcome)
@@ -399,45 +493,75 @@ def report_rows(
                 first_order_at=fx.first_order,
                 second_order_at=fx.second_order,
                 spend={c: format(a, "f") for c, a, _ in fx.spend_by_currency},
-                order_currencies={c: n for c, _, n in fx.spend_by_currency},
+                # A currency whose orders were all cancelled keeps its spend ("0") and
+                # loses its count (docs/lifecycle.md "Cancellations").
+                order_currencies={c: n for c, _, n in fx.spend_by_currency if n},
                 active_spans=tuple((a, b) for a, b in spans),
                 stage=stages.get(cid, "prospect"),
                 decision_counts=decided.get(cid, {}),
                 conversion_counts=won.get(cid, {}),
                 send_counts=sends.get(cid, {}),
+                **_lifecycle_row(fx, until),
                 recovered=recovered.get(cid, {}),
             )
         )
     return rows
 
 
-# Rules anchored on an abandonment, whose conversions' revenue the report shows
-# (docs/reports.md "Recovered revenue").
-ABANDONMENT_ANCHORS = ("last_view", "cart")
+def attribution_caps(versions: Versions) -> Callable[[int], dict[str, int]]:
+    """Rules of which only the newest few firings can convert an order at t, in the
+    version in force at t (docs/lifecycle.md "Attribution"): a last_view rule's
+    steps, a cart rule's steps x 3 (its carts)."""
+
+    def caps(t: int) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for r in versions.at(t).book.rules:
+            if r.anchor == ANCHOR_LAST_VIEW:
+                out[r.name] = len(r.steps)
+            elif r.anchor == ANCHOR_CART:
+                out[r.name] = len(r.steps) * MAX_CARTS
+        return out
+
+    return caps
+
+
+def _lifecycle_row(fx: CustomerFacts, until: int | None) -> dict[str, Any]:
+    h = fx.history
+    if h is None or until is None:
+        return {}
+    o = h.orders(until)
+    return {
+        "first_view_at": h.first_view_at(until),
+        "first_cart_at": h.first_cart_at(until),
+        "first_checkout_at": h.first_checkout_at(until),
+        "cancelled_orders": o.cancelled,
+        "partial_cancels": o.partial,
+        "refunded": {c: format(a, "f") for c, a in o.refunded},
+    }
 
 
 def _recovered(
     converted: list[Conversion], revenue_rules: frozenset[str]
 ) -> dict[str, dict[str, dict[str, dict[str, str]]]]:
-    """Per customer, abandonment rule and group: the converting orders' amounts as
-    placed per currency, the smallest MAX_CURRENCIES codes on their own and the
-    rest under OTHER_CURRENCY (as the spend)."""
-    sums: dict[tuple[str, str, str], dict[str, tuple[Decimal, int]]] = {}
+    """customer -> rule -> group -> currency -> the converting orders' amounts, exact;
+    the 16 alphabetically smallest currencies on their own, the rest under XXX."""
+    sums: dict[str, dict[str, dict[str, dict[str, Decimal]]]] = {}
     with localcontext(prec=80):
         for c in converted:
             if c.rule not in revenue_rules or c.amount is None:
                 continue
-            cell = sums.setdefault((c.customer_id, c.rule, c.group), {})
-            cur = c.currency or OTHER_CURRENCY
-            total, n = cell.get(cur, (Decimal(0), 0))
-            cell[cur] = (total + Decimal(c.amount), n + 1)
+            into = sums.setdefault(c.customer_id, {}).setdefault(c.rule, {})
+            cur = into.setdefault(c.group, {})
+            code = c.currency or OTHER_CURRENCY
+            cur[code] = cur.get(code, Decimal(0)) + Decimal(c.amount)
     out: dict[str, dict[str, dict[str, dict[str, str]]]] = {}
-    for (cid, rule, group), cell in sums.items():
-        with localcontext(prec=80):
-            folded = _fold_currencies(cell)
-        out.setdefault(cid, {}).setdefault(rule, {})[group] = {
-            cur: format(total, "f") for cur, (total, _) in folded.items()
-        }
+    for cid, rules in sums.items():
+        for rule, groups in rules.items():
+            for group, totals in groups.items():
+                folded = _fold_currencies({k: (v, 0) for k, v in totals.items()})
+                out.setdefault(cid, {}).setdefault(rule, {})[group] = {
+                    k: format(v, "f") for k, (v, _) in sorted(folded.items())
+                }
     return out
 
 
@@ -453,7 +577,9 @@ def decision_dict(firing: Firing, verdict: Verdict, *, versioned: bool = False) 
         "threshold_seconds": firing.threshold // MICROS_PER_SECOND,
         "anchor_at": iso(firing.anchor),
         "due_at": iso(firing.due),
-        "trigger_id": ids.trigger_id(firing.customer_id, firing.rule, firing.step, firing.anchor),
+        "trigger_id": trigger_id(
+            firing.customer_id, firing.rule, firing.step, firing.anchor, firing.key
+        ),
         "delivered": verdict.delivered,
         "outcome": verdict.outcome,
         "holdout": verdict.holdout,
@@ -463,6 +589,8 @@ def decision_dict(firing: Firing, verdict: Verdict, *, versioned: bool = False) 
         out["rule_version"] = firing.rule_version
         if firing.channel is not None:
             out["channel"] = firing.channel
+    if firing.context is not None:
+        out["context"] = firing.context
     if firing.zone is not None:
         # Only with a window (docs/send-windows.md): absent otherwise.
         out.update(send_fields(firing.send_at, firing.zone))
@@ -652,6 +780,8 @@ def compute_decisions(
         elif event.kind == KIND_CONSENT:
             assert event.status is not None
             log.consents.append((event.occurred_at, event.status))
+        if event.kind in (KIND_PURCHASE, KIND_SESSION) or event.kind in LIFECYCLE_KINDS:
+            log.life.append(event)
         if event.timezone is not None:
             log.zones.append((event.occurred_at, event.timezone))
         log.events += 1
@@ -694,7 +824,7 @@ def compute_decisions(
             amount=logs[c.customer_id].amount_text[c.order_id],
             currency=logs[c.customer_id].orders[c.order_id][2],
         )
-        for c in conversions(judged, seen, window)
+        for c in conversions(judged, seen, window, attribution_caps(versions))
     ]
     return ReferenceResult(
         decisions=[
@@ -708,11 +838,12 @@ def compute_decisions(
             judged,
             converted,
             core,
+            horizon,
             frozenset(
                 r.name
                 for v in versions.versions
                 for r in v.book.rules
-                if r.anchor in ABANDONMENT_ANCHORS
+                if r.anchor in (ANCHOR_LAST_VIEW, ANCHOR_CART)
             ),
         ),
         dead_letters=dict(sorted(dead_letters.items())),

@@ -45,6 +45,11 @@ class Facts(Protocol):
         """Distinct UTC days with an order (docs/prediction.md "State")."""
         ...
 
+    def order_at(self, k: int) -> int | None:
+        """The k-th order's time, net of cancellations, when the order log holds it
+        (docs/lifecycle.md "Facts")."""
+        ...
+
 
 class Cancel(ABC):
     """What ends a ladder for its anchor: an event of one kind after the anchor."""
@@ -87,6 +92,13 @@ class Anchor(ABC):
     @abstractmethod
     def canonical(self) -> dict[str, Any]:
         """The anchor as plain data (the rule's version hashes it)."""
+
+    def attribution_cap(self, steps: int) -> int | None:
+        """How many of the rule's newest firings can convert an order (None: all
+        within the attribution window).  An anchor any input moves (a view, a cart
+        snapshot) caps it, so a customer's row remembers a bounded number
+        (docs/lifecycle.md "Attribution")."""
+        return None
 
 
 class KeyedAnchor(Anchor):
