@@ -932,7 +932,7 @@ def test_the_lookup_shows_firings_waiting_for_their_send_window() -> None:
         threshold=7 * 86_400_000_000,
         rule_version="0123456789ab",
         zone="Europe/Berlin",
-        key=None,
+        key=None,  # an unkeyed rule's (a cart ladder's names its cart)
     )
     state.deferred = [waiting]  # type: ignore[attr-defined]
     assert views.deferred_view(state) == [
