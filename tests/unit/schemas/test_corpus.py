@@ -39,6 +39,19 @@ FAR_FUTURE = 2**62  # no future_timestamp: not expressible in a schema
 HUGE = 1 << 30  # no too_large, likewise
 # Refused by the processor, accepted by the format checker (module docstring).
 EXCEPTIONS = {"year_1_before_utc", "go_zero_time"}
+ACCEPTED = ("accepted", "timezone_ignored")
+
+# Every input contract's schema file (docs/lifecycle.md "Inputs" for the lifecycle's).
+INPUTS = (
+    "purchase",
+    "session",
+    "consent",
+    "signup",
+    "product_view",
+    "cart",
+    "order_cancelled",
+    "purchase_2",
+)
 
 CASES = [json.loads(line) for line in CORPUS.read_text(encoding="utf-8").splitlines()]
 
@@ -46,7 +59,7 @@ CASES = [json.loads(line) for line in CORPUS.read_text(encoding="utf-8").splitli
 def _validators() -> dict[str, Draft202012Validator]:
     checker = Draft202012Validator.FORMAT_CHECKER
     out = {}
-    for name in ("purchase", "session", "consent"):
+    for name in INPUTS:
         schema = json.loads((ROOT / "schemas" / f"{name}.schema.json").read_text())
         out[schema["properties"]["schema"]["const"]] = Draft202012Validator(
             schema, format_checker=checker
@@ -93,6 +106,11 @@ def test_the_corpus_covers_every_outcome() -> None:
     assert "unknown_schema" in kinds
     assert "timezone_ignored" in kinds
     assert len({c["case"] for c in CASES}) == len(CASES)
+    # Each contract is read both ways, accepted and refused.
+    contracts = set(VALIDATORS)
+    assert {c["message"].get("schema") for c in CASES if c["expect"] == "accepted"} >= contracts
+    refused = {c["message"].get("schema") for c in CASES if c["expect"] not in ACCEPTED}
+    assert refused >= contracts
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c["case"] for c in CASES])
@@ -103,7 +121,7 @@ def test_the_processor_and_the_schema_with_formats_agree(case: dict[str, Any]) -
     if case["case"] in EXCEPTIONS:
         assert schema_accepts and expect != "accepted"
     else:
-        assert schema_accepts == (expect in ("accepted", "timezone_ignored"))
+        assert schema_accepts == (expect in ACCEPTED)
 
 
 def test_the_e2e_output_check_refuses_what_a_consumer_validator_refuses() -> None:

@@ -152,7 +152,7 @@ CASES: list[tuple[str, bytes, str, str]] = [
     ("array", b'[{"schema": "purchase/1"}]', "not_an_object", "got list"),
     ("string", b'"purchase/1"', "not_an_object", "expected a JSON object, got str"),
     ("no schema", msg(PURCHASE, schema=_DROP), "unknown_schema", "field 'schema' is required"),
-    ("new version", msg(PURCHASE, schema="purchase/2"), "unknown_schema", "'purchase/2'"),
+    ("new version", msg(PURCHASE, schema="purchase/3"), "unknown_schema", "'purchase/3'"),
     ("schema as number", msg(PURCHASE, schema=1), "unknown_schema", "unknown schema"),
     ("no order_id", msg(PURCHASE, order_id=_DROP), "missing_field", "'order_id' is required"),
     ("null event_id", msg(PURCHASE, event_id=None), "missing_field", "'event_id' is required"),
