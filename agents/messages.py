@@ -50,7 +50,7 @@ def decision_record(
     """
     anchor = iso(f.anchor_at)  # formatted once: the trigger id and the reason use it too
     return Decision(
-        trigger_id=trigger_id_at(f.customer_id, f.rule, f.step, anchor),
+        trigger_id=trigger_id_at(f.customer_id, f.rule, f.step, anchor, f.key),
         customer_id=f.customer_id,
         rule=f.rule,
         step=f.step,

@@ -108,6 +108,7 @@ def at_due(
             due.threshold,
             due.rule_version,
             name,
+            due.key,
         )
     )
     return False
@@ -169,7 +170,7 @@ def at_send(
     at = d.send_at
     if (
         plan is None
-        or plan.resolve(state) != d.anchor_at
+        or plan.anchor_of(state, d.key) != d.anchor_at
         or (plan.audience and not all(p.holds(state, at) for p in plan.audience))
     ):
         shown = plan if plan is not None else _placeholder(plans)
@@ -225,7 +226,9 @@ def decided(
 
 
 def _due_of(d: DeferredFiring, plan: Plan) -> Due:
-    return Due(d.due_at, plan.index, d.step, d.rule, d.anchor_at, d.threshold, d.rule_version)
+    return Due(
+        d.due_at, plan.index, d.step, d.rule, d.anchor_at, d.threshold, d.rule_version, d.key
+    )
 
 
 def _plan_named(plans: tuple[Plan, ...], name: str) -> Plan | None:

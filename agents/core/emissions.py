@@ -42,6 +42,8 @@ class Firing:
     # from every output, when the rule has no window.
     send_at: int | None = None
     zone: str | None = None
+    # A keyed ladder's key (the cart id: docs/lifecycle.md "Rules"), None otherwise.
+    key: str | None = None
 
     @property
     def delivered(self) -> bool:
@@ -49,7 +51,7 @@ class Firing:
 
     @property
     def trigger_id(self) -> str:
-        return trigger_id(self.customer_id, self.rule, self.step, self.anchor_at)
+        return trigger_id(self.customer_id, self.rule, self.step, self.anchor_at, self.key)
 
     def reason(self, anchor_iso: str | None = None) -> str:
         """One human line; ``anchor_iso`` is ``iso(self.anchor_at)`` if the caller has it."""
@@ -75,10 +77,12 @@ class Conversion:
     order_id: str
     # The firing's send time when it had a window: attribution counts from it.
     send_at: int | None = None
+    # The firing's key when keyed (a cart's ladder): its trigger id names it.
+    key: str | None = None
 
     @property
     def trigger_id(self) -> str:
-        return trigger_id(self.customer_id, self.rule, self.step, self.anchor_at)
+        return trigger_id(self.customer_id, self.rule, self.step, self.anchor_at, self.key)
 
     @property
     def hours_to_convert(self) -> float:
@@ -121,6 +125,8 @@ class Due:
     # The version of the rule that judges the step: a pinned ladder's own, else the
     # version the customer runs under (docs/rules.md "Changing rules").
     rule_version: str = ""
+    # A keyed ladder's key (the cart id: docs/lifecycle.md "Rules"), None otherwise.
+    key: str | None = None
 
 
 class Described(Protocol):
@@ -164,6 +170,7 @@ def firing_of(
         channel=plan.channel,
         send_at=send_at,
         zone=zone,
+        key=due.key,
     )
 
 

@@ -55,11 +55,14 @@ from agents.core.plans import (
     VersionRules,
     busy_at,
     holds,
+    keyed_done,
+    keyed_due,
     move_stage,
     outranked,
     pinned_plans,
     progress_after,
     stage_move_at,
+    step_passed,
 )
 from agents.core.rules.history import RuleHistory, Version
 from agents.core.rules.model import Rule
@@ -279,7 +282,7 @@ class Engine:
                     supersede_deferred(state, plan, out)
                 if plan.audience and not holds(plan.audience, state, step.due_at):
                     # Not for this customer now: the step is done, nothing is decided.
-                    state.ladders[plan.name] = progress_after(state, plan.name, step)
+                    step_passed(state, step)
                     continue
                 if plan.churn and step.threshold == 0:
                     # Crossed at the anchor: recorded, never fired, the ladder moves
@@ -326,6 +329,11 @@ class Engine:
         for plan in plans:
             anchor = plan.resolve(state)
             if anchor is None:
+                if plan.keyed and state.carts:
+                    # One ladder per kept cart (docs/lifecycle.md "Rules").
+                    due = keyed_due(plan, state)
+                    if due is not None and (best is None or due.due_at < best[0]):
+                        best = (due.due_at, plan.index)
                 continue
             progress = ladders.get(plan.name)
             step = progress.step + 1 if progress is not None and progress.anchor == anchor else 1
@@ -412,7 +420,10 @@ class Engine:
             if action == ACTION_RESTART:
                 plan = new.by_name[name]
                 for due in superseded:
-                    ladders[name] = LadderProgress(due.anchor_at, due.step)
+                    if due.key is not None:
+                        keyed_done(state, due)
+                    else:
+                        ladders[name] = LadderProgress(due.anchor_at, due.step)
                     out.append(supersede(state, due, plan, self.settings.backfill_until))
         state.rules_at = at
 
@@ -441,7 +452,7 @@ class Engine:
     def _due(self, plan: Plan, state: CustomerState) -> Due | None:
         anchor = plan.resolve(state)
         if anchor is None:
-            return None
+            return keyed_due(plan, state) if plan.keyed else None
         progress = state.ladders.get(plan.name)
         step = progress.step + 1 if progress is not None and progress.anchor == anchor else 1
         if step > plan.size:
@@ -461,7 +472,9 @@ class Engine:
 
     def _step_done(self, state: CustomerState, due: Due) -> None:
         """The ladder's progress moves to ``due``'s step."""
-        if self._multi:
+        if due.key is not None:
+            keyed_done(state, due)
+        elif self._multi:
             state.ladders[due.rule] = progress_after(state, due.rule, due)
         else:
             state.ladders[due.rule] = LadderProgress(due.anchor_at, due.step)
@@ -530,7 +543,9 @@ class Engine:
         state.decision_counts[key] = state.decision_counts.get(key, 0) + 1
         recent = state.recent_firings
         recent.append(
-            RecentFiring(due.due_at, due.rule, due.step, due.anchor_at, outcome, None, sent_at)
+            RecentFiring(
+                due.due_at, due.rule, due.step, due.anchor_at, outcome, None, sent_at, due.key
+            )
         )
         if len(recent) > self.memory.lookup:
             seg = self._segment(state) if self._multi else self._oldest

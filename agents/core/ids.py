@@ -16,19 +16,28 @@ _CLEAR = ~((0xC000 << 48) | (0xF000 << 64))
 _SET = (0x8000 << 48) | (5 << 76)
 
 
-def trigger_id(customer_id: str, rule: str, step: int, anchor_at: int) -> str:
-    """UUIDv5 of (customer, rule, step, anchor): the same firing always gets the same id."""
-    return trigger_id_at(customer_id, rule, step, iso(anchor_at))
+def trigger_id(
+    customer_id: str, rule: str, step: int, anchor_at: int, key: str | None = None
+) -> str:
+    """UUIDv5 of (customer, rule, step, anchor): the same firing always gets the same
+    id.  A keyed ladder's firing (a cart's: docs/lifecycle.md "Rules") adds its key,
+    so two carts anchored at one instant get distinct ids."""
+    return trigger_id_at(customer_id, rule, step, iso(anchor_at), key)
 
 
-def trigger_id_at(customer_id: str, rule: str, step: int, anchor_iso: str) -> str:
+def trigger_id_at(
+    customer_id: str, rule: str, step: int, anchor_iso: str, key: str | None = None
+) -> str:
     """:func:`trigger_id` with the anchor already formatted by ``iso``.
 
     Exactly ``str(uuid.uuid5(TRIGGER_NAMESPACE, name))`` (property-tested), without
     building a ``uuid.UUID``.
     """
     digest = _NAMESPACE_SHA1.copy()
-    digest.update(f"{customer_id}\x1f{rule}\x1f{step}\x1f{anchor_iso}".encode())
+    name = f"{customer_id}\x1f{rule}\x1f{step}\x1f{anchor_iso}"
+    if key is not None:
+        name = f"{name}\x1f{key}"
+    digest.update(name.encode())
     value = (int.from_bytes(digest.digest()[:16], "big") & _CLEAR) | _SET
     h = f"{value:032x}"
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"

@@ -83,5 +83,6 @@ def attribute(
                     converted_at=t,
                     order_id=order_id,
                     send_at=sent,
+                    key=f.key,
                 )
             )

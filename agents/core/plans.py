@@ -11,13 +11,13 @@ from zoneinfo import ZoneInfo
 from agents.core.budget import FiringMemory, firing_memory
 from agents.core.emissions import Due
 from agents.core.guardrails import Guardrails
-from agents.core.rules.abstract import Facts, Predicate, Step
+from agents.core.rules.abstract import Facts, KeyedAnchor, Predicate, Step
 from agents.core.rules.history import Version
 from agents.core.rules.model import Lifecycle, Rule
 from agents.core.rules.steps import Fixed, PAliveBelow
 from agents.core.settings import CoreSettings
 from agents.core.stages import ACTIVE_STAGES, STAGE_AT_RISK, STAGE_LAPSED
-from agents.core.state import CustomerState, LadderProgress
+from agents.core.state import CartEntry, CustomerState, LadderProgress
 from agents.core.windows import SendWindowSetting
 from agents.core.zones import load_zone
 
@@ -35,9 +35,11 @@ class Plan:
         "default_zone",
         "fixed",
         "index",
+        "keyed",
         "name",
         "on_change",
         "resolve",
+        "resolve_key",
         "size",
         "steps",
         "template",
@@ -52,6 +54,13 @@ class Plan:
         self.name = rule.name
         cancels = tuple(rule.anchor.cancel(kind) for kind in rule.cancel_on)
         self.resolve: Callable[[Facts], int | None] = rule.anchor.resolver(cancels)
+        # A keyed anchor (a cart's: docs/lifecycle.md "Rules") runs one ladder per
+        # kept cart; ``resolve`` then says None and the engine asks each cart.
+        anchor = rule.anchor
+        self.keyed = isinstance(anchor, KeyedAnchor)
+        self.resolve_key: Callable[[Facts, CartEntry], int | None] | None = (
+            anchor.key_resolver(cancels) if isinstance(anchor, KeyedAnchor) else None
+        )
         fixed = all(isinstance(step, Fixed) for step in rule.steps)
         self.fixed: tuple[int, ...] | None = (
             tuple(step.least for step in rule.steps) if fixed else None
@@ -107,6 +116,60 @@ class Plan:
             return fixed[step - 1]
         return self.steps[step - 1].threshold(state)
 
+    def anchor_of(self, state: CustomerState, key: str | None) -> int | None:
+        """The anchor of the ladder of ``key`` (None: the rule's one ladder)."""
+        if key is None or self.resolve_key is None:
+            return self.resolve(state)
+        cart = cart_of(state, key)
+        return None if cart is None else self.resolve_key(state, cart)
+
+
+def cart_of(state: CustomerState, key: str) -> CartEntry | None:
+    """The kept cart ``key``, if it still is."""
+    for cart in state.carts:
+        if cart.cart_id == key:
+            return cart
+    return None
+
+
+def keyed_due(plan: Plan, state: CustomerState) -> Due | None:
+    """The next due step of a keyed rule: of each kept cart's ladder, the earliest,
+    ties by cart id ascending (docs/lifecycle.md "Rules").  Progress lives in the
+    cart (``progress[rule] = [anchor, step]``)."""
+    resolve = plan.resolve_key
+    assert resolve is not None
+    best: Due | None = None
+    name = plan.name
+    for cart in state.carts:
+        anchor = resolve(state, cart)
+        if anchor is None:
+            continue
+        progress = cart.progress.get(name)
+        step = progress[1] + 1 if progress is not None and progress[0] == anchor else 1
+        if step > plan.size:
+            continue
+        threshold = plan.threshold(step, state)
+        if threshold is None:
+            continue
+        due_at = anchor + threshold
+        if (
+            best is None
+            or due_at < best.due_at
+            or (due_at == best.due_at and cart.cart_id < (best.key or ""))
+        ):
+            best = Due(
+                due_at, plan.index, step, name, anchor, threshold, plan.version, cart.cart_id
+            )
+    return best
+
+
+def keyed_done(state: CustomerState, due: Due) -> None:
+    """A keyed ladder's progress moves to ``due``'s step (in its cart)."""
+    assert due.key is not None
+    cart = cart_of(state, due.key)
+    if cart is not None:
+        cart.progress[due.rule] = [due.anchor_at, due.step]
+
 
 def pinned_plans(
     state: CustomerState, seg: VersionRules, by_id: Mapping[str, VersionRules]
@@ -143,6 +206,14 @@ def busy_at(busy: tuple[int, str] | None, at: int, rule: str) -> tuple[int, str]
 
 def holds(audience: tuple[Predicate, ...], state: CustomerState, due_at: int) -> bool:
     return all(p.holds(state, due_at) for p in audience)
+
+
+def step_passed(state: CustomerState, due: Due) -> None:
+    """``due``'s step is done without a decision (its audience did not hold)."""
+    if due.key is not None:
+        keyed_done(state, due)
+    else:
+        state.ladders[due.rule] = progress_after(state, due.rule, due)
 
 
 def progress_after(state: CustomerState, name: str, due: Due) -> LadderProgress:

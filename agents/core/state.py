@@ -13,9 +13,12 @@ from __future__ import annotations
 
 import base64
 import bisect
+import hashlib
 from dataclasses import dataclass, field
 from decimal import Decimal, localcontext
 from typing import Any, NamedTuple
+
+import orjson
 
 from agents.core.budget import MAX_CURRENCIES, OTHER_CURRENCY
 from agents.core.dedup import OrderFilter, RecentIds
@@ -32,10 +35,18 @@ from agents.core.stages import (
 from agents.core.stages import STAGES as STAGES  # where reports read the stages from
 from agents.core.timeutil import MICROS_PER_DAY, iso
 from schemas.records import (
+    CANCEL_FULL,
+    CART_CHECKOUT,
+    CART_EMPTIED,
+    CART_UPDATED,
     CONSENT_OPTED_OUT,
+    KIND_CANCEL,
+    KIND_CART,
     KIND_CONSENT,
     KIND_PURCHASE,
     KIND_SESSION,
+    KIND_SIGNUP,
+    KIND_VIEW,
     Event,
     Item,
 )
@@ -66,7 +77,8 @@ class RecentFiring:
     ``[due_at, rule, step, anchor_at, outcome, converted_at | None]`` (docs/design.md),
     with a seventh element ``sent_at`` only for a firing whose rule had a send window
     (docs/send-windows.md "Deferred firings"), so rows without windows read and write
-    byte-identical."""
+    byte-identical; an eighth, ``key``, only for a keyed ladder's firing (its cart
+    id: docs/lifecycle.md "Rules"), ``sent_at`` then written even when None."""
 
     due_at: int
     rule: str
@@ -78,6 +90,8 @@ class RecentFiring:
     # (== due_at when the due time was inside it): gap, cap and attribution count
     # from the send time (docs/guardrails.md "Guardrails").
     sent_at: int | None = None
+    # The cart id of a keyed ladder's firing: its conversion's trigger id names it.
+    key: str | None = None
 
     @property
     def send_time(self) -> int:
@@ -87,8 +101,10 @@ class RecentFiring:
 
     def to_wire(self) -> list[Any]:
         wire = [self.due_at, self.rule, self.step, self.anchor_at, self.outcome, self.converted_at]
-        if self.sent_at is not None:
+        if self.sent_at is not None or self.key is not None:
             wire.append(self.sent_at)
+        if self.key is not None:
+            wire.append(self.key)
         return wire
 
 
@@ -97,7 +113,9 @@ class DeferredFiring:
     """A firing due outside its rule's send window, kept until its send time
     (docs/send-windows.md "Deferred firings"): at most one per rule.  Stored in the
     row under ``"df"`` (omitted when there is none) as the list
-    ``[rule, step, anchor_at, due_at, send_at, threshold, rule_version, zone]``."""
+    ``[rule, step, anchor_at, due_at, send_at, threshold, rule_version, zone]``, with
+    a ninth element, the cart id, only for a keyed ladder's (docs/lifecycle.md
+    "Rules")."""
 
     rule: str
     step: int
@@ -107,9 +125,10 @@ class DeferredFiring:
     threshold: int
     rule_version: str
     zone: str
+    key: str | None = None
 
     def to_wire(self) -> list[Any]:
-        return [
+        wire = [
             self.rule,
             self.step,
             self.anchor_at,
@@ -119,10 +138,14 @@ class DeferredFiring:
             self.rule_version,
             self.zone,
         ]
+        if self.key is not None:
+            wire.append(self.key)
+        return wire
 
     @staticmethod
     def from_wire(v: list[Any]) -> DeferredFiring:
-        return DeferredFiring(v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7])
+        key = v[8] if len(v) > 8 else None
+        return DeferredFiring(v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7], key)
 
 
 @dataclass(slots=True)
@@ -139,7 +162,25 @@ class CartEntry:
     items: tuple[Item, ...]
     ordered_at: int | None = None
     matched_at: int | None = None
-    progress: dict[str, list[int]] = field(default_factory=dict)
+    progress: dict[str, list[Any]] = field(default_factory=dict)
+
+    def to_wire(self) -> list[Any]:
+        """``[cart_id, at, action, items, ordered_at, matched_at, progress]``."""
+        return [
+            self.cart_id,
+            self.at,
+            self.action,
+            [item.to_wire() for item in self.items],
+            self.ordered_at,
+            self.matched_at,
+            self.progress,
+        ]
+
+    @staticmethod
+    def from_wire(v: list[Any]) -> CartEntry:
+        return CartEntry(
+            v[0], v[1], v[2], tuple(Item.from_wire(x) for x in v[3]), v[4], v[5], dict(v[6])
+        )
 
 
 @dataclass(slots=True)
@@ -153,6 +194,9 @@ class OrderEntry:
     key: str
     amount: str
     currency: str
+
+    def to_wire(self) -> list[Any]:
+        return [self.at, self.key, self.amount, self.currency]
 
 
 class OrderDays:
@@ -383,6 +427,9 @@ class CustomerState:
     partial_cancels: int = 0
     cancels_dropped: int = 0
     refunded: dict[str, str] = field(default_factory=dict)
+    # The keys of the newest MAX_PENDING_CANCELS orders cancelled in full, so a
+    # second cancellation of one changes nothing (row key "cn").
+    cancelled_keys: list[str] = field(default_factory=list)
 
     # --- facts -------------------------------------------------------------------
 
@@ -406,20 +453,47 @@ class CustomerState:
             self._take_zone(event.timezone, t)
         if event.timezone_ignored is not None:
             self._take_ignored_zone(event.timezone_ignored, t)
-        if event.kind == KIND_PURCHASE:
-            self._apply_order(t, event.amount or "0", event.currency or "XXX")
+        kind = event.kind
+        # Views first: the highest-volume input, and they touch only "vw".
+        if kind == KIND_VIEW:
+            self._apply_view(t, event.product_id or "")
+        elif kind == KIND_PURCHASE:
+            self._apply_order(
+                t,
+                event.amount or "0",
+                event.currency or "XXX",
+                event.order_id or "",
+                event.cart_id,
+                event.items,
+            )
             if active_window is not None:
                 self._add_span(t, t + active_window)
-        elif event.kind == KIND_SESSION:
+        elif kind == KIND_SESSION:
             self.last_session_at = _max(self.last_session_at, t)
+            if self.first_session_at is None or t < self.first_session_at:
+                self.first_session_at = t
             self._touch(t)
-        elif event.kind == KIND_CONSENT:
+        elif kind == KIND_CONSENT:
             # Latest by event time wins; at equal times opt-out wins, so the result
             # does not depend on which of the two arrived first.
             key = (t, event.status == CONSENT_OPTED_OUT)
             if self.consent_at is None or key > (self.consent_at, self.opted_out):
                 self.consent_at = t
                 self.consent_status = event.status
+        elif kind == KIND_CART:
+            self._apply_cart(t, event.cart_id or "", event.action or CART_UPDATED, event.items)
+        elif kind == KIND_CANCEL:
+            self._apply_cancel(
+                t,
+                order_key(event.order_id or ""),
+                event.action or CANCEL_FULL,
+                event.amount or "0",
+                event.currency or OTHER_CURRENCY,
+                event.order_id,
+            )
+        # Not activity: the welcome ladder's anchor (docs/lifecycle.md "Facts").
+        elif kind == KIND_SIGNUP and (self.signup_at is None or t < self.signup_at):
+            self.signup_at = t
 
     def _take_zone(self, name: str, t: int) -> None:
         # Newest by event time, the smallest name at equal times: the same zone
@@ -432,7 +506,100 @@ class CustomerState:
         if known is None or at is None or _newer(t, name, at, known):
             self.zone_ignored, self.zone_ignored_at = name, t
 
-    def _apply_order(self, t: int, amount: str, currency: str) -> None:
+    # --- views and carts (docs/lifecycle.md "Facts") ---------------------------------
+
+    def _apply_view(self, t: int, product: str) -> None:
+        """The first and newest view and the newest MAX_VIEWS distinct products.
+
+        Not activity.  The kept products are those with the newest views (each at
+        its newest, ties: the smaller product id): a product pushed out had
+        MAX_VIEWS newer ones, which only get newer, so a later-arriving older view
+        of it is never taken back in - the same list in any arrival order."""
+        if self.first_view_at is None or t < self.first_view_at:
+            self.first_view_at = t
+        if self.last_view_at is None or t > self.last_view_at:
+            self.last_view_at = t
+        views = self.views
+        for i, (seen_at, seen) in enumerate(views):
+            if seen == product:
+                if t <= seen_at:
+                    return
+                del views[i]
+                break
+        i = 0
+        for seen_at, seen in views:
+            if t > seen_at or (t == seen_at and product < seen):
+                break
+            i += 1
+        if i < MAX_VIEWS:
+            views.insert(i, [t, product])
+            del views[MAX_VIEWS:]
+
+    def _apply_cart(
+        self, t: int, cart_id: str, action: str, items: tuple[Item, ...] | None
+    ) -> None:
+        """A cart snapshot: the cart's newest by event time wins (equal times: the
+        larger by :func:`_snapshot_rank`), the MAX_CARTS carts with the newest
+        snapshots are kept (ties: the smaller cart id) - the same in any arrival
+        order, as for views."""
+        items = items or ()
+        if not items:
+            action = CART_EMPTIED  # an open cart without items is an emptied one
+        elif action != CART_EMPTIED:
+            if self.first_cart_at is None or t < self.first_cart_at:
+                self.first_cart_at = t
+            if action == CART_CHECKOUT and (
+                self.first_checkout_at is None or t < self.first_checkout_at
+            ):
+                self.first_checkout_at = t
+        carts = self.carts
+        for cart in carts:
+            if cart.cart_id == cart_id:
+                if t < cart.at or (
+                    t == cart.at
+                    and _snapshot_rank(action, items) <= _snapshot_rank(cart.action, cart.items)
+                ):
+                    return
+                cart.at, cart.action, cart.items = t, action, items
+                # The newest order of this cart at or after the new snapshot stays
+                # one; what matched the old snapshot's products need not.
+                if cart.ordered_at is not None and cart.ordered_at < t:
+                    cart.ordered_at = None
+                cart.matched_at = None
+                carts.sort(key=_cart_order)
+                return
+        if len(carts) >= MAX_CARTS:
+            last = carts[-1]
+            if t < last.at or (t == last.at and cart_id > last.cart_id):
+                return  # older than every kept cart: forgotten
+        carts.append(CartEntry(cart_id, t, action, items))
+        carts.sort(key=_cart_order)
+        del carts[MAX_CARTS:]
+
+    def _order_in_carts(self, t: int, cart_id: str | None, items: tuple[Item, ...] | None) -> None:
+        """An order at ``t`` ends what it ends of the kept carts' snapshots at or
+        before it: its own cart (``ordered_at``) and any sharing a product
+        (``matched_at``).  A cart not kept changes nothing."""
+        products = {item.product_id for item in items} if items else None
+        for cart in self.carts:
+            if t < cart.at:
+                continue
+            if cart_id is not None and cart.cart_id == cart_id:
+                cart.ordered_at = _max(cart.ordered_at, t)
+            if products and any(item.product_id in products for item in cart.items):
+                cart.matched_at = _max(cart.matched_at, t)
+
+    # --- orders and cancellations (docs/lifecycle.md "Cancellations") -----------------
+
+    def _apply_order(
+        self,
+        t: int,
+        amount: str,
+        currency: str,
+        order_id: str = "",
+        cart_id: str | None = None,
+        items: tuple[Item, ...] | None = None,
+    ) -> None:
         self.orders += 1
         first, second = self.first_order_at, self.second_order_at
         if first is None or t < first:
@@ -446,13 +613,150 @@ class CustomerState:
             del self.order_times[0]
         # Wide precision: sums of any amounts validation accepts stay exact, so the
         # total does not depend on the order they were added in.
-        currency = self._currency_slot(currency)
-        self._add_spend(currency, amount, 1)
+        self._add_spend(self._currency_slot(currency), amount, 1)
         self._touch(t)
         if self.stage == STAGE_PROSPECT:
             self.stage = STAGE_NEW
         if self.stage == STAGE_NEW and self.orders >= 2:
             self.stage = STAGE_REPEAT
+        key = order_key(order_id)
+        self._log_order(OrderEntry(t, key, amount, currency))
+        if self.carts:
+            self._order_in_carts(t, cart_id, items)
+        if self.pending_cancels:
+            # Cancellations that came before their order apply now, at once.
+            waiting = [c for c in self.pending_cancels if c[0] == key]
+            if waiting:
+                self.pending_cancels = [c for c in self.pending_cancels if c[0] != key]
+                for _, at, scope, cancelled, cur in waiting:
+                    self._apply_cancel(at, key, scope, cancelled, cur)
+
+    def _log_order(self, entry: OrderEntry) -> None:
+        """Enter an order; an entry neither among the first ORDER_LOG_FIRST nor the
+        newest ORDER_LOG_NEWEST is dropped (it never would be again: the set only
+        grows on both sides).  By time, then key: one order for one set of orders."""
+        log = self.order_log
+        bisect.insort(log, entry, key=_log_order)
+        if len(log) > ORDER_LOG_FIRST + ORDER_LOG_NEWEST:
+            del log[ORDER_LOG_FIRST : len(log) - ORDER_LOG_NEWEST]
+
+    def _apply_cancel(
+        self,
+        t: int,
+        key: str,
+        scope: str,
+        amount: str,
+        currency: str,
+        order_id: str | None = None,
+    ) -> None:
+        """A cancellation at its own time ``t`` (docs/lifecycle.md "Cancellations")."""
+        full = scope == CANCEL_FULL
+        log = self.order_log
+        i = next((j for j, entry in enumerate(log) if entry.key == key), -1)
+        if i < 0 and (
+            order_id is not None
+            and (order_id not in self.order_ids or self._order_is_waiting(order_id))
+        ):
+            # Its order is not taken in yet: wait for it (the oldest dropped).
+            waiting = self.pending_cancels
+            bisect.insort(waiting, [key, t, scope, amount, currency], key=_cancel_order)
+            if len(waiting) > MAX_PENDING_CANCELS:
+                del waiting[0]
+                self.cancels_dropped += 1
+            return
+        if i < 0 and (self.orders <= len(log) or key in self.cancelled_keys):
+            return  # cancelled in full already: nothing left to cancel
+        self._add_refund(currency, amount)
+        if not full:
+            self.partial_cancels += 1
+            self._sub_spend(currency, amount)
+            if i >= 0:
+                entry = log[i]
+                if entry.currency == currency:
+                    entry.amount = _minus(entry.amount, amount)
+            return
+        self.cancelled_orders += 1
+        self.cancelled_keys.append(key)
+        del self.cancelled_keys[:-MAX_PENDING_CANCELS]
+        self.orders = max(self.orders - 1, 0)
+        if i < 0:
+            # An order counted but not in the log (a middle one of a customer with
+            # more than 35): counts and spend only - the one approximation.
+            self._sub_spend(currency, amount)
+            self._count_off(self._spend_slot(currency))
+        else:
+            entry = log.pop(i)
+            self._sub_spend(entry.currency, entry.amount)
+            self._count_off(self._spend_slot(entry.currency))
+            self._reread(entry, i)
+        if self.orders == 0:
+            self.stage = STAGE_PROSPECT
+        elif self.orders == 1 and self.stage == STAGE_REPEAT:
+            self.stage = STAGE_NEW
+
+    def _order_is_waiting(self, order_id: str) -> bool:
+        """Whether the order is taken in but dated after the clock (still pending in
+        the row; overflow rows are not read for this)."""
+        return any(p.get("o") == order_id and p.get("k") == KIND_PURCHASE for p in self.queue.head)
+
+    def _reread(self, removed: OrderEntry, i: int) -> None:
+        """First, second and last order and the order times after the log lost
+        ``removed`` (it was at index ``i``)."""
+        log = self.order_log
+        if self.orders == len(log):
+            # The log holds every order: read everything from it.
+            self.first_order_at = log[0].at if log else None
+            self.second_order_at = log[1].at if len(log) > 1 else None
+            self.last_order_at = log[-1].at if log else None
+            self.order_times = [e.at for e in log[-MAX_ORDER_TIMES:]]
+            return
+        # Orders the log does not hold (more than 35, or a row from before the log):
+        # what it does hold is still exact.
+        if i < 2 and removed.at in (self.first_order_at, self.second_order_at) and len(log) > 1:
+            self.first_order_at, self.second_order_at = log[0].at, log[1].at
+        if i == len(log) and log:
+            self.last_order_at = log[-1].at
+        if removed.at in self.order_times:
+            self.order_times.remove(removed.at)
+
+    def _spend_slot(self, currency: str) -> str:
+        """Where spend of ``currency`` is (without moving any)."""
+        return currency if currency in self.spend else OTHER_CURRENCY
+
+    def _sub_spend(self, currency: str, amount: str) -> None:
+        slot = self._spend_slot(currency)
+        if slot in self.spend:
+            self.spend[slot] = _minus(self.spend[slot], amount)
+
+    def _count_off(self, slot: str) -> None:
+        n = self.order_currencies.get(slot, 0) - 1
+        if n > 0:
+            self.order_currencies[slot] = n
+        else:
+            self.order_currencies.pop(slot, None)
+
+    def _add_refund(self, currency: str, amount: str) -> None:
+        # Bounded like spend: a currency without its own spend slot goes to XXX.
+        slot = self._spend_slot(currency)
+        with localcontext(prec=80):
+            total = Decimal(self.refunded.get(slot, "0")) + Decimal(amount)
+        self.refunded[slot] = format(total, "f")
+
+    def order_at(self, k: int) -> int | None:
+        """The k-th order's time (1-based, net of cancellations) when the log holds
+        it: every order while it holds them all, else the first ORDER_LOG_FIRST and
+        the newest (None otherwise, and for fewer than k orders)."""
+        log, n = self.order_log, self.orders
+        if k < 1 or k > n:
+            return None
+        if n == len(log):
+            return log[k - 1].at
+        if k <= ORDER_LOG_FIRST:
+            # The log's head, while it starts at the first order (a row from before
+            # the log does not).
+            return log[k - 1].at if log and log[0].at == self.first_order_at else None
+        back = n - k  # orders after the k-th
+        return log[-1 - back].at if back < len(log) - ORDER_LOG_FIRST else None
 
     def _currency_slot(self, currency: str) -> str:
         """Where an order's spend goes: its own currency while it is among the
@@ -582,6 +886,30 @@ class CustomerState:
             out["tz"] = [self.zone, self.zone_at]
         if self.zone_ignored is not None:
             out["tzx"] = [self.zone_ignored, self.zone_ignored_at]
+        # The lifecycle's facts (docs/lifecycle.md "Facts"), each only when there is
+        # one: a row without them reads exactly as before.
+        if self.signup_at is not None:
+            out["su"] = self.signup_at
+        if self.first_session_at is not None:
+            out["fs"] = self.first_session_at
+        if self.first_view_at is not None:
+            out["vw"] = [self.first_view_at, self.last_view_at, [list(v) for v in self.views]]
+        if self.carts:
+            out["ct"] = [cart.to_wire() for cart in self.carts]
+        if self.first_cart_at is not None or self.first_checkout_at is not None:
+            out["fc"] = [self.first_cart_at, self.first_checkout_at]
+        if self.order_log:
+            out["ol"] = [[e.at, e.key, e.amount, e.currency] for e in self.order_log]
+        if self.pending_cancels:
+            out["cx"] = [list(c) for c in self.pending_cancels]
+        if self.cancelled_orders or self.partial_cancels or self.cancels_dropped or self.refunded:
+            out["cn"] = [
+                self.cancelled_orders,
+                self.partial_cancels,
+                self.cancels_dropped,
+                dict(sorted(self.refunded.items())),
+                list(self.cancelled_keys),
+            ]
         return out
 
     def to_dict(self) -> dict[str, Any]:
@@ -598,8 +926,8 @@ class CustomerState:
             # Inline rather than RecentFiring.to_wire: this runs on every row written.
             recent_firings=[
                 [f.due_at, f.rule, f.step, f.anchor_at, f.outcome, f.converted_at]
-                if f.sent_at is None
-                else [f.due_at, f.rule, f.step, f.anchor_at, f.outcome, f.converted_at, f.sent_at]
+                if f.sent_at is None and f.key is None
+                else f.to_wire()
                 for f in self.recent_firings
             ],
             decision_counts=_wire_counts(self.decision_counts),
@@ -649,6 +977,7 @@ class CustomerState:
             rules_at=d.get("rv"),
             **_zones(d),
             deferred=[DeferredFiring.from_wire(x) for x in d.get("df", ())],
+            **_lifecycle(d),
         )
 
     @classmethod
@@ -677,7 +1006,7 @@ class CustomerState:
         """The firings this record still remembers, oldest first, for lookups."""
         return [
             {
-                "trigger_id": trigger_id(self.customer_id, f.rule, f.step, f.anchor_at),
+                "trigger_id": trigger_id(self.customer_id, f.rule, f.step, f.anchor_at, f.key),
                 "rule": f.rule,
                 "step": f.step,
                 "due_at": iso(f.due_at),
@@ -702,6 +1031,31 @@ def _order_days(d: dict[str, Any]) -> OrderDays:
     return out
 
 
+def _lifecycle(d: dict[str, Any]) -> dict[str, Any]:
+    """The lifecycle fields of a row (none in a row from before them)."""
+    out: dict[str, Any] = {}
+    if (su := d.get("su")) is not None:
+        out["signup_at"] = su
+    if (fs := d.get("fs")) is not None:
+        out["first_session_at"] = fs
+    if (vw := d.get("vw")) is not None:
+        out["first_view_at"], out["last_view_at"] = vw[0], vw[1]
+        out["views"] = [list(v) for v in vw[2]]
+    if (ct := d.get("ct")) is not None:
+        out["carts"] = [CartEntry.from_wire(c) for c in ct]
+    if (fc := d.get("fc")) is not None:
+        out["first_cart_at"], out["first_checkout_at"] = fc
+    if (ol := d.get("ol")) is not None:
+        out["order_log"] = [OrderEntry(*e) for e in ol]
+    if (cx := d.get("cx")) is not None:
+        out["pending_cancels"] = [list(c) for c in cx]
+    if (cn := d.get("cn")) is not None:
+        out["cancelled_orders"], out["partial_cancels"], out["cancels_dropped"] = cn[:3]
+        out["refunded"] = dict(cn[3])
+        out["cancelled_keys"] = list(cn[4]) if len(cn) > 4 else []
+    return out
+
+
 def _zones(d: dict[str, Any]) -> dict[str, Any]:
     """The zone fields of a row (none in a row without a zone)."""
     out: dict[str, Any] = {}
@@ -716,6 +1070,41 @@ def _newer(t: int, name: str, at: int, known: str) -> bool:
     """Whether (t, name) replaces (at, known): a later time, or the same time and a
     smaller name."""
     return t > at or (t == at and name < known)
+
+
+def order_key(order_id: str) -> str:
+    """An order's key in the order log: the first 16 hex digits of the sha256 of its
+    id (docs/lifecycle.md "Cancellations")."""
+    return hashlib.sha256(order_id.encode()).hexdigest()[:16]
+
+
+# A cart snapshot's action at equal times: emptied wins, then checkout_started.
+_ACTION_RANK = {CART_UPDATED: 0, CART_CHECKOUT: 1, CART_EMPTIED: 2}
+
+
+def _snapshot_rank(action: str, items: tuple[Item, ...]) -> tuple[int, bytes]:
+    """Which of two snapshots of one cart at one instant wins (the larger): the
+    action, then the items' JSON text - any fixed total order does."""
+    return _ACTION_RANK.get(action, 0), orjson.dumps([item.to_wire() for item in items])
+
+
+def _cart_order(cart: CartEntry) -> tuple[int, str]:
+    return -cart.at, cart.cart_id
+
+
+def _log_order(entry: OrderEntry) -> tuple[int, str]:
+    return entry.at, entry.key
+
+
+def _cancel_order(entry: list[Any]) -> tuple[int, str]:
+    return entry[1], entry[0]
+
+
+def _minus(total: str, amount: str) -> str:
+    """``total`` - ``amount``, exact, never below 0."""
+    with localcontext(prec=80):
+        left = Decimal(total) - Decimal(amount)
+    return format(left, "f") if left > 0 else "0"
 
 
 def _progress(v: list[Any]) -> LadderProgress:

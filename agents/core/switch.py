@@ -49,6 +49,10 @@ def switch_actions(
         if before is not None and before.version == plan.version:
             actions.append((name, ACTION_UNCHANGED, None, []))
             continue
+        if plan.keyed:
+            # Never pinned (rules check): each cart's ladder restarts.
+            actions.append((name, ACTION_RESTART, None, keyed_superseded(plan, state, at)))
+            continue
         if (
             plan.on_change == ON_CHANGE_PIN
             and before is not None
@@ -78,6 +82,30 @@ def switch_actions(
                 )
         actions.append((name, ACTION_RESTART, dropped, superseded))
     return actions
+
+
+def keyed_superseded(plan: Plan, state: CustomerState, at: int) -> list[Due]:
+    """A keyed rule restarted at ``at``: per kept cart, its ladder's steps due by then
+    and not fired for its anchor, cart by cart in the carts' order (docs/lifecycle.md
+    "Rules")."""
+    resolve = plan.resolve_key
+    assert resolve is not None
+    out: list[Due] = []
+    for cart in sorted(state.carts, key=lambda c: c.cart_id):
+        anchor = resolve(state, cart)
+        if anchor is None:
+            continue
+        progress = cart.progress.get(plan.name)
+        k = progress[1] if progress is not None and progress[0] == anchor else 0
+        for j in range(k + 1, plan.size + 1):
+            threshold = plan.threshold(j, state)
+            if threshold is None or anchor + threshold > at:
+                break
+            due_at = anchor + threshold
+            out.append(
+                Due(due_at, plan.index, j, plan.name, anchor, threshold, plan.version, cart.cart_id)
+            )
+    return out
 
 
 def end_pins(state: CustomerState, by_id: Mapping[str, VersionRules], seg: VersionRules) -> None:

@@ -161,6 +161,8 @@ class WaitingFiring(Protocol):
     @property
     def rule_version(self) -> str: ...
     @property
+    def key(self) -> str | None: ...
+    @property
     def zone(self) -> str: ...
 
 
@@ -172,7 +174,7 @@ def deferred_view(state: CustomerState) -> list[dict[str, Any]]:
     waiting: list[WaitingFiring] = getattr(state, "deferred", [])
     return [
         {
-            "trigger_id": trigger_id(state.customer_id, f.rule, f.step, f.anchor_at),
+            "trigger_id": trigger_id(state.customer_id, f.rule, f.step, f.anchor_at, f.key),
             "rule": f.rule,
             "step": f.step,
             "due_at": iso(f.due_at),

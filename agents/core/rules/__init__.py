@@ -3,7 +3,8 @@ objects - anchors, steps, audience predicates, cancels - that the engine runs.
 
 ``load_rules(text)`` checks a file and gives its :class:`RuleSet` or raises
 :class:`RulesError` with every problem; ``default_rules()`` is the shipped
-``default.toml`` (today's rules).
+``default.toml`` (today's rules); ``builtin_text(name)`` a shipped file by name
+(``default``, ``lifecycle``: docs/lifecycle.md "Rules").
 """
 
 from __future__ import annotations
@@ -14,10 +15,12 @@ from importlib import resources
 from agents.core.rules.model import Problem, Rule, RulesError, RuleSet
 
 __all__ = [
+    "BUILTIN",
     "Problem",
     "Rule",
     "RuleSet",
     "RulesError",
+    "builtin_text",
     "default_rules",
     "default_text",
     "load_rules",
@@ -33,9 +36,20 @@ def load_rules(text: str) -> RuleSet:
     return load(text)
 
 
+# The shipped rules files a setting or a flag may name instead of a path.
+BUILTIN = ("default", "lifecycle")
+
+
 def default_text() -> str:
     """The shipped default rules file."""
-    return resources.files(__name__).joinpath("default.toml").read_text(encoding="utf-8")
+    return builtin_text("default")
+
+
+def builtin_text(name: str) -> str:
+    """The shipped rules file ``name`` (one of :data:`BUILTIN`)."""
+    if name not in BUILTIN:
+        raise KeyError(name)
+    return resources.files(__name__).joinpath(f"{name}.toml").read_text(encoding="utf-8")
 
 
 @functools.cache

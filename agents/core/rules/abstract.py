@@ -89,6 +89,43 @@ class Anchor(ABC):
         """The anchor as plain data (the rule's version hashes it)."""
 
 
+class KeyedAnchor(Anchor):
+    """An anchor with one ladder per key: a cart (docs/lifecycle.md "Rules").  The
+    engine asks :meth:`entry_at` of each kept cart; :meth:`at` is the newest open
+    ladder's anchor (what "the" anchor is, for a reader of the facts)."""
+
+    keyed: ClassVar[bool] = True
+
+    @abstractmethod
+    def entry_at(self, entry: Any) -> int | None:
+        """The ladder's anchor of one kept entry (a ``CartEntry``), None when it has
+        no open ladder (ended by its exit, emptied, or without items)."""
+
+    def at(self, facts: Facts) -> int | None:
+        times = [t for t in (self.entry_at(c) for c in facts.carts) if t is not None]
+        return max(times, default=None)
+
+    def resolver(self, cancels: tuple[Cancel, ...]) -> Callable[[Facts], int | None]:
+        # No ladder without a key: the engine runs the keyed ones (key_resolver).
+        return _none
+
+    def key_resolver(self, cancels: tuple[Cancel, ...]) -> Callable[[Facts, Any], int | None]:
+        """The anchor of one entry's ladder while no cancel holds, else None."""
+        entry_at = self.entry_at
+
+        def resolve(facts: Facts, entry: Any) -> int | None:
+            anchor = entry_at(entry)
+            if anchor is None or any(c.cancels(facts, anchor) for c in cancels):
+                return None
+            return anchor
+
+        return resolve
+
+
+def _none(facts: Facts) -> None:
+    return None
+
+
 class Step(ABC):
     """How long after the anchor a step is due."""
 
@@ -98,7 +135,9 @@ class Step(ABC):
     def threshold(self, facts: Facts) -> int | None:
         """Microseconds after the anchor, > 0; only a churn_risk step may say 0 (its
         threshold was already crossed at the anchor: decided ``skipped``) or None
-        (nothing due until the facts change: docs/prediction.md "The churn_risk rule")."""
+        (nothing due until the facts change: docs/prediction.md "The churn_risk rule"),
+        and a milestone step 0 (the k-th order at the first's instant: a normal due)
+        or None (not that many orders: docs/lifecycle.md "Rules")."""
 
     @property
     @abstractmethod

@@ -19,6 +19,7 @@ import string
 import tomllib
 from typing import Any
 
+from agents.core.rules.abstract import KeyedAnchor
 from agents.core.rules.check_audience import AudienceChecks
 from agents.core.rules.check_base import Where, one_based
 from agents.core.rules.check_model import DEFAULT_MODEL_KIND, ModelChecks, is_churn_steps
@@ -30,6 +31,7 @@ from agents.core.rules.model import (
     MAX_TOTAL_STEPS,
     NAME_PATTERN,
     ON_CHANGE,
+    ON_CHANGE_PIN,
     ON_CHANGE_RESTART,
     PLACEHOLDERS,
     GuardrailValues,
@@ -312,6 +314,7 @@ class _Checker(TimingChecks, AudienceChecks, WindowChecks, ModelChecks):
             steps = self.steps(raw_steps, path, at("steps"))
         if anchor is not None:
             self.settled(anchor, cancel_on, steps, path, at("anchor"))
+            self.lifecycle_shapes(anchor, cancel_on, steps, path, at)
         transactional = self.flag(raw, "transactional", path, False, at)
         arbitration = self.flag(raw, "arbitration", path, guardrails.arbitration, at)
         if transactional and raw.get("arbitration") is True:
@@ -327,6 +330,13 @@ class _Checker(TimingChecks, AudienceChecks, WindowChecks, ModelChecks):
                 f"{path}.on_change",
                 f"on_change is {' or '.join(repr(c) for c in ON_CHANGE)}: what a published "
                 "change does to customers mid-ladder",
+                at("on_change"),
+            )
+        if on_change == ON_CHANGE_PIN and isinstance(anchor, KeyedAnchor):
+            self.add(
+                f"{path}.on_change",
+                "a cart rule restarts at a published change (one ladder per cart): remove "
+                'on_change = "pin"',
                 at("on_change"),
             )
         send_window = self.rule_window(raw, path, at("send_window"), file_window, default_zone)

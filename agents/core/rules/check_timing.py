@@ -9,18 +9,46 @@ from typing import Any
 from agents.core.rules.abstract import Anchor, Step
 from agents.core.rules.anchors import (
     ANCHORS,
+    CART_EXITS,
+    EXIT_CART,
     MIN_ORDERS_FLOOR,
+    Cart,
     FirstOrder,
     LastActivity,
     LastOrder,
     LastSession,
 )
 from agents.core.rules.cancel import EVENT_KINDS
-from agents.core.rules.check_base import BaseChecker
+from agents.core.rules.check_base import BaseChecker, Where
 from agents.core.rules.model import MAX_LADDER_STEPS
-from agents.core.rules.steps import Cadence, Fixed
+from agents.core.rules.steps import (
+    MAX_ANNIVERSARY,
+    MAX_MILESTONE_ORDER,
+    Anniversary,
+    Cadence,
+    Fixed,
+    OrderMilestone,
+)
+from schemas.records import KIND_PURCHASE
 
 MAX_MIN_ORDERS = 1000
+# The settings each anchor kind takes besides its kind.
+ANCHOR_SETTINGS: dict[str, tuple[str, ...]] = {
+    "last_order": ("min_orders",),
+    "last_activity": ("min_orders",),
+    "last_session": ("min_orders",),
+    "cart": ("exit",),
+}
+
+
+def milestone_kind(raw: list[Any]) -> str | None:
+    """ "order" or "anniversary" when a rule's steps are (some of them) milestones."""
+    for item in raw:
+        if isinstance(item, dict):
+            for kind in ("order", "anniversary"):
+                if kind in item:
+                    return kind
+    return None
 
 
 class TimingChecks(BaseChecker):
@@ -47,14 +75,16 @@ class TimingChecks(BaseChecker):
         if cls is None:
             self.add(where, f"{kind!r} is not an anchor this version knows ({kinds})", line)
             return None
-        known = () if cls is FirstOrder else ("min_orders",)
+        known = ANCHOR_SETTINGS.get(kind, ())
         for key in params:
             if key not in known:
                 self.add(f"{where}.{key}", f"the {kind} anchor has no setting {key!r}", line)
-        if "min_orders" not in params or cls is FirstOrder:
+        if cls is Cart:
+            return self.cart_anchor(params, where, line)
+        if "min_orders" not in params or "min_orders" not in known:
             return cls()
         n = params["min_orders"]
-        low = MIN_ORDERS_FLOOR[cls.kind]
+        low = MIN_ORDERS_FLOOR[kind]
         if isinstance(n, bool) or not isinstance(n, int) or not low <= n <= MAX_MIN_ORDERS:
             self.add(
                 f"{where}.min_orders",
@@ -63,6 +93,18 @@ class TimingChecks(BaseChecker):
             )
             return None
         return cls(min_orders=n)  # type: ignore[call-arg]
+
+    def cart_anchor(self, params: dict[str, Any], where: str, line: int | None) -> Anchor | None:
+        exit_ = params.get("exit", EXIT_CART)
+        if exit_ not in CART_EXITS:
+            self.add(
+                f"{where}.exit",
+                f"exit is {' or '.join(repr(e) for e in CART_EXITS)}: what order ends a cart's "
+                "ladder (one with its cart id, or also one holding any of its products)",
+                line,
+            )
+            return None
+        return Cart(exit_)
 
     def cancel_on(self, raw: Any, path: str, line: int | None) -> tuple[str, ...]:
         where = f"{path}.cancel_on"
@@ -92,6 +134,9 @@ class TimingChecks(BaseChecker):
             return ()
         if len(raw) > MAX_LADDER_STEPS:
             self.add(where, f"{len(raw)} steps: a rule has at most {MAX_LADDER_STEPS}", line)
+        kind = milestone_kind(raw)
+        if kind is not None:
+            return self.milestones(raw, kind, where, line)
         out: list[Step] = []
         for i, item in enumerate(raw, 1):
             at = f"{where}[{i}]"
@@ -119,6 +164,43 @@ class TimingChecks(BaseChecker):
                     line,
                 )
             out.append(Fixed(micros))
+        return tuple(out)
+
+    def milestones(
+        self, raw: list[Any], kind: str, where: str, line: int | None
+    ) -> tuple[Step, ...]:
+        """Milestone steps (docs/lifecycle.md "Rules"): all ``{ order = k }`` or all
+        ``{ anniversary = n }``, strictly increasing."""
+        high = MAX_MILESTONE_ORDER if kind == "order" else MAX_ANNIVERSARY
+        what = "the k-th order" if kind == "order" else "years after the first order"
+        out: list[Step] = []
+        previous: int | None = None
+        for i, item in enumerate(raw, 1):
+            at = f"{where}[{i}]"
+            if not isinstance(item, dict) or kind not in item:
+                self.add(
+                    at,
+                    f"{kind} steps cannot be mixed with other steps in one rule: a milestone "
+                    f"rule's steps are all {{ {kind} = ... }}",
+                    line,
+                )
+                continue
+            for key in item:
+                if key != kind:
+                    self.add(f"{at}.{key}", f"a {kind} step has no setting {key!r}", line)
+            n = item[kind]
+            if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= high:
+                self.add(f"{at}.{kind}", f"{kind} is {what}: a whole number from 1 to {high}", line)
+                continue
+            if previous is not None and n <= previous:
+                self.add(
+                    f"{at}.{kind}",
+                    f"{n} is not after the step before it ({previous}): steps must be strictly "
+                    "increasing",
+                    line,
+                )
+            previous = n
+            out.append(OrderMilestone(n) if kind == "order" else Anniversary(n))
         return tuple(out)
 
     def settled(
@@ -154,6 +236,39 @@ class TimingChecks(BaseChecker):
                 'or first_order with cancel_on = ["purchase"]: otherwise a new order would '
                 "change a due time already passed",
                 line,
+            )
+
+    def lifecycle_shapes(
+        self,
+        anchor: Anchor,
+        cancel_on: tuple[str, ...],
+        steps: tuple[Step, ...],
+        path: str,
+        at: Where,
+    ) -> None:
+        """The lifecycle's shapes (docs/lifecycle.md "Rules"): milestones count from
+        the first order and must outlive the second; a cart's own exit ends its ladder."""
+        milestone = any(isinstance(step, OrderMilestone | Anniversary) for step in steps)
+        if milestone and not isinstance(anchor, FirstOrder):
+            self.add(
+                f"{path}.anchor",
+                'order and anniversary steps need anchor = "first_order": they count from '
+                "the first order",
+                at("anchor"),
+            )
+        if milestone and KIND_PURCHASE in cancel_on:
+            self.add(
+                f"{path}.cancel_on",
+                'a milestone rule cannot have cancel_on = ["purchase"]: the second order '
+                "would end it before any milestone",
+                at("cancel_on"),
+            )
+        if isinstance(anchor, Cart) and KIND_PURCHASE in cancel_on:
+            self.add(
+                f"{path}.cancel_on",
+                "a cart anchor ends with its own order (its exit): an order of another cart "
+                'must not end it, so cancel_on cannot name "purchase"',
+                at("cancel_on"),
             )
 
     def cadence(self, raw: dict[str, Any], at: str, line: int | None) -> Cadence | None:

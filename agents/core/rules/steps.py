@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import calendar
 import itertools
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -10,7 +11,7 @@ from typing import Any, ClassVar
 
 from agents.core.prediction import NbdParams, crossing_at
 from agents.core.rules.abstract import Facts, Step
-from agents.core.timeutil import MAX_DURATION, format_duration
+from agents.core.timeutil import EPOCH, MAX_DURATION, MICROS_PER_DAY, TIME_MAX, format_duration
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,3 +144,103 @@ def cadence_threshold(order_times: list[int], multiplier: float, floor: int) -> 
     # Capped at the longest duration a setting may hold, so that a due time
     # stays a representable datetime even for orders centuries apart.
     return min(max(floor, int(median * multiplier)), MAX_DURATION)
+
+
+# Where a customer's orders are kept (docs/lifecycle.md "Facts"): the first and the
+# newest of the order log, mirrored from agents.core.state (which imports the rules).
+LOG_FIRST = 3
+LOG_NEWEST = 32
+MAX_MILESTONE_ORDER = 1000
+MAX_ANNIVERSARY = 10
+
+
+@dataclass(frozen=True, slots=True)
+class OrderMilestone(Step):
+    """Due at the customer's k-th order, net of cancellations (``{ order = 3 }``), on
+    a ``first_order`` anchor: threshold = t_k - first order's time, 0 for a k-th order
+    at that instant (docs/lifecycle.md "Rules")."""
+
+    k: int
+    kind: ClassVar[str] = "order"
+
+    def threshold(self, facts: Facts) -> int | None:
+        first = facts.first_order_at
+        at = kth_order_at(facts.order_log, facts.orders, self.k)
+        if first is None or at is None:
+            return None
+        return at - first
+
+    @property
+    def least(self) -> int:
+        return 0
+
+    def label(self) -> str:
+        return f"order {self.k}"
+
+    def canonical(self) -> Any:
+        return {"order": self.k}
+
+
+@dataclass(frozen=True, slots=True)
+class Anniversary(Step):
+    """Due ``n`` calendar years after the first order, in UTC, a 29 February read as
+    28 February in other years (``{ anniversary = 1 }``: docs/lifecycle.md "Rules")."""
+
+    n: int
+    kind: ClassVar[str] = "anniversary"
+
+    def threshold(self, facts: Facts) -> int | None:
+        first = facts.first_order_at
+        if first is None:
+            return None
+        return years_after(first, self.n) - first
+
+    @property
+    def least(self) -> int:
+        return 365 * self.n * MICROS_PER_DAY
+
+    def label(self) -> str:
+        return f"{self.n} year" + ("s" if self.n != 1 else "")
+
+    def canonical(self) -> Any:
+        return {"anniversary": self.n}
+
+
+def kth_order_at(log: list[Any], orders: int, k: int) -> int | None:
+    """The k-th order's time (1-based, by time) read from the order log ``log``
+    (ascending ``OrderEntry``), ``orders`` the net count; None when there are fewer
+    than k orders or the k-th is not in the log.
+
+    The log holds every order while there are few; past that, its first entries are
+    the first orders and its newest the newest (docs/lifecycle.md "Facts"), each run
+    shortened by the cancellations of its own orders.  So of a log of L entries the
+    first L - LOG_NEWEST are surely the first orders and the newest L - LOG_FIRST
+    surely the newest; any k in neither is read as not in the log."""
+    n = len(log)
+    if not 1 <= k <= orders:
+        return None
+    if n == orders:
+        at: int = log[k - 1].at
+        return at
+    back = orders - k  # orders after the k-th
+    if back < n - LOG_FIRST:
+        at = log[n - 1 - back].at
+        return at
+    if k <= n - LOG_NEWEST:
+        at = log[k - 1].at
+        return at
+    return None
+
+
+def years_after(t: int, n: int) -> int:
+    """``t`` plus ``n`` calendar years in UTC (29 February -> 28 February); past year
+    9999, the last representable instant."""
+    moment = EPOCH + timedelta(microseconds=t)
+    year = moment.year + n
+    if year > 9999:
+        return TIME_MAX
+    day = moment.day
+    if moment.month == 2 and day == 29 and not calendar.isleap(year):
+        day = 28
+    later = moment.replace(year=year, day=day)
+    return (later - EPOCH) // timedelta(microseconds=1)

@@ -19,6 +19,7 @@ from agents.core.state import (
     CustomerState,
     RecentFiring,
     _compact,
+    order_key,
 )
 from schemas.records import Event
 from tests.unit.agents.factories import OPTED_IN, OPTED_OUT, T0, at, consent, purchase, session
@@ -282,6 +283,15 @@ def expected_facts(events: list[Event]) -> dict[str, Any]:
         bits = sum(1 << (d - days[0]) for d in days)
         raw = bits.to_bytes((bits.bit_length() + 7) // 8, "little")
         out["od"] = [days[0], base64.b64encode(raw).decode()]
+    if sessions:
+        out["fs"] = min(sessions)
+    if orders:
+        # The order log (docs/lifecycle.md "Cancellations"): every order while
+        # there are at most 35, by time then key.
+        out["ol"] = sorted(
+            [e.occurred_at, order_key(e.order_id or ""), e.amount, e.currency]
+            for e in orders.values()
+        )
     return out
 
 

@@ -4,14 +4,24 @@ tests every strategy against its abstract one.  Adding a kind means adding it he
 
 from __future__ import annotations
 
+from datetime import timedelta
 from decimal import Decimal
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from agents.core.prediction import NbdParams, crossing_at
-from agents.core.rules.abstract import Anchor, Cancel, Predicate, Step
-from agents.core.rules.anchors import ANCHORS, FirstOrder, LastActivity, LastOrder, LastSession
+from agents.core.rules.abstract import Anchor, Cancel, KeyedAnchor, Predicate, Step
+from agents.core.rules.anchors import (
+    ANCHORS,
+    Cart,
+    FirstOrder,
+    LastActivity,
+    LastOrder,
+    LastSession,
+    LastView,
+    Signup,
+)
 from agents.core.rules.audience import (
     PREDICATES,
     Consent,
@@ -21,11 +31,11 @@ from agents.core.rules.audience import (
     Stage,
 )
 from agents.core.rules.cancel import EVENT_KINDS
-from agents.core.rules.steps import Cadence, Fixed, PAliveBelow
+from agents.core.rules.steps import Anniversary, Cadence, Fixed, OrderMilestone, PAliveBelow
 from agents.core.settings import DAY
-from agents.core.state import CustomerState
-from agents.core.timeutil import MAX_DURATION
-from schemas.records import Event
+from agents.core.state import CartEntry, CustomerState, OrderEntry
+from agents.core.timeutil import EPOCH, MAX_DURATION
+from schemas.records import Event, Item
 
 ALL_ANCHORS: list[Anchor] = [
     FirstOrder(),
@@ -35,6 +45,10 @@ ALL_ANCHORS: list[Anchor] = [
     LastActivity(min_orders=0),
     LastSession(),
     LastSession(min_orders=1),
+    Signup(),
+    LastView(),
+    Cart(),
+    Cart("any_product"),
 ]
 ALL_STEPS: list[Step] = [Fixed(DAY), Fixed(30 * DAY), Cadence(2.0, 7 * DAY), Cadence(1.0, 1)]
 ALL_PREDICATES: list[Predicate] = [
@@ -51,7 +65,7 @@ ALL_PREDICATES: list[Predicate] = [
 
 events = st.lists(
     st.tuples(
-        st.sampled_from(["purchase", "session", "consent"]),
+        st.sampled_from(["purchase", "session", "consent", "signup", "product_view", "cart"]),
         st.integers(0, 400 * DAY),
         st.sampled_from(["opted_in", "opted_out"]),
         st.sampled_from(["10.00", "99.99", "250"]),
@@ -63,6 +77,8 @@ events = st.lists(
 def state_of(items: list[tuple[str, int, str, str]]) -> CustomerState:
     state = CustomerState(customer_id="c", partition=0)
     for n, (kind, t, status, amount) in enumerate(items):
+        if kind not in ("purchase", "session", "consent"):
+            continue
         state.apply(
             Event(
                 kind,
@@ -75,11 +91,55 @@ def state_of(items: list[tuple[str, int, str, str]]) -> CustomerState:
                 status=status if kind == "consent" else None,
             )
         )
+    return with_lifecycle_facts(state, items)
+
+
+def with_lifecycle_facts(
+    state: CustomerState, items: list[tuple[str, int, str, str]]
+) -> CustomerState:
+    """The lifecycle's facts of ``items``, set as the folds define them
+    (docs/lifecycle.md "Facts"): each cart event is its own cart here, ``status``
+    choosing its action and whether an order came after it."""
+    kinds: dict[str, list[int]] = {}
+    for kind, t, _, _ in items:
+        kinds.setdefault(kind, []).append(t)
+    state.signup_at = min(kinds.get("signup", []), default=None)
+    state.first_session_at = min(kinds.get("session", []), default=None)
+    views = kinds.get("product_view", [])
+    state.first_view_at, state.last_view_at = min(views, default=None), max(views, default=None)
+    state.views = [[t, f"p{t % 3}"] for t in sorted(views, reverse=True)[:1]]
+    orders = sorted(kinds.get("purchase", []))
+    state.order_log = [OrderEntry(t, f"{i:016x}", "10", "EUR") for i, t in enumerate(orders)]
+    carts = []
+    for n, (kind, t, status, amount) in enumerate(items):
+        if kind != "cart":
+            continue
+        action = "updated" if status == "opted_in" else "checkout_started"
+        emptied = amount == "250"
+        later = [o for o in orders if o >= t]
+        carts.append(
+            CartEntry(
+                f"cart{n}",
+                t,
+                "emptied" if emptied else action,
+                () if emptied else (Item("p1", 2, "9.50", "EUR"),),
+                ordered_at=max(later) if later and amount == "10.00" else None,
+                matched_at=max(later) if later and amount == "99.99" else None,
+            )
+        )
+    state.carts = sorted(carts, key=lambda c: (-c.at, c.cart_id))[:3]
     return state
 
 
 def newest_fact(state: CustomerState) -> int | None:
-    times = [state.last_activity_at, state.last_order_at, state.last_session_at]
+    times = [
+        state.last_activity_at,
+        state.last_order_at,
+        state.last_session_at,
+        state.signup_at,
+        state.last_view_at,
+        *(c.at for c in state.carts),
+    ]
     return max((t for t in times if t is not None), default=None)
 
 
@@ -88,6 +148,7 @@ def test_every_kind_is_in_the_contract() -> None:
     assert {type(p) for p in ALL_PREDICATES} == set(PREDICATES)
     assert {type(s) for s in ALL_STEPS} == {Fixed, Cadence}
     assert {type(s) for s in CHURN_STEPS} == {PAliveBelow}
+    assert {type(s) for s in MILESTONE_STEPS} == {OrderMilestone, Anniversary}
 
 
 @settings(max_examples=150, deadline=None)
@@ -99,8 +160,14 @@ def test_an_anchor_is_absent_or_no_later_than_the_newest_fact(items: list) -> No
         if at is not None:
             newest = newest_fact(state)
             assert newest is not None and at <= newest, anchor
-        if state.orders == 0 and state.last_session_at is None:
+        if newest_fact(state) is None:
             assert at is None, anchor
+        if isinstance(anchor, KeyedAnchor):
+            # One ladder per open cart, anchored at its newest snapshot.
+            opened = [anchor.entry_at(c) for c in state.carts]
+            assert all(t is None or t == c.at for t, c in zip(opened, state.carts, strict=True))
+            assert at == max((t for t in opened if t is not None), default=None)
+            assert anchor.resolver(())(state) is None  # the engine runs the keys
         assert anchor.canonical()["kind"] == anchor.kind
         for kind in EVENT_KINDS:
             cancel = anchor.cancel(kind)
@@ -186,3 +253,38 @@ def test_a_predicate_is_a_pure_function_of_the_facts_and_d(items: list, due_at: 
         assert predicate.holds(state_of(items), due_at) is first
         assert predicate.canonical() is not None
     assert (state.facts(), state.stage) == before  # read, never changed
+
+
+MILESTONE_STEPS: list[Step] = [OrderMilestone(1), OrderMilestone(3), Anniversary(1), Anniversary(3)]
+
+
+@settings(max_examples=150, deadline=None)
+@given(events)
+def test_a_milestone_step_is_due_at_the_kth_order_or_on_the_first_orders_date(
+    items: list,
+) -> None:
+    """An order step: the k-th order's time less the first's (None with fewer than k);
+    an anniversary: the same month and day n years on, 29 Feb -> 28 Feb
+    (docs/lifecycle.md "Rules")."""
+    state = state_of(items)
+    times = [e.at for e in state.order_log]
+    for step in MILESTONE_STEPS:
+        threshold = step.threshold(state)
+        assert step.label() and step.canonical()
+        if state.first_order_at is None:
+            assert threshold is None
+            continue
+        if isinstance(step, OrderMilestone) and state.orders < step.k:
+            assert threshold is None
+            continue
+        assert threshold is not None and threshold >= step.least >= 0
+        if isinstance(step, OrderMilestone):
+            assert state.first_order_at + threshold == times[step.k - 1]
+        else:
+            assert isinstance(step, Anniversary)
+            first = EPOCH + timedelta(microseconds=state.first_order_at)
+            then = EPOCH + timedelta(microseconds=state.first_order_at + threshold)
+            assert then.year == first.year + step.n and then.time() == first.time()
+            assert (then.month, then.day) == (first.month, first.day) or (
+                (first.month, first.day, then.day) == (2, 29, 28)
+            )
