@@ -15,6 +15,7 @@ import orjson
 import pytest
 
 from agents.core.timeutil import parse_timestamp, to_micros
+from agents.core.validation import ValidationError, validate
 from streams.cli import main
 from streams.feed.sample import generate
 from streams.feed.sample_options import SampleOptions
@@ -172,3 +173,22 @@ def test_command_takes_the_lifecycle_flag(tmp_path: Path) -> None:
     assert main([*args, "--out", str(out)]) == 0
     expected = list(generate(40, 30, seed=1, end=END, options=LIFECYCLE))
     assert out.read_bytes() == b"\n".join(expected) + b"\n"
+
+
+def test_every_lifecycle_line_is_valid_and_of_its_kind() -> None:
+    """The processor accepts every new line (purchase/2 orders included); the only
+    dead letters are the malformed copies the other kinds already make."""
+    kinds: Counter[str] = Counter()
+    for line in generate(400, 120, seed=2, end=END, options=SampleOptions(lifecycle=True)):
+        obj = orjson.loads(line) if line.startswith(b"{") and line.endswith(b"}") else {}
+        try:
+            event = validate(line, now=END, max_bytes=64 * 1024, future_tolerance=86_400_000_000)
+        except ValidationError:
+            assert obj.get("schema") not in NEW
+            continue
+        kinds[event.kind] += 1
+        if obj.get("schema") == "purchase/2":
+            assert event.cart_id == obj["cart_id"] and event.items is not None
+    assert set(kinds) == {
+        "signup", "product_view", "cart", "order_cancelled", "purchase", "session", "consent"
+    }  # fmt: skip
