@@ -37,18 +37,32 @@ from agents.core.timeutil import DEFAULT_MIN_EVENT_TIME, iso, to_micros
 from agents.core.validation import (
     CODE_EARLY_TIMESTAMP,
     CODE_FUTURE_TIMESTAMP,
+    MAX_CATEGORY_LENGTH,
     MAX_ID_LENGTH,
+    MAX_QUANTITY,
     MAX_TEXT_LENGTH,
     SHOWN_ZONE,
 )
 from agents.core.zones import load_zone
 from schemas.records import (
+    CANCEL_FULL,
+    CANCEL_PARTIAL,
+    CART_CHECKOUT,
+    CART_EMPTIED,
+    CART_UPDATED,
     CONSENT_OPTED_IN,
     CONSENT_OPTED_OUT,
+    KIND_CANCEL,
+    KIND_CART,
     KIND_CONSENT,
     KIND_PURCHASE,
     KIND_SESSION,
+    KIND_SIGNUP,
+    KIND_VIEW,
+    MAX_CART_ITEMS,
+    MAX_ORDER_ITEMS,
     Event,
+    Item,
 )
 
 # Dead-letter code for a message on the internal topic that cannot be read.
@@ -192,6 +206,8 @@ def read_wire_event(wire: Any, *, latest: int, earliest: int = DEFAULT_MIN_EVENT
         raise BadMessage(f"purchase amount or currency malformed: {fields['a'][:40]!r}")
     if kind == KIND_CONSENT and fields["st"] not in (CONSENT_OPTED_OUT, CONSENT_OPTED_IN):
         raise BadMessage(f"consent status {fields['st'][:40]!r} unknown")
+    if kind in _LIFECYCLE_KINDS or (kind == KIND_PURCHASE and ("cart" in wire or "it" in wire)):
+        return _lifecycle_event(wire, kind, fields, t, channel, zone, ignored)
     return Event(
         kind,
         fields["e"],
@@ -208,8 +224,115 @@ def read_wire_event(wire: Any, *, latest: int, earliest: int = DEFAULT_MIN_EVENT
     )
 
 
-_WIRE_FIELDS = {KIND_PURCHASE: ("o", "a", "cur"), KIND_SESSION: ("s",), KIND_CONSENT: ("st",)}
-_WIRE_IDS = frozenset({"e", "c", "o", "s"})
+_WIRE_FIELDS = {
+    KIND_PURCHASE: ("o", "a", "cur"),
+    KIND_SESSION: ("s",),
+    KIND_CONSENT: ("st",),
+    KIND_SIGNUP: (),
+    KIND_VIEW: ("p",),
+    KIND_CART: ("cart", "act"),
+    KIND_CANCEL: ("o", "act", "a", "cur"),
+}
+_WIRE_IDS = frozenset({"e", "c", "o", "s", "p", "cart"})
+_LIFECYCLE_KINDS = frozenset({KIND_SIGNUP, KIND_VIEW, KIND_CART, KIND_CANCEL})
+_ACTIONS = {
+    KIND_CART: (CART_UPDATED, CART_CHECKOUT, CART_EMPTIED),
+    KIND_CANCEL: (CANCEL_FULL, CANCEL_PARTIAL),
+}
+
+
+def _lifecycle_event(
+    wire: dict[str, Any],
+    kind: str,
+    fields: dict[str, str],
+    t: int,
+    channel: str | None,
+    zone: str | None,
+    ignored: str | None,
+) -> Event:
+    """An event of the lifecycle's contracts (docs/lifecycle.md "Inputs"), or a
+    purchase/2, checked as strictly as ingest wrote it."""
+    if kind in _ACTIONS and fields["act"] not in _ACTIONS[kind]:
+        raise BadMessage(f"{kind} action {fields['act'][:40]!r} unknown")
+    if kind == KIND_CANCEL and not (
+        _WIRE_AMOUNT.fullmatch(fields["a"]) and _WIRE_CURRENCY.fullmatch(fields["cur"])
+    ):
+        raise BadMessage(f"cancellation amount or currency malformed: {fields['a'][:40]!r}")
+    category = price = currency = cart_id = None
+    items: tuple[Item, ...] | None = None
+    if kind == KIND_VIEW:
+        category = wire.get("cat")
+        if category is not None and not (
+            isinstance(category, str) and 0 < len(category) <= MAX_CATEGORY_LENGTH
+        ):
+            raise BadMessage("view category must be a string of 1 to 128 characters")
+        price, currency = wire.get("pr"), wire.get("cur")
+        if price is not None and not (isinstance(price, str) and _WIRE_AMOUNT.fullmatch(price)):
+            raise BadMessage(f"view price malformed: {str(price)[:40]!r}")
+        if (price is not None and currency is None) or (
+            currency is not None
+            and not (isinstance(currency, str) and _WIRE_CURRENCY.fullmatch(currency))
+        ):
+            raise BadMessage(f"view currency malformed: {str(currency)[:40]!r}")
+    if kind == KIND_PURCHASE:
+        cart_id = wire.get("cart")
+        if cart_id is not None and not (
+            isinstance(cart_id, str) and 0 < len(cart_id) <= MAX_ID_LENGTH and cart_id.strip()
+        ):
+            raise BadMessage("purchase cart id must be a non-blank id of at most 128 characters")
+        if wire.get("it") is not None:
+            items = _wire_items(wire["it"], MAX_ORDER_ITEMS)
+    elif kind == KIND_CART:
+        cart_id = fields["cart"]
+        items = _wire_items(wire.get("it"), MAX_CART_ITEMS)
+        # What ingest writes: an emptied snapshot without items, every other with some.
+        if (fields["act"] == CART_EMPTIED) != (not items):
+            raise BadMessage(f"cart action {fields['act']!r} with {len(items)} items")
+    return Event(
+        kind,
+        fields["e"],
+        fields["c"],
+        t,
+        order_id=fields.get("o"),
+        amount=fields.get("a"),
+        currency=fields.get("cur", currency),
+        channel=channel,
+        timezone=zone,
+        timezone_ignored=ignored,
+        product_id=fields.get("p"),
+        category=category,
+        price=price,
+        cart_id=cart_id,
+        action=fields.get("act"),
+        items=items,
+    )
+
+
+def _wire_items(raw: Any, limit: int) -> tuple[Item, ...]:
+    """A cart's or an order's lines as ingest writes them: at most ``limit``
+    ``[product_id, quantity, unit_price, currency]``."""
+    if not isinstance(raw, list) or len(raw) > limit:
+        raise BadMessage(f"event items must be a list of at most {limit} lines")
+    out = []
+    for line in raw:
+        if not (isinstance(line, list) and len(line) == 4):
+            raise BadMessage("an item must be [product_id, quantity, unit_price, currency]")
+        product_id, quantity, unit_price, currency = line
+        if not (
+            isinstance(product_id, str)
+            and 0 < len(product_id) <= MAX_ID_LENGTH
+            and product_id.strip()
+            and isinstance(quantity, int)
+            and not isinstance(quantity, bool)
+            and 1 <= quantity <= MAX_QUANTITY
+            and isinstance(unit_price, str)
+            and _WIRE_AMOUNT.fullmatch(unit_price)
+            and isinstance(currency, str)
+            and _WIRE_CURRENCY.fullmatch(currency)
+        ):
+            raise BadMessage(f"item malformed: {str(line)[:80]!r}")
+        out.append(Item(product_id, quantity, unit_price, currency))
+    return tuple(out)
 
 
 def read_wire_rules(msg: dict[str, Any]) -> tuple[str, int, str, str]:

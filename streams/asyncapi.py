@@ -28,7 +28,19 @@ INPUTS = {
     "purchases": ("purchases", "purchase", "purchase.schema.json", "optional"),
     "sessions": ("sessions", "session", "session.schema.json", "optional"),
     "consents": ("consents", "consent", "consent.schema.json", "optional"),
+    # The lifecycle's inputs (docs/lifecycle.md "Inputs").
+    "signups": ("signups", "signup", "signup.schema.json", "optional"),
+    "productViews": ("product_views", "productView", "product_view.schema.json", "optional"),
+    "carts": ("carts", "cart", "cart.schema.json", "optional"),
+    "orderCancellations": (
+        "order_cancellations",
+        "orderCancelled",
+        "order_cancelled.schema.json",
+        "optional",
+    ),
 }
+# A channel's further versions of its contract: purchase/2 shares purchase/1's topic.
+VERSIONS = {"purchases": {"purchase2": "purchase_2.schema.json"}}
 OUTPUTS = {
     "nudges": ("nudges", "nudge", "nudge.schema.json", "customer_id"),
     "decisions": ("decisions", "decision", "decision.schema.json", "customer_id"),
@@ -45,6 +57,11 @@ DESCRIPTIONS = {
     "purchases": "Purchase events (purchase/1) from shops and apps.",
     "sessions": "Session events (session/1): any activity that is not an order.",
     "consents": "Consent changes (consent/1): opt-in / opt-out for nudges.",
+    "purchase2": "Purchase events with the order's cart and lines (purchase/2).",
+    "signups": "Sign-ups (signup/1): a customer created an account.",
+    "productViews": "Product views (product_view/1): a product, its category and price.",
+    "carts": "Cart snapshots (cart/1): every line of one cart after a change; newest wins.",
+    "orderCancellations": "Order cancellations and refunds (order_cancelled/1), full or partial.",
     "nudges": "Delivered nudge triggers (nudge/1); deduplicate on trigger_id.",
     "decisions": "Every firing with its outcome, delivered or suppressed (decision/1).",
     "outcomes": "Conversions attributed to a delivered or holdout firing (outcome/1).",
@@ -162,6 +179,11 @@ def _operation(action: str, channel: str, messages: list[str], summary: str) -> 
     }
 
 
+def _title(channel_id: str) -> str:
+    """``productViews`` -> ``ProductViews``, for an operation id."""
+    return channel_id[0].upper() + channel_id[1:]
+
+
 def _record_schema(schema_file: str) -> dict[str, Any]:
     """A record schema from the ``schemas`` package, as an AsyncAPI Schema Object.
 
@@ -183,9 +205,11 @@ def published(topics: Topics | None = None) -> dict[str, Any]:
     doc = document(topics)
     schemas: dict[str, Any] = {}
     for channel_id, (_, message_id, schema_file, _) in {**INPUTS, **OUTPUTS}.items():
-        schemas[message_id] = _record_schema(schema_file)
-        payload = doc["channels"][channel_id]["messages"][message_id]["payload"]
-        payload["$ref"] = f"#/components/schemas/{message_id}"
+        versions = {message_id: schema_file, **VERSIONS.get(channel_id, {})}
+        for version_id, version_file in versions.items():
+            schemas[version_id] = _record_schema(version_file)
+            payload = doc["channels"][channel_id]["messages"][version_id]["payload"]
+            payload["$ref"] = f"#/components/schemas/{version_id}"
     rules_id, rules_file = CONTROL_RULES
     schemas[rules_id] = _record_schema(rules_file)
     for channel_id in (*INPUTS, RULES):
@@ -210,6 +234,13 @@ def document(topics: Topics | None = None, *, schema_base: str = "./") -> dict[s
         address = getattr(topics, field)
         payload = {"$ref": f"{schema_base}{schema_file}"}
         messages = {message_id: _message(message_id, DESCRIPTIONS[channel_id], payload, key)}
+        for version_id, version_file in VERSIONS.get(channel_id, {}).items():
+            messages[version_id] = _message(
+                version_id,
+                DESCRIPTIONS[version_id],
+                {"$ref": f"{schema_base}{version_file}"},
+                key,
+            )
         if channel_id in INPUTS:
             messages["controlAdvance"] = _message(
                 "controlAdvance", "Stream clock marker", CONTROL_ADVANCE_SCHEMA, "optional"
@@ -222,7 +253,7 @@ def document(topics: Topics | None = None, *, schema_base: str = "./") -> dict[s
             )
         channels[channel_id] = _channel(address, DESCRIPTIONS[channel_id], messages)
         if channel_id in INPUTS:
-            operations[f"receive{channel_id.capitalize()}"] = _operation(
+            operations[f"receive{_title(channel_id)}"] = _operation(
                 "receive",
                 channel_id,
                 list(messages),
@@ -230,7 +261,7 @@ def document(topics: Topics | None = None, *, schema_base: str = "./") -> dict[s
                 "`retention produce` / `replay`.",
             )
         else:
-            operations[f"send{channel_id.capitalize()}"] = _operation(
+            operations[f"send{_title(channel_id)}"] = _operation(
                 "send",
                 channel_id,
                 [message_id],

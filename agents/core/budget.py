@@ -35,6 +35,7 @@ from agents.core.settings import (
 )
 from agents.core.windows import SEARCH
 from agents.core.zones import MAX_ZONE_NAME
+from schemas.records import MAX_CART_ITEMS, MAX_ORDER_ITEMS
 
 
 class HasPending(Protocol):
@@ -80,18 +81,27 @@ def entry_size(entry: dict[str, Any]) -> int:
 # characters, which are never escaped (agents.core.validation.shown_zone; a kept
 # zone, ``tz``, is no wider and never comes with it).  Below PENDING_BUDGET //
 # MAX_ENTRY_BYTES entries, pending cannot be over budget: no need to measure.
+# The widest is a cart snapshot of MAX_CART_ITEMS lines, then an order of
+# purchase/2 with its cart id and the 16-hex keys of its MAX_ORDER_ITEMS lines'
+# products (agents.core.state ``_PENDING_KEYS``; docs/lifecycle.md "Inputs").
 _WIDE = "\x01" * 128
-MAX_ENTRY_BYTES = entry_size(
-    {
-        "k": "purchase",
-        "e": _WIDE,
-        "t": -(2**62),
-        "o": _WIDE,
-        "a": "9" * 16 + "." + "9" * 31,
-        "cur": "XXX",
-        "st": "opted_out",
-        "tzx": "~" * 64,
-    }
+_WIDE_AMOUNT = "9" * 16 + "." + "9" * 31
+_WIDE_ENTRY: dict[str, Any] = {
+    "k": "order_cancelled",
+    "e": _WIDE,
+    "t": -(2**62),
+    "o": _WIDE,
+    "act": "checkout_started",
+    "a": _WIDE_AMOUNT,
+    "cur": "XXX",
+    "st": "opted_out",
+    "tzx": "~" * 64,
+}
+MAX_ENTRY_BYTES = max(
+    entry_size(_WIDE_ENTRY | {"cart": _WIDE, "ip": ["f" * 16] * MAX_ORDER_ITEMS}),
+    entry_size(
+        _WIDE_ENTRY | {"cart": _WIDE, "it": [[_WIDE, 10**6, _WIDE_AMOUNT, "XXX"]] * MAX_CART_ITEMS}
+    ),
 )
 SAFE_PENDING_ENTRIES = PENDING_BUDGET // MAX_ENTRY_BYTES
 

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 MICROS_PER_MINUTE = 60_000_000
+MICROS_PER_MILLI = 1_000
 MICROS_PER_DAY = 86_400_000_000
 
 TimeUnit = Literal["day", "week"]
@@ -131,11 +132,13 @@ def crossing_at(
     root = crossing_time(params, x, t_x, p)
     if root is None:
         return Crossing("never")
-    offset = root * unit
-    if first_at + offset <= since:
+    # The root read to the whole millisecond first (docs/prediction.md "Crossing"):
+    # two libms an ulp apart, or exp/log against pow, give roots a few microseconds
+    # apart, which straddle a minute when the root is a round instant.
+    instant = first_at + round(root * unit / MICROS_PER_MILLI) * MICROS_PER_MILLI
+    if instant <= since:
         return Crossing("crossed")
-    exact = first_at + math.ceil(offset)
-    return Crossing("at", -(-exact // MICROS_PER_MINUTE) * MICROS_PER_MINUTE)
+    return Crossing("at", -(-instant // MICROS_PER_MINUTE) * MICROS_PER_MINUTE)
 
 
 def _check_inputs(x: int, t_x: float, T: float) -> None:

@@ -579,14 +579,15 @@ class CustomerState:
     def _order_in_carts(self, t: int, cart_id: str | None, items: tuple[Item, ...] | None) -> None:
         """An order at ``t`` ends what it ends of the kept carts' snapshots at or
         before it: its own cart (``ordered_at``) and any sharing a product
-        (``matched_at``).  A cart not kept changes nothing."""
-        products = {item.product_id for item in items} if items else None
+        (``matched_at``).  A cart not kept changes nothing.  Products compare by
+        :func:`product_key`: an order back from ``pending`` keeps only those."""
+        products = _product_keys(items) if items else None
         for cart in self.carts:
             if t < cart.at:
                 continue
             if cart_id is not None and cart.cart_id == cart_id:
                 cart.ordered_at = _max(cart.ordered_at, t)
-            if products and any(item.product_id in products for item in cart.items):
+            if products and any(product_key(item.product_id) in products for item in cart.items):
                 cart.matched_at = _max(cart.matched_at, t)
 
     # --- orders and cancellations (docs/lifecycle.md "Cancellations") -----------------
@@ -1122,12 +1123,45 @@ def _max(a: int | None, b: int) -> int:
 # What a pending event keeps, by kind: the engine needs the time, the event id
 # (the tie-break of equal times) and what it folds in (the zone too, kept or
 # ignored: docs/send-windows.md "The customer's zone"); never the channel, the
-# session id or the customer id (the row's own).
+# session id or the customer id (the row's own).  The lifecycle's kinds
+# (docs/lifecycle.md "Inputs"): a view its product (never its category or price),
+# a cart its id, action and items, a cancellation its order, scope (``act``),
+# amount and currency; an order also its cart id and, of its items, only what the
+# ``any_product`` exit reads: ``ip``, the :func:`product_key` of each product id
+# (50 escaped 128-character ids would make one entry 40 KB, and the overflow
+# rows' index is sized by the widest entry: agents.core.budget MAX_ENTRY_BYTES).
 _PENDING_KEYS = {
-    KIND_PURCHASE: ("k", "e", "t", "o", "a", "cur", "tz", "tzx"),
+    KIND_PURCHASE: ("k", "e", "t", "o", "a", "cur", "tz", "tzx", "cart", "ip"),
     KIND_SESSION: ("k", "e", "t", "tz", "tzx"),
     KIND_CONSENT: ("k", "e", "t", "st", "tz", "tzx"),
+    KIND_SIGNUP: ("k", "e", "t", "tz", "tzx"),
+    KIND_VIEW: ("k", "e", "t", "p", "tz", "tzx"),
+    KIND_CART: ("k", "e", "t", "cart", "act", "it", "tz", "tzx"),
+    KIND_CANCEL: ("k", "e", "t", "o", "act", "a", "cur", "tz", "tzx"),
 }
+# An order's items read back from ``ip``: each product's key in ``product_id``,
+# with quantity 0 and price "0" (outside the contract, never taken for a real
+# line); :func:`order_product_keys` reads both forms.
+PENDING_ITEM_QUANTITY = 0
+
+
+def product_key(product_id: str) -> str:
+    """A product id as a waiting order keeps it: the first 16 hex digits of its
+    sha256 (as an order's key in ``order_log``)."""
+    return hashlib.sha256(product_id.encode()).hexdigest()[:16]
+
+
+def order_product_keys(event: Event) -> frozenset[str]:
+    """The :func:`product_key` of every product of an order, whether the event came
+    straight from the input or back from ``pending`` (docs/lifecycle.md "Inputs")."""
+    return _product_keys(event.items)
+
+
+def _product_keys(items: tuple[Item, ...] | None) -> frozenset[str]:
+    return frozenset(
+        item.product_id if item.quantity == PENDING_ITEM_QUANTITY else product_key(item.product_id)
+        for item in items or ()
+    )
 
 
 def pending_entry(event: Event) -> dict[str, Any]:
@@ -1136,11 +1170,17 @@ def pending_entry(event: Event) -> dict[str, Any]:
 
 
 def pending_event(customer_id: str, entry: dict[str, Any]) -> Event:
+    if "ip" in entry:
+        currency = entry.get("cur", "XXX")
+        lines = [[p, PENDING_ITEM_QUANTITY, "0", currency] for p in entry["ip"]]
+        return Event.from_wire({**entry, "c": customer_id, "it": lines})
     return Event.from_wire({**entry, "c": customer_id})
 
 
 def _compact(wire: dict[str, Any]) -> dict[str, Any]:
     keys = _PENDING_KEYS.get(wire["k"], ("k", "e", "t"))
+    if "it" in wire and wire["k"] == KIND_PURCHASE:
+        wire = {**wire, "ip": [product_key(line[0]) for line in wire["it"]]}
     return {k: wire[k] for k in keys if k in wire}
 
 

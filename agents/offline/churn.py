@@ -98,14 +98,13 @@ def crossing(model: Model, p: float, x: int, first: int, last: int, anchor: int)
         return Due(NEVER)  # beyond any instant (docs/prediction.md "Crossing")
     root = (model.alpha + t_x) * growth - model.alpha
     # The instant in micros, a real number: first + root x unit.
-    offset = root * unit
-    if first + offset <= anchor:
+    # The root's instant to the nearest millisecond (halves to even), then the
+    # smallest epoch minute at or after it (docs/prediction.md "Crossing").
+    millis = round(root * unit / 1000)
+    instant = first + millis * 1000
+    if instant <= anchor:
         return Due(CROSSED)
-    # Rounded up to the whole minute (docs/prediction.md "Crossing"): the smallest
-    # epoch minute at or after the root.  first is whole, so ceil(first + offset)
-    # is first + ceil(offset).
-    exact = first + math.ceil(offset)
-    at = -(-exact // MICROS_PER_MINUTE) * MICROS_PER_MINUTE
+    at = -(-instant // MICROS_PER_MINUTE) * MICROS_PER_MINUTE
     if at - anchor > MAX_DURATION:
         # More than 100 years after the anchor: never, as a due time must stay a
         # datetime (the cap a cadence step has too).

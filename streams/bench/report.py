@@ -78,25 +78,31 @@ second of wall time; peak RSS of the sorting process and of the largest worker
 {rows}"""
 
 
-def _windows_lines(r: dict[str, Any]) -> str:
-    """Zones + send windows against the worker without them (streams/bench/windows.py)."""
-    if "windows" not in r:
-        return ""
-    w = r["windows"]
+def _paired_table(w: dict[str, Any], off_name: str, on_name: str) -> str:
+    """The runs without and with, in the order they ran (the first without is the
+    worker line above)."""
     runs = [
-        ("without windows" + (" (the worker line above)" if i == 0 else ""), us, rate)
+        (off_name + (" (the worker line above)" if i == 0 else ""), us, rate)
         for i, (us, rate) in enumerate(
             zip(w["off_us_per_message"], w["off_events_per_s"], strict=True)
         )
     ]
     with_ = [
-        ("**zones + windows**", us, rate)
+        (f"**{on_name}**", us, rate)
         for us, rate in zip(w["on_us_per_message"], w["on_events_per_s"], strict=True)
     ]
     order = [runs[0]]
     for pair in zip(with_, runs[1:], strict=True):
         order += pair
-    table = "".join(f"| {name} | {us:,} µs | {rate:,} events/s |\n" for name, us, rate in order)
+    return "".join(f"| {name} | {us:,} µs | {rate:,} events/s |\n" for name, us, rate in order)
+
+
+def _windows_lines(r: dict[str, Any]) -> str:
+    """Zones + send windows against the worker without them (streams/bench/windows.py)."""
+    if "windows" not in r:
+        return ""
+    w = r["windows"]
+    table = _paired_table(w, "without windows", "zones + windows")
     return f"""
 ## Zones and send windows
 
@@ -111,6 +117,31 @@ order, in this run:
 {table}
 **Windows on / off: {_ratio(w["ratio_on_to_off"], 3)}** (the means of per-message CPU), against a
 noise of {_ratio(w["noise_off_runs"], 3)} (the spread of the runs without, over their mean).
+"""
+
+
+def _churn_lines(r: dict[str, Any]) -> str:
+    """The default rules plus a churn_risk ladder against them alone
+    (streams/bench/churn.py)."""
+    if "churn" not in r:
+        return ""
+    w = r["churn"]
+    table = _paired_table(w, "default rules", "with churn_risk")
+    return f"""
+## churn_risk
+
+The worker's CPU (user + system) per input message with the default rules plus a
+churn_risk ladder (P(alive) below 0.6, 0.4, 0.2; MBG/NBD fitted on this sample by
+`retention model fit`'s code, `streams/bench/churn.py`), against the default rules
+alone, on the same sample, each run one worker in a deployment of its own, in this
+order, in this run:
+
+| run | CPU per input message | rate |
+|---|---|---|
+{table}
+**churn_risk on / off: {_ratio(w["ratio_on_to_off"], 3)}** (the means of per-message CPU),
+against a noise of {_ratio(w["noise_off_runs"], 3)} (the spread of the runs without, over
+their mean).
 """
 
 
@@ -233,5 +264,5 @@ Settings: batch_max {st["batch_max"]}, batch_within {st["batch_within"]} s, prod
 {st["producer_linger"]} s, producer batch {st["producer_batch_bytes"]:,} bytes, commit interval
 {st["commit_interval"]} s.  See `docs/performance.md` for where the time goes, what
 each setting did when measured, and the levers left.
-{_windows_lines(r)}{_views_lines(r)}{_backtest_lines(r)}{kept}"""
+{_windows_lines(r)}{_churn_lines(r)}{_views_lines(r)}{_backtest_lines(r)}{kept}"""
     )

@@ -25,6 +25,7 @@ from aiokafka import AIOKafkaConsumer
 
 from agents.core.timeutil import iso, parse_timestamp, to_micros
 from streams.bench import backtest as backtest_bench
+from streams.bench import churn as churn_bench
 from streams.bench import views as views_bench
 from streams.bench import windows as windows_bench
 from streams.bench.report import percentile, write_report
@@ -89,6 +90,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=int,
         default=2,
         help="runs with zones + windows, each followed by one without (2)",
+    )
+    parser.add_argument(
+        "--skip-churn",
+        action="store_true",
+        help="skip the churn_risk runs (per-message CPU, the rule on / off)",
+    )
+    parser.add_argument(
+        "--churn-rounds",
+        type=int,
+        default=2,
+        help="runs with a churn_risk rule, each followed by one without (2)",
     )
     parser.add_argument(
         "--skip-views",
@@ -471,6 +483,8 @@ async def bench(config: Config, args: argparse.Namespace, folder: Path) -> dict[
         )
     if not args.skip_windows and args.windows_rounds > 0:
         result["windows"] = await windows_run(config, args, folder, end, lines, total, one)
+    if not args.skip_churn and args.churn_rounds > 0:
+        result["churn"] = await churn_run(config, args, folder, end, lines, total, one)
     if not args.skip_views and args.views_rounds > 0:
         result["views"] = await views_run(config, args, folder, end, lines, one)
     if args.workers > 1:
@@ -500,40 +514,89 @@ async def windows_run(
     """``--windows-rounds`` times: one worker on the sample with zones and a
     file-default send window, then one without either, each in a deployment of its
     own; per-message CPU against the runs without (``off`` the first), in this run."""
-
-    def own(name: str) -> Config:
-        return dataclasses.replace(
-            config, app_id=f"{config.app_id}-{name}", topic_prefix=f"{config.topic_prefix}{name}."
-        )
-
     rules = folder / "windows.toml"
     rules.write_text(windows_bench.windows_rules_text())
     zoned = list(generate(args.customers, args.days, seed=7, end=end, options=windows_bench.ZONED))
-    events = sum(1 for line in zoned if line.strip())
-    on_runs: list[dict[str, Any]] = []
-    off_runs = [off]
-    for i in range(args.windows_rounds):
-        on_cfg = own(f"windows{i}")
-        await produce_lines(on_cfg, zoned, until=iso(end))
-        env = {"RETENTION_RULES_FILE": str(rules)}
-        on_runs.append(
-            await run_workers(on_cfg, folder / f"windows{i}", 1, total, args.timeout, env)
-        )
-        off_cfg = own(f"nowindows{i}")
-        await produce_lines(off_cfg, lines, until=iso(end))
-        off_runs.append(
-            await run_workers(off_cfg, folder / f"nowindows{i}", 1, total, args.timeout)
-        )
-    figures = windows_bench.cpu_figures(
-        total, [r["cpu_seconds"] for r in off_runs], [r["cpu_seconds"] for r in on_runs]
+    figures = await paired_runs(
+        config, args, folder, end, "windows", rules, zoned, lines, total, off, args.windows_rounds
     )
-    figures["off_events_per_s"] = [round(events / r["seconds"]) for r in off_runs]
-    figures["on_events_per_s"] = [round(events / r["seconds"]) for r in on_runs]
     print(
         f"zones + windows: {figures['on_us_per_message']} µs CPU per message, without "
         f"{figures['off_us_per_message']}: {figures['ratio_on_to_off']} x "
         f"(runs without {figures['noise_off_runs']} apart)"
     )
+    return figures
+
+
+async def churn_run(
+    config: Config,
+    args: argparse.Namespace,
+    folder: Path,
+    end: int,
+    lines: list[bytes],
+    total: int,
+    off: dict[str, Any],
+) -> dict[str, Any]:
+    """``--churn-rounds`` times: one worker on the sample with the default rules plus
+    a churn_risk ladder on MBG/NBD fitted on the sample (streams/bench/churn.py), then
+    one with the default rules alone; per-message CPU against the runs without."""
+    rules = folder / "churn.toml"
+    rules.write_text(
+        churn_bench.churn_rules_text(lines, end, config.max_message_bytes, config.min_event_time)
+    )
+    figures = await paired_runs(
+        config, args, folder, end, "churn", rules, lines, lines, total, off, args.churn_rounds
+    )
+    print(
+        f"churn_risk: {figures['on_us_per_message']} µs CPU per message, without "
+        f"{figures['off_us_per_message']}: {figures['ratio_on_to_off']} x "
+        f"(runs without {figures['noise_off_runs']} apart)"
+    )
+    return figures
+
+
+async def paired_runs(
+    config: Config,
+    args: argparse.Namespace,
+    folder: Path,
+    end: int,
+    name: str,
+    rules: Path,
+    on_lines: list[bytes],
+    off_lines: list[bytes],
+    total: int,
+    off: dict[str, Any],
+    rounds: int,
+) -> dict[str, Any]:
+    """``rounds`` times: one worker on ``on_lines`` with the rules file ``rules``,
+    then one on ``off_lines`` with the default rules, each in a deployment of its own
+    (``off``, the bench's worker line, is the first run without)."""
+
+    def own(suffix: str) -> Config:
+        return dataclasses.replace(
+            config,
+            app_id=f"{config.app_id}-{suffix}",
+            topic_prefix=f"{config.topic_prefix}{suffix}.",
+        )
+
+    events = sum(1 for line in on_lines if line.strip())
+    on_runs: list[dict[str, Any]] = []
+    off_runs = [off]
+    for i in range(rounds):
+        on_cfg = own(f"{name}{i}")
+        await produce_lines(on_cfg, on_lines, until=iso(end))
+        env = {"RETENTION_RULES_FILE": str(rules)}
+        on_runs.append(
+            await run_workers(on_cfg, folder / f"{name}{i}", 1, total, args.timeout, env)
+        )
+        off_cfg = own(f"no{name}{i}")
+        await produce_lines(off_cfg, off_lines, until=iso(end))
+        off_runs.append(await run_workers(off_cfg, folder / f"no{name}{i}", 1, total, args.timeout))
+    figures = windows_bench.cpu_figures(
+        total, [r["cpu_seconds"] for r in off_runs], [r["cpu_seconds"] for r in on_runs]
+    )
+    figures["off_events_per_s"] = [round(events / r["seconds"]) for r in off_runs]
+    figures["on_events_per_s"] = [round(events / r["seconds"]) for r in on_runs]
     return figures
 
 

@@ -35,6 +35,7 @@ from streams.ops.reporting import (
     decisions_json,
     decisions_table,
     live_report,
+    offline_score_inputs,
     offline_summary,
     offline_summary_table,
 )
@@ -171,7 +172,16 @@ def run(args: argparse.Namespace) -> int:
         data = offline_summary(result, config.core, source=args.from_file)
         horizon = as_of if as_of is not None else result.until
         if horizon is not None:
-            data["report"] = build_report(result.rows, as_of=horizon, settings=config.report)
+            # The configured rules file's [model], as the live report (docs/prediction.md
+            # "Scores"): the buyers' P(alive) at the horizon, from the reference's facts.
+            model = config.core.rule_set.model
+            data["report"] = build_report(
+                result.rows,
+                as_of=horizon,
+                settings=config.report,
+                model=model,
+                score_inputs=None if model is None else offline_score_inputs(result, horizon),
+            )
         text = (
             orjson.dumps(data, option=orjson.OPT_INDENT_2).decode() + "\n"
             if args.format == "json"

@@ -12,9 +12,14 @@ MAX_TOPIC_NAME = 249
 class Topics:
     """Topic names; every one can be renamed, and a prefix isolates whole deployments."""
 
-    purchases: str = "retention.purchases"
+    purchases: str = "retention.purchases"  # purchase/1 and purchase/2
     sessions: str = "retention.sessions"
     consents: str = "retention.consents"
+    # The lifecycle's inputs (docs/lifecycle.md "Inputs").
+    signups: str = "retention.signups"
+    product_views: str = "retention.product_views"
+    carts: str = "retention.carts"
+    order_cancellations: str = "retention.order_cancellations"
     nudges: str = "retention.nudges"
     decisions: str = "retention.decisions"
     outcomes: str = "retention.outcomes"
@@ -27,8 +32,18 @@ class Topics:
     # with the events.
     rules: str = "retention.rules"
 
-    def inputs(self) -> tuple[str, str, str]:
-        return (self.purchases, self.sessions, self.consents)
+    def inputs(self) -> tuple[str, ...]:
+        """Every input topic: ingest reads them all, and in stream mode each of their
+        partitions is a source of every customer partition's clock (docs/time.md)."""
+        return (
+            self.purchases,
+            self.sessions,
+            self.consents,
+            self.signups,
+            self.product_views,
+            self.carts,
+            self.order_cancellations,
+        )
 
     def outputs(self) -> tuple[str, ...]:
         return (self.nudges, self.decisions, self.outcomes, self.dlq)

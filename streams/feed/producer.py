@@ -15,7 +15,17 @@ from streams.config import Config
 from streams.feed.history import SortedHistory
 from streams.kafka import client_kwargs, ensure_topics, partitions_for
 
-SCHEMA_TOPIC = {"purchase/1": "purchases", "session/1": "sessions", "consent/1": "consents"}
+# Each input contract's topic (README "Topics and schemas"; Topics field names).
+SCHEMA_TOPIC = {
+    "purchase/1": "purchases",
+    "purchase/2": "purchases",
+    "session/1": "sessions",
+    "consent/1": "consents",
+    "signup/1": "signups",
+    "product_view/1": "product_views",
+    "cart/1": "carts",
+    "order_cancelled/1": "order_cancellations",
+}
 
 
 @dataclass

@@ -14,6 +14,8 @@ from typing import Any
 from agents.core.guardrails import (
     OUTCOME_CANCELLED,
     OUTCOME_OUTSIDE_WINDOW,
+    OUTCOME_SKIPPED,
+    OUTCOME_SUPERSEDED,
     OUTCOMES,
     WINDOW_OUTCOMES,
 )
@@ -26,6 +28,7 @@ from streams.ops.reporting import printable
 SCHEMA = "backtest/1"
 DELIVERED = "delivered"
 HOLDOUT = "holdout"
+NOT_FIRED = frozenset({OUTCOME_SUPERSEDED, OUTCOME_SKIPPED})
 GROUPS = (DELIVERED, HOLDOUT)
 CONVERSIONS = "conversions:"
 
@@ -50,7 +53,9 @@ def figures(counts: dict[str, int], codes: list[str]) -> dict[str, Any]:
         if rate_h:
             relative = (rate_d - rate_h) / rate_h * 100
     return {
-        "firings": sum(counts.get(c, 0) for c in codes),
+        # Superseded and skipped steps are decisions that never fired (docs/rules.md
+        # "Backtest"): listed by code beside the others, never counted as firings.
+        "firings": sum(counts.get(c, 0) for c in codes if c not in NOT_FIRED),
         "delivered": delivered,
         "suppressed": {c: counts.get(c, 0) for c in codes if c != DELIVERED},
         "holdout": holdout,

@@ -14,6 +14,7 @@ import asyncio
 import time
 import unicodedata
 from collections.abc import Iterable
+from decimal import Decimal
 from typing import Any
 
 import orjson
@@ -24,7 +25,7 @@ from agents.core.reports import CustomerRow, build_report
 from agents.core.scores import ScoreInputs, ScoreModel, inputs_of
 from agents.core.settings import CoreSettings
 from agents.core.state import CustomerState
-from agents.core.timeutil import iso
+from agents.core.timeutil import MICROS_PER_DAY, iso
 from agents.offline.reference import ReferenceResult
 from streams.config import Config
 from streams.kafka import changelog_topics
@@ -81,6 +82,31 @@ def _score_inputs(states: Iterable[CustomerState]) -> dict[str, ScoreInputs]:
         found = inputs_of(state)
         if found is not None:
             out[state.customer_id] = found
+    return out
+
+
+def offline_score_inputs(result: ReferenceResult, as_of: int) -> dict[str, ScoreInputs]:
+    """Each customer's score inputs at ``as_of`` read from the offline reference's
+    facts (its counted orders dated at or before it), as the live report reads them
+    from the rows (docs/prediction.md "Scores"): distinct UTC order days, the first
+    and last order, spend and orders per currency."""
+    out: dict[str, ScoreInputs] = {}
+    for customer_id, facts in result.facts.items():
+        orders = [(t, cur, amount) for t, cur, amount in facts.order_spend if t <= as_of]
+        if not orders:
+            continue
+        spend: dict[str, Decimal] = {}
+        counts: dict[str, int] = {}
+        for _, cur, amount in orders:
+            spend[cur] = spend.get(cur, Decimal(0)) + amount
+            counts[cur] = counts.get(cur, 0) + 1
+        out[customer_id] = ScoreInputs(
+            order_days=len({t // MICROS_PER_DAY for t, _, _ in orders}),
+            first_order_at=orders[0][0],
+            last_order_at=orders[-1][0],
+            spend={cur: format(total, "f") for cur, total in spend.items()},
+            order_currencies=counts,
+        )
     return out
 
 

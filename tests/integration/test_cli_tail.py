@@ -61,7 +61,8 @@ async def test_a_mistyped_topic_is_an_error_and_is_not_created(
     assert proc.returncode == 1
     assert err.decode().splitlines() == [
         f"retention: topic {typo} does not exist (short names: purchases, "
-        "sessions, consents, nudges, decisions, outcomes, dlq, customer-events, rules)"
+        "sessions, consents, signups, product-views, carts, order-cancellations, nudges, "
+        "decisions, outcomes, dlq, customer-events, rules)"
     ]
     assert out == b""
     await asyncio.sleep(1.0)  # an auto-created topic would be listed by now

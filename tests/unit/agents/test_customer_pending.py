@@ -179,8 +179,9 @@ def test_one_input_partition_consumed_first_decides_as_lock_step_and_the_referen
     assert {"busy-always", "busy-burst"} <= mine
 
 
-# Small overflow rows, so that a few hundred waiting events fill several.
-SMALL = CoreSettings(max_pending_events=4, pending_chunk_bytes=8000, max_pending_bytes=64_000)
+# Small overflow rows, so that a few hundred waiting events fill several (as small
+# as the widest entry allows: agents.core.budget MAX_ENTRY_BYTES).
+SMALL = CoreSettings(max_pending_events=4, pending_chunk_bytes=13_000, max_pending_bytes=64_000)
 
 
 def test_a_crash_between_any_two_row_writes_loses_no_waiting_event() -> None:

@@ -96,10 +96,11 @@ SHORT = CoreSettings(
     inactivity=LadderSettings("inactivity", (2 * HOUR, DAY)),
     overdue_floor=HOUR,
     min_gap=HOUR,
-    # The row keeps 3 waiting events; the rest go to overflow rows of ~2 KB (split
-    # often, wide ids alone fill one) until the hostile-input cap of 8 KB.
+    # The row keeps 3 waiting events; the rest go to an overflow row until the
+    # hostile-input cap of 8 KB.  The overflow rows are as small as the widest
+    # entry allows (a cart snapshot's, agents.core.budget MAX_ENTRY_BYTES).
     max_pending_events=3,
-    pending_chunk_bytes=2000,
+    pending_chunk_bytes=11_500,
     max_pending_bytes=8000,
     holdout_percent=25.0,
 )

@@ -12,6 +12,7 @@ import pytest
 from agents.core import prediction
 from agents.core.settings import DAY, HOUR, CoreSettings
 from agents.core.timeutil import iso
+from agents.offline import churn
 from agents.offline.reference import ReferenceResult, compute_decisions
 from agents.offline.rulebook import read_rules
 from agents.offline.versions import Versions, dropped
@@ -241,3 +242,25 @@ def test_a_new_model_is_a_new_file_version_even_when_no_rule_reads_it() -> None:
     # fitted_at is informational: not another version.
     c = a.replace('time_unit = "week"', 'time_unit = "week"\nfitted_at = "1997-09-30T00:00:00Z"')
     assert read_rules(c).model == read_rules(a).model
+
+
+@pytest.mark.parametrize(
+    ("r", "alpha", "a", "b", "p"),
+    [(1.0, 1.0, 1.0, 1.0, 1 / 3), (0.5, 2.0, 1.0, 1.0, 0.2), (1.0, 3.0, 2.0, 2.0, 0.25)],
+)
+def test_a_root_on_a_round_instant_gives_the_offline_references_minute(
+    r: float, alpha: float, a: float, b: float, p: float
+) -> None:
+    # Round parameters put the root on a whole day, where exp/log (the engine) and
+    # pow (the reference) land a few microseconds apart: both read it to the
+    # millisecond before rounding up, so they name the same minute (one minute apart
+    # before that reading).
+    first = T0  # on a whole minute
+    engine = prediction.crossing_at(
+        prediction.NbdParams("mbgnbd", r, alpha, a, b, "day"), 0, first, first, p, first
+    )
+    reference = churn.crossing(
+        churn.Model("mbgnbd", r, alpha, a, b, "day"), p, 0, first, first, first
+    )
+    assert engine.status == reference.status == "at"
+    assert engine.at == reference.at

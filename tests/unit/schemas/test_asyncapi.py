@@ -32,6 +32,10 @@ CONTRACTS = {
     "purchases": records.SCHEMA_PURCHASE,
     "sessions": records.SCHEMA_SESSION,
     "consents": records.SCHEMA_CONSENT,
+    "signups": records.SCHEMA_SIGNUP,
+    "product_views": records.SCHEMA_PRODUCT_VIEW,
+    "carts": records.SCHEMA_CART,
+    "order_cancellations": records.SCHEMA_ORDER_CANCELLED,
     "nudges": records.SCHEMA_NUDGE,
     "decisions": records.SCHEMA_DECISION,
     "outcomes": records.SCHEMA_OUTCOME,
@@ -39,6 +43,10 @@ CONTRACTS = {
     "customer_events": None,
     "rules": "control/rules",
 }
+# Later versions of a contract on the same topic (docs/lifecycle.md "Inputs").
+VERSIONS = {"purchases": {records.SCHEMA_PURCHASE_2}}
+# Record schema files: 7 inputs (purchase/2 too), 4 outputs and the rules marker.
+SCHEMA_FILES = 13
 
 
 def _validator() -> jsonschema.Draft7Validator:
@@ -79,8 +87,8 @@ def test_the_parser_really_reports_the_references_a_saved_copy_cannot_follow(
     tmp_path: Path,
 ) -> None:
     found = parser_errors(document(), tmp_path / "asyncapi.json")
-    # one per schema file: the 7 records' and the rules marker's (control_rules.schema.json)
-    assert len(found) == 8 and all(e.startswith("invalid-ref") for e in found), found
+    # one per schema file: the records' and the rules marker's (control_rules.schema.json)
+    assert len(found) == SCHEMA_FILES and all(e.startswith("invalid-ref") for e in found), found
 
 
 def test_bundled_payloads_are_the_record_schemas() -> None:
@@ -97,7 +105,7 @@ def test_bundled_payloads_are_the_record_schemas() -> None:
             assert bundled[message_id] == {
                 k: v for k, v in on_disk.items() if k not in ("$schema", "$id")
             }
-    assert len(bundled) == 8
+    assert len(bundled) == SCHEMA_FILES
 
 
 def test_checked_in_document_equals_what_the_code_generates() -> None:
@@ -118,8 +126,12 @@ def test_one_channel_per_configured_topic_with_its_record_schema_and_key() -> No
         main = [m for m in channel["messages"].values() if m["name"] not in markers]
         if name == "rules":
             main = list(channel["messages"].values())
-        assert len(main) == 1
+        assert len(main) == 1 + len(VERSIONS.get(name, ()))
         message = main[0]
+        for later in main[1:]:  # another version: the same key, its own schema
+            assert later["bindings"] == message["bindings"]
+            file = ROOT / "schemas" / later["payload"]["$ref"].removeprefix("./")
+            assert json.loads(file.read_text())["properties"]["schema"]["const"] in VERSIONS[name]
         key = message["bindings"]["kafka"]["key"]
         payload = message["payload"]
         if contract is None:
@@ -156,6 +168,10 @@ def test_operations_say_who_receives_and_who_sends_every_channel() -> None:
         "purchases": {"receive"},
         "sessions": {"receive"},
         "consents": {"receive"},
+        "signups": {"receive"},
+        "productViews": {"receive"},
+        "carts": {"receive"},
+        "orderCancellations": {"receive"},
         "nudges": {"send"},
         "decisions": {"send"},
         "outcomes": {"send"},

@@ -12,11 +12,13 @@ import orjson
 import pytest
 
 from agents.core import ids
+from agents.core.reports import CustomerRow, build_report
 from agents.core.settings import DAY, CoreSettings
 from agents.core.state import CustomerState
 from agents.core.timeutil import iso, to_micros
 from agents.offline.reference import compute_decisions
 from streams.cli import main
+from streams.config import load_config
 from streams.feed.sample import generate
 from streams.ops import reporting
 from streams.ops.tables import TableSnapshot
@@ -336,3 +338,60 @@ def test_a_live_report_under_rules_with_a_model_shows_the_p_alive_distribution(
     mbg = NbdParams("mbgnbd", r=0.5248, alpha=6.183, a=0.8914, b=1.614)
     assert low == int(p_alive(mbg, 0, 0.0, 52.0) * 10) == 3  # 0.36
     assert high >= 8
+
+
+def test_an_offline_report_under_rules_with_a_model_shows_the_live_reports_p_alive(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    # docs/reports.md "P(alive)": `report --from-file` scores the buyers of the
+    # history as the live report scores the rows: the same tenths for the same orders.
+    from agents.core.rules import default_text
+    from tests.unit.agents.factories import purchase
+
+    # A year before T0: the history must lie before the processor's clock (now).
+    start = T0 - 400 * DAY
+    regular, gone = CustomerState("regular", partition=0), CustomerState("gone", partition=0)
+    lines = []
+    for week in range(0, 52, 2):
+        t = start + week * 7 * DAY
+        regular.apply(purchase("regular", t))
+        lines.append(
+            event(
+                "purchase/1",
+                f"r{week}",
+                "regular",
+                t,
+                order_id=f"r{week}",
+                amount=9,
+                currency="EUR",
+            )
+        )
+    gone.apply(purchase("gone", start))
+    lines.append(event("purchase/1", "g0", "gone", start, order_id="g0", amount=9, currency="EUR"))
+    history = tmp_path / "history.jsonl"
+    history.write_bytes(b"\n".join(lines) + b"\n")
+    as_of = start + 52 * 7 * DAY
+
+    rules = tmp_path / "rules.toml"
+    rules.write_text(default_text() + MODEL_TABLE)
+    monkeypatch.setenv("RETENTION_RULES_FILE", str(rules))
+    for name in [n for n in os.environ if n.startswith("RETENTION_HOLDOUT")]:
+        monkeypatch.delenv(name)
+    # What the live report computes from these rows (streams.ops.reporting.live_report,
+    # which refuses an instant before the tables' clock, now).
+    model = load_config().core.rule_set.model
+    states = [regular, gone]
+    live = build_report(
+        [CustomerRow.from_state(s) for s in states],
+        as_of=as_of,
+        model=model,
+        score_inputs=reporting._score_inputs(states),
+    )["p_alive"]
+    code, out, err = report(
+        capsys, "--from-file", str(history), "--as-of", iso(as_of), "--format", "json"
+    )
+    assert code == 0, err
+    offline = orjson.loads(out)["report"]["p_alive"]
+    assert offline == live
+    assert sum(live[0]["deciles"]) == 2
+    assert live[0]["deciles"][9] == 1  # the regular buyer, in the top tenth

@@ -8,8 +8,9 @@ from typing import Any
 import orjson
 
 from agents.core.rules import default_text, load_rules
+from streams.bench import churn, windows
 from streams.bench import report as bench
-from streams.bench import windows
+from streams.feed.sample import generate
 
 
 def result(**extra: Any) -> dict[str, Any]:
@@ -136,3 +137,39 @@ def test_the_windows_rules_file_is_the_default_with_a_zone_and_a_window() -> Non
     assert [r.name for r in rules.rules] == [r.name for r in default.rules]
     assert all(r.send_window is not None for r in rules.rules)
     assert {r.send_window.default_zone for r in rules.rules if r.send_window} == {"Europe/Berlin"}
+
+
+def test_the_churn_runs_show_after_the_windows_with_their_ratio_and_noise(
+    tmp_path: Path,
+) -> None:
+    out = tmp_path / "bench.md"
+    figures = windows.cpu_figures(1000, off_cpu=[0.40, 0.42, 0.38], on_cpu=[0.44, 0.46])
+    rates = {"off_events_per_s": [3100, 3050, 3000], "on_events_per_s": [2900, 2950]}
+    bench.write_report(out, result(churn={**figures, **rates}))
+    text = out.read_text()
+    rows = [line for line in text.splitlines() if "µs | " in line and "events/s" in line]
+    assert rows == [
+        "| default rules (the worker line above) | 400.0 µs | 3,100 events/s |",
+        "| **with churn_risk** | 440.0 µs | 2,900 events/s |",
+        "| default rules | 420.0 µs | 3,050 events/s |",
+        "| **with churn_risk** | 460.0 µs | 2,950 events/s |",
+        "| default rules | 380.0 µs | 3,000 events/s |",
+    ]
+    assert "**churn_risk on / off: 1.125**" in text and "noise of 0.100" in text
+    bench.write_report(out, result())  # a run with --skip-churn: no section
+    assert "## churn_risk" not in out.read_text()
+
+
+def test_the_churn_rules_file_is_the_default_plus_a_ladder_on_a_model_fitted_on_the_sample() -> (
+    None
+):
+    end = 1_780_000_000_000_000
+    lines = list(generate(2000, 365, seed=7, end=end))
+    rules = load_rules(churn.churn_rules_text(lines, end, 65_536, 0))
+    default = load_rules(default_text())
+    assert [r.name for r in rules.rules] == [r.name for r in default.rules] + ["churn_risk"]
+    assert rules.model is not None and set(rules.model.kinds) >= {"mbgnbd"}
+    assert rules.model.time_unit == "day"
+    churn_rule = rules.rule("churn_risk")
+    assert churn_rule is not None
+    assert [s.canonical()["p_alive_below"] for s in churn_rule.steps] == [0.6, 0.4, 0.2]

@@ -27,3 +27,16 @@ def test_a_rules_change_needs_five_minutes_lead_by_default() -> None:
     assert Config().rules_lead == 300 * MICROS_PER_SECOND
     env = {"RETENTION_RULES_LEAD": "PT1H"}
     assert load_config(env, use_stack_file=False).rules_lead == 3600 * MICROS_PER_SECOND
+
+
+def test_the_lifecycle_inputs_are_input_topics_with_the_prefix() -> None:
+    # docs/lifecycle.md "Inputs": ingest reads them; each is a stream-clock source.
+    topics = Config(topic_prefix="acme.").topics
+    assert topics.inputs()[3:] == (
+        "acme.retention.signups",
+        "acme.retention.product_views",
+        "acme.retention.carts",
+        "acme.retention.order_cancellations",
+    )
+    assert set(topics.inputs()) <= set(topics.all())
+    assert topics.resolve("product-views") == "acme.retention.product_views"

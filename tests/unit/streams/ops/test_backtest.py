@@ -428,3 +428,23 @@ def test_a_rule_with_a_send_window_shows_waits_drops_and_local_send_hours(
     page = render_html(doc)
     assert "<h2>Send windows</h2>" in page and "<title>09h: 2</title>" in page
     assert "Send windows" not in render_html(plain)
+
+
+def test_superseded_and_skipped_steps_are_listed_but_never_counted_as_firings(
+    tmp_path: Path,
+) -> None:
+    """docs/rules.md "Backtest": a step superseded by a rules change or skipped by a
+    churn_risk ladder never fired; its count shows by code, not among the firings."""
+    core = CoreSettings(holdout_percent=0.0)
+    lines = [order("e1", "alice", T0, "o1")]
+    result = backtest(str(write(tmp_path, lines)), Config(core=core), RULES, now=NOW)
+    plain = document(result, history="h")
+    week = iso_week(T0 + 7 * DAY)
+    tally = Tally(counts=dict(result.tally.counts))
+    tally.add(("second_purchase", 1, week, "skipped"), 4)
+    tally.add(("second_purchase", 2, week, "superseded"), 3)
+    tally.add(("second_purchase", 2, week, "min_gap"), 2)
+    doc = document(replace(result, tally=tally), history="h")
+    assert doc["totals"]["firings"] == plain["totals"]["firings"] + 2
+    assert doc["totals"]["suppressed"]["skipped"] == 4
+    assert doc["totals"]["suppressed"]["superseded"] == 3
