@@ -5,7 +5,9 @@ and read by the processors and the output records (:mod:`agents.messages`).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from decimal import Decimal, localcontext
 from typing import Any, Protocol
 
 from agents.core.guardrails import OUTCOME_DELIVERED
@@ -133,9 +135,18 @@ class Described(Protocol):
     """What a decision takes of its rule's plan (agents.core.plans.Plan)."""
 
     @property
+    def name(self) -> str: ...
+    @property
     def template(self) -> str: ...
     @property
     def channel(self) -> str | None: ...
+    @property
+    def context(self) -> ContextOf | None: ...
+
+
+# What a lifecycle rule adds to a decision's context (docs/lifecycle.md "Rules"):
+# None for every other rule, whose records stay byte for byte.
+ContextOf = Callable[[CustomerState, "Due"], dict[str, Any]]
 
 
 def firing_of(
@@ -153,6 +164,10 @@ def firing_of(
     """The decision on ``due`` for ``state``'s customer, its facts as of now: the
     one place a :class:`Firing` is built from a due step (guardrails' verdicts,
     superseded, skipped, outside_window and cancelled alike)."""
+    context = context_snapshot(state)
+    extra = plan.context
+    if extra is not None and plan.name == due.rule:
+        context.update(extra(state, due))
     return Firing(
         customer_id=state.customer_id,
         rule=due.rule,
@@ -162,7 +177,7 @@ def firing_of(
         anchor_at=due.anchor_at,
         due_at=due.due_at,
         backfill=backfill,
-        context=context_snapshot(state),
+        context=context,
         outcome=outcome,
         holdout=holdout,
         template=plan.template,
@@ -188,6 +203,51 @@ def context_snapshot(state: CustomerState) -> dict[str, Any]:
         else None,
         "lifecycle_stage": state.stage,
     }
+
+
+def viewed_products(state: CustomerState, due: Due) -> dict[str, Any]:
+    """A last_view rule's: the newest viewed products as of D, newest first."""
+    return {"products": [p for t, p in state.views if t <= due.due_at]}
+
+
+def cart_context(state: CustomerState, due: Due) -> dict[str, Any]:
+    """A cart rule's: the ladder's cart as its newest snapshot, with its value per
+    currency (the exact sum of quantity x unit price)."""
+    for cart in state.carts:
+        if cart.cart_id == due.key:
+            value: dict[str, Decimal] = {}
+            with localcontext(prec=80):
+                for item in cart.items:
+                    value[item.currency] = value.get(item.currency, Decimal(0)) + (
+                        item.quantity * Decimal(item.unit_price)
+                    )
+            return {
+                "cart": {
+                    "cart_id": cart.cart_id,
+                    "action": cart.action,
+                    "items": [
+                        {
+                            "product_id": i.product_id,
+                            "quantity": i.quantity,
+                            "unit_price": i.unit_price,
+                            "currency": i.currency,
+                        }
+                        for i in cart.items
+                    ],
+                    "value": {c: format(v, "f") for c, v in sorted(value.items())},
+                }
+            }
+    return {}
+
+
+def milestone_context(key: str, numbers: tuple[int, ...]) -> ContextOf:
+    """A milestone rule's: ``{"milestone": {key: n}}``, n the step's order count
+    (``orders``) or years (``years``)."""
+
+    def context(state: CustomerState, due: Due) -> dict[str, Any]:
+        return {"milestone": {key: numbers[due.step - 1]}}
+
+    return context
 
 
 def _human_span(micros: int) -> str:

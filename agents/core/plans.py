@@ -9,12 +9,19 @@ from dataclasses import replace
 from zoneinfo import ZoneInfo
 
 from agents.core.budget import FiringMemory, firing_memory
-from agents.core.emissions import Due
+from agents.core.emissions import (
+    ContextOf,
+    Due,
+    cart_context,
+    milestone_context,
+    viewed_products,
+)
 from agents.core.guardrails import Guardrails
 from agents.core.rules.abstract import Facts, KeyedAnchor, Predicate, Step
+from agents.core.rules.anchors import Cart, LastView
 from agents.core.rules.history import Version
 from agents.core.rules.model import Lifecycle, Rule
-from agents.core.rules.steps import Fixed, PAliveBelow
+from agents.core.rules.steps import Anniversary, Fixed, OrderMilestone, PAliveBelow
 from agents.core.settings import CoreSettings
 from agents.core.stages import ACTIVE_STAGES, STAGE_AT_RISK, STAGE_LAPSED
 from agents.core.state import CartEntry, CustomerState, LadderProgress
@@ -32,6 +39,7 @@ class Plan:
         "before_lifecycle",
         "channel",
         "churn",
+        "context",
         "default_zone",
         "fixed",
         "index",
@@ -72,6 +80,8 @@ class Plan:
         # skipped) or "never" (None): docs/prediction.md "The churn_risk rule".
         self.churn = any(isinstance(step, PAliveBelow) for step in rule.steps)
         self.size = len(rule.steps)
+        # What its decisions add to the context (lifecycle rules only).
+        self.context: ContextOf | None = lifecycle_context(rule)
         self.audience: tuple[Predicate, ...] = rule.audience
         self.template = rule.template
         self.version = rule.version
@@ -122,6 +132,23 @@ class Plan:
             return self.resolve(state)
         cart = cart_of(state, key)
         return None if cart is None else self.resolve_key(state, cart)
+
+
+def lifecycle_context(rule: Rule) -> ContextOf | None:
+    """What a lifecycle rule's decisions add to the context (docs/lifecycle.md
+    "Rules"): the viewed products, the cart, or the milestone; None for others."""
+    anchor, steps = rule.anchor, rule.steps
+    if isinstance(anchor, LastView):
+        return viewed_products
+    if isinstance(anchor, Cart):
+        return cart_context
+    orders = tuple(s.k for s in steps if isinstance(s, OrderMilestone))
+    if orders:
+        return milestone_context("orders", orders)
+    years = tuple(s.n for s in steps if isinstance(s, Anniversary))
+    if years:
+        return milestone_context("years", years)
+    return None
 
 
 def cart_of(state: CustomerState, key: str) -> CartEntry | None:

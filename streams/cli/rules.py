@@ -22,7 +22,7 @@ from pathlib import Path
 import orjson
 from aiokafka.errors import KafkaError
 
-from agents.core.rules import RulesError, load_rules
+from agents.core.rules import BUILTIN, RulesError, builtin_text, load_rules
 from agents.core.rules.check_window import describe as describe_window
 from agents.core.rules.model import Problem
 from streams.cli._common import fail
@@ -81,7 +81,9 @@ def _located(path: str, problem: Problem) -> str:
 def _run_check(args: argparse.Namespace) -> int:
     path = args.file
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        # A shipped file by name when no such file is here (docs/lifecycle.md "Rules").
+        shipped = path in BUILTIN and not Path(path).exists()
+        text = builtin_text(path) if shipped else Path(path).read_text(encoding="utf-8")
     except FileNotFoundError:
         return fail(f"no such rules file: {path}", 2)
     except (OSError, UnicodeDecodeError) as exc:
@@ -267,7 +269,9 @@ def _add_publish(actions: argparse._SubParsersAction[argparse.ArgumentParser]) -
 def _run_publish(args: argparse.Namespace) -> int:
     path = args.file
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        # A shipped file by name when no such file is here (docs/lifecycle.md "Rules").
+        shipped = path in BUILTIN and not Path(path).exists()
+        text = builtin_text(path) if shipped else Path(path).read_text(encoding="utf-8")
     except FileNotFoundError:
         return fail(f"no such rules file: {path}", 2)
     except (OSError, UnicodeDecodeError) as exc:

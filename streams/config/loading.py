@@ -16,7 +16,7 @@ from typing import Any
 import orjson
 
 from agents.core.budget import MAX_FIRINGS, firing_memory
-from agents.core.rules import RulesError, load_rules
+from agents.core.rules import BUILTIN, RulesError, builtin_text, load_rules
 from agents.core.settings import CoreSettings
 from agents.core.timeutil import MICROS_PER_SECOND
 from streams.config.defaults import default_home, default_redis_prefix
@@ -98,6 +98,30 @@ RULE_ALIASES = (
 MAX_RULES_FILE_BYTES = 256 * 1024
 
 
+def rules_file_text(path: str, name: str | None = None) -> str:
+    """The text of the rules file at ``path``, or of a shipped one named so
+    (``lifecycle``, ``default``: docs/lifecycle.md "Rules") when no file of that name
+    is in the working directory; :class:`ConfigError` (prefixed ``name``) when it
+    cannot be read, is too large or is not UTF-8."""
+    name = name or path
+    try:
+        if path in BUILTIN and not os.path.exists(path):
+            data = builtin_text(path).encode()
+        else:
+            with open(path, "rb") as handle:
+                data = handle.read(MAX_RULES_FILE_BYTES + 1)
+    except OSError as exc:
+        raise ConfigError(f"{name}: cannot read it: {exc.strerror}") from None
+    if len(data) > MAX_RULES_FILE_BYTES:
+        raise ConfigError(
+            f"{name}: larger than {MAX_RULES_FILE_BYTES // 1024} KiB; a rules file is a few KiB"
+        )
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(f"{name}: not UTF-8 text") from None
+
+
 def _with_rules_file(config: Config, values: Mapping[str, Any]) -> Config:
     """``config`` running the rules file it names, read and checked now: a worker
     never starts on a file that cannot run (docs/rules.md "Checks")."""
@@ -111,19 +135,7 @@ def _with_rules_file(config: Config, values: Mapping[str, Any]) -> Config:
             f"{name}: {', '.join(aliases)} {'is' if len(aliases) == 1 else 'are'} also set; "
             'set it in the rules file (docs/rules.md "Environment aliases")'
         )
-    try:
-        with open(path, "rb") as handle:
-            data = handle.read(MAX_RULES_FILE_BYTES + 1)
-    except OSError as exc:
-        raise ConfigError(f"{name}: cannot read it: {exc.strerror}") from None
-    if len(data) > MAX_RULES_FILE_BYTES:
-        raise ConfigError(
-            f"{name}: larger than {MAX_RULES_FILE_BYTES // 1024} KiB; a rules file is a few KiB"
-        )
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError:
-        raise ConfigError(f"{name}: not UTF-8 text") from None
+    text = rules_file_text(path, name)
     try:
         rules = load_rules(text)
     except RulesError as exc:

@@ -342,8 +342,9 @@ SETTINGS: tuple[Setting, ...] = (
         "rules_file",
         "rules_file",
         OptionalText(),
-        "the rules file (TOML, docs/rules.md), checked at start-up; unset: the default rules,"
-        " edited by the deprecated rule and guardrail settings",
+        "the rules file (TOML, docs/rules.md), checked at start-up, or a shipped one by name"
+        " (`default`, `lifecycle`); unset: the default rules, edited by the deprecated rule"
+        " and guardrail settings",
     ),
     Setting(
         "rules_lead",

@@ -45,6 +45,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import IO, Any
 
+from agents.core.rules import BUILTIN, builtin_text
 from agents.core.rules.check import check_rules
 from agents.offline.reference import ReferenceResult, compute_decisions
 from agents.offline.rulebook import Rulebook, legacy_rulebook, read_rules
@@ -89,7 +90,9 @@ class RulesFile:
 def load_rules_file(path: str) -> RulesFile:
     """Read ``path`` as a rules file (TOML, docs/rules.md); :class:`BacktestError` if not."""
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        # A shipped file by name when no such file is here (docs/lifecycle.md "Rules").
+        shipped = path in BUILTIN and not Path(path).exists()
+        text = builtin_text(path) if shipped else Path(path).read_text(encoding="utf-8")
     except FileNotFoundError:
         raise BacktestError(f"no such rules file: {path}") from None
     except (OSError, UnicodeDecodeError) as exc:

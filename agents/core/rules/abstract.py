@@ -45,6 +45,11 @@ class Facts(Protocol):
         """Distinct UTC days with an order (docs/prediction.md "State")."""
         ...
 
+    def order_at(self, k: int) -> int | None:
+        """The k-th order's time, net of cancellations, when the order log holds it
+        (docs/lifecycle.md "Facts")."""
+        ...
+
 
 class Cancel(ABC):
     """What ends a ladder for its anchor: an event of one kind after the anchor."""

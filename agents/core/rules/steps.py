@@ -146,10 +146,6 @@ def cadence_threshold(order_times: list[int], multiplier: float, floor: int) -> 
     return min(max(floor, int(median * multiplier)), MAX_DURATION)
 
 
-# Where a customer's orders are kept (docs/lifecycle.md "Facts"): the first and the
-# newest of the order log, mirrored from agents.core.state (which imports the rules).
-LOG_FIRST = 3
-LOG_NEWEST = 32
 MAX_MILESTONE_ORDER = 1000
 MAX_ANNIVERSARY = 10
 
@@ -165,7 +161,7 @@ class OrderMilestone(Step):
 
     def threshold(self, facts: Facts) -> int | None:
         first = facts.first_order_at
-        at = kth_order_at(facts.order_log, facts.orders, self.k)
+        at = facts.order_at(self.k)
         if first is None or at is None:
             return None
         return at - first
@@ -204,32 +200,6 @@ class Anniversary(Step):
 
     def canonical(self) -> Any:
         return {"anniversary": self.n}
-
-
-def kth_order_at(log: list[Any], orders: int, k: int) -> int | None:
-    """The k-th order's time (1-based, by time) read from the order log ``log``
-    (ascending ``OrderEntry``), ``orders`` the net count; None when there are fewer
-    than k orders or the k-th is not in the log.
-
-    The log holds every order while there are few; past that, its first entries are
-    the first orders and its newest the newest (docs/lifecycle.md "Facts"), each run
-    shortened by the cancellations of its own orders.  So of a log of L entries the
-    first L - LOG_NEWEST are surely the first orders and the newest L - LOG_FIRST
-    surely the newest; any k in neither is read as not in the log."""
-    n = len(log)
-    if not 1 <= k <= orders:
-        return None
-    if n == orders:
-        at: int = log[k - 1].at
-        return at
-    back = orders - k  # orders after the k-th
-    if back < n - LOG_FIRST:
-        at = log[n - 1 - back].at
-        return at
-    if k <= n - LOG_NEWEST:
-        at = log[k - 1].at
-        return at
-    return None
 
 
 def years_after(t: int, n: int) -> int:

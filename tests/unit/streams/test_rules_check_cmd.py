@@ -179,3 +179,16 @@ def test_a_bad_send_window_is_printed_with_its_line(
         "(sent at the due time, whatever the file's [send_window] says) or a table such as "
         '{ windows = [{ days = "weekdays", open = "09:00", close = "20:00" }] }',
     ]
+
+
+def test_the_shipped_lifecycle_file_by_name(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """`retention rules check lifecycle` checks the shipped lifecycle.toml
+    (docs/lifecycle.md "Rules"): its cart, milestone and anniversary rules listed."""
+    monkeypatch.chdir(tmp_path)
+    assert main(["rules", "check", "lifecycle"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("lifecycle: ok, 8 enabled rules")
+    assert "cart_abandonment" in out and "steps order 3, order 5, order 10" in out
+    assert "steps 1 year, 2 years, 3 years" in out

@@ -5,15 +5,25 @@ browse and keyed cart ladders and the order milestones, as a shop running
 from __future__ import annotations
 
 import itertools
+import json
 from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
 
+import orjson
+from jsonschema import Draft202012Validator
+
+import schemas
 from agents.core.emissions import Conversion, Emission, Firing
 from agents.core.engine import Engine
 from agents.core.ids import trigger_id
 from agents.core.rules import builtin_text, load_rules
+from agents.core.rules.history import RuleHistory, Version, set_id
+from agents.core.rules.model import RuleSet
 from agents.core.settings import CoreSettings
 from agents.core.state import CustomerState
 from agents.core.timeutil import to_micros
+from agents.messages import decision_record
 from schemas.records import (
     KIND_CANCEL,
     KIND_CART,
@@ -190,3 +200,124 @@ def test_an_anniversary_of_a_29_february_first_order_is_on_28_february() -> None
     assert [(f.step, f.due_at) for f in got] == [
         (1, to_micros(datetime(2025, 2, 28, 12, tzinfo=UTC)))
     ]
+
+
+SCHEMAS = Path(schemas.__file__).parent
+DECISION = Draft202012Validator(json.loads((SCHEMAS / "decision.schema.json").read_text()))
+NUDGE = Draft202012Validator(json.loads((SCHEMAS / "nudge.schema.json").read_text()))
+BASE_CONTEXT = {
+    "order_count",
+    "spend",
+    "first_purchase_at",
+    "last_purchase_at",
+    "last_activity_at",
+    "lifecycle_stage",
+}
+
+
+def records_valid(f: Firing) -> dict[str, Any]:
+    """The decision and nudge records of ``f`` pass their JSON Schemas; its context."""
+    record = decision_record(f, fired_at=f.due_at, clock="stream", outcome=f.outcome, holdout=False)
+    DECISION.validate(record.to_dict())
+    NUDGE.validate(record.nudge_dict())
+    assert record.trigger_id == f.trigger_id
+    return f.context
+
+
+def test_a_cart_nudge_carries_the_carts_items_and_value_per_currency() -> None:
+    items = (Item("p1", 2, "9.50", "EUR"), Item("p2", 3, "0.1", "EUR"), Item("p3", 1, "5", "USD"))
+    events = [
+        ev(KIND_CART, T0, cart_id="A", action="checkout_started", items=items),
+        cart(T0, "B"),
+    ]
+    got = firings(run(engine(), events, at(hours=1)), "cart_abandonment")
+    context = records_valid(got[0])
+    assert context["cart"] == {
+        "cart_id": "A",
+        "action": "checkout_started",
+        "items": [
+            {"product_id": "p1", "quantity": 2, "unit_price": "9.50", "currency": "EUR"},
+            {"product_id": "p2", "quantity": 3, "unit_price": "0.1", "currency": "EUR"},
+            {"product_id": "p3", "quantity": 1, "unit_price": "5", "currency": "USD"},
+        ],
+        "value": {"EUR": "19.30", "USD": "5"},
+    }
+    assert records_valid(got[1])["cart"]["cart_id"] == "B"
+
+
+def test_a_browse_nudge_names_the_newest_viewed_products_as_of_its_due_time() -> None:
+    views = [ev(KIND_VIEW, at(hours=h), product_id=f"p{h}") for h in range(7)]
+    got = firings(run(engine(), views, at(hours=10.5)), "browse_abandonment")
+    assert [f.due_at for f in got] == [at(hours=10)]
+    assert records_valid(got[0])["products"] == ["p6", "p5", "p4", "p3", "p2"]
+
+
+def test_milestone_nudges_say_which_milestone_and_other_rules_say_nothing_new() -> None:
+    orders = [order(at(days=d)) for d in (0, 1, 2)]
+    out = run(engine(), orders, at(days=370))
+    (third,) = firings(out, "order_milestone")
+    (year,) = firings(out, "anniversary")
+    assert records_valid(third)["milestone"] == {"orders": 3}
+    assert records_valid(year)["milestone"] == {"years": 1}
+    others = [f for f in out if isinstance(f, Firing) and f.rule in ("inactivity", "overdue")]
+    assert others and all(set(records_valid(f)) == BASE_CONTEXT for f in others)
+
+
+CART_HEAD = (
+    'format = 1\ndefault_timezone = "UTC"\n[guardrails]\nholdout_percent = 0\nmin_gap = "PT0S"\n'
+)
+CART_RULE = '[[rule]]\nname = "cart"\npriority = 4\nanchor = "cart"\nsteps = [{steps}]\n{extra}\n'
+
+
+def cart_rules(steps: str, extra: str = "") -> RuleSet:
+    return load_rules(CART_HEAD + CART_RULE.format(steps=steps, extra=extra))
+
+
+def test_a_rules_change_restarts_each_carts_ladder_superseding_its_steps_due() -> None:
+    seed = cart_rules('"PT1H", "PT2H", "PT3H"')
+    new = cart_rules('"PT30M", "PT45M", "PT5H"')
+    switch = at(hours=100 / 60)
+    history = RuleHistory.seed(seed).add(Version(set_id(new), new, "", switch, switch))
+    eng = Engine(CoreSettings(rules=seed)).with_history(history)
+    out = run(eng, [cart(T0, "A"), cart(at(hours=0.5), "B")], at(hours=6))
+    assert [(f.key, f.step, f.due_at, f.outcome) for f in firings(out, "cart")] == [
+        ("A", 1, at(hours=1), "delivered"),
+        ("B", 1, at(hours=1.5), "delivered"),
+        # At the switch, per cart (cart id order): the new step 2 already due.
+        ("A", 2, at(hours=0.75), "superseded"),
+        ("B", 2, at(hours=1.25), "superseded"),
+        ("A", 3, at(hours=5), "delivered"),
+        ("B", 3, at(hours=5.5), "delivered"),
+    ]
+
+
+def test_a_cart_firing_kept_for_its_send_window_names_its_cart() -> None:
+    window = 'send_window = { windows = [ { days = "all", open = "09:00", close = "10:30" } ] }'
+    eng = Engine(CoreSettings(rules=cart_rules('"PT1H"', window)))
+    state = CustomerState(customer_id=CID, partition=0)
+    assert eng.ingest(state, cart(T0, "A"), at(hours=2)) == []
+    (kept,) = state.deferred
+    assert kept.key == "A" and len(kept.to_wire()) == 9
+    back = CustomerState.from_dict(orjson.loads(orjson.dumps(state.to_dict())))
+    assert back.deferred == state.deferred
+    out = eng.advance(back, at(days=1))
+    (sent,) = firings(out, "cart")
+    assert (sent.key, sent.outcome, sent.send_at) == ("A", "delivered", at(hours=23))
+    assert sent.trigger_id == trigger_id(CID, "cart", 1, T0, "A")
+    assert back.carts[0].progress == {"cart": [T0, 1]}
+
+
+def test_a_remembered_cart_firing_keeps_its_cart_in_the_row() -> None:
+    eng = engine()
+    state = CustomerState(customer_id=CID, partition=0)
+    eng.ingest(state, cart(T0, "A"), at(hours=2))
+    row = state.to_dict()
+    (entry,) = [f for f in row["recent_firings"] if f[1] == "cart_abandonment"]
+    assert entry == [at(hours=1), "cart_abandonment", 1, T0, "delivered", None, None, "A"]
+    back = CustomerState.from_dict(orjson.loads(orjson.dumps(row)))
+    got = eng.ingest(back, order(at(hours=3), "A"), at(hours=3))
+    assert isinstance(got, list)
+    (conv,) = [e for e in got if isinstance(e, Conversion)]
+    assert conv.trigger_id == trigger_id(CID, "cart_abandonment", 1, T0, "A")
+    # An unkeyed rule's entry keeps its six elements.
+    assert all(len(f) == 6 for f in row["recent_firings"] if f[1] != "cart_abandonment")

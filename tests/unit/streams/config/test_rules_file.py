@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from agents.core.rules import default_rules
+from agents.core.rules import builtin_text, default_rules, default_text
 from agents.core.settings import DAY, HOUR
 from streams.config import Config, ConfigError, load_config
 from streams.config.loading import MAX_RULES_FILE_BYTES
@@ -124,3 +124,17 @@ def test_an_alias_in_the_config_toml_beside_a_rules_file_is_refused(tmp_path: Pa
     env = {"RETENTION_CONFIG": str(toml), "RETENTION_RULES_FILE": str(EXAMPLES / "collide.toml")}
     with pytest.raises(ConfigError, match="RETENTION_FREQUENCY_CAP is also set"):
         load_config(env, use_stack_file=False)
+
+
+def test_a_shipped_file_by_name_runs_the_lifecycle_rules(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """RETENTION_RULES_FILE=lifecycle runs the shipped lifecycle.toml (docs/lifecycle.md
+    "Rules"); a file of that name in the working directory still wins."""
+    monkeypatch.chdir(tmp_path)
+    config = _load(RULES_FILE="lifecycle")
+    assert config.rules_text == builtin_text("lifecycle")
+    names = [r.name for r in config.core.rule_set.active]
+    assert "cart_abandonment" in names and "second_purchase" in names
+    (tmp_path / "lifecycle").write_text(default_text(), encoding="utf-8")
+    assert _load(RULES_FILE="lifecycle").core.rule_set == default_rules()

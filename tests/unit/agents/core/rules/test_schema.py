@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from jsonschema import Draft202012Validator
 
-from agents.core.rules import default_rules, default_text, load_rules
+from agents.core.rules import builtin_text, default_rules, default_text, load_rules
 from agents.core.rules.check import check_rules
 
 ROOT = Path(__file__).resolve().parents[5]
@@ -131,3 +131,18 @@ def test_a_file_with_send_windows_is_valid_for_the_schema_and_loads() -> None:
     winback, welcome = load_rules(WINDOWED).rules
     assert winback.send_window is None
     assert welcome.send_window is not None and welcome.send_window.zone == "Europe/Berlin"
+
+
+def test_the_lifecycle_file_is_valid_and_its_new_parts_are_described() -> None:
+    """lifecycle.toml passes the schema; a wrong cart exit or a milestone out of range
+    does not (docs/lifecycle.md "Rules")."""
+    doc = tomllib.loads(builtin_text("lifecycle"))
+    assert list(SCHEMA.iter_errors(doc)) == []
+    for anchor, steps in (
+        ({"kind": "cart", "exit": "basket"}, ["PT1H"]),
+        ("first_order", [{"order": 0}]),
+        ("first_order", [{"anniversary": 11}]),
+        ({"kind": "signup", "unknown": 1}, ["PT1H"]),
+    ):
+        rule = {"name": "r", "priority": 1, "anchor": anchor, "steps": steps}
+        assert not SCHEMA.is_valid({"format": 1, "rule": [rule]}), (anchor, steps)
