@@ -223,10 +223,12 @@ class Engine:
         state.remember(event, s.max_recent_event_ids)
         out = self.advance(state, min(event.occurred_at - 1, watermark))
         self._apply(state, event, out)
-        out.extend(self.advance(state, watermark))
+        out.extend(self.advance(state, watermark, event.occurred_at))
         return out
 
-    def advance(self, state: CustomerState, watermark: int) -> list[Emission]:
+    def advance(
+        self, state: CustomerState, watermark: int, floor: int | None = None
+    ) -> list[Emission]:
         """Move the customer to ``watermark``: apply pending events, fire due steps,
         switch rules versions.
 
@@ -251,7 +253,12 @@ class Engine:
             plans = self._plans
             switch_at = None
         while True:
-            due = self._next_item(state, plans)
+            # ``floor``: the newest event applied in this walk.  A step whose time
+            # passed before the event that made it due (a cancellation bringing a
+            # ladder back, an anchor moved into the past) is due at that event, on
+            # the facts as of then (docs/lifecycle.md "Cancellations"), as the
+            # offline reference reads it.
+            due = self._next_item(state, plans, floor)
             ev_t = state.queue.first_time()
             if (
                 switch_at is not None
@@ -274,7 +281,7 @@ class Engine:
                             busy = busy_at(busy, due[0], judged)
                     continue
                 plan = plans[index]
-                step = self._due(plan, state)
+                step = self._due(plan, state, floor)
                 assert step is not None
                 if state.deferred:
                     # Another step of a rule with a kept firing fell due before its
@@ -301,7 +308,9 @@ class Engine:
                 if not plan.transactional:
                     busy = busy_at(busy, step.due_at, plan.name)
             elif ev_t is not None and ev_t <= watermark:
-                self._apply(state, state.pop_pending(self.pending_limits), out)
+                event = state.pop_pending(self.pending_limits)
+                self._apply(state, event, out)
+                floor = event.occurred_at if floor is None else max(floor, event.occurred_at)
                 if multi:
                     plans = self._plans_for(state, seg)
             else:
@@ -321,7 +330,9 @@ class Engine:
             return None
         return self._due(plans[best[1]], state)
 
-    def _next_due_at(self, state: CustomerState, plans: tuple[Plan, ...]) -> tuple[int, int] | None:
+    def _next_due_at(
+        self, state: CustomerState, plans: tuple[Plan, ...], floor: int | None = None
+    ) -> tuple[int, int] | None:
         """(due_at, rule_index) of :meth:`next_due`, without building a :class:`Due`
         per rule: this runs on every step of :meth:`advance` and every ``wake_at``."""
         best: tuple[int, int] | None = None
@@ -331,7 +342,7 @@ class Engine:
             if anchor is None:
                 if plan.keyed and state.carts:
                     # One ladder per kept cart (docs/lifecycle.md "Rules").
-                    due = keyed_due(plan, state)
+                    due = keyed_due(plan, state, floor)
                     if due is not None and (best is None or due.due_at < best[0]):
                         best = (due.due_at, plan.index)
                 continue
@@ -347,15 +358,19 @@ class Engine:
                 if threshold is None:
                     continue  # a churn_risk step that never falls due
                 due_at = anchor + threshold
+            if floor is not None and due_at < floor:
+                due_at = floor
             # Ties go to the lower priority, which comes first here.
             if best is None or due_at < best[0]:
                 best = (due_at, plan.index)
         return best
 
-    def _next_item(self, state: CustomerState, plans: tuple[Plan, ...]) -> tuple[int, int] | None:
+    def _next_item(
+        self, state: CustomerState, plans: tuple[Plan, ...], floor: int | None = None
+    ) -> tuple[int, int] | None:
         """(time, rule index, LIFECYCLE or a kept firing's DEFERRED code) of the
         customer's next timeline item."""
-        best = self._next_due_at(state, plans)
+        best = self._next_due_at(state, plans, floor)
         move_at = stage_move_at(self.lifecycle, state)
         if move_at is not None and (
             best is None
@@ -449,10 +464,10 @@ class Engine:
 
     # --- internals ---------------------------------------------------------------------
 
-    def _due(self, plan: Plan, state: CustomerState) -> Due | None:
+    def _due(self, plan: Plan, state: CustomerState, floor: int | None = None) -> Due | None:
         anchor = plan.resolve(state)
         if anchor is None:
-            return keyed_due(plan, state) if plan.keyed else None
+            return keyed_due(plan, state, floor) if plan.keyed else None
         progress = state.ladders.get(plan.name)
         step = progress.step + 1 if progress is not None and progress.anchor == anchor else 1
         if step > plan.size:
@@ -460,7 +475,8 @@ class Engine:
         threshold = plan.threshold(step, state)
         if threshold is None:
             return None
-        return Due(anchor + threshold, plan.index, step, plan.name, anchor, threshold, plan.version)
+        due_at = anchor + threshold if floor is None else max(anchor + threshold, floor)
+        return Due(due_at, plan.index, step, plan.name, anchor, threshold, plan.version)
 
     def _apply(self, state: CustomerState, event: Event, out: list[Emission]) -> None:
         """Fold an event in; an order may convert earlier firings (attribution)."""

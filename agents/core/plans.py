@@ -159,7 +159,7 @@ def cart_of(state: CustomerState, key: str) -> CartEntry | None:
     return None
 
 
-def keyed_due(plan: Plan, state: CustomerState) -> Due | None:
+def keyed_due(plan: Plan, state: CustomerState, floor: int | None = None) -> Due | None:
     """The next due step of a keyed rule: of each kept cart's ladder, the earliest,
     ties by cart id ascending (docs/lifecycle.md "Rules").  Progress lives in the
     cart (``progress[rule] = [anchor, step]``)."""
@@ -178,7 +178,7 @@ def keyed_due(plan: Plan, state: CustomerState) -> Due | None:
         threshold = plan.threshold(step, state)
         if threshold is None:
             continue
-        due_at = anchor + threshold
+        due_at = anchor + threshold if floor is None else max(anchor + threshold, floor)
         if (
             best is None
             or due_at < best.due_at

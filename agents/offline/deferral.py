@@ -128,7 +128,8 @@ def _rule(
     # What happens to the rule, in time order: a switch at T before the steps at T.
     points: list[tuple[int, int, LadderItem | bool]] = [(t, 0, goes_on) for t, goes_on in switches]
     points += [(_when(item), 1, item) for item in items]
-    points.sort(key=lambda p: (p[0], p[1]))
+    # A keyed rule's carts due at one instant: by cart id (docs/lifecycle.md "Rules").
+    points.sort(key=lambda p: (p[0], p[1], getattr(p[2], "key", None) or ""))
     waiting: Timing | None = None  # the rule's deferred firing
     for t, _, what in points:
         if waiting is not None:
@@ -201,7 +202,7 @@ def _at_send(waiting: Timing, timeline: Timeline, stages: StageWalk, placed: int
     item = waiting.item
     at = waiting.at
     priority = item.priority if placed is None else placed
-    holds = live_anchor(timeline, item.rule, at) == item.anchor and timeline.in_audience(
+    holds = live_anchor(timeline, item.rule, at, item.key) == item.anchor and timeline.in_audience(
         item.rule, at, stages.at(at, priority)
     )
     return Timing(

@@ -12,10 +12,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from agents.core import ids
 from agents.core.timeutil import MICROS_PER_DAY, MICROS_PER_SECOND, iso
+from agents.offline.lifecycle import trigger_id
 from agents.offline.rulebook import GuardrailSettings, RuleSpec
 from schemas.records import CONSENT_OPTED_OUT
 
@@ -71,6 +72,14 @@ class Firing:
     decided_at: int | None = None
     ruled: str | None = None
     deferred: bool = False
+    # A keyed (cart) ladder's cart and the lifecycle rules' context, read on the
+    # facts as of the due time (docs/lifecycle.md "Rules"); None for other rules.
+    key: str | None = None
+    context: dict[str, Any] | None = None
+
+    @property
+    def trigger_id(self) -> str:
+        return trigger_id(self.customer_id, self.rule, self.step, self.anchor, self.key)
 
     @property
     def at(self) -> int:
@@ -84,20 +93,23 @@ class Firing:
         """The time gap, cap and attribution count from: the send time, else the due time."""
         return self.due if self.send_at is None else self.send_at
 
-    def sort_key(self) -> tuple[int, str, int, int, int, int]:
+    def sort_key(self) -> tuple[int, str, int, int, int, str, int]:
         """Output order: by decision time; at a rules switch first the deferred firings
         it supersedes (as they were deferred), then the steps a restart supersedes; then
-        by priority, a deferred firing before its rule's step due at the same instant."""
+        by priority, a deferred firing before its rule's step due at the same instant,
+        then by cart id (a keyed rule's carts due at one instant)."""
+        key = self.key or ""
         if self.superseded_at is not None:
             if self.deferred:
-                return (self.at, self.customer_id, 0, 0, self.due, self.priority)
-            return (self.at, self.customer_id, 0, 1, self.priority, self.step)
+                return (self.at, self.customer_id, 0, 0, self.due, key, self.priority)
+            return (self.at, self.customer_id, 0, 1, self.priority, key, self.step)
         return (
             self.at,
             self.customer_id,
             1,
             self.priority,
             0 if self.deferred else 1,
+            key,
             self.step,
         )
 
@@ -263,7 +275,7 @@ class Conversion:
 
     @property
     def trigger_id(self) -> str:
-        return ids.trigger_id(self.customer_id, self.rule, self.step, self.anchor_at)
+        return self.firing.trigger_id
 
     @property
     def hours_to_convert(self) -> float:

@@ -101,7 +101,6 @@ from typing import Any, Protocol
 
 import orjson
 
-from agents.core import ids
 from agents.core.budget import (
     CODE_PENDING_OVERFLOW,
     MAX_CURRENCIES,
@@ -128,7 +127,12 @@ from agents.offline.judgment import (
     conversions,
     reason_text,
 )
+from agents.offline.lifecycle import History, Orders, trigger_id
 from agents.offline.rulebook import (
+    ANCHOR_CART,
+    ANCHOR_LAST_VIEW,
+    Anniversary,
+    OrderStep,
     Rulebook,
     legacy_rulebook,
     read_rules,
@@ -136,11 +140,18 @@ from agents.offline.rulebook import (
 from agents.offline.timeline import LadderItem, StageWalk, Timeline
 from agents.offline.versions import Versions, versioned_ladder
 from schemas.records import (
+    KIND_CANCEL,
+    KIND_CART,
     KIND_CONSENT,
     KIND_PURCHASE,
     KIND_SESSION,
+    KIND_SIGNUP,
+    KIND_VIEW,
     Event,
 )
+
+# The lifecycle's kinds (docs/lifecycle.md): kept per customer for its facts.
+LIFECYCLE_KINDS = (KIND_SIGNUP, KIND_VIEW, KIND_CART, KIND_CANCEL)
 
 
 class ReferenceConfig(Protocol):
@@ -185,6 +196,11 @@ class CustomerFacts:
     order_spend: tuple[tuple[int, str, Decimal], ...] = ()
     # (occurred_at, zone name) of each counted event with a zone tzdata knows, ascending.
     zones: tuple[tuple[int, str], ...] = ()
+    # The lifecycle's facts through time (agents/offline/lifecycle.py), and the net
+    # order facts as of these facts' horizon when a cancellation applies (None: the
+    # placed orders are the net ones).
+    history: History | None = None
+    net: Orders | None = None
 
     def zone_at(self, t: int) -> str | None:
         """The customer's zone in force at ``t``: the zone of the newest event dated at
@@ -198,18 +214,30 @@ class CustomerFacts:
 
     @property
     def order_count(self) -> int:
-        return len(self.order_times)
+        """Orders net of cancellations (docs/lifecycle.md "Cancellations")."""
+        return len(self.order_times) if self.net is None else self.net.count
 
     @property
     def first_order(self) -> int | None:
+        if self.net is not None:
+            return self.net.first
         return self.order_times[0] if self.order_times else None
 
     @property
     def second_order(self) -> int | None:
+        if self.net is not None:
+            return self.net.second
         return self.order_times[1] if len(self.order_times) > 1 else None
 
     @property
     def last_order(self) -> int | None:
+        if self.net is not None:
+            return self.net.last
+        return self.order_times[-1] if self.order_times else None
+
+    @property
+    def last_placed(self) -> int | None:
+        """The newest placed order (activity: a cancellation does not undo it)."""
         return self.order_times[-1] if self.order_times else None
 
     @property
@@ -218,7 +246,7 @@ class CustomerFacts:
 
     @property
     def last_activity(self) -> int | None:
-        candidates = [t for t in (self.last_order, self.last_session) if t is not None]
+        candidates = [t for t in (self.last_placed, self.last_session) if t is not None]
         return max(candidates) if candidates else None
 
     @property
@@ -247,6 +275,8 @@ class _CustomerLog:
     consents: list[tuple[int, str]] = field(default_factory=list)
     zones: list[tuple[int, str]] = field(default_factory=list)
     events: int = 0
+    # Purchases and the lifecycle's events, as taken (agents/offline/lifecycle.py).
+    life: list[Event] = field(default_factory=list)
 
     def facts(self, until: int | None = None) -> CustomerFacts:
         """The facts, counting only events dated at or before ``until`` if given."""
@@ -255,12 +285,19 @@ class _CustomerLog:
             return until is None or t <= until
 
         orders = sorted((t, e, o) for o, (t, e, _, _) in self.orders.items() if keep(t))
+        # Time order (a file read in arrival order is folded as the stream does).
+        history = History(sorted(self.life, key=lambda e: e.occurred_at))
+        net = history.orders(until) if history.has_cancels else None
         spend: dict[str, tuple[Decimal, int]] = {}
         with localcontext(prec=80):  # exact, as in the stream
-            for t, _, currency, amount in self.orders.values():
-                if keep(t):
-                    total, n = spend.get(currency, (Decimal(0), 0))
-                    spend[currency] = (total + amount, n + 1)
+            if net is not None:
+                counts = dict(net.currencies)
+                spend = {c: (a, counts.get(c, 0)) for c, a in net.spend}
+            else:
+                for t, _, currency, amount in self.orders.values():
+                    if keep(t):
+                        total, n = spend.get(currency, (Decimal(0), 0))
+                        spend[currency] = (total + amount, n + 1)
             spend = _fold_currencies(spend)
         return CustomerFacts(
             customer_id=self.customer_id,
@@ -274,6 +311,8 @@ class _CustomerLog:
             spend_by_currency=tuple((c, a, n) for c, (a, n) in sorted(spend.items())),
             order_spend=tuple(sorted((t, c, a) for t, _, c, a in self.orders.values() if keep(t))),
             zones=tuple(sorted(z for z in self.zones if keep(z[0]))),
+            history=history,
+            net=net,
         )
 
 
@@ -303,11 +342,15 @@ def customer_firings(
     out), superseded steps included when ``versions`` holds rule changes (``book``
     is then its seed), the customer's stage through time, and the firings deferred
     by a send window still undecided at ``until`` (agents/offline/deferral.py)."""
-    timeline = Timeline(facts.order_times, facts.session_times, facts.consents, facts.order_spend)
+    timeline = Timeline(
+        facts.order_times, facts.session_times, facts.consents, facts.order_spend, facts.history
+    )
     stages = StageWalk(timeline, book.lifecycle, until)
     items: list[LadderItem] = []
     kept: dict[str, list[tuple[int, bool]]] = {}
     if versions is not None and versions.changed:
+        if any(r.keyed for v in versions.versions for r in v.book.rules):
+            raise ValueError("rules changes with a cart-anchored rule: not read by the reference")
         for name in versions.names():
             kept[name] = []
             items += versioned_ladder(timeline, name, versions, until, stages, kept[name])
@@ -324,11 +367,32 @@ def customer_firings(
     decided, undecided = schedule(
         items, timeline, stages, facts.zone_at, until, cut_over, kept, priority_at
     )
-    made = [_firing(facts.customer_id, t) for t in decided]
-    return made, stages, [_firing(facts.customer_id, t) for t in undecided]
+    made = [_firing(facts.customer_id, t, timeline) for t in decided]
+    return made, stages, [_firing(facts.customer_id, t, timeline) for t in undecided]
 
 
-def _firing(customer_id: str, timing: Timing) -> Firing:
+def context(item: LadderItem, timeline: Timeline) -> dict[str, Any] | None:
+    """A lifecycle rule's ``context`` on the facts as of the due time
+    (docs/lifecycle.md "Rules"); None for every other rule."""
+    rule, history = item.rule, timeline.history
+    step = rule.steps[item.step - 1]
+    if isinstance(step, OrderStep):
+        return {"milestone": {"orders": step.k}}
+    if isinstance(step, Anniversary):
+        return {"milestone": {"years": step.years}}
+    if history is None:
+        return None
+    if rule.anchor == ANCHOR_LAST_VIEW:
+        return {"products": [p for _, p in history.newest_views(item.due)]}
+    if rule.anchor == ANCHOR_CART:
+        assert item.key is not None
+        cart = history.cart(item.key, item.due)
+        assert cart is not None
+        return {"cart": cart.context()}
+    return None
+
+
+def _firing(customer_id: str, timing: Timing, timeline: Timeline) -> Firing:
     item = timing.item
     rule = item.rule
     return Firing(
@@ -350,6 +414,8 @@ def _firing(customer_id: str, timing: Timing) -> Firing:
         decided_at=timing.at,
         ruled=timing.outcome,
         deferred=timing.deferred,
+        key=item.key,
+        context=context(item, timeline),
     )
 
 
@@ -393,7 +459,9 @@ def report_rows(
                 first_order_at=fx.first_order,
                 second_order_at=fx.second_order,
                 spend={c: format(a, "f") for c, a, _ in fx.spend_by_currency},
-                order_currencies={c: n for c, _, n in fx.spend_by_currency},
+                # A currency whose orders were all cancelled keeps its spend ("0") and
+                # loses its count (docs/lifecycle.md "Cancellations").
+                order_currencies={c: n for c, _, n in fx.spend_by_currency if n},
                 active_spans=tuple((a, b) for a, b in spans),
                 stage=stages.get(cid, "prospect"),
                 decision_counts=decided.get(cid, {}),
@@ -416,7 +484,9 @@ def decision_dict(firing: Firing, verdict: Verdict, *, versioned: bool = False) 
         "threshold_seconds": firing.threshold // MICROS_PER_SECOND,
         "anchor_at": iso(firing.anchor),
         "due_at": iso(firing.due),
-        "trigger_id": ids.trigger_id(firing.customer_id, firing.rule, firing.step, firing.anchor),
+        "trigger_id": trigger_id(
+            firing.customer_id, firing.rule, firing.step, firing.anchor, firing.key
+        ),
         "delivered": verdict.delivered,
         "outcome": verdict.outcome,
         "holdout": verdict.holdout,
@@ -426,6 +496,8 @@ def decision_dict(firing: Firing, verdict: Verdict, *, versioned: bool = False) 
         out["rule_version"] = firing.rule_version
         if firing.channel is not None:
             out["channel"] = firing.channel
+    if firing.context is not None:
+        out["context"] = firing.context
     if firing.zone is not None:
         # Only with a window (docs/send-windows.md): absent otherwise.
         out.update(send_fields(firing.send_at, firing.zone))
@@ -614,6 +686,8 @@ def compute_decisions(
         elif event.kind == KIND_CONSENT:
             assert event.status is not None
             log.consents.append((event.occurred_at, event.status))
+        if event.kind in (KIND_PURCHASE, KIND_SESSION) or event.kind in LIFECYCLE_KINDS:
+            log.life.append(event)
         if event.timezone is not None:
             log.zones.append((event.occurred_at, event.timezone))
         log.events += 1

@@ -77,12 +77,24 @@ ANCHOR_FIRST_ORDER = "first_order"
 ANCHOR_LAST_ORDER = "last_order"
 ANCHOR_LAST_ACTIVITY = "last_activity"
 ANCHOR_LAST_SESSION = "last_session"
+# The lifecycle's anchors (docs/lifecycle.md "Rules"): none takes min_orders.
+ANCHOR_SIGNUP = "signup"
+ANCHOR_LAST_VIEW = "last_view"
+ANCHOR_CART = "cart"  # keyed: one ladder per open kept cart
+LIFECYCLE_ANCHORS = (ANCHOR_SIGNUP, ANCHOR_LAST_VIEW, ANCHOR_CART)
+# What ends a cart's ladder besides emptying it: an order of that cart, or also an
+# order sharing one of its products.
+EXIT_CART = "cart"
+EXIT_ANY_PRODUCT = "any_product"
 # The orders an anchor needs before it exists, when the file does not say.
 ANCHOR_MIN_ORDERS = {
     ANCHOR_FIRST_ORDER: 1,
     ANCHOR_LAST_ORDER: 1,
     ANCHOR_LAST_ACTIVITY: 1,
     ANCHOR_LAST_SESSION: 0,
+    ANCHOR_SIGNUP: 0,
+    ANCHOR_LAST_VIEW: 0,
+    ANCHOR_CART: 0,
 }
 CANCEL_KINDS = ("purchase", "session", "consent")
 # What a rules change does to a customer mid-ladder (docs/rules.md "Changing rules").
@@ -124,7 +136,21 @@ class ChurnStep:
     model: Model
 
 
-Step = int | Cadence | ChurnStep  # an int is a fixed duration in micros
+@dataclass(frozen=True, slots=True)
+class OrderStep:
+    """``{ order = k }``: due at the customer's k-th order (net of cancellations)."""
+
+    k: int
+
+
+@dataclass(frozen=True, slots=True)
+class Anniversary:
+    """``{ anniversary = n }``: due n calendar years after the first order (UTC)."""
+
+    years: int
+
+
+Step = int | Cadence | ChurnStep | OrderStep | Anniversary  # an int: a fixed duration in micros
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,6 +211,12 @@ class RuleSpec:
     enabled: bool = True
     on_change: str = ON_CHANGE_RESTART
     send_window: WindowSpec | None = None
+    exit: str | None = None  # a cart anchor's exit (EXIT_CART / EXIT_ANY_PRODUCT)
+
+    @property
+    def keyed(self) -> bool:
+        """One ladder per cart (docs/lifecycle.md "Rules")."""
+        return self.anchor == ANCHOR_CART
 
     @property
     def template(self) -> str:
@@ -368,6 +400,10 @@ def _rule(
     for j, s in enumerate(raw.get("steps", [])):
         if isinstance(s, str):
             steps.append(_duration({"step": s}, "step", 0, f"{where}.steps[{j}]"))
+        elif "order" in s:
+            steps.append(OrderStep(int(s["order"])))
+        elif "anniversary" in s:
+            steps.append(Anniversary(int(s["anniversary"])))
         elif "p_alive_below" in s:
             model = (models or {}).get(model_kind)
             if model is None:
@@ -384,6 +420,15 @@ def _rule(
     for c in cancel_on:
         if c not in CANCEL_KINDS:
             raise ValueError(f"{where}.cancel_on: unknown event kind {c!r}")
+    exit_ = None
+    if kind == ANCHOR_CART:
+        exit_ = anchor_raw.get("exit", EXIT_CART)
+        if exit_ not in (EXIT_CART, EXIT_ANY_PRODUCT):
+            raise ValueError(f"{where}.anchor.exit: expected 'cart' or 'any_product'")
+        if "purchase" in cancel_on:
+            raise ValueError(f"{where}.cancel_on: a cart anchor's exit says what an order does")
+    if kind in LIFECYCLE_ANCHORS and "min_orders" in anchor_raw:
+        raise ValueError(f"{where}.anchor.min_orders: not allowed for {kind}")
     on_change = raw.get("on_change", ON_CHANGE_RESTART)
     if on_change not in (ON_CHANGE_RESTART, ON_CHANGE_PIN):
         raise ValueError(f"{where}.on_change: expected 'restart' or 'pin', got {on_change!r}")
@@ -407,6 +452,7 @@ def _rule(
             if "send_window" in raw
             else file_window
         ),
+        exit=exit_,
     )
 
 
@@ -518,11 +564,7 @@ def canonical(rule: RuleSpec) -> dict[str, Any]:
         "name": rule.name,
         "priority": rule.priority,
         "steps": [_step_dict(s) for s in rule.steps],
-        "anchor": (
-            {"kind": rule.anchor}
-            if rule.anchor == ANCHOR_FIRST_ORDER
-            else {"kind": rule.anchor, "min_orders": rule.min_orders}
-        ),
+        "anchor": _anchor_dict(rule),
         "cancel_on": list(rule.cancel_on),
         "audience": audience,
         "transactional": rule.transactional,
@@ -537,7 +579,20 @@ def canonical(rule: RuleSpec) -> dict[str, Any]:
     return out
 
 
+def _anchor_dict(rule: RuleSpec) -> dict[str, Any]:
+    if rule.anchor == ANCHOR_FIRST_ORDER or rule.anchor in LIFECYCLE_ANCHORS:
+        out: dict[str, Any] = {"kind": rule.anchor}
+        if rule.exit is not None and rule.exit != EXIT_CART:
+            out["exit"] = rule.exit
+        return out
+    return {"kind": rule.anchor, "min_orders": rule.min_orders}
+
+
 def _step_dict(step: Step) -> Any:
+    if isinstance(step, OrderStep):
+        return {"order": step.k}
+    if isinstance(step, Anniversary):
+        return {"anniversary": step.years}
     if isinstance(step, Cadence):
         return {"cadence": step.k, "floor": step.floor}
     if isinstance(step, ChurnStep):

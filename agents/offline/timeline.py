@@ -16,22 +16,30 @@ from __future__ import annotations
 
 from bisect import bisect_right
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal, localcontext
 from itertools import pairwise
 
 from agents.core.budget import MAX_CURRENCIES, OTHER_CURRENCY
 from agents.core.timeutil import MAX_DURATION, MICROS_PER_DAY
 from agents.offline.churn import AT, CROSSED, crossing, repeat_days
+from agents.offline.lifecycle import LOG_FIRST, LOG_NEWEST, History
 from agents.offline.rulebook import (
+    ANCHOR_CART,
     ANCHOR_FIRST_ORDER,
     ANCHOR_LAST_ACTIVITY,
     ANCHOR_LAST_ORDER,
     ANCHOR_LAST_SESSION,
+    ANCHOR_LAST_VIEW,
+    ANCHOR_SIGNUP,
     CONSENT_NOT_OPTED_OUT,
     CONSENT_OPTED_IN,
+    EXIT_ANY_PRODUCT,
+    Anniversary,
     Cadence,
     ChurnStep,
     Lifecycle,
+    OrderStep,
     RuleSpec,
 )
 from schemas.records import CONSENT_OPTED_IN as STATUS_OPTED_IN
@@ -60,6 +68,8 @@ class LadderItem:
     # A churn_risk step already crossed at its anchor: a ``skipped`` decision at the
     # anchor, never sent (docs/prediction.md "The churn_risk rule").
     skipped: bool = False
+    # The cart of a keyed (cart-anchored) ladder (docs/lifecycle.md "Rules").
+    key: str | None = None
 
     @property
     def priority(self) -> int:
@@ -75,22 +85,66 @@ class Timeline:
         session_times: tuple[int, ...],
         consents: tuple[tuple[int, str], ...],
         order_spend: tuple[tuple[int, str, Decimal], ...],
+        history: History | None = None,
     ) -> None:
-        self.orders = order_times  # ascending
+        self.orders = order_times  # placed orders (activity), ascending
         self.sessions = session_times  # ascending
         self.consents = consents  # by time, ties in file order
         self.consent_times = [t for t, _ in consents]
         self.order_spend = order_spend  # (t, currency, amount), ascending
-        self.times = sorted({*order_times, *session_times, *self.consent_times})
+        # The lifecycle's facts (agents/offline/lifecycle.py); with a cancellation the
+        # order facts are read from its net fold, else from the placed orders.
+        self.history = history
+        self.net = history is not None and history.has_cancels
+        extra = history.times if history is not None else ()
+        self.times = sorted({*order_times, *session_times, *self.consent_times, *extra})
 
     # --- facts as of t ---------------------------------------------------------------
 
+    def order_times(self, t: int) -> tuple[int, ...]:
+        """The order times kept as of t, ascending: every order without a
+        cancellation, else the net log (the first 3 and the newest 32)."""
+        if self.net:
+            assert self.history is not None
+            return self.history.orders(t).times
+        return self.orders[: bisect_right(self.orders, t)]
+
     def order_count(self, t: int) -> int:
+        if self.net:
+            assert self.history is not None
+            return self.history.orders(t).count
         return bisect_right(self.orders, t)
 
+    def first_order(self, t: int) -> int | None:
+        if self.net:
+            assert self.history is not None
+            return self.history.orders(t).first
+        return self.orders[0] if self.order_count(t) else None
+
     def last_order(self, t: int) -> int | None:
+        if self.net:
+            assert self.history is not None
+            return self.history.orders(t).last
         n = self.order_count(t)
         return self.orders[n - 1] if n else None
+
+    def kth_order(self, k: int, t: int) -> int | None:
+        """The k-th order's time as of t (net), None when fewer orders or not logged:
+        every order logged, the log's k-th; else the first LOG_FIRST from the head
+        and the newest LOG_NEWEST counted from the tail (docs/lifecycle.md "Rules")."""
+        count = self.order_count(t)
+        times = self.order_times(t)
+        if k > count:
+            return None
+        if len(times) == count:
+            return times[k - 1]
+        if k <= LOG_FIRST and k <= len(times):
+            return times[k - 1]
+        back = count - k  # orders after the k-th
+        i = len(times) - 1 - back
+        if back < LOG_NEWEST and i >= LOG_FIRST:
+            return times[i]
+        return None
 
     def last_session(self, t: int) -> int | None:
         n = bisect_right(self.sessions, t)
@@ -114,9 +168,13 @@ class Timeline:
         alphabetically smallest codes on their own, the rest summed under XXX."""
         totals: dict[str, Decimal] = {}
         with localcontext(prec=80):
-            for when, code, amount in self.order_spend:
-                if when <= t:
-                    totals[code] = totals.get(code, Decimal(0)) + amount
+            if self.net:
+                assert self.history is not None
+                totals = dict(self.history.orders(t).spend)
+            else:
+                for when, code, amount in self.order_spend:
+                    if when <= t:
+                        totals[code] = totals.get(code, Decimal(0)) + amount
             named = sorted(c for c in totals if c != OTHER_CURRENCY)[:MAX_CURRENCIES]
             if currency in named:
                 return totals[currency]
@@ -128,8 +186,7 @@ class Timeline:
         """max(floor, k x the median gap between consecutive orders among the newest 32
         as of t; the mean of the middle two, floored, for an even count), at most 100
         years; the floor alone without two orders."""
-        n = self.order_count(t)
-        kept = self.orders[max(0, n - CADENCE_ORDERS) : n]
+        kept = self.order_times(t)[-CADENCE_ORDERS:]
         gaps = sorted(b - a for a, b in pairwise(kept))
         if not gaps:
             return step.floor
@@ -145,10 +202,23 @@ class Timeline:
         step = rule.steps[k - 1]
         if isinstance(step, Cadence):
             return self.cadence(t, step), False
+        if isinstance(step, OrderStep):
+            at = self.kth_order(step.k, t)
+            first = self.first_order(t)
+            if at is None or first is None:
+                return None
+            return at - first, False
+        if isinstance(step, Anniversary):
+            first = self.first_order(t)
+            if first is None:
+                return None
+            return years_later(first, step.years) - first, False
         if isinstance(step, ChurnStep):
-            n = self.order_count(t)
-            first, last = self.orders[0], self.orders[n - 1]
-            x = repeat_days(self.orders[:n])
+            first, last = self.first_order(t), self.last_order(t)
+            if first is None or last is None:
+                return None
+            # The repeat order days are activity: a cancellation keeps them.
+            x = repeat_days(self.orders[: bisect_right(self.orders, t)])
             due = crossing(step.model, step.p, x, first, last, anchor)
             if due.status == CROSSED:
                 return 0, True
@@ -160,12 +230,15 @@ class Timeline:
 
     # --- a rule's view -----------------------------------------------------------------
 
-    def anchor(self, rule: RuleSpec, t: int) -> int | None:
-        """The rule's anchor as of t, or None while it does not exist."""
+    def anchor(self, rule: RuleSpec, t: int, key: str | None = None) -> int | None:
+        """The rule's anchor as of t (of the cart ``key`` for a keyed rule), or None
+        while it does not exist."""
+        if rule.anchor in (ANCHOR_SIGNUP, ANCHOR_LAST_VIEW, ANCHOR_CART):
+            return self._lifecycle_anchor(rule, t, key)
         if self.order_count(t) < rule.min_orders:
             return None
         if rule.anchor == ANCHOR_FIRST_ORDER:
-            return self.orders[0] if self.order_count(t) else None
+            return self.first_order(t)
         if rule.anchor == ANCHOR_LAST_ORDER:
             return self.last_order(t)
         if rule.anchor == ANCHOR_LAST_SESSION:
@@ -173,6 +246,29 @@ class Timeline:
         assert rule.anchor == ANCHOR_LAST_ACTIVITY
         times = [x for x in (self.last_order(t), self.last_session(t)) if x is not None]
         return max(times) if times else None
+
+    def _lifecycle_anchor(self, rule: RuleSpec, t: int, key: str | None) -> int | None:
+        h = self.history
+        if h is None:
+            return None
+        if rule.anchor == ANCHOR_SIGNUP:
+            # The welcome ladder ends with the first order (net: it comes back
+            # when every order is cancelled, with the same anchor).
+            if self.order_count(t):
+                return None
+            signup = h.signup_at(t)
+            return signup if signup is not None else h.first_session_at(t)
+        if rule.anchor == ANCHOR_LAST_VIEW:
+            return h.last_view_at(t)
+        assert rule.anchor == ANCHOR_CART and key is not None, "a cart ladder needs its cart"
+        cart = h.cart(key, t)
+        if cart is None or not cart.items or cart.action not in ("updated", "checkout_started"):
+            return None
+        if cart.ordered_at is not None:
+            return None
+        if rule.exit == EXIT_ANY_PRODUCT and cart.matched_at is not None:
+            return None
+        return cart.at
 
     def cancelled(self, rule: RuleSpec, anchor: int, due: int) -> bool:
         """Whether an event of a cancelling kind came after the anchor, by ``due``."""
@@ -209,7 +305,10 @@ class Timeline:
         if a.days_since_first_order is not None:
             if not self.order_count(due):
                 return False
-            days = (due - self.orders[0]) // MICROS_PER_DAY
+            first = self.first_order(due)
+            if first is None:
+                return False
+            days = (due - first) // MICROS_PER_DAY
             if not a.days_since_first_order.holds(days):
                 return False
         return True
@@ -224,6 +323,15 @@ class Timeline:
         threshold or the anchor's existence changed with an event at t after
         A + threshold had passed, t itself.
         """
+        if rule.keyed:
+            # One ladder per cart, each with its own progress (docs/lifecycle.md "Rules").
+            carts = self.history.cart_ids() if self.history is not None else []
+            return [item for key in carts for item in self._walk(rule, until, stages, key)]
+        return self._walk(rule, until, stages, None)
+
+    def _walk(
+        self, rule: RuleSpec, until: int, stages: StageWalk, key: str | None
+    ) -> list[LadderItem]:
         items: list[LadderItem] = []
         anchor_done: int | None = None
         step_done = 0
@@ -231,7 +339,7 @@ class Timeline:
             if start > until:
                 break
             end = self.times[i + 1] if i + 1 < len(self.times) else None
-            anchor = self.anchor(rule, start)
+            anchor = self.anchor(rule, start, key)
             if anchor is None:
                 continue
             if anchor != anchor_done:
@@ -250,9 +358,21 @@ class Timeline:
                 stage = stages.at(due, rule.priority)
                 ok = self.in_audience(rule, due, stage)
                 items.append(
-                    LadderItem(rule, step_done, threshold, anchor, due, ok, skipped=skipped)
+                    LadderItem(
+                        rule, step_done, threshold, anchor, due, ok, skipped=skipped, key=key
+                    )
                 )
         return items
+
+
+def years_later(t: int, years: int) -> int:
+    """``t`` plus whole calendar years in UTC, 29 February becoming 28 February."""
+    when = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=t)
+    try:
+        later = when.replace(year=when.year + years)
+    except ValueError:  # 29 February in a year without one
+        later = when.replace(year=when.year + years, day=28)
+    return (later - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1)
 
 
 class StageWalk:
@@ -270,8 +390,19 @@ class StageWalk:
         self.lifecycle = lifecycle
         # (time, rank, stage after): rank 0 for an event, 1 for a stage change of its own.
         self.changes: list[tuple[int, int, str]] = []
+        # Placed orders and sessions are activity; with a cancellation, a full one
+        # takes an order away (docs/lifecycle.md "Cancellations": the stage goes back
+        # to prospect at 0 orders, from repeat to new at 1), after the orders at its
+        # instant and before the sessions.
+        moves = (
+            timeline.history.moves
+            if timeline.net and timeline.history is not None
+            else [(t, "order") for t in timeline.orders]
+        )
+        rank = {"order": 0, "cancel": 1, "session": 2}
         activity = sorted(
-            [(t, "order") for t in timeline.orders] + [(t, "session") for t in timeline.sessions]
+            [*moves, *((t, "session") for t in timeline.sessions)],
+            key=lambda a: (a[0], rank[a[1]]),
         )
         stage, orders, last_activity = "prospect", 0, None
         i = 0
@@ -288,6 +419,14 @@ class StageWalk:
             elif t_event is not None and t_event <= until:
                 kind = activity[i][1]
                 i += 1
+                if kind == "cancel":
+                    orders -= 1
+                    if orders == 0:
+                        stage = "prospect"
+                    elif orders == 1 and stage == "repeat":
+                        stage = "new"
+                    self.changes.append((t_event, 0, stage))
+                    continue
                 if kind == "order":
                     orders += 1
                     if stage == "prospect":

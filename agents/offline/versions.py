@@ -165,10 +165,11 @@ def _identity(book: Rulebook) -> tuple[Any, ...]:
     return (tuple(r.version for r in book.rules), book.guardrails, book.lifecycle, book.model)
 
 
-def live_anchor(timeline: Timeline, rule: RuleSpec, t: int) -> int | None:
-    """The rule's anchor as of ``t`` when its ladder is not cancelled by then (a
-    cancelled ladder has nothing due, nothing to pin, nothing to supersede)."""
-    anchor = timeline.anchor(rule, t)
+def live_anchor(timeline: Timeline, rule: RuleSpec, t: int, key: str | None = None) -> int | None:
+    """The rule's anchor as of ``t`` (of the cart ``key`` for a keyed rule) when its
+    ladder is not cancelled by then (a cancelled ladder has nothing due, nothing to
+    pin, nothing to supersede)."""
+    anchor = timeline.anchor(rule, t, key)
     if anchor is None or timeline.cancelled(rule, anchor, t):
         return None
     return anchor
