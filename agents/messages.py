@@ -123,6 +123,10 @@ class AttributedConversion(Protocol):
     def order_id(self) -> str: ...
     @property
     def hours_to_convert(self) -> float: ...
+    @property
+    def amount(self) -> str | None: ...
+    @property
+    def currency(self) -> str | None: ...
 
 
 def outcome_record(c: AttributedConversion, *, attribution_window: int) -> Outcome:
@@ -145,6 +149,8 @@ def outcome_record(c: AttributedConversion, *, attribution_window: int) -> Outco
         hours_to_convert=c.hours_to_convert,
         attribution_window=duration_record(attribution_window),
         send_at=None if send_at is None else iso(send_at),
+        amount=c.amount,
+        currency=c.currency,
     )
 
 

@@ -298,6 +298,11 @@ class Outcome:
     # The firing's send time when its rule has a window (docs/send-windows.md
     # "Outputs"): attribution counts from it.  Left out when None.
     send_at: str | None = field(default=None, kw_only=True)
+    # The converting order's amount (exact decimal text) and currency, as placed
+    # (docs/reports.md "Recovered revenue").  Optional in the schema so that records
+    # written before them stay valid; every conversion now carries both.
+    amount: str | None = field(default=None, kw_only=True)
+    currency: str | None = field(default=None, kw_only=True)
     schema: ClassVar[str] = SCHEMA_OUTCOME
 
     def to_dict(self) -> dict[str, Any]:
@@ -317,6 +322,10 @@ class Outcome:
         }
         if self.send_at is not None:
             out["send_at"] = self.send_at
+        if self.amount is not None:
+            out["amount"] = self.amount
+        if self.currency is not None:
+            out["currency"] = self.currency
         return out
 
 

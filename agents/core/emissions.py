@@ -81,6 +81,10 @@ class Conversion:
     send_at: int | None = None
     # The firing's key when keyed (a cart's ladder): its trigger id names it.
     key: str | None = None
+    # The converting order's amount and currency as placed (outcome/1, docs/reports.md
+    # "Recovered revenue").
+    amount: str | None = None
+    currency: str | None = None
 
     @property
     def trigger_id(self) -> str:

@@ -47,7 +47,7 @@ from agents.core.guardrails import (
     Guardrails,
     delivered_due_times,
 )
-from agents.core.memory import attribute, still_needed
+from agents.core.memory import ABANDONMENT_ANCHORS, attribute, still_needed
 from agents.core.pending import pending_limits
 from agents.core.plans import (
     Plan,
@@ -126,6 +126,14 @@ class Engine:
         newest = versions[-1].rules
         self.lifecycle = newest.lifecycle
         self._attribution_window = newest.guardrails.attribution_window
+        # Rules whose conversions' revenue the row keeps (docs/reports.md "Recovered
+        # revenue"): those anchored on an abandonment, in any version of the history.
+        self._revenue_rules = frozenset(
+            rule.name
+            for v in versions
+            for rule in v.rules.rules
+            if rule.anchor.kind in ABANDONMENT_ANCHORS
+        )
         by_id = {v.id: self._version_rules(v) for v in versions}
         self._by_id = by_id
         # The customer's segment: the version applied at its ``rules_at`` (None: the
@@ -481,7 +489,16 @@ class Engine:
     def _apply(self, state: CustomerState, event: Event, out: list[Emission]) -> None:
         """Fold an event in; an order may convert earlier firings (attribution)."""
         if event.kind == KIND_PURCHASE:
-            attribute(state, event.occurred_at, event.order_id or "", self._attribution_window, out)
+            attribute(
+                state,
+                event.occurred_at,
+                event.order_id or "",
+                self._attribution_window,
+                out,
+                amount=event.amount,
+                currency=event.currency,
+                revenue_rules=self._revenue_rules,
+            )
         state.apply(event, self.settings.active_window)
         if self._multi:
             end_pins(state, self._by_id, self._segment(state))

@@ -4,7 +4,7 @@ attribution or a lookup can still need; and the attribution of an order to them.
 
 from __future__ import annotations
 
-from agents.core.budget import FiringMemory
+from agents.core.budget import OTHER_CURRENCY, FiringMemory
 from agents.core.emissions import Conversion, Emission
 from agents.core.guardrails import ATTRIBUTED, OUTCOME_DELIVERED
 from agents.core.state import CountKey, CustomerState, RecentFiring
@@ -59,12 +59,27 @@ def _newest(recent: list[RecentFiring], indexes: list[int], n: int) -> list[int]
     return sorted(indexes, key=lambda i: (recent[i].send_time, i))[-n:]
 
 
+# The anchors of the abandonment rules, whose conversions' revenue the row keeps
+# (row key "rr", docs/reports.md "Recovered revenue").
+ABANDONMENT_ANCHORS = frozenset({"last_view", "cart"})
+
+
 def attribute(
-    state: CustomerState, t: int, order_id: str, window: int, out: list[Emission]
+    state: CustomerState,
+    t: int,
+    order_id: str,
+    window: int,
+    out: list[Emission],
+    *,
+    amount: str | None = None,
+    currency: str | None = None,
+    revenue_rules: frozenset[str] = frozenset(),
 ) -> None:
     """An order at ``t`` converts each remembered delivered or holdout firing not yet
     converted with ``send < t <= send + window``, ``send`` its send time (its due
-    time without a window: docs/send-windows.md "Deferred firings")."""
+    time without a window: docs/send-windows.md "Deferred firings").  The order's
+    ``amount`` and ``currency`` ride on the conversion (outcome/1) and, for a rule
+    of ``revenue_rules`` (anchored on an abandonment), add to its recovered revenue."""
     for f in state.recent_firings:
         sent = f.sent_at
         start = f.due_at if sent is None else sent
@@ -72,6 +87,8 @@ def attribute(
             f.converted_at = t
             key = CountKey(f.rule, f.step, f.outcome)
             state.conversion_counts[key] = state.conversion_counts.get(key, 0) + 1
+            if f.rule in revenue_rules and amount is not None:
+                state.add_recovered(f.rule, f.outcome, currency or OTHER_CURRENCY, amount)
             out.append(
                 Conversion(
                     customer_id=state.customer_id,
@@ -84,5 +101,7 @@ def attribute(
                     order_id=order_id,
                     send_at=sent,
                     key=f.key,
+                    amount=amount,
+                    currency=currency,
                 )
             )

@@ -20,14 +20,21 @@ from collections.abc import Iterable, Mapping
 from decimal import Decimal
 from typing import Any
 
+from agents.core.guardrails import OUTCOME_DELIVERED, OUTCOME_HOLDOUT
 from agents.core.reports import (
+    FUNNEL_STAGES,
     REPEAT_WINDOWS,
     ReportSettings,
+    add_revenue,
+    cancellations_block,
     clv_block,
     count_p_alive,
     crr_block,
+    funnel_block,
+    funnel_stage_counts,
     histogram,
     month_label,
+    recovered_block,
     report_document,
     ttsp_summary,
 )
@@ -44,6 +51,8 @@ from agents.core.timeutil import (
 )
 
 SCHEMA_INPUTS = "report-inputs/1"
+_DELIVERED = "/" + OUTCOME_DELIVERED
+_HOLDOUT = "/" + OUTCOME_HOLDOUT
 
 
 def _parsed(counts: Mapping[str, int]) -> Counter[CountKey]:
@@ -80,6 +89,17 @@ class ReportInputs:
         # None unless the rules have a [model] (``scoring``), so parts without stay as
         # they were.
         self.p_alive: dict[str, list[int]] | None = {} if scoring else None
+        # The lifecycle (docs/reports.md "Funnel", "Recovered revenue",
+        # "Cancellations"): funnel counts per first-view month (FUNNEL_STAGES), the
+        # customers with a delivered / holdout firing per "rule/group", recovered
+        # revenue per rule, group and currency, and [full, partial] cancellations
+        # with the refunds per currency.  Placed orders are the buyers' ``orders``
+        # plus the full cancellations.
+        self.funnel: dict[str, list[int]] = {}
+        self.groups: dict[str, int] = {}
+        self.recovered: dict[str, dict[str, dict[str, Decimal]]] = {}
+        self.cancels = [0, 0]  # full, partial
+        self.refunded: dict[str, Decimal] = {}
 
     # --- from rows -----------------------------------------------------------------
 
@@ -90,10 +110,12 @@ class ReportInputs:
         self.customers += 1
         stage = d.get("stage", STAGE_PROSPECT)
         self.lifecycle[stage] = self.lifecycle.get(stage, 0) + 1
-        _add(self.decisions, d.get("decision_counts", {}))
+        decided: Mapping[str, int] = d.get("decision_counts", {})
+        _add(self.decisions, decided)
         _add(self.conversions, d.get("conversion_counts", {}))
         add_counts(self.sends, d.get("sc", {}))
         orders: int = d.get("orders", 0)
+        self._add_lifecycle(d, decided, orders)
         first: int | None = d.get("first_order_at")
         if orders < 1 or first is None:
             return
@@ -131,6 +153,35 @@ class ReportInputs:
                 self.p_alive = {}
             inputs = inputs_of(CustomerState.summary_from_dict(dict(d)))
             count_p_alive(self.p_alive, inputs, model, self.as_of)
+
+    def _add_lifecycle(self, d: Mapping[str, Any], decided: Mapping[str, int], orders: int) -> None:
+        """The row's funnel stage, groups, recovered revenue and cancellations, read
+        from its wire keys as ``CustomerState.from_dict`` reads them ("vw": [first
+        view, last view, views], "fc": [first cart, first checkout], "cn": [full,
+        partial, dropped, refunded, ...], "rr")."""
+        pairs = {
+            f"{key.rsplit('/', 2)[0]}/{key.rsplit('/', 1)[1]}"
+            for key, n in decided.items()
+            if n > 0 and key.endswith((_DELIVERED, _HOLDOUT))
+        }
+        for pair in pairs:  # a customer counts once per rule and group
+            self.groups[pair] = self.groups.get(pair, 0) + 1
+        vw = d.get("vw")
+        if vw is not None and vw[0] is not None:
+            fc = d.get("fc") or (None, None)
+            counts = funnel_stage_counts(fc[0], fc[1], orders)
+            cell = self.funnel.setdefault(month_label(vw[0]), [0] * len(FUNNEL_STAGES))
+            for i, n in enumerate(counts):
+                cell[i] += n
+        rr = d.get("rr")
+        if rr:
+            add_revenue(self.recovered, rr)
+        cn = d.get("cn")
+        if cn:
+            self.cancels[0] += cn[0]
+            self.cancels[1] += cn[1]
+            for cur, amount in cn[3].items():
+                self.refunded[cur] = self.refunded.get(cur, Decimal(0)) + Decimal(amount)
 
     def _count_crr(self, first: int, spans: Iterable[list[int]]) -> None:
         """Add this buyer to CRR's S0 / N / E of every month it counts in.
@@ -197,6 +248,20 @@ class ReportInputs:
             out["sends"] = self.sends
         if self.p_alive is not None:
             out["p_alive"] = self.p_alive
+        # The lifecycle's counts only with their inputs (the groups only beside
+        # recovered revenue or from a part that has firings at all).
+        if self.funnel:
+            out["funnel"] = self.funnel
+        if self.recovered:
+            out["recovered"] = {
+                rule: {g: {c: str(x) for c, x in sums.items()} for g, sums in groups.items()}
+                for rule, groups in self.recovered.items()
+            }
+        if self.groups:
+            out["groups"] = self.groups
+        if self.cancels[0] or self.cancels[1] or self.refunded:
+            out["cancellations"] = self.cancels
+            out["refunded"] = {cur: str(x) for cur, x in self.refunded.items()}
         return out
 
 
@@ -224,7 +289,24 @@ def merge_report(
     p_alive: dict[str, list[int]] | None = None
     customers = buyers = repeaters = orders = 0
     first: int | None = None
+    funnel: dict[str, list[int]] = {}
+    revenue: dict[str, dict[str, dict[str, Decimal]]] = {}
+    groups: dict[tuple[str, str], int] = {}
+    cancels = [0, 0]
+    refunded: dict[str, Decimal] = {}
     for p in parts:
+        for label, counts in p.get("funnel", {}).items():
+            cell = funnel.setdefault(label, [0] * len(FUNNEL_STAGES))
+            for i, n in enumerate(counts):
+                cell[i] += n
+        add_revenue(revenue, p.get("recovered", {}))
+        for pair, n in p.get("groups", {}).items():
+            rule, group = pair.rsplit("/", 1)
+            groups[(rule, group)] = groups.get((rule, group), 0) + n
+        for i, n in enumerate(p.get("cancellations", (0, 0))):
+            cancels[i] += n
+        for cur, amount in p.get("refunded", {}).items():
+            refunded[cur] = refunded.get(cur, Decimal(0)) + Decimal(amount)
         customers += p["customers"]
         buyers += p["buyers"]
         repeaters += p["repeaters"]
@@ -289,4 +371,7 @@ def merge_report(
         conversions=_parsed(conversions_by_key),
         sends=sends,
         p_alive=p_alive,
+        funnel=funnel_block(funnel),
+        recovered=recovered_block(revenue, groups),
+        cancellations=cancellations_block(orders + cancels[0], cancels[0], cancels[1], refunded),
     )

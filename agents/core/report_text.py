@@ -74,7 +74,62 @@ def render_report(report: Mapping[str, Any]) -> str:
         )
     lines += send_window_lines(report.get("send_windows"))
     lines += p_alive_lines(report.get("p_alive"))
+    lines += funnel_lines(report.get("funnel"))
+    lines += recovered_lines(report.get("recovered_revenue"))
+    lines += cancellation_lines(report.get("cancellations"))
     return "\n".join(lines) + "\n"
+
+
+def _money(sums: Mapping[str, Any]) -> str:
+    """``EUR 120.50, USD 3.00``; ``-`` for none."""
+    return ", ".join(f"{cur} {sums[cur]}" for cur in sorted(sums)) or "-"
+
+
+def funnel_lines(block: list[Mapping[str, Any]] | None) -> list[str]:
+    """The funnel per first-view month (docs/reports.md "Funnel"); nothing without
+    product views."""
+    if not block:
+        return []
+    lines = [
+        "",
+        "Funnel by first-view month (customers: viewed, with a cart, a checkout, an order)",
+        f"  {'cohort':8} {'viewed':>7} {'cart':>7} {'checkout':>9} {'order':>7} {'order %':>8}",
+    ]
+    for c in block:
+        share = c["rates"]["orders"]
+        lines.append(
+            f"  {c['cohort']:8} {c['customers']:>7} {c['carts']:>7} {c['checkouts']:>9}"
+            f" {c['orders']:>7} {_fmt(None if share is None else share * 100):>8}"
+        )
+    return lines
+
+
+def recovered_lines(block: list[Mapping[str, Any]] | None) -> list[str]:
+    """Recovered revenue per abandonment rule, delivered against holdout
+    (docs/reports.md "Recovered revenue"); nothing without such a conversion."""
+    if not block:
+        return []
+    lines = ["", "Recovered revenue of abandonment rules (converting orders as placed)"]
+    for x in block:
+        for group in ("delivered", "holdout"):
+            g = x[group]
+            lines.append(
+                f"  {x['rule']:20} {group:9} customers {g['customers']:>6}"
+                f"  revenue {_money(g['revenue'])}  per customer {_money(g['per_customer'])}"
+            )
+    return lines
+
+
+def cancellation_lines(block: Mapping[str, Any] | None) -> list[str]:
+    """Cancelled orders (docs/reports.md "Cancellations"); nothing without any."""
+    if not block:
+        return []
+    return [
+        "",
+        f"Cancellations: {block['full']} full, {block['partial']} partial"
+        f" of {block['placed']} placed orders (rate {_fmt(block['rate'])},"
+        f" partial {_fmt(block['partial_rate'])}); refunded {_money(block['refunded'])}",
+    ]
 
 
 def p_alive_lines(block: list[Mapping[str, Any]] | None) -> list[str]:

@@ -25,6 +25,13 @@ Definitions (all times UTC, durations in days of 24 h):
   years observed (first order in the data to ``as_of``, at least 30 days).
 * Lift per rule and step = (CR delivered - CR holdout) / CR holdout x 100, where
   CR = conversions / firings of that group.
+* Funnel per cohort = UTC month of the first product view: customers, those with a
+  cart (with items), with a checkout, with an order (net of cancellations).
+* Recovered revenue per abandonment rule (anchor ``last_view`` or ``cart``) and
+  group: the converting orders' amounts as placed, per currency, and per customer
+  of the group (customers with a firing of the rule in that group).
+* Cancellations: placed orders (net orders + full cancellations), full and partial
+  cancellations, their rates over placed orders, the amounts refunded per currency.
 """
 
 from __future__ import annotations
@@ -34,7 +41,7 @@ import math
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from decimal import Decimal
+from decimal import Decimal, localcontext
 from typing import Any
 
 from agents.core.guardrails import (
@@ -87,6 +94,15 @@ class CustomerRow:
     conversion_counts: Mapping[CountKey, int] = field(default_factory=dict)  # by group
     # Per rule with a send window: [deferred, delivered at local hour 0..23].
     send_counts: Mapping[str, list[int]] = field(default_factory=dict)
+    # The lifecycle (docs/reports.md "Funnel", "Recovered revenue", "Cancellations").
+    first_view_at: int | None = None
+    first_cart_at: int | None = None
+    first_checkout_at: int | None = None
+    cancelled_orders: int = 0  # full cancellations of placed orders
+    partial_cancels: int = 0
+    refunded: Mapping[str, str] = field(default_factory=dict)  # currency -> decimal string
+    # abandonment rule -> group -> currency -> decimal string (row key "rr")
+    recovered: Mapping[str, Mapping[str, Mapping[str, str]]] = field(default_factory=dict)
 
     @classmethod
     def from_state(cls, state: CustomerState) -> CustomerRow:
@@ -102,6 +118,13 @@ class CustomerRow:
             decision_counts=dict(state.decision_counts),
             conversion_counts=dict(state.conversion_counts),
             send_counts={rule: list(row) for rule, row in state.send_counts.items()},
+            first_view_at=state.first_view_at,
+            first_cart_at=state.first_cart_at,
+            first_checkout_at=state.first_checkout_at,
+            cancelled_orders=state.cancelled_orders,
+            partial_cancels=state.partial_cancels,
+            refunded=dict(state.refunded),
+            recovered=state.recovered,
         )
 
 
@@ -392,6 +415,108 @@ def p_alive_block(counts: Mapping[str, list[int]]) -> list[dict[str, Any]]:
     return out
 
 
+# --- the lifecycle's blocks (docs/reports.md "Funnel", "Recovered revenue",
+# "Cancellations"): each None when no customer has such inputs, so a deployment
+# without them reports exactly as before.
+
+FUNNEL_STAGES = ("customers", "carts", "checkouts", "orders")
+
+
+def funnel_stage_counts(
+    first_cart_at: int | None, first_checkout_at: int | None, orders: int
+) -> list[int]:
+    """One viewing customer's contribution to its cohort: [1, cart, checkout, order]."""
+    return [
+        1,
+        int(first_cart_at is not None),
+        int(first_checkout_at is not None),
+        int(orders >= 1),
+    ]
+
+
+def funnel_block(cohorts: Mapping[str, list[int]]) -> list[dict[str, Any]] | None:
+    """Per first-view month: customers, with a cart, a checkout, an order (counts in
+    FUNNEL_STAGES order), and each stage's share of the cohort's customers."""
+    if not cohorts:
+        return None
+    out = []
+    for label in sorted(cohorts):
+        counts = cohorts[label]
+        row: dict[str, Any] = {"cohort": label}
+        row.update(zip(FUNNEL_STAGES, counts, strict=True))
+        row["rates"] = {
+            stage: _r(ratio(n, counts[0]))
+            for stage, n in zip(FUNNEL_STAGES[1:], counts[1:], strict=True)
+        }
+        out.append(row)
+    return out
+
+
+def cancellations_block(
+    placed: int, full: int, partial: int, refunded: Mapping[str, Decimal]
+) -> dict[str, Any] | None:
+    """Placed orders (net + fully cancelled), full and partial cancellations, their
+    rates over the placed orders, and the refunded amounts per currency."""
+    if full == 0 and partial == 0 and not refunded:
+        return None
+    return {
+        "placed": placed,
+        "full": full,
+        "partial": partial,
+        "rate": _r(ratio(full, placed)),
+        "partial_rate": _r(ratio(partial, placed)),
+        "refunded": {cur: format(refunded[cur], "f") for cur in sorted(refunded)},
+    }
+
+
+def group_customers(decisions: Mapping[CountKey, int]) -> set[tuple[str, str]]:
+    """The (rule, group) pairs one customer is counted in for recovered revenue: a
+    delivered or holdout firing of the rule."""
+    return {
+        (rule, outcome)
+        for (rule, _, outcome), n in decisions.items()
+        if n > 0 and outcome in (OUTCOME_DELIVERED, OUTCOME_HOLDOUT)
+    }
+
+
+def add_revenue(
+    into: dict[str, dict[str, dict[str, Decimal]]],
+    recovered: Mapping[str, Mapping[str, Mapping[str, str]]],
+) -> None:
+    """Add one row's (or part's) recovered revenue, exactly."""
+    with localcontext(prec=80):
+        for rule, groups in recovered.items():
+            for group, sums in groups.items():
+                cell = into.setdefault(rule, {}).setdefault(group, {})
+                for cur, amount in sums.items():
+                    cell[cur] = cell.get(cur, Decimal(0)) + Decimal(amount)
+
+
+def recovered_block(
+    revenue: Mapping[str, Mapping[str, Mapping[str, Decimal]]],
+    customers: Mapping[tuple[str, str], int],
+) -> list[dict[str, Any]] | None:
+    """Per abandonment rule with a conversion, per group (delivered, holdout): the
+    customers of the group, the revenue per currency and per customer."""
+    if not revenue:
+        return None
+    out = []
+    for rule in sorted(revenue):
+        row: dict[str, Any] = {"rule": rule}
+        for group in (OUTCOME_DELIVERED, OUTCOME_HOLDOUT):
+            sums = revenue[rule].get(group, {})
+            n = customers.get((rule, group), 0)
+            row[group] = {
+                "customers": n,
+                "revenue": {cur: format(sums[cur], "f") for cur in sorted(sums)},
+                "per_customer": {
+                    cur: None if n == 0 else round(float(sums[cur] / n), 2) for cur in sorted(sums)
+                },
+            }
+        out.append(row)
+    return out
+
+
 def report_document(
     *,
     as_of: int,
@@ -406,6 +531,9 @@ def report_document(
     conversions: Counter[CountKey],
     sends: Mapping[str, list[int]] | None = None,
     p_alive: Mapping[str, list[int]] | None = None,
+    funnel: list[dict[str, Any]] | None = None,
+    recovered: list[dict[str, Any]] | None = None,
+    cancellations: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The ``report/1`` document from its blocks and the summed lifetime counts
     (``sends``: the summed send-window counts, agents.core.send_counts; ``p_alive``:
@@ -432,6 +560,13 @@ def report_document(
     # Only with a model: a report of rules without one is byte-identical.
     if p_alive is not None:
         doc["p_alive"] = p_alive_block(p_alive)
+    # The lifecycle's blocks only with their inputs (docs/reports.md "Funnel").
+    if funnel is not None:
+        doc["funnel"] = funnel
+    if recovered is not None:
+        doc["recovered_revenue"] = recovered
+    if cancellations is not None:
+        doc["cancellations"] = cancellations
     return doc
 
 
@@ -544,7 +679,39 @@ def build_report(
         conversions=sum_counts(r.conversion_counts for r in all_rows),
         sends=_sum_sends(all_rows),
         p_alive=None if model is None else _p_alive_counts(buyers, model, as_of, score_inputs),
+        **lifecycle_blocks(all_rows),
     )
+
+
+def lifecycle_blocks(rows: Iterable[CustomerRow]) -> dict[str, Any]:
+    """The funnel, recovered revenue and cancellations over customer rows, as
+    :func:`report_document` takes them."""
+    cohorts: dict[str, list[int]] = {}
+    revenue: dict[str, dict[str, dict[str, Decimal]]] = {}
+    in_group: Counter[tuple[str, str]] = Counter()
+    refunded: dict[str, Decimal] = {}
+    placed = full = partial = 0
+    for r in rows:
+        if r.first_view_at is not None:
+            counts = funnel_stage_counts(r.first_cart_at, r.first_checkout_at, r.orders)
+            cell = cohorts.setdefault(month_label(r.first_view_at), [0] * len(FUNNEL_STAGES))
+            for i, n in enumerate(counts):
+                cell[i] += n
+        add_revenue(revenue, r.recovered)
+        in_group.update(group_customers(r.decision_counts))
+        if r.orders >= 1 and r.first_order_at is not None:  # a buyer, as the report counts
+            placed += r.orders
+        placed += r.cancelled_orders
+        full += r.cancelled_orders
+        partial += r.partial_cancels
+        with localcontext(prec=80):
+            for cur, amount in r.refunded.items():
+                refunded[cur] = refunded.get(cur, Decimal(0)) + Decimal(amount)
+    return {
+        "funnel": funnel_block(cohorts),
+        "recovered": recovered_block(revenue, in_group),
+        "cancellations": cancellations_block(placed, full, partial, refunded),
+    }
 
 
 def _p_alive_counts(

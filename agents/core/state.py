@@ -430,6 +430,11 @@ class CustomerState:
     # The keys of the newest MAX_PENDING_CANCELS orders cancelled in full, so a
     # second cancellation of one changes nothing (row key "cn").
     cancelled_keys: list[str] = field(default_factory=list)
+    # --- recovered revenue (docs/reports.md "Recovered revenue") --------------------
+    # The converting orders' amounts as placed, per abandonment rule (anchor last_view
+    # or cart), group and currency, exact decimal strings; currencies bounded per
+    # (rule, group) as the spend's.  Row key "rr", omitted when empty.
+    recovered: dict[str, dict[str, dict[str, str]]] = field(default_factory=dict)
 
     # --- facts -------------------------------------------------------------------
 
@@ -785,6 +790,22 @@ class CustomerState:
         self.spend[currency] = format(total, "f")
         self.order_currencies[currency] = self.order_currencies.get(currency, 0) + orders
 
+    def add_recovered(self, rule: str, group: str, currency: str, amount: str) -> None:
+        """Add a converting order's amount to ``rule``'s recovered revenue of
+        ``group`` (docs/reports.md "Recovered revenue"): the alphabetically smallest
+        MAX_CURRENCIES codes keep their own sums, the others go to OTHER_CURRENCY, as
+        the spend's, so the totals do not depend on the order they came in."""
+        into = self.recovered.setdefault(rule, {}).setdefault(group, {})
+        if currency != OTHER_CURRENCY and currency not in into:
+            named = [c for c in into if c != OTHER_CURRENCY]
+            if len(named) >= MAX_CURRENCIES:
+                largest = max(named)
+                if currency > largest:
+                    currency = OTHER_CURRENCY
+                else:
+                    _add_decimal(into, OTHER_CURRENCY, into.pop(largest))
+        _add_decimal(into, currency, amount)
+
     def _add_span(self, start: int, end: int) -> None:
         # Union of intervals: commutative, so arrival order does not matter.
         merged: list[list[int]] = []
@@ -942,6 +963,11 @@ class CustomerState:
             d["rv"] = self.rules_at
         if self.deferred:
             d["df"] = [f.to_wire() for f in self.deferred]
+        if self.recovered:
+            d["rr"] = {
+                rule: {group: dict(sums) for group, sums in groups.items()}
+                for rule, groups in self.recovered.items()
+            }
         return d
 
     @classmethod
@@ -979,6 +1005,10 @@ class CustomerState:
             **_zones(d),
             deferred=[DeferredFiring.from_wire(x) for x in d.get("df", ())],
             **_lifecycle(d),
+            recovered={
+                rule: {group: dict(sums) for group, sums in groups.items()}
+                for rule, groups in d.get("rr", {}).items()
+            },
         )
 
     @classmethod
@@ -1016,6 +1046,13 @@ class CustomerState:
             }
             for f in self.recent_firings
         ]
+
+
+def _add_decimal(into: dict[str, str], currency: str, amount: str) -> None:
+    # Wide precision, as the spend's: exact whatever the order of the adds.
+    with localcontext(prec=80):
+        total = Decimal(into.get(currency, "0")) + Decimal(amount)
+    into[currency] = format(total, "f")
 
 
 def _order_days(d: dict[str, Any]) -> OrderDays:

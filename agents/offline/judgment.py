@@ -246,6 +246,10 @@ class Conversion:
     group: str
     converted_at: int
     order_id: str
+    # The converting order's amount (its text as given) and currency, as placed
+    # (docs/reports.md "Recovered revenue"): set by the reference from its own log.
+    amount: str | None = None
+    currency: str | None = None
 
     # The firing's side, named as agents.messages.outcome_record reads a conversion.
     @property

@@ -271,6 +271,9 @@ class _CustomerLog:
     order_filter: OrderFilter = field(default_factory=OrderFilter)
     # order_id -> (t, event_id, currency, amount) of the first event carrying it
     orders: dict[str, tuple[int, str, str, Decimal]] = field(default_factory=dict)
+    # order_id -> the amount's text as the first event carrying it gave it (what an
+    # outcome/1 names: docs/reports.md "Recovered revenue")
+    amount_text: dict[str, str] = field(default_factory=dict)
     sessions: list[tuple[int, str]] = field(default_factory=list)
     consents: list[tuple[int, str]] = field(default_factory=list)
     zones: list[tuple[int, str]] = field(default_factory=list)
@@ -681,6 +684,7 @@ def compute_decisions(
                 event.currency or "XXX",
                 Decimal(event.amount),
             )
+            log.amount_text.setdefault(event.order_id, event.amount)
         elif event.kind == KIND_SESSION:
             log.sessions.append((event.occurred_at, event.event_id))
         elif event.kind == KIND_CONSENT:
@@ -724,7 +728,14 @@ def compute_decisions(
         else facts
     )
     window = book.guardrails.attribution_window
-    converted = conversions(judged, seen, window)
+    converted = [
+        dataclasses.replace(
+            c,
+            amount=logs[c.customer_id].amount_text[c.order_id],
+            currency=logs[c.customer_id].orders[c.order_id][2],
+        )
+        for c in conversions(judged, seen, window)
+    ]
     return ReferenceResult(
         decisions=[
             decision_dict(f, v, versioned=rules is not None or versions.changed) for f, v in judged

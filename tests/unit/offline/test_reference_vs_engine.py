@@ -183,7 +183,9 @@ def _validate(line: bytes) -> Event:
 # --- the two sides ---------------------------------------------------------------------
 
 Decision = tuple[str, str, str, bool]  # trigger_id, due_at, outcome, holdout
-Outcome = tuple[str, str, str, str]  # trigger_id, group, converted_at, order_id
+Outcome = tuple[
+    str, str, str, str, str, str
+]  # trigger_id, group, converted_at, order_id, amount, currency
 
 
 @dataclasses.dataclass
@@ -204,7 +206,8 @@ def reference_side(
             (d["trigger_id"], d["due_at"], d["outcome"], d["holdout"])
         )
     conversions = sorted(
-        (o["trigger_id"], o["group"], o["converted_at"], o["order_id"]) for o in result.outcomes
+        (o["trigger_id"], o["group"], o["converted_at"], o["order_id"], o["amount"], o["currency"])
+        for o in result.outcomes
     )
     rows = {r.customer_id: r for r in result.rows}
     zones = {cid: facts.zone_at(until) for cid, facts in result.facts.items()}
@@ -236,7 +239,16 @@ def engine_side(
                     (x.trigger_id, iso(x.due_at), x.outcome, x.holdout)
                 )
             elif isinstance(x, Conversion):
-                conversions.append((x.trigger_id, x.group, iso(x.converted_at), x.order_id))
+                conversions.append(
+                    (
+                        x.trigger_id,
+                        x.group,
+                        iso(x.converted_at),
+                        x.order_id,
+                        x.amount or "",
+                        x.currency or "",
+                    )
+                )
         rows[cid] = CustomerRow.from_state(state)
         zones[cid] = state.zone
     return Side(decisions, sorted(conversions), rows, zones)

@@ -856,7 +856,7 @@ SEND = {"send_at", "send_zone", "send_local"}
 OPTIONAL = {
     "decision": {"rule_version"} | SEND,
     "nudge": {"rule_version", "channel"} | SEND,
-    "outcome": {"send_at"},
+    "outcome": {"send_at", "amount", "currency"},
 }
 # A decision carries its rule's channel for the nudge it makes, never on its own topic.
 NOT_ON_WIRE = {"decision": {"channel"}}

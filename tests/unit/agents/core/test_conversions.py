@@ -18,8 +18,9 @@ import pytest
 from agents.core.emissions import Conversion, Emission, Firing
 from agents.core.engine import Engine
 from agents.core.ids import holdout_bucket, trigger_id
+from agents.core.memory import attribute
 from agents.core.settings import DAY, HOUR, CoreSettings, LadderSettings
-from agents.core.state import CountKey, CustomerState
+from agents.core.state import CountKey, CustomerState, RecentFiring
 from agents.messages import outcome_record
 from schemas.records import Event
 from tests.unit.agents.factories import OPTED_OUT, T0, at, consent, feed_in_time_order, purchase
@@ -226,3 +227,81 @@ def test_counts_add_up_across_a_history() -> None:
     assert state.decision_counts == {CountKey(SP, 1, "delivered"): 1}
     assert state.conversion_counts == {CountKey(SP, 1, "delivered"): 1}
     assert [d["converted_at"] for d in state.recent_decisions()] == ["2026-03-10T10:00:00Z"]
+
+
+# --- the converting order's value (outcome/1 amount and currency) ----------------------
+
+
+def test_a_conversion_names_the_converting_orders_amount_and_currency_as_placed() -> None:
+    events = [purchase(CID, T0, "ORD-0"), purchase(CID, D + HOUR, "ORD-1", amount="120.50")]
+    emitted, _ = run(events, engine(), at(days=60))
+    (c,) = conversions(emitted)
+    record = outcome_record(c, attribution_window=5 * DAY).to_dict()
+    assert (record["order_id"], record["amount"], record["currency"]) == (
+        "ORD-1",
+        "120.50",
+        "EUR",
+    )
+    schema = json.loads((ROOT / "schemas" / "outcome.schema.json").read_text())
+    jsonschema.Draft202012Validator(schema).validate(record)
+
+
+def test_an_outcome_written_before_amounts_were_added_stays_valid() -> None:
+    schema = json.loads((ROOT / "schemas" / "outcome.schema.json").read_text())
+    old = dict(schema["examples"][0])
+    del old["amount"], old["currency"]
+    jsonschema.Draft202012Validator(schema).validate(old)
+    with pytest.raises(jsonschema.ValidationError):  # one without the other
+        jsonschema.Draft202012Validator(schema).validate({**old, "amount": "1.00"})
+
+
+def test_an_abandonment_rules_conversions_add_up_its_revenue_per_group_and_currency() -> None:
+    """The row's recovered revenue (row key "rr", docs/reports.md "Recovered revenue"):
+    only the rules named as anchored on an abandonment, exact sums, and the row keeps
+    it through a round trip."""
+    state = CustomerState(customer_id=CID, partition=0)
+    state.recent_firings = [
+        RecentFiring(D, "browse_abandonment", 1, T0, "delivered"),
+        RecentFiring(D, SP, 1, T0, "holdout"),
+    ]
+    out: list[Emission] = []
+    attribute(
+        state,
+        D + HOUR,
+        "ORD-1",
+        5 * DAY,
+        out,
+        amount="0.10",
+        currency="EUR",
+        revenue_rules=frozenset({"browse_abandonment"}),
+    )
+    state.recent_firings.append(RecentFiring(D + DAY, "browse_abandonment", 2, T0, "delivered"))
+    attribute(
+        state,
+        D + 2 * DAY,
+        "ORD-2",
+        5 * DAY,
+        out,
+        amount="0.20",
+        currency="EUR",
+        revenue_rules=frozenset({"browse_abandonment"}),
+    )
+    assert state.recovered == {"browse_abandonment": {"delivered": {"EUR": "0.30"}}}
+    assert [c.amount for c in conversions(out)] == ["0.10", "0.10", "0.20"]
+    row = state.to_dict()
+    assert row["rr"] == {"browse_abandonment": {"delivered": {"EUR": "0.30"}}}
+    assert CustomerState.from_dict(row).recovered == state.recovered
+    assert "rr" not in CustomerState(customer_id=CID).to_dict()
+
+
+def test_recovered_revenue_keeps_the_smallest_currency_codes_whatever_their_order() -> None:
+    codes = [f"C{chr(65 + i // 26)}{chr(65 + i % 26)}" for i in range(20)]
+    sums = []
+    for order in (codes, codes[::-1]):
+        state = CustomerState(customer_id=CID)
+        for code in order:
+            state.add_recovered("cart_abandonment", "holdout", code, "1.5")
+        sums.append(state.recovered["cart_abandonment"]["holdout"])
+    assert sums[0] == sums[1]
+    assert sorted(sums[0]) == [*sorted(codes[:16]), "XXX"]
+    assert sums[0]["XXX"] == "6.0"

@@ -20,7 +20,7 @@ from agents.core.scores import inputs_of
 from agents.core.settings import DAY
 from agents.core.state import STAGES, CustomerState
 from agents.core.timeutil import TIME_MAX, TIME_MIN, month_start_at, parse_timestamp, to_micros
-from tests.unit.streams.web.synthetic import END, customer_states
+from tests.unit.streams.web.synthetic import END, customer_states, lifecycle_states
 
 AS_OF_CHOICES = (END, END - 45 * DAY, END - 200 * DAY)
 
@@ -286,3 +286,43 @@ def test_the_text_report_shows_the_p_alive_distribution(stored: list[dict[str, A
     assert line.split()[1:] == ["mbgnbd", str(block["customers"])] + [
         str(n) for n in block["deciles"]
     ]
+
+
+# --- the lifecycle's blocks: funnel, recovered revenue, cancellations --------------------
+
+
+@pytest.fixture(scope="module")
+def lifecycle_stored() -> list[dict[str, Any]]:
+    """600 customers of a lifecycle.toml shop as the table stores them."""
+    return [orjson.loads(orjson.dumps(s.to_dict())) for s in lifecycle_states(600, seed=3)]
+
+
+@pytest.mark.parametrize("parts", [1, 3])
+def test_merged_lifecycle_blocks_equal_the_report_over_all_rows(
+    lifecycle_stored: list[dict[str, Any]], parts: int
+) -> None:
+    expected = expected_report(lifecycle_stored, END)
+    funnel = expected["funnel"]
+    assert len(funnel) >= 6 and all(c["customers"] >= c["carts"] >= 1 for c in funnel)
+    assert {r["rule"] for r in expected["recovered_revenue"]} >= {"cart_abandonment"}
+    cart = next(r for r in expected["recovered_revenue"] if r["rule"] == "cart_abandonment")
+    assert cart["delivered"]["customers"] > 0 and cart["holdout"]["customers"] > 0
+    assert cart["delivered"]["revenue"]
+    cancels = expected["cancellations"]
+    assert cancels["full"] > 0 and cancels["partial"] > 0 and cancels["refunded"]
+    pieces = [
+        orjson.loads(orjson.dumps(report_inputs(p, END))) for p in split(lifecycle_stored, parts, 2)
+    ]
+    assert merge_report(pieces, as_of=END) == expected
+    text = render_report(expected)
+    assert "Funnel by first-view month" in text and "Recovered revenue" in text
+    assert "Cancellations" in text
+
+
+def test_a_shop_without_lifecycle_inputs_has_no_lifecycle_blocks(
+    stored: list[dict[str, Any]],
+) -> None:
+    expected = expected_report(stored, END)
+    assert not {"funnel", "recovered_revenue", "cancellations"} & set(expected)
+    assert not {"funnel", "recovered", "cancellations"} & set(report_inputs(stored, END))
+    assert "Funnel" not in render_report(expected)

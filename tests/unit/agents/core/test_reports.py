@@ -402,3 +402,102 @@ def test_lifecycle_stage_counts_include_every_stage() -> None:
         "reactivated": 1,
     }
     assert set(lifecycle) == set(STAGES)
+
+
+# --- the lifecycle: funnel, recovered revenue, cancellations (docs/reports.md) ----------
+
+
+def _at(text: str) -> int:
+    return to_micros(datetime.fromisoformat(text).replace(tzinfo=UTC))
+
+
+def test_the_funnel_counts_each_first_view_month_down_to_the_order() -> None:
+    march, april = _at("2026-03-05T10:00:00"), _at("2026-04-30T23:59:59")
+    rows = [
+        CustomerRow("a", first_view_at=march),
+        CustomerRow("b", first_view_at=march, first_cart_at=march + DAY),
+        CustomerRow(
+            "c",
+            orders=1,
+            first_order_at=april,
+            first_view_at=march,
+            first_cart_at=march,
+            first_checkout_at=march,
+        ),
+        CustomerRow("d", first_view_at=april, first_cart_at=april),
+        CustomerRow("e", orders=1, first_order_at=april),  # bought without a view: no cohort
+    ]
+    report = build_report(rows, as_of=_at("2026-06-01T00:00:00"))
+    assert report["funnel"] == [
+        {
+            "cohort": "2026-03",
+            "customers": 3,
+            "carts": 2,
+            "checkouts": 1,
+            "orders": 1,
+            "rates": {"carts": 0.6667, "checkouts": 0.3333, "orders": 0.3333},
+        },
+        {
+            "cohort": "2026-04",
+            "customers": 1,
+            "carts": 1,
+            "checkouts": 0,
+            "orders": 0,
+            "rates": {"carts": 1.0, "checkouts": 0.0, "orders": 0.0},
+        },
+    ]
+
+
+def test_recovered_revenue_is_per_rule_and_group_with_the_groups_customers() -> None:
+    delivered = {CountKey("cart_abandonment", 1, "delivered"): 1}
+    rows = [
+        CustomerRow(
+            "a",
+            decision_counts={**delivered, CountKey("cart_abandonment", 2, "delivered"): 1},
+            recovered={"cart_abandonment": {"delivered": {"EUR": "30.10"}}},
+        ),
+        CustomerRow("b", decision_counts=delivered),  # fired, never bought
+        CustomerRow(
+            "c",
+            decision_counts={CountKey("cart_abandonment", 1, "holdout"): 1},
+            recovered={"cart_abandonment": {"holdout": {"EUR": "9.90", "USD": "5"}}},
+        ),
+        CustomerRow("d", decision_counts={CountKey("cart_abandonment", 1, "min_gap"): 1}),
+    ]
+    (block,) = build_report(rows, as_of=_at("2026-06-01T00:00:00"))["recovered_revenue"]
+    assert block == {
+        "rule": "cart_abandonment",
+        "delivered": {"customers": 2, "revenue": {"EUR": "30.10"}, "per_customer": {"EUR": 15.05}},
+        "holdout": {
+            "customers": 1,
+            "revenue": {"EUR": "9.90", "USD": "5"},
+            "per_customer": {"EUR": 9.9, "USD": 5.0},
+        },
+    }
+
+
+def test_cancellations_count_placed_orders_full_and_partial_and_refunds() -> None:
+    t = _at("2026-03-05T10:00:00")
+    rows = [
+        CustomerRow("a", orders=3, first_order_at=t, cancelled_orders=1, refunded={"EUR": "10.5"}),
+        CustomerRow("b", orders=0, cancelled_orders=1, refunded={"EUR": "4.5", "USD": "2"}),
+        CustomerRow("c", orders=2, first_order_at=t, partial_cancels=2, refunded={"EUR": "1"}),
+        CustomerRow("d", orders=4, first_order_at=t),
+    ]
+    report = build_report(rows, as_of=_at("2026-06-01T00:00:00"))
+    assert report["cancellations"] == {
+        "placed": 11,
+        "full": 2,
+        "partial": 2,
+        "rate": 0.1818,
+        "partial_rate": 0.1818,
+        "refunded": {"EUR": "16.0", "USD": "2"},
+    }
+
+
+def test_a_report_without_lifecycle_inputs_has_none_of_their_blocks() -> None:
+    t = _at("2026-03-05T10:00:00")
+    report = build_report(
+        [CustomerRow("a", orders=1, first_order_at=t)], as_of=_at("2026-06-01T00:00:00")
+    )
+    assert not {"funnel", "recovered_revenue", "cancellations"} & set(report)
