@@ -109,8 +109,7 @@ CONTEXT_KEYS = ("products", "cart", "milestone")
 
 def _line(schema: str, cid: str, t: int, event_id: str, **fields: Any) -> bytes:
     return orjson.dumps(
-        {"schema": schema, "event_id": event_id, "customer_id": cid, "occurred_at": iso(t)}
-        | fields
+        {"schema": schema, "event_id": event_id, "customer_id": cid, "occurred_at": iso(t)} | fields
     )
 
 
