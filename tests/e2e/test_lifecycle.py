@@ -83,7 +83,7 @@ def test_the_sample_has_every_new_kind(history: list[bytes]) -> None:
             cancels.append(obj)
         else:
             seen[str(schema)] += 1
-        if schema in ("purchase/1", "purchase/2") and "customer_id" in obj:
+        if schema in ("purchase/1", "purchase/2") and {"customer_id", "order_id"} <= set(obj):
             orders[obj["order_id"]] = obj["occurred_at"]
     for kind in (
         "signup/1",
