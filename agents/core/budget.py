@@ -50,16 +50,70 @@ class HasPending(Protocol):
 
 ROW_BUDGET = 256 * 1024
 OUTPUT_BUDGET = 256 * 1024
-# Serialised bytes of the pending events kept in one customer's row, with the
-# index of its overflow rows.
+
+
+# --- the lifecycle's facts (docs/budget.md "Lifecycle") ------------------------------
+
+# The widest id validation accepts: 128 characters JSON escapes to 6 bytes each.
+_WIDE = "\x01" * 128
+_TIME = -(2**62)
+_AMOUNT = "9" * 16 + "." + "9" * 31
+# Bounds of the lifecycle's facts (agents.core.state holds the same numbers and
+# tests/unit/agents/core/test_budget_lifecycle.py holds the two equal): the newest
+# viewed products, the kept carts and their items, the order log, the pending
+# cancellations, the rules that can keep progress in a cart.
+_VIEWS, _CARTS, _CART_ITEMS, _LOG, _CANCELS = 5, 3, 10, 3 + 32, 8
+
+
+def lifecycle_bytes() -> int:
+    """The most bytes the lifecycle's row keys can take (with their names):
+    ``su``, ``fs``, ``vw`` (5 views of 128-character escaped product ids), ``ct``
+    (3 carts of 10 such items, escaped cart ids, progress of every rule pinned),
+    ``fc``, ``ol`` (35 entries), ``cx`` (8 pending cancellations) and ``cn`` (the
+    counts, a refund per currency slot, 8 cancelled keys)."""
+    item = [_WIDE, 1_000_000, _AMOUNT, "XXX"]
+    progress = {"r" * 40 + str(i): [_TIME, 10, "f" * 12] for i in range(MAX_RULES)}
+    cart = [_WIDE, _TIME, "checkout_started", [item] * _CART_ITEMS, _TIME, _TIME, progress]
+    key = "f" * 16
+    parts: dict[str, object] = {
+        "su": _TIME,
+        "fs": _TIME,
+        "vw": [_TIME, _TIME, [[_TIME, _WIDE]] * _VIEWS],
+        "ct": [cart] * _CARTS,
+        "fc": [_TIME, _TIME],
+        "ol": [[_TIME, key, _AMOUNT, "XXX"]] * _LOG,
+        "cx": [[key, _TIME, "partial", _AMOUNT, "XXX"]] * _CANCELS,
+        # Refunds are sums: 16 more digits than one amount hold 10^16 of them.
+        "cn": [
+            2**63,
+            2**63,
+            2**63,
+            {f"C{i:02d}": "9" * 32 + _AMOUNT for i in range(MAX_CURRENCIES + 1)},
+            [key] * _CANCELS,
+        ],
+    }
+    return len(orjson.dumps(parts))
+
+
+# What the lifecycle's facts may take of a row (lifecycle_bytes() at its widest,
+# rounded up), taken from the row's share of pending (not from the firings): the
+# row keeps ROW_PENDING_BUDGET bytes of waiting events with the overflow index,
+# the rest waits in overflow rows as before (docs/budget.md "Lifecycle").
+LIFECYCLE_BUDGET = 44 * 1024
+# Serialised bytes of pending events (with the index of the overflow rows) an
+# overflow row or a row written before the lifecycle may hold; the row's own
+# share is ROW_PENDING_BUDGET.
 PENDING_BUDGET = 128 * 1024
+ROW_PENDING_BUDGET = PENDING_BUDGET - LIFECYCLE_BUDGET
 # The overflow-row size and the hostile-input cap are the defaults of the core
 # settings (declared there, where this module reads the rules from too).
 PENDING_CHUNK_BUDGET = DEFAULT_PENDING_CHUNK_BYTES
 MAX_PENDING_BYTES = DEFAULT_MAX_PENDING_BYTES
 # Everything in a row but pending is below this (worst case, measured by
-# tests/unit/agents/core/test_budget.py with 128-character escaped ids).
-FIXED_ROW_BOUND = ROW_BUDGET - PENDING_BUDGET
+# tests/unit/agents/core/test_budget.py with 128-character escaped ids): the
+# firings' FIRINGS_BUDGET, the lifecycle's LIFECYCLE_BUDGET and the rest (below
+# ROW_BUDGET - PENDING_BUDGET, as before the lifecycle).
+FIXED_ROW_BOUND = ROW_BUDGET - ROW_PENDING_BUDGET
 # Named currencies per customer: the alphabetically smallest MAX_CURRENCIES seen;
 # orders in any other currency count as orders, their spend is summed under
 # OTHER_CURRENCY (ISO 4217 "no currency"), which is also where XXX itself goes.
@@ -84,15 +138,13 @@ def entry_size(entry: dict[str, Any]) -> int:
 # The widest is a cart snapshot of MAX_CART_ITEMS lines, then an order of
 # purchase/2 with its cart id and the 16-hex keys of its MAX_ORDER_ITEMS lines'
 # products (agents.core.state ``_PENDING_KEYS``; docs/lifecycle.md "Inputs").
-_WIDE = "\x01" * 128
-_WIDE_AMOUNT = "9" * 16 + "." + "9" * 31
 _WIDE_ENTRY: dict[str, Any] = {
     "k": "order_cancelled",
     "e": _WIDE,
-    "t": -(2**62),
+    "t": _TIME,
     "o": _WIDE,
     "act": "checkout_started",
-    "a": _WIDE_AMOUNT,
+    "a": _AMOUNT,
     "cur": "XXX",
     "st": "opted_out",
     "tzx": "~" * 64,
@@ -100,7 +152,7 @@ _WIDE_ENTRY: dict[str, Any] = {
 MAX_ENTRY_BYTES = max(
     entry_size(_WIDE_ENTRY | {"cart": _WIDE, "ip": ["f" * 16] * MAX_ORDER_ITEMS}),
     entry_size(
-        _WIDE_ENTRY | {"cart": _WIDE, "it": [[_WIDE, 10**6, _WIDE_AMOUNT, "XXX"]] * MAX_CART_ITEMS}
+        _WIDE_ENTRY | {"cart": _WIDE, "it": [[_WIDE, 10**6, _AMOUNT, "XXX"]] * MAX_CART_ITEMS}
     ),
 )
 SAFE_PENDING_ENTRIES = PENDING_BUDGET // MAX_ENTRY_BYTES
@@ -138,12 +190,18 @@ FIRINGS_BUDGET = 80 * 1024
 # The widest entry [due_at, rule, step, anchor_at, outcome, converted_at] and its
 # comma: times as wide as any int the core holds, the longest rule and outcome
 # names, a two-digit step (a ladder has at most 10); with a send window, the send
-# time ``sent_at`` too (docs/send-windows.md "Deferred firings").
-def firing_entry_bytes(rule: str = "second_purchase", *, windowed: bool = False) -> int:
+# time ``sent_at`` too (docs/send-windows.md "Deferred firings"); a keyed firing
+# (a cart rule's, docs/lifecycle.md "Rules") its cart id as an eighth element,
+# after ``sent_at`` or a null.
+def firing_entry_bytes(
+    rule: str = "second_purchase", *, windowed: bool = False, keyed: bool = False
+) -> int:
     """The widest entry of a rule named ``rule`` (the default rules' longest name)."""
     entry: list[object] = [-(2**62), rule, 99, -(2**62), "frequency_cap", -(2**62)]
-    if windowed:
+    if windowed or keyed:
         entry.append(-(2**62))
+    if keyed:
+        entry.append(_WIDE)
     return len(orjson.dumps(entry)) + 1
 
 

@@ -29,7 +29,13 @@ from typing import Any
 
 import orjson
 
-from agents.core.budget import MAX_ENTRY_BYTES, PENDING_BUDGET, entry_size, max_index_bytes
+from agents.core.budget import (
+    MAX_ENTRY_BYTES,
+    PENDING_BUDGET,
+    ROW_PENDING_BUDGET,
+    entry_size,
+    max_index_bytes,
+)
 from agents.core.settings import CoreSettings
 
 Entry = dict[str, Any]
@@ -318,4 +324,7 @@ def pending_limits(settings: CoreSettings) -> PendingLimits:
             f"{settings.pending_chunk_bytes} bytes could need a {index}-byte index: "
             f"over half of {PENDING_BUDGET}"
         )
-    return PendingLimits(settings.max_pending_events, PENDING_BUDGET, settings.pending_chunk_bytes)
+    # The row's share: the lifecycle's facts take theirs from it (docs/budget.md).
+    return PendingLimits(
+        settings.max_pending_events, ROW_PENDING_BUDGET, settings.pending_chunk_bytes
+    )

@@ -199,6 +199,46 @@ class OrderEntry:
         return [self.at, self.key, self.amount, self.currency]
 
 
+class OrderLog:
+    """The order log (row key ``"ol"``, :class:`OrderEntry` as ``[at, key, amount,
+    currency]``, by time), decoded only when read or changed: most slices that
+    load a row (a view, a session) never touch it, and an ordering customer's log
+    is most of its row's entries (docs/lifecycle.md "Facts")."""
+
+    __slots__ = ("_entries", "_wire")
+
+    def __init__(self, wire: list[Any] | None = None) -> None:
+        self._wire = wire
+        self._entries: list[OrderEntry] | None = None if wire is not None else []
+
+    @property
+    def entries(self) -> list[OrderEntry]:
+        """The entries (a caller may change them: the wire is rebuilt from them)."""
+        entries = self._entries
+        if entries is None:
+            assert self._wire is not None
+            entries = self._entries = [OrderEntry(*e) for e in self._wire]
+        self._wire = None
+        return entries
+
+    def __bool__(self) -> bool:
+        return bool(self._wire if self._entries is None else self._entries)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, OrderLog) and self.to_wire() == other.to_wire()
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"OrderLog({self.to_wire()!r})"
+
+    def to_wire(self) -> list[Any]:
+        if self._entries is None:
+            assert self._wire is not None
+            return self._wire
+        return [[e.at, e.key, e.amount, e.currency] for e in self._entries]
+
+
 class OrderDays:
     """The distinct UTC days with an order (docs/prediction.md "State"): a bitmap of
     at most :data:`ORDER_DAYS_SPAN` days ending at the newest order day, bit 0 its
@@ -421,7 +461,7 @@ class CustomerState:
     # orders not seen yet (row key "cx": [key, at, scope, amount, currency]) and the
     # counts the reports read (row key "cn"): full cancellations, partial ones, the
     # pending ones dropped, and the amounts refunded per currency.
-    order_log: list[OrderEntry] = field(default_factory=list)
+    order_log_set: OrderLog = field(default_factory=lambda: OrderLog())
     pending_cancels: list[list[Any]] = field(default_factory=list)
     cancelled_orders: int = 0
     partial_cancels: int = 0
@@ -441,6 +481,16 @@ class CustomerState:
     @property
     def opted_out(self) -> bool:
         return self.consent_status == CONSENT_OPTED_OUT
+
+    @property
+    def order_log(self) -> list[OrderEntry]:
+        """The orders kept for cancellations, by time (docs/lifecycle.md "Facts")."""
+        return self.order_log_set.entries
+
+    @order_log.setter
+    def order_log(self, entries: list[OrderEntry]) -> None:
+        self.order_log_set = OrderLog()
+        self.order_log_set.entries.extend(entries)
 
     @property
     def order_days(self) -> int:
@@ -920,8 +970,8 @@ class CustomerState:
             out["ct"] = [cart.to_wire() for cart in self.carts]
         if self.first_cart_at is not None or self.first_checkout_at is not None:
             out["fc"] = [self.first_cart_at, self.first_checkout_at]
-        if self.order_log:
-            out["ol"] = [[e.at, e.key, e.amount, e.currency] for e in self.order_log]
+        if self.order_log_set:
+            out["ol"] = self.order_log_set.to_wire()
         if self.pending_cancels:
             out["cx"] = [list(c) for c in self.pending_cancels]
         if self.cancelled_orders or self.partial_cancels or self.cancels_dropped or self.refunded:
@@ -1084,7 +1134,7 @@ def _lifecycle(d: dict[str, Any]) -> dict[str, Any]:
     if (fc := d.get("fc")) is not None:
         out["first_cart_at"], out["first_checkout_at"] = fc
     if (ol := d.get("ol")) is not None:
-        out["order_log"] = [OrderEntry(*e) for e in ol]
+        out["order_log_set"] = OrderLog(ol)
     if (cx := d.get("cx")) is not None:
         out["pending_cancels"] = [list(c) for c in cx]
     if (cn := d.get("cn")) is not None:

@@ -23,13 +23,14 @@ from agents.core.budget import (
     DEFERRED_BUDGET,
     FIRINGS_BUDGET,
     FIXED_ROW_BOUND,
+    LIFECYCLE_BUDGET,
     MAX_CURRENCIES,
     MAX_DEFERRED_ENTRY_BYTES,
     MAX_FIRING_ENTRY_BYTES,
     OTHER_CURRENCY,
     OUTPUT_BUDGET,
-    PENDING_BUDGET,
     ROW_BUDGET,
+    ROW_PENDING_BUDGET,
     WINDOW_RESERVE,
     FiringMemory,
     entry_size,
@@ -90,6 +91,23 @@ def row_size(state: CustomerState) -> int:
 def firings_size(state: CustomerState) -> int:
     """Bytes of the firings the row remembers."""
     return len(orjson.dumps(state.to_dict()["recent_firings"]))
+
+
+# The row keys of the lifecycle's facts (docs/budget.md "Lifecycle").
+LIFECYCLE_KEYS = ("su", "fs", "vw", "ct", "fc", "ol", "cx", "cn")
+# What everything but the firings and the lifecycle's facts stays within.
+REST_BOUND = FIXED_ROW_BOUND - FIRINGS_BUDGET - LIFECYCLE_BUDGET
+
+
+def lifecycle_size(state: CustomerState) -> int:
+    """Bytes of the lifecycle's row keys (with their names)."""
+    row = state.to_dict()
+    return len(orjson.dumps({k: row[k] for k in LIFECYCLE_KEYS if k in row}))
+
+
+def rest_size(state: CustomerState) -> int:
+    """Bytes of the row but the firings and the lifecycle's facts."""
+    return row_size(state) - firings_size(state) - lifecycle_size(state)
 
 
 def wide_purchase(n: int, t: int, currency: str = "EUR", cid: str = WIDE) -> Event:
@@ -155,7 +173,8 @@ def test_worst_case_row_stays_within_the_budget() -> None:
     assert fixed <= FIXED_ROW_BOUND, fixed
     # Everything but the firings leaves the firing memory its whole budget; with the
     # memory full of the widest entries the row is still within its bound.
-    assert fixed - firings_size(state) <= FIXED_ROW_BOUND - FIRINGS_BUDGET
+    assert rest_size(state) <= REST_BOUND
+    assert lifecycle_size(state) <= LIFECYCLE_BUDGET
     widest = RecentFiring(-(2**62), "second_purchase", 10, -(2**62), "frequency_cap", -(2**62))
     full = CustomerState.from_dict(state.to_dict())
     full.recent_firings = [widest] * engine.memory.entries
@@ -170,7 +189,7 @@ def test_worst_case_row_stays_within_the_budget() -> None:
     full.deferred = [WIDEST_DEFERRED] * MAX_RULES
     assert firings_size(full) <= FIRINGS_BUDGET
     assert len(orjson.dumps(full.to_dict()["df"])) + 6 <= DEFERRED_BUDGET
-    assert row_size(full) - firings_size(full) <= FIXED_ROW_BOUND - FIRINGS_BUDGET
+    assert rest_size(full) <= REST_BOUND
     assert row_size(full) <= FIXED_ROW_BOUND, row_size(full)
     # Now fill pending with future-dated events until it refuses.
     refused = 0
@@ -181,7 +200,7 @@ def test_worst_case_row_stays_within_the_budget() -> None:
     # The row keeps its share; the rest is in overflow rows, each within the budget.
     chunks, _ = state.spill.flush()
     assert len(chunks) > 20 and all(len(c) <= ROW_BUDGET for c in chunks.values())
-    assert state.pending_bytes() + state.spill.index_bytes() <= PENDING_BUDGET
+    assert state.pending_bytes() + state.spill.index_bytes() <= ROW_PENDING_BUDGET
     assert row_size(state) <= ROW_BUDGET
     assert len(orjson.dumps(state.to_dict())) <= ROW_BUDGET
 
@@ -313,8 +332,8 @@ def test_the_largest_accepted_rules_file_keeps_the_row_within_the_budget() -> No
     widest = RecentFiring(-(2**62), longest, 10, -(2**62), "frequency_cap", -(2**62))
     wide_entry = [-(2**62), longest, 99, -(2**62), "frequency_cap", -(2**62)]
     assert engine.memory.entry_bytes == len(orjson.dumps(wide_entry)) + 1
-    rest = row_size(state) - firings_size(state)
-    assert rest <= FIXED_ROW_BOUND - FIRINGS_BUDGET, rest
+    rest = rest_size(state)
+    assert rest <= REST_BOUND, rest
     state.recent_firings = [widest] * engine.memory.entries
     assert firings_size(state) <= FIRINGS_BUDGET
     assert row_size(state) <= FIXED_ROW_BOUND, row_size(state)
