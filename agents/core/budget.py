@@ -26,7 +26,8 @@ from typing import Any, Protocol
 
 import orjson
 
-from agents.core.rules.anchors import FirstOrder, LastOrder
+from agents.core.rules.abstract import KeyedAnchor
+from agents.core.rules.anchors import FirstOrder, LastOrder, Signup
 from agents.core.rules.model import MAX_RULES, MAX_TOTAL_STEPS, Rule
 from agents.core.settings import (
     DEFAULT_MAX_PENDING_BYTES,
@@ -260,7 +261,8 @@ def firing_memory(core: CoreSettings) -> FiringMemory:
     attribution += firings_within([r for r in rules if r.transactional], window)
     longest = max((r.name for r in rules), key=len, default="")
     windowed = any(r.send_window is not None for r in rules)
-    entry = max(firing_entry_bytes(longest, windowed=windowed), MAX_FIRING_ENTRY_BYTES)
+    keyed = any(isinstance(r.anchor, KeyedAnchor) for r in rules)
+    entry = max(firing_entry_bytes(longest, windowed=windowed, keyed=keyed), MAX_FIRING_ENTRY_BYTES)
     reserve = WINDOW_RESERVE if windowed else 0
     if any(r.steps and r.steps[0].kind == "p_alive_below" for r in rules):
         reserve += CHURN_RESERVE
@@ -285,17 +287,29 @@ def firings_within(rules: list[Rule] | tuple[Rule, ...], span: int) -> int:
     "Deferred firings") is sent at most ``deferral`` after its due time, so its
     anchors' span grows by that much, and one firing due before the order may be sent
     after it (at most one is kept per rule).
+
+    A rule anchored on views or carts counts its attribution cap: only its newest
+    firings can convert (docs/lifecycle.md "Attribution").
     """
     total = 0
     for rule in rules:
         steps = [step.least for step in rule.steps]
         delay = deferral(rule)
-        if isinstance(rule.anchor, FirstOrder | LastOrder):
-            total += len(steps)
+        cap = rule.anchor.attribution_cap(len(steps))
+        if cap is not None:
+            # Only its newest ``cap`` firings can convert (docs/lifecycle.md
+            # "Attribution"): the row keeps those.
+            count = cap
+        elif isinstance(rule.anchor, FirstOrder | LastOrder):
+            count = len(steps)
+        elif isinstance(rule.anchor, Signup):
+            # Moved at most once in time order: from the first session to a later
+            # sign-up (docs/lifecycle.md "Rules").
+            count = 2 * len(steps)
         else:
             between = span + delay + steps[-1] - steps[0]
-            total += max(k * between // th for k, th in enumerate(steps, 1)) + len(steps)
-        total += 1 if delay else 0
+            count = max(k * between // th for k, th in enumerate(steps, 1)) + len(steps)
+        total += count + (1 if delay else 0)
     return total
 
 

@@ -489,12 +489,14 @@ class Engine:
     def _apply(self, state: CustomerState, event: Event, out: list[Emission]) -> None:
         """Fold an event in; an order may convert earlier firings (attribution)."""
         if event.kind == KIND_PURCHASE:
+            caps = (self._segment(state) if self._multi else self._oldest).caps
             attribute(
                 state,
                 event.occurred_at,
                 event.order_id or "",
                 self._attribution_window,
                 out,
+                caps,
                 amount=event.amount,
                 currency=event.currency,
                 revenue_rules=self._revenue_rules,
@@ -589,6 +591,7 @@ class Engine:
                 guard_span=self._guard_span,
                 attribution_window=self._attribution_window,
                 transactional=seg.transactional,
+                caps=seg.caps,
             )
 
 

@@ -4,6 +4,8 @@ attribution or a lookup can still need; and the attribution of an order to them.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from agents.core.budget import OTHER_CURRENCY, FiringMemory
 from agents.core.emissions import Conversion, Emission
 from agents.core.guardrails import ATTRIBUTED, OUTCOME_DELIVERED
@@ -18,6 +20,7 @@ def still_needed(
     guard_span: int,
     attribution_window: int,
     transactional: frozenset[str],
+    caps: Mapping[str, int] | None = None,
 ) -> list[RecentFiring]:
     """The firings a guardrail, an attribution or a lookup can still need after a
     firing judged at ``now`` (docs/guardrails.md "Guardrails"), oldest first.
@@ -48,8 +51,28 @@ def still_needed(
         for i, f in enumerate(recent)
         if f.converted_at is None and f.outcome in ATTRIBUTED and f.send_time >= attribution_from
     ]
+    if caps:
+        open_ = [i for i in open_ if recent[i].rule not in caps]
+        # A capped rule's newest firings that can convert decide which older ones
+        # no longer can: they are kept, converted or not (docs/lifecycle.md
+        # "Attribution").
+        for rule, cap in caps.items():
+            own = [i for i, f in enumerate(recent) if f.rule == rule and f.outcome in ATTRIBUTED]
+            open_.extend(_newest(recent, own, cap))
     keep.update(_newest(recent, open_, mem.attribution))
     return [f for i, f in enumerate(recent) if i in keep]
+
+
+def _beyond_caps(recent: list[RecentFiring], caps: Mapping[str, int]) -> set[int]:
+    """The positions of capped rules' firings with ``cap`` newer delivered or
+    holdout firings of their rule (so they can no longer convert)."""
+    out: set[int] = set()
+    for rule, cap in caps.items():
+        own = [i for i, f in enumerate(recent) if f.rule == rule and f.outcome in ATTRIBUTED]
+        if len(own) > cap:
+            newest = set(_newest(recent, own, cap))
+            out.update(i for i in own if i not in newest)
+    return out
 
 
 def _newest(recent: list[RecentFiring], indexes: list[int], n: int) -> list[int]:
@@ -70,6 +93,7 @@ def attribute(
     order_id: str,
     window: int,
     out: list[Emission],
+    caps: Mapping[str, int] | None = None,
     *,
     amount: str | None = None,
     currency: str | None = None,
@@ -77,10 +101,17 @@ def attribute(
 ) -> None:
     """An order at ``t`` converts each remembered delivered or holdout firing not yet
     converted with ``send < t <= send + window``, ``send`` its send time (its due
-    time without a window: docs/send-windows.md "Deferred firings").  The order's
-    ``amount`` and ``currency`` ride on the conversion (outcome/1) and, for a rule
-    of ``revenue_rules`` (anchored on an abandonment), add to its recovered revenue."""
-    for f in state.recent_firings:
+    time without a window: docs/send-windows.md "Deferred firings").  Of a rule in
+    ``caps``, only its newest ``cap`` delivered or holdout firings can (by send time,
+    then decision order: docs/lifecycle.md "Attribution").  The order's ``amount``
+    and ``currency`` ride on the conversion (outcome/1) and, for a rule of
+    ``revenue_rules`` (anchored on an abandonment), add to its recovered revenue."""
+    recent = state.recent_firings
+    if caps:
+        stale = _beyond_caps(recent, caps)
+        if stale:
+            recent = [f for i, f in enumerate(recent) if i not in stale]
+    for f in recent:
         sent = f.sent_at
         start = f.due_at if sent is None else sent
         if f.outcome in ATTRIBUTED and f.converted_at is None and start < t <= start + window:

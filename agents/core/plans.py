@@ -276,7 +276,7 @@ class VersionRules:
     """One rules version as the engine runs it: its enabled rules as plans, by
     priority, and its guardrails (docs/rules.md "Changing rules")."""
 
-    __slots__ = ("by_name", "guardrails", "id", "plans", "transactional", "windowed")
+    __slots__ = ("by_name", "caps", "guardrails", "id", "plans", "transactional", "windowed")
 
     def __init__(self, version: Version, guardrails: Guardrails) -> None:
         rules = version.rules
@@ -288,6 +288,13 @@ class VersionRules:
         self.guardrails = guardrails
         # Rules whose deliveries are no marketing pressure: outside gap and cap.
         self.transactional = frozenset(r.name for r in rules.active if r.transactional)
+        # Rules of which only the newest few firings can convert an order
+        # (docs/lifecycle.md "Attribution"); empty for today's rules.
+        self.caps: dict[str, int] = {}
+        for r in rules.active:
+            cap = r.anchor.attribution_cap(len(r.steps))
+            if cap is not None:
+                self.caps[r.name] = cap
 
 
 class SharedPlans:

@@ -14,7 +14,7 @@ from agents.core.guardrails import OUTCOME_BACKFILL, OUTCOME_SUPERSEDED
 from agents.core.plans import Plan, VersionRules
 from agents.core.rules.history import MAX_VERSIONS
 from agents.core.rules.model import MAX_LADDER_STEPS, ON_CHANGE_PIN
-from agents.core.state import CountKey, CustomerState, LadderProgress
+from agents.core.state import CartEntry, CountKey, CustomerState, LadderProgress
 
 # What a rules switch does to a rule a customer is mid-ladder in.
 ACTION_PIN = "pin"
@@ -162,11 +162,24 @@ def preview(
 
 def active(plan: Plan, progress: LadderProgress | None, state: CustomerState, at: int) -> bool:
     """Whether the customer is mid-ladder in ``plan`` at ``at``: its anchor exists, is
-    not cancelled, is before ``at``, and not every step fired for it."""
+    not cancelled, is before ``at``, and not every step fired for it (a keyed rule:
+    for one of its carts)."""
+    if plan.keyed:
+        return any(_cart_active(plan, cart, state, at) for cart in state.carts)
     anchor = plan.resolve(state)
     if anchor is None or anchor >= at:
         return False
     k = progress.step if progress is not None and progress.anchor == anchor else 0
+    return k < plan.size
+
+
+def _cart_active(plan: Plan, cart: CartEntry, state: CustomerState, at: int) -> bool:
+    assert plan.resolve_key is not None
+    anchor = plan.resolve_key(state, cart)
+    if anchor is None or anchor >= at:
+        return False
+    progress = cart.progress.get(plan.name)
+    k = progress[1] if progress is not None and progress[0] == anchor else 0
     return k < plan.size
 
 

@@ -289,10 +289,26 @@ class Conversion:
 
 
 def conversions(
-    judged: list[tuple[Firing, Verdict]], facts: Mapping[str, Facts], window: int
+    judged: list[tuple[Firing, Verdict]],
+    facts: Mapping[str, Facts],
+    window: int,
+    caps: Callable[[int], Mapping[str, int]] | None = None,
 ) -> list[Conversion]:
+    """Each delivered or holdout firing sent at S converts on the first order at t
+    with S < t <= S + window.  Of a rule in ``caps`` (anchored on a view or a cart:
+    docs/lifecycle.md "Attribution"), only its newest ``cap`` delivered or holdout
+    firings decided before t - by send time, then decision order - can: one older
+    than that at its first order in the window never converts.  ``caps(t)``: those
+    of the rules in force at t (across rules changes)."""
     out: list[Conversion] = []
-    for f, verdict in judged:
+    # customer -> rule -> (sent, order, decided at) of its delivered/holdout firings
+    kept: dict[str, dict[str, list[tuple[int, int, int]]]] = {}
+    if caps is not None:
+        for i, (f, verdict) in enumerate(judged):
+            if verdict.outcome in (OUTCOME_DELIVERED, OUTCOME_HOLDOUT):
+                rules = kept.setdefault(f.customer_id, {})
+                rules.setdefault(f.rule, []).append((f.sent, i, f.at))
+    for i, (f, verdict) in enumerate(judged):
         if verdict.outcome not in (OUTCOME_DELIVERED, OUTCOME_HOLDOUT):
             continue
         # From the send time (docs/send-windows.md "Deferred firings").
@@ -301,6 +317,11 @@ def conversions(
             ((t, o) for t, _, o in facts[f.customer_id].orders if start < t <= start + window),
             None,
         )
+        cap = None if hit is None or caps is None else caps(hit[0]).get(f.rule)
+        if hit is not None and cap is not None:
+            before = sorted((sent, j) for sent, j, at in kept[f.customer_id][f.rule] if at < hit[0])
+            if (f.sent, i) not in before[-cap:]:
+                continue
         if hit is not None:
             out.append(Conversion(f, verdict.outcome, hit[0], hit[1]))
     return out

@@ -80,6 +80,17 @@ Semantics (the stream implements the same):
   (its ``holdout`` reads false) and does not count toward them.
 * Conversions: a delivered or holdout firing sent at S converts on the earliest
   counted order (ties: smaller event_id) with ``S < t <= S + attribution_window``.
+* The lifecycle (:mod:`agents.offline.lifecycle`, whose docstring says each choice;
+  docs/lifecycle.md): sign-ups, views, carts and cancellations are kept per customer
+  and read as of each instant; orders are net of cancellations (a placed order stays
+  activity and can still convert); anchors ``signup``, ``last_view`` and ``cart``
+  (one ladder per kept cart, its trigger id with the cart id, items at one instant
+  by priority then cart id), steps ``{ order = k }`` and ``{ anniversary = n }``.
+  A step made due by an event after its nominal time (a cancellation bringing a
+  ladder back, an anchor moved into the past) is due at that event.  The context of
+  a lifecycle rule's decision is read when it is decided.  A view or cart rule's
+  firings convert only while among its newest steps (x 3 carts) firings
+  (docs/lifecycle.md "Attribution"); rules changes restart a cart rule cart by cart.
 * Lifecycle stage (:class:`agents.offline.timeline.StageWalk`): prospect -> new
   -> repeat from the orders; at last_activity + at_risk_after at_risk, at
   last_activity + lapsed_after lapsed; activity brings the customer back.  A
@@ -93,7 +104,7 @@ from __future__ import annotations
 import dataclasses
 import heapq
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from decimal import Decimal, localcontext
@@ -127,7 +138,7 @@ from agents.offline.judgment import (
     conversions,
     reason_text,
 )
-from agents.offline.lifecycle import History, Orders, trigger_id
+from agents.offline.lifecycle import MAX_CARTS, History, Orders, trigger_id
 from agents.offline.rulebook import (
     ANCHOR_CART,
     ANCHOR_LAST_VIEW,
@@ -352,11 +363,24 @@ def customer_firings(
     items: list[LadderItem] = []
     kept: dict[str, list[tuple[int, bool]]] = {}
     if versions is not None and versions.changed:
-        if any(r.keyed for v in versions.versions for r in v.book.rules):
-            raise ValueError("rules changes with a cart-anchored rule: not read by the reference")
+        keyed = {r.name for v in versions.versions for r in v.book.rules if r.keyed}
+        unkeyed = {r.name for v in versions.versions for r in v.book.rules if not r.keyed}
+        if keyed & unkeyed:
+            raise ValueError(f"rules changes: {sorted(keyed & unkeyed)[0]!r} changes its keying")
+        carts = timeline.history.cart_ids() if timeline.history is not None else []
         for name in versions.names():
             kept[name] = []
-            items += versioned_ladder(timeline, name, versions, until, stages, kept[name])
+            if name not in keyed:
+                items += versioned_ladder(timeline, name, versions, until, stages, kept[name])
+                continue
+            # A cart rule's ladders, each cart on its own (a change restarts them
+            # cart by cart: docs/lifecycle.md "Rules"); what a switch does to the
+            # rule is the same for every cart, so it is listed once.
+            for i, key in enumerate(carts):
+                switches = kept[name] if i == 0 else []
+                items += versioned_ladder(
+                    timeline, name, versions, until, stages, switches, key=key
+                )
     else:
         for rule in book.rules:
             items += timeline.ladder(rule, until, stages)
@@ -374,9 +398,11 @@ def customer_firings(
     return made, stages, [_firing(facts.customer_id, t, timeline) for t in undecided]
 
 
-def context(item: LadderItem, timeline: Timeline) -> dict[str, Any] | None:
-    """A lifecycle rule's ``context`` on the facts as of the due time
-    (docs/lifecycle.md "Rules"); None for every other rule."""
+def context(item: LadderItem, timeline: Timeline, at: int) -> dict[str, Any] | None:
+    """A lifecycle rule's ``context`` on the facts as of ``at``, when it is decided
+    (the send time of a deferred firing): the viewed products dated by the due time,
+    the cart as it is then (none once it is no longer kept); docs/lifecycle.md
+    "Rules".  None for every other rule."""
     rule, history = item.rule, timeline.history
     step = rule.steps[item.step - 1]
     if isinstance(step, OrderStep):
@@ -386,12 +412,11 @@ def context(item: LadderItem, timeline: Timeline) -> dict[str, Any] | None:
     if history is None:
         return None
     if rule.anchor == ANCHOR_LAST_VIEW:
-        return {"products": [p for _, p in history.newest_views(item.due)]}
+        return {"products": [p for t, p in history.newest_views(at) if t <= item.due]}
     if rule.anchor == ANCHOR_CART:
         assert item.key is not None
-        cart = history.cart(item.key, item.due)
-        assert cart is not None
-        return {"cart": cart.context()}
+        cart = history.cart(item.key, at)
+        return {} if cart is None else {"cart": cart.context()}
     return None
 
 
@@ -418,7 +443,7 @@ def _firing(customer_id: str, timing: Timing, timeline: Timeline) -> Firing:
         ruled=timing.outcome,
         deferred=timing.deferred,
         key=item.key,
-        context=context(item, timeline),
+        context=context(item, timeline, timing.at),
     )
 
 
@@ -434,8 +459,13 @@ def report_rows(
     judged: list[tuple[Firing, Verdict]],
     converted: list[Conversion],
     core: CoreSettings,
+    until: int | None = None,
+    revenue_rules: frozenset[str] = frozenset(),
 ) -> list[CustomerRow]:
-    """One :class:`CustomerRow` per customer, built from the file alone."""
+    """One :class:`CustomerRow` per customer, built from the file alone, with the
+    lifecycle's facts as of ``until`` (docs/lifecycle.md "Facts", "Cancellations")
+    and the recovered revenue of the ``revenue_rules`` (anchored on a view or a
+    cart: docs/lifecycle.md "Attribution")."""
     decided: dict[str, dict[CountKey, int]] = {}
     for f, v in judged:
         key = CountKey(f.rule, f.step, v.outcome)
@@ -447,6 +477,7 @@ def report_rows(
         key = CountKey(c.firing.rule, c.firing.step, c.group)
         counts = won.setdefault(c.firing.customer_id, {})
         counts[key] = counts.get(key, 0) + 1
+    recovered = _recovered(converted, revenue_rules)
     rows = []
     for cid, fx in facts.items():
         spans: list[list[int]] = []
@@ -470,9 +501,68 @@ def report_rows(
                 decision_counts=decided.get(cid, {}),
                 conversion_counts=won.get(cid, {}),
                 send_counts=sends.get(cid, {}),
+                **_lifecycle_row(fx, until),
+                recovered=recovered.get(cid, {}),
             )
         )
     return rows
+
+
+def attribution_caps(versions: Versions) -> Callable[[int], dict[str, int]]:
+    """Rules of which only the newest few firings can convert an order at t, in the
+    version in force at t (docs/lifecycle.md "Attribution"): a last_view rule's
+    steps, a cart rule's steps x 3 (its carts)."""
+
+    def caps(t: int) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for r in versions.at(t).book.rules:
+            if r.anchor == ANCHOR_LAST_VIEW:
+                out[r.name] = len(r.steps)
+            elif r.anchor == ANCHOR_CART:
+                out[r.name] = len(r.steps) * MAX_CARTS
+        return out
+
+    return caps
+
+
+def _lifecycle_row(fx: CustomerFacts, until: int | None) -> dict[str, Any]:
+    h = fx.history
+    if h is None or until is None:
+        return {}
+    o = h.orders(until)
+    return {
+        "first_view_at": h.first_view_at(until),
+        "first_cart_at": h.first_cart_at(until),
+        "first_checkout_at": h.first_checkout_at(until),
+        "cancelled_orders": o.cancelled,
+        "partial_cancels": o.partial,
+        "refunded": {c: format(a, "f") for c, a in o.refunded},
+    }
+
+
+def _recovered(
+    converted: list[Conversion], revenue_rules: frozenset[str]
+) -> dict[str, dict[str, dict[str, dict[str, str]]]]:
+    """customer -> rule -> group -> currency -> the converting orders' amounts, exact;
+    the 16 alphabetically smallest currencies on their own, the rest under XXX."""
+    sums: dict[str, dict[str, dict[str, dict[str, Decimal]]]] = {}
+    with localcontext(prec=80):
+        for c in converted:
+            if c.rule not in revenue_rules or c.amount is None:
+                continue
+            into = sums.setdefault(c.customer_id, {}).setdefault(c.rule, {})
+            cur = into.setdefault(c.group, {})
+            code = c.currency or OTHER_CURRENCY
+            cur[code] = cur.get(code, Decimal(0)) + Decimal(c.amount)
+    out: dict[str, dict[str, dict[str, dict[str, str]]]] = {}
+    for cid, rules in sums.items():
+        for rule, groups in rules.items():
+            for group, totals in groups.items():
+                folded = _fold_currencies({k: (v, 0) for k, v in totals.items()})
+                out.setdefault(cid, {}).setdefault(rule, {})[group] = {
+                    k: format(v, "f") for k, (v, _) in sorted(folded.items())
+                }
+    return out
 
 
 def decision_dict(firing: Firing, verdict: Verdict, *, versioned: bool = False) -> dict[str, Any]:
@@ -734,7 +824,7 @@ def compute_decisions(
             amount=logs[c.customer_id].amount_text[c.order_id],
             currency=logs[c.customer_id].orders[c.order_id][2],
         )
-        for c in conversions(judged, seen, window)
+        for c in conversions(judged, seen, window, attribution_caps(versions))
     ]
     return ReferenceResult(
         decisions=[
@@ -742,7 +832,20 @@ def compute_decisions(
         ],
         firings=judged,
         outcomes=[outcome_dict(c, window) for c in converted],
-        rows=report_rows(seen, stages, judged, converted, core),
+        rows=report_rows(
+            seen,
+            stages,
+            judged,
+            converted,
+            core,
+            horizon,
+            frozenset(
+                r.name
+                for v in versions.versions
+                for r in v.book.rules
+                if r.anchor in (ANCHOR_LAST_VIEW, ANCHOR_CART)
+            ),
+        ),
         dead_letters=dict(sorted(dead_letters.items())),
         events=events,
         duplicates=duplicates,

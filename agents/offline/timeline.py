@@ -244,7 +244,11 @@ class Timeline:
         if rule.anchor == ANCHOR_LAST_SESSION:
             return self.last_session(t)
         assert rule.anchor == ANCHOR_LAST_ACTIVITY
-        times = [x for x in (self.last_order(t), self.last_session(t)) if x is not None]
+        # Activity is not undone by a cancellation (docs/lifecycle.md "Cancellations"):
+        # the newest placed order, cancelled or not.
+        n = bisect_right(self.orders, t)
+        placed = self.orders[n - 1] if n else None
+        times = [x for x in (placed, self.last_session(t)) if x is not None]
         return max(times) if times else None
 
     def _lifecycle_anchor(self, rule: RuleSpec, t: int, key: str | None) -> int | None:
@@ -342,10 +346,11 @@ class Timeline:
             anchor = self.anchor(rule, start, key)
             if anchor is None:
                 continue
-            if anchor != anchor_done:
-                anchor_done, step_done = anchor, 0
-            while step_done < len(rule.steps):
-                got = self.step_due(rule, step_done + 1, anchor, start)
+            # Progress moves only with a step done: an anchor that comes back (a
+            # cancelled order's) finds its ladder where it left it, as in the row.
+            k = step_done if anchor == anchor_done else 0
+            while k < len(rule.steps):
+                got = self.step_due(rule, k + 1, anchor, start)
                 if got is None:
                     break  # never due on these facts
                 threshold, skipped = got
@@ -354,13 +359,12 @@ class Timeline:
                     break  # not due on these facts: the next event may change them
                 if self.cancelled(rule, anchor, due):
                     break
-                step_done += 1
+                k += 1
+                anchor_done, step_done = anchor, k
                 stage = stages.at(due, rule.priority)
                 ok = self.in_audience(rule, due, stage)
                 items.append(
-                    LadderItem(
-                        rule, step_done, threshold, anchor, due, ok, skipped=skipped, key=key
-                    )
+                    LadderItem(rule, k, threshold, anchor, due, ok, skipped=skipped, key=key)
                 )
         return items
 

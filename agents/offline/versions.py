@@ -182,6 +182,7 @@ def versioned_ladder(
     until: int,
     stages: StageWalk,
     kept: list[tuple[int, bool]] | None = None,
+    key: str | None = None,
 ) -> list[LadderItem]:
     """Every step of rule ``name`` due at or before ``until`` across the versions,
     with the superseded ones at each switch (module doc), in time order.
@@ -205,10 +206,10 @@ def versioned_ladder(
         if pin is not None:
             g = pin.rule(name)
             assert g is not None and anchor_done is not None
-            if live_anchor(timeline, g, start) != anchor_done:
+            if live_anchor(timeline, g, start, key) != anchor_done:
                 pin = None
                 now = cur.rule(name)
-                if now is not None and live_anchor(timeline, now, start) == anchor_done:
+                if now is not None and live_anchor(timeline, now, start, key) == anchor_done:
                     step_done = ALL_STEPS  # that anchor's ladder counts as done
         # 2. The switch at ``start``.
         new = switches.get(start)
@@ -226,7 +227,7 @@ def versioned_ladder(
                 if g is not None and g.version == rule.version:
                     goes_on = True  # unchanged: it keeps going (a pin on it stays)
                 elif rule.on_change == ON_CHANGE_PIN and g is not None and g_version is not None:
-                    a = live_anchor(timeline, g, start)
+                    a = live_anchor(timeline, g, start, key)
                     k = step_done if a is not None and a == anchor_done else 0
                     if a is not None and a < start and k < len(g.steps):
                         pin, anchor_done, step_done = g_version, a, k
@@ -234,12 +235,12 @@ def versioned_ladder(
                     else:
                         pin = None
                         anchor_done, step_done = _restart(
-                            timeline, rule, start, anchor_done, step_done, items
+                            timeline, rule, start, anchor_done, step_done, items, key
                         )
                 else:
                     pin = None
                     anchor_done, step_done = _restart(
-                        timeline, rule, start, anchor_done, step_done, items
+                        timeline, rule, start, anchor_done, step_done, items, key
                     )
             if kept is not None:
                 kept.append((start, goes_on))
@@ -250,7 +251,7 @@ def versioned_ladder(
             continue
         in_force = cur.rule(name)
         placed = in_force.priority if pin is not None and in_force is not None else None
-        anchor = timeline.anchor(rule, start)
+        anchor = timeline.anchor(rule, start, key)
         if anchor is None:
             continue
         k = step_done if anchor == anchor_done else 0
@@ -270,7 +271,9 @@ def versioned_ladder(
             priority = rule.priority if placed is None else placed
             ok = timeline.in_audience(rule, due, stages.at(due, priority))
             items.append(
-                LadderItem(rule, k, threshold, anchor, due, ok, placed=placed, skipped=skipped)
+                LadderItem(
+                    rule, k, threshold, anchor, due, ok, placed=placed, skipped=skipped, key=key
+                )
             )
     return items
 
@@ -282,10 +285,11 @@ def _restart(
     anchor_done: int | None,
     step_done: int,
     items: list[LadderItem],
+    key: str | None = None,
 ) -> tuple[int | None, int]:
     """The restart at the switch ``at``: the progress kept for the new version's
     anchor, its steps due at or before ``at`` superseded (audience not asked)."""
-    anchor = live_anchor(timeline, rule, at)
+    anchor = live_anchor(timeline, rule, at, key)
     if anchor is None:
         return anchor_done, step_done
     k = step_done if anchor == anchor_done else 0
@@ -299,5 +303,5 @@ def _restart(
             break
         k += 1
         anchor_done, step_done = anchor, k
-        items.append(LadderItem(rule, k, threshold, anchor, due, False, superseded_at=at))
+        items.append(LadderItem(rule, k, threshold, anchor, due, False, superseded_at=at, key=key))
     return anchor_done, step_done

@@ -468,6 +468,97 @@ def test_page_shows_the_p_alive_distribution_only_with_a_model(
         assert_no_console_errors(driver)
 
 
+READ_PANEL = """
+const fig = document.querySelector(`[data-chart="${arguments[0]}"]`);
+const bars = [...fig.querySelectorAll('rect.bar')].map(
+  r => [r.dataset.key, Number(r.dataset.value)]);
+const rows = [...fig.querySelectorAll('details.as-table tbody tr')].map(
+  tr => [...tr.querySelectorAll('th, td')].map(c => c.textContent));
+return {hidden: fig.hidden, state: fig.dataset.state, total: fig.dataset.total, bars, rows};
+"""
+LIFECYCLE_PANELS = ("funnel", "recovered", "cancellations")
+
+
+def test_page_shows_the_funnel_recovered_revenue_and_cancellations_only_with_their_inputs(
+    tmp_path: Path, sample_lines: list[bytes]
+) -> None:
+    """The lifecycle's panels (docs/reports.md "Funnel", "Recovered revenue",
+    "Cancellations"): hidden while the report has no such block, drawn from it when
+    it has."""
+    require_browser()
+    plain = reference_summary(sample_lines, until=to_micros(parse_timestamp(END)))
+    full = json.loads(json.dumps(plain))
+    full["report"]["funnel"] = [
+        {
+            "cohort": "2026-09",
+            "customers": 40,
+            "carts": 20,
+            "checkouts": 8,
+            "orders": 5,
+            "rates": {"carts": 0.5, "checkouts": 0.2, "orders": 0.125},
+        },
+        {
+            "cohort": "2026-10",
+            "customers": 10,
+            "carts": 4,
+            "checkouts": 1,
+            "orders": 1,
+            "rates": {"carts": 0.4, "checkouts": 0.1, "orders": 0.1},
+        },
+    ]
+    full["report"]["recovered_revenue"] = [
+        {
+            "rule": "cart_abandonment",
+            "delivered": {
+                "customers": 90,
+                "revenue": {"EUR": "1800.00"},
+                "per_customer": {"EUR": 20.0},
+            },
+            "holdout": {"customers": 10, "revenue": {"EUR": "80.00"}, "per_customer": {"EUR": 8.0}},
+        }
+    ]
+    full["report"]["cancellations"] = {
+        "placed": 200,
+        "full": 6,
+        "partial": 4,
+        "rate": 0.03,
+        "partial_rate": 0.02,
+        "refunded": {"EUR": "321.50"},
+    }
+    shown = [plain]
+    with PageServer(lambda: shown[0]) as server, chromium(tmp_path) as driver:
+        open_dashboard(driver, server.url, refresh=1)
+        for name in LIFECYCLE_PANELS:
+            assert driver.execute_script(READ_PANEL, name)["hidden"] is True, name
+        shown[0] = full
+        got = {
+            name: wait_until(
+                f"the {name} panel",
+                lambda name=name: (
+                    (r := driver.execute_script(READ_PANEL, name))["state"] == "ready" and r
+                ),
+            )
+            for name in LIFECYCLE_PANELS
+        }
+        assert not any(g["hidden"] for g in got.values())
+        assert got["funnel"]["bars"] == [
+            ["customers", 50],
+            ["carts", 24],
+            ["checkouts", 9],
+            ["orders", 6],
+        ]
+        assert got["funnel"]["rows"][0] == ["2026-09", "40", "20 (50.0%)", "8 (20.0%)", "5 (12.5%)"]
+        assert got["recovered"]["bars"] == [
+            ["cart_abandonment:delivered:EUR", 20],
+            ["cart_abandonment:holdout:EUR", 8],
+        ]
+        assert got["recovered"]["rows"][0][1:4] == ["delivered", "90", "EUR 1800.00"]
+        assert got["cancellations"]["bars"] == [["placed", 200], ["full", 6], ["partial", 4]]
+        assert ["Refunded", "EUR 321.50"] in got["cancellations"]["rows"]
+        save_screenshot(driver, "dashboard-lifecycle")
+        assert_no_console_errors(driver)
+
+
 # --- against a real worker fed with a sample ---------------------------------------------------
 
 

@@ -93,6 +93,13 @@ class Anchor(ABC):
     def canonical(self) -> dict[str, Any]:
         """The anchor as plain data (the rule's version hashes it)."""
 
+    def attribution_cap(self, steps: int) -> int | None:
+        """How many of the rule's newest firings can convert an order (None: all
+        within the attribution window).  An anchor any input moves (a view, a cart
+        snapshot) caps it, so a customer's row remembers a bounded number
+        (docs/lifecycle.md "Attribution")."""
+        return None
+
 
 class KeyedAnchor(Anchor):
     """An anchor with one ladder per key: a cart (docs/lifecycle.md "Rules").  The

@@ -19,6 +19,9 @@ from schemas.records import CART_CHECKOUT, CART_UPDATED, KIND_PURCHASE
 EXIT_CART = "cart"
 EXIT_ANY_PRODUCT = "any_product"
 CART_EXITS = (EXIT_CART, EXIT_ANY_PRODUCT)
+# The carts a customer's row keeps, so the keyed ladders one may run at once
+# (agents.core.state.MAX_CARTS, held equal by tests/unit/agents/core/rules/test_contract.py).
+KEYS_KEPT = 3
 _OPEN = frozenset((CART_UPDATED, CART_CHECKOUT))
 
 
@@ -117,6 +120,9 @@ class LastView(_Anchor):
     def at(self, facts: Facts) -> int | None:
         return facts.last_view_at
 
+    def attribution_cap(self, steps: int) -> int | None:
+        return steps
+
 
 @dataclass(frozen=True, slots=True)
 class Cart(KeyedAnchor):
@@ -139,6 +145,9 @@ class Cart(KeyedAnchor):
 
     def cancel(self, kind: str) -> Cancel:
         return LaterEvent(kind)
+
+    def attribution_cap(self, steps: int) -> int | None:
+        return steps * KEYS_KEPT
 
     def canonical(self) -> dict[str, Any]:
         out: dict[str, Any] = {"kind": self.kind}

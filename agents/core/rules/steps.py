@@ -146,6 +146,8 @@ def cadence_threshold(order_times: list[int], multiplier: float, floor: int) -> 
     return min(max(floor, int(median * multiplier)), MAX_DURATION)
 
 
+# The largest milestone steps a rule may name (docs/lifecycle.md "Rules"): the k-th
+# order and the n-th yearly anniversary of the first order.
 MAX_MILESTONE_ORDER = 1000
 MAX_ANNIVERSARY = 10
 

@@ -670,6 +670,116 @@
     setReady(box, nodes, total);
   }
 
+  // ---- the lifecycle (docs/reports.md "Funnel", "Recovered revenue", "Cancellations"):
+  // each panel hidden while the report has no such block (no views, no conversion of an
+  // abandonment rule, no cancellation).
+
+  function hiddenPanel(box, message) {
+    box.fig.hidden = true;
+    setEmpty(box, message);
+  }
+
+  var FUNNEL = [
+    { key: "customers", label: "Viewed a product" },
+    { key: "carts", label: "Had a cart" },
+    { key: "checkouts", label: "Started a checkout" },
+    { key: "orders", label: "Ordered" }
+  ];
+
+  function drawFunnel(s) {
+    var box = chartBox("funnel");
+    var cohorts = s.report && s.report.funnel;
+    if (!cohorts) {
+      hiddenPanel(box, "No product views yet.");
+      return;
+    }
+    box.fig.hidden = false;
+    var totals = FUNNEL.map(function (st) {
+      return cohorts.reduce(function (a, c) { return a + num(c[st.key]); }, 0);
+    });
+    var items = FUNNEL.map(function (st, i) {
+      return { key: st.key, label: st.label, value: totals[i], color: "#009E73" };
+    });
+    var rows = cohorts.map(function (c) {
+      return [c.cohort].concat(FUNNEL.map(function (st, i) {
+        var n = fmtInt(c[st.key]);
+        return i === 0 ? n : n + " (" + fmtPct(c.rates[st.key]) + ")";
+      }));
+    });
+    setReady(box, [
+      hbars("funnel", items, {
+        title: "Customers by furthest funnel stage, all first-view months", xTitle: "Customers",
+        labelWidth: 150
+      }),
+      numbersTable("funnel", ["First-view month"].concat(FUNNEL.map(function (st) {
+        return st.label;
+      })), rows)
+    ], totals[0]);
+  }
+
+  function money(sums) {
+    var keys = Object.keys(sums || {}).sort();
+    return keys.length ? keys.map(function (c) { return c + " " + sums[c]; }).join(", ") : "\u2013";
+  }
+
+  function drawRecovered(s) {
+    var box = chartBox("recovered");
+    var blocks = s.report && s.report.recovered_revenue;
+    if (!blocks) {
+      hiddenPanel(box, "No abandonment rule has converted yet.");
+      return;
+    }
+    box.fig.hidden = false;
+    var items = [], rows = [], total = 0;
+    blocks.forEach(function (b) {
+      ["delivered", "holdout"].forEach(function (g) {
+        var x = b[g];
+        Object.keys(x.per_customer).sort().forEach(function (cur) {
+          items.push({
+            key: b.rule + ":" + g + ":" + cur,
+            label: ruleInfo(b.rule).label + ", " + g + " (" + cur + ")",
+            value: num(x.per_customer[cur]),
+            color: g === "delivered" ? "#0072B2" : "#999999"
+          });
+        });
+        total += num(x.customers);
+        rows.push([ruleInfo(b.rule).label, g, fmtInt(x.customers), money(x.revenue),
+          money(x.per_customer)]);
+      });
+    });
+    setReady(box, [
+      hbars("recovered", items, {
+        title: "Revenue per customer of abandonment rules, delivered against holdout",
+        xTitle: "Revenue per customer of the group", labelWidth: 250
+      }),
+      numbersTable("recovered", ["Rule", "Group", "Customers", "Revenue", "Per customer"], rows)
+    ], total);
+  }
+
+  function drawCancellations(s) {
+    var box = chartBox("cancellations");
+    var c = s.report && s.report.cancellations;
+    if (!c) {
+      hiddenPanel(box, "No order was cancelled.");
+      return;
+    }
+    box.fig.hidden = false;
+    var items = [
+      { key: "placed", label: "Orders placed", value: num(c.placed), color: "#0072B2" },
+      { key: "full", label: "Cancelled in full", value: num(c.full), color: "#D55E00" },
+      { key: "partial", label: "Partly refunded", value: num(c.partial), color: "#E69F00" }
+    ];
+    setReady(box, [
+      hbars("cancellations", items, { title: "Cancelled orders", xTitle: "Orders", labelWidth: 150 }),
+      numbersTable("cancellations", ["Figure", "Value"], [
+        ["Orders placed", fmtInt(c.placed)],
+        ["Cancelled in full", fmtInt(c.full) + " (" + fmtPct(c.rate) + ")"],
+        ["Partly refunded", fmtInt(c.partial) + " (" + fmtPct(c.partial_rate) + ")"],
+        ["Refunded", money(c.refunded)]
+      ])
+    ], num(c.placed));
+  }
+
   function drawLifecycle(s) {
     var stages = (s.report && s.report.lifecycle) || null;
     if (!stages) {
@@ -956,7 +1066,8 @@
   // ---- refresh loop ---------------------------------------------------------------------
 
   var DRAW = [drawTtsp, drawTriggers, drawDecisions, drawRules, drawVersions, drawSuppression,
-    drawSendWindows, drawPAlive, drawLifecycle, drawDeadLetters, drawLag, drawLift, drawCohorts];
+    drawSendWindows, drawPAlive, drawLifecycle, drawFunnel, drawRecovered, drawCancellations,
+    drawDeadLetters, drawLag, drawLift, drawCohorts];
   var state = { fetches: 0, lastOk: null };
 
   function refreshSeconds() {

@@ -205,13 +205,23 @@ def reference_side(
         decisions.setdefault(d["customer_id"], []).append(
             (d["trigger_id"], d["due_at"], d["outcome"], d["holdout"])
         )
-    conversions = sorted(
-        (o["trigger_id"], o["group"], o["converted_at"], o["order_id"], o["amount"], o["currency"])
-        for o in result.outcomes
-    )
+    conversions = sorted(parity_outcome(o) for o in result.outcomes)
     rows = {r.customer_id: r for r in result.rows}
     zones = {cid: facts.zone_at(until) for cid, facts in result.facts.items()}
     return Side(decisions, conversions, rows, zones), result
+
+
+def parity_outcome(o: dict[str, Any]) -> Outcome:
+    """What both sides' outcome/1 records are compared by, the converting order's
+    amount and currency too (docs/reports.md "Recovered revenue")."""
+    return (
+        o["trigger_id"],
+        o["group"],
+        o["converted_at"],
+        o["order_id"],
+        o["amount"],
+        o["currency"],
+    )
 
 
 def engine_side(

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import random
+from collections.abc import Sequence
 from typing import Any
 
 import orjson
@@ -30,6 +31,7 @@ from agents.core.emissions import Conversion, Firing
 from agents.core.engine import Engine
 from agents.core.reports import CustomerRow
 from agents.core.rules import load_rules
+from agents.core.rules.history import RuleHistory, Version, set_id
 from agents.core.settings import DAY, HOUR, CoreSettings
 from agents.core.state import CustomerState
 from agents.core.timeutil import iso
@@ -52,8 +54,8 @@ format = 1
 holdout_percent = 50.0
 holdout_salt = "parity"
 min_gap = "PT1H"
-frequency_cap = 20
-frequency_window = "P10D"
+frequency_cap = 6
+frequency_window = "P3D"
 attribution_window = "P2D"
 
 [lifecycle]
@@ -67,6 +69,18 @@ priority = 10
 anchor = "first_order"
 cancel_on = ["purchase"]
 steps = ["P1D", "P3D"]
+
+[[rule]]
+name = "inactivity"
+priority = 20
+anchor = "last_activity"
+steps = ["P2D", "P4D"]
+
+[[rule]]
+name = "overdue"
+priority = 30
+anchor = { kind = "last_order", min_orders = 2 }
+steps = [{ cadence = 1.5, floor = "P1D" }]
 
 [[rule]]
 name = "welcome"
@@ -99,6 +113,29 @@ priority = 40
 anchor = "first_order"
 steps = [{ order = 1 }, { order = 2 }, { order = 3 }, { order = 5 }]
 """
+
+# The same with send windows on the cart rules: at most one deferred firing per rule,
+# another cart's step superseding it, judged (or cancelled) at its send time with
+# the context as of then (docs/send-windows.md "Deferred firings").
+WINDOWED = RULES.replace(
+    'steps = ["PT12H", "P1D", "P3D"]\n',
+    'steps = ["PT12H", "P1D", "P3D"]\n'
+    'send_window = { windows = [{ days = "all", open = "09:00", close = "12:00" }] }\n',
+).replace(
+    'steps = ["P1D"]\n',
+    'steps = ["P1D"]\nsend_window = { windows = [{ days = "weekdays", open = "10:30", '
+    'close = "20:00" }], policy = "drop" }\n',
+)
+assert WINDOWED.count("send_window") == 2
+
+# A rules change on day 8: the cart rule's ladder shorter (a restart, cart by cart),
+# the browse rule's longer, the milestones unchanged (docs/rules.md "Changing rules").
+CHANGED = RULES.replace('steps = ["PT12H", "P1D", "P3D"]', 'steps = ["PT6H", "P2D"]').replace(
+    'cancel_on = ["purchase"]\nsteps = ["PT12H", "P1D"]',
+    'cancel_on = ["purchase"]\nsteps = ["PT12H", "P1D", "P2D"]',
+)
+assert CHANGED.count("PT6H") == 1 and CHANGED.count('"P2D"]') == 3
+Changes = Sequence[tuple[int, str]]
 
 # The lifecycle's own keys of a decision's context (docs/lifecycle.md "Rules").
 CONTEXT_KEYS = ("products", "cart", "milestone")
@@ -246,9 +283,16 @@ def _context(context: dict[str, Any] | None) -> bytes:
     return orjson.dumps(mine, option=orjson.OPT_SORT_KEYS)
 
 
-def reference_side(lines: list[bytes], until: int) -> tuple[Side, ReferenceResult]:
+def reference_side(
+    lines: list[bytes], until: int, rules: str = RULES, changes: Changes = ()
+) -> tuple[Side, ReferenceResult]:
     result = compute_decisions(
-        parity.by_time(lines), CoreSettings(), rules=RULES, until=until, now=parity.NOW
+        parity.by_time(lines),
+        CoreSettings(),
+        rules=rules,
+        until=until,
+        now=parity.NOW,
+        changes=changes,
     )
     side = Side({}, [], {r.customer_id: r for r in result.rows}, {})
     for d in result.decisions:
@@ -284,8 +328,17 @@ def reference_side(lines: list[bytes], until: int) -> tuple[Side, ReferenceResul
     return side, result
 
 
-def engine_side(arrivals: list[tuple[Event, int]], until: int) -> Side:
-    engine = Engine(CoreSettings(rules=load_rules(RULES), stream_allowed_lateness=LATENESS))
+def engine_side(
+    arrivals: list[tuple[Event, int]], until: int, rules: str = RULES, changes: Changes = ()
+) -> Side:
+    seed = load_rules(rules)
+    engine = Engine(CoreSettings(rules=seed, stream_allowed_lateness=LATENESS))
+    if changes:
+        versions = [Version(set_id(seed), seed, rules)]
+        for t, text in changes:
+            new = load_rules(text)
+            versions.append(Version(set_id(new), new, text, effective_at=t, applied_at=t))
+        engine = engine.with_history(RuleHistory(tuple(versions)))
     states: dict[str, CustomerState] = {}
     emitted: dict[str, list[Any]] = {}
     for e, clock in arrivals:
@@ -325,9 +378,11 @@ def engine_side(arrivals: list[tuple[Event, int]], until: int) -> Side:
     return side
 
 
-def check(lines: list[bytes], seed: int, until: int = UNTIL) -> ReferenceResult:
-    reference, result = reference_side(lines, until)
-    engine = engine_side(late_arrivals(lines, seed, until), until)
+def check(
+    lines: list[bytes], seed: int, until: int = UNTIL, rules: str = RULES, changes: Changes = ()
+) -> ReferenceResult:
+    reference, result = reference_side(lines, until, rules, changes)
+    engine = engine_side(late_arrivals(lines, seed, until), until, rules, changes)
     for cid, facts in reference.facts.items():
         for name, value in facts.items():
             assert engine.facts[cid][name] == value, (cid, name)
@@ -343,6 +398,40 @@ def check(lines: list[bytes], seed: int, until: int = UNTIL) -> ReferenceResult:
 @pytest.mark.parametrize("seed", range(12))
 def test_seeded_lifecycle_histories_agree(seed: int) -> None:
     check(build(seed, 60), seed)
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_seeded_lifecycle_histories_agree_with_send_windows_on_the_cart_rules(seed: int) -> None:
+    check(build(seed, 40), seed, rules=WINDOWED)
+
+
+def test_the_windowed_histories_defer_cancel_and_drop_cart_firings() -> None:
+    outcomes = set()
+    for seed in range(100, 200):
+        result = check(build(seed, 40), seed, rules=WINDOWED)
+        outcomes |= {
+            (d["outcome"], d["send_at"] != d["due_at"])
+            for d in result.decisions
+            if d["rule"].startswith("cart_") and "send_at" in d
+        }
+    assert {("cancelled", True), ("superseded", True), ("outside_window", True)} <= outcomes
+    assert any(outcome in ("delivered", "holdout") and waited for outcome, waited in outcomes)
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_seeded_lifecycle_histories_agree_across_a_rules_change(seed: int) -> None:
+    check(build(seed, 50), seed, changes=[(T0 + 8 * DAY + 6 * HOUR, CHANGED)])
+
+
+def test_a_rules_change_restarts_cart_ladders_cart_by_cart() -> None:
+    superseded = 0
+    for seed in range(30):
+        result = check(build(seed, 50), seed, changes=[(T0 + 8 * DAY + 6 * HOUR, CHANGED)])
+        superseded += sum(
+            d["outcome"] == "superseded" and d["rule"] == "cart_abandonment"
+            for d in result.decisions
+        )
+    assert superseded > 0
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -369,3 +458,69 @@ def test_the_seeded_histories_reach_every_lifecycle_rule_and_a_cancellation() ->
     assert {"welcome", "browse_abandonment", "cart_abandonment", "order_milestone"} <= rules
     assert cancelled > 0 and pending > 0
     assert keyed_at_once > 0  # two carts of one customer due at one instant
+
+
+def _named_cases() -> list[tuple[str, list[bytes], int]]:
+    """The reference's named cases (tests/unit/offline/test_reference_lifecycle.py)."""
+    from tests.unit.offline import test_reference_lifecycle as named
+
+    t0, day, hour = named.T0, DAY, HOUR
+    first3 = [named.order(t0, "o1"), named.order(t0 + day, "o2"), named.order(t0 + 2 * day, "o3")]
+    return [
+        (
+            "another cart's order",
+            [
+                named.cart(t0, "A"),
+                named.cart(t0 + 10, "B", products=("p2",)),
+                named.order(t0 + hour // 2, "o1", "B"),
+            ],
+            t0 + 2 * day,
+        ),
+        (
+            "emptied, then a new snapshot",
+            [
+                named.cart(t0, "A"),
+                named.cart(t0 + 2 * hour, "A", action="emptied", products=()),
+                named.cart(t0 + 3 * day, "A", products=("p3",)),
+            ],
+            t0 + 5 * day,
+        ),
+        (
+            "two carts at one instant",
+            [named.cart(t0, "cart-b"), named.cart(t0, "cart-a", products=("p2",))],
+            t0 + 2 * day,
+        ),
+        (
+            "cancellation before its order",
+            [named.cancel(t0, "o1"), named.order(t0 + day, "o1"), named.order(t0 + 2 * day, "o2")],
+            t0 + 3 * day,
+        ),
+        ("cancellation of the first", [*first3, named.cancel(t0 + 3 * day, "o1")], t0 + 4 * day),
+        ("cancellation of the second", [*first3, named.cancel(t0 + 3 * day, "o2")], t0 + 4 * day),
+        (
+            "cancellation of a middle order of 40",
+            [named.order(t0 + i * hour, f"o{i}") for i in range(40)]
+            + [named.cancel(t0 + 2 * day, "o5"), named.cancel(t0 + 2 * day + 1, "o39")],
+            t0 + 3 * day,
+        ),
+        (
+            "welcome back after the only order is cancelled",
+            [
+                named.line("signup/1", t0),
+                named.order(t0 + 2 * day, "o1"),
+                named.cancel(t0 + 4 * day, "o1"),
+            ],
+            t0 + 5 * day,
+        ),
+    ]
+
+
+@pytest.mark.parametrize("case", range(8))
+def test_the_named_cases_agree(case: int) -> None:
+    """Each named case of the reference's own tests, through the engine too (with the
+    events late within the lateness)."""
+    from tests.unit.offline import test_reference_lifecycle as named
+
+    _, lines, until = _named_cases()[case]
+    result = check(lines, case, until=until, rules=named.RULES)
+    assert result.rows

@@ -114,7 +114,7 @@ many_change_times = st.lists(
 ).map(lambda xs: sorted(parity.T0 + s * 12 * HOUR for s in xs))
 
 
-Conversions = list[tuple[str, str, str, str]]  # trigger_id, group, converted_at, order_id
+Conversions = list[parity.Outcome]  # trigger_id, group, converted_at, order_id, amount, currency
 
 
 def engine_decisions(
@@ -147,7 +147,16 @@ def engine_decisions(
                     (x.trigger_id, x.outcome, iso(x.due_at), x.rule_version)
                 )
             elif isinstance(x, Conversion):
-                conversions.append((x.trigger_id, x.group, iso(x.converted_at), x.order_id))
+                conversions.append(
+                    (
+                        x.trigger_id,
+                        x.group,
+                        iso(x.converted_at),
+                        x.order_id,
+                        x.amount or "",
+                        x.currency or "",
+                    )
+                )
         rows[cid] = CustomerRow.from_state(state)
     return decisions, sorted(conversions), rows
 
@@ -163,9 +172,7 @@ def reference_decisions(
         decisions.setdefault(d["customer_id"], []).append(
             (d["trigger_id"], d["outcome"], d["due_at"], d["rule_version"])
         )
-    conversions = sorted(
-        (o["trigger_id"], o["group"], o["converted_at"], o["order_id"]) for o in result.outcomes
-    )
+    conversions = sorted(parity.parity_outcome(o) for o in result.outcomes)
     return decisions, conversions, {r.customer_id: r for r in result.rows}
 
 

@@ -38,9 +38,7 @@ def both_sides(text: str, lines: list[bytes], until: int) -> None:
             decisions.setdefault(d["customer_id"], []).append(
                 (d["trigger_id"], d["due_at"], d["outcome"], d["holdout"])
             )
-        outcomes = sorted(
-            (o["trigger_id"], o["group"], o["converted_at"], o["order_id"]) for o in result.outcomes
-        )
+        outcomes = sorted(parity.parity_outcome(o) for o in result.outcomes)
         rows = {r.customer_id: r for r in result.rows}
         zones = {cid: facts.zone_at(until) for cid, facts in result.facts.items()}
         mine = parity.Side(decisions, outcomes, rows, zones)

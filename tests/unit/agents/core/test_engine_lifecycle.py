@@ -14,10 +14,11 @@ import orjson
 from jsonschema import Draft202012Validator
 
 import schemas
+from agents.core.budget import firing_memory
 from agents.core.emissions import Conversion, Emission, Firing
 from agents.core.engine import Engine
 from agents.core.ids import trigger_id
-from agents.core.rules import builtin_text, load_rules
+from agents.core.rules import builtin_text, default_text, load_rules
 from agents.core.rules.history import RuleHistory, Version, set_id
 from agents.core.rules.model import RuleSet
 from agents.core.settings import CoreSettings
@@ -321,3 +322,66 @@ def test_a_remembered_cart_firing_keeps_its_cart_in_the_row() -> None:
     assert conv.trigger_id == trigger_id(CID, "cart_abandonment", 1, T0, "A")
     # An unkeyed rule's entry keeps its six elements.
     assert all(len(f) == 6 for f in row["recent_firings"] if f[1] != "cart_abandonment")
+
+
+def test_only_the_newest_browse_firings_can_convert_an_order() -> None:
+    """In the control group nothing limits firings: a customer who views every few
+    hours gets one per view, and only the rule's newest (its 2 steps' worth) claim
+    the order (docs/lifecycle.md "Attribution")."""
+    text = builtin_text("lifecycle").replace("holdout_percent = 10.0", "holdout_percent = 100")
+    eng = Engine(CoreSettings(rules=load_rules(text)))
+    views = [ev(KIND_VIEW, at(hours=h), product_id="p1") for h in (0, 5, 10)]
+    out = run(eng, [*views, order(at(hours=15))], at(hours=16))
+    assert [(f.due_at, f.outcome) for f in firings(out, "browse_abandonment")] == [
+        (at(hours=4), "holdout"),
+        (at(hours=9), "holdout"),
+        (at(hours=14), "holdout"),
+    ]
+    converted = [c.due_at for c in out if isinstance(c, Conversion)]
+    assert converted == [at(hours=9), at(hours=14)]
+
+
+def test_the_lifecycle_file_fits_the_firings_budget_with_128_character_cart_ids() -> None:
+    memory = firing_memory(CoreSettings(rules=load_rules(builtin_text("lifecycle"))))
+    # Each remembered cart firing may carry an escaped 128-character cart id.
+    assert memory.entry_bytes > 128 * 6 and memory.fits
+    # Browse 2 and cart 2 x 3 carts: capped however often the customer views or
+    # updates a cart; welcome twice its steps; the rest as before.
+    default = firing_memory(CoreSettings(rules=load_rules(default_text())))
+    assert memory.attribution == default.attribution + 2 + 6 + 4 + 3 + 3
+
+
+def test_a_dry_run_of_a_change_counts_a_customer_mid_cart_ladder() -> None:
+    """`retention rules publish --dry-run` counts the customers a change restarts: a
+    cart ladder is one (its steps due by then, over the carts, superseded)."""
+    seed = cart_rules('"PT1H", "PT2H", "PT3H"')
+    new = cart_rules('"PT30M", "PT45M", "PT5H"')
+    eng = Engine(CoreSettings(rules=seed))
+    state = CustomerState(customer_id=CID, partition=0)
+    eng.ingest(state, cart(T0, "A"), T0)
+    eng.ingest(state, cart(at(hours=0.5), "B"), at(hours=1.2))
+    version = Version(set_id(new), new, "", at(hours=1.2), at(hours=1.2))
+    # A fired step 1 at 1h: its new step 2 (45 min) is due; B's new step 1 (at 1h).
+    assert eng.preview_switch(state, version, at(hours=1.2)) == {"cart": ("restart", 2)}
+    emptied = CustomerState(customer_id=CID, partition=0)
+    eng.ingest(emptied, cart(T0, "A", "emptied", ()), T0)
+    assert eng.preview_switch(emptied, version, at(hours=1.2)) == {}
+
+
+def test_a_cart_rule_cancelled_on_a_session_ends_only_the_carts_before_it() -> None:
+    eng = Engine(CoreSettings(rules=cart_rules('"PT1H"', 'cancel_on = ["session"]')))
+    visit = ev(KIND_SESSION, at(hours=0.5), session_id="s")
+    out = run(eng, [cart(T0, "A"), visit, cart(at(hours=0.75), "B")], at(hours=3))
+    assert [(f.key, f.due_at) for f in firings(out, "cart")] == [("B", at(hours=1.75))]
+
+
+def test_a_third_order_at_the_first_orders_instant_is_a_normal_due() -> None:
+    """Threshold 0 (the k-th order at the first's instant) fires like any step, and a
+    sub-second one is a valid record too."""
+    same = run(engine(), [order(T0), order(T0), order(T0)], at(hours=1))
+    (third,) = firings(same, "order_milestone")
+    assert (third.due_at, third.threshold, third.outcome) == (T0, 0, "delivered")
+    assert records_valid(third)["milestone"] == {"orders": 3}
+    soon = run(engine(), [order(T0), order(T0), order(T0 + 1_500_000)], at(hours=1))
+    (third,) = firings(soon, "order_milestone")
+    assert third.threshold == 1_500_000 and records_valid(third)["order_count"] == 3

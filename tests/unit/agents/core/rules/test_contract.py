@@ -14,6 +14,7 @@ from agents.core.prediction import NbdParams, crossing_at
 from agents.core.rules.abstract import Anchor, Cancel, KeyedAnchor, Predicate, Step
 from agents.core.rules.anchors import (
     ANCHORS,
+    KEYS_KEPT,
     Cart,
     FirstOrder,
     LastActivity,
@@ -33,7 +34,7 @@ from agents.core.rules.audience import (
 from agents.core.rules.cancel import EVENT_KINDS
 from agents.core.rules.steps import Anniversary, Cadence, Fixed, OrderMilestone, PAliveBelow
 from agents.core.settings import DAY
-from agents.core.state import CartEntry, CustomerState, OrderEntry
+from agents.core.state import MAX_CARTS, CartEntry, CustomerState, OrderEntry
 from agents.core.timeutil import EPOCH, MAX_DURATION
 from schemas.records import Event, Item
 
@@ -141,6 +142,10 @@ def newest_fact(state: CustomerState) -> int | None:
         *(c.at for c in state.carts),
     ]
     return max((t for t in times if t is not None), default=None)
+
+
+def test_the_keyed_anchors_bound_is_the_carts_kept() -> None:
+    assert KEYS_KEPT == MAX_CARTS
 
 
 def test_every_kind_is_in_the_contract() -> None:
