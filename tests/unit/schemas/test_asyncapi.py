@@ -45,7 +45,7 @@ CONTRACTS = {
 }
 # Later versions of a contract on the same topic (docs/lifecycle.md "Inputs").
 VERSIONS = {"purchases": {records.SCHEMA_PURCHASE_2}}
-# Record schema files: 7 inputs (purchase/2 too), 4 outputs and the rules marker.
+# Record schema files: 8 input contracts (purchase/2 too), 4 outputs and the rules marker.
 SCHEMA_FILES = 13
 
 
