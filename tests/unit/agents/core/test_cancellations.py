@@ -6,9 +6,13 @@ waits for it (at most 8)."""
 from __future__ import annotations
 
 import itertools
+from decimal import Decimal
 
 import orjson
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from agents.core.emissions import Firing
 from agents.core.engine import Engine
 from agents.core.settings import DAY, CoreSettings
 from agents.core.state import (
@@ -201,3 +205,83 @@ def test_an_engine_applies_a_cancellation_after_a_future_dated_order_at_its_own_
 def test_a_customer_without_cancellations_keeps_no_cancellation_keys() -> None:
     row = fold([*orders(2), session(CID, at(days=3))]).to_dict()
     assert "cx" not in row and "cn" not in row
+
+
+@st.composite
+def orders_and_cancellations(draw: st.DrawFn) -> list[Event]:
+    """Up to 12 orders and 6 cancellations (full or partial, of a known order or
+    not), at any times: cancellations before their order included."""
+    events: list[Event] = []
+    n = draw(st.integers(1, 12))
+    for i in range(n):
+        cents = draw(st.integers(1000, 9999))
+        t = at(days=draw(st.integers(0, 20)))
+        events.append(purchase(CID, t, f"ORD-{i}", amount=f"{cents // 100}.{cents % 100:02d}"))
+    for _ in range(draw(st.integers(0, 6))):
+        target = draw(st.integers(0, n))  # n: an order never placed
+        scope = draw(st.sampled_from([CANCEL_FULL, CANCEL_PARTIAL]))
+        t = at(days=draw(st.integers(0, 20)), hours=1)
+        events.append(cancel(t, f"ORD-{target}", scope, "1.00" if scope == CANCEL_PARTIAL else "0"))
+    return events
+
+
+@settings(max_examples=300, deadline=None)
+@given(orders_and_cancellations())
+def test_orders_spend_and_first_second_last_are_net_of_cancellations(events: list[Event]) -> None:
+    """In time order (as the engine applies), whatever the cancellations' times
+    relative to their orders: a fully cancelled order is not counted, a partial
+    one lowers spend, and the first, second and last order are those left."""
+    state = roundtrip(fold(events))
+    placed = {e.order_id or "": e for e in events if e.kind == "purchase"}
+    ordered = sorted(events, key=lambda e: (e.occurred_at, e.event_id))
+    gone: set[str] = set()
+    partial: dict[str, int] = {}
+    for e in ordered:  # a partial after the full one finds nothing left
+        oid = e.order_id or ""
+        if e.kind == KIND_CANCEL and oid in placed and oid not in gone:
+            if e.action == CANCEL_FULL:
+                gone.add(oid)
+            else:
+                partial[oid] = partial.get(oid, 0) + 1
+    left = sorted((e.occurred_at, oid) for oid, e in placed.items() if oid not in gone)
+    times = [t for t, _ in left]
+    assert state.orders == len(left) and state.cancelled_orders == len(gone)
+    assert (state.first_order_at, state.second_order_at, state.last_order_at) == (
+        times[0] if times else None,
+        times[1] if len(times) > 1 else None,
+        times[-1] if times else None,
+    )
+    assert state.order_times == times
+    spend = sum(
+        (Decimal(placed[oid].amount or "0") - partial.get(oid, 0) for _, oid in left), Decimal(0)
+    )
+    assert Decimal(state.spend["EUR"]) == spend
+    assert state.order_at(1) == (times[0] if times else None)
+    assert state.stage == ("prospect" if not times else "new" if len(times) == 1 else "repeat")
+    # Only cancellations of the order never placed still wait.
+    assert state.pending_cancels == [
+        c for c in state.pending_cancels if c[0] == order_key(f"ORD-{len(placed)}")
+    ]
+
+
+def firings_of(cancelled: bool) -> tuple[list[tuple[str, int, int]], CustomerState]:
+    engine = Engine(CoreSettings(holdout_percent=0.0))
+    state = CustomerState(customer_id=CID, partition=0)
+    engine.ingest(state, purchase(CID, at(), "ORD-0"), at())
+    engine.ingest(state, purchase(CID, at(days=3), "ORD-1"), at(days=3))
+    if cancelled:
+        engine.ingest(state, cancel(at(days=4), "ORD-1"), at(days=4))
+    out = engine.advance(state, at(days=40))
+    return [(f.rule, f.step, f.due_at) for f in out if isinstance(f, Firing)], state
+
+
+def test_after_the_second_order_is_cancelled_the_second_purchase_ladder_runs_again() -> None:
+    """Decisions after a cancellation do not count its order (the default rules):
+    one order left, so second_purchase is due from the first order; the inactivity
+    ladder keeps the cancelled order's activity (the customer did come back)."""
+    kept, _ = firings_of(cancelled=False)
+    assert [r for r, _, _ in kept] == ["inactivity", "inactivity"]
+    fired, state = firings_of(cancelled=True)
+    assert ("second_purchase", 1, at(days=7)) in fired
+    assert ("inactivity", 1, at(days=17)) in fired  # 14 days after day 3, as without
+    assert (state.orders, state.cancelled_orders) == (1, 1)
