@@ -932,6 +932,7 @@ def test_the_lookup_shows_firings_waiting_for_their_send_window() -> None:
         threshold=7 * 86_400_000_000,
         rule_version="0123456789ab",
         zone="Europe/Berlin",
+        key=None,
     )
     state.deferred = [waiting]  # type: ignore[attr-defined]
     assert views.deferred_view(state) == [
@@ -956,6 +957,7 @@ def test_the_lookup_shows_firings_waiting_for_their_send_window() -> None:
         outcome="delivered",
         converted_at=None,
         sent_at=waiting.send_at,
+        key=None,
     )
     state.recent_firings = [sent]  # type: ignore[list-item]
     (decision,) = views.recent_decisions(state)
