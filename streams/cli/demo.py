@@ -76,6 +76,8 @@ LIFECYCLE_RULE_NAMES = (
     "order_milestone",
     "anniversary",
 )
+# Rule names in the summary's columns: the longest shipped one, browse_abandonment.
+RULE_WIDTH = 18
 # The lifecycle's input kinds (docs/lifecycle.md "Inputs"), as the summary names them.
 LIFECYCLE_KINDS = ("signup", "product_view", "cart", "order_cancelled")
 
@@ -203,7 +205,7 @@ async def summary(config: Config, sent: int, keep: Keep) -> None:
     say(f"decisions              {len(decisions):>8}   nudges delivered {len(nudges)}")
     per_step: Counter[tuple[str, int]] = Counter((d["rule"], d["step"]) for d in decisions)
     for (rule, step), n in sorted(per_step.items()):
-        say(f"    {rule:<17} step {step}  {n:>6}")
+        say(f"    {rule:<{RULE_WIDTH}} step {step}  {n:>6}")
     if config.rules_file:
         _lifecycle_lines(decisions, nudges)
     outcomes = Counter(d["outcome"] for d in decisions)
@@ -224,7 +226,7 @@ async def summary(config: Config, sent: int, keep: Keep) -> None:
     for x in report["lift"]:
         d, h = x["delivered"], x["holdout"]
         lift = "   n/a" if x["lift_percent"] is None else f"{x['lift_percent']:+6.1f}%"
-        rule = f"{x['rule']:<17} step {x['step']}"
+        rule = f"{x['rule']:<{RULE_WIDTH}} step {x['step']}"
         say(
             f"    {rule}  delivered {d['conversions']:>4}/{d['firings']:<5}"
             f" holdout {h['conversions']:>4}/{h['firings']:<5} lift {lift}"
