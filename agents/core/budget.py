@@ -191,18 +191,18 @@ FIRINGS_BUDGET = 80 * 1024
 # The widest entry [due_at, rule, step, anchor_at, outcome, converted_at] and its
 # comma: times as wide as any int the core holds, the longest rule and outcome
 # names, a two-digit step (a ladder has at most 10); with a send window, the send
-# time ``sent_at`` too (docs/send-windows.md "Deferred firings").
+# time ``sent_at`` too (docs/send-windows.md "Deferred firings"); a keyed firing
+# (a cart rule's, docs/lifecycle.md "Rules") its cart id as an eighth element,
+# after ``sent_at`` or a null.
 def firing_entry_bytes(
     rule: str = "second_purchase", *, windowed: bool = False, keyed: bool = False
 ) -> int:
-    """The widest entry of a rule named ``rule`` (the default rules' longest name);
-    ``keyed``: with a cart rule's cart id, a 128-character escaped id
-    (docs/lifecycle.md "Rules")."""
+    """The widest entry of a rule named ``rule`` (the default rules' longest name)."""
     entry: list[object] = [-(2**62), rule, 99, -(2**62), "frequency_cap", -(2**62)]
     if windowed or keyed:
         entry.append(-(2**62))
     if keyed:
-        entry.append("\x01" * 128)
+        entry.append(_WIDE)
     return len(orjson.dumps(entry)) + 1
 
 
