@@ -38,6 +38,9 @@ TOPICS = {
     "session/1": "retention.sessions",
     "consent/1": "retention.consents",
 }
+# Every input topic is a source of the stream clock (docs/lifecycle.md "Inputs"):
+# the final markers go to all of them.
+INPUTS = Config().topics.inputs()
 PARTITIONS = 2
 DAYS = 120
 UNTIL = T0 + (DAYS + 90) * DAY
@@ -138,7 +141,7 @@ def run(messages: Iterable[tuple[str, int, bytes]]) -> tuple[list[tuple[str, str
         batch(chunk)
     assert not ingest.dead_letters
     marker = orjson.dumps({"schema": "control/advance", "until": iso(UNTIL)})
-    batch([(t, p, marker) for t in TOPICS.values() for p in parts])
+    batch([(t, p, marker) for t in INPUTS for p in parts])
     for store in stores.values():  # nothing waits any more, in a row or an overflow row
         for key, raw in store.data.items():
             if key.startswith(CUSTOMER_KEY_PREFIX):
@@ -197,7 +200,7 @@ def test_a_crash_between_any_two_row_writes_loses_no_waiting_event() -> None:
         (i, orjson.dumps({"type": "ev", "src": "retention.sessions:0", "ev": e.to_wire()}))
         for i, e in enumerate(events)
     ]
-    sources = [f"{t}:{p}" for t in TOPICS.values() for p in range(PARTITIONS)]
+    sources = [f"{t}:{p}" for t in INPUTS for p in range(PARTITIONS)]
     end = [(0, orjson.dumps({"type": "adv", "src": s, "until": T0 + 20 * DAY})) for s in sources]
 
     def customers() -> CustomerProcessor:
@@ -249,7 +252,7 @@ def test_an_event_refused_at_the_cap_and_sent_again_is_applied() -> None:
     sessions = [ev(session("c", T0 + i * HOUR)) for i in range(60)]
     # The other input partitions are silent: the clock stays put and the cap fills.
     assert deliver([*sessions, ev(order)])[CODE_PENDING_OVERFLOW] > 1
-    sources = [f"{t}:{p}" for t in TOPICS.values() for p in range(PARTITIONS)]
+    sources = [f"{t}:{p}" for t in INPUTS for p in range(PARTITIONS)]
     advance = [orjson.dumps({"type": "adv", "src": s, "until": T0 + 5 * DAY}) for s in sources]
     assert not deliver(advance)
     assert CustomerState.from_dict(orjson.loads(store.data["c/c"])).orders == 0
