@@ -26,6 +26,7 @@ from aiokafka import AIOKafkaConsumer
 from agents.core.timeutil import iso, parse_timestamp, to_micros
 from streams.bench import backtest as backtest_bench
 from streams.bench import churn as churn_bench
+from streams.bench import views as views_bench
 from streams.bench import windows as windows_bench
 from streams.bench.report import percentile, write_report
 from streams.config import Config
@@ -100,6 +101,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=int,
         default=2,
         help="runs with a churn_risk rule, each followed by one without (2)",
+    )
+    parser.add_argument(
+        "--skip-views",
+        action="store_true",
+        help="skip the product-views runs (the sample with --lifecycle against the one "
+        "without: the worker's events/s, issue 24)",
+    )
+    parser.add_argument(
+        "--views-rounds",
+        type=int,
+        default=1,
+        help="runs on the views sample, each followed by one on the orders-and-sessions sample (1)",
     )
     parser.add_argument("--out", default=str(ROOT / "docs" / "benchmarks.md"))
 
@@ -472,6 +485,8 @@ async def bench(config: Config, args: argparse.Namespace, folder: Path) -> dict[
         result["windows"] = await windows_run(config, args, folder, end, lines, total, one)
     if not args.skip_churn and args.churn_rounds > 0:
         result["churn"] = await churn_run(config, args, folder, end, lines, total, one)
+    if not args.skip_views and args.views_rounds > 0:
+        result["views"] = await views_run(config, args, folder, end, lines, one)
     if args.workers > 1:
         # A deployment of its own (topics, group, tables) fed the same input.
         multi_cfg = dataclasses.replace(
@@ -582,6 +597,51 @@ async def paired_runs(
     )
     figures["off_events_per_s"] = [round(events / r["seconds"]) for r in off_runs]
     figures["on_events_per_s"] = [round(events / r["seconds"]) for r in on_runs]
+    return figures
+
+
+async def views_run(
+    config: Config,
+    args: argparse.Namespace,
+    folder: Path,
+    end: int,
+    lines: list[bytes],
+    base: dict[str, Any],
+) -> dict[str, Any]:
+    """``--views-rounds`` times: one worker on the views sample (the sample with
+    ``--lifecycle``), then one on the orders-and-sessions sample, each in a deployment
+    of its own with the default rules; events/s against the runs without (``base``, the
+    worker line, first), in this run (streams/bench/views.py)."""
+
+    def own(name: str) -> Config:
+        return dataclasses.replace(
+            config, app_id=f"{config.app_id}-{name}", topic_prefix=f"{config.topic_prefix}{name}."
+        )
+
+    viewed = list(generate(args.customers, args.days, seed=7, end=end, options=views_bench.VIEWS))
+    events = sum(1 for line in lines if line.strip())
+    viewed_events = sum(1 for line in viewed if line.strip())
+    base_runs = [(events, base["seconds"], base["cpu_seconds"])]
+    views_runs = []
+    for i in range(args.views_rounds):
+        on_cfg = own(f"views{i}")
+        await produce_lines(on_cfg, viewed, until=iso(end))
+        total = sum((await end_offsets(on_cfg, on_cfg.topics.inputs())).values())
+        run = await run_workers(on_cfg, folder / f"views{i}", 1, total, args.timeout)
+        views_runs.append((viewed_events, run["seconds"], run["cpu_seconds"]))
+        off_cfg = own(f"noviews{i}")
+        await produce_lines(off_cfg, lines, until=iso(end))
+        total = sum((await end_offsets(off_cfg, off_cfg.topics.inputs())).values())
+        run = await run_workers(off_cfg, folder / f"noviews{i}", 1, total, args.timeout)
+        base_runs.append((events, run["seconds"], run["cpu_seconds"]))
+    figures = views_bench.rate_figures(base_runs, views_runs)
+    figures["sample"] = views_bench.kinds(viewed)
+    figures["views_input_messages"] = viewed_events
+    print(
+        f"views sample: {figures['views_events_per_s']} events/s against "
+        f"{figures['base_events_per_s']} without views: {figures['ratio_views_to_base']} x "
+        f"(criterion {views_bench.CRITERION}; runs without {figures['noise_base_runs']} apart)"
+    )
     return figures
 
 

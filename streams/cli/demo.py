@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import os
 import subprocess
 import sys
@@ -21,11 +22,13 @@ from typing import Any
 
 import orjson
 
+import agents.core.rules
 from agents.core.guardrails import SUPPRESSIONS
 from agents.core.timeutil import iso
 from streams.config import Config
 from streams.feed.producer import produce_lines
 from streams.feed.sample import default_end, generate
+from streams.feed.sample_options import SampleOptions
 from streams.local.procs import LocalStackError
 from streams.local.workers import (
     borrowed_stack,
@@ -43,7 +46,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--customers", type=int, default=3000, help="customers in the sample (3000)"
     )
-    parser.add_argument("--days", type=int, default=365, help="days of history (365)")
+    # A little over a year, so that some first orders have their first anniversary.
+    parser.add_argument("--days", type=int, default=400, help="days of history (400)")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument(
         "--exit-after-summary",
@@ -52,12 +56,38 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="stop everything after printing the summary (for tests and CI)",
     )
     parser.add_argument("--timeout", type=float, default=900, help="seconds to wait for the worker")
+    parser.add_argument(
+        "--orders-and-sessions",
+        action="store_true",
+        help="the demo before the lifecycle: the sample without sign-ups, views, carts and "
+        "cancellations, and the default rules (default: the sample with them and "
+        "lifecycle.toml, docs/lifecycle.md)",
+    )
+
+
+# The demo's rules: the default rules plus welcome, browse and cart abandonment,
+# milestones and anniversaries (docs/lifecycle.md "Rules").
+LIFECYCLE_RULES = Path(agents.core.rules.__file__).with_name("lifecycle.toml")
+# The rules lifecycle.toml adds to the default ones, in the summary's order.
+LIFECYCLE_RULE_NAMES = (
+    "welcome",
+    "browse_abandonment",
+    "cart_abandonment",
+    "order_milestone",
+    "anniversary",
+)
+# Rule names in the summary's columns: the longest shipped one, browse_abandonment.
+RULE_WIDTH = 18
+# The lifecycle's input kinds (docs/lifecycle.md "Inputs"), as the summary names them.
+LIFECYCLE_KINDS = ("signup", "product_view", "cart", "order_cancelled")
 
 
 def run(args: argparse.Namespace) -> int:
     try:
         with borrowed_stack() as info:
             config, folder = stream_deployment(info, "demo")
+            if not args.orders_and_sessions:
+                config = dataclasses.replace(config, rules_file=str(LIFECYCLE_RULES))
             worker = start_worker(config, folder)
             where = Keep(folder, info.already_running, not args.exit_after_summary)
             try:
@@ -89,7 +119,8 @@ async def demo(
     config: Config, args: argparse.Namespace, worker: subprocess.Popen[bytes], keep: Keep
 ) -> int:
     end = default_end()
-    lines = list(generate(args.customers, args.days, seed=args.seed, end=end))
+    options = SampleOptions(lifecycle=not args.orders_and_sessions)
+    lines = list(generate(args.customers, args.days, seed=args.seed, end=end, options=options))
     keep.sample.write_bytes(b"\n".join(lines) + b"\n")
     say(
         f"sample: {len(lines)} messages, {args.customers} customers, "
@@ -165,13 +196,18 @@ async def summary(config: Config, sent: int, keep: Keep) -> None:
     say(f"messages in            {inputs:>8}   (sample lines {sent}, plus clock markers)")
     say(f"valid events forwarded {sum(1 for m in internal if m.get('type') == 'ev'):>8}")
     say(f"customers              {len(customers):>8}")
+    kinds = Counter(m["ev"]["k"] for m in internal if m.get("type") == "ev")
+    if any(kinds[k] for k in LIFECYCLE_KINDS):
+        say("    " + ", ".join(f"{k} {kinds[k]}" for k in sorted(kinds)))
     say(f"dead letters           {len(letters):>8}")
     for code, n in sorted(Counter(d["error_code"] for d in letters).items()):
         say(f"    {code:<22}{n:>6}")
     say(f"decisions              {len(decisions):>8}   nudges delivered {len(nudges)}")
     per_step: Counter[tuple[str, int]] = Counter((d["rule"], d["step"]) for d in decisions)
     for (rule, step), n in sorted(per_step.items()):
-        say(f"    {rule:<17} step {step}  {n:>6}")
+        say(f"    {rule:<{RULE_WIDTH}} step {step}  {n:>6}")
+    if config.rules_file:
+        _lifecycle_lines(decisions, nudges)
     outcomes = Counter(d["outcome"] for d in decisions)
     say(f"delivered              {outcomes['delivered']:>8}")
     say(f"suppressed             {sum(outcomes.values()) - outcomes['delivered']:>8}   by reason:")
@@ -190,7 +226,7 @@ async def summary(config: Config, sent: int, keep: Keep) -> None:
     for x in report["lift"]:
         d, h = x["delivered"], x["holdout"]
         lift = "   n/a" if x["lift_percent"] is None else f"{x['lift_percent']:+6.1f}%"
-        rule = f"{x['rule']:<17} step {x['step']}"
+        rule = f"{x['rule']:<{RULE_WIDTH}} step {x['step']}"
         say(
             f"    {rule}  delivered {d['conversions']:>4}/{d['firings']:<5}"
             f" holdout {h['conversions']:>4}/{h['firings']:<5} lift {lift}"
@@ -202,7 +238,8 @@ async def summary(config: Config, sent: int, keep: Keep) -> None:
         say(f"{head}: {printable(ex['reason'])}")
         say(f"      trigger_id {ex['trigger_id']}")
     say("\nwhere to look next:")
-    say(f"  retention report --from-file {keep.sample}   (the offline reference)")
+    rules = f"RETENTION_RULES_FILE={config.rules_file} " if config.rules_file else ""
+    say(f"  {rules}retention report --from-file {keep.sample}   (the offline reference)")
     if not keep.stack_stays:
         say("  the demo stops the local stack it started; `retention local up` brings it")
         say("  back with the demo's topics, for:")
@@ -212,6 +249,22 @@ async def summary(config: Config, sent: int, keep: Keep) -> None:
     if not keep.worker_stays:
         say("  the dashboard stops with the worker now (--exit-after-summary); `retention")
         say("  demo` without it keeps both running until Ctrl-C")
+
+
+def _lifecycle_lines(decisions: list[dict[str, Any]], nudges: list[dict[str, Any]]) -> None:
+    """The rules lifecycle.toml adds: their firings (decisions), delivered, and what
+    their nudges name (the carts, the viewed products, the milestones)."""
+    fired = Counter(d["rule"] for d in decisions)
+    delivered = Counter(d["rule"] for d in decisions if d["outcome"] == "delivered")
+    carts = {
+        n["context"]["cart"]["cart_id"]
+        for n in nudges
+        if n["rule"] == "cart_abandonment" and "cart" in n.get("context", {})
+    }
+    say("lifecycle rules (lifecycle.toml): firings, delivered")
+    for rule in LIFECYCLE_RULE_NAMES:
+        extra = f"   ({len(carts)} carts)" if rule == "cart_abandonment" and carts else ""
+        say(f"    {rule:<22}{fired[rule]:>6} {delivered[rule]:>6}{extra}")
 
 
 # The generated customers buy on their own schedule whatever they are sent, so a

@@ -41,7 +41,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "Write a realistic JSONL sample of purchase, session and consent events in arrival "
         "order: repeat-buying customers (gamma purchase rates, per-purchase drop-out), "
         "prospects, opt-outs, plus duplicates, order retries, shuffles, late events and "
-        "malformed messages. The same --seed gives the same file."
+        "malformed messages; with --lifecycle also sign-ups, product views, carts and "
+        "cancellations. The same --seed gives the same file."
     )
     parser.add_argument("--customers", type=int, default=1000, help="customers (default 1000)")
     parser.add_argument("--days", type=int, default=365, help="days of history (default 365)")
@@ -67,6 +68,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     people = parser.add_argument_group("customers")
     _rate(people, "--consent-rate", DEFAULT_CONSENT_RATE, "share of customers who opt out")
     _rate(people, "--prospect-rate", DEFAULT_PROSPECT_RATE, "share of session-only prospects")
+    people.add_argument(
+        "--lifecycle",
+        action="store_true",
+        help="also sign-ups, product views (about 10 per order), carts (orders from a cart as "
+        "purchase/2), checkouts, abandoned and emptied carts, cancellations "
+        '(docs/lifecycle.md "Sample and demo"); orders, sessions and consents stay those '
+        "without it",
+    )
     hostile = parser.add_argument_group(
         "what real and hostile data do (off by default; the default output is unchanged)"
     )
@@ -162,6 +171,7 @@ def run(args: argparse.Namespace) -> int:
         far_duplicate_after=round(args.far_duplicate_after * DAY_MICROS),
         consent_tie_rate=args.consent_tie_rate,
         currencies=args.currencies,
+        lifecycle=args.lifecycle,
     )
     try:
         options.check()

@@ -42,6 +42,7 @@ from agents.core.timeutil import (
     MICROS_PER_SECOND,
     to_micros,
 )
+from streams.feed.lifecycle import Lifecycle
 from streams.feed.sample_options import EXTRA_CURRENCIES, INVALID_ZONES, SampleOptions
 
 DAY = MICROS_PER_DAY
@@ -178,6 +179,11 @@ class _Generator:
             if opts.currencies == 3
             else CURRENCIES + EXTRA_CURRENCIES[: opts.currencies - 3]
         )
+        # The lifecycle events have their own stream too (streams/feed/lifecycle.py).
+        self.life = Lifecycle(self, seed) if opts.lifecycle else None
+
+    def render(self, micros: int, offset_minutes: int, suffix: str) -> str:
+        return self.clock.render(micros, offset_minutes, suffix)
 
     # -- helpers ------------------------------------------------------------------
 
@@ -229,6 +235,8 @@ class _Generator:
                 if rng.random() < OPT_BACK_IN_SHARE:
                     back_at = self._time(out_at, self.end)
                     self._consent(customer_id, back_at, "opted_in", offset, suffix)
+            if self.life is not None:
+                self.life.customer(customer_id, times, purchases, offset, suffix)
         if self.opts.customer_order:
             owners = self.owners
             self.entries.sort(key=lambda e: (owners[e[1]], e[0], e[1]))
@@ -324,6 +332,9 @@ class _Generator:
             "currency": _pick(rng, self.currency_table),
             "channel": _pick(rng, PURCHASE_CHANNELS),
         }
+        if self.life is not None:
+            # Its views, cart and cancellation; with a cart, the order becomes purchase/2.
+            self.life.order(event, t, cents, offset, suffix)
         key = self._deliver(t, self._zoned(event, t))
         if self.opts.retry_rate and rng.random() < self.opts.retry_rate:
             # A producer retry that regenerates the event_id: same order, same payload and

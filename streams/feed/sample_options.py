@@ -102,6 +102,11 @@ class SampleOptions:
     # and of those who move to another of ``zones`` at an instant of the window (their
     # events from then on carry the new one).
     moved_zone_share: float = 0.0
+    # The lifecycle (docs/lifecycle.md "Sample and demo"): sign-ups, product views,
+    # carts (orders from a cart as purchase/2), checkouts, abandoned and emptied carts,
+    # cancellations, drawn from a random stream of their own so that the orders,
+    # sessions and consents are those of the sample without them.
+    lifecycle: bool = False
 
     def check(self) -> None:
         """Raise ValueError naming the first unusable option."""

@@ -85,8 +85,11 @@ def worker_env(config: Config, **extra: str) -> dict[str, str]:
         RETENTION_DATA_DIR=str(config.data_dir),
         RETENTION_WEB_PORT=str(config.web_port),
         RETENTION_LOG_LEVEL="warning",
-        **extra,
     )
+    if config.rules_file:
+        # The deployment's rules file (the demo's lifecycle.toml), unless ``extra`` names one.
+        env["RETENTION_RULES_FILE"] = config.rules_file
+    env.update(extra)
     return env
 
 

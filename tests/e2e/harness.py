@@ -271,7 +271,11 @@ class WorkerProcess:
 
 
 def decision_key(d: dict[str, Any]) -> tuple[str, str, int, str, str]:
-    return (d["customer_id"], d["rule"], int(d["step"]), d["anchor_at"], d["due_at"])
+    # A keyed (cart) ladder's firing is one per cart: two carts updated at one instant
+    # share the rest of the key (docs/lifecycle.md "Rules").
+    cart = (d.get("context") or {}).get("cart")
+    anchor = d["anchor_at"] if not cart else f"{d['anchor_at']} cart {cart['cart_id']}"
+    return (d["customer_id"], d["rule"], int(d["step"]), anchor, d["due_at"])
 
 
 def marker_before(rest: Iterable[bytes]) -> str | None:
