@@ -1011,7 +1011,7 @@
     var c = s.counts || {};
     setMetric("customers", num(c.customers), fmtInt(c.customers));
     setMetric("events", num(c.events), fmtInt(c.events),
-      num(c.duplicates) ? fmtInt(c.duplicates) + " duplicates ignored" : "purchases, sessions, consents");
+      num(c.duplicates) ? fmtInt(c.duplicates) + " duplicates ignored" : "orders, sessions, consents, views, carts, sign-ups, cancellations");
     setMetric("decisions", num(c.decisions), fmtInt(c.decisions));
     setMetric("delivered", num(c.delivered), fmtInt(c.delivered));
     setMetric("dead_letters", num(c.dead_letters), fmtInt(c.dead_letters));

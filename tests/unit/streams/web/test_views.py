@@ -241,7 +241,8 @@ async def test_the_served_contract_is_self_contained_for_the_official_asyncapi_p
     assert resp.status == 200
     served = await resp.json()
     assert asyncapi_errors(served, tmp_path / "asyncapi.json") == []
-    assert len(served["components"]["schemas"]) == 8  # the 7 records and the control/rules marker
+    # the 12 record schemas (8 input contracts, 4 outputs) and the control/rules marker
+    assert len(served["components"]["schemas"]) == 13
 
 
 async def test_events_flow_through_the_agents_into_lookup_summary_and_metrics(
