@@ -90,14 +90,17 @@ async def test_a_worker_with_a_file_other_than_the_published_one_refuses_to_star
     assert pub.returncode == 0, pub.stderr
     vid = set_id(load_rules(SOONER))
     assert pub.stdout.startswith(f"{path}: version {vid} effective {iso(at)} published to ")
-    assert "marker written to 6 input partitions" in pub.stdout
+    # Every partition of every input topic (docs/rules.md "Changing rules").
+    inputs = len(config.topics.inputs()) * config.partitions
+    assert inputs == 14  # 7 input topics (docs/lifecycle.md "Inputs") x 2 partitions
+    assert f"marker written to {inputs} input partitions" in pub.stdout
     registry = await read_registry(config)
     assert [(p.id, p.effective_at) for p in registry.versions] == [
         (set_id(load_rules(SEED)), None),
         (vid, at),
     ]
     markers = [orjson.loads(v) for t in config.topics.inputs() for v in await read_all(config, t)]
-    assert len(markers) == 6
+    assert len(markers) == inputs
     assert {(m["schema"], m["version"], m["effective_at"]) for m in markers} == {
         ("control/rules", vid, iso(at))
     }
