@@ -288,22 +288,13 @@ def _event(
         order_id = _text(obj, "order_id", required=True, limit=MAX_ID_LENGTH)
         amount = _amount(obj, "amount", schema)
         currency = _currency(obj, "currency")
-        if schema == SCHEMA_PURCHASE:
-            # purchase/1 is unchanged: its extra fields (a cart_id or items too)
-            # are ignored, as they always were (docs/lifecycle.md "Inputs").
-            return Event(
-                kind,
-                event_id,
-                customer_id,
-                occurred,
-                order_id=order_id,
-                amount=amount,
-                currency=currency,
-                channel=channel,
-                **_zone(obj),
-            )
-        cart_id = _optional_id(obj, "cart_id")
-        items = _items(obj, MAX_ORDER_ITEMS, required=False)
+        # purchase/1 is unchanged: its extra fields (a cart_id or items too) are
+        # ignored, as they always were (docs/lifecycle.md "Inputs").
+        cart_id: str | None = None
+        items: tuple[Item, ...] | None = None
+        if schema != SCHEMA_PURCHASE:
+            cart_id = _optional_id(obj, "cart_id")
+            items = _items(obj, MAX_ORDER_ITEMS, required=False)
         return Event(
             kind,
             event_id,

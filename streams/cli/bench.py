@@ -520,11 +520,7 @@ async def windows_run(
     figures = await paired_runs(
         config, args, folder, end, "windows", rules, zoned, lines, total, off, args.windows_rounds
     )
-    print(
-        f"zones + windows: {figures['on_us_per_message']} µs CPU per message, without "
-        f"{figures['off_us_per_message']}: {figures['ratio_on_to_off']} x "
-        f"(runs without {figures['noise_off_runs']} apart)"
-    )
+    _print_pair("zones + windows", figures)
     return figures
 
 
@@ -547,12 +543,16 @@ async def churn_run(
     figures = await paired_runs(
         config, args, folder, end, "churn", rules, lines, lines, total, off, args.churn_rounds
     )
+    _print_pair("churn_risk", figures)
+    return figures
+
+
+def _print_pair(label: str, figures: dict[str, Any]) -> None:
     print(
-        f"churn_risk: {figures['on_us_per_message']} µs CPU per message, without "
+        f"{label}: {figures['on_us_per_message']} µs CPU per message, without "
         f"{figures['off_us_per_message']}: {figures['ratio_on_to_off']} x "
         f"(runs without {figures['noise_off_runs']} apart)"
     )
-    return figures
 
 
 async def paired_runs(
