@@ -19,7 +19,11 @@ from agents.core.timeutil import MICROS_PER_DAY, MICROS_PER_SECOND, iso
 MICROS_PER_HOUR = 3600 * MICROS_PER_SECOND
 
 
-@dataclass(frozen=True, slots=True)
+# Firing and Due are built for every decision and every due step the engine walks:
+# plain slots dataclasses, as the output records are (a frozen one's __init__ sets
+# each field through object.__setattr__ and costs about twice as much;
+# docs/performance.md "The core fast paths").  Nothing changes one once built.
+@dataclass(slots=True)
 class Firing:
     """A ladder step whose condition held at its due time."""
 
@@ -120,7 +124,7 @@ class Refused:
     emitted: tuple[Emission, ...] = ()
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Due:
     due_at: int
     rule_index: int
