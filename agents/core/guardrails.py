@@ -80,9 +80,21 @@ class Guardrails:
         self.min_gap = settings.min_gap
         self.cap = settings.frequency_cap
         self.window = settings.frequency_window
+        # The last customer asked about and its answer: a decision asks twice (its
+        # holdout flag, then its verdict) and a customer's decisions come together,
+        # so one sha256 serves them (docs/performance.md "The core fast paths").
+        self._last: tuple[str | None, bool] = (None, False)
+
+    def _held(self, customer_id: str) -> bool:
+        return holdout_bucket(customer_id, self.holdout_salt) < self.holdout_percent
 
     def in_holdout(self, customer_id: str) -> bool:
-        return holdout_bucket(customer_id, self.holdout_salt) < self.holdout_percent
+        last = self._last
+        if last[0] == customer_id:
+            return last[1]
+        held = self._held(customer_id)
+        self._last = (customer_id, held)
+        return held
 
     def judge(
         self,
@@ -105,9 +117,17 @@ class Guardrails:
             return OUTCOME_OPTED_OUT
         if outranked:
             return OUTCOME_OUTRANKED
-        if any(due_at - self.min_gap < t <= due_at for t in delivered):
-            return OUTCOME_MIN_GAP
-        if sum(1 for t in delivered if due_at - self.window < t <= due_at) >= self.cap:
+        # One pass for both: a send within the gap decides at once; the others in
+        # the window are counted for the cap.
+        gap_from, window_from = due_at - self.min_gap, due_at - self.window
+        sent = 0
+        for t in delivered:
+            if t <= due_at:
+                if t > gap_from:
+                    return OUTCOME_MIN_GAP
+                if t > window_from:
+                    sent += 1
+        if sent >= self.cap:
             return OUTCOME_FREQUENCY_CAP
         return OUTCOME_DELIVERED
 

@@ -14,10 +14,17 @@ from collections.abc import Sequence
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from agents.core.emissions import Emission, Firing
 from agents.core.engine import Engine
-from agents.core.guardrails import Guardrails
+from agents.core.guardrails import (
+    OUTCOME_DELIVERED,
+    OUTCOME_FREQUENCY_CAP,
+    OUTCOME_MIN_GAP,
+    Guardrails,
+)
 from agents.core.ids import holdout_bucket
 from agents.core.settings import DAY, HOUR, CoreSettings, LadderSettings
 from agents.core.state import CountKey, CustomerState
@@ -489,3 +496,56 @@ def test_a_cap_of_200_is_reached_and_holds() -> None:
     verdicts = [f.outcome for f in emitted if isinstance(f, Firing)]
     assert {v: verdicts.count(v) for v in set(verdicts)} == {"delivered": 200, "frequency_cap": 400}
     assert verdicts == ["delivered"] * 200 + ["frequency_cap"] * 400
+
+
+# --- the fast paths (docs/performance.md "The core fast paths") -----------------------
+
+
+@given(
+    ids=st.lists(st.sampled_from(["", "a", "b", "cus_000001", "cus_000002", "\x00"]), max_size=30),
+    percent=st.floats(0.0, 100.0),
+    salt=st.text(max_size=8),
+)
+def test_in_holdout_keeps_the_last_answer_and_it_is_the_bucket_below_the_percent(
+    ids: list[str], percent: float, salt: str
+) -> None:
+    """Guardrails.in_holdout answers a repeated customer from its last answer: for any
+    sequence of ids, repeated or not, the answer is the plain bucket comparison, so
+    no customer moves between groups."""
+    guardrails = Guardrails(CoreSettings(holdout_percent=percent, holdout_salt=salt))
+    for cid in ids:
+        assert guardrails.in_holdout(cid) == (holdout_bucket(cid, salt) < percent)
+
+
+def _gap_then_cap(
+    due_at: int, delivered: Sequence[int], min_gap: int, window: int, cap: int
+) -> str:
+    """The verdict after holdout, consent and arbitration as two passes over the sends
+    (the code Guardrails.judge's one pass replaced)."""
+    if any(due_at - min_gap < t <= due_at for t in delivered):
+        return OUTCOME_MIN_GAP
+    if sum(1 for t in delivered if due_at - window < t <= due_at) >= cap:
+        return OUTCOME_FREQUENCY_CAP
+    return OUTCOME_DELIVERED
+
+
+@given(
+    due_at=st.integers(0, 90 * DAY),
+    delivered=st.lists(st.integers(0, 90 * DAY).map(lambda t: t - t % HOUR), max_size=12),
+    min_gap=st.sampled_from([0, 1, HOUR, 24 * HOUR, 10 * DAY, 40 * DAY]),
+    window=st.sampled_from([0, 1, DAY, 7 * DAY, 30 * DAY]),
+    cap=st.integers(0, 6),
+)
+def test_judge_counts_gap_and_cap_in_one_pass_as_in_two(
+    due_at: int, delivered: list[int], min_gap: int, window: int, cap: int
+) -> None:
+    """min_gap and frequency_cap read from one pass over the earlier sends: the same
+    verdict as two, whatever the order of the sends and the settings (sends on the
+    hour so that edges and ties come up)."""
+    guardrails = Guardrails(
+        CoreSettings(
+            holdout_percent=0.0, min_gap=min_gap, frequency_window=window, frequency_cap=cap
+        )
+    )
+    expected = _gap_then_cap(due_at, delivered, min_gap, window, cap)
+    assert guardrails.judge(CID, due_at, False, delivered) == expected
