@@ -362,7 +362,8 @@ class Engine:
             if fixed is not None:
                 due_at = anchor + fixed[step - 1]
             else:
-                threshold = plan.threshold(step, state)
+                # Plan.threshold's per-customer branch, without its call.
+                threshold = plan.steps[step - 1].threshold(state)
                 if threshold is None:
                     continue  # a churn_risk step that never falls due
                 due_at = anchor + threshold

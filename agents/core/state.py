@@ -251,13 +251,17 @@ class OrderDays:
     count_before]`` once days slid off), omitted with no order; decoded only when
     read or changed, so a row whose customer does not order costs nothing more."""
 
-    __slots__ = ("_before", "_bits", "_start", "_wire")
+    __slots__ = ("_before", "_bits", "_count", "_start", "_wire")
 
     def __init__(self, wire: list[Any] | None = None) -> None:
         self._wire = wire
         self._start = 0
         self._bits = -1 if wire is not None else 0  # -1: not decoded yet
         self._before = 0
+        # The count, kept until the next order (-1: not counted yet): the churn_risk
+        # step reads it on every due-time lookup (docs/performance.md "The core fast
+        # paths").
+        self._count = -1 if wire is not None else 0
 
     def _decode(self) -> None:
         wire = self._wire
@@ -277,9 +281,12 @@ class OrderDays:
     @property
     def count(self) -> int:
         """The distinct order days."""
-        if self._bits < 0:
-            self._decode()
-        return self._bits.bit_count() + self._before
+        count = self._count
+        if count < 0:
+            if self._bits < 0:
+                self._decode()
+            count = self._count = self._bits.bit_count() + self._before
+        return count
 
     def add(self, t: int) -> None:
         """Take in an order at ``t`` (micros)."""
@@ -288,6 +295,7 @@ class OrderDays:
         day = t // MICROS_PER_DAY
         bits, start = self._bits, self._start
         self._wire = None
+        self._count = -1
         if bits == 0:
             self._start, self._bits = day, 1
             return

@@ -75,24 +75,29 @@ class PAliveBelow(Step):
 
     p: float
     params: NbdParams
-    # The last inputs and threshold: the engine asks for a customer's next due time
-    # several times per event, with the same facts (not part of the step's value).
+    # The last inputs and threshold, ``[last, first, order_days, threshold]``: the
+    # engine asks for a customer's next due time several times per event, with the
+    # same facts (not part of the step's value).  Compared field by field, the last
+    # order first (docs/performance.md "The core fast paths").
     memo: list[Any] = field(
-        default_factory=lambda: [None, None], compare=False, hash=False, repr=False
+        default_factory=lambda: [None, None, None, None], compare=False, hash=False, repr=False
     )
     kind: ClassVar[str] = "p_alive_below"
 
     def threshold(self, facts: Facts) -> int | None:
-        first, last = facts.first_order_at, facts.last_order_at
-        if first is None or last is None:
+        last = facts.last_order_at
+        if last is None:
             return None
-        key = (first, last, facts.order_days)
+        first = facts.first_order_at
+        if first is None:
+            return None
+        days = facts.order_days
         memo = self.memo
-        if memo[0] == key:
-            threshold: int | None = memo[1]
+        if memo[0] == last and memo[1] == first and memo[2] == days:
+            threshold: int | None = memo[3]
             return threshold
-        threshold = self._threshold(first, last, key[2])
-        memo[0], memo[1] = key, threshold
+        threshold = self._threshold(first, last, days)
+        memo[0], memo[1], memo[2], memo[3] = last, first, days, threshold
         return threshold
 
     def _threshold(self, first: int, last: int, order_days: int) -> int | None:

@@ -5,6 +5,9 @@ what a new model does to customers mid-ladder."""
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+from typing import cast
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -13,8 +16,10 @@ from agents.core.engine import Engine
 from agents.core.guardrails import OUTCOME_SKIPPED, OUTCOME_SUPERSEDED
 from agents.core.prediction import MICROS_PER_MINUTE, UNIT_MICROS, NbdParams, crossing_at, p_alive
 from agents.core.rules import load_rules
+from agents.core.rules.abstract import Facts
 from agents.core.rules.history import RuleHistory, Version, set_id
 from agents.core.rules.model import RuleSet
+from agents.core.rules.steps import PAliveBelow
 from agents.core.settings import DAY, CoreSettings
 from agents.core.state import CustomerState
 from schemas.records import Event
@@ -205,3 +210,32 @@ def test_a_crossing_too_far_to_compute_or_past_100_years_is_never_due() -> None:
     feed_in_time_order(eng, state, [purchase(CID, T0)], T0)
     assert eng.pending(state) == [] and eng.wake_at(state) is not None  # the lifecycle's
     assert eng.next_due(state) is None
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    facts=st.lists(
+        st.tuples(
+            st.sampled_from([None, at(days=0), at(days=3)]),
+            # Two customers may share a last order and differ in their first.
+            st.sampled_from([0, 3 * DAY, 37 * DAY, 40 * DAY]),
+            st.integers(1, 4),
+        ),
+        max_size=20,
+    ),
+    p=st.sampled_from([0.9, 0.6, 0.2]),
+)
+def test_a_churn_step_remembers_its_last_threshold_only_for_the_same_facts(
+    facts: list[tuple[int | None, int, int]], p: float
+) -> None:
+    """A churn_risk step keeps its last customer's threshold (docs/performance.md "The
+    core fast paths"): for any run of customers' facts, repeated or not, the answer
+    is what a step with nothing remembered computes, so no customer is due at
+    another's crossing."""
+    step = PAliveBelow(p, CDNOW)
+    for first, gap, days in facts:
+        last = None if first is None else first + gap
+        customer = cast(
+            Facts, SimpleNamespace(first_order_at=first, last_order_at=last, order_days=days)
+        )
+        assert step.threshold(customer) == PAliveBelow(p, CDNOW).threshold(customer)

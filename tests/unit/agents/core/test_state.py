@@ -17,6 +17,7 @@ from agents.core.state import (
     ORDER_DAYS_SPAN,
     CountKey,
     CustomerState,
+    OrderDays,
     RecentFiring,
     _compact,
     order_key,
@@ -405,3 +406,34 @@ def test_a_row_written_before_order_days_rebuilds_them_from_its_order_times() ->
     del row["od"]
     assert CustomerState.from_dict(row).order_days == 3
     assert CustomerState.summary_from_dict(row).order_days == 3
+
+
+@settings(max_examples=200)
+@given(
+    # Days sliding off the bitmap's old end too (ORDER_DAYS_SPAN).
+    times=st.lists(
+        st.one_of(st.integers(0, 400 * DAY), st.integers(0, 3 * ORDER_DAYS_SPAN * DAY)),
+        max_size=30,
+    ),
+    reads=st.lists(st.booleans(), max_size=30),
+)
+def test_the_kept_order_day_count_is_the_count_of_the_days_taken_in(
+    times: list[int], reads: list[bool]
+) -> None:
+    """OrderDays keeps its count between orders (docs/performance.md "The core fast
+    paths"): read after any order, and after a round trip through the row, it is what
+    a set taking the same orders at once counts, so the churn_risk rule reads the
+    customer's true x."""
+    days = OrderDays()
+    for i, t in enumerate(times):
+        days.add(t)
+        if i < len(reads) and reads[i]:
+            fresh = OrderDays()
+            for u in times[: i + 1]:
+                fresh.add(u)
+            assert days.count == fresh.count
+            assert OrderDays(days.to_wire()).count == days.count
+    fresh = OrderDays()
+    for u in times:
+        fresh.add(u)
+    assert days.count == fresh.count
