@@ -141,6 +141,47 @@ def crossing_at(
     return Crossing("at", -(-instant // MICROS_PER_MINUTE) * MICROS_PER_MINUTE)
 
 
+class CrossingSince:
+    """:func:`crossing_at` asked at the last order (a churn_risk step's question,
+    docs/prediction.md "The churn_risk rule") for one model and one threshold,
+    as a duration: its constants worked out once, then the same operations in the
+    same order, so the same instants (property-tested; docs/performance.md "The
+    core fast paths").  A churn_risk step asks at every order of every customer."""
+
+    __slots__ = ("_a", "_alpha", "_b", "_log_odds", "_mbg", "_r", "_unit")
+
+    def __init__(self, params: NbdParams, p: float) -> None:
+        if not 0.0 < p < 1.0:
+            raise ValueError(f"a threshold must be in (0, 1), got {p}")
+        self._log_odds = math.log(1.0 / p - 1.0)
+        self._mbg = params.kind == "mbgnbd"
+        self._r, self._alpha, self._a, self._b = params.r, params.alpha, params.a, params.b
+        self._unit = UNIT_MICROS[params.unit]
+
+    def after(self, x: int, first_at: int, last_at: int) -> int | None:
+        """The crossing's instant less ``last_at`` (``"at"``), 0 (``"crossed"``) or
+        None (``"never"``) of ``crossing_at(params, x, first_at, last_at, p,
+        last_at)``; the same errors."""
+        unit = self._unit
+        t_x = (last_at - first_at) / unit if x > 0 else 0.0
+        if x < 0 or t_x < 0:
+            _check_inputs(x, t_x, t_x)
+        if self._mbg:
+            c = self._a / (self._b + x)
+        elif x == 0:
+            return None
+        else:
+            c = self._a / (self._b + x - 1)
+        if c == 0.0:
+            return None
+        exponent = (self._log_odds - math.log(c)) / (self._r + x)
+        root = (self._alpha + t_x) * math.exp(exponent) - self._alpha
+        instant = first_at + round(root * unit / MICROS_PER_MILLI) * MICROS_PER_MILLI
+        if instant <= last_at:
+            return 0
+        return -(-instant // MICROS_PER_MINUTE) * MICROS_PER_MINUTE - last_at
+
+
 def _check_inputs(x: int, t_x: float, T: float) -> None:
     if x < 0 or t_x < 0 or t_x > T or (x == 0 and t_x != 0):
         raise ValueError(f"need x >= 0, 0 <= t_x <= T and t_x = 0 when x = 0: {x}, {t_x}, {T}")

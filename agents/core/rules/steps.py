@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, ClassVar
 
-from agents.core.prediction import NbdParams, crossing_at
+from agents.core.prediction import CrossingSince, NbdParams
 from agents.core.rules.abstract import Facts, Step
 from agents.core.timeutil import EPOCH, MAX_DURATION, MICROS_PER_DAY, TIME_MAX, format_duration
 
@@ -82,7 +82,12 @@ class PAliveBelow(Step):
     memo: list[Any] = field(
         default_factory=lambda: [None, None, None, None], compare=False, hash=False, repr=False
     )
+    # crossing_at for this model and threshold, its constants worked out once.
+    crossing: CrossingSince = field(init=False, compare=False, hash=False, repr=False)
     kind: ClassVar[str] = "p_alive_below"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "crossing", CrossingSince(self.params, self.p))
 
     def threshold(self, facts: Facts) -> int | None:
         last = facts.last_order_at
@@ -102,15 +107,12 @@ class PAliveBelow(Step):
 
     def _threshold(self, first: int, last: int, order_days: int) -> int | None:
         try:
-            crossing = crossing_at(self.params, order_days - 1, first, last, self.p, last)
+            after = self.crossing.after(order_days - 1, first, last)
         except OverflowError:
             return None  # a root too far to compute: more than far enough to never fall due
-        if crossing.at is not None:
-            # Beyond the longest duration a setting may hold: never (a due time stays
-            # a representable datetime, as for a cadence step).
-            after = crossing.at - last
-            return after if after <= MAX_DURATION else None
-        return 0 if crossing.status == "crossed" else None
+        # Beyond the longest duration a setting may hold: never (a due time stays a
+        # representable datetime, as for a cadence step).
+        return None if after is None or after > MAX_DURATION else after
 
     @property
     def least(self) -> int:

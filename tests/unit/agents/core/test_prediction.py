@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ast
 import math
+from collections.abc import Callable
 from decimal import Decimal, localcontext
 from fractions import Fraction
 from pathlib import Path
@@ -19,8 +20,11 @@ from agents.core import prediction
 from agents.core.prediction import (
     MICROS_PER_MINUTE,
     UNIT_MICROS,
+    CrossingSince,
     GammaGammaParams,
+    ModelKind,
     NbdParams,
+    TimeUnit,
     crossing_at,
     crossing_time,
     expected_order_value,
@@ -276,3 +280,55 @@ def test_gamma_gamma_shrinks_a_customers_mean_towards_the_population() -> None:
     assert population < one < many < 100.0
     with pytest.raises(ValueError):
         expected_order_value(GammaGammaParams(1.0, 0.9, 1.0), 1, 1.0)
+
+
+# --- the fast path (docs/performance.md "The core fast paths") ------------------------
+
+
+def _plain_after(params: NbdParams, x: int, first: int, last: int, p: float) -> int | None:
+    """What CrossingSince replaced: crossing_at asked at the last order, as a duration."""
+    crossing = crossing_at(params, x, first, last, p, last)
+    if crossing.at is not None:
+        return crossing.at - last
+    return 0 if crossing.status == "crossed" else None
+
+
+def _outcome(f: Callable[[], int | None]) -> object:
+    try:
+        return f()
+    except (OverflowError, ValueError) as exc:
+        return type(exc)
+
+
+@settings(max_examples=500)
+@given(
+    kind=st.sampled_from(["bgnbd", "mbgnbd"]),
+    unit=st.sampled_from(["day", "week"]),
+    r=st.floats(1e-3, 50.0),
+    alpha=st.floats(1e-3, 500.0),
+    a=st.floats(1e-3, 20.0),
+    b=st.floats(1e-3, 20.0),
+    p=st.floats(0.001, 0.999),
+    x=st.integers(-1, 400),
+    first=st.integers(0, 10**17),
+    gap=st.integers(0, 10**16),
+)
+def test_the_crossing_since_the_last_order_is_crossing_at_to_the_microsecond(
+    kind: ModelKind,
+    unit: TimeUnit,
+    r: float,
+    alpha: float,
+    a: float,
+    b: float,
+    p: float,
+    x: int,
+    first: int,
+    gap: int,
+) -> None:
+    """A churn_risk step computes its crossing with constants worked out once: the
+    same duration as crossing_at (or the same error) for any model and customer, so
+    a due time does not move by a minute."""
+    params = NbdParams(kind, r, alpha, a, b, unit)
+    last = first + gap
+    fast = _outcome(lambda: CrossingSince(params, p).after(x, first, last))
+    assert fast == _outcome(lambda: _plain_after(params, x, first, last, p))
