@@ -11,9 +11,10 @@ TRIGGER_NAMESPACE = uuid.UUID("6f1d3c1e-4b7a-5e0f-9c2d-7a1e0b5c3d21")
 # uuid5 is SHA-1 over the namespace's bytes, then the name: the namespace part is
 # hashed once here and copied per id (every decision, nudge and outcome has one).
 _NAMESPACE_SHA1 = hashlib.sha1(TRIGGER_NAMESPACE.bytes, usedforsecurity=False)
-# RFC 4122 version 5 and variant bits, as uuid.UUID(bytes=..., version=5) sets them.
-_CLEAR = ~((0xC000 << 48) | (0xF000 << 64))
-_SET = (0x8000 << 48) | (5 << 76)
+# RFC 4122 version 5 and variant bits, as uuid.UUID(bytes=..., version=5) sets them,
+# set on the hex text: the version digit (13th) is 5, the variant digit (17th) keeps
+# its two low bits under a high 10.
+_VARIANT = {c: "89ab"[int(c, 16) & 3] for c in "0123456789abcdef"}
 
 
 def trigger_id(
@@ -38,9 +39,8 @@ def trigger_id_at(
     if key is not None:
         name = f"{name}\x1f{key}"
     digest.update(name.encode())
-    value = (int.from_bytes(digest.digest()[:16], "big") & _CLEAR) | _SET
-    h = f"{value:032x}"
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+    h = digest.hexdigest()  # the UUID is its first 32 digits, two of them overwritten
+    return f"{h[:8]}-{h[8:12]}-5{h[13:16]}-{_VARIANT[h[16]]}{h[17:20]}-{h[20:32]}"
 
 
 def holdout_bucket(customer_id: str, salt: str) -> float:

@@ -417,16 +417,22 @@ def test_decisions_do_not_depend_on_arrival_order_within_the_lateness(
     rule=st.sampled_from([SP, INACT, "overdue"]),
     step=st.integers(1, 9),
     anchor=st.integers(-62_135_596_800_000_000, 253_402_300_799_999_999),
+    key=st.none() | st.text(max_size=12),
 )
-def test_trigger_id_is_the_uuid5_of_its_name(cid: str, rule: str, step: int, anchor: int) -> None:
+def test_trigger_id_is_the_uuid5_of_its_name(
+    cid: str, rule: str, step: int, anchor: int, key: str | None
+) -> None:
     """ids.trigger_id builds the UUIDv5 text itself: it must be what uuid.uuid5 gives,
-    or a replay by an older version would not deduplicate against this one's ids."""
+    or a replay by an older version would not deduplicate against this one's ids
+    (a keyed ladder's too: a cart's)."""
     name = f"{cid}\x1f{rule}\x1f{step}\x1f{iso(anchor)}"
+    if key is not None:
+        name = f"{name}\x1f{key}"
     try:
         expected = str(uuid.uuid5(ids.TRIGGER_NAMESPACE, name))
     except UnicodeEncodeError:  # a lone surrogate: no id either way
         return
-    assert ids.trigger_id(cid, rule, step, anchor) == expected
+    assert ids.trigger_id(cid, rule, step, anchor, key) == expected
 
 
 # Equal ladders, so that rules tie on their due time (the lower rule index wins).
