@@ -38,6 +38,13 @@ log = logging.getLogger(__name__)
 # Faust's ``Producer.send(topic, key, value, partition, timestamp, headers)``: it
 # returns, once the message is buffered, the future of its acknowledgement.
 Send = Callable[[str, bytes | None, bytes, int | None, Any, Any], Awaitable[Awaitable[Any]]]
+# Sends records (topic, key, value, partition; None: the key's partition), in order
+# within a topic partition, and returns awaitables that are all done once every record
+# is acknowledged: one per record batch (streams.aiokafka_adapter.BatchSender), not one
+# per record.
+SendMany = Callable[
+    [list[tuple[str, bytes | None, bytes, int | None]]], Awaitable[list[Awaitable[Any]]]
+]
 AgentRun = Callable[[Any], Awaitable[None]]
 
 
@@ -208,7 +215,7 @@ class CustomerAgent:
         processor: CustomerProcessor,
         table: CustomerTable,
         *,
-        start: Callable[[], Awaitable[Send]],
+        start: Callable[[], Awaitable[SendMany]],
         revoke: Callable[[set[int]], None],
         mark: Callable[[int, str, bytes], None],
         observe_slice: Callable[[float], None],
@@ -235,7 +242,7 @@ class CustomerAgent:
         async for events in stream.take_events(self.batch_max, within=self.batch_within):
             await finish_before_stop(self._batch(send, events))
 
-    async def _batch(self, send: Send, events: Sequence[Any]) -> None:
+    async def _batch(self, send: SendMany, events: Sequence[Any]) -> None:
         last: dict[int, Any] = {}
         for event in events:
             last[event.message.partition] = event
@@ -275,7 +282,7 @@ class CustomerAgent:
             self.revoke(gone)
 
     async def _process(
-        self, send: Send, partition: int, messages: list[Any], event: Any, changelog: list[Any]
+        self, send: SendMany, partition: int, messages: list[Any], event: Any, changelog: list[Any]
     ) -> None:
         """One partition's share of a batch, in slices of bounded work.
 
@@ -297,10 +304,12 @@ class CustomerAgent:
             while proc.has_work(partition):
                 started = time.perf_counter()
                 result = proc.step(partition, table, carry=inflight[0].states if inflight else None)
-                acks = [
-                    await send(o.topic, o.key.encode(), o.value, None, None, None)
-                    for o in result.outputs
-                ]
+                outputs = result.outputs
+                acks = (
+                    await send([(o.topic, o.key.encode(), o.value, None) for o in outputs])
+                    if outputs
+                    else []
+                )
                 if inflight is not None:
                     await self._finish(partition, *inflight, changelog)
                 inflight = (result, acks)

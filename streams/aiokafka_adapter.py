@@ -1,11 +1,15 @@
 """Every use of aiokafka internals, in one place, pinned to the aiokafka version below.
 
-The worker needs one thing aiokafka does not offer as public API: **a record batch
+The worker needs two things aiokafka does not offer as public API: **a record batch
 the consumer cannot decode, handed over as one record**
-(:func:`guard_undecodable_batches`).  aiokafka raises from its fetcher when a
-batch of an input topic is compressed with a codec it cannot load, or its CRC or
-records are corrupt, before any agent sees a message; the worker crashed, and
-crashed again after every restart since the batch was never committed.  The guard
+(:func:`guard_undecodable_batches`), and **a slice's records sent as one record
+batch per partition** (:class:`BatchSender`: the keyed partition choice of
+``AIOKafkaProducer.send``, applied to ``create_batch``/``send_batch``).
+
+aiokafka raises from its fetcher when a batch of an input topic is compressed with a
+codec it cannot load, or its CRC or records are corrupt, before any agent sees a
+message; the worker crashed, and crashed again after every restart since the batch
+was never committed.  The guard
 turns such a batch into one record at the batch's last offset that ingest makes a
 dead letter (README "Inputs").  It patches two names of aiokafka's fetcher module
 (``MemoryRecords``, ``PartitionRecords``); Faust's own internals are fenced in
@@ -13,15 +17,15 @@ dead letter (README "Inputs").  It patches two names of aiokafka's fetcher modul
 (:func:`check_version`).
 
 ``tests/unit/streams/test_aiokafka_adapter.py`` checks these internals against the
-installed aiokafka and fails loudly on an upgrade: re-read aiokafka's fetcher for
-these names before raising :data:`PINNED_AIOKAFKA`.
+installed aiokafka and fails loudly on an upgrade: re-read aiokafka's fetcher and
+producer for these names before raising :data:`PINNED_AIOKAFKA`.
 """
 
 from __future__ import annotations
 
 import logging
 from collections import OrderedDict
-from collections.abc import Collection, Iterator
+from collections.abc import Awaitable, Collection, Iterable, Iterator
 from importlib.metadata import version
 from typing import Any, NamedTuple
 
@@ -263,3 +267,91 @@ class _GuardedBatch:
             self._next = last + 1
             timestamp = int(getattr(batch, "first_timestamp", -1))
             yield _StandIn(last, timestamp, 0, None, raw, None, ())
+
+
+# --- a slice's records, one record batch per partition -------------------------------
+#
+# ``AIOKafkaProducer.send`` costs, per record, a coroutine, a metadata wait, a
+# partition lookup, a TopicPartition, an accumulator append and a future that the
+# sender resolves when the batch is acknowledged (and ``asyncio.gather`` then
+# watches, one callback each).  The customers agent sends every output of a slice and
+# awaits them all at once (docs/design.md "The batched hot path"), so one future per
+# record batch says the same: aiokafka's own ``create_batch``/``send_batch``.  What
+# that API leaves to the caller is the partition: :class:`BatchSender` asks the
+# producer's partitioner exactly as ``send`` does (``AIOKafkaProducer._partition``:
+# the topic's partitions from the cluster metadata, as a list, and the available
+# ones), so a keyed record lands where ``send`` would have put it.
+
+# One record to send: topic, key, value, and its partition (None: the key's, as the
+# producer's partitioner picks it).
+Record = tuple[str, bytes | None, bytes, int | None]
+
+
+class SentBatch(NamedTuple):
+    """A submitted record batch: its acknowledgement (the batch's metadata, whose
+    ``offset`` is its first record's) and how many records it holds."""
+
+    ack: Awaitable[Any]
+    records: int
+
+    async def last_offset(self) -> int:
+        """The offset of the batch's last record, once acknowledged."""
+        return int((await self.ack).offset) + self.records - 1
+
+
+class BatchSender:
+    """Send records as one record batch per topic partition, in order within each.
+
+    :meth:`send` returns its batches (:class:`SentBatch`); every record is
+    acknowledged once their acks are.  A batch is closed before it is
+    submitted, so the sender takes it at once rather than after the producer's
+    linger: the caller has nothing more to add to it.  ``producer`` is a started
+    ``AIOKafkaProducer`` (Faust's, :func:`streams.faust_adapter.kafka_producer`).
+    """
+
+    def __init__(self, producer: Any) -> None:
+        self.producer = producer
+
+    async def send(self, records: Iterable[Record]) -> list[SentBatch]:
+        producer = self.producer
+        partitioner = producer._partitioner
+        builders: dict[tuple[str, int], Any] = {}
+        # Per topic: its partitions as AIOKafkaProducer._partition reads them.
+        topics: dict[str, tuple[list[int], list[int]]] = {}
+        # Per topic and key: its partition (a customer's decision and nudge share a key).
+        chosen: dict[tuple[str, bytes], int] = {}
+        sent: list[SentBatch] = []
+        for topic, key, value, partition in records:
+            if partition is None:
+                if key is not None and (topic, key) in chosen:
+                    partition = chosen[topic, key]
+                else:
+                    parts = topics.get(topic)
+                    if parts is None:
+                        await producer.client._wait_on_metadata(topic)
+                        metadata = producer._metadata
+                        parts = topics[topic] = (
+                            list(metadata.partitions_for_topic(topic)),
+                            list(metadata.available_partitions_for_topic(topic)),
+                        )
+                    partition = int(partitioner(key, parts[0], parts[1]))
+                    if key is not None:
+                        chosen[topic, key] = partition
+            tp = (topic, partition)
+            builder = builders.get(tp)
+            if builder is None:
+                builder = builders[tp] = producer.create_batch()
+            if builder.append(timestamp=None, key=key, value=value) is None:
+                # Full: it goes now, and a new batch takes the record (a record
+                # alone always fits an empty batch, as in the producer's own path).
+                sent.append(await self._submit(builder, topic, partition))
+                builder = builders[tp] = producer.create_batch()
+                builder.append(timestamp=None, key=key, value=value)
+        for (topic, partition), builder in builders.items():
+            sent.append(await self._submit(builder, topic, partition))
+        return sent
+
+    async def _submit(self, builder: Any, topic: str, partition: int) -> SentBatch:
+        builder.close()
+        ack = await self.producer.send_batch(builder, topic, partition=partition)
+        return SentBatch(ack, builder.record_count())

@@ -88,27 +88,35 @@ def event_context(event: Any) -> Iterator[None]:
         faust.streams._current_event.reset(token)
 
 
+def kafka_producer(app: Any) -> Any:
+    """The app's ``AIOKafkaProducer``: the one Faust's ``Producer.send`` uses
+    (``Producer._ensure_producer``, which raises ``NotReady`` before the producer
+    service has started)."""
+    return app.producer._ensure_producer()
+
+
 async def send_rows(
     table: Any, partition: int, rows: Iterable[tuple[bytes, bytes]]
 ) -> Awaitable[int] | None:
     """Send rows to the table's changelog partition ``partition``; returns an
     awaitable of the highest offset, once every row is acknowledged (None: no rows).
 
-    The rows leave through the app's producer directly (``table.send_changelog``
-    would go through Faust's producer buffer, a ``FutureMessage`` and a callback
-    per row, a visible share of the worker's time: docs/performance.md).
-    Nothing is written to the local store here: see :func:`apply_rows`.
+    The rows leave through the app's producer directly, as one record batch
+    (:class:`streams.aiokafka_adapter.BatchSender`; ``table.send_changelog`` would
+    go through Faust's producer buffer, a ``FutureMessage`` and a callback per row,
+    a visible share of the worker's time: docs/performance.md).  Nothing is written
+    to the local store here: see :func:`apply_rows`.
     """
     topic = table.changelog_topic.get_topic_name()
-    send = table.app.producer.send
-    acks = [await send(topic, key, value, partition, None, None) for key, value in rows]
-    if not acks:
+    sender = aiokafka_adapter.BatchSender(kafka_producer(table.app))
+    batches = await sender.send((topic, key, value, partition) for key, value in rows)
+    if not batches:
         return None
-    return _highest_offset(acks)
+    return _highest_offset(batches)
 
 
-async def _highest_offset(acks: list[Awaitable[Any]]) -> int:
-    return max(int(m.offset) for m in await asyncio.gather(*acks))
+async def _highest_offset(batches: list[aiokafka_adapter.SentBatch]) -> int:
+    return max([await b.last_offset() for b in batches])
 
 
 def apply_rows(

@@ -64,14 +64,18 @@ _AMOUNT = "9" * 16 + "." + "9" * 31
 # viewed products, the kept carts and their items, the order log, the pending
 # cancellations, the rules that can keep progress in a cart.
 _VIEWS, _CARTS, _CART_ITEMS, _LOG, _CANCELS = 5, 3, 10, 3 + 32, 8
+# Named currencies of one rule's recovered revenue in one group (MAX_RECOVERED_CURRENCIES).
+_RECOVERED = 2
 
 
 def lifecycle_bytes() -> int:
     """The most bytes the lifecycle's row keys can take (with their names):
     ``su``, ``fs``, ``vw`` (5 views of 128-character escaped product ids), ``ct``
     (3 carts of 10 such items, escaped cart ids, progress of every rule pinned),
-    ``fc``, ``ol`` (35 entries), ``cx`` (8 pending cancellations) and ``cn`` (the
-    counts, a refund per currency slot, 8 cancelled keys)."""
+    ``fc``, ``ol`` (35 entries), ``cx`` (8 pending cancellations), ``cn`` (the
+    counts, a refund per currency slot, 8 cancelled keys) and ``rr`` (recovered
+    revenue: every rule an abandonment rule, both groups, MAX_RECOVERED_CURRENCIES
+    currencies and XXX each)."""
     item = [_WIDE, 1_000_000, _AMOUNT, "XXX"]
     progress = {"r" * 40 + str(i): [_TIME, 10, "f" * 12] for i in range(MAX_RULES)}
     cart = [_WIDE, _TIME, "checkout_started", [item] * _CART_ITEMS, _TIME, _TIME, progress]
@@ -92,6 +96,13 @@ def lifecycle_bytes() -> int:
             {f"C{i:02d}": "9" * 32 + _AMOUNT for i in range(MAX_CURRENCIES + 1)},
             [key] * _CANCELS,
         ],
+        "rr": {
+            f"{i:02d}".rjust(40, "r"): {  # rule names are at most 40 characters
+                group: {f"C{c:02d}": "9" * 32 + _AMOUNT for c in range(_RECOVERED + 1)}
+                for group in ("delivered", "holdout")
+            }
+            for i in range(MAX_RULES)
+        },
     }
     return len(orjson.dumps(parts))
 
@@ -100,7 +111,7 @@ def lifecycle_bytes() -> int:
 # rounded up), taken from the row's share of pending (not from the firings): the
 # row keeps ROW_PENDING_BUDGET bytes of waiting events with the overflow index,
 # the rest waits in overflow rows as before (docs/budget.md "Lifecycle").
-LIFECYCLE_BUDGET = 44 * 1024
+LIFECYCLE_BUDGET = 51 * 1024
 # Serialised bytes of pending events (with the index of the overflow rows) an
 # overflow row or a row written before the lifecycle may hold; the row's own
 # share is ROW_PENDING_BUDGET.
@@ -120,6 +131,11 @@ FIXED_ROW_BOUND = ROW_BUDGET - ROW_PENDING_BUDGET
 # OTHER_CURRENCY (ISO 4217 "no currency"), which is also where XXX itself goes.
 MAX_CURRENCIES = 16
 OTHER_CURRENCY = "XXX"
+# Recovered revenue (row key "rr", docs/reports.md "Recovered revenue") is kept per
+# abandonment rule and group: there the 2 alphabetically smallest codes keep their
+# own sums and the rest go to OTHER_CURRENCY, so that 16 such rules fit the row's
+# lifecycle share (a customer converting one rule in three currencies is rare).
+MAX_RECOVERED_CURRENCIES = _RECOVERED
 
 # Dead-letter codes of events the engine refuses (see agents.core.emissions.Refused).
 CODE_CUSTOMER_OVER_BUDGET = "customer_over_budget"

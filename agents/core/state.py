@@ -20,7 +20,7 @@ from typing import Any, NamedTuple
 
 import orjson
 
-from agents.core.budget import MAX_CURRENCIES, OTHER_CURRENCY
+from agents.core.budget import MAX_CURRENCIES, MAX_RECOVERED_CURRENCIES, OTHER_CURRENCY
 from agents.core.dedup import OrderFilter, RecentIds
 from agents.core.ids import trigger_id
 from agents.core.pending import PendingLimits, PendingQueue, Spill
@@ -851,12 +851,13 @@ class CustomerState:
     def add_recovered(self, rule: str, group: str, currency: str, amount: str) -> None:
         """Add a converting order's amount to ``rule``'s recovered revenue of
         ``group`` (docs/reports.md "Recovered revenue"): the alphabetically smallest
-        MAX_CURRENCIES codes keep their own sums, the others go to OTHER_CURRENCY, as
-        the spend's, so the totals do not depend on the order they came in."""
+        MAX_RECOVERED_CURRENCIES codes keep their own sums, the others go to
+        OTHER_CURRENCY, as the spend's, so the totals do not depend on the order they
+        came in (the row's bound, docs/budget.md "Lifecycle")."""
         into = self.recovered.setdefault(rule, {}).setdefault(group, {})
         if currency != OTHER_CURRENCY and currency not in into:
             named = [c for c in into if c != OTHER_CURRENCY]
-            if len(named) >= MAX_CURRENCIES:
+            if len(named) >= MAX_RECOVERED_CURRENCIES:
                 largest = max(named)
                 if currency > largest:
                     currency = OTHER_CURRENCY

@@ -115,6 +115,7 @@ import orjson
 from agents.core.budget import (
     CODE_PENDING_OVERFLOW,
     MAX_CURRENCIES,
+    MAX_RECOVERED_CURRENCIES,
     OTHER_CURRENCY,
     entry_size,
 )
@@ -330,10 +331,12 @@ class _CustomerLog:
         )
 
 
-def _fold_currencies(spend: dict[str, tuple[Decimal, int]]) -> dict[str, tuple[Decimal, int]]:
-    """The alphabetically smallest MAX_CURRENCIES codes keep their own totals; every
-    other currency (and XXX itself) is summed under OTHER_CURRENCY."""
-    named = sorted(c for c in spend if c != OTHER_CURRENCY)[:MAX_CURRENCIES]
+def _fold_currencies(
+    spend: dict[str, tuple[Decimal, int]], keep: int = MAX_CURRENCIES
+) -> dict[str, tuple[Decimal, int]]:
+    """The alphabetically smallest ``keep`` codes keep their own totals; every other
+    currency (and XXX itself) is summed under OTHER_CURRENCY."""
+    named = sorted(c for c in spend if c != OTHER_CURRENCY)[:keep]
     out: dict[str, tuple[Decimal, int]] = {c: spend[c] for c in named}
     for c, (total, n) in spend.items():
         if c not in named:
@@ -544,7 +547,8 @@ def _recovered(
     converted: list[Conversion], revenue_rules: frozenset[str]
 ) -> dict[str, dict[str, dict[str, dict[str, str]]]]:
     """customer -> rule -> group -> currency -> the converting orders' amounts, exact;
-    the 16 alphabetically smallest currencies on their own, the rest under XXX."""
+    the 2 alphabetically smallest currencies on their own, the rest under XXX
+    (MAX_RECOVERED_CURRENCIES: docs/reports.md "Recovered revenue")."""
     sums: dict[str, dict[str, dict[str, dict[str, Decimal]]]] = {}
     with localcontext(prec=80):
         for c in converted:
@@ -558,7 +562,9 @@ def _recovered(
     for cid, rules in sums.items():
         for rule, groups in rules.items():
             for group, totals in groups.items():
-                folded = _fold_currencies({k: (v, 0) for k, v in totals.items()})
+                folded = _fold_currencies(
+                    {k: (v, 0) for k, v in totals.items()}, MAX_RECOVERED_CURRENCIES
+                )
                 out.setdefault(cid, {}).setdefault(rule, {})[group] = {
                     k: format(v, "f") for k, (v, _) in sorted(folded.items())
                 }

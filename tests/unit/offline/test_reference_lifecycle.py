@@ -310,3 +310,25 @@ def test_anniversaries_of_29_february_fall_on_28_february() -> None:
     (d,) = [d for d in result.decisions if d["rule"] == "anniversary"]
     assert d["due_at"] == "2029-02-28T12:00:00Z"
     assert d["context"] == {"milestone": {"years": 1}}
+
+
+def test_the_reference_keeps_recovered_revenue_in_two_currencies_and_xxx() -> None:
+    # docs/reports.md "Recovered revenue": per rule and group the 2 alphabetically
+    # smallest codes keep their sums, the rest (and XXX itself) go to XXX, as the
+    # engine's row does (agents/core/state.py add_recovered).
+    from agents.offline.judgment import Conversion, Firing
+    from agents.offline.reference import _recovered
+
+    firing = Firing("c1", "cart_abandonment", 10, 1, 3600, 0, 3600)
+    converted = [
+        Conversion(firing, "delivered", 7200, f"o{i}", amount, code)
+        for i, (amount, code) in enumerate(
+            [("1.5", "USD"), ("2", "EUR"), ("0.25", "AUD"), ("3", "XXX"), ("1", "EUR")]
+        )
+    ]
+    converted.append(Conversion(firing, "delivered", 7200, "o9", "5", "GBP"))
+    got = _recovered(converted, frozenset({"cart_abandonment"}))
+    assert got == {
+        "c1": {"cart_abandonment": {"delivered": {"AUD": "0.25", "EUR": "3", "XXX": "9.5"}}}
+    }
+    assert _recovered(converted, frozenset({"browse_abandonment"})) == {}

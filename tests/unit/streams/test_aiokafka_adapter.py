@@ -1,5 +1,6 @@
 """The aiokafka internals streams.aiokafka_adapter relies on, checked against the
-installed aiokafka: record batches the consumer cannot decode (README "Inputs").
+installed aiokafka: record batches the consumer cannot decode (README "Inputs"), and
+a slice's records sent as one record batch per partition (docs/performance.md).
 
 These fail loudly on an aiokafka upgrade that moves or changes them: re-read
 aiokafka's fetcher for each name before raising ``PINNED_AIOKAFKA``.
@@ -218,3 +219,72 @@ def test_the_registry_forgets_the_oldest_batches_past_its_limit() -> None:
         registry.add("t", 0, aiokafka_adapter.UndecodableBatch(last, last, "x"))
     assert len(registry) == 2
     assert registry.pop("t", 0, 1) is None and registry.pop("t", 0, 3) is not None
+
+
+# --- BatchSender ------------------------------------------------------------------
+
+
+def test_batch_sender_picks_partitions_as_the_producers_send_does() -> None:
+    from aiokafka import AIOKafkaProducer
+    from aiokafka.producer.message_accumulator import MessageBatch
+
+    # AIOKafkaProducer._partition: the topic's partitions as a list, the available
+    # ones, and the configured partitioner; BatchSender asks the same.
+    source = inspect.getsource(AIOKafkaProducer._partition)
+    assert "all_partitions = list(self._metadata.partitions_for_topic(topic))" in source
+    assert "available = list(self._metadata.available_partitions_for_topic(topic))" in source
+    assert "return self._partitioner(serialized_key, all_partitions, available)" in source
+    assert "await self.client._wait_on_metadata(topic)" in inspect.getsource(
+        AIOKafkaProducer.send_batch
+    )
+    assert list(inspect.signature(AIOKafkaProducer.send_batch).parameters) == [
+        "self",
+        "batch",
+        "topic",
+        "partition",
+    ]
+    # A closed batch does not wait for the producer's linger.
+    assert "self._builder.closed()" in inspect.getsource(MessageBatch.remaining_linger)
+
+
+def test_batch_sender_sends_one_batch_per_partition_in_order_and_splits_full_ones() -> None:
+    import asyncio
+
+    from aiokafka.partitioner import DefaultPartitioner
+
+    from tests.fixtures.fake_producer import FakeKafkaProducer
+
+    log: list[tuple[str, bytes | None, bytes, int]] = []
+
+    def record(topic: str, key: bytes | None, value: bytes, partition: int) -> int:
+        log.append((topic, key, value, partition))
+        return sum(1 for t, _, _, p in log if (t, p) == (topic, partition)) - 1
+
+    # Batches of at most ~1 KB: 40 values of 100 bytes need several per partition.
+    producer = FakeKafkaProducer(record, partitions=3, batch_bytes=1024)
+    keyed = [("out", f"c{i % 7}".encode(), b"%03d" % i + b"x" * 97, None) for i in range(40)]
+    pinned = [("rows", b"k%d" % i, b"v%d" % i, 2) for i in range(5)]
+    records: list[aiokafka_adapter.Record] = [*keyed, *pinned]
+
+    async def scenario() -> list[int]:
+        batches = await aiokafka_adapter.BatchSender(producer).send(records)
+        return [await b.last_offset() for b in batches]
+
+    last = asyncio.run(scenario())
+    partitioner = DefaultPartitioner()
+    # Every keyed record where the producer's own send would put it, in order per key.
+    for topic, key, value, _ in keyed:
+        assert (topic, key, value, partitioner(key, [0, 1, 2], [0, 1, 2])) in log
+    for key in {k for _, k, _, _ in keyed}:
+        got = [v for t, k, v, _ in log if t == "out" and k == key]
+        assert got == [v for _, k, v, _ in keyed if k == key]
+    assert [(t, k, v, p) for t, k, v, p in log if t == "rows"] == pinned
+    # Full batches were split; each batch's last offset is its last record's.
+    assert len(producer.batches) > 4
+    assert sum(n for _, _, n in producer.batches) == len(records)
+    ends: dict[tuple[str, int], int] = {}
+    for (topic, partition, count), end in zip(producer.batches, last, strict=True):
+        assert end == ends.get((topic, partition), -1) + count
+        ends[topic, partition] = end
+    assert ends[("rows", 2)] == 4
+    assert asyncio.run(aiokafka_adapter.BatchSender(producer).send([])) == []

@@ -94,7 +94,7 @@ def firings_size(state: CustomerState) -> int:
 
 
 # The row keys of the lifecycle's facts (docs/budget.md "Lifecycle").
-LIFECYCLE_KEYS = ("su", "fs", "vw", "ct", "fc", "ol", "cx", "cn")
+LIFECYCLE_KEYS = ("su", "fs", "vw", "ct", "fc", "ol", "cx", "cn", "rr")
 # What everything but the firings and the lifecycle's facts stays within.
 REST_BOUND = FIXED_ROW_BOUND - FIRINGS_BUDGET - LIFECYCLE_BUDGET
 

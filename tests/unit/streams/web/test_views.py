@@ -32,13 +32,15 @@ from agents.core.settings import CoreSettings
 from agents.core.state import CustomerState
 from agents.core.timeutil import TIME_MIN, to_micros
 from agents.core.zones import TZDATA_VERSION
-from agents.faust_agents import Send
+from agents.faust_agents import Send, SendMany
+from streams.aiokafka_adapter import BatchSender, Record
 from streams.config import load_config
 from streams.web import views
 from streams.web.summary import AS_OF_MAX, AS_OF_MIN
 from streams.worker.app import RetentionApp
 from streams.worker.observe import PartitionClock, PartitionRules, RulesVersion, Snapshot
 from tests.fixtures.asyncapi_parser import errors as asyncapi_errors
+from tests.fixtures.fake_producer import FakeKafkaProducer
 
 T0 = datetime(2026, 3, 1, 10, 0, tzinfo=UTC)
 NOW = to_micros(datetime(2026, 6, 1, 12, 0, tzinfo=UTC))
@@ -89,6 +91,14 @@ class Broker:
     def on(self, topic: str) -> list[tuple[bytes | None, bytes, int | None]]:
         return [(k, v, p) for t, k, v, p in self.sent if t == topic]
 
+    def record(self, topic: str, key: bytes | None, value: bytes, partition: int) -> int:
+        """One record of a record batch (streams.aiokafka_adapter.BatchSender)."""
+        self.sent.append((topic, key, value, partition))
+        return len(self.sent)
+
+    def kafka_producer(self) -> FakeKafkaProducer:
+        return FakeKafkaProducer(self.record, partitions=PARTITIONS)
+
 
 class AckedTable:
     """The worker's TableStore, its changelog sends acknowledged as a broker would."""
@@ -98,7 +108,7 @@ class AckedTable:
         self.get, self.scan, self.within = store.get, store.scan, store.within
         self.settle = store.settle
         # The changelog rows leave through the producer (streams.faust_adapter.send_rows).
-        store.table.app.producer.send = broker.send
+        store.table.app.producer._ensure_producer = broker.kafka_producer
 
     async def write(self, partition: int, rows: Sequence[tuple[bytes, bytes]]) -> list[Any]:
         acks: list[Any] = await self.store.write(partition, rows)
@@ -162,8 +172,15 @@ class Worker:
         async def start() -> Send:
             return self.broker.send
 
+        async def start_many() -> SendMany:
+            async def send_many(records: list[Record]) -> list[Any]:
+                batches = await BatchSender(self.broker.kafka_producer()).send(records)
+                return [b.ack for b in batches]
+
+            return send_many
+
         self.app.ingest_agent.start = start
-        self.app.customer_agent.start = start
+        self.app.customer_agent.start = start_many
         self.app.customer_agent.table = AckedTable(self.app.store, self.broker)
 
     def recovered(self) -> None:
