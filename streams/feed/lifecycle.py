@@ -28,13 +28,12 @@ from schemas.records import (
     SCHEMA_PURCHASE_2,
     SCHEMA_SIGNUP,
 )
+from streams.feed.sample_options import arrival_key, later_key
 
 MILLI = 1000
 MINUTE = 60_000_000
 HOUR = 60 * MINUTE
 DAY = 24 * HOUR
-# As the other kinds' local shuffles (streams/feed/sample.py).
-SHUFFLE_WINDOW = HOUR
 
 # --- the rates (docs/lifecycle.md "Sample and demo") --------------------------------
 # Every customer signs up, at or before their first event, up to this long before it.
@@ -141,18 +140,10 @@ class Lifecycle:
         event["event_id"] = f"{rng.getrandbits(128):032x}"
         event["occurred_at"] = gen.render(t, offset, suffix)
         line = _dumps(gen._zoned(event, t))
-        u = rng.random()
-        key = t
-        if u < opts.late_rate:
-            key = t + rng.randrange(opts.max_lateness + 1)
-        elif u < opts.late_rate + opts.shuffle_rate:
-            key = t + rng.randrange(min(SHUFFLE_WINDOW, opts.max_lateness) + 1)
-        if opts.beyond_lateness_rate and rng.random() < opts.beyond_lateness_rate:
-            key = t + opts.beyond_lateness
+        key = arrival_key(rng, opts, t)
         gen._push(key, line)
         if opts.duplicate_rate and rng.random() < opts.duplicate_rate:
-            room = t + opts.max_lateness - key
-            gen._push(key + (rng.randrange(room + 1) if room > 0 else 0), line)
+            gen._push(later_key(rng, opts, t, key), line)
         self.first_at = t if self.first_at is None else min(self.first_at, t)
 
     def _event(self, schema: str, customer_id: str, **fields: Any) -> dict[str, Any]:

@@ -43,7 +43,13 @@ from agents.core.timeutil import (
     to_micros,
 )
 from streams.feed.lifecycle import Lifecycle
-from streams.feed.sample_options import EXTRA_CURRENCIES, INVALID_ZONES, SampleOptions
+from streams.feed.sample_options import (
+    EXTRA_CURRENCIES,
+    INVALID_ZONES,
+    SampleOptions,
+    arrival_key,
+    later_key,
+)
 
 DAY = MICROS_PER_DAY
 HOUR = 3600 * MICROS_PER_SECOND
@@ -77,9 +83,6 @@ OPT_BACK_IN_SHARE = 0.35
 # Order value: log-normal around EUR 37 (median), in cents.
 AMOUNT_MU = 3.6
 AMOUNT_SIGMA = 0.6
-# Local shuffles move an event by at most this much event time (and never more
-# than max_lateness).
-SHUFFLE_WINDOW = 1 * HOUR
 
 CURRENCIES = ("EUR",) * 8 + ("USD", "GBP")
 PURCHASE_CHANNELS = ("web", "web", "app", "store")
@@ -380,23 +383,14 @@ class _Generator:
     # -- delivery noise -----------------------------------------------------------
 
     def _later(self, t: int, key: int) -> int:
-        """An arrival key after ``key`` that is still within max_lateness of ``t``."""
-        room = t + self.opts.max_lateness - key
-        return key + (self.rng.randrange(room + 1) if room > 0 else 0)
+        return later_key(self.rng, self.opts, t, key)
 
     def _deliver(self, t: int, event: dict[str, Any]) -> int:
         """Queue an event at its arrival key (event time + delay); returns the key."""
         rng = self.rng
         opts = self.opts
         line = _dumps(event)
-        u = rng.random()
-        key = t
-        if u < opts.late_rate:
-            key = t + rng.randrange(opts.max_lateness + 1)
-        elif u < opts.late_rate + opts.shuffle_rate:
-            key = t + rng.randrange(min(SHUFFLE_WINDOW, opts.max_lateness) + 1)
-        if opts.beyond_lateness_rate and rng.random() < opts.beyond_lateness_rate:
-            key = t + opts.beyond_lateness
+        key = arrival_key(rng, opts, t)
         self._push(key, line)
         if opts.duplicate_rate and rng.random() < opts.duplicate_rate:
             self._push(self._later(t, key), line)

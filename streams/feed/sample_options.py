@@ -15,6 +15,7 @@ know, and some who move to another zone.
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass
 
 from agents.core.timeutil import MICROS_PER_DAY, MICROS_PER_SECOND
@@ -42,6 +43,9 @@ MAX_ALLOWED_LATENESS = DAY
 DEFAULT_BEYOND_LATENESS = 3 * DAY
 DEFAULT_FAR_DUPLICATE_AFTER = 60 * DAY
 DEFAULT_RESTAMP_AFTER = 2 * HOUR
+# Local shuffles move an event by at most this much event time (and never more
+# than max_lateness).
+SHUFFLE_WINDOW = 1 * HOUR
 
 # Zones for SampleOptions.zones: the ones issue 22 names (a 30-minute DST shift, +05:45,
 # the day Apia skipped, +03:30 without DST, no DST at all) and others with and
@@ -150,3 +154,24 @@ class SampleOptions:
                 f"currencies must be between 3 and {3 + len(EXTRA_CURRENCIES)}, "
                 f"got {self.currencies}"
             )
+
+
+def arrival_key(rng: random.Random, opts: SampleOptions, t: int) -> int:
+    """The arrival key of an event at ``t``: ``t``, or later for a late, shuffled or
+    beyond-lateness one (the sample's delivery noise, drawn from ``rng``)."""
+    u = rng.random()
+    key = t
+    if u < opts.late_rate:
+        key = t + rng.randrange(opts.max_lateness + 1)
+    elif u < opts.late_rate + opts.shuffle_rate:
+        key = t + rng.randrange(min(SHUFFLE_WINDOW, opts.max_lateness) + 1)
+    if opts.beyond_lateness_rate and rng.random() < opts.beyond_lateness_rate:
+        key = t + opts.beyond_lateness
+    return key
+
+
+def later_key(rng: random.Random, opts: SampleOptions, t: int, key: int) -> int:
+    """An arrival key after ``key`` that is still within max_lateness of ``t`` (a
+    duplicate's or a retry's)."""
+    room = t + opts.max_lateness - key
+    return key + (rng.randrange(room + 1) if room > 0 else 0)
