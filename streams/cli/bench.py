@@ -99,8 +99,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--churn-rounds",
         type=int,
-        default=2,
-        help="runs with a churn_risk rule, each followed by one without (2)",
+        default=3,
+        help="runs with a churn_risk rule, each followed by one without (3)",
     )
     parser.add_argument(
         "--skip-views",
