@@ -109,14 +109,35 @@ def crossing_time(params: NbdParams, x: int, t_x: float, p: float) -> float | No
     with no new order: (alpha+t_x)((1/p-1)/c)^(1/(r+x)) - alpha, c the odds factor.
     None: it never falls (BG/NBD, x = 0).  It can be below t_x: already below p
     just after the last order."""
+    log_odds = _threshold_log_odds(p)
+    _check_inputs(x, t_x, t_x)
+    return _root(params, x, t_x, log_odds)
+
+
+def _threshold_log_odds(p: float) -> float:
     if not 0.0 < p < 1.0:
         raise ValueError(f"a threshold must be in (0, 1), got {p}")
-    _check_inputs(x, t_x, t_x)
+    return math.log(1.0 / p - 1.0)
+
+
+def _root(params: NbdParams, x: int, t_x: float, log_odds: float) -> float | None:
+    """:func:`crossing_time` with log(1/p - 1) given, inputs already checked."""
     c = _ratio(params, x)
     if c == 0.0:
         return None
-    exponent = (math.log(1.0 / p - 1.0) - math.log(c)) / (params.r + x)
+    exponent = (log_odds - math.log(c)) / (params.r + x)
     return (params.alpha + t_x) * math.exp(exponent) - params.alpha
+
+
+def _instant(first_at: int, root: float, unit: int) -> int:
+    # The root read to the whole millisecond first (docs/prediction.md "Crossing"):
+    # two libms an ulp apart, or exp/log against pow, give roots a few microseconds
+    # apart, which straddle a minute when the root is a round instant.
+    return first_at + round(root * unit / MICROS_PER_MILLI) * MICROS_PER_MILLI
+
+
+def _minute_up(instant: int) -> int:
+    return -(-instant // MICROS_PER_MINUTE) * MICROS_PER_MINUTE
 
 
 def crossing_at(
@@ -132,30 +153,23 @@ def crossing_at(
     root = crossing_time(params, x, t_x, p)
     if root is None:
         return Crossing("never")
-    # The root read to the whole millisecond first (docs/prediction.md "Crossing"):
-    # two libms an ulp apart, or exp/log against pow, give roots a few microseconds
-    # apart, which straddle a minute when the root is a round instant.
-    instant = first_at + round(root * unit / MICROS_PER_MILLI) * MICROS_PER_MILLI
+    instant = _instant(first_at, root, unit)
     if instant <= since:
         return Crossing("crossed")
-    return Crossing("at", -(-instant // MICROS_PER_MINUTE) * MICROS_PER_MINUTE)
+    return Crossing("at", _minute_up(instant))
 
 
 class CrossingSince:
     """:func:`crossing_at` asked at the last order (a churn_risk step's question,
-    docs/prediction.md "The churn_risk rule") for one model and one threshold,
-    as a duration: its constants worked out once, then the same operations in the
-    same order, so the same instants (property-tested; docs/performance.md "The
-    core fast paths").  A churn_risk step asks at every order of every customer."""
+    docs/prediction.md "The churn_risk rule") for one model and one threshold, as a
+    duration, with log(1/p - 1) and the unit worked out once: the same root, read the
+    same way (property-tested; docs/performance.md "The core fast paths")."""
 
-    __slots__ = ("_a", "_alpha", "_b", "_log_odds", "_mbg", "_r", "_unit")
+    __slots__ = ("_log_odds", "_params", "_unit")
 
     def __init__(self, params: NbdParams, p: float) -> None:
-        if not 0.0 < p < 1.0:
-            raise ValueError(f"a threshold must be in (0, 1), got {p}")
-        self._log_odds = math.log(1.0 / p - 1.0)
-        self._mbg = params.kind == "mbgnbd"
-        self._r, self._alpha, self._a, self._b = params.r, params.alpha, params.a, params.b
+        self._log_odds = _threshold_log_odds(p)
+        self._params = params
         self._unit = UNIT_MICROS[params.unit]
 
     def after(self, x: int, first_at: int, last_at: int) -> int | None:
@@ -166,20 +180,11 @@ class CrossingSince:
         t_x = (last_at - first_at) / unit if x > 0 else 0.0
         if x < 0 or t_x < 0:
             _check_inputs(x, t_x, t_x)
-        if self._mbg:
-            c = self._a / (self._b + x)
-        elif x == 0:
+        root = _root(self._params, x, t_x, self._log_odds)
+        if root is None:
             return None
-        else:
-            c = self._a / (self._b + x - 1)
-        if c == 0.0:
-            return None
-        exponent = (self._log_odds - math.log(c)) / (self._r + x)
-        root = (self._alpha + t_x) * math.exp(exponent) - self._alpha
-        instant = first_at + round(root * unit / MICROS_PER_MILLI) * MICROS_PER_MILLI
-        if instant <= last_at:
-            return 0
-        return -(-instant // MICROS_PER_MINUTE) * MICROS_PER_MINUTE - last_at
+        instant = _instant(first_at, root, unit)
+        return 0 if instant <= last_at else _minute_up(instant) - last_at
 
 
 def _check_inputs(x: int, t_x: float, T: float) -> None:
