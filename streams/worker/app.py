@@ -29,7 +29,7 @@ from agents.core.timeutil import MICROS_PER_SECOND, iso
 from agents.faust_agents import CustomerAgent, IngestAgent, Send, SendMany, crash_only
 from agents.messages import CONTROL_ADVANCE, dumps
 from agents.wire import tick_message
-from streams.aiokafka_adapter import BatchSender, guard_undecodable_batches
+from streams.aiokafka_adapter import BatchSender, Record, guard_undecodable_batches
 from streams.config import Config
 from streams.faust_adapter import (
     TableStore,
@@ -446,9 +446,7 @@ class RetentionApp:
         await self._start_batching()
         app = self.faust_app
 
-        async def send_many(
-            records: list[tuple[str, bytes | None, bytes, int | None]],
-        ) -> list[Awaitable[Any]]:
+        async def send_many(records: list[Record]) -> list[Awaitable[Any]]:
             batches = await BatchSender(kafka_producer(app)).send(records)
             return [b.ack for b in batches]
 
